@@ -1,0 +1,139 @@
+"""The attack contract: ``attack(model, batch, labels, threat) -> batch_adv``.
+
+Every attack subclasses :class:`Attack` and implements :meth:`perturb`. The base class enforces
+what DESIGN.md promises for *every* registered attack, whatever the library behind it does:
+the model's train/eval mode and the global RNGs (torch, numpy, python) are restored, a seeded
+generator makes the result reproducible, unattacked modalities are returned bit-identical, the
+attacked ones are projected onto the threat ball and clamped into their valid box, and dtype,
+device and shape are preserved.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import ClassVar, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..contracts import Batch, ModalitySpec, ThreatModel, joint_l2_norm, spec_map
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module, seed: int) -> Iterator[None]:
+    """Restore the model's per-module train flags and every global RNG; seed them inside."""
+    modes = [(m, m.training) for m in model.modules()]
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            for module, flag in modes:
+                module.train(flag)
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+def as_eps_vector(eps: float | Tensor, n: int, device: torch.device) -> Tensor:
+    """A per-sample ε vector (n,) in fp32."""
+    if isinstance(eps, Tensor):
+        vec = eps.to(device=device, dtype=torch.float32).flatten()
+        if vec.numel() == 1:
+            vec = vec.expand(n)
+        if vec.shape[0] != n:
+            raise ValueError(f"per-sample eps has {vec.shape[0]} entries for a batch of {n}")
+        return vec
+    return torch.full((n,), float(eps), device=device)
+
+
+def project(clean: Batch, adv: Batch, threat: ThreatModel, eps: Tensor, specs: dict[str, ModalitySpec]) -> Batch:
+    """Project ``adv`` onto the threat ball around ``clean`` (per sample) and into the valid boxes.
+
+    The box clamp comes last; since every box contains its clean point, clamping never increases
+    ‖δ‖, so the ℓ2 bound still holds afterwards.
+    """
+    out = dict(adv)
+    mods = threat.modalities
+    if threat.norm == "l2":
+        if threat.joint:
+            groups = [mods]
+        else:
+            groups = [(m,) for m in mods]
+        for group in groups:
+            delta = {m: (adv[m] - clean[m]).float() for m in group}
+            norm = joint_l2_norm(delta, group)
+            factor = torch.clamp(eps / (norm + 1e-12), max=1.0)
+            for m in group:
+                shape = (-1,) + (1,) * (delta[m].dim() - 1)
+                out[m] = (clean[m].float() + delta[m] * factor.view(shape)).to(clean[m].dtype)
+    else:
+        for m in mods:
+            shape = (-1,) + (1,) * (clean[m].dim() - 1)
+            e = eps.view(shape).to(clean[m].dtype)
+            out[m] = torch.maximum(torch.minimum(adv[m], clean[m] + e), clean[m] - e)
+    for m in mods:
+        out[m] = specs[m].clamp(out[m])
+    return out
+
+
+class Attack:
+    """Base class of all attacks; subclasses implement :meth:`perturb`.
+
+    ``library``/``library_version`` go into result rows. ``per_sample_eps`` says whether
+    :meth:`perturb` honours a per-sample ε vector (native attacks do, so a radius sweep is one
+    batched computation). ``norm_bounded`` is False for attacks without a budget (``missing``).
+    """
+
+    name: ClassVar[str] = "attack"
+    library: ClassVar[str] = "native"
+    per_sample_eps: ClassVar[bool] = False
+    norm_bounded: ClassVar[bool] = True
+    norms: ClassVar[tuple[str, ...]] = ("l2",)
+
+    def __init__(self, specs: Sequence[ModalitySpec], *, seed: int = 0) -> None:
+        self.specs = spec_map(specs)
+        self.seed = seed
+
+    @property
+    def library_version(self) -> str:
+        from .. import __version__
+        return __version__
+
+    def describe(self) -> str:
+        return self.name
+
+    def validate(self, threat: ThreatModel) -> None:
+        unknown = [m for m in threat.modalities if m not in self.specs]
+        if unknown:
+            raise ValueError(f"unknown modality {', '.join(unknown)}; valid: {', '.join(self.specs)}")
+        if self.norm_bounded and threat.norm not in self.norms:
+            raise ValueError(f"attack {self.name!r} supports norm {', '.join(self.norms)}, not {threat.norm!r}")
+
+    def __call__(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel,
+                 eps: Tensor | float | None = None, *, targets: Tensor | None = None) -> Batch:
+        self.validate(threat)
+        n = labels.shape[0]
+        eps_vec = as_eps_vector(threat.eps if eps is None else eps, n, labels.device)
+        if eps is not None and not self.per_sample_eps and not bool((eps_vec == eps_vec[0]).all()):
+            raise ValueError(f"attack {self.name!r} takes one eps per call, not a per-sample vector")
+        with preserved_state(model, self.seed):
+            adv = self.perturb(model, batch, labels, threat, eps_vec, targets=targets)
+        out = {}
+        for m, x in batch.items():
+            if m in threat.modalities:
+                out[m] = adv[m].detach().to(dtype=x.dtype, device=x.device).reshape(x.shape)
+            else:
+                out[m] = x
+        if self.norm_bounded:
+            return project(batch, out, threat, eps_vec, self.specs)
+        return {m: self.specs[m].clamp(x) if m in threat.modalities else x for m, x in out.items()}
+
+    def perturb(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel, eps: Tensor,
+                *, targets: Tensor | None = None) -> Batch:
+        raise NotImplementedError

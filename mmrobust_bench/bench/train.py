@@ -1,0 +1,145 @@
+"""The one training loop shared by every defense, with caching and epoch-level resume."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.base import InMemoryDataset
+from ..defenses import Defense, TrainConfig, TrainContext
+from ..models import MultiModalNet
+from .checkpoints import (CheckpointKey, clear_resume, load_resume, load_stage, save_resume,
+                          save_stage)
+
+log = logging.getLogger(__name__)
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; anything else is passed to torch.device."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but no CUDA device is available; use --device cpu")
+    return chosen
+
+
+@dataclass
+class TrainedModel:
+    model: MultiModalNet
+    defense: Defense
+    train_config: TrainConfig
+    key: CheckpointKey
+    directory: Path
+    sha256: str
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    cached: bool = False
+    seconds: float = 0.0
+
+
+def _build(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, seed: int,
+           device: torch.device) -> MultiModalNet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = defense.build_model(dataset, train_cfg)
+    return model.to(device)
+
+
+def _optimizer(model: MultiModalNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *, seed: int = 0,
+          root: Path, device: str | torch.device = "auto", progress: bool = True,
+          force: bool = False) -> TrainedModel:
+    """Train ``defense`` on ``dataset`` (or load the cached result) and return the final model.
+
+    Stage 1 (the shared loop) is checkpointed as ``stage1``; post-training stages (CRMT step 2)
+    then produce ``final``. An interrupted stage 1 resumes from the last finished epoch.
+    """
+    dev = select_device(device)
+    key = CheckpointKey(dataset.name, dataset.config, defense.name, defense.config_dict(),
+                        dataclasses.asdict(train_cfg), seed)
+    directory = key.directory(root)
+    model = _build(defense, dataset, train_cfg, seed, dev)
+    start_time = time.perf_counter()
+    if not force:
+        final = load_stage(directory, "final")
+        if final is not None:
+            state, extra, digest = final
+            model.load_state_dict(state)
+            model.eval()
+            return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=True)
+
+    gen = torch.Generator().manual_seed(seed)
+    ctx = TrainContext(dataset=dataset, train=train_cfg, device=dev, generator=gen, progress=progress)
+    stage1 = None if force else load_stage(directory, "stage1")
+    if stage1 is not None:
+        model.load_state_dict(stage1[0])
+    else:
+        _train_stage1(defense, model, ctx, directory, key, resume=not force)
+        save_stage(directory, "stage1", model, {}, key)
+        clear_resume(directory)
+    ctx.state.clear()
+    gen.manual_seed(seed + 1)  # post-training stages draw the same numbers whether stage 1 was cached or not
+    extra = defense.post_train(model, ctx)
+    digest = save_stage(directory, "final", model, extra, key)
+    model.eval()
+    return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=False,
+                        seconds=time.perf_counter() - start_time)
+
+
+def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, directory: Path,
+                  key: CheckpointKey, resume: bool) -> None:
+    cfg = ctx.train
+    opt = _optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step > 0 else None
+    first_epoch = 0
+    state = load_resume(directory) if resume else None
+    if state is not None and state.get("key") == key.digest:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        ctx.generator.set_state(state["generator"])
+        ctx.state.update(state.get("defense_state", {}))
+        first_epoch = state["epoch"] + 1
+        log.info("resuming %s from epoch %d", key.defense, first_epoch)
+    bar = tqdm(range(first_epoch, cfg.epochs), desc=f"train {defense.name}", disable=not ctx.progress,
+               initial=first_epoch, total=cfg.epochs, leave=False)
+    for epoch in bar:
+        ctx.epoch = epoch
+        model.train()
+        defense.on_epoch_start(model, ctx)
+        model.train()
+        total = torch.zeros((), device=ctx.device)
+        steps = 0
+        for batch, labels in ctx.dataset.train.batches(cfg.batch_size, shuffle=True, generator=ctx.generator,
+                                                       device=ctx.device):
+            loss = defense.loss(model, batch, labels, ctx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            defense.after_backward(model, ctx)
+            opt.step()
+            total += loss.detach()
+            steps += 1
+            ctx.step += 1
+        if sched is not None:
+            sched.step()
+        bar.set_postfix(loss=f"{(total / max(steps, 1)).item():.3f}")
+        save_resume(directory, {"key": key.digest, "epoch": epoch, "model": model.state_dict(),
+                                "optimizer": opt.state_dict(),
+                                "scheduler": sched.state_dict() if sched is not None else None,
+                                "generator": ctx.generator.get_state(), "defense_state": dict(ctx.state)})

@@ -1,0 +1,149 @@
+"""The data contracts every subpackage agrees on (DESIGN.md, "Core contracts").
+
+Batches are dicts keyed by modality name; modalities are described by :class:`ModalitySpec`
+(shape and valid box in *model-input space*); models return :class:`ModelOutput`; attacks are
+parameterised by a :class:`ThreatModel`. Nothing else hard-codes shapes or normalisation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+Batch = dict[str, Tensor]
+
+ALL_MODALITIES = "all"
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One input modality: per-sample shape and its valid box in model-input space.
+
+    ``lower``/``upper`` are per-channel bounds (channel = first axis of ``shape``) or ``None``
+    for an unbounded modality (an audio spectrogram, as in the paper, is never clamped).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    lower: tuple[float, ...] | None = None
+    upper: tuple[float, ...] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.lower is None) != (self.upper is None):
+            raise ValueError(f"modality {self.name!r}: give both lower and upper bounds, or neither")
+        if self.lower is not None:
+            channels = self.shape[0]
+            if len(self.lower) != channels or len(self.upper) != channels:
+                raise ValueError(
+                    f"modality {self.name!r}: need {channels} per-channel bounds, got "
+                    f"{len(self.lower)} lower and {len(self.upper)} upper"
+                )
+            if any(lo >= hi for lo, hi in zip(self.lower, self.upper)):
+                raise ValueError(f"modality {self.name!r}: every lower bound must be below its upper bound")
+
+    @property
+    def bounded(self) -> bool:
+        return self.lower is not None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def box(self, like: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Lower/upper tensors broadcastable to a batch ``like`` (B, *shape), or None if unbounded."""
+        if self.lower is None:
+            return None
+        view = (1, -1) + (1,) * (len(self.shape) - 1)
+        lo = torch.tensor(self.lower, dtype=like.dtype, device=like.device).view(view)
+        hi = torch.tensor(self.upper, dtype=like.dtype, device=like.device).view(view)
+        return lo, hi
+
+    def clamp(self, x: Tensor) -> Tensor:
+        """Project a batch onto the valid box (identity for unbounded modalities)."""
+        box = self.box(x)
+        if box is None:
+            return x
+        return torch.maximum(torch.minimum(x, box[1]), box[0])
+
+
+@dataclass
+class ModelOutput:
+    """What every multi-modal model returns.
+
+    ``logits``: fused scores (B, K) — the only thing attacks look at.
+    ``unimodal[m]``: uni-modal scores (B, K) of modality m (bias/2 convention for a concat head,
+    z^(m) = W̃^(m) φ^(m) for the CRMT head). ``features[m]``: pooled encoder features (B, D).
+    """
+
+    logits: Tensor
+    unimodal: dict[str, Tensor] = field(default_factory=dict)
+    features: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Which modalities an attacker perturbs and how much.
+
+    ``eps`` is measured in model-input space, exactly as the paper's code, so numbers compare
+    with ``paper_tables.csv``. ``joint=True`` means one ℓ2 ball over the concatenation of all
+    attacked modalities (the paper's multi-modal attack); ``joint=False`` gives every attacked
+    modality its own ball of radius ``eps``.
+    """
+
+    modalities: tuple[str, ...]
+    eps: float
+    norm: str = "l2"
+    joint: bool = True
+    targeted: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.modalities:
+            raise ValueError("a threat model needs at least one attacked modality")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"attacked modalities repeat: {self.modalities}")
+        if self.norm not in ("l2", "linf"):
+            raise ValueError(f"norm must be 'l2' or 'linf', got {self.norm!r}")
+        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
+            raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
+
+    @classmethod
+    def parse(
+        cls, modality: str | Sequence[str], eps: float, specs: Sequence[ModalitySpec], **kwargs
+    ) -> "ThreatModel":
+        """Build from user input: a modality name, a comma list, or ``all``; validated against specs."""
+        names = [s.name for s in specs]
+        if isinstance(modality, str):
+            chosen = names if modality == ALL_MODALITIES else [m.strip() for m in modality.split(",") if m.strip()]
+        else:
+            chosen = list(modality)
+        unknown = [m for m in chosen if m not in names]
+        if unknown or not chosen:
+            raise ValueError(
+                f"unknown modality {', '.join(unknown) or repr(modality)}; valid: {', '.join(names)} or '{ALL_MODALITIES}'"
+            )
+        ordered = tuple(n for n in names if n in chosen)
+        return cls(modalities=ordered, eps=float(eps), **kwargs)
+
+    def with_eps(self, eps: float) -> "ThreatModel":
+        return ThreatModel(self.modalities, float(eps), self.norm, self.joint, self.targeted)
+
+
+def spec_map(specs: Sequence[ModalitySpec]) -> dict[str, ModalitySpec]:
+    return {s.name: s for s in specs}
+
+
+def batch_size(batch: Mapping[str, Tensor]) -> int:
+    return next(iter(batch.values())).shape[0]
+
+
+def joint_l2_norm(delta: Mapping[str, Tensor], modalities: Sequence[str]) -> Tensor:
+    """Per-sample ℓ2 norm of the concatenation of ``delta[m]`` over ``modalities``, in fp32."""
+    total = None
+    for m in modalities:
+        sq = delta[m].float().flatten(1).pow(2).sum(1)
+        total = sq if total is None else total + sq
+    return total.sqrt()

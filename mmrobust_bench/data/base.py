@@ -1,0 +1,72 @@
+"""Dataset contract: modality specs, class count, and batched access to train/test splits."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from ..contracts import Batch, ModalitySpec
+
+
+@dataclass
+class TensorSplit:
+    """A split held in memory: one tensor per modality plus labels, all on the CPU."""
+
+    inputs: Batch
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: Tensor) -> "TensorSplit":
+        return TensorSplit({m: x[index] for m, x in self.inputs.items()}, self.labels[index])
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu", drop_last: bool = False,
+    ) -> Iterator[tuple[Batch, Tensor]]:
+        """Yield (batch, labels) on ``device``; shuffling draws only from ``generator``."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            yield ({m: x[idx].to(device, non_blocking=True) for m, x in self.inputs.items()},
+                   self.labels[idx].to(device, non_blocking=True))
+
+
+class MultiModalDataset(Protocol):
+    """What training, attacks and reports need to know about a dataset."""
+
+    name: str
+    specs: tuple[ModalitySpec, ...]
+    num_classes: int
+    train: TensorSplit
+    test: TensorSplit
+
+
+@dataclass
+class InMemoryDataset:
+    """A dataset whose splits fit in memory (synthav; small fixtures)."""
+
+    name: str
+    specs: tuple[ModalitySpec, ...]
+    num_classes: int
+    train: TensorSplit
+    test: TensorSplit
+    class_names: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+    # Recommended training-schedule overrides for this dataset (epochs, lr, batch size, ...).
+    train_defaults: dict[str, Any] = field(default_factory=dict)
+    # Encoder id per modality; registered in models.encoders.
+    encoders: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
+
+
+def modality_names(specs: Sequence[ModalitySpec]) -> tuple[str, ...]:
+    return tuple(s.name for s in specs)

@@ -1,0 +1,66 @@
+"""The registry of defenses (training recipes), built-in and from entry points."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Mapping
+
+import yaml
+
+from ..registry import Registry
+from .base import Defense, TrainConfig, TrainContext
+
+DEFENSES: Registry[type[Defense]] = Registry(
+    "defense", "mmrobust_bench.defenses",
+    builtin_modules=("mmrobust_bench.defenses.jt", "mmrobust_bench.defenses.crmt"),
+)
+
+
+def _coerce(field: dataclasses.Field, raw: Any, owner: str, hints: Mapping[str, Any]) -> Any:
+    """Convert a CLI/YAML value to the field's declared type, with a clear error."""
+    target = hints.get(field.name, field.type)
+    if not isinstance(raw, str):
+        value = raw
+    elif target is bool:
+        lowered = raw.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{owner}: {field.name} expects true/false, got {raw!r}")
+        value = lowered in ("true", "1", "yes")
+    else:
+        value = yaml.safe_load(raw)
+    origin = typing.get_origin(target)
+    basic = target if origin is None else None
+    if basic in (int, float, str, bool):
+        if basic is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, basic) or (basic is int and isinstance(value, bool)):
+            raise ValueError(f"{owner}: {field.name} expects {basic.__name__}, got {raw!r}")
+    return value
+
+
+def apply_overrides(obj: Any, overrides: Mapping[str, Any], owner: str) -> tuple[Any, dict[str, Any]]:
+    """Return (a copy of dataclass ``obj`` with the known keys replaced, the keys it did not know)."""
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
+    known = {k: _coerce(fields[k], v, owner, hints) for k, v in overrides.items() if k in fields}
+    rest = {k: v for k, v in overrides.items() if k not in fields}
+    return dataclasses.replace(obj, **known), rest
+
+
+def build_defense(name: str, overrides: Mapping[str, Any] | None = None,
+                  train: TrainConfig | None = None) -> tuple[Defense, TrainConfig]:
+    """The defense ``name`` and training schedule with ``overrides`` (``--set``/``--config``) applied.
+
+    Keys are looked up first in the defense's hyperparameters, then in the training schedule;
+    an unknown key is an error that lists both.
+    """
+    cls = DEFENSES.get(name)
+    config, rest = apply_overrides(cls.Config(), overrides or {}, f"defense {name!r}")
+    train_cfg, rest = apply_overrides(train or TrainConfig(), rest, "training schedule")
+    if rest:
+        valid = [f.name for f in dataclasses.fields(cls.Config)] + [f.name for f in dataclasses.fields(TrainConfig)]
+        raise ValueError(f"unknown setting {', '.join(sorted(rest))} for defense {name!r}; valid: {', '.join(valid)}")
+    return cls(config), train_cfg
+
+
+__all__ = ["DEFENSES", "Defense", "TrainConfig", "TrainContext", "build_defense", "apply_overrides"]

@@ -1,0 +1,96 @@
+"""What a defense is: a hyperparameter dataclass, a model head, a step-1 loss, optional hooks and
+post-training stages. One shared loop (``bench.train``) drives every defense.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..contracts import Batch
+from ..data.base import InMemoryDataset
+from ..models import MultiModalNet, build_model
+
+
+@dataclass
+class TrainConfig:
+    """The training schedule shared by all defenses (METHODS.md §1 defaults; datasets may override).
+
+    The paper's schedule (140 epochs of SGD at lr 1e-3, StepLR 60) is the default; ``synthav``
+    overrides it with a short CPU schedule, which the run prints and stores in the checkpoint.
+    """
+
+    epochs: int = 140
+    batch_size: int = 64
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_step: int = 60  # StepLR step in epochs; 0 disables the schedule
+    lr_gamma: float = 0.1
+    optimizer: str = "sgd"
+    feature_dim: int = 512
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("train config: epochs and batch_size must be >= 1 and lr > 0")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"train config: optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+
+
+@dataclass
+class TrainContext:
+    """What a defense may look at during training."""
+
+    dataset: InMemoryDataset
+    train: TrainConfig
+    device: torch.device
+    generator: torch.Generator
+    epoch: int = 0
+    step: int = 0
+    progress: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Defense:
+    """Base class: plain joint training with CE on the fused logits.
+
+    Subclasses set ``name``, ``Config`` (a dataclass with METHODS.md defaults) and ``head``, and
+    override :meth:`loss` and, where the method needs them, the hooks below.
+    """
+
+    name: ClassVar[str] = "defense"
+    head: ClassVar[str] = "concat"
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def build_model(self, dataset: InMemoryDataset, train: TrainConfig) -> MultiModalNet:
+        return build_model(dataset.specs, dataset.num_classes, dataset.encoders, head=self.head,
+                           feature_dim=train.feature_dim, **self.model_options())
+
+    def model_options(self) -> dict[str, Any]:
+        return {}
+
+    def on_epoch_start(self, model: MultiModalNet, ctx: TrainContext) -> None:
+        """Called before every epoch (PMR prototypes, GB weights)."""
+
+    def loss(self, model: MultiModalNet, batch: Batch, labels: Tensor, ctx: TrainContext) -> Tensor:
+        return F.cross_entropy(model(batch).logits.float(), labels)
+
+    def after_backward(self, model: MultiModalNet, ctx: TrainContext) -> None:
+        """Called between backward and the optimizer step (gradient modulation, OGM-GE)."""
+
+    def post_train(self, model: MultiModalNet, ctx: TrainContext) -> dict[str, Tensor]:
+        """Stages after step 1 (CRMT step 2); returns extra tensors to store with the checkpoint."""
+        return {}

@@ -1,0 +1,17 @@
+"""JT: joint training of the concat late-fusion model with CE on the fused logits (METHODS.md §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import DEFENSES
+from .base import Defense
+
+
+@DEFENSES.register("jt")
+class JointTraining(Defense):
+    name = "jt"
+    head = "concat"
+
+    @dataclass
+    class Config:
+        pass

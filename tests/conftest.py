@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny seeded models and specs built inside the tests (no downloads)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mmrobust_bench.contracts import ModalitySpec
+from mmrobust_bench.models import ConcatHead, CRMTHead, MultiModalNet
+
+torch.set_num_threads(2)
+
+
+def linear_model(dims: dict[str, int], num_classes: int, head: str = "concat", seed: int = 0) -> MultiModalNet:
+    """Identity encoders (flatten) + a fusion head: every quantity has a closed form."""
+    torch.manual_seed(seed)
+    names = list(dims)
+    encoders = {m: nn.Flatten() for m in names}
+    if head == "concat":
+        fusion = ConcatHead(names, [dims[m] for m in names], num_classes)
+    else:
+        fusion = CRMTHead(names, [dims[m] for m in names], num_classes)
+        with torch.no_grad():
+            for m in names:
+                fusion.integration[m].uniform_(0.5, 2.0)
+    return MultiModalNet(encoders, fusion).eval()
+
+
+def flat_specs(dims: dict[str, int]) -> tuple[ModalitySpec, ...]:
+    return tuple(ModalitySpec(m, (d,)) for m, d in dims.items())
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    return tmp_path / "runs"
