@@ -74,11 +74,12 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     command = command or "mmrobust-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     dev = select_device(device)
     # validate the cheap things before any training starts
-    atk = build_attack(attack, _specs_of(dataset, dataset_options, root), seed=seed, **dict(attack_options or {}))
+    specs = _specs_of(dataset, dataset_options, root)
+    atk = build_attack(attack, specs, seed=seed, **dict(attack_options or {}))
+    threat = ThreatModel.parse(modality, eps_grid[0], specs)
     trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides, dataset_options=dataset_options,
                             root=root, device=str(dev), progress=progress)
     ds = trained.dataset  # type: ignore[attr-defined]
-    threat = ThreatModel.parse(modality, eps_grid[0], ds.specs)
     common = dict(dataset=ds.name, defense=defense, seed=seed, checkpoint_sha256=trained.sha256,
                   config_hash=trained.key.config_hash, device=str(dev), suite_version=__version__)
     clean = clean_accuracy(trained.model, ds.test, batch_size, dev)

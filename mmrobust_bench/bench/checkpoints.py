@@ -53,7 +53,8 @@ def save_stage(directory: Path, stage: str, model: torch.nn.Module, extra: dict[
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra.items()})
     path = directory / f"{stage}.safetensors"
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"stage": stage, "key": key.digest})
+        # one metadata entry: safetensors does not keep the order of several, and the sha256 must be reproducible
+        save_file(tensors, str(tmp), metadata={"mmrobust_bench": json.dumps({"stage": stage, "key": key.digest})})
     digest = sha256_file(path)
     config_path = directory / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else key.as_dict()

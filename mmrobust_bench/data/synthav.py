@@ -196,7 +196,7 @@ def build_synthav(*, cache_dir: Path | None = None, **options) -> InMemoryDatase
         start = time.perf_counter()
         tensors = generate(cfg)
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"config": str(asdict(cfg))})
+            save_file(tensors, str(tmp), metadata={"config": str(asdict(cfg))})  # a single entry keeps the file reproducible
         log.info("generated synthav in %.1f s -> %s", time.perf_counter() - start, path)
     n = cfg.n_train
     split = lambda sl: TensorSplit({"v": tensors["v"][sl], "a": tensors["a"][sl]}, tensors["labels"][sl])  # noqa: E731

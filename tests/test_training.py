@@ -1,0 +1,89 @@
+"""The shared training loop: reproducible, cached checkpoints with sha256, resume, CRMT stages."""
+import json
+
+import pytest
+import torch
+
+from mmrobust_bench.bench.api import train_defense
+from mmrobust_bench.bench.checkpoints import load_stage
+from mmrobust_bench.defenses import build_defense
+from mmrobust_bench.io import sha256_file
+
+SMALL = dict(n_train=256, n_test=64)
+
+
+def _states_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_training_is_reproducible_and_cached(tmp_path):
+    first = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 2}, root=tmp_path / "r1", progress=False)
+    second = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 2}, root=tmp_path / "r2", progress=False)
+    assert _states_equal(first.model, second.model) and first.sha256 == second.sha256
+    cached = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 2}, root=tmp_path / "r1", progress=False)
+    assert cached.cached and _states_equal(cached.model, first.model)
+    config = json.loads((first.directory / "config.json").read_text())
+    assert config["stages"]["final"]["sha256"] == sha256_file(first.directory / "final.safetensors")
+    assert config["defense"] == "jt" and config["train_config"]["epochs"] == 2
+
+
+def test_corrupted_checkpoint_is_not_trusted(tmp_path):
+    trained = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 1}, root=tmp_path, progress=False)
+    path = trained.directory / "final.safetensors"
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    assert load_stage(trained.directory, "final") is None
+    again = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 1}, root=tmp_path, progress=False)
+    assert not again.cached and again.sha256 == trained.sha256
+
+
+def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
+    import mmrobust_bench.bench.train as train_mod
+
+    reference = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "ref",
+                              progress=False)
+    calls = {"n": 0}
+    original = train_mod.save_resume
+
+    def crash_after_second_epoch(directory, state):
+        original(directory, state)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_resume", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_defense("jt", dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run", progress=False)
+    monkeypatch.setattr(train_mod, "save_resume", original)
+    resumed = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run",
+                            progress=False)
+    assert _states_equal(resumed.model, reference.model)
+
+
+def test_crmt_step2_changes_only_integration_weights(tmp_path):
+    trained = train_defense("crmt_jt", dataset_options=SMALL, overrides={"epochs": 1, "step2_epochs": 3},
+                            root=tmp_path, progress=False)
+    stage1, _, _ = load_stage(trained.directory, "stage1")
+    final = trained.model.state_dict()
+    changed = {k for k in final if not torch.equal(final[k].cpu(), stage1[k])}
+    assert changed == {"head.integration.v", "head.integration.a"}
+    assert set(trained.extra) == {"lipschitz.v", "lipschitz.a"}
+    assert all(bool((t > 0).all()) for t in trained.extra.values())
+
+
+def test_official_lipschitz_mode_is_a_named_option(tmp_path):
+    trained = train_defense("crmt_jt", dataset_options=SMALL,
+                            overrides={"epochs": 1, "step2_epochs": 1, "lip_mode": "official"},
+                            root=tmp_path, progress=False)
+    assert torch.equal(trained.extra["lipschitz.a"], torch.zeros_like(trained.extra["lipschitz.a"]))
+
+
+def test_overrides_are_type_checked_and_unknown_keys_listed():
+    defense, train_cfg = build_defense("crmt_at", {"rho": "1.5", "epochs": "3", "own_groups": "full"})
+    assert defense.config.rho == 1.5 and train_cfg.epochs == 3 and defense.config.own_groups == "full"
+    with pytest.raises(ValueError, match="unknown setting rhoo.*valid: rho"):
+        build_defense("crmt_at", {"rhoo": 1})
+    with pytest.raises(ValueError, match="epochs expects int"):
+        build_defense("jt", {"epochs": "many"})
+    with pytest.raises(ValueError, match="own_groups must be one of"):
+        build_defense("crmt_jt", {"own_groups": "weird"})
