@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 import logging
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,10 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """A registry of one kind of component, keyed by user-facing id."""
 
-    def __init__(self, kind: str, group: str | None, builtin_modules: Iterable[str] = ()) -> None:
+    def __init__(self, kind: str, group: str | None, builtin_package: str | None = None) -> None:
         self.kind = kind
         self.group = group
-        self._builtin_modules = tuple(builtin_modules)
+        self._builtin_package = builtin_package
         self._entries: dict[str, Entry[T]] = {}
         self._builtins_loaded = False
         self._plugins_loaded = False
@@ -79,8 +80,12 @@ class Registry(Generic[T]):
     def _ensure_loaded(self) -> None:
         if not self._builtins_loaded:
             self._builtins_loaded = True
-            for module in self._builtin_modules:
-                importlib.import_module(module)
+            if self._builtin_package is not None:
+                # every module of the package registers its built-ins on import: one file per entry
+                package = importlib.import_module(self._builtin_package)
+                for info in pkgutil.iter_modules(package.__path__):
+                    if not info.name.startswith("_"):
+                        importlib.import_module(f"{self._builtin_package}.{info.name}")
         if not self._plugins_loaded and self.group is not None:
             self._plugins_loaded = True
             for ep in entry_points(group=self.group):

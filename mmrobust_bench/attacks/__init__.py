@@ -13,8 +13,7 @@ AttackFactory = Callable[..., Attack]
 
 ATTACKS: Registry[AttackFactory] = Registry(
     "attack", "mmrobust_bench.attacks",
-    builtin_modules=("mmrobust_bench.attacks.native", "mmrobust_bench.attacks.missing",
-                     "mmrobust_bench.attacks.torchattacks_adapter"),
+    builtin_package="mmrobust_bench.attacks",
 )
 
 # Library families: "<prefix>:<attack name>" is built by FAMILIES[prefix](attack_name, specs, **options).

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,28 @@ def _optimizer(model: MultiModalNet, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base lr during ``epoch`` (0-based): linear warm-up, then the schedule.
+
+    Warm-up epoch e runs at (e+1)/(W+1) of the base lr, so the first epoch after it is the first at
+    the full lr. "cosine" then decays as ½(1 + cos(π·i/n)) over the n = epochs − W remaining epochs
+    (the last epoch keeps a small positive lr); "step" multiplies by γ every ``lr_step`` epochs.
+    """
+    warm = cfg.warmup_epochs
+    if epoch < warm:
+        return (epoch + 1) / (warm + 1)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / max(cfg.epochs - warm, 1)))
+    return cfg.lr_gamma ** (epoch // cfg.lr_step) if cfg.lr_step > 0 else 1.0
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """StepLR exactly as before for the plain step schedule; a per-epoch LambdaLR otherwise."""
+    if cfg.lr_schedule == "step" and cfg.warmup_epochs == 0:
+        return torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step > 0 else None
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(cfg, epoch))
+
+
 def train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *, seed: int = 0,
           root: Path, device: str | torch.device = "auto", progress: bool = True,
           force: bool = False) -> TrainedModel:
@@ -105,7 +128,7 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
                   key: CheckpointKey, resume: bool) -> None:
     cfg = ctx.train
     opt = _optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step > 0 else None
+    sched = _scheduler(opt, cfg)
     first_epoch = 0
     state = load_resume(directory) if resume else None
     if state is not None and state.get("key") == key.digest:

@@ -10,7 +10,7 @@ from .base import InMemoryDataset, MultiModalDataset, TensorSplit
 DatasetBuilder = Callable[..., MultiModalDataset]
 
 DATASETS: Registry[DatasetBuilder] = Registry(
-    "dataset", "mmrobust_bench.datasets", builtin_modules=("mmrobust_bench.data.synthav",)
+    "dataset", "mmrobust_bench.datasets", builtin_package="mmrobust_bench.data"
 )
 
 

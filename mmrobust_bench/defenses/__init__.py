@@ -12,7 +12,7 @@ from .base import Defense, TrainConfig, TrainContext
 
 DEFENSES: Registry[type[Defense]] = Registry(
     "defense", "mmrobust_bench.defenses",
-    builtin_modules=("mmrobust_bench.defenses.jt", "mmrobust_bench.defenses.crmt"),
+    builtin_package="mmrobust_bench.defenses",
 )
 
 
@@ -52,11 +52,19 @@ def build_defense(name: str, overrides: Mapping[str, Any] | None = None,
     """The defense ``name`` and training schedule with ``overrides`` (``--set``/``--config``) applied.
 
     Keys are looked up first in the defense's hyperparameters, then in the training schedule;
-    an unknown key is an error that lists both.
+    an unknown key is an error that lists both. A defense class may declare ``train_defaults``
+    (a dict, or a callable of the dataset's schedule returning one, for defaults that depend on
+    it), applied after the dataset's defaults in ``train`` and before ``overrides``.
     """
     cls = DEFENSES.get(name)
     config, rest = apply_overrides(cls.Config(), overrides or {}, f"defense {name!r}")
-    train_cfg, rest = apply_overrides(train or TrainConfig(), rest, "training schedule")
+    base = train or TrainConfig()
+    defaults = getattr(cls, "train_defaults", {})
+    base, unknown = apply_overrides(base, defaults(base) if callable(defaults) else defaults,
+                                    f"defense {name!r} training defaults")
+    if unknown:
+        raise ValueError(f"defense {name!r} declares unknown training defaults {', '.join(sorted(unknown))}")
+    train_cfg, rest = apply_overrides(base, rest, "training schedule")
     if rest:
         valid = [f.name for f in dataclasses.fields(cls.Config)] + [f.name for f in dataclasses.fields(TrainConfig)]
         raise ValueError(f"unknown setting {', '.join(sorted(rest))} for defense {name!r}; valid: {', '.join(valid)}")
