@@ -208,6 +208,6 @@ def build_synthav(*, cache_dir: Path | None = None, **options) -> InMemoryDatase
         test=split(slice(n, None)),
         class_names=tuple(f"class{k}" for k in range(cfg.n_classes)),
         config=asdict(cfg),
-        train_defaults={"epochs": 6, "batch_size": 64, "lr": 0.05, "lr_step": 0, "optimizer": "sgd"},
+        train_defaults={"epochs": 6, "batch_size": 64, "lr": 0.05, "lr_step": 0, "optimizer": "sgd", "feature_dim": 64},
         encoders={"v": "small_cnn3d", "a": "small_cnn2d"},
     )
