@@ -87,3 +87,21 @@ def test_overrides_are_type_checked_and_unknown_keys_listed():
         build_defense("jt", {"epochs": "many"})
     with pytest.raises(ValueError, match="own_groups must be one of"):
         build_defense("crmt_jt", {"own_groups": "weird"})
+
+
+def test_step2_train_mode_reproduces_reference_bn_drift(tmp_path):
+    """With the reference's train-mode step 2, BN running statistics move; in eval mode they do not."""
+    options = {"epochs": 1, "step2_epochs": 1}
+    frozen = train_defense("crmt_jt", dataset_options=SMALL, overrides=options, root=tmp_path, progress=False)
+    drift = train_defense("crmt_jt", dataset_options=SMALL, overrides={**options, "step2_encoder_mode": "train"},
+                          root=tmp_path, progress=False)
+    stage1, _, _ = load_stage(drift.directory, "stage1")
+    moved = {k for k, v in drift.model.state_dict().items() if "running_mean" in k and not torch.equal(v, stage1[k])}
+    assert moved, "train-mode step 2 should update BN running statistics"
+    stage1_frozen, _, _ = load_stage(frozen.directory, "stage1")
+    assert all(torch.equal(v, stage1_frozen[k]) for k, v in frozen.model.state_dict().items() if "running" in k)
+
+
+def test_scientific_notation_overrides():
+    _, train_cfg = build_defense("jt", {"lr": "5e-4"})
+    assert train_cfg.lr == 5e-4

@@ -31,6 +31,11 @@ def _coerce(field: dataclasses.Field, raw: Any, owner: str, hints: Mapping[str, 
     origin = typing.get_origin(target)
     basic = target if origin is None else None
     if basic in (int, float, str, bool):
+        if basic is float and isinstance(value, str):
+            try:  # YAML 1.1 reads 5e-4 as a string; float() does not
+                value = float(value)
+            except ValueError:
+                pass
         if basic is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, basic) or (basic is int and isinstance(value, bool)):

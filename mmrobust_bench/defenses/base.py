@@ -33,12 +33,18 @@ class TrainConfig:
     lr_gamma: float = 0.1
     optimizer: str = "sgd"
     feature_dim: int = 512
+    lr_schedule: str = "step"  # "step" (StepLR by lr_step/lr_gamma) or "cosine" (to 0 over the epochs after warm-up)
+    warmup_epochs: int = 0  # linear warm-up epochs before the schedule (ViTs such as MMT need it)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("train config: epochs and batch_size must be >= 1 and lr > 0")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"train config: optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.lr_schedule not in ("step", "cosine"):
+            raise ValueError(f"train config: lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"train config: warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
 
 @dataclass

@@ -67,12 +67,15 @@ class CRMTBase(Defense):
         step2_weight_decay: float = 1e-2
         clamp_nonnegative: bool = False  # clamp a >= 0 after each step-2 update (off for parity)
         lip_max_samples: int = -1  # -1: every training sample, as the reference
+        step2_encoder_mode: str = "eval"  # "train" reproduces the reference (BN running stats drift)
 
         def __post_init__(self) -> None:
             if self.own_groups not in OWN_MODES:
                 raise ValueError(f"own_groups must be one of {', '.join(OWN_MODES)}, got {self.own_groups!r}")
             if self.lip_mode not in LIP_MODES:
                 raise ValueError(f"lip_mode must be one of {', '.join(LIP_MODES)}, got {self.lip_mode!r}")
+            if self.step2_encoder_mode not in ("eval", "train"):
+                raise ValueError(f"step2_encoder_mode must be 'eval' or 'train', got {self.step2_encoder_mode!r}")
 
     def model_options(self) -> dict:
         return {"own_groups": self.config.own_groups}
@@ -97,32 +100,39 @@ class CRMTBase(Defense):
         return {f"lipschitz.{m}": t.cpu() for m, t in tau.items()}
 
     def train_integration_weights(self, model: MultiModalNet, tau: dict[str, Tensor], ctx: TrainContext) -> None:
-        """Step 2: only a^(m) learn; encoders and W̃ are fixed, so z is computed once in eval mode."""
+        """Step 2: only a^(m) learn; encoders and W̃ are fixed.
+
+        In the default eval mode the uni-modal scores z never change, so they are computed once;
+        ``step2_encoder_mode="train"`` recomputes them per batch with BN in train mode, as the
+        reference does (running statistics drift while a^(m) train).
+        """
         head = model.head
         assert isinstance(head, CRMTHead)
-        model.eval()
-        zs, ys = {m: [] for m in model.modalities}, []
-        with torch.no_grad():
-            for batch, labels in ctx.dataset.train.batches(ctx.train.batch_size, device=ctx.device):
-                out = model(batch)
-                for m in model.modalities:
-                    zs[m].append(out.unimodal[m].float())
-                ys.append(labels)
-        z_all = {m: torch.cat(v) for m, v in zs.items()}
-        y_all = torch.cat(ys)
+        frozen = self.config.step2_encoder_mode == "eval"
+        train = ctx.dataset.train
+        if frozen:
+            model.eval()
+            cached = self._unimodal_scores(model, train.batches(ctx.train.batch_size, device=ctx.device))
         bias = head.bias.detach().float()
         epochs = self.config.step2_epochs if self.config.step2_epochs >= 0 else max(1, ctx.train.epochs // 3 - 1)
         params = head.integration_parameters()
-        n, bs = y_all.shape[0], ctx.train.batch_size
         for _ in range(epochs):
             # a new optimiser every epoch, as the reference (momentum resets)
             opt = torch.optim.SGD(params, lr=self.config.step2_lr_ratio * ctx.train.lr,
                                   momentum=self.config.step2_momentum, weight_decay=self.config.step2_weight_decay)
-            order = torch.randperm(n, generator=ctx.generator).to(y_all.device)
-            for start in range(0, n, bs):
-                idx = order[start:start + bs]
+            if frozen:
+                z_all, y_all = cached
+                order = torch.randperm(len(y_all), generator=ctx.generator).to(y_all.device)
+                batches = (({m: z[idx] for m, z in z_all.items()}, y_all[idx])
+                           for idx in order.split(ctx.train.batch_size))
+            else:
+                model.train()
+                batches = (self._unimodal_scores(model, [(b, y)])
+                           for b, y in train.batches(ctx.train.batch_size, shuffle=True, generator=ctx.generator,
+                                                     device=ctx.device))
+            for z, y in batches:
                 a = {m: head.integration[m] for m in model.modalities}
-                loss = step2_objective({m: z_all[m][idx] for m in z_all}, a, tau, bias, y_all[idx])
+                loss = step2_objective(z, a, tau, bias, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -130,6 +140,20 @@ class CRMTBase(Defense):
                     with torch.no_grad():
                         for p in params:
                             p.clamp_(min=0)
+        model.eval()
+
+    @staticmethod
+    @torch.no_grad()
+    def _unimodal_scores(model: MultiModalNet, batches) -> tuple[dict[str, Tensor], Tensor]:
+        """Detached uni-modal scores z^(m) and labels over ``batches`` (in the model's current mode)."""
+        zs: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+        ys = []
+        for batch, labels in batches:
+            out = model(batch)
+            for m in model.modalities:
+                zs[m].append(out.unimodal[m].float())
+            ys.append(labels)
+        return {m: torch.cat(v) for m, v in zs.items()}, torch.cat(ys)
 
 
 @DEFENSES.register("crmt_jt")
