@@ -37,10 +37,12 @@ def test_corrupted_checkpoint_is_not_trusted(tmp_path):
     assert not again.cached and again.sha256 == trained.sha256
 
 
-def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("defense", ["jt", "pmr", "ogm_ge"])
+def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch, defense):
+    """Stateful defenses too: PMR prototypes live in ctx.state, OGM-GE noise follows the saved generator."""
     import mmrobust_bench.bench.train as train_mod
 
-    reference = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "ref",
+    reference = train_defense(defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "ref",
                               progress=False)
     calls = {"n": 0}
     original = train_mod.save_resume
@@ -53,9 +55,9 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod, "save_resume", crash_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_defense("jt", dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run", progress=False)
+        train_defense(defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run", progress=False)
     monkeypatch.setattr(train_mod, "save_resume", original)
-    resumed = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run",
+    resumed = train_defense(defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run",
                             progress=False)
     assert _states_equal(resumed.model, reference.model)
 
