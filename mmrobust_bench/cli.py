@@ -24,11 +24,28 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def _eps_list(text: str) -> list[float]:
+def _eps_list(text: str, flag: str = "--eps") -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise ValueError(f"--eps expects comma-separated numbers such as 0.25,0.5,1, got {text!r}") from exc
+        raise ValueError(f"{flag} expects comma-separated numbers such as 0.25,0.5,1, got {text!r}") from exc
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ValueError(f"{flag} expects comma-separated integers such as 0,1,2, got {text!r}") from exc
+
+
+def _name_list(text: str | None) -> list[str] | None:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
+def _command_line(argv: Sequence[str] | None) -> str:
+    import shlex
+
+    return "mmrobust-bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,6 +81,90 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"results:    {result.results_path} (+{len(result.rows)} rows)")
     if result.plot_path is not None:
         print(f"plot:       {result.plot_path}")
+    return 0
+
+
+def _cmd_certify(args: argparse.Namespace) -> int:
+    from .bench.sweep import certify_defense
+    from .certify import DEFAULT_RADII
+
+    outcome = certify_defense(
+        args.defense, dataset=args.dataset, seed=args.seed, label=args.label, overrides=_overrides(args),
+        dataset_options=_key_values(args.dataset_set, "--dataset-set"),
+        root=Path(args.root) if args.root else None, device=args.device,
+        radii=_eps_list(args.radius, "--radius") if args.radius else DEFAULT_RADII,
+        honesty_steps=args.honesty_steps, train_samples=args.train_samples, batch_size=args.batch_size,
+        progress=not args.no_progress, command=args.command_line,
+    )
+    trained = outcome.trained
+    status = "reused cached checkpoint" if trained.cached else f"trained in {trained.seconds:.1f} s"
+    print(f"{status}")
+    print(outcome.text)
+    print(f"files:     {outcome.directory}")
+    print(f"certified: {outcome.certified_path}")
+    print(f"η pairs:   {outcome.eta_path}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .bench.sweep import build_plan, load_sweep_config, run_sweep
+
+    plan = build_plan(
+        load_sweep_config(args.config) if args.config else {},
+        defenses=_name_list(args.defenses), seeds=_int_list(args.seeds, "--seeds") if args.seeds else None,
+        attacks=_name_list(args.attacks), modalities=_name_list(args.modalities),
+        eps=_eps_list(args.eps) if args.eps else None, dataset=args.dataset,
+        dataset_options=_key_values(args.dataset_set, "--dataset-set"), overrides=_key_values(args.set, "--set"),
+        batch_size=args.batch_size, certify_radii=_eps_list(args.certify, "--certify") if args.certify else None,
+    )
+    outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
+                        results=Path(args.results) if args.results else None, device=args.device,
+                        progress=not args.no_progress, command=args.command_line)
+    print(f"sweep: {outcome.models} models, {outcome.evaluated_rows} rows evaluated, "
+          f"{outcome.skipped_rows} already present, {outcome.certified} certified")
+    print(f"results: {outcome.results_path}")
+    return 0
+
+
+def _read_results(path: str) -> "Any":
+    import pandas as pd
+
+    file = Path(path)
+    if not file.exists():
+        raise ValueError(f"results file {file} does not exist")
+    return pd.read_csv(file)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .reports.tables import build_tables, write_tables
+
+    rows = _read_results(args.results)
+    numbers = _int_list(args.tables, "--tables")
+    tables = build_tables(rows, numbers=numbers, datasets=_name_list(args.dataset))
+    for path in write_tables(tables, Path(args.out), command=args.command_line):
+        print(path)
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .reports.figures import DEFAULT_ABLATION, parse_ablation, plot_figures
+
+    rows = _read_results(args.results)
+    eta_path = Path(args.eta) if args.eta else Path(args.results).with_name("eta_pairs.csv")
+    if args.eta and not eta_path.exists():
+        raise ValueError(f"--eta file {eta_path} does not exist")
+    eta = pd.read_csv(eta_path) if eta_path.exists() else None
+    saved, notes = plot_figures(
+        rows, Path(args.out), command=args.command_line, eta_pairs=eta, figures=_int_list(args.figures, "--figures"),
+        attack=args.attack, ablation=parse_ablation(args.ablation) if args.ablation else DEFAULT_ABLATION,
+        fmt=args.format, datasets=_name_list(args.dataset),
+    )
+    for item in saved:
+        print(item.path)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -111,6 +212,61 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(func=_cmd_run)
 
+    cert = sub.add_parser("certify", help="certified radii (Eq. 5/7/10), η and an honesty check for a trained defense")
+    cert.add_argument("--defense", default="crmt_at", help="defense id (see `mmrobust-bench list`)")
+    cert.add_argument("--label", help="name of this model in the output rows (default: the defense id)")
+    cert.add_argument("--dataset", default="synthav")
+    cert.add_argument("--seed", type=int, default=0)
+    cert.add_argument("--radius", help="comma-separated radii for certified accuracy (default 0,0.25,0.5,1)")
+    cert.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a defense or training setting")
+    cert.add_argument("--config", help="YAML file of defense/training settings (--set wins)")
+    cert.add_argument("--dataset-set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_test=200")
+    cert.add_argument("--root", help="where datasets, checkpoints and certificates go (default $MMROBUST_HOME or ./runs)")
+    cert.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    cert.add_argument("--batch-size", type=int, default=64, help="samples per batched Jacobian (memory: K×B×|x|)")
+    cert.add_argument("--train-samples", type=int, default=-1,
+                      help="training samples for the global constants (-1: all; fewer is faster and less safe)")
+    cert.add_argument("--honesty-steps", type=int, default=20, help="ℓ2-PGD steps of the honesty check (0: skip)")
+    cert.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cert.set_defaults(func=_cmd_certify)
+
+    sw = sub.add_parser("sweep", help="defenses × seeds × attacks × modalities × ε, resumable, rows appended per cell")
+    sw.add_argument("--config", help="sweep YAML (dataset, seeds, set, defenses with labels, grid, certify)")
+    sw.add_argument("--defenses", help="comma-separated defense ids (replaces the YAML's entries)")
+    sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    sw.add_argument("--attacks", help="comma-separated attack ids (with --modalities/--eps: replaces the YAML grid)")
+    sw.add_argument("--modalities", help="comma-separated attacked modalities: v, a, all (joint)")
+    sw.add_argument("--eps", help="comma-separated ε grid")
+    sw.add_argument("--dataset", help="dataset id (default synthav or the YAML's)")
+    sw.add_argument("--dataset-set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=256")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every defense, e.g. epochs=1")
+    sw.add_argument("--certify", metavar="RADII", help="also certify every model, certified accuracy at these radii")
+    sw.add_argument("--root", help="where datasets, checkpoints, results go (default $MMROBUST_HOME or ./runs)")
+    sw.add_argument("--results", help="results CSV (default <root>/results.csv)")
+    sw.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    sw.add_argument("--batch-size", type=int, help="evaluation batch size (default 500 or the YAML's)")
+    sw.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sw.set_defaults(func=_cmd_sweep)
+
+    rep = sub.add_parser("report", help="Tables 1–3 (markdown + CSV) from result rows, beside the paper's numbers")
+    rep.add_argument("--results", required=True, help="results CSV")
+    rep.add_argument("--out", required=True, help="output directory")
+    rep.add_argument("--tables", default="1,2,3", help="which tables (default 1,2,3; 3 needs MMT rows)")
+    rep.add_argument("--dataset", help="comma-separated datasets (default: every dataset in the rows)")
+    rep.set_defaults(func=_cmd_report)
+
+    plot = sub.add_parser("plot", help="Figures 1, 3, 4, 5 from result rows (and certify's eta_pairs.csv)")
+    plot.add_argument("--results", required=True, help="results CSV")
+    plot.add_argument("--out", required=True, help="output directory")
+    plot.add_argument("--eta", help="per-pair η CSV from certify (default: eta_pairs.csv beside --results)")
+    plot.add_argument("--figures", default="1,3,4,5", help="which figures (default 1,3,4,5)")
+    plot.add_argument("--attack", default="pgd_l2", help="attack of the radius curves (Figures 1 and 4)")
+    plot.add_argument("--ablation", metavar="STAGE=LABEL,...",
+                      help="Figure 5 stages and their defense labels (default JT=jt, ..., CRMT-JT (full)=crmt_jt)")
+    plot.add_argument("--dataset", help="comma-separated datasets (default: every dataset in the rows)")
+    plot.add_argument("--format", default="png", choices=("png", "pdf", "svg"))
+    plot.set_defaults(func=_cmd_plot)
+
     lst = sub.add_parser("list", help="list defenses, attacks and datasets with their providers")
     lst.set_defaults(func=_cmd_list)
     return parser
@@ -119,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = _command_line(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from .registry import RegistryError

@@ -2,20 +2,21 @@
 
 torchattacks calls ``model(x)`` with one image tensor in [0, 1], clamps to [0, 1] itself, and some
 attacks call the model on sub-batches or single samples (DeepFool, FAB, APGD, Square). The adapter
-shows it a single-input *view* of the multi-modal model (DESIGN.md, "Adapting single-input attack
-libraries"):
+shows it the single-input *view* of :mod:`mmrobust_bench.attacks.view`: attacked modalities mapped
+around the clean input with library budget 0.35, then sample-index tags, then padding.
 
-* the attacked modalities, flattened and concatenated in ``threat.modalities`` order, are the first
-  D coordinates of a (B, 1, H, W) "image", mapped by one affine map per sample centred on the clean
-  input, ``x_lib = 0.5 + (u - u_clean) / s`` with the scalar ``s = eps / 0.35``. The library budget is
-  then 0.35 for every ε, any δ inside the ε ball (ℓ2 or ℓ∞) stays in [0.15, 0.85] so the library's
-  own [0, 1] clamp never acts, and ℓ2 geometry is kept because ``s`` is a scalar;
-* the next coordinates are *tags*: the sample index in binary, as 0.1 / 0.9. The view decodes them by
-  thresholding at 0.5 under ``no_grad`` and supplies the frozen modalities and the clean centre of
-  exactly those samples, whatever subset or order the library sends. Tags get zero gradient, so
-  gradient steps never move them, and random starts move them by at most 0.35, which the
-  threshold tolerates; a tag moved further (noise, pixel swaps) is an error, never a silent mix-up. The rest of the image is padding (also ignored), so that H, W ≥ 5: Square's
-  ℓ2 initialisation tiles the image into windows of side H // 5.
+Every torchattacks attack class is either run by the adapter or listed in ``EXCLUDED`` with the reason
+(tests/test_attack_suite.py enumerates the installed library, so a new release cannot slip through
+untested). Some attacks need their options rescaled to keep the tags readable:
+
+* VMIFGSM / VNIFGSM sample neighbours uniformly within ``beta * eps`` of the iterate, tags included,
+  so their library budget is ``0.35 / beta`` instead of 0.35 (ℓ∞, so nothing else changes);
+* PGDRS / PGDRSL2 add Gaussian (or uniform) smoothing noise of ``noise_sd`` to every coordinate. Like
+  all noise levels it is in library units (the ε ball has radius 0.35); the library default 0.5 would
+  scramble the tags, so the default is 0.05 (≈ 0.14 ε), and a level whose tails reach the tags is
+  refused before the attack runs;
+* JSMA has no untargeted mode and picks ``(y + 1) % 10`` as target, outside the range of a model with
+  fewer classes: untargeted runs target ``(y + 1) % K`` instead.
 
 The view clamps every attacked modality into its valid box before calling the model; the base
 class then projects the returned inputs onto the threat ball and into the boxes, restores model
@@ -24,9 +25,7 @@ mode and RNGs, and keeps frozen modalities bit-identical.
 from __future__ import annotations
 
 import inspect
-import math
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,14 +33,9 @@ from torch import Tensor, nn
 from ..contracts import Batch, ModalitySpec, ThreatModel
 from . import register_family
 from .base import Attack
+from .view import LIB_EPS, TAG_TOLERANCE, SingleInputView, frozen_parameters
 
 INSTALL_HINT = "pip install --no-deps torchattacks==3.5.1"
-LIB_EPS = 0.35
-CENTRE = 0.5
-TAG_LOW, TAG_HIGH = 0.1, 0.9
-TAG_SLACK = 1e-3  # rounding in the library's own steps and clamps
-MIN_SIDE = 5
-
 # Attacks with a fixed norm, as grouped in torchattacks' own __init__. Attacks with a ``norm``
 # argument (APGD, APGDT, FAB, Square, AutoAttack) take either; the rest (ℓ0, ℓ1, noise) have no
 # ℓ2/ℓ∞ budget of their own and are accepted under both, since the result is projected anyway.
@@ -52,13 +46,35 @@ LINF_ATTACKS = frozenset({
 })
 # Attacks that transform their input as a natural image; on the flattened view these transforms
 # mix attacked coordinates, tags and padding, so the result would have no meaning.
+_FLAT = ", which has no meaning on the flattened multi-modal input"
 IMAGE_ONLY = {
-    "DIFGSM": "resizes and pads the image (input diversity)",
-    "TIFGSM": "resizes the image and smooths gradients with a 3-channel kernel",
-    "SINIFGSM": "rescales pixel intensities towards 0",
-    "PIFGSM": "spreads gradients over image patches with a 3-channel kernel",
-    "PIFGSMPP": "spreads gradients over image patches with a 3-channel kernel",
+    "DIFGSM": "resizes and pads the image (input diversity)" + _FLAT,
+    "TIFGSM": "resizes the image and smooths gradients with a 3-channel kernel" + _FLAT,
+    "SINIFGSM": "rescales pixel intensities towards 0" + _FLAT,
+    "PIFGSM": "spreads gradients over image patches with a 3-channel kernel" + _FLAT,
+    "PIFGSMPP": "spreads gradients over image patches with a 3-channel kernel" + _FLAT,
 }
+# Every other attack class of the library that the adapter does not run, with the reason.
+EXCLUDED = {
+    **IMAGE_ONLY,
+    "MultiAttack": "is a wrapper over attack objects the caller built; build each one through the adapter instead",
+    "LGV": "trains surrogate copies of the model on a training loader (a transfer attack), not an input batch",
+    "OnePixel": "sets pixels at positions of its choice (tags and padding included) to arbitrary values, so a "
+                "moved tag can decode as another sample's index",
+    "Pixle": "swaps patches of pixels across the image (tags and padding included), so a moved tag can decode "
+             "as another sample's index",
+}
+# Attacks that search for the smallest adversarial perturbation rather than the worst one inside ε:
+# run once at a large ε, their per-sample norms give the whole robust-accuracy curve.
+MINIMAL_NORM = frozenset({"CW", "DeepFool", "EADEN", "EADL1", "FAB"})
+# Attacks that sample neighbours uniformly within ``beta * eps`` of the iterate, tags included.
+NEIGHBOUR_SAMPLING = frozenset({"VMIFGSM", "VNIFGSM"})
+# Attacks that add smoothing noise of ``noise_sd`` (library units) to every coordinate, tags included.
+SMOOTHING_NOISE = frozenset({"PGDRS", "PGDRSL2"})
+# Gaussian noise keeps the tags readable when TAG_TOLERANCE is 7 standard deviations away.
+SAFE_NOISE_SD = TAG_TOLERANCE / 7
+# Attacks whose untargeted mode targets ``(y + 1) % 10``; the adapter targets ``(y + 1) % K``.
+NEXT_CLASS_TARGET = frozenset({"JSMA"})
 # Constructor arguments measured in input units that carry the budget (PIFGSM calls it max_epsilon).
 BUDGET_ARGS = ("eps", "max_epsilon")
 LIB_NORMS = {"l2": "L2", "linf": "Linf"}
@@ -74,16 +90,16 @@ def _torchattacks() -> Any:
     return torchattacks
 
 
-def torchattacks_names() -> list[str]:
-    """Every torchattacks attack class the adapter can run: not the wrappers (MultiAttack, LGV), which take
-    other attacks, nor the natural-image attacks of ``IMAGE_ONLY``."""
+def torchattacks_classes() -> list[str]:
+    """Every attack class the installed torchattacks exports, adapted or not."""
     ta = _torchattacks()
-    wrappers = set(getattr(ta, "__wrapper__", ()))
-    return sorted(
-        name for name, obj in vars(ta).items()
-        if inspect.isclass(obj) and issubclass(obj, ta.attack.Attack) and obj is not ta.attack.Attack
-        and name not in wrappers and name not in IMAGE_ONLY
-    )
+    return sorted(name for name, obj in vars(ta).items()
+                  if inspect.isclass(obj) and issubclass(obj, ta.attack.Attack) and obj is not ta.attack.Attack)
+
+
+def torchattacks_names() -> list[str]:
+    """Every torchattacks attack class the adapter can run: all but those of ``EXCLUDED``."""
+    return [name for name in torchattacks_classes() if name not in EXCLUDED]
 
 
 def supported_norms(attack_name: str, parameters: Sequence[str]) -> tuple[str, ...]:
@@ -96,106 +112,6 @@ def supported_norms(attack_name: str, parameters: Sequence[str]) -> tuple[str, .
     return ("l2", "linf")
 
 
-def grid_shape(n: int) -> tuple[int, int]:
-    """A near-square (H, W) with H·W ≥ n and both sides ≥ MIN_SIDE, for attacks that tile the image."""
-    h = max(MIN_SIDE, math.ceil(math.sqrt(n)))
-    return h, max(MIN_SIDE, math.ceil(n / h))
-
-
-def tag_bits(n: int) -> int:
-    return math.ceil(math.log2(n + 1))
-
-
-class SingleInputView(nn.Module):
-    """The multi-modal model seen as ``f(x)`` on one (B', 1, H, W) tensor, B' any subset of the batch.
-
-    Holds the clean batch; decodes each row's sample index from its tags, so frozen modalities and
-    the clean centre always belong to the right sample, for sub-batches, single samples or repeats.
-    """
-
-    def __init__(self, model: nn.Module, batch: Batch, modalities: Sequence[str], specs: dict[str, ModalitySpec],
-                 scale: float) -> None:
-        super().__init__()
-        self.model = model
-        self.batch = batch
-        self.modalities = tuple(modalities)
-        self.specs = specs
-        self.scale = scale
-        self.dtype = torch.promote_types(torch.float32, batch[self.modalities[0]].dtype)
-        for m in self.modalities[1:]:
-            self.dtype = torch.promote_types(self.dtype, batch[m].dtype)
-        self.clean = torch.cat([batch[m].flatten(1).to(self.dtype) for m in self.modalities], 1)
-        self.sizes = [batch[m][0].numel() for m in self.modalities]
-        n = self.clean.shape[0]
-        self.n_tags = tag_bits(n)
-        self.height, self.width = grid_shape(self.clean.shape[1] + self.n_tags)
-
-    def encode(self) -> Tensor:
-        """The clean batch in library coordinates: 0.5 on attacked coordinates, then tags, then padding."""
-        n, d = self.clean.shape
-        x = torch.full((n, self.height * self.width), CENTRE, dtype=self.dtype, device=self.clean.device)
-        bits = (torch.arange(n, device=x.device)[:, None] >> torch.arange(self.n_tags, device=x.device)) & 1
-        x[:, d:d + self.n_tags] = torch.where(bits.bool(), TAG_HIGH, TAG_LOW).to(self.dtype)
-        return x.view(n, 1, self.height, self.width)
-
-    def decode(self, x: Tensor, index: Tensor | None = None) -> dict[str, Tensor]:
-        """Library coordinates back to the attacked modalities in model-input space (unclamped).
-
-        Row r is sample ``index[r]`` of the batch (all samples in order when ``index`` is None).
-        """
-        clean = self.clean if index is None else self.clean[index]
-        u = clean + self.scale * (x.flatten(1)[:, :self.clean.shape[1]].to(self.dtype) - CENTRE)
-        out = {}
-        for m, piece in zip(self.modalities, u.split(self.sizes, dim=1)):
-            out[m] = piece.reshape((piece.shape[0],) + self.batch[m].shape[1:])
-        return out
-
-    def sample_index(self, x: Tensor) -> Tensor:
-        """Each row's sample index, read from its tags; an attack that moved a tag further than its own
-        budget (noise, pixel swaps) would silently pair rows with another sample's frozen inputs, so
-        that is an error instead."""
-        with torch.no_grad():
-            d = self.clean.shape[1]
-            tags = x.flatten(1)[:, d:d + self.n_tags].to(self.dtype)
-            bits = tags > CENTRE
-            index = (bits.long() << torch.arange(self.n_tags, device=x.device)).sum(1)
-            drift = (tags - torch.where(bits, TAG_HIGH, TAG_LOW)).abs().amax()
-        if bool((drift > LIB_EPS + TAG_SLACK) | (index >= self.clean.shape[0]).any()):
-            raise RuntimeError(f"the attack moved the sample-index tags of the single-input view by {float(drift):.3g}, "
-                               f"more than its budget {LIB_EPS}: it changes inputs beyond its budget (noise, pixel "
-                               f"swaps) and cannot be adapted with these options")
-        return index
-
-    def forward(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[1:]) != (1, self.height, self.width):
-            raise RuntimeError(f"torchattacks sent an input of shape {tuple(x.shape)} to the single-input view, which "
-                               f"takes (B, 1, {self.height}, {self.width}); attacks that resize or crop images cannot "
-                               f"be adapted")
-        index = self.sample_index(x)
-        attacked = self.decode(x, index)
-        inputs = {}
-        for m, value in self.batch.items():
-            if m in attacked:
-                inputs[m] = self.specs[m].clamp(attacked[m].to(value.dtype))
-            else:
-                inputs[m] = value[index]
-        return self.model(inputs).logits.float()
-
-
-@contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Parameters stop requiring grad during the attack: DeepFool calls ``backward()``, which would
-    otherwise fill the user's ``.grad`` buffers; the flags are restored afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 class TorchattacksAttack(Attack):
     """One torchattacks attack, by class name, on the attacked modalities of a multi-modal model.
 
@@ -205,7 +121,8 @@ class TorchattacksAttack(Attack):
     ``lr``, SPSA's ``delta``, noise levels) are in library units, where the ε ball has radius 0.35.
     ``seed`` and ``n_classes`` default to the adapter's seed and the model's class count (not the
     library's 10). Minimal-norm attacks without a budget (DeepFool, CW) use the same scale; their
-    result is projected onto the ε ball by the base class.
+    result is projected onto the ε ball by the base class, and ``minimal_norm`` marks them for
+    ``bench.evaluate.minimal_norm_curve`` (run once at a large ε, the per-sample norms give the curve).
     """
 
     library = "torchattacks"
@@ -214,9 +131,9 @@ class TorchattacksAttack(Attack):
     def __init__(self, attack_name: str, specs: Sequence[ModalitySpec], *, seed: int = 0, **options: Any) -> None:
         super().__init__(specs, seed=seed)
         ta = _torchattacks()
-        if attack_name in IMAGE_ONLY:
-            raise ValueError(f"torchattacks:{attack_name} {IMAGE_ONLY[attack_name]}, which has no meaning on the "
-                             f"flattened multi-modal input; it cannot be adapted")
+        if attack_name in EXCLUDED:
+            raise ValueError(f"torchattacks:{attack_name} cannot be adapted to a multi-modal model: it "
+                             f"{EXCLUDED[attack_name]}")
         valid = torchattacks_names()
         if attack_name not in valid:
             raise ValueError(f"unknown torchattacks attack {attack_name!r}; valid: {', '.join(valid)}")
@@ -235,6 +152,24 @@ class TorchattacksAttack(Attack):
         self.name = f"torchattacks:{attack_name}"
         self.norms = supported_norms(attack_name, list(self.signature_args))
         self.options = dict(options)
+        self.minimal_norm = attack_name in MINIMAL_NORM
+        self.lib_eps = LIB_EPS
+        if attack_name in NEIGHBOUR_SAMPLING:
+            beta = float(self.options.get("beta", self.signature_args["beta"].default))
+            self.lib_eps = LIB_EPS / max(1.0, beta)
+        if attack_name in SMOOTHING_NOISE:
+            self._check_smoothing_noise()
+
+    def _check_smoothing_noise(self) -> None:
+        """Gaussian noise with tails that reach the tags, or uniform noise wider than their tolerance, would
+        scramble the sample index: refuse it before running."""
+        kind = self.options.get("noise_type", self.signature_args["noise_type"].default)
+        sd = float(self.options.get("noise_sd", SAFE_NOISE_SD))
+        limit = SAFE_NOISE_SD if kind == "guassian" else TAG_TOLERANCE
+        if sd > limit:
+            raise ValueError(f"{self.name}: noise_sd={sd:g} ({kind} noise, library units where the ε ball has radius "
+                             f"{LIB_EPS}) would move the sample-index tags of the single-input view; use noise_sd <= "
+                             f"{limit:.3g}")
 
     @property
     def library_version(self) -> str:
@@ -255,25 +190,27 @@ class TorchattacksAttack(Attack):
         super().validate(threat)
 
     def constructor_args(self, threat: ThreatModel, scale: float, view: SingleInputView) -> dict[str, Any]:
-        """Constructor arguments in library units: budget 0.35, step sizes divided by ``scale``."""
+        """Constructor arguments in library units: budget ``lib_eps``, step sizes divided by ``scale``."""
         args = dict(self.options)
         params = self.signature_args
         for budget in BUDGET_ARGS:
             if budget in params:
-                args[budget] = LIB_EPS
+                args[budget] = self.lib_eps
         if "alpha" in params:
             if "alpha" in args:
                 args["alpha"] = args["alpha"] / scale
             else:
                 default_budget = next(params[b].default for b in BUDGET_ARGS if b in params)
-                args["alpha"] = LIB_EPS * params["alpha"].default / default_budget
+                args["alpha"] = self.lib_eps * params["alpha"].default / default_budget
+        if self.attack_cls.__name__ in SMOOTHING_NOISE and "noise_sd" not in args:
+            args["noise_sd"] = SAFE_NOISE_SD
         if "norm" in params:
             args["norm"] = LIB_NORMS[threat.norm]
         if "seed" in params and "seed" not in args:
             args["seed"] = self.seed
         if "n_classes" in params and "n_classes" not in args:
             with torch.no_grad():
-                args["n_classes"] = view(view.encode()).shape[1]
+                args["n_classes"] = view(view.encode()[:1]).shape[1]
         return args
 
     def perturb(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel, eps: Tensor,
@@ -281,11 +218,14 @@ class TorchattacksAttack(Attack):
         eps0 = float(eps[0])
         if eps0 == 0.0:
             return {m: batch[m] for m in threat.modalities}
-        scale = eps0 / LIB_EPS
+        scale = eps0 / self.lib_eps
         view = SingleInputView(model, batch, threat.modalities, self.specs, scale)
         with frozen_parameters(model):
             atk = self.attack_cls(view, **self.constructor_args(threat, scale, view))
             atk.set_model_training_mode(model_training=False)
+            if targets is None and self.attack_cls.__name__ in NEXT_CLASS_TARGET:
+                with torch.no_grad():
+                    targets = (labels + 1) % view(view.encode()[:1]).shape[1]
             if targets is not None:
                 if "targeted" not in atk.supported_mode:
                     raise ValueError(f"{self.name} has no targeted mode")
@@ -300,3 +240,6 @@ def build_torchattacks(attack_name: str, specs: Sequence[ModalitySpec], *, seed:
 
 
 register_family("torchattacks", build_torchattacks, torchattacks_names)
+
+__all__ = ["TorchattacksAttack", "SingleInputView", "torchattacks_names", "torchattacks_classes", "EXCLUDED",
+           "IMAGE_ONLY", "MINIMAL_NORM"]

@@ -1,7 +1,8 @@
 """The public Python API: ``run(...)`` is what ``mmrobust-bench run`` calls.
 
-Train (or load) a defense on a dataset, measure clean accuracy and an attack over an ε grid,
-append tidy rows to a CSV, draw the curve, and return everything.
+Train (or load) a defense on a dataset, measure clean accuracy and an attack over an ε grid (one
+attack per ε, or the whole curve from one minimal-norm run), check the numbers for signs of
+gradient masking (``bench.flags``), append tidy rows to a CSV, draw the curve, and return everything.
 """
 from __future__ import annotations
 
@@ -17,18 +18,25 @@ import pandas as pd
 
 from .. import __version__
 from ..attacks import build_attack
+from ..attacks.native import FGM
 from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
+from ..data.base import TensorSplit
 from ..defenses import TrainConfig, apply_overrides, build_defense
 from ..io import default_root
 from ..reports.curves import plot_robust_curve
-from .evaluate import clean_accuracy, robust_accuracy
+from .evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
+from .flags import check_attack, row_flags
 from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, rows_frame
 from .train import TrainedModel, select_device, train
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EPS = (0.25, 0.5, 1.0, 1.5, 2.0)
+# "sweep": the attack at every ε of the grid; "minimal": one run of a minimal-norm attack gives every ε.
+CURVES = ("sweep", "minimal")
+# Attacks whose rows get FGM evaluated alongside, for the fgm_beats_pgd flag.
+FGM_CHECKED = ("pgd_l2",)
 
 
 @dataclass
@@ -62,21 +70,56 @@ def train_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, over
     return trained
 
 
+def train_means(split: TensorSplit, batch_size: int = 256) -> dict[str, Any]:
+    """Per-feature mean of every modality over a split (streamed batch by batch, so it also serves splits that
+    load from disk): the ``mean`` fill of a missing modality."""
+    sums: dict[str, Any] = {}
+    for batch, _ in split.batches(batch_size):
+        for m, x in batch.items():
+            total = x.double().sum(0)
+            sums[m] = total if m not in sums else sums[m] + total
+    return {m: (total / max(len(split), 1)).float() for m, total in sums.items()}
+
+
+def attack_options_for(attack: str, options: Mapping[str, Any] | None, dataset: Any) -> dict[str, Any]:
+    """The attack's options completed from the dataset: ``missing`` with ``fill=mean`` gets the train-split
+    mean of each modality as ``fill_values`` unless the caller gave its own."""
+    out = dict(options or {})
+    if attack == "missing" and out.get("fill") == "mean" and "fill_values" not in out:
+        out["fill_values"] = train_means(dataset.train)
+    return out
+
+
 def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *, dataset: str = "synthav",
         eps: Sequence[float] = DEFAULT_EPS, seed: int = 0, overrides: Mapping[str, Any] | None = None,
         attack_options: Mapping[str, Any] | None = None, dataset_options: Mapping[str, Any] | None = None,
         root: Path | None = None, results: Path | None = None, device: str = "auto", batch_size: int = 500,
-        progress: bool = True, plot: bool = True, command: str | None = None) -> RunResult:
-    """Train/load ``defense``, attack ``modality`` (a name, comma list or ``all``) over ``eps``."""
+        progress: bool = True, plot: bool = True, command: str | None = None, curve: str = "sweep",
+        check_flags: bool = True) -> RunResult:
+    """Train/load ``defense``, attack ``modality`` (a name, comma list or ``all``) over ``eps``.
+
+    ``curve="sweep"`` runs the attack at every ε (batched for native attacks); ``curve="minimal"`` runs a
+    minimal-norm attack (``fmn_l2``, torchattacks FAB/DeepFool/CW, ART DeepFool/CarliniL2Method/ElasticNet)
+    once and reads robust accuracy at every ε off the per-sample norms. ``check_flags`` runs the validity
+    checks of ``bench.flags``: raised flags go into the rows' ``flags`` column and ``RunResult.notes``.
+    """
     eps_grid = validate_eps(eps)
+    if curve not in CURVES:
+        raise ValueError(f"unknown curve {curve!r}; valid: {', '.join(CURVES)}")
     root = Path(root) if root is not None else default_root()
     results_path = Path(results) if results is not None else root / "results.csv"
     command = command or "mmrobust-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     dev = select_device(device)
     # validate the cheap things before any training starts
-    specs = _specs_of(dataset, dataset_options, root)
-    atk = build_attack(attack, specs, seed=seed, **dict(attack_options or {}))
+    probe = build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))
+    specs = probe.specs
+    atk = build_attack(attack, specs, seed=seed, **attack_options_for(attack, attack_options, probe))
     threat = ThreatModel.parse(modality, eps_grid[0], specs)
+    if curve == "minimal" and not getattr(atk, "minimal_norm", False):
+        raise ValueError(f"curve='minimal' needs a minimal-norm attack (fmn_l2, torchattacks:FAB, torchattacks:DeepFool, "
+                         f"torchattacks:CW, art:DeepFool, art:CarliniL2Method, art:ElasticNet), not {attack!r}")
+    if curve == "minimal" and max(eps_grid) <= 0:
+        raise ValueError("curve='minimal' needs an ε grid with a positive value")
     trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides, dataset_options=dataset_options,
                             root=root, device=str(dev), progress=progress)
     ds = trained.dataset  # type: ignore[attr-defined]
@@ -86,13 +129,28 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     rows = [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
                       modality=NO_MODALITY, norm=threat.norm, eps=0.0, n=clean.n, accuracy=clean.accuracy,
                       wall_seconds=clean.seconds, **common)]
-    measured = robust_accuracy(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress)
+    config = atk.describe()
+    if curve == "minimal":
+        found = minimal_norm_curve(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress=progress)
+        measured = found.measurements
+        config = f"{config} [minimal-norm curve, radius {found.radius:g}]"
+    else:
+        measured = robust_accuracy(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress)
+    flags = []
+    if check_flags:
+        fgm = None
+        if attack in FGM_CHECKED and curve == "sweep":
+            fgm = robust_accuracy(trained.model, ds.test, FGM(specs, seed=seed), threat, eps_grid, batch_size, dev)
+        flags = check_attack(trained.model, ds.test, atk, threat, eps_grid, measured, dev, fgm=fgm)
+        for flag in flags:
+            log.warning("%s", flag.note())
     label = "+".join(threat.modalities) if modality != ALL_MODALITIES else ALL_MODALITIES
     for m in measured:
-        rows.append(ResultRow(attack=attack, attack_config=atk.describe(), library=atk.library,
+        eps_value = m.eps if atk.norm_bounded else float("nan")
+        rows.append(ResultRow(attack=attack, attack_config=config, library=atk.library,
                               library_version=atk.library_version, modality=label, norm=threat.norm,
-                              eps=m.eps if atk.norm_bounded else float("nan"), n=m.n, accuracy=m.accuracy,
-                              wall_seconds=m.seconds, **common))
+                              eps=eps_value, n=m.n, accuracy=m.accuracy, wall_seconds=m.seconds,
+                              flags=row_flags(flags, m.eps if atk.norm_bounded else None), **common))
     append_rows(results_path, rows)
     frame = rows_frame(rows)
     plot_path = None
@@ -101,19 +159,20 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
         plot_path = plot_robust_curve(frame, root / "plots" / name, command=command,
                                       title=f"{ds.name}: {defense}, {atk.describe()} on {label}")
     table = format_table(frame, trained)
-    return RunResult(frame, trained, results_path, plot_path, table)
-
-
-def _specs_of(dataset: str, options: Mapping[str, Any] | None, root: Path):
-    return build_dataset(dataset, cache_dir=root / "datasets", **dict(options or {})).specs
+    return RunResult(frame, trained, results_path, plot_path, table, notes=[f.note() for f in flags])
 
 
 def format_table(frame: pd.DataFrame, trained: TrainedModel) -> str:
-    lines = ["| attack | modality | eps | accuracy | n |", "|---|---|---:|---:|---:|"]
+    """Markdown table of the rows; a ``flags`` column appears when any row carries a validity flag."""
+    flagged = "flags" in frame and bool((frame["flags"].fillna("") != "").any())
+    lines = ["| attack | modality | eps | accuracy | n |" + (" flags |" if flagged else ""),
+             "|---|---|---:|---:|---:|" + ("---|" if flagged else "")]
     for row in frame.itertuples():
         eps = "—" if pd.isna(row.eps) else f"{row.eps:g}"
-        lines.append(f"| {row.attack_config} | {row.modality} | {eps} | {row.accuracy:.3f} | {row.n} |")
+        line = f"| {row.attack_config} | {row.modality} | {eps} | {row.accuracy:.3f} | {row.n} |"
+        lines.append(line + (f" {row.flags or ''} |" if flagged else ""))
     return "\n".join(lines)
 
 
-__all__ = ["run", "train_defense", "RunResult", "DEFAULT_EPS", "validate_eps"]
+__all__ = ["run", "train_defense", "RunResult", "DEFAULT_EPS", "CURVES", "validate_eps", "train_means",
+           "attack_options_for"]

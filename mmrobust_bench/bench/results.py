@@ -34,10 +34,14 @@ class ResultRow:
     wall_seconds: float
     device: str
     suite_version: str
+    # Validity flags of the measurement (bench.flags), ";"-separated, empty when none.
+    flags: str = ""
     timestamp: str = dataclasses.field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
 
 COLUMNS = [f.name for f in dataclasses.fields(ResultRow)]
+# Columns added after the first release, with the value old rows get.
+DEFAULTS = {"flags": ""}
 
 
 def rows_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
@@ -45,10 +49,18 @@ def rows_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
+    """The rows of the CSV at ``path`` (none if it does not exist). CSVs written before a column existed
+    read with that column at its default (``flags``: empty); the known columns come first, in order."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path)
+    frame = pd.read_csv(path)
+    for name, default in DEFAULTS.items():
+        if name not in frame:
+            frame[name] = default
+    frame["flags"] = frame["flags"].astype(object).where(frame["flags"].notna(), "").astype(str)
+    extra = [c for c in frame.columns if c not in COLUMNS]
+    return frame[[c for c in COLUMNS if c in frame] + extra]
 
 
 def append_rows(path: str | Path, rows: Iterable[ResultRow]) -> pd.DataFrame:

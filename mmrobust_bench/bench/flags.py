@@ -1,0 +1,195 @@
+"""Validity flags: cheap checks that an attack's numbers can be trusted (gradient masking and friends).
+
+A robust accuracy is only an upper bound; these are the standard signs that it is a loose one
+(Athalye et al. 2018; Carlini et al. 2019, "On evaluating adversarial robustness"):
+
+* ``non_monotone``: accuracy rises with ε by more than binomial noise (a bigger ball contains the smaller one);
+* ``fgm_beats_pgd``: one gradient step does better than the iterative attack at the same ε;
+* ``unbounded_not_zero``: the attack at a huge radius (``UNBOUNDED_FACTOR`` × the largest ε) leaves more than
+  ``UNBOUNDED_MAX_ACCURACY`` of a sample correct; with a box-bounded modality alone the box, not the
+  radius, may be what stops it, so read this one as a prompt to look;
+* ``zero_gradients``: the input gradient of the attack loss (CE on the fused logits) is exactly zero, or not
+  finite, on more than ``ZERO_GRADIENT_FRACTION`` of a sample (rounding, quantisation, saturated layers);
+* ``randomness``: two identical runs of the (seeded) attack, or two forward passes, disagree: the model is
+  stochastic and needs expectation over transformation.
+
+Each flag belongs to one ε row or to every row of a run; result rows carry their flag names joined by ";".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..attacks import Attack
+from ..attacks.native import input_gradients
+from ..contracts import ThreatModel, joint_l2_norm
+from ..data.base import TensorSplit
+from .evaluate import Measurement, attack_setting
+
+NON_MONOTONE = "non_monotone"
+FGM_BEATS_PGD = "fgm_beats_pgd"
+UNBOUNDED_NOT_ZERO = "unbounded_not_zero"
+ZERO_GRADIENTS = "zero_gradients"
+RANDOMNESS = "randomness"
+FLAG_NAMES = (NON_MONOTONE, FGM_BEATS_PGD, UNBOUNDED_NOT_ZERO, ZERO_GRADIENTS, RANDOMNESS)
+
+Z = 2.0  # how many binomial standard deviations count as noise
+UNBOUNDED_FACTOR = 1e3
+UNBOUNDED_MAX_ACCURACY = 0.05
+ZERO_GRADIENT_FRACTION = 0.05
+CHECK_SAMPLES = 64  # samples for the unbounded and gradient checks
+RANDOMNESS_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A raised flag: its name, what was seen, and the ε row it belongs to (None: every row of the run)."""
+
+    name: str
+    detail: str
+    eps: float | None = None
+
+    def note(self) -> str:
+        where = "" if self.eps is None else f" at eps={self.eps:g}"
+        return f"flag {self.name}{where}: {self.detail}"
+
+
+def binomial_std(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
+def non_monotone(measurements: Sequence[Measurement], z: float = Z) -> list[Flag]:
+    """Accuracy that rises from one ε to the next by more than ``z`` binomial standard deviations."""
+    ordered = sorted(measurements, key=lambda m: m.eps)
+    flags = []
+    for low, high in zip(ordered, ordered[1:]):
+        rise = high.accuracy - low.accuracy
+        noise = z * binomial_std((low.accuracy + high.accuracy) / 2, high.n)
+        if rise > noise and high.eps > low.eps:
+            flags.append(Flag(NON_MONOTONE, f"accuracy rises from {low.accuracy:.3f} at eps={low.eps:g} to "
+                                            f"{high.accuracy:.3f} (more than {noise:.3f}, {z:g} binomial std)",
+                              high.eps))
+    return flags
+
+
+def fgm_beats_pgd(fgm: Sequence[Measurement], pgd: Sequence[Measurement], z: float = Z) -> list[Flag]:
+    """ε values where FGM leaves fewer samples correct than PGD by more than ``z`` binomial standard deviations."""
+    by_eps = {m.eps: m for m in fgm}
+    flags = []
+    for p in pgd:
+        f = by_eps.get(p.eps)
+        if f is None:
+            continue
+        gap = p.accuracy - f.accuracy
+        noise = z * binomial_std((p.accuracy + f.accuracy) / 2, p.n)
+        if gap > noise:
+            flags.append(Flag(FGM_BEATS_PGD, f"FGM accuracy {f.accuracy:.3f} is below PGD's {p.accuracy:.3f} "
+                                             f"(by more than {noise:.3f})", p.eps))
+    return flags
+
+
+def zero_gradients(model: nn.Module, batch, labels: torch.Tensor, threat: ThreatModel,
+                   max_fraction: float = ZERO_GRADIENT_FRACTION) -> list[Flag]:
+    """Samples whose CE input gradient over the attacked modalities is exactly zero or not finite."""
+    grads = input_gradients(model, batch, labels, threat.modalities)
+    norm = joint_l2_norm(grads, threat.modalities)
+    dead = (norm == 0) | ~torch.isfinite(norm)
+    fraction = float(dead.float().mean()) if dead.numel() else 0.0
+    if fraction > max_fraction:
+        return [Flag(ZERO_GRADIENTS, f"the input gradient of CE is zero or not finite on {fraction:.0%} of "
+                                     f"{dead.numel()} samples (more than {max_fraction:.0%})")]
+    return []
+
+
+def unbounded(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel, radius: float,
+              max_accuracy: float = UNBOUNDED_MAX_ACCURACY) -> list[Flag]:
+    """The attack at a huge radius should leave (almost) nothing correct."""
+    adv = attack(model, batch, labels, threat.with_eps(radius))
+    with torch.no_grad():
+        accuracy = float((model(adv).logits.argmax(1) == labels).float().mean())
+    if accuracy > max_accuracy:
+        return [Flag(UNBOUNDED_NOT_ZERO, f"at eps={radius:g} the attack leaves accuracy {accuracy:.3f} on "
+                                         f"{labels.shape[0]} samples (more than {max_accuracy:g})")]
+    return []
+
+
+def randomness(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel) -> list[Flag]:
+    """Two identical runs of the seeded attack, and two forward passes, must agree exactly."""
+    first = attack(model, batch, labels, threat)
+    second = attack(model, batch, labels, threat)
+    with torch.no_grad():
+        outputs_differ = not torch.equal(model(batch).logits, model(batch).logits)
+    attack_differs = any(not torch.equal(first[m], second[m]) for m in first)
+    if outputs_differ or attack_differs:
+        what = "the model's outputs" if outputs_differ else "the attack's results"
+        return [Flag(RANDOMNESS, f"{what} differ between two identical runs on {labels.shape[0]} samples: the model "
+                                 f"is stochastic; average over its randomness (EOT) before trusting the numbers")]
+    return []
+
+
+def check_attack(model: nn.Module, split: TensorSplit, attack: Attack, threat: ThreatModel,
+                 eps_grid: Sequence[float], measurements: Sequence[Measurement], device: torch.device, *,
+                 fgm: Sequence[Measurement] | None = None, samples: int = CHECK_SAMPLES,
+                 unbounded_factor: float = UNBOUNDED_FACTOR) -> list[Flag]:
+    """Every flag for one attack's run over ``eps_grid``: from its ``measurements`` (and FGM's at the same
+    ε, when given), plus the unbounded, gradient and randomness checks on the first ``samples`` samples."""
+    model.eval()
+    flags: list[Flag] = []
+    small = split.subset(torch.arange(min(samples, len(split))))
+    batch, labels = next(small.batches(len(small), device=device))
+    few = {m: x[:RANDOMNESS_SAMPLES] for m, x in batch.items()}
+    with attack_setting(model, attack, threat):
+        if attack.norm_bounded:
+            flags += non_monotone(measurements)
+            if fgm is not None:
+                flags += fgm_beats_pgd(fgm, measurements)
+            largest = max(float(e) for e in eps_grid)
+            if largest > 0:
+                flags += unbounded(model, batch, labels, attack, threat, unbounded_factor * largest)
+            flags += zero_gradients(model, batch, labels, threat)
+            threat = threat.with_eps(largest)
+        flags += randomness(model, few, labels[:RANDOMNESS_SAMPLES], attack, threat)
+    return flags
+
+
+def row_flags(flags: Iterable[Flag], eps: float | None) -> str:
+    """The ``flags`` cell of the row at ``eps``: run-wide flags and those of that ε, sorted, ";"-joined."""
+    names = {f.name for f in flags if f.eps is None or (eps is not None and math.isclose(f.eps, eps))}
+    return ";".join(sorted(names))
+
+
+def flag_rows(frame: pd.DataFrame, z: float = Z) -> pd.Series:
+    """Flags that follow from result rows alone (a run's or a sweep's): ``non_monotone`` within each curve and
+    ``fgm_beats_pgd`` between the ``fgm`` and ``pgd_l2`` rows of one model and modality. Returns the
+    ``flags`` column, merged with the flags the rows already carry."""
+    existing = frame["flags"] if "flags" in frame else pd.Series("", index=frame.index)
+    names = {i: set(filter(None, str(v).split(";"))) if isinstance(v, str) else set() for i, v in existing.items()}
+    attacked = frame[frame["attack"] != "clean"].dropna(subset=["eps"])
+    model_keys = ["dataset", "defense", "seed", "checkpoint_sha256", "modality", "norm"]
+    for _, curve in attacked.groupby(model_keys + ["attack", "attack_config"], sort=False):
+        rows = curve.sort_values("eps")
+        measured = [Measurement(float(r.eps), round(r.accuracy * r.n), int(r.n), 0.0) for r in rows.itertuples()]
+        index_of = dict(zip(rows["eps"].astype(float), rows.index))
+        for flag in non_monotone(measured, z):
+            names[index_of[flag.eps]].add(flag.name)
+    for _, group in attacked.groupby(model_keys, sort=False):
+        fgm = group[group["attack"] == "fgm"]
+        pgd = group[group["attack"] == "pgd_l2"]
+        if fgm.empty or pgd.empty:
+            continue
+        f = [Measurement(float(r.eps), round(r.accuracy * r.n), int(r.n), 0.0) for r in fgm.itertuples()]
+        for row in pgd.itertuples():
+            p = [Measurement(float(row.eps), round(row.accuracy * row.n), int(row.n), 0.0)]
+            if fgm_beats_pgd(f, p, z):
+                names[row.Index].add(FGM_BEATS_PGD)
+    return pd.Series({i: ";".join(sorted(v)) for i, v in names.items()}, index=frame.index, dtype=object)
+
+
+__all__ = ["Flag", "FLAG_NAMES", "NON_MONOTONE", "FGM_BEATS_PGD", "UNBOUNDED_NOT_ZERO", "ZERO_GRADIENTS",
+           "RANDOMNESS", "binomial_std", "non_monotone", "fgm_beats_pgd", "zero_gradients", "unbounded",
+           "randomness", "check_attack", "row_flags", "flag_rows"]

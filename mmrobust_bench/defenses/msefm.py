@@ -1,0 +1,180 @@
+"""MSEFM = MinSim + ExFMem (Tian & Xu, CVPR 2021; METHODS.md §9), as one training run.
+
+Stage A (the shared loop) trains the concat model with CE + λ_s·mean cos(φ^(v), φ^(a)), pushing the
+modalities' features apart. Stage B records external feature memories D^(m) from training samples.
+Stage C fine-tunes the whole model with every feature replaced by φ̃ = γ D h + (1−γ) φ, h being the
+sparse code of φ against D. The memories are buffers of the model and the sparse coding runs in its
+forward, so checkpoints hold them and white-box attacks differentiate through the unrolled solver.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..contracts import Batch
+from ..data.base import InMemoryDataset
+from ..models import MultiModalNet
+from ..models.sparse_coding import SOLVERS, check_step, lipschitz_step
+from . import DEFENSES
+from .base import Defense, TrainConfig, TrainContext
+
+log = logging.getLogger(__name__)
+
+STEP_RULES = ("lipschitz", "official")
+# The reference's hand-tuned ISTA steps for Kinetics-Sounds; tuned to its own feature scales.
+OFFICIAL_KS_STEPS = {"v": 2e-6, "a": 5.8e-7}
+
+
+def mean_cosine(features: Mapping[str, Tensor]) -> Tensor:
+    """mean_i cos(φ^(m)(x_i), φ^(n)(x_i)), averaged over modality pairs (one pair: v and a)."""
+    pairs = list(itertools.combinations(features.values(), 2))
+    return sum(F.cosine_similarity(p.float(), q.float(), dim=1).mean() for p, q in pairs) / len(pairs)
+
+
+class ExFMemNet(MultiModalNet):
+    """A multi-modal net whose pooled features go through the external feature memories.
+
+    Until :meth:`set_memories` is called (stage A) it is the plain concat model. The memories,
+    their step sizes and the ready flag are buffers, so a checkpoint restores all of them.
+    """
+
+    def __init__(self, encoders: Mapping[str, nn.Module], head: nn.Module, feature_dims: Mapping[str, int],
+                 memory_size: int, *, sparsity: float, blend: float, solver: str, max_iter: int,
+                 tol: float) -> None:
+        super().__init__(encoders, head)
+        self.sparsity = sparsity
+        self.blend = blend
+        self.solver = SOLVERS[solver]
+        self.max_iter = max_iter
+        self.tol = tol
+        for m in self.modalities:
+            self.register_buffer(f"memory_{m}", torch.zeros(feature_dims[m], memory_size))
+            self.register_buffer(f"step_{m}", torch.zeros(()))
+        self.register_buffer("memory_ready", torch.zeros((), dtype=torch.bool))
+
+    def memory(self, modality: str) -> Tensor:
+        return getattr(self, f"memory_{modality}")
+
+    def set_memories(self, memories: Mapping[str, Tensor], steps: Mapping[str, float]) -> None:
+        """Install D^(m) (d × N) and their ISTA/FISTA steps; a step with α·λ_max > 1 is refused."""
+        for m in self.modalities:
+            check_step(memories[m], steps[m])
+            self.memory(m).copy_(memories[m])
+            getattr(self, f"step_{m}").fill_(steps[m])
+        self.memory_ready.fill_(True)
+
+    def recall(self, modality: str, features: Tensor) -> Tensor:
+        """φ̃ = γ D h + (1−γ) φ with h the sparse code of φ; in fp32 even under autocast."""
+        step = float(getattr(self, f"step_{modality}"))
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            memory = self.memory(modality).float()
+            x = features.float()
+            codes = self.solver(memory, x.t(), self.sparsity, step, max_iter=self.max_iter, tol=self.tol)
+            return self.blend * (memory @ codes).t() + (1 - self.blend) * x
+
+    def encode(self, batch: Batch) -> dict[str, Tensor]:
+        features = super().encode(batch)
+        if not bool(self.memory_ready):
+            return features
+        return {m: self.recall(m, f) for m, f in features.items()}
+
+
+def _optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+@DEFENSES.register("msefm")
+class MSEFM(Defense):
+    name = "msefm"
+    head = "concat"
+
+    @dataclass
+    class Config:
+        minsim_weight: float = 1.0  # λ_s of stage A (the reference suggests 0.8 for KS in a comment)
+        memory_size: int = 1024  # samples per memory; fewer if the train set is smaller
+        sparsity: float = 0.1  # λ of the sparse code
+        blend: float = 0.6  # γ (KS); 0.5 for MUSIC/AVE
+        solver: str = "fista"  # "ista" is the reference solver
+        step_rule: str = "lipschitz"  # α = 1/λ_max(DᵀD); "official": the reference's KS constants
+        max_iter: int = 200  # the reference ISTA uses 2000
+        tol: float = 8e-4  # stop when ‖h − h_prev‖_F over the batch is below this
+        exfmem_epochs: int = -1  # stage C epochs; -1: a third of the schedule, at least 1
+        exfmem_lr_ratio: float = 0.1  # stage-C lr = ratio × base lr (reference: 1e-4 after 1e-3)
+        exfmem_cos_weight: float = 1.0  # weight of mean cos(φ̃^(v), φ̃^(a)) in stage C
+
+        def __post_init__(self) -> None:
+            if self.solver not in SOLVERS:
+                raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+            if self.step_rule not in STEP_RULES:
+                raise ValueError(f"step_rule must be one of {', '.join(STEP_RULES)}, got {self.step_rule!r}")
+            if self.memory_size < 1 or self.max_iter < 1:
+                raise ValueError("memory_size and max_iter must be >= 1")
+            if not 0.0 <= self.blend <= 1.0:
+                raise ValueError(f"blend must lie in [0, 1], got {self.blend}")
+
+    def build_model(self, dataset: InMemoryDataset, train: TrainConfig) -> ExFMemNet:
+        if len(dataset.specs) < 2:
+            raise ValueError(f"msefm separates the features of two or more modalities; {dataset.name} has one")
+        base = super().build_model(dataset, train)
+        cfg = self.config
+        return ExFMemNet(base.encoders, base.head, dict(zip(base.head.names, base.head.dims)),
+                         min(cfg.memory_size, len(dataset.train)), sparsity=cfg.sparsity, blend=cfg.blend,
+                         solver=cfg.solver, max_iter=cfg.max_iter, tol=cfg.tol)
+
+    def objective(self, model: MultiModalNet, batch: Batch, labels: Tensor, cos_weight: float) -> Tensor:
+        out = model(batch)
+        return F.cross_entropy(out.logits.float(), labels) + cos_weight * mean_cosine(out.features)
+
+    def loss(self, model: MultiModalNet, batch: Batch, labels: Tensor, ctx: TrainContext) -> Tensor:
+        return self.objective(model, batch, labels, self.config.minsim_weight)
+
+    def post_train(self, model: MultiModalNet, ctx: TrainContext) -> dict[str, Tensor]:
+        assert isinstance(model, ExFMemNet)
+        memories = self.extract_memories(model, ctx)
+        model.set_memories(memories, {m: self.step_size(m, d) for m, d in memories.items()})
+        self.train_exfmem(model, ctx)
+        return {}
+
+    def extract_memories(self, model: ExFMemNet, ctx: TrainContext) -> dict[str, Tensor]:
+        """Stage B: pooled features (eval mode) of random training samples, one column each."""
+        train = ctx.dataset.train
+        size = model.memory(model.modalities[0]).shape[1]
+        chosen = train.subset(torch.randperm(len(train), generator=ctx.generator)[:size])
+        model.eval()
+        columns: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+        with torch.no_grad():
+            for batch, _ in chosen.batches(ctx.train.batch_size, device=ctx.device):
+                for m, f in model.encode(batch).items():
+                    columns[m].append(f.float())
+        return {m: torch.cat(c).t().contiguous() for m, c in columns.items()}
+
+    def step_size(self, modality: str, memory: Tensor) -> float:
+        if self.config.step_rule == "lipschitz":
+            return lipschitz_step(memory)
+        if modality not in OFFICIAL_KS_STEPS:
+            raise ValueError(f"step_rule 'official' has constants for modalities {', '.join(OFFICIAL_KS_STEPS)} "
+                             f"only, not {modality!r}; use step_rule=lipschitz")
+        return OFFICIAL_KS_STEPS[modality]
+
+    def train_exfmem(self, model: ExFMemNet, ctx: TrainContext) -> None:
+        """Stage C: fine-tune everything through the fixed memories with CE + mean cos(φ̃^(v), φ̃^(a))."""
+        cfg = self.config
+        epochs = cfg.exfmem_epochs if cfg.exfmem_epochs >= 0 else max(1, ctx.train.epochs // 3)
+        opt = _optimizer(model.parameters(), ctx.train, cfg.exfmem_lr_ratio * ctx.train.lr)
+        for epoch in range(epochs):
+            model.train()
+            for batch, labels in ctx.dataset.train.batches(ctx.train.batch_size, shuffle=True,
+                                                           generator=ctx.generator, device=ctx.device):
+                loss = self.objective(model, batch, labels, cfg.exfmem_cos_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            log.info("msefm stage C epoch %d/%d: last loss %.4f", epoch + 1, epochs, float(loss.detach()))

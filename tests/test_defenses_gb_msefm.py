@@ -1,0 +1,288 @@
+"""Gradient Blending, sparse coding and MSEFM: closed forms, hand-computed weights, literal formulas."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import linear_model
+from mmrobust_bench.bench.api import train_defense
+from mmrobust_bench.bench.evaluate import clean_accuracy
+from mmrobust_bench.contracts import ModalitySpec
+from mmrobust_bench.data.base import InMemoryDataset, TensorSplit
+from mmrobust_bench.defenses import TrainConfig, TrainContext, build_defense
+from mmrobust_bench.defenses.gb import (FUSED, WEIGHT_FLOOR, GradientBlending, Losses, attach_aux_heads,
+                                        blend_weights, holdout_split)
+from mmrobust_bench.defenses.msefm import MSEFM, OFFICIAL_KS_STEPS, ExFMemNet, mean_cosine
+from mmrobust_bench.models import ConcatHead, MultiModalNet
+from mmrobust_bench.models.sparse_coding import (check_step, fista, ista, lipschitz_step, max_eigenvalue,
+                                                 soft_threshold)
+
+SOLVERS = {"ista": ista, "fista": fista}
+
+
+def orthonormal_columns(rows: int, cols: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return scale * q
+
+
+# ---------------------------------------------------------------- sparse coding
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_orthonormal_dictionary_gives_the_soft_threshold_solution(solver):
+    d = orthonormal_columns(6, 4)
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    step = lipschitz_step(d)
+    assert step == pytest.approx(1.0, rel=1e-12)
+    codes = SOLVERS[solver](d, x, 0.3, step, max_iter=50, tol=1e-12)
+    assert torch.allclose(codes, soft_threshold(d.t() @ x, 0.3), atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_recovers_a_known_sparse_code_exactly(solver):
+    """On a well-conditioned dictionary with the right support and signs, the lasso solution is
+    h_S = (D_Sᵀ D_S)⁻¹ (D_Sᵀ x − λ sign(h_S)), h elsewhere 0."""
+    gen = torch.Generator().manual_seed(2)
+    d = torch.randn(30, 8, generator=gen, dtype=torch.float64)
+    d = d / d.norm(dim=0)
+    truth = torch.tensor([0.0, 2.0, 0.0, -1.5, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    x = (d @ truth)[:, None]
+    lam = 0.05
+    support = truth != 0
+    ds = d[:, support]
+    expected = torch.zeros(8, dtype=torch.float64)
+    expected[support] = torch.linalg.solve(ds.t() @ ds, ds.t() @ x[:, 0] - lam * truth[support].sign())
+    codes = SOLVERS[solver](d, x, lam, lipschitz_step(d), max_iter=5000, tol=1e-13)
+    assert torch.allclose(codes[:, 0], expected, atol=1e-9)
+
+
+def test_step_check_rejects_official_constants_on_large_features():
+    big = orthonormal_columns(8, 6, scale=1000.0)  # λ_max(DᵀD) = 1e6: α_v·λ_max = 2
+    assert max_eigenvalue(big) == pytest.approx(1e6)
+    with pytest.raises(ValueError, match="too large for this dictionary.*= 2 > 1"):
+        check_step(big, OFFICIAL_KS_STEPS["v"])
+    check_step(orthonormal_columns(8, 6, scale=math.sqrt(4e5)), OFFICIAL_KS_STEPS["v"])  # α·λ_max = 0.8
+    check_step(big, lipschitz_step(big))  # the recommended step passes despite rounding
+    defense = MSEFM(MSEFM.Config(solver="ista", step_rule="official", max_iter=2000))
+    model = exfmem_model(defense, memory_size=6, dims=8)
+    with pytest.raises(ValueError, match="too large"):
+        model.set_memories({m: big.float() for m in "va"}, {m: defense.step_size(m, big) for m in "va"})
+
+
+def test_ista_gradients_flow_through_the_unrolled_iterations():
+    d = torch.randn(4, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64, requires_grad=True)
+    step = lipschitz_step(d)
+    assert torch.autograd.gradcheck(lambda s: d @ ista(d, s, 0.1, step, max_iter=30, tol=0.0), (x,))
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_gradient_is_the_jacobian_of_the_lasso_solution(solver):
+    """With support S fixed, ∂⟨w, h⟩/∂x = D_S (D_Sᵀ D_S)⁻¹ w_S: FISTA's derivative converges to it."""
+    gen = torch.Generator().manual_seed(2)
+    d = torch.randn(30, 8, generator=gen, dtype=torch.float64)
+    d = d / d.norm(dim=0)
+    truth = torch.tensor([0.0, 2.0, 0.0, -1.5, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    x = (d @ truth)[:, None].requires_grad_(True)
+    w = torch.randn(8, 1, generator=gen, dtype=torch.float64)
+    codes = SOLVERS[solver](d, x, 0.05, lipschitz_step(d), max_iter=5000, tol=1e-13)
+    (grad,) = torch.autograd.grad((codes * w).sum(), x)
+    ds = d[:, truth != 0]
+    expected = ds @ torch.linalg.solve(ds.t() @ ds, w[truth != 0])
+    assert torch.allclose(grad, expected, atol=1e-8)
+
+
+def test_fista_derivative_stays_bounded_on_an_overcomplete_dictionary():
+    """D h* is a projection of x, so its derivative has norm ≤ 1; unrolled momentum would explode."""
+    gen = torch.Generator().manual_seed(5)
+    d = torch.rand(16, 48, generator=gen, dtype=torch.float64)  # non-negative, like pooled ReLU features
+    x = torch.rand(16, 8, generator=gen, dtype=torch.float64).requires_grad_(True)
+    w = torch.randn(16, 8, generator=gen, dtype=torch.float64)
+    codes = fista(d, x, 0.01, lipschitz_step(d), max_iter=1000, tol=0.0)
+    (grad,) = torch.autograd.grad(((d @ codes) * w).sum(), x)
+    assert grad.norm() <= w.norm()
+
+
+# ---------------------------------------------------------------- MSEFM
+
+def tiny_dataset(n: int = 24, dims: int = 4, classes: int = 3) -> InMemoryDataset:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.arange(n, dtype=torch.float32)
+    inputs = {m: torch.cat([ids[:, None], torch.randn(n, dims - 1, generator=gen)], dim=1) for m in ("v", "a")}
+    split = TensorSplit(inputs, torch.arange(n) % classes)
+    specs = (ModalitySpec("v", (dims,)), ModalitySpec("a", (dims,)))
+    return InMemoryDataset("tiny", specs, classes, split, split)
+
+
+def exfmem_model(defense: MSEFM, memory_size: int, dims: int = 4, classes: int = 3) -> ExFMemNet:
+    base = linear_model({"v": dims, "a": dims}, classes)
+    cfg = defense.config
+    return ExFMemNet(base.encoders, base.head, {"v": dims, "a": dims}, memory_size, sparsity=cfg.sparsity,
+                     blend=cfg.blend, solver=cfg.solver, max_iter=cfg.max_iter, tol=cfg.tol).eval()
+
+
+def test_minsim_loss_is_ce_plus_weighted_mean_cosine():
+    defense = MSEFM(MSEFM.Config(minsim_weight=0.8))
+    model = exfmem_model(defense, memory_size=2, dims=2)
+    batch = {"v": torch.tensor([[1.0, 0.0], [0.0, 2.0]]), "a": torch.tensor([[1.0, 1.0], [3.0, 0.0]])}
+    labels = torch.tensor([0, 2])
+    assert mean_cosine(batch).item() == pytest.approx((1 / math.sqrt(2) + 0.0) / 2)
+    ce = F.cross_entropy(model.head.fc(torch.cat([batch["v"], batch["a"]], dim=1)), labels)
+    loss = defense.loss(model, batch, labels, None)
+    assert loss.item() == pytest.approx(ce.item() + 0.8 * (1 / math.sqrt(2)) / 2, rel=1e-6)
+
+
+def test_exfmem_forward_blends_the_sparse_reconstruction():
+    """φ̃ = γ D S_λ(Dᵀφ) + (1−γ) φ for an orthonormal memory (step 1), then the concat head."""
+    defense = MSEFM(MSEFM.Config(blend=0.6, sparsity=0.1))
+    model = exfmem_model(defense, memory_size=3, dims=4)
+    batch = {"v": torch.randn(5, 4), "a": torch.randn(5, 4)}
+    plain = MultiModalNet(model.encoders, model.head)(batch).logits
+    assert torch.equal(model(batch).logits, plain)  # stage A: no memories yet
+    memories = {m: orthonormal_columns(4, 3, seed=i).float() for i, m in enumerate("va")}
+    model.set_memories(memories, {m: lipschitz_step(d) for m, d in memories.items()})
+    blended = {m: 0.6 * (memories[m] @ soft_threshold(memories[m].t() @ batch[m].t(), 0.1)).t() + 0.4 * batch[m]
+               for m in "va"}
+    out = model(batch)
+    assert torch.allclose(out.logits, model.head.fc(torch.cat([blended["v"], blended["a"]], dim=1)), atol=1e-5)
+    assert torch.allclose(out.features["a"], blended["a"], atol=1e-5)
+
+
+def test_memories_are_eval_features_of_distinct_training_samples_and_load_from_state():
+    ds = tiny_dataset(n=24)
+    defense = MSEFM(MSEFM.Config(memory_size=1024))  # more than the train set: every sample once
+    model = exfmem_model(defense, memory_size=len(ds.train))
+    ctx = TrainContext(dataset=ds, train=TrainConfig(batch_size=7), device=torch.device("cpu"),
+                       generator=torch.Generator().manual_seed(0))
+    memories = defense.extract_memories(model, ctx)
+    for m in "va":
+        assert memories[m].shape == (4, 24)
+        assert sorted(memories[m][0].tolist()) == list(range(24))  # column i = φ(x_j), x_j[0] = id j
+        ids = memories[m][0].long()
+        assert torch.equal(memories[m].t(), ds.train.inputs[m][ids])
+    model.set_memories(memories, {m: defense.step_size(m, d) for m, d in memories.items()})
+    for m in "va":
+        assert float(getattr(model, f"step_{m}")) * max_eigenvalue(memories[m]) == pytest.approx(1.0, rel=1e-6)
+    clone = exfmem_model(defense, memory_size=24)
+    clone.load_state_dict(model.state_dict())
+    batch = {m: x[:5] for m, x in ds.test.inputs.items()}
+    assert bool(clone.memory_ready) and torch.equal(clone(batch).logits, model(batch).logits)
+
+
+# ---------------------------------------------------------------- Gradient Blending
+
+def test_blend_weights_by_hand():
+    before = {"v": Losses(2.0, 2.1), "a": Losses(1.8, 2.0), FUSED: Losses(1.5, 1.7)}
+    after = {"v": Losses(1.5, 1.8), "a": Losses(1.0, 1.5), FUSED: Losses(1.0, 1.8)}
+    # v: G = 0.3, O = 0.3 − 0.1 = 0.2 → 7.5;  a: G = 0.5, O = 0.5 − 0.2 = 0.3 → 50/9;  fused: G < 0 → floor
+    weights = blend_weights(before, after)
+    assert weights["v"] == pytest.approx((1 - WEIGHT_FLOOR) * 27 / 47, rel=1e-12)
+    assert weights["a"] == pytest.approx((1 - WEIGHT_FLOOR) * 20 / 47, rel=1e-12)
+    assert weights[FUSED] == WEIGHT_FLOOR
+    assert sum(weights.values()) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_blend_weights_guard_zero_overfitting_and_no_gain():
+    before = {"v": Losses(1.0, 1.5), "a": Losses(1.0, 1.5)}
+    after = {"v": Losses(0.5, 1.0), "a": Losses(0.75, 1.25)}
+    # v: G = 0.5, O = 0 → 0.5/1e-8 = 5e7;  a: G = 0.25, O = 0.5 − 0.5 = 0 → 2.5e7
+    assert blend_weights(before, after) == pytest.approx({"v": 2 / 3, "a": 1 / 3}, rel=1e-12)
+    worse = {"v": Losses(0.5, 1.5), "a": Losses(0.5, 1.6)}
+    assert blend_weights(before, worse) == {"v": 0.5, "a": 0.5}
+
+
+def test_holdout_split_is_a_seeded_partition():
+    fit, held = holdout_split(50, 0.1, seed=3)
+    assert len(held) == 5 and len(fit) == 45
+    assert sorted(torch.cat([fit, held]).tolist()) == list(range(50))
+    again = holdout_split(50, 0.1, seed=3)
+    assert torch.equal(again[0], fit) and torch.equal(again[1], held)
+    assert not torch.equal(holdout_split(50, 0.1, seed=4)[1], held)
+
+
+def test_gb_loss_is_the_weighted_sum_of_the_three_cross_entropies():
+    model = attach_aux_heads(linear_model({"v": 3, "a": 2}, 4), 4)
+    batch = {"v": torch.randn(6, 3), "a": torch.randn(6, 2)}
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    ctx = TrainContext(dataset=None, train=TrainConfig(), device=torch.device("cpu"), generator=torch.Generator())
+    ctx.state["gb_weights"] = {"v": 0.2, "a": 0.3, FUSED: 0.5}
+    expected = (0.2 * F.cross_entropy(model.aux_heads["v"](batch["v"]), labels)
+                + 0.3 * F.cross_entropy(model.aux_heads["a"](batch["a"]), labels)
+                + 0.5 * F.cross_entropy(model.head.fc(torch.cat([batch["v"], batch["a"]], 1)), labels))
+    assert GradientBlending().loss(model, batch, labels, ctx).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+class Recorder(nn.Module):
+    """A linear encoder that logs which sample ids (input[:, 0]) it sees, and in which mode."""
+
+    seen: list[tuple[bool, bool, list[int]]] = []  # class-level: shared by deep copies
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dims, 3)
+
+    def forward(self, x):
+        Recorder.seen.append((self.training, torch.is_grad_enabled(), x[:, 0].round().long().tolist()))
+        return self.fc(x)
+
+
+def test_estimation_trains_on_fit_samples_and_validates_on_disjoint_held_out_ones():
+    torch.manual_seed(0)
+    ds = tiny_dataset(n=40)
+    model = attach_aux_heads(MultiModalNet({"v": Recorder(4), "a": Recorder(4)}, ConcatHead(["v", "a"], [3, 3], 3)), 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    defense = GradientBlending(GradientBlending.Config(super_epoch=2, holdout_fraction=0.25, holdout_seed=7))
+    ctx = TrainContext(dataset=ds, train=TrainConfig(batch_size=8, lr=0.1, lr_step=0), device=torch.device("cpu"),
+                       generator=torch.Generator().manual_seed(0))
+    Recorder.seen.clear()
+    defense.on_epoch_start(model, ctx)
+    fit_ids, held_ids = (set(i.tolist()) for i in holdout_split(40, 0.25, seed=7))
+    trained_on = {i for training, grad, ids in Recorder.seen if training and grad for i in ids}
+    measured = {i for training, grad, ids in Recorder.seen if not training and not grad for i in ids}
+    assert len(held_ids) == 10 and trained_on == fit_ids and not trained_on & held_ids
+    assert held_ids <= measured
+    # the shared loop now trains on the fit part only; the model itself is untouched
+    assert set(ctx.dataset.train.inputs["v"][:, 0].long().tolist()) == fit_ids
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    weights = ctx.state["gb_weights"]
+    assert set(weights) == {"v", "a", FUSED} and sum(weights.values()) == pytest.approx(1.0)
+    # the next epoch keeps the split and, inside the super-epoch, the weights
+    Recorder.seen.clear()
+    ctx.epoch = 1
+    defense.on_epoch_start(model, ctx)
+    assert not Recorder.seen and ctx.state["gb_weights"] == weights
+    assert set(ctx.dataset.train.inputs["v"][:, 0].long().tolist()) == fit_ids
+
+
+def test_gb_checkpoint_holds_the_extra_heads():
+    defense, train_cfg = build_defense("gb", {"feature_dim": 8})
+    ds = InMemoryDataset("tiny", (ModalitySpec("v", (1, 6, 6)), ModalitySpec("a", (1, 6, 6))), 3,
+                         TensorSplit({}, torch.zeros(0)), TensorSplit({}, torch.zeros(0)),
+                         encoders={"v": "small_cnn2d", "a": "small_cnn2d"})
+    first, second = defense.build_model(ds, train_cfg), defense.build_model(ds, train_cfg)
+    assert {k for k in first.state_dict() if k.startswith("aux_heads.")} == {
+        "aux_heads.v.weight", "aux_heads.v.bias", "aux_heads.a.weight", "aux_heads.a.bias"}
+    assert first.aux_heads["v"].weight.shape == (3, 8)
+    second.load_state_dict(first.state_dict())
+
+
+# ---------------------------------------------------------------- end to end on synthav
+
+@pytest.mark.slow
+def test_gb_and_msefm_train_on_synthav_and_msefm_memories_are_checkpointed(tmp_path):
+    data = dict(n_train=600, n_test=200)
+    cpu = torch.device("cpu")
+    # 4 epochs: with synthav's 64-d features even JT only reaches ≈ 0.5 clean accuracy after 2
+    gb = train_defense("gb", dataset_options=data, overrides={"epochs": 4, "super_epoch": 2}, root=tmp_path,
+                       progress=False)
+    assert clean_accuracy(gb.model, gb.dataset.test, 500, cpu).accuracy >= 0.5
+    settings = {"epochs": 4, "memory_size": 256, "exfmem_epochs": 1}
+    msefm = train_defense("msefm", dataset_options=data, overrides=settings, root=tmp_path, progress=False)
+    assert clean_accuracy(msefm.model, msefm.dataset.test, 500, cpu).accuracy >= 0.5
+    reloaded = train_defense("msefm", dataset_options=data, overrides=settings, root=tmp_path, progress=False)
+    assert reloaded.cached and bool(reloaded.model.memory_ready)
+    assert reloaded.model.memory("a").abs().sum() > 0
+    batch = {m: x[:32] for m, x in reloaded.dataset.test.inputs.items()}
+    with torch.no_grad():
+        assert torch.equal(reloaded.model(batch).logits, msefm.model(batch).logits)

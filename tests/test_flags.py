@@ -1,0 +1,152 @@
+"""Validity flags: they fire on a model with masked gradients or random outputs and stay quiet on a clean
+linear model; the ``flags`` column of result rows, and CSVs written before it existed."""
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from conftest import flat_specs, linear_model
+from mmrobust_bench.attacks import build_attack
+from mmrobust_bench.bench import flags as F
+from mmrobust_bench.bench.evaluate import Measurement, robust_accuracy
+from mmrobust_bench.bench.results import COLUMNS, ResultRow, append_rows, read_rows, rows_frame
+from mmrobust_bench.contracts import ThreatModel
+from mmrobust_bench.data.base import TensorSplit
+
+CPU = torch.device("cpu")
+DIMS = {"v": 6, "a": 4}
+GRID = [0.1, 0.3, 0.6]
+
+
+class Rounded(nn.Module):
+    """Quantises its input before the real model: gradients are zero almost everywhere (masked)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model({m: torch.round(x) for m, x in batch.items()})
+
+
+class Noisy(nn.Module):
+    """Adds fresh noise to its input on every call: a randomised model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model({m: x + 0.05 * torch.randn_like(x) for m, x in batch.items()})
+
+
+def split_for(model, n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = {m: 3 * torch.randn(n, d, generator=g) for m, d in DIMS.items()}
+    with torch.no_grad():
+        labels = model(x).logits.argmax(1)
+    return TensorSplit(x, labels)
+
+
+def run_checks(model, attack="pgd_l2", modalities=("v", "a")):
+    specs = flat_specs(DIMS)
+    split = split_for(model)
+    atk = build_attack(attack, specs)
+    threat = ThreatModel(modalities, GRID[0])
+    measured = robust_accuracy(model, split, atk, threat, GRID, 64, CPU)
+    fgm = robust_accuracy(model, split, build_attack("fgm", specs), threat, GRID, 64, CPU)
+    return F.check_attack(model, split, atk, threat, GRID, measured, CPU, fgm=fgm)
+
+
+def test_clean_linear_model_raises_no_flag():
+    assert run_checks(linear_model(DIMS, 3)) == []
+
+
+def test_rounding_layer_raises_zero_gradient_and_unbounded_flags():
+    flags = run_checks(Rounded(linear_model(DIMS, 3)).eval())
+    names = {f.name for f in flags}
+    assert {F.ZERO_GRADIENTS, F.UNBOUNDED_NOT_ZERO} <= names
+    assert all(f.eps is None for f in flags if f.name in (F.ZERO_GRADIENTS, F.UNBOUNDED_NOT_ZERO))
+    assert any("100%" in f.detail for f in flags if f.name == F.ZERO_GRADIENTS)
+
+
+def test_random_model_raises_randomness_flag():
+    flags = run_checks(Noisy(linear_model(DIMS, 3)).eval(), attack="fgm")
+    assert F.RANDOMNESS in {f.name for f in flags}
+
+
+def test_feature_level_missing_gets_only_the_randomness_check():
+    model = linear_model(DIMS, 3)
+    split = split_for(model)
+    atk = build_attack("missing", flat_specs(DIMS), level="feature")
+    threat = ThreatModel(("v",), 0.0)
+    measured = robust_accuracy(model, split, atk, threat, [0.0], 64, CPU)
+    assert F.check_attack(model, split, atk, threat, [0.0], measured, CPU) == []
+    assert model.dropped_features == frozenset()
+
+
+def m(eps, correct, n=100):
+    return Measurement(eps, correct, n, 0.0)
+
+
+def test_non_monotone_beyond_binomial_noise():
+    assert F.non_monotone([m(0.5, 50), m(1.0, 52), m(2.0, 40)]) == []
+    flags = F.non_monotone([m(0.5, 50), m(1.0, 30), m(2.0, 60)])
+    assert [(f.name, f.eps) for f in flags] == [(F.NON_MONOTONE, 2.0)]
+    assert "binomial" in flags[0].note() and "eps=2" in flags[0].note()
+
+
+def test_fgm_beating_pgd_at_the_same_eps():
+    pgd = [m(0.5, 60), m(1.0, 40)]
+    assert F.fgm_beats_pgd([m(0.5, 70), m(1.0, 41)], pgd) == []
+    flags = F.fgm_beats_pgd([m(0.5, 58), m(1.0, 20)], pgd)
+    assert [(f.name, f.eps) for f in flags] == [(F.FGM_BEATS_PGD, 1.0)]
+
+
+def test_row_flags_joins_run_wide_and_per_eps_flags():
+    flags = [F.Flag(F.ZERO_GRADIENTS, "x"), F.Flag(F.NON_MONOTONE, "y", 1.0), F.Flag(F.FGM_BEATS_PGD, "z", 1.0)]
+    assert F.row_flags(flags, 1.0) == "fgm_beats_pgd;non_monotone;zero_gradients"
+    assert F.row_flags(flags, 0.5) == "zero_gradients"
+    assert F.row_flags([], 0.5) == ""
+
+
+def row(attack, eps, accuracy, **kw):
+    base = dict(dataset="synthav", defense="jt", seed=0, checkpoint_sha256="abc", config_hash="h", attack=attack,
+                attack_config=attack, library="native", library_version="0", modality="a", norm="l2", eps=eps,
+                n=200, accuracy=accuracy, wall_seconds=0.1, device="cpu", suite_version="0")
+    base.update(kw)
+    return ResultRow(**base)
+
+
+def test_flag_rows_from_the_rows_of_a_sweep():
+    frame = rows_frame([row("clean", 0.0, 0.9), row("fgm", 0.5, 0.7), row("fgm", 1.0, 0.4),
+                        row("pgd_l2", 0.5, 0.6), row("pgd_l2", 1.0, 0.55), row("pgd_l2", 2.0, 0.7, flags="randomness")])
+    flags = F.flag_rows(frame)
+    assert list(flags) == ["", "", "", "", "fgm_beats_pgd", "non_monotone;randomness"]
+
+
+def test_result_rows_carry_flags_and_old_csvs_still_read(tmp_path):
+    assert "flags" in COLUMNS and COLUMNS[-1] == "timestamp"
+    assert row("pgd_l2", 0.5, 0.5).flags == ""
+    old = tmp_path / "old.csv"
+    legacy = rows_frame([row("clean", 0.0, 0.9), row("pgd_l2", 0.5, 0.5)]).drop(columns=["flags"])
+    legacy.to_csv(old, index=False)
+    frame = read_rows(old)
+    assert list(frame.columns) == COLUMNS and list(frame["flags"]) == ["", ""]
+    merged = append_rows(old, [row("pgd_l2", 1.0, 0.3, flags="zero_gradients;unbounded_not_zero")])
+    assert list(merged["flags"]) == ["", "", "zero_gradients;unbounded_not_zero"]
+    again = read_rows(old)
+    assert list(again["flags"]) == ["", "", "zero_gradients;unbounded_not_zero"] and len(again) == 3
+    assert dataclasses.asdict(row("clean", 0.0, 1.0)).keys() == set(COLUMNS)
+    assert read_rows(tmp_path / "none.csv").empty
+
+
+@pytest.mark.parametrize("extra", [{"note": "kept"}])
+def test_unknown_columns_are_kept_after_known_ones(tmp_path, extra):
+    path = tmp_path / "rows.csv"
+    rows_frame([row("clean", 0.0, 0.9)]).assign(**extra).to_csv(path, index=False)
+    frame = read_rows(path)
+    assert list(frame.columns) == COLUMNS + ["note"] and frame["note"].iloc[0] == "kept"
+    assert isinstance(frame, pd.DataFrame)

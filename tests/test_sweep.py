@@ -1,0 +1,157 @@
+"""Sweeps: plan parsing, cell identity, and resumability for real (SIGKILL mid-sweep, rerun, compare)."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mmrobust_bench.bench.sweep import (CELL_COLUMNS, build_plan, cell_key, done_cells, eps_key, load_sweep_config,
+                                        parse_block)
+from mmrobust_bench.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_plan_from_yaml_with_labels_and_blocks():
+    config = {
+        "dataset": "synthav", "dataset_set": {"n_train": 256}, "seeds": [0, 1, 2], "set": {"epochs": 1},
+        "defenses": ["jt", {"defense": "crmt_jt", "label": "crmt_jt_step1_only", "set": {"step2": False}}],
+        "grid": [{"attacks": ["fgm", "pgd_l2"], "modalities": ["v", "a"], "eps": [1.0]},
+                 {"attacks": "missing", "modalities": "v,a"}],
+        "certify": {"radii": [0, 0.5], "honesty_steps": 5},
+    }
+    plan = build_plan(config)
+    assert [(e.defense, e.label, dict(e.overrides)) for e in plan.defenses] == [
+        ("jt", "jt", {}), ("crmt_jt", "crmt_jt_step1_only", {"step2": False})]
+    assert plan.seeds == [0, 1, 2] and plan.common_overrides == {"epochs": 1}
+    assert plan.grid[1].attacks == ("missing",) and plan.grid[1].modalities == ("v", "a") and plan.grid[1].eps == ()
+    assert len(plan.units()) == 2 * 2 + 2
+    assert plan.certify.radii == (0.0, 0.5) and plan.certify.honesty_steps == 5
+    # the command line wins: flags replace the grid, the defenses and the seeds, and add overrides
+    cli = build_plan(config, defenses=["gb"], seeds=[4], attacks=["pgd_l2"], eps=[0.25], overrides={"lr": 0.1})
+    assert [e.label for e in cli.defenses] == ["gb"] and cli.seeds == [4]
+    assert cli.grid[0].attacks == ("pgd_l2",) and cli.grid[0].modalities == ("v", "a", "all")
+    assert cli.grid[0].eps == (0.25,) and cli.common_overrides == {"epochs": 1, "lr": 0.1}
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"defenses": ["jt"], "gird": []}, "unknown key gird"),
+    ({"defenses": []}, "no defenses given"),
+    ({"defenses": [{"defense": "jt", "label": "x"}, {"defense": "gb", "label": "x"}]}, "label 'x' is used by two"),
+    ({"defenses": [{"label": "x"}]}, "needs 'defense'|mapping with 'defense'"),
+    ({"defenses": ["jt"], "seeds": "a,b"}, "seeds must be integers"),
+    ({"defenses": ["jt"], "grid": [{"attacks": ["fgm"], "modalities": ["v"], "eps": [-1]}]}, "eps must be finite"),
+    ({"defenses": ["jt"], "grid": [{"attacks": ["fgm"], "modality": ["v"]}]}, "unknown key modality"),
+])
+def test_bad_plans_are_clear_errors(config, message):
+    with pytest.raises(ValueError, match=message):
+        build_plan(config)
+
+
+def test_cell_identity_treats_missing_eps_and_types_consistently():
+    assert eps_key(float("nan")) == "-" and eps_key(0.5) == eps_key("0.5") == "0.5"
+    frame = pd.DataFrame([{"dataset": "synthav", "defense": "jt", "seed": 0, "checkpoint_sha256": "ab",
+                           "attack": "missing", "attack_config": "missing(fill=zero)", "modality": "v", "eps": math.nan},
+                          {"dataset": "synthav", "defense": "jt", "seed": 0, "checkpoint_sha256": "ab",
+                           "attack": "fgm", "attack_config": "fgm", "modality": "all", "eps": 1.0}])
+    done = done_cells(frame)
+    assert cell_key("synthav", "jt", "0", "ab", "missing", "missing(fill=zero)", "v", math.nan) in done
+    assert cell_key("synthav", "jt", 0, "ab", "fgm", "fgm", "all", 1) in done
+    assert cell_key("synthav", "jt", 1, "ab", "fgm", "fgm", "all", 1.0) not in done
+    assert parse_block({"attacks": ["fgm"], "modalities": ["v"], "eps": [1, 0.5, 1]}).eps == (0.5, 1.0)
+
+
+def test_sweep_cli_errors_before_training(tmp_path, capsys):
+    assert main(["sweep", "--defenses", "jtx", "--root", str(tmp_path), "--no-progress"]) == 2
+    assert "unknown defense 'jtx'" in capsys.readouterr().err
+    assert main(["sweep", "--config", str(tmp_path / "none.yaml"), "--root", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+SWEEP = {
+    "dataset": "synthav", "dataset_set": {"n_train": 256, "n_test": 64}, "seeds": [0, 1],
+    "set": {"epochs": 1},
+    "defenses": [{"defense": "jt", "label": "jt_tiny", "set": {"batch_size": 32}}],
+    "grid": [{"attacks": ["fgm", "pgd_l2"], "modalities": ["v", "a", "all"], "eps": [0.5, 1.0]},
+             {"attacks": ["pgd_l2"], "modalities": ["a"], "eps": [1.0, 2.0]},  # overlaps the block above at 1.0
+             {"attacks": ["missing"], "modalities": ["v", "a"]}],
+    "batch_size": 64,
+}
+EXPECTED_ROWS_PER_MODEL = 1 + 2 * 3 * 2 + 1 + 2  # clean + fgm/pgd × v,a,all × 2 ε + pgd a ε=2 + missing v, a
+
+
+def _sweep_cmd(config: Path, root: Path) -> list[str]:
+    return [sys.executable, "-m", "mmrobust_bench.cli", "sweep", "--config", str(config), "--root", str(root),
+            "--no-progress"]
+
+
+def _env() -> dict:
+    # identical thread settings in every run, so that the checkpoints (and their sha256) are identical
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _rows(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path).drop(columns=["wall_seconds", "timestamp"])
+
+
+@pytest.mark.slow
+def test_sweep_survives_sigkill_and_matches_an_uninterrupted_run(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(SWEEP))
+    assert load_sweep_config(config)["seeds"] == [0, 1]
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    results = killed / "results.csv"
+
+    proc = subprocess.Popen(_sweep_cmd(config, killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and len(pd.read_csv(results)) >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"sweep ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    partial = pd.read_csv(results)  # never torn: appends are atomic
+    assert 1 <= len(partial) < 2 * EXPECTED_ROWS_PER_MODEL
+
+    subprocess.run(_sweep_cmd(config, killed), env=_env(), check=True, capture_output=True)
+    subprocess.run(_sweep_cmd(config, clean), env=_env(), check=True, capture_output=True)
+
+    resumed, reference = _rows(results), _rows(clean / "results.csv")
+    assert len(resumed) == len(reference) == 2 * EXPECTED_ROWS_PER_MODEL
+    assert not resumed.duplicated(list(CELL_COLUMNS)).any()
+    key = sorted(resumed.columns)
+    as_set = lambda f: set(f[key].astype(str).itertuples(index=False, name=None))  # noqa: E731
+    assert as_set(resumed) == as_set(reference)
+    # the rows that were there before the kill were kept as they were
+    assert as_set(partial.drop(columns=["wall_seconds", "timestamp"])) <= as_set(resumed)
+    assert set(resumed["defense"]) == {"jt_tiny"} and set(resumed["seed"]) == {0, 1}
+    missing = resumed[resumed["attack"] == "missing"]
+    assert sorted(missing["modality"]) == ["a", "a", "v", "v"] and missing["eps"].isna().all()
+    # a third run finds nothing to do
+    out = subprocess.run(_sweep_cmd(config, killed), env=_env(), check=True, capture_output=True, text=True).stdout
+    assert "0 rows evaluated" in out and len(pd.read_csv(results)) == len(resumed)
+
+
+@pytest.mark.slow
+def test_sweep_cli_flags_with_certification_then_nothing_left(tmp_path, capsys):
+    args = ["sweep", "--defenses", "jt", "--seeds", "0", "--attacks", "fgm,missing", "--modalities", "a,all",
+            "--eps", "0.5", "--certify", "0,0.1", "--set", "epochs=1", "--root", str(tmp_path), "--no-progress",
+            "--dataset-set", "n_train=256", "--dataset-set", "n_test=64"]
+    assert main(args) == 0
+    assert "1 models, 5 rows evaluated, 0 already present, 1 certified" in capsys.readouterr().out
+    rows = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(zip(rows["attack"], rows["modality"])) == [
+        ("clean", "none"), ("fgm", "a"), ("fgm", "all"), ("missing", "a"), ("missing", "all")]
+    certified = pd.read_csv(tmp_path / "certified.csv")
+    assert set(certified["checkpoint_sha256"]) == set(rows["checkpoint_sha256"])
+    assert {"eq5", "eq7[v]", "eq7[a]"} == set(certified["certificate"])  # concat head: no Eq. 10
+    assert (tmp_path / "eta_pairs.csv").exists()
+    assert main(args) == 0
+    assert "0 rows evaluated, 5 already present, 0 certified" in capsys.readouterr().out
