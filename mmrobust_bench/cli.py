@@ -69,9 +69,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         defense=args.defense, attack=args.attack, modality=args.modality, dataset=args.dataset,
         eps=_eps_list(args.eps) if args.eps else DEFAULT_EPS, seed=args.seed, overrides=_overrides(args),
         attack_options=_key_values(args.attack_set, "--attack-set"),
-        dataset_options=_key_values(args.dataset_set, "--dataset-set"),
+        dataset_options=_dataset_options(args),
         root=Path(args.root) if args.root else None, results=Path(args.results) if args.results else None,
-        device=args.device, batch_size=args.batch_size, progress=not args.no_progress,
+        device=args.device, batch_size=args.batch_size, progress=not args.no_progress, curve=args.curve,
     )
     trained = result.trained
     status = "reused cached checkpoint" if trained.cached else f"trained in {trained.seconds:.1f} s"
@@ -81,7 +81,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"results:    {result.results_path} (+{len(result.rows)} rows)")
     if result.plot_path is not None:
         print(f"plot:       {result.plot_path}")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
+
+
+def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = _key_values(args.dataset_set, "--dataset-set")
+    if args.data_root:
+        options["data_root"] = args.data_root
+    return options
 
 
 def _cmd_certify(args: argparse.Namespace) -> int:
@@ -210,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     run.add_argument("--batch-size", type=int, default=500, help="evaluation batch size")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--curve", choices=("sweep", "minimal"), default="sweep",
+                     help="sweep: attack at every ε; minimal: one minimal-norm run gives the whole curve")
+    run.add_argument("--data-root", help="directory of a prepared real dataset (ks, vggsound, ucf101)")
     run.set_defaults(func=_cmd_run)
 
     cert = sub.add_parser("certify", help="certified radii (Eq. 5/7/10), η and an honesty check for a trained defense")
@@ -267,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--format", default="png", choices=("png", "pdf", "svg"))
     plot.set_defaults(func=_cmd_plot)
 
+    from .data.prepare import add_prepare_parser
+
+    add_prepare_parser(sub)
     lst = sub.add_parser("list", help="list defenses, attacks and datasets with their providers")
     lst.set_defaults(func=_cmd_list)
     return parser

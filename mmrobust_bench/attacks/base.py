@@ -35,7 +35,7 @@ def preserved_state(model: nn.Module, seed: int) -> Iterator[None]:
             yield
         finally:
             for module, flag in modes:
-                module.train(flag)
+                module.training = flag  # no recursion: every module is restored individually
             np.random.set_state(np_state)
             random.setstate(py_state)
 
