@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import InMemoryDataset
 from ..defenses import Defense, TrainConfig, TrainContext
+from ..defenses.base import lr_factor, make_optimizer
 from ..models import MultiModalNet
 from .checkpoints import (CheckpointKey, clear_resume, load_resume, load_stage, save_resume,
                           save_stage)
@@ -54,27 +54,6 @@ def _build(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, s
         torch.manual_seed(seed)
         model = defense.build_model(dataset, train_cfg)
     return model.to(device)
-
-
-def _optimizer(model: MultiModalNet, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def lr_factor(cfg: TrainConfig, epoch: int) -> float:
-    """Multiplier of the base lr during ``epoch`` (0-based): linear warm-up, then the schedule.
-
-    Warm-up epoch e runs at (e+1)/(W+1) of the base lr, so the first epoch after it is the first at
-    the full lr. "cosine" then decays as ½(1 + cos(π·i/n)) over the n = epochs − W remaining epochs
-    (the last epoch keeps a small positive lr); "step" multiplies by γ every ``lr_step`` epochs.
-    """
-    warm = cfg.warmup_epochs
-    if epoch < warm:
-        return (epoch + 1) / (warm + 1)
-    if cfg.lr_schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / max(cfg.epochs - warm, 1)))
-    return cfg.lr_gamma ** (epoch // cfg.lr_step) if cfg.lr_step > 0 else 1.0
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -127,7 +106,7 @@ def train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *,
 def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, directory: Path,
                   key: CheckpointKey, resume: bool) -> None:
     cfg = ctx.train
-    opt = _optimizer(model, cfg)
+    opt = make_optimizer(model.parameters(), cfg)
     sched = _scheduler(opt, cfg)
     first_epoch = 0
     state = load_resume(directory) if resume else None

@@ -4,8 +4,9 @@ post-training stages. One shared loop (``bench.train``) drives every defense.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,29 @@ class TrainConfig:
         if self.warmup_epochs < 0:
             raise ValueError(f"train config: warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    """The schedule's optimiser (SGD with momentum or AdamW) over ``params``, at ``lr`` or the base lr."""
+    lr = cfg.lr if lr is None else lr
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base lr during ``epoch`` (0-based): linear warm-up, then the schedule.
+
+    Warm-up epoch e runs at (e+1)/(W+1) of the base lr, so the first epoch after it is the first at
+    the full lr. "cosine" then decays as ½(1 + cos(π·i/n)) over the n = epochs − W remaining epochs
+    (the last epoch keeps a small positive lr); "step" multiplies by γ every ``lr_step`` epochs.
+    """
+    warm = cfg.warmup_epochs
+    if epoch < warm:
+        return (epoch + 1) / (warm + 1)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / max(cfg.epochs - warm, 1)))
+    return cfg.lr_gamma ** (epoch // cfg.lr_step) if cfg.lr_step > 0 else 1.0
 
 @dataclass
 class TrainContext:

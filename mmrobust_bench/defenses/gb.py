@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..bench.train import lr_factor
 from ..data.base import InMemoryDataset, TensorSplit
 from ..models import MultiModalNet
 from . import DEFENSES
-from .base import Defense, TrainConfig, TrainContext
+from .base import Defense, TrainConfig, TrainContext, lr_factor, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +90,6 @@ def component_parameters(model: MultiModalNet, component: str) -> Iterator[nn.Pa
     else:
         yield from model.encoders[component].parameters()
         yield from model.aux_heads[component].parameters()
-
-
-def _optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
 @DEFENSES.register("gb")
@@ -166,7 +159,7 @@ class GradientBlending(Defense):
         for k in self.components(model):
             trial = copy.deepcopy(model)
             before[k] = self.measure(trial, k, fit, held, ctx)
-            opt = _optimizer(list(component_parameters(trial, k)), cfg, lr)
+            opt = make_optimizer(list(component_parameters(trial, k)), cfg, lr)
             for _ in range(self.config.super_epoch):
                 trial.train()
                 for batch, labels in fit.batches(cfg.batch_size, shuffle=True, generator=ctx.generator,

@@ -22,7 +22,7 @@ from ..data.base import InMemoryDataset
 from ..models import MultiModalNet
 from ..models.sparse_coding import SOLVERS, check_step, lipschitz_step
 from . import DEFENSES
-from .base import Defense, TrainConfig, TrainContext
+from .base import Defense, TrainConfig, TrainContext, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,6 @@ class ExFMemNet(MultiModalNet):
         if not bool(self.memory_ready):
             return features
         return {m: self.recall(m, f) for m, f in features.items()}
-
-
-def _optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
 @DEFENSES.register("msefm")
@@ -168,7 +162,7 @@ class MSEFM(Defense):
         """Stage C: fine-tune everything through the fixed memories with CE + mean cos(φ̃^(v), φ̃^(a))."""
         cfg = self.config
         epochs = cfg.exfmem_epochs if cfg.exfmem_epochs >= 0 else max(1, ctx.train.epochs // 3)
-        opt = _optimizer(model.parameters(), ctx.train, cfg.exfmem_lr_ratio * ctx.train.lr)
+        opt = make_optimizer(model.parameters(), ctx.train, cfg.exfmem_lr_ratio * ctx.train.lr)
         for epoch in range(epochs):
             model.train()
             for batch, labels in ctx.dataset.train.batches(ctx.train.batch_size, shuffle=True,
