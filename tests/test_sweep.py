@@ -155,3 +155,41 @@ def test_sweep_cli_flags_with_certification_then_nothing_left(tmp_path, capsys):
     assert (tmp_path / "eta_pairs.csv").exists()
     assert main(args) == 0
     assert "0 rows evaluated, 5 already present, 0 certified" in capsys.readouterr().out
+
+
+def test_mark_row_flags_sees_curves_assembled_from_several_cells(tmp_path):
+    """non_monotone needs rows of two grid blocks; fgm_beats_pgd needs the fgm and the pgd_l2 cells."""
+    from mmrobust_bench.bench.results import ResultRow, append_rows, read_rows
+    from mmrobust_bench.bench.sweep import mark_row_flags
+
+    def row(attack, eps, acc, flags=""):
+        return ResultRow(dataset="synthav", defense="jt", seed=0, checkpoint_sha256="ab", config_hash="c",
+                         attack=attack, attack_config=attack, library="native", library_version="0", modality="a",
+                         norm="l2", eps=eps, n=1000, accuracy=acc, wall_seconds=0.0, device="cpu",
+                         suite_version="0", flags=flags)
+
+    path = tmp_path / "results.csv"
+    append_rows(path, [row("pgd_l2", 0.5, 0.60), row("pgd_l2", 1.0, 0.40, "zero_gradients")])  # block 1
+    append_rows(path, [row("pgd_l2", 2.0, 0.55)])  # block 2: a rise of 0.15 over 1000 samples
+    append_rows(path, [row("fgm", 0.5, 0.45), row("fgm", 1.0, 0.39)])  # FGM 0.15 below PGD at 0.5: flagged
+    mark_row_flags(path)
+    flags = dict(zip(zip(*[read_rows(path)[c] for c in ("attack", "eps")]), read_rows(path)["flags"]))
+    assert flags == {("pgd_l2", 0.5): "fgm_beats_pgd", ("pgd_l2", 1.0): "zero_gradients",
+                     ("pgd_l2", 2.0): "non_monotone", ("fgm", 0.5): "", ("fgm", 1.0): ""}
+    before = path.read_text()
+    mark_row_flags(path)  # idempotent
+    assert path.read_text() == before
+
+
+def test_sweep_evaluates_missing_with_mean_fill_and_records_flags(tmp_path):
+    from mmrobust_bench.bench.sweep import run_sweep
+
+    plan = build_plan({"dataset": "synthav", "dataset_set": {"n_train": 128, "n_test": 48}, "set": {"epochs": 1},
+                       "defenses": ["jt"], "batch_size": 48,
+                       "grid": [{"attacks": ["missing"], "modalities": ["a"], "attack_set": {"fill": "mean"}},
+                                {"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5]}]})
+    outcome = run_sweep(plan, root=tmp_path, progress=False)
+    rows = pd.read_csv(tmp_path / "results.csv", keep_default_na=False)
+    assert outcome.evaluated_rows == 3 and list(rows["attack"]) == ["clean", "missing", "fgm"]
+    assert rows.loc[1, "attack_config"] == "missing(fill=mean)"
+    assert "flags" in rows and set(rows["flags"]) == {""}  # a healthy CNN raises none

@@ -49,8 +49,9 @@ from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
 from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense
 from ..io import atomic_path, atomic_write_text, default_root
-from .api import train_defense, validate_eps
+from .api import attack_options_for, train_defense, validate_eps
 from .evaluate import clean_accuracy, robust_accuracy
+from .flags import check_attack, flag_rows, row_flags
 from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, read_rows
 from .train import TrainedModel, select_device
 
@@ -276,7 +277,7 @@ def validate_plan(plan: SweepPlan, root: Path) -> None:
         build_defense(entry.defense, {**plan.common_overrides, **entry.overrides}, base)
     for block in plan.grid:
         for attack in block.attacks:
-            atk = build_attack(attack, ds.specs, **dict(block.attack_set))
+            atk = build_attack(attack, ds.specs, **attack_options_for(attack, block.attack_set, ds))
             if atk.norm_bounded and not block.eps:
                 raise ValueError(f"sweep: attack {attack!r} needs an eps list in its grid block")
         for modality in block.modalities:
@@ -329,7 +330,24 @@ def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None
                     outcome.certified += 1
                 bar.update(1)
     bar.close()
+    mark_row_flags(results_path)
     return outcome
+
+
+def mark_row_flags(results_path: Path) -> pd.DataFrame:
+    """Add the flags that need rows of several cells (``non_monotone`` along an ε curve assembled from several
+    grid blocks, ``fgm_beats_pgd`` between the fgm and pgd_l2 cells of one model) to the results CSV, atomically.
+    Idempotent: flags already present stay, nothing is duplicated."""
+    frame = read_rows(results_path)
+    if frame.empty:
+        return frame
+    flags = flag_rows(frame)
+    if flags.equals(frame["flags"]):
+        return frame
+    frame["flags"] = flags
+    with atomic_path(results_path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
 
 
 def _clean_cell(trained: TrainedModel, common: dict[str, Any], batch_size: int, dev: torch.device,
@@ -351,7 +369,7 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
                  batch_size: int, dev: torch.device, done: set[tuple], results_path: Path) -> tuple[int, int]:
     """One attack on one modality at the block's ε values not yet present, batched over ε, rows appended at once."""
     ds = trained.dataset  # type: ignore[attr-defined]
-    atk = build_attack(attack, ds.specs, seed=common["seed"], **dict(block.attack_set))
+    atk = build_attack(attack, ds.specs, seed=common["seed"], **attack_options_for(attack, block.attack_set, ds))
     grid = list(block.eps) if atk.norm_bounded else [math.nan]
     threat = ThreatModel.parse(modality, 0.0 if math.isnan(grid[0]) else grid[0], ds.specs)
     label = modality_label(modality, threat)
@@ -360,12 +378,17 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     todo = [e for e in grid if keys[e] not in done]
     if not todo:
         return 0, len(grid)
-    measured = robust_accuracy(trained.model, ds.test, atk, threat, todo if atk.norm_bounded else [0.0], batch_size,
-                               dev, progress=False)
+    eps_grid = todo if atk.norm_bounded else [0.0]
+    measured = robust_accuracy(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress=False)
+    flags = check_attack(trained.model, ds.test, atk, threat, eps_grid, measured, dev)
+    for flag in flags:
+        log.warning("%s %s seed %s, %s on %s: %s", common["dataset"], common["defense"], common["seed"], attack,
+                    label, flag.note())
     rows = [ResultRow(attack=attack, attack_config=atk.describe(), library=atk.library,
                       library_version=atk.library_version, modality=label, norm=threat.norm,
                       eps=m.eps if atk.norm_bounded else math.nan, n=m.n, accuracy=m.accuracy,
-                      wall_seconds=m.seconds, **common) for m in measured]
+                      wall_seconds=m.seconds, flags=row_flags(flags, m.eps if atk.norm_bounded else None), **common)
+            for m in measured]
     append_rows(results_path, rows)
     done.update(keys[e] for e in todo)
     return len(rows), len(grid) - len(todo)
@@ -484,4 +507,4 @@ def _command() -> str:
 
 __all__ = ["DefenseEntry", "GridBlock", "CertifySpec", "SweepPlan", "SweepOutcome", "CertifyOutcome", "build_plan",
            "load_sweep_config", "parse_defense_entry", "parse_block", "run_sweep", "certify_defense", "cell_key",
-           "done_cells", "eps_key", "replace_model_rows", "CERTIFIED_CSV", "ETA_PAIRS_CSV"]
+           "done_cells", "eps_key", "replace_model_rows", "mark_row_flags", "CERTIFIED_CSV", "ETA_PAIRS_CSV"]
