@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 
@@ -72,6 +74,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dataset_options=_dataset_options(args),
         root=Path(args.root) if args.root else None, results=Path(args.results) if args.results else None,
         device=args.device, batch_size=args.batch_size, progress=not args.no_progress, curve=args.curve,
+        sync_batchnorm=args.sync_bn,
     )
     trained = result.trained
     status = "reused cached checkpoint" if trained.cached else f"trained in {trained.seconds:.1f} s"
@@ -94,9 +97,18 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_certify(args: argparse.Namespace) -> int:
+    from .bench import distributed
+    from .bench.api import train_defense
     from .bench.sweep import certify_defense
     from .certify import DEFAULT_RADII
 
+    world = distributed.current()
+    if not world.main:  # under torchrun: take part in training, then let rank 0 certify
+        train_defense(args.defense, dataset=args.dataset, seed=args.seed, overrides=_overrides(args),
+                      dataset_options=_key_values(args.dataset_set, "--dataset-set"),
+                      root=Path(args.root) if args.root else None, device=args.device, progress=False)
+        distributed.barrier()
+        return 0
     outcome = certify_defense(
         args.defense, dataset=args.dataset, seed=args.seed, label=args.label, overrides=_overrides(args),
         dataset_options=_key_values(args.dataset_set, "--dataset-set"),
@@ -105,6 +117,7 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         honesty_steps=args.honesty_steps, train_samples=args.train_samples, batch_size=args.batch_size,
         progress=not args.no_progress, command=args.command_line,
     )
+    distributed.barrier()
     trained = outcome.trained
     status = "reused cached checkpoint" if trained.cached else f"trained in {trained.seconds:.1f} s"
     print(f"{status}")
@@ -128,7 +141,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
                         results=Path(args.results) if args.results else None, device=args.device,
-                        progress=not args.no_progress, command=args.command_line)
+                        progress=not args.no_progress, command=args.command_line, sync_batchnorm=args.sync_bn)
     print(f"sweep: {outcome.models} models, {outcome.evaluated_rows} rows evaluated, "
           f"{outcome.skipped_rows} already present, {outcome.certified} certified")
     print(f"results: {outcome.results_path}")
@@ -217,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--root", help="where datasets, checkpoints, results and plots go (default $MMROBUST_HOME or ./runs)")
     run.add_argument("--results", help="results CSV (default <root>/results.csv)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    run.add_argument("--sync-bn", action="store_true",
+                     help="under torchrun: SyncBatchNorm across GPUs (default: per-GPU statistics, as the reference)")
     run.add_argument("--batch-size", type=int, default=500, help="evaluation batch size")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--curve", choices=("sweep", "minimal"), default="sweep",
@@ -256,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--root", help="where datasets, checkpoints, results go (default $MMROBUST_HOME or ./runs)")
     sw.add_argument("--results", help="results CSV (default <root>/results.csv)")
     sw.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    sw.add_argument("--sync-bn", action="store_true",
+                     help="under torchrun: SyncBatchNorm across GPUs (default: per-GPU statistics, as the reference)")
     sw.add_argument("--batch-size", type=int, help="evaluation batch size (default 500 or the YAML's)")
     sw.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sw.set_defaults(func=_cmd_sweep)
@@ -296,10 +313,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .registry import RegistryError
 
     try:
-        return args.func(args)
+        with _distributed(args):
+            return args.func(args)
     except (ValueError, RegistryError) as exc:
         print(f"mmrobust-bench: error: {exc}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _distributed(args: argparse.Namespace) -> Iterator[None]:
+    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group for the commands that train or evaluate;
+    only rank 0 prints. A no-op for one process."""
+    from .bench import distributed
+
+    if args.func not in (_cmd_run, _cmd_certify, _cmd_sweep) or not distributed.launched_by_torchrun():
+        yield
+        return
+    world = distributed.init_from_env(args.device)
+    quiet = open(os.devnull, "w") if not world.main else None
+    try:
+        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            yield
+    finally:
+        if quiet:
+            quiet.close()
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

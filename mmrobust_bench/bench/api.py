@@ -25,6 +25,7 @@ from ..data.base import TensorSplit
 from ..defenses import TrainConfig, apply_overrides, build_defense
 from ..io import default_root
 from ..reports.curves import plot_robust_curve
+from . import distributed
 from .evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
 from .flags import check_attack, row_flags
 from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, rows_frame
@@ -59,13 +60,16 @@ def validate_eps(eps: Sequence[float]) -> list[float]:
 
 def train_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, overrides: Mapping[str, Any] | None = None,
                   dataset_options: Mapping[str, Any] | None = None, root: Path | None = None,
-                  device: str = "auto", progress: bool = True, force: bool = False) -> TrainedModel:
-    """Build the dataset and train (or load) ``defense`` with the dataset's schedule and ``overrides``."""
+                  device: str = "auto", progress: bool = True, force: bool = False,
+                  sync_batchnorm: bool = False) -> TrainedModel:
+    """Build the dataset and train (or load) ``defense`` with the dataset's schedule and ``overrides``
+    (data-parallel under torchrun; ``sync_batchnorm`` then converts BatchNorm to SyncBatchNorm)."""
     root = Path(root) if root is not None else default_root()
     ds = build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))
     base_train, _ = apply_overrides(TrainConfig(), getattr(ds, "train_defaults", {}), f"dataset {dataset!r} defaults")
     defense_obj, train_cfg = build_defense(defense, overrides, base_train)
-    trained = train(defense_obj, ds, train_cfg, seed=seed, root=root, device=device, progress=progress, force=force)
+    trained = train(defense_obj, ds, train_cfg, seed=seed, root=root, device=device, progress=progress, force=force,
+                    sync_batchnorm=sync_batchnorm)
     trained.dataset = ds  # type: ignore[attr-defined]
     return trained
 
@@ -95,7 +99,7 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
         attack_options: Mapping[str, Any] | None = None, dataset_options: Mapping[str, Any] | None = None,
         root: Path | None = None, results: Path | None = None, device: str = "auto", batch_size: int = 500,
         progress: bool = True, plot: bool = True, command: str | None = None, curve: str = "sweep",
-        check_flags: bool = True) -> RunResult:
+        check_flags: bool = True, sync_batchnorm: bool = False) -> RunResult:
     """Train/load ``defense``, attack ``modality`` (a name, comma list or ``all``) over ``eps``.
 
     ``curve="sweep"`` runs the attack at every ε (batched for native attacks); ``curve="minimal"`` runs a
@@ -121,7 +125,8 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     if curve == "minimal" and max(eps_grid) <= 0:
         raise ValueError("curve='minimal' needs an ε grid with a positive value")
     trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides, dataset_options=dataset_options,
-                            root=root, device=str(dev), progress=progress)
+                            root=root, device=str(dev), progress=progress, sync_batchnorm=sync_batchnorm)
+    main_rank = distributed.current().main  # under torchrun every rank measures its share; rank 0 writes
     ds = trained.dataset  # type: ignore[attr-defined]
     common = dict(dataset=ds.name, defense=defense, seed=seed, checkpoint_sha256=trained.sha256,
                   config_hash=trained.key.config_hash, device=str(dev), suite_version=__version__)
@@ -151,10 +156,11 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
                               library_version=atk.library_version, modality=label, norm=threat.norm,
                               eps=eps_value, n=m.n, accuracy=m.accuracy, wall_seconds=m.seconds,
                               flags=row_flags(flags, m.eps if atk.norm_bounded else None), **common))
-    append_rows(results_path, rows)
+    if main_rank:
+        append_rows(results_path, rows)
     frame = rows_frame(rows)
     plot_path = None
-    if plot:
+    if plot and main_rank:
         name = f"{ds.name}-{defense}-{attack.replace(':', '_')}-{label}-seed{seed}.png"
         plot_path = plot_robust_curve(frame, root / "plots" / name, command=command,
                                       title=f"{ds.name}: {defense}, {atk.describe()} on {label}")

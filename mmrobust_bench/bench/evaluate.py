@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..attacks import Attack
 from ..contracts import ThreatModel, joint_l2_norm
 from ..data.base import TensorSplit
+from . import distributed
 
 # What ``minimal_norm_curve`` multiplies the largest ε of the grid by to get the attack's radius: the
 # library's box then lies well beyond every ε of the grid, and a norm found above the grid no longer matters.
@@ -58,9 +59,24 @@ def attack_setting(model: nn.Module, attack: Attack, threat: ThreatModel) -> Ite
 def clean_accuracy(model: nn.Module, split: TensorSplit, batch_size: int, device: torch.device) -> Measurement:
     model.eval()
     start, correct = time.perf_counter(), 0
-    for batch, labels in split.batches(batch_size, device=device):
+    for batch, labels in _my_batches(split, batch_size, device):
         correct += int((model(batch).logits.argmax(1) == labels).sum())
-    return Measurement(0.0, correct, len(split), time.perf_counter() - start)
+    correct, seconds = distributed.all_sum([correct, time.perf_counter() - start])
+    return Measurement(0.0, int(correct), len(split), seconds)
+
+
+def _my_batches(split: TensorSplit, batch_size: int, device: torch.device) -> Iterator[tuple[dict, Tensor]]:
+    """The split's batches, lazily (real datasets stream from disk); under torchrun only this rank's share,
+    round robin, each batch exactly as one process would see it (so seeded attacks give identical numbers)."""
+    for step, item in enumerate(split.batches(batch_size, device=device)):
+        if distributed.mine(step):
+            yield item
+
+
+def _batch_count(split: TensorSplit, batch_size: int) -> int:
+    total = math.ceil(len(split) / max(batch_size, 1))
+    d = distributed.current()
+    return len(range(d.rank, total, d.world_size))
 
 
 def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat: ThreatModel,
@@ -77,11 +93,10 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
     seconds = [0.0] * len(grid)
     batched = attack.per_sample_eps and len(grid) > 1
     step = max(1, batch_size // len(grid)) if batched else batch_size
-    batches = list(split.batches(step, device=device))
-    bar = tqdm(total=len(batches) * (1 if batched else len(grid)), desc=f"attack {attack.describe()}",
+    bar = tqdm(total=_batch_count(split, step) * (1 if batched else len(grid)), desc=f"attack {attack.describe()}",
                disable=not progress, leave=False)
     with attack_setting(model, attack, threat):
-        for batch, labels in batches:
+        for batch, labels in _my_batches(split, step, device):
             if batched:
                 r, b = len(grid), labels.shape[0]
                 rep = {m: x.repeat((r,) + (1,) * (x.dim() - 1)) for m, x in batch.items()}
@@ -104,6 +119,8 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
                     seconds[i] += time.perf_counter() - start
                     bar.update(1)
     bar.close()
+    merged = distributed.all_sum(correct + seconds)
+    correct, seconds = [int(c) for c in merged[:len(grid)]], merged[len(grid):]
     return [Measurement(e, c, len(split), s) for e, c, s in zip(grid, correct, seconds)]
 
 
@@ -159,11 +176,10 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
     model.eval()
     wide = threat.with_eps(radius)
     norms = []
-    batches = list(split.batches(batch_size, device=device))
     start = time.perf_counter()
     with attack_setting(model, attack, threat):
-        for batch, labels in tqdm(batches, desc=f"minimal norms {attack.describe()}", disable=not progress,
-                                  leave=False):
+        for batch, labels in tqdm(_my_batches(split, batch_size, device), total=_batch_count(split, batch_size),
+                                  desc=f"minimal norms {attack.describe()}", disable=not progress, leave=False):
             adv = attack(model, batch, labels, wide)
             with torch.no_grad():
                 clean_ok = model(batch).logits.argmax(1) == labels
@@ -171,7 +187,11 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
             size = perturbation_norm(batch, adv, threat)
             norms.append(torch.where(clean_ok, torch.where(still_ok, torch.full_like(size, math.inf), size),
                                      torch.zeros_like(size)).cpu())
-    seconds = time.perf_counter() - start
+    seconds = distributed.all_sum([time.perf_counter() - start])[0]
+    d = distributed.current()
+    if d.active:  # every rank's per-batch norms, back in split order (batch k came from rank k mod W)
+        shares = distributed.all_gather(norms)
+        norms = [shares[k % d.world_size][k // d.world_size] for k in range(sum(len(x) for x in shares))]
     norms_all = torch.cat(norms) if norms else torch.zeros(0)
     measurements = [Measurement(e, int((norms_all > e).sum()), len(split), seconds / len(grid)) for e in grid]
     return MinimalNormCurve(measurements, norms_all, float(radius), seconds)

@@ -49,6 +49,7 @@ from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
 from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense
 from ..io import atomic_path, atomic_write_text, default_root
+from . import distributed
 from .api import attack_options_for, train_defense, validate_eps
 from .evaluate import clean_accuracy, robust_accuracy
 from .flags import check_attack, flag_rows, row_flags
@@ -285,8 +286,11 @@ def validate_plan(plan: SweepPlan, root: Path) -> None:
 
 
 def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None = None, device: str = "auto",
-              progress: bool = True, command: str | None = None) -> SweepOutcome:
-    """Run every cell of ``plan`` that is not yet in ``results``; append each cell's rows when it finishes."""
+              progress: bool = True, command: str | None = None, sync_batchnorm: bool = False) -> SweepOutcome:
+    """Run every cell of ``plan`` that is not yet in ``results``; append each cell's rows when it finishes.
+
+    Under torchrun every rank trains and measures its share of each cell; rank 0 appends the rows and
+    certifies (certification is not sharded) while the others wait."""
     root = Path(root) if root is not None else default_root()
     results_path = Path(results) if results is not None else root / "results.csv"
     command = command or _command()
@@ -296,13 +300,15 @@ def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None
     outcome = SweepOutcome(results_path)
     units = plan.units()
     per_model = 1 + len(units) + (1 if plan.certify else 0)
-    bar = tqdm(total=len(plan.defenses) * len(plan.seeds) * per_model, desc="sweep", disable=not progress)
+    main_rank = distributed.current().main
+    bar = tqdm(total=len(plan.defenses) * len(plan.seeds) * per_model, desc="sweep", disable=not (progress and main_rank))
     for entry in plan.defenses:
         for seed in plan.seeds:
             bar.set_postfix_str(f"{entry.label} seed {seed}")
             trained = train_defense(entry.defense, dataset=plan.dataset, seed=seed,
                                     overrides={**plan.common_overrides, **entry.overrides},
-                                    dataset_options=plan.dataset_options, root=root, device=str(dev), progress=progress)
+                                    dataset_options=plan.dataset_options, root=root, device=str(dev), progress=progress,
+                                    sync_batchnorm=sync_batchnorm)
             outcome.models += 1
             ds = trained.dataset  # type: ignore[attr-defined]
             common = dict(dataset=ds.name, defense=entry.label, seed=seed, checkpoint_sha256=trained.sha256,
@@ -317,7 +323,7 @@ def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None
                 outcome.evaluated_rows += evaluated
                 outcome.skipped_rows += skipped
                 bar.update(1)
-            if plan.certify is not None:
+            if plan.certify is not None and main_rank:
                 certified_path = root / CERTIFIED_CSV
                 have = _model_keys(read_table(certified_path))
                 if (ds.name, entry.label, seed, trained.sha256) not in have:
@@ -328,9 +334,12 @@ def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None
                                     train_samples=plan.certify.train_samples, batch_size=plan.certify.batch_size,
                                     progress=False, trained=trained, command=command)
                     outcome.certified += 1
+            if plan.certify is not None:
+                distributed.barrier()
                 bar.update(1)
     bar.close()
-    mark_row_flags(results_path)
+    if main_rank:
+        mark_row_flags(results_path)
     return outcome
 
 
@@ -358,7 +367,7 @@ def _clean_cell(trained: TrainedModel, common: dict[str, Any], batch_size: int, 
     if key in done:
         return 0, 1
     clean = clean_accuracy(trained.model, trained.dataset.test, batch_size, dev)  # type: ignore[attr-defined]
-    append_rows(results_path, [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native",
+    _append_on_main(results_path, [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native",
                                          library_version=__version__, modality=NO_MODALITY, norm="l2", eps=0.0,
                                          n=clean.n, accuracy=clean.accuracy, wall_seconds=clean.seconds, **common)])
     done.add(key)
@@ -389,9 +398,15 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
                       eps=m.eps if atk.norm_bounded else math.nan, n=m.n, accuracy=m.accuracy,
                       wall_seconds=m.seconds, flags=row_flags(flags, m.eps if atk.norm_bounded else None), **common)
             for m in measured]
-    append_rows(results_path, rows)
+    _append_on_main(results_path, rows)
     done.update(keys[e] for e in todo)
     return len(rows), len(grid) - len(todo)
+
+
+def _append_on_main(results_path: Path, rows: list[ResultRow]) -> None:
+    """Rank 0 writes (every rank measured its share and holds the merged numbers)."""
+    if distributed.current().main:
+        append_rows(results_path, rows)
 
 
 # --------------------------------------------------------------------------- certification runs

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from ..contracts import Batch, ModalitySpec
 from ..io import atomic_path, sha256_file, stable_hash
+from .base import shard_slice
 from ..models import resnet as _resnet  # noqa: F401  (registers the ResNet-18 encoders named by these datasets)
 
 log = logging.getLogger(__name__)
@@ -681,23 +682,34 @@ class ClipSplit:
         return ClipSplit(self.source, self.index[torch.as_tensor(index, dtype=torch.long)])
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", drop_last: bool = False) -> Iterator[tuple[Batch, Tensor]]:
+                device: torch.device | str = "cpu", drop_last: bool = False,
+                shard: tuple[int, int] | None = None) -> Iterator[tuple[Batch, Tensor]]:
         """Yield (batch, labels) on ``device``; order and augmentation draw only from ``generator``
-        (the global RNG when it is None, like a DataLoader)."""
+        (the global RNG when it is None, like a DataLoader). ``shard=(rank, world)``: rank's part of each
+        batch, as :meth:`TensorSplit.batches`; a clip's augmentation is the same whichever rank loads it."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if self.source.train else None
         stop = n - n % batch_size if drop_last else n
         clips = self.index[order[:stop]].tolist()
-        plan = [[(c, seed) for c in clips[s:s + batch_size]] for s in range(0, stop, batch_size)]
+        plan = [[(c, seed) for c in shard_slice(torch.tensor(clips[s:s + batch_size], dtype=torch.long), shard).tolist()]
+                for s in range(0, stop, batch_size)]
         if not plan:
             return
         self.source.ensure_cache()
         dev = torch.device(device)
-        workers = min(self.source.opts.workers, len(plan))
-        loader = DataLoader(self.source, batch_sampler=plan, num_workers=workers, pin_memory=dev.type == "cuda",
-                            prefetch_factor=4 if workers else None)
-        for raw, labels in loader:
+        filled = [part for part in plan if part]
+        workers = min(self.source.opts.workers, len(filled))
+        loader = iter(DataLoader(self.source, batch_sampler=filled, num_workers=workers,
+                                 pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None)
+                      if filled else ())
+        for part in plan:
+            if not part:  # a rank's share of a global batch shorter than the world: an empty batch keeps step
+                specs = profile_specs(self.source.profile, self.source.opts.image_size)
+                yield ({sp.name: torch.empty((0,) + tuple(sp.shape), device=dev) for sp in specs},
+                       torch.empty(0, dtype=torch.long, device=dev))
+                continue
+            raw, labels = next(loader)
             yield self.source.to_model_input(raw, dev), labels.to(dev, non_blocking=True)
 
     @property

@@ -25,16 +25,30 @@ class TensorSplit:
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-        device: torch.device | str = "cpu", drop_last: bool = False,
+        device: torch.device | str = "cpu", drop_last: bool = False, shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[Batch, Tensor]]:
-        """Yield (batch, labels) on ``device``; shuffling draws only from ``generator``."""
+        """Yield (batch, labels) on ``device``; shuffling draws only from ``generator``.
+
+        ``shard=(rank, world)`` yields rank's part of every batch (``shard_slice``), possibly empty: the
+        ranks of a distributed job together see exactly the batches of one process.
+        """
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            idx = order[start:start + batch_size]
+            idx = shard_slice(order[start:start + batch_size], shard)
             yield ({m: x[idx].to(device, non_blocking=True) for m, x in self.inputs.items()},
                    self.labels[idx].to(device, non_blocking=True))
+
+
+def shard_slice(index: Tensor, shard: tuple[int, int] | None) -> Tensor:
+    """Rank r's contiguous part of one global batch's indices (parts differ in size by at most one)."""
+    if shard is None:
+        return index
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard (rank, world) must have 0 <= rank < world, got {shard}")
+    return torch.tensor_split(index, world)[rank]
 
 
 class MultiModalDataset(Protocol):

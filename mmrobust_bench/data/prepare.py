@@ -2,9 +2,10 @@
 
 Per clip (METHODS.md §2):
 - **frames**: 1 fps JPEGs ``frames/<split>/<id>/frame_00001.jpg, …`` from the video, with the
-  ``ffmpeg`` binary (``ffmpeg -i V -r 1``, as the reference extractor) or, without it, torchcodec or
-  OpenCV (frames displayed at t = 0, 1, 2 … s); a folder of already extracted images named like
-  the clip is copied instead (renumbered in sorted order).
+  ``ffmpeg`` binary (``ffmpeg -i V -r 1``, as the reference extractor; the one on PATH, else the static
+  build of imageio-ffmpeg) or, without it, torchcodec or OpenCV (frames displayed at t = 0, 1, 2 … s);
+  a folder of already extracted images named like the clip is copied instead (renumbered in sorted
+  order). ``pip install 'mmrobust-bench[video]'`` installs imageio-ffmpeg and OpenCV-contrib.
 - **audio** (ks, vggsound): channel 0, resampled to 16 kHz, minus its mean, Kaldi fbank (128 mel
   bins, Hanning window, 25 ms / 10 ms, ``htk_compat``, no energy, no dither), zero-padded or
   truncated to 1024 frames, then (x + 4.503877) / (2 · 5.141276); saved as float32 (1024, 128)
@@ -61,11 +62,14 @@ MEL_BINS = 128
 AST_MEAN, AST_STD = -4.503877, 5.141276
 FLOW_BOUND = 15.0
 ERROR_LOG = "prepare_errors.log"
-FLOW_HINT = "pip install opencv-contrib-python-headless"
-VIDEO_HINT = ("decoding video needs the `ffmpeg` binary on PATH (apt-get install ffmpeg, conda install ffmpeg) "
-              "or one of: pip install torchcodec / pip install opencv-python-headless")
-AUDIO_HINT = ("decoding non-WAV audio needs the `ffmpeg` binary on PATH (apt-get install ffmpeg) or "
-              "pip install torchcodec; WAV files need nothing extra")
+VIDEO_EXTRA = "pip install 'mmrobust-bench[video]'"  # OpenCV-contrib (TV-L1) + imageio-ffmpeg (a static ffmpeg)
+FLOW_HINT = f"{VIDEO_EXTRA} (or: pip install opencv-contrib-python-headless)"
+VIDEO_HINT = (f"decoding video needs ffmpeg, torchcodec or OpenCV: {VIDEO_EXTRA} installs a static ffmpeg "
+              "(imageio-ffmpeg) and OpenCV; an `ffmpeg` binary on PATH (apt-get install ffmpeg) or "
+              "pip install torchcodec also work")
+AUDIO_HINT = (f"decoding non-WAV audio needs ffmpeg or torchcodec: {VIDEO_EXTRA} installs a static ffmpeg "
+              "(imageio-ffmpeg); an `ffmpeg` binary on PATH (apt-get install ffmpeg) or pip install torchcodec "
+              "also work; WAV files need nothing extra")
 
 
 # ----------------------------------------------------------------------------- audio: fbank exactly per §2
@@ -104,9 +108,22 @@ def read_wav(path: Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(scaled.T)), int(rate)
 
 
+def ffmpeg_exe() -> str | None:
+    """The ffmpeg binary: ``ffmpeg`` on PATH, else the static one of imageio-ffmpeg (the ``video`` extra), else None."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # not installed, or its binary is missing for this platform
+        return None
+
+
 def decode_audio(path: Path) -> tuple[torch.Tensor, int]:
     """Channel 0 of any audio/video file at 16 kHz, via ffmpeg or torchcodec."""
-    ffmpeg = shutil.which("ffmpeg")
+    ffmpeg = ffmpeg_exe()
     if ffmpeg:
         out = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(path), "-vn", "-map", "0:a:0",
                               "-af", "pan=mono|c0=c0", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"],
@@ -138,8 +155,8 @@ def _has_module(name: str) -> bool:
 
 
 def video_backend() -> str | None:
-    """The first available way to decode video: the ffmpeg binary, torchcodec, or OpenCV."""
-    if shutil.which("ffmpeg"):
+    """The first available way to decode video: the ffmpeg binary (PATH or imageio-ffmpeg), torchcodec, or OpenCV."""
+    if ffmpeg_exe():
         return "ffmpeg"
     if _has_module("torchcodec"):
         return "torchcodec"
@@ -163,7 +180,7 @@ def tvl1_factory() -> Callable[[], Any] | None:
 def extract_frames(video: Path, dest: Path, fps: float, backend: str) -> int:
     """Write 1-based ``frame_00001.jpg …`` at ``fps`` into the (empty) folder ``dest``; return the count."""
     if backend == "ffmpeg":
-        out = subprocess.run([shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(video),
+        out = subprocess.run([ffmpeg_exe() or "ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(video),
                               "-r", f"{fps:g}", "-q:v", "2", str(dest / "frame_%05d.jpg")],
                              capture_output=True, check=False)
         if out.returncode != 0:
@@ -477,7 +494,7 @@ def check_tools(plan: Plan, todo: Sequence[tuple[RawClip, list[str]]]) -> str | 
     if any("frames" in need and clip.frames is None and clip.video is not None for clip, need in todo) and backend is None:
         raise ValueError(VIDEO_HINT)
     if any("audio" in need and (clip.audio or clip.video) is not None and (clip.audio or clip.video).suffix.lower() != ".wav"
-           for clip, need in todo) and not (shutil.which("ffmpeg") or _has_module("torchcodec")):
+           for clip, need in todo) and not (ffmpeg_exe() or _has_module("torchcodec")):
         raise ValueError(AUDIO_HINT)
     return backend
 
@@ -599,5 +616,5 @@ def main_prepare(args: argparse.Namespace) -> int:
 
 
 __all__ = ["prepare", "PrepareReport", "add_prepare_parser", "main_prepare", "fbank_features", "read_wav",
-           "quantise_flow", "extract_frames", "extract_flow", "video_backend", "tvl1_factory", "clips_from_list",
-           "clips_from_folders", "MediaIndex"]
+           "ffmpeg_exe", "decode_audio", "quantise_flow", "extract_frames", "extract_flow", "video_backend",
+           "tvl1_factory", "clips_from_list", "clips_from_folders", "MediaIndex"]
