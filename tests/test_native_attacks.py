@@ -121,3 +121,23 @@ def test_native_attack_invariants(mods, eps, attack_cls, batch, joint, seed):
     assert torch.equal(spec_v.clamp(adv["v"]), adv["v"])
     again = attack(model, x, y, threat)
     assert all(torch.equal(again[m], adv[m]) for m in x)
+
+
+@pytest.mark.parametrize("attack_cls", [FGM, PGDL2])
+def test_bf16_attacks_keep_fp32_inputs_and_budget_and_agree_with_fp32(attack_cls):
+    """bf16 autocast rounds only the model's arithmetic: the adversarial inputs stay fp32, inside the
+    same ε ball and box, and the direction is close to the fp32 attack's."""
+    model = small_conv_model()
+    x = {"v": torch.rand(16, 3, 6, 6) * 2 - 1, "a": torch.randn(16, 1, 10)}
+    y = torch.randint(0, 5, (16,))
+    threat = ThreatModel(("v", "a"), 0.8)
+    fp32 = attack_cls(SPECS)(model, x, y, threat)
+    bf16 = attack_cls(SPECS, precision="bf16")(model, x, y, threat)
+    delta32 = torch.cat([(fp32[m] - x[m]).flatten(1) for m in x], 1)
+    delta16 = torch.cat([(bf16[m] - x[m]).flatten(1) for m in x], 1)
+    assert all(bf16[m].dtype == torch.float32 for m in x)
+    assert (delta16.norm(dim=1) <= 0.8 + 1e-5).all()
+    assert F.cosine_similarity(delta16, delta32, dim=1).min() > 0.95
+    assert attack_cls(SPECS, precision="bf16").describe() != attack_cls(SPECS).describe()
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; valid: fp32, bf16"):
+        attack_cls(SPECS, precision="fp16")

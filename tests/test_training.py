@@ -107,3 +107,24 @@ def test_step2_train_mode_reproduces_reference_bn_drift(tmp_path):
 def test_scientific_notation_overrides():
     _, train_cfg = build_defense("jt", {"lr": "5e-4"})
     assert train_cfg.lr == 5e-4
+
+
+def test_speed_settings_stay_out_of_old_checkpoint_keys_and_bf16_trains(tmp_path):
+    """precision/channels_last/compile joined TrainConfig later: at their defaults they leave the key as it
+    was (cached checkpoints stay valid); set, they are part of it. bf16 autocast trains on CPU too."""
+    import dataclasses
+
+    from mmrobust_bench.bench.api import train_defense
+    from mmrobust_bench.defenses.base import KEY_OMITTED_DEFAULTS, TrainConfig, key_dict
+
+    cfg = TrainConfig()
+    assert key_dict(cfg) == {k: v for k, v in dataclasses.asdict(cfg).items() if k not in KEY_OMITTED_DEFAULTS}
+    assert key_dict(TrainConfig(precision="bf16"))["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+        TrainConfig(precision="half")
+    trained = train_defense("crmt_jt", root=tmp_path, progress=False, dataset_options={"n_train": 128, "n_test": 32},
+                            overrides={"epochs": 1, "precision": "bf16", "channels_last": True})
+    assert trained.key.train_config["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trained.model.parameters())
+    conv = next(p for p in trained.model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)

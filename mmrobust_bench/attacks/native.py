@@ -2,7 +2,9 @@
 
 The loss is CE on the fused logits with the true labels; the model stays in eval mode (set by the
 caller); only bounded modalities (visual, flow) are clamped; audio never is. ε may be a per-sample
-vector, so a whole radius sweep runs as one batched computation.
+vector, so a whole radius sweep runs as one batched computation. ``precision="bf16"`` runs the
+model's forward and backward under bf16 autocast (CUDA's fast path); inputs, gradients, norms,
+steps and projections stay fp32, so only the model's arithmetic is rounded.
 """
 from __future__ import annotations
 
@@ -21,11 +23,24 @@ def _expand(v: Tensor, like: Tensor) -> Tensor:
     return v.view((-1,) + (1,) * (like.dim() - 1)).to(like.dtype)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return precision
+
+
 def input_gradients(model: nn.Module, batch: Batch, labels: Tensor, modalities: Sequence[str],
-                    targets: Tensor | None = None) -> dict[str, Tensor]:
-    """∇_{x^(m)} CE(h(x), y) for the attacked modalities (−CE towards ``targets`` if given)."""
+                    targets: Tensor | None = None, precision: str = "fp32") -> dict[str, Tensor]:
+    """∇_{x^(m)} CE(h(x), y) for the attacked modalities (−CE towards ``targets`` if given); under
+    ``precision="bf16"`` the model runs in bf16 autocast and the loss and gradients come back in fp32."""
     inputs = {m: (x.detach().requires_grad_(m in modalities)) for m, x in batch.items()}
-    logits = model(inputs).logits.float()
+    device_type = next(iter(inputs.values())).device.type
+    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(inputs).logits
+    logits = logits.float()
     if targets is None:
         loss = F.cross_entropy(logits, labels, reduction="sum")
     else:
@@ -48,8 +63,15 @@ class FGM(Attack):
     name = "fgm"
     per_sample_eps = True
 
+    def __init__(self, specs, *, seed: int = 0, precision: str = "fp32") -> None:
+        super().__init__(specs, seed=seed)
+        self.precision = check_precision(precision)
+
+    def describe(self) -> str:
+        return self.name if self.precision == "fp32" else f"{self.name}(precision={self.precision})"
+
     def perturb(self, model, batch, labels, threat, eps, *, targets=None):
-        grads = input_gradients(model, batch, labels, threat.modalities, targets)
+        grads = input_gradients(model, batch, labels, threat.modalities, targets, self.precision)
         step = normalised_step(grads, threat, guard=1e-13 if threat.joint else 1e-12)
         return {m: self.specs[m].clamp(batch[m] + _expand(eps, batch[m]) * step[m]) for m in threat.modalities}
 
@@ -61,21 +83,24 @@ class PGDL2(Attack):
     name = "pgd_l2"
     per_sample_eps = True
 
-    def __init__(self, specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3) -> None:
+    def __init__(self, specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3,
+                 precision: str = "fp32") -> None:
         super().__init__(specs, seed=seed)
         if steps < 1 or step_ratio <= 0:
             raise ValueError("pgd_l2 needs steps >= 1 and step_ratio > 0")
         self.steps = int(steps)
         self.step_ratio = float(step_ratio)
+        self.precision = check_precision(precision)
 
     def describe(self) -> str:
-        return f"{self.name}(steps={self.steps}, step=eps*{self.step_ratio:.4g})"
+        extra = "" if self.precision == "fp32" else f", precision={self.precision}"
+        return f"{self.name}(steps={self.steps}, step=eps*{self.step_ratio:.4g}{extra})"
 
     def perturb(self, model, batch, labels, threat, eps, *, targets=None):
         adv = dict(batch)
         guard = 1e-13 if threat.joint else 1e-12
         for _ in range(self.steps):
-            grads = input_gradients(model, adv, labels, threat.modalities, targets)
+            grads = input_gradients(model, adv, labels, threat.modalities, targets, self.precision)
             step = normalised_step(grads, threat, guard)
             moved = {m: adv[m] + _expand(eps * self.step_ratio, adv[m]) * step[m] for m in threat.modalities}
             groups = [threat.modalities] if threat.joint else [(m,) for m in threat.modalities]
@@ -88,10 +113,10 @@ class PGDL2(Attack):
 
 
 @ATTACKS.register("fgm")
-def _fgm(specs, *, seed: int = 0) -> FGM:
-    return FGM(specs, seed=seed)
+def _fgm(specs, *, seed: int = 0, precision: str = "fp32") -> FGM:
+    return FGM(specs, seed=seed, precision=precision)
 
 
 @ATTACKS.register("pgd_l2")
-def _pgd_l2(specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3) -> PGDL2:
-    return PGDL2(specs, seed=seed, steps=steps, step_ratio=step_ratio)
+def _pgd_l2(specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3, precision: str = "fp32") -> PGDL2:
+    return PGDL2(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)

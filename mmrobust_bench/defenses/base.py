@@ -36,6 +36,11 @@ class TrainConfig:
     feature_dim: int = 512
     lr_schedule: str = "step"  # "step" (StepLR by lr_step/lr_gamma) or "cosine" (to 0 over the epochs after warm-up)
     warmup_epochs: int = 0  # linear warm-up epochs before the schedule (ViTs such as MMT need it)
+    # Speed settings (GPU): bf16 autocast for the defense's loss (CRMT head, margins, bounds and MSEFM's
+    # coding stay fp32 inside it), channels-last convolution weights, torch.compile of the encoders.
+    precision: str = "fp32"  # "fp32" or "bf16"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -46,6 +51,19 @@ class TrainConfig:
             raise ValueError(f"train config: lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
         if self.warmup_epochs < 0:
             raise ValueError(f"train config: warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train config: precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+
+# TrainConfig fields added after checkpoints existed: left out of checkpoint keys while at these values,
+# so that earlier checkpoints (trained exactly so) keep their keys.
+KEY_OMITTED_DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": False}
+
+
+def key_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The schedule as it enters a checkpoint key (``KEY_OMITTED_DEFAULTS`` left out at their defaults)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if not (k in KEY_OMITTED_DEFAULTS and v == KEY_OMITTED_DEFAULTS[k])}
 
 
 
