@@ -33,3 +33,16 @@ def flat_specs(dims: dict[str, int]) -> tuple[ModalitySpec, ...]:
 @pytest.fixture
 def tiny_root(tmp_path):
     return tmp_path / "runs"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a CUDA device: skipped (with the reason) on machines without one."""
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run on the GPU machine: pytest -m cuda)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,69 @@
+"""CUDA paths: bf16 training and attacks, device placement, the main job. Skipped without a GPU."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmrobust_bench.attacks.native import PGDL2
+from mmrobust_bench.bench.api import run, train_defense
+from mmrobust_bench.bench.evaluate import robust_accuracy
+from mmrobust_bench.contracts import ThreatModel
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"n_train": 512, "n_test": 256}
+
+
+@pytest.mark.cuda
+def test_bf16_crmt_training_on_cuda_keeps_the_head_fp32(tmp_path):
+    trained = train_defense("crmt_jt", root=tmp_path, device="cuda", progress=False, dataset_options=TINY,
+                            overrides={"epochs": 2, "precision": "bf16", "channels_last": True})
+    model = trained.model
+    assert next(model.parameters()).is_cuda
+    batch, labels = next(trained.dataset.test.batches(64, device="cuda"))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(batch)
+    assert out.logits.dtype == torch.float32 and all(z.dtype == torch.float32 for z in out.unimodal.values())
+    assert float((out.logits.argmax(1) == labels).float().mean()) > 0.3
+
+
+@pytest.mark.cuda
+def test_bf16_pgd_on_cuda_is_within_half_a_point_of_fp32(tmp_path):
+    trained = train_defense("jt", root=tmp_path, device="cuda", progress=False, dataset_options=TINY,
+                            overrides={"epochs": 3})
+    ds, dev = trained.dataset, torch.device("cuda")
+    threat = ThreatModel.parse("a", 1.0, ds.specs)
+    fp32 = robust_accuracy(trained.model, ds.test, PGDL2(ds.specs), threat, [0.5, 1.0], 256, dev)
+    bf16 = robust_accuracy(trained.model, ds.test, PGDL2(ds.specs, precision="bf16"), threat, [0.5, 1.0], 256, dev)
+    for a, b in zip(fp32, bf16):
+        assert abs(a.accuracy - b.accuracy) <= 0.02  # 256 samples: a few flips at most
+
+
+@pytest.mark.cuda
+def test_main_job_on_cuda_writes_rows(tmp_path):
+    result = run("crmt_at", "pgd_l2", "a", device="cuda", root=tmp_path, progress=False, plot=False,
+                 dataset_options=TINY, overrides={"epochs": 2})
+    assert set(result.rows["device"]) == {"cuda"} and result.rows["accuracy"].between(0, 1).all()
+
+
+@pytest.mark.cuda
+def test_gpu_benchmark_quick_on_cuda():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick", "--device", "cuda"],
+                          capture_output=True, text=True, check=True, timeout=600)
+    result = json.loads(done.stdout)
+    assert result["train"]["jt_tuned"]["peak_gib"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_script_runs_and_prints_its_json_on_cpu():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu"],
+                          capture_output=True, text=True, check=True, timeout=600)
+    result = json.loads(done.stdout)
+    assert result["quick"] is True and result["shapes"]["classes"] == 5
+    for key in ("jt_reference_style", "jt_tuned", "crmt_reference_svd_loop", "crmt_tuned"):
+        assert result["train"][key]["samples_per_s"] > 0
+    assert result["pgd"]["fp32"]["n"] == result["pgd"]["bf16"]["n"] > 0
+    assert set(result["targets_met"]) == {"jt_ge_1500", "crmt_ge_1400", "pgd_bf16_ge_1.5x_fp32",
+                                          "pgd_accuracy_within_0.5_points", "lipschitz_ge_5x"}
