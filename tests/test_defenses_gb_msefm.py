@@ -242,8 +242,9 @@ def test_estimation_trains_on_fit_samples_and_validates_on_disjoint_held_out_one
     measured = {i for training, grad, ids in Recorder.seen if not training and not grad for i in ids}
     assert len(held_ids) == 10 and trained_on == fit_ids and not trained_on & held_ids
     assert held_ids <= measured
-    # the shared loop now trains on the fit part only; the model itself is untouched
-    assert set(ctx.dataset.train.inputs["v"][:, 0].long().tolist()) == fit_ids
+    # the shared loop trains on the fit part only (training_split); the model itself is untouched
+    loop_split = defense.training_split(ctx.dataset.train, ctx)
+    assert set(loop_split.inputs["v"][:, 0].long().tolist()) == fit_ids and len(ctx.dataset.train) == 40
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     weights = ctx.state["gb_weights"]
     assert set(weights) == {"v", "a", FUSED} and sum(weights.values()) == pytest.approx(1.0)
@@ -252,7 +253,7 @@ def test_estimation_trains_on_fit_samples_and_validates_on_disjoint_held_out_one
     ctx.epoch = 1
     defense.on_epoch_start(model, ctx)
     assert not Recorder.seen and ctx.state["gb_weights"] == weights
-    assert set(ctx.dataset.train.inputs["v"][:, 0].long().tolist()) == fit_ids
+    assert defense.training_split(ctx.dataset.train, ctx) is loop_split
 
 
 def test_gb_checkpoint_holds_the_extra_heads():

@@ -167,7 +167,8 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         log.info("resuming %s from epoch %d", key.defense, first_epoch)
     params = [p for p in model.parameters()]
     bf16 = cfg.precision == "bf16"
-    n_train = len(ctx.dataset.train)
+    split = defense.training_split(ctx.dataset.train, ctx)
+    n_train = len(split)
     bar = tqdm(range(first_epoch, cfg.epochs), desc=f"train {defense.name}", disable=not ctx.progress,
                initial=first_epoch, total=cfg.epochs, leave=False)
     for epoch in bar:
@@ -179,7 +180,7 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         model.train()
         total = torch.zeros((), device=ctx.device)
         steps = 0
-        for step, (batch, labels) in enumerate(ctx.dataset.train.batches(
+        for step, (batch, labels) in enumerate(split.batches(
                 cfg.batch_size, shuffle=True, generator=order_gen, device=ctx.device, shard=world.shard)):
             local_n = labels.shape[0]
             if local_n:  # the loss first: attacks inside it may leave parameter gradients, zeroed below

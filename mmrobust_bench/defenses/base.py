@@ -130,6 +130,10 @@ class Defense:
     def model_options(self) -> dict[str, Any]:
         return {}
 
+    def training_split(self, train: Any, ctx: TrainContext) -> Any:
+        """The part of the training split that the shared loop iterates over (GB keeps its V′ aside)."""
+        return train
+
     def on_epoch_start(self, model: MultiModalNet, ctx: TrainContext) -> None:
         """Called before every epoch (PMR prototypes, GB weights)."""
 

@@ -11,7 +11,6 @@ that neither the main loop nor the estimation trains on.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Iterator, Mapping, NamedTuple
@@ -132,19 +131,19 @@ class GradientBlending(Defense):
             total = total + weights[m] * F.cross_entropy(model.aux_heads[m](out.features[m]).float(), labels)
         return total
 
-    def split(self, ctx: TrainContext) -> tuple[TensorSplit, TensorSplit]:
-        """(fit, V′), and make the shared loop train on fit only by narrowing ``ctx.dataset``."""
-        current = ctx.dataset.train
-        if self._splits is None or not (current is self._splits[0] or current is self._splits[1]):
-            fit_idx, held_idx = holdout_split(len(current), self.config.holdout_fraction, self.config.holdout_seed)
-            self._splits = (current, current.subset(fit_idx), current.subset(held_idx))
-        _, fit, held = self._splits
-        if ctx.dataset.train is not fit:
-            ctx.dataset = dataclasses.replace(ctx.dataset, train=fit)
-        return fit, held
+    def split(self, train: TensorSplit) -> tuple[TensorSplit, TensorSplit]:
+        """(fit, V′): the seeded partition of the training split, computed once per split."""
+        if self._splits is None or self._splits[0] is not train:
+            fit_idx, held_idx = holdout_split(len(train), self.config.holdout_fraction, self.config.holdout_seed)
+            self._splits = (train, train.subset(fit_idx), train.subset(held_idx))
+        return self._splits[1], self._splits[2]
+
+    def training_split(self, train: TensorSplit, ctx: TrainContext) -> TensorSplit:
+        """The shared loop trains on fit only: V′ stays unseen, so the overfitting O measured on it is honest."""
+        return self.split(train)[0]
 
     def on_epoch_start(self, model: MultiModalNet, ctx: TrainContext) -> None:
-        fit, held = self.split(ctx)
+        fit, held = self.split(ctx.dataset.train)
         if ctx.epoch % self.config.super_epoch == 0:
             ctx.state[STATE_KEY] = self.estimate(model, fit, held, ctx)
             log.info("gb epoch %d weights: %s", ctx.epoch,
