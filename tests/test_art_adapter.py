@@ -1,5 +1,7 @@
 """ART adapter: agreement with ART called directly on an equivalent single-input model, the attack
 invariants over modality subsets and ε, masks and exact per-feature boxes, and clear errors."""
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -8,11 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from adapter_models import CLASSES, SingleInput, TwoModalNet, predicted
+from adapter_models import assert_invariants as _assert_invariants
+from adapter_models import make_batch as _make_batch
 from mmrobust_bench.attacks import FAMILY_LISTERS, build_attack
 from mmrobust_bench.attacks import view as view_module
 from mmrobust_bench.attacks.art_adapter import ART_ATTACKS, ArtAttack
 from mmrobust_bench.attacks.view import SingleInputView
-from mmrobust_bench.contracts import ModalitySpec, ModelOutput, ThreatModel, joint_l2_norm
+from mmrobust_bench.contracts import ModalitySpec, ThreatModel
 
 art = pytest.importorskip("art", reason="pip install adversarial-robustness-toolbox==1.20.1 packaging")
 from art.attacks.evasion import ProjectedGradientDescent  # noqa: E402
@@ -23,57 +28,10 @@ SPECS = (
     ModalitySpec("a", (1, 6, 5)),
 )
 SPEC = {s.name: s for s in SPECS}
-CLASSES = 4
 
 
-class TwoModalNet(nn.Module):
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.enc = nn.ModuleDict({
-                "v": nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.Tanh(), nn.Dropout(0.1)),
-                "a": nn.Sequential(nn.Flatten(), nn.Linear(30, 16), nn.Tanh()),
-            })
-            self.head = nn.Linear(32, CLASSES)
-
-    def forward(self, batch):
-        return ModelOutput(self.head(torch.cat([self.enc[m](batch[m]) for m in ("v", "a")], 1)))
-
-
-class SingleInput(nn.Module):
-    def __init__(self, model: nn.Module, a: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.a = a
-
-    def forward(self, v):
-        return self.model({"v": v, "a": self.a}).logits
-
-
-def make_batch(n: int, seed: int, v_low: float = 0.0, v_high: float = 1.0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    v = v_low + (v_high - v_low) * torch.rand(n, 3, 4, 4, generator=g)
-    v[:, 1] -= 0.5 * (v_high + v_low)  # channel 1 lives in [-0.5, 0.5]
-    return {"v": v.to(dtype), "a": torch.randn(n, 1, 6, 5, generator=g).to(dtype)}
-
-
-def predicted(model, batch):
-    with torch.no_grad():
-        return model(batch).logits.argmax(1)
-
-
-def assert_invariants(batch, adv, threat, eps):
-    delta = {m: (adv[m] - batch[m]).double() for m in threat.modalities}
-    if threat.norm == "l2":
-        assert bool((joint_l2_norm(delta, threat.modalities) <= eps * (1 + 1e-5)).all())
-    else:
-        assert all(float(d.abs().max()) <= eps * (1 + 1e-5) for d in delta.values())
-    for m, x in batch.items():
-        if m not in threat.modalities:
-            assert torch.equal(adv[m], x)
-        assert torch.equal(SPEC[m].clamp(adv[m]), adv[m])
-        assert (adv[m].dtype, adv[m].device, adv[m].shape) == (x.dtype, x.device, x.shape)
+assert_invariants = partial(_assert_invariants, spec=SPEC)
+make_batch = partial(_make_batch, centre_channel=1)  # channel 1 of v lives in [-0.5, 0.5]
 
 
 def test_agrees_with_art_pgd_on_equivalent_single_input_model():

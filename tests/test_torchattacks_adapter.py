@@ -1,5 +1,7 @@
 """torchattacks adapter: agreement with the library called directly on an equivalent single-input model,
 sub-batch and single-sample calls, the attack invariants over modality subsets and ε, and clear errors."""
+from functools import partial
+
 import sys
 
 import pytest
@@ -7,11 +9,13 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
+from adapter_models import CLASSES, SingleInput, TwoModalNet, predicted
+from adapter_models import assert_invariants as _assert_invariants
+from adapter_models import make_batch as _make_batch
 from mmrobust_bench.attacks import FAMILY_LISTERS, build_attack
 from mmrobust_bench.attacks.torchattacks_adapter import SingleInputView, TorchattacksAttack, torchattacks_names
-from mmrobust_bench.contracts import ModalitySpec, ModelOutput, ThreatModel, joint_l2_norm
+from mmrobust_bench.contracts import ModalitySpec, ThreatModel
 
 torchattacks = pytest.importorskip("torchattacks", reason="pip install --no-deps torchattacks==3.5.1")
 
@@ -20,68 +24,10 @@ SPECS = (
     ModalitySpec("a", (1, 6, 5)),
 )
 SPEC = {s.name: s for s in SPECS}
-CLASSES = 4
 
 
-class TwoModalNet(nn.Module):
-    """A small MLP per modality, concatenated features, a linear head; records the batch sizes it sees."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.enc = nn.ModuleDict({
-                "v": nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.Tanh(), nn.Dropout(0.1)),
-                "a": nn.Sequential(nn.Flatten(), nn.Linear(30, 16), nn.Tanh()),
-            })
-            self.head = nn.Linear(32, CLASSES)
-        self.batch_sizes: list[int] = []
-
-    def forward(self, batch):
-        self.batch_sizes.append(batch["v"].shape[0])
-        return ModelOutput(self.head(torch.cat([self.enc[m](batch[m]) for m in ("v", "a")], 1)))
-
-
-class SingleInput(nn.Module):
-    """The obvious single-input model for attacking "v" alone: "a" closed over as the whole batch,
-    which is only right for attacks that always call the model on the full batch (PGDL2, PGD, FGSM)."""
-
-    def __init__(self, model: nn.Module, a: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.a = a
-
-    def forward(self, v):
-        return self.model({"v": v, "a": self.a}).logits
-
-
-def make_batch(n: int, seed: int, v_low: float = 0.0, v_high: float = 1.0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "v": (v_low + (v_high - v_low) * torch.rand(n, 3, 4, 4, generator=g)).to(dtype),
-        "a": torch.randn(n, 1, 6, 5, generator=g).to(dtype),
-    }
-
-
-def predicted(model, batch):
-    with torch.no_grad():
-        return model(batch).logits.argmax(1)
-
-
-def assert_invariants(batch, adv, threat, eps):
-    """DESIGN.md invariants (1)-(3) and (6); (4) and (5) need the call itself, see the property test."""
-    delta = {m: (adv[m] - batch[m]).double() for m in threat.modalities}
-    if threat.norm == "l2":
-        assert bool((joint_l2_norm(delta, threat.modalities) <= eps * (1 + 1e-5)).all())
-    else:
-        assert all(float(d.abs().max()) <= eps * (1 + 1e-5) for d in delta.values())
-    for m, x in batch.items():
-        if m not in threat.modalities:
-            assert torch.equal(adv[m], x)
-        box = SPEC[m].box(x)
-        if box is not None:
-            assert bool(((adv[m] >= box[0]) & (adv[m] <= box[1])).all())
-        assert (adv[m].dtype, adv[m].device, adv[m].shape) == (x.dtype, x.device, x.shape)
+assert_invariants = partial(_assert_invariants, spec=SPEC)
+make_batch = _make_batch
 
 
 @pytest.mark.parametrize("name, norm, extra", [

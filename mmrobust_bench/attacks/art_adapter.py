@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from ..contracts import Batch, ModalitySpec, ThreatModel
 from . import register_family
 from .base import Attack
-from .view import LIB_EPS, MIN_SIDE, SingleInputView, frozen_parameters
+from .view import LIB_EPS, MIN_SIDE, SingleInputView, checked_signature, frozen_parameters
 
 INSTALL_HINT = "pip install adversarial-robustness-toolbox==1.20.1 packaging"
 LIB_NORMS = {"l2": 2, "linf": np.inf}
@@ -228,17 +228,8 @@ class ArtAttack(Attack):
                 raise ImportError(f"art:{attack_name} needs the {module} package, which ART imports without declaring "
                                   f"it; install it with: pip install {module}")
         self.attack_cls = getattr(evasion, attack_name)
-        self.signature_args = dict(inspect.signature(self.attack_cls.__init__).parameters)
-        self.signature_args.pop("self")
-        reserved = sorted(RESERVED_ARGS.intersection(options))
-        if reserved:
-            raise ValueError(f"art:{attack_name}: {', '.join(reserved)} come from the threat model or the adapter, "
-                             f"not from options")
-        unknown = sorted(set(options) - set(self.signature_args))
-        if unknown:
-            accepted = sorted(set(self.signature_args) - RESERVED_ARGS)
-            raise ValueError(f"art:{attack_name} has no option {', '.join(unknown)}; "
-                             f"accepted: {', '.join(accepted) or 'none'}")
+        self.signature_args = checked_signature(f"art:{attack_name}", self.attack_cls, options, RESERVED_ARGS,
+                                                "the threat model or the adapter")
         self.name = f"art:{attack_name}"
         self.norms = self.support.norms
         self.minimal_norm = self.support.minimal_norm

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..contracts import Batch, ModalitySpec, ThreatModel
 from . import register_family
 from .base import Attack
-from .view import LIB_EPS, TAG_TOLERANCE, SingleInputView, frozen_parameters
+from .view import LIB_EPS, TAG_TOLERANCE, SingleInputView, checked_signature, frozen_parameters
 
 INSTALL_HINT = "pip install --no-deps torchattacks==3.5.1"
 # Attacks with a fixed norm, as grouped in torchattacks' own __init__. Attacks with a ``norm``
@@ -138,17 +138,8 @@ class TorchattacksAttack(Attack):
         if attack_name not in valid:
             raise ValueError(f"unknown torchattacks attack {attack_name!r}; valid: {', '.join(valid)}")
         self.attack_cls = getattr(ta, attack_name)
-        self.signature_args = dict(inspect.signature(self.attack_cls.__init__).parameters)
-        self.signature_args.pop("self")
-        reserved = sorted(RESERVED_ARGS.intersection(options))
-        if reserved:
-            raise ValueError(f"torchattacks:{attack_name}: {', '.join(reserved)} come from the threat model, "
-                             f"not from options")
-        unknown = sorted(set(options) - set(self.signature_args))
-        if unknown:
-            accepted = sorted(set(self.signature_args) - RESERVED_ARGS)
-            raise ValueError(f"torchattacks:{attack_name} has no option {', '.join(unknown)}; "
-                             f"accepted: {', '.join(accepted) or 'none'}")
+        self.signature_args = checked_signature(f"torchattacks:{attack_name}", self.attack_cls, options,
+                                                RESERVED_ARGS, "the threat model")
         self.name = f"torchattacks:{attack_name}"
         self.norms = supported_norms(attack_name, list(self.signature_args))
         self.options = dict(options)

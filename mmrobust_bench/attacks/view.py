@@ -27,9 +27,10 @@ mask or per-feature bounds (ART).
 """
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import AbstractSet, Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,22 @@ TAG_SLACK = 1e-3  # rounding in the library's own steps and clamps
 # 0.5 threshold, which is 0.4 away from either code.
 TAG_TOLERANCE = LIB_EPS
 MIN_SIDE = 5
+
+
+def checked_signature(label: str, attack_cls: type, options: Mapping[str, Any], reserved: AbstractSet[str],
+                      reserved_source: str) -> dict[str, inspect.Parameter]:
+    """The library constructor's parameters, after refusing options that the adapter sets itself
+    (``reserved``: they come from ``reserved_source``) and options the constructor does not take."""
+    params = dict(inspect.signature(attack_cls.__init__).parameters)
+    params.pop("self", None)
+    clash = sorted(set(reserved).intersection(options))
+    if clash:
+        raise ValueError(f"{label}: {', '.join(clash)} come from {reserved_source}, not from options")
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        accepted = sorted(set(params) - set(reserved))
+        raise ValueError(f"{label} has no option {', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}")
+    return params
 
 
 def grid_shape(n: int, min_side: int = MIN_SIDE) -> tuple[int, int]:

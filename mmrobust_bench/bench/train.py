@@ -1,7 +1,6 @@
 """The one training loop shared by every defense, with caching and epoch-level resume."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
