@@ -165,7 +165,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
     tables = build_tables(rows, numbers=numbers, datasets=_name_list(args.dataset))
     for path in write_tables(tables, Path(args.out), command=args.command_line):
         print(path)
+    if args.findings:
+        for path in _write_findings(rows, Path(args.results), Path(args.out), args.command_line,
+                                    _name_list(args.dataset)):
+            print(path)
     return 0
+
+
+def _write_findings(rows: "Any", results: Path, out: Path, command: str, datasets: list[str] | None) -> list[Path]:
+    """``findings-<dataset>.md``: the numbers behind the findings, with certify's CSVs beside the results."""
+    import pandas as pd
+
+    from .io import atomic_write_text
+    from .reports.findings import findings_markdown
+
+    def beside(name: str) -> "pd.DataFrame | None":
+        path = results.with_name(name)
+        return pd.read_csv(path) if path.exists() else None
+
+    pairs, certified = beside("eta_pairs.csv"), beside("certified.csv")
+    paths = []
+    for dataset in datasets or sorted(rows["dataset"].unique()):
+        pick = lambda f: None if f is None else f[f["dataset"] == dataset]  # noqa: E731
+        text = findings_markdown(rows[rows["dataset"] == dataset], pairs=pick(pairs), certified=pick(certified),
+                                 command=command)
+        path = out / f"findings-{dataset}.md"
+        atomic_write_text(path, f"# Findings data — {dataset}\n\n{text}")
+        paths.append(path)
+    return paths
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -281,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", required=True, help="results CSV")
     rep.add_argument("--out", required=True, help="output directory")
     rep.add_argument("--tables", default="1,2,3", help="which tables (default 1,2,3; 3 needs MMT rows)")
+    rep.add_argument("--findings", action="store_true",
+                     help="also write findings-<dataset>.md: preference, fragility, robustness, η imbalance, ablation, "
+                          "honesty (reads eta_pairs.csv and certified.csv beside --results)")
     rep.add_argument("--dataset", help="comma-separated datasets (default: every dataset in the rows)")
     rep.set_defaults(func=_cmd_report)
 

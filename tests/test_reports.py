@@ -168,3 +168,22 @@ def test_report_and_plot_cli(results_csv, tmp_path, capsys):
     assert "unknown figure 2" in capsys.readouterr().err
     assert main(["plot", "--results", str(results_csv), "--out", str(out), "--ablation", "JT"]) == 2
     assert "STAGE=LABEL" in capsys.readouterr().err
+
+
+def test_findings_numbers_follow_from_the_rows(results_csv, tmp_path):
+    from mmrobust_bench.reports.findings import Cell, eta_ratio, findings_markdown, seed_stats
+
+    rows, eta = fixture_rows(), fixture_eta()
+    # jt missing audio: base 0.8 − 0.5/2 + 0.01·seed over seeds 0, 1, 2 → 0.56 ± 0.01
+    mean, std, seeds = seed_stats(rows, "jt", Cell("a missing", "missing", "a"))
+    assert (round(mean, 6), round(std, 6), seeds) == (0.56, 0.01, 3)
+    ratios = eta_ratio(eta, "a", "v").set_index("defense")["ratio_mean"]
+    assert ratios.to_dict() == pytest.approx({"jt": 3.0, "mmat": 2.5, "crmt_jt": 1.2})
+    text = findings_markdown(rows, pairs=eta, command="mmrobust-bench report --findings")
+    assert "| `jt` | 0.810 ± 0.010 | 0.560 ± 0.010 | 0.710 ± 0.010 | 3 |" in text  # clean, a missing, v missing
+    assert "| a | 0.735 ± 0.010 | 0.660 ± 0.010 | 0.510 ± 0.010 | 0.210 ± 0.010 |" in text  # 0.81 − 0.6·0.5·ε
+    assert "η^(a) / η^(v)" in text and "| `crmt_jt` | 1.200 ± 0.000 | 2 |" in text
+    assert "### 4. CRMT ablation" in text and "`crmt_jt_step2_only`" in text
+    out = tmp_path / "out"
+    assert main(["report", "--results", str(results_csv), "--out", str(out), "--findings"]) == 0
+    assert "### 2. Fragility" in (out / "findings-synthav.md").read_text()
