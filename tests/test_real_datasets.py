@@ -369,3 +369,19 @@ def test_end_to_end_run_on_ks_fixture(ks_root, tmp_path):
     encoders = result.trained.model.encoders  # ResNet-18s, slimmed by feature_dim 64 to stage widths 8..64
     assert type(encoders["v"]).__name__ == "ResNet18Clip" and type(encoders["a"]).__name__ == "ResNet18Image"
     assert list((tmp_path / "runs" / "datasets" / "clip-cache").glob("ks-train-v-*.npy"))  # built on first use
+
+
+def test_sharded_clip_batches_reassemble_the_batches_with_the_same_augmentation(ks_root, tmp_path):
+    """Under torchrun each rank loads its part of every batch (possibly empty); together the ranks load
+    exactly the one-process batches, augmentation included (it depends on the clip and one seed)."""
+    train = _ks(ks_root, tmp_path).train
+    n = len(train)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    whole = list(train.batches(n - 1, shuffle=True, generator=gen()))  # a full batch, then a 1-clip batch
+    parts = [list(train.batches(n - 1, shuffle=True, generator=gen(), shard=(r, 2))) for r in range(2)]
+    assert [len(p) for p in parts] == [len(whole)] * 2
+    assert parts[1][-1][1].numel() == 0 and parts[1][-1][0]["v"].shape[1:] == whole[0][0]["v"].shape[1:]
+    for k, (batch, labels) in enumerate(whole):
+        assert torch.equal(torch.cat([p[k][1] for p in parts]), labels)
+        for m in batch:
+            assert torch.equal(torch.cat([p[k][0][m] for p in parts]), batch[m])
