@@ -217,3 +217,33 @@ def test_mmt_trains_beyond_chance_on_synthav(defense, shared_root):
     if defense == "crmt_mmt":
         assert set(trained.extra) == {"lipschitz.v", "lipschitz.a", "certificate_heuristic"}
         assert all(torch.isfinite(trained.extra[f"lipschitz.{m}"]).all() for m in ("v", "a"))
+
+
+@pytest.mark.parametrize("attack,options,modality,eps", [
+    ("fgm", {}, "a", 0.5), ("pgd_l2", {"precision": "bf16"}, "v", 0.5), ("missing", {}, "a", 0.0),
+    ("missing", {"level": "feature"}, "v", 0.0), ("fmn_l2", {"steps": 5}, "all", 2.0),
+    ("torchattacks:PGDL2", {"steps": 3}, "all", 0.5), ("torchattacks:FGSM", {}, "a", 0.05),
+    ("art:FastGradientMethod", {}, "a", 0.5), ("art:ProjectedGradientDescent", {"max_iter": 3}, "v", 0.5),
+])
+def test_every_attack_family_runs_on_mmt_within_its_budget(attack, options, modality, eps):
+    from mmrobust_bench.bench.evaluate import attack_setting
+
+    model = small_model(head="crmt")
+    batch = synth_batch(4, seed=1)
+    labels = model(batch).logits.argmax(1)
+    atk = build_attack(attack, SYNTH_SPECS, **options)
+    norm = "linf" if attack == "torchattacks:FGSM" else "l2"
+    threat = ThreatModel.parse(modality, eps, SYNTH_SPECS, norm=norm)
+    with attack_setting(model, atk, threat):
+        adv = atk(model, batch, labels, threat)
+        logits = model({**batch, **adv}).logits
+    assert torch.isfinite(logits).all()
+    for m, x in batch.items():
+        assert adv.get(m, x).shape == x.shape
+        spec = {s.name: s for s in SYNTH_SPECS}[m]
+        assert torch.equal(spec.clamp(adv.get(m, x)), adv.get(m, x))
+    if atk.norm_bounded:
+        delta = {m: adv[m] - batch[m] for m in threat.modalities}
+        size = joint_l2_norm(delta, threat.modalities) if norm == "l2" else \
+            torch.stack([d.flatten(1).abs().amax(1) for d in delta.values()]).amax(0)
+        assert bool((size <= eps * (1 + 1e-4)).all())
