@@ -115,3 +115,19 @@ def test_torchrun_cli_run_writes_one_set_of_rows(tmp_path):
     assert list(rows["attack"]) == ["clean", "pgd_l2", "pgd_l2"] and set(rows["n"]) == {50}
     config = (next((tmp_path / "checkpoints" / "synthav" / "jt").iterdir()) / "config.json").read_text()
     assert '"world_size": 2' in config
+
+
+@pytest.mark.slow
+def test_torchrun_sweep_writes_each_cell_once_and_resumes(tmp_path):
+    args = ["-m", "mmrobust_bench.cli", "sweep", "--defenses", "jt", "--seeds", "0", "--attacks", "fgm,missing",
+            "--modalities", "a", "--eps", "0.5,1", "--set", "epochs=1", "--dataset-set", "n_train=96",
+            "--dataset-set", "n_test=40", "--batch-size", "16", "--device", "cpu", "--no-progress",
+            "--root", str(tmp_path)]
+    first = subprocess.run(_torchrun(*args), env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "1 models, 4 rows evaluated" in first.stdout and first.stdout.count("sweep:") == 1
+    rows = pd.read_csv(tmp_path / "results.csv")
+    assert len(rows) == 4 and set(rows["n"]) == {40}
+    again = subprocess.run(_torchrun(*args), env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "0 rows evaluated, 4 already present" in again.stdout
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 4
