@@ -99,7 +99,7 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_certify(args: argparse.Namespace) -> int:
     from .bench import distributed
     from .bench.api import train_defense
-    from .bench.sweep import certify_defense
+    from .bench.certification import certify_defense
     from .certify import DEFAULT_RADII
 
     world = distributed.current()

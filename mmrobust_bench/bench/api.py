@@ -50,6 +50,11 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
+def invoked_command() -> str:
+    """This process's command line as ``mmrobust-bench …``, for the "made by" stamps of files and figures."""
+    return "mmrobust-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def validate_eps(eps: Sequence[float]) -> list[float]:
     values = [float(e) for e in eps]
     bad = [e for e in values if not math.isfinite(e) or e < 0]
@@ -112,7 +117,7 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
         raise ValueError(f"unknown curve {curve!r}; valid: {', '.join(CURVES)}")
     root = Path(root) if root is not None else default_root()
     results_path = Path(results) if results is not None else root / "results.csv"
-    command = command or "mmrobust-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command or invoked_command()
     dev = select_device(device)
     # validate the cheap things before any training starts
     probe = build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))
@@ -181,4 +186,4 @@ def format_table(frame: pd.DataFrame, trained: TrainedModel) -> str:
 
 
 __all__ = ["run", "train_defense", "RunResult", "DEFAULT_EPS", "CURVES", "validate_eps", "train_means",
-           "attack_options_for"]
+           "attack_options_for", "invoked_command"]

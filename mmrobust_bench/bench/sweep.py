@@ -23,16 +23,12 @@ overrides, so one sweep can hold variants of a defense (the Figure-5 ablation: `
       - {attacks: [missing], modalities: [v, a]}
     certify: {radii: [0, 0.25, 0.5, 1.0], honesty_steps: 20, train_samples: -1}
 
-``certify_defense`` is the body of ``mmrobust-bench certify``: train-or-load, certify, and write
-the per-sample radii, the tidy per-pair η (read by Figure 3) and certified-accuracy rows.
+Certification (the sweep's ``certify:`` block) runs ``bench.certification.certify_defense`` per model.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import math
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -44,13 +40,15 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..attacks import build_attack
-from ..certify.radii import DEFAULT_RADII, Certificate, certify
+from ..certify.radii import DEFAULT_RADII
 from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
 from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense
-from ..io import atomic_path, atomic_write_text, default_root
+from ..io import atomic_path, default_root
 from . import distributed
-from .api import attack_options_for, train_defense, validate_eps
+from .api import attack_options_for, invoked_command, train_defense, validate_eps
+from .certification import (CERTIFIED_CSV, ETA_PAIRS_CSV, CertifyOutcome, certify_defense,
+                            model_keys, read_table, replace_model_rows)
 from .evaluate import clean_accuracy, robust_accuracy
 from .flags import check_attack, flag_rows, row_flags
 from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, read_rows
@@ -66,7 +64,6 @@ ENTRY_KEYS = ("defense", "label", "set")
 BLOCK_KEYS = ("attacks", "modalities", "eps", "attack_set")
 CERTIFY_KEYS = ("radii", "honesty_steps", "train_samples", "batch_size")
 CELL_COLUMNS = ("dataset", "defense", "seed", "checkpoint_sha256", "attack", "attack_config", "modality", "eps")
-MODEL_COLUMNS = ("dataset", "defense", "seed", "checkpoint_sha256")
 
 
 @dataclass(frozen=True)
@@ -293,7 +290,7 @@ def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None
     certifies (certification is not sharded) while the others wait."""
     root = Path(root) if root is not None else default_root()
     results_path = Path(results) if results is not None else root / "results.csv"
-    command = command or _command()
+    command = command or invoked_command()
     dev = select_device(device)
     validate_plan(plan, root)
     done = done_cells(read_rows(results_path))
@@ -325,7 +322,7 @@ def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None
                 bar.update(1)
             if plan.certify is not None and main_rank:
                 certified_path = root / CERTIFIED_CSV
-                have = _model_keys(read_table(certified_path))
+                have = model_keys(read_table(certified_path))
                 if (ds.name, entry.label, seed, trained.sha256) not in have:
                     certify_defense(entry.defense, dataset=plan.dataset, seed=seed, label=entry.label,
                                     overrides={**plan.common_overrides, **entry.overrides},
@@ -407,117 +404,6 @@ def _append_on_main(results_path: Path, rows: list[ResultRow]) -> None:
     """Rank 0 writes (every rank measured its share and holds the merged numbers)."""
     if distributed.current().main:
         append_rows(results_path, rows)
-
-
-# --------------------------------------------------------------------------- certification runs
-
-CERTIFIED_CSV = "certified.csv"
-ETA_PAIRS_CSV = "eta_pairs.csv"
-
-
-@dataclass
-class CertifyOutcome:
-    certificate: Certificate
-    trained: TrainedModel
-    directory: Path
-    certified_path: Path
-    eta_path: Path
-    text: str
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if Path(path).exists() else pd.DataFrame()
-
-
-def _model_keys(frame: pd.DataFrame) -> set[tuple]:
-    if frame.empty:
-        return set()
-    values = frame[list(MODEL_COLUMNS)].itertuples(index=False, name=None)
-    return {(str(d), str(f), int(s), str(h)) for d, f, s, h in values}
-
-
-def replace_model_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    """Write ``new`` into the CSV at ``path`` in place of earlier rows of the same models (atomic)."""
-    old = read_table(path)
-    if not old.empty:
-        stale = old[list(MODEL_COLUMNS)].astype(str).agg("|".join, axis=1)
-        fresh = set(new[list(MODEL_COLUMNS)].astype(str).agg("|".join, axis=1))
-        old = old[~stale.isin(fresh)]
-    frame = new if old.empty else pd.concat([old, new], ignore_index=True)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return frame
-
-
-def _checkpoint_tau(trained: TrainedModel,
-                    modalities: Sequence[str]) -> tuple[dict[str, torch.Tensor] | None, str, list[str]]:
-    """τ stored by CRMT's get_lip in the checkpoint when it is the intended estimate, else None."""
-    keys = {m: f"lipschitz.{m}" for m in modalities}
-    if not all(k in trained.extra for k in keys.values()):
-        return None, "", []
-    mode = getattr(trained.defense.config, "lip_mode", "intended")
-    if mode != "intended":
-        return None, "", [f"the checkpoint's τ comes from get_lip mode {mode!r} (τ of later modalities ≡ 0); "
-                          "Eq. 10 uses a fresh intended estimate instead"]
-    return {m: trained.extra[k] for m, k in keys.items()}, "checkpoint (lipschitz.<m>, intended get_lip)", []
-
-
-def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, label: str | None = None,
-                    overrides: Mapping[str, Any] | None = None, dataset_options: Mapping[str, Any] | None = None,
-                    root: Path | None = None, device: str = "auto", radii: Sequence[float] = DEFAULT_RADII,
-                    honesty_steps: int = 20, train_samples: int = -1, batch_size: int = 64, progress: bool = True,
-                    trained: TrainedModel | None = None, command: str | None = None) -> CertifyOutcome:
-    """Train (or load) ``defense``, certify it and write its files.
-
-    Writes ``<root>/certify/<dataset>/<label>/seed<seed>-<sha12>/`` (certificate.md, summary.csv,
-    pairs.csv, samples.csv) and replaces this model's rows in ``<root>/certified.csv`` and
-    ``<root>/eta_pairs.csv``. ``train_samples > 0`` takes a seeded subset of the training split for
-    the global constants (a speed/accuracy trade-off: fewer samples give smaller, less safe constants).
-    """
-    radii = validate_eps(radii)
-    root = Path(root) if root is not None else default_root()
-    command = command or _command()
-    label = label or defense
-    dev = select_device(device)
-    if trained is None:
-        trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides,
-                                dataset_options=dataset_options, root=root, device=str(dev), progress=progress)
-    ds = trained.dataset  # type: ignore[attr-defined]
-    modalities = [s.name for s in ds.specs]
-    tau, source, notes = _checkpoint_tau(trained, modalities)
-    train_split = ds.train
-    if 0 < train_samples < len(train_split):
-        gen = torch.Generator().manual_seed(seed)
-        train_split = train_split.subset(torch.randperm(len(train_split), generator=gen)[:train_samples])
-    heuristic = trained.extra.get("certificate_heuristic")
-    if heuristic is not None and float(heuristic.flatten()[0]) != 0:
-        notes.append("the model mixes modalities before the head (MMT joint layers): uni-modal bounds are heuristic")
-    cert = certify(trained.model, train_split, ds.test, ds.specs, tau=tau, tau_source=source or None,
-                   batch_size=batch_size, device=dev, honesty_steps=honesty_steps, notes=notes)
-    identity = {"dataset": ds.name, "defense": label, "defense_id": defense, "seed": seed,
-                "checkpoint_sha256": trained.sha256, "config_hash": trained.key.config_hash, "head": cert.head,
-                "suite_version": __version__,
-                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    summary = cert.summary_frame(radii)
-    pairs = cert.pairs_frame()
-    for frame in (summary, pairs):
-        for i, (k, v) in enumerate(identity.items()):
-            frame.insert(i, k, v)
-    directory = root / "certify" / ds.name / label / f"seed{seed}-{trained.sha256[:12]}"
-    text = (f"{ds.name} · {label} ({defense}, seed {seed}) · checkpoint sha256 {trained.sha256[:12]}…\n"
-            + cert.format(radii))
-    atomic_write_text(directory / "certificate.md", f"made by: {command}\n\n{text}\n")
-    for name, frame in (("summary.csv", summary), ("pairs.csv", pairs), ("samples.csv", cert.samples_frame())):
-        with atomic_path(directory / name) as tmp:
-            frame.to_csv(tmp, index=False)
-    certified_path, eta_path = root / CERTIFIED_CSV, root / ETA_PAIRS_CSV
-    replace_model_rows(certified_path, summary)
-    replace_model_rows(eta_path, pairs)
-    return CertifyOutcome(cert, trained, directory, certified_path, eta_path, text)
-
-
-def _command() -> str:
-    return "mmrobust-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 __all__ = ["DefenseEntry", "GridBlock", "CertifySpec", "SweepPlan", "SweepOutcome", "CertifyOutcome", "build_plan",
