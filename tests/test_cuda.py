@@ -67,3 +67,46 @@ def test_gpu_benchmark_script_runs_and_prints_its_json_on_cpu():
     assert result["pgd"]["fp32"]["n"] == result["pgd"]["bf16"]["n"] > 0
     assert set(result["targets_met"]) == {"jt_ge_1500", "crmt_ge_1400", "pgd_bf16_ge_1.5x_fp32",
                                           "pgd_accuracy_within_0.5_points", "lipschitz_ge_5x"}
+
+
+
+def one_training_step(name: str, device: str, tmp_path) -> torch.Tensor:
+    """loss → backward → after_backward on a fresh model; on CUDA under sync debug mode "error"."""
+    from mmrobust_bench.data import build_dataset
+    from mmrobust_bench.defenses import TrainConfig, TrainContext, build_defense
+
+    ds = build_dataset("synthav", cache_dir=tmp_path, **TINY)
+    defense, _ = build_defense(name)
+    cfg = TrainConfig(batch_size=64)
+    model = defense.build_model(ds, cfg).to(device).train()
+    ctx = TrainContext(dataset=ds, train=cfg, device=torch.device(device),
+                       generator=torch.Generator().manual_seed(0), epoch=0)
+    defense.on_epoch_start(model, ctx)  # PMR prototypes: a per-epoch pass, allowed to sync
+    batch, labels = next(ds.train.batches(64, device=device))
+    strict = device == "cuda"
+    if strict:
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = defense.loss(model, batch, labels, ctx)
+        loss.backward()
+        defense.after_backward(model, ctx)
+    finally:
+        if strict:
+            torch.cuda.set_sync_debug_mode("default")
+    return loss.detach().cpu()
+
+
+STEP_DEFENSES = ["jt", "ogm_ge", "ogm", "pmr"]
+
+
+@pytest.mark.parametrize("name", STEP_DEFENSES)
+def test_training_step_helper_runs_on_cpu(name, tmp_path):
+    assert torch.isfinite(one_training_step(name, "cpu", tmp_path))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", STEP_DEFENSES)
+def test_training_step_makes_no_host_sync(name, tmp_path):
+    """No .item() or data-dependent branch in the step: torch raises on any synchronising call."""
+    assert torch.isfinite(one_training_step(name, "cuda", tmp_path))

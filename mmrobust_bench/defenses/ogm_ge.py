@@ -8,7 +8,6 @@ forward pass of :meth:`loss` and are applied in :meth:`after_backward`; nothing 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,21 +25,24 @@ log = logging.getLogger(__name__)
 _SEED_HIGH = 2**63 - 1
 
 
-def modulation_coefficients(unimodal: dict[str, Tensor], labels: Tensor, alpha: float) -> dict[str, float]:
+def modulation_coefficients(unimodal: dict[str, Tensor], labels: Tensor, alpha: float) -> dict[str, Tensor]:
     """k_m per modality: 1 − tanh(α ρ) for the dominant one, 1 for the other (two modalities).
 
     s_m = Σ_i softmax(h^(m)(x_i))_{y_i} and ρ = s_first / s_second. As the reference, the first
     modality is modulated when ρ > 1, otherwise the second with 1/ρ (so a tie modulates the second).
+    The k are 0-d fp32 tensors on the scores' device, chosen with ``torch.where``: no host sync
+    in the training step.
     """
     if len(unimodal) != 2:
         raise ValueError(f"OGM needs exactly two modalities, got {len(unimodal)}: {', '.join(unimodal)}")
     (first, z_first), (second, z_second) = unimodal.items()
-    scores = [F.softmax(z.detach().float(), dim=1).gather(1, labels[:, None]).sum().item()
-              for z in (z_first, z_second)]
-    ratio = scores[0] / scores[1]
-    if ratio > 1:
-        return {first: 1.0 - math.tanh(alpha * ratio), second: 1.0}
-    return {first: 1.0, second: 1.0 - math.tanh(alpha / ratio)}
+    s_first, s_second = (F.softmax(z.detach().float(), dim=1).gather(1, labels[:, None]).sum()
+                         for z in (z_first, z_second))
+    ratio = s_first / s_second
+    first_leads = ratio > 1
+    one = torch.ones_like(ratio)
+    return {first: torch.where(first_leads, 1.0 - torch.tanh(alpha * ratio), one),
+            second: torch.where(first_leads, one, 1.0 - torch.tanh(alpha / ratio))}
 
 
 def conv_weights(model: MultiModalNet, modality: str) -> list[Tensor]:
@@ -92,8 +94,8 @@ class OGMGE(Defense):
                 if noise_gen is None:
                     p.grad.mul_(k)
                 else:
-                    std = p.grad.std().item() + 1e-8  # of the unmodulated gradient, as the reference
-                    noise = torch.empty_like(p.grad).normal_(0.0, std, generator=noise_gen)
+                    std = p.grad.std() + 1e-8  # of the unmodulated gradient, as the reference
+                    noise = torch.empty_like(p.grad).normal_(generator=noise_gen).mul_(std)
                     p.grad.mul_(k).add_(noise)
 
     @staticmethod

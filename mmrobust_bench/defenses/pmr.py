@@ -35,9 +35,9 @@ def prototype_logits(features: Tensor, prototypes: Tensor) -> Tensor:
     return -torch.cdist(features.float(), prototypes.to(features.device, torch.float32))
 
 
-def prototype_score(logits: Tensor, labels: Tensor) -> float:
-    """s = Σ_i softmax(−d_i)_{y_i}, summed over the batch."""
-    return F.softmax(logits.detach(), dim=1).gather(1, labels[:, None]).sum().item()
+def prototype_score(logits: Tensor, labels: Tensor) -> Tensor:
+    """s = Σ_i softmax(−d_i)_{y_i}, summed over the batch (a 0-d tensor: no host sync)."""
+    return F.softmax(logits.detach(), dim=1).gather(1, labels[:, None]).sum()
 
 
 @DEFENSES.register("pmr")
@@ -104,8 +104,10 @@ class PMR(Defense):
         prototypes = ctx.state[PROTOTYPES]
         logits = {m: prototype_logits(out.features[m], prototypes[m]) for m in (first, second)}
         ratio = prototype_score(logits[second], labels) / prototype_score(logits[first], labels)
-        if ratio > 1:  # the second modality dominates: help the first
-            return loss + self.config.alpha * F.cross_entropy(logits[first], labels)
-        if ratio < 1:
-            return loss + self.config.alpha * F.cross_entropy(logits[second], labels)
-        return loss
+        # ratio > 1: the second modality dominates, help the first; ratio < 1: help the second;
+        # a tie adds nothing. Selected by 0/1 weights rather than `if`, so the step never waits
+        # on the GPU; the unselected term contributes exactly zero value and gradient.
+        help_first = (ratio > 1).float()
+        help_second = (ratio < 1).float()
+        return loss + self.config.alpha * (help_first * F.cross_entropy(logits[first], labels)
+                                           + help_second * F.cross_entropy(logits[second], labels))
