@@ -12,7 +12,7 @@ Prints one JSON object. Usage: ``python benchmarks/attack_overhead.py [--batch 3
   Target: the batched sweep within 2× one radius, which needs a device with idle parallelism (a GPU at
   batch 32); on a CPU the batched sweep costs about R single radii, since the compute is R× larger.
 
-Timings are medians over ``--repeats`` interleaved runs after one warm-up: wall time on a GPU, this process's
+Timings are medians (and minima, ``*_min``) over ``--repeats`` interleaved runs after one warm-up: wall time on a GPU, this process's
 CPU time on a CPU (``--threads``, default 1), so that other jobs on a shared machine do not skew them; on the synthav-shaped model (3 frames 32×32
 + 64×40 fbank, small CNN encoders, 10 classes, random weights).
 """
@@ -65,15 +65,29 @@ def _timed(fn, device: torch.device) -> float:
 
 
 def median_seconds(fns: dict, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median wall time of each function, run interleaved (A B A B ...) after one warm-up each, so that a
-    machine whose load drifts (a shared CPU) biases none of them."""
+    """Median time of each function, run interleaved (A B A B ...) after one warm-up each, so that a
+    machine whose load drifts (a shared CPU) biases none of them; also the minimum (``<name>_min``),
+    the estimate least affected by other tenants of a shared machine, and for an adapter/direct pair the
+    median paired difference."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             times[name].append(_timed(fn, device))
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    out = {**medians, **{f"{name}_min": min(values) for name, values in times.items()}}
+    if set(times) == {"adapter_s", "direct_s"}:
+        out["paired_diff_s"] = statistics.median(a - d for a, d in zip(times["adapter_s"], times["direct_s"]))
+    return out
+
+
+def overhead(t: dict[str, float]) -> dict[str, float]:
+    """Adapter over direct, in percent: from the medians, from the minima, and from the median of paired
+    differences (adapter run i minus the direct run right after it, which cancels slow load drift)."""
+    return {"overhead_pct": 100 * (t["adapter_s"] / t["direct_s"] - 1),
+            "overhead_pct_min": 100 * (t["adapter_s_min"] / t["direct_s_min"] - 1),
+            "overhead_pct_paired": 100 * t["paired_diff_s"] / t["direct_s"]}
 
 
 def main() -> None:
@@ -108,7 +122,7 @@ def main() -> None:
     ta_direct = torchattacks.PGDL2(single, eps=LIB_EPS, alpha=EPS / 4 / scale, steps=STEPS, random_start=False)
     t = median_seconds({"adapter_s": lambda: ta_adapter(model, batch, labels, threat),
                         "direct_s": lambda: ta_direct(x01, labels)}, args.repeats, device)
-    results["torchattacks:PGDL2"] = {**t, "overhead_pct": 100 * (t["adapter_s"] / t["direct_s"] - 1)}
+    results["torchattacks:PGDL2"] = {**t, **overhead(t)}
 
     from art.attacks.evasion import ProjectedGradientDescent
     from art.estimators.classification import PyTorchClassifier
@@ -123,7 +137,7 @@ def main() -> None:
     x_np, y_np = x01.cpu().numpy().astype(np.float32), labels.cpu().numpy()
     t = median_seconds({"adapter_s": lambda: art_adapter(model, batch, labels, threat),
                         "direct_s": lambda: art_direct.generate(x_np, y_np)}, args.repeats, device)
-    results["art:ProjectedGradientDescent"] = {**t, "overhead_pct": 100 * (t["adapter_s"] / t["direct_s"] - 1)}
+    results["art:ProjectedGradientDescent"] = {**t, **overhead(t)}
 
     pgd = build_attack("pgd_l2", specs)
     radii = torch.linspace(0.2, 2.0, R).tolist()

@@ -28,14 +28,19 @@ def preserved_state(model: nn.Module, seed: int) -> Iterator[None]:
     py_state = random.getstate()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        # the generators that fork_rng restores, and no others: torch.manual_seed would also queue
+        # lazy seeds (with a formatted stack trace each) for every other backend, on every attack call
+        torch.default_generator.manual_seed(seed)
+        if devices:
+            torch.cuda.manual_seed(seed)  # the current device, the one in ``devices``
         np.random.seed(seed % 2**32)
         random.seed(seed)
         try:
             yield
         finally:
             for module, flag in modes:
-                module.training = flag  # no recursion: every module is restored individually
+                if module.training != flag:  # no recursion: every module is restored individually
+                    module.training = flag
             np.random.set_state(np_state)
             random.setstate(py_state)
 
