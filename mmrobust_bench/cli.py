@@ -221,8 +221,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .attacks import ATTACKS, FAMILY_LISTERS
     from .data import DATASETS
     from .defenses import DEFENSES
+    from .models import ENCODERS
 
-    for registry in (DEFENSES, ATTACKS, DATASETS):
+    for registry in (DEFENSES, ATTACKS, DATASETS, ENCODERS):
         print(f"{registry.kind}s:")
         for row in registry.describe():
             status = "" if row["status"] == "ok" else f"  [{row['status']}]"
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.prepare import add_prepare_parser
 
     add_prepare_parser(sub)
-    lst = sub.add_parser("list", help="list defenses, attacks and datasets with their providers")
+    lst = sub.add_parser("list", help="list defenses, attacks, datasets and encoders with their providers")
     lst.set_defaults(func=_cmd_list)
     return parser
 

@@ -1,7 +1,7 @@
 """Name → factory registries for defenses, attacks, datasets and encoders.
 
 Built-ins register with a decorator; third parties add entries through the Python entry-point
-groups ``mmrobust_bench.defenses`` / ``.attacks`` / ``.datasets``. Entry points are loaded lazily
+groups ``mmrobust_bench.defenses`` / ``.attacks`` / ``.datasets`` / ``.encoders``. Entry points are loaded lazily
 (only when a name is asked for or the list is shown), a duplicate name is an error naming both
 providers, and a plugin that fails to import is reported by name without breaking other entries.
 """

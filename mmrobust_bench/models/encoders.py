@@ -13,7 +13,7 @@ from ..contracts import ModalitySpec
 from ..registry import Registry
 
 EncoderFactory = Callable[[ModalitySpec, int], nn.Module]
-ENCODERS: Registry[EncoderFactory] = Registry("encoder", None)
+ENCODERS: Registry[EncoderFactory] = Registry("encoder", "mmrobust_bench.encoders")
 
 
 def init_weights(module: nn.Module) -> None:
