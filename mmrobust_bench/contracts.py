@@ -6,6 +6,7 @@ parameterised by a :class:`ThreatModel`. Nothing else hard-codes shapes or norma
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -16,6 +17,15 @@ from torch import Tensor
 Batch = dict[str, Tensor]
 
 ALL_MODALITIES = "all"
+
+
+@functools.lru_cache(maxsize=256)
+def _box_tensors(lower: tuple[float, ...], upper: tuple[float, ...], ndim: int, dtype: torch.dtype,
+                 device: torch.device) -> tuple[Tensor, Tensor]:
+    view = (1, -1) + (1,) * (ndim - 1)
+    with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
+        return (torch.tensor(lower, dtype=dtype, device=device).view(view),
+                torch.tensor(upper, dtype=dtype, device=device).view(view))
 
 
 @dataclass(frozen=True)
@@ -54,13 +64,15 @@ class ModalitySpec:
         return math.prod(self.shape)
 
     def box(self, like: Tensor) -> tuple[Tensor, Tensor] | None:
-        """Lower/upper tensors broadcastable to a batch ``like`` (B, *shape), or None if unbounded."""
+        """Lower/upper tensors broadcastable to a batch ``like`` (B, *shape), or None if unbounded.
+
+        The tensors are cached per (bounds, dtype, device) and must not be modified: building them
+        anew is a host-to-device copy, which on a GPU synchronises with the stream, and attacks
+        clamp on every step.
+        """
         if self.lower is None:
             return None
-        view = (1, -1) + (1,) * (len(self.shape) - 1)
-        lo = torch.tensor(self.lower, dtype=like.dtype, device=like.device).view(view)
-        hi = torch.tensor(self.upper, dtype=like.dtype, device=like.device).view(view)
-        return lo, hi
+        return _box_tensors(self.lower, self.upper, len(self.shape), like.dtype, like.device)
 
     def clamp(self, x: Tensor) -> Tensor:
         """Project a batch onto the valid box (identity for unbounded modalities)."""

@@ -41,3 +41,16 @@ def test_joint_norm_is_norm_of_concatenation():
     d = {"v": torch.randn(4, 3, 2), "a": torch.randn(4, 5)}
     expected = torch.cat([d["v"].flatten(1), d["a"]], 1).norm(dim=1)
     assert torch.allclose(joint_l2_norm(d, ("v", "a")), expected)
+
+
+def test_box_tensors_are_made_once_per_dtype_and_device_and_serve_autograd_after_inference_mode():
+    spec = ModalitySpec("v", (3, 2, 2), (0.0, -1.0, 0.0), (1.0, 1.0, 0.5))
+    with torch.inference_mode():  # first use inside inference mode must not poison the cache
+        spec.clamp(torch.randn(2, 3, 2, 2))
+    x = torch.randn(4, 3, 2, 2, requires_grad=True)
+    lo, hi = spec.box(x)
+    assert spec.box(x.detach())[0] is lo and spec.box(x.double())[0].dtype == torch.float64
+    assert lo.flatten().tolist() == [0.0, -1.0, 0.0] and hi.flatten().tolist() == [1.0, 1.0, 0.5]
+    spec.clamp(x).sum().backward()
+    inside = (x > lo) & (x < hi)
+    assert torch.equal(x.grad, inside.float())

@@ -97,7 +97,7 @@ def one_training_step(name: str, device: str, tmp_path) -> torch.Tensor:
     return loss.detach().cpu()
 
 
-STEP_DEFENSES = ["jt", "ogm_ge", "ogm", "pmr"]
+STEP_DEFENSES = ["jt", "ogm_ge", "ogm", "pmr", "crmt_jt", "mixup", "crmt_mix", "mmat"]
 
 
 @pytest.mark.parametrize("name", STEP_DEFENSES)
@@ -108,5 +108,29 @@ def test_training_step_helper_runs_on_cpu(name, tmp_path):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", STEP_DEFENSES)
 def test_training_step_makes_no_host_sync(name, tmp_path):
-    """No .item() or data-dependent branch in the step: torch raises on any synchronising call."""
+    """No .item(), data-dependent branch or pageable copy in the step: torch raises on any synchronising call
+    (MMAT's step runs the native ℓ2-PGD with the video box clamp inside it)."""
     assert torch.isfinite(one_training_step(name, "cuda", tmp_path))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["fgm", "pgd_l2"])
+def test_native_attack_makes_no_host_sync(name, tmp_path):
+    from mmrobust_bench.attacks import build_attack
+    from mmrobust_bench.data import build_dataset
+    from mmrobust_bench.defenses import TrainConfig, build_defense
+
+    ds = build_dataset("synthav", cache_dir=tmp_path, **TINY)
+    defense, _ = build_defense("jt")
+    model = defense.build_model(ds, TrainConfig()).cuda().eval()
+    batch, labels = next(ds.test.batches(64, device="cuda"))
+    attack = build_attack(name, ds.specs)
+    threat = ThreatModel.parse("all", 1.0, ds.specs)
+    attack(model, batch, labels, threat)  # warm-up: the box tensors are made (and cached) here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        adv = attack(model, batch, labels, threat)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert set(adv) == {"v", "a"}

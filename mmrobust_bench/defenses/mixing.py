@@ -45,5 +45,7 @@ def draw_mix(batch_size: int, alpha: float, generator: torch.Generator, device: 
     """
     seed = int(torch.randint(_SEED_HIGH, (1,), generator=generator).item())
     lam = float(np.random.default_rng(seed).beta(alpha, alpha)) if alpha > 0 else 1.0
-    perm = torch.randperm(batch_size, generator=generator).to(device)
-    return Mix(lam, perm)
+    perm = torch.randperm(batch_size, generator=generator)
+    if torch.device(device).type == "cuda":  # pinned + non-blocking: a pageable copy would wait for the GPU queue
+        perm = perm.pin_memory().to(device, non_blocking=True)
+    return Mix(lam, perm.to(device))
