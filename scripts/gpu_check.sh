@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU machine's one prepared check (issue "GPU speed and scale"): CUDA-marked tests, benchmarks/gpu.py,
 # benchmarks/attack_overhead.py on CUDA, and the main job on CUDA. Run from the repo root on a machine with torch 2.11 + CUDA; the GPU image lacks
-# torchattacks, ART and the test tools, so put their wheels in .whl/ first (see CONTRIBUTING.md, "GPU checks").
+# torchattacks and ART, so put their wheels in .whl/ first (scripts/gpu_wheels.sh; CONTRIBUTING.md, "GPU checks").
 # Writes everything it prints under ${OUT:-benchmarks/results}.
 set -uo pipefail
 out="${OUT:-benchmarks/results}"
