@@ -11,36 +11,51 @@ gradient after zeroing it, which gives τ ≡ 0 there.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..contracts import Batch
+from ..contracts import Batch, ModelOutput
 
 LIP_MODES = ("intended", "official")
+
+
+def unimodal_jacobian_chunks(model: nn.Module, batch: Batch, modalities: Sequence[str], class_chunk: int = 32
+                             ) -> tuple[ModelOutput, Iterator[tuple[str, Tensor]]]:
+    """The model's output on ``batch`` and, lazily, ``(m, J)`` per modality and class chunk, with
+    J[c, b] = ∂z^(m)_{start+c}(x_b)/∂x^(m) of shape (chunk, B, *x^(m).shape): one batched backward
+    (``is_grads_batched``) per chunk, the graph freed after the last. A score that does not depend on
+    its own input gives J = 0. Lipschitz estimates take row norms, certificates the Gram matrix."""
+    inputs = {m: x.detach().requires_grad_(m in modalities) for m, x in batch.items()}
+    out = model(inputs)
+
+    def chunks() -> Iterator[tuple[str, Tensor]]:
+        for i, m in enumerate(modalities):
+            z = out.unimodal[m].float()
+            b, k = z.shape
+            eye = torch.eye(k, device=z.device, dtype=z.dtype)
+            for start in range(0, k, class_chunk):
+                stop = min(k, start + class_chunk)
+                grad_out = eye[start:stop, None, :].expand(stop - start, b, k)
+                last = i == len(modalities) - 1 and stop == k
+                (g,) = torch.autograd.grad(z, inputs[m], grad_outputs=grad_out, is_grads_batched=True,
+                                           retain_graph=not last, allow_unused=True)
+                if g is None:  # z^(m) does not depend on x^(m)
+                    g = torch.zeros((stop - start,) + tuple(inputs[m].shape), device=z.device)
+                yield m, g.detach()
+
+    return out, chunks()
 
 
 def batch_unimodal_gradient_norms(model: nn.Module, batch: Batch, modalities: Sequence[str],
                                   class_chunk: int = 32) -> dict[str, Tensor]:
     """(K, B) norms ‖∇_{x^(m)} z_k^(m)(x_b)‖ for each modality m, one batched backward per chunk."""
-    inputs = {m: x.detach().requires_grad_(m in modalities) for m, x in batch.items()}
-    out = model(inputs)
-    norms: dict[str, Tensor] = {}
-    for i, m in enumerate(modalities):
-        z = out.unimodal[m].float()
-        b, k = z.shape
-        parts = []
-        for start in range(0, k, class_chunk):
-            stop = min(k, start + class_chunk)
-            eye = torch.eye(k, device=z.device, dtype=z.dtype)[start:stop]
-            grad_out = eye[:, None, :].expand(stop - start, b, k)
-            last = i == len(modalities) - 1 and stop == k
-            (g,) = torch.autograd.grad(z, inputs[m], grad_outputs=grad_out, is_grads_batched=True,
-                                       retain_graph=not last)
-            parts.append(g.float().flatten(2).norm(dim=2))  # (chunk, B)
-        norms[m] = torch.cat(parts, dim=0)
-    return norms
+    _, chunks = unimodal_jacobian_chunks(model, batch, modalities, class_chunk)
+    parts: dict[str, list[Tensor]] = {m: [] for m in modalities}
+    for m, g in chunks:
+        parts[m].append(g.float().flatten(2).norm(dim=2))  # (chunk, B)
+    return {m: torch.cat(p, dim=0) for m, p in parts.items()}
 
 
 def _official_batch(model: nn.Module, batch: Batch, modalities: Sequence[str]) -> dict[str, Tensor]:

@@ -24,6 +24,7 @@ a per-sample budget just inside the claimed radius looks for adversarial example
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -36,6 +37,7 @@ from ..attacks import build_attack
 from ..contracts import ALL_MODALITIES, Batch, ModalitySpec, ThreatModel
 from ..data.base import TensorSplit
 from ..models import ConcatHead, CRMTHead
+from .lipschitz import unimodal_jacobian_chunks
 
 EMPIRICAL = "empirical (gradient-based Lipschitz estimates)"
 MIN_J, RUNNER_UP = "min_j", "runner_up"
@@ -70,24 +72,10 @@ def unimodal_grams(model: nn.Module, batch: Batch, modalities: Sequence[str],
     Memory: the Jacobian of one modality, K × B × |x^(m)| floats, is held to form the Gram; choose
     the batch size accordingly.
     """
-    inputs = {m: x.detach().requires_grad_(m in modalities) for m, x in batch.items()}
-    out = model(inputs)
+    out, chunks = unimodal_jacobian_chunks(model, batch, modalities, class_chunk)
     grams: dict[str, Tensor] = {}
-    for i, m in enumerate(modalities):
-        z = out.unimodal[m].float()
-        b, k = z.shape
-        eye = torch.eye(k, device=z.device, dtype=z.dtype)
-        rows = []
-        for start in range(0, k, class_chunk):
-            stop = min(k, start + class_chunk)
-            grad_out = eye[start:stop, None, :].expand(stop - start, b, k)
-            last = i == len(modalities) - 1 and stop == k
-            (g,) = torch.autograd.grad(z, inputs[m], grad_outputs=grad_out, is_grads_batched=True,
-                                       retain_graph=not last, allow_unused=True)
-            if g is None:  # z^(m) does not depend on x^(m)
-                g = torch.zeros((stop - start,) + tuple(inputs[m].shape), device=z.device)
-            rows.append(g.detach().float().flatten(2).transpose(0, 1))  # (B, chunk, D)
-        jac = torch.cat(rows, dim=1)
+    for m, group in itertools.groupby(chunks, key=lambda item: item[0]):  # one modality's Jacobian at a time
+        jac = torch.cat([g.float().flatten(2).transpose(0, 1) for _, g in group], dim=1)  # (B, K, D)
         grams[m] = jac @ jac.transpose(1, 2)
     return grams, out.logits.detach().float()
 
