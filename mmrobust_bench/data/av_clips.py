@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from ..contracts import Batch, ModalitySpec
 from ..io import atomic_path, sha256_file, stable_hash
-from .base import shard_slice
+from .base import check_options, shard_slice
 from ..models import resnet as _resnet  # noqa: F401  (registers the ResNet-18 encoders named by these datasets)
 
 log = logging.getLogger(__name__)
@@ -240,9 +240,7 @@ def parse_options(profile: ClipProfile, options: Mapping[str, Any]) -> ClipOptio
     valid = set(ClipOptions.__dataclass_fields__)
     if not any(s.pattern_option == "flow_pattern" for s in profile.frames):
         valid.discard("flow_pattern")
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"{profile.name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    check_options(profile.name, options, valid)
     return ClipOptions(**options)
 
 

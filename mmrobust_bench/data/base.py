@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -84,3 +84,12 @@ class InMemoryDataset:
 
 def modality_names(specs: Sequence[ModalitySpec]) -> tuple[str, ...]:
     return tuple(s.name for s in specs)
+
+
+def check_options(label: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Refuse dataset options outside ``valid``, listing the valid ones (``--dataset-set`` typos)."""
+    valid = set(valid)
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"{label}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+

@@ -29,7 +29,7 @@ from torchaudio.compliance import kaldi
 from ..contracts import ModalitySpec
 from ..io import atomic_path, default_root, stable_hash
 from . import DATASETS
-from .base import InMemoryDataset, TensorSplit
+from .base import InMemoryDataset, TensorSplit, check_options
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,7 @@ def cache_path(cfg: SynthAVConfig, cache_dir: Path) -> Path:
 @DATASETS.register("synthav")
 def build_synthav(*, cache_dir: Path | None = None, **options) -> InMemoryDataset:
     """Generate (or load from cache) synthav; ``options`` are :class:`SynthAVConfig` fields."""
-    valid = set(SynthAVConfig.__dataclass_fields__)
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"synthav: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    check_options("synthav", options, SynthAVConfig.__dataclass_fields__)
     cfg = SynthAVConfig(**options)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_root() / "datasets"
     path = cache_path(cfg, cache_dir)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmrobust_bench.contracts import ModalitySpec
-from mmrobust_bench.data.base import InMemoryDataset, TensorSplit
+from mmrobust_bench.data.base import InMemoryDataset, TensorSplit, check_options
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,7 @@ def bayes_predict(batch: dict[str, Tensor], means: dict[str, Tensor]) -> Tensor:
 
 def build_gaussian_av(*, cache_dir: Path | None = None, **options: Any) -> InMemoryDataset:
     """``options`` are :class:`GaussianAVConfig` fields (``--dataset-set separation_a=2``)."""
-    valid = {f.name for f in fields(GaussianAVConfig)}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"gaussian_av: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    check_options("gaussian_av", options, (f.name for f in fields(GaussianAVConfig)))
     cfg = GaussianAVConfig(**options)
     inputs, labels = generate(cfg)
     n = cfg.n_train
