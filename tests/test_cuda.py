@@ -134,3 +134,68 @@ def test_native_attack_makes_no_host_sync(name, tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert set(adv) == {"v", "a"}
+
+
+def exfmem_on(device: str, tmp_path, **solver):
+    """An MSEFM model on ``device`` with random memories installed, and one test batch."""
+    from mmrobust_bench.data import build_dataset
+    from mmrobust_bench.defenses import TrainConfig, build_defense
+    from mmrobust_bench.models.sparse_coding import lipschitz_step
+
+    ds = build_dataset("synthav", cache_dir=tmp_path, **TINY)
+    defense, _ = build_defense("msefm", {"memory_size": 64, **solver})
+    model = defense.build_model(ds, TrainConfig()).to(device).eval()
+    gen = torch.Generator().manual_seed(0)
+    memories = {m: torch.rand(model.memory(m).shape, generator=gen).to(device) for m in model.modalities}
+    model.set_memories(memories, {m: lipschitz_step(d) for m, d in memories.items()})
+    batch, labels = next(ds.test.batches(64, device=device))
+    return model, batch, labels
+
+
+@pytest.mark.cuda
+def test_msefm_forward_and_backward_without_a_tolerance_make_no_host_sync(tmp_path):
+    model, batch, labels = exfmem_on("cuda", tmp_path, tol=0.0, max_iter=40)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        torch.nn.functional.cross_entropy(model(batch).logits, labels).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.cuda
+def test_msefm_reads_its_stopping_flag_once_per_check_interval_on_cuda(tmp_path):
+    """A tolerance no batch meets: 64 iterations per modality, one host read every 16 of them."""
+    import warnings
+
+    from mmrobust_bench.defenses.msefm import ACCELERATOR_CHECK_EVERY
+
+    model, batch, labels = exfmem_on("cuda", tmp_path, tol=1e-30, max_iter=64)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            torch.nn.functional.cross_entropy(model(batch).logits, labels).backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    reads = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(reads) == len(model.modalities) * 64 // ACCELERATOR_CHECK_EVERY
+
+
+def test_msefm_logits_and_input_gradients_do_not_depend_on_the_check_interval(tmp_path, monkeypatch):
+    """The CPU run of the helper above: reading the stopping flag every 16 iterations, as on an
+    accelerator, gives bit-identical logits and input gradients to reading it every iteration."""
+    from mmrobust_bench.defenses import msefm
+
+    model, batch, labels = exfmem_on("cpu", tmp_path, tol=1e-3, max_iter=200)
+
+    def logits_and_grads() -> list[torch.Tensor]:
+        inputs = {m: x.clone().requires_grad_(True) for m, x in batch.items()}
+        logits = model(inputs).logits
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, labels), list(inputs.values()))
+        return [logits.detach(), *grads]
+
+    every_iteration = logits_and_grads()
+    monkeypatch.setattr(msefm, "CHECK_EVERY", {"cpu": 16})
+    assert all(torch.equal(a, b) for a, b in zip(logits_and_grads(), every_iteration))

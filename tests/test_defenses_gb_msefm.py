@@ -16,8 +16,9 @@ from mmrobust_bench.defenses.gb import (FUSED, WEIGHT_FLOOR, GradientBlending, L
                                         blend_weights, holdout_split)
 from mmrobust_bench.defenses.msefm import MSEFM, OFFICIAL_KS_STEPS, ExFMemNet, mean_cosine
 from mmrobust_bench.models import ConcatHead, MultiModalNet
-from mmrobust_bench.models.sparse_coding import (check_step, fista, ista, lipschitz_step, max_eigenvalue,
-                                                 soft_threshold)
+from mmrobust_bench.models import sparse_coding
+from mmrobust_bench.models.sparse_coding import (StoppingRule, check_step, fista, ista, lipschitz_step,
+                                                 max_eigenvalue, soft_threshold)
 
 SOLVERS = {"ista": ista, "fista": fista}
 
@@ -103,6 +104,48 @@ def test_fista_derivative_stays_bounded_on_an_overcomplete_dictionary():
     (grad,) = torch.autograd.grad(((d @ codes) * w).sum(), x)
     assert grad.norm() <= w.norm()
 
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_reading_the_stopping_flag_less_often_changes_neither_codes_nor_gradients(solver, monkeypatch):
+    """check_every = K stops at the first multiple of K at or after the per-iteration rule's stop,
+    with bit-identical codes and input gradients (the converged codes are frozen on the device)."""
+    iterations = []
+    counted = sparse_coding.soft_threshold
+    monkeypatch.setattr(sparse_coding, "soft_threshold", lambda x, t: iterations.append(1) or counted(x, t))
+    gen = torch.Generator().manual_seed(6)
+    d = torch.randn(30, 20, generator=gen)  # float32, as the memories
+    d = d / d.norm(dim=0)
+    x = torch.randn(30, 9, generator=gen)
+    w = torch.randn(20, 9, generator=gen)
+
+    def run(check_every: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        iterations.clear()
+        signals = x.clone().requires_grad_(True)
+        codes = SOLVERS[solver](d, signals, 0.3, lipschitz_step(d), max_iter=300, tol=3e-3,
+                                check_every=check_every)
+        (grad,) = torch.autograd.grad((codes * w).sum(), signals)
+        return codes.detach(), grad, len(iterations)
+
+    codes, grad, stopped = run(1)
+    assert 10 < stopped < 290  # the tolerance, not max_iter, ends the reference run
+    for every in (2, 7, 16, 1000):
+        c, g, n = run(every)
+        assert torch.equal(c, codes) and torch.equal(g, grad)
+        assert n == min(300, math.ceil(stopped / every) * every)
+
+
+def test_stopping_rule_without_a_tolerance_never_stops_and_refuses_bad_intervals():
+    """tol <= 0 runs all max_iter iterations: no host read, even when the codes no longer move."""
+    rule = StoppingRule(torch.zeros(3, 2), tol=0.0, check_every=4)
+    for _ in range(8):
+        codes, stop = rule.advance(torch.ones(3, 2), torch.ones(3, 2))
+        assert stop is False and torch.equal(codes, torch.ones(3, 2))
+    strict = StoppingRule(torch.zeros(3, 2), tol=1e-3, check_every=4)
+    stops = [strict.advance(torch.ones(3, 2), torch.ones(3, 2))[1] for _ in range(8)]
+    assert stops == [False, False, False, True, False, False, False, True]
+    with pytest.raises(ValueError, match="check_every must be >= 1"):
+        StoppingRule(torch.zeros(1), tol=1e-3, check_every=0)
 
 # ---------------------------------------------------------------- MSEFM
 

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 STEP_RULES = ("lipschitz", "official")
 # The reference's hand-tuned ISTA steps for Kinetics-Sounds; tuned to its own feature scales.
 OFFICIAL_KS_STEPS = {"v": 2e-6, "a": 5.8e-7}
+# How often the solver's stopping test is read on the host, per device type. The codes do not
+# depend on it (sparse_coding.StoppingRule); on an accelerator a read every iteration would stall
+# the queue up to max_iter times per forward, on the CPU extra iterations would only cost time.
+CHECK_EVERY = {"cpu": 1}
+ACCELERATOR_CHECK_EVERY = 16
 
 
 def mean_cosine(features: Mapping[str, Tensor]) -> Tensor:
@@ -41,7 +46,9 @@ class ExFMemNet(MultiModalNet):
     """A multi-modal net whose pooled features go through the external feature memories.
 
     Until :meth:`set_memories` is called (stage A) it is the plain concat model. The memories,
-    their step sizes and the ready flag are buffers, so a checkpoint restores all of them.
+    their step sizes and the ready flag are buffers, so a checkpoint restores all of them; the
+    forward reads Python copies of the steps and the flag (refreshed by :meth:`set_memories` and
+    after every ``load_state_dict``), so it never waits for the device to read a buffer.
     """
 
     def __init__(self, encoders: Mapping[str, nn.Module], head: nn.Module, feature_dims: Mapping[str, int],
@@ -57,6 +64,16 @@ class ExFMemNet(MultiModalNet):
             self.register_buffer(f"memory_{m}", torch.zeros(feature_dims[m], memory_size))
             self.register_buffer(f"step_{m}", torch.zeros(()))
         self.register_buffer("memory_ready", torch.zeros((), dtype=torch.bool))
+        self._refresh_host_copies()
+        self.register_load_state_dict_post_hook(ExFMemNet._after_load)
+
+    @staticmethod
+    def _after_load(module: "ExFMemNet", _incompatible_keys: object) -> None:
+        module._refresh_host_copies()
+
+    def _refresh_host_copies(self) -> None:
+        self._steps = {m: float(getattr(self, f"step_{m}")) for m in self.modalities}
+        self._ready = bool(self.memory_ready)
 
     def memory(self, modality: str) -> Tensor:
         return getattr(self, f"memory_{modality}")
@@ -68,19 +85,21 @@ class ExFMemNet(MultiModalNet):
             self.memory(m).copy_(memories[m])
             getattr(self, f"step_{m}").fill_(steps[m])
         self.memory_ready.fill_(True)
+        self._refresh_host_copies()
 
     def recall(self, modality: str, features: Tensor) -> Tensor:
         """φ̃ = γ D h + (1−γ) φ with h the sparse code of φ; in fp32 even under autocast."""
-        step = float(getattr(self, f"step_{modality}"))
+        check_every = CHECK_EVERY.get(features.device.type, ACCELERATOR_CHECK_EVERY)
         with torch.autocast(device_type=features.device.type, enabled=False):
             memory = self.memory(modality).float()
             x = features.float()
-            codes = self.solver(memory, x.t(), self.sparsity, step, max_iter=self.max_iter, tol=self.tol)
+            codes = self.solver(memory, x.t(), self.sparsity, self._steps[modality], max_iter=self.max_iter,
+                                tol=self.tol, check_every=check_every)
             return self.blend * (memory @ codes).t() + (1 - self.blend) * x
 
     def encode(self, batch: Batch) -> dict[str, Tensor]:
         features = super().encode(batch)
-        if not bool(self.memory_ready):
+        if not self._ready:
             return features
         return {m: self.recall(m, f) for m, f in features.items()}
 

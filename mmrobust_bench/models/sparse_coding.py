@@ -5,6 +5,8 @@ column per signal, starting from H = 0. The iterations are plain tensor operatio
 differentiates through the unrolled solver: this is what lets white-box attacks see ExFMem
 (METHODS.md §9); :func:`fista` says how its momentum is differentiated. The stopping rule is the
 reference's: ‖H − H_prev‖_F over the whole batch matrix below ``tol``, or ``max_iter`` iterations.
+The test lives on the device (:class:`StoppingRule`), so an accelerator need not wait for the host
+after every iteration: ``check_every`` sets how often the host reads it, without changing the codes.
 """
 from __future__ import annotations
 
@@ -52,22 +54,57 @@ def _gradient_parts(dictionary: Tensor, signals: Tensor) -> tuple[Tensor, Tensor
     return dictionary.t() @ dictionary, dictionary.t() @ signals
 
 
+class StoppingRule:
+    """The reference's stopping rule, ‖H − H_prev‖_F < tol, with the flag kept on the device.
+
+    Once the flag is set the codes stop changing, so reading the flag on the host only every
+    ``check_every`` iterations returns exactly the codes (values and gradients) of the per-iteration
+    rule, at the price of at most ``check_every − 1`` wasted iterations; each read is one host
+    sync, and ``tol <= 0`` (run all ``max_iter`` iterations) never syncs.
+    """
+
+    def __init__(self, codes: Tensor, tol: float, check_every: int) -> None:
+        if check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
+        self.tol = tol
+        self.check_every = check_every
+        self.done = torch.zeros((), dtype=torch.bool, device=codes.device)
+        self.iteration = 0
+
+    def advance(self, codes: Tensor, updated: Tensor) -> tuple[Tensor, bool]:
+        """The codes to keep after one iteration, and whether the host may stop iterating."""
+        self.iteration += 1
+        if self.tol <= 0:
+            return updated, False
+        if self.check_every == 1:  # the reference's loop, one sync per iteration
+            return updated, bool(torch.linalg.matrix_norm(updated - codes) < self.tol)
+        kept = torch.where(self.done, codes, updated)
+        self.done = self.done | (torch.linalg.matrix_norm(updated - codes) < self.tol)
+        return kept, self.iteration % self.check_every == 0 and bool(self.done)
+
+    def hold(self, previous: Tensor, new: Tensor) -> Tensor:
+        """``new`` until the flag is set, then ``previous``: freezes solver state beside the codes."""
+        if self.tol <= 0 or self.check_every == 1:
+            return new
+        return torch.where(self.done, previous, new)
+
+
 def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 2000,
-         tol: float = 8e-4) -> Tensor:
+         tol: float = 8e-4, check_every: int = 1) -> Tensor:
     """ISTA: H ← S_{αλ}(H − α Dᵀ(D H − X)); returns the codes (N × B)."""
     gram, correlation = _gradient_parts(dictionary, signals)
     codes = signals.new_zeros(dictionary.shape[1], signals.shape[1])
+    rule = StoppingRule(codes, tol, check_every)
     for _ in range(max_iter):
         updated = soft_threshold(codes - step * (gram @ codes - correlation), step * lam)
-        converged = bool(torch.linalg.matrix_norm(updated - codes) < tol)
-        codes = updated
-        if converged:
+        codes, stop = rule.advance(codes, updated)
+        if stop:
             break
     return codes
 
 
 def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 200,
-          tol: float = 8e-4) -> Tensor:
+          tol: float = 8e-4, check_every: int = 1) -> Tensor:
     """FISTA (Beck & Teboulle 2009): ISTA steps from an extrapolated point, O(1/k²) instead of O(1/k).
 
     The values are FISTA's, but autograd treats the momentum term as a constant, so the derivative
@@ -78,19 +115,21 @@ def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_i
     """
     gram, correlation = _gradient_parts(dictionary, signals)
     codes = signals.new_zeros(dictionary.shape[1], signals.shape[1])
+    rule = StoppingRule(codes, tol, check_every)
     point = codes
     t = 1.0
     for _ in range(max_iter):
         updated = soft_threshold(point - step * (gram @ point - correlation), step * lam)
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        point = updated + ((t - 1) / t_next) * (updated - codes).detach()
-        converged = bool(torch.linalg.matrix_norm(updated - codes) < tol)
-        codes, t = updated, t_next
-        if converged:
+        extrapolated = updated + ((t - 1) / t_next) * (updated - codes).detach()
+        codes, stop = rule.advance(codes, updated)
+        point = rule.hold(point, extrapolated)  # a frozen point keeps a converged batch's iterates finite
+        t = t_next
+        if stop:
             break
     return codes
 
 
 SOLVERS: dict[str, Solver] = {"ista": ista, "fista": fista}
 
-__all__ = ["SOLVERS", "check_step", "fista", "ista", "lipschitz_step", "max_eigenvalue", "soft_threshold"]
+__all__ = ["SOLVERS", "StoppingRule", "check_step", "fista", "ista", "lipschitz_step", "max_eigenvalue", "soft_threshold"]
