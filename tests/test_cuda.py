@@ -67,6 +67,7 @@ def test_gpu_benchmark_script_runs_and_prints_its_json_on_cpu():
     assert result["pgd"]["fp32"]["n"] == result["pgd"]["bf16"]["n"] > 0
     assert set(result["targets_met"]) == {"jt_ge_1500", "crmt_ge_1400", "pgd_bf16_ge_1.5x_fp32",
                                           "pgd_accuracy_within_0.5_points", "lipschitz_ge_5x"}
+    assert result["msefm_sparse_coding"]["identical_codes_and_gradients"] is True
 
 
 
