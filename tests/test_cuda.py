@@ -1,5 +1,6 @@
 """CUDA paths: bf16 training and attacks, device placement, the main job. Skipped without a GPU."""
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -67,7 +68,11 @@ def test_gpu_benchmark_script_runs_and_prints_its_json_on_cpu():
     assert result["pgd"]["fp32"]["n"] == result["pgd"]["bf16"]["n"] > 0
     assert set(result["targets_met"]) == {"jt_ge_1500", "crmt_ge_1400", "pgd_bf16_ge_1.5x_fp32",
                                           "pgd_accuracy_within_0.5_points", "lipschitz_ge_5x"}
-    assert result["msefm_sparse_coding"]["identical_codes_and_gradients"] is True
+    coding = result["msefm_sparse_coding"]
+    stopped = coding["iterations_every_1"]
+    assert stopped < coding["max_iter"] and stopped % 16 != 0  # the flag is set between two reads
+    assert coding["iterations_every_16"] == math.ceil(stopped / 16) * 16
+    assert coding["identical_codes_and_gradients"] is True
 
 
 
@@ -145,6 +150,7 @@ def exfmem_on(device: str, tmp_path, **solver):
 
     ds = build_dataset("synthav", cache_dir=tmp_path, **TINY)
     defense, _ = build_defense("msefm", {"memory_size": 64, **solver})
+    torch.manual_seed(0)
     model = defense.build_model(ds, TrainConfig()).to(device).eval()
     gen = torch.Generator().manual_seed(0)
     memories = {m: torch.rand(model.memory(m).shape, generator=gen).to(device) for m in model.modalities}
@@ -190,13 +196,26 @@ def test_msefm_logits_and_input_gradients_do_not_depend_on_the_check_interval(tm
     from mmrobust_bench.defenses import msefm
 
     model, batch, labels = exfmem_on("cpu", tmp_path, tol=1e-3, max_iter=200)
+    solver, iterations = model.solver, []
+
+    def recorded(*args, **kwargs):
+        stats: dict = {}
+        codes = solver(*args, **kwargs, stats=stats)
+        iterations.append(stats["iterations"])
+        return codes
+
+    model.solver = recorded
 
     def logits_and_grads() -> list[torch.Tensor]:
+        iterations.clear()
         inputs = {m: x.clone().requires_grad_(True) for m, x in batch.items()}
         logits = model(inputs).logits
         grads = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, labels), list(inputs.values()))
         return [logits.detach(), *grads]
 
     every_iteration = logits_and_grads()
+    stopped = list(iterations)
+    assert all(1 < n < 200 and n % 16 != 0 for n in stopped), stopped  # the tolerance stops each modality
     monkeypatch.setattr(msefm, "CHECK_EVERY", {"cpu": 16})
     assert all(torch.equal(a, b) for a, b in zip(logits_and_grads(), every_iteration))
+    assert iterations == [math.ceil(n / 16) * 16 for n in stopped]

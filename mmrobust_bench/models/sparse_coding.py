@@ -90,8 +90,11 @@ class StoppingRule:
 
 
 def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 2000,
-         tol: float = 8e-4, check_every: int = 1) -> Tensor:
-    """ISTA: H ← S_{αλ}(H − α Dᵀ(D H − X)); returns the codes (N × B)."""
+         tol: float = 8e-4, check_every: int = 1, stats: dict | None = None) -> Tensor:
+    """ISTA: H ← S_{αλ}(H − α Dᵀ(D H − X)); returns the codes (N × B).
+
+    ``stats``, if given, receives ``iterations`` (run, including any after the stopping flag was set).
+    """
     gram, correlation = _gradient_parts(dictionary, signals)
     codes = signals.new_zeros(dictionary.shape[1], signals.shape[1])
     rule = StoppingRule(codes, tol, check_every)
@@ -100,11 +103,13 @@ def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_it
         codes, stop = rule.advance(codes, updated)
         if stop:
             break
+    if stats is not None:
+        stats["iterations"] = rule.iteration
     return codes
 
 
 def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 200,
-          tol: float = 8e-4, check_every: int = 1) -> Tensor:
+          tol: float = 8e-4, check_every: int = 1, stats: dict | None = None) -> Tensor:
     """FISTA (Beck & Teboulle 2009): ISTA steps from an extrapolated point, O(1/k²) instead of O(1/k).
 
     The values are FISTA's, but autograd treats the momentum term as a constant, so the derivative
@@ -112,6 +117,7 @@ def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_i
     solution. Differentiating the extrapolation itself is unstable on an overcomplete dictionary
     (no strong convexity): on synthav memories the derivative grew ×10² after 200 iterations and
     ×10¹² after 1000, which derails stage-C training and hands white-box attacks a garbage gradient.
+    ``stats`` as in :func:`ista`.
     """
     gram, correlation = _gradient_parts(dictionary, signals)
     codes = signals.new_zeros(dictionary.shape[1], signals.shape[1])
@@ -127,6 +133,8 @@ def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_i
         t = t_next
         if stop:
             break
+    if stats is not None:
+        stats["iterations"] = rule.iteration
     return codes
 
 
