@@ -1,5 +1,6 @@
 """The shared training loop: reproducible, cached checkpoints with sha256, resume, CRMT stages."""
 import json
+import logging
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def test_corrupted_checkpoint_is_not_trusted(tmp_path):
 
 
 @pytest.mark.parametrize("defense", ["jt", "pmr", "ogm_ge"])
-def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch, defense):
+def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch, caplog, defense):
     """Stateful defenses too: PMR prototypes live in ctx.state, OGM-GE noise follows the saved generator."""
     import mmrobust_bench.bench.train as train_mod
 
@@ -56,9 +57,19 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch, d
     monkeypatch.setattr(train_mod, "save_resume", crash_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_defense(defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run", progress=False)
-    monkeypatch.setattr(train_mod, "save_resume", original)
+    assert list((tmp_path / "run").rglob("resume.pt"))
+    saved_epochs = []
+
+    def count(directory, state):
+        saved_epochs.append(state["epoch"])
+        original(directory, state)
+
+    monkeypatch.setattr(train_mod, "save_resume", count)
+    caplog.set_level(logging.INFO, logger=train_mod.__name__)
     resumed = train_defense(defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run",
                             progress=False)
+    assert saved_epochs == [2]  # only the third epoch ran again, not the whole schedule
+    assert f"resuming {defense} from epoch 2" in caplog.text
     assert _states_equal(resumed.model, reference.model)
 
 
@@ -128,3 +139,23 @@ def test_speed_settings_stay_out_of_old_checkpoint_keys_and_bf16_trains(tmp_path
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trained.model.parameters())
     conv = next(p for p in trained.model.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_resume_file_of_another_configuration_is_ignored_with_a_warning(tmp_path, monkeypatch, caplog):
+    """A resume.pt whose key differs (another config or suite version) must not be loaded, and says so."""
+    import mmrobust_bench.bench.train as train_mod
+
+    monkeypatch.setattr(train_mod, "clear_resume", lambda directory: None)  # keep the last resume.pt
+    done = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 2}, root=tmp_path, progress=False)
+    stale = torch.load(done.directory / "resume.pt", weights_only=False)
+    stale["key"] = "another configuration"
+    stale["epoch"] = 0  # loading it would skip the second epoch and start from these shifted weights
+    stale["model"] = {k: v + 1.0 if v.is_floating_point() else v for k, v in stale["model"].items()}
+    torch.save(stale, done.directory / "resume.pt")
+    for name in ("final.safetensors", "stage1.safetensors"):
+        (done.directory / name).unlink(missing_ok=True)
+    caplog.set_level(logging.INFO, logger=train_mod.__name__)
+    again = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 2}, root=tmp_path, progress=False)
+    assert not again.cached
+    assert "ignoring" in caplog.text and "training jt from epoch 0" in caplog.text and "resuming" not in caplog.text
+    assert _states_equal(again.model, done.model)

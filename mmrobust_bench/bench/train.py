@@ -164,6 +164,9 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         ctx.state.update(state.get("defense_state", {}))
         first_epoch = state["epoch"] + 1
         log.info("resuming %s from epoch %d", key.defense, first_epoch)
+    elif state is not None:
+        log.warning("ignoring %s/resume.pt: it was saved for another configuration or suite version; "
+                    "training %s from epoch 0", directory, key.defense)
     params = [p for p in model.parameters()]
     bf16 = cfg.precision == "bf16"
     split = defense.training_split(ctx.dataset.train, ctx)
