@@ -225,3 +225,29 @@ def test_each_defense_learns_synthav(name, shared_root):
                             root=shared_root, progress=False)
     accuracy = clean_accuracy(trained.model, trained.dataset.test, 200, torch.device("cpu")).accuracy
     assert accuracy >= 0.5, f"{name}: clean accuracy {accuracy:.3f} with 10 classes"
+
+
+@pytest.mark.parametrize("step_size", [None, 0.25])
+def test_joint_normalised_ascent_matches_the_formula_written_out(step_size):
+    """x ← x₀ + clip(x + α·g/√(‖g_v‖² + ‖g_a‖² + 1e-6) − x₀, ±2ε), α = ε/steps unless given; with
+    α = 0.25 ≫ 2ε = 0.2 the clip binds, so both branches of the formula are exercised."""
+    eps, steps = 0.1, 3
+    batch = {"v": torch.randn(8, 5, generator=torch.Generator().manual_seed(1)),
+             "a": torch.randn(8, 3, generator=torch.Generator().manual_seed(2))}
+    y = torch.arange(8) % 3
+    model, by_hand = bn_model(), bn_model()
+    alpha = eps / steps if step_size is None else step_size
+    v, a = batch["v"].clone(), batch["a"].clone()
+    for _ in range(steps):
+        v.requires_grad_(True)
+        a.requires_grad_(True)
+        g_v, g_a = torch.autograd.grad(F.cross_entropy(by_hand({"v": v, "a": a}).logits, y), [v, a])
+        scale = alpha / torch.sqrt((torch.cat([g_v, g_a], dim=1) ** 2).sum(dim=1, keepdim=True) + 1e-6)
+        with torch.no_grad():
+            v = batch["v"] + (v + scale * g_v - batch["v"]).clamp(-2 * eps, 2 * eps)
+            a = batch["a"] + (a + scale * g_a - batch["a"]).clamp(-2 * eps, 2 * eps)
+    got = joint_normalised_ascent(model, batch, y, eps=eps, steps=steps, step_size=step_size)
+    assert torch.allclose(got["v"], v, atol=1e-6) and torch.allclose(got["a"], a, atol=1e-6)
+    delta = torch.cat([got["v"] - batch["v"], got["a"] - batch["a"]], dim=1).abs()
+    clipped = bool(torch.isclose(delta, torch.tensor(2 * eps), atol=1e-6).any())
+    assert clipped == (step_size is not None) and bool((delta <= 2 * eps + 1e-6).all())
