@@ -99,6 +99,23 @@ ART_SMALL = {"max_iter": 3, "nb_random_init": 1, "num_random_init": 1, "binary_s
              "max_halving": 2, "max_doubling": 2, "initial_const": 1.0, "largest_const": 2.0}
 
 
+# Attacks that hand back the clean input for every sample at the tiny settings above: the identity
+# attack by design, and minimal-norm / score-based attacks that keep a sample they could not flip
+# within 10 iterations, 2 binary-search steps or 20 queries. Their result must then be the clean batch
+# bit for bit (the adapter decodes an untouched library coordinate exactly); every other attack must
+# move the inputs, so an adapter that returned its input unchanged would fail here.
+RETURN_CLEAN_AT_TEST_SETTINGS = {"torchattacks": {"VANILA", "CW", "EADEN", "EADL1", "Square"},
+                                 "art": {"ElasticNet"}}
+
+
+def assert_moved_or_returned_clean(library, name, batch, adv, modalities):
+    moved = max(float((adv[m] - batch[m]).abs().max()) for m in modalities)
+    if name in RETURN_CLEAN_AT_TEST_SETTINGS[library]:
+        assert all(torch.equal(adv[m], batch[m]) for m in modalities), f"{name} moved the inputs by {moved:g}"
+    else:
+        assert moved > 1e-3, f"{library}:{name} left the inputs where they were (max |δ| = {moved:g})"
+
+
 def test_every_torchattacks_class_is_run_or_excluded():
     """A new torchattacks release cannot add an attack that silently goes untested: each class is either
     run below (``torchattacks_names``) or excluded with a reason."""
@@ -130,6 +147,7 @@ def test_each_torchattacks_attack_runs_or_says_why_not(name):
     threat = ThreatModel(("v", "a"), eps, atk.norms[0])
     adv = atk(model, batch, labels, threat)
     assert_invariants(batch, adv, threat, eps)
+    assert_moved_or_returned_clean("torchattacks", name, batch, adv, threat.modalities)
 
 
 def test_every_art_evasion_class_is_run_or_excluded():
@@ -163,6 +181,7 @@ def test_each_art_attack_runs_or_says_why_not(name):
     threat = ThreatModel(("v", "a"), eps, atk.norms[0])
     adv = atk(model, batch, labels, threat)
     assert_invariants(batch, adv, threat, eps)
+    assert_moved_or_returned_clean("art", name, batch, adv, threat.modalities)
 
 
 # --------------------------------------------------------------------------- native attacks

@@ -325,7 +325,7 @@ class ArtAttack(Attack):
                 n_classes = int(view(view.encode()[:1]).shape[1])
             if not self.support.per_sample:
                 x_adv = self._generate(view, threat, scale, n_classes, (0.0, 1.0), y, targeted)
-                return view.decode(torch.from_numpy(np.asarray(x_adv)).to(device=view.clean.device))
+                return view.decode(torch.from_numpy(np.asarray(x_adv)).to(device=view.clean.device), exact=True)
             rows = []
             for i in range(labels.shape[0]):
                 one = SingleInputView(model, {m: x[i:i + 1] for m, x in batch.items()}, threat.modalities,
@@ -337,7 +337,7 @@ class ArtAttack(Attack):
                     rows.append({m: batch[m][i:i + 1] for m in threat.modalities})
                     continue
                 x_adv = self._generate(one, threat, scale, n_classes, clip, y[i:i + 1], targeted, x_adv_init=start)
-                rows.append(one.decode(torch.from_numpy(np.asarray(x_adv)).to(device=one.clean.device)))
+                rows.append(one.decode(torch.from_numpy(np.asarray(x_adv)).to(device=one.clean.device), exact=True))
         return {m: torch.cat([r[m] for r in rows]) for m in threat.modalities}
 
 

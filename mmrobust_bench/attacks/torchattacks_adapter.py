@@ -222,7 +222,7 @@ class TorchattacksAttack(Attack):
                     raise ValueError(f"{self.name} has no targeted mode")
                 atk.set_mode_targeted_by_label(quiet=True)
             x_adv = atk(view.encode(), labels if targets is None else targets)
-        return view.decode(x_adv.detach())
+        return view.decode(x_adv.detach(), exact=True)
 
 
 def build_torchattacks(attack_name: str, specs: Sequence[ModalitySpec], *, seed: int = 0,

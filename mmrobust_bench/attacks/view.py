@@ -114,14 +114,21 @@ class SingleInputView(nn.Module):
         x[:, d:d + self.n_tags] = torch.where(bits.bool(), TAG_HIGH, TAG_LOW).to(self.dtype)
         return x.view(n, 1, self.height, self.width)
 
-    def decode(self, x: Tensor, index: Tensor | None = None) -> dict[str, Tensor]:
+    def decode(self, x: Tensor, index: Tensor | None = None, *, exact: bool = False) -> dict[str, Tensor]:
         """Library coordinates back to the attacked modalities in model-input space (unclamped).
 
-        Row r is sample ``index[r]`` of the batch (all samples in order when ``index`` is None).
+        Row r is sample ``index[r]`` of the batch (all samples in order when ``index`` is None). Model
+        calls use one fused kernel, which may move an untouched coordinate by one ulp; ``exact`` (for
+        the attack's result) computes clean + s·(x − 0.5), so whatever the library left at the centre
+        comes back bit-identical to the clean input.
         """
-        offset = self._offset if index is None else self._offset[index]
-        # u = clean + s (x − 0.5) as one fused kernel (this runs on every model call of the attack)
-        u = torch.add(offset, x.flatten(1)[:, :self.clean.shape[1]].to(self.dtype), alpha=self.scale)
+        lib = x.flatten(1)[:, :self.clean.shape[1]].to(self.dtype)
+        if exact:
+            clean = self.clean if index is None else self.clean[index]
+            u = clean + self.scale * (lib - CENTRE)
+        else:
+            offset = self._offset if index is None else self._offset[index]
+            u = torch.add(offset, lib, alpha=self.scale)  # clean + s (x − 0.5), fused: runs on every model call
         out = {}
         for m, piece in zip(self.modalities, u.split(self.sizes, dim=1)):
             out[m] = piece.reshape((piece.shape[0],) + self.batch[m].shape[1:])
