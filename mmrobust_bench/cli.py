@@ -231,7 +231,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for prefix, lister in sorted(FAMILY_LISTERS.items()):
         try:
             names = lister()
-        except Exception as exc:  # a missing optional library must not break the listing
+        except ImportError as exc:  # a missing optional library must not break the listing (a bug still does)
             print(f"attack library {prefix}: unavailable ({exc})")
             continue
         print(f"attacks from {prefix} (use as {prefix}:NAME): {', '.join(names)}")

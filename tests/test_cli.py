@@ -39,7 +39,26 @@ def test_list_shows_entries_and_providers(capsys):
     out = capsys.readouterr().out
     for name in ("crmt_at", "crmt_jt", "jt", "pgd_l2", "fgm", "missing", "synthav", "builtin"):
         assert name in out
-    assert "torchattacks" in out
+    listed = {line.split(" (use as")[0]: line for line in out.splitlines() if line.startswith("attacks from ")}
+    assert "PGDL2" in listed["attacks from torchattacks"] and "DeepFool" in listed["attacks from torchattacks"]
+    assert "ProjectedGradientDescent" in listed["attacks from art"] and "HopSkipJump" in listed["attacks from art"]
+
+
+def test_list_reports_a_missing_attack_library_and_lets_other_errors_through(capsys, monkeypatch):
+    from mmrobust_bench import attacks
+
+    def missing() -> list[str]:
+        raise ImportError("No module named 'torchattacks'")
+
+    def broken() -> list[str]:
+        raise RuntimeError("a bug in the lister")
+
+    monkeypatch.setattr(attacks, "FAMILY_LISTERS", {"torchattacks": missing})
+    assert main(["list"]) == 0
+    assert "attack library torchattacks: unavailable (No module named 'torchattacks')" in capsys.readouterr().out
+    monkeypatch.setattr(attacks, "FAMILY_LISTERS", {"torchattacks": broken})
+    with pytest.raises(RuntimeError, match="a bug in the lister"):
+        main(["list"])
 
 
 @pytest.mark.parametrize("args,message", [

@@ -308,7 +308,11 @@ def test_gb_checkpoint_holds_the_extra_heads():
     assert {k for k in first.state_dict() if k.startswith("aux_heads.")} == {
         "aux_heads.v.weight", "aux_heads.v.bias", "aux_heads.a.weight", "aux_heads.a.bias"}
     assert first.aux_heads["v"].weight.shape == (3, 8)
-    second.load_state_dict(first.state_dict())
+    assert not torch.equal(first.aux_heads["v"].weight, second.aux_heads["v"].weight)  # two random inits
+    second.load_state_dict(first.state_dict())  # strict: a missing or unexpected aux-head key would raise
+    for m in ("v", "a"):
+        assert torch.equal(second.aux_heads[m].weight, first.aux_heads[m].weight)
+        assert torch.equal(second.aux_heads[m].bias, first.aux_heads[m].bias)
 
 
 # ---------------------------------------------------------------- end to end on synthav

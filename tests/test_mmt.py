@@ -238,10 +238,15 @@ def test_every_attack_family_runs_on_mmt_within_its_budget(attack, options, moda
         adv = atk(model, batch, labels, threat)
         logits = model({**batch, **adv}).logits
     assert torch.isfinite(logits).all()
+    assert set(adv) == set(batch)
     for m, x in batch.items():
-        assert adv.get(m, x).shape == x.shape
+        assert (adv[m].shape, adv[m].dtype) == (x.shape, x.dtype)
         spec = {s.name: s for s in SYNTH_SPECS}[m]
-        assert torch.equal(spec.clamp(adv.get(m, x)), adv.get(m, x))
+        assert torch.equal(spec.clamp(adv[m]), adv[m])
+        if m not in threat.modalities:
+            assert torch.equal(adv[m], x)  # the modality that is not attacked is untouched
+    if options.get("level") != "feature":  # a feature-level drop acts inside the model, not on its inputs
+        assert all(not torch.equal(adv[m], batch[m]) for m in threat.modalities)
     if atk.norm_bounded:
         delta = {m: adv[m] - batch[m] for m in threat.modalities}
         size = joint_l2_norm(delta, threat.modalities) if norm == "l2" else \

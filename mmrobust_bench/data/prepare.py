@@ -117,7 +117,7 @@ def ffmpeg_exe() -> str | None:
         import imageio_ffmpeg
 
         return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:  # not installed, or its binary is missing for this platform
+    except (ImportError, RuntimeError, OSError):  # not installed, or no binary for this platform
         return None
 
 
