@@ -1,4 +1,5 @@
 """Registry: decorator built-ins plus real entry points from a distribution laid on sys.path."""
+import subprocess
 import sys
 import textwrap
 
@@ -61,3 +62,11 @@ def test_broken_plugin_reports_itself_and_spares_the_others(fake_distribution):
         reg.get("bad")
     status = {row["name"]: row["status"] for row in reg.describe()}
     assert status["alpha"] == "ok" and status["bad"].startswith("broken")
+
+
+def test_encoder_modules_register_themselves_on_first_lookup():
+    """Like defenses, attacks and datasets: a module under mmrobust_bench/models needs no explicit import."""
+    code = ("from mmrobust_bench.models.encoders import ENCODERS; import sys; "
+            "assert 'mmrobust_bench.models.resnet' not in sys.modules; "
+            "names = ENCODERS.names(); assert {'resnet18_visual', 'resnet18_audio'} <= set(names), names")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -46,7 +46,6 @@ from tqdm.auto import tqdm
 from ..contracts import Batch, ModalitySpec
 from ..io import atomic_path, sha256_file, stable_hash
 from .base import check_options, shard_slice
-from ..models import resnet as _resnet  # noqa: F401  (registers the ResNet-18 encoders named by these datasets)
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 from .encoders import ENCODERS, build_encoder
 from .heads import ConcatHead, CRMTHead, centred_unit_rows, orthonormal_rows
 from .multimodal import HEADS, MultiModalNet, build_model
-from . import resnet  # noqa: F401  (registers the ResNet-18 encoders)
 
 __all__ = ["ENCODERS", "build_encoder", "ConcatHead", "CRMTHead", "centred_unit_rows", "orthonormal_rows",
            "HEADS", "MultiModalNet", "build_model"]

@@ -13,7 +13,9 @@ from ..contracts import ModalitySpec
 from ..registry import Registry
 
 EncoderFactory = Callable[[ModalitySpec, int], nn.Module]
-ENCODERS: Registry[EncoderFactory] = Registry("encoder", "mmrobust_bench.encoders")
+# every module of mmrobust_bench.models is imported on first lookup, so a new encoder file registers itself
+ENCODERS: Registry[EncoderFactory] = Registry("encoder", "mmrobust_bench.encoders",
+                                              builtin_package="mmrobust_bench.models")
 
 
 def init_weights(module: nn.Module) -> None:
