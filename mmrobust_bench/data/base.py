@@ -92,4 +92,3 @@ def check_options(label: str, options: Mapping[str, Any], valid: Iterable[str]) 
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"{label}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-

@@ -68,7 +68,9 @@ class StoppingRule:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
         self.tol = tol
         self.check_every = check_every
-        self.done = torch.zeros((), dtype=torch.bool, device=codes.device)
+        # the flag lives on the device only when the host reads it less than every iteration
+        self.deferred = tol > 0 and check_every > 1
+        self.done = torch.zeros((), dtype=torch.bool, device=codes.device) if self.deferred else None
         self.iteration = 0
 
     def advance(self, codes: Tensor, updated: Tensor) -> tuple[Tensor, bool]:
@@ -76,7 +78,7 @@ class StoppingRule:
         self.iteration += 1
         if self.tol <= 0:
             return updated, False
-        if self.check_every == 1:  # the reference's loop, one sync per iteration
+        if not self.deferred:  # the reference's loop, one sync per iteration
             return updated, bool(torch.linalg.matrix_norm(updated - codes) < self.tol)
         kept = torch.where(self.done, codes, updated)
         self.done = self.done | (torch.linalg.matrix_norm(updated - codes) < self.tol)
@@ -84,9 +86,7 @@ class StoppingRule:
 
     def hold(self, previous: Tensor, new: Tensor) -> Tensor:
         """``new`` until the flag is set, then ``previous``: freezes solver state beside the codes."""
-        if self.tol <= 0 or self.check_every == 1:
-            return new
-        return torch.where(self.done, previous, new)
+        return torch.where(self.done, previous, new) if self.deferred else new
 
 
 def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 2000,
