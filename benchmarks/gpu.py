@@ -1,4 +1,4 @@
-"""GPU speed against the reference's numbers (DESIGN.md "Performance anchors"), as one JSON object.
+"""GPU speed against the reference's numbers (docs/design.md §11, "Performance anchors"), as one JSON object.
 
 KS-shaped inputs (3 frames 3×224×224 + a 1×1024×128 fbank, 31 classes, ResNet-18 encoders, batch 32),
 random tensors from per-class templates so a briefly trained model has an accuracy worth attacking.

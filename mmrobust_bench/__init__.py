@@ -1,6 +1,37 @@
 """mmrobust-bench: adversarial robustness of multi-modal classifiers.
 
-The public Python API mirrors the CLI: :func:`mmrobust_bench.bench.api.run` is what
-``mmrobust-bench run`` calls.
+``import mmrobust_bench as mmr`` gives the "bring your own model" API of :mod:`mmrobust_bench.plug`:
+``mmr.wrap`` (declare how to call any ``nn.Module``), ``mmr.attack`` (torchattacks / ART / native attacks
+on chosen modalities), ``mmr.evaluate`` / ``mmr.benchmark`` (clean and robust accuracy over an ε grid from a
+DataLoader, as tidy rows), ``mmr.eta`` and ``mmr.certificates`` (for models that expose uni-modal scores).
+``mmr.run`` (``mmrobust_bench.bench.api.run``) is what ``mmrobust-bench run`` calls. The names load on
+first use, so importing the package (and ``mmrobust-bench --help``) stays free of torch.
 """
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it; imported on first attribute access (PEP 562). A name must not be
+# a subpackage's (attacks, bench, certify, ...): importing the subpackage would overwrite it.
+_LAZY = {
+    "Modality": "plug", "WrappedModel": "plug", "wrap": "plug", "attack": "plug", "drop": "plug",
+    "evaluate": "plug", "benchmark": "plug", "eta": "plug", "certificates": "plug", "format_table": "plug",
+    "state_dict_sha256": "plug", "run": "bench.api",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmrobust_bench' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

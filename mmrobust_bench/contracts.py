@@ -1,4 +1,4 @@
-"""The data contracts every subpackage agrees on (DESIGN.md, "Core contracts").
+"""The data contracts every subpackage agrees on (docs/design.md §3).
 
 Batches are dicts keyed by modality name; modalities are described by :class:`ModalitySpec`
 (shape and valid box in *model-input space*); models return :class:`ModelOutput`; attacks are
@@ -17,6 +17,8 @@ from torch import Tensor
 Batch = dict[str, Tensor]
 
 ALL_MODALITIES = "all"
+# The threat norms: ℓ2, ℓ∞, ℓ1 (radii in model-input units) and ℓ0 (a number of coordinates).
+NORMS = ("l2", "linf", "l1", "l0")
 
 
 @functools.lru_cache(maxsize=256)
@@ -101,9 +103,11 @@ class ThreatModel:
     """Which modalities an attacker perturbs and how much.
 
     ``eps`` is measured in model-input space, exactly as the paper's code, so numbers compare
-    with ``paper_tables.csv``. ``joint=True`` means one ℓ2 ball over the concatenation of all
-    attacked modalities (the paper's multi-modal attack); ``joint=False`` gives every attacked
-    modality its own ball of radius ``eps``.
+    with ``paper_tables.csv``. ``norm`` is one of ``NORMS``: ``l2``, ``linf``, ``l1`` (radii in
+    model-input units) or ``l0`` (``eps`` = the number of input coordinates that may change, rounded
+    down). ``joint=True`` means one ball over the concatenation of all attacked modalities (the paper's
+    multi-modal attack; for ℓ∞ that is the same per-coordinate bound as separate balls);
+    ``joint=False`` gives every attacked modality its own ball of radius ``eps``.
     """
 
     modalities: tuple[str, ...]
@@ -117,8 +121,11 @@ class ThreatModel:
             raise ValueError("a threat model needs at least one attacked modality")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"attacked modalities repeat: {self.modalities}")
-        if self.norm not in ("l2", "linf"):
-            raise ValueError(f"norm must be 'l2' or 'linf', got {self.norm!r}")
+        if self.norm not in NORMS:
+            import difflib
+            close = difflib.get_close_matches(str(self.norm), NORMS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"unknown norm {self.norm!r}{hint} (valid: {', '.join(NORMS)})")
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
 

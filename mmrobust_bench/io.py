@@ -1,7 +1,9 @@
 """Crash-safe file writes and content hashes.
 
 Every file the suite writes goes through a temporary file in the same directory and an atomic
-``os.replace``, so a crash leaves either the old file or the new one, never a torn one.
+``os.replace``, so a crash leaves either the old file or the new one, never a torn one; the file gets
+the mode the umask allows (0644 under 022), like any file ``open`` creates. Files that several
+processes read, modify and write (the results CSV, the certificate tables) do so under ``file_lock``.
 """
 from __future__ import annotations
 
@@ -10,8 +12,38 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
+
+import filelock
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask: from /proc on Linux, else by setting it and putting it back (os.umask has no getter)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_lock(path: str | os.PathLike, timeout: float = -1) -> filelock.FileLock:
+    """An inter-process lock for read-modify-write of ``path``: the lock file ``.<name>.lock`` beside it.
+
+    ``filelock`` takes an OS lock (``flock``) on that file, released by the kernel if the holder dies, so a
+    killed writer never leaves a stale lock; NFS v4 and Lustre honour it, so processes on several
+    machines sharing one filesystem serialise too. ``timeout`` < 0 waits forever.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -20,7 +52,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        # mkstemp creates 0600; a file of the suite gets what open() would give it: 0666 less the umask
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import pkgutil
 import logging
+import re
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Generic, TypeVar
@@ -33,6 +35,13 @@ class Entry(Generic[T]):
     obj: T | None = None
     entry_point: EntryPoint | None = None
     error: str | None = None
+    description: str | None = None  # one line for `mmrobust-bench list`; else the object's docstring
+
+    def summary(self) -> str:
+        """The entry's one-line description: the registered one, else the first line of its docstring."""
+        if self.description:
+            return self.description
+        return summary_line(self.obj) if self.obj is not None else ""
 
     def load(self, kind: str) -> T:
         if self.obj is None and self.entry_point is not None and self.error is None:
@@ -59,11 +68,12 @@ class Registry(Generic[T]):
         self._builtins_loaded = False
         self._plugins_loaded = False
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator for built-ins: ``@DEFENSES.register("jt")``."""
+    def register(self, name: str, *, description: str | None = None) -> Callable[[T], T]:
+        """Decorator for built-ins: ``@DEFENSES.register("jt")``. ``description`` is the one line that
+        ``mmrobust-bench list`` shows (default: the first line of the object's own docstring)."""
 
         def deco(obj: T) -> T:
-            self._add(Entry(name=name, provider=BUILTIN, obj=obj))
+            self._add(Entry(name=name, provider=BUILTIN, obj=obj, description=description))
             return obj
 
         return deco
@@ -128,5 +138,30 @@ class Registry(Generic[T]):
                     entry.load(self.kind)
                 except RegistryError:
                     status = f"broken: {entry.error}"
-            rows.append({"kind": self.kind, "name": entry.name, "provider": entry.provider, "status": status})
+            rows.append({"kind": self.kind, "name": entry.name, "provider": entry.provider, "status": status,
+                         "description": entry.summary() if status == "ok" else ""})
         return rows
+
+
+def _own_doc(obj: Any) -> str:
+    """The docstring written on ``obj`` itself (not one inherited from a base class)."""
+    doc = vars(obj).get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+    return inspect.cleandoc(doc) if isinstance(doc, str) else ""
+
+
+def summary_line(obj: Any) -> str:
+    """First line of ``obj``'s own docstring; for a factory function without one, that of the class it is
+    annotated to return (``def _pgd_l2(...) -> PGDL2``)."""
+    doc = _own_doc(obj)
+    if not doc and inspect.isfunction(obj):
+        try:
+            returned = inspect.signature(obj, eval_str=True).return_annotation
+        except Exception:  # an annotation that does not evaluate: no description rather than a crash
+            returned = None
+        if inspect.isclass(returned) and returned.__module__.split(".")[0] == obj.__module__.split(".")[0]:
+            doc = _own_doc(returned)  # only a class of the same package: not torch's nn.Module docstring
+    if not doc:
+        return ""
+    line = doc.split("\n\n")[0].replace("\n", " ").strip()
+    line = re.sub(r":\w+:`\.?([^`]+)`", r"\1", line)  # :class:`.x.Y` -> x.Y
+    return line.replace("``", "")

@@ -56,7 +56,7 @@ def predicted(model, batch):
 
 
 def assert_invariants(batch, adv, threat, eps, spec):
-    """DESIGN.md invariants (1)-(3) and (6): inside the ε ball, unattacked modalities bit-identical,
+    """docs/design.md §3 invariants (1)-(3) and (6): inside the ε ball, unattacked modalities bit-identical,
     inside every modality's box, dtype/device/shape kept. (4) and (5) need the call itself."""
     delta = {m: (adv[m] - batch[m]).double() for m in threat.modalities}
     if threat.norm == "l2":

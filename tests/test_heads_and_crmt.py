@@ -80,3 +80,47 @@ def test_step2_objective_matches_eq10_by_hand():
     num = (1.0 * 1.0 - 2.0 * 0.2) + (0.5 * 0.3 - 1.0 * 0.9) + 0.1
     den = math.sqrt((1.0 * 1.0 + 2.0 * 2.0) ** 2 + (0.5 * 0.5 + 1.0 * 0.5) ** 2)
     assert math.isclose(step2_objective(z, a, tau, bias, y).item(), -num / den, rel_tol=1e-6)
+
+
+def test_every_crmt_variant_defaults_to_the_orthogonal_head_and_it_stays_orthogonal_under_training():
+    import warnings
+
+    import pytest
+
+    from mmrobust_bench.defenses import build_defense
+
+    for name in ("crmt_jt", "crmt_at", "crmt_mix", "crmt_mmt"):
+        defense, _ = build_defense(name)
+        assert defense.config.own_groups == "full" and defense.config_dict()["own_groups"] == "full"
+    # the default head: W̃^(m) W̃^(m)ᵀ = I to float tolerance after several SGD steps on the CRMT loss
+    torch.manual_seed(0)
+    head = CRMTHead(["v", "a"], [12, 9], 5)
+    assert head.own_groups == "full"
+    opt = torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9)
+    for _ in range(25):
+        feats = {"v": torch.randn(16, 12), "a": torch.randn(16, 9)}
+        y = torch.randint(0, 5, (16,))
+        logits, uni = head(feats)
+        loss = torch.nn.functional.cross_entropy(logits, y) + 2.0 * margin_regulariser(uni, y)
+        opt.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in head.parameters())
+        opt.step()
+    for w in head.normalised_blocks().values():
+        assert torch.allclose(w @ w.t(), torch.eye(5), atol=1e-5)
+    # the reference rows are an option named for what they are; the old name still loads (deprecated)
+    with pytest.warns(DeprecationWarning, match="per_class_unit_rows"):
+        legacy, _ = build_defense("crmt_jt", {"own_groups": "per_class"})
+    assert legacy.config.own_groups == "per_class_unit_rows"
+    renamed, _ = build_defense("crmt_jt", {"own_groups": "per_class_unit_rows"})
+    # both spellings key the same checkpoint as the committed leaderboard configs ("per_class")
+    assert legacy.config_dict() == renamed.config_dict() and renamed.config_dict()["own_groups"] == "per_class"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unit = CRMTHead(["v", "a"], [8, 8], 3, own_groups="per_class_unit_rows")
+    w = unit.normalised_blocks()["v"]
+    assert torch.allclose(w.norm(dim=1), torch.ones(3), atol=1e-5)
+    with pytest.raises(ValueError, match="did you mean 'full'"):
+        build_defense("crmt_jt", {"own_groups": "ful"})
+    with pytest.raises(ValueError, match="needs K < feature dim"):
+        CRMTHead(["v"], [4], 4)

@@ -44,7 +44,7 @@ def test_linear_binary_model_minimal_norm_is_exact(modalities, attack_cls):
 
 
 def reference_pgd(model, x, y, eps, modalities, specs, steps=4):
-    """METHODS.md §12 written out literally, as an independent reference."""
+    """docs/methods.md §12 written out literally, as an independent reference."""
     adv = {m: v.clone() for m, v in x.items()}
     for _ in range(steps):
         inp = {m: v.clone().requires_grad_(m in modalities) for m, v in adv.items()}

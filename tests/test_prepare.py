@@ -59,7 +59,7 @@ def make_raw(raw: Path) -> Path:
 
 
 def reference_fbank(pcm: np.ndarray, rate: int) -> np.ndarray:
-    """METHODS.md §2 written out independently: channel 0, 16 kHz, minus mean, fbank, pad, normalise."""
+    """docs/methods.md §2 written out independently: channel 0, 16 kHz, minus mean, fbank, pad, normalise."""
     wave_t = torch.from_numpy(pcm[:, 0].astype(np.float32) / 32768.0)[None]
     wave_t = resample(wave_t, rate, 16000)
     wave_t = wave_t - wave_t.mean()

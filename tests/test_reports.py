@@ -83,15 +83,20 @@ def test_table1_layout_mean_std_and_reported_block():
     assert list(measured["method"])[:5] == ["JT", "GB", "MMAT", "CRMT-JT", "CRMT-AT"]  # the paper's order
     assert "mmt" not in measured.index  # transformers belong to Table 3
     accs = [accuracy("jt", "pgd_l2", "all", 0.5, s) for s in (0, 1, 2)]
-    assert measured.loc["jt", "PGD-ℓ2 ε=0.5"] == pytest.approx(np.mean(accs))
-    assert measured.loc["jt", "PGD-ℓ2 ε=0.5 std"] == pytest.approx(np.std(accs, ddof=1))
-    assert measured.loc["jt", "seeds"] == 3
+    assert measured.loc["jt", "pgd_l2_all_eps0.5_mean"] == pytest.approx(np.mean(accs))
+    assert measured.loc["jt", "pgd_l2_all_eps0.5_std"] == pytest.approx(np.std(accs, ddof=1))
+    # 95% t-interval of the mean: t_{0.975, 2} = 4.302652729749464 (tables), times std / sqrt(3)
+    half = 4.302652729749464 * np.std(accs, ddof=1) / np.sqrt(3)
+    assert measured.loc["jt", "pgd_l2_all_eps0.5_ci95_low"] == pytest.approx(np.mean(accs) - half)
+    assert measured.loc["jt", "pgd_l2_all_eps0.5_ci95_high"] == pytest.approx(np.mean(accs) + half)
+    assert measured.loc["jt", "n_seeds"] == 3 and measured.loc["jt", "pgd_l2_all_eps0.5_n"] == 3
     md = table.markdown
     assert f"| JT (`jt`) | {np.mean([accuracy('jt', 'clean', 'none', 0, s) for s in (0, 1, 2)]):.3f} ± " in md
     assert "Reported in the paper (datasets KS, UCF101, VGGS — not synthav" in md and "JT (reported)" in md
     reported = table.frame[table.frame["source"] == "reported"]
     ks_jt = reported[(reported["dataset"] == "KS") & (reported["method"] == "JT")]
-    assert ks_jt["Clean"].iloc[0] == pytest.approx(0.643) and ks_jt["FGM ε=0.5"].iloc[0] == pytest.approx(0.288)
+    assert ks_jt["clean_mean"].iloc[0] == pytest.approx(0.643)
+    assert ks_jt["fgm_all_eps0.5_mean"].iloc[0] == pytest.approx(0.288)
 
 
 def test_reported_numbers_beside_ours_when_the_dataset_matches():
@@ -99,17 +104,20 @@ def test_reported_numbers_beside_ours_when_the_dataset_matches():
     frame = table.frame
     rep = frame[(frame["source"] == "reported") & (frame["method"] == "JT")]
     assert rep["dataset"].iloc[0] == "KS"
-    assert rep["PGD-ℓ2 #a ε=1"].iloc[0] == pytest.approx(0.110) and rep["Missing #v"].iloc[0] == pytest.approx(0.480)
+    assert rep["pgd_l2_a_eps1_mean"].iloc[0] == pytest.approx(0.110)
+    assert rep["missing_v_mean"].iloc[0] == pytest.approx(0.480)
     assert "↳ JT (reported, KS)" in table.markdown and "not comparable" not in table.markdown
 
 
 def test_table2_and_table3_columns_and_rows():
     rows = fixture_rows()
     t2 = build_table(rows, 2, "synthav")
-    assert [c.title for c in t2.columns] == ["Clean", "FGM #v ε=1", "FGM #a ε=1", "PGD-ℓ2 #v ε=1", "PGD-ℓ2 #a ε=1",
-                                             "Missing #v", "Missing #a"]
+    assert [c.title for c in t2.columns] == ["Clean", "FGM visual ε=1", "FGM audio ε=1", "PGD-ℓ2 visual ε=1",
+                                             "PGD-ℓ2 audio ε=1", "Missing visual", "Missing audio"]
+    assert [c.key for c in t2.columns] == ["clean", "fgm_v_eps1", "fgm_a_eps1", "pgd_l2_v_eps1", "pgd_l2_a_eps1",
+                                           "missing_v", "missing_a"]
     jt = t2.frame[(t2.frame["label"] == "jt") & (t2.frame["source"] == "measured")].iloc[0]
-    assert jt["Missing #a"] == pytest.approx(np.mean([accuracy("jt", "missing", "a", math.nan, s) for s in (0, 1, 2)]))
+    assert jt["missing_a_mean"] == pytest.approx(np.mean([accuracy("jt", "missing", "a", math.nan, s) for s in (0, 1, 2)]))
     t3 = build_table(rows, 3, "synthav")
     assert set(t3.frame[t3.frame["source"] == "measured"]["method"]) == {"MMT", "CRMT-MMT"}
     assert "VGGS" in t3.markdown
@@ -128,7 +136,8 @@ def test_every_figure_from_the_fixture(tmp_path):
     cmd = "mmrobust-bench plot --results fixture.csv"
     for fig in (figure1(rows, command=cmd), figure3(eta, command=cmd), figure4(rows, command=cmd),
                 figure5(rows, command=cmd)):
-        assert any(cmd in t.get_text() for t in fig.texts)
+        assert not any(cmd in t.get_text() for t in fig.texts)  # on the canvas only on request
+    assert any(cmd in t.get_text() for t in figure1(rows, command=cmd, stamp=True).texts)
     mat = eta_ratio_matrix(eta[eta["defense"] == "jt"], "a", "v")
     assert np.isnan(np.diag(mat)).all() and np.nanmax(np.abs(mat - 3.0)) < 1e-9
     saved, notes = plot_figures(rows, tmp_path, command=cmd, eta_pairs=eta)
@@ -147,8 +156,16 @@ def test_every_figure_from_the_fixture(tmp_path):
 def test_write_tables_names_the_command(tmp_path):
     paths = write_tables(build_tables(fixture_rows()), tmp_path, command="mmrobust-bench report X")
     assert {p.name for p in paths} >= {"table1-synthav.md", "table2-synthav.csv", "table3-synthav.md", "report.md"}
-    assert (pd.read_csv(tmp_path / "table1-synthav.csv")["made_by"] == "mmrobust-bench report X").all()
+    table1 = pd.read_csv(tmp_path / "table1-synthav.csv")
+    assert "made_by" not in table1  # the command lives in the sidecar, not on every row
+    assert "mmrobust-bench report X" in (tmp_path / "table1-synthav.csv.txt").read_text()
+    assert "pgd_l2_a_eps0.5" in (tmp_path / "table1-synthav.csv.txt").read_text()  # the naming is documented
+    raw = pd.read_csv(tmp_path / "table1-synthav.csv", dtype=str, keep_default_na=False)
+    assert set(raw.loc[raw["source"] == "measured", "n_seeds"]) == {"3"}  # an integer, never "3.0"
+    assert set(raw.loc[raw["source"] == "reported", "n_seeds"]) == {""}  # the paper's rows have no seed count
     assert "mmrobust-bench report X" in (tmp_path / "table2-synthav.md").read_text()
+    tex = (tmp_path / "table1-synthav.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and r"crmt\_jt\_orth\_only" in tex
 
 
 def test_report_and_plot_cli(results_csv, tmp_path, capsys):
@@ -187,3 +204,129 @@ def test_findings_numbers_follow_from_the_rows(results_csv, tmp_path):
     out = tmp_path / "out"
     assert main(["report", "--results", str(results_csv), "--out", str(out), "--findings"]) == 0
     assert "### 2. Fragility" in (out / "findings-synthav.md").read_text()
+
+
+def write_checkpoint_config(root, dataset: str, defense: str, digest: str, sha: str, epochs: int) -> None:
+    """A checkpoint directory as bench.checkpoints writes it: config.json naming the stage's sha256."""
+    import json
+
+    directory = root / "checkpoints" / dataset / defense / digest
+    directory.mkdir(parents=True)
+    config = {"dataset": dataset, "dataset_config": {"n_train": 64}, "defense": defense, "defense_config": {},
+              "train_config": {"epochs": epochs, "lr": 0.01}, "seed": 0, "training_code_version": 1,
+              "stages": {"final": {"file": "final.safetensors", "sha256": sha}}}
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def mixed_jt_rows() -> pd.DataFrame:
+    """JT under one label, trained with epochs=1 (config aaaa…, seeds 0 and 1) and epochs=3 (bbbb…, seed 0)."""
+    rows = fixture_rows()
+    jt = rows[rows["defense"] == "jt"]
+    short = jt[jt["seed"] < 2].assign(config_hash="aaaaaaaaaaaa", accuracy=0.18)
+    short["checkpoint_sha256"] = "sha-short-" + short["seed"].astype(str)
+    long = jt[jt["seed"] == 0].assign(config_hash="bbbbbbbbbbbb", accuracy=0.785, checkpoint_sha256="sha-long-0")
+    return pd.concat([rows[rows["defense"] != "jt"], short, long], ignore_index=True)
+
+
+def test_mixed_configurations_are_separate_entries_naming_the_setting(tmp_path, capsys):
+    root = tmp_path / "runs"
+    root.mkdir()
+    mixed_jt_rows().to_csv(root / "results.csv", index=False)
+    for seed in (0, 1):
+        write_checkpoint_config(root, "synthav", "jt", f"short{seed}", f"sha-short-{seed}", epochs=1)
+    write_checkpoint_config(root, "synthav", "jt", "long0", "sha-long-0", epochs=3)
+    out = tmp_path / "out"
+    assert main(["report", "--results", str(root / "results.csv"), "--out", str(out), "--tables", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "label 'jt' has 2 configurations" in err and "train_config.epochs: 1 vs 3" in err
+    table = pd.read_csv(out / "table1-synthav.csv")
+    measured = table[table["source"] == "measured"].set_index("label")
+    # never averaged together: 0.18 over two seeds, and 0.785 from one
+    assert measured.loc["jt [cfg aaaaaaaa]", "clean_mean"] == pytest.approx(0.18)
+    assert measured.loc["jt [cfg aaaaaaaa]", "n_seeds"] == 2
+    assert measured.loc["jt [cfg bbbbbbbb]", "clean_mean"] == pytest.approx(0.785)
+    assert measured.loc["jt [cfg bbbbbbbb]", "n_seeds"] == 1
+    assert "jt" not in measured.index
+    md = (out / "table1-synthav.md").read_text()
+    assert "| JT [cfg aaaaaaaa] (`jt [cfg aaaaaaaa]`) | 0.180 ± 0.000 |" in md and "train_config.epochs: 1 vs 3" in md
+    # refusing instead: the message names the differing setting and the way out
+    assert main(["report", "--results", str(root / "results.csv"), "--out", str(out), "--refuse-mixed"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to report mixed configurations" in err and "epochs: 1 vs 3" in err and "--label" in err
+    # without the checkpoints the split still happens, and the note says the settings are unknown
+    assert main(["report", "--results", str(root / "results.csv"), "--out", str(out), "--checkpoints",
+                 str(tmp_path)]) == 0
+    assert "settings unknown" in capsys.readouterr().err
+
+
+def test_label_column_groups_and_old_csvs_read_with_defaults(tmp_path):
+    from mmrobust_bench.reports.entries import resolve_entries
+
+    rows = fixture_rows()
+    # H3's rows: defense is the registry id, label names the configuration
+    new = rows[rows["defense"] == "jt"].assign(label="jt_long", config_hash="d")
+    both = pd.concat([rows.assign(label=rows["defense"]), new], ignore_index=True)
+    resolved, notes = resolve_entries(both)
+    assert {"jt", "jt_long"} <= set(resolved["entry"]) and not notes
+    assert set(resolved.loc[resolved["entry"] == "jt_long", "defense_id"]) == {"jt"}
+    # an old CSV without flags / label / config_hash columns still reports
+    old = rows.drop(columns=["flags", "config_hash"])
+    table = build_table(old, 1, "synthav")
+    assert table.frame[table.frame["label"] == "jt"]["n_seeds"].iloc[0] == 3
+
+
+def test_pivot_of_any_grid_and_dash_note(results_csv, tmp_path, capsys):
+    from mmrobust_bench.reports.tables import latex_escape, pivot_table
+
+    rows = fixture_rows()
+    table = pivot_table(rows, "synthav", attacks=["pgd_l2"], modalities=["a"])
+    assert [c.key for c in table.columns] == ["clean", "pgd_l2_a_eps0.25", "pgd_l2_a_eps0.5", "pgd_l2_a_eps1",
+                                              "pgd_l2_a_eps2"]
+    jt = table.frame.set_index("label").loc["jt"]
+    assert jt["pgd_l2_a_eps2_mean"] == pytest.approx(np.mean([accuracy("jt", "pgd_l2", "a", 2.0, s) for s in range(3)]))
+    assert "PGD-ℓ2 audio ε=2" in table.markdown
+    # a cell one entry lacks shows "—" and the note says why
+    holes = rows[~((rows["defense"] == "gb") & (rows["modality"] == "a") & (rows["attack"] == "pgd_l2"))]
+    md = pivot_table(holes, "synthav", attacks=["pgd_l2"], modalities=["a"]).markdown
+    assert "| GB (`gb`) | 0.820 ± 0.010 | — |" in md and "“—”: no measured rows for that cell" in md
+    with pytest.raises(ValueError, match="attacks in the rows: clean, fgm, missing, pgd_l2"):
+        pivot_table(rows, "synthav", attacks=["pgd"])
+    assert latex_escape("a_b & 50% #1 {x} ε±") == r"a\_b \& 50\% \#1 \{x\} $\varepsilon$$\pm$"
+    out = tmp_path / "piv"
+    assert main(["report", "--results", str(results_csv), "--out", str(out), "--tables", "0", "--pivot",
+                 "--attack", "pgd_l2", "--modality", "a", "--eps", "0.5,2"]) == 0
+    frame = pd.read_csv(out / "pivot-synthav.csv")
+    assert [c for c in frame.columns if c.endswith("_mean")] == ["clean_mean", "pgd_l2_a_eps0.5_mean",
+                                                                 "pgd_l2_a_eps2_mean"]
+    assert (out / "pivot-synthav.tex").read_text().count(r"\toprule") == 1
+    assert main(["report", "--results", str(results_csv), "--out", str(out), "--eps", "0.5"]) == 2
+    assert "add --pivot" in capsys.readouterr().err
+
+
+def test_model_cards_hold_config_sha_accuracies_certificates_and_environment(tmp_path):
+    import json
+
+    from mmrobust_bench.reports.leaderboard import model_cards
+
+    root = tmp_path / "runs"
+    rows = fixture_rows()
+    rows = rows[rows["defense"].isin(["jt", "crmt_jt"])].assign(torch_version="2.11.0", threads=2)
+    write_checkpoint_config(root, "synthav", "jt", "k0", "jt0", epochs=3)
+    certified = pd.DataFrame([{"dataset": "synthav", "defense": "jt", "seed": 0, "checkpoint_sha256": "jt0",
+                               "config_hash": "c", "certificate": "eq5", "kind": "empirical", "method": "lipschitz",
+                               "variant": "min_j", "modality": "all", "radius": 0.5, "certified_accuracy": 0.4}])
+    certified = pd.concat([certified.assign(radius=0.0, certified_accuracy=0.9), certified], ignore_index=True)
+    cards = {(c["entry"], c["seed"]): c for c in model_cards(rows, certified=certified,
+                                                             checkpoints=root / "checkpoints", command="cmd X")}
+    assert len(cards) == 6
+    card = json.loads(json.dumps(cards[("jt", 0)]))  # JSON-serialisable as written
+    assert card["checkpoint_sha256"] == "jt0" and card["config"]["train_config"]["epochs"] == 3
+    assert card["clean_accuracy"] == pytest.approx(accuracy("jt", "clean", "none", 0.0, 0))
+    pgd = [t for t in card["robust_accuracy"] if t["attack"] == "pgd_l2" and t["modality"] == "a" and t["eps"] == 2.0]
+    assert pgd[0]["accuracy"] == pytest.approx(accuracy("jt", "pgd_l2", "a", 2.0, 0))
+    assert card["certificates"] == [{"certificate": "eq5", "kind": "empirical", "method": "lipschitz",
+                                     "variant": "min_j", "modality": "all",
+                                     "certified_accuracy_by_radius": [[0.0, 0.9], [0.5, 0.4]]}]
+    assert card["environment"]["torch_version"] == "2.11.0" and card["environment"]["threads"] == 2
+    assert card["card_made_by"] == "cmd X"
+    assert cards[("jt", 1)]["config"] is None and "not found" in cards[("jt", 1)]["config_source"]

@@ -131,7 +131,7 @@ def test_sweep_survives_sigkill_and_matches_an_uninterrupted_run(tmp_path):
     assert as_set(resumed) == as_set(reference)
     # the rows that were there before the kill were kept as they were
     assert as_set(partial.drop(columns=["wall_seconds", "timestamp"])) <= as_set(resumed)
-    assert set(resumed["defense"]) == {"jt_tiny"} and set(resumed["seed"]) == {0, 1}
+    assert set(resumed["label"]) == {"jt_tiny"} and set(resumed["defense"]) == {"jt"} and set(resumed["seed"]) == {0, 1}
     missing = resumed[resumed["attack"] == "missing"]
     assert sorted(missing["modality"]) == ["a", "a", "v", "v"] and missing["eps"].isna().all()
     # a third run finds nothing to do

@@ -163,11 +163,14 @@ def test_registered_family():
 
 @pytest.mark.parametrize("name, options, threat, message", [
     ("NoSuchAttack", {}, None, "valid: .*PGDL2"),
-    ("PGD", {}, ThreatModel(("v",), 0.5, "l2"), "linf attack and cannot run under a l2 threat"),
-    ("PGDL2", {}, ThreatModel(("v",), 0.5, "linf"), "l2 attack and cannot run under a linf threat"),
+    ("PGD", {}, ThreatModel(("v",), 0.5, "l2"), "attacks in norm linf, not l2: use --norm linf"),
+    ("PGDL2", {}, ThreatModel(("v",), 0.5, "linf"), "attacks in norm l2, not linf: use --norm l2"),
     ("PGDL2", {}, ThreatModel(("v", "a"), 0.5, "l2", joint=False), "joint"),
-    ("PGDL2", {"eps": 0.1}, None, "come from the threat model"),
-    ("PGDL2", {"stepz": 3}, None, "no option stepz; accepted: alpha"),
+    ("PGDL2", {"eps": 0.1}, ThreatModel(("v",), 0.5), "eps=0.1 differs from the run's ε=0.5; ε comes from --eps"),
+    ("PGDL2", {"norm": "L2"}, None, "come from the threat model"),
+    ("PGDL2", {"stepz": 3}, None, r"no option stepz; did you mean steps\? \(valid: alpha"),
+    ("PGDL2", {"steps": "ten"}, None, "option steps takes an integer"),
+    ("CW", {"eps": 0.1}, None, "no budget option eps"),
     ("DIFGSM", {}, None, "cannot be adapted"),
 ])
 def test_clear_errors(name, options, threat, message):

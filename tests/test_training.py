@@ -57,7 +57,7 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch, c
     monkeypatch.setattr(train_mod, "save_resume", crash_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_defense(defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run", progress=False)
-    assert list((tmp_path / "run").rglob("resume.pt"))
+    assert list((tmp_path / "run").rglob("resume.safetensors"))
     saved_epochs = []
 
     def count(directory, state):
@@ -142,16 +142,18 @@ def test_speed_settings_stay_out_of_old_checkpoint_keys_and_bf16_trains(tmp_path
 
 
 def test_a_resume_file_of_another_configuration_is_ignored_with_a_warning(tmp_path, monkeypatch, caplog):
-    """A resume.pt whose key differs (another config or suite version) must not be loaded, and says so."""
+    """A resume file whose key differs (another config or suite version) must not be loaded, and says so."""
     import mmrobust_bench.bench.train as train_mod
 
-    monkeypatch.setattr(train_mod, "clear_resume", lambda directory: None)  # keep the last resume.pt
+    monkeypatch.setattr(train_mod, "clear_resume", lambda directory: None)  # keep the last resume file
     done = train_defense("jt", dataset_options=SMALL, overrides={"epochs": 2}, root=tmp_path, progress=False)
-    stale = torch.load(done.directory / "resume.pt", weights_only=False)
+    from mmrobust_bench.bench.checkpoints import load_resume, save_resume
+
+    stale = load_resume(done.directory)
     stale["key"] = "another configuration"
     stale["epoch"] = 0  # loading it would skip the second epoch and start from these shifted weights
     stale["model"] = {k: v + 1.0 if v.is_floating_point() else v for k, v in stale["model"].items()}
-    torch.save(stale, done.directory / "resume.pt")
+    save_resume(done.directory, stale)
     for name in ("final.safetensors", "stage1.safetensors"):
         (done.directory / name).unlink(missing_ok=True)
     caplog.set_level(logging.INFO, logger=train_mod.__name__)

@@ -5,30 +5,35 @@ ART attacks an estimator of one input. The adapter wraps the single-input view o
 0.35, then sample-index tags, then padding) in a ``PyTorchClassifier``: ``input_shape`` from the view,
 ``nb_classes`` from the model, cross-entropy loss, and the view's [0, 1] box as ``clip_values``.
 
-Boxes. ART takes per-feature ``clip_values``, but one array for all samples, while each modality's
-valid box in library coordinates depends on the sample's own clean centre. So:
+Boxes. ART takes per-feature ``clip_values``, one array for all samples, so the view maps bounded
+modalities with their box's lower bound as offset (``box_map``): each valid box becomes the same
+per-feature interval ``[0, (hi − lo)/s]`` for every sample, and ART's own clipping *is* the box — the
+result equals ART's on the single-input model of that modality (other modalities fixed) with
+``clip_values`` set to the box (per-feature arrays for a per-channel box), clean values on a bound and
+iterates that leave the box included. Unbounded modalities are centred (``0.5 + (u − u_clean)/s``) with
+clip [0, 1], which a perturbation inside the ε ball never reaches; tags and padding get [0, 1]. So:
 
-* batch attacks (gradient attacks, Square) get the common [0, 1] box, which the scale makes harmless
-  (any δ inside the ε ball stays in [0.15, 0.85]); the exact per-modality boxes are enforced inside
-  the view (clamping towards a box that holds the clean point never increases ‖δ‖), and the base
-  class clamps the returned inputs into them. Where ``generate()`` takes a ``mask`` it gets the view's
-  mask, so tags and padding are never perturbed; elsewhere they have zero gradient;
+* batch attacks (gradient attacks, Square) get those per-feature ``clip_values``. Where ``generate()``
+  takes a ``mask`` it gets the view's mask, so tags and padding are never perturbed; elsewhere they
+  have zero gradient;
 * decision-based attacks (HopSkipJump, BoundaryAttack), which ART runs one sample at a time from
   random points drawn inside ``clip_values``, get one estimator per sample whose per-feature
-  ``clip_values`` are exact: each modality's valid box mapped through that sample's affine map and
-  intersected with [0, 1], and tags and padding pinned to their values (± 1e-6, as ART requires
-  min < max). ART draws their random start from an unseeded ``RandomState``, which would make runs
-  irreproducible, so the adapter draws it (``init_size`` uniform points in the same box, from the
-  seeded numpy generator) and passes the first adversarial one as ``x_adv_init``; a sample with none
-  is left clean, as ART would leave it.
+  ``clip_values`` are exact: each modality's valid box mapped through that sample's map, and tags and
+  padding pinned to their values (± 1e-6, as ART requires min < max). ART draws their random start
+  from an unseeded ``RandomState``, which would make runs irreproducible, so the adapter draws it
+  (``init_size`` uniform points in the same box, from the seeded numpy generator) and passes the first
+  adversarial one as ``x_adv_init``; a sample with none is left clean, as ART would leave it.
 
-ε. ``eps`` is the library budget 0.35 and ``eps_step`` (model-input units, like ε) is divided by the
-scale ``s = ε / 0.35``; without one, ART's default ratio eps_step/eps is kept. ``norm`` is 2 or
-``np.inf`` from the threat. Other options (CW's ``learning_rate``, DeepFool's overshoot ``epsilon``)
-are ART's own. ``batch_size`` defaults to the whole batch and ``verbose`` to False. Minimal-norm
-attacks (DeepFool, CarliniL2Method, ElasticNet, HopSkipJump, BoundaryAttack, NewtonFool) have no
-budget: their result is projected onto the ε ball by the base class, and run once at a large ε their
-per-sample norms give the whole curve (``bench.evaluate.minimal_norm_curve``).
+ε. ``eps`` is the library budget 0.35 (scale ``s = ε / 0.35``; attacks without a budget get ``s = 1`` on
+bounded modalities, see :meth:`ArtAttack.scale`) and
+``eps_step`` (model-input units, like ε) is divided by the scale; without one, ART's default ratio
+eps_step/eps is kept. An ``eps`` option is accepted when it equals the ε of the run and refused
+otherwise (ε comes from ``--eps``). ``norm`` is 1, 2 or ``np.inf`` from the threat. Other options (CW's
+``learning_rate``, DeepFool's overshoot ``epsilon``) are ART's own, unitless or relative. ``batch_size``
+defaults to the whole batch and ``verbose`` to False. Minimal-norm attacks (DeepFool, CarliniL2Method,
+ElasticNet, HopSkipJump, BoundaryAttack, NewtonFool) have no budget: their result is projected onto the
+ε ball by the base class, and run once at a large ε their per-sample norms give the whole curve
+(``bench.evaluate.minimal_norm_curve``).
 
 Conversions. ART works in float32 numpy; the view casts its input to the model's dtype (ART sends
 float64 from some attacks) and back. The view is handed to ART without being registered as a
@@ -51,13 +56,19 @@ from torch import Tensor, nn
 from ..contracts import Batch, ModalitySpec, ThreatModel
 from . import register_family
 from .base import Attack
-from .view import LIB_EPS, MIN_SIDE, SingleInputView, checked_signature, frozen_parameters
+from .torchattacks_adapter import check_fixed_eps
+from .view import LIB_EPS, MIN_SIDE, SingleInputView, checked_signature, clean_logits, frozen_parameters
 
 INSTALL_HINT = "pip install adversarial-robustness-toolbox==1.20.1 packaging"
-LIB_NORMS = {"l2": 2, "linf": np.inf}
+LIB_NORMS = {"l2": 2, "linf": np.inf, "l1": 1}
 # Per-feature clip_values pin tags and padding to their value ± PIN (ART requires min < max).
 PIN = 1e-6
 BOTH, L2, LINF = ("l2", "linf"), ("l2",), ("linf",)
+WITH_L1 = ("l2", "linf", "l1")
+# Options that are lengths in input space: given in model-input units, divided by the view's scale.
+LENGTH_OPTIONS = {"eps_step": "step size"}
+DEFAULT_NORM_ATTACK = {"l2": "ProjectedGradientDescent", "linf": "ProjectedGradientDescent",
+                       "l1": "ProjectedGradientDescent", "l0": "CarliniL0Method"}
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,8 @@ class ArtSupport:
 
 
 ART_ATTACKS: dict[str, ArtSupport] = {
-    "FastGradientMethod": ArtSupport(BOTH, masked="generate"),
-    "ProjectedGradientDescent": ArtSupport(BOTH, masked="generate"),
+    "FastGradientMethod": ArtSupport(WITH_L1, masked="generate"),
+    "ProjectedGradientDescent": ArtSupport(WITH_L1, masked="generate"),
     "BasicIterativeMethod": ArtSupport(LINF, masked="generate"),
     "MomentumIterativeMethod": ArtSupport(BOTH, masked="generate"),
     "AutoProjectedGradientDescent": ArtSupport(BOTH, masked="generate"),
@@ -93,8 +104,8 @@ ART_ATTACKS: dict[str, ArtSupport] = {
     "NewtonFool": ArtSupport(L2, minimal_norm=True),
     "CarliniL2Method": ArtSupport(L2, minimal_norm=True),
     "CarliniLInfMethod": ArtSupport(LINF),
-    "CarliniL0Method": ArtSupport(BOTH, masked="constructor"),
-    "ElasticNet": ArtSupport(L2, minimal_norm=True),
+    "CarliniL0Method": ArtSupport(("l0", "l2", "linf"), masked="constructor"),
+    "ElasticNet": ArtSupport(("l2", "l1"), minimal_norm=True),
     "HopSkipJump": ArtSupport(BOTH, per_sample=True, minimal_norm=True),
     "BoundaryAttack": ArtSupport(L2, per_sample=True, minimal_norm=True),
 }
@@ -163,7 +174,7 @@ ART_EXCLUDED: dict[str, str] = {
                                       "art:AutoProjectedGradientDescent",
 }
 # Set by the adapter from the threat model or the view; a user value would silently disagree with it.
-RESERVED_ARGS = frozenset({"eps", "norm", "estimator", "classifier", "targeted", "mask"})
+RESERVED_ARGS = frozenset({"norm", "estimator", "classifier", "targeted", "mask"})
 
 
 def _art() -> Any:
@@ -221,15 +232,28 @@ class ArtAttack(Attack):
                              f"{ART_EXCLUDED[attack_name]}")
         valid = art_names()
         if attack_name not in valid:
-            raise ValueError(f"unknown ART attack {attack_name!r}; valid: {', '.join(valid)}")
+            import difflib
+            close = difflib.get_close_matches(attack_name, valid, n=1)
+            hint = f"; did you mean art:{close[0]}?" if close else ""
+            raise ValueError(f"unknown ART attack {attack_name!r}{hint} (valid: {', '.join(valid)})")
         self.support = ART_ATTACKS[attack_name]
         for module in self.support.imports:
             if importlib.util.find_spec(module) is None:
                 raise ImportError(f"art:{attack_name} needs the {module} package, which ART imports without declaring "
                                   f"it; install it with: pip install {module}")
         self.attack_cls = getattr(evasion, attack_name)
-        self.signature_args = checked_signature(f"art:{attack_name}", self.attack_cls, options, RESERVED_ARGS,
-                                                "the threat model or the adapter")
+        options = dict(options)
+        self.fixed_eps: float | None = None
+        if "eps" in options:
+            if "eps" not in inspect.signature(self.attack_cls.__init__).parameters:
+                raise ValueError(f"art:{attack_name} has no budget option eps (it searches for the smallest "
+                                 f"perturbation); ε comes from --eps")
+            value = options.pop("eps")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"art:{attack_name} option eps must be a number, got {value!r}")
+            self.fixed_eps = float(value)
+        self.signature_args = checked_signature(f"art:{attack_name}", self.attack_cls, options,
+                                                RESERVED_ARGS | {"eps"}, "the threat model (--norm, --eps) or the adapter")
         self.name = f"art:{attack_name}"
         self.norms = self.support.norms
         self.minimal_norm = self.support.minimal_norm
@@ -242,15 +266,18 @@ class ArtAttack(Attack):
         return art.__version__
 
     def describe(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
-        return f"{self.name}({opts})"
+        opts = dict(self.options)
+        if self.fixed_eps is not None:
+            opts["eps"] = self.fixed_eps
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in sorted(opts.items()))})"
 
     def validate(self, threat: ThreatModel) -> None:
         if threat.norm not in self.norms:
-            other = "ProjectedGradientDescent"
-            raise ValueError(f"{self.name} is an {self.norms[0]} attack and cannot run under a {threat.norm} threat; "
-                             f"use a {self.norms[0]} threat or an attack such as art:{other}")
-        if threat.norm == "l2" and not threat.joint and len(threat.modalities) > 1:
+            other = DEFAULT_NORM_ATTACK[threat.norm]
+            raise ValueError(f"{self.name} attacks in norm {', '.join(self.norms)}, not {threat.norm}: use --norm "
+                             f"{self.norms[0]} (norm='{self.norms[0]}' in the API), or an {threat.norm} attack such as "
+                             f"art:{other}")
+        if threat.norm != "linf" and not threat.joint and len(threat.modalities) > 1:
             raise ValueError(f"{self.name} has one budget per input; use a joint l2 threat or attack one modality "
                              f"at a time")
         super().validate(threat)
@@ -260,7 +287,7 @@ class ArtAttack(Attack):
         args = dict(self.options)
         params = self.signature_args
         if "eps" in params:
-            args["eps"] = LIB_EPS
+            args["eps"] = LIB_EPS if threat.norm != "l0" else args.get("eps", params["eps"].default)
             if "eps_step" in params:
                 if "eps_step" in args:
                     args["eps_step"] = args["eps_step"] / scale
@@ -275,6 +302,21 @@ class ArtAttack(Attack):
         if "verbose" in params and "verbose" not in args:
             args["verbose"] = False
         return args
+
+    def scale(self, threat: ThreatModel, eps: float) -> tuple[float, bool]:
+        """The view's scale s and whether bounded modalities are box-mapped (ART's clip *is* the box).
+
+        Attacks with a budget (ℓ2, ℓ∞, ℓ1): ``s = eps / 0.35`` (library budget 0.35, so random starts never
+        reach the tags), box-mapped. Attacks without one (minimal-norm, CW, ℓ0) are not scale-free (CW's loss
+        adds ‖δ‖², DeepFool scales its step by ``clip_max − clip_min``): with every attacked modality bounded
+        they get ``s = 1`` and the true boxes, exactly as on a single-input model; with an unbounded one there
+        is no single-input box to copy, and they get ``s = eps / 0.35`` (``1`` for ℓ0), clip [0, 1] everywhere
+        and the boxes clamped by the view (``torch.clamp``), as in earlier releases."""
+        if "eps" in self.signature_args and threat.norm != "l0":
+            return eps / LIB_EPS, True
+        if all(self.specs[m].bounded for m in threat.modalities):
+            return 1.0, True
+        return (1.0 if threat.norm == "l0" else eps / LIB_EPS), False
 
     def _estimator(self, view: SingleInputView, n_classes: int, clip_values: tuple[Any, Any]) -> Any:
         _, classifier = _art()
@@ -311,33 +353,41 @@ class ArtAttack(Attack):
     def perturb(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel, eps: Tensor,
                 *, targets: Tensor | None = None) -> Batch:
         eps0 = float(eps[0])
+        if self.fixed_eps is not None:
+            check_fixed_eps(self.name, self.fixed_eps, [eps0])
         if eps0 == 0.0:
             return {m: batch[m] for m in threat.modalities}
-        scale = eps0 / LIB_EPS
+        scale, box_map = self.scale(threat, eps0)
         targeted = targets is not None
         if targeted and "targeted" not in self.signature_args:
             raise ValueError(f"{self.name} has no targeted mode")
         y = (labels if targets is None else targets).detach().cpu().numpy().astype(np.int64)
+        n_classes = int(clean_logits(model, {m: x[:1] for m, x in batch.items()}).shape[1])  # eval, no grad
         model.eval()
-        view = SingleInputView(model, batch, threat.modalities, self.specs, scale, self.support.min_side)
+
+        def make_view(part: Batch) -> SingleInputView:
+            return SingleInputView(model, part, threat.modalities, self.specs, scale, self.support.min_side,
+                                   box_map=box_map)
+
+        def to_numpy(bounds: tuple[Tensor, Tensor]) -> tuple[np.ndarray, np.ndarray]:
+            return bounds[0][0].cpu().numpy().astype(np.float32), bounds[1][0].cpu().numpy().astype(np.float32)
+
         with frozen_parameters(model):
-            with torch.no_grad():
-                n_classes = int(view(view.encode()[:1]).shape[1])
             if not self.support.per_sample:
-                x_adv = self._generate(view, threat, scale, n_classes, (0.0, 1.0), y, targeted)
-                return view.decode(torch.from_numpy(np.asarray(x_adv)).to(device=view.clean.device), exact=True)
+                view = make_view(batch)
+                clip = to_numpy(tuple(b[None] for b in view.clip_values()))
+                x_adv = self._generate(view, threat, scale, n_classes, clip, y, targeted)
+                return view.decode(torch.from_numpy(np.asarray(x_adv)).to(device=view.clean.device))
             rows = []
             for i in range(labels.shape[0]):
-                one = SingleInputView(model, {m: x[i:i + 1] for m, x in batch.items()}, threat.modalities,
-                                      self.specs, scale, self.support.min_side)
-                lower, upper = one.clip_bounds(PIN)
-                clip = (lower[0].cpu().numpy().astype(np.float32), upper[0].cpu().numpy().astype(np.float32))
+                one = make_view({m: x[i:i + 1] for m, x in batch.items()})
+                clip = to_numpy(one.clip_bounds(PIN))
                 start = self._random_start(one, clip, int(y[i]), targeted)
                 if start is None:
                     rows.append({m: batch[m][i:i + 1] for m in threat.modalities})
                     continue
                 x_adv = self._generate(one, threat, scale, n_classes, clip, y[i:i + 1], targeted, x_adv_init=start)
-                rows.append(one.decode(torch.from_numpy(np.asarray(x_adv)).to(device=one.clean.device), exact=True))
+                rows.append(one.decode(torch.from_numpy(np.asarray(x_adv)).to(device=one.clean.device)))
         return {m: torch.cat([r[m] for r in rows]) for m in threat.modalities}
 
 

@@ -1,7 +1,7 @@
 """The attack contract: ``attack(model, batch, labels, threat) -> batch_adv``.
 
 Every attack subclasses :class:`Attack` and implements :meth:`perturb`. The base class enforces
-what DESIGN.md promises for *every* registered attack, whatever the library behind it does:
+what docs/design.md §3 promises for *every* registered attack, whatever the library behind it does:
 the model's train/eval mode and the global RNGs (torch, numpy, python) are restored, a seeded
 generator makes the result reproducible, unattacked modalities are returned bit-identical, the
 attacked ones are projected onto the threat ball and clamped into their valid box, and dtype,
@@ -22,8 +22,12 @@ from ..contracts import Batch, ModalitySpec, ThreatModel, joint_l2_norm, spec_ma
 
 @contextlib.contextmanager
 def preserved_state(model: nn.Module, seed: int) -> Iterator[None]:
-    """Restore the model's per-module train flags and every global RNG; seed them inside."""
+    """Restore the model's per-module train flags, its buffers (BatchNorm running statistics and
+    ``num_batches_tracked``: an attack run on a model in train mode must not change them) and every
+    global RNG; seed the RNGs inside."""
     modes = [(m, m.training) for m in model.modules()]
+    with torch.no_grad():
+        buffers = [(b, b.detach().clone()) for b in model.buffers()]
     np_state = np.random.get_state()
     py_state = random.getstate()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -41,6 +45,10 @@ def preserved_state(model: nn.Module, seed: int) -> Iterator[None]:
             for module, flag in modes:
                 if module.training != flag:  # no recursion: every module is restored individually
                     module.training = flag
+            with torch.no_grad():
+                for buf, saved in buffers:
+                    if buf.shape == saved.shape and not torch.equal(buf, saved):
+                        buf.copy_(saved)
             np.random.set_state(np_state)
             random.setstate(py_state)
 
@@ -57,33 +65,72 @@ def as_eps_vector(eps: float | Tensor, n: int, device: torch.device) -> Tensor:
     return torch.full((n,), float(eps), device=device)
 
 
+def _rows(v: Tensor, like: Tensor) -> Tensor:
+    return v.view((-1,) + (1,) * (like.dim() - 1))
+
+
+def l1_ball_projection(v: Tensor, radius: Tensor) -> Tensor:
+    """Euclidean projection of each row of ``v`` (n, D) onto the ℓ1 ball of its own ``radius`` (n,)
+    (Duchi et al. 2008, by sorting); rows already inside come back unchanged."""
+    a = v.abs()
+    inside = a.sum(1) <= radius
+    u = a.sort(dim=1, descending=True).values
+    css = u.cumsum(1)
+    j = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)
+    cond = u - (css - radius[:, None]) / j > 0
+    rho = cond.to(v.dtype).mul(j).argmax(1)  # the last index where cond holds
+    theta = ((css.gather(1, rho[:, None]).squeeze(1) - radius) / (rho + 1).to(v.dtype)).clamp_min(0)
+    out = v.sign() * (a - theta[:, None]).clamp_min(0)
+    return torch.where(inside[:, None], v, out)
+
+
+def l0_ball_projection(v: Tensor, count: Tensor) -> Tensor:
+    """Keep each row's ``floor(count)`` largest-magnitude entries of ``v`` (n, D), zero the rest."""
+    k = count.floor().clamp(0, v.shape[1]).long()
+    order = v.abs().argsort(dim=1, descending=True)
+    keep = torch.arange(v.shape[1], device=v.device)[None, :] < k[:, None]
+    mask = torch.zeros_like(keep).scatter(1, order, keep)
+    return torch.where(mask, v, torch.zeros_like(v))
+
+
 def project(clean: Batch, adv: Batch, threat: ThreatModel, eps: Tensor, specs: dict[str, ModalitySpec]) -> Batch:
     """Project ``adv`` onto the threat ball around ``clean`` (per sample) and into the valid boxes.
 
-    The box clamp comes last; since every box contains its clean point, clamping never increases
-    ‖δ‖, so the ℓ2 bound still holds afterwards.
+    ℓ2, ℓ1 and ℓ0 balls are over the concatenation of the attacked modalities (joint) or per modality;
+    ℓ∞ is the same per-coordinate bound either way. The box clamp comes last; since every box contains
+    its clean point, clamping moves every coordinate of δ towards 0, so no norm grows afterwards.
     """
     out = dict(adv)
     mods = threat.modalities
+    groups = [mods] if threat.joint else [(m,) for m in mods]
     if threat.norm == "l2":
-        if threat.joint:
-            groups = [mods]
-        else:
-            groups = [(m,) for m in mods]
         for group in groups:
             delta = {m: (adv[m] - clean[m]).float() for m in group}
             norm = joint_l2_norm(delta, group)
             factor = torch.clamp(eps / (norm + 1e-12), max=1.0)
             for m in group:
-                shape = (-1,) + (1,) * (delta[m].dim() - 1)
-                out[m] = (clean[m].float() + delta[m] * factor.view(shape)).to(clean[m].dtype)
+                out[m] = (clean[m].float() + delta[m] * _rows(factor, delta[m])).to(clean[m].dtype)
+    elif threat.norm in ("l1", "l0"):
+        for group in groups:
+            flat = torch.cat([(adv[m] - clean[m]).double().flatten(1) for m in group], 1)
+            if threat.norm == "l1":
+                flat = l1_ball_projection(flat, eps.double())
+            else:
+                flat = l0_ball_projection(flat, eps.double())
+            start = 0
+            for m in group:
+                size = clean[m][0].numel()
+                piece = flat[:, start:start + size].reshape(clean[m].shape)
+                start += size
+                out[m] = torch.where(piece == 0, clean[m], (clean[m].double() + piece).to(clean[m].dtype))
     else:
         for m in mods:
-            shape = (-1,) + (1,) * (clean[m].dim() - 1)
-            e = eps.view(shape).to(clean[m].dtype)
-            out[m] = torch.maximum(torch.minimum(adv[m], clean[m] + e), clean[m] - e)
+            e = _rows(eps, clean[m]).to(clean[m].dtype)
+            out[m] = torch.clamp(adv[m], clean[m] - e, clean[m] + e)
     for m in mods:
-        out[m] = specs[m].clamp(out[m])
+        box = specs[m].box(out[m])
+        if box is not None:
+            out[m] = torch.clamp(out[m], box[0], box[1])
     return out
 
 
@@ -118,7 +165,8 @@ class Attack:
         if unknown:
             raise ValueError(f"unknown modality {', '.join(unknown)}; valid: {', '.join(self.specs)}")
         if self.norm_bounded and threat.norm not in self.norms:
-            raise ValueError(f"attack {self.name!r} supports norm {', '.join(self.norms)}, not {threat.norm!r}")
+            raise ValueError(f"{self.name} attacks in norm {', '.join(self.norms)}, not {threat.norm}: use --norm "
+                             f"{self.norms[0]} (norm='{self.norms[0]}' in the API)")
 
     def __call__(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel,
                  eps: Tensor | float | None = None, *, targets: Tensor | None = None) -> Batch:

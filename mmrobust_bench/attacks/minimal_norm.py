@@ -34,6 +34,7 @@ from torch import Tensor
 from ..contracts import Batch, ThreatModel, joint_l2_norm
 from . import ATTACKS
 from .base import Attack
+from .view import clamp_to_box
 
 
 def _rows(v: Tensor, like: Tensor) -> Tensor:
@@ -74,7 +75,7 @@ class MinimalNormL2(Attack):
         """Logits at x + δ, the nearest linearised boundary's margin, distance and margin gradient."""
         inputs = dict(batch)
         for m in mods:
-            inputs[m] = self.specs[m].clamp(batch[m] + delta[m])
+            inputs[m] = clamp_to_box(self.specs[m], batch[m] + delta[m])  # torch.clamp: full gradient on a bound
         logits = model(inputs).logits.float()
         k = logits.shape[1]
         true = logits.gather(1, labels[:, None]).squeeze(1)

@@ -1,4 +1,4 @@
-"""``missing``: the attacked modalities are absent at test time (METHODS.md §12), for any number of modalities.
+"""``missing``: the attacked modalities are absent at test time (docs/methods.md §12), for any number of modalities.
 
 ``level="input"`` (default) fills each missing modality in *model-input space*: ``zero`` (the paper /
 BalanceBenchmark padding), ``mean`` (the dataset mean of the modality, passed by the caller through
@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from ..contracts import ThreatModel
+from ..contracts import NORMS, ThreatModel
 from . import ATTACKS
 from .base import Attack
 
@@ -26,8 +26,11 @@ LEVELS = ("input", "feature")
 
 
 class Missing(Attack):
+    """The attacked modalities are absent at test time: filled with zeros, the mean or noise."""
+
     name = "missing"
     norm_bounded = False
+    norms = NORMS  # no budget, so every threat norm is accepted (ε is ignored)
 
     def __init__(self, specs, *, seed: int = 0, fill: str = "zero", fill_values: Mapping[str, Tensor] | None = None,
                  noise_std: float = 1.0, level: str = "input") -> None:
@@ -38,8 +41,6 @@ class Missing(Attack):
             raise ValueError(f"missing: unknown level {level!r}; valid: {', '.join(LEVELS)}")
         if level == "feature" and fill != "zero":
             raise ValueError("missing: level='feature' zeroes the encoder output; fill applies to level='input' only")
-        if fill == "mean" and not fill_values:
-            raise ValueError("missing: fill='mean' needs fill_values (the dataset mean of each modality)")
         self.fill = fill
         self.level = level
         self.fill_values = dict(fill_values or {})
@@ -49,14 +50,15 @@ class Missing(Attack):
         if self.level == "feature":
             return "missing(level=feature)"
         if self.fill == "noise":
-            return f"missing(fill=noise, std={self.noise_std:g})"
+            return f"missing(fill=noise, noise_std={self.noise_std:g})"
         return f"missing(fill={self.fill})"
 
     def validate(self, threat: ThreatModel) -> None:
         super().validate(threat)
         absent = [m for m in threat.modalities if self.fill == "mean" and m not in self.fill_values]
         if absent:
-            raise ValueError(f"missing: fill='mean' has no fill value for modality {', '.join(absent)}")
+            raise ValueError(f"missing: fill='mean' needs fill_values (the dataset mean) for modality "
+                             f"{', '.join(absent)}")
 
     def dropped_features(self, threat: ThreatModel) -> frozenset[str]:
         """The modalities whose encoder output the evaluation must zero (none for input-level drops)."""

@@ -1,4 +1,5 @@
-"""The paper's exact attacks (METHODS.md §12): multi-modal FGM and ℓ2-PGD, and uni-modal variants.
+"""The paper's exact attacks (docs/methods.md §12): multi-modal FGM and ℓ2-PGD, and uni-modal variants;
+plus ``pgd_linf``, a library-free ℓ∞ PGD reference (sign steps, per-sample ε, no random start).
 
 The loss is CE on the fused logits with the true labels; the model stays in eval mode (set by the
 caller); only bounded modalities (visual, flow) are clamped; audio never is. ε may be a per-sample
@@ -94,7 +95,7 @@ class PGDL2(Attack):
 
     def describe(self) -> str:
         extra = "" if self.precision == "fp32" else f", precision={self.precision}"
-        return f"{self.name}(steps={self.steps}, step=eps*{self.step_ratio:.4g}{extra})"
+        return f"{self.name}(steps={self.steps}, step_ratio={self.step_ratio:.4g}{extra})"
 
     def perturb(self, model, batch, labels, threat, eps, *, targets=None):
         adv = dict(batch)
@@ -112,6 +113,44 @@ class PGDL2(Attack):
         return {m: adv[m] for m in threat.modalities}
 
 
+class PGDLinf(Attack):
+    """ℓ∞ PGD without a random start: ``steps`` sign steps of ``step_ratio · ε`` (per sample), each followed by
+    projection onto the ℓ∞ ball (``clamp(δ, −ε, ε)``) and the valid box. A joint threat over several modalities
+    is one ℓ∞ ball over their concatenation, which is the same per-coordinate bound; the gradient is of the
+    joint loss. With ``steps · step_ratio ≥ 1`` a linear two-class model reaches the ball's corner
+    ``x + ε sign(w_other − w_true)`` exactly (tests/test_norms.py)."""
+
+    name = "pgd_linf"
+    per_sample_eps = True
+    norms = ("linf",)
+
+    def __init__(self, specs, *, seed: int = 0, steps: int = 10, step_ratio: float = 0.25,
+                 precision: str = "fp32") -> None:
+        super().__init__(specs, seed=seed)
+        if steps < 1 or step_ratio <= 0:
+            raise ValueError("pgd_linf needs steps >= 1 and step_ratio > 0")
+        self.steps = int(steps)
+        self.step_ratio = float(step_ratio)
+        self.precision = check_precision(precision)
+
+    def describe(self) -> str:
+        extra = "" if self.precision == "fp32" else f", precision={self.precision}"
+        return f"{self.name}(steps={self.steps}, step_ratio={self.step_ratio:.4g}{extra})"
+
+    def perturb(self, model, batch, labels, threat, eps, *, targets=None):
+        adv = dict(batch)
+        for _ in range(self.steps):
+            grads = input_gradients(model, adv, labels, threat.modalities, targets, self.precision)
+            for m in threat.modalities:
+                e = _expand(eps, batch[m])
+                moved = adv[m] + e * self.step_ratio * grads[m].sign().to(batch[m].dtype)
+                delta = torch.clamp(moved - batch[m], -e, e)
+                box = self.specs[m].box(batch[m])
+                x = batch[m] + delta
+                adv[m] = x if box is None else torch.clamp(x, box[0], box[1])
+        return {m: adv[m] for m in threat.modalities}
+
+
 @ATTACKS.register("fgm")
 def _fgm(specs, *, seed: int = 0, precision: str = "fp32") -> FGM:
     return FGM(specs, seed=seed, precision=precision)
@@ -120,3 +159,9 @@ def _fgm(specs, *, seed: int = 0, precision: str = "fp32") -> FGM:
 @ATTACKS.register("pgd_l2")
 def _pgd_l2(specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3, precision: str = "fp32") -> PGDL2:
     return PGDL2(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)
+
+
+@ATTACKS.register("pgd_linf")
+def _pgd_linf(specs, *, seed: int = 0, steps: int = 10, step_ratio: float = 0.25,
+              precision: str = "fp32") -> PGDLinf:
+    return PGDLinf(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)

@@ -1,29 +1,41 @@
 """The single-input view of a multi-modal model, shared by the torchattacks and ART adapters.
 
-Attack libraries call ``model(x)`` with one tensor in [0, 1], and some call it on sub-batches or
-single samples (DeepFool, FAB, APGD, Square, ART's decision-based attacks). The view shows them the
-multi-modal model as ``f(x)`` on one (B', 1, H, W) "image" (DESIGN.md, "Adapting single-input attack
-libraries"):
+Attack libraries call ``model(x)`` with one tensor, clip it to their own box, and some call it on
+sub-batches or single samples (DeepFool, FAB, APGD, Square, ART's decision-based attacks). The view
+shows them the multi-modal model as ``f(x)`` on one (B', 1, H, W) "image" (docs/design.md §4, "Adapting
+single-input attack libraries"):
 
 * the attacked modalities, flattened and concatenated in ``threat.modalities`` order, are the first
-  D coordinates, mapped by one affine map per sample centred on the clean input,
-  ``x_lib = 0.5 + (u - u_clean) / s`` with the scalar ``s = eps / LIB_EPS``. The library budget is
-  then ``LIB_EPS`` = 0.35 for every ε, any δ inside the ε ball (ℓ2 or ℓ∞) stays in [0.15, 0.85] so the
-  library's own [0, 1] clamp never acts, and ℓ2 geometry is kept because ``s`` is a scalar;
+  D coordinates, mapped by one affine map ``u = offset + s · x_lib`` with a *scalar* scale ``s`` (so ℓ2
+  and ℓ∞ geometry are kept). Two kinds of offset:
+
+  - **box map** (``box_map=True``) for bounded modalities: the offset is the box's lower bound, the
+    same for every sample, so the valid box ``[lo, hi]`` becomes the per-feature interval
+    ``[0, (hi − lo)/s]`` in library coordinates, one array for the whole batch. The library's own
+    clipping then *is* the box: ART gets it as per-feature ``clip_values``; torchattacks, which always
+    clamps to [0, 1], gets ``s = hi − lo`` for a uniform box. Iterates that leave the box are clipped by
+    the library exactly as on a single-input model, and a clean value on a bound passes its gradient;
+  - **centred** for unbounded modalities (and bounded ones the library cannot express):
+    ``x_lib = 0.5 + (u − u_clean)/s``; with ``s = eps / LIB_EPS`` any δ in the ε ball stays in
+    [0.15, 0.85], so the library's [0, 1] clamp never acts. A bounded modality mapped this way is
+    clamped by the view (``torch.clamp``, ``clamp=True``) on what the model sees;
+
 * the next coordinates are *tags*: the sample index in binary, as 0.1 / 0.9. The view decodes them by
-  thresholding at 0.5 under ``no_grad`` and supplies the frozen modalities and the clean centre of
+  thresholding at 0.5 under ``no_grad`` and supplies the frozen modalities and the clean point of
   exactly those samples, whatever subset or order the library sends. Tags get zero gradient, so
-  gradient steps never move them, and random starts move them by at most 0.35, which the threshold
-  tolerates; a tag moved further (noise, pixel swaps) is an error, never a silent mix-up. The rest of
-  the image is padding (also ignored), so that H, W ≥ 5: Square's ℓ2 initialisation tiles the image
+  gradient steps never move them; random starts and noise move them by the library budget, which the
+  adapters keep ≤ ``TAG_TOLERANCE`` or else run the library one sample at a time (a one-sample view
+  ignores its tags). A tag moved further in a batched view is an error, never a silent mix-up. The rest
+  of the image is padding (also ignored), so that H, W ≥ 5: Square's ℓ2 initialisation tiles the image
   into windows of side H // 5.
 
-The view clamps every attacked modality into its valid box before calling the model; the attack base
-class then projects the returned inputs onto the threat ball and into the boxes, restores model mode
-and RNGs, and keeps frozen modalities bit-identical. :meth:`SingleInputView.attack_mask` (1 on the
-attacked coordinates, 0 on tags and padding) and :meth:`SingleInputView.clip_bounds` (the exact
-per-coordinate box of one sample in library coordinates) serve libraries that accept a perturbation
-mask or per-feature bounds (ART).
+Decoding is ``u = u_clean + s · (x_lib − x_lib,clean)``, so whatever the library left untouched comes
+back bit-identical. The attack base class then projects the returned inputs onto the threat ball and
+into the boxes, restores model mode, buffers and RNGs, and keeps frozen modalities bit-identical.
+:meth:`SingleInputView.attack_mask` (1 on the attacked coordinates, 0 on tags and padding),
+:meth:`SingleInputView.clip_values` (the per-feature box common to all samples) and
+:meth:`SingleInputView.clip_bounds` (the exact per-coordinate box of each sample) serve libraries that
+accept a perturbation mask or per-feature bounds (ART).
 """
 from __future__ import annotations
 
@@ -47,6 +59,36 @@ TAG_TOLERANCE = LIB_EPS
 MIN_SIDE = 5
 
 
+def unknown_option_message(label: str, unknown: Sequence[str], valid: Sequence[str],
+                           values: Mapping[str, Any] | None = None,
+                           defaults: Mapping[str, Any] | None = None) -> str:
+    """``"pgd_l2 has no option step; did you mean step_ratio? (valid: ...)"``: one line naming the fix. With the
+    given ``values`` and the valid options' ``defaults``, a suggestion must take a value of that type
+    (``step=0.1`` suggests the float ``step_ratio``, not the int ``steps``)."""
+    import difflib
+
+    hints = []
+    for u in unknown:
+        pool = list(valid)
+        if values is not None and defaults is not None and u in values:
+            fitting = [v for v in pool if _type_fits(values[u], defaults.get(v))]
+            pool = fitting or pool
+        close = difflib.get_close_matches(u, pool, n=1, cutoff=0.5)
+        if close:
+            hints.append(close[0])
+    hint = f"; did you mean {', '.join(dict.fromkeys(hints))}?" if hints else ""
+    return (f"{label} has no option {', '.join(unknown)}{hint} "
+            f"(valid: {', '.join(sorted(valid)) or 'none'})")
+
+
+def _type_fits(value: Any, default: Any) -> bool:
+    try:
+        check_option_type("", "", value, default, strict=True)
+    except ValueError:
+        return False
+    return True
+
+
 def checked_signature(label: str, attack_cls: type, options: Mapping[str, Any], reserved: AbstractSet[str],
                       reserved_source: str) -> dict[str, inspect.Parameter]:
     """The library constructor's parameters, after refusing options that the adapter sets itself
@@ -58,9 +100,34 @@ def checked_signature(label: str, attack_cls: type, options: Mapping[str, Any], 
         raise ValueError(f"{label}: {', '.join(clash)} come from {reserved_source}, not from options")
     unknown = sorted(set(options) - set(params))
     if unknown:
-        accepted = sorted(set(params) - set(reserved))
-        raise ValueError(f"{label} has no option {', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}")
+        raise ValueError(unknown_option_message(label, unknown, sorted(set(params) - set(reserved)), options,
+                                                {k: p.default for k, p in params.items()}))
+    for key, value in options.items():
+        check_option_type(label, key, value, params[key].default)
     return params
+
+
+def check_option_type(label: str, key: str, value: Any, default: Any, *, strict: bool = False) -> None:
+    """Refuse a value whose type cannot stand for the default's (``steps='ten'``), with a one-line error; None
+    stands for anything. Library defaults are loosely typed (torchattacks' CW ``c=1`` takes 0.5), so any number
+    stands for a number; ``strict`` (the suite's own typed options) wants an integer where the default is one."""
+    if value is None or default is None or default is inspect.Parameter.empty:
+        return
+    number = (int, float)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int) and strict:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, number) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+        raise ValueError(f"{label} option {key} takes {kind[type(default).__name__]} like its default {default!r}, "
+                         f"got {value!r}")
 
 
 def grid_shape(n: int, min_side: int = MIN_SIDE) -> tuple[int, int]:
@@ -77,29 +144,52 @@ class SingleInputView(nn.Module):
     """The multi-modal model seen as ``f(x)`` on one (B', 1, H, W) tensor, B' any subset of the batch.
 
     Holds the clean batch; decodes each row's sample index from its tags, so frozen modalities and
-    the clean centre always belong to the right sample, for sub-batches, single samples or repeats.
+    the clean point always belong to the right sample, for sub-batches, single samples or repeats.
     ``min_side`` enlarges the padding for attacks that tile the image with large windows (ART's Square).
+    ``box_map`` maps bounded modalities with their box's lower bound as offset (see the module
+    docstring); ``clamp`` makes the view clamp bounded modalities that are *not* box-mapped.
     """
 
     def __init__(self, model: nn.Module, batch: Batch, modalities: Sequence[str], specs: dict[str, ModalitySpec],
-                 scale: float, min_side: int = MIN_SIDE) -> None:
+                 scale: float, min_side: int = MIN_SIDE, *, box_map: bool = False, clamp: bool = True) -> None:
         super().__init__()
         self.model = model
         self.batch = batch
         self.modalities = tuple(modalities)
         self.specs = specs
-        self.scale = scale
+        self.scale = float(scale)
+        self.box_map = box_map
         self.dtype = torch.promote_types(torch.float32, batch[self.modalities[0]].dtype)
         for m in self.modalities[1:]:
             self.dtype = torch.promote_types(self.dtype, batch[m].dtype)
         self.clean = torch.cat([batch[m].flatten(1).to(self.dtype) for m in self.modalities], 1)
         self.sizes = [batch[m][0].numel() for m in self.modalities]
-        self._offset = self.clean - self.scale * CENTRE  # decode(x) = offset + s·x
+        # which modalities the library's own clipping bounds (box-mapped) and which the view clamps
+        self.mapped = {m for m in self.modalities if box_map and specs[m].bounded}
+        self.view_clamped = {m for m in self.modalities if clamp and specs[m].bounded and m not in self.mapped}
+        lib = torch.full_like(self.clean, CENTRE)
+        for m, sl in self._slices():
+            if m in self.mapped:
+                lo, _ = self._box_rows(m)
+                lib[:, sl] = (self.clean[:, sl] - lo) / self.scale
+        self.lib_clean = lib  # the clean batch in library coordinates
         n = self.clean.shape[0]
         self.n_tags = tag_bits(n)
         self.height, self.width = grid_shape(self.clean.shape[1] + self.n_tags, min_side)
         self.strict = True
         self._tags = self.encode().flatten(1)[:, self.clean.shape[1]:self.clean.shape[1] + self.n_tags]
+
+    def _slices(self) -> Iterator[tuple[str, slice]]:
+        start = 0
+        for m, size in zip(self.modalities, self.sizes):
+            yield m, slice(start, start + size)
+            start += size
+
+    def _box_rows(self, m: str) -> tuple[Tensor, Tensor]:
+        """Modality ``m``'s valid box as two (1, numel) rows in the view's dtype."""
+        x = self.batch[m][:1].to(self.dtype)
+        lo, hi = self.specs[m].box(x)
+        return lo.expand_as(x).flatten(1), hi.expand_as(x).flatten(1)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -107,28 +197,25 @@ class SingleInputView(nn.Module):
         return (1, self.height, self.width)
 
     def encode(self) -> Tensor:
-        """The clean batch in library coordinates: 0.5 on attacked coordinates, then tags, then padding."""
+        """The clean batch in library coordinates: the attacked coordinates, then tags, then padding."""
         n, d = self.clean.shape
         x = torch.full((n, self.height * self.width), CENTRE, dtype=self.dtype, device=self.clean.device)
+        x[:, :d] = self.lib_clean
         bits = (torch.arange(n, device=x.device)[:, None] >> torch.arange(self.n_tags, device=x.device)) & 1
         x[:, d:d + self.n_tags] = torch.where(bits.bool(), TAG_HIGH, TAG_LOW).to(self.dtype)
         return x.view(n, 1, self.height, self.width)
 
-    def decode(self, x: Tensor, index: Tensor | None = None, *, exact: bool = False) -> dict[str, Tensor]:
+    def decode(self, x: Tensor, index: Tensor | None = None, *, exact: bool = True) -> dict[str, Tensor]:
         """Library coordinates back to the attacked modalities in model-input space (unclamped).
 
-        Row r is sample ``index[r]`` of the batch (all samples in order when ``index`` is None). Model
-        calls use one fused kernel, which may move an untouched coordinate by one ulp; ``exact`` (for
-        the attack's result) computes clean + s·(x − 0.5), so whatever the library left at the centre
-        comes back bit-identical to the clean input.
+        Row r is sample ``index[r]`` of the batch (all samples in order when ``index`` is None). The map is
+        ``u_clean + s (x − x_clean)``, so whatever the library left where it was comes back bit-identical
+        to the clean input (``exact`` is kept for callers of the former API; decoding is always exact).
         """
         lib = x.flatten(1)[:, :self.clean.shape[1]].to(self.dtype)
-        if exact:
-            clean = self.clean if index is None else self.clean[index]
-            u = clean + self.scale * (lib - CENTRE)
-        else:
-            offset = self._offset if index is None else self._offset[index]
-            u = torch.add(offset, lib, alpha=self.scale)  # clean + s (x − 0.5), fused: runs on every model call
+        clean = self.clean if index is None else self.clean[index]
+        lib_clean = self.lib_clean if index is None else self.lib_clean[index]
+        u = torch.add(clean, lib - lib_clean, alpha=self.scale)
         out = {}
         for m, piece in zip(self.modalities, u.split(self.sizes, dim=1)):
             out[m] = piece.reshape((piece.shape[0],) + self.batch[m].shape[1:])
@@ -140,28 +227,38 @@ class SingleInputView(nn.Module):
         mask[:self.clean.shape[1]] = 1
         return mask.view(self.input_shape)
 
+    def clip_values(self) -> tuple[Tensor, Tensor]:
+        """Per-feature (lower, upper), each (1, H, W), common to every sample: a box-mapped modality's valid
+        box ``[0, (hi − lo)/s]``, [0, 1] on everything else (centred coordinates, tags, padding)."""
+        size = self.height * self.width
+        lower = torch.zeros(size, dtype=self.dtype, device=self.clean.device)
+        upper = torch.ones(size, dtype=self.dtype, device=self.clean.device)
+        for m, sl in self._slices():
+            if m in self.mapped:
+                lo, hi = self._box_rows(m)
+                upper[sl] = ((hi - lo) / self.scale)[0]
+        return lower.view(self.input_shape), upper.view(self.input_shape)
+
     def clip_bounds(self, pin: float) -> tuple[Tensor, Tensor]:
         """Per-coordinate (lower, upper), each (B, 1, H, W), in library coordinates, for per-feature bounds.
 
-        Attacked coordinates get each modality's valid box mapped through the sample's own affine map,
-        intersected with [0, 1]; tags and padding are pinned to ``value ± pin``, so a library that draws
-        random points inside its bounds never moves them. The clean point (0.5) is inside every box.
+        Attacked coordinates get each modality's valid box mapped through the sample's map, intersected
+        with :meth:`clip_values`; tags and padding are pinned to ``value ± pin``, so a library that draws
+        random points inside its bounds never moves them. The clean point is inside every box.
         """
         lib = self.encode().flatten(1)
         lower, upper = lib - pin, lib + pin
         d = self.clean.shape[1]
-        lo_u, hi_u = [], []
-        for m, size in zip(self.modalities, self.sizes):
-            x = self.batch[m].to(self.dtype)
-            box = self.specs[m].box(x)
-            if box is None:
-                lo_u.append(torch.full((x.shape[0], size), -math.inf, dtype=self.dtype, device=x.device))
-                hi_u.append(torch.full((x.shape[0], size), math.inf, dtype=self.dtype, device=x.device))
-            else:
-                lo_u.append(box[0].expand_as(x).flatten(1))
-                hi_u.append(box[1].expand_as(x).flatten(1))
-        lower[:, :d] = (CENTRE + (torch.cat(lo_u, 1) - self.clean) / self.scale).clamp(0.0, CENTRE)
-        upper[:, :d] = (CENTRE + (torch.cat(hi_u, 1) - self.clean) / self.scale).clamp(CENTRE, 1.0)
+        common_lo, common_hi = (c.flatten()[:d] for c in self.clip_values())
+        lo_lib = common_lo.expand(lib.shape[0], d).clone()
+        hi_lib = common_hi.expand(lib.shape[0], d).clone()
+        for m, sl in self._slices():
+            if self.specs[m].bounded and m not in self.mapped:
+                lo, hi = self._box_rows(m)
+                lo_lib[:, sl] = torch.maximum(lo_lib[:, sl], self.lib_clean[:, sl] + (lo - self.clean[:, sl]) / self.scale)
+                hi_lib[:, sl] = torch.minimum(hi_lib[:, sl], self.lib_clean[:, sl] + (hi - self.clean[:, sl]) / self.scale)
+        lower[:, :d] = torch.minimum(lo_lib, self.lib_clean)
+        upper[:, :d] = torch.maximum(hi_lib, self.lib_clean)
         shape = (-1,) + self.input_shape
         return lower.view(shape), upper.view(shape)
 
@@ -179,7 +276,10 @@ class SingleInputView(nn.Module):
     def sample_index(self, x: Tensor) -> Tensor:
         """Each row's sample index, read from its tags; an attack that moved a tag further than its own
         budget (noise, pixel swaps) would silently pair rows with another sample's frozen inputs, so
-        that is an error instead."""
+        that is an error instead. A one-sample view has nothing to tell apart and ignores its tags."""
+        n = self.clean.shape[0]
+        if n == 1:
+            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         with torch.no_grad():
             d = self.clean.shape[1]
             tags = x.flatten(1)[:, d:d + self.n_tags].to(self.dtype)
@@ -187,8 +287,8 @@ class SingleInputView(nn.Module):
             index = (bits.long() << torch.arange(self.n_tags, device=x.device)).sum(1)
             drift = (tags - torch.where(bits, TAG_HIGH, TAG_LOW)).abs().amax()
             if not self.strict:
-                index = index % self.clean.shape[0]
-        if bool((drift > TAG_TOLERANCE + TAG_SLACK) | (index >= self.clean.shape[0]).any()):
+                index = index % n
+        if bool((drift > TAG_TOLERANCE + TAG_SLACK) | (index >= n).any()):
             raise RuntimeError(f"the attack moved the sample-index tags of the single-input view by {float(drift):.3g}, "
                                f"more than its budget {LIB_EPS}: it changes inputs beyond its budget (noise, pixel "
                                f"swaps) and cannot be adapted with these options")
@@ -204,7 +304,8 @@ class SingleInputView(nn.Module):
         inputs = {}
         for m, value in self.batch.items():
             if m in attacked:
-                inputs[m] = self.specs[m].clamp(attacked[m].to(value.dtype))
+                u = attacked[m].to(value.dtype)
+                inputs[m] = clamp_to_box(self.specs[m], u) if m in self.view_clamped else u
             else:
                 inputs[m] = value if index is None else value[index]
         return self.model(inputs).logits.float()
@@ -214,6 +315,8 @@ class SingleInputView(nn.Module):
         attacks send, tags untouched): then the frozen modalities are used as they are, without copies."""
         n, d = self.clean.shape
         if x.shape[0] == n:
+            if n == 1:
+                return None
             with torch.no_grad():
                 tags = x.flatten(1)[:, d:d + self.n_tags].to(self.dtype)
                 if torch.equal(tags, self._tags):
@@ -222,6 +325,26 @@ class SingleInputView(nn.Module):
         if index.shape[0] == n and bool((index == torch.arange(n, device=index.device)).all()):
             return None
         return index
+
+
+def clamp_to_box(spec: ModalitySpec, x: Tensor) -> Tensor:
+    """``spec``'s box with ``torch.clamp`` semantics: a value exactly on a bound passes its whole gradient
+    (``max(min(·))`` would pass half), as in the libraries' own clipping."""
+    box = spec.box(x)
+    return x if box is None else torch.clamp(x, box[0], box[1])
+
+
+def clean_logits(model: nn.Module, batch: Batch) -> Tensor:
+    """The model's logits on ``batch`` in eval mode, without gradients, the mode restored after: probes (the
+    class count) never update BatchNorm statistics and work for a batch of one."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(batch).logits.float()
+    finally:
+        for module, flag in modes:
+            module.training = flag
 
 
 @contextmanager
@@ -238,5 +361,6 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-__all__ = ["SingleInputView", "frozen_parameters", "grid_shape", "tag_bits", "LIB_EPS", "CENTRE", "TAG_LOW",
+__all__ = ["SingleInputView", "frozen_parameters", "clamp_to_box", "clean_logits", "checked_signature",
+           "unknown_option_message", "check_option_type", "grid_shape", "tag_bits", "LIB_EPS", "CENTRE", "TAG_LOW",
            "TAG_HIGH", "TAG_SLACK", "TAG_TOLERANCE", "MIN_SIDE"]

@@ -7,7 +7,6 @@ gradient masking (``bench.flags``), append tidy rows to a CSV, draw the curve, a
 from __future__ import annotations
 
 import logging
-import math
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -17,19 +16,21 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import __version__
-from ..attacks import build_attack
+from ..attacks import build_attack, default_eps, validate_attack_options
 from ..attacks.native import FGM
 from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
 from ..data.base import TensorSplit
 from ..defenses import TrainConfig, apply_overrides, build_defense
 from ..io import default_root
-from ..reports.curves import plot_robust_curve
+from ..reports.curves import plot_robust_curve, run_plot_name
+from ..reports.stats import modality_name
 from . import distributed
 from .evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
 from .flags import check_attack, row_flags
-from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, rows_frame
-from .train import TrainedModel, select_device, train
+from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, read_rows, rows_frame, stored_run
+from .train import TrainedModel, model_dtype, select_device, train
+from .validate import check_run_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class RunResult:
     plot_path: Path | None
     table: str
     notes: list[str] = field(default_factory=list)
+    reused: bool = False  # the rows were already stored (nothing evaluated); ``force=True`` re-evaluates
 
 
 def invoked_command() -> str:
@@ -56,11 +58,10 @@ def invoked_command() -> str:
 
 
 def validate_eps(eps: Sequence[float]) -> list[float]:
-    values = [float(e) for e in eps]
-    bad = [e for e in values if not math.isfinite(e) or e < 0]
-    if bad or not values:
-        raise ValueError(f"eps must be finite numbers >= 0, got {', '.join(map(str, bad)) or 'nothing'}")
-    return sorted(set(values))
+    """A non-empty, sorted grid of finite ε in [0, MAX_EPS] (``bench.validate.check_eps``)."""
+    from .validate import check_eps
+
+    return check_eps(eps)
 
 
 def train_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, overrides: Mapping[str, Any] | None = None,
@@ -100,30 +101,44 @@ def attack_options_for(attack: str, options: Mapping[str, Any] | None, dataset: 
 
 
 def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *, dataset: str = "synthav",
-        eps: Sequence[float] = DEFAULT_EPS, seed: int = 0, overrides: Mapping[str, Any] | None = None,
+        eps: Sequence[float] | None = None, seed: int = 0, overrides: Mapping[str, Any] | None = None,
         attack_options: Mapping[str, Any] | None = None, dataset_options: Mapping[str, Any] | None = None,
         root: Path | None = None, results: Path | None = None, device: str = "auto", batch_size: int = 500,
         progress: bool = True, plot: bool = True, command: str | None = None, curve: str = "sweep",
-        check_flags: bool = True, sync_batchnorm: bool = False) -> RunResult:
+        check_flags: bool = True, sync_batchnorm: bool = False, label: str | None = None,
+        force: bool = False, norm: str = "l2") -> RunResult:
     """Train/load ``defense``, attack ``modality`` (a name, comma list or ``all``) over ``eps``.
+
+    ``norm`` is the threat norm (l2, linf, l1, l0); ``eps`` defaults to that norm's grid
+    (``attacks.default_eps``: ``DEFAULT_EPS`` for l2). The attack, its options and the norm are checked
+    before anything is built or trained (``attacks.validate_attack_options``).
+
+    The rows carry ``label`` (default: the defense id), so two configurations of one defense stay apart.
+    When every cell of the run is already stored for this checkpoint, nothing is evaluated and the stored
+    rows are returned (``RunResult.reused``); ``force=True`` re-evaluates and replaces them.
 
     ``curve="sweep"`` runs the attack at every ε (batched for native attacks); ``curve="minimal"`` runs a
     minimal-norm attack (``fmn_l2``, torchattacks FAB/DeepFool/CW, ART DeepFool/CarliniL2Method/ElasticNet)
     once and reads robust accuracy at every ε off the per-sample norms. ``check_flags`` runs the validity
     checks of ``bench.flags``: raised flags go into the rows' ``flags`` column and ``RunResult.notes``.
     """
-    eps_grid = validate_eps(eps)
+    eps_grid = validate_eps(default_eps(norm) if eps is None else eps)
     if curve not in CURVES:
         raise ValueError(f"unknown curve {curve!r}; valid: {', '.join(CURVES)}")
     root = Path(root) if root is not None else default_root()
     results_path = Path(results) if results is not None else root / "results.csv"
     command = command or invoked_command()
     dev = select_device(device)
-    # validate the cheap things before any training starts
+    # every setting and output location first: a typo or an unwritable --results costs a line, not a training
+    check_run_settings(defense=defense, overrides=overrides, dataset=dataset, dataset_options=dataset_options,
+                       batch_size=batch_size, seed=seed, root=root, results=results_path)
+    # validate the cheap things before any training starts: the attack, its options and the norm first
+    validate_attack_options(attack, attack_options, norm, eps=eps_grid)
     probe = build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))
     specs = probe.specs
     atk = build_attack(attack, specs, seed=seed, **attack_options_for(attack, attack_options, probe))
-    threat = ThreatModel.parse(modality, eps_grid[0], specs)
+    threat = ThreatModel.parse(modality, eps_grid[0], specs, norm=norm)
+    atk.validate(threat)
     if curve == "minimal" and not getattr(atk, "minimal_norm", False):
         raise ValueError(f"curve='minimal' needs a minimal-norm attack (fmn_l2, torchattacks:FAB, torchattacks:DeepFool, "
                          f"torchattacks:CW, art:DeepFool, art:CarliniL2Method, art:ElasticNet), not {attack!r}")
@@ -133,8 +148,19 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
                             root=root, device=str(dev), progress=progress, sync_batchnorm=sync_batchnorm)
     main_rank = distributed.current().main  # under torchrun every rank measures its share; rank 0 writes
     ds = trained.dataset  # type: ignore[attr-defined]
-    common = dict(dataset=ds.name, defense=defense, seed=seed, checkpoint_sha256=trained.sha256,
-                  config_hash=trained.key.config_hash, device=str(dev), suite_version=__version__)
+    run_label = label or defense
+    common = dict(dataset=ds.name, defense=defense, label=run_label, seed=seed, checkpoint_sha256=trained.sha256,
+                  config_hash=trained.key.config_hash, device=str(dev), suite_version=__version__,
+                  dtype=model_dtype(trained.model))
+    stored = None if force else stored_run(
+        read_rows(results_path), dataset=ds.name, label=run_label, seed=seed, sha=trained.sha256, attack=attack,
+        attack_config=atk.describe() + (" [minimal-norm curve" if curve == "minimal" else ""),
+        modality="+".join(threat.modalities) if modality != ALL_MODALITIES else ALL_MODALITIES, eps=eps_grid,
+        norm_bounded=atk.norm_bounded, prefix=curve == "minimal", norm=threat.norm)
+    if stored is not None:  # its plot was drawn when the rows were measured
+        return RunResult(stored, trained, results_path, None, format_table(stored, trained), reused=True,
+                         notes=[f"reused {len(stored)} stored rows of {results_path} for this checkpoint "
+                                "(nothing evaluated; --force re-evaluates)"])
     clean = clean_accuracy(trained.model, ds.test, batch_size, dev)
     rows = [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
                       modality=NO_MODALITY, norm=threat.norm, eps=0.0, n=clean.n, accuracy=clean.accuracy,
@@ -162,13 +188,14 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
                               eps=eps_value, n=m.n, accuracy=m.accuracy, wall_seconds=m.seconds,
                               flags=row_flags(flags, m.eps if atk.norm_bounded else None), **common))
     if main_rank:
-        append_rows(results_path, rows)
+        append_rows(results_path, rows, replace=force)
     frame = rows_frame(rows)
     plot_path = None
     if plot and main_rank:
-        name = f"{ds.name}-{defense}-{attack.replace(':', '_')}-{label}-seed{seed}.png"
+        name = run_plot_name(ds.name, run_label, attack, label, seed, trained.key.config_hash)
         plot_path = plot_robust_curve(frame, root / "plots" / name, command=command,
-                                      title=f"{ds.name}: {defense}, {atk.describe()} on {label}")
+                                      title=f"{ds.name}: {run_label} [cfg {trained.key.config_hash[:8]}], "
+                                            f"{atk.describe()} on {modality_name(label)}")
     table = format_table(frame, trained)
     return RunResult(frame, trained, results_path, plot_path, table, notes=[f.note() for f in flags])
 

@@ -1,13 +1,24 @@
 """``mmrobust-bench certify``: train or load a model, certify it, and write its files and tidy rows.
 
-Writes ``<root>/certify/<dataset>/<label>/seed<seed>-<sha12>/`` (certificate.md, summary.csv, pairs.csv,
-samples.csv) and replaces the model's rows in ``<root>/certified.csv`` (certified accuracy per
-certificate and radius) and ``<root>/eta_pairs.csv`` (per class pair η, read by Figure 3). Sweeps
-call it once per model.
+Two methods, told apart by the ``method`` and ``kind`` columns of ``certified.csv``:
+
+- ``empirical`` (default): Eq. 5/7/10 radii from gradient-based Lipschitz estimates (``certify.radii``),
+  kind ``empirical`` (``not a bound (runner-up only)`` for runner-up radii, ``heuristic …`` on models
+  whose uni-modal scores mix modalities). Writes ``<root>/certify/<dataset>/<label>/seed<seed>-<sha12>/``
+  (certificate.md, summary.csv, pairs.csv, samples.csv) and replaces the model's empirical rows in
+  ``<root>/certified.csv`` and its rows in ``<root>/eta_pairs.csv`` (per class pair η, Figure 3).
+- ``smoothing``: randomized-smoothing certificates per noise set (``certify.smoothing``), kind
+  ``sound (probabilistic, 1-alpha)``; files under ``…/seed<seed>-<sha12>/smoothing-<modality>-sigma<σ>/``
+  and rows replacing the same model's rows of the same noise set and σ.
+
+Rows written before the ``method``/``kind`` columns existed read as ``empirical`` (:func:`read_certified`).
+Sweeps call this once per model and method.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -16,20 +27,30 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..certify.radii import DEFAULT_RADII, Certificate, certify
-from ..io import atomic_path, atomic_write_text, default_root
+from ..certify.honesty import HonestyConfig
+from ..certify.radii import (DEFAULT_RADII, KIND_EMPIRICAL, KIND_HEURISTIC, KIND_NOT_A_BOUND, RUNNER_UP, Certificate,
+                             certify, head_kind, mixes_modalities)
+from ..certify.smoothing import METHOD as SMOOTHING, SmoothedCertificate, SmoothingConfig, smooth_certify
+from ..certify.smoothing import smoothed_honesty_check
+from ..contracts import ALL_MODALITIES, ThreatModel
+from ..io import atomic_path, atomic_write_text, default_root, file_lock
 from .api import invoked_command, train_defense, validate_eps
 from .train import TrainedModel, select_device
+
+log = logging.getLogger(__name__)
 
 MODEL_COLUMNS = ("dataset", "defense", "seed", "checkpoint_sha256")
 
 CERTIFIED_CSV = "certified.csv"
 ETA_PAIRS_CSV = "eta_pairs.csv"
+EMPIRICAL_METHOD = "empirical"
+METHODS = (EMPIRICAL_METHOD, SMOOTHING)
+MMT_FAMILY = ("mmt", "crmt_mmt")  # defense ids whose certified.csv rows predate the kind column: heuristic
 
 
 @dataclass
 class CertifyOutcome:
-    certificate: Certificate
+    certificate: Certificate | list[SmoothedCertificate]
     trained: TrainedModel
     directory: Path
     certified_path: Path
@@ -41,24 +62,96 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if Path(path).exists() else pd.DataFrame()
 
 
-def model_keys(frame: pd.DataFrame) -> set[tuple]:
+def model_keys(frame: pd.DataFrame, method: str | None = None) -> set[tuple]:
+    """(dataset, label, seed, sha256) of the models with rows in ``frame`` (of ``method`` only, if given)."""
     if frame.empty:
         return set()
+    if method is not None:
+        frame = with_certificate_kinds(frame)
+        frame = frame[frame["method"].astype(str) == method]
     values = frame[list(MODEL_COLUMNS)].itertuples(index=False, name=None)
     return {(str(d), str(f), int(s), str(h)) for d, f, s, h in values}
 
 
-def replace_model_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    """Write ``new`` into the CSV at ``path`` in place of earlier rows of the same models (atomic)."""
-    old = read_table(path)
-    if not old.empty:
-        stale = old[list(MODEL_COLUMNS)].astype(str).agg("|".join, axis=1)
-        fresh = set(new[list(MODEL_COLUMNS)].astype(str).agg("|".join, axis=1))
-        old = old[~stale.isin(fresh)]
-    frame = new if old.empty else pd.concat([old, new], ignore_index=True)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+def with_certificate_kinds(frame: pd.DataFrame) -> pd.DataFrame:
+    """certified.csv rows with ``method`` and ``kind`` filled where they predate those columns: ``empirical``
+    rows, kind ``not a bound (runner-up only)`` for runner-up radii, ``heuristic …`` for MMT-family models."""
+    if frame.empty:
+        return frame
+    frame = frame.copy()
+    if "method" not in frame.columns:
+        frame["method"] = pd.NA
+    frame["method"] = frame["method"].fillna(EMPIRICAL_METHOD)
+    if "kind" not in frame.columns:
+        frame["kind"] = pd.NA
+    missing = frame["kind"].isna()
+    if missing.any():
+        variant = frame.get("variant", pd.Series("", index=frame.index)).astype(str)
+        defense_id = frame.get("defense_id", pd.Series("", index=frame.index)).astype(str)
+        kind = pd.Series(KIND_EMPIRICAL, index=frame.index)
+        kind[defense_id.isin(MMT_FAMILY)] = KIND_HEURISTIC
+        kind[variant == RUNNER_UP] = KIND_NOT_A_BOUND
+        frame.loc[missing, "kind"] = kind[missing]
     return frame
+
+
+def read_certified(path: Path) -> pd.DataFrame:
+    """certified.csv with ``method``/``kind`` filled for rows written before those columns existed."""
+    from .results import read_table as read_any
+
+    return with_certificate_kinds(read_any(path))
+
+
+def has_certificate(frame: pd.DataFrame, model: tuple, method: str = EMPIRICAL_METHOD, modality: str | None = None,
+                    sigma: float | None = None) -> bool:
+    """Whether ``frame`` (certified.csv) holds rows of ``model`` (dataset, label, seed, sha256) by ``method``
+    (for smoothing: of that noise set's modality label and σ)."""
+    if frame.empty:
+        return False
+    frame = with_certificate_kinds(frame)
+    rows = frame[frame["method"].astype(str) == method]
+    if rows.empty:
+        return False
+    keys = rows[list(MODEL_COLUMNS)].astype(str).agg("|".join, axis=1)
+    rows = rows[keys == "|".join(str(v) for v in model)]
+    if method == SMOOTHING and not rows.empty:
+        rows = rows[(rows["modality"].astype(str) == str(modality))
+                    & ((rows["sigma"].astype(float) - float(sigma)).abs() < 1e-12)]
+    return not rows.empty
+
+
+def replace_certificate_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Write certificate rows ``new`` into certified.csv in place of the stored rows they supersede (same
+    model and method; for smoothing also the same modality label and σ), under the file's lock, atomically.
+    Old rows without ``method``/``kind`` are filled as :func:`with_certificate_kinds` reads them."""
+    from .results import read_table as read_any
+
+    path = Path(path)
+    new = with_certificate_kinds(new)
+    with file_lock(path):
+        old = with_certificate_kinds(read_any(path))
+        if not old.empty:
+            def key(frame: pd.DataFrame) -> pd.Series:
+                base = frame[list(MODEL_COLUMNS) + ["method"]].astype(str).agg("|".join, axis=1)
+                smooth = frame["method"].astype(str) == SMOOTHING
+                extra = pd.Series("", index=frame.index)
+                if smooth.any():
+                    extra[smooth] = (frame.loc[smooth, "modality"].astype(str) + "|"
+                                     + frame.loc[smooth, "sigma"].astype(float).map(lambda v: f"{v:.10g}"))
+                return base + "|" + extra
+            old = old[~key(old).isin(set(key(new)))]
+        frame = new if old.empty else pd.concat([old, new], ignore_index=True)
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    return frame
+
+
+def replace_model_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Write ``new`` into the CSV at ``path`` in place of earlier rows of the same models (atomic, under the
+    result store's inter-process lock, so concurrent sweeps/shards lose no model's rows)."""
+    from .results import replace_keyed_rows
+
+    return replace_keyed_rows(path, new, MODEL_COLUMNS)
 
 
 def _checkpoint_tau(trained: TrainedModel,
@@ -77,35 +170,64 @@ def _checkpoint_tau(trained: TrainedModel,
 def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, label: str | None = None,
                     overrides: Mapping[str, Any] | None = None, dataset_options: Mapping[str, Any] | None = None,
                     root: Path | None = None, device: str = "auto", radii: Sequence[float] = DEFAULT_RADII,
-                    honesty_steps: int = 20, train_samples: int = -1, batch_size: int = 64, progress: bool = True,
-                    trained: TrainedModel | None = None, command: str | None = None) -> CertifyOutcome:
+                    honesty_steps: int = 100, train_samples: int = -1, batch_size: int = 64, progress: bool = True,
+                    trained: TrainedModel | None = None, command: str | None = None,
+                    method: str = EMPIRICAL_METHOD, honesty: HonestyConfig | None = None,
+                    smoothing: SmoothingConfig | None = None, modalities: Sequence[str] = (ALL_MODALITIES,),
+                    test_samples: int = -1, n_attack: int = 16, attack_steps: int = 20,
+                    attack_samples: int = -1) -> CertifyOutcome:
     """Train (or load) ``defense``, certify it and write its files.
 
-    Writes ``<root>/certify/<dataset>/<label>/seed<seed>-<sha12>/`` (certificate.md, summary.csv,
-    pairs.csv, samples.csv) and replaces this model's rows in ``<root>/certified.csv`` and
-    ``<root>/eta_pairs.csv``. ``train_samples > 0`` takes a seeded subset of the training split for
-    the global constants (a speed/accuracy trade-off: fewer samples give smaller, less safe constants).
+    ``method="empirical"``: writes ``<root>/certify/<dataset>/<label>/seed<seed>-<sha12>/`` (certificate.md,
+    summary.csv, pairs.csv, samples.csv) and replaces this model's empirical rows in ``<root>/certified.csv``
+    and its rows in ``<root>/eta_pairs.csv``. ``train_samples > 0`` takes a seeded subset of the training
+    split for the global constants (a speed/accuracy trade-off: fewer samples give smaller, less safe
+    constants). ``honesty`` sets the honesty check's strength (``honesty_steps`` its steps; 0 skips it).
+
+    ``method="smoothing"``: randomized smoothing with ``smoothing`` (σ, n0, n, α, batch) for each noise set
+    in ``modalities`` (``"a"``, ``"all"`` or ``"a,v"`` …); ``n_attack > 0`` runs the SmoothAdv-style
+    honesty check (``attack_steps`` PGD steps, on the first ``attack_samples`` certified samples if > 0).
+    ``test_samples > 0`` certifies only the first that many test samples (either method).
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown certification method {method!r}; valid: {', '.join(METHODS)}")
     radii = validate_eps(radii)
     root = Path(root) if root is not None else default_root()
     command = command or invoked_command()
     label = label or defense
     dev = select_device(device)
+    from .validate import check_certify_settings, check_run_settings
+
+    check_certify_settings(train_samples=train_samples, honesty_steps=honesty_steps, batch_size=batch_size)
+    if trained is None:  # every setting and the output folder before any training
+        check_run_settings(defense=defense, overrides=overrides, dataset=dataset, dataset_options=dataset_options,
+                           seed=seed, root=root)
     if trained is None:
         trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides,
                                 dataset_options=dataset_options, root=root, device=str(dev), progress=progress)
     ds = trained.dataset  # type: ignore[attr-defined]
-    modalities = [s.name for s in ds.specs]
-    tau, source, notes = _checkpoint_tau(trained, modalities)
+    test_split = ds.test
+    if 0 < test_samples < len(test_split):
+        test_split = test_split.subset(torch.arange(test_samples))
+    if method == SMOOTHING:
+        return _certify_smoothing(trained, ds, test_split, defense=defense, label=label, seed=seed, root=root,
+                                  device=dev, radii=radii, config=smoothing or SmoothingConfig(), noise_sets=modalities,
+                                  n_attack=n_attack, attack_steps=attack_steps, attack_samples=attack_samples,
+                                  progress=progress, command=command)
+    names = [s.name for s in ds.specs]
+    tau, source, notes = _checkpoint_tau(trained, names)
     train_split = ds.train
     if 0 < train_samples < len(train_split):
         gen = torch.Generator().manual_seed(seed)
         train_split = train_split.subset(torch.randperm(len(train_split), generator=gen)[:train_samples])
-    heuristic = trained.extra.get("certificate_heuristic")
-    if heuristic is not None and float(heuristic.flatten()[0]) != 0:
-        notes.append("the model mixes modalities before the head (MMT joint layers): uni-modal bounds are heuristic")
-    cert = certify(trained.model, train_split, ds.test, ds.specs, tau=tau, tau_source=source or None,
-                   batch_size=batch_size, device=dev, honesty_steps=honesty_steps, notes=notes)
+    flag = trained.extra.get("certificate_heuristic")
+    heuristic = (flag is not None and float(flag.flatten()[0]) != 0) or mixes_modalities(trained.model)
+    started = time.perf_counter()
+    cert = certify(trained.model, train_split, test_split, ds.specs, tau=tau, tau_source=source or None,
+                   batch_size=batch_size, device=dev, honesty_steps=honesty_steps, honesty=honesty,
+                   heuristic=heuristic, notes=notes, progress=progress)
+    log.info("certified %s (seed %d) on %d test samples in %.1f s", label, seed, len(test_split),
+             time.perf_counter() - started)
     identity = {"dataset": ds.name, "defense": label, "defense_id": defense, "seed": seed,
                 "checkpoint_sha256": trained.sha256, "config_hash": trained.key.config_hash, "head": cert.head,
                 "suite_version": __version__,
@@ -123,10 +245,75 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
         with atomic_path(directory / name) as tmp:
             frame.to_csv(tmp, index=False)
     certified_path, eta_path = root / CERTIFIED_CSV, root / ETA_PAIRS_CSV
-    replace_model_rows(certified_path, summary)
+    replace_certificate_rows(certified_path, summary)
     replace_model_rows(eta_path, pairs)
     return CertifyOutcome(cert, trained, directory, certified_path, eta_path, text)
 
 
-__all__ = ["CertifyOutcome", "certify_defense", "read_table", "model_keys", "replace_model_rows", "CERTIFIED_CSV",
-           "ETA_PAIRS_CSV", "MODEL_COLUMNS"]
+def _head_name(model: Any) -> str:
+    try:
+        return head_kind(model)
+    except ValueError:  # smoothing needs no particular head
+        return type(getattr(model, "head", model)).__name__
+
+
+def smoothed_label(modalities: Sequence[str], names: Sequence[str]) -> str:
+    """The ``modality`` column of a smoothing row: ``all`` for noise on every modality, else names joined by +."""
+    return ALL_MODALITIES if len(modalities) > 1 and set(modalities) == set(names) else "+".join(modalities)
+
+
+def noise_set(spec: str, names: Sequence[str]) -> tuple[str, ...]:
+    """The modalities one smoothing run puts noise on: ``a``, ``a,v`` or ``all`` (validated, in dataset order)."""
+    from ..contracts import ModalitySpec
+
+    specs = [ModalitySpec(n, (1,)) for n in names]
+    return ThreatModel.parse(spec, 0.0, specs).modalities
+
+
+def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defense: str, label: str, seed: int,
+                       root: Path, device: torch.device, radii: Sequence[float], config: SmoothingConfig,
+                       noise_sets: Sequence[str], n_attack: int, attack_steps: int, attack_samples: int,
+                       progress: bool, command: str) -> CertifyOutcome:
+    """Randomized smoothing for each noise set; files per set and rows replacing the same (model, set, σ)."""
+    names = [s.name for s in ds.specs]
+    sets = [noise_set(str(m), names) for m in noise_sets]
+    if not sets:
+        raise ValueError("smoothing: give at least one modality (e.g. --modality a or --modality all)")
+    identity = {"dataset": ds.name, "defense": label, "defense_id": defense, "seed": seed,
+                "checkpoint_sha256": trained.sha256, "config_hash": trained.key.config_hash,
+                "head": _head_name(trained.model), "suite_version": __version__,
+                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    base = root / "certify" / ds.name / label / f"seed{seed}-{trained.sha256[:12]}"
+    inputs, labels = test_split.inputs, test_split.labels
+    certs, frames, texts, directory = [], [], [], base
+    for mods in sets:
+        started = time.perf_counter()
+        cert = smooth_certify(trained.model, inputs, labels, mods, config, device=device, progress=progress)
+        if n_attack > 0:
+            cert.honesty = smoothed_honesty_check(trained.model, inputs, cert, n_attack=n_attack, steps=attack_steps,
+                                                  device=device, max_samples=attack_samples, progress=progress)
+        log.info("smoothed %s (seed %d, σ %g, noise on %s) on %d test samples in %.1f s", label, seed, config.sigma,
+                 "+".join(mods), cert.n, time.perf_counter() - started)
+        summary = cert.summary_frame(radii)
+        for i, (k, v) in enumerate(identity.items()):
+            summary.insert(i, k, v)
+        directory = base / f"smoothing-{cert.modality_label}-sigma{config.sigma:g}"
+        text = (f"{ds.name} · {label} ({defense}, seed {seed}) · checkpoint sha256 {trained.sha256[:12]}…\n"
+                + cert.format(radii))
+        atomic_write_text(directory / "certificate.md", f"made by: {command}\n\n{text}\n")
+        for name, frame in (("summary.csv", summary), ("samples.csv", cert.samples_frame())):
+            with atomic_path(directory / name) as tmp:
+                frame.to_csv(tmp, index=False)
+        certs.append(cert)
+        frames.append(summary)
+        texts.append(text)
+    certified_path = root / CERTIFIED_CSV
+    replace_certificate_rows(certified_path, pd.concat(frames, ignore_index=True))
+    return CertifyOutcome(certs, trained, directory if len(sets) == 1 else base, certified_path,
+                          root / ETA_PAIRS_CSV, "\n\n".join(texts))
+
+
+__all__ = ["CertifyOutcome", "certify_defense", "read_table", "read_certified", "model_keys", "has_certificate",
+           "replace_model_rows", "replace_certificate_rows", "with_certificate_kinds", "noise_set", "smoothed_label",
+           "CERTIFIED_CSV",
+           "ETA_PAIRS_CSV", "EMPIRICAL_METHOD", "METHODS", "MODEL_COLUMNS"]

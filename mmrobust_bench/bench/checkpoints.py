@@ -1,23 +1,40 @@
 """Checkpoints: safetensors weights + JSON config + sha256, keyed by what determines the model.
 
 Layout: ``<root>/checkpoints/<dataset>/<defense>/<key>/{stage1,final}.safetensors`` with
-``config.json`` beside them and ``resume.pt`` while training is under way. The key hashes the
+``config.json`` beside them and ``resume.safetensors`` while training is under way. The key hashes the
 dataset config, defense name and hyperparameters, training schedule and seed, so a second run
 with the same settings reuses the model.
+
+Nothing here unpickles: a checkpoint folder may come from anywhere (a shared drive, a download), so
+every file is safetensors or JSON. A stage is used only when its sha256 matches ``config.json`` and
+both the file's embedded key and the recorded configuration match the requested one; anything else
+(another seed's files copied in, a crmt_jt checkpoint in a jt folder, a bit flip, a truncation, a
+garbled ``config.json``) is retrained with a warning naming the file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, atomic_write_json, sha256_file, stable_hash
 
+log = logging.getLogger(__name__)
+
 TRAINING_CODE_VERSION = 1  # bump when a change to training invalidates cached checkpoints
+RESUME_FILE = "resume.safetensors"
+LEGACY_RESUME_FILE = "resume.pt"  # written by suite versions before 0.x; pickle, never loaded
+RESUME_FORMAT = 1
+_META = "mmrobust_bench"
+# what a damaged or foreign file can raise while being read (never a reason to crash a run)
+READ_ERRORS = (OSError, ValueError, KeyError, TypeError, SafetensorError, json.JSONDecodeError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -46,50 +63,205 @@ class CheckpointKey:
         return root / "checkpoints" / self.dataset / self.defense / self.digest
 
 
+def _normalised(obj: Any) -> Any:
+    """``obj`` as it reads back from config.json (tuples become lists, odd objects strings)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _read_config(directory: Path) -> dict[str, Any] | None:
+    """config.json of a checkpoint folder, or None (with a warning) when it is absent or unreadable."""
+    path = directory / "config.json"
+    if not path.exists():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("ignoring %s: cannot read it (%s); the model is retrained and the file rewritten", path, exc)
+        return None
+    if not isinstance(config, dict):
+        log.warning("ignoring %s: not a JSON object; the model is retrained and the file rewritten", path)
+        return None
+    return config
+
+
+def config_mismatch(config: dict[str, Any], key: CheckpointKey) -> list[str]:
+    """The settings on which ``config`` (a config.json) differs from ``key`` (empty: it is this model's)."""
+    wanted = _normalised(key.as_dict())
+    return sorted(name for name, value in wanted.items() if config.get(name) != value)
+
+
+def _embedded_key(path: Path) -> str | None:
+    """The key digest written into a stage file's metadata (read from the header only)."""
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    return json.loads(meta.get(_META, "{}")).get("key")
+
+
 def save_stage(directory: Path, stage: str, model: torch.nn.Module, extra: dict[str, torch.Tensor],
                key: CheckpointKey) -> str:
-    """Write ``<stage>.safetensors`` atomically, then record its sha256 in config.json."""
+    """Write ``<stage>.safetensors`` atomically, then record its sha256 in config.json.
+
+    An existing config.json of another configuration (or an unreadable one) is replaced, with its
+    stage records, rather than merged: a folder only ever describes one model."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra.items()})
     path = directory / f"{stage}.safetensors"
     with atomic_path(path) as tmp:
         # one metadata entry: safetensors does not keep the order of several, and the sha256 must be reproducible
-        save_file(tensors, str(tmp), metadata={"mmrobust_bench": json.dumps({"stage": stage, "key": key.digest})})
+        save_file(tensors, str(tmp), metadata={_META: json.dumps({"stage": stage, "key": key.digest})})
     digest = sha256_file(path)
-    config_path = directory / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else key.as_dict()
+    config = _read_config(directory)
+    if config is None or config_mismatch(config, key):
+        config = key.as_dict()
     config.setdefault("stages", {})[stage] = {"file": path.name, "sha256": digest}
-    atomic_write_json(config_path, config)
+    atomic_write_json(directory / "config.json", config)
     return digest
 
 
-def load_stage(directory: Path, stage: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str] | None:
-    """(model state, extra tensors, sha256) of a finished stage, or None if it is absent or corrupt."""
+def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str] | None:
+    """(model state, extra tensors, sha256) of a finished stage, or None if it is absent, corrupt or
+    another model's.
+
+    The file must match the sha256 recorded in config.json, and the key embedded in it must be the
+    folder's (``directory.name``, or ``key.digest`` when ``key`` is given, which also checks every
+    recorded setting of config.json against ``key``). Anything else is logged and reported as absent,
+    so the caller retrains."""
     path = directory / f"{stage}.safetensors"
-    config_path = directory / "config.json"
-    if not path.exists() or not config_path.exists():
+    if not path.exists():
         return None
-    recorded = json.loads(config_path.read_text()).get("stages", {}).get(stage, {}).get("sha256")
-    digest = sha256_file(path)
+    config = _read_config(directory)
+    if config is None:
+        return None
+    if key is not None:
+        differs = config_mismatch(config, key)
+        if differs:
+            log.warning("not reusing %s: its config.json records another configuration (%s differ from the "
+                        "requested run); retraining", directory, ", ".join(differs))
+            return None
+    recorded = (config.get("stages") or {}).get(stage, {}).get("sha256") if isinstance(config.get("stages"), dict) else None
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        log.warning("cannot read %s (%s); retraining", path, exc)
+        return None
     if recorded != digest:
+        log.warning("not reusing %s: its sha256 does not match config.json (corrupt or replaced); retraining", path)
         return None
-    tensors = load_file(str(path))
+    expected = key.digest if key is not None else directory.name
+    try:
+        embedded = _embedded_key(path)
+        if embedded != expected:
+            log.warning("not reusing %s: it was saved for another configuration (key %s, expected %s); retraining",
+                        path, embedded, expected)
+            return None
+        tensors = load_file(str(path))
+    except READ_ERRORS as exc:
+        log.warning("not reusing %s: cannot read it (%s); retraining", path, exc)
+        return None
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     return model, extra, digest
 
 
+# ----------------------------------------------------------------------------- resume state, without pickle
+
+def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """A JSON structure for ``obj`` with every tensor moved into ``tensors`` (by path)."""
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": name}
+    if isinstance(obj, dict):
+        items = []
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise TypeError(f"resume state: key {k!r} at {path} is not a JSON scalar")
+            items.append([k, _flatten(v, f"{path}.{k}", tensors)])
+        return {"__dict__": items}
+    if isinstance(obj, (list, tuple)):
+        values = [_flatten(v, f"{path}[{i}]", tensors) for i, v in enumerate(obj)]
+        return {"__tuple__": values} if isinstance(obj, tuple) else values
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    raise TypeError(f"resume state: {type(obj).__name__} at {path} cannot be stored without pickle; "
+                    f"keep tensors, numbers, strings, lists and dicts in the training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        if set(obj) == {"__tuple__"}:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        if set(obj) == {"__dict__"}:
+            return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        raise ValueError(f"unexpected entry {sorted(obj)[:3]} in the resume structure")
+    return obj
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of ``tensors`` (order-independent): the checksum that
+    resume files and the synthav cache carry in their metadata, checked after loading."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            digest.update(memoryview(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
 def save_resume(directory: Path, state: dict[str, Any]) -> None:
-    with atomic_path(directory / "resume.pt") as tmp:
-        torch.save(state, tmp)
+    """Write the training state (model, optimizer, scheduler, generators, defense state) as one
+    safetensors file: the tensors, and in its metadata the JSON structure, the key and a sha256 of
+    the tensors (so a bit flip in the data is caught, not only in the header)."""
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _flatten(state, "state", tensors)
+    meta = {"format": RESUME_FORMAT, "key": state.get("key"), "sha256": tensor_digest(tensors),
+            "structure": structure}
+    with atomic_path(directory / RESUME_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={_META: json.dumps(meta)})
 
 
-def load_resume(directory: Path) -> dict[str, Any] | None:
-    path = directory / "resume.pt"
+def load_resume(directory: Path, key: str | None = None) -> dict[str, Any] | None:
+    """The saved training state, or None when there is none usable.
+
+    The key is read from the header before any tensor, and a state of another key (when ``key`` is
+    given), a damaged file or a legacy pickle ``resume.pt`` (never unpickled) gives None with a warning:
+    training then starts from epoch 0."""
+    legacy = directory / LEGACY_RESUME_FILE
+    if legacy.exists():
+        log.warning("ignoring %s: resume files from older versions are pickles, which are never loaded "
+                    "(a crafted one could run code); delete it. Training restarts unless %s exists",
+                    legacy, RESUME_FILE)
+    path = directory / RESUME_FILE
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {})[_META])
+            if meta.get("format") != RESUME_FORMAT:
+                raise ValueError(f"unknown resume format {meta.get('format')!r}")
+            if key is not None and meta.get("key") != key:
+                log.warning("ignoring %s: it was saved for another configuration or suite version; training from "
+                            "epoch 0", path)
+                return None
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+        if tensor_digest(tensors) != meta["sha256"]:
+            raise ValueError("the tensors do not match their recorded sha256 (corrupt)")
+        state = _unflatten(meta["structure"], tensors)
+        if not isinstance(state, dict):
+            raise ValueError("the state is not a mapping")
+    except READ_ERRORS as exc:
+        log.warning("ignoring %s: cannot read it (%s: %s); delete it or let training restart from epoch 0",
+                    path, type(exc).__name__, exc)
+        return None
+    return state
 
 
 def clear_resume(directory: Path) -> None:
-    (directory / "resume.pt").unlink(missing_ok=True)
+    (directory / RESUME_FILE).unlink(missing_ok=True)
+    (directory / LEGACY_RESUME_FILE).unlink(missing_ok=True)

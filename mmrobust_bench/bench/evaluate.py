@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -9,12 +10,14 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..attacks import Attack
 from ..contracts import ThreatModel, joint_l2_norm
 from ..data.base import TensorSplit
+from ..progress import progress_bar
 from . import distributed
+
+log = logging.getLogger(__name__)
 
 # What ``minimal_norm_curve`` multiplies the largest ε of the grid by to get the attack's radius: the
 # library's box then lies well beyond every ε of the grid, and a norm found above the grid no longer matters.
@@ -62,6 +65,7 @@ def clean_accuracy(model: nn.Module, split: TensorSplit, batch_size: int, device
     for batch, labels in _my_batches(split, batch_size, device):
         correct += int((model(batch).logits.argmax(1) == labels).sum())
     correct, seconds = distributed.all_sum([correct, time.perf_counter() - start])
+    log.info("clean accuracy %.3f on %d samples in %.1f s", int(correct) / max(len(split), 1), len(split), seconds)
     return Measurement(0.0, int(correct), len(split), seconds)
 
 
@@ -93,8 +97,8 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
     seconds = [0.0] * len(grid)
     batched = attack.per_sample_eps and len(grid) > 1
     step = max(1, batch_size // len(grid)) if batched else batch_size
-    bar = tqdm(total=_batch_count(split, step) * (1 if batched else len(grid)), desc=f"attack {attack.describe()}",
-               disable=not progress, leave=False)
+    bar = progress_bar(total=_batch_count(split, step) * (1 if batched else len(grid)),
+                       desc=f"attack {attack.describe()}", enabled=progress, unit="batch", leave=False)
     with attack_setting(model, attack, threat):
         for batch, labels in _my_batches(split, step, device):
             if batched:
@@ -121,19 +125,27 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
     bar.close()
     merged = distributed.all_sum(correct + seconds)
     correct, seconds = [int(c) for c in merged[:len(grid)]], merged[len(grid):]
+    log.info("%s on %s: %d samples × %d radii in %.1f s", attack.describe(), "+".join(threat.modalities),
+             len(split), len(grid), sum(seconds))
     return [Measurement(e, c, len(split), s) for e, c, s in zip(grid, correct, seconds)]
 
 
 def perturbation_norm(clean: Mapping[str, Tensor], adv: Mapping[str, Tensor], threat: ThreatModel) -> Tensor:
-    """Per-sample size of ``adv - clean`` in the threat's geometry (fp32): the joint ℓ2 norm, the largest
-    per-modality ℓ2 norm for per-modality budgets, or the ℓ∞ norm; a sample is inside the ε ball iff it is ≤ ε."""
+    """Per-sample size of ``adv - clean`` in the threat's geometry (fp32): the ℓ2, ℓ1 or ℓ0 size over the
+    concatenation of the attacked modalities for a joint budget, the largest per-modality size for
+    per-modality budgets, and the ℓ∞ norm (the same either way); a sample is inside the ε ball iff it is ≤ ε.
+    ℓ0 counts the coordinates that moved."""
     mods = threat.modalities
-    delta = {m: (adv[m] - clean[m]).float() for m in mods}
+    delta = {m: (adv[m] - clean[m]).float().flatten(1) for m in mods}
     if threat.norm == "linf":
-        return torch.stack([d.flatten(1).abs().amax(1) for d in delta.values()]).amax(0)
+        return torch.stack([d.abs().amax(1) for d in delta.values()]).amax(0)
+    if threat.norm in ("l1", "l0"):
+        sizes = torch.stack([d.abs().sum(1) if threat.norm == "l1" else (d != 0).sum(1).float()
+                             for d in delta.values()])
+        return sizes.sum(0) if threat.joint else sizes.amax(0)
     if threat.joint:
         return joint_l2_norm(delta, mods)
-    return torch.stack([d.flatten(1).norm(dim=1) for d in delta.values()]).amax(0)
+    return torch.stack([d.norm(dim=1) for d in delta.values()]).amax(0)
 
 
 @dataclass
@@ -178,8 +190,9 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
     norms = []
     start = time.perf_counter()
     with attack_setting(model, attack, threat):
-        for batch, labels in tqdm(_my_batches(split, batch_size, device), total=_batch_count(split, batch_size),
-                                  desc=f"minimal norms {attack.describe()}", disable=not progress, leave=False):
+        for batch, labels in progress_bar(_my_batches(split, batch_size, device),
+                                          total=_batch_count(split, batch_size), unit="batch",
+                                          desc=f"minimal norms {attack.describe()}", enabled=progress, leave=False):
             adv = attack(model, batch, labels, wide)
             with torch.no_grad():
                 clean_ok = model(batch).logits.argmax(1) == labels
@@ -194,6 +207,8 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
         norms = [shares[k % d.world_size][k // d.world_size] for k in range(sum(len(x) for x in shares))]
     norms_all = torch.cat(norms) if norms else torch.zeros(0)
     measurements = [Measurement(e, int((norms_all > e).sum()), len(split), seconds / len(grid)) for e in grid]
+    log.info("%s minimal norms on %s: %d samples in %.1f s (radius %g)", attack.describe(),
+             "+".join(threat.modalities), len(split), seconds, radius)
     return MinimalNormCurve(measurements, norms_all, float(radius), seconds)
 
 

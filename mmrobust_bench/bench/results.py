@@ -1,15 +1,28 @@
-"""Tidy result rows: one row per measurement, appended atomically to a CSV with pandas."""
+"""The result store: tidy rows, one per measurement, in a CSV that any number of processes append to.
+
+Every read-modify-write of the CSV (local processes, torchrun ranks, cluster jobs on a shared
+filesystem) runs under an inter-process ``filelock`` and ends in an atomic replace, so no row is
+lost and a crash leaves the old file or the new one. Rows are deduplicated by their *cell key*
+(dataset, label, seed, checkpoint sha256, attack, attack config, attacked modalities, ε): a row
+whose cell is already stored is not written again, unless the caller replaces the cell (``run
+--force``). A row with a missing value (NaN accuracy, no checkpoint) does not count as done, and a
+measured row replaces it. A CSV that does not parse is refused with its name and line number;
+nothing is rewritten from a file that was not read in full.
+"""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime as _dt
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
+import torch
 
-from ..io import atomic_path
+from ..io import atomic_path, file_lock
 
 CLEAN = "clean"
 NO_MODALITY = "none"
@@ -18,7 +31,7 @@ NO_MODALITY = "none"
 @dataclass
 class ResultRow:
     dataset: str
-    defense: str
+    defense: str  # the registry id of the defense
     seed: int
     checkpoint_sha256: str
     config_hash: str
@@ -36,39 +49,269 @@ class ResultRow:
     suite_version: str
     # Validity flags of the measurement (bench.flags), ";"-separated, empty when none.
     flags: str = ""
+    # The name of the configuration (``run --label``, a sweep entry's ``label``); the defense id when not given.
+    label: str = ""
+    # Provenance of the measurement: what it takes to reproduce it bit for bit.
+    torch_version: str = dataclasses.field(default_factory=lambda: torch.__version__)
+    dtype: str = "float32"
+    threads: int = dataclasses.field(default_factory=torch.get_num_threads)  # intra-op threads
     timestamp: str = dataclasses.field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.defense
 
 
 COLUMNS = [f.name for f in dataclasses.fields(ResultRow)]
-# Columns added after the first release, with the value old rows get.
-DEFAULTS = {"flags": ""}
+# Columns added after the first release, with the value old rows get (``label``: their ``defense``;
+# provenance: "" / 0 = not recorded).
+DEFAULTS: dict[str, Any] = {"flags": "", "label": None, "torch_version": "", "dtype": "", "threads": 0}
+NUMERIC = ("seed", "eps", "n", "accuracy", "wall_seconds", "threads")
+TEXT = tuple(c for c in COLUMNS if c not in NUMERIC)
+REQUIRED = tuple(c for c in COLUMNS if c not in DEFAULTS)
+CELL_COLUMNS = ("dataset", "label", "seed", "checkpoint_sha256", "attack", "attack_config", "modality", "eps",
+                "norm")
+# A row missing any of these is not a finished measurement (ε is NaN by design for unbounded attacks).
+MEASURED = ("dataset", "label", "seed", "checkpoint_sha256", "attack", "attack_config", "modality", "n", "accuracy")
+
+
+class ResultsFileError(ValueError):
+    """A results CSV that cannot be read as rows; the message names the file and the line."""
+
+
+def eps_key(eps: Any) -> str:
+    """ε as it identifies a cell: ``-`` for unbounded attacks (NaN in the rows), else 10 significant digits."""
+    value = float(eps)
+    return "-" if math.isnan(value) else f"{value:.10g}"
+
+
+def cell_key(dataset: Any, label: Any, seed: Any, sha: Any, attack: Any, attack_config: Any, modality: Any,
+             eps: Any, norm: Any = "l2") -> tuple:
+    """The identity of a measurement: two rows with one key measure the same thing. The norm is part of it
+    (an attack such as APGD describes itself the same way under ℓ2 and ℓ∞), except for the clean row,
+    which no threat changes."""
+    return (str(dataset), str(label), int(seed), str(sha), str(attack), str(attack_config), str(modality),
+            eps_key(eps), "" if str(attack) == CLEAN else str(norm))
+
+
+def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the columns added after the first release filled in for rows written before them."""
+    frame = frame.copy()
+    for name, default in DEFAULTS.items():
+        if name not in frame:
+            frame[name] = frame["defense"] if name == "label" and "defense" in frame else default
+    if "label" in frame and "defense" in frame:
+        blank = frame["label"].isna() | (frame["label"].astype(str) == "")
+        frame.loc[blank, "label"] = frame.loc[blank, "defense"]
+    return frame
+
+
+def complete(frame: pd.DataFrame) -> pd.Series:
+    """Which rows are finished measurements (no missing value in the columns that define and measure them)."""
+    mask = pd.Series(True, index=frame.index)
+    for column in MEASURED:
+        if column in frame:
+            values = frame[column]
+            mask &= values.notna() & (values.astype(str) != "")
+    return mask
+
+
+def frame_keys(frame: pd.DataFrame) -> list[tuple]:
+    """Cell keys of the rows of ``frame`` (old CSVs: label = defense)."""
+    if frame.empty:
+        return []
+    frame = with_defaults(frame) if "label" not in frame else frame
+    if "norm" not in frame:  # a frame of ℓ2 rows built by hand (every CSV the suite writes has the column)
+        frame = frame.assign(norm="l2")
+    return [cell_key(*values) for values in frame[list(CELL_COLUMNS)].itertuples(index=False, name=None)]
+
+
+def done_cells(frame: pd.DataFrame) -> set[tuple]:
+    """Keys of the finished cells of a results frame (rows with missing values are not done)."""
+    if frame.empty:
+        return set()
+    frame = with_defaults(frame) if "label" not in frame else frame
+    return set(frame_keys(frame[complete(frame)]))
 
 
 def rows_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
     return pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=COLUMNS)
 
 
+def _check_csv(path: Path) -> list[str]:
+    """Parse ``path`` strictly with the csv module: every record has the header's width and numbers where
+    numbers belong. Returns the header; raises ResultsFileError naming the file and line otherwise."""
+    fix = "fix or remove that line (the file was not modified)"
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return []
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise ResultsFileError(f"{path} line 1: not a results file, the header lacks {', '.join(missing)}")
+            numeric = [(c, header.index(c)) for c in NUMERIC if c in header]
+            for record in reader:
+                if not record:
+                    continue
+                if len(record) != len(header):
+                    raise ResultsFileError(f"{path} line {reader.line_num}: {len(record)} fields where the header "
+                                           f"has {len(header)}; {fix}")
+                for column, i in numeric:
+                    value = record[i]
+                    if value in ("", "nan", "NaN"):
+                        continue
+                    try:
+                        float(value)
+                    except ValueError:
+                        raise ResultsFileError(f"{path} line {reader.line_num}: {column} is {value!r}, not a "
+                                               f"number; {fix}") from None
+        except csv.Error as exc:
+            raise ResultsFileError(f"{path} line {reader.line_num}: {exc}; {fix}") from None
+        except UnicodeDecodeError as exc:
+            raise ResultsFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return header
+
+
 def read_rows(path: str | Path) -> pd.DataFrame:
     """The rows of the CSV at ``path`` (none if it does not exist). CSVs written before a column existed
-    read with that column at its default (``flags``: empty); the known columns come first, in order."""
+    read with that column at its default; the known columns come first, in order. Text columns are read
+    as text exactly (a hash of digits stays a string, ``NA`` stays ``NA``), so writing back is lossless.
+    Raises ResultsFileError (file and line) on a file that does not parse."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    frame = pd.read_csv(path)
-    for name, default in DEFAULTS.items():
-        if name not in frame:
-            frame[name] = default
-    frame["flags"] = frame["flags"].astype(object).where(frame["flags"].notna(), "").astype(str)
+    header = _check_csv(path)
+    if not header:
+        return pd.DataFrame(columns=COLUMNS)
+    frame = pd.read_csv(path, keep_default_na=False,
+                        na_values={c: ["", "nan", "NaN"] for c in NUMERIC if c in header},
+                        dtype={c: str for c in header if c not in NUMERIC})
+    frame = with_defaults(frame)
+    for column in frame.columns:
+        if column not in NUMERIC:  # plain Python strings, as rows built in memory hold them
+            frame[column] = frame[column].astype(object)
+    frame["threads"] = pd.to_numeric(frame["threads"]).fillna(0).astype(int)
     extra = [c for c in frame.columns if c not in COLUMNS]
     return frame[[c for c in COLUMNS if c in frame] + extra]
 
 
-def append_rows(path: str | Path, rows: Iterable[ResultRow]) -> pd.DataFrame:
-    """Append rows to the CSV at ``path``: old content + new rows, written to a temporary file and
-    swapped in atomically, so a crash never loses or tears what was already there."""
-    new = rows_frame(rows)
-    old = read_rows(path)
-    frame = new if old.empty else pd.concat([old, new], ignore_index=True)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+def _as_frame(rows: Iterable[ResultRow] | pd.DataFrame) -> pd.DataFrame:
+    return with_defaults(rows) if isinstance(rows, pd.DataFrame) else rows_frame(rows)
+
+
+def append_rows(path: str | Path, rows: Iterable[ResultRow] | pd.DataFrame, *, replace: bool = False) -> pd.DataFrame:
+    """Store rows in the CSV at ``path`` under its lock; return the whole stored frame.
+
+    Rows whose cell is already stored (finished) are not written again; with ``replace`` they replace
+    the stored rows of their cells instead (a forced re-evaluation). Stored rows of unfinished cells
+    (missing values) are replaced by new rows of the same cell. ``frame.attrs["written"]`` counts the
+    rows written. A crash at any point leaves the old file or the new one (atomic replace)."""
+    path = Path(path)
+    new = _as_frame(rows)
+    new_keys = pd.Series(frame_keys(new), index=new.index, dtype=object)
+    keep = ~new_keys.duplicated(keep="last")  # one row per cell within one call
+    new, new_keys = new[keep], new_keys[keep]
+    with file_lock(path):
+        old = read_rows(path)
+        old_keys = pd.Series(frame_keys(old), index=old.index, dtype=object)
+        if replace:
+            drop = old_keys.isin(set(new_keys))
+        else:
+            finished = set(old_keys[complete(old)]) if not old.empty else set()
+            fresh = ~new_keys.isin(finished)
+            new, new_keys = new[fresh], new_keys[fresh]
+            drop = old_keys.isin(set(new_keys))  # unfinished rows of the cells measured now
+        old = old[~drop]
+        if new.empty and not drop.any():
+            old.attrs["written"] = 0
+            return old
+        frame = new if old.empty else pd.concat([old, new], ignore_index=True)
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    frame.attrs["written"] = len(new)
     return frame
+
+
+def rewrite_rows(path: str | Path, update: Any) -> pd.DataFrame:
+    """Read the CSV at ``path`` under its lock, apply ``update(frame) -> frame | None`` and write the result
+    atomically when it returned a frame (None: nothing to write). For changes that need all rows at once."""
+    path = Path(path)
+    with file_lock(path):
+        frame = read_rows(path)
+        changed = update(frame)
+        if changed is None:
+            return frame
+        with atomic_path(path) as tmp:
+            changed.to_csv(tmp, index=False)
+        return changed
+
+
+def replace_keyed_rows(path: str | Path, new: pd.DataFrame, key_columns: Sequence[str]) -> pd.DataFrame:
+    """Write ``new`` into the CSV at ``path`` in place of the stored rows that share their ``key_columns``
+    values (a model's certificate rows), under the file's lock, atomically. Any table, not only results."""
+    path = Path(path)
+    columns = list(key_columns)
+    with file_lock(path):
+        old = read_table(path)
+        if not old.empty:
+            stale = old[columns].astype(str).agg("|".join, axis=1)
+            fresh = set(new[columns].astype(str).agg("|".join, axis=1))
+            old = old[~stale.isin(fresh)]
+        frame = new if old.empty else pd.concat([old, new], ignore_index=True)
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    return frame
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Any CSV table of the suite (empty if absent); a file that does not parse is refused with its name and line."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except pd.errors.ParserError as exc:
+        raise ResultsFileError(f"{path}: {exc}; fix or remove that line (the file was not modified)") from None
+
+
+def stored_rows(frame: pd.DataFrame, keys: Iterable[tuple]) -> pd.DataFrame:
+    """The finished rows of ``frame`` whose cell key is one of ``keys``, in ``frame``'s order."""
+    if frame.empty:
+        return frame
+    wanted = set(keys)
+    mask = complete(frame) & pd.Series([k in wanted for k in frame_keys(frame)], index=frame.index)
+    return frame[mask]
+
+
+def stored_run(frame: pd.DataFrame, *, dataset: str, label: str, seed: int, sha: str, attack: str, attack_config: str,
+               modality: str, eps: Sequence[float], norm_bounded: bool = True, prefix: bool = False,
+               norm: str = "l2") -> pd.DataFrame | None:
+    """The stored finished rows of one ``run`` (its clean row and the attack at every ε of ``eps``), or None
+    when any of them is missing. ``prefix``: ``attack_config`` only starts the stored one (a minimal-norm
+    curve records the radius it found)."""
+    if frame.empty:
+        return None
+    rows = frame[complete(frame)]
+    rows = rows[(rows["dataset"].astype(str) == str(dataset)) & (rows["label"].astype(str) == str(label))
+                & (rows["seed"].astype(int) == int(seed)) & (rows["checkpoint_sha256"].astype(str) == str(sha))]
+    clean = rows[rows["attack"].astype(str) == CLEAN]
+    attacked = rows[(rows["attack"].astype(str) == attack) & (rows["modality"].astype(str) == modality)
+                    & (rows["norm"].astype(str) == str(norm))]
+    configs = attacked["attack_config"].astype(str)
+    attacked = attacked[configs.str.startswith(attack_config) if prefix else configs == attack_config]
+    if clean.empty or attacked.empty:
+        return None
+    have = {eps_key(e): i for i, e in attacked["eps"].items()}
+    wanted = [eps_key(e) for e in eps] if norm_bounded else ["-"]
+    if any(k not in have for k in wanted):
+        return None
+    return pd.concat([clean.tail(1), attacked.loc[[have[k] for k in dict.fromkeys(wanted)]]], ignore_index=True)
+
+
+__all__ = ["ResultRow", "COLUMNS", "DEFAULTS", "CELL_COLUMNS", "CLEAN", "NO_MODALITY", "ResultsFileError", "eps_key",
+           "cell_key", "done_cells", "complete", "frame_keys", "rows_frame", "read_rows", "append_rows",
+           "rewrite_rows", "replace_keyed_rows", "read_table", "stored_rows", "stored_run", "with_defaults"]

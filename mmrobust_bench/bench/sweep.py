@@ -21,49 +21,69 @@ overrides, so one sweep can hold variants of a defense (the Figure-5 ablation: `
       - {attacks: [fgm, pgd_l2], modalities: [v, a], eps: [1.0]}
       - {attacks: [pgd_l2], modalities: [v, a], eps: [0.25, 0.5], attack_set: {steps: 4}}
       - {attacks: [missing], modalities: [v, a]}
+      - {attacks: [pgd_linf, "torchattacks:PGD"], modalities: [v], eps: [0.01, 0.02], norm: linf}
     certify: {radii: [0, 0.25, 0.5, 1.0], honesty_steps: 20, train_samples: -1}
+    threads: 1                            # torch.set_num_threads before any work (recorded in every row)
 
-Certification (the sweep's ``certify:`` block) runs ``bench.certification.certify_defense`` per model.
+Certification (the sweep's ``certify:`` block) runs ``bench.certification.certify_defense`` per model and
+method: ``method: [empirical, smoothing]`` (default empirical), the honesty check's strength
+(``honesty_steps``, ``honesty_restarts``, ``honesty_targets``, ``honesty_loss``, ``honesty_legacy``) and
+randomized smoothing (``sigma``, ``n0``, ``n``, ``alpha``, ``noise_batch``, ``modalities: [a, v, all]``,
+``n_attack``, ``attack_steps``, ``attack_samples``; ``test_samples`` for both).
+
+Fanning out: the work unit is a (defense label, seed) — its training, its cells, its certificate.
+``shard=(i, n)`` runs the units of shard ``i`` of ``n`` (assigned deterministically from a stable
+hash of the unit, so independent processes agree without talking); any number of shards, Slurm array
+tasks or shells can run against one root on a shared filesystem: rows go through the locked result
+store (``bench.results``) and each checkpoint is trained under a lock on its folder, so nothing is
+trained twice or written twice. ``bench.executors`` runs the units on Ray instead. The rows of all
+shards together are exactly the rows of one unsharded run.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from .. import __version__
-from ..attacks import build_attack
+from ..attacks import build_attack, default_eps, validate_attack_options
 from ..certify.radii import DEFAULT_RADII
 from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
 from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense
-from ..io import atomic_path, default_root
+from ..io import default_root
 from . import distributed
 from .api import attack_options_for, invoked_command, train_defense, validate_eps
+from ..certify.honesty import HonestyConfig
+from ..certify.smoothing import SmoothingConfig
+from .certification import METHODS as CERTIFY_METHODS
+from .certification import has_certificate, noise_set, smoothed_label
 from .certification import (CERTIFIED_CSV, ETA_PAIRS_CSV, CertifyOutcome, certify_defense,
                             model_keys, read_table, replace_model_rows)
 from .evaluate import clean_accuracy, robust_accuracy
 from .flags import check_attack, flag_rows, row_flags
-from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, read_rows
-from .train import TrainedModel, select_device
+from .results import (CELL_COLUMNS, CLEAN, NO_MODALITY, ResultRow, append_rows, cell_key, done_cells, eps_key,
+                      read_rows, rewrite_rows)
+from .train import TrainedModel, model_dtype, select_device
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ATTACKS = ("fgm", "pgd_l2")
 DEFAULT_MODALITIES = ("v", "a", ALL_MODALITIES)
 DEFAULT_SWEEP_EPS = (0.5, 1.0)
-SWEEP_KEYS = ("dataset", "dataset_set", "seeds", "set", "defenses", "grid", "batch_size", "certify")
+SWEEP_KEYS = ("dataset", "dataset_set", "seeds", "set", "defenses", "grid", "batch_size", "certify", "threads")
 ENTRY_KEYS = ("defense", "label", "set")
-BLOCK_KEYS = ("attacks", "modalities", "eps", "attack_set")
-CERTIFY_KEYS = ("radii", "honesty_steps", "train_samples", "batch_size")
-CELL_COLUMNS = ("dataset", "defense", "seed", "checkpoint_sha256", "attack", "attack_config", "modality", "eps")
+BLOCK_KEYS = ("attacks", "modalities", "eps", "attack_set", "norm")
+CERTIFY_KEYS = ("radii", "honesty_steps", "train_samples", "batch_size", "method", "sigma", "n0", "n", "alpha",
+                "modalities", "noise_batch", "test_samples", "n_attack", "attack_steps", "attack_samples",
+                "honesty_restarts", "honesty_targets", "honesty_loss", "honesty_legacy")
 
 
 @dataclass(frozen=True)
@@ -77,20 +97,56 @@ class DefenseEntry:
 
 @dataclass(frozen=True)
 class GridBlock:
-    """attacks × modalities × ε, all attacks built with ``attack_set`` (ε is ignored by ``missing``)."""
+    """attacks × modalities × ε, all attacks built with ``attack_set`` under threat ``norm`` (l2, linf, l1, l0;
+    ε is ignored by ``missing``)."""
 
     attacks: tuple[str, ...]
     modalities: tuple[str, ...]
     eps: tuple[float, ...]
     attack_set: Mapping[str, Any] = field(default_factory=dict)
+    norm: str = "l2"
 
 
 @dataclass(frozen=True)
 class CertifySpec:
     radii: tuple[float, ...] = DEFAULT_RADII
-    honesty_steps: int = 20
+    honesty_steps: int = 100
     train_samples: int = -1
     batch_size: int = 64
+    # certification methods (``empirical``, ``smoothing``), the honesty check's strength, randomized smoothing
+    methods: tuple[str, ...] = ("empirical",)
+    honesty: HonestyConfig = field(default_factory=HonestyConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    modalities: tuple[str, ...] = (ALL_MODALITIES,)  # smoothing noise sets: "a", "a,v", "all"
+    test_samples: int = -1
+    n_attack: int = 16
+    attack_steps: int = 20
+    attack_samples: int = -1
+
+
+def parse_certify_block(cert: Mapping[str, Any], radii: Sequence[float]) -> CertifySpec:
+    """The sweep's ``certify:`` block (keys ``CERTIFY_KEYS``) as a :class:`CertifySpec`."""
+    methods = tuple(str(m) for m in _as_list(cert.get("method", "empirical")))
+    unknown = [m for m in methods if m not in CERTIFY_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"sweep: certify method {', '.join(unknown) or '(none)'} unknown; valid: "
+                         f"{', '.join(CERTIFY_METHODS)}")
+    steps = int(cert.get("honesty_steps", 100))
+    targets = int(cert.get("honesty_targets", -1))
+    if bool(cert.get("honesty_legacy", False)):
+        honesty = HonestyConfig.legacy_check(steps)
+    else:
+        honesty = HonestyConfig(steps=max(steps, 0), restarts=int(cert.get("honesty_restarts", 0)),
+                                targeted=targets != 0, targeted_classes=targets,
+                                loss=str(cert.get("honesty_loss", "margin")))
+    smoothing = SmoothingConfig(sigma=float(cert.get("sigma", 0.25)), n0=int(cert.get("n0", 100)),
+                                n=int(cert.get("n", 10000)), alpha=float(cert.get("alpha", 0.001)),
+                                batch=int(cert.get("noise_batch", 1000)))
+    return CertifySpec(tuple(validate_eps([float(r) for r in _as_list(radii)])), steps,
+                       int(cert.get("train_samples", -1)), int(cert.get("batch_size", 64)), methods, honesty, smoothing,
+                       tuple(str(m) for m in _as_list(cert.get("modalities", ALL_MODALITIES))),
+                       int(cert.get("test_samples", -1)), int(cert.get("n_attack", 16)),
+                       int(cert.get("attack_steps", 20)), int(cert.get("attack_samples", -1)))
 
 
 @dataclass
@@ -103,6 +159,12 @@ class SweepPlan:
     common_overrides: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 500
     certify: CertifySpec | None = None
+    threads: int | None = None  # intra-op threads (torch.set_num_threads) for all work; None: torch's default
+
+    def work_units(self, shard: tuple[int, int] | None = None) -> list[tuple[DefenseEntry, int]]:
+        """The (defense entry, seed) units in plan order; with ``shard=(i, n)`` only those of shard ``i``."""
+        units = [(entry, seed) for entry in self.defenses for seed in self.seeds]
+        return units if shard is None else shard_units(units, *shard)
 
     def units(self) -> list[tuple[GridBlock, str, str]]:
         """(block, attack, modality) work units of one (defense, seed), in grid order."""
@@ -116,6 +178,52 @@ class SweepOutcome:
     skipped_rows: int = 0
     models: int = 0
     certified: int = 0
+
+    def add(self, other: "SweepOutcome") -> None:
+        self.evaluated_rows += other.evaluated_rows
+        self.skipped_rows += other.skipped_rows
+        self.models += other.models
+        self.certified += other.certified
+
+
+def unit_hash(label: str, seed: int) -> int:
+    """A hash of a (label, seed) unit that every process, machine and Python version computes alike."""
+    return int(hashlib.sha256(f"{label}\0{int(seed)}".encode()).hexdigest()[:16], 16)
+
+
+def shard_units(units: Sequence[tuple[DefenseEntry, int]], index: int, count: int) -> list[tuple[DefenseEntry, int]]:
+    """Units of shard ``index`` of ``count``: the units ordered by their stable hash, dealt round robin.
+
+    Dealing (rather than hash mod n) keeps shards within one unit of each other in size; the order by
+    hash keeps one defense's seeds (often similar cost) apart. Depends only on the set of units, so
+    every shard started from the same sweep YAML agrees on the partition."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: give I/N with 0 <= I < N, e.g. --shard 0/4 … --shard 3/4")
+    order = sorted(units, key=lambda u: (unit_hash(u[0].label, u[1]), u[0].label, u[1]))
+    mine = {(u[0].label, u[1]) for u in order[index::count]}
+    return [u for u in units if (u[0].label, u[1]) in mine]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``I/N`` (0-based, e.g. Slurm's ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``) into (I, N)."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard expects I/N such as 0/4 (shard I of N, counted from 0), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {text}: give I/N with 0 <= I < N, e.g. 0/{max(count, 2)}")
+    return index, count
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads`` (intra-op, also OpenMP/MKL) when a count is given; recorded in every row."""
+    if threads is None:
+        return
+    if int(threads) < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    torch.set_num_threads(int(threads))
 
 
 def _as_list(value: Any) -> list:
@@ -166,7 +274,12 @@ def parse_block(item: Any) -> GridBlock:
         eps = tuple(validate_eps([float(e) for e in raw_eps])) if raw_eps else ()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sweep: grid block {dict(item)!r}: {exc}") from exc
-    return GridBlock(attacks, modalities, eps, _mapping(item.get("attack_set"), "attack_set"))
+    norm = str(item.get("norm", "l2"))
+    try:
+        default_eps(norm)  # an unknown norm says so, with "did you mean"
+    except ValueError as exc:
+        raise ValueError(f"sweep: grid block {dict(item)!r}: {exc}") from exc
+    return GridBlock(attacks, modalities, eps, _mapping(item.get("attack_set"), "attack_set"), norm)
 
 
 def _seed_list(value: Any) -> list[int]:
@@ -180,13 +293,9 @@ def _seed_list(value: Any) -> list[int]:
 
 
 def load_sweep_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"sweep config {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise ValueError(f"sweep config {path} must hold a mapping (dataset, seeds, defenses, grid, ...)")
-    return loaded
+    from .validate import read_yaml_mapping
+
+    return read_yaml_mapping(path, "sweep config")
 
 
 def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[str] | None = None,
@@ -194,12 +303,16 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
                modalities: Sequence[str] | None = None, eps: Sequence[float] | None = None,
                dataset: str | None = None, dataset_options: Mapping[str, Any] | None = None,
                overrides: Mapping[str, Any] | None = None, batch_size: int | None = None,
-               certify_radii: Sequence[float] | None = None) -> SweepPlan:
+               certify_radii: Sequence[float] | None = None, threads: int | None = None,
+               norm: str | None = None) -> SweepPlan:
     """A plan from a YAML mapping and command-line values; the command line wins.
 
     Any of ``attacks``/``modalities``/``eps`` replaces the YAML grid by one block (the ones not given
     take the defaults fgm,pgd_l2 × v,a,all × 0.5,1). ``defenses`` replaces the YAML entries by plain ids.
-    ``overrides`` are added to every entry's common ``set``; ``certify_radii`` turns certification on.
+    ``overrides`` are added to every entry's common ``set``; ``certify_radii`` turns certification on;
+    ``threads`` replaces the YAML's ``threads``. ``norm`` sets the threat norm of every block (a block's
+    own ``norm`` otherwise, default l2); a command-line block without ``eps`` under a norm other than l2
+    takes that norm's default grid (``attacks.default_eps``).
     """
     config = dict(config or {})
     _check_keys(config, SWEEP_KEYS, "the sweep config")
@@ -213,22 +326,25 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
             raise ValueError(f"sweep: label {e.label!r} is used by two different defense entries; give each its own label")
         seen[e.label] = e
     entries = list(seen.values())
+    if norm is not None:
+        default_eps(norm)  # an unknown norm says so, with "did you mean"
+    cli_eps = DEFAULT_SWEEP_EPS if norm in (None, "l2") else default_eps(norm)
     if attacks or modalities or eps:
         grid = [GridBlock(tuple(attacks or DEFAULT_ATTACKS), tuple(modalities or DEFAULT_MODALITIES),
-                          tuple(validate_eps(eps)) if eps else DEFAULT_SWEEP_EPS)]
+                          tuple(validate_eps(eps)) if eps else cli_eps)]
     elif config.get("grid"):
         grid = [parse_block(b) for b in _as_list(config["grid"])]
     else:
-        grid = [GridBlock(DEFAULT_ATTACKS, DEFAULT_MODALITIES, DEFAULT_SWEEP_EPS)]
+        grid = [GridBlock(DEFAULT_ATTACKS, DEFAULT_MODALITIES, cli_eps)]
+    if norm is not None:
+        grid = [replace(block, norm=norm) for block in grid]
     spec = None
     raw_cert = config.get("certify")
     if raw_cert or certify_radii:
         cert = _mapping(raw_cert if isinstance(raw_cert, Mapping) else {}, "certify")
         _check_keys(cert, CERTIFY_KEYS, "certify")
         radii = certify_radii or cert.get("radii") or DEFAULT_RADII
-        spec = CertifySpec(tuple(validate_eps([float(r) for r in _as_list(radii)])),
-                           int(cert.get("honesty_steps", 20)), int(cert.get("train_samples", -1)),
-                           int(cert.get("batch_size", 64)))
+        spec = parse_certify_block(cert, radii)
     return SweepPlan(
         defenses=entries,
         seeds=_seed_list(seeds if seeds else config.get("seeds", [0])),
@@ -238,26 +354,20 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
         common_overrides={**_mapping(config.get("set"), "set"), **dict(overrides or {})},
         batch_size=int(batch_size or config.get("batch_size", 500)),
         certify=spec,
+        threads=_threads(threads if threads is not None else config.get("threads")),
     )
 
 
-def eps_key(eps: Any) -> str:
-    """ε as it identifies a cell: ``-`` for unbounded attacks (NaN in the rows), else 10 significant digits."""
-    value = float(eps)
-    return "-" if math.isnan(value) else f"{value:.10g}"
-
-
-def cell_key(dataset: Any, defense: Any, seed: Any, sha: Any, attack: Any, attack_config: Any, modality: Any,
-             eps: Any) -> tuple:
-    return (str(dataset), str(defense), int(seed), str(sha), str(attack), str(attack_config), str(modality),
-            eps_key(eps))
-
-
-def done_cells(frame: pd.DataFrame) -> set[tuple]:
-    """Keys of the cells already in a results frame."""
-    if frame.empty:
-        return set()
-    return {cell_key(*values) for values in frame[list(CELL_COLUMNS)].itertuples(index=False, name=None)}
+def _threads(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        threads = int(value)
+    except (TypeError, ValueError):
+        threads = 0
+    if threads < 1 or str(value).strip() not in (str(threads), f"{threads}.0"):
+        raise ValueError(f"sweep: threads must be a positive integer such as 1, got {value!r}")
+    return threads
 
 
 def modality_label(modality: str, threat: ThreatModel) -> str:
@@ -267,15 +377,22 @@ def modality_label(modality: str, threat: ThreatModel) -> str:
 
 def validate_plan(plan: SweepPlan, root: Path) -> None:
     """Fail before any training on unknown defenses, settings, attacks, attack options or modalities."""
+    from .validate import check_certify_settings, check_run_settings
+
+    # names, types and ranges of every setting before the dataset is generated (it can take minutes)
+    check_run_settings(dataset=plan.dataset, dataset_options=plan.dataset_options, batch_size=plan.batch_size)
     for entry in plan.defenses:
-        DEFENSES.get(entry.defense)
+        build_defense(entry.defense, {**plan.common_overrides, **entry.overrides})
+    if plan.certify is not None:
+        check_certify_settings(train_samples=plan.certify.train_samples, honesty_steps=plan.certify.honesty_steps,
+                               batch_size=plan.certify.batch_size)
     ds = build_dataset(plan.dataset, cache_dir=root / "datasets", **plan.dataset_options)
     base, _ = apply_overrides(TrainConfig(), getattr(ds, "train_defaults", {}), f"dataset {plan.dataset!r} defaults")
     for entry in plan.defenses:
         build_defense(entry.defense, {**plan.common_overrides, **entry.overrides}, base)
     for block in plan.grid:
         for attack in block.attacks:
-            atk = build_attack(attack, ds.specs, **attack_options_for(attack, block.attack_set, ds))
+            atk = validate_attack_options(attack, block.attack_set, block.norm, eps=block.eps, specs=ds.specs)
             if atk.norm_bounded and not block.eps:
                 raise ValueError(f"sweep: attack {attack!r} needs an eps list in its grid block")
         for modality in block.modalities:
@@ -283,83 +400,150 @@ def validate_plan(plan: SweepPlan, root: Path) -> None:
 
 
 def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None = None, device: str = "auto",
-              progress: bool = True, command: str | None = None, sync_batchnorm: bool = False) -> SweepOutcome:
+              progress: bool = True, command: str | None = None, sync_batchnorm: bool = False,
+              shard: tuple[int, int] | None = None, executor: str = "local", address: str | None = None,
+              workers: int | None = None) -> SweepOutcome:
     """Run every cell of ``plan`` that is not yet in ``results``; append each cell's rows when it finishes.
 
-    Under torchrun every rank trains and measures its share of each cell; rank 0 appends the rows and
-    certifies (certification is not sharded) while the others wait."""
+    ``shard=(i, n)`` restricts the run to shard ``i``'s (label, seed) units. ``executor="ray"`` runs the
+    units as Ray tasks (``bench.executors``; ``address`` of an existing cluster, else a local one with
+    ``workers`` workers). Under torchrun every rank trains and measures its share of each cell; rank 0
+    appends the rows and certifies (certification is not sharded) while the others wait."""
+    from .executors import EXECUTORS, run_units
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if executor == "local" and (address is not None or workers is not None):
+        raise ValueError("--address and --workers apply to --executor ray; drop them or add --executor ray")
     root = Path(root) if root is not None else default_root()
     results_path = Path(results) if results is not None else root / "results.csv"
     command = command or invoked_command()
+    set_threads(plan.threads)
     dev = select_device(device)
+    from .validate import check_run_settings
+
+    # before any work: rows are never lost to an unwritable location or a damaged results file
+    check_run_settings(root=root, results=results_path)
     validate_plan(plan, root)
-    done = done_cells(read_rows(results_path))
-    outcome = SweepOutcome(results_path)
-    units = plan.units()
-    per_model = 1 + len(units) + (1 if plan.certify else 0)
-    main_rank = distributed.current().main
-    bar = tqdm(total=len(plan.defenses) * len(plan.seeds) * per_model, desc="sweep", disable=not (progress and main_rank))
-    for entry in plan.defenses:
-        for seed in plan.seeds:
-            bar.set_postfix_str(f"{entry.label} seed {seed}")
-            trained = train_defense(entry.defense, dataset=plan.dataset, seed=seed,
-                                    overrides={**plan.common_overrides, **entry.overrides},
-                                    dataset_options=plan.dataset_options, root=root, device=str(dev), progress=progress,
-                                    sync_batchnorm=sync_batchnorm)
-            outcome.models += 1
-            ds = trained.dataset  # type: ignore[attr-defined]
-            common = dict(dataset=ds.name, defense=entry.label, seed=seed, checkpoint_sha256=trained.sha256,
-                          config_hash=trained.key.config_hash, device=str(dev), suite_version=__version__)
-            evaluated, skipped = _clean_cell(trained, common, plan.batch_size, dev, done, results_path)
-            outcome.evaluated_rows += evaluated
-            outcome.skipped_rows += skipped
-            bar.update(1)
-            for block, attack, modality in units:
-                evaluated, skipped = _attack_cell(trained, common, block, attack, modality, plan.batch_size, dev,
-                                                  done, results_path)
-                outcome.evaluated_rows += evaluated
-                outcome.skipped_rows += skipped
-                bar.update(1)
-            if plan.certify is not None and main_rank:
-                certified_path = root / CERTIFIED_CSV
-                have = model_keys(read_table(certified_path))
-                if (ds.name, entry.label, seed, trained.sha256) not in have:
-                    certify_defense(entry.defense, dataset=plan.dataset, seed=seed, label=entry.label,
-                                    overrides={**plan.common_overrides, **entry.overrides},
-                                    dataset_options=plan.dataset_options, root=root, device=str(dev),
-                                    radii=plan.certify.radii, honesty_steps=plan.certify.honesty_steps,
-                                    train_samples=plan.certify.train_samples, batch_size=plan.certify.batch_size,
-                                    progress=False, trained=trained, command=command)
-                    outcome.certified += 1
-            if plan.certify is not None:
-                distributed.barrier()
-                bar.update(1)
-    bar.close()
-    if main_rank:
+    units = plan.work_units(shard)
+    outcome = run_units(executor, plan, units, root=root, results_path=results_path, device=str(dev),
+                        progress=progress, command=command, sync_batchnorm=sync_batchnorm, address=address,
+                        workers=workers)
+    if distributed.current().main:
         mark_row_flags(results_path)
+    return outcome
+
+
+def unit_cells(plan: SweepPlan) -> list[tuple[GridBlock, str, str] | None]:
+    """The cells of one (defense, seed) unit: None for the clean cell, then (block, attack, modality)."""
+    return [None, *plan.units()]
+
+
+def train_unit(plan: SweepPlan, entry: DefenseEntry, seed: int, *, root: Path, device: str, progress: bool = False,
+               sync_batchnorm: bool = False) -> TrainedModel:
+    """Train (or load) the model of one unit (under the checkpoint folder's lock, see ``bench.train``)."""
+    return train_defense(entry.defense, dataset=plan.dataset, seed=seed,
+                         overrides={**plan.common_overrides, **entry.overrides}, dataset_options=plan.dataset_options,
+                         root=root, device=device, progress=progress, sync_batchnorm=sync_batchnorm)
+
+
+def unit_common(trained: TrainedModel, entry: DefenseEntry, seed: int, dev: torch.device) -> dict[str, Any]:
+    """The columns every row of a unit shares (identity and provenance)."""
+    ds = trained.dataset  # type: ignore[attr-defined]
+    return dict(dataset=ds.name, defense=entry.defense, label=entry.label, seed=seed,
+                checkpoint_sha256=trained.sha256, config_hash=trained.key.config_hash, device=str(dev),
+                suite_version=__version__, dtype=model_dtype(trained.model))
+
+
+def run_cell(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int,
+             cell: tuple[GridBlock, str, str] | None, *, dev: torch.device, done: set[tuple],
+             results_path: Path) -> tuple[int, int]:
+    """Evaluate one cell of a unit unless its rows are stored: (rows evaluated, rows skipped)."""
+    common = unit_common(trained, entry, seed, dev)
+    if cell is None:
+        return _clean_cell(trained, common, plan.batch_size, dev, done, results_path)
+    block, attack, modality = cell
+    return _attack_cell(trained, common, block, attack, modality, plan.batch_size, dev, done, results_path)
+
+
+def certify_unit(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int, *, root: Path, dev: torch.device,
+                 command: str) -> int:
+    """Certify a unit's model unless its certificate rows are stored; 1 if it certified, else 0."""
+    spec = plan.certify
+    assert spec is not None
+    ds = trained.dataset  # type: ignore[attr-defined]
+    stored = read_table(root / CERTIFIED_CSV)
+    model = (ds.name, entry.label, seed, trained.sha256)
+    names = [s.name for s in ds.specs]
+    done = 0
+    for method in spec.methods:
+        sets: Sequence[str] = ()
+        if method == "smoothing":  # only the noise sets (at this σ) not yet stored
+            sets = [m for m in spec.modalities
+                    if not has_certificate(stored, model, method, smoothed_label(noise_set(m, names), names),
+                                           spec.smoothing.sigma)]
+            if not sets:
+                continue
+        elif has_certificate(stored, model, method):
+            continue
+        certify_defense(entry.defense, dataset=plan.dataset, seed=seed, label=entry.label,
+                        overrides={**plan.common_overrides, **entry.overrides}, dataset_options=plan.dataset_options,
+                        root=root, device=str(dev), radii=spec.radii, honesty_steps=spec.honesty_steps,
+                        train_samples=spec.train_samples, batch_size=spec.batch_size, progress=False,
+                        trained=trained, command=command, method=method, honesty=spec.honesty,
+                        smoothing=replace(spec.smoothing, seed=seed), modalities=sets or spec.modalities,
+                        test_samples=spec.test_samples, n_attack=spec.n_attack, attack_steps=spec.attack_steps,
+                        attack_samples=spec.attack_samples)
+        done = 1
+    return done
+
+
+def run_unit(plan: SweepPlan, entry: DefenseEntry, seed: int, *, root: Path, results_path: Path, device: str,
+             progress: bool = False, command: str, sync_batchnorm: bool = False, bar: Any = None) -> SweepOutcome:
+    """One (defense, seed) unit start to end: train or load, every cell not yet stored, the certificate."""
+    outcome = SweepOutcome(results_path)
+    dev = select_device(device)
+    main_rank = distributed.current().main
+    trained = train_unit(plan, entry, seed, root=root, device=str(dev), progress=progress,
+                         sync_batchnorm=sync_batchnorm)
+    outcome.models += 1
+    done = done_cells(read_rows(results_path))  # read per unit: other shards/processes may have added cells
+    for cell in unit_cells(plan):
+        evaluated, skipped = run_cell(plan, trained, entry, seed, cell, dev=dev, done=done, results_path=results_path)
+        outcome.evaluated_rows += evaluated
+        outcome.skipped_rows += skipped
+        if bar is not None:
+            bar.update(1)
+    if plan.certify is not None:
+        if main_rank:
+            outcome.certified += certify_unit(plan, trained, entry, seed, root=root, dev=dev, command=command)
+        distributed.barrier()
+        if bar is not None:
+            bar.update(1)
     return outcome
 
 
 def mark_row_flags(results_path: Path) -> pd.DataFrame:
     """Add the flags that need rows of several cells (``non_monotone`` along an ε curve assembled from several
-    grid blocks, ``fgm_beats_pgd`` between the fgm and pgd_l2 cells of one model) to the results CSV, atomically.
-    Idempotent: flags already present stay, nothing is duplicated."""
-    frame = read_rows(results_path)
-    if frame.empty:
+    grid blocks, ``fgm_beats_pgd`` between the fgm and pgd_l2 cells of one model) to the results CSV, atomically
+    and under the store's lock. Idempotent: flags already present stay, nothing is duplicated."""
+
+    def update(frame: pd.DataFrame) -> pd.DataFrame | None:
+        if frame.empty:
+            return None
+        flags = flag_rows(frame)
+        if flags.astype(str).tolist() == frame["flags"].astype(str).tolist():
+            return None
+        frame["flags"] = flags
         return frame
-    flags = flag_rows(frame)
-    if flags.equals(frame["flags"]):
-        return frame
-    frame["flags"] = flags
-    with atomic_path(results_path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return frame
+
+    return rewrite_rows(results_path, update)
 
 
 def _clean_cell(trained: TrainedModel, common: dict[str, Any], batch_size: int, dev: torch.device,
                 done: set[tuple], results_path: Path) -> tuple[int, int]:
     """The clean-accuracy row of one model, unless present: (rows evaluated, rows skipped)."""
-    key = cell_key(common["dataset"], common["defense"], common["seed"], common["checkpoint_sha256"],
+    key = cell_key(common["dataset"], common["label"], common["seed"], common["checkpoint_sha256"],
                    CLEAN, CLEAN, NO_MODALITY, 0.0)
     if key in done:
         return 0, 1
@@ -377,10 +561,10 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     ds = trained.dataset  # type: ignore[attr-defined]
     atk = build_attack(attack, ds.specs, seed=common["seed"], **attack_options_for(attack, block.attack_set, ds))
     grid = list(block.eps) if atk.norm_bounded else [math.nan]
-    threat = ThreatModel.parse(modality, 0.0 if math.isnan(grid[0]) else grid[0], ds.specs)
+    threat = ThreatModel.parse(modality, 0.0 if math.isnan(grid[0]) else grid[0], ds.specs, norm=block.norm)
     label = modality_label(modality, threat)
-    keys = {e: cell_key(common["dataset"], common["defense"], common["seed"], common["checkpoint_sha256"], attack,
-                        atk.describe(), label, e) for e in grid}
+    keys = {e: cell_key(common["dataset"], common["label"], common["seed"], common["checkpoint_sha256"], attack,
+                        atk.describe(), label, e, threat.norm) for e in grid}
     todo = [e for e in grid if keys[e] not in done]
     if not todo:
         return 0, len(grid)
@@ -388,7 +572,7 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     measured = robust_accuracy(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress=False)
     flags = check_attack(trained.model, ds.test, atk, threat, eps_grid, measured, dev)
     for flag in flags:
-        log.warning("%s %s seed %s, %s on %s: %s", common["dataset"], common["defense"], common["seed"], attack,
+        log.warning("%s %s seed %s, %s on %s: %s", common["dataset"], common["label"], common["seed"], attack,
                     label, flag.note())
     rows = [ResultRow(attack=attack, attack_config=atk.describe(), library=atk.library,
                       library_version=atk.library_version, modality=label, norm=threat.norm,
@@ -408,4 +592,6 @@ def _append_on_main(results_path: Path, rows: list[ResultRow]) -> None:
 
 __all__ = ["DefenseEntry", "GridBlock", "CertifySpec", "SweepPlan", "SweepOutcome", "CertifyOutcome", "build_plan",
            "load_sweep_config", "parse_defense_entry", "parse_block", "run_sweep", "certify_defense", "cell_key",
-           "done_cells", "eps_key", "replace_model_rows", "mark_row_flags", "CERTIFIED_CSV", "ETA_PAIRS_CSV"]
+           "done_cells", "eps_key", "replace_model_rows", "mark_row_flags", "CERTIFIED_CSV", "ETA_PAIRS_CSV",
+           "CELL_COLUMNS", "parse_shard", "shard_units", "unit_hash", "set_threads", "run_unit", "train_unit",
+           "run_cell", "certify_unit", "unit_cells", "unit_common"]

@@ -1,18 +1,24 @@
 """The one training loop shared by every defense, with caching and epoch-level resume."""
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
+import filelock
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..data.base import InMemoryDataset
 from ..defenses import Defense, TrainConfig, TrainContext
-from ..defenses.base import key_dict, lr_factor, make_optimizer
+from ..defenses.base import add_input_noise, key_dict, lr_factor, make_optimizer
 from ..models import MultiModalNet
+from ..io import atomic_write_json, file_lock
 from . import distributed
 from .checkpoints import (CheckpointKey, clear_resume, load_resume, load_stage, save_resume,
                           save_stage)
@@ -78,9 +84,65 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_s
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(cfg, epoch))
 
 
+def model_dtype(model: torch.nn.Module) -> str:
+    """The floating dtype of a model's parameters (``float32``), as rows and checkpoint configs record it."""
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()})
+    return "+".join(dtypes) or "none"
+
+
+def provenance(device: torch.device, model: torch.nn.Module) -> dict[str, object]:
+    """What a bit-for-bit rerun needs besides the checkpoint key: torch version, device, dtype and the
+    intra-op thread count (float reductions are ordered by it on the CPU; docs/design.md §8)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"torch_version": torch.__version__, "device": str(device), "device_name": name,
+            "dtype": model_dtype(model), "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
+
+
+def record_provenance(directory: Path, stage: str, info: dict[str, object]) -> None:
+    """Add ``info`` as ``provenance.<stage>`` to the checkpoint's config.json (atomically; outside the key)."""
+    path = directory / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(config, dict):
+        config.setdefault("provenance", {})[stage] = info
+        atomic_write_json(path, config)
+
+
+@contextlib.contextmanager
+def checkpoint_lock(directory: Path) -> Iterator[None]:
+    """Hold the checkpoint folder's lock (``.train.lock``) so that two processes (shards, cluster jobs on a
+    shared filesystem) never train one model at once: the second waits, then loads what the first saved.
+    Under torchrun rank 0 holds it for the group."""
+    world = distributed.current()
+    lock = file_lock(directory / "train") if world.main else None
+    if lock is not None:
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            log.info("waiting for another process training %s", directory)
+            lock.acquire()
+    try:
+        distributed.barrier()
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *, seed: int = 0,
           root: Path, device: str | torch.device = "auto", progress: bool = True,
           force: bool = False, sync_batchnorm: bool = False) -> TrainedModel:
+    """Train ``defense`` on ``dataset`` (or load the cached result) under the checkpoint folder's lock."""
+    with contextlib.ExitStack() as locks:
+        return _train(defense, dataset, train_cfg, seed=seed, root=root, device=device, progress=progress,
+                      force=force, sync_batchnorm=sync_batchnorm, locks=locks)
+
+
+def _train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *, seed: int = 0,
+           root: Path, device: str | torch.device = "auto", progress: bool = True,
+           force: bool = False, sync_batchnorm: bool = False, locks: contextlib.ExitStack) -> TrainedModel:
     """Train ``defense`` on ``dataset`` (or load the cached result) and return the final model.
 
     Stage 1 (the shared loop) is checkpointed as ``stage1``; post-training stages (CRMT step 2)
@@ -98,19 +160,22 @@ def train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *,
         raise ValueError("sync_batchnorm only applies to a distributed run (launch with torchrun --nproc-per-node N)")
     key = CheckpointKey(dataset.name, dataset.config, defense.name, defense.config_dict(), train_dict, seed)
     directory = key.directory(root)
+    locks.enter_context(checkpoint_lock(directory))
     model = speed_setup(_build(defense, dataset, train_cfg, seed, dev), train_cfg)
     start_time = time.perf_counter()
     if not force:
-        final = load_stage(directory, "final")
+        final = load_stage(directory, "final", key)
         if final is not None:
             state, extra, digest = final
             model.load_state_dict(state)
             model.eval()
+            log.info("reusing the checkpoint of %s (seed %d) in %s (sha256 %s…)", defense.name, seed, directory,
+                     digest[:12])
             return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=True)
 
     gen = torch.Generator().manual_seed(seed)
     ctx = TrainContext(dataset=dataset, train=train_cfg, device=dev, generator=gen, progress=progress and world.main)
-    stage1 = None if force else load_stage(directory, "stage1")
+    stage1 = None if force else load_stage(directory, "stage1", key)
     if stage1 is not None:
         model.load_state_dict(stage1[0])
     else:
@@ -122,6 +187,7 @@ def train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *,
             model.load_state_dict(trained.state_dict())
         if world.main:
             save_stage(directory, "stage1", model, {}, key)
+            record_provenance(directory, "stage1", provenance(dev, model))
             clear_resume(directory)
         distributed.barrier()
     ctx.state.clear()
@@ -131,15 +197,18 @@ def train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *,
         if world.main:
             extra = defense.post_train(model, ctx)
             save_stage(directory, "final", model, extra, key)
+            record_provenance(directory, "final", provenance(dev, model))
         distributed.barrier()
-        state, extra, digest = load_stage(directory, "final")
+        state, extra, digest = load_stage(directory, "final", key)
         model.load_state_dict(state)
     else:
         extra = defense.post_train(model, ctx)
         digest = save_stage(directory, "final", model, extra, key)
+        record_provenance(directory, "final", provenance(dev, model))
     model.eval()
-    return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=False,
-                        seconds=time.perf_counter() - start_time)
+    seconds = time.perf_counter() - start_time
+    log.info("trained %s (seed %d) in %.1f s; checkpoint %s", defense.name, seed, seconds, directory)
+    return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=False, seconds=seconds)
 
 
 def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, directory: Path,
@@ -165,15 +234,23 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         first_epoch = state["epoch"] + 1
         log.info("resuming %s from epoch %d", key.defense, first_epoch)
     elif state is not None:
-        log.warning("ignoring %s/resume.pt: it was saved for another configuration or suite version; "
+        log.warning("ignoring %s/resume.safetensors: it was saved for another configuration or suite version; "
                     "training %s from epoch 0", directory, key.defense)
     params = [p for p in model.parameters()]
     bf16 = cfg.precision == "bf16"
     split = defense.training_split(ctx.dataset.train, ctx)
+    noise = cfg.noise_sigma
+    unknown = sorted(set(noise) - {sp.name for sp in ctx.dataset.specs})
+    if unknown:
+        raise ValueError(f"noise_sigma names unknown modality {', '.join(unknown)}; valid: "
+                         f"{', '.join(sp.name for sp in ctx.dataset.specs)}")
+    noise_gen = torch.Generator(device=ctx.device) if noise else None
     n_train = len(split)
-    bar = tqdm(range(first_epoch, cfg.epochs), desc=f"train {defense.name}", disable=not ctx.progress,
-               initial=first_epoch, total=cfg.epochs, leave=False)
-    for epoch in bar:
+    # one tick per optimizer step (a long epoch shows progress); the postfix names the epoch and its mean loss
+    per_epoch = -(-n_train // cfg.batch_size) if n_train else 0
+    bar = progress_bar(desc=f"train {defense.name}", enabled=ctx.progress, total=cfg.epochs * per_epoch,
+                       initial=first_epoch * per_epoch, unit="batch", leave=False)
+    for epoch in range(first_epoch, cfg.epochs):
         ctx.epoch = epoch
         if world.active:
             ctx.generator.manual_seed(distributed.rank_seed(seed, world.rank, epoch))
@@ -182,10 +259,14 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         model.train()
         total = torch.zeros((), device=ctx.device)
         steps = 0
+        if noise_gen is not None:  # Gaussian augmentation: seeded per (seed, rank, epoch), so a resumed run draws the same
+            noise_gen.manual_seed(distributed.rank_seed(seed + 1_000_003, world.rank if world.active else 0, epoch))
         for step, (batch, labels) in enumerate(split.batches(
                 cfg.batch_size, shuffle=True, generator=order_gen, device=ctx.device, shard=world.shard)):
             local_n = labels.shape[0]
             if local_n:  # the loss first: attacks inside it may leave parameter gradients, zeroed below
+                if noise_gen is not None:
+                    batch = add_input_noise(batch, noise, noise_gen)
                 with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss = defense.loss(model, batch, labels, ctx)
                 loss = loss.float()
@@ -201,11 +282,12 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
             opt.step()
             steps += 1
             ctx.step += 1
+            bar.update(1)
         if sched is not None:
             sched.step()
         if world.active:
             distributed.broadcast_state(model, buffers_only=True)  # rank 0's BatchNorm running statistics
-        bar.set_postfix(loss=f"{(total / max(steps, 1)).item():.3f}")
+        bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{(total / max(steps, 1)).item():.3f}")
         if world.main:
             save_resume(directory, {"key": key.digest, "epoch": epoch, "model": model.state_dict(),
                                     "optimizer": opt.state_dict(),
@@ -213,3 +295,4 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
                                     "generator": ctx.generator.get_state(), "defense_state": dict(ctx.state),
                                     **({"order_generator": order_gen.get_state()} if world.active else {})})
         distributed.barrier()
+    bar.close()

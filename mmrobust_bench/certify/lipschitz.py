@@ -1,4 +1,4 @@
-"""Per-class, per-modality Lipschitz estimates of the uni-modal scores (METHODS.md §10.5).
+"""Per-class, per-modality Lipschitz estimates of the uni-modal scores (docs/methods.md §10.5).
 
 τ_k^(m) = max over samples of ‖∇_{x^(m)} z_k^(m)(x)‖₂. All K vector–Jacobian products of one
 modality come from a single batched backward (``is_grads_batched=True``), chunked over classes to

@@ -1,8 +1,9 @@
 """``mmrobust-bench``: a thin command line over the Python API (``mmrobust_bench.bench.api``).
 
-One module per subcommand (``run``, ``certify``, ``sweep``, ``report``/``plot``, ``list``; ``prepare``
-lives with the real-data preparation in ``mmrobust_bench.data.prepare``); each adds its parser and
-its handler, and this module only dispatches.
+One module per subcommand (``run``, ``certify``, ``sweep``, ``verify``, ``report``/``plot``, ``list``;
+``prepare`` lives with the real-data preparation in ``mmrobust_bench.data.prepare``); each adds its parser
+and its handler, and this module only dispatches. ``conventions`` gives every subcommand the shared help
+formatter (defaults shown) and ``-v``/``-q`` (docs/cli.md).
 """
 from __future__ import annotations
 
@@ -14,26 +15,35 @@ import sys
 from typing import Iterator, Sequence
 
 from .. import __version__
-from . import certify, listing, report, run, sweep
-from .common import command_line
+from . import certify, conventions, listing, report, run, sweep, verify
+from .common import check_list_options, command_line, expected_error_message
 
 log = logging.getLogger("mmrobust_bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmrobust-bench", description=__doc__.split("\n\n")[0])
+    """The whole parser; imports nothing heavy (``--help``/``--version`` answer in well under a second)."""
+    parser = argparse.ArgumentParser(
+        prog="mmrobust-bench", formatter_class=conventions.HelpFormatter,
+        description="Adversarial robustness of multi-modal classifiers, per modality:\n"
+                    "train defenses, attack them, certify them, and report.",
+        epilog="`mmrobust-bench COMMAND --help` shows a command's options with their defaults;\n"
+               "docs/cli.md describes the conventions they share.")
     parser.add_argument("--version", action="version", version=f"mmrobust-bench {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    conventions.add_verbosity(parser, top_level=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=conventions.SubcommandParser,
+                                metavar="COMMAND")
     run.add_parser(sub)
     certify.add_parser(sub)
     sweep.add_parser(sub)
+    verify.add_parser(sub)
     report.add_parsers(sub)
 
     from ..data.prepare import add_prepare_parser
 
     add_prepare_parser(sub)
     listing.add_parser(sub)
+    conventions.install(parser, sub)
     return parser
 
 
@@ -41,15 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = command_line(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    from ..registry import RegistryError
-
+    conventions.configure(args)  # -v/-q: log level, progress bars
     try:
+        check_list_options(args)
         with _distributed(args):
             return args.func(args)
-    except (ValueError, RegistryError) as exc:
-        print(f"mmrobust-bench: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # expected errors become one line (exit 2); anything else keeps its traceback
+        message = expected_error_message(exc)
+        if message is None:
+            raise
+        print(f"mmrobust-bench: error: {message}", file=sys.stderr)
         return 2
 
 

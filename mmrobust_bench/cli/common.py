@@ -17,22 +17,50 @@ def key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"{flag} expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        if not key.strip():
+            raise ValueError(f"{flag} expects key=value with a key, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{flag} {item!r}: cannot read the value ({problem}); quote it or fix it") from None
     return out
 
 
 def eps_list(text: str, flag: str = "--eps") -> list[float]:
+    """Comma-separated numbers; an empty list is an error (leave the option out for the default)."""
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
         raise ValueError(f"{flag} expects comma-separated numbers such as 0.25,0.5,1, got {text!r}") from exc
+    if not values:
+        raise ValueError(f"{flag} is empty: give comma-separated numbers such as 0.25,0.5,1, or leave it out "
+                         f"for the default")
+    return values
 
 
 def int_list(text: str, flag: str) -> list[int]:
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
         raise ValueError(f"{flag} expects comma-separated integers such as 0,1,2, got {text!r}") from exc
+    if not values:
+        raise ValueError(f"{flag} is empty: give comma-separated integers such as 0,1,2, or leave it out")
+    return values
+
+
+# options holding comma lists: an empty value ("--eps ''") is an error, never the default
+LIST_OPTIONS = ("eps", "radius", "seeds", "certify", "defenses", "attacks", "modalities", "tables", "figures",
+                "dataset")
+
+
+def check_list_options(args: argparse.Namespace) -> None:
+    """Refuse list options given with nothing in them (a blank ``--eps`` silently meant the default grid)."""
+    for name in LIST_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not any(v.strip() for v in value.split(",")):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} is empty: give at least one value, or leave {flag} out for the default")
 
 
 def name_list(text: str | None) -> list[str] | None:
@@ -46,17 +74,11 @@ def command_line(argv: Sequence[str] | None) -> str:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Defense/training settings: the ``--config`` YAML, then ``--set`` items on top."""
-    import yaml
+    from ..bench.validate import read_yaml_mapping
 
     merged: dict[str, Any] = {}
     if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise ValueError(f"--config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"--config file {path} must hold a mapping of setting: value")
-        merged.update(loaded)
+        merged.update(read_yaml_mapping(args.config, "--config file"))
     merged.update(key_values(args.set, "--set"))
     return merged
 
@@ -66,3 +88,48 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "data_root", None):
         options["data_root"] = args.data_root
     return options
+
+
+def expected_error_message(exc: BaseException) -> str | None:
+    """One line naming what to fix for an error a user can cause (a bad value or name, a file that cannot be
+    read or written, bad YAML/JSON/CSV); None for anything else, which keeps its traceback (a bug)."""
+    import json
+
+    from ..registry import RegistryError
+
+    try:
+        import yaml
+
+        yaml_error: tuple[type, ...] = (yaml.YAMLError,)
+    except ImportError:  # pragma: no cover - yaml is a dependency
+        yaml_error = ()
+    try:
+        from pandas.errors import EmptyDataError, ParserError
+
+        csv_errors: tuple[type, ...] = (ParserError, EmptyDataError)
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        csv_errors = ()
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        what = exc.strerror or str(exc)
+        hint = {"IsADirectoryError": "give a file path, not a directory",
+                "NotADirectoryError": "a path component is a file; give a path inside a directory",
+                "PermissionError": "fix the permissions or choose another location",
+                "FileNotFoundError": "check the path",
+                "FileExistsError": "remove it or choose another location"}.get(type(exc).__name__,
+                                                                                 "check the path and free space")
+        return f"{what}{where} ({hint})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg} (a damaged file; delete or fix it)"
+    if csv_errors and isinstance(exc, csv_errors):
+        return f"cannot parse a CSV file: {str(exc).strip().splitlines()[0]} (fix or remove the damaged line)"
+    if yaml_error and isinstance(exc, yaml_error):
+        return f"invalid YAML: {str(exc).strip().splitlines()[0]}"
+    if isinstance(exc, (ValueError, RegistryError)):
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        if not lines:
+            return type(exc).__name__
+        if any(line.startswith("Traceback") for line in lines):  # raised in a worker: its last line is the error
+            return lines[-1]
+        return " ".join(lines)
+    return None

@@ -1,4 +1,10 @@
-"""``mmrobust-bench report`` and ``plot``: tables, findings and figures from result rows."""
+"""``mmrobust-bench report`` and ``plot``: tables, findings, pivots, HTML leaderboard, model cards and figures
+from result rows.
+
+Rows are grouped by (dataset, defense label, configuration): two configurations under one label are
+reported as separate entries (``jt [cfg b30dba09]``) with a note naming the settings that differ
+(from the checkpoints' ``config.json``), or refused with ``--refuse-mixed`` (``reports/entries.py``).
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +16,30 @@ from .common import int_list, name_list
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    rep = sub.add_parser("report", help="Tables 1–3 (markdown + CSV) from result rows, beside the paper's numbers")
+    rep = sub.add_parser("report", help="Tables 1–3 (markdown, tidy CSV, LaTeX) from result rows, beside the paper's "
+                                        "numbers; optionally a pivot of any grid, findings, an HTML leaderboard and "
+                                        "model cards")
     rep.add_argument("--results", required=True, help="results CSV")
     rep.add_argument("--out", required=True, help="output directory")
-    rep.add_argument("--tables", default="1,2,3", help="which tables (default 1,2,3; 3 needs MMT rows)")
+    rep.add_argument("--tables", default="1,2,3", help="which of the paper's tables (3 needs MMT rows; 0 for none)")
     rep.add_argument("--findings", action="store_true",
                      help="also write findings-<dataset>.md: preference, fragility, robustness, η imbalance, ablation, "
                           "honesty (reads eta_pairs.csv and certified.csv beside --results)")
+    rep.add_argument("--pivot", action="store_true",
+                     help="also write pivot-<dataset>.{md,csv,tex}: one column per attack × modality × ε in the rows "
+                          "(filter with --attack/--modality/--eps)")
+    rep.add_argument("--attack", help="pivot: comma-separated attack ids to keep (default: every attack)")
+    rep.add_argument("--modality", help="pivot: comma-separated modality labels to keep, e.g. a or a,all "
+                                        "(default: every modality)")
+    rep.add_argument("--eps", help="pivot: comma-separated ε values to keep (default: every ε)")
+    rep.add_argument("--html", action="store_true",
+                     help="also write leaderboard-<dataset>.html (sortable, self-contained) and a JSON card per "
+                          "model under cards/ (reads certified.csv beside --results)")
+    rep.add_argument("--checkpoints", help="checkpoint directory whose config.json files name the settings of "
+                                           "each configuration (default: checkpoints/ beside --results)")
+    rep.add_argument("--refuse-mixed", action="store_true",
+                     help="refuse rows where one label has several configurations, instead of reporting each "
+                          "configuration as its own entry")
     rep.add_argument("--dataset", help="comma-separated datasets (default: every dataset in the rows)")
     rep.set_defaults(func=cmd_report)
 
@@ -24,51 +47,105 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--results", required=True, help="results CSV")
     plot.add_argument("--out", required=True, help="output directory")
     plot.add_argument("--eta", help="per-pair η CSV from certify (default: eta_pairs.csv beside --results)")
-    plot.add_argument("--figures", default="1,3,4,5", help="which figures (default 1,3,4,5)")
+    plot.add_argument("--certified", help="certified.csv from certify, for the certified-accuracy curves "
+                                          "(smoothing vs empirical; default: certified.csv beside --results)")
+    plot.add_argument("--figures", default="1,3,4,5", help="which figures")
     plot.add_argument("--attack", default="pgd_l2", help="attack of the radius curves (Figures 1 and 4)")
     plot.add_argument("--ablation", metavar="STAGE=LABEL,...",
                       help="Figure 5 stages and their defense labels (default JT=jt, ..., CRMT-JT (full)=crmt_jt)")
+    plot.add_argument("--band", default="std", choices=("std", "ci95"),
+                      help="what the seed bands show: ± 1 sample std, or the 95%% t-interval of the mean")
+    plot.add_argument("--stamp", action="store_true",
+                      help="also draw the 'made by' command on the canvas (it is always in the file's metadata and "
+                           "the .txt sidecar)")
     plot.add_argument("--dataset", help="comma-separated datasets (default: every dataset in the rows)")
-    plot.add_argument("--format", default="png", choices=("png", "pdf", "svg"))
+    plot.add_argument("--format", default="png", choices=("png", "pdf", "svg"), help="image format of the figures")
     plot.set_defaults(func=cmd_plot)
 
 
 def read_results(path: str) -> Any:
+    """The rows of a results CSV; columns added after a CSV was written read with their defaults."""
     import pandas as pd
 
     file = Path(path)
     if not file.exists():
         raise ValueError(f"results file {file} does not exist")
-    return pd.read_csv(file)
+    try:
+        frame = pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file} cannot be read as a results CSV ({exc}); fix or remove the broken line") from exc
+    for column in ("dataset", "defense", "seed", "attack", "modality", "eps", "accuracy"):
+        if column not in frame:
+            raise ValueError(f"{file} is not a results file: it has no {column!r} column")
+    if "attack_config" not in frame:
+        frame["attack_config"] = frame["attack"]
+    return frame
+
+
+def _beside(results: Path, name: str) -> Any:
+    import pandas as pd
+
+    path = results.with_name(name)
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _checkpoints(args: argparse.Namespace) -> Path:
+    from ..reports.entries import default_checkpoints
+
+    if args.checkpoints:
+        path = Path(args.checkpoints)
+        if not path.is_dir():
+            raise ValueError(f"--checkpoints {path} is not a directory")
+        return path
+    return default_checkpoints(Path(args.results))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..reports.tables import build_tables, write_tables
+    from ..reports.entries import mixed_labels, resolve_entries
+    from ..reports.tables import build_tables, pivot_table, write_tables
 
     rows = read_results(args.results)
-    numbers = int_list(args.tables, "--tables")
-    tables = build_tables(rows, numbers=numbers, datasets=name_list(args.dataset))
-    for path in write_tables(tables, Path(args.out), command=args.command_line):
-        print(path)
+    results = Path(args.results)
+    checkpoints = _checkpoints(args)
+    pairs, certified = _beside(results, "eta_pairs.csv"), _beside(results, "certified.csv")
+    split = mixed_labels(rows, pairs, certified)
+    rows, notes = resolve_entries(rows, checkpoints=checkpoints, strict=args.refuse_mixed, split=split)
+    pairs = None if pairs is None else resolve_entries(pairs, split=split)[0]
+    certified = None if certified is None else resolve_entries(certified, split=split)[0]
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    datasets = name_list(args.dataset)
+    numbers = [n for n in int_list(args.tables, "--tables") if n] if args.tables.strip() not in ("", "0") else []
+    out = Path(args.out)
+    if not args.pivot and (args.attack or args.modality or args.eps):
+        raise ValueError("--attack/--modality/--eps filter the pivot; add --pivot")
+    tables = build_tables(rows, numbers=numbers, datasets=datasets, checkpoints=checkpoints) if numbers else []
+    if args.pivot:
+        try:
+            eps = [float(x) for x in args.eps.split(",") if x.strip()] if args.eps else None
+        except ValueError as exc:
+            raise ValueError(f"--eps expects comma-separated numbers such as 0.5,1,2, got {args.eps!r}") from exc
+        tables += [pivot_table(rows, d, attacks=name_list(args.attack), modalities=name_list(args.modality), eps=eps,
+                               checkpoints=checkpoints) for d in datasets or sorted(rows["dataset"].astype(str).unique())]
+    paths = write_tables(tables, out, command=args.command_line) if tables else []
     if args.findings:
-        for path in _write_findings(rows, Path(args.results), Path(args.out), args.command_line,
-                                    name_list(args.dataset)):
-            print(path)
+        paths += _write_findings(rows, pairs, certified, out, args.command_line, datasets)
+    if args.html:
+        from ..reports.leaderboard import write_leaderboard
+
+        paths += write_leaderboard(rows, out, command=args.command_line, certified=certified, checkpoints=checkpoints,
+                                   datasets=datasets, notes=notes)
+    for path in paths:
+        print(path)
     return 0
 
 
-def _write_findings(rows: Any, results: Path, out: Path, command: str, datasets: list[str] | None) -> list[Path]:
+def _write_findings(rows: Any, pairs: Any, certified: Any, out: Path, command: str,
+                    datasets: list[str] | None) -> list[Path]:
     """``findings-<dataset>.md``: the numbers behind the findings, with certify's CSVs beside the results."""
-    import pandas as pd
-
     from ..io import atomic_write_text
     from ..reports.findings import findings_markdown
 
-    def beside(name: str) -> "pd.DataFrame | None":
-        path = results.with_name(name)
-        return pd.read_csv(path) if path.exists() else None
-
-    pairs, certified = beside("eta_pairs.csv"), beside("certified.csv")
     paths = []
     for dataset in datasets or sorted(rows["dataset"].unique()):
         pick = lambda f: None if f is None else f[f["dataset"] == dataset]  # noqa: E731
@@ -93,10 +170,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     saved, notes = plot_figures(
         rows, Path(args.out), command=args.command_line, eta_pairs=eta, figures=int_list(args.figures, "--figures"),
         attack=args.attack, ablation=parse_ablation(args.ablation) if args.ablation else DEFAULT_ABLATION,
-        fmt=args.format, datasets=name_list(args.dataset),
+        fmt=args.format, datasets=name_list(args.dataset), band=args.band, stamp=args.stamp,
     )
     for item in saved:
         print(item.path)
+    certified_path = Path(args.certified) if args.certified else Path(args.results).with_name("certified.csv")
+    if args.certified and not certified_path.exists():
+        raise ValueError(f"--certified file {certified_path} does not exist")
+    if certified_path.exists():
+        from ..bench.certification import read_certified
+        from ..reports.certified_curves import plot_certified_curves
+
+        curves = plot_certified_curves(read_certified(certified_path), Path(args.out), command=args.command_line,
+                                       datasets=name_list(args.dataset), fmt=args.format)
+        for path in curves:
+            print(path)
+        if not curves:
+            notes = [*notes, f"no certified-accuracy curves: {certified_path} has no drawable rows"]
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .common import dataset_options, eps_list, key_values, overrides
@@ -12,9 +13,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--defense", default="crmt_at", help="defense id (see `mmrobust-bench list`)")
     run.add_argument("--attack", default="pgd_l2", help="attack id: fgm, pgd_l2, missing, torchattacks:NAME, ...")
     run.add_argument("--modality", default="a", help="attacked modality: a name, a comma list, or 'all' (joint)")
-    run.add_argument("--dataset", default="synthav")
-    run.add_argument("--eps", help="comma-separated ε grid in model-input space (default 0.25,0.5,1,1.5,2)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--dataset", default="synthav", help="dataset id (see `mmrobust-bench list`)")
+    run.add_argument("--eps", help="comma-separated ε grid in model-input space (default per --norm: l2 "
+                                   "0.25,0.5,1,1.5,2; linf 0.005,0.01,0.02,0.05,0.1; l1 1,2,5,10,20; l0 1,2,5,10,20 "
+                                   "coordinates)")
+    run.add_argument("--norm", choices=("l2", "linf", "l1", "l0"), default="l2",
+                     help="threat norm (default l2); `mmrobust-bench list` shows the norms of each attack")
+    run.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and attack randomness")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a defense or training setting")
     run.add_argument("--config", help="YAML file of defense/training settings (--set wins)")
     run.add_argument("--attack-set", action="append", metavar="KEY=VALUE", help="attack option, e.g. steps=10")
@@ -29,29 +34,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--curve", choices=("sweep", "minimal"), default="sweep",
                      help="sweep: attack at every ε; minimal: one minimal-norm run gives the whole curve")
     run.add_argument("--data-root", help="directory of a prepared real dataset (ks, vggsound, ucf101)")
+    run.add_argument("--label", help="name of this configuration in the rows, so that two configurations of one "
+                                     "defense stay apart (default: the defense id)")
+    run.add_argument("--force", action="store_true",
+                     help="re-evaluate and replace cells already stored for this checkpoint (default: reuse them)")
+    run.add_argument("--threads", type=int, help="torch intra-op threads (torch.set_num_threads), recorded in the "
+                                                 "rows (default: torch's own choice)")
     run.set_defaults(func=cmd, distributed=True)
 
 
 def cmd(args: argparse.Namespace) -> int:
-    from ..bench.api import DEFAULT_EPS, run
+    from ..bench.api import run
+    from ..bench.sweep import set_threads
 
+    set_threads(args.threads)
     result = run(
         defense=args.defense, attack=args.attack, modality=args.modality, dataset=args.dataset,
-        eps=eps_list(args.eps) if args.eps else DEFAULT_EPS, seed=args.seed, overrides=overrides(args),
+        eps=eps_list(args.eps) if args.eps else None, norm=args.norm, seed=args.seed, overrides=overrides(args),
         attack_options=key_values(args.attack_set, "--attack-set"),
         dataset_options=dataset_options(args),
         root=Path(args.root) if args.root else None, results=Path(args.results) if args.results else None,
         device=args.device, batch_size=args.batch_size, progress=not args.no_progress, curve=args.curve,
-        sync_batchnorm=args.sync_bn,
+        sync_batchnorm=args.sync_bn, label=args.label, force=args.force,
     )
     trained = result.trained
     status = "reused cached checkpoint" if trained.cached else f"trained in {trained.seconds:.1f} s"
     print(f"{args.dataset} · defense {args.defense} (seed {args.seed}) · {status}")
     print(result.table)
     print(f"checkpoint: {trained.directory} (sha256 {trained.sha256[:12]}…)")
-    print(f"results:    {result.results_path} (+{len(result.rows)} rows)")
+    print(f"results:    {result.results_path} " + (f"(reused {len(result.rows)} stored rows)" if result.reused
+                                                   else f"(+{len(result.rows)} rows)"))
     if result.plot_path is not None:
         print(f"plot:       {result.plot_path}")
-    for note in result.notes:
-        print(f"note: {note}")
+    if result.reused:  # a run that evaluates logs its validity flags (its notes) as warnings itself, once
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
     return 0

@@ -15,6 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--attacks", help="comma-separated attack ids (with --modalities/--eps: replaces the YAML grid)")
     sw.add_argument("--modalities", help="comma-separated attacked modalities: v, a, all (joint)")
     sw.add_argument("--eps", help="comma-separated ε grid")
+    sw.add_argument("--norm", choices=("l2", "linf", "l1", "l0"),
+                    help="threat norm of every grid block (default: each block's own `norm`, else l2); without "
+                         "--eps a command-line block takes the norm's default grid")
     sw.add_argument("--dataset", help="dataset id (default synthav or the YAML's)")
     sw.add_argument("--dataset-set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=256")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every defense, e.g. epochs=1")
@@ -26,11 +29,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="under torchrun: SyncBatchNorm across GPUs (default: per-GPU statistics, as the reference)")
     sw.add_argument("--batch-size", type=int, help="evaluation batch size (default 500 or the YAML's)")
     sw.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sw.add_argument("--threads", type=int, help="torch intra-op threads for all work (replaces the YAML's "
+                                                "`threads`; recorded in every row; default: torch's own choice)")
+    sw.add_argument("--shard", metavar="I/N", help="run only shard I of N (0-based) of the (defense, seed) units; "
+                                                   "shards may run at once against one root, e.g. a Slurm array "
+                                                   "with --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    sw.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local: this process; ray: trainings and cells as Ray tasks (needs the [ray] extra)")
+    sw.add_argument("--address", help="with --executor ray: address of an existing Ray cluster (default: start "
+                                      "a local one)")
+    sw.add_argument("--workers", type=int, help="with --executor ray: concurrent tasks (default: one per core, "
+                                                "or cores / threads when threads are pinned)")
     sw.set_defaults(func=cmd, distributed=True)
 
 
 def cmd(args: argparse.Namespace) -> int:
-    from ..bench.sweep import build_plan, load_sweep_config, run_sweep
+    from ..bench.sweep import build_plan, load_sweep_config, parse_shard, run_sweep
 
     plan = build_plan(
         load_sweep_config(args.config) if args.config else {},
@@ -39,11 +53,15 @@ def cmd(args: argparse.Namespace) -> int:
         eps=eps_list(args.eps) if args.eps else None, dataset=args.dataset,
         dataset_options=key_values(args.dataset_set, "--dataset-set"), overrides=key_values(args.set, "--set"),
         batch_size=args.batch_size, certify_radii=eps_list(args.certify, "--certify") if args.certify else None,
+        threads=args.threads, norm=args.norm,
     )
+    shard = parse_shard(args.shard)
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
                         results=Path(args.results) if args.results else None, device=args.device,
-                        progress=not args.no_progress, command=args.command_line, sync_batchnorm=args.sync_bn)
-    print(f"sweep: {outcome.models} models, {outcome.evaluated_rows} rows evaluated, "
+                        progress=not args.no_progress, command=args.command_line, sync_batchnorm=args.sync_bn,
+                        shard=shard, executor=args.executor, address=args.address, workers=args.workers)
+    part = f"shard {shard[0]}/{shard[1]}: " if shard else ""
+    print(f"sweep: {part}{outcome.models} models, {outcome.evaluated_rows} rows evaluated, "
           f"{outcome.skipped_rows} already present, {outcome.certified} certified")
     print(f"results: {outcome.results_path}")
     return 0

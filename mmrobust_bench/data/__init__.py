@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..registry import Registry
-from .base import InMemoryDataset, MultiModalDataset, TensorSplit
 
-DatasetBuilder = Callable[..., MultiModalDataset]
+if TYPE_CHECKING:
+    from .base import InMemoryDataset, MultiModalDataset, TensorSplit
+
+# Nothing here imports torch: ``data.prepare`` builds its CLI parser from this package, and
+# ``mmrobust-bench --help`` must not pay for torch. The base classes load on first use.
+DatasetBuilder = Callable[..., "MultiModalDataset"]
 
 DATASETS: Registry[DatasetBuilder] = Registry(
     "dataset", "mmrobust_bench.datasets", builtin_package="mmrobust_bench.data"
@@ -17,6 +21,14 @@ DATASETS: Registry[DatasetBuilder] = Registry(
 def build_dataset(name: str, *, cache_dir: Path | None = None, **options: Any) -> MultiModalDataset:
     """Build (or load from cache) the dataset registered as ``name``."""
     return DATASETS.get(name)(cache_dir=cache_dir, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("InMemoryDataset", "MultiModalDataset", "TensorSplit"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["DATASETS", "build_dataset", "InMemoryDataset", "MultiModalDataset", "TensorSplit"]

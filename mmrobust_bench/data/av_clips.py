@@ -1,4 +1,4 @@
-"""Shared machinery of the real video datasets (Kinetics-Sounds, VGGSound, UCF101; METHODS.md §2).
+"""Shared machinery of the real video datasets (Kinetics-Sounds, VGGSound, UCF101; docs/methods.md §2).
 
 A dataset directory holds a **manifest** (``manifest.csv``: ``id, label, split`` plus one relative
 path column per stored stream — ``frames`` for 1 fps RGB JPEG folders, ``audio`` for (1024, 128)
@@ -27,11 +27,13 @@ than the full-resolution JPEG (the same region, resampled from fewer pixels; rai
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import os
 import random
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -45,6 +47,7 @@ from tqdm.auto import tqdm
 
 from ..contracts import Batch, ModalitySpec
 from ..io import atomic_path, sha256_file, stable_hash
+from ..progress import disable_flag
 from .base import check_options, shard_slice
 
 log = logging.getLogger(__name__)
@@ -202,8 +205,12 @@ class ClipOptions:
     train_split: str = "train"
     test_split: str = "test"
     encoders: dict[str, str] | None = None  # per-modality encoder ids replacing the ResNet-18s
+    allow_outside_root: bool = False  # follow manifest paths that leave data_root (absolute or ../)
 
     def __post_init__(self) -> None:
+        from ..bench.validate import check_fields
+
+        check_fields(self, "dataset options")
         if not isinstance(self.image_size, int) or self.image_size < 8:
             raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
         if self.frame_cache_size is not None and (not isinstance(self.frame_cache_size, int) or self.frame_cache_size < 8):
@@ -303,9 +310,20 @@ def _count_images(folder: Path) -> int:
         return -1
 
 
+def inside_root(relative: str) -> bool:
+    """A manifest path that stays inside the data directory: relative, and no ``..`` climbing out of it."""
+    if not relative or Path(relative).is_absolute() or os.path.isabs(relative):
+        return False
+    normal = os.path.normpath(relative.replace("\\", "/"))
+    return normal != ".." and not normal.startswith("../")
+
+
 def scan_split(profile: ClipProfile, root: Path, rows: Sequence[dict[str, str]], split: str,
-               class_index: Mapping[str, int]) -> ClipTable:
-    """Keep the rows of ``split`` whose files exist (and hold enough frames), like the reference."""
+               class_index: Mapping[str, int], allow_outside_root: bool = False) -> ClipTable:
+    """Keep the rows of ``split`` whose files exist (and hold enough frames), like the reference.
+
+    A path that leaves ``root`` (absolute, or climbing out with ``..``) is left out, unless
+    ``allow_outside_root``: a manifest must not make the loader read arbitrary files."""
     ids: list[str] = []
     labels: list[int] = []
     paths: dict[str, list[Path]] = {c: [] for c in profile.columns}
@@ -320,6 +338,8 @@ def scan_split(profile: ClipProfile, root: Path, rows: Sequence[dict[str, str]],
             reason = "no label"
         elif any(not row[c] for c in profile.columns):
             reason = "empty path"
+        elif not allow_outside_root and not all(inside_root(row[c]) for c in profile.columns):
+            reason = "path outside data_root (set allow_outside_root=true to follow it)"
         elif any(not resolved[a.column].is_file() for a in profile.arrays):
             reason = "missing .npy"
         n_files: dict[str, int] = {}
@@ -427,13 +447,32 @@ class FrameCache:
     counts: np.ndarray
     frame_t: np.ndarray
     orig: np.ndarray
+    digests: np.ndarray | None = None  # (N, 16) uint8 blake2b of every frame, checked when it is read
     _data: np.ndarray | None = field(default=None, repr=False)
     _pid: int = -1
 
     @classmethod
-    def load(cls, data_path: Path, index_path: Path) -> "FrameCache":
-        with np.load(index_path) as idx:
-            return cls(data_path, index_path, idx["offsets"], idx["counts"], idx["frame_t"], idx["orig"])
+    def load(cls, data_path: Path, index_path: Path, key: str | None = None) -> "FrameCache":
+        """Open a cache, checking before use that it is ``key``'s, complete (not truncated) and
+        checksummed; a ValueError naming the file otherwise (the caller rebuilds it)."""
+        try:
+            with np.load(index_path, allow_pickle=False) as idx:
+                if "digests" not in idx or "key" not in idx:
+                    raise ValueError("it has no checksums (written by an older version)")
+                if key is not None and str(idx["key"]) != key:
+                    raise ValueError(f"it belongs to another configuration (key {idx['key']}, expected {key})")
+                cache = cls(data_path, index_path, idx["offsets"], idx["counts"], idx["frame_t"], idx["orig"],
+                            idx["digests"])
+            data = np.load(data_path, mmap_mode="r", allow_pickle=False)  # a truncated file fails here
+            if data.shape[0] != len(cache.frame_t) or len(cache.digests) != len(cache.frame_t):
+                raise ValueError(f"it holds {data.shape[0]} frames, its index {len(cache.frame_t)}")
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise ValueError(f"frame cache {data_path} is unusable: {exc}") from exc
+        return cache
+
+    @staticmethod
+    def frame_digest(frame: np.ndarray) -> np.ndarray:
+        return np.frombuffer(hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest(), dtype=np.uint8)
 
     def frame(self, clip: int, t: int) -> tuple[np.ndarray, tuple[int, int]]:
         if self._data is None or self._pid != os.getpid():
@@ -442,7 +481,11 @@ class FrameCache:
         pos = off + int(np.searchsorted(self.frame_t[off:off + cnt], t))
         if pos >= off + cnt or self.frame_t[pos] != t:
             raise RuntimeError(f"frame cache {self.data_path} has no frame {t} of clip {clip}; delete it to rebuild")
-        return np.asarray(self._data[pos]), (int(self.orig[pos, 0]), int(self.orig[pos, 1]))
+        frame = np.asarray(self._data[pos])
+        if self.digests is not None and not np.array_equal(self.frame_digest(frame), self.digests[pos]):
+            raise ValueError(f"frame cache {self.data_path} is corrupt (frame {t} of clip {clip} does not match its "
+                             f"checksum); delete {self.data_path} and {self.index_path} to rebuild it")
+        return frame, (int(self.orig[pos, 0]), int(self.orig[pos, 1]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -554,11 +597,13 @@ class ClipSource(torch.utils.data.Dataset):
         return {m: out[m] for m in self.profile.order}
 
     # --- the uint8 cache
+    def cache_key(self, stream: FrameStream) -> str:
+        return stable_hash({"version": CACHE_VERSION, "root": str(self.root.resolve()), "manifest": self.manifest_sha,
+                            "split": self.split, "train": self.train, "stream": stream.name,
+                            "pattern": self.pattern(stream), "size": self.opts.cache_size, "rule": asdict(stream.rule)})
+
     def cache_paths(self, stream: FrameStream) -> tuple[Path, Path]:
-        key = stable_hash({"version": CACHE_VERSION, "root": str(self.root.resolve()), "manifest": self.manifest_sha,
-                           "split": self.split, "train": self.train, "stream": stream.name,
-                           "pattern": self.pattern(stream), "size": self.opts.cache_size, "rule": asdict(stream.rule)})
-        stem = f"{self.profile.name}-{self.split}-{stream.name}-{key}"
+        stem = f"{self.profile.name}-{self.split}-{stream.name}-{self.cache_key(stream)}"
         return self.cache_root / f"{stem}.npy", self.cache_root / f"{stem}.index.npz"
 
     def ensure_cache(self) -> None:
@@ -570,6 +615,14 @@ class ClipSource(torch.utils.data.Dataset):
             return
         for stream in self.profile.frames:
             data_path, index_path = self.cache_paths(stream)
+            if data_path.exists() and index_path.exists():
+                try:
+                    self.caches[stream.name] = FrameCache.load(data_path, index_path, self.cache_key(stream))
+                    continue
+                except ValueError as exc:
+                    log.warning("%s; rebuilding it", exc)
+                    data_path.unlink(missing_ok=True)
+                    index_path.unlink(missing_ok=True)
             if not (data_path.exists() and index_path.exists()):
                 reach = [stream.rule.reachable(int(n), self.train) for n in self.table.counts[stream.name]]
                 size = self.opts.cache_size
@@ -577,7 +630,7 @@ class ClipSource(torch.utils.data.Dataset):
                 if self.opts.frame_cache == "auto" and not self._cache_fits(stream, need):
                     continue
                 self.build_cache(stream, reach, data_path, index_path)
-            self.caches[stream.name] = FrameCache.load(data_path, index_path)
+            self.caches[stream.name] = FrameCache.load(data_path, index_path, self.cache_key(stream))
 
     def _cache_fits(self, stream: FrameStream, need: int) -> bool:
         limit = self.opts.frame_cache_max_gb * 2**30
@@ -602,6 +655,7 @@ class ClipSource(torch.utils.data.Dataset):
         frame_t = np.asarray([t for r in reach for t in r], dtype=np.int32)
         size = self.opts.cache_size
         orig = np.zeros((len(frame_t), 2), dtype=np.int32)
+        digests = np.zeros((len(frame_t), 16), dtype=np.uint8)
         workers = self.opts.workers
         loader = DataLoader(_CacheFill(self, stream, reach), batch_size=4, num_workers=workers,
                             collate_fn=_as_list, prefetch_factor=4 if workers else None)
@@ -614,18 +668,20 @@ class ClipSource(torch.utils.data.Dataset):
             data = np.lib.format.open_memmap(tmp_data, mode="w+", dtype=np.uint8,
                                              shape=(len(frame_t), size, size, stream.channels))
             bar = tqdm(total=len(reach), desc=f"caching {self.profile.name} {self.split} {stream.name} frames",
-                       leave=False, disable=None)
+                       leave=False, disable=disable_flag())
             for chunk in loader:
                 for clip, frames, sizes in chunk:
                     lo = offsets[clip]
                     data[lo:lo + len(frames)] = frames
                     orig[lo:lo + len(frames)] = sizes
+                    digests[lo:lo + len(frames)] = [FrameCache.frame_digest(f) for f in frames]
                 bar.update(len(chunk))
             bar.close()
             data.flush()
             del data
             with atomic_path(index_path) as tmp_index, open(tmp_index, "wb") as fh:
-                np.savez(fh, offsets=offsets, counts=counts, frame_t=frame_t, orig=orig)
+                np.savez(fh, offsets=offsets, counts=counts, frame_t=frame_t, orig=orig, digests=digests,
+                         key=np.array(self.cache_key(stream)))
         log.info("cached %d %s frames of %s %s in %s", len(frame_t), stream.name, self.profile.name, self.split,
                  data_path)
 
@@ -749,6 +805,7 @@ def profile_specs(profile: ClipProfile, image_size: int) -> tuple[ModalitySpec, 
 
 def build_clip_dataset(profile: ClipProfile, cache_dir: Path | None, options: Mapping[str, Any]) -> ClipDataset:
     """Read the manifest under ``data_root``, keep the clips present on disk, and wire the splits."""
+    started = time.perf_counter()
     opts = parse_options(profile, options)
     root = resolve_root(profile, opts)
     manifest = Path(opts.manifest) if Path(opts.manifest).is_absolute() else root / opts.manifest
@@ -768,7 +825,7 @@ def build_clip_dataset(profile: ClipProfile, cache_dir: Path | None, options: Ma
         cache_root = root / ".mmrobust-cache"
     splits = {}
     for split, train in ((opts.train_split, True), (opts.test_split, False)):
-        table = scan_split(profile, root, rows, split, class_index)
+        table = scan_split(profile, root, rows, split, class_index, opts.allow_outside_root)
         if len(table) == 0:
             raise _layout_error(profile, root, f"no usable {split!r} clips in {manifest} (rows missing, or their "
                                                f"files absent / with too few frames)")
@@ -785,6 +842,8 @@ def build_clip_dataset(profile: ClipProfile, cache_dir: Path | None, options: Ma
               "train_split": opts.train_split, "test_split": opts.test_split, "encoders": encoders,
               "n_train": len(splits[opts.train_split]), "n_test": len(splits[opts.test_split])}
     config.update({s.pattern_option: getattr(opts, s.pattern_option) for s in profile.frames})
+    log.info("loaded %s from %s: %d train / %d test clips, %d classes, in %.2f s", profile.name, manifest,
+             config["n_train"], config["n_test"], len(class_names), time.perf_counter() - started)
     return ClipDataset(
         name=profile.name, specs=profile_specs(profile, opts.image_size), num_classes=len(class_names),
         train=splits[opts.train_split], test=splits[opts.test_split], class_names=class_names, config=config,

@@ -1,4 +1,4 @@
-"""``ks``: Kinetics-Sounds (31 classes), audio + RGB, in the preprocessed layout of METHODS.md §2.
+"""``ks``: Kinetics-Sounds (31 classes), audio + RGB, in the preprocessed layout of docs/methods.md §2.
 
 Frames at 1 fps; three sampled by segment (train: random per segment, capped at frame 9; test:
 segment middles; clips of ≤ 6 frames use frame 1 three times), each train frame with its own

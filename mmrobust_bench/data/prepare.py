@@ -1,6 +1,6 @@
 """``mmrobust-bench prepare {ks,vggsound,ucf101}``: raw media → the preprocessed layout + manifest.
 
-Per clip (METHODS.md §2):
+Per clip (docs/methods.md §2):
 - **frames**: 1 fps JPEGs ``frames/<split>/<id>/frame_00001.jpg, …`` from the video, with the
   ``ffmpeg`` binary (``ffmpeg -i V -r 1``, as the reference extractor; the one on PATH, else the static
   build of imageio-ffmpeg) or, without it, torchcodec or OpenCV (frames displayed at t = 0, 1, 2 … s);
@@ -40,13 +40,16 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_path, atomic_write_text
+from ..progress import disable_flag
+
+if TYPE_CHECKING:  # torch loads inside the functions that need it: `mmrobust-bench --help` builds this parser
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,8 @@ AUDIO_HINT = (f"decoding non-WAV audio needs ffmpeg or torchcodec: {VIDEO_EXTRA}
 # ----------------------------------------------------------------------------- audio: fbank exactly per §2
 
 def fbank_features(waveform: torch.Tensor, sample_rate: int) -> np.ndarray:
-    """(channels, samples) float waveform → normalised float32 (1024, 128) fbank (METHODS.md §2)."""
+    """(channels, samples) float waveform → normalised float32 (1024, 128) fbank (docs/methods.md §2)."""
+    import torch
     from torchaudio.compliance import kaldi
     from torchaudio.functional import resample
 
@@ -90,8 +94,27 @@ def fbank_features(waveform: torch.Tensor, sample_rate: int) -> np.ndarray:
     return ((fbank - AST_MEAN) / (AST_STD * 2)).numpy().astype(np.float32)
 
 
+# Plausible audio: real recordings are sampled at 8–192 kHz (384 kHz at most); a header claiming 1 Hz is damaged
+# and would turn 10 s of sound into garbage fbank. Durations outside these bounds are not dataset clips.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
+MIN_DURATION_S, MAX_DURATION_S = 0.1, 3 * 3600.0
+
+
+def check_audio(waveform: "torch.Tensor", sample_rate: int) -> tuple["torch.Tensor", int]:
+    """Refuse (ValueError, so the clip is logged as failed) an implausible sample rate or duration."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"implausible sample rate {sample_rate} Hz (expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; "
+                         f"a damaged header?)")
+    seconds = waveform.shape[-1] / sample_rate
+    if not MIN_DURATION_S <= seconds <= MAX_DURATION_S:
+        raise ValueError(f"implausible duration {seconds:.3g} s (expected {MIN_DURATION_S:g} s to "
+                         f"{MAX_DURATION_S / 3600:g} h)")
+    return waveform, sample_rate
+
+
 def read_wav(path: Path) -> tuple[torch.Tensor, int]:
     """(channels, samples) float32 in [-1, 1] (torchaudio's normalisation) and the sample rate."""
+    import torch
     from scipy.io import wavfile
 
     rate, data = wavfile.read(path)
@@ -123,6 +146,8 @@ def ffmpeg_exe() -> str | None:
 
 def decode_audio(path: Path) -> tuple[torch.Tensor, int]:
     """Channel 0 of any audio/video file at 16 kHz, via ffmpeg or torchcodec."""
+    import torch
+
     ffmpeg = ffmpeg_exe()
     if ffmpeg:
         out = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(path), "-vn", "-map", "0:a:0",
@@ -439,7 +464,7 @@ def process_clip(plan: Plan, out: Path, clip: RawClip, fps: float, backend: str 
             source = clip.audio or clip.video
             if source is None:
                 raise ValueError("no audio or video file")
-            feats = fbank_features(*load_audio(source))
+            feats = fbank_features(*check_audio(*load_audio(source)))
             with atomic_path(paths["audio"]) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, feats)
         if "frames" in todo:
@@ -555,11 +580,16 @@ def prepare(dataset: str, raw: Path | str, out: Path | str, *, list_file: Path |
         raise ValueError(f"prepare {dataset}: clip ids repeat within a split: {', '.join(duplicates[:5])}")
     plan = PLANS[dataset]
     out.mkdir(parents=True, exist_ok=True)
+    failed: list[tuple[str, str]] = []
+    unsafe = [c for c in clips if not safe_clip_id(c.id)]
+    for clip in unsafe:  # ids name output paths: one with a separator or ".." would write outside --out
+        _record(clip.id, "clip id is not a plain file name (path separators, '..' or empty); it would write "
+                         "outside --out", failed, out)
+    clips = [c for c in clips if safe_clip_id(c.id)]
     todo = [(c, need) for c in clips if (need := pending(plan, out, c))]
     backend = check_tools(plan, todo)
-    failed: list[tuple[str, str]] = []
     jobs = [(plan, out, clip, fps, backend) for clip, _ in todo]
-    bar = tqdm(total=len(jobs), desc=f"prepare {dataset}", disable=not progress, unit="clip")
+    bar = tqdm(total=len(jobs), desc=f"prepare {dataset}", disable=disable_flag(progress), unit="clip")
     if workers > 0 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for future in as_completed([pool.submit(_process_star, job) for job in jobs]):
@@ -571,8 +601,13 @@ def prepare(dataset: str, raw: Path | str, out: Path | str, *, list_file: Path |
             bar.update(1)
     bar.close()
     manifest, rows = write_manifest(dataset, out, clips)
-    return PrepareReport(manifest, rows, len(jobs) - len(failed), len(clips) - len(jobs), failed,
+    return PrepareReport(manifest, rows, len(jobs) - (len(failed) - len(unsafe)), len(clips) - len(jobs), failed,
                          time.perf_counter() - start)
+
+
+def safe_clip_id(cid: str) -> bool:
+    """A clip id usable as a file name under --out: no separators, not '.', '..' or empty."""
+    return bool(cid) and cid not in (".", "..") and not any(sep in cid for sep in ("/", "\\", "\0"))
 
 
 def _record(cid: str, error: str | None, failed: list[tuple[str, str]], out: Path) -> None:
@@ -591,7 +626,7 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser = subparsers.add_parser(
         "prepare", help="build a ks/vggsound/ucf101 data directory (frames, fbank, flow, manifest) from raw media",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=DATASETS_PREPARED)
+    parser.add_argument("dataset", choices=DATASETS_PREPARED, help="which layout to build")
     parser.add_argument("--raw", required=True, help="directory holding the raw videos / audio / frame folders")
     parser.add_argument("--out", required=True, help="data directory to write (use it as --dataset-set data_root=...)")
     parser.add_argument("--list", dest="list_file", help="clip list: CSV id,label,split; vggsound.csv; UCF101 trainlist/testlist")

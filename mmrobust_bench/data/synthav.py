@@ -16,18 +16,23 @@ the fragile audio); ``prefer="visual"`` swaps the reliabilities so the model pre
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torchaudio.compliance import kaldi
 
+from ..bench.checkpoints import READ_ERRORS, tensor_digest
 from ..contracts import ModalitySpec
 from ..io import atomic_path, default_root, stable_hash
+from ..progress import progress_bar
 from . import DATASETS
 from .base import InMemoryDataset, TensorSplit, check_options
 
@@ -59,10 +64,15 @@ class SynthAVConfig:
     visual_noise: float = 0.15
 
     def __post_init__(self) -> None:
+        from ..bench.validate import check_fields
+
+        check_fields(self, "synthav")  # integral sizes >= 1 (n_train=0 gives NaN statistics), finite floats
         if self.prefer not in ("audio", "visual"):
             raise ValueError(f"synthav: prefer must be 'audio' or 'visual', got {self.prefer!r}")
         if self.n_classes < 2:
             raise ValueError("synthav: n_classes must be at least 2")
+        if self.mel_bins < 4:  # Kaldi's mel filterbank needs more than 3 bins
+            raise ValueError(f"synthav: mel_bins must be at least 4, got {self.mel_bins}")
         for name in ("preferred_reliability", "other_reliability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -123,12 +133,12 @@ def synth_waveforms(cues: torch.Tensor, cfg: SynthAVConfig, gen: torch.Generator
 
 
 def fbank_features(waves: torch.Tensor, mel_bins: int) -> torch.Tensor:
-    """Kaldi-compatible log-mel filterbanks, as in the paper's pre-processing (METHODS.md §2)."""
+    """Kaldi-compatible log-mel filterbanks, as in the paper's pre-processing (docs/methods.md §2)."""
     feats = [
         kaldi.fbank(w[None] - w.mean(), num_mel_bins=mel_bins, sample_frequency=SAMPLE_RATE,
                     htk_compat=True, use_energy=False, dither=0.0, window_type="hanning",
                     frame_length=1000 * FRAME_LENGTH / SAMPLE_RATE, frame_shift=1000 * FRAME_SHIFT / SAMPLE_RATE)
-        for w in waves
+        for w in progress_bar(waves, desc="synthav: audio filterbanks", unit="clip", leave=False)
     ]
     return torch.stack(feats)
 
@@ -175,25 +185,65 @@ def generate(cfg: SynthAVConfig) -> dict[str, torch.Tensor]:
             "audio_norm": torch.stack([mean, std])}
 
 
+def cache_key(cfg: SynthAVConfig) -> str:
+    return stable_hash({"version": GENERATOR_VERSION, **asdict(cfg)})
+
+
 def cache_path(cfg: SynthAVConfig, cache_dir: Path) -> Path:
-    key = stable_hash({"version": GENERATOR_VERSION, **asdict(cfg)})
-    return cache_dir / f"synthav-{key}.safetensors"
+    return cache_dir / f"synthav-{cache_key(cfg)}.safetensors"
+
+
+def write_cache(path: Path, cfg: SynthAVConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """The tensors, with the key, the config and a sha256 of the tensors in one metadata entry (one entry
+    keeps the file reproducible: safetensors does not keep the order of several)."""
+    meta = {"key": cache_key(cfg), "config": asdict(cfg), "sha256": tensor_digest(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"mmrobust_bench": json.dumps(meta, sort_keys=True)})
+
+
+def read_cache(path: Path, cfg: SynthAVConfig) -> dict[str, torch.Tensor] | None:
+    """The cached tensors when the file is this configuration's and intact; None (with a warning naming
+    the file) when it is another configuration's, lacks a checksum, or is truncated or bit-flipped."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("mmrobust_bench", "null") or "null")
+            if not isinstance(meta, dict) or "sha256" not in meta:
+                problem = "it has no checksum (written by an older version)"
+            elif meta.get("key") != cache_key(cfg):
+                problem = f"it holds another configuration (key {meta.get('key')}, expected {cache_key(cfg)})"
+            else:
+                tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+                problem = None if tensor_digest(tensors) == meta["sha256"] else "its data do not match its checksum"
+    except READ_ERRORS as exc:
+        problem = f"it cannot be read ({type(exc).__name__}: {exc})"
+    if problem is None:
+        return tensors
+    log.warning("synthav cache %s is not used: %s; regenerating it", path, problem)
+    return None
+
+
+def check_synthav_options(**options: Any) -> SynthAVConfig:
+    """Validate synthav options without generating anything (names, types, ranges)."""
+    from ..bench.validate import coerce_floats
+
+    check_options("synthav", options, SynthAVConfig.__dataclass_fields__)
+    return SynthAVConfig(**coerce_floats(SynthAVConfig, options))
 
 
 @DATASETS.register("synthav")
 def build_synthav(*, cache_dir: Path | None = None, **options) -> InMemoryDataset:
     """Generate (or load from cache) synthav; ``options`` are :class:`SynthAVConfig` fields."""
-    check_options("synthav", options, SynthAVConfig.__dataclass_fields__)
-    cfg = SynthAVConfig(**options)
+    cfg = check_synthav_options(**options)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_root() / "datasets"
     path = cache_path(cfg, cache_dir)
-    if path.exists():
-        tensors = load_file(str(path))
+    start = time.perf_counter()
+    tensors = read_cache(path, cfg) if path.exists() else None
+    if tensors is not None:
+        log.info("loaded synthav from %s in %.2f s", path, time.perf_counter() - start)
     else:
         start = time.perf_counter()
         tensors = generate(cfg)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"config": str(asdict(cfg))})  # a single entry keeps the file reproducible
+        write_cache(path, cfg, tensors)
         log.info("generated synthav in %.1f s -> %s", time.perf_counter() - start, path)
     n = cfg.n_train
     split = lambda sl: TensorSplit({"v": tensors["v"][sl], "a": tensors["a"][sl]}, tensors["labels"][sl])  # noqa: E731
@@ -208,3 +258,6 @@ def build_synthav(*, cache_dir: Path | None = None, **options) -> InMemoryDatase
         train_defaults={"epochs": 6, "batch_size": 64, "lr": 0.05, "lr_step": 0, "optimizer": "sgd", "feature_dim": 64},
         encoders={"v": "small_cnn3d", "a": "small_cnn2d"},
     )
+
+
+build_synthav.check_options = check_synthav_options  # type: ignore[attr-defined]  # bench.validate calls it

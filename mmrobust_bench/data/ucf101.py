@@ -1,10 +1,10 @@
-"""``ucf101``: UCF101 split 1 (101 classes), RGB + TV-L1 optical flow (METHODS.md §2).
+"""``ucf101``: UCF101 split 1 (101 classes), RGB + TV-L1 optical flow (docs/methods.md §2).
 
 RGB: six frames per clip with seg = 2 (train: one of {2i+1, 2i+2}; test: 2i+1), Resize to
 ``image_size``, ImageNet normalisation. Flow: three (u, v) pairs sampled by segment over the flow
 files, resized, stacked to (2, T, H, W) and normalised with mean 0.1307 / std 0.3081 per channel.
 At train time one horizontal flip is drawn per sample and applied to RGB *and* flow, and a flipped
-u becomes 1 − u (the recommended fix of METHODS.md §2; BalanceBenchmark flips them independently
+u becomes 1 − u (the recommended fix of docs/methods.md §2; BalanceBenchmark flips them independently
 and keeps u). The modality names are ``v`` (RGB) and ``flow``. The data directory comes from
 ``data_root=`` or ``$MMROBUST_UCF101_ROOT``.
 """

@@ -1,4 +1,4 @@
-"""``vggsound``: VGGSound (309 classes), audio + RGB, with the Kinetics-Sounds pipeline (METHODS.md §2).
+"""``vggsound``: VGGSound (309 classes), audio + RGB, with the Kinetics-Sounds pipeline (docs/methods.md §2).
 
 The CRMT pre-processing reuses the KS scripts for VGGSound, so the files, the 3-frame sampling and
 the augmentation are those of ``ks``; classes are the sorted class names of the manifest (not the

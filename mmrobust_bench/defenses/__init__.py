@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..registry import Registry
-from .base import Defense, TrainConfig, TrainContext
+from .base import Defense, TrainConfig, TrainContext, fold_noise_overrides
 
 DEFENSES: Registry[type[Defense]] = Registry(
     "defense", "mmrobust_bench.defenses",
@@ -69,10 +69,17 @@ def build_defense(name: str, overrides: Mapping[str, Any] | None = None,
                                     f"defense {name!r} training defaults")
     if unknown:
         raise ValueError(f"defense {name!r} declares unknown training defaults {', '.join(sorted(unknown))}")
-    train_cfg, rest = apply_overrides(base, rest, "training schedule")
+    train_cfg, rest = apply_overrides(base, fold_noise_overrides(rest), "training schedule")
     if rest:
+        from ..bench.validate import did_you_mean
+
         valid = [f.name for f in dataclasses.fields(cls.Config)] + [f.name for f in dataclasses.fields(TrainConfig)]
-        raise ValueError(f"unknown setting {', '.join(sorted(rest))} for defense {name!r}; valid: {', '.join(valid)}")
+        named = ", ".join(f"{k}{did_you_mean(k, valid)}" for k in sorted(rest))
+        raise ValueError(f"unknown setting {named} for defense {name!r}; valid: {', '.join(valid)}")
+    from ..bench.validate import check_fields
+
+    check_fields(config, f"defense {name!r}")
+    check_fields(train_cfg, "training schedule")
     return cls(config), train_cfg
 
 

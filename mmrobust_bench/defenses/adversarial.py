@@ -1,4 +1,4 @@
-"""The training-time adversarial example generator of CRMT-AT and MMAT (METHODS.md §10.4).
+"""The training-time adversarial example generator of CRMT-AT and MMAT (docs/methods.md §10.4).
 
 Kept separate from the evaluation attacks on purpose: it runs with the model in *train* mode (BN
 statistics update, as in the reference), uses an element-wise ±2ε box (never active) and no pixel

@@ -19,7 +19,7 @@ from ..models import MultiModalNet, build_model
 
 @dataclass
 class TrainConfig:
-    """The training schedule shared by all defenses (METHODS.md §1 defaults; datasets may override).
+    """The training schedule shared by all defenses (docs/methods.md §1 defaults; datasets may override).
 
     The paper's schedule (140 epochs of SGD at lr 1e-3, StepLR 60) is the default; ``synthav``
     overrides it with a short CPU schedule, which the run prints and stores in the checkpoint.
@@ -41,6 +41,10 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" or "bf16"
     channels_last: bool = False
     compile: bool = False
+    # Gaussian noise augmentation per modality (any defense): every training input x^(m) gets x^(m) + N(0, σ_m² I)
+    # before the defense's loss, unclamped, as the smoothed classifier of certify/smoothing.py defines it.
+    # Set as --set noise_sigma_a=0.25 --set noise_sigma_v=0.1 (or noise_sigma={a: 0.25}); empty: no noise.
+    noise_sigma: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -53,11 +57,61 @@ class TrainConfig:
             raise ValueError(f"train config: warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"train config: precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        self.noise_sigma = check_noise_sigma(self.noise_sigma)
 
 
 # TrainConfig fields added after checkpoints existed: left out of checkpoint keys while at these values,
 # so that earlier checkpoints (trained exactly so) keep their keys.
-KEY_OMITTED_DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": False}
+KEY_OMITTED_DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": False, "noise_sigma": {}}
+
+NOISE_PREFIX = "noise_sigma_"
+
+
+def check_noise_sigma(value: Any) -> dict[str, float]:
+    """``noise_sigma`` as {modality: σ ≥ 0} (σ = 0 entries dropped); a clear error otherwise. Modality names are
+    checked against the dataset when training starts."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"train config: noise_sigma must map modality names to σ, e.g. {{a: 0.25}}, got {value!r}")
+    out: dict[str, float] = {}
+    for m, s in value.items():
+        try:
+            sigma = float(s)
+        except (TypeError, ValueError):
+            raise ValueError(f"train config: noise_sigma[{m!r}] must be a number >= 0, got {s!r}") from None
+        if not math.isfinite(sigma) or sigma < 0:
+            raise ValueError(f"train config: noise_sigma[{m!r}] must be a finite number >= 0, got {s!r}")
+        if sigma > 0:
+            out[str(m)] = sigma
+    return out
+
+
+def fold_noise_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``noise_sigma_<m>=σ`` keys into one ``noise_sigma`` mapping (merged into a given ``noise_sigma``)."""
+    keys = [k for k in overrides if k.startswith(NOISE_PREFIX) and len(k) > len(NOISE_PREFIX)]
+    if not keys:
+        return dict(overrides)
+    out = {k: v for k, v in overrides.items() if k not in keys}
+    given = out.get("noise_sigma") or {}
+    if isinstance(given, str):
+        import yaml
+        given = yaml.safe_load(given) or {}
+    if not isinstance(given, dict):
+        raise ValueError(f"train config: noise_sigma must map modality names to σ, got {given!r}")
+    out["noise_sigma"] = {**given, **{k[len(NOISE_PREFIX):]: overrides[k] for k in keys}}
+    return out
+
+
+def add_input_noise(batch: Batch, sigma: dict[str, float], generator: torch.Generator) -> Batch:
+    """x^(m) + σ_m·N(0, I) for the modalities in ``sigma`` (no clamp: the smoothed classifier's noise)."""
+    if not sigma:
+        return batch
+    out = dict(batch)
+    for m, s in sigma.items():
+        x = batch[m]
+        out[m] = x + s * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return out
 
 
 def key_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -106,7 +160,7 @@ class TrainContext:
 class Defense:
     """Base class: plain joint training with CE on the fused logits.
 
-    Subclasses set ``name``, ``Config`` (a dataclass with METHODS.md defaults) and ``head``, and
+    Subclasses set ``name``, ``Config`` (a dataclass with docs/methods.md defaults) and ``head``, and
     override :meth:`loss` and, where the method needs them, the hooks below.
     """
 

@@ -1,6 +1,6 @@
-"""CRMT: Certifiable Robust Multi-modal Training (METHODS.md §10), variants ``crmt_jt`` and ``crmt_at``.
+"""CRMT: Certifiable Robust Multi-modal Training (docs/methods.md §10), variants ``crmt_jt`` and ``crmt_at``.
 
-Step 1 trains the CRMT head (orthogonal fusion layer) with CE + ρ·L1, a LogSumExp smooth maximum
+Step 1 trains the CRMT head with CE + ρ·L1, a LogSumExp smooth maximum
 of the negative uni-modal margins (computed stably in log space). Then the per-class uni-modal
 Lipschitz constants τ are estimated, and step 2 trains only the integration weights a^(m) to
 maximise the certified-radius surrogate of Eq. 10, with the encoders fixed in eval mode.
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..certify.lipschitz import LIP_MODES, estimate_lipschitz
 from ..models import CRMTHead, MultiModalNet
-from ..models.heads import OWN_MODES
+from ..models.heads import DEFAULT_OWN_GROUPS, LEGACY_OWN_GROUPS, canonical_own_groups
 from . import DEFENSES
 from .adversarial import joint_normalised_ascent
 from .base import Defense, TrainContext
@@ -40,7 +40,7 @@ def margin_regulariser(unimodal: dict[str, Tensor], labels: Tensor) -> Tensor:
 
 def step2_objective(z: dict[str, Tensor], a: dict[str, Tensor], tau: dict[str, Tensor], bias: Tensor,
                     labels: Tensor) -> Tensor:
-    """−mean(num/den) of Eq. 10 at the runner-up class j (METHODS.md §10.6); z, τ, b held fixed."""
+    """−mean(num/den) of Eq. 10 at the runner-up class j (docs/methods.md §10.6); z, τ, b held fixed."""
     logits = bias + sum(a[m] * z[m] for m in z)
     masked = logits.detach().scatter(1, labels[:, None], float("-inf"))
     j = masked.argmax(dim=1)
@@ -58,7 +58,9 @@ class CRMTBase(Defense):
     @dataclass
     class Config:
         rho: float = 2.0  # weight of the margin regulariser L1 (current reference configs)
-        own_groups: str = "per_class"  # "per_class" (reference) or "full" (orthonormal rows, paper)
+        # "full": the paper's orthogonal head, W̃W̃ᵀ = I (default); "per_class_unit_rows": the reference code's
+        # centred unit-norm rows, not orthogonal ("per_class", the old name, is accepted)
+        own_groups: str = DEFAULT_OWN_GROUPS
         lip_mode: str = "intended"  # "official" reproduces the reference get_lip bugs
         step2: bool = True
         step2_epochs: int = -1  # -1: epochs//3 - 1 as the reference (45 for 140)
@@ -70,12 +72,20 @@ class CRMTBase(Defense):
         step2_encoder_mode: str = "eval"  # "train" reproduces the reference (BN running stats drift)
 
         def __post_init__(self) -> None:
-            if self.own_groups not in OWN_MODES:
-                raise ValueError(f"own_groups must be one of {', '.join(OWN_MODES)}, got {self.own_groups!r}")
+            self.own_groups = canonical_own_groups(self.own_groups)
             if self.lip_mode not in LIP_MODES:
                 raise ValueError(f"lip_mode must be one of {', '.join(LIP_MODES)}, got {self.lip_mode!r}")
             if self.step2_encoder_mode not in ("eval", "train"):
                 raise ValueError(f"step2_encoder_mode must be 'eval' or 'train', got {self.step2_encoder_mode!r}")
+
+    def config_dict(self) -> dict:
+        """Hyperparameters as they enter the checkpoint key: ``own_groups`` keeps the spelling the committed
+        checkpoints were keyed with ("per_class" for the per-class unit rows), so renaming the option does
+        not change any config hash."""
+        d = super().config_dict()
+        legacy = {new: old for old, new in LEGACY_OWN_GROUPS.items()}
+        d["own_groups"] = legacy.get(d["own_groups"], d["own_groups"])
+        return d
 
     def model_options(self) -> dict:
         return {"own_groups": self.config.own_groups}

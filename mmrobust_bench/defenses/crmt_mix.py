@@ -1,4 +1,4 @@
-"""CRMT-Mix: CRMT whose step 1 trains on mixed pairs with a mixed margin (METHODS.md §10.3).
+"""CRMT-Mix: CRMT whose step 1 trains on mixed pairs with a mixed margin (docs/methods.md §10.3).
 
 The intended margin (paper/README) is L1_mix = mean log Σ_m N^(m)/D^(m) with
 N^(m) = Σ_{k∉{y_A, y_B}} e^{z_k^(m)} and D^(m) = e^{λ z_{y_A}^(m) + (1−λ) z_{y_B}^(m)}; it is computed

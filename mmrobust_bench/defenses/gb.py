@@ -1,4 +1,4 @@
-"""GB: online Gradient Blending (Wang, Tran, Feiszli, CVPR 2020; METHODS.md §4).
+"""GB: online Gradient Blending (Wang, Tran, Feiszli, CVPR 2020; docs/methods.md §4).
 
 The concat model gets one extra uni-modal head g^(m) = Linear(D, K) per modality, trained with
 L = Σ_m w_m CE(g^(m)(φ^(m)), y) + w_fused CE(h, y); only h is used at test time and under attack.
@@ -93,6 +93,8 @@ def component_parameters(model: MultiModalNet, component: str) -> Iterator[nn.Pa
 
 @DEFENSES.register("gb")
 class GradientBlending(Defense):
+    """GB: online Gradient Blending, per-modality heads weighted by generalisation over overfitting."""
+
     name = "gb"
     head = "concat"
 

@@ -1,4 +1,4 @@
-"""JT: joint training of the concat late-fusion model with CE on the fused logits (METHODS.md §3)."""
+"""JT: joint training of the concat late-fusion model with CE on the fused logits (docs/methods.md §3)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +9,8 @@ from .base import Defense
 
 @DEFENSES.register("jt")
 class JointTraining(Defense):
+    """JT: joint training of the concat late-fusion model, CE on the fused logits."""
+
     name = "jt"
     head = "concat"
 

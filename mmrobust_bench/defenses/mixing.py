@@ -1,4 +1,4 @@
-"""Multi-modal mixup shared by ``mixup`` and ``crmt_mix`` (METHODS.md §8, §10.3).
+"""Multi-modal mixup shared by ``mixup`` and ``crmt_mix`` (docs/methods.md §8, §10.3).
 
 One λ ~ Beta(α, α) and one permutation π per batch, applied to every modality alike, so that
 the mixed sample stays a coherent audio-visual pair. Both are drawn from the training

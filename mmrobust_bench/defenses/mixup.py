@@ -1,4 +1,4 @@
-"""Multi-modal Mixup: JT on mixed audio-visual pairs (METHODS.md §8)."""
+"""Multi-modal Mixup: JT on mixed audio-visual pairs (docs/methods.md §8)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""MMAT: multi-modal adversarial training (Li et al., ICASSP 2022; METHODS.md §7).
+"""MMAT: multi-modal adversarial training (Li et al., ICASSP 2022; docs/methods.md §7).
 
 No official training code exists, so MMAT is JT trained only on joint adversarial examples from
 exactly CRMT-AT's generator (§10.4): the two AT variants then differ only by CRMT itself.

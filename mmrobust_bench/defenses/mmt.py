@@ -1,11 +1,11 @@
-"""MMT defenses (METHODS.md §13): ``mmt`` (joint training, concat head) and ``crmt_mmt`` (CRMT on MMT).
+"""MMT defenses (docs/methods.md §13): ``mmt`` (joint training, concat head) and ``crmt_mmt`` (CRMT on MMT).
 
 The model is the multi-modal transformer of :mod:`mmrobust_bench.models.mmt`; its size preset is
 chosen from the dataset's modality shapes (``size="auto"``) and any preset field can be changed.
 
 Training defaults (applied after the dataset's, before the user's ``--set``):
 - a full schedule (the paper's 140 epochs): AdamW lr 1e-4, weight decay 0.05, 5 warm-up epochs
-  then cosine, as METHODS.md §13 suggests (SGD at 1e-3 under-trains ViTs from scratch);
+  then cosine, as docs/methods.md §13 suggests (SGD at 1e-3 under-trains ViTs from scratch);
 - a short schedule (a dataset publishing fewer than 20 epochs, like synthav's 6 CPU epochs):
   AdamW lr 1e-3, weight decay 0.05, batch 32, 1 warm-up epoch then cosine. A 5-epoch warm-up
   would fill the whole run, and lr 1e-4 leaves the small MMT near chance; with these settings,

@@ -1,4 +1,4 @@
-"""MSEFM = MinSim + ExFMem (Tian & Xu, CVPR 2021; METHODS.md §9), as one training run.
+"""MSEFM = MinSim + ExFMem (Tian & Xu, CVPR 2021; docs/methods.md §9), as one training run.
 
 Stage A (the shared loop) trains the concat model with CE + λ_s·mean cos(φ^(v), φ^(a)), pushing the
 modalities' features apart. Stage B records external feature memories D^(m) from training samples.
@@ -106,6 +106,8 @@ class ExFMemNet(MultiModalNet):
 
 @DEFENSES.register("msefm")
 class MSEFM(Defense):
+    """MSEFM: MinSim feature decorrelation, then external feature memories with sparse-coded features."""
+
     name = "msefm"
     head = "concat"
 

@@ -1,4 +1,4 @@
-"""OGM-GE and plain OGM: on-the-fly gradient modulation (Peng et al., CVPR 2022; METHODS.md §5).
+"""OGM-GE and plain OGM: on-the-fly gradient modulation (Peng et al., CVPR 2022; docs/methods.md §5).
 
 The modality whose uni-modal scores dominate the batch gets its encoder's conv gradients scaled
 down by k = 1 − tanh(α ρ), so the weaker modality can catch up; OGM-GE adds Gaussian noise of the

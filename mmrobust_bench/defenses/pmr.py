@@ -1,4 +1,4 @@
-"""PMR: prototypical modal rebalance (Fan et al., CVPR 2023; METHODS.md §6, official code).
+"""PMR: prototypical modal rebalance (Fan et al., CVPR 2023; docs/methods.md §6, official code).
 
 Class prototypes of each modality's features give a classifier −‖φ^(m)(x) − p_k^(m)‖ that does
 not depend on the fusion head; the modality it scores lower is the under-trained one, and PMR

@@ -1,11 +1,15 @@
 """Fusion heads on top of per-modality features.
 
 ``ConcatHead`` is JT's late fusion h = W[φ^(v); φ^(a)] + b (uni-modal scores use the bias/2
-convention of OGM/PMR). ``CRMTHead`` is CRMT's orthogonal fusion layer (METHODS.md §10.1),
-vectorised and always computed in fp32, even under autocast.
+convention of OGM/PMR). ``CRMTHead`` is CRMT's fusion layer (docs/methods.md §10.1), vectorised and
+always computed in fp32, even under autocast. Its default normalisation is the paper's orthogonal
+one (W̃^(m) W̃^(m)ᵀ = I, ``own_groups="full"``); the reference code's per-row normalisation
+(zero-mean unit-norm rows that are *not* mutually orthogonal) is ``own_groups="per_class_unit_rows"``.
 """
 from __future__ import annotations
 
+import difflib
+import warnings
 from typing import Sequence
 
 import torch
@@ -38,31 +42,60 @@ def centred_unit_rows(w: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def orthonormal_rows(w: Tensor, eps: float = 1e-6) -> Tensor:
-    """OWN with one group: (Z Zᵀ)^{-1/2} Z for the row-centred Z, so W̃ W̃ᵀ = I (needs K ≤ D)."""
-    if w.shape[0] > w.shape[1]:
-        raise ValueError(f"full orthogonalisation needs K <= feature dim, got K={w.shape[0]}, D={w.shape[1]}")
+    """OWN with one group: (Z Zᵀ)^{-1/2} Z for the row-centred Z, so W̃ W̃ᵀ = I (needs K < D: centring
+    removes one dimension)."""
+    if w.shape[0] >= w.shape[1]:
+        raise ValueError(f"the orthogonal CRMT head (own_groups='full') needs K < feature dim, got K={w.shape[0]}, "
+                         f"D={w.shape[1]}; raise feature_dim or use own_groups=per_class_unit_rows")
     centred = w - w.mean(dim=1, keepdim=True)
-    gram = centred @ centred.t()
-    evals, evecs = torch.linalg.eigh(gram + eps * torch.eye(gram.shape[0], device=w.device, dtype=w.dtype))
+    gram = (centred @ centred.t()).double()  # K × K: float64 keeps W̃W̃ᵀ = I to fp32 precision
+    evals, evecs = torch.linalg.eigh(gram)
     inv_sqrt = evecs @ torch.diag_embed(evals.clamp_min(eps).rsqrt()) @ evecs.t()
-    return inv_sqrt @ centred
+    return (inv_sqrt @ centred.double()).to(w.dtype)
 
 
-OWN_MODES = ("per_class", "full")
+# "full": the paper's orthogonal head (W̃W̃ᵀ = I, the default); "per_class_unit_rows": the reference code's
+# OWN with one group per row, i.e. centred unit-norm rows with non-zero off-diagonal Gram entries.
+OWN_MODES = ("full", "per_class_unit_rows")
+DEFAULT_OWN_GROUPS = "full"
+# Old spellings still accepted (committed configurations use them); mapped to the name of what they do.
+LEGACY_OWN_GROUPS = {"per_class": "per_class_unit_rows"}
+
+
+def canonical_own_groups(name: str) -> str:
+    """The canonical ``own_groups`` name; a legacy spelling is mapped (with a DeprecationWarning), an
+    unknown one is an error listing the valid names."""
+    if name in OWN_MODES:
+        return name
+    if name in LEGACY_OWN_GROUPS:
+        new = LEGACY_OWN_GROUPS[name]
+        warnings.warn(f"own_groups={name!r} is deprecated: it names the reference code's per-class unit rows, "
+                      f"which are not orthogonal; use own_groups={new!r}", DeprecationWarning, stacklevel=3)
+        return new
+    close = difflib.get_close_matches(str(name), list(OWN_MODES) + list(LEGACY_OWN_GROUPS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"own_groups must be one of {', '.join(OWN_MODES)}, got {name!r}{hint}")
 
 
 class CRMTHead(nn.Module):
     """h_k = Σ_m a_k^(m) z_k^(m) + b_k with z^(m) = W̃^(m) φ^(m) and W̃^(m) normalised per block.
 
-    ``own_groups="per_class"`` reproduces the reference (centred unit-norm rows); ``"full"`` gives
-    the paper's orthonormal rows. The integration weights a^(m) start at 0.1 as in the reference.
+    ``own_groups="full"`` (default) gives the paper's orthonormal rows, W̃^(m) W̃^(m)ᵀ = I;
+    ``"per_class_unit_rows"`` reproduces the reference code (centred unit-norm rows, not mutually
+    orthogonal; the legacy name ``"per_class"`` is accepted). The integration weights a^(m) start at
+    0.1 as in the reference.
     """
 
     def __init__(self, names: Sequence[str], feature_dims: Sequence[int], num_classes: int,
-                 own_groups: str = "per_class") -> None:
+                 own_groups: str = DEFAULT_OWN_GROUPS) -> None:
         super().__init__()
-        if own_groups not in OWN_MODES:
-            raise ValueError(f"own_groups must be one of {', '.join(OWN_MODES)}, got {own_groups!r}")
+        own_groups = canonical_own_groups(own_groups)
+        if own_groups == "full":
+            for d in feature_dims:
+                if num_classes >= d:
+                    raise ValueError(f"the orthogonal CRMT head (own_groups='full') needs K < feature dim, got "
+                                     f"K={num_classes}, D={d}; raise feature_dim or use "
+                                     "own_groups=per_class_unit_rows")
         self.names = tuple(names)
         self.dims = tuple(feature_dims)
         self.own_groups = own_groups
@@ -72,7 +105,7 @@ class CRMTHead(nn.Module):
         self.integration = nn.ParameterDict({m: nn.Parameter(torch.full((num_classes,), 0.1)) for m in self.names})
 
     def normalised_blocks(self) -> dict[str, Tensor]:
-        normalise = centred_unit_rows if self.own_groups == "per_class" else orthonormal_rows
+        normalise = centred_unit_rows if self.own_groups == "per_class_unit_rows" else orthonormal_rows
         with torch.autocast(device_type=self.weight.device.type, enabled=False):
             blocks = self.weight.float().split(self.dims, dim=1)
             return {m: normalise(w) for m, w in zip(self.names, blocks)}

@@ -1,4 +1,4 @@
-"""MMT: the multi-modal transformer with hierarchical attention (METHODS.md §13).
+"""MMT: the multi-modal transformer with hierarchical attention (docs/methods.md §13).
 
 "Multi-stream to one-stream": every modality is cut into non-overlapping patches by its own ViT
 tokeniser (learned spatial + temporal position embeddings for frames, learned 2-D ones for a
@@ -52,7 +52,7 @@ class MMTPreset:
 
 
 PRESETS: dict[str, MMTPreset] = {
-    # METHODS.md §13 suggested settings, for 224 × 224 frames and 1024 × 128 spectrograms
+    # docs/methods.md §13 suggested settings, for 224 × 224 frames and 1024 × 128 spectrograms
     "paper": MMTPreset(width=512, heads=8, mlp_ratio=4.0, unimodal_layers=4, fusion_layers=2, dropout=0.1, patch=16),
     # synthav-sized inputs on a CPU: tens of tokens per modality, trains in seconds
     "small": MMTPreset(width=64, heads=4, mlp_ratio=2.0, unimodal_layers=1, fusion_layers=1, dropout=0.0, patch=8),
@@ -223,7 +223,7 @@ class MMTNet(MultiModalNet):
 
 
 def build_mmt(specs: Sequence[ModalitySpec], num_classes: int, *, head: str = "concat", size: str = "auto",
-              own_groups: str = "per_class", **changes) -> MMTNet:
+              own_groups: str = "full", **changes) -> MMTNet:
     """An MMT for these modality specs: preset ``size`` (``auto``/``paper``/``small``) with ``changes``
     (width, heads, mlp_ratio, unimodal_layers, fusion_layers, dropout, patch) applied."""
     name, preset = resolve_preset(specs, size, **changes)

@@ -44,7 +44,7 @@ HEADS = ("concat", "crmt")
 
 
 def build_model(specs: Sequence[ModalitySpec], num_classes: int, encoders: Mapping[str, str], *,
-                head: str = "concat", feature_dim: int = 64, own_groups: str = "per_class") -> MultiModalNet:
+                head: str = "concat", feature_dim: int = 64, own_groups: str = "full") -> MultiModalNet:
     """Assemble encoders (by registered id, per modality) and a head (``concat`` or ``crmt``)."""
     names = [s.name for s in specs]
     missing = [m for m in names if m not in encoders]

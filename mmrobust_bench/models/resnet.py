@@ -1,4 +1,4 @@
-"""ResNet-18 encoders of the paper (METHODS.md §1), trained from scratch.
+"""ResNet-18 encoders of the paper (docs/methods.md §1), trained from scratch.
 
 torchvision's ResNet-18 layout (conv1 7×7/2, max-pool, four stages of two BasicBlocks, module
 names ``conv1, bn1, layer1..layer4``) with conv1 taking the modality's channels and no avg-pool/fc:
@@ -16,7 +16,6 @@ Initialisation is the reference one (:func:`~mmrobust_bench.models.encoders.init
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock, conv1x1
 
 from ..contracts import ModalitySpec
 from .encoders import ENCODERS, init_weights
@@ -42,6 +41,10 @@ class ResNet18Trunk(nn.Module):
         init_weights(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        # imported here: torchvision.models costs more than a second (it loads torch._dynamo), which every
+        # command listing or using only the small encoders would otherwise pay
+        from torchvision.models.resnet import BasicBlock, conv1x1
+
         downsample = None
         if stride != 1 or self.inplanes != planes:
             downsample = nn.Sequential(conv1x1(self.inplanes, planes, stride), nn.BatchNorm2d(planes))
@@ -93,18 +96,21 @@ def _check(spec: ModalitySpec, encoder: str, channels: int, ndim: int) -> None:
 
 @ENCODERS.register("resnet18_visual")
 def resnet18_visual(spec: ModalitySpec, feature_dim: int) -> nn.Module:
+    """ResNet-18 over RGB frames (3, T, H, W), averaged over frames, as the paper's visual encoder."""
     _check(spec, "resnet18_visual", 3, 4)
     return ResNet18Clip(3, feature_dim)
 
 
 @ENCODERS.register("resnet18_flow")
 def resnet18_flow(spec: ModalitySpec, feature_dim: int) -> nn.Module:
+    """ResNet-18 over optical-flow frames (2, T, H, W), averaged over frames (UCF101)."""
     _check(spec, "resnet18_flow", 2, 4)
     return ResNet18Clip(2, feature_dim)
 
 
 @ENCODERS.register("resnet18_audio")
 def resnet18_audio(spec: ModalitySpec, feature_dim: int) -> nn.Module:
+    """ResNet-18 over a one-channel spectrogram (1, F, T), as the paper's audio encoder."""
     _check(spec, "resnet18_audio", 1, 3)
     return ResNet18Image(1, feature_dim)
 

@@ -3,7 +3,7 @@
 Both minimise ½‖D H − X‖_F² + λ‖H‖₁ for a dictionary D (d × N) and signals X (d × B), one code
 column per signal, starting from H = 0. The iterations are plain tensor operations, so autograd
 differentiates through the unrolled solver: this is what lets white-box attacks see ExFMem
-(METHODS.md §9); :func:`fista` says how its momentum is differentiated. The stopping rule is the
+(docs/methods.md §9); :func:`fista` says how its momentum is differentiated. The stopping rule is the
 reference's: ‖H − H_prev‖_F over the whole batch matrix below ``tol``, or ``max_iter`` iterations.
 The test lives on the device (:class:`StoppingRule`), so an accelerator need not wait for the host
 after every iteration: ``check_every`` sets how often the host reads it, without changing the codes.

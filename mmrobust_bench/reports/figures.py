@@ -1,24 +1,38 @@
 """Figures 1, 3, 4 and 5 of the paper from result rows (and, for Figure 3, certification η rows).
 
-Each ``figure*`` function is a pure function of its DataFrame that returns a matplotlib figure
-carrying the command that made it; :func:`save_figure` writes it atomically with a sidecar
-``.txt`` naming the command and what the figure shows.
+Each ``figure*`` function is a pure function of its DataFrame that returns a matplotlib figure;
+:func:`save_figure` writes it atomically, puts the command that made it into the file's metadata
+(PNG text chunks, PDF Subject, SVG Description) and into a sidecar ``.txt``, and draws it on the
+canvas only when asked (``stamp=True``, ``plot --stamp``).
 
-- Figure 1: accuracy vs ℓ2-PGD radius, one panel per attacked modality, one line per defense.
+Conventions every figure follows (so a reviewer can take it as it is):
+
+- one *entry* per defense label and configuration (``reports.entries``): configurations are never
+  averaged together;
+- every entry has its own colour *and* marker / line style (:func:`entry_styles`, distinct for up
+  to 20 entries), legends sit outside the data;
+- lines are the mean over seeds; bands and error bars say what they are — ``band="std"``: ± one
+  sample std over the N seeds, ``band="ci95"``: the 95% t-interval of the mean;
+- modalities are named (audio, visual), y axes zoom to the values that differ (Figure 5), class
+  axes are integers (Figure 3), and what is missing is skipped with a note rather than drawn empty.
+
+- Figure 1: accuracy vs ℓ2-PGD radius, one panel per attacked modality, one line per entry.
 - Figure 3: heat maps of the vulnerability-indicator ratio η^(a)/η^(v) per class pair (y, j), one
-  panel per defense (JT / MMAT against the CRMT variants), from ``certify``'s ``eta_pairs.csv``.
-- Figure 4: uni-modal robust accuracy vs radius, one panel per defense, the gap between the
-  modalities shaded.
+  panel per entry, from ``certify``'s ``eta_pairs.csv``; log colour scale (a sequential map when
+  every ratio is on one side of 1, a diverging map centred on 1 otherwise).
+- Figure 4: uni-modal robust accuracy vs radius, one panel per entry, seed bands, the gap between
+  the modalities shaded.
 - Figure 5: the CRMT ablation — JT, orthogonal head only, CRMT step 1 only, step 2 only, full
-  CRMT — as grouped bars of clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5. The variants
-  are defense labels of the rows (a sweep YAML gives them with a ``label`` per defense entry).
+  CRMT — clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5, one panel per setting with its
+  own zoomed axis, each seed a dot and the mean ± band as an error bar. The variants are defense
+  labels of the rows (a sweep YAML gives them with a ``label`` per defense entry).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -26,11 +40,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from .. import __version__  # noqa: E402
 from ..io import atomic_path, atomic_write_text  # noqa: E402
+from .entries import resolve_entries  # noqa: E402
 from .paper import method_name  # noqa: E402
+from .stats import modality_name, summarize  # noqa: E402
 from .tables import ALL, choose_attack_configs, paper_row_order, single_modalities  # noqa: E402
 
 # Figure 5: (stage shown, defense label in the rows)
@@ -43,14 +63,24 @@ DEFAULT_ABLATION: tuple[tuple[str, str], ...] = (
 )
 FIGURE3_DEFENSES = ("jt", "mmat", "crmt_jt", "crmt_at", "crmt_mix")
 PANELS_PER_ROW = 5
+BANDS = ("std", "ci95")
+MAX_STYLED = 20
 
 DESCRIPTIONS = {
-    1: "Figure 1: accuracy vs ℓ2-PGD radius on each attacked modality, per defense (mean ± std over seeds)",
-    3: "Figure 3: vulnerability-indicator ratio between modalities per class pair (y, j), per defense; "
+    1: "Figure 1: accuracy vs ℓ2-PGD radius on each attacked modality, per entry (line: mean over seeds; band: see legend)",
+    3: "Figure 3: vulnerability-indicator ratio between modalities per class pair (y, j), per entry, mean over seeds; "
        "empirical (gradient-based Lipschitz estimates)",
-    4: "Figure 4: uni-modal robust accuracy vs radius, per defense, with the gap between modalities shaded",
-    5: "Figure 5: CRMT ablation — clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5",
+    4: "Figure 4: uni-modal robust accuracy vs radius, per entry, with seed bands and the gap between modalities shaded",
+    5: "Figure 5: CRMT ablation — clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5 (dots: seeds; bar: mean ± band)",
 }
+
+# 10 dark, then 10 light colours of tab20: 20 distinct colours; markers and dashes distinct within each ten
+_TAB20 = plt.get_cmap("tab20").colors
+_COLOURS = [_TAB20[i] for i in range(0, 20, 2)] + [_TAB20[i] for i in range(1, 20, 2)]
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+_LINES = ("-", "--")
+# the two modalities of Figure 4 (and the per-run curves) get fixed, colour-blind-safe colours
+_MODALITY_COLOURS = {"a": "#D55E00", "v": "#0072B2"}
 
 
 @dataclass
@@ -60,23 +90,56 @@ class SavedFigure:
     sidecar: Path
 
 
+def entry_styles(labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A distinct (colour, marker, line style) per entry, stable in the order given; up to 20 are also
+    distinct in colour alone, more reuse colours with another marker/dash combination."""
+    out = {}
+    for i, label in enumerate(labels):
+        out[label] = {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)],
+                      "linestyle": _LINES[(i // len(_MARKERS)) % len(_LINES)]}
+    return out
+
+
+def band_text(band: str, seeds: Sequence[int]) -> str:
+    """What a band is, with the seed counts it rests on: "band: ± 1 sample std over 3 seeds"."""
+    counts = sorted({int(n) for n in seeds if n})
+    n = "?" if not counts else (str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
+    if band == "ci95":
+        return f"band: 95% t-interval of the mean over {n} seeds"
+    return f"band: mean ± 1 sample std over {n} seeds"
+
+
+def _check_band(band: str) -> None:
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; valid: {', '.join(BANDS)}")
+
+
 def _stamp(fig: Figure, command: str) -> None:
     fig.text(0.005, 0.003, f"made by: {command}", fontsize=6, color="gray", ha="left", va="bottom")
 
 
-def _curve(rows: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
-    """Per ε: mean and std over seeds of accuracy; clean accuracy added at ε = 0 when absent."""
+def _curve(rows: pd.DataFrame, clean: pd.DataFrame, band: str = "std") -> pd.DataFrame:
+    """Per ε: mean over seeds, band edges (``lo``/``hi``) and seed count; clean accuracy at ε = 0 when absent."""
     per_seed = rows.groupby(["eps", "seed"])["accuracy"].mean().reset_index()
     if not clean.empty and not np.isclose(per_seed["eps"], 0).any():
         base = clean.groupby("seed")["accuracy"].mean().reset_index().assign(eps=0.0)
         per_seed = pd.concat([per_seed, base[["eps", "seed", "accuracy"]]], ignore_index=True)
-    stats = per_seed.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index().sort_values("eps")
-    return stats.fillna({"std": 0.0})
+    out = []
+    for eps, group in per_seed.groupby("eps"):
+        s = summarize(group["accuracy"])
+        if band == "ci95":
+            lo, hi = (s.ci_low, s.ci_high) if s.n > 1 else (s.mean, s.mean)
+        else:
+            spread = s.std if s.n > 1 else 0.0
+            lo, hi = s.mean - spread, s.mean + spread
+        out.append({"eps": float(eps), "mean": s.mean, "lo": lo, "hi": hi, "n": s.n})
+    return pd.DataFrame(out, columns=["eps", "mean", "lo", "hi", "n"]).sort_values("eps")
 
 
 def _prepare(rows: pd.DataFrame, dataset: str | None) -> tuple[pd.DataFrame, str]:
     if rows.empty:
         raise ValueError("no result rows to plot")
+    rows, _ = resolve_entries(rows)
     datasets = sorted(rows["dataset"].astype(str).unique())
     if dataset is None:
         if len(datasets) > 1:
@@ -94,34 +157,55 @@ def _labels(data: pd.DataFrame, defenses: Sequence[str] | None) -> list[str]:
     return [d for d in defenses if d in present] if defenses else paper_row_order(present)
 
 
-def figure1(rows: pd.DataFrame, *, command: str, attack: str = "pgd_l2", dataset: str | None = None,
-            defenses: Sequence[str] | None = None) -> Figure:
+def _where(mod: str) -> str:
+    return "all modalities (joint ℓ2 ball)" if mod == ALL else modality_name(mod)
+
+
+def _outside_legend(fig: Figure, handles: list, labels: list[str], *, title: str | None = None) -> None:
+    """The legend right of every panel (constrained layout makes room for it): never over the data."""
+    ncol = 1 if len(labels) <= 16 else 2
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7, ncol=ncol, title=title, title_fontsize=7,
+               frameon=False)
+
+
+def figure1(rows: pd.DataFrame, *, command: str = "", attack: str = "pgd_l2", dataset: str | None = None,
+            defenses: Sequence[str] | None = None, band: str = "std", stamp: bool = False) -> Figure:
     """Accuracy vs radius of ``attack``; a panel per attacked modality (single ones, then ``all``)."""
+    _check_band(band)
     data, dataset = _prepare(rows, dataset)
     attacked = data[data["attack"] == attack]
     if attacked.empty:
         raise ValueError(f"no {attack} rows for dataset {dataset!r}")
     mods = single_modalities(attacked) + ([ALL] if (attacked["modality"] == ALL).any() else [])
     labels = _labels(attacked, defenses)
-    fig, axes = plt.subplots(1, len(mods), figsize=(4.2 * len(mods), 3.8), squeeze=False, sharey=True)
+    styles = entry_styles(labels)
+    fig, axes = plt.subplots(1, len(mods), figsize=(3.6 * len(mods) + 2.2, 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
+    handles: dict[str, Any] = {}
+    seeds: list[int] = []
     for ax, mod in zip(axes[0], mods):
         for label in labels:
             part = attacked[(attacked["defense"].astype(str) == label) & (attacked["modality"] == mod)]
             if part.empty:
                 continue
             clean = data[(data["defense"].astype(str) == label) & (data["attack"] == "clean")]
-            stats = _curve(part, clean)
-            ax.plot(stats["eps"], stats["mean"], marker="o", ms=3, label=method_name(label))
-            ax.fill_between(stats["eps"], stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.15)
-        ax.set_title(f"{attack} on {'all modalities (joint)' if mod == ALL else '#' + mod}", fontsize=9)
-        ax.set_xlabel("ℓ2 radius ε (model-input space)")
+            stats = _curve(part, clean, band)
+            seeds += list(stats["n"])
+            st = styles[label]
+            (line,) = ax.plot(stats["eps"], stats["mean"], ms=3.5, lw=1.2, **st)
+            ax.fill_between(stats["eps"], stats["lo"], stats["hi"], color=st["color"], alpha=0.12, lw=0)
+            handles.setdefault(label, line)
+        ax.set_title(f"ℓ2-PGD on {_where(mod)}" if attack == "pgd_l2" else f"{attack} on {_where(mod)}", fontsize=9)
+        ax.set_xlabel("ℓ2 radius ε (model-input space)", fontsize=8)
         ax.grid(alpha=0.3)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{dataset}: accuracy vs {attack} radius", fontsize=10)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _stamp(fig, command)
+    names = [method_name(lab) for lab in handles]
+    _outside_legend(fig, list(handles.values()) + [Patch(color="gray", alpha=0.25)],
+                    names + [band_text(band, seeds).replace("band: ", "band:\n")], title="entry (line: mean)")
+    fig.suptitle(f"{dataset}: accuracy vs {'ℓ2-PGD' if attack == 'pgd_l2' else attack} radius", fontsize=10)
+    if stamp:
+        _stamp(fig, command)
     return fig
 
 
@@ -136,125 +220,232 @@ def eta_ratio_matrix(pairs: pd.DataFrame, numerator: str, denominator: str, colu
     return mat
 
 
-def figure3(pairs: pd.DataFrame, *, command: str, dataset: str | None = None, defenses: Sequence[str] | None = None,
-            column: str = "eta_pair", modalities: tuple[str, str] | None = None) -> Figure:
-    """Heat maps of η^(second)/η^(first) per class pair (η^(a)/η^(v) on synthav), one panel per defense.
+def _eta_symbol(modality: str) -> str:
+    return rf"\eta^{{(\mathrm{{{modality}}})}}"
+
+
+def figure3(pairs: pd.DataFrame, *, command: str = "", dataset: str | None = None,
+            defenses: Sequence[str] | None = None, column: str = "eta_pair", modalities: tuple[str, str] | None = None,
+            stamp: bool = False) -> Figure:
+    """Heat maps of η^(second)/η^(first) per class pair (η^(a)/η^(v) on synthav), one panel per entry.
 
     ``column``: ``eta_pair`` (global pair constant of each modality's share of the margin, any head),
     ``eta_eq10`` (|a_y|τ_y + |a_j|τ_j, CRMT heads only) or ``eta_local_mean`` (mean over test samples).
+    Log colour scale: ``viridis`` when every ratio lies on one side of 1, ``RdBu_r`` centred on 1 otherwise.
     """
-    if pairs.empty:
+    if pairs is None or pairs.empty:
         raise ValueError("no η rows (run `mmrobust-bench certify` or a sweep with certify: to make eta_pairs.csv)")
+    if column not in pairs:
+        raise ValueError(f"η rows have no column {column!r}")
+    pairs, _ = resolve_entries(pairs)
     datasets = sorted(pairs["dataset"].astype(str).unique())
     dataset = dataset or datasets[0]
     data = pairs[pairs["dataset"].astype(str) == dataset]
+    if data.empty:
+        raise ValueError(f"no η rows for dataset {dataset!r}")
     present = list(dict.fromkeys(data["defense"].astype(str)))
-    labels = [d for d in (defenses or FIGURE3_DEFENSES) if d in present] or sorted(present)
+    if defenses:
+        labels = [d for d in defenses if d in present]
+    else:
+        from .entries import base_label
+        labels = [p for d in FIGURE3_DEFENSES for p in present if base_label(p) == d] or paper_row_order(present)
     mods = modalities or tuple([m for m in ("v", "a") if m in set(data["modality"])] or sorted(set(data["modality"])))[:2]
     if len(mods) != 2:
         raise ValueError(f"Figure 3 needs two modalities, have {', '.join(map(str, mods))}")
     first, second = mods
     mats = [eta_ratio_matrix(data[data["defense"].astype(str) == lab], second, first, column) for lab in labels]
-    finite = np.concatenate([m[np.isfinite(m)] for m in mats]) if mats else np.array([])
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.5, 2.0)
-    lo, hi = min(lo, 0.999), max(hi, 1.001)
-    norm = TwoSlopeNorm(vcenter=1.0, vmin=lo, vmax=hi)
-    fig, axes = plt.subplots(1, len(labels), figsize=(3.4 * len(labels) + 0.8, 3.6), squeeze=False)
+    keep = [(lab, m) for lab, m in zip(labels, mats) if np.isfinite(m).any()]
+    if not keep:
+        raise ValueError(f"no finite {column} ratios for dataset {dataset!r}")
+    labels, mats = [k[0] for k in keep], [k[1] for k in keep]
+    finite = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in mats])
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo >= 1.0 or hi <= 1.0:  # one-sided: a sequential map over the range
+        norm, cmap = LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 1.01), "viridis"
+    else:  # both sides of 1: diverging, symmetric in log so 1 sits in the middle
+        m = max(hi, 1.0 / lo)
+        norm, cmap = LogNorm(vmin=1.0 / m, vmax=m), "RdBu_r"
+    cols = min(PANELS_PER_ROW, len(labels))
+    nrows = math.ceil(len(labels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.7 * cols + 1.3, 2.75 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(labels):]:
+        ax.set_visible(False)
     image = None
-    for ax, lab, mat in zip(axes[0], labels, mats):
-        image = ax.imshow(mat, cmap="coolwarm", norm=norm)
-        ax.set_title(f"{method_name(lab)}\nmean {np.nanmean(mat):.2f}" if np.isfinite(mat).any() else method_name(lab),
-                     fontsize=9)
-        ax.set_xlabel("class j")
-        ax.set_ylabel("class y")
+    k = mats[0].shape[0]
+    seeds = data.groupby("defense")["seed"].nunique()
+    for ax, lab, mat in zip(axes.flat, labels, mats):
+        image = ax.imshow(np.where(mat > 0, mat, np.nan), cmap=cmap, norm=norm)
+        ax.set_title(f"{method_name(lab)}\ngeo. mean {math.exp(np.nanmean(np.log(mat[mat > 0]))):.2f}, "
+                     f"{int(seeds.get(lab, 0))} seeds", fontsize=8)
+        ticks = list(range(k))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("class j", fontsize=8)
+        ax.set_ylabel("class y", fontsize=8)
+    symbol = rf"${_eta_symbol(second)} / {_eta_symbol(first)}$"
     if image is not None:
-        fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label=f"η^({second}) / η^({first})  [{column}]")
-    fig.suptitle(f"{dataset}: vulnerability ratio η^({second})/η^({first}) per class pair — "
-                 "empirical (gradient-based Lipschitz estimates)", fontsize=9)
-    _stamp(fig, command)
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85)
+        bar.set_label(f"{symbol}  ({modality_name(second)} / {modality_name(first)}, log scale)", fontsize=8)
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 20 else ""))
+        bar.ax.tick_params(labelsize=6, which="both")
+    fig.suptitle(f"{dataset}: vulnerability ratio {symbol} per class pair (y, j), mean over seeds — empirical "
+                 f"(gradient-based Lipschitz estimates, {column}); 1 = balanced", fontsize=9)
+    if stamp:
+        _stamp(fig, command)
     return fig
 
 
-def figure4(rows: pd.DataFrame, *, command: str, attack: str = "pgd_l2", dataset: str | None = None,
-            defenses: Sequence[str] | None = None) -> Figure:
-    """Uni-modal robust accuracy vs radius per defense; the area between the modalities' curves shaded."""
+def figure4(rows: pd.DataFrame, *, command: str = "", attack: str = "pgd_l2", dataset: str | None = None,
+            defenses: Sequence[str] | None = None, band: str = "std", stamp: bool = False) -> Figure:
+    """Uni-modal robust accuracy vs radius per entry, a seed band per modality, the gap between them shaded."""
+    _check_band(band)
     data, dataset = _prepare(rows, dataset)
     attacked = data[data["attack"] == attack]
     mods = single_modalities(attacked)
     if len(mods) < 2:
         raise ValueError(f"Figure 4 needs {attack} rows on at least two single modalities for {dataset!r}")
+    mods = mods[:2]
     labels = _labels(attacked[attacked["modality"].isin(mods)], defenses)
     cols = min(PANELS_PER_ROW, len(labels))
     nrows = math.ceil(len(labels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 3.2 * nrows + 0.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.9 * cols + 1.8, 2.5 * nrows + 0.6), squeeze=False, sharey=True,
+                             sharex=True, layout="constrained")
     for ax in axes.flat[len(labels):]:
         ax.set_visible(False)
+    colours = {m: _MODALITY_COLOURS.get(m, c) for m, c in zip(mods, ("#0072B2", "#D55E00"))}
+    markers = dict(zip(mods, ("o", "s")))
+    seeds: list[int] = []
     for ax, label in zip(axes.flat, labels):
         clean = data[(data["defense"].astype(str) == label) & (data["attack"] == "clean")]
         curves = {}
-        for mod in mods[:2]:
+        for mod in mods:
             part = attacked[(attacked["defense"].astype(str) == label) & (attacked["modality"] == mod)]
-            if not part.empty:
-                curves[mod] = _curve(part, clean)
-                ax.plot(curves[mod]["eps"], curves[mod]["mean"], marker="o", ms=3, label=f"attack #{mod}")
+            if part.empty:
+                continue
+            c = curves[mod] = _curve(part, clean, band)
+            seeds += list(c["n"])
+            ax.plot(c["eps"], c["mean"], color=colours[mod], marker=markers[mod], ms=2.5, lw=1.1)
+            ax.fill_between(c["eps"], c["lo"], c["hi"], color=colours[mod], alpha=0.18, lw=0)
         if len(curves) == 2:
-            a, b = (curves[m].set_index("eps")["mean"] for m in mods[:2])
+            a, b = (curves[m].set_index("eps")["mean"] for m in mods)
             common = a.index.intersection(b.index)
-            ax.fill_between(common, a[common], b[common], alpha=0.25, color="gray", label="gap")
+            ax.fill_between(common, a[common], b[common], facecolor="none", edgecolor="gray", hatch="///", lw=0,
+                            alpha=0.5)
             gap = float((a[common] - b[common]).abs().mean()) if len(common) else math.nan
-            ax.set_title(f"{method_name(label)} (mean gap {gap:.2f})", fontsize=9)
+            ax.set_title(f"{method_name(label)}\nmean gap {gap:.2f}", fontsize=8)
         else:
-            ax.set_title(method_name(label), fontsize=9)
-        ax.set_xlabel("ℓ2 radius ε")
-        ax.set_ylim(0, 1)
+            ax.set_title(f"{method_name(label)}\n(one modality only)", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("ℓ2 radius ε", fontsize=8)
     for row in axes:
-        row[0].set_ylabel("accuracy")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{dataset}: uni-modal {attack} robust accuracy and the gap between modalities", fontsize=10)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _stamp(fig, command)
+        row[0].set_ylabel("accuracy", fontsize=8)
+    handles = [Line2D([], [], color=colours[m], marker=markers[m], ms=3) for m in mods]
+    handles += [Patch(color="gray", alpha=0.25), Patch(facecolor="none", edgecolor="gray", hatch="///")]
+    names = [f"attack on {modality_name(m)} (mean)" for m in mods]
+    names += [band_text(band, seeds).replace("band: ", "band:\n"), "gap between the modalities"]
+    _outside_legend(fig, handles, names)
+    name = "ℓ2-PGD" if attack == "pgd_l2" else attack
+    fig.suptitle(f"{dataset}: uni-modal {name} robust accuracy per entry and the gap between modalities", fontsize=10)
+    if stamp:
+        _stamp(fig, command)
     return fig
 
 
-def figure5(rows: pd.DataFrame, *, command: str, dataset: str | None = None,
-            ablation: Sequence[tuple[str, str]] = DEFAULT_ABLATION, eps: float = 0.5) -> Figure:
-    """Grouped bars (clean, FGM and ℓ2-PGD on all modalities at ``eps``) for the ablation stages present."""
+def figure5(rows: pd.DataFrame, *, command: str = "", dataset: str | None = None,
+            ablation: Sequence[tuple[str, str]] = DEFAULT_ABLATION, eps: float = 0.5, band: str = "std",
+            stamp: bool = False) -> Figure:
+    """One panel per setting (clean, FGM and ℓ2-PGD on all modalities at ``eps``), the ablation stages on x:
+    each seed a dot, the mean ± band as an error bar, each panel's y axis zoomed to its values."""
+    _check_band(band)
     data, dataset = _prepare(rows, dataset)
     present = set(data["defense"].astype(str))
     stages = [(name, label) for name, label in ablation if label in present]
-    if not stages:
-        raise ValueError(f"no ablation rows for {dataset!r}: expected labels {', '.join(lab for _, lab in ablation)}")
-    settings = [("Clean", "clean", "none", 0.0), ("FGM", "fgm", ALL, eps), ("PGD-ℓ2", "pgd_l2", ALL, eps)]
-    fig, ax = plt.subplots(figsize=(1.6 * len(stages) + 2.5, 3.8))
-    width = 0.8 / len(settings)
+    missing = [label for _, label in ablation if label not in present]
+    if len(stages) < 2:
+        raise ValueError(f"no ablation rows for {dataset!r}: needs at least two of the labels "
+                         f"{', '.join(lab for _, lab in ablation)}; have {', '.join(lab for _, lab in stages) or 'none'}")
+    settings = [("clean", "clean", "none", 0.0), (f"FGM, all modalities, ε={eps:g}", "fgm", ALL, eps),
+                (f"ℓ2-PGD, all modalities, ε={eps:g}", "pgd_l2", ALL, eps)]
+    fig, axes = plt.subplots(1, len(settings), figsize=(0.62 * len(stages) * len(settings) + 2.2, 3.7), squeeze=False,
+                             layout="constrained")
+    styles = entry_styles([label for _, label in stages])
     x = np.arange(len(stages))
-    for i, (title, attack, mod, e) in enumerate(settings):
-        means, stds = [], []
-        for _, label in stages:
+    seeds: list[int] = []
+    drawn = 0
+    for ax, (title, attack, mod, e) in zip(axes[0], settings):
+        values = []
+        for i, (_, label) in enumerate(stages):
             part = data[(data["defense"].astype(str) == label) & (data["attack"] == attack)
                         & (data["modality"].astype(str) == mod) & np.isclose(data["eps"].astype(float), e)]
             per_seed = part.groupby("seed")["accuracy"].mean()
-            means.append(per_seed.mean() if len(per_seed) else np.nan)
-            stds.append(per_seed.std(ddof=1) if len(per_seed) > 1 else 0.0)
-        ax.bar(x + (i - 1) * width, means, width, yerr=stds, capsize=2,
-               label=title if attack == "clean" else f"{title} (all, ε={e:g})")
-    ax.set_xticks(x, [f"{name}\n({label})" for name, label in stages], fontsize=7)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
-    ax.set_title(f"{dataset}: CRMT ablation (mean ± std over seeds)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    _stamp(fig, command)
+            if per_seed.empty:
+                continue
+            s = summarize(per_seed)
+            seeds.append(s.n)
+            st = styles[label]
+            lo, hi = ((s.ci_low, s.ci_high) if band == "ci95" else (s.mean - s.std, s.mean + s.std)) if s.n > 1 \
+                else (s.mean, s.mean)
+            ax.errorbar([i], [s.mean], yerr=[[s.mean - lo], [hi - s.mean]], color=st["color"], marker=st["marker"],
+                        ms=6, capsize=4, lw=1.4)
+            ax.scatter(np.full(len(per_seed), i) + np.linspace(-0.12, 0.12, len(per_seed)), per_seed.values,
+                       s=9, color="black", alpha=0.55, zorder=3)
+            values += [lo, hi, *per_seed.values]
+            drawn += 1
+        if values:
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            pad = max(0.01, 0.12 * (high - low))
+            ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+        else:
+            ax.text(0.5, 0.5, "no rows", transform=ax.transAxes, ha="center", va="center", color="gray")
+        ax.set_xticks(x, [f"{name}\n({label})" if name != label else name for name, label in stages], fontsize=6.5,
+                      rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(stages) - 0.5)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        ax.tick_params(axis="y", labelsize=7)
+    if not drawn:
+        plt.close(fig)
+        raise ValueError(f"no clean / FGM / PGD rows at ε={eps:g} for the ablation stages of {dataset!r}")
+    axes[0][0].set_ylabel("accuracy (axis zoomed per panel)", fontsize=8)
+    handles = [Line2D([], [], color="gray", marker="o", ms=5), Line2D([], [], ls="", color="black", marker=".")]
+    _outside_legend(fig, handles, [band_text(band, seeds).removeprefix("band: ").replace(" over", "\nover"),
+                                   "one seed"])
+    note = f" (not in the rows: {', '.join(missing)})" if missing else ""
+    fig.suptitle(f"{dataset}: CRMT ablation{note}", fontsize=10)
+    if stamp:
+        _stamp(fig, command)
     return fig
 
 
-def save_figure(fig: Figure, path: str | Path, *, command: str, description: str) -> SavedFigure:
-    """Write ``fig`` (format from the suffix) and ``<path>.txt`` naming the command; both atomic."""
+def figure_metadata(fmt: str, *, command: str, description: str) -> dict[str, str]:
+    """What each format can hold: PNG text chunks, PDF info dictionary, SVG Dublin Core."""
+    made = f"made by: {command}"
+    if fmt == "png":
+        return {"Title": description, "Software": f"mmrobust-bench {__version__}", "Source": command,
+                "Comment": made}
+    if fmt == "pdf":
+        return {"Title": description, "Subject": made, "Creator": f"mmrobust-bench {__version__}"}
+    if fmt == "svg":
+        return {"Title": description, "Description": made, "Creator": f"mmrobust-bench {__version__}"}
+    return {}
+
+
+def save_figure(fig: Figure, path: str | Path, *, command: str, description: str, stamp: bool = False) -> SavedFigure:
+    """Write ``fig`` (format from the suffix) with the command in its metadata, and ``<path>.txt`` naming the
+    command and what the figure shows; both atomic. ``stamp`` also draws the command on the canvas."""
     path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    if stamp and not any(t.get_text().startswith("made by:") for t in fig.texts):
+        _stamp(fig, command)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=130)
+        fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight",
+                    metadata=figure_metadata(fmt, command=command, description=description))
     plt.close(fig)
     sidecar = path.with_name(path.name + ".txt")
     atomic_write_text(sidecar, f"{description}\nmade by: {command}\n")
@@ -264,32 +455,41 @@ def save_figure(fig: Figure, path: str | Path, *, command: str, description: str
 def plot_figures(rows: pd.DataFrame, out_dir: str | Path, *, command: str, eta_pairs: pd.DataFrame | None = None,
                  figures: Sequence[int] = (1, 3, 4, 5), attack: str = "pgd_l2",
                  ablation: Sequence[tuple[str, str]] = DEFAULT_ABLATION, fmt: str = "png",
-                 datasets: Sequence[str] | None = None) -> tuple[list[SavedFigure], list[str]]:
+                 datasets: Sequence[str] | None = None, band: str = "std",
+                 stamp: bool = False) -> tuple[list[SavedFigure], list[str]]:
     """Draw every requested figure for every dataset; returns (saved files, notes on figures skipped)."""
     unknown = sorted(set(figures) - set(DESCRIPTIONS))
     if unknown:
         raise ValueError(f"unknown figure {', '.join(map(str, unknown))}; valid: {', '.join(map(str, DESCRIPTIONS))}")
+    _check_band(band)
+    from .entries import mixed_labels
+
+    split = mixed_labels(rows, eta_pairs)
+    rows, _ = resolve_entries(rows, split=split)
+    if eta_pairs is not None:
+        eta_pairs, _ = resolve_entries(eta_pairs, split=split)
     out_dir = Path(out_dir)
     saved, notes = [], []
     names = list(datasets or sorted(set(rows["dataset"].astype(str)) if not rows.empty else []))
-    if 3 in figures and eta_pairs is not None and not eta_pairs.empty:
+    if 3 in figures and eta_pairs is not None and not eta_pairs.empty and not datasets:
         names += [d for d in sorted(eta_pairs["dataset"].astype(str).unique()) if d not in names]
     for dataset in names:
         for number in figures:
             try:
                 if number == 1:
-                    fig = figure1(rows, command=command, attack=attack, dataset=dataset)
+                    fig = figure1(rows, command=command, attack=attack, dataset=dataset, band=band)
                 elif number == 3:
-                    fig = figure3(eta_pairs if eta_pairs is not None else pd.DataFrame(), command=command, dataset=dataset)
+                    fig = figure3(eta_pairs if eta_pairs is not None else pd.DataFrame(), command=command,
+                                  dataset=dataset)
                 elif number == 4:
-                    fig = figure4(rows, command=command, attack=attack, dataset=dataset)
+                    fig = figure4(rows, command=command, attack=attack, dataset=dataset, band=band)
                 else:
-                    fig = figure5(rows, command=command, dataset=dataset, ablation=ablation)
+                    fig = figure5(rows, command=command, dataset=dataset, ablation=ablation, band=band)
             except (ValueError, KeyError) as exc:
                 notes.append(f"figure {number} ({dataset}) skipped: {exc}")
                 continue
             item = save_figure(fig, out_dir / f"figure{number}-{dataset}.{fmt}", command=command,
-                               description=f"{DESCRIPTIONS[number]} — {dataset}")
+                               description=f"{DESCRIPTIONS[number]} — {dataset}", stamp=stamp)
             item.number = number
             saved.append(item)
     return saved, notes
@@ -306,5 +506,6 @@ def parse_ablation(text: str) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["DEFAULT_ABLATION", "DESCRIPTIONS", "FIGURE3_DEFENSES", "SavedFigure", "eta_ratio_matrix", "figure1",
-           "figure3", "figure4", "figure5", "parse_ablation", "plot_figures", "save_figure"]
+__all__ = ["BANDS", "DEFAULT_ABLATION", "DESCRIPTIONS", "FIGURE3_DEFENSES", "SavedFigure", "band_text", "entry_styles",
+           "eta_ratio_matrix", "figure1", "figure3", "figure4", "figure5", "figure_metadata", "parse_ablation",
+           "plot_figures", "save_figure"]

@@ -33,8 +33,14 @@ def load_paper_tables() -> pd.DataFrame:
 
 
 def method_name(label: str) -> str:
-    """The paper's name of a defense id; other labels (ablation variants, plugins) stay as they are."""
-    return METHOD_NAMES.get(str(label), str(label))
+    """The paper's name of a defense id; other labels (ablation variants, plugins) stay as they are. A report
+    entry split by configuration keeps its tag: ``"jt [cfg b30dba09]"`` → ``"JT [cfg b30dba09]"``."""
+    text = str(label)
+    base, tag = text, ""
+    if text.endswith("]") and " [cfg " in text:
+        base, rest = text.split(" [cfg ", 1)
+        tag = " [cfg " + rest
+    return METHOD_NAMES.get(base, base) + tag
 
 
 def paper_dataset(dataset: str) -> str | None:

@@ -1,9 +1,13 @@
 """Tables 1–3 of the paper, rebuilt from result rows (pure functions of the rows DataFrame).
 
-Layout as in the paper: rows are methods, columns are attacks. A cell is the mean ± std over
-seeds (sample std; a single seed shows the mean alone). The paper's reported accuracies are
-shown beside ours, marked "reported", when the dataset is one of the paper's (KS, UCF101,
-VGGS); otherwise (synthav) they come in a separate, labelled block, since they are not comparable.
+Layout as in the paper: rows are report entries (a defense label and one configuration, see
+``reports.entries``: two configurations under one label are never averaged together), columns are
+attacks. A cell is the mean ± sample std over seeds (a single seed shows the mean alone); the tidy
+CSV also holds the 95% t-interval and the seed count of every cell (``reports.stats.COLUMN_DOC``
+names the columns). The paper's reported accuracies are shown beside ours, marked "reported", when
+the dataset is one of the paper's (KS, UCF101, VGGS); otherwise (synthav) they come in a separate,
+labelled block, since they are not comparable. :func:`pivot_table` lays out any other grid
+(every attack × modality × ε present in the rows); every table also exports to LaTeX (booktabs).
 
 - Table 1: clean accuracy and multi-modal FGM / ℓ2-PGD on all modalities jointly at ε = 0.5.
 - Table 2: uni-modal FGM / ℓ2-PGD on each modality alone at ε = 1.0, and each modality missing.
@@ -20,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_path, atomic_write_text
+from .entries import base_label, resolve_entries
 from .paper import PAPER_ORDER, load_paper_tables, method_name, paper_dataset
+from .stats import COLUMN_DOC, STAT_SUFFIXES, SeedSummary, cell_key, modality_name, summarize
 
 ALL = "all"
 NONE = "none"
@@ -41,9 +47,14 @@ class Column:
         name = ATTACK_TITLES.get(self.attack, self.attack)
         if self.attack == "clean":
             return name
-        where = "" if self.modality == ALL else f" #{self.modality}"
+        where = "" if self.modality == ALL else f" {modality_name(self.modality)}"
         budget = "" if self.eps is None else f" ε={self.eps:g}"
         return f"{name}{where}{budget}"
+
+    @property
+    def key(self) -> str:
+        """Stem of the cell's tidy CSV columns (``pgd_l2_a_eps1``); see ``reports.stats.COLUMN_DOC``."""
+        return cell_key(self.attack, self.modality, None if self.attack == "clean" else self.eps)
 
 
 @dataclass
@@ -52,9 +63,10 @@ class Table:
     dataset: str
     title: str
     columns: list[Column]
-    frame: pd.DataFrame  # one row per method (measured) plus reported rows; see layout_frame
+    frame: pd.DataFrame  # tidy: one row per entry (measured) plus reported rows; columns in COLUMN_DOC
     markdown: str
     notes: list[str] = field(default_factory=list)
+    latex: str = ""
 
 
 def single_modalities(rows: pd.DataFrame) -> list[str]:
@@ -105,13 +117,15 @@ def _matches(rows: pd.DataFrame, col: Column) -> pd.DataFrame:
     return rows[sel]
 
 
+def cell_summary(rows: pd.DataFrame, col: Column) -> SeedSummary:
+    """Seed summary (mean, sample std, n, 95% t-interval) of a column; repeated rows of a seed are averaged."""
+    return summarize(_matches(rows, col).groupby("seed")["accuracy"].mean())
+
+
 def cell_stats(rows: pd.DataFrame, col: Column) -> tuple[float, float, int]:
     """(mean, sample std, number of seeds) of a column's accuracy; repeated rows of a seed are averaged."""
-    per_seed = _matches(rows, col).groupby("seed")["accuracy"].mean()
-    if per_seed.empty:
-        return math.nan, math.nan, 0
-    std = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan
-    return float(per_seed.mean()), std, int(len(per_seed))
+    s = cell_summary(rows, col)
+    return s.mean, s.std, s.n
 
 
 def fmt(mean: float, std: float = math.nan) -> str:
@@ -123,11 +137,11 @@ def fmt(mean: float, std: float = math.nan) -> str:
 def paper_row_order(labels: Sequence[str]) -> list[str]:
     """Labels in the paper's method order, then the others (ablation variants, plugins) alphabetically."""
     rank = {name: i for i, name in enumerate(PAPER_ORDER)}
-    return sorted(labels, key=lambda lab: (rank.get(method_name(lab), len(rank)), str(lab)))
+    return sorted(labels, key=lambda lab: (rank.get(method_name(base_label(lab)), len(rank)), str(lab)))
 
 
 def _in_table(number: int, label: str) -> bool:
-    return (method_name(label) in TRANSFORMER_METHODS) == (number == 3)
+    return (method_name(base_label(label)) in TRANSFORMER_METHODS) == (number == 3)
 
 
 def _reported(number: int, paper: pd.DataFrame, dataset: str, columns: Sequence[Column]) -> pd.DataFrame:
@@ -147,11 +161,51 @@ def _reported(number: int, paper: pd.DataFrame, dataset: str, columns: Sequence[
     return pd.DataFrame.from_dict(out, orient="index", columns=[c.title for c in columns])
 
 
-def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFrame | None = None) -> Table:
-    """Table ``number`` for ``dataset`` from result rows."""
+def _stat_columns(columns: Sequence[Column]) -> list[str]:
+    return [f"{c.key}_{suffix}" for c in columns for suffix in STAT_SUFFIXES]
+
+
+def _record(rows: pd.DataFrame, columns: Sequence[Column]) -> dict:
+    rec: dict = {}
+    seeds = 0
+    for col in columns:
+        s = cell_summary(rows, col)
+        rec.update({f"{col.key}_mean": s.mean, f"{col.key}_std": s.std, f"{col.key}_ci95_low": s.ci_low,
+                    f"{col.key}_ci95_high": s.ci_high, f"{col.key}_n": s.n})
+        seeds = max(seeds, s.n)
+    rec["n_seeds"] = seeds
+    return rec
+
+
+def _int_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seed counts as integers (nullable: reported rows have none), never ``3.0``."""
+    for name in [c for c in frame.columns if c == "n_seeds" or c.endswith("_n")]:
+        frame[name] = pd.array(frame[name], dtype="Int64")
+    return frame
+
+
+def _entry_name(method: str, label: str) -> str:
+    return method if method == label else f"{method} (`{label}`)"
+
+
+def _dash_note(markdown_cells: Sequence[str], reported: bool) -> list[str]:
+    if not any(c == "—" for c in markdown_cells):
+        return []
+    note = "“—”: no measured rows for that cell (the sweep did not run that attack, modality or ε for that entry)"
+    if reported:
+        note += ("; in a reported row, the paper does not report that cell for that method and dataset (and reported "
+                 "rows have no seed count)")
+    return [note + "."]
+
+
+def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFrame | None = None, *,
+                checkpoints: Path | None = None, strict: bool = False) -> Table:
+    """Table ``number`` for ``dataset`` from result rows (grouped by entry: label and configuration)."""
     paper = load_paper_tables() if paper is None else paper
+    rows, entry_notes = resolve_entries(rows, checkpoints=checkpoints, strict=strict)
     data = rows[rows["dataset"].astype(str) == dataset]
     data, notes = choose_attack_configs(data)
+    notes = [n for n in entry_notes if n.startswith(f"{dataset}:")] + notes
     modalities = single_modalities(data) or ["v", "a"]
     columns = table_columns(number, modalities)
     labels = paper_row_order([lab for lab in data["defense"].astype(str).unique() if _in_table(number, lab)])
@@ -160,41 +214,40 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
 
     records = []
     for label in labels:
-        rec = {"method": method_name(label), "label": label, "source": "measured", "dataset": dataset}
         lrows = data[data["defense"].astype(str) == label]
-        seeds = set()
-        for col in columns:
-            mean, std, n = cell_stats(lrows, col)
-            rec[col.title], rec[f"{col.title} std"] = mean, std
-            if n:
-                seeds.add(n)
-        rec["seeds"] = max(seeds) if seeds else 0
-        records.append(rec)
-        name = method_name(label)
+        cfg = ",".join(sorted(set(lrows["config_hash"].astype(str)))) if "config_hash" in lrows else ""
+        records.append({"method": method_name(label), "label": label, "source": "measured", "dataset": dataset,
+                        "config_hash": cfg, **_record(lrows, columns)})
+        name = method_name(base_label(label))
         if name in reported.index:
-            rep = {"method": name, "label": label, "source": "reported", "dataset": their_name, "seeds": math.nan}
+            rep = {"method": name, "label": label, "source": "reported", "dataset": their_name, "config_hash": ""}
             for col in columns:
-                rep[col.title], rep[f"{col.title} std"] = reported.loc[name, col.title], math.nan
+                rep[f"{col.key}_mean"] = reported.loc[name, col.title]
             records.append(rep)
-    frame = pd.DataFrame(records, columns=["method", "label", "source", "dataset", "seeds"]
-                         + [t for c in columns for t in (c.title, f"{c.title} std")])
+    head = ["method", "label", "source", "dataset", "config_hash", "n_seeds"]
+    frame = pd.DataFrame(records, columns=head + _stat_columns(columns))
 
     header = "| Method | " + " | ".join(c.title for c in columns) + " | seeds |"
     rule = "|---|" + "---:|" * len(columns) + "---:|"
     lines = [f"### {TITLES[number]} — {dataset}", "", header, rule]
+    shown: list[str] = []
     for _, rec in frame.iterrows():
         if rec["source"] == "reported":
             name = f"↳ {rec['method']} (reported, {rec['dataset']})"
-            cells = [fmt(rec[c.title]) for c in columns]
+            cells = [fmt(rec[f"{c.key}_mean"]) for c in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " | — |")
+            cells = cells + ["—"]
         else:
-            name = rec["method"] if rec["method"] == rec["label"] else f"{rec['method']} (`{rec['label']}`)"
-            cells = [fmt(rec[c.title], rec[f"{c.title} std"]) for c in columns]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {rec['seeds']} |")
+            cells = [fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]) for c in columns]
+            lines.append(f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells)
+                         + f" | {int(rec['n_seeds'])} |")
+        shown += cells
     if not labels:
         lines.append("| (no measured rows for this table) |" + " |" * (len(columns) + 1))
     lines.append("")
-    lines.append("Accuracy on all test samples, mean ± sample std over seeds; ε in model-input space (ℓ2).")
+    lines.append("Accuracy on all test samples, mean ± sample std over seeds (seeds: how many); 95% t-intervals in "
+                 "the CSV; ε in model-input space (ℓ2).")
+    reported_blocks = []
     if not their_name:
         blocks = sorted(set(paper[paper["table"] == number]["dataset"]))
         lines += ["", f"**Reported in the paper (datasets {', '.join(blocks)} — not {dataset}; for orientation only, "
@@ -204,45 +257,173 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
             lines += ["", f"Reported, {block}:", "", "| Method | " + " | ".join(c.title for c in columns) + " |",
                       "|---|" + "---:|" * len(columns)]
             for method, values in rep.iterrows():
-                lines.append(f"| {method} (reported) | " + " | ".join(fmt(v) for v in values) + " |")
-            rep_records = [{"method": method, "label": "", "source": "reported", "dataset": block, "seeds": math.nan,
-                            **{c.title: values[c.title] for c in columns}} for method, values in rep.iterrows()]
-            frame = pd.concat([frame, pd.DataFrame(rep_records)], ignore_index=True)
+                cells = [fmt(v) for v in values]
+                shown += cells
+                lines.append(f"| {method} (reported) | " + " | ".join(cells) + " |")
+            reported_blocks += [{"method": method, "label": "", "source": "reported", "dataset": block,
+                                 "config_hash": "", **{f"{c.key}_mean": values[c.title] for c in columns}}
+                                for method, values in rep.iterrows()]
+    if reported_blocks:
+        frame = pd.concat([frame, pd.DataFrame(reported_blocks)], ignore_index=True)
+    frame = _int_columns(frame)
+    notes = notes + _dash_note(shown, reported=bool(reported_blocks) or not reported.empty)
     if notes:
-        lines += [""] + [f"Note: {n}." for n in notes]
-    return Table(number, dataset, TITLES[number], columns, frame, "\n".join(lines) + "\n", notes)
+        lines += [""] + [f"Note: {n.rstrip('.')}." for n in notes]
+    table = Table(number, dataset, TITLES[number], columns, frame, "\n".join(lines) + "\n", notes)
+    table.latex = latex_table(table)
+    return table
 
 
-def build_tables(rows: pd.DataFrame, numbers: Sequence[int] = (1, 2, 3),
-                 datasets: Sequence[str] | None = None) -> list[Table]:
+def build_tables(rows: pd.DataFrame, numbers: Sequence[int] = (1, 2, 3), datasets: Sequence[str] | None = None, *,
+                 checkpoints: Path | None = None, strict: bool = False) -> list[Table]:
     """Every requested table for every dataset in the rows (Table 3 only where MMT rows exist)."""
     paper = load_paper_tables()
+    rows, _ = resolve_entries(rows, checkpoints=checkpoints, strict=strict)
     out = []
     for dataset in datasets or sorted(rows["dataset"].astype(str).unique()):
         labels = rows[rows["dataset"].astype(str) == dataset]["defense"].astype(str).unique()
         for number in numbers:
             if number == 3 and not any(_in_table(3, lab) for lab in labels):
                 continue
-            out.append(build_table(rows, number, dataset, paper))
+            out.append(build_table(rows, number, dataset, paper, checkpoints=checkpoints, strict=strict))
     return out
 
 
+# ----------------------------------------------------------------------------- any grid: the pivot
+
+PIVOT_TITLE = "Pivot — every attack × modality × ε in the rows"
+
+
+def pivot_columns(data: pd.DataFrame, attacks: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
+                  eps: Sequence[float] | None = None) -> list[Column]:
+    """Every (attack, modality, ε) cell present in ``data`` (clean first), optionally filtered."""
+    cols = [Column("clean", NONE, 0.0)] if (data["attack"] == "clean").any() else []
+    seen = set()
+    order = {m: i for i, m in enumerate(dict.fromkeys(["v", "a"] + sorted(set(data["modality"].astype(str)))))}
+    attacked = data[data["attack"] != "clean"]
+    for rec in attacked[["attack", "modality", "eps"]].drop_duplicates().itertuples(index=False):
+        e = None if pd.isna(rec.eps) else float(rec.eps)
+        col = Column(str(rec.attack), str(rec.modality), e)
+        if col in seen:
+            continue
+        if attacks and col.attack not in attacks:
+            continue
+        if modalities and col.modality not in modalities:
+            continue
+        if eps and (e is None or not any(np.isclose(e, x) for x in eps)):
+            continue
+        seen.add(col)
+        cols.append(col)
+    head = cols[:1] if cols and cols[0].attack == "clean" else []
+    rest = cols[len(head):]
+    rest.sort(key=lambda c: (c.attack, order.get(c.modality, len(order)), -1.0 if c.eps is None else c.eps))
+    return head + rest
+
+
+def pivot_table(rows: pd.DataFrame, dataset: str, *, attacks: Sequence[str] | None = None,
+                modalities: Sequence[str] | None = None, eps: Sequence[float] | None = None,
+                checkpoints: Path | None = None, strict: bool = False) -> Table:
+    """Any grid of the rows as a table: one row per entry, one column per (attack, modality, ε) present
+    (``attacks`` / ``modalities`` / ``eps`` filter it), cells mean ± std over seeds (table number 0)."""
+    rows, entry_notes = resolve_entries(rows, checkpoints=checkpoints, strict=strict)
+    data = rows[rows["dataset"].astype(str) == dataset]
+    if data.empty:
+        have = ", ".join(sorted(rows["dataset"].astype(str).unique())) or "none"
+        raise ValueError(f"no rows for dataset {dataset!r}; have {have}")
+    data, notes = choose_attack_configs(data)
+    notes = [n for n in entry_notes if n.startswith(f"{dataset}:")] + notes
+    known_attacks = sorted(set(data["attack"].astype(str)))
+    for name in attacks or ():
+        if name not in known_attacks:
+            raise ValueError(f"no {name!r} rows for {dataset!r}; attacks in the rows: {', '.join(known_attacks)}")
+    columns = pivot_columns(data, attacks, modalities, eps)
+    if not columns:
+        raise ValueError(f"the filters leave no cells for {dataset!r}")
+    labels = paper_row_order(list(data["defense"].astype(str).unique()))
+    records = []
+    for label in labels:
+        lrows = data[data["defense"].astype(str) == label]
+        cfg = ",".join(sorted(set(lrows["config_hash"].astype(str)))) if "config_hash" in lrows else ""
+        records.append({"method": method_name(label), "label": label, "source": "measured", "dataset": dataset,
+                        "config_hash": cfg, **_record(lrows, columns)})
+    frame = _int_columns(pd.DataFrame(records, columns=["method", "label", "source", "dataset", "config_hash",
+                                                        "n_seeds"] + _stat_columns(columns)))
+    lines = [f"### {PIVOT_TITLE} — {dataset}", "", "| Method | " + " | ".join(c.title for c in columns) + " | seeds |",
+             "|---|" + "---:|" * len(columns) + "---:|"]
+    shown = []
+    for _, rec in frame.iterrows():
+        cells = [fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]) for c in columns]
+        shown += cells
+        lines.append(f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells) + f" | {int(rec['n_seeds'])} |")
+    lines += ["", "Accuracy, mean ± sample std over seeds; 95% t-intervals in the CSV; ε in model-input space."]
+    notes = notes + _dash_note(shown, reported=False)
+    if notes:
+        lines += [""] + [f"Note: {n.rstrip('.')}." for n in notes]
+    table = Table(0, dataset, PIVOT_TITLE, columns, frame, "\n".join(lines) + "\n", notes)
+    table.latex = latex_table(table)
+    return table
+
+
+# ----------------------------------------------------------------------------- LaTeX
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_UNICODE = {"ε": r"$\varepsilon$", "ℓ": r"$\ell$", "±": r"$\pm$", "—": "---", "–": "--", "η": r"$\eta$",
+                  "↳": r"$\hookrightarrow$", "×": r"$\times$", "“": "``", "”": "''"}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text → LaTeX: the ten special characters escaped, the few Unicode symbols reports use spelled out."""
+    out = []
+    for ch in str(text):
+        out.append(_LATEX_SPECIAL.get(ch) or _LATEX_UNICODE.get(ch) or ch)
+    return "".join(out)
+
+
+def latex_table(table: Table) -> str:
+    """A booktabs ``table`` environment of the measured rows (and reported rows beside them), mean ± std.
+
+    Needs ``\\usepackage{booktabs}`` in the preamble."""
+    cols = table.columns
+    head = " & ".join(["Method"] + [latex_escape(c.title) for c in cols] + ["seeds"]) + r" \\"
+    body = []
+    for _, rec in table.frame.iterrows():
+        if rec["source"] == "reported" and rec["label"] == "":
+            continue  # other datasets' reported blocks: not comparable, left out of the LaTeX table
+        if rec["source"] == "reported":
+            name = f"↳ {rec['method']} (reported, {rec['dataset']})"
+            cells = [fmt(rec[f"{c.key}_mean"]) for c in cols] + ["—"]
+        else:
+            name = rec["method"] if rec["method"] == rec["label"] else f"{rec['method']} ({rec['label']})"
+            cells = [fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]) for c in cols] + [str(int(rec["n_seeds"]))]
+        body.append(" & ".join(latex_escape(x) for x in [name] + cells) + r" \\")
+    caption = latex_escape(f"{table.title} — {table.dataset}. Accuracy, mean ± sample std over seeds.")
+    return "\n".join([r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering", r"\small",
+                      r"\begin{tabular}{l" + "r" * (len(cols) + 1) + "}", r"\toprule", head, r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}", ""])
+
+
 def write_tables(tables: Sequence[Table], out_dir: str | Path, *, command: str) -> list[Path]:
-    """``table<N>-<dataset>.md`` and ``.csv`` per table and a combined ``report.md``; every file names the
-    command (the CSVs in a ``made_by`` column)."""
+    """``table<N>-<dataset>.{md,csv,tex}`` per table (``pivot-<dataset>`` for a pivot), a ``.csv.txt``
+    sidecar naming the command and the column scheme, and a combined ``report.md``."""
     out_dir = Path(out_dir)
     written = []
     for t in tables:
-        stem = out_dir / f"table{t.number}-{t.dataset}"
-        atomic_write_text(stem.with_suffix(".md"), f"<!-- made by: {command} -->\n{t.markdown}")
-        with atomic_path(stem.with_suffix(".csv")) as tmp:
-            t.frame.assign(made_by=command).to_csv(tmp, index=False)
-        written += [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+        stem = out_dir / (f"pivot-{t.dataset}" if t.number == 0 else f"table{t.number}-{t.dataset}")
+        md, csv, tex = (stem.with_name(stem.name + ext) for ext in (".md", ".csv", ".tex"))
+        atomic_write_text(md, f"<!-- made by: {command} -->\n{t.markdown}")
+        with atomic_path(csv) as tmp:
+            t.frame.to_csv(tmp, index=False)
+        atomic_write_text(csv.with_name(csv.name + ".txt"), f"{t.title} — {t.dataset}\nmade by: {command}\n\n"
+                          f"{COLUMN_DOC}\nsource: measured (our rows) or reported (the paper's numbers; mean only).\n")
+        atomic_write_text(tex, f"% made by: {command}\n{t.latex}")
+        written += [md, csv, tex]
     body = "\n".join(t.markdown for t in tables) if tables else "(no result rows)\n"
     report = out_dir / "report.md"
     atomic_write_text(report, f"# Results\n\nmade by: `{command}`\n\n{body}")
     return written + [report]
 
 
-__all__ = ["Column", "Table", "TITLES", "build_table", "build_tables", "cell_stats", "choose_attack_configs", "fmt",
-           "paper_row_order", "single_modalities", "table_columns", "write_tables"]
+__all__ = ["Column", "PIVOT_TITLE", "Table", "TITLES", "build_table", "build_tables", "cell_stats", "cell_summary",
+           "choose_attack_configs", "fmt", "latex_escape", "latex_table", "paper_row_order", "pivot_columns",
+           "pivot_table", "single_modalities", "table_columns", "write_tables"]

@@ -1,0 +1,229 @@
+"""Settings checked before any work: names, types, ranges and output locations.
+
+A run that fails on a typo after generating a dataset or training a model wastes minutes; a run
+that accepts ``n_train=0``, ``lr=nan`` or ``--batch-size -4`` writes wrong rows. Everything here is
+cheap and runs first (``check_run_settings``), so a bad value costs a one-line error naming the fix.
+
+Nothing here imports the heavy parts of the package (datasets, models), so any module may use it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+# Largest ε (and certification radius) accepted. Inputs live in normalised model-input space, where an
+# element is O(1) and the ℓ2 norm of a whole 224×224 video clip is in the thousands; a radius beyond
+# 1e4 describes no meaningful perturbation, and values such as 1e308 overflow the attack's step
+# sizes (ε·α = inf) into NaN inputs.
+MAX_EPS = 1e4
+
+# int fields whose value is a size or a count (at least 1, or the field's negative "automatic" default)
+_COUNT_NAME = re.compile(r"(^n_|_size$|^size$|^epochs$|_epochs$|steps$|_iter$|_bins$|_frames$|^super_epoch$|"
+                         r"_dim$|_classes$|_samples$)")
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """`` (did you mean 'epochs'?)`` when a valid name is close to ``name``, else ''."""
+    close = difflib.get_close_matches(str(name), list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_keys_message(what: str, unknown: Iterable[str], valid: Iterable[str]) -> str:
+    """``unknown option(s) epoch (did you mean 'epochs'?); valid: ...``."""
+    valid = sorted(set(valid))
+    parts = [f"{k}{did_you_mean(k, valid)}" for k in sorted(unknown)]
+    return f"{what}: unknown option(s) {', '.join(parts)}; valid: {', '.join(valid)}"
+
+
+def _plain_type(hint: Any) -> tuple[type | None, bool]:
+    """(int/float/str/bool, optional) for ``X`` or ``X | None``; (None, _) for anything else."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and rest[0] in (int, float, str, bool):
+            return rest[0], True
+        return None, False
+    return (hint, False) if hint in (int, float, str, bool) else (None, False)
+
+
+def check_fields(obj: Any, owner: str) -> None:
+    """Types and generic ranges of a settings dataclass (a defense's Config, TrainConfig, a dataset's
+    options): ints integral (``400.5`` and ``true`` refused), floats finite, sizes and counts ≥ 1
+    (a field whose default is negative: that "automatic" value or >= 0)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        kind, optional = _plain_type(hints.get(f.name, f.type))
+        value = getattr(obj, f.name)
+        if kind is None or (optional and value is None):
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            article = "an" if kind is int else "a"
+            noun = {"int": "integer", "float": "number", "str": "string", "bool": "true/false"}[kind.__name__]
+            raise ValueError(f"{owner}: {f.name} must be {article} {noun}, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise ValueError(f"{owner}: {f.name} must be a finite number, got {value!r}")
+        if kind is int and _COUNT_NAME.search(f.name):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if isinstance(default, int) and default < 0:
+                if value != default and value < 0:
+                    raise ValueError(f"{owner}: {f.name} must be >= 0 (or {default}: automatic), got {value}")
+            elif value < (0 if default == 0 else 1):
+                raise ValueError(f"{owner}: {f.name} must be >= {0 if default == 0 else 1}, got {value}")
+
+
+def coerce_floats(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` for dataclass ``cls`` with strings of float fields read as numbers (YAML 1.1 reads
+    ``5e-4`` and ``1e3`` as strings); anything else is left for ``check_fields`` to judge."""
+    hints = typing.get_type_hints(cls)
+    out = dict(options)
+    for name, value in options.items():
+        if isinstance(value, str) and _plain_type(hints.get(name))[0] is float:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def check_count(value: Any, flag: str, minimum: int = 1, *, sentinel: int | None = None) -> int:
+    """An integer ``>= minimum`` (or exactly ``sentinel``), for ``--batch-size`` and the like."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{flag} must be an integer, got {value!r}")
+    if value < minimum and value != sentinel:
+        extra = f" (or {sentinel})" if sentinel is not None else ""
+        raise ValueError(f"{flag} must be >= {minimum}{extra}, got {value}")
+    return value
+
+
+def check_eps(values: Sequence[Any], what: str = "eps") -> list[float]:
+    """A non-empty grid of finite ε in [0, MAX_EPS], sorted and without repeats."""
+    out = []
+    for v in values:
+        try:
+            e = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be numbers, got {v!r}") from None
+        if not math.isfinite(e) or e < 0:
+            raise ValueError(f"{what} must be finite numbers >= 0, got {v!r}")
+        if e > MAX_EPS:
+            raise ValueError(f"{what} {e:g} is above {MAX_EPS:g}: no meaningful perturbation of normalised inputs is "
+                             f"that large (and such values overflow the attack's step sizes)")
+        out.append(e)
+    if not out:
+        raise ValueError(f"{what} is empty: give at least one value, e.g. 0.5,1")
+    return sorted(set(out))
+
+
+def check_output_dir(path: Path | str, flag: str) -> Path:
+    """Make sure files can be created in the directory ``path`` (created if missing) before any work
+    starts: a file in its place, a read-only or immutable folder is a one-line error now, not lost
+    rows after an hour of evaluation."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a directory; give a directory (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mmrobust-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{flag} {path} is not writable ({exc.strerror or exc}); give a writable directory") from None
+    return path
+
+
+def check_output_file(path: Path | str, flag: str) -> Path:
+    """``path`` can be (re)written atomically: not a directory, its folder writable, itself writable if present."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file path such as {path / 'results.csv'}")
+    check_output_dir(path.parent if str(path.parent) else Path("."), f"the folder of {flag}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path} is not writable; fix its permissions or give another file")
+    return path
+
+
+def check_dataset_options(dataset: str, options: Mapping[str, Any] | None) -> None:
+    """Validate dataset options without building the dataset, when the dataset offers a check
+    (a ``check_options(**options)`` attribute on its builder); unknown datasets are a RegistryError."""
+    from ..data import DATASETS
+
+    builder = DATASETS.get(dataset)
+    check = getattr(builder, "check_options", None)
+    if check is not None:
+        check(**dict(options or {}))
+
+
+def check_run_settings(*, defense: str | None = None, overrides: Mapping[str, Any] | None = None,
+                       dataset: str | None = None, dataset_options: Mapping[str, Any] | None = None,
+                       eps: Sequence[Any] | None = None, batch_size: Any = None, seed: Any = None,
+                       root: Path | None = None, results: Path | None = None) -> None:
+    """Everything about a run that can be checked before data is generated or a model trained."""
+    if seed is not None:
+        check_count(seed, "seed", minimum=0)
+    if batch_size is not None:
+        check_count(batch_size, "batch size")
+    if eps is not None:
+        check_eps(eps)
+    if dataset is not None:
+        check_dataset_options(dataset, dataset_options)
+    if defense is not None:
+        from ..defenses import build_defense
+
+        build_defense(defense, overrides)
+    if root is not None:
+        check_output_dir(root, "--root")
+    if results is not None:
+        check_output_file(results, "--results")
+        if Path(results).is_file():  # a damaged results file is refused now, not after the evaluation
+            from .results import read_rows
+
+            read_rows(results)
+
+
+def read_yaml_mapping(path: Path | str, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping; a missing file, bad YAML (with its line and column) or another
+    kind of document is a ValueError naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{what} {path}: invalid YAML{where}: {exc.problem or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {path}: invalid YAML ({exc})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{what} {path} must hold a mapping of key: value, got a {type(loaded).__name__}")
+    return loaded
+
+
+def check_certify_settings(*, train_samples: Any = -1, honesty_steps: Any = 20, batch_size: Any = 64) -> None:
+    """``train_samples``: -1 (all) or >= 1 (0 used to mean "all" silently); ``honesty_steps`` >= 0 (0 skips
+    the check); ``batch_size`` >= 1."""
+    check_count(train_samples, "--train-samples (training samples for the constants; -1 = all)", sentinel=-1)
+    check_count(honesty_steps, "--honesty-steps (0 skips the honesty check)", minimum=0)
+    check_count(batch_size, "--batch-size")
+
+
+__all__ = ["MAX_EPS", "did_you_mean", "unknown_keys_message", "check_fields", "coerce_floats", "check_count", "check_eps",
+           "check_output_dir", "check_output_file", "check_dataset_options", "check_run_settings", "read_yaml_mapping",
+           "check_certify_settings"]

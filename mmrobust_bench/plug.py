@@ -1,0 +1,966 @@
+"""Bring your own model: attack and benchmark any multi-modal PyTorch classifier (``import mmrobust_bench as mmr``).
+
+Three calls, shaped like the libraries users know (torchattacks' ``Attack(model, eps=…)``, ART's estimator
++ attack, RobustBench's ``benchmark()``)::
+
+    wrapped = mmr.wrap(model, modalities={"audio": mmr.Modality((40, 64)),
+                                          "video": mmr.Modality((3, 32, 32), box=(0, 1))})
+    x_adv = mmr.attack(wrapped, (audio, video), labels, attack=torchattacks.PGDL2, modality="audio",
+                       eps=1.0, alpha=0.2, steps=10)
+    table = mmr.evaluate(wrapped, loader, attack="torchattacks:PGDL2", modality="audio", eps=[0.5, 1.0])
+
+:func:`wrap` adapts the user's ``forward`` (modalities positionally, by keyword or as one dict; logits
+returned as a tensor, a tuple entry, a dict entry or an ``.logits`` attribute) to the suite's contract
+(a dict batch in, :class:`~mmrobust_bench.contracts.ModelOutput` out), so every attack of the suite runs
+on it unchanged: native ones, ``missing`` and the torchattacks / ART adapters (docs/design.md §4, "Adapting
+single-input attack libraries"). :func:`attack` and :func:`evaluate` take the user's own batches
+(dicts, tuples or a tensor) and give them back in the same format; :func:`evaluate` returns the tidy rows
+the CLI writes (``bench.results.ResultRow``). :func:`eta` needs uni-modal scores and says how to expose them.
+
+Attack options mean what they mean in the library the attack comes from: ``eps``, torchattacks' ``alpha``
+and ``steps``, ART's ``eps_step`` and ``max_iter`` are all in model-input space. Given as a library class
+or a configured instance, the attack runs exactly as the library would build it: options not given take
+the library's own defaults (``torchattacks.PGDL2``: ``eps=1.0``, ``alpha=0.2``), read from the instance
+or the constructor. Given as an id string (``"torchattacks:PGDL2"``), it runs as ``mmrobust-bench run
+--attack`` runs it, so rows from Python and from the CLI agree.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .attacks import Attack, build_attack
+from .contracts import ALL_MODALITIES, Batch, ModalitySpec, ModelOutput, ThreatModel
+from .io import stable_hash
+
+CALLS = ("auto", "positional", "keyword", "dict")
+# Keys under which a dict batch carries its labels, tried in this order when ``label_key`` is not given.
+LABEL_KEYS = ("label", "labels", "y", "target", "targets")
+LABEL = "label"  # the label's place in a declared tuple ``order``
+# Library norm spellings (torchattacks "L2"/"Linf", ART 2/np.inf/1/0) -> the threat model's names.
+_NORMS = {"l2": "l2", "2": "l2", "linf": "linf", "inf": "linf", "l1": "l1", "1": "l1", "l0": "l0", "0": "l0"}
+# Step sizes the adapters would otherwise scale with ε: from a library class or instance they are filled
+# with the library's value, so the attack runs with the step the library itself would take.
+_ABSOLUTE_STEPS = ("alpha", "eps_step")
+# Instance settings that only change logging or batching, never the result: not copied from an instance (ART
+# keeps a SummaryWriter object, not the argument, under ``summary_writer``).
+_NOT_COPIED = frozenset({"summary_writer", "verbose", "batch_size"})
+DEFAULT_EPS = (0.25, 0.5, 1.0, 1.5, 2.0)  # ℓ2, as the CLI (attacks.default_eps gives every norm's)
+FLAG_SAMPLES = 64  # samples kept from the loader for the validity checks (bench.flags)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Declaring a model
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Modality:
+    """One input of the user's model: its per-sample ``shape`` (inferred from the first batch when None)
+    and its valid ``box`` in model-input space: ``(low, high)`` for the whole input, or
+    ``((low_0, …), (high_0, …))`` per channel (first axis of ``shape``); None for an unbounded input."""
+
+    shape: tuple[int, ...] | None = None
+    box: tuple[Any, Any] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.shape is not None:
+            shape = tuple(int(s) for s in self.shape)
+            if not shape or any(s <= 0 for s in shape):
+                raise ValueError(f"Modality shape must be a non-empty tuple of positive sizes, got {self.shape!r}")
+            object.__setattr__(self, "shape", shape)
+        if self.box is not None and (not isinstance(self.box, (tuple, list)) or len(self.box) != 2):
+            raise ValueError(f"Modality box must be (low, high) or ((low per channel), (high per channel)), "
+                             f"got {self.box!r}")
+
+    def spec(self, name: str, shape: tuple[int, ...]) -> ModalitySpec:
+        """The suite's :class:`ModalitySpec` for this declaration with the given (declared or inferred) shape."""
+        if self.box is None:
+            return ModalitySpec(name, shape, description=self.description)
+        lower, upper = (_channel_bounds(name, b, shape[0]) for b in self.box)
+        return ModalitySpec(name, shape, lower, upper, self.description)
+
+
+def _channel_bounds(name: str, bound: Any, channels: int) -> tuple[float, ...]:
+    if isinstance(bound, numbers.Real):
+        return (float(bound),) * channels
+    values = tuple(float(b) for b in bound)
+    if len(values) != channels:
+        raise ValueError(f"modality {name!r}: a per-channel box needs {channels} values (first axis of its shape), "
+                         f"got {len(values)}")
+    return values
+
+
+def _as_modality(name: str, value: Any) -> Modality:
+    if value is None:
+        return Modality()
+    if isinstance(value, Modality):
+        return value
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
+        return Modality(tuple(value))
+    raise ValueError(f"modality {name!r}: declare it as mmr.Modality(shape, box=...), a shape tuple, or None, "
+                     f"got {value!r}")
+
+
+def _forward_parameters(model: nn.Module) -> list[inspect.Parameter] | None:
+    try:
+        return list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C-implemented forward: nothing to check
+        return None
+
+
+def _describe_params(params: Sequence[inspect.Parameter]) -> str:
+    return "(" + ", ".join(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)) + ")"
+
+
+def _resolve_call(model: nn.Module, names: tuple[str, ...], call: str) -> str:
+    """Check ``call`` against the forward's signature (or pick one for ``auto``), with an error naming the fix."""
+    if call not in CALLS:
+        raise ValueError(f"unknown call {call!r}; valid: {', '.join(CALLS)}")
+    params = _forward_parameters(model)
+    if params is None:
+        if call == "auto":
+            raise ValueError("the forward's signature cannot be read; declare call='positional', 'keyword' or 'dict'")
+        return call
+    takes = _describe_params(params)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    var_pos = any(p.kind == p.VAR_POSITIONAL for p in params)
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
+    keyword_names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    order_hint = "declare call='positional' with modalities in that order"
+    if call == "auto":
+        if var_kw or set(names) <= keyword_names:
+            return "keyword"
+        if len(positional) >= 1 and len(required) <= 1 and len(names) > 1 and not var_pos:
+            return "dict"
+        if len(names) == 1 and len(required) <= 1 and (positional or var_pos):
+            return "positional"
+        raise ValueError(f"your forward takes {takes}, which does not name the modalities "
+                         f"({', '.join(names)}); {order_hint}, call='keyword' with modalities named after its "
+                         f"arguments, or call='dict' if it takes one dict")
+    if call == "positional":
+        if len(required) > len(names) or (len(positional) < len(names) and not var_pos):
+            raise ValueError(f"your forward takes {takes} but {len(names)} modalities ({', '.join(names)}) are "
+                             f"declared; {order_hint}, one per argument")
+        named = [p.name for p in positional[:len(names)]]
+        if set(named) == set(names) and named != list(names):
+            raise ValueError(f"your forward takes {takes} but the modalities are declared as ({', '.join(names)}); "
+                             f"{order_hint}, or use call='keyword'")
+        return call
+    if call == "keyword":
+        missing = [m for m in names if m not in keyword_names]
+        if missing and not var_kw:
+            raise ValueError(f"your forward takes {takes}, which has no argument {', '.join(missing)}; {order_hint}, "
+                             f"or name the modalities after its arguments")
+        return call
+    if len(required) > 1:  # dict
+        raise ValueError(f"your forward takes {takes}, not one dict; {order_hint} or call='keyword'")
+    return call
+
+
+class WrappedModel(nn.Module):
+    """A user model seen through the suite's contract: ``forward(batch: dict) -> ModelOutput``.
+
+    Built by :func:`wrap`. The user's module is the submodule ``model``, so ``.eval()``, ``.to()``,
+    parameters and buffers are the user's own; attacks restore its mode and never touch its weights.
+    """
+
+    def __init__(self, model: nn.Module, modalities: Mapping[str, Modality], call: str,
+                 output: str | int | Callable[[Any], Tensor] | None,
+                 unimodal: str | Callable[[Any], Any] | None) -> None:
+        super().__init__()
+        self.model = model
+        self.declared = dict(modalities)
+        self.names = tuple(modalities)
+        self.call = call
+        self.output = output
+        self.unimodal = unimodal
+        self._specs: dict[str, ModalitySpec] = {
+            m: d.spec(m, d.shape) for m, d in self.declared.items() if d.shape is not None}
+
+    # -- shapes ---------------------------------------------------------------------------------------
+    @property
+    def specs(self) -> tuple[ModalitySpec, ...]:
+        """The modalities as :class:`ModalitySpec` (declared order); shapes must be known (declared or seen)."""
+        unknown = [m for m in self.names if m not in self._specs]
+        if unknown:
+            raise ValueError(f"the shape of modality {', '.join(unknown)} is not known yet: declare "
+                             f"mmr.Modality(shape) or pass a batch through mmr.attack / mmr.evaluate first")
+        return tuple(self._specs[m] for m in self.names)
+
+    def resolve(self, batch: Mapping[str, Tensor]) -> tuple[ModalitySpec, ...]:
+        """Infer undeclared shapes from ``batch`` and check declared ones against it."""
+        for m in self.names:
+            x = batch[m]
+            shape = tuple(x.shape[1:])
+            if m not in self._specs:
+                if not shape:
+                    raise ValueError(f"modality {m!r} arrived as a tensor of shape {tuple(x.shape)}; batches are "
+                                     f"(batch, *shape) tensors")
+                self._specs[m] = self.declared[m].spec(m, shape)
+            elif self._specs[m].shape != shape:
+                raise ValueError(f"modality {m!r} is declared with shape {self._specs[m].shape} but the batch has "
+                                 f"{shape} per sample; fix the declaration (or omit the shape to infer it)")
+        return self.specs
+
+    # -- the forward ------------------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, Tensor]) -> ModelOutput:
+        inputs = [batch[m] for m in self.names]
+        if self.call == "positional":
+            out = self.model(*inputs)
+        elif self.call == "keyword":
+            out = self.model(**dict(zip(self.names, inputs)))
+        else:
+            out = self.model(dict(zip(self.names, inputs)))
+        return ModelOutput(logits=self._logits(out), unimodal=self._unimodal(out))
+
+    def _logits(self, out: Any) -> Tensor:
+        spec = self.output
+        what = type(out).__name__
+        if callable(spec) and not isinstance(spec, (str, int)):
+            logits = spec(out)
+        elif spec is None:
+            if isinstance(out, Tensor):
+                logits = out
+            elif isinstance(out, Mapping):
+                if "logits" not in out:
+                    raise ValueError(f"your forward returns a dict with keys {', '.join(map(str, out))} and no "
+                                     f"'logits'; declare output='<key>' in mmr.wrap")
+                logits = out["logits"]
+            elif isinstance(out, (tuple, list)) and not hasattr(out, "logits"):
+                raise ValueError(f"your forward returns a {what} of {len(out)}; declare output=<index> in mmr.wrap "
+                                 f"(e.g. output=0) to say which entry is the logits")
+            elif hasattr(out, "logits"):
+                logits = out.logits
+            else:
+                raise ValueError(f"your forward returns a {what}; return logits (a tensor, a dict entry, a tuple "
+                                 f"entry or a .logits attribute) and declare which with output=")
+        elif isinstance(spec, str):
+            if isinstance(out, Mapping):
+                if spec not in out:
+                    raise ValueError(f"output={spec!r}: your forward returns a dict with keys "
+                                     f"{', '.join(map(str, out))}; declare one of those")
+                logits = out[spec]
+            elif isinstance(out, Tensor):
+                raise ValueError(f"output={spec!r} expects a dict (or an object with .{spec}) but your forward returns "
+                                 f"a tensor; drop output= (a tensor output is used as the logits)")
+            elif hasattr(out, spec):
+                logits = getattr(out, spec)
+            else:
+                raise ValueError(f"output={spec!r}: your forward returns a {what} without {spec!r}")
+        else:
+            if not isinstance(out, (tuple, list)):
+                raise ValueError(f"output={spec!r} expects a tuple but your forward returns a {what}; "
+                                 + ("drop output= (a tensor output is used as the logits)" if isinstance(out, Tensor)
+                                    else "declare output='<key>' for a dict or an attribute"))
+            if not -len(out) <= spec < len(out):
+                raise ValueError(f"output={spec}: your forward returns a {what} of {len(out)}")
+            logits = out[spec]
+        if not isinstance(logits, Tensor) or logits.dim() != 2:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"the logits must be a (batch, classes) tensor, got {shape}; check output= in mmr.wrap")
+        return logits
+
+    def _unimodal(self, out: Any) -> dict[str, Tensor]:
+        spec = self.unimodal
+        if callable(spec) and not isinstance(spec, str):
+            found = spec(out)
+        else:
+            key = spec or "unimodal"
+            if isinstance(out, Mapping):
+                found = out.get(key)
+            elif not isinstance(out, (Tensor, tuple, list)):
+                found = getattr(out, key, None)
+            else:
+                found = None
+            if found is None and spec is not None:
+                raise ValueError(f"unimodal={spec!r}: your forward's output has no {spec!r} entry")
+        return dict(found) if found else {}
+
+    # -- identity -------------------------------------------------------------------------------------
+    def config_hash(self) -> str:
+        """A short hash of the declaration (modalities, boxes, call, output), for the rows' ``config_hash``."""
+        return stable_hash({"modalities": {m: [list(s.shape), s.lower, s.upper] for m, s in self._specs.items()},
+                            "call": self.call, "output": repr(self.output), "model": type(self.model).__name__})
+
+    def extra_repr(self) -> str:
+        return f"modalities={self.names}, call={self.call!r}, output={self.output!r}"
+
+
+def wrap(model: nn.Module, modalities: Mapping[str, Any] | Sequence[str], *, call: str = "auto",
+         output: str | int | Callable[[Any], Tensor] | None = None,
+         unimodal: str | Callable[[Any], Any] | None = None) -> WrappedModel:
+    """Declare how to call ``model`` so every attack of the suite can run on it.
+
+    ``modalities``: ``{name: mmr.Modality(shape, box=...)}`` in the order the forward takes them (a shape
+    tuple or None also works; a list of names infers every shape from the first batch). ``call``: the
+    modalities are passed ``"positional"``-ly, by ``"keyword"`` or as one ``"dict"``; ``"auto"`` reads the
+    forward's signature. ``output``: which entry of what forward returns is the logits (a dict key or
+    attribute name, a tuple index, or a function); a tensor, a dict's ``"logits"`` and ``.logits`` need none.
+    ``unimodal``: where uni-modal scores are (a dict ``{modality: (B, K)}``), for :func:`eta`; found under
+    ``"unimodal"`` by default.
+    """
+    if isinstance(model, WrappedModel):
+        raise ValueError("the model is already wrapped; pass it to mmr.attack / mmr.evaluate as it is")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"mmr.wrap takes a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(modalities, Mapping):
+        declared = {str(m): _as_modality(str(m), v) for m, v in modalities.items()}
+    elif isinstance(modalities, str):
+        raise ValueError("modalities must be a dict {name: mmr.Modality(...)} or a list of names, not one string")
+    else:
+        declared = {str(m): Modality() for m in modalities}
+    if not declared:
+        raise ValueError("declare at least one modality")
+    if ALL_MODALITIES in declared or any("," in m or "+" in m or not m for m in declared):
+        raise ValueError(f"modality names must be non-empty, without ',' or '+', and not {ALL_MODALITIES!r}")
+    call = _resolve_call(model, tuple(declared), call)
+    return WrappedModel(model, declared, call, output, unimodal)
+
+
+def _check_wrapped(model: Any) -> WrappedModel:
+    if isinstance(model, WrappedModel):
+        return model
+    if isinstance(model, nn.Module):
+        raise TypeError("wrap the model first: wrapped = mmr.wrap(model, modalities={'a': mmr.Modality(...), ...})")
+    raise TypeError(f"expected a model wrapped by mmr.wrap, got {type(model).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The user's batches
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Split:
+    """A user batch taken apart: the modalities (suite format), the labels, and how to put it back."""
+
+    inputs: Batch
+    labels: Tensor | None
+    rebuild: Callable[[Batch], Any]
+
+
+def _split_batch(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None = None,
+                 label_key: str | None = None) -> _Split:
+    names = wrapped.names
+    if isinstance(batch, Mapping):
+        missing = [m for m in names if m not in batch]
+        if missing:
+            raise ValueError(f"the batch has no modality {', '.join(missing)}; its keys are "
+                             f"{', '.join(map(str, batch))} and the declared modalities {', '.join(names)}")
+        keys = [label_key] if label_key else [k for k in LABEL_KEYS if k in batch]
+        if label_key and label_key not in batch:
+            raise ValueError(f"label_key={label_key!r}: the batch has keys {', '.join(map(str, batch))}")
+        labels = batch[keys[0]] if keys else None
+
+        def rebuild(adv: Batch) -> Any:
+            out = dict(batch)
+            out.update(adv)
+            return out
+
+        return _Split({m: batch[m] for m in names}, labels, rebuild)
+    if isinstance(batch, Tensor):
+        if len(names) != 1:
+            raise ValueError(f"a single tensor was given but {len(names)} modalities are declared "
+                             f"({', '.join(names)}); pass a dict or a tuple in the declared order")
+        return _Split({names[0]: batch}, None, lambda adv: adv[names[0]])
+    if isinstance(batch, (tuple, list)):
+        seq = list(batch)
+        if order is None:
+            if len(seq) not in (len(names), len(names) + 1):
+                raise ValueError(f"the batch is a {type(batch).__name__} of {len(seq)} but {len(names)} modalities "
+                                 f"are declared ({', '.join(names)}); declare order=(..., '{LABEL}') for its layout")
+            order = list(names) + ([LABEL] if len(seq) == len(names) + 1 else [])
+        order = list(order)
+        if len(order) != len(seq):
+            raise ValueError(f"order={tuple(order)} names {len(order)} entries but the batch has {len(seq)}")
+        unknown = [k for k in order if k not in names and k != LABEL]
+        if unknown or any(m not in order for m in names):
+            raise ValueError(f"order={tuple(order)} must name every modality ({', '.join(names)}) once and "
+                             f"'{LABEL}' for the labels; unknown: {', '.join(unknown) or 'none'}")
+        where = {k: i for i, k in enumerate(order)}
+        labels = seq[where[LABEL]] if LABEL in where else None
+        kind = type(batch)
+
+        def rebuild_seq(adv: Batch) -> Any:
+            out = list(seq)
+            for m, x in adv.items():
+                out[where[m]] = x
+            return kind(out) if kind in (tuple, list) else tuple(out)
+
+        return _Split({m: seq[where[m]] for m in names}, labels, rebuild_seq)
+    raise TypeError(f"a batch must be a dict, a tuple/list or a tensor, got {type(batch).__name__}")
+
+
+def _labels_of(split: _Split, labels: Any) -> Tensor:
+    y = labels if labels is not None else split.labels
+    if y is None:
+        raise ValueError(f"no labels: pass labels=..., put them in the batch under one of {', '.join(LABEL_KEYS)} "
+                         f"(or label_key=), or declare their place with order=(..., '{LABEL}')")
+    y = torch.as_tensor(y)
+    if y.dim() != 1 or y.dtype.is_floating_point:
+        raise ValueError(f"labels must be a 1-D tensor of class indices, got {y.dtype} {tuple(y.shape)}")
+    return y
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Attacks: id strings, library classes and configured instances
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ResolvedAttack:
+    """An attack request turned into the suite's terms: the attack id, its options, and the ε / norm /
+    targeting that the library class or instance implies (None: not implied)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    eps: float | None = None
+    norm: str | None = None
+    targeted: bool = False
+
+
+def norm_name(value: Any) -> str:
+    """A norm in any library's spelling (``"L2"``, ``"Linf"``, ``2``, ``np.inf``, ``"l1"``) as the suite names it."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        key = "inf" if math.isinf(float(value)) else str(int(value)) if float(value).is_integer() else str(value)
+    else:
+        key = str(value).strip().lower()
+    if key not in _NORMS:
+        raise ValueError(f"unknown norm {value!r}; valid: l2, linf, l1, l0 (or the library's spelling: 'L2', "
+                         f"'Linf', 2, np.inf, 1, 0)")
+    return _NORMS[key]
+
+
+def _library_of(obj: Any) -> str | None:
+    cls = obj if inspect.isclass(obj) else type(obj)
+    root = (getattr(cls, "__module__", "") or "").split(".")[0]
+    if root == "torchattacks":
+        return "torchattacks"
+    if root == "art":
+        return "art"
+    return None
+
+
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    return params
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a is b or (type(a) is type(b) and a == b))
+    except Exception:  # arrays, tensors: compare as different, so the instance's value is passed on
+        return False
+
+
+def resolve_attack(attack: Any) -> ResolvedAttack:
+    """Turn an attack id, a torchattacks / ART class or a configured instance into the suite's terms.
+
+    An id string is taken as ``mmrobust-bench run --attack`` takes it (nothing implied). A class contributes its
+    defaults for ``eps``, ``norm`` and the step size (``alpha`` / ``eps_step``); an instance contributes every
+    option it was built with (those equal to the library default, step sizes excepted, are left to the adapter,
+    which passes the library's default on; logging and batching settings are not copied).
+    """
+    if isinstance(attack, str):  # as ``run --attack`` takes it: the adapter's defaults, ε and norm from the caller
+        return ResolvedAttack(attack)
+    if isinstance(attack, Attack):
+        raise TypeError("pass the attack as an id string (e.g. 'pgd_l2') or a torchattacks / ART class or instance; "
+                        "a suite Attack object is used with its own __call__")
+    library = _library_of(attack)
+    if library is None:
+        raise TypeError(f"unknown attack {attack!r}: give an id string ('pgd_l2', 'torchattacks:PGDL2', "
+                        f"'art:FastGradientMethod'), a torchattacks or ART attack class, or a configured instance")
+    cls = attack if inspect.isclass(attack) else type(attack)
+    params = _parameters(cls)
+    resolved = ResolvedAttack(f"{library}:{cls.__name__}")
+    _defaults_into(resolved, params)
+    if inspect.isclass(attack):
+        return resolved
+    if library == "torchattacks":
+        if getattr(attack, "normalization_used", None) or getattr(attack, "_normalization_applied", None):
+            raise ValueError("the torchattacks instance applies its own input normalization; put the normalization "
+                             "inside the model and attack in model-input space")
+        resolved.targeted = bool(getattr(attack, "targeted", False))
+    for name, param in params.items():
+        if name in ("model", "estimator", "classifier") or name in _NOT_COPIED or not hasattr(attack, name):
+            continue
+        value = getattr(attack, name)
+        if name == "eps":
+            resolved.eps = _scalar(value, "eps")
+        elif name == "norm":
+            resolved.norm = norm_name(value)
+        elif name == "targeted":
+            resolved.targeted = bool(value)
+        elif name in _ABSOLUTE_STEPS or not _same(value, param.default):
+            resolved.options[name] = value
+    return resolved
+
+
+def _defaults_into(resolved: ResolvedAttack, params: Mapping[str, inspect.Parameter]) -> None:
+    empty = inspect.Parameter.empty
+    if "eps" in params and params["eps"].default is not empty:
+        resolved.eps = _scalar(params["eps"].default, "eps")
+    if "norm" in params and params["norm"].default is not empty:
+        resolved.norm = norm_name(params["norm"].default)
+    for name in _ABSOLUTE_STEPS:
+        if name in params and params[name].default is not empty and "eps" in params:
+            resolved.options[name] = params[name].default
+
+
+def _scalar(value: Any, what: str) -> float:
+    try:
+        return float(np.asarray(value, dtype=np.float64).item())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be one number, got {value!r}") from exc
+
+
+def _build(wrapped: WrappedModel, attack: Any, modality: str | Sequence[str], eps: float | None, norm: str | None,
+           joint: bool, seed: int, options: Mapping[str, Any], targeted: bool,
+           require_eps: bool = True) -> tuple[Attack, ThreatModel, str]:
+    """(suite attack, threat model at ``eps``, attack id) for a request; ``eps`` None takes the library's (and
+    0 when there is none and ``require_eps`` is False)."""
+    resolved = resolve_attack(attack)
+    opts = {**resolved.options, **dict(options)}
+    atk = build_attack(resolved.name, wrapped.specs, seed=seed, **opts)
+    if norm is not None:
+        chosen = norm_name(norm)
+    elif resolved.norm is not None:
+        chosen = resolved.norm
+    else:  # the CLI's default ℓ2 where the attack runs under it, else the attack's own norm
+        supported = tuple(getattr(atk, "norms", ("l2",)))
+        chosen = "l2" if "l2" in supported else supported[0]
+    value = eps if eps is not None else resolved.eps
+    if value is None:
+        value = 0.0
+        if atk.norm_bounded and require_eps:
+            raise ValueError(f"attack {resolved.name!r} needs eps=... (its budget, in model-input space)")
+    threat = ThreatModel.parse(modality, float(value), wrapped.specs, norm=chosen, joint=joint,
+                               targeted=targeted or resolved.targeted)
+    atk.validate(threat)
+    return atk, threat, resolved.name
+
+
+def attack(model: WrappedModel, batch: Any, labels: Any = None, *, attack: Any = "pgd_l2",
+           modality: str | Sequence[str] = ALL_MODALITIES, eps: float | None = None, norm: str | None = None,
+           joint: bool = True, targets: Tensor | None = None, seed: int = 0, order: Sequence[str] | None = None,
+           label_key: str | None = None, **options: Any) -> Any:
+    """The adversarial version of ``batch``, in the user's own format (dict, tuple or tensor).
+
+    ``attack``: an id (``"pgd_l2"``, ``"missing"``, ``"torchattacks:PGDL2"``, ``"art:FastGradientMethod"``),
+    a torchattacks / ART class, or a configured instance (its ``eps``, ``alpha``, ``steps``… are read).
+    ``modality``: one name, several (a list or ``"a,v"``: one joint ball, or one ball each with
+    ``joint=False``), or ``"all"``; ``attack="missing"`` drops them instead (``fill="zero"|"mean"|"noise"``).
+    ``eps`` and the other options (``alpha``, ``steps``, ART's ``eps_step``, ``max_iter``…) are in
+    model-input space and mean what the library means by them. Unattacked modalities come back bit-identical;
+    the model's weights, buffers, mode and the global RNGs are left as they were.
+    """
+    wrapped = _check_wrapped(model)
+    split = _split_batch(wrapped, batch, order, label_key)
+    y = _labels_of(split, labels)
+    wrapped.resolve(split.inputs)
+    atk, threat, _ = _build(wrapped, attack, modality, eps, norm, joint, seed, options, targets is not None)
+    if threat.targeted and targets is None:
+        raise ValueError("the attack instance is in targeted mode: pass targets=... (the target class of each sample)")
+    device = split.inputs[wrapped.names[0]].device
+    adv = atk(wrapped, split.inputs, y.to(device), threat, targets=None if targets is None else targets.to(device))
+    return split.rebuild({m: adv[m] for m in threat.modalities})
+
+
+def drop(model: WrappedModel, batch: Any, *, modality: str | Sequence[str], fill: str = "zero",
+         order: Sequence[str] | None = None, label_key: str | None = None, **options: Any) -> Any:
+    """``batch`` with ``modality`` missing, in the user's format (``fill``: ``"zero"``, ``"mean"`` with
+    ``fill_values={modality: mean tensor}``, or ``"noise"`` with ``noise_std``); labels are not needed."""
+    split = _split_batch(_check_wrapped(model), batch, order, label_key)
+    n = int(next(iter(split.inputs.values())).shape[0])
+    return attack(model, batch, torch.zeros(n, dtype=torch.long), attack="missing", modality=modality, fill=fill,
+                  order=order, label_key=label_key, **options)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Benchmark: clean and robust accuracy over an ε grid, straight from a DataLoader
+# ---------------------------------------------------------------------------------------------------------
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes and bytes, in name order): the rows'
+    ``checkpoint_sha256`` for a model the suite did not train, so rows of different weights never mix."""
+    digest = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        if isinstance(value, Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _restored_modes(model: nn.Module) -> Iterator[None]:
+    """Evaluate in eval mode and give the user's model back in the mode it came in, module by module."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, flag in modes:
+            module.training = flag
+
+
+def _eps_grid(eps: float | Sequence[float] | None, default: float | None) -> list[float]:
+    if eps is None:
+        values = [default] if default is not None else []
+    elif isinstance(eps, (int, float)):
+        values = [float(eps)]
+    else:
+        values = [float(e) for e in eps]
+    bad = [e for e in values if not math.isfinite(e) or e < 0]
+    if bad or not values:
+        raise ValueError(f"eps must be finite numbers >= 0, got {', '.join(map(str, bad)) or 'nothing'}")
+    return sorted(set(values))
+
+
+def _default_grid(norm: str) -> Sequence[float]:
+    from . import attacks
+
+    by_norm = getattr(attacks, "default_eps", None)
+    return by_norm(norm) if by_norm is not None else DEFAULT_EPS
+
+
+def _correct(model: nn.Module, batch: Batch, labels: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(batch).logits.argmax(1) == labels
+
+
+def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l2",
+             modality: str | Sequence[str] = ALL_MODALITIES, eps: float | Sequence[float] | None = None,
+             norm: str | None = None, joint: bool = True, label: str = "model", dataset: str = "custom",
+             seed: int = 0, order: Sequence[str] | None = None, label_key: str | None = None,
+             results: str | None = None, check_flags: bool = True, device: str | torch.device | None = None,
+             progress: bool = False, **options: Any) -> pd.DataFrame:
+    """Clean and robust accuracy over an ε grid, from the user's own loader (batches as dicts, or tuples in the
+    declared ``order``); RobustBench's ``benchmark()`` for multi-modal models (``mmr.benchmark`` is an alias).
+
+    Returns the tidy rows the CLI writes (``bench.results.COLUMNS``): one clean row and one per ε, with
+    ``defense`` = ``label``, ``dataset`` = ``dataset``, ``checkpoint_sha256`` = the sha256 of the model's state
+    dict and ``config_hash`` = a hash of the declaration. ``results`` appends them to that CSV.
+    ``check_flags`` runs the validity checks of ``bench.flags`` (on the first 64 samples; ``fgm_beats_pgd``
+    for ``pgd_l2``) into the ``flags`` column. ``device``: where batches go (default: the model's). The loader
+    is read once; the model is evaluated in eval mode
+    and given back in its own mode. Attack arguments as in :func:`attack`; ``eps`` (one value or a grid) defaults to
+    the library's own ε for a library class or instance, else to the CLI's default grid of the norm.
+    """
+    from tqdm.auto import tqdm
+
+    from .progress import disable_flag
+
+    from .bench.evaluate import Measurement, attack_setting
+    from .bench.flags import check_attack, row_flags
+    from .bench.results import CLEAN, NO_MODALITY, ResultRow, append_rows, rows_frame
+    from .data.base import TensorSplit
+
+    wrapped = _check_wrapped(model)
+    library_eps = resolve_attack(attack).eps
+    grid = _eps_grid(eps, library_eps) if eps is not None or library_eps is not None else []
+    dev = torch.device(device) if device is not None else _model_device(wrapped)
+    atk: Attack | None = None
+    threat: ThreatModel | None = None
+    fgm: Attack | None = None
+    n = clean_correct = 0
+    clean_seconds = 0.0
+    correct: list[int] = []
+    fgm_correct: list[int] = []
+    seconds: list[float] = []
+    kept: list[tuple[Batch, Tensor]] = []
+    with _restored_modes(wrapped):
+        for raw in tqdm(loader, desc="evaluate", disable=disable_flag(progress), leave=False):
+            split = _split_batch(wrapped, raw, order, label_key)
+            labels = _labels_of(split, None).to(dev)
+            batch = {m: x.to(dev) for m, x in split.inputs.items()}
+            wrapped.resolve(batch)
+            if atk is None:
+                atk, threat, name = _build(wrapped, attack, modality, grid[0] if grid else None, norm, joint, seed,
+                                           options, False, require_eps=False)
+                if not grid:  # neither the caller nor the library gave ε: the suite's default grid of the norm
+                    grid = _eps_grid(_default_grid(threat.norm), None)
+                    threat = threat.with_eps(grid[0])
+                if threat.targeted:
+                    raise ValueError("evaluate measures untargeted robustness; build the attack without targeted mode")
+                if not atk.norm_bounded:
+                    grid = [0.0]
+                correct, seconds = [0] * len(grid), [0.0] * len(grid)
+                if check_flags and name in ("pgd_l2",) and threat.norm == "l2":
+                    fgm = build_attack("fgm", wrapped.specs, seed=seed)
+                    fgm_correct = [0] * len(grid)
+            if sum(len(y) for _, y in kept) < FLAG_SAMPLES:
+                kept.append(({m: x.detach().cpu() for m, x in batch.items()}, labels.cpu()))
+            start = time.perf_counter()
+            clean_correct += int(_correct(wrapped, batch, labels).sum())
+            clean_seconds += time.perf_counter() - start
+            n += int(labels.shape[0])
+            with attack_setting(wrapped, atk, threat):
+                _attack_grid(wrapped, atk, threat, grid, batch, labels, correct, seconds)
+                if fgm is not None:
+                    _attack_grid(wrapped, fgm, threat, grid, batch, labels, fgm_correct, [0.0] * len(grid))
+    if atk is None or threat is None:
+        raise ValueError("the loader gave no batches")
+    measured = [Measurement(e, c, n, s) for e, c, s in zip(grid, correct, seconds)]
+    flags = []
+    if check_flags:
+        small = TensorSplit({m: torch.cat([b[m] for b, _ in kept])[:FLAG_SAMPLES] for m in wrapped.names},
+                            torch.cat([y for _, y in kept])[:FLAG_SAMPLES])
+        fgm_measured = ([Measurement(e, c, n, 0.0) for e, c in zip(grid, fgm_correct)] if fgm is not None else None)
+        with _restored_modes(wrapped):
+            flags = check_attack(wrapped, small, atk, threat, grid, measured, dev, fgm=fgm_measured)
+    common = dict(dataset=dataset, defense=label, seed=seed, checkpoint_sha256=state_dict_sha256(wrapped.model),
+                  config_hash=wrapped.config_hash(), device=str(dev), suite_version=__version__)
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in wrapped.parameters() if p.is_floating_point()})
+    provenance = {"label": label, "dtype": "+".join(dtypes) or "none"}
+    fields = {f.name for f in dataclasses.fields(ResultRow)}
+    common.update({k: v for k, v in provenance.items() if k in fields})  # columns of newer result stores
+    rows = [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
+                      modality=NO_MODALITY, norm=threat.norm, eps=0.0, n=n, accuracy=clean_correct / max(n, 1),
+                      wall_seconds=clean_seconds, **common)]
+    attacked = ALL_MODALITIES if modality == ALL_MODALITIES else "+".join(threat.modalities)
+    config = atk.describe()
+    for m in measured:
+        rows.append(ResultRow(attack=name, attack_config=config, library=atk.library,
+                              library_version=atk.library_version, modality=attacked, norm=threat.norm,
+                              eps=m.eps if atk.norm_bounded else float("nan"), n=m.n, accuracy=m.accuracy,
+                              wall_seconds=m.seconds, flags=row_flags(flags, m.eps if atk.norm_bounded else None),
+                              **common))
+    if results is not None:
+        append_rows(results, rows)
+    return rows_frame(rows)
+
+
+benchmark = evaluate
+
+
+def _attack_grid(model: WrappedModel, atk: Attack, threat: ThreatModel, grid: Sequence[float], batch: Batch,
+                 labels: Tensor, correct: list[int], seconds: list[float]) -> None:
+    """Add the batch's correct counts at every ε; attacks that take a per-sample ε run the grid as one batch of
+    R copies (exactly R separate runs, as ``bench.evaluate.robust_accuracy`` does)."""
+    if atk.per_sample_eps and len(grid) > 1:
+        r, b = len(grid), labels.shape[0]
+        rep = {m: x.repeat((r,) + (1,) * (x.dim() - 1)) for m, x in batch.items()}
+        eps = torch.tensor(grid, device=labels.device).repeat_interleave(b)
+        start = time.perf_counter()
+        adv = atk(model, rep, labels.repeat(r), threat, eps)
+        hits = _correct(model, adv, labels.repeat(r)).view(r, b).sum(1)
+        elapsed = time.perf_counter() - start
+        for i in range(r):
+            correct[i] += int(hits[i])
+            seconds[i] += elapsed / r
+        return
+    for i, e in enumerate(grid):
+        start = time.perf_counter()
+        adv = atk(model, batch, labels, threat.with_eps(e))
+        correct[i] += int(_correct(model, adv, labels).sum())
+        seconds[i] += time.perf_counter() - start
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """The rows of :func:`evaluate` as the Markdown table the CLI prints (a ``flags`` column when a validity
+    flag of ``bench.flags`` is raised)."""
+    flagged = "flags" in frame and bool((frame["flags"].fillna("") != "").any())
+    lines = ["| model | attack | modality | eps | accuracy | n |" + (" flags |" if flagged else ""),
+             "|---|---|---|---:|---:|---:|" + ("---|" if flagged else "")]
+    for row in frame.itertuples():
+        eps = "—" if pd.isna(row.eps) else f"{row.eps:g}"
+        line = f"| {row.defense} | {row.attack_config} | {row.modality} | {eps} | {row.accuracy:.3f} | {row.n} |"
+        lines.append(line + (f" {row.flags or ''} |" if flagged else ""))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Features that need uni-modal scores
+# ---------------------------------------------------------------------------------------------------------
+
+def _require_unimodal(wrapped: WrappedModel, output: ModelOutput, feature: str) -> None:
+    missing = [m for m in wrapped.names if m not in output.unimodal]
+    if missing:
+        have = f"it gives them for {', '.join(output.unimodal)} only" if output.unimodal else "it gives none"
+        raise ValueError(f"{feature} needs uni-modal scores z^(m) (a (batch, classes) tensor per modality) and {have} "
+                         f"(missing: {', '.join(missing)}); return a dict {{'logits': ..., 'unimodal': {{"
+                         + ", ".join(f"'{m}': z_{m}" for m in wrapped.names)
+                         + "}} (or an object with .logits and .unimodal) from forward, or point mmr.wrap(..., "
+                           "unimodal=...) at them")
+
+
+def eta(model: WrappedModel, loader: Iterable[Any], *, order: Sequence[str] | None = None,
+        label_key: str | None = None, device: str | torch.device | None = None, max_samples: int | None = None,
+        class_chunk: int = 32) -> pd.DataFrame:
+    """The vulnerability indicator η of every modality (docs/methods.md §11): the input-gradient norm
+    of the uni-modal margin, η_{y,j}^(m)(x) = ‖∇_{x^(m)} (z_y^(m) − z_j^(m))‖, averaged over samples.
+
+    Needs a model whose output exposes uni-modal scores (see :func:`wrap`); otherwise a ValueError says how
+    to expose them. One row per modality: ``n``, ``eta_runner_up`` (j = the fused runner-up class),
+    ``eta_pairs`` (mean over all j ≠ y) and ``ratio`` (``eta_pairs`` over the first modality's), the imbalance
+    that the paper's Figure 3 shows (1 = balanced).
+    """
+    from .certify.radii import pair_eta, unimodal_grams
+
+    wrapped = _check_wrapped(model)
+    dev = torch.device(device) if device is not None else _model_device(wrapped)
+    runner: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
+    pairs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
+    n = 0
+    with _restored_modes(wrapped):
+        for raw in loader:
+            split = _split_batch(wrapped, raw, order, label_key)
+            labels = _labels_of(split, None).to(dev)
+            batch = {m: x.to(dev) for m, x in split.inputs.items()}
+            wrapped.resolve(batch)
+            if n == 0:
+                with torch.no_grad():
+                    _require_unimodal(wrapped, wrapped(batch), "eta")
+            grams, logits = unimodal_grams(wrapped, batch, wrapped.names, class_chunk)
+            rows = torch.arange(labels.shape[0], device=dev)
+            runner_up = logits.scatter(1, labels[:, None], -math.inf).argmax(1)
+            for m, g in grams.items():
+                at_y = pair_eta(g)[rows, labels]  # (B, K): η_{y,j}
+                runner[m].append(at_y[rows, runner_up].cpu())
+                k = at_y.shape[1]
+                pairs[m].append((at_y.sum(1) / max(k - 1, 1)).cpu())  # η_{y,y} = 0
+            n += int(labels.shape[0])
+            if max_samples is not None and n >= max_samples:
+                break
+    if n == 0:
+        raise ValueError("the loader gave no batches")
+    out = []
+    first = None
+    for m in wrapped.names:
+        pair_mean = float(torch.cat(pairs[m]).mean())
+        first = pair_mean if first is None else first
+        out.append({"modality": m, "n": n, "eta_runner_up": float(torch.cat(runner[m]).mean()),
+                    "eta_pairs": pair_mean, "ratio": pair_mean / first if first else float("nan")})
+    return pd.DataFrame(out, columns=["modality", "n", "eta_runner_up", "eta_pairs", "ratio"])
+
+
+ADDITIVITY_TOL = 1e-4  # relative: logits − Σ_m z^(m) may vary across samples by this much of the logits' scale
+HONESTY_SLACK = 1e-3  # the honesty check attacks at r·(1 − slack): strictly inside the claimed radius
+HONESTY_CAP = 1e3  # its budget where the claimed radius is infinite
+
+
+def _check_additive(wrapped: WrappedModel, output: ModelOutput, offset: Tensor | None) -> Tensor:
+    """The per-class offset c = logits − Σ_m z^(m), which must be the same for every sample: then the margin
+    h_y − h_j is the sum of the uni-modal margins plus a constant, and the bounds of Eq. 5/7 hold."""
+    logits = output.logits.detach().float()
+    rest = logits - sum(output.unimodal[m].detach().float() for m in wrapped.names)
+    reference = rest[0] if offset is None else offset
+    scale = float(logits.abs().amax()) + 1.0
+    gap = float((rest - reference).abs().amax()) if rest.numel() else 0.0
+    if gap > ADDITIVITY_TOL * scale:
+        raise ValueError(f"certificates need fused logits = Σ_m unimodal[m] + a constant per class (a late-fusion "
+                         f"sum, as the suite's concat head with the bias/2 convention); your model's logits differ from "
+                         f"that sum by up to {gap:.3g} between samples. mmr.eta works without it")
+    return reference
+
+
+def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any], *,
+            radii: Sequence[float] = (0.25, 0.5, 1.0), order: Sequence[str] | None = None, label_key: str | None = None,
+            device: str | torch.device | None = None, honesty_steps: int = 20, seed: int = 0,
+            class_chunk: int = 32) -> pd.DataFrame:
+    """Empirical certified radii (Eq. 7 per modality, Eq. 5 jointly; docs/methods.md §11) of a model whose
+    fused logits are the sum of its uni-modal scores plus a constant, with the suite's honesty check.
+
+    The global constants L_{y,j}^(m) are the largest η_{y,j}^(m) over the ``train`` loader; a test sample's
+    radius is min_j (h_y − h_j) / L_{y,j}^(m) (Eq. 7) or / sqrt(Σ_m (L_{y,j}^(m))²) (Eq. 5), 0 when it is
+    misclassified. Gradient norms at finitely many samples only lower-bound the Lipschitz constants, so the
+    radii are empirical: native ℓ2-PGD (``honesty_steps`` steps) at r(x)·(1 − 1e-3) counts the certified
+    samples it still breaks. One row per certificate: median radius, certified accuracy at each of ``radii``
+    and the honesty counts. Needs uni-modal scores (see :func:`wrap`); the test loader is held in memory.
+    """
+    from .certify.radii import pair_eta, radius_from, unimodal_grams
+
+    wrapped = _check_wrapped(model)
+    dev = torch.device(device) if device is not None else _model_device(wrapped)
+    pair: dict[str, Tensor] = {}
+    offset: Tensor | None = None
+    with _restored_modes(wrapped):
+        for raw in train:
+            split = _split_batch(wrapped, raw, order, label_key)
+            batch = {m: x.to(dev) for m, x in split.inputs.items()}
+            wrapped.resolve(batch)
+            with torch.no_grad():
+                out = wrapped(batch)
+            _require_unimodal(wrapped, out, "certificates")
+            offset = _check_additive(wrapped, out, offset)
+            grams, _ = unimodal_grams(wrapped, batch, wrapped.names, class_chunk)
+            for m, g in grams.items():
+                p = pair_eta(g).amax(0)
+                pair[m] = p if m not in pair else torch.maximum(pair[m], p)
+        if not pair:
+            raise ValueError("the train loader gave no batches")
+        inputs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
+        labels, logits = [], []
+        for raw in test:
+            split = _split_batch(wrapped, raw, order, label_key)
+            y = _labels_of(split, None).to(dev)
+            batch = {m: x.to(dev) for m, x in split.inputs.items()}
+            wrapped.resolve(batch)
+            with torch.no_grad():
+                out = wrapped(batch)
+            _require_unimodal(wrapped, out, "certificates")
+            offset = _check_additive(wrapped, out, offset)
+            for m in wrapped.names:
+                inputs[m].append(batch[m])
+            labels.append(y)
+            logits.append(out.logits.detach().float())
+        if not labels:
+            raise ValueError("the test loader gave no batches")
+        y = torch.cat(labels)
+        h = torch.cat(logits)
+        batch = {m: torch.cat(v) for m, v in inputs.items()}
+        margins = h.gather(1, y[:, None]) - h
+        runner_up = h.scatter(1, y[:, None], -math.inf).argmax(1)
+        correct = h.argmax(1) == y
+        certificates = [("eq5", wrapped.names, torch.sqrt(sum(pair[m] ** 2 for m in wrapped.names)))]
+        certificates += [(f"eq7[{m}]", (m,), pair[m]) for m in wrapped.names]
+        attack_ = build_attack("pgd_l2", wrapped.specs, seed=seed, steps=max(honesty_steps, 1),
+                               step_ratio=2.5 / max(honesty_steps, 1))
+        rows = []
+        for name, mods, den in certificates:
+            r, _ = radius_from(margins, y, den, runner_up)
+            r = torch.where(correct, r.clamp_min(0), torch.zeros_like(r))
+            certified = torch.nonzero(r > 0).flatten()
+            violations = 0
+            if honesty_steps > 0 and certified.numel():
+                sub = {m: x[certified] for m, x in batch.items()}
+                eps = (r[certified] * (1 - HONESTY_SLACK)).clamp(max=HONESTY_CAP)
+                threat = ThreatModel(tuple(mods), 1.0)
+                adv = attack_(wrapped, sub, y[certified], threat, eps)
+                violations = int((~_correct(wrapped, adv, y[certified])).sum())
+            row = {"certificate": name, "modality": "+".join(mods), "n": int(y.numel()),
+                   "clean_accuracy": float(correct.float().mean()),
+                   "median_radius": float(r[r > 0].median()) if certified.numel() else 0.0}
+            row.update({f"certified_accuracy@{e:g}": float((r > e).float().mean()) for e in radii})
+            row.update({"honesty_certified": int(certified.numel()) if honesty_steps > 0 else -1,
+                        "honesty_violations": violations if honesty_steps > 0 else -1, "kind": "empirical"})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["Modality", "WrappedModel", "wrap", "attack", "drop", "evaluate", "benchmark", "eta", "certificates",
+           "format_table", "resolve_attack", "ResolvedAttack", "norm_name", "state_dict_sha256", "CALLS", "LABEL_KEYS", "LABEL"]

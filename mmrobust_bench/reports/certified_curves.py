@@ -1,0 +1,188 @@
+"""Certified accuracy vs radius per modality: sound randomized smoothing against the empirical Eq. 10 / 7 / 5
+radii of the same models (rows of ``certified.csv``, written by ``mmrobust-bench certify``).
+
+One panel per attacked modality (a modality alone, or ``all`` for the joint ball). In each panel, per model
+entry (defense label; a label with several configurations is split by config hash, never averaged):
+
+- solid: randomized smoothing (kind ``sound (probabilistic, 1-alpha)``), one line per σ, the noise on
+  that panel's modalities;
+- dashed: the empirical certificate of the same modality set — Eq. 10[m] / Eq. 10 for CRMT heads,
+  else Eq. 7[m] / Eq. 5 — min over j only (runner-up radii are not bounds and are never drawn);
+  dotted and marked "heuristic" where the model mixes modalities before its head (MMT family).
+
+Lines are the mean over seeds. Empirical radii come from Lipschitz *estimates* and can overclaim (see
+their honesty-check counts, lower bounds); smoothed radii hold with probability ≥ 1 − α each.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ..io import atomic_path, atomic_write_text  # noqa: E402
+
+SOUND = "sound (probabilistic, 1-alpha)"
+NOT_A_BOUND = "not a bound"
+ALL = "all"
+
+
+def _filled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``method``/``kind`` for rows that predate them (as ``bench.certification.with_certificate_kinds``)."""
+    from ..bench.certification import with_certificate_kinds
+
+    return with_certificate_kinds(frame)
+
+
+def _entries(frame: pd.DataFrame) -> pd.Series:
+    """Entry name per row: the defense label, plus the config hash where one label has several configurations."""
+    label = frame["defense"].astype(str)
+    if "config_hash" not in frame.columns:
+        return label
+    configs = frame.groupby(label)["config_hash"].nunique()
+    split = label.map(configs).fillna(1) > 1
+    return label.where(~split, label + " [" + frame["config_hash"].astype(str).str[:6] + "]")
+
+
+def _empirical_name(modality: str, certificates: set[str], names: Sequence[str]) -> str | None:
+    """The empirical certificate matching a panel: Eq. 10 forms when present (CRMT head), else Eq. 7 / Eq. 5."""
+    if modality == ALL or "+" in modality:
+        for name in ("eq10", "eq5"):
+            if name in certificates:
+                return name
+        return None
+    for name in (f"eq10[{modality}]", f"eq7[{modality}]"):
+        if name in certificates:
+            return name
+    return None
+
+
+def certified_curve_data(certified: pd.DataFrame, *, dataset: str | None = None,
+                         defenses: Sequence[str] | None = None) -> pd.DataFrame:
+    """Tidy curve points: entry, panel modality, line (method, certificate, σ), kind, radius, mean certified
+    accuracy over seeds, seeds. Runner-up rows ("not a bound") are dropped."""
+    frame = _filled(certified)
+    if frame.empty:
+        return pd.DataFrame()
+    if dataset is not None:
+        frame = frame[frame["dataset"].astype(str) == dataset]
+    if defenses:
+        frame = frame[frame["defense"].astype(str).isin(list(defenses))]
+    frame = frame[~frame["kind"].astype(str).str.startswith(NOT_A_BOUND)]
+    if frame.empty:
+        return pd.DataFrame()
+    frame = frame.assign(entry=_entries(frame))
+    smooth = frame[frame["method"].astype(str) == "smoothing"]
+    empirical = frame[frame["method"].astype(str) == "empirical"]
+    panels = sorted(set(smooth["modality"].astype(str)) if not smooth.empty
+                    else set(empirical["modality"].astype(str)), key=lambda m: (m == ALL, m))
+    parts = []
+    for panel in panels:
+        s = smooth[smooth["modality"].astype(str) == panel]
+        if not s.empty:
+            parts.append(s.assign(panel=panel, line="smoothing σ=" + s["sigma"].astype(float).map("{:g}".format)))
+        for entry, rows in empirical.groupby("entry"):
+            name = _empirical_name(panel, set(rows["certificate"].astype(str)), [])
+            if name is None:
+                continue
+            e = rows[rows["certificate"].astype(str) == name]
+            parts.append(e.assign(panel=panel, line=str(e["equation"].iloc[0]) + f" ({name})"))
+    if not parts:
+        return pd.DataFrame()
+    data = pd.concat(parts, ignore_index=True)
+    out = (data.groupby(["entry", "panel", "line", "method", "kind", "radius"], dropna=False)
+           .agg(certified_accuracy=("certified_accuracy", "mean"), seeds=("seed", "nunique")).reset_index())
+    return out.sort_values(["panel", "entry", "line", "radius"]).reset_index(drop=True)
+
+
+def _panel_title(panel: str) -> str:
+    names = {"a": "audio", "v": "visual", ALL: "all modalities (joint ℓ2 ball)"}
+    return f"attack on {names.get(panel, panel.replace('+', ' + '))}"
+
+
+def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = None,
+                            defenses: Sequence[str] | None = None, command: str = "") -> Figure:
+    """The figure (see the module docstring); raises ValueError when there is nothing to draw."""
+    data = certified_curve_data(certified, dataset=dataset, defenses=defenses)
+    if data.empty:
+        raise ValueError("no certified-accuracy rows to draw (run `mmrobust-bench certify`, e.g. with "
+                         "--method smoothing, first)")
+    from matplotlib.lines import Line2D
+
+    from .figures import entry_styles
+
+    panels = list(dict.fromkeys(data["panel"]))
+    entries = list(dict.fromkeys(data["entry"]))
+    styles = entry_styles(entries)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 3.2, 4.0), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, panel in zip(axes[0], panels):
+        rows = data[data["panel"] == panel]
+        for (entry, line), pts in rows.groupby(["entry", "line"], sort=False):
+            kind = str(pts["kind"].iloc[0])
+            sound = kind == SOUND
+            heuristic = kind.startswith("heuristic")
+            ax.plot(pts["radius"], pts["certified_accuracy"], linestyle="-" if sound else (":" if heuristic else "--"),
+                    marker=styles[entry]["marker"], color=styles[entry]["color"], markersize=4,
+                    linewidth=1.8 if sound else 1.1)
+        ax.set_title(_panel_title(panel), fontsize=10)
+        ax.set_xlabel("ℓ2 radius ε (model-input space)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("certified accuracy (mean over seeds)")
+    handles = [Line2D([], [], color=styles[e]["color"], marker=styles[e]["marker"], linestyle="-", markersize=4)
+               for e in entries]
+    seeds = data.groupby("entry")["seeds"].max()
+    labels = [f"{e} ({int(seeds[e])} seed{'s' if int(seeds[e]) != 1 else ''})" for e in entries]
+    key = [Line2D([], [], color="0.2", linestyle="-", linewidth=1.8),
+           Line2D([], [], color="0.2", linestyle="--", linewidth=1.1),
+           Line2D([], [], color="0.2", linestyle=":", linewidth=1.1)]
+    key_labels = ["randomized smoothing: sound (prob. ≥ 1−α)",
+                  "Eq. 10[m] (CRMT heads) / Eq. 7[m]; joint: Eq. 10 / Eq. 5 — empirical",
+                  "the same, heuristic (MMT family)"]
+    fig.legend(handles + key, labels + key_labels, loc="outside right upper", fontsize=7, frameon=False,
+               title="entry (colour, marker) · certificate (line style)", title_fontsize=7)
+    title = "Certified accuracy vs radius"
+    if dataset:
+        title = f"{dataset}: " + title
+    fig.suptitle(title, fontsize=11)
+    fig.supxlabel("Empirical radii use Lipschitz estimates and can overclaim (honesty-check counts are lower bounds); "
+                  "runner-up radii are not bounds and are not drawn.", fontsize=7)
+    return fig
+
+
+def plot_certified_curves(certified_frame: pd.DataFrame, out_dir: str | Path, *, command: str = "",
+                          datasets: Sequence[str] | None = None, defenses: Sequence[str] | None = None,
+                          fmt: str = "png") -> list[Path]:
+    """Write ``certified-curves-<dataset>.<fmt>`` (and a ``.txt`` sidecar naming ``command``) per dataset of
+    ``certified_frame`` (certified.csv rows); returns the figure paths. Datasets without drawable rows are skipped."""
+    out_dir = Path(out_dir)
+    frame = _filled(certified_frame)
+    if frame.empty:
+        return []
+    chosen = list(datasets) if datasets else sorted(frame["dataset"].astype(str).unique())
+    paths = []
+    for ds in chosen:
+        try:
+            fig = figure_certified_curves(frame, dataset=ds, defenses=defenses, command=command)
+        except ValueError:
+            continue
+        path = out_dir / f"certified-curves-{ds}.{fmt}"
+        description = (f"{ds}: certified accuracy vs ℓ2 radius per attacked modality; randomized smoothing (sound, "
+                       "probabilistic 1-alpha) against the empirical Eq. 10 / Eq. 7 / Eq. 5 radii of the same models "
+                       "(min over j; runner-up radii are not bounds and are not drawn)")
+        meta: dict[str, Any] = {"Description": f"{description}; made by: {command}"} if fmt == "png" else {}
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta or None)
+        plt.close(fig)
+        atomic_write_text(path.with_name(path.name + ".txt"), f"{description}\nmade by: {command}\n")
+        paths.append(path)
+    return paths
+
+
+__all__ = ["certified_curve_data", "figure_certified_curves", "plot_certified_curves"]

@@ -1,0 +1,95 @@
+"""Seed statistics shared by every report: mean, sample std, number of seeds, 95% t-interval.
+
+With 3 seeds the sample std says little about where the mean lies; the 95% confidence interval of
+the mean uses Student's t with n − 1 degrees of freedom (``mean ± t_{0.975, n−1} · std / √n``),
+which is wide for few seeds — as it should be. One seed has no std and no interval (NaN).
+Also the names reports use for modalities and the snake_case keys of tidy CSV columns.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+CONFIDENCE = 0.95
+
+# the names a reader knows, for titles and legends
+MODALITY_NAMES = {"a": "audio", "v": "visual", "flow": "optical flow", "rgb": "RGB", "all": "all modalities (joint)",
+                  "none": "none"}
+
+
+def modality_name(modality: str) -> str:
+    """``"a"`` → ``"audio"``, ``"a+v"`` → ``"audio+visual"``; unknown names stay as they are."""
+    text = str(modality)
+    if text in MODALITY_NAMES:
+        return MODALITY_NAMES[text]
+    return "+".join(MODALITY_NAMES.get(part, part) for part in text.split("+"))
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """Mean over seeds, sample std (ddof 1), seed count and the 95% t-interval of the mean."""
+
+    mean: float
+    std: float
+    n: int
+    ci_low: float
+    ci_high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+
+def summarize(values: Iterable[float], confidence: float = CONFIDENCE) -> SeedSummary:
+    """Summary of per-seed values (NaNs dropped)."""
+    arr = np.asarray([float(v) for v in values], dtype=float)
+    arr = arr[np.isfinite(arr)]
+    n = int(arr.size)
+    if n == 0:
+        return SeedSummary(math.nan, math.nan, 0, math.nan, math.nan)
+    mean = float(arr.mean())
+    if n == 1:
+        return SeedSummary(mean, math.nan, 1, math.nan, math.nan)
+    from scipy import stats as _stats  # imported here: scipy.stats is slow to import and most callers never need it
+
+    std = float(arr.std(ddof=1))
+    half = float(_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return SeedSummary(mean, std, n, mean - half, mean + half)
+
+
+_SLUG = re.compile(r"[^a-z0-9.]+")
+
+
+def slug(text: str) -> str:
+    """snake_case key for a CSV column: lower case, runs of other characters → ``_`` (dots kept for ε)."""
+    return _SLUG.sub("_", str(text).lower()).strip("_")
+
+
+def cell_key(attack: str, modality: str, eps: float | None) -> str:
+    """``pgd_l2_a_eps0.5``, ``fgm_all_eps0.5``, ``missing_a``, ``clean``: the stem of a cell's CSV columns."""
+    if attack == "clean":
+        return "clean"
+    parts = [slug(attack), slug(modality)]
+    if eps is not None and not (isinstance(eps, float) and math.isnan(eps)):
+        parts.append(f"eps{float(eps):g}")
+    return "_".join(p for p in parts if p)
+
+
+# suffixes of the columns a cell stem expands to, in order
+STAT_SUFFIXES = ("mean", "std", "ci95_low", "ci95_high", "n")
+
+COLUMN_DOC = (
+    "Column naming: every measured cell <attack>_<modality>_eps<ε> (e.g. pgd_l2_a_eps0.5; clean is `clean`, "
+    "an unbounded attack has no _eps part, e.g. missing_a) expands to <cell>_mean, <cell>_std (sample std over seeds, "
+    "ddof 1), <cell>_ci95_low / <cell>_ci95_high (95% confidence interval of the mean, Student's t with n−1 degrees "
+    "of freedom) and <cell>_n (seeds in that cell, integer); n_seeds is the largest <cell>_n of the row. "
+    "Modality a = audio, v = visual, all = every modality under one joint ℓ2 budget; ε in model-input space."
+)
+
+
+__all__ = ["CONFIDENCE", "COLUMN_DOC", "MODALITY_NAMES", "STAT_SUFFIXES", "SeedSummary", "cell_key", "modality_name",
+           "slug", "summarize"]

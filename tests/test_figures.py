@@ -1,0 +1,156 @@
+"""Figure properties a reviewer checks: distinct styles, legends outside the data, labelled bands, integer class
+ticks, a colour scale centred where it should be, zoomed ablation axes, metadata instead of a canvas stamp."""
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mmrobust_bench.reports.curves import plot_robust_curve, run_plot_name
+from mmrobust_bench.reports.figures import (DEFAULT_ABLATION, entry_styles, figure1, figure3, figure4, figure5,
+                                            plot_figures, save_figure)
+from test_reports import PGD, accuracy, fixture_eta, fixture_rows
+
+CMD = "mmrobust-bench plot --results fixture.csv --out figs"
+
+
+def many_entries(n: int = 20) -> pd.DataFrame:
+    """``n`` labels with PGD curves on audio, 2 seeds each."""
+    rows = []
+    for i in range(n):
+        for seed in (0, 1):
+            rows.append({"dataset": "synthav", "defense": f"d{i:02d}", "seed": seed, "config_hash": "c",
+                         "checkpoint_sha256": f"s{i}{seed}", "attack": "clean", "attack_config": "clean",
+                         "modality": "none", "eps": 0.0, "accuracy": 0.9})
+            for eps in (0.5, 1.0):
+                rows.append({"dataset": "synthav", "defense": f"d{i:02d}", "seed": seed, "config_hash": "c",
+                             "checkpoint_sha256": f"s{i}{seed}", "attack": "pgd_l2", "attack_config": PGD,
+                             "modality": "a", "eps": eps, "accuracy": 0.9 - 0.02 * i * eps + 0.01 * seed})
+    return pd.DataFrame(rows)
+
+
+def test_twenty_entries_get_distinct_colours_and_marker_line_styles():
+    styles = entry_styles([f"e{i}" for i in range(20)])
+    assert len({s["color"] for s in styles.values()}) == 20
+    assert len({(s["marker"], s["linestyle"]) for s in styles.values()}) == 20
+    fig = figure1(many_entries(20))
+    lines = [ln for ln in fig.axes[0].get_lines()]
+    assert len(lines) == 20
+    assert len({(tuple(np.round(matplotlib_rgb(ln.get_color()), 4)), ln.get_marker(), ln.get_linestyle())
+                for ln in lines}) == 20
+
+
+def matplotlib_rgb(colour):
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(colour)
+
+
+def _overlaps(a, b) -> bool:
+    return not (a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0)
+
+
+@pytest.mark.parametrize("make", [lambda: figure1(fixture_rows()), lambda: figure4(fixture_rows()),
+                                  lambda: figure5(fixture_rows())])
+def test_legends_sit_outside_every_axes(make):
+    fig = make()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert fig.legends, "the legend is a figure legend"
+    box = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        if ax.get_visible():
+            assert not _overlaps(box, ax.get_window_extent(renderer))
+            assert ax.get_legend() is None
+
+
+def test_bands_are_mean_plus_minus_std_and_say_so():
+    rows = fixture_rows()
+    fig = figure1(rows, band="std")
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("mean ± 1 sample std over 3 seeds" in t for t in legend_texts)
+    # the JT band on audio at ε = 2 spans mean ± std of the three seeds exactly
+    accs = [accuracy("jt", "pgd_l2", "a", 2.0, s) for s in (0, 1, 2)]
+    audio = next(ax for ax in fig.axes if "audio" in ax.get_title())
+    verts = np.concatenate([p.vertices for c in audio.collections[:1] for p in c.get_paths()])
+    at2 = verts[np.isclose(verts[:, 0], 2.0)][:, 1]
+    assert at2.max() == pytest.approx(np.mean(accs) + np.std(accs, ddof=1))
+    assert at2.min() == pytest.approx(np.mean(accs) - np.std(accs, ddof=1))
+    ci = figure1(rows, band="ci95")
+    assert any("95% t-interval of the mean over 3 seeds" in t.get_text() for t in ci.legends[0].get_texts())
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "ℓ2-PGD on audio" in titles and "ℓ2-PGD on visual" in titles and not any("#" in t for t in titles)
+
+
+def test_figure4_draws_seed_bands_per_modality():
+    fig = figure4(fixture_rows())
+    ax = fig.axes[0]
+    # two seed bands (audio, visual) and the hatched gap
+    assert len(ax.collections) == 3
+    assert any("sample std over 3 seeds" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_figure3_integer_ticks_log_colour_scale_and_mathtext_label():
+    eta = fixture_eta(k=4)
+    fig = figure3(eta)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.images]
+    for ax in panels:
+        assert list(ax.get_xticks()) == [0, 1, 2, 3] and list(ax.get_yticks()) == [0, 1, 2, 3]
+    image = panels[0].images[0]
+    # every ratio > 1 here (audio scale 1.2 … 3): a sequential map, log scale over the range
+    assert image.get_cmap().name == "viridis" and type(image.norm).__name__ == "LogNorm"
+    assert image.norm.vmin == pytest.approx(1.2) and image.norm.vmax == pytest.approx(3.0)
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    assert r"$\eta^{(\mathrm{a})} / \eta^{(\mathrm{v})}$" in bar.get_ylabel() and "audio / visual" in bar.get_ylabel()
+    # ratios on both sides of 1: a diverging map with 1 exactly in the middle
+    flipped = eta.copy()
+    flipped.loc[(flipped["defense"] == "crmt_jt") & (flipped["modality"] == "a"), "eta_pair"] *= 0.25
+    img = [ax for ax in figure3(flipped).axes if ax.images][0].images[0]
+    assert img.get_cmap().name == "RdBu_r" and img.norm(1.0) == pytest.approx(0.5)
+
+
+def test_figure5_zooms_the_axis_and_is_skipped_without_ablation_rows(tmp_path):
+    rows = fixture_rows()
+    fig = figure5(rows)
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        assert low > 0.5 and high - low < 0.4  # values 0.63 … 0.89: not flattened on 0–1
+    no_ablation = rows[~rows["defense"].isin([label for _, label in DEFAULT_ABLATION])]
+    with pytest.raises(ValueError, match="no ablation rows"):
+        figure5(no_ablation)
+    only_jt = rows[~rows["defense"].isin([label for _, label in DEFAULT_ABLATION[1:]])]
+    saved, notes = plot_figures(only_jt, tmp_path, command=CMD, figures=(5,))
+    assert not saved and notes and "figure 5 (synthav) skipped: no ablation rows" in notes[0]
+    assert not list(tmp_path.glob("figure5*"))
+
+
+def test_command_in_png_metadata_and_sidecar_not_on_canvas(tmp_path):
+    fig = figure1(fixture_rows(), command=CMD)
+    assert not any(CMD in t.get_text() for t in fig.texts)
+    item = save_figure(fig, tmp_path / "f.png", command=CMD, description="Figure 1")
+    info = Image.open(item.path).info
+    assert info["Source"] == CMD and info["Comment"] == f"made by: {CMD}" and info["Title"] == "Figure 1"
+    assert f"made by: {CMD}" in item.sidecar.read_text()
+    stamped = figure1(fixture_rows(), command=CMD, stamp=True)
+    assert any(t.get_text() == f"made by: {CMD}" for t in stamped.texts)
+    saved, _ = plot_figures(fixture_rows(), tmp_path / "svg", command=CMD, figures=(1,), fmt="svg")
+    assert f"made by: {CMD}" in saved[0].path.read_text()
+
+
+def test_per_run_plot_names_carry_the_configuration(tmp_path):
+    a = run_plot_name("synthav", "jt", "torchattacks:PGDL2", "a", 0, "b30dba0941e7")
+    b = run_plot_name("synthav", "jt", "torchattacks:PGDL2", "a", 0, "f00dba0941e7")
+    assert a == "synthav-jt-cfgb30dba09-torchattacks_pgdl2-a-seed0.png" and a != b
+    rows = fixture_rows()
+    rows = rows[(rows["defense"] == "jt") & (rows["seed"] == 0) & rows["modality"].isin(["none", "a"])
+                & rows["attack"].isin(["clean", "pgd_l2"])]
+    path = plot_robust_curve(rows, tmp_path / a, title="synthav: jt", command=CMD)
+    assert path.name == a and Image.open(path).info["Source"] == CMD
+    assert (tmp_path / (a + ".txt")).read_text().endswith(f"made by: {CMD}\n")
+
+
+def test_mixed_configurations_are_separate_curves():
+    rows = fixture_rows()
+    other = rows[rows["defense"] == "jt"].assign(config_hash="other", accuracy=0.1)
+    fig = figure1(pd.concat([rows, other], ignore_index=True))
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "JT [cfg c]" in names and "JT [cfg other]" in names and "JT" not in names
