@@ -3,7 +3,8 @@
 ``import mmrobust_bench as mmr`` gives the "bring your own model" API of :mod:`mmrobust_bench.plug`:
 ``mmr.wrap`` (declare how to call any ``nn.Module``), ``mmr.attack`` (torchattacks / ART / native attacks
 on chosen modalities), ``mmr.evaluate`` / ``mmr.benchmark`` (clean and robust accuracy over an ε grid from a
-DataLoader, as tidy rows), ``mmr.eta`` and ``mmr.certificates`` (for models that expose uni-modal scores).
+DataLoader, as tidy rows), ``mmr.eta`` and ``mmr.certificates`` (for models that expose uni-modal scores),
+``mmr.smooth_certify`` (randomized smoothing of any model: sound with probability 1 − α).
 ``mmr.run`` (``mmrobust_bench.bench.api.run``) is what ``mmrobust-bench run`` calls. The names load on
 first use, so importing the package (and ``mmrobust-bench --help``) stays free of torch.
 """
@@ -15,7 +16,8 @@ __version__ = "0.1.0"
 # a subpackage's (attacks, bench, certify, ...): importing the subpackage would overwrite it.
 _LAZY = {
     "Modality": "plug", "WrappedModel": "plug", "wrap": "plug", "attack": "plug", "drop": "plug",
-    "evaluate": "plug", "benchmark": "plug", "eta": "plug", "certificates": "plug", "format_table": "plug",
+    "evaluate": "plug", "benchmark": "plug", "eta": "plug", "certificates": "plug", "smooth_certify": "plug",
+    "format_table": "plug",
     "state_dict_sha256": "plug", "run": "bench.api",
 }
 

@@ -859,8 +859,6 @@ def eta(model: WrappedModel, loader: Iterable[Any], *, order: Sequence[str] | No
 
 
 ADDITIVITY_TOL = 1e-4  # relative: logits − Σ_m z^(m) may vary across samples by this much of the logits' scale
-HONESTY_SLACK = 1e-3  # the honesty check attacks at r·(1 − slack): strictly inside the claimed radius
-HONESTY_CAP = 1e3  # its budget where the claimed radius is infinite
 
 
 def _check_additive(wrapped: WrappedModel, output: ModelOutput, offset: Tensor | None) -> Tensor:
@@ -880,19 +878,32 @@ def _check_additive(wrapped: WrappedModel, output: ModelOutput, offset: Tensor |
 
 def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any], *,
             radii: Sequence[float] = (0.25, 0.5, 1.0), order: Sequence[str] | None = None, label_key: str | None = None,
-            device: str | torch.device | None = None, honesty_steps: int = 20, seed: int = 0,
-            class_chunk: int = 32) -> pd.DataFrame:
+            device: str | torch.device | None = None, honesty_steps: int | None = None, seed: int | None = None,
+            class_chunk: int = 32, honesty: Any = None, batch_size: int = 64) -> pd.DataFrame:
     """Empirical certified radii (Eq. 7 per modality, Eq. 5 jointly; docs/methods.md §11) of a model whose
     fused logits are the sum of its uni-modal scores plus a constant, with the suite's honesty check.
 
     The global constants L_{y,j}^(m) are the largest η_{y,j}^(m) over the ``train`` loader; a test sample's
     radius is min_j (h_y − h_j) / L_{y,j}^(m) (Eq. 7) or / sqrt(Σ_m (L_{y,j}^(m))²) (Eq. 5), 0 when it is
     misclassified. Gradient norms at finitely many samples only lower-bound the Lipschitz constants, so the
-    radii are empirical: native ℓ2-PGD (``honesty_steps`` steps) at r(x)·(1 − 1e-3) counts the certified
-    samples it still breaks. One row per certificate: median radius, certified accuracy at each of ``radii``
-    and the honesty counts. Needs uni-modal scores (see :func:`wrap`); the test loader is held in memory.
+    radii are empirical: the honesty check (``honesty``, a :class:`mmrobust_bench.certify.honesty.HonestyConfig`;
+    by default the suite's: 100-step margin-loss ℓ2-PGD plus targeted PGD towards every other class, every
+    iterate checked) attacks each certified sample inside r(x)·(1 − slack) and counts those it breaks — a
+    **lower bound** on the broken claims. ``honesty_steps`` / ``seed`` override its steps / seed (0 steps skips
+    it); ``HonestyConfig.legacy_check()`` is the earlier, weaker CE check. One row per certificate: median
+    radius, certified accuracy at each of ``radii``, the honesty counts and the check used. Needs uni-modal
+    scores (see :func:`wrap`); the test loader is held in memory.
     """
+    from .certify.honesty import HonestyConfig, honesty_check
     from .certify.radii import pair_eta, radius_from, unimodal_grams
+    from .data.base import TensorSplit
+
+    check = honesty if honesty is not None else HonestyConfig()
+    if not isinstance(check, HonestyConfig):
+        raise ValueError(f"honesty= takes a mmrobust_bench.certify.honesty.HonestyConfig, got {type(check).__name__}")
+    changes = {k: int(v) for k, v in (("steps", honesty_steps), ("seed", seed)) if v is not None}
+    if changes:
+        check = dataclasses.replace(check, **changes)
 
     wrapped = _check_wrapped(model)
     dev = torch.device(device) if device is not None else _model_device(wrapped)
@@ -938,29 +949,105 @@ def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any],
         correct = h.argmax(1) == y
         certificates = [("eq5", wrapped.names, torch.sqrt(sum(pair[m] ** 2 for m in wrapped.names)))]
         certificates += [(f"eq7[{m}]", (m,), pair[m]) for m in wrapped.names]
-        attack_ = build_attack("pgd_l2", wrapped.specs, seed=seed, steps=max(honesty_steps, 1),
-                               step_ratio=2.5 / max(honesty_steps, 1))
+        split = TensorSplit(batch, y)
         rows = []
         for name, mods, den in certificates:
             r, _ = radius_from(margins, y, den, runner_up)
             r = torch.where(correct, r.clamp_min(0), torch.zeros_like(r))
             certified = torch.nonzero(r > 0).flatten()
-            violations = 0
-            if honesty_steps > 0 and certified.numel():
-                sub = {m: x[certified] for m, x in batch.items()}
-                eps = (r[certified] * (1 - HONESTY_SLACK)).clamp(max=HONESTY_CAP)
-                threat = ThreatModel(tuple(mods), 1.0)
-                adv = attack_(wrapped, sub, y[certified], threat, eps)
-                violations = int((~_correct(wrapped, adv, y[certified])).sum())
+            found = None
+            if check.enabled:
+                found = honesty_check(wrapped, split, r, mods, wrapped.specs, config=check, batch_size=batch_size,
+                                      device=dev)
             row = {"certificate": name, "modality": "+".join(mods), "n": int(y.numel()),
                    "clean_accuracy": float(correct.float().mean()),
                    "median_radius": float(r[r > 0].median()) if certified.numel() else 0.0}
             row.update({f"certified_accuracy@{e:g}": float((r > e).float().mean()) for e in radii})
-            row.update({"honesty_certified": int(certified.numel()) if honesty_steps > 0 else -1,
-                        "honesty_violations": violations if honesty_steps > 0 else -1, "kind": "empirical"})
+            row.update({"honesty_certified": found.certified if found else -1,
+                        "honesty_violations": found.violations if found else -1,
+                        "honesty_counts": "lower bound (>= violations found)" if found else "not run",
+                        "honesty_attack": found.attack if found else "", "kind": "empirical"})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
+SMOOTHING_ROWS = ("sample", "certified_accuracy")  # the two kinds of row of smooth_certify's frame
+
+
+def smooth_certify(model: WrappedModel, loader: Iterable[Any], *, modality: str | Sequence[str] = ALL_MODALITIES,
+                   sigma: float = 0.25, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch: int = 1000,
+                   seed: int = 0, radii: Sequence[float] = (0.0, 0.25, 0.5, 1.0), order: Sequence[str] | None = None,
+                   label_key: str | None = None, device: str | torch.device | None = None,
+                   max_samples: int | None = None, n_attack: int = 0, attack_steps: int = 20,
+                   progress: bool = False) -> pd.DataFrame:
+    """Randomized-smoothing certificates (Cohen et al. 2019; ``mmrobust_bench.certify.smoothing``) of any wrapped
+    model, with Gaussian noise of std ``sigma`` on ``modality`` (one name, ``"a,v"`` or ``"all"``; the others held
+    fixed): **sound (probabilistic, 1 − α)** — each radius holds with probability ≥ 1 − ``alpha`` over the noise
+    draws, whatever the model (no uni-modal scores, no Lipschitz estimate needed). Train the model with the same
+    unclamped noise or the smoothed classifier abstains a lot.
+
+    Returns one tidy frame with a ``row`` column: ``"sample"`` rows (one per test sample: ``label``,
+    ``prediction`` (−1 when abstaining), ``abstained``, ``p_a_lower``, ``radius`` (NaN when abstaining)) and
+    ``"certified_accuracy"`` rows (one per ε of ``radii``: the fraction of all samples certified correct with
+    radius ≥ ε, and the abstention rate). Every row carries ``modality``, ``sigma``, ``n0``, ``n``, ``alpha`` and
+    ``kind``. ``n_attack > 0`` also runs the SmoothAdv-style honesty check (``attack_steps`` PGD steps; violations
+    found are a lower bound) and adds its counts to the ``certified_accuracy`` rows. The loader is held in memory
+    (``max_samples`` caps it).
+    """
+    from .certify.smoothing import SOUND, SmoothingConfig, smoothed_honesty_check
+    from .certify.smoothing import smooth_certify as certify_smoothed
+
+    wrapped = _check_wrapped(model)
+    config = SmoothingConfig(sigma=float(sigma), n0=int(n0), n=int(n), alpha=float(alpha), batch=int(batch),
+                             seed=int(seed))
+    dev = torch.device(device) if device is not None else _model_device(wrapped)
+    inputs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
+    labels: list[Tensor] = []
+    count = 0
+    for raw in loader:
+        split = _split_batch(wrapped, raw, order, label_key)
+        y = _labels_of(split, None).to(dev)
+        part = {m: x.to(dev) for m, x in split.inputs.items()}
+        wrapped.resolve(part)
+        for m in wrapped.names:
+            inputs[m].append(part[m])
+        labels.append(y)
+        count += int(y.shape[0])
+        if max_samples is not None and count >= max_samples:
+            break
+    if not labels:
+        raise ValueError("the loader gave no batches")
+    keep = count if max_samples is None else min(count, int(max_samples))
+    x = {m: torch.cat(v)[:keep] for m, v in inputs.items()}
+    y = torch.cat(labels)[:keep]
+    spec = modality if isinstance(modality, str) else ",".join(modality)
+    mods = ThreatModel.parse(spec, 0.0, wrapped.specs).modalities
+    with _restored_modes(wrapped):
+        cert = certify_smoothed(wrapped, x, y, mods, config, device=dev, progress=progress)
+        honesty = (smoothed_honesty_check(wrapped, x, cert, n_attack=n_attack, steps=attack_steps, device=dev,
+                                          progress=progress) if n_attack > 0 else None)
+    common = {"modality": cert.modality_label, "sigma": config.sigma, "n0": config.n0, "n": config.n,
+              "alpha": config.alpha, "kind": SOUND}
+    rows: list[dict[str, Any]] = []
+    for i in range(cert.n):
+        radius = float(cert.radius[i])
+        rows.append({"row": "sample", "sample": i, "label": int(cert.labels[i]),
+                     "prediction": int(cert.predictions[i]), "abstained": bool(cert.abstained[i]),
+                     "p_a_lower": float(cert.p_lower[i]), "radius": radius, **common})
+    abstained = float(cert.abstained.float().mean()) if cert.n else 0.0
+    for eps in radii:
+        row = {"row": "certified_accuracy", "eps": float(eps), "certified_accuracy": cert.certified_accuracy(float(eps)),
+               "abstained_fraction": abstained, "samples": cert.n, **common}
+        if honesty is not None:
+            row.update({"honesty_checked": honesty.checked, "honesty_violations": honesty.violations,
+                        "honesty_counts": "lower bound (>= violations found)", "honesty_attack": honesty.attack})
+        rows.append(row)
+    columns = ["row", "modality", "sample", "label", "prediction", "abstained", "p_a_lower", "radius", "eps",
+               "certified_accuracy", "abstained_fraction", "samples", "sigma", "n0", "n", "alpha", "kind"]
+    frame = pd.DataFrame(rows)
+    return frame[columns + [c for c in frame.columns if c not in columns]]
+
+
 __all__ = ["Modality", "WrappedModel", "wrap", "attack", "drop", "evaluate", "benchmark", "eta", "certificates",
+           "smooth_certify",
            "format_table", "resolve_attack", "ResolvedAttack", "norm_name", "state_dict_sha256", "CALLS", "LABEL_KEYS", "LABEL"]

@@ -35,6 +35,17 @@ def tiny_root(tmp_path):
     return tmp_path / "runs"
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored after it (the command line's ``--threads`` may change it):
+    tiny models and convolutions run far slower with several OpenMP threads on busy shared cores. A module
+    opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` need a CUDA device: skipped (with the reason) on machines without one."""
     import pytest

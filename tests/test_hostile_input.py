@@ -32,14 +32,7 @@ SMALL_SET = {"n_train": 64, "n_test": 32}
 SMALL = ["--dataset-set", "n_train=64", "--dataset-set", "n_test=32", "--set", "epochs=1"]
 RUN = ["run", "--defense", "jt", "--eps", "0.5", "--no-progress", *SMALL]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far slower with several OpenMP threads on busy shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:

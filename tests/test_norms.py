@@ -112,12 +112,19 @@ class ReluNet(nn.Module):
         return ModelOutput(self.head(torch.cat([self.v(b["v"]), self.a(b["a"])], 1)))
 
 
-def test_pgd_linf_per_sample_eps_batched_equals_sequential_and_joint_equals_separate():
+RELU_SPECS = (ModalitySpec("v", (5,), (0.0,) * 5, (1.0,) * 5), ModalitySpec("a", (3,)))
+
+
+def relu_case(n: int, seed: int):
+    """ReluNet, its specs (v in a [0, 1] box, a unbounded), ``n`` seeded inputs and the model's predictions."""
     model = ReluNet().eval()
-    specs = (ModalitySpec("v", (5,), (0.0,) * 5, (1.0,) * 5), ModalitySpec("a", (3,)))
-    g = torch.Generator().manual_seed(5)
-    x = {"v": torch.rand(6, 5, generator=g), "a": torch.randn(6, 3, generator=g)}
-    y = predicted(model, x)
+    g = torch.Generator().manual_seed(seed)
+    x = {"v": torch.rand(n, 5, generator=g), "a": torch.randn(n, 3, generator=g)}
+    return model, RELU_SPECS, x, predicted(model, x)
+
+
+def test_pgd_linf_per_sample_eps_batched_equals_sequential_and_joint_equals_separate():
+    model, specs, x, y = relu_case(6, 5)
     eps = torch.tensor([0.0, 0.01, 0.05, 0.1, 0.3, 1.0])
     atk = build_attack("pgd_linf", specs, steps=5)
     threat = ThreatModel(("v", "a"), 1.0, "linf")
@@ -168,11 +175,7 @@ def test_every_attack_id_says_which_norms_it_runs_under():
 
 def test_torchattacks_pgd_runs_under_linf_and_names_the_flag_under_l2():
     pytest.importorskip("torchattacks")
-    model = ReluNet().eval()
-    specs = (ModalitySpec("v", (5,), (0.0,) * 5, (1.0,) * 5), ModalitySpec("a", (3,)))
-    g = torch.Generator().manual_seed(6)
-    x = {"v": torch.rand(4, 5, generator=g), "a": torch.randn(4, 3, generator=g)}
-    y = predicted(model, x)
+    model, specs, x, y = relu_case(4, 6)
     atk = build_attack("torchattacks:PGD", specs, steps=3)
     adv = atk(model, x, y, ThreatModel(("a",), 0.1, "linf"))
     assert float((adv["a"] - x["a"]).abs().max()) <= 0.1 + 1e-6 and torch.equal(adv["v"], x["v"])
@@ -184,12 +187,8 @@ def test_torchattacks_pgd_runs_under_linf_and_names_the_flag_under_l2():
 
 def test_an_l1_threat_with_art_fgm_stays_in_the_l1_ball():
     pytest.importorskip("art")
-    model = ReluNet().eval()
-    specs = (ModalitySpec("v", (5,), (0.0,) * 5, (1.0,) * 5), ModalitySpec("a", (3,)))
-    g = torch.Generator().manual_seed(7)
-    x = {"v": torch.rand(4, 5, generator=g), "a": torch.randn(4, 3, generator=g)}
-    adv = build_attack("art:FastGradientMethod", specs)(model, x, predicted(model, x),
-                                                       ThreatModel(("v", "a"), 0.5, "l1"))
+    model, specs, x, y = relu_case(4, 7)
+    adv = build_attack("art:FastGradientMethod", specs)(model, x, y, ThreatModel(("v", "a"), 0.5, "l1"))
     delta = torch.cat([(adv[m] - x[m]) for m in x], 1)
     assert bool((delta.abs().sum(1) <= 0.5 + 1e-5).all()) and float(delta.abs().sum(1).max()) > 0.4
 
@@ -227,11 +226,7 @@ def test_a_library_eps_option_is_accepted_when_it_equals_the_run():
 def test_step_sizes_are_in_model_input_units():
     """``alpha=0.1`` is a step of 0.1 in model-input space whatever ε is (one sign step, no random start)."""
     pytest.importorskip("torchattacks")
-    model = ReluNet().eval()
-    specs = (ModalitySpec("v", (5,), (0.0,) * 5, (1.0,) * 5), ModalitySpec("a", (3,)))
-    g = torch.Generator().manual_seed(8)
-    x = {"v": torch.rand(4, 5, generator=g), "a": torch.randn(4, 3, generator=g)}
-    y = predicted(model, x)
+    model, specs, x, y = relu_case(4, 8)
     for eps in (0.5, 2.0):
         atk = build_attack("torchattacks:PGD", specs, alpha=0.1, steps=1, random_start=False)
         moved = (atk(model, x, y, ThreatModel(("a",), eps, "linf"))["a"] - x["a"]).abs()

@@ -74,13 +74,7 @@ def make_ucf_root(root: Path, n_train=4, n_test=2) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run ~30x slower with two OpenMP threads on busy shared cores; one is plenty here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny convolutions, one thread is plenty
 
 
 @pytest.fixture(scope="module")

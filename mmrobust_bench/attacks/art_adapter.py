@@ -57,7 +57,8 @@ from ..contracts import Batch, ModalitySpec, ThreatModel
 from . import register_family
 from .base import Attack
 from .torchattacks_adapter import check_fixed_eps
-from .view import LIB_EPS, MIN_SIDE, SingleInputView, checked_signature, clean_logits, frozen_parameters
+from .view import (LIB_EPS, MIN_SIDE, SingleInputView, check_library_threat, checked_signature, clean_logits,
+                   describe_library_attack, frozen_parameters)
 
 INSTALL_HINT = "pip install adversarial-robustness-toolbox==1.20.1 packaging"
 LIB_NORMS = {"l2": 2, "linf": np.inf, "l1": 1}
@@ -266,20 +267,10 @@ class ArtAttack(Attack):
         return art.__version__
 
     def describe(self) -> str:
-        opts = dict(self.options)
-        if self.fixed_eps is not None:
-            opts["eps"] = self.fixed_eps
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in sorted(opts.items()))})"
+        return describe_library_attack(self.name, self.options, self.fixed_eps)
 
     def validate(self, threat: ThreatModel) -> None:
-        if threat.norm not in self.norms:
-            other = DEFAULT_NORM_ATTACK[threat.norm]
-            raise ValueError(f"{self.name} attacks in norm {', '.join(self.norms)}, not {threat.norm}: use --norm "
-                             f"{self.norms[0]} (norm='{self.norms[0]}' in the API), or an {threat.norm} attack such as "
-                             f"art:{other}")
-        if threat.norm != "linf" and not threat.joint and len(threat.modalities) > 1:
-            raise ValueError(f"{self.name} has one budget per input; use a joint l2 threat or attack one modality "
-                             f"at a time")
+        check_library_threat(self.name, self.norms, threat, "art", DEFAULT_NORM_ATTACK)
         super().validate(threat)
 
     def constructor_args(self, threat: ThreatModel, scale: float, n: int, targeted: bool) -> dict[str, Any]:

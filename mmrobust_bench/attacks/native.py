@@ -77,18 +77,16 @@ class FGM(Attack):
         return {m: self.specs[m].clamp(batch[m] + _expand(eps, batch[m]) * step[m]) for m in threat.modalities}
 
 
-class PGDL2(Attack):
-    """The paper's ℓ2-PGD: ``steps`` normalised steps of ε/3 (no random start, no clamp inside the
-    step), joint projection onto the ε ball, then clamp of bounded modalities, per iteration."""
+class _IteratedAttack(Attack):
+    """What the native PGDs share: ``steps`` iterations of ``step_ratio · ε``, checked once here, and the
+    ``describe()`` string that result rows record (``pgd_l2(steps=4, step_ratio=0.3333)``)."""
 
-    name = "pgd_l2"
     per_sample_eps = True
 
-    def __init__(self, specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3,
-                 precision: str = "fp32") -> None:
+    def __init__(self, specs, *, seed: int, steps: int, step_ratio: float, precision: str) -> None:
         super().__init__(specs, seed=seed)
         if steps < 1 or step_ratio <= 0:
-            raise ValueError("pgd_l2 needs steps >= 1 and step_ratio > 0")
+            raise ValueError(f"{self.name} needs steps >= 1 and step_ratio > 0")
         self.steps = int(steps)
         self.step_ratio = float(step_ratio)
         self.precision = check_precision(precision)
@@ -96,6 +94,17 @@ class PGDL2(Attack):
     def describe(self) -> str:
         extra = "" if self.precision == "fp32" else f", precision={self.precision}"
         return f"{self.name}(steps={self.steps}, step_ratio={self.step_ratio:.4g}{extra})"
+
+
+class PGDL2(_IteratedAttack):
+    """The paper's ℓ2-PGD: ``steps`` normalised steps of ε/3 (no random start, no clamp inside the
+    step), joint projection onto the ε ball, then clamp of bounded modalities, per iteration."""
+
+    name = "pgd_l2"
+
+    def __init__(self, specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3,
+                 precision: str = "fp32") -> None:
+        super().__init__(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)
 
     def perturb(self, model, batch, labels, threat, eps, *, targets=None):
         adv = dict(batch)
@@ -113,7 +122,7 @@ class PGDL2(Attack):
         return {m: adv[m] for m in threat.modalities}
 
 
-class PGDLinf(Attack):
+class PGDLinf(_IteratedAttack):
     """ℓ∞ PGD without a random start: ``steps`` sign steps of ``step_ratio · ε`` (per sample), each followed by
     projection onto the ℓ∞ ball (``clamp(δ, −ε, ε)``) and the valid box. A joint threat over several modalities
     is one ℓ∞ ball over their concatenation, which is the same per-coordinate bound; the gradient is of the
@@ -121,21 +130,11 @@ class PGDLinf(Attack):
     ``x + ε sign(w_other − w_true)`` exactly (tests/test_norms.py)."""
 
     name = "pgd_linf"
-    per_sample_eps = True
     norms = ("linf",)
 
     def __init__(self, specs, *, seed: int = 0, steps: int = 10, step_ratio: float = 0.25,
                  precision: str = "fp32") -> None:
-        super().__init__(specs, seed=seed)
-        if steps < 1 or step_ratio <= 0:
-            raise ValueError("pgd_linf needs steps >= 1 and step_ratio > 0")
-        self.steps = int(steps)
-        self.step_ratio = float(step_ratio)
-        self.precision = check_precision(precision)
-
-    def describe(self) -> str:
-        extra = "" if self.precision == "fp32" else f", precision={self.precision}"
-        return f"{self.name}(steps={self.steps}, step_ratio={self.step_ratio:.4g}{extra})"
+        super().__init__(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)
 
     def perturb(self, model, batch, labels, threat, eps, *, targets=None):
         adv = dict(batch)

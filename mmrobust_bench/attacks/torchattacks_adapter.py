@@ -46,8 +46,8 @@ from torch import Tensor, nn
 from ..contracts import Batch, ModalitySpec, ThreatModel
 from . import register_family
 from .base import Attack
-from .view import (LIB_EPS, TAG_TOLERANCE, SingleInputView, checked_signature, clean_logits,
-                   frozen_parameters)
+from .view import (LIB_EPS, TAG_TOLERANCE, SingleInputView, check_library_threat, checked_signature, clean_logits,
+                   describe_library_attack, frozen_parameters)
 
 INSTALL_HINT = "pip install --no-deps torchattacks==3.5.1"
 ALL_NORMS = ("l2", "linf", "l1", "l0")
@@ -235,20 +235,10 @@ class TorchattacksAttack(Attack):
         return _torchattacks().__version__
 
     def describe(self) -> str:
-        opts = dict(self.options)
-        if self.fixed_eps is not None:
-            opts["eps"] = self.fixed_eps
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in sorted(opts.items()))})"
+        return describe_library_attack(self.name, self.options, self.fixed_eps)
 
     def validate(self, threat: ThreatModel) -> None:
-        if threat.norm not in self.norms:
-            other = DEFAULT_NORM_ATTACK[threat.norm]
-            raise ValueError(f"{self.name} attacks in norm {', '.join(self.norms)}, not {threat.norm}: use --norm "
-                             f"{self.norms[0]} (norm='{self.norms[0]}' in the API), or an {threat.norm} attack such as "
-                             f"torchattacks:{other}")
-        if threat.norm != "linf" and not threat.joint and len(threat.modalities) > 1:
-            raise ValueError(f"{self.name} has one budget per input; use a joint {threat.norm} threat or attack one "
-                             f"modality at a time")
+        check_library_threat(self.name, self.norms, threat, "torchattacks", DEFAULT_NORM_ATTACK)
         super().validate(threat)
 
     def plan(self, threat: ThreatModel, eps: float) -> ViewPlan:

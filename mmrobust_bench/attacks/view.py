@@ -47,7 +47,7 @@ from typing import AbstractSet, Any, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..contracts import Batch, ModalitySpec
+from ..contracts import Batch, ModalitySpec, ThreatModel
 
 LIB_EPS = 0.35
 CENTRE = 0.5
@@ -128,6 +128,29 @@ def check_option_type(label: str, key: str, value: Any, default: Any, *, strict:
         kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
         raise ValueError(f"{label} option {key} takes {kind[type(default).__name__]} like its default {default!r}, "
                          f"got {value!r}")
+
+
+def describe_library_attack(name: str, options: Mapping[str, Any], fixed_eps: float | None) -> str:
+    """The adapters' ``describe()`` (result rows record it): ``name(k=v, ...)`` over the options in key order,
+    with a fixed ``eps`` option among them."""
+    opts = dict(options)
+    if fixed_eps is not None:
+        opts["eps"] = fixed_eps
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in sorted(opts.items()))})"
+
+
+def check_library_threat(name: str, norms: Sequence[str], threat: ThreatModel, prefix: str,
+                         default_attack: Mapping[str, str]) -> None:
+    """The adapters' threat checks, before :meth:`Attack.validate`: a norm the attack does not run in names the
+    ``--norm`` to use and an attack of the library (``prefix``) in the threat's norm; outside ℓ∞ a
+    per-modality threat on several modalities is refused, since the library has one budget per input."""
+    if threat.norm not in norms:
+        raise ValueError(f"{name} attacks in norm {', '.join(norms)}, not {threat.norm}: use --norm "
+                         f"{norms[0]} (norm='{norms[0]}' in the API), or an {threat.norm} attack such as "
+                         f"{prefix}:{default_attack[threat.norm]}")
+    if threat.norm != "linf" and not threat.joint and len(threat.modalities) > 1:
+        raise ValueError(f"{name} has one budget per input; use a joint {threat.norm} threat or attack one "
+                         f"modality at a time")
 
 
 def grid_shape(n: int, min_side: int = MIN_SIDE) -> tuple[int, int]:

@@ -204,7 +204,7 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over names, dtypes, shapes and bytes of ``tensors`` (order-independent): the checksum that
-    resume files and the synthav cache carry in their metadata, checked after loading."""
+    resume files and the data caches carry in their metadata, checked after loading."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name]
@@ -212,6 +212,43 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
         if t.numel():
             digest.update(memoryview(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy()))
     return digest.hexdigest()
+
+
+def write_checked_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """The data caches' format: ``tensors``, written atomically, with ``meta`` (a ``key`` among it) and a sha256
+    of the tensors in one metadata entry (one entry keeps the file reproducible: safetensors does not keep the
+    order of several)."""
+    meta = {**meta, "sha256": tensor_digest(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META: json.dumps(meta, sort_keys=True)})
+
+
+def read_checked_tensors(path: Path, key: Any) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any], str | None]:
+    """``(tensors, meta, None)`` for a file of :func:`write_checked_tensors` written for ``key`` whose tensors
+    match their checksum; otherwise ``(None, meta, problem)``, the problem in words for the caller's warning
+    (no checksum, another key, a bit flip, a truncated or unreadable file)."""
+    meta: dict[str, Any] = {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            found = json.loads((fh.metadata() or {}).get(_META, "null") or "null")
+            if not isinstance(found, dict) or "sha256" not in found:
+                return None, meta, "it has no checksum (written by an older version)"
+            meta = found
+            if meta.get("key") != key:
+                return None, meta, f"it holds another configuration ({_key_change(meta.get('key'), key)})"
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+            if tensor_digest(tensors) != meta["sha256"]:
+                return None, meta, "its data do not match its checksum"
+    except READ_ERRORS as exc:
+        return None, meta, f"it cannot be read ({type(exc).__name__}: {exc})"
+    return tensors, meta, None
+
+
+def _key_change(found: Any, expected: Any) -> str:
+    """How a stored cache key differs from the expected one: the fields that differ, or both keys."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        return "differs in " + ", ".join(sorted(k for k in {*found, *expected} if found.get(k) != expected.get(k)))
+    return f"key {found}, expected {expected}"
 
 
 def save_resume(directory: Path, state: dict[str, Any]) -> None:

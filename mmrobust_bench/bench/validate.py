@@ -108,16 +108,25 @@ def check_count(value: Any, flag: str, minimum: int = 1, *, sentinel: int | None
     return value
 
 
+def check_nonnegative(value: Any, what: str, *, plural: bool = False) -> float:
+    """``value`` as a finite float >= 0 (ε, noise σ), or a one-line error naming ``what`` (in the plural for
+    one value of a list)."""
+    number = "numbers" if plural else "a number"
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be {number} >= 0, got {value!r}") from None
+    if not math.isfinite(out) or out < 0:
+        finite = "finite numbers" if plural else "a finite number"
+        raise ValueError(f"{what} must be {finite} >= 0, got {value!r}")
+    return out
+
+
 def check_eps(values: Sequence[Any], what: str = "eps") -> list[float]:
     """A non-empty grid of finite ε in [0, MAX_EPS], sorted and without repeats."""
     out = []
     for v in values:
-        try:
-            e = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be numbers, got {v!r}") from None
-        if not math.isfinite(e) or e < 0:
-            raise ValueError(f"{what} must be finite numbers >= 0, got {v!r}")
+        e = check_nonnegative(v, what, plural=True)
         if e > MAX_EPS:
             raise ValueError(f"{what} {e:g} is above {MAX_EPS:g}: no meaningful perturbation of normalised inputs is "
                              f"that large (and such values overflow the attack's step sizes)")

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..contracts import ALL_MODALITIES, Batch, joint_l2_norm
+from ..progress import disable_flag
 
 SOUND = "sound (probabilistic, 1-alpha)"
 METHOD = "smoothing"
@@ -321,7 +322,7 @@ def smooth_certify(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], 
     preds, counts_a = [], []
     with evaluating(model):
         group, per = _group_size(cfg.batch, min(cfg.n0, cfg.n))
-        bar = tqdm(total=n_samples, desc=f"smoothing σ={cfg.sigma:g} [{'+'.join(mods)}]", disable=not progress,
+        bar = tqdm(total=n_samples, desc=f"smoothing σ={cfg.sigma:g} [{'+'.join(mods)}]", disable=disable_flag(progress),
                    leave=False)
         for start in range(0, n_samples, group):
             part = range(start, min(n_samples, start + group))
@@ -422,7 +423,7 @@ def smoothed_honesty_check(model: Callable[[Batch], Any], inputs: Mapping[str, T
     violations = 0
     n_pred = n_predict or cfg.n
     with evaluating(model):
-        bar = tqdm(total=int(ok.numel()), desc="smoothed honesty", disable=not progress, leave=False)
+        bar = tqdm(total=int(ok.numel()), desc="smoothed honesty", disable=disable_flag(progress), leave=False)
         for start in range(0, ok.numel(), batch_size):
             part = ok[start:start + batch_size]
             x = {m: t[part].to(dev) for m, t in inputs.items()}

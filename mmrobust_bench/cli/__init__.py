@@ -55,13 +55,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_list_options(args)
         with _distributed(args):
-            return args.func(args)
+            status = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows up here, not in the interpreter's exit flush
+        return status
+    except BrokenPipeError:  # `mmrobust-bench list | head`: the reader stopped reading; not an error
+        _silence_stdout()
+        return 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
     except Exception as exc:  # expected errors become one line (exit 2); anything else keeps its traceback
         message = expected_error_message(exc)
         if message is None:
             raise
         print(f"mmrobust-bench: error: {message}", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's flush of what is still buffered at exit does not
+    raise BrokenPipeError again (the recipe of Python's signal-module documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor (tests, embedding)
+        pass
 
 
 @contextlib.contextmanager

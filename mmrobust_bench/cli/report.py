@@ -53,6 +53,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--attack", default="pgd_l2", help="attack of the radius curves (Figures 1 and 4)")
     plot.add_argument("--ablation", metavar="STAGE=LABEL,...",
                       help="Figure 5 stages and their defense labels (default JT=jt, ..., CRMT-JT (full)=crmt_jt)")
+    plot.add_argument("--checkpoints", help="checkpoint directory whose config.json files say which CRMT head "
+                                            "(own_groups) Figure 5's stages have (default: checkpoints/ beside "
+                                            "--results)")
+    plot.add_argument("--config", help="the sweep YAML that made the rows: an own_groups pinned there names "
+                                       "Figure 5's head-only stage when no checkpoint says it")
     plot.add_argument("--band", default="std", choices=("std", "ci95"),
                       help="what the seed bands show: ± 1 sample std, or the 95%% t-interval of the mean")
     plot.add_argument("--stamp", action="store_true",
@@ -167,10 +172,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.eta and not eta_path.exists():
         raise ValueError(f"--eta file {eta_path} does not exist")
     eta = pd.read_csv(eta_path) if eta_path.exists() else None
+    sweep = None
+    if args.config:
+        from ..bench.validate import read_yaml_mapping
+
+        sweep = read_yaml_mapping(args.config, "--config sweep file")
     saved, notes = plot_figures(
         rows, Path(args.out), command=args.command_line, eta_pairs=eta, figures=int_list(args.figures, "--figures"),
         attack=args.attack, ablation=parse_ablation(args.ablation) if args.ablation else DEFAULT_ABLATION,
         fmt=args.format, datasets=name_list(args.dataset), band=args.band, stamp=args.stamp,
+        checkpoints=_checkpoints(args), sweep=sweep,
     )
     for item in saved:
         print(item.path)

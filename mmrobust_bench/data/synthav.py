@@ -16,7 +16,6 @@ the fragile audio); ``prefer="visual"`` swaps the reliabilities so the model pre
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -25,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torchaudio.compliance import kaldi
 
-from ..bench.checkpoints import READ_ERRORS, tensor_digest
+from ..bench.checkpoints import read_checked_tensors, write_checked_tensors
 from ..contracts import ModalitySpec
-from ..io import atomic_path, default_root, stable_hash
+from ..io import default_root, stable_hash
 from ..progress import progress_bar
 from . import DATASETS
 from .base import InMemoryDataset, TensorSplit, check_options
@@ -196,27 +193,14 @@ def cache_path(cfg: SynthAVConfig, cache_dir: Path) -> Path:
 def write_cache(path: Path, cfg: SynthAVConfig, tensors: dict[str, torch.Tensor]) -> None:
     """The tensors, with the key, the config and a sha256 of the tensors in one metadata entry (one entry
     keeps the file reproducible: safetensors does not keep the order of several)."""
-    meta = {"key": cache_key(cfg), "config": asdict(cfg), "sha256": tensor_digest(tensors)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"mmrobust_bench": json.dumps(meta, sort_keys=True)})
+    write_checked_tensors(path, tensors, {"key": cache_key(cfg), "config": asdict(cfg)})
 
 
 def read_cache(path: Path, cfg: SynthAVConfig) -> dict[str, torch.Tensor] | None:
     """The cached tensors when the file is this configuration's and intact; None (with a warning naming
     the file) when it is another configuration's, lacks a checksum, or is truncated or bit-flipped."""
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("mmrobust_bench", "null") or "null")
-            if not isinstance(meta, dict) or "sha256" not in meta:
-                problem = "it has no checksum (written by an older version)"
-            elif meta.get("key") != cache_key(cfg):
-                problem = f"it holds another configuration (key {meta.get('key')}, expected {cache_key(cfg)})"
-            else:
-                tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-                problem = None if tensor_digest(tensors) == meta["sha256"] else "its data do not match its checksum"
-    except READ_ERRORS as exc:
-        problem = f"it cannot be read ({type(exc).__name__}: {exc})"
-    if problem is None:
+    tensors, _, problem = read_checked_tensors(path, cache_key(cfg))
+    if tensors is not None:
         return tensors
     log.warning("synthav cache %s is not used: %s; regenerating it", path, problem)
     return None

@@ -70,18 +70,15 @@ NOISE_PREFIX = "noise_sigma_"
 def check_noise_sigma(value: Any) -> dict[str, float]:
     """``noise_sigma`` as {modality: σ ≥ 0} (σ = 0 entries dropped); a clear error otherwise. Modality names are
     checked against the dataset when training starts."""
+    from ..bench.validate import check_nonnegative
+
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise ValueError(f"train config: noise_sigma must map modality names to σ, e.g. {{a: 0.25}}, got {value!r}")
     out: dict[str, float] = {}
     for m, s in value.items():
-        try:
-            sigma = float(s)
-        except (TypeError, ValueError):
-            raise ValueError(f"train config: noise_sigma[{m!r}] must be a number >= 0, got {s!r}") from None
-        if not math.isfinite(sigma) or sigma < 0:
-            raise ValueError(f"train config: noise_sigma[{m!r}] must be a finite number >= 0, got {s!r}")
+        sigma = check_nonnegative(s, f"train config: noise_sigma[{m!r}]")
         if sigma > 0:
             out[str(m)] = sigma
     return out

@@ -22,17 +22,21 @@ Conventions every figure follows (so a reviewer can take it as it is):
   every ratio is on one side of 1, a diverging map centred on 1 otherwise).
 - Figure 4: uni-modal robust accuracy vs radius, one panel per entry, seed bands, the gap between
   the modalities shaded.
-- Figure 5: the CRMT ablation — JT, orthogonal head only, CRMT step 1 only, step 2 only, full
-  CRMT — clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5, one panel per setting with its
+- Figure 5: the CRMT ablation — JT, CRMT head only (no step 1/2), CRMT step 1 only, step 2 only,
+  full CRMT — clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5, one panel per setting with its
   own zoomed axis, each seed a dot and the mean ± band as an error bar. The variants are defense
-  labels of the rows (a sweep YAML gives them with a ``label`` per defense entry).
+  labels of the rows (a sweep YAML gives them with a ``label`` per defense entry). The head-only stage
+  is named after the head the rows were trained with (``own_groups``: "orthogonal head only" for the
+  paper's ``full``, "unit-row head only" for the reference code's ``per_class_unit_rows``), read from
+  the checkpoints' ``config.json`` or an explicit pin in the sweep YAML (:func:`crmt_heads`); when
+  neither says, it stays "head only (no step 1/2)".
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -53,10 +57,15 @@ from .paper import method_name  # noqa: E402
 from .stats import modality_name, summarize  # noqa: E402
 from .tables import ALL, choose_attack_configs, paper_row_order, single_modalities  # noqa: E402
 
-# Figure 5: (stage shown, defense label in the rows)
+# Figure 5: (stage shown, defense label in the rows). The head-only stage's name is neutral unless the head of
+# its rows is known (crmt_heads): "crmt_jt_orth_only" is a historical label, the committed synthav rows of it
+# use the reference code's unit-row head, not the paper's orthogonal one.
+HEAD_ONLY_STAGE = "head only (no step 1/2)"
+# own_groups (and its legacy spelling) -> what the head is
+HEAD_NAMES = {"full": "orthogonal head", "per_class_unit_rows": "unit-row head", "per_class": "unit-row head"}
 DEFAULT_ABLATION: tuple[tuple[str, str], ...] = (
     ("JT", "jt"),
-    ("orth. head only", "crmt_jt_orth_only"),
+    (HEAD_ONLY_STAGE, "crmt_jt_orth_only"),
     ("CRMT step 1 only", "crmt_jt_step1_only"),
     ("CRMT step 2 only", "crmt_jt_step2_only"),
     ("CRMT-JT (full)", "crmt_jt"),
@@ -357,14 +366,60 @@ def figure4(rows: pd.DataFrame, *, command: str = "", attack: str = "pgd_l2", da
     return fig
 
 
+def crmt_heads(rows: pd.DataFrame, *, dataset: str | None = None, checkpoints: Path | None = None,
+               sweep: Mapping[str, Any] | None = None) -> dict[str, tuple[str, str]]:
+    """``{label: (own_groups, source)}`` for the labels whose CRMT head is known: from the checkpoints'
+    ``config.json`` (matched by the rows' checkpoint sha256; every model of the label must agree), else from an
+    explicit ``own_groups`` in the sweep YAML's entry for the label (or its top-level ``set``), when the YAML's
+    dataset is the rows'. Labels with neither are left out (their head is unknown)."""
+    from .entries import base_label, find_checkpoint_configs
+
+    out: dict[str, tuple[str, str]] = {}
+    if rows.empty:
+        return out
+    data = rows if dataset is None else rows[rows["dataset"].astype(str) == dataset]
+    labels = data["defense"].astype(str).map(base_label)
+    if checkpoints is not None and "checkpoint_sha256" in data:
+        known = find_checkpoint_configs(Path(checkpoints), dataset)
+        for label, shas in data["checkpoint_sha256"].astype(str).groupby(labels):
+            values = {str((known[s].get("defense_config") or {}).get("own_groups")) if s in known else None
+                      for s in set(shas)}
+            if len(values) == 1 and None not in values and values != {"None"}:
+                out[label] = (values.pop(), "checkpoint config.json")
+    if sweep and (dataset is None or str(sweep.get("dataset", dataset)) == dataset):
+        common = sweep.get("set") or {}
+        for item in sweep.get("defenses") or []:
+            if not isinstance(item, Mapping):
+                continue
+            label = str(item.get("label") or item.get("defense"))
+            pinned = {**(common if isinstance(common, Mapping) else {}), **(item.get("set") or {})}
+            if label not in out and "own_groups" in pinned and label in set(labels):
+                out[label] = (str(pinned["own_groups"]), "pinned in the sweep YAML")
+    return out
+
+
+def stage_names(ablation: Sequence[tuple[str, str]], heads: Mapping[str, tuple[str, str]] | None
+                ) -> list[tuple[str, str]]:
+    """The head-only stage named after its head when ``heads`` knows it (``"unit-row head only"``)."""
+    out = []
+    for name, label in ablation:
+        own = (heads or {}).get(label)
+        if name == HEAD_ONLY_STAGE and own is not None and own[0] in HEAD_NAMES:
+            name = f"{HEAD_NAMES[own[0]]} only"
+        out.append((name, label))
+    return out
+
+
 def figure5(rows: pd.DataFrame, *, command: str = "", dataset: str | None = None,
             ablation: Sequence[tuple[str, str]] = DEFAULT_ABLATION, eps: float = 0.5, band: str = "std",
-            stamp: bool = False) -> Figure:
+            stamp: bool = False, heads: Mapping[str, tuple[str, str]] | None = None) -> Figure:
     """One panel per setting (clean, FGM and ℓ2-PGD on all modalities at ``eps``), the ablation stages on x:
-    each seed a dot, the mean ± band as an error bar, each panel's y axis zoomed to its values."""
+    each seed a dot, the mean ± band as an error bar, each panel's y axis zoomed to its values. ``heads``
+    (:func:`crmt_heads`) names the head-only stage after its head and the title says which head."""
     _check_band(band)
     data, dataset = _prepare(rows, dataset)
     present = set(data["defense"].astype(str))
+    ablation = stage_names(ablation, heads)
     stages = [(name, label) for name, label in ablation if label in present]
     missing = [label for _, label in ablation if label not in present]
     if len(stages) < 2:
@@ -417,6 +472,10 @@ def figure5(rows: pd.DataFrame, *, command: str = "", dataset: str | None = None
     _outside_legend(fig, handles, [band_text(band, seeds).removeprefix("band: ").replace(" over", "\nover"),
                                    "one seed"])
     note = f" (not in the rows: {', '.join(missing)})" if missing else ""
+    shown = {(heads or {})[label] for _, label in stages if label in (heads or {})}
+    if len({own for own, _ in shown}) == 1:
+        own, source = sorted(shown)[0]
+        note += f"\nthe CRMT stages use the {HEAD_NAMES.get(own, own)} (own_groups={own}, {source})"
     fig.suptitle(f"{dataset}: CRMT ablation{note}", fontsize=10)
     if stamp:
         _stamp(fig, command)
@@ -455,9 +514,11 @@ def save_figure(fig: Figure, path: str | Path, *, command: str, description: str
 def plot_figures(rows: pd.DataFrame, out_dir: str | Path, *, command: str, eta_pairs: pd.DataFrame | None = None,
                  figures: Sequence[int] = (1, 3, 4, 5), attack: str = "pgd_l2",
                  ablation: Sequence[tuple[str, str]] = DEFAULT_ABLATION, fmt: str = "png",
-                 datasets: Sequence[str] | None = None, band: str = "std",
-                 stamp: bool = False) -> tuple[list[SavedFigure], list[str]]:
-    """Draw every requested figure for every dataset; returns (saved files, notes on figures skipped)."""
+                 datasets: Sequence[str] | None = None, band: str = "std", stamp: bool = False,
+                 checkpoints: Path | None = None,
+                 sweep: Mapping[str, Any] | None = None) -> tuple[list[SavedFigure], list[str]]:
+    """Draw every requested figure for every dataset; returns (saved files, notes on figures skipped).
+    ``checkpoints`` / ``sweep`` (a loaded sweep YAML) tell Figure 5 which CRMT head its rows have."""
     unknown = sorted(set(figures) - set(DESCRIPTIONS))
     if unknown:
         raise ValueError(f"unknown figure {', '.join(map(str, unknown))}; valid: {', '.join(map(str, DESCRIPTIONS))}")
@@ -484,7 +545,8 @@ def plot_figures(rows: pd.DataFrame, out_dir: str | Path, *, command: str, eta_p
                 elif number == 4:
                     fig = figure4(rows, command=command, attack=attack, dataset=dataset, band=band)
                 else:
-                    fig = figure5(rows, command=command, dataset=dataset, ablation=ablation, band=band)
+                    heads = crmt_heads(rows, dataset=dataset, checkpoints=checkpoints, sweep=sweep)
+                    fig = figure5(rows, command=command, dataset=dataset, ablation=ablation, band=band, heads=heads)
             except (ValueError, KeyError) as exc:
                 notes.append(f"figure {number} ({dataset}) skipped: {exc}")
                 continue
@@ -496,7 +558,7 @@ def plot_figures(rows: pd.DataFrame, out_dir: str | Path, *, command: str, eta_p
 
 
 def parse_ablation(text: str) -> list[tuple[str, str]]:
-    """``"JT=jt,Orth=crmt_jt_orth_only"`` → [(stage, label), ...]."""
+    """``"JT=jt,Head only=crmt_jt_orth_only"`` → [(stage, label), ...]."""
     out = []
     for part in [p for p in text.split(",") if p.strip()]:
         if "=" not in part:
@@ -506,6 +568,7 @@ def parse_ablation(text: str) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["BANDS", "DEFAULT_ABLATION", "DESCRIPTIONS", "FIGURE3_DEFENSES", "SavedFigure", "band_text", "entry_styles",
+__all__ = ["BANDS", "DEFAULT_ABLATION", "DESCRIPTIONS", "FIGURE3_DEFENSES", "HEAD_NAMES", "HEAD_ONLY_STAGE", "SavedFigure",
+           "band_text", "crmt_heads", "entry_styles", "stage_names",
            "eta_ratio_matrix", "figure1", "figure3", "figure4", "figure5", "figure_metadata", "parse_ablation",
            "plot_figures", "save_figure"]

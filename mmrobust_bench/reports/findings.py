@@ -8,7 +8,9 @@ Four questions of the paper, each answered by a table of mean ± sample std over
    empirical vulnerability-indicator ratio η^(a)/η^(v) (mean over class pairs, from ``eta_pairs.csv``).
 4. *Ablation*: the same cells for the CRMT stages (Figure 5 labels).
 
-Plus the honesty check of every certificate (claims broken by ℓ2-PGD inside the claimed radius).
+Plus the honesty check of every empirical certificate (claims broken by an attack inside the claimed radius:
+lower bounds, "≥ N found"; runner-up radii labelled **not a bound**) and, when certified.csv has them, the
+randomized-smoothing certificates (sound with probability 1 − α).
 The prose that interprets these tables is written by people; these are only the numbers.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .entries import ENTRY, base_label, mixed_labels, resolve_entries
 from .tables import fmt, paper_row_order
 
 
@@ -67,19 +70,118 @@ def eta_ratio(pairs: pd.DataFrame, numerator: str, denominator: str,
     return out
 
 
-def honesty_table(certified: pd.DataFrame, defenses: Sequence[str]) -> str:
-    """Per defense and certificate (min over j): certified samples and those PGD broke inside the claim."""
+EMPIRICAL_METHOD = "empirical"  # bench.certification.EMPIRICAL_METHOD (not imported: it pulls torch)
+SMOOTHING_METHOD = "smoothing"
+NOT_A_BOUND = "not a bound"
+SOUND_TEXT = "sound (probabilistic, 1−α)"
+LOWER_BOUND_HEADING = "≥ violations found (lower bound) / certified (all seeds)"
+
+
+def certificate_kinds(certified: pd.DataFrame | None) -> pd.DataFrame:
+    """certified.csv rows with ``method``/``kind`` filled as :func:`bench.certification.with_certificate_kinds`
+    reads rows written before those columns existed (empirical; runner-up rows "not a bound")."""
     if certified is None or certified.empty:
+        return pd.DataFrame() if certified is None else certified
+    from ..bench.certification import with_certificate_kinds
+
+    return with_certificate_kinds(certified)
+
+
+def _kind_text(kind: str) -> str:
+    kind = str(kind)
+    return f"**{kind}**" if kind.startswith(NOT_A_BOUND) else kind
+
+
+def honesty_table(certified: pd.DataFrame | None, defenses: Sequence[str], *, runner_up: bool = False) -> str:
+    """Per defense and *empirical* certificate (``method == "empirical"``; min over j, or with ``runner_up`` the
+    runner-up radii, which are **not bounds**): certified samples and the violations the honesty check found
+    inside the claim — a lower bound, since an attack can miss adversarial examples."""
+    frame = certificate_kinds(certified)
+    if frame.empty:
         return "_no certificates_"
-    sel = certified[(certified["variant"] == "min_j") & np.isclose(certified["radius"].astype(float), 0.0)]
-    lines = ["| defense | certificate | median certified radius | broken / certified (all seeds) |",
-             "|---|---|---:|---:|"]
+    frame = frame[frame["method"].astype(str) == EMPIRICAL_METHOD]
+    variant = frame["variant"].astype(str)
+    frame = frame[variant == "runner_up"] if runner_up else frame[variant != "runner_up"]
+    if frame.empty:
+        return "_no empirical certificates_"
+    # one row per model and certificate (the honesty counts repeat on every radius of the grid)
+    keys = [c for c in ("defense", "seed", "checkpoint_sha256", "certificate", "variant") if c in frame]
+    frame = frame.drop_duplicates(keys)
+    lines = ["| defense | certificate | kind | median certified radius | " + LOWER_BOUND_HEADING + " |",
+             "|---|---|---|---:|---:|"]
     for d in defenses:
-        for cert, group in sel[sel["defense"] == d].groupby("certificate", sort=True):
-            broken, total = int(group["honesty_violations"].sum()), int(group["honesty_certified"].sum())
-            lines.append(f"| `{d}` | {cert} | {group['median_certified_radius'].mean():.3f} | "
-                         f"{broken} / {total} ({broken / max(total, 1):.1%}) |")
+        for (cert, kind), group in frame[frame["defense"] == d].groupby(["certificate", "kind"], sort=True):
+            ran = group[group["honesty_violations"].astype(float) >= 0]
+            if ran.empty:
+                counts = "not run"
+            else:
+                broken, total = int(ran["honesty_violations"].sum()), int(ran["honesty_certified"].sum())
+                counts = f"≥ {broken} / {total} (≥ {broken / max(total, 1):.1%})"
+            lines.append(f"| `{d}` | {cert} | {_kind_text(kind)} | "
+                         f"{group['median_certified_radius'].astype(float).mean():.3f} | {counts} |")
+    checks = frame["honesty_attack"].dropna().astype(str) if "honesty_attack" in frame else pd.Series(dtype=str)
+    checks = checks[checks != ""].value_counts()
+    if not checks.empty:
+        lines += ["", "Honesty check used: " + "; ".join(f"`{c}` ({n} certificates)" for c, n in checks.items())
+                  + ". Counts are lower bounds: a stronger check can only find more."]
     return "\n".join(lines)
+
+
+def smoothing_table(certified: pd.DataFrame | None, defenses: Sequence[str]) -> str:
+    """Randomized-smoothing rows (``method == "smoothing"``): certified accuracy (mean ± std over seeds) per noise
+    set and radius, with σ, the Monte-Carlo sample size n, α and the kind, sound with probability 1 − α."""
+    frame = certificate_kinds(certified)
+    if frame.empty or "method" not in frame:
+        return ""
+    frame = frame[frame["method"].astype(str) == SMOOTHING_METHOD]
+    if frame.empty:
+        return ""
+    for column in ("sigma", "n_noise", "alpha", "abstained"):
+        if column not in frame:
+            frame = frame.assign(**{column: math.nan})
+    radii = sorted(float(r) for r in frame["radius"].dropna().unique())
+    lines = ["| defense | noise on | σ | n (noise draws) | α | kind | "
+             + " | ".join(f"cert. acc @ {r:g}" for r in radii)
+             + " | abstained | honesty: ≥ violations found (lower bound) / checked | seeds |",
+             "|---|---|---:|---:|---:|---|" + "---:|" * (len(radii) + 3)]
+    for d in defenses:
+        part = frame[frame["defense"] == d]
+        for (mod, sigma, n_noise, alpha), group in part.groupby(["modality", "sigma", "n_noise", "alpha"], sort=True,
+                                                                 dropna=False):
+            accs = []
+            for r in radii:
+                per_seed = group[np.isclose(group["radius"].astype(float), r)].groupby("seed")["certified_accuracy"].mean()
+                accs.append(fmt(float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan)
+                            if len(per_seed) else "—")
+            models = group.drop_duplicates([c for c in ("seed", "checkpoint_sha256") if c in group])
+            ran = models[models["honesty_violations"].astype(float) >= 0] if "honesty_violations" in models else models[:0]
+            honesty = (f"≥ {int(ran['honesty_violations'].sum())} / {int(ran['honesty_certified'].sum())}"
+                       if not ran.empty else "not run")
+            n_text = "—" if pd.isna(n_noise) else f"{int(n_noise)}"
+            lines.append(f"| `{d}` | {mod} | {float(sigma):g} | {n_text} | {float(alpha):g} | {SOUND_TEXT} | "
+                         + " | ".join(accs) + f" | {models['abstained'].astype(float).mean():.1%} | {honesty} | "
+                         f"{models['seed'].nunique()} |")
+    return "\n".join(lines)
+
+
+def reference_entries(rows: pd.DataFrame, reference: str = "jt") -> list[str]:
+    """The entries that stand for the reference defense: those whose label is ``reference`` (split by
+    configuration: ``jt [cfg …]``), else those whose defense id is ``reference``; most seeds first."""
+    entries = rows["defense"].astype(str)
+    chosen = sorted({e for e in entries.unique() if base_label(e) == reference})
+    if not chosen and "defense_id" in rows:
+        chosen = sorted(set(entries[rows["defense_id"].astype(str) == reference]))
+    seeds = rows.groupby(entries)["seed"].nunique()
+    return sorted(chosen, key=lambda e: (-int(seeds.get(e, 0)), e))
+
+
+def _expand(labels: Sequence[str], entries: Sequence[str], references: Sequence[str], reference: str) -> list[str]:
+    """Ablation labels as entries: a label split by configuration becomes each of its entries."""
+    out: list[str] = []
+    for label in labels:
+        hits = list(references) if label == reference else [e for e in entries if base_label(e) == label]
+        out += [h for h in hits if h not in out]
+    return out
 
 
 def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
@@ -87,26 +189,48 @@ def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
                       ablation: Sequence[str] = ("jt", "crmt_jt_orth_only", "crmt_jt_step1_only",
                                                  "crmt_jt_step2_only", "crmt_jt"),
                       grid: Sequence[float] | None = None, command: str = "") -> str:
-    """Markdown with the four tables (and the honesty check), for one dataset's rows."""
+    """Markdown with the four tables, the honesty check of the empirical certificates and the smoothing
+    certificates, for one dataset's rows.
+
+    ``reference`` is the defense the preference / fragility sections describe (label, or defense id when no
+    entry carries that label). When its rows are split by configuration (``jt [cfg …]``) every configuration
+    gets its own tables; the η ordering of section 3b follows the one with the most seeds, and the text says so.
+    """
+    if ENTRY not in rows:  # not yet grouped by configuration: group results, η pairs and certificates alike
+        split = mixed_labels(rows, pairs, certified)
+        rows = resolve_entries(rows, split=split)[0]
+        pairs = None if pairs is None or pairs.empty else resolve_entries(pairs, split=split)[0]
+        certified = None if certified is None or certified.empty else resolve_entries(certified, split=split)[0]
     modalities = sorted({str(m) for m in rows["modality"].dropna().unique()} - {"none", "all"} - {""})
     modalities = [m for m in modalities if "+" not in m]
     defenses = paper_row_order(sorted(rows["defense"].unique()))
+    references = reference_entries(rows, reference)
     if grid is None:
         pgd = rows[(rows["attack"] == "pgd_l2") & rows["modality"].isin(modalities)]
         grid = sorted(float(e) for e in pgd["eps"].dropna().unique())
     out = [f"made by: `{command}`" if command else "", ""]
-    out += [f"### 1. Preference: {reference} with one modality missing (zero-filled)", "",
-            cell_table(rows, [reference], [Cell("clean", "clean", "none")]
-                       + [Cell(f"{m} missing", "missing", m) for m in modalities]), ""]
-    out += [f"### 2. Fragility: {reference} under uni-modal ℓ2-PGD (paper's 4 steps of ε/3)", "",
-            _modality_grid(rows, reference, modalities, grid), ""]
+    if not references:
+        out += [f"_No entry is the reference `{reference}` (by label or defense id): sections 1 and 2 are "
+                "skipped, 3b orders the modalities by the first defense._", ""]
+    elif len(references) > 1:
+        out += [f"_The reference `{reference}` is split by configuration into {len(references)} entries "
+                f"({', '.join(f'`{r}`' for r in references)}): sections 1, 2 and 4 show each; section 3b orders "
+                f"the modalities by `{references[0]}`, the one with the most seeds._", ""]
+    ref_text = ", ".join(f"`{r}`" for r in references)
+    if references:
+        out += [f"### 1. Preference: {ref_text} with one modality missing (zero-filled)", "",
+                cell_table(rows, references, [Cell("clean", "clean", "none")]
+                           + [Cell(f"{m} missing", "missing", m) for m in modalities]), ""]
+        for i, ref in enumerate(references):
+            out += [f"### 2{'' if len(references) == 1 else chr(ord('a') + i)}. Fragility: `{ref}` under uni-modal "
+                    "ℓ2-PGD (paper's 4 steps of ε/3)", "", _modality_grid(rows, ref, modalities, grid), ""]
     cells = ([Cell("clean", "clean", "none")]
              + [Cell(f"PGD {m} ε={e:g}", "pgd_l2", m, e) for m in modalities for e in _pick(grid)]
              + [Cell("PGD all ε=0.5", "pgd_l2", "all", 0.5)]
              + [Cell(f"{m} missing", "missing", m) for m in modalities])
     out += ["### 3. Robust accuracy per defense", "", cell_table(rows, defenses, cells), ""]
     if pairs is not None and not pairs.empty and len(modalities) == 2:
-        num, den = _fragile_first(rows, reference, modalities, grid)
+        num, den = _fragile_first(rows, references[0] if references else defenses[0], modalities, grid)
         ratios = eta_ratio(pairs, num, den)
         order = {d: i for i, d in enumerate(defenses)}
         ratios = ratios.sort_values("defense", key=lambda s: s.map(lambda d: order.get(d, len(order))))
@@ -114,11 +238,25 @@ def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
                 "| defense | ratio | seeds |", "|---|---:|---:|"]
         out += [f"| `{r.defense}` | {fmt(r.ratio_mean, r.ratio_std)} | {r.seeds} |" for r in ratios.itertuples()]
         out += [""]
-    present = [d for d in ablation if d in set(rows["defense"])]
+    present = _expand(ablation, defenses, references, reference)
     if len(present) > 1:
         out += ["### 4. CRMT ablation (Figure 5 stages)", "", cell_table(rows, present, cells), ""]
     if certified is not None and not certified.empty:
-        out += ["### Honesty check of the empirical certificates", "", honesty_table(certified, defenses), ""]
+        out += ["### Honesty check of the empirical certificates", "",
+                "Empirical certificates only (`method = empirical`); each count is the number of claims the check "
+                "broke, a **lower bound** on the true number.", "", honesty_table(certified, defenses), ""]
+        frame = certificate_kinds(certified)
+        if (frame["variant"].astype(str) == "runner_up").any():
+            out += ["#### Runner-up radii — **not a bound**", "",
+                    "They compare y with the runner-up class only (another class may be closer): **not a bound** on "
+                    "the distance to a misclassification, shown for comparison with CRMT's step-2 objective.", "",
+                    honesty_table(certified, defenses, runner_up=True), ""]
+        smoothing = smoothing_table(certified, defenses)
+        if smoothing:
+            out += [f"### Randomized smoothing — {SOUND_TEXT}", "",
+                    "Certified accuracy: the fraction of all test samples certified correct with a radius ≥ ε (ℓ2 "
+                    "over the noised modalities); each radius holds with probability ≥ 1 − α over the noise draws; "
+                    "mean ± std over seeds.", "", smoothing, ""]
     return "\n".join(out).strip() + "\n"
 
 
@@ -147,4 +285,5 @@ def _fragile_first(rows: pd.DataFrame, defense: str, modalities: Sequence[str],
     return first, second
 
 
-__all__ = ["Cell", "seed_stats", "cell_table", "eta_ratio", "honesty_table", "findings_markdown"]
+__all__ = ["Cell", "seed_stats", "cell_table", "certificate_kinds", "eta_ratio", "honesty_table", "findings_markdown",
+           "reference_entries", "smoothing_table"]

@@ -188,6 +188,39 @@ def _entry_name(method: str, label: str) -> str:
     return method if method == label else f"{method} (`{label}`)"
 
 
+_FRAME_HEAD = ["method", "label", "source", "dataset", "config_hash", "n_seeds"]
+
+
+def _measured_record(data: pd.DataFrame, label: str, dataset: str, columns: Sequence[Column]) -> dict:
+    """One entry's measured row of a table's frame: its configuration hashes and every column's seed summary."""
+    lrows = data[data["defense"].astype(str) == label]
+    cfg = ",".join(sorted(set(lrows["config_hash"].astype(str)))) if "config_hash" in lrows else ""
+    return {"method": method_name(label), "label": label, "source": "measured", "dataset": dataset,
+            "config_hash": cfg, **_record(lrows, columns)}
+
+
+def _head_lines(title: str, dataset: str, columns: Sequence[Column]) -> list[str]:
+    return [f"### {title} — {dataset}", "", "| Method | " + " | ".join(c.title for c in columns) + " | seeds |",
+            "|---|" + "---:|" * len(columns) + "---:|"]
+
+
+def _measured_line(rec: pd.Series, columns: Sequence[Column]) -> tuple[str, list[str]]:
+    """A measured entry's Markdown row (mean ± std per column, then the seed count) and its cells."""
+    cells = [fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]) for c in columns]
+    line = f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells) + f" | {int(rec['n_seeds'])} |"
+    return line, cells
+
+
+def _finish(number: int, dataset: str, title: str, columns: Sequence[Column], frame: pd.DataFrame,
+            lines: list[str], notes: list[str]) -> Table:
+    """The table with its notes under the Markdown, and its LaTeX."""
+    if notes:
+        lines = lines + [""] + [f"Note: {n.rstrip('.')}." for n in notes]
+    table = Table(number, dataset, title, list(columns), frame, "\n".join(lines) + "\n", notes)
+    table.latex = latex_table(table)
+    return table
+
+
 def _dash_note(markdown_cells: Sequence[str], reported: bool) -> list[str]:
     if not any(c == "—" for c in markdown_cells):
         return []
@@ -214,22 +247,16 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
 
     records = []
     for label in labels:
-        lrows = data[data["defense"].astype(str) == label]
-        cfg = ",".join(sorted(set(lrows["config_hash"].astype(str)))) if "config_hash" in lrows else ""
-        records.append({"method": method_name(label), "label": label, "source": "measured", "dataset": dataset,
-                        "config_hash": cfg, **_record(lrows, columns)})
+        records.append(_measured_record(data, label, dataset, columns))
         name = method_name(base_label(label))
         if name in reported.index:
             rep = {"method": name, "label": label, "source": "reported", "dataset": their_name, "config_hash": ""}
             for col in columns:
                 rep[f"{col.key}_mean"] = reported.loc[name, col.title]
             records.append(rep)
-    head = ["method", "label", "source", "dataset", "config_hash", "n_seeds"]
-    frame = pd.DataFrame(records, columns=head + _stat_columns(columns))
+    frame = pd.DataFrame(records, columns=_FRAME_HEAD + _stat_columns(columns))
 
-    header = "| Method | " + " | ".join(c.title for c in columns) + " | seeds |"
-    rule = "|---|" + "---:|" * len(columns) + "---:|"
-    lines = [f"### {TITLES[number]} — {dataset}", "", header, rule]
+    lines = _head_lines(TITLES[number], dataset, columns)
     shown: list[str] = []
     for _, rec in frame.iterrows():
         if rec["source"] == "reported":
@@ -238,9 +265,8 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
             lines.append(f"| {name} | " + " | ".join(cells) + " | — |")
             cells = cells + ["—"]
         else:
-            cells = [fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]) for c in columns]
-            lines.append(f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells)
-                         + f" | {int(rec['n_seeds'])} |")
+            line, cells = _measured_line(rec, columns)
+            lines.append(line)
         shown += cells
     if not labels:
         lines.append("| (no measured rows for this table) |" + " |" * (len(columns) + 1))
@@ -267,11 +293,7 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
         frame = pd.concat([frame, pd.DataFrame(reported_blocks)], ignore_index=True)
     frame = _int_columns(frame)
     notes = notes + _dash_note(shown, reported=bool(reported_blocks) or not reported.empty)
-    if notes:
-        lines += [""] + [f"Note: {n.rstrip('.')}." for n in notes]
-    table = Table(number, dataset, TITLES[number], columns, frame, "\n".join(lines) + "\n", notes)
-    table.latex = latex_table(table)
-    return table
+    return _finish(number, dataset, TITLES[number], columns, frame, lines, notes)
 
 
 def build_tables(rows: pd.DataFrame, numbers: Sequence[int] = (1, 2, 3), datasets: Sequence[str] | None = None, *,
@@ -340,28 +362,17 @@ def pivot_table(rows: pd.DataFrame, dataset: str, *, attacks: Sequence[str] | No
     if not columns:
         raise ValueError(f"the filters leave no cells for {dataset!r}")
     labels = paper_row_order(list(data["defense"].astype(str).unique()))
-    records = []
-    for label in labels:
-        lrows = data[data["defense"].astype(str) == label]
-        cfg = ",".join(sorted(set(lrows["config_hash"].astype(str)))) if "config_hash" in lrows else ""
-        records.append({"method": method_name(label), "label": label, "source": "measured", "dataset": dataset,
-                        "config_hash": cfg, **_record(lrows, columns)})
-    frame = _int_columns(pd.DataFrame(records, columns=["method", "label", "source", "dataset", "config_hash",
-                                                        "n_seeds"] + _stat_columns(columns)))
-    lines = [f"### {PIVOT_TITLE} — {dataset}", "", "| Method | " + " | ".join(c.title for c in columns) + " | seeds |",
-             "|---|" + "---:|" * len(columns) + "---:|"]
-    shown = []
+    records = [_measured_record(data, label, dataset, columns) for label in labels]
+    frame = _int_columns(pd.DataFrame(records, columns=_FRAME_HEAD + _stat_columns(columns)))
+    lines = _head_lines(PIVOT_TITLE, dataset, columns)
+    shown: list[str] = []
     for _, rec in frame.iterrows():
-        cells = [fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]) for c in columns]
+        line, cells = _measured_line(rec, columns)
         shown += cells
-        lines.append(f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells) + f" | {int(rec['n_seeds'])} |")
+        lines.append(line)
     lines += ["", "Accuracy, mean ± sample std over seeds; 95% t-intervals in the CSV; ε in model-input space."]
     notes = notes + _dash_note(shown, reported=False)
-    if notes:
-        lines += [""] + [f"Note: {n.rstrip('.')}." for n in notes]
-    table = Table(0, dataset, PIVOT_TITLE, columns, frame, "\n".join(lines) + "\n", notes)
-    table.latex = latex_table(table)
-    return table
+    return _finish(0, dataset, PIVOT_TITLE, columns, frame, lines, notes)
 
 
 # ----------------------------------------------------------------------------- LaTeX
