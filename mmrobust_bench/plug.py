@@ -781,21 +781,29 @@ def _attack_grid(model: WrappedModel, atk: Attack, threat: ThreatModel, grid: Se
 
 
 def format_table(frame: pd.DataFrame) -> str:
-    """The rows of :func:`evaluate` as the Markdown table the CLI prints (a ``flags`` column when a validity
-    flag of ``bench.flags`` is raised)."""
-    flagged = "flags" in frame and bool((frame["flags"].fillna("") != "").any())
-    lines = ["| model | attack | modality | eps | accuracy | n |" + (" flags |" if flagged else ""),
-             "|---|---|---|---:|---:|---:|" + ("---|" if flagged else "")]
-    for row in frame.itertuples():
-        eps = "—" if pd.isna(row.eps) else f"{row.eps:g}"
-        line = f"| {row.defense} | {row.attack_config} | {row.modality} | {eps} | {row.accuracy:.3f} | {row.n} |"
-        lines.append(line + (f" {row.flags or ''} |" if flagged else ""))
-    return "\n".join(lines)
+    """The rows of :func:`evaluate` as the Markdown table the CLI prints, with a ``model`` column (a ``flags``
+    column when a validity flag of ``bench.flags`` is raised)."""
+    from .bench.api import format_table as cli_table
+
+    return cli_table(frame, model_column=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Features that need uni-modal scores
 # ---------------------------------------------------------------------------------------------------------
+
+def _additive_forward(wrapped: WrappedModel, raw: Any, order: Sequence[str] | None, label_key: str | None,
+                      dev: torch.device, offset: Tensor | None) -> tuple[_Split, dict[str, Tensor], ModelOutput, Tensor]:
+    """One loader batch through the model for :func:`certificates`: (split batch, inputs on ``dev``, output,
+    the fusion offset), after checking the output has uni-modal scores whose sum (+ the offset) is the logits."""
+    split = _split_batch(wrapped, raw, order, label_key)
+    batch = {m: x.to(dev) for m, x in split.inputs.items()}
+    wrapped.resolve(batch)
+    with torch.no_grad():
+        out = wrapped(batch)
+    _require_unimodal(wrapped, out, "certificates")
+    return split, batch, out, _check_additive(wrapped, out, offset)
+
 
 def _require_unimodal(wrapped: WrappedModel, output: ModelOutput, feature: str) -> None:
     missing = [m for m in wrapped.names if m not in output.unimodal]
@@ -911,13 +919,7 @@ def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any],
     offset: Tensor | None = None
     with _restored_modes(wrapped):
         for raw in train:
-            split = _split_batch(wrapped, raw, order, label_key)
-            batch = {m: x.to(dev) for m, x in split.inputs.items()}
-            wrapped.resolve(batch)
-            with torch.no_grad():
-                out = wrapped(batch)
-            _require_unimodal(wrapped, out, "certificates")
-            offset = _check_additive(wrapped, out, offset)
+            split, batch, out, offset = _additive_forward(wrapped, raw, order, label_key, dev, offset)
             grams, _ = unimodal_grams(wrapped, batch, wrapped.names, class_chunk)
             for m, g in grams.items():
                 p = pair_eta(g).amax(0)
@@ -927,14 +929,8 @@ def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any],
         inputs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
         labels, logits = [], []
         for raw in test:
-            split = _split_batch(wrapped, raw, order, label_key)
+            split, batch, out, offset = _additive_forward(wrapped, raw, order, label_key, dev, offset)
             y = _labels_of(split, None).to(dev)
-            batch = {m: x.to(dev) for m, x in split.inputs.items()}
-            wrapped.resolve(batch)
-            with torch.no_grad():
-                out = wrapped(batch)
-            _require_unimodal(wrapped, out, "certificates")
-            offset = _check_additive(wrapped, out, offset)
             for m in wrapped.names:
                 inputs[m].append(batch[m])
             labels.append(y)

@@ -200,14 +200,17 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     return RunResult(frame, trained, results_path, plot_path, table, notes=[f.note() for f in flags])
 
 
-def format_table(frame: pd.DataFrame, trained: TrainedModel) -> str:
-    """Markdown table of the rows; a ``flags`` column appears when any row carries a validity flag."""
+def format_table(frame: pd.DataFrame, trained: TrainedModel | None = None, *, model_column: bool = False) -> str:
+    """Markdown table of the rows; a ``flags`` column appears when any row carries a validity flag, and a
+    ``model`` column (the rows' ``defense``) with ``model_column`` (the public API's evaluate tables)."""
     flagged = "flags" in frame and bool((frame["flags"].fillna("") != "").any())
-    lines = ["| attack | modality | eps | accuracy | n |" + (" flags |" if flagged else ""),
-             "|---|---|---:|---:|---:|" + ("---|" if flagged else "")]
+    lines = ["|" + (" model |" if model_column else "") + " attack | modality | eps | accuracy | n |"
+             + (" flags |" if flagged else ""),
+             "|" + ("---|" if model_column else "") + "---|---|---:|---:|---:|" + ("---|" if flagged else "")]
     for row in frame.itertuples():
         eps = "—" if pd.isna(row.eps) else f"{row.eps:g}"
-        line = f"| {row.attack_config} | {row.modality} | {eps} | {row.accuracy:.3f} | {row.n} |"
+        line = (f"|{f' {row.defense} |' if model_column else ''} {row.attack_config} | {row.modality} | {eps} | "
+                f"{row.accuracy:.3f} | {row.n} |")
         lines.append(line + (f" {row.flags or ''} |" if flagged else ""))
     return "\n".join(lines)
 
