@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--curve", choices=("sweep", "minimal"), default="sweep",
                      help="sweep: attack at every ε; minimal: one minimal-norm run gives the whole curve")
-    run.add_argument("--data-root", help="directory of a prepared real dataset (ks, vggsound, ucf101)")
+    run.add_argument("--data-root", help="data directory of a real dataset: a prepared ks, vggsound or ucf101 folder, or FSDD's recordings/ for avdigits (same as --dataset-set data_root=DIR)")
     run.add_argument("--label", help="name of this configuration in the rows, so that two configurations of one "
                                      "defense stay apart (default: the defense id)")
     run.add_argument("--force", action="store_true",
