@@ -134,21 +134,26 @@ class ThreatModel:
         cls, modality: str | Sequence[str], eps: float, specs: Sequence[ModalitySpec], **kwargs
     ) -> "ThreatModel":
         """Build from user input: a modality name, a comma list, or ``all``; validated against specs."""
-        names = [s.name for s in specs]
-        if isinstance(modality, str):
-            chosen = names if modality == ALL_MODALITIES else [m.strip() for m in modality.split(",") if m.strip()]
-        else:
-            chosen = list(modality)
-        unknown = [m for m in chosen if m not in names]
-        if unknown or not chosen:
-            raise ValueError(
-                f"unknown modality {', '.join(unknown) or repr(modality)}; valid: {', '.join(names)} or '{ALL_MODALITIES}'"
-            )
-        ordered = tuple(n for n in names if n in chosen)
+        ordered = parse_modalities(modality, [s.name for s in specs])
         return cls(modalities=ordered, eps=float(eps), **kwargs)
 
     def with_eps(self, eps: float) -> "ThreatModel":
         return ThreatModel(self.modalities, float(eps), self.norm, self.joint, self.targeted)
+
+
+def parse_modalities(modality: str | Sequence[str], names: Sequence[str]) -> tuple[str, ...]:
+    """The attacked modalities named by user input (a name, a comma list, or ``all``), in ``names`` order;
+    an unknown or empty choice is an error listing the valid names."""
+    if isinstance(modality, str):
+        chosen = list(names) if modality == ALL_MODALITIES else [m.strip() for m in modality.split(",") if m.strip()]
+    else:
+        chosen = list(modality)
+    unknown = [m for m in chosen if m not in names]
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown modality {', '.join(unknown) or repr(modality)}; valid: {', '.join(names)} or '{ALL_MODALITIES}'"
+        )
+    return tuple(n for n in names if n in chosen)
 
 
 def spec_map(specs: Sequence[ModalitySpec]) -> dict[str, ModalitySpec]:

@@ -131,7 +131,7 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     dev = select_device(device)
     # every setting and output location first: a typo or an unwritable --results costs a line, not a training
     check_run_settings(defense=defense, overrides=overrides, dataset=dataset, dataset_options=dataset_options,
-                       batch_size=batch_size, seed=seed, root=root, results=results_path)
+                       batch_size=batch_size, seed=seed, root=root, results=results_path, modality=modality)
     # validate the cheap things before any training starts: the attack, its options and the norm first
     validate_attack_options(attack, attack_options, norm, eps=eps_grid)
     probe = build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))

@@ -175,10 +175,22 @@ def check_dataset_options(dataset: str, options: Mapping[str, Any] | None) -> No
         check(**dict(options or {}))
 
 
+def check_modality_choice(dataset: str, modality: str | Sequence[str]) -> None:
+    """Validate the attacked modalities without building the dataset, when its builder names its modalities
+    (a ``modality_names`` attribute); otherwise they are checked against the built dataset's specs."""
+    from ..contracts import parse_modalities
+    from ..data import DATASETS
+
+    names = getattr(DATASETS.get(dataset), "modality_names", None)
+    if names:
+        parse_modalities(modality, names)
+
+
 def check_run_settings(*, defense: str | None = None, overrides: Mapping[str, Any] | None = None,
                        dataset: str | None = None, dataset_options: Mapping[str, Any] | None = None,
                        eps: Sequence[Any] | None = None, batch_size: Any = None, seed: Any = None,
-                       root: Path | None = None, results: Path | None = None) -> None:
+                       root: Path | None = None, results: Path | None = None,
+                       modality: str | Sequence[str] | None = None) -> None:
     """Everything about a run that can be checked before data is generated or a model trained."""
     if seed is not None:
         check_count(seed, "seed", minimum=0)
@@ -188,6 +200,8 @@ def check_run_settings(*, defense: str | None = None, overrides: Mapping[str, An
         check_eps(eps)
     if dataset is not None:
         check_dataset_options(dataset, dataset_options)
+        if modality is not None:
+            check_modality_choice(dataset, modality)
     if defense is not None:
         from ..defenses import build_defense
 

@@ -419,6 +419,7 @@ def build_avdigits(*, cache_dir: Path | None = None, **options: Any) -> InMemory
 
 
 build_avdigits.check_options = check_avdigits_options  # type: ignore[attr-defined]  # bench.validate calls it
+build_avdigits.modality_names = ("v", "a")  # type: ignore[attr-defined]  # --modality is checked before building
 
 
 __all__ = ["AVDigitsConfig", "check_avdigits_options", "read_cache", "write_cache", "AVDigitsTables", "Recording", "build_avdigits", "load_tables", "scan_recordings",

@@ -245,3 +245,4 @@ def build_synthav(*, cache_dir: Path | None = None, **options) -> InMemoryDatase
 
 
 build_synthav.check_options = check_synthav_options  # type: ignore[attr-defined]  # bench.validate calls it
+build_synthav.modality_names = ("v", "a")  # type: ignore[attr-defined]  # --modality is checked before building
