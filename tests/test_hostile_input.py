@@ -269,7 +269,7 @@ def test_a_garbled_config_json_is_a_warning_and_a_retrain(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     again = train_defense("jt", dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path, progress=False)
     assert not again.cached and again.sha256 == done.sha256
-    assert "config.json" in caplog.text
+    assert caplog.text.count("cannot read it") == 1  # one warning for the damaged file, not one per stage
     assert json.loads((done.directory / "config.json").read_text())["stages"]["final"]["sha256"] == done.sha256
 
 

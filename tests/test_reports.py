@@ -330,3 +330,10 @@ def test_model_cards_hold_config_sha_accuracies_certificates_and_environment(tmp
     assert card["environment"]["torch_version"] == "2.11.0" and card["environment"]["threads"] == 2
     assert card["card_made_by"] == "cmd X"
     assert cards[("jt", 1)]["config"] is None and "not found" in cards[("jt", 1)]["config_source"]
+
+
+def test_a_filtered_pivot_says_which_filters_made_it():
+    from mmrobust_bench.reports.tables import PIVOT_TITLE, pivot_title
+
+    assert pivot_title() == PIVOT_TITLE
+    assert pivot_title(["pgd_l2"], ["a", "v"], None) == "Pivot — attack pgd_l2; modality a, v (rows present)"

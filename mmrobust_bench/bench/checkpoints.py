@@ -68,18 +68,32 @@ def _normalised(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
+_WARNED: set[tuple[str, float]] = set()  # (path, mtime) already reported: one warning per damaged file, not per stage
+
+
+def _warn_once(path: Path, message: str, *args: Any) -> None:
+    try:
+        stamp = path.stat().st_mtime
+    except OSError:
+        stamp = 0.0
+    if (str(path), stamp) not in _WARNED:
+        _WARNED.add((str(path), stamp))
+        log.warning(message, path, *args)
+
+
 def _read_config(directory: Path) -> dict[str, Any] | None:
-    """config.json of a checkpoint folder, or None (with a warning) when it is absent or unreadable."""
+    """config.json of a checkpoint folder, or None (with one warning per damaged file) when it is absent or
+    unreadable."""
     path = directory / "config.json"
     if not path.exists():
         return None
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("ignoring %s: cannot read it (%s); the model is retrained and the file rewritten", path, exc)
+        _warn_once(path, "ignoring %s: cannot read it (%s); the model is retrained and the file rewritten", exc)
         return None
     if not isinstance(config, dict):
-        log.warning("ignoring %s: not a JSON object; the model is retrained and the file rewritten", path)
+        _warn_once(path, "ignoring %s: not a JSON object; the model is retrained and the file rewritten")
         return None
     return config
 

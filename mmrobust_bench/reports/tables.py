@@ -316,6 +316,14 @@ def build_tables(rows: pd.DataFrame, numbers: Sequence[int] = (1, 2, 3), dataset
 PIVOT_TITLE = "Pivot — every attack × modality × ε in the rows"
 
 
+def pivot_title(attacks: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
+                eps: Sequence[float] | None = None) -> str:
+    """The pivot's title: :data:`PIVOT_TITLE` when nothing filters it, else the filters it was built with."""
+    filters = [f"{what} {', '.join(str(v) for v in values)}"
+               for what, values in (("attack", attacks), ("modality", modalities), ("ε", eps)) if values]
+    return PIVOT_TITLE if not filters else "Pivot — " + "; ".join(filters) + " (rows present)"
+
+
 def pivot_columns(data: pd.DataFrame, attacks: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
                   eps: Sequence[float] | None = None) -> list[Column]:
     """Every (attack, modality, ε) cell present in ``data`` (clean first), optionally filtered."""
@@ -364,7 +372,8 @@ def pivot_table(rows: pd.DataFrame, dataset: str, *, attacks: Sequence[str] | No
     labels = paper_row_order(list(data["defense"].astype(str).unique()))
     records = [_measured_record(data, label, dataset, columns) for label in labels]
     frame = _int_columns(pd.DataFrame(records, columns=_FRAME_HEAD + _stat_columns(columns)))
-    lines = _head_lines(PIVOT_TITLE, dataset, columns)
+    title = pivot_title(attacks, modalities, eps)
+    lines = _head_lines(title, dataset, columns)
     shown: list[str] = []
     for _, rec in frame.iterrows():
         line, cells = _measured_line(rec, columns)
@@ -372,7 +381,7 @@ def pivot_table(rows: pd.DataFrame, dataset: str, *, attacks: Sequence[str] | No
         lines.append(line)
     lines += ["", "Accuracy, mean ± sample std over seeds; 95% t-intervals in the CSV; ε in model-input space."]
     notes = notes + _dash_note(shown, reported=False)
-    return _finish(0, dataset, PIVOT_TITLE, columns, frame, lines, notes)
+    return _finish(0, dataset, title, columns, frame, lines, notes)
 
 
 # ----------------------------------------------------------------------------- LaTeX
