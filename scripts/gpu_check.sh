@@ -13,7 +13,7 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MMROBUST_HOME=/tmp/mmrobust-runs
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu-nvidia-smi.txt"
 name=$(python3 -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")
-python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$out/gpu-pytest-cuda-$name.txt"
+python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py tests/test_smoothing.py tests/test_public_api.py 2>&1 | tail -15 | tee "$out/gpu-pytest-cuda-$name.txt"
 python3 benchmarks/gpu.py --compile --out "$out/gpu-$name.json" 2>"$out/gpu-bench-stderr-$name.txt" | tail -5
 # adapter overhead and the batched R = 10 radius sweep (its <= 2x one radius target is for a GPU)
 python3 benchmarks/attack_overhead.py --device cuda --repeats 9 > "$out/attack_overhead-$name.json" \
