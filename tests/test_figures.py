@@ -154,3 +154,20 @@ def test_mixed_configurations_are_separate_curves():
     fig = figure1(pd.concat([rows, other], ignore_index=True))
     names = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "JT [cfg c]" in names and "JT [cfg other]" in names and "JT" not in names
+
+
+def test_certified_curves_name_entries_like_every_other_report():
+    """A label with two configurations in one dataset is split with the reports' own entry names
+    (``jt [cfg <8 hex>]``); the same label with one configuration per dataset is not split."""
+    from mmrobust_bench.reports.certified_curves import certified_curve_data
+    from mmrobust_bench.reports.entries import entry_name
+
+    def rows(dataset: str, cfg: str) -> list[dict]:
+        return [dict(dataset=dataset, defense="jt", defense_id="jt", seed=0, config_hash=cfg, method="empirical",
+                     kind="empirical", certificate="eq7[a]", equation="Eq. 7", variant="min_j", modality="a",
+                     radius=r, certified_accuracy=0.9 - r) for r in (0.0, 0.5)]
+
+    frame = pd.DataFrame(rows("synthav", "aaaaaaaa11") + rows("synthav", "bbbbbbbb22") + rows("avdigits", "cccccccc33"))
+    assert set(certified_curve_data(frame, dataset="synthav")["entry"]) == {entry_name("jt", "aaaaaaaa11"),
+                                                                             entry_name("jt", "bbbbbbbb22")}
+    assert set(certified_curve_data(frame, dataset="avdigits")["entry"]) == {"jt"}

@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..io import atomic_path, atomic_write_text  # noqa: E402
+from .entries import resolve_entries  # noqa: E402
 
 SOUND = "sound (probabilistic, 1-alpha)"
 NOT_A_BOUND = "not a bound"
@@ -37,16 +38,6 @@ def _filled(frame: pd.DataFrame) -> pd.DataFrame:
     from ..bench.certification import with_certificate_kinds
 
     return with_certificate_kinds(frame)
-
-
-def _entries(frame: pd.DataFrame) -> pd.Series:
-    """Entry name per row: the defense label, plus the config hash where one label has several configurations."""
-    label = frame["defense"].astype(str)
-    if "config_hash" not in frame.columns:
-        return label
-    configs = frame.groupby(label)["config_hash"].nunique()
-    split = label.map(configs).fillna(1) > 1
-    return label.where(~split, label + " [" + frame["config_hash"].astype(str).str[:6] + "]")
 
 
 def _empirical_name(modality: str, certificates: set[str], names: Sequence[str]) -> str | None:
@@ -76,7 +67,7 @@ def certified_curve_data(certified: pd.DataFrame, *, dataset: str | None = None,
     frame = frame[~frame["kind"].astype(str).str.startswith(NOT_A_BOUND)]
     if frame.empty:
         return pd.DataFrame()
-    frame = frame.assign(entry=_entries(frame))
+    frame, _ = resolve_entries(frame)  # the entry names every other report uses (split by configuration)
     smooth = frame[frame["method"].astype(str) == "smoothing"]
     empirical = frame[frame["method"].astype(str) == "empirical"]
     panels = sorted(set(smooth["modality"].astype(str)) if not smooth.empty
