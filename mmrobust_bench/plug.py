@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .attacks import Attack, build_attack
+from .attacks import Attack, build_attack, default_eps
 from .contracts import ALL_MODALITIES, Batch, ModalitySpec, ModelOutput, ThreatModel
 from .io import stable_hash
 
@@ -58,7 +58,6 @@ _ABSOLUTE_STEPS = ("alpha", "eps_step")
 # Instance settings that only change logging or batching, never the result: not copied from an instance (ART
 # keeps a SummaryWriter object, not the argument, under ``summary_writer``).
 _NOT_COPIED = frozenset({"summary_writer", "verbose", "batch_size"})
-DEFAULT_EPS = (0.25, 0.5, 1.0, 1.5, 2.0)  # ℓ2, as the CLI (attacks.default_eps gives every norm's)
 FLAG_SAMPLES = 64  # samples kept from the loader for the validity checks (bench.flags)
 
 
@@ -405,6 +404,15 @@ def _split_batch(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None 
     raise TypeError(f"a batch must be a dict, a tuple/list or a tensor, got {type(batch).__name__}")
 
 
+def _device_batch(wrapped: WrappedModel, raw: Any, order: Sequence[str] | None, label_key: str | None,
+                  dev: torch.device) -> tuple[_Split, dict[str, Tensor]]:
+    """One loader batch split into its modalities, moved to ``dev`` and checked against the declared shapes."""
+    split = _split_batch(wrapped, raw, order, label_key)
+    batch = {m: x.to(dev) for m, x in split.inputs.items()}
+    wrapped.resolve(batch)
+    return split, batch
+
+
 def _labels_of(split: _Split, labels: Any) -> Tensor:
     y = labels if labels is not None else split.labels
     if y is None:
@@ -628,23 +636,15 @@ def _restored_modes(model: nn.Module) -> Iterator[None]:
 
 
 def _eps_grid(eps: float | Sequence[float] | None, default: float | None) -> list[float]:
+    """The ε grid of :func:`evaluate`: the caller's (a number or a list), else the library attack's own ε;
+    checked like every ε of the suite (``bench.validate.check_eps``)."""
+    from .bench.validate import check_eps
+
     if eps is None:
         values = [default] if default is not None else []
-    elif isinstance(eps, (int, float)):
-        values = [float(eps)]
     else:
-        values = [float(e) for e in eps]
-    bad = [e for e in values if not math.isfinite(e) or e < 0]
-    if bad or not values:
-        raise ValueError(f"eps must be finite numbers >= 0, got {', '.join(map(str, bad)) or 'nothing'}")
-    return sorted(set(values))
-
-
-def _default_grid(norm: str) -> Sequence[float]:
-    from . import attacks
-
-    by_norm = getattr(attacks, "default_eps", None)
-    return by_norm(norm) if by_norm is not None else DEFAULT_EPS
+        values = [eps] if isinstance(eps, (int, float)) else list(eps)
+    return check_eps(values)
 
 
 def _correct(model: nn.Module, batch: Batch, labels: Tensor) -> Tensor:
@@ -694,15 +694,13 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
     kept: list[tuple[Batch, Tensor]] = []
     with _restored_modes(wrapped):
         for raw in tqdm(loader, desc="evaluate", disable=disable_flag(progress), leave=False):
-            split = _split_batch(wrapped, raw, order, label_key)
+            split, batch = _device_batch(wrapped, raw, order, label_key, dev)
             labels = _labels_of(split, None).to(dev)
-            batch = {m: x.to(dev) for m, x in split.inputs.items()}
-            wrapped.resolve(batch)
             if atk is None:
                 atk, threat, name = _build(wrapped, attack, modality, grid[0] if grid else None, norm, joint, seed,
                                            options, False, require_eps=False)
                 if not grid:  # neither the caller nor the library gave ε: the suite's default grid of the norm
-                    grid = _eps_grid(_default_grid(threat.norm), None)
+                    grid = _eps_grid(default_eps(threat.norm), None)
                     threat = threat.with_eps(grid[0])
                 if threat.targeted:
                     raise ValueError("evaluate measures untargeted robustness; build the attack without targeted mode")
@@ -796,9 +794,7 @@ def _additive_forward(wrapped: WrappedModel, raw: Any, order: Sequence[str] | No
                       dev: torch.device, offset: Tensor | None) -> tuple[_Split, dict[str, Tensor], ModelOutput, Tensor]:
     """One loader batch through the model for :func:`certificates`: (split batch, inputs on ``dev``, output,
     the fusion offset), after checking the output has uni-modal scores whose sum (+ the offset) is the logits."""
-    split = _split_batch(wrapped, raw, order, label_key)
-    batch = {m: x.to(dev) for m, x in split.inputs.items()}
-    wrapped.resolve(batch)
+    split, batch = _device_batch(wrapped, raw, order, label_key, dev)
     with torch.no_grad():
         out = wrapped(batch)
     _require_unimodal(wrapped, out, "certificates")
@@ -836,10 +832,8 @@ def eta(model: WrappedModel, loader: Iterable[Any], *, order: Sequence[str] | No
     n = 0
     with _restored_modes(wrapped):
         for raw in loader:
-            split = _split_batch(wrapped, raw, order, label_key)
+            split, batch = _device_batch(wrapped, raw, order, label_key, dev)
             labels = _labels_of(split, None).to(dev)
-            batch = {m: x.to(dev) for m, x in split.inputs.items()}
-            wrapped.resolve(batch)
             if n == 0:
                 with torch.no_grad():
                     _require_unimodal(wrapped, wrapped(batch), "eta")
@@ -1001,10 +995,8 @@ def smooth_certify(model: WrappedModel, loader: Iterable[Any], *, modality: str 
     labels: list[Tensor] = []
     count = 0
     for raw in loader:
-        split = _split_batch(wrapped, raw, order, label_key)
+        split, part = _device_batch(wrapped, raw, order, label_key, dev)
         y = _labels_of(split, None).to(dev)
-        part = {m: x.to(dev) for m, x in split.inputs.items()}
-        wrapped.resolve(part)
         for m in wrapped.names:
             inputs[m].append(part[m])
         labels.append(y)
