@@ -36,6 +36,7 @@ def main() -> None:
     cmd = [exe, "run", "--defense", args.defense, "--attack", args.attack, "--modality", args.modality,
            "--root", str(root), "--no-progress"]
     env = dict(os.environ)
+    load_before = os.getloadavg()
     try:
         cold = timed(cmd, env)
         cached = timed(cmd, env)
@@ -44,6 +45,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "main_job", "command": " ".join(["mmrobust-bench"] + cmd[1:-3] + ["--no-progress"]),
         "cold_seconds": round(cold, 2), "cached_seconds": round(cached, 2),
+        "date": time.strftime("%Y-%m-%d"), "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(), "machine": platform.machine(),
     }, indent=2))

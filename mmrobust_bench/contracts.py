@@ -122,10 +122,8 @@ class ThreatModel:
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"attacked modalities repeat: {self.modalities}")
         if self.norm not in NORMS:
-            import difflib
-            close = difflib.get_close_matches(str(self.norm), NORMS, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ValueError(f"unknown norm {self.norm!r}{hint} (valid: {', '.join(NORMS)})")
+            from .hints import did_you_mean
+            raise ValueError(f"unknown norm {self.norm!r}{did_you_mean(self.norm, NORMS)}; valid: {', '.join(NORMS)}")
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
 

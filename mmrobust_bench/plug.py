@@ -609,18 +609,15 @@ def drop(model: WrappedModel, batch: Any, *, modality: str | Sequence[str], fill
 # ---------------------------------------------------------------------------------------------------------
 
 def state_dict_sha256(module: nn.Module) -> str:
-    """sha256 of a module's state dict (names, dtypes, shapes and bytes, in name order): the rows'
-    ``checkpoint_sha256`` for a model the suite did not train, so rows of different weights never mix."""
-    digest = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        if isinstance(value, Tensor):
-            t = value.detach().cpu().contiguous()
-            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            digest.update(repr(value).encode())
-    return digest.hexdigest()
+    """sha256 of a module's state dict (names, dtypes, shapes and bytes, in name order; the same digest as the
+    suite's resume files and data caches): the rows' ``checkpoint_sha256`` for a model the suite did not train,
+    so rows of different weights never mix. Non-tensor entries (``extra_state``) count by their ``repr``."""
+    from .bench.checkpoints import tensor_digest
+
+    state = module.state_dict()
+    digest = tensor_digest({k: v for k, v in state.items() if isinstance(v, Tensor)})
+    other = {k: repr(v) for k, v in sorted(state.items()) if not isinstance(v, Tensor)}
+    return hashlib.sha256((digest + repr(other)).encode()).hexdigest() if other else digest
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ providers, and a plugin that fails to import is reported by name without breakin
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import pkgutil
@@ -16,6 +15,8 @@ import re
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Generic, TypeVar
+
+from .hints import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,7 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         valid = self.names()
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {self.kind} {name!r}{hint}; valid: {', '.join(valid)}"
+        return f"unknown {self.kind} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per entry with its provider and load status, for ``mmrobust-bench list``."""

@@ -202,14 +202,14 @@ def test_registered_family():
 
 @pytest.mark.parametrize("name, options, threat, message", [
     ("NoSuchAttack", {}, None, "unknown ART attack 'NoSuchAttack'.*valid: .*ProjectedGradientDescent"),
-    ("ProjectedGradientDescnt", {}, None, "did you mean art:ProjectedGradientDescent"),
+    ("ProjectedGradientDescnt", {}, None, "did you mean 'art:ProjectedGradientDescent'"),
     ("AdversarialPatch", {}, None, "cannot be adapted.*patch"),
     ("DeepFool", {}, ThreatModel(("v",), 0.5, "linf"), "attacks in norm l2, not linf: use --norm l2"),
     ("BasicIterativeMethod", {}, ThreatModel(("v",), 0.5, "l2"), "attacks in norm linf, not l2: use --norm linf"),
     ("ProjectedGradientDescent", {}, ThreatModel(("v", "a"), 0.5, joint=False), "joint"),
     ("ProjectedGradientDescent", {"eps": 0.1}, ThreatModel(("v",), 0.5), "differs from the run's ε=0.5"),
     ("ProjectedGradientDescent", {"norm": 2}, None, "come from the threat model"),
-    ("ProjectedGradientDescent", {"max_iterz": 3}, None, r"no option max_iterz; did you mean max_iter\?"),
+    ("ProjectedGradientDescent", {"max_iterz": 3}, None, r"unknown option\(s\) max_iterz \(did you mean 'max_iter'\?\)"),
 ])
 def test_clear_errors(name, options, threat, message):
     model = TwoModalNet().eval()

@@ -166,7 +166,7 @@ def test_speaker_held_out_split(fsdd, tmp_path):
         assert split == ("test" if "_bob_" in name else "train")
     ds = build_dataset("avdigits", cache_dir=tmp_path, data_root=str(fsdd), split="speaker", test_speaker="bob")
     assert (len(ds.train), len(ds.test)) == (70, 210)
-    with pytest.raises(ValueError, match=r"test_speaker 'bobb' has no recordings; speakers: alice, bob; did you mean bob"):
+    with pytest.raises(ValueError, match=r"test_speaker 'bobb' has no recordings \(did you mean 'bob'\?\); speakers: alice, bob"):
         tables(fsdd, tmp_path, split="speaker", test_speaker="bobb")
     with pytest.raises(ValueError, match="split=speaker needs test_speaker"):
         tables(fsdd, tmp_path, split="speaker")

@@ -75,7 +75,7 @@ BAD_VALUES = [
     (["--eps", ""], "--eps is empty"),
     (["--eps", " , "], "--eps is empty"),
     (["--eps", "a,b"], "comma-separated numbers"),
-    (["--attack-set", "nonsense=1"], "no option nonsense"),  # attack options are checked by attacks/ (issue 14)
+    (["--attack-set", "nonsense=1"], "unknown option(s) nonsense"),  # attack options are checked by attacks/ (issue 14)
     (["--attack-set", "steps=abc"], "steps takes an integer"),
 ]
 
@@ -272,6 +272,18 @@ def test_a_garbled_config_json_is_a_warning_and_a_retrain(tmp_path, caplog):
     assert caplog.text.count("cannot read it") == 1  # one warning for the damaged file, not one per stage
     assert json.loads((done.directory / "config.json").read_text())["stages"]["final"]["sha256"] == done.sha256
 
+
+
+def test_a_bit_flipped_final_stage_is_finished_from_stage1_and_says_so(tmp_path):
+    done = train_defense("jt", dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path, progress=False)
+    assert done.status.startswith("trained in")
+    final = done.directory / "final.safetensors"
+    data = bytearray(final.read_bytes())
+    data[-5] ^= 0x40
+    final.write_bytes(bytes(data))
+    again = train_defense("jt", dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path, progress=False)
+    assert not again.cached and again.stage1_cached and again.sha256 == done.sha256
+    assert again.status.startswith("stage 1 reused from its checkpoint, post-training in")  # not "trained in 0.0 s"
 
 # ----------------------------------------------------------------------------- dataset and frame caches
 
@@ -490,3 +502,14 @@ def test_a_results_file_that_does_not_parse_is_refused_before_work_and_left_as_i
     rc, _, err = cli([*RUN, "--root", tmp_path, "--results", results], capsys)
     assert_one_line_error(rc, err, f"{results} line 2")
     assert results.read_bytes() == before and not trained_files(tmp_path)
+
+
+def test_run_reads_the_dataset_cache_once(tmp_path, caplog):
+    from mmrobust_bench.bench.api import run
+    from mmrobust_bench.data import build_dataset
+
+    build_dataset("synthav", cache_dir=tmp_path / "datasets", **SMALL_SET)  # the cache exists
+    caplog.set_level(logging.INFO, logger="mmrobust_bench")
+    run("jt", "fgm", "a", eps=[0.5], dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path,
+        progress=False, plot=False, check_flags=False)
+    assert caplog.text.count("loaded synthav from") == 1  # once for the checks and the training, not twice

@@ -40,6 +40,20 @@ def test_plan_from_yaml_with_labels_and_blocks():
     assert cli.grid[0].eps == (0.25,) and cli.common_overrides == {"epochs": 1, "lr": 0.1}
 
 
+def test_only_and_skip_select_yaml_entries_with_their_own_settings():
+    config = {"defenses": ["jt", "msefm", {"defense": "crmt_jt", "label": "crmt_jt_step1_only", "set": {"step2": False}}]}
+    full = build_plan(config)
+    plan = build_plan(config, skip=["msefm"])
+    assert [e.label for e in plan.defenses] == ["jt", "crmt_jt_step1_only"]
+    assert plan.defenses[1] == full.defenses[2]  # same entry, same settings: same config hash, same rows
+    assert [e.label for e in build_plan(config, only=["crmt_jt_step1_only"]).defenses] == ["crmt_jt_step1_only"]
+    with pytest.raises(ValueError, match=r"--skip: no defense entry is labelled 'msfem' \(did you mean 'msefm'\?\); "
+                                         r"labels: jt, msefm, crmt_jt_step1_only"):
+        build_plan(config, skip=["msfem"])
+    with pytest.raises(ValueError, match="leave no defense entry"):
+        build_plan(config, only=["jt"], skip=["jt"])
+
+
 @pytest.mark.parametrize("config,message", [
     ({"defenses": ["jt"], "gird": []}, "unknown key gird"),
     ({"defenses": []}, "no defenses given"),

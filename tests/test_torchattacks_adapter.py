@@ -168,7 +168,7 @@ def test_registered_family():
     ("PGDL2", {}, ThreatModel(("v", "a"), 0.5, "l2", joint=False), "joint"),
     ("PGDL2", {"eps": 0.1}, ThreatModel(("v",), 0.5), "eps=0.1 differs from the run's ε=0.5; ε comes from --eps"),
     ("PGDL2", {"norm": "L2"}, None, "come from the threat model"),
-    ("PGDL2", {"stepz": 3}, None, r"no option stepz; did you mean steps\? \(valid: alpha"),
+    ("PGDL2", {"stepz": 3}, None, r"unknown option\(s\) stepz \(did you mean 'steps'\?\); valid: alpha"),
     ("PGDL2", {"steps": "ten"}, None, "option steps takes an integer"),
     ("CW", {"eps": 0.1}, None, "no budget option eps"),
     ("DIFGSM", {}, None, "cannot be adapted"),

@@ -233,10 +233,9 @@ class ArtAttack(Attack):
                              f"{ART_EXCLUDED[attack_name]}")
         valid = art_names()
         if attack_name not in valid:
-            import difflib
-            close = difflib.get_close_matches(attack_name, valid, n=1)
-            hint = f"; did you mean art:{close[0]}?" if close else ""
-            raise ValueError(f"unknown ART attack {attack_name!r}{hint} (valid: {', '.join(valid)})")
+            from ..hints import did_you_mean
+            hint = did_you_mean(attack_name, valid, prefix="art:")
+            raise ValueError(f"unknown ART attack {attack_name!r}{hint}; valid: {', '.join(valid)}")
         self.support = ART_ATTACKS[attack_name]
         for module in self.support.imports:
             if importlib.util.find_spec(module) is None:

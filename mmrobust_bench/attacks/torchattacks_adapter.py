@@ -202,10 +202,9 @@ class TorchattacksAttack(Attack):
                              f"{EXCLUDED[attack_name]}")
         valid = torchattacks_names()
         if attack_name not in valid:
-            import difflib
-            close = difflib.get_close_matches(attack_name, valid, n=1)
-            hint = f"; did you mean torchattacks:{close[0]}?" if close else ""
-            raise ValueError(f"unknown torchattacks attack {attack_name!r}{hint} (valid: {', '.join(valid)})")
+            from ..hints import did_you_mean
+            hint = did_you_mean(attack_name, valid, prefix="torchattacks:")
+            raise ValueError(f"unknown torchattacks attack {attack_name!r}{hint}; valid: {', '.join(valid)}")
         self.attack_cls = getattr(ta, attack_name)
         self.name = f"torchattacks:{attack_name}"
         params = dict(inspect.signature(self.attack_cls.__init__).parameters)

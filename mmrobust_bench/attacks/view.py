@@ -62,23 +62,17 @@ MIN_SIDE = 5
 def unknown_option_message(label: str, unknown: Sequence[str], valid: Sequence[str],
                            values: Mapping[str, Any] | None = None,
                            defaults: Mapping[str, Any] | None = None) -> str:
-    """``"pgd_l2 has no option step; did you mean step_ratio? (valid: ...)"``: one line naming the fix. With the
-    given ``values`` and the valid options' ``defaults``, a suggestion must take a value of that type
-    (``step=0.1`` suggests the float ``step_ratio``, not the int ``steps``)."""
-    import difflib
+    """``"pgd_l2: unknown option(s) step (did you mean 'step_ratio'?); valid: ..."``: one line naming the fix.
+    With the given ``values`` and the valid options' ``defaults``, a suggestion must take a value of that
+    type (``step=0.1`` suggests the float ``step_ratio``, not the int ``steps``)."""
+    from ..hints import unknown_message
 
-    hints = []
-    for u in unknown:
-        pool = list(valid)
-        if values is not None and defaults is not None and u in values:
-            fitting = [v for v in pool if _type_fits(values[u], defaults.get(v))]
-            pool = fitting or pool
-        close = difflib.get_close_matches(u, pool, n=1, cutoff=0.5)
-        if close:
-            hints.append(close[0])
-    hint = f"; did you mean {', '.join(dict.fromkeys(hints))}?" if hints else ""
-    return (f"{label} has no option {', '.join(unknown)}{hint} "
-            f"(valid: {', '.join(sorted(valid)) or 'none'})")
+    def pool(name: str) -> list[str]:
+        if values is None or defaults is None or name not in values:
+            return list(valid)
+        return [v for v in valid if _type_fits(values[name], defaults.get(v))] or list(valid)
+
+    return unknown_message(label, unknown, valid, pool=pool, cutoff=0.5)
 
 
 def _type_fits(value: Any, default: Any) -> bool:

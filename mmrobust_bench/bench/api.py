@@ -67,11 +67,17 @@ def validate_eps(eps: Sequence[float]) -> list[float]:
 def train_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, overrides: Mapping[str, Any] | None = None,
                   dataset_options: Mapping[str, Any] | None = None, root: Path | None = None,
                   device: str = "auto", progress: bool = True, force: bool = False,
-                  sync_batchnorm: bool = False) -> TrainedModel:
+                  sync_batchnorm: bool = False, built: Any = None) -> TrainedModel:
     """Build the dataset and train (or load) ``defense`` with the dataset's schedule and ``overrides``
-    (data-parallel under torchrun; ``sync_batchnorm`` then converts BatchNorm to SyncBatchNorm)."""
+    (data-parallel under torchrun; ``sync_batchnorm`` then converts BatchNorm to SyncBatchNorm).
+
+    ``built``: the dataset already built from ``dataset`` and ``dataset_options`` (``run`` builds it first to
+    check the attack against its modalities), so its cache is not read twice."""
     root = Path(root) if root is not None else default_root()
-    ds = build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))
+    if built is not None and built.name != dataset:
+        raise ValueError(f"train_defense: built dataset {built.name!r} is not {dataset!r}")
+    ds = built if built is not None else build_dataset(dataset, cache_dir=root / "datasets",
+                                                       **dict(dataset_options or {}))
     base_train, _ = apply_overrides(TrainConfig(), getattr(ds, "train_defaults", {}), f"dataset {dataset!r} defaults")
     defense_obj, train_cfg = build_defense(defense, overrides, base_train)
     trained = train(defense_obj, ds, train_cfg, seed=seed, root=root, device=device, progress=progress, force=force,
@@ -145,7 +151,8 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     if curve == "minimal" and max(eps_grid) <= 0:
         raise ValueError("curve='minimal' needs an ε grid with a positive value")
     trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides, dataset_options=dataset_options,
-                            root=root, device=str(dev), progress=progress, sync_batchnorm=sync_batchnorm)
+                            root=root, device=str(dev), progress=progress, sync_batchnorm=sync_batchnorm,
+                            built=probe)
     main_rank = distributed.current().main  # under torchrun every rank measures its share; rank 0 writes
     ds = trained.dataset  # type: ignore[attr-defined]
     run_label = label or defense

@@ -304,7 +304,8 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
                dataset: str | None = None, dataset_options: Mapping[str, Any] | None = None,
                overrides: Mapping[str, Any] | None = None, batch_size: int | None = None,
                certify_radii: Sequence[float] | None = None, threads: int | None = None,
-               norm: str | None = None) -> SweepPlan:
+               norm: str | None = None, only: Sequence[str] | None = None,
+               skip: Sequence[str] | None = None) -> SweepPlan:
     """A plan from a YAML mapping and command-line values; the command line wins.
 
     Any of ``attacks``/``modalities``/``eps`` replaces the YAML grid by one block (the ones not given
@@ -312,7 +313,9 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     ``overrides`` are added to every entry's common ``set``; ``certify_radii`` turns certification on;
     ``threads`` replaces the YAML's ``threads``. ``norm`` sets the threat norm of every block (a block's
     own ``norm`` otherwise, default l2); a command-line block without ``eps`` under a norm other than l2
-    takes that norm's default grid (``attacks.default_eps``).
+    takes that norm's default grid (``attacks.default_eps``). ``only`` keeps, ``skip`` drops, the entries
+    with these labels, each with its own settings (to run part of a leaderboard's YAML first, e.g. all
+    but a slow defense; the entries' config hashes, hence their rows, are those of the full YAML).
     """
     config = dict(config or {})
     _check_keys(config, SWEEP_KEYS, "the sweep config")
@@ -325,7 +328,7 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
         if e.label in seen and seen[e.label] != e:
             raise ValueError(f"sweep: label {e.label!r} is used by two different defense entries; give each its own label")
         seen[e.label] = e
-    entries = list(seen.values())
+    entries = _select_entries(list(seen.values()), only, skip)
     if norm is not None:
         default_eps(norm)  # an unknown norm says so, with "did you mean"
     cli_eps = DEFAULT_SWEEP_EPS if norm in (None, "l2") else default_eps(norm)
@@ -356,6 +359,23 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
         certify=spec,
         threads=_threads(threads if threads is not None else config.get("threads")),
     )
+
+
+def _select_entries(entries: list[DefenseEntry], only: Sequence[str] | None,
+                    skip: Sequence[str] | None) -> list[DefenseEntry]:
+    """The entries whose labels are in ``only`` (all if None) and not in ``skip``; unknown labels refused."""
+    from ..hints import did_you_mean
+
+    labels = [e.label for e in entries]
+    for flag, names in (("--only", only), ("--skip", skip)):
+        for name in names or ():
+            if name not in labels:
+                raise ValueError(f"sweep {flag}: no defense entry is labelled {name!r}{did_you_mean(name, labels)}; "
+                                 f"labels: {', '.join(labels)}")
+    kept = [e for e in entries if (only is None or e.label in only) and e.label not in (skip or ())]
+    if not kept:
+        raise ValueError(f"sweep: --only/--skip leave no defense entry (labels: {', '.join(labels)})")
+    return kept
 
 
 def _threads(value: Any) -> int | None:

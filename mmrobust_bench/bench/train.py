@@ -52,6 +52,16 @@ class TrainedModel:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     cached: bool = False
     seconds: float = 0.0
+    stage1_cached: bool = False  # stage 1 came from its checkpoint; only the post-training stages ran
+
+    @property
+    def status(self) -> str:
+        """What training did, for the command line: reused, finished from stage 1, or trained."""
+        if self.cached:
+            return "reused cached checkpoint"
+        if self.stage1_cached:
+            return f"stage 1 reused from its checkpoint, post-training in {self.seconds:.1f} s"
+        return f"trained in {self.seconds:.1f} s"
 
 
 def _build(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, seed: int,
@@ -207,8 +217,13 @@ def _train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *
         record_provenance(directory, "final", provenance(dev, model))
     model.eval()
     seconds = time.perf_counter() - start_time
-    log.info("trained %s (seed %d) in %.1f s; checkpoint %s", defense.name, seed, seconds, directory)
-    return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=False, seconds=seconds)
+    if stage1 is not None:  # a checkpoint with a valid stage 1 but no valid final stage (interrupted or damaged)
+        log.info("finished %s (seed %d) from its cached stage-1 checkpoint: post-training stages in %.1f s; "
+                 "checkpoint %s", defense.name, seed, seconds, directory)
+    else:
+        log.info("trained %s (seed %d) in %.1f s; checkpoint %s", defense.name, seed, seconds, directory)
+    return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=False, seconds=seconds,
+                        stage1_cached=stage1 is not None)
 
 
 def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, directory: Path,

@@ -9,7 +9,6 @@ Nothing here imports the heavy parts of the package (datasets, models), so any m
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -28,19 +27,6 @@ MAX_EPS = 1e4
 # int fields whose value is a size or a count (at least 1, or the field's negative "automatic" default)
 _COUNT_NAME = re.compile(r"(^n_|_size$|^size$|^epochs$|_epochs$|steps$|_iter$|_bins$|_frames$|^super_epoch$|"
                          r"_dim$|_classes$|_samples$)")
-
-
-def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """`` (did you mean 'epochs'?)`` when a valid name is close to ``name``, else ''."""
-    close = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def unknown_keys_message(what: str, unknown: Iterable[str], valid: Iterable[str]) -> str:
-    """``unknown option(s) epoch (did you mean 'epochs'?); valid: ...``."""
-    valid = sorted(set(valid))
-    parts = [f"{k}{did_you_mean(k, valid)}" for k in sorted(unknown)]
-    return f"{what}: unknown option(s) {', '.join(parts)}; valid: {', '.join(valid)}"
 
 
 def _plain_type(hint: Any) -> tuple[type | None, bool]:
@@ -247,6 +233,6 @@ def check_certify_settings(*, train_samples: Any = -1, honesty_steps: Any = 20, 
     check_count(batch_size, "--batch-size")
 
 
-__all__ = ["MAX_EPS", "did_you_mean", "unknown_keys_message", "check_fields", "coerce_floats", "check_count", "check_eps",
+__all__ = ["MAX_EPS", "check_fields", "coerce_floats", "check_count", "check_eps",
            "check_output_dir", "check_output_file", "check_dataset_options", "check_run_settings", "read_yaml_mapping",
            "check_certify_settings"]

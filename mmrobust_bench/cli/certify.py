@@ -99,7 +99,7 @@ def cmd(args: argparse.Namespace) -> int:
     )
     distributed.barrier()
     trained = outcome.trained
-    status = "reused cached checkpoint" if trained.cached else f"trained in {trained.seconds:.1f} s"
+    status = trained.status
     print(f"{status}")
     print(outcome.text)
     print(f"files:     {outcome.directory}")

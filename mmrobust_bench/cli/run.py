@@ -58,7 +58,7 @@ def cmd(args: argparse.Namespace) -> int:
         sync_batchnorm=args.sync_bn, label=args.label, force=args.force,
     )
     trained = result.trained
-    status = "reused cached checkpoint" if trained.cached else f"trained in {trained.seconds:.1f} s"
+    status = trained.status
     print(f"{args.dataset} · defense {args.defense} (seed {args.seed}) · {status}")
     print(result.table)
     print(f"checkpoint: {trained.directory} (sha256 {trained.sha256[:12]}…)")

@@ -11,6 +11,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw = sub.add_parser("sweep", help="defenses × seeds × attacks × modalities × ε, resumable, rows appended per cell")
     sw.add_argument("--config", help="sweep YAML (dataset, seeds, set, defenses with labels, grid, certify)")
     sw.add_argument("--defenses", help="comma-separated defense ids (replaces the YAML's entries)")
+    sw.add_argument("--only", metavar="LABELS", help="comma-separated entry labels: run only these entries of the "
+                                                     "YAML (with their own settings)")
+    sw.add_argument("--skip", metavar="LABELS", help="comma-separated entry labels: leave these entries of the "
+                                                     "YAML out (e.g. a slow defense, for later)")
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     sw.add_argument("--attacks", help="comma-separated attack ids (with --modalities/--eps: replaces the YAML grid)")
     sw.add_argument("--modalities", help="comma-separated attacked modalities: v, a, all (joint)")
@@ -53,7 +57,7 @@ def cmd(args: argparse.Namespace) -> int:
         eps=eps_list(args.eps) if args.eps else None, dataset=args.dataset,
         dataset_options=key_values(args.dataset_set, "--dataset-set"), overrides=key_values(args.set, "--set"),
         batch_size=args.batch_size, certify_radii=eps_list(args.certify, "--certify") if args.certify else None,
-        threads=args.threads, norm=args.norm,
+        threads=args.threads, norm=args.norm, only=name_list(args.only), skip=name_list(args.skip),
     )
     shard = parse_shard(args.shard)
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,

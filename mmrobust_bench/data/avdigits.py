@@ -42,7 +42,6 @@ package. See ``docs/design.md`` §7 for where datasets sit in the data flow.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -61,6 +60,7 @@ from torchaudio.compliance import kaldi
 
 from ..bench.checkpoints import READ_ERRORS, read_checked_tensors, write_checked_tensors
 from ..contracts import ModalitySpec
+from ..hints import did_you_mean
 from ..io import default_root, stable_hash
 from ..progress import progress_bar
 from . import DATASETS
@@ -294,10 +294,8 @@ def split_recordings(recordings: list[Recording], cfg: AVDigitsConfig) -> list[s
         return ["test" if r.index in TEST_INDICES else "train" for r in recordings]
     speakers = sorted({r.speaker for r in recordings})
     if cfg.test_speaker not in speakers:
-        close = difflib.get_close_matches(str(cfg.test_speaker), speakers, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise ValueError(f"avdigits: test_speaker {cfg.test_speaker!r} has no recordings; speakers: "
-                         f"{', '.join(speakers)}{hint}")
+        raise ValueError(f"avdigits: test_speaker {cfg.test_speaker!r} has no recordings"
+                         f"{did_you_mean(cfg.test_speaker, speakers)}; speakers: {', '.join(speakers)}")
     return ["test" if r.speaker == cfg.test_speaker else "train" for r in recordings]
 
 

@@ -88,9 +88,9 @@ def modality_names(specs: Sequence[ModalitySpec]) -> tuple[str, ...]:
 
 def check_options(label: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
     """Refuse dataset options outside ``valid``, listing the valid ones (``--dataset-set`` typos)."""
-    from ..bench.validate import unknown_keys_message
+    from ..hints import unknown_message
 
     valid = set(valid)
     unknown = sorted(set(options) - valid)
     if unknown:
-        raise ValueError(unknown_keys_message(label, unknown, valid))
+        raise ValueError(unknown_message(label, unknown, valid))

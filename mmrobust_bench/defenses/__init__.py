@@ -71,7 +71,7 @@ def build_defense(name: str, overrides: Mapping[str, Any] | None = None,
         raise ValueError(f"defense {name!r} declares unknown training defaults {', '.join(sorted(unknown))}")
     train_cfg, rest = apply_overrides(base, fold_noise_overrides(rest), "training schedule")
     if rest:
-        from ..bench.validate import did_you_mean
+        from ..hints import did_you_mean
 
         valid = [f.name for f in dataclasses.fields(cls.Config)] + [f.name for f in dataclasses.fields(TrainConfig)]
         named = ", ".join(f"{k}{did_you_mean(k, valid)}" for k in sorted(rest))

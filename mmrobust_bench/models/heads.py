@@ -8,12 +8,13 @@ one (W̃^(m) W̃^(m)ᵀ = I, ``own_groups="full"``); the reference code's per-ro
 """
 from __future__ import annotations
 
-import difflib
 import warnings
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from ..hints import did_you_mean
 
 
 class ConcatHead(nn.Module):
@@ -72,8 +73,7 @@ def canonical_own_groups(name: str) -> str:
         warnings.warn(f"own_groups={name!r} is deprecated: it names the reference code's per-class unit rows, "
                       f"which are not orthogonal; use own_groups={new!r}", DeprecationWarning, stacklevel=3)
         return new
-    close = difflib.get_close_matches(str(name), list(OWN_MODES) + list(LEGACY_OWN_GROUPS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, list(OWN_MODES) + list(LEGACY_OWN_GROUPS))
     raise ValueError(f"own_groups must be one of {', '.join(OWN_MODES)}, got {name!r}{hint}")
 
 
