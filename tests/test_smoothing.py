@@ -200,6 +200,37 @@ def test_any_callable_works_and_results_are_reproducible_and_subset_independent(
     assert np.isfinite(a.median_certified()) or (a.predictions == ABSTAIN).all()
 
 
+
+def test_noise_on_one_modality_encodes_the_other_once_per_sample_with_identical_certificates():
+    from mmrobust_bench.certify.smoothing import fixed_feature_function, logits_function
+
+    torch.manual_seed(1)
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 6))
+    model = MultiModalNet({"v": conv, "a": Mlp(3)}, ConcatHead(["v", "a"], [6, 6], 3)).eval()
+    gen = torch.Generator().manual_seed(3)
+    x = {"v": torch.randn(9, 1, 8, 8, generator=gen), "a": torch.randn(9, 3, generator=gen)}
+    y = torch.randint(0, 3, (9,), generator=gen)
+    cfg = SmoothingConfig(sigma=0.5, n0=16, n=300, alpha=0.01, batch=128, seed=2)
+    calls = []
+    conv.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    for noised in (["a"], ["v"], ["v", "a"]):
+        calls.clear()
+        fast = smooth_certify(model, x, y, noised, cfg)
+        rows_seen = sum(calls)
+        plain = smooth_certify(lambda b: model(b).logits, x, y, noised, cfg)  # a callable: no shortcut
+        assert torch.equal(fast.count_a, plain.count_a) and torch.equal(fast.predictions, plain.predictions)
+        # noise on the audio only: the image encoder sees each sample once per group, not once per noisy copy
+        assert rows_seen == (9 if noised == ["a"] else 9 * (16 + 300))
+    f = logits_function(model)
+
+    class JointEncode(MultiModalNet):  # a subclass that may mix modalities keeps the plain path
+        def encode(self, batch):
+            return super().encode(batch)
+
+    joint = JointEncode({"v": conv, "a": Mlp(3)}, ConcatHead(["v", "a"], [6, 6], 3)).eval()
+    assert fixed_feature_function(joint, x, ("a",), f) is f
+    assert fixed_feature_function(model, x, ("v", "a"), f) is f
+
 def test_noise_augmentation_setting_is_generic_validated_and_keeps_old_keys():
     from mmrobust_bench.defenses import build_defense
     from mmrobust_bench.defenses.base import add_input_noise, key_dict
@@ -280,6 +311,34 @@ def test_sweep_smoothing_certifies_each_noise_set_once(tmp_path):
     assert second.certified == 1 and sorted(set(frame["modality"])) == ["a", "all"] and len(frame) == 4
     assert run_sweep(build_plan(config), root=tmp_path, progress=False).certified == 0
 
+
+
+def test_an_interrupted_smoothing_run_keeps_the_noise_sets_it_finished(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from mmrobust_bench.bench import certification
+    from mmrobust_bench.bench.sweep import build_plan, run_sweep
+
+    config = {"defenses": ["jt"], "seeds": [0], "set": {"epochs": 1}, "dataset_set": {"n_train": 128, "n_test": 16},
+              "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+              "certify": {"method": ["smoothing"], "modalities": ["a", "v"], "n0": 8, "n": 32, "alpha": 0.1,
+                          "n_attack": 0, "radii": [0.0, 0.1]}}
+    real = certification.smooth_certify
+    calls = []
+
+    def interrupted_on_the_second_set(*args, **kwargs):
+        calls.append(args[3])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(certification, "smooth_certify", interrupted_on_the_second_set)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(build_plan(config), root=tmp_path, progress=False)
+    assert set(pd.read_csv(tmp_path / "certified.csv")["modality"]) == {"a"}  # the finished set was written
+    monkeypatch.setattr(certification, "smooth_certify", real)
+    assert run_sweep(build_plan(config), root=tmp_path, progress=False).certified == 1  # only v is left
+    assert sorted(set(pd.read_csv(tmp_path / "certified.csv")["modality"])) == ["a", "v"]
 
 @pytest.mark.cuda
 def test_smoothing_runs_on_cuda_with_device_generators_and_is_reproducible():

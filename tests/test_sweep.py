@@ -54,6 +54,17 @@ def test_only_and_skip_select_yaml_entries_with_their_own_settings():
         build_plan(config, only=["jt"], skip=["jt"])
 
 
+def test_certify_method_replaces_the_yaml_methods_and_keeps_the_rest_of_the_block():
+    config = {"defenses": ["jt"], "certify": {"method": ["empirical", "smoothing"], "sigma": 0.5, "radii": [0, 0.5]}}
+    assert build_plan(config).certify.methods == ("empirical", "smoothing")
+    plan = build_plan(config, certify_methods=["empirical"])
+    assert plan.certify.methods == ("empirical",) and plan.certify.smoothing.sigma == 0.5
+    assert plan.certify.radii == (0.0, 0.5)
+    assert build_plan({"defenses": ["jt"]}, certify_methods=["smoothing"]).certify.methods == ("smoothing",)
+    with pytest.raises(ValueError, match="certify method emprical unknown; valid: empirical, smoothing"):
+        build_plan(config, certify_methods=["emprical"])
+
+
 @pytest.mark.parametrize("config,message", [
     ({"defenses": ["jt"], "gird": []}, "unknown key gird"),
     ({"defenses": []}, "no defenses given"),
@@ -86,6 +97,10 @@ def test_sweep_cli_errors_before_training(tmp_path, capsys):
     assert "unknown defense 'jtx'" in capsys.readouterr().err
     assert main(["sweep", "--config", str(tmp_path / "none.yaml"), "--root", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({"defenses": ["jt", "msefm"]}))
+    assert main(["sweep", "--config", str(config), "--root", str(tmp_path), "--skip", "msfem"]) == 2
+    assert "--skip: no defense entry is labelled 'msfem' (did you mean 'msefm'?)" in capsys.readouterr().err
 
 
 SWEEP = {

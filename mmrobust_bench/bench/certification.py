@@ -274,7 +274,8 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
                        root: Path, device: torch.device, radii: Sequence[float], config: SmoothingConfig,
                        noise_sets: Sequence[str], n_attack: int, attack_steps: int, attack_samples: int,
                        progress: bool, command: str) -> CertifyOutcome:
-    """Randomized smoothing for each noise set; files per set and rows replacing the same (model, set, σ)."""
+    """Randomized smoothing for each noise set; files per set and rows replacing the same (model, set, σ),
+    written as each set finishes (a set takes minutes: an interruption loses only the set in progress)."""
     names = [s.name for s in ds.specs]
     sets = [noise_set(str(m), names) for m in noise_sets]
     if not sets:
@@ -285,7 +286,8 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
                 "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     base = root / "certify" / ds.name / label / f"seed{seed}-{trained.sha256[:12]}"
     inputs, labels = test_split.inputs, test_split.labels
-    certs, frames, texts, directory = [], [], [], base
+    certified_path = root / CERTIFIED_CSV
+    certs, texts, directory = [], [], base
     for mods in sets:
         started = time.perf_counter()
         cert = smooth_certify(trained.model, inputs, labels, mods, config, device=device, progress=progress)
@@ -304,11 +306,9 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
         for name, frame in (("summary.csv", summary), ("samples.csv", cert.samples_frame())):
             with atomic_path(directory / name) as tmp:
                 frame.to_csv(tmp, index=False)
+        replace_certificate_rows(certified_path, summary)
         certs.append(cert)
-        frames.append(summary)
         texts.append(text)
-    certified_path = root / CERTIFIED_CSV
-    replace_certificate_rows(certified_path, pd.concat(frames, ignore_index=True))
     return CertifyOutcome(certs, trained, directory if len(sets) == 1 else base, certified_path,
                           root / ETA_PAIRS_CSV, "\n\n".join(texts))
 

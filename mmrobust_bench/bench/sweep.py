@@ -305,7 +305,7 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
                overrides: Mapping[str, Any] | None = None, batch_size: int | None = None,
                certify_radii: Sequence[float] | None = None, threads: int | None = None,
                norm: str | None = None, only: Sequence[str] | None = None,
-               skip: Sequence[str] | None = None) -> SweepPlan:
+               skip: Sequence[str] | None = None, certify_methods: Sequence[str] | None = None) -> SweepPlan:
     """A plan from a YAML mapping and command-line values; the command line wins.
 
     Any of ``attacks``/``modalities``/``eps`` replaces the YAML grid by one block (the ones not given
@@ -316,6 +316,8 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     takes that norm's default grid (``attacks.default_eps``). ``only`` keeps, ``skip`` drops, the entries
     with these labels, each with its own settings (to run part of a leaderboard's YAML first, e.g. all
     but a slow defense; the entries' config hashes, hence their rows, are those of the full YAML).
+    ``certify_methods`` replaces the ``certify:`` block's ``method`` list (and turns certification on), e.g.
+    the quick empirical certificates of every model before the slower smoothing ones.
     """
     config = dict(config or {})
     _check_keys(config, SWEEP_KEYS, "the sweep config")
@@ -343,9 +345,11 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
         grid = [replace(block, norm=norm) for block in grid]
     spec = None
     raw_cert = config.get("certify")
-    if raw_cert or certify_radii:
+    if raw_cert or certify_radii or certify_methods:
         cert = _mapping(raw_cert if isinstance(raw_cert, Mapping) else {}, "certify")
         _check_keys(cert, CERTIFY_KEYS, "certify")
+        if certify_methods:
+            cert = {**cert, "method": list(certify_methods)}
         radii = certify_radii or cert.get("radii") or DEFAULT_RADII
         spec = parse_certify_block(cert, radii)
     return SweepPlan(

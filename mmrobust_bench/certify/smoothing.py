@@ -98,6 +98,44 @@ def logits_function(model: Callable[[Batch], Any]) -> Callable[[Batch], Tensor]:
     return f
 
 
+def fixed_feature_function(model: Any, group: Batch, noised: Sequence[str],
+                           f: Callable[[Batch], Tensor]) -> Callable[[Batch], Tensor]:
+    """``f`` for the noisy copies of one group of samples, with the encoders of the modalities that carry no
+    noise run once per sample instead of once per copy.
+
+    Only for a plain :class:`~mmrobust_bench.models.MultiModalNet` (per-modality encoders, then a head on their
+    features: a modality's features depend on that modality alone); any other model, including subclasses
+    that replace ``encode`` or ``forward`` (MMT's joint layers, MSEFM's sparse coding), gets ``f`` unchanged.
+    The noisy copies are sample-major (``_noisy_copies``), so each sample's features repeat ``rows / G`` times."""
+    from ..models.multimodal import MultiModalNet
+
+    fixed = [m for m in group if m not in noised]
+    kind = type(model)
+    if (not fixed or not isinstance(model, MultiModalNet) or kind.encode is not MultiModalNet.encode
+            or kind.forward is not MultiModalNet.forward or kind.classify is not MultiModalNet.classify):
+        return f
+    g = next(iter(group.values())).shape[0]
+    with torch.no_grad():
+        cached = {m: model.encoders[m](group[m]) for m in fixed}
+    for m in model.dropped_features:
+        if m in cached:
+            cached[m] = cached[m] * 0
+
+    def partial(batch: Batch) -> Tensor:
+        reps = next(iter(batch.values())).shape[0] // g
+        feats = {}
+        for m in model.modalities:
+            if m in cached:
+                feats[m] = cached[m].repeat_interleave(reps, dim=0)
+            else:
+                feats[m] = model.encoders[m](batch[m])
+                if m in model.dropped_features:
+                    feats[m] = feats[m] * 0
+        return model.classify(feats).logits
+
+    return partial
+
+
 def clopper_pearson_lower(successes: np.ndarray | int, trials: int, alpha: float) -> np.ndarray:
     """One-sided (1 − α) Clopper–Pearson lower bound on a binomial proportion: Beta⁻¹(α; k, n − k + 1), 0 at k = 0
     (equals statsmodels' ``proportion_confint(k, n, 2α, method="beta")[0]``, as Cohen et al. use)."""
@@ -328,9 +366,10 @@ def smooth_certify(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], 
             part = range(start, min(n_samples, start + group))
             x = {m: t[start:part.stop].to(dev) for m, t in inputs.items()}
             ids = [idx[i] for i in part]
-            c0 = sample_counts(f, x, mods, cfg.sigma, cfg.n0, cfg.batch, _generators(cfg.seed, ids, SELECT, dev), per=per)
+            fx = fixed_feature_function(model, x, mods, f)
+            c0 = sample_counts(fx, x, mods, cfg.sigma, cfg.n0, cfg.batch, _generators(cfg.seed, ids, SELECT, dev), per=per)
             c_hat = c0.argmax(1)
-            c = sample_counts(f, x, mods, cfg.sigma, cfg.n, cfg.batch, _generators(cfg.seed, ids, ESTIMATE, dev), per=per)
+            c = sample_counts(fx, x, mods, cfg.sigma, cfg.n, cfg.batch, _generators(cfg.seed, ids, ESTIMATE, dev), per=per)
             preds.append(c_hat.cpu())
             counts_a.append(c.gather(1, c_hat[:, None]).squeeze(1).cpu())
             bar.update(len(part))

@@ -13,6 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--defenses", help="comma-separated defense ids (replaces the YAML's entries)")
     sw.add_argument("--only", metavar="LABELS", help="comma-separated entry labels: run only these entries of the "
                                                      "YAML (with their own settings)")
+    sw.add_argument("--certify-method", metavar="METHODS",
+                    help="comma-separated certification methods (empirical, smoothing): replaces the YAML's "
+                         "certify method list, e.g. every model's quick empirical certificate first")
     sw.add_argument("--skip", metavar="LABELS", help="comma-separated entry labels: leave these entries of the "
                                                      "YAML out (e.g. a slow defense, for later)")
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
@@ -58,6 +61,7 @@ def cmd(args: argparse.Namespace) -> int:
         dataset_options=key_values(args.dataset_set, "--dataset-set"), overrides=key_values(args.set, "--set"),
         batch_size=args.batch_size, certify_radii=eps_list(args.certify, "--certify") if args.certify else None,
         threads=args.threads, norm=args.norm, only=name_list(args.only), skip=name_list(args.skip),
+        certify_methods=name_list(args.certify_method),
     )
     shard = parse_shard(args.shard)
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
