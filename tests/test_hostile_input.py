@@ -66,6 +66,8 @@ BAD_VALUES = [
     (["--set", "lr=nan"], "lr must be a finite number"),
     (["--set", "lr=inf"], "lr must be a finite number"),
     (["--set", "epoch=1"], "did you mean 'epochs'"),
+    (["--set", "momentum=400.5"], "momentum must be in [0, 1)"),
+    (["--set", "weight_decay=-1"], "weight_decay must be >= 0"),
     (["--set", "epochs=1.5"], "epochs expects int"),
     (["--set", "x=["], "--set 'x=['"),
     (["--set", "=3"], "with a key"),

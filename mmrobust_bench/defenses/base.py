@@ -55,6 +55,13 @@ class TrainConfig:
             raise ValueError(f"train config: lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
         if self.warmup_epochs < 0:
             raise ValueError(f"train config: warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        # SGD's momentum coefficient is a decay factor: at 1 or above the velocity grows without bound
+        # (momentum=400.5 trained to a constant predictor with finite weights, so no NaN check would see it)
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"train config: momentum must be in [0, 1), got {self.momentum!r}")
+        if self.weight_decay < 0 or not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"train config: weight_decay must be >= 0 and lr_gamma in (0, 1], got "
+                             f"weight_decay={self.weight_decay!r}, lr_gamma={self.lr_gamma!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"train config: precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.noise_sigma = check_noise_sigma(self.noise_sigma)
