@@ -171,3 +171,18 @@ def test_certified_curves_name_entries_like_every_other_report():
     assert set(certified_curve_data(frame, dataset="synthav")["entry"]) == {entry_name("jt", "aaaaaaaa11"),
                                                                              entry_name("jt", "bbbbbbbb22")}
     assert set(certified_curve_data(frame, dataset="avdigits")["entry"]) == {"jt"}
+
+
+def test_certified_curves_key_names_only_the_certificate_kinds_drawn():
+    import matplotlib.pyplot as plt
+
+    from mmrobust_bench.reports.certified_curves import figure_certified_curves
+
+    rows = [dict(dataset="avdigits", defense="jt", defense_id="jt", seed=0, config_hash="c", method="empirical",
+                 kind="empirical", certificate="eq7[a]", equation="Eq. 7", variant="min_j", modality="a",
+                 radius=r, certified_accuracy=0.9 - r) for r in (0.0, 0.5)]
+    fig = figure_certified_curves(pd.DataFrame(rows), dataset="avdigits")
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("empirical" in n for n in names)
+    assert not any("smoothing" in n or "heuristic" in n for n in names)  # nothing of those kinds was drawn
+    plt.close(fig)

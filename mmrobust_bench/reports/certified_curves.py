@@ -130,12 +130,15 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
                for e in entries]
     seeds = data.groupby("entry")["seeds"].max()
     labels = [f"{e} ({int(seeds[e])} seed{'s' if int(seeds[e]) != 1 else ''})" for e in entries]
-    key = [Line2D([], [], color="0.2", linestyle="-", linewidth=1.8),
-           Line2D([], [], color="0.2", linestyle="--", linewidth=1.1),
-           Line2D([], [], color="0.2", linestyle=":", linewidth=1.1)]
-    key_labels = ["randomized smoothing: sound (prob. ≥ 1−α)",
-                  "Eq. 10[m] (CRMT heads) / Eq. 7[m]; joint: Eq. 10 / Eq. 5 — empirical",
-                  "the same, heuristic (MMT family)"]
+    kinds = {str(k) for k in data["kind"]}
+    drawn = {"sound": SOUND in kinds, "heuristic": any(k.startswith("heuristic") for k in kinds),
+             "empirical": any(k != SOUND and not k.startswith("heuristic") for k in kinds)}
+    # the line-style key names only the kinds of certificate drawn (no "smoothing" entry without smoothing rows)
+    styles_key = [("sound", "-", 1.8, "randomized smoothing: sound (prob. ≥ 1−α)"),
+                  ("empirical", "--", 1.1, "Eq. 10[m] (CRMT heads) / Eq. 7[m]; joint: Eq. 10 / Eq. 5 — empirical"),
+                  ("heuristic", ":", 1.1, "the same, heuristic (MMT family)")]
+    key = [Line2D([], [], color="0.2", linestyle=ls, linewidth=lw) for name, ls, lw, _ in styles_key if drawn[name]]
+    key_labels = [label for name, _, _, label in styles_key if drawn[name]]
     fig.legend(handles + key, labels + key_labels, loc="outside right upper", fontsize=7, frameon=False,
                title="entry (colour, marker) · certificate (line style)", title_fontsize=7)
     title = "Certified accuracy vs radius"
