@@ -112,25 +112,17 @@ def fixed_feature_function(model: Any, group: Batch, noised: Sequence[str],
     fixed = [m for m in group if m not in noised]
     kind = type(model)
     if (not fixed or not isinstance(model, MultiModalNet) or kind.encode is not MultiModalNet.encode
-            or kind.forward is not MultiModalNet.forward or kind.classify is not MultiModalNet.classify):
+            or kind.encode_one is not MultiModalNet.encode_one or kind.forward is not MultiModalNet.forward
+            or kind.classify is not MultiModalNet.classify):
         return f
     g = next(iter(group.values())).shape[0]
     with torch.no_grad():
-        cached = {m: model.encoders[m](group[m]) for m in fixed}
-    for m in model.dropped_features:
-        if m in cached:
-            cached[m] = cached[m] * 0
+        cached = {m: model.encode_one(m, group[m]) for m in fixed}
 
     def partial(batch: Batch) -> Tensor:
         reps = next(iter(batch.values())).shape[0] // g
-        feats = {}
-        for m in model.modalities:
-            if m in cached:
-                feats[m] = cached[m].repeat_interleave(reps, dim=0)
-            else:
-                feats[m] = model.encoders[m](batch[m])
-                if m in model.dropped_features:
-                    feats[m] = feats[m] * 0
+        feats = {m: cached[m].repeat_interleave(reps, dim=0) if m in cached else model.encode_one(m, batch[m])
+                 for m in model.modalities}
         return model.classify(feats).logits
 
     return partial

@@ -99,8 +99,7 @@ def cmd(args: argparse.Namespace) -> int:
     )
     distributed.barrier()
     trained = outcome.trained
-    status = trained.status
-    print(f"{status}")
+    print(trained.status)
     print(outcome.text)
     print(f"files:     {outcome.directory}")
     print(f"certified: {outcome.certified_path}")

@@ -58,8 +58,7 @@ def cmd(args: argparse.Namespace) -> int:
         sync_batchnorm=args.sync_bn, label=args.label, force=args.force,
     )
     trained = result.trained
-    status = trained.status
-    print(f"{args.dataset} · defense {args.defense} (seed {args.seed}) · {status}")
+    print(f"{args.dataset} · defense {args.defense} (seed {args.seed}) · {trained.status}")
     print(result.table)
     print(f"checkpoint: {trained.directory} (sha256 {trained.sha256[:12]}…)")
     print(f"results:    {result.results_path} " + (f"(reused {len(result.rows)} stored rows)" if result.reused

@@ -13,11 +13,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--defenses", help="comma-separated defense ids (replaces the YAML's entries)")
     sw.add_argument("--only", metavar="LABELS", help="comma-separated entry labels: run only these entries of the "
                                                      "YAML (with their own settings)")
+    sw.add_argument("--skip", metavar="LABELS", help="comma-separated entry labels: leave these entries of the "
+                                                     "YAML out (e.g. a slow defense, for later)")
     sw.add_argument("--certify-method", metavar="METHODS",
                     help="comma-separated certification methods (empirical, smoothing): replaces the YAML's "
                          "certify method list, e.g. every model's quick empirical certificate first")
-    sw.add_argument("--skip", metavar="LABELS", help="comma-separated entry labels: leave these entries of the "
-                                                     "YAML out (e.g. a slow defense, for later)")
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     sw.add_argument("--attacks", help="comma-separated attack ids (with --modalities/--eps: replaces the YAML grid)")
     sw.add_argument("--modalities", help="comma-separated attacked modalities: v, a, all (joint)")

@@ -27,10 +27,12 @@ class MultiModalNet(nn.Module):
         self.dropped_features: frozenset[str] = frozenset()
 
     def encode(self, batch: Batch) -> dict[str, Tensor]:
-        feats = {m: self.encoders[m](batch[m]) for m in self.modalities}
-        for m in self.dropped_features:
-            feats[m] = feats[m] * 0
-        return feats
+        return {m: self.encode_one(m, batch[m]) for m in self.modalities}
+
+    def encode_one(self, modality: str, x: Tensor) -> Tensor:
+        """One modality's features (zeroed when it is in ``dropped_features``): they depend on that input alone."""
+        feats = self.encoders[modality](x)
+        return feats * 0 if modality in self.dropped_features else feats
 
     def classify(self, features: dict[str, Tensor]) -> ModelOutput:
         logits, unimodal = self.head(features)

@@ -40,6 +40,21 @@ def _filled(frame: pd.DataFrame) -> pd.DataFrame:
     return with_certificate_kinds(frame)
 
 
+#: line style, width and legend label per kind of certificate, in legend order
+LINE_STYLES = {
+    "sound": ("-", 1.8, "randomized smoothing: sound (prob. ≥ 1−α)"),
+    "empirical": ("--", 1.1, "Eq. 10[m] (CRMT heads) / Eq. 7[m]; joint: Eq. 10 / Eq. 5 — empirical"),
+    "heuristic": (":", 1.1, "the same, heuristic (MMT family)"),
+}
+
+
+def _line_kind(kind: str) -> str:
+    """The ``LINE_STYLES`` key of a certificate's ``kind``."""
+    if kind == SOUND:
+        return "sound"
+    return "heuristic" if kind.startswith("heuristic") else "empirical"
+
+
 def _empirical_name(modality: str, certificates: set[str], names: Sequence[str]) -> str | None:
     """The empirical certificate matching a panel: Eq. 10 forms when present (CRMT head), else Eq. 7 / Eq. 5."""
     if modality == ALL or "+" in modality:
@@ -115,12 +130,9 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
     for ax, panel in zip(axes[0], panels):
         rows = data[data["panel"] == panel]
         for (entry, line), pts in rows.groupby(["entry", "line"], sort=False):
-            kind = str(pts["kind"].iloc[0])
-            sound = kind == SOUND
-            heuristic = kind.startswith("heuristic")
-            ax.plot(pts["radius"], pts["certified_accuracy"], linestyle="-" if sound else (":" if heuristic else "--"),
-                    marker=styles[entry]["marker"], color=styles[entry]["color"], markersize=4,
-                    linewidth=1.8 if sound else 1.1)
+            linestyle, linewidth, _ = LINE_STYLES[_line_kind(str(pts["kind"].iloc[0]))]
+            ax.plot(pts["radius"], pts["certified_accuracy"], linestyle=linestyle, marker=styles[entry]["marker"],
+                    color=styles[entry]["color"], markersize=4, linewidth=linewidth)
         ax.set_title(_panel_title(panel), fontsize=10)
         ax.set_xlabel("ℓ2 radius ε (model-input space)")
         ax.set_ylim(-0.02, 1.02)
@@ -130,15 +142,11 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
                for e in entries]
     seeds = data.groupby("entry")["seeds"].max()
     labels = [f"{e} ({int(seeds[e])} seed{'s' if int(seeds[e]) != 1 else ''})" for e in entries]
-    kinds = {str(k) for k in data["kind"]}
-    drawn = {"sound": SOUND in kinds, "heuristic": any(k.startswith("heuristic") for k in kinds),
-             "empirical": any(k != SOUND and not k.startswith("heuristic") for k in kinds)}
     # the line-style key names only the kinds of certificate drawn (no "smoothing" entry without smoothing rows)
-    styles_key = [("sound", "-", 1.8, "randomized smoothing: sound (prob. ≥ 1−α)"),
-                  ("empirical", "--", 1.1, "Eq. 10[m] (CRMT heads) / Eq. 7[m]; joint: Eq. 10 / Eq. 5 — empirical"),
-                  ("heuristic", ":", 1.1, "the same, heuristic (MMT family)")]
-    key = [Line2D([], [], color="0.2", linestyle=ls, linewidth=lw) for name, ls, lw, _ in styles_key if drawn[name]]
-    key_labels = [label for name, _, _, label in styles_key if drawn[name]]
+    drawn = {_line_kind(str(k)) for k in data["kind"]}
+    key = [Line2D([], [], color="0.2", linestyle=ls, linewidth=lw) for name, (ls, lw, _) in LINE_STYLES.items()
+           if name in drawn]
+    key_labels = [label for name, (_, _, label) in LINE_STYLES.items() if name in drawn]
     fig.legend(handles + key, labels + key_labels, loc="outside right upper", fontsize=7, frameon=False,
                title="entry (colour, marker) · certificate (line style)", title_fontsize=7)
     title = "Certified accuracy vs radius"
