@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mmrobust_bench.bench.sweep import (CELL_COLUMNS, build_plan, cell_key, done_cells, eps_key, load_sweep_config,
-                                        parse_block)
+                                        parse_block, run_sweep)
 from mmrobust_bench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,44 @@ def test_certify_method_replaces_the_yaml_methods_and_keeps_the_rest_of_the_bloc
     assert build_plan({"defenses": ["jt"]}, certify_methods=["smoothing"]).certify.methods == ("smoothing",)
     with pytest.raises(ValueError, match="certify method emprical unknown; valid: empirical, smoothing"):
         build_plan(config, certify_methods=["emprical"])
+
+
+def test_an_entry_certify_block_adjusts_the_sweep_block_for_that_entry_only():
+    config = {"defenses": ["jt", {"defense": "msefm", "certify": {"test_samples": 300, "n": 500}}],
+              "certify": {"method": ["empirical", "smoothing"], "radii": [0, 0.5], "n": 1000, "sigma": 0.5}}
+    plan = build_plan(config)
+    jt, msefm = plan.defenses
+    assert plan.certify_for(jt) is plan.certify and plan.certify.test_samples == -1
+    own = plan.certify_for(msefm)
+    assert own.test_samples == 300 and own.smoothing.n == 500
+    assert own.smoothing.sigma == 0.5 and own.radii == (0.0, 0.5) and own.methods == ("empirical", "smoothing")
+    assert msefm.overrides == {}  # certification settings are not training settings: same config hash
+    # the command line's radii and methods replace the entries' too
+    cli = build_plan(config, certify_methods=["empirical"], certify_radii=[0.25])
+    assert cli.certify_for(cli.defenses[1]).methods == ("empirical",)
+    assert cli.certify_for(cli.defenses[1]).radii == (0.25,) and cli.certify_for(cli.defenses[1]).test_samples == 300
+    with pytest.raises(ValueError, match=r"unknown key test_sample \(did you mean 'test_samples'\?\) in certify of defense entry 'msefm'; "
+                                         r"valid: radii"):
+        build_plan({"defenses": [{"defense": "msefm", "certify": {"test_sample": 3}}], "certify": {}})
+    with pytest.raises(ValueError, match="defense entry msefm adjust the sweep's certify: block, which is missing"):
+        build_plan({"defenses": [{"defense": "msefm", "certify": {"test_samples": 3}}]})
+    with pytest.raises(ValueError, match="certify of defense entry 'msefm': certify method smooth unknown"):
+        build_plan({"defenses": [{"defense": "msefm", "certify": {"method": "smooth"}}], "certify": {"radii": [0]}})
+
+
+@pytest.mark.slow
+def test_an_entry_certify_block_reaches_its_certificate(tmp_path):
+    """Two labels of one defense, one certified on 16 test samples: certified.csv says so per entry."""
+    config = {"dataset": "synthav", "dataset_set": {"n_train": 256, "n_test": 48}, "seeds": [0], "set": {"epochs": 1},
+              "defenses": ["jt", {"defense": "jt", "label": "jt_small", "certify": {"test_samples": 16}}],
+              "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+              "certify": {"radii": [0, 0.1], "honesty_steps": 0, "train_samples": 64}}
+    outcome = run_sweep(build_plan(config), root=tmp_path, progress=False)
+    assert outcome.certified == 2
+    certified = pd.read_csv(tmp_path / "certified.csv")
+    assert dict(certified.groupby("defense")["n"].unique().apply(list)) == {"jt": [48], "jt_small": [16]}
+    # one checkpoint (same configuration), two certificates
+    assert certified["checkpoint_sha256"].nunique() == 1
 
 
 @pytest.mark.parametrize("config,message", [

@@ -29,7 +29,10 @@ Certification (the sweep's ``certify:`` block) runs ``bench.certification.certif
 method: ``method: [empirical, smoothing]`` (default empirical), the honesty check's strength
 (``honesty_steps``, ``honesty_restarts``, ``honesty_targets``, ``honesty_loss``, ``honesty_legacy``) and
 randomized smoothing (``sigma``, ``n0``, ``n``, ``alpha``, ``noise_batch``, ``modalities: [a, v, all]``,
-``n_attack``, ``attack_steps``, ``attack_samples``; ``test_samples`` for both).
+``n_attack``, ``attack_steps``, ``attack_samples``; ``test_samples`` for both). A defense entry may carry its
+own ``certify:`` mapping, merged over the sweep's block for that entry only (e.g. a slow defense certified on
+fewer test samples: ``{defense: msefm, certify: {test_samples: 300}}``); ``--certify`` radii and
+``--certify-method`` on the command line replace those keys everywhere, the entries' too.
 
 Fanning out: the work unit is a (defense label, seed) — its training, its cells, its certificate.
 ``shard=(i, n)`` runs the units of shard ``i`` of ``n`` (assigned deterministically from a stable
@@ -79,7 +82,7 @@ DEFAULT_ATTACKS = ("fgm", "pgd_l2")
 DEFAULT_MODALITIES = ("v", "a", ALL_MODALITIES)
 DEFAULT_SWEEP_EPS = (0.5, 1.0)
 SWEEP_KEYS = ("dataset", "dataset_set", "seeds", "set", "defenses", "grid", "batch_size", "certify", "threads")
-ENTRY_KEYS = ("defense", "label", "set")
+ENTRY_KEYS = ("defense", "label", "set", "certify")
 BLOCK_KEYS = ("attacks", "modalities", "eps", "attack_set", "norm")
 CERTIFY_KEYS = ("radii", "honesty_steps", "train_samples", "batch_size", "method", "sigma", "n0", "n", "alpha",
                 "modalities", "noise_batch", "test_samples", "n_attack", "attack_steps", "attack_samples",
@@ -88,11 +91,13 @@ CERTIFY_KEYS = ("radii", "honesty_steps", "train_samples", "batch_size", "method
 
 @dataclass(frozen=True)
 class DefenseEntry:
-    """A defense id, the label its rows carry, and overrides of its hyperparameters/schedule."""
+    """A defense id, the label its rows carry, overrides of its hyperparameters/schedule, and of the sweep's
+    ``certify:`` block for this entry (``certify``; certification settings never enter the config hash)."""
 
     defense: str
     label: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    certify: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,11 @@ class SweepPlan:
     batch_size: int = 500
     certify: CertifySpec | None = None
     threads: int | None = None  # intra-op threads (torch.set_num_threads) for all work; None: torch's default
+    entry_certify: dict[str, CertifySpec] = field(default_factory=dict)  # by label: entries with their own certify:
+
+    def certify_for(self, entry: DefenseEntry) -> CertifySpec | None:
+        """The certification settings of one entry: its own (merged over the sweep's block) or the sweep's."""
+        return self.entry_certify.get(entry.label, self.certify)
 
     def work_units(self, shard: tuple[int, int] | None = None) -> list[tuple[DefenseEntry, int]]:
         """The (defense entry, seed) units in plan order; with ``shard=(i, n)`` only those of shard ``i``."""
@@ -245,9 +255,12 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
 
 
 def _check_keys(given: Mapping[str, Any], valid: Sequence[str], what: str) -> None:
+    from ..hints import did_you_mean
+
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise ValueError(f"sweep: unknown key {', '.join(unknown)} in {what}; valid: {', '.join(valid)}")
+        named = ", ".join(f"{k}{did_you_mean(k, valid)}" for k in unknown)
+        raise ValueError(f"sweep: unknown key {named} in {what}; valid: {', '.join(valid)}")
 
 
 def parse_defense_entry(item: Any) -> DefenseEntry:
@@ -258,7 +271,10 @@ def parse_defense_entry(item: Any) -> DefenseEntry:
         raise ValueError(f"sweep: a defense entry is an id or a mapping with 'defense' (and 'label', 'set'), got {item!r}")
     _check_keys(item, ENTRY_KEYS, f"defense entry {item!r}")
     defense = str(item["defense"])
-    return DefenseEntry(defense, str(item.get("label") or defense), _mapping(item.get("set"), f"set of {defense!r}"))
+    label = str(item.get("label") or defense)
+    cert = _mapping(item.get("certify"), f"certify of {label!r}")
+    _check_keys(cert, CERTIFY_KEYS, f"certify of defense entry {label!r}")
+    return DefenseEntry(defense, label, _mapping(item.get("set"), f"set of {defense!r}"), cert)
 
 
 def parse_block(item: Any) -> GridBlock:
@@ -344,14 +360,24 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     if norm is not None:
         grid = [replace(block, norm=norm) for block in grid]
     spec = None
+    entry_specs: dict[str, CertifySpec] = {}
     raw_cert = config.get("certify")
     if raw_cert or certify_radii or certify_methods:
         cert = _mapping(raw_cert if isinstance(raw_cert, Mapping) else {}, "certify")
         _check_keys(cert, CERTIFY_KEYS, "certify")
-        if certify_methods:
-            cert = {**cert, "method": list(certify_methods)}
-        radii = certify_radii or cert.get("radii") or DEFAULT_RADII
-        spec = parse_certify_block(cert, radii)
+        spec = _certify_spec(cert, certify_radii, certify_methods)
+        for e in entries:
+            if e.certify:
+                try:
+                    entry_specs[e.label] = _certify_spec({**cert, **e.certify}, certify_radii, certify_methods)
+                except (TypeError, ValueError) as exc:
+                    reason = str(exc).removeprefix("sweep: ")
+                    raise ValueError(f"sweep: certify of defense entry {e.label!r}: {reason}") from exc
+    else:
+        own = [e.label for e in entries if e.certify]
+        if own:
+            raise ValueError(f"sweep: defense entr{'ies' if len(own) > 1 else 'y'} {', '.join(own)} adjust the "
+                             "sweep's certify: block, which is missing; add a certify: block (or --certify RADII)")
     return SweepPlan(
         defenses=entries,
         seeds=_seed_list(seeds if seeds else config.get("seeds", [0])),
@@ -362,7 +388,16 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
         batch_size=int(batch_size or config.get("batch_size", 500)),
         certify=spec,
         threads=_threads(threads if threads is not None else config.get("threads")),
+        entry_certify=entry_specs,
     )
+
+
+def _certify_spec(cert: Mapping[str, Any], certify_radii: Sequence[float] | None,
+                  certify_methods: Sequence[str] | None) -> CertifySpec:
+    """A ``certify:`` mapping with the command line's radii and methods (they win) as a :class:`CertifySpec`."""
+    if certify_methods:
+        cert = {**cert, "method": list(certify_methods)}
+    return parse_certify_block(cert, certify_radii or cert.get("radii") or DEFAULT_RADII)
 
 
 def _select_entries(entries: list[DefenseEntry], only: Sequence[str] | None,
@@ -407,9 +442,9 @@ def validate_plan(plan: SweepPlan, root: Path) -> None:
     check_run_settings(dataset=plan.dataset, dataset_options=plan.dataset_options, batch_size=plan.batch_size)
     for entry in plan.defenses:
         build_defense(entry.defense, {**plan.common_overrides, **entry.overrides})
-    if plan.certify is not None:
-        check_certify_settings(train_samples=plan.certify.train_samples, honesty_steps=plan.certify.honesty_steps,
-                               batch_size=plan.certify.batch_size)
+    for spec in ([plan.certify] if plan.certify is not None else []) + list(plan.entry_certify.values()):
+        check_certify_settings(train_samples=spec.train_samples, honesty_steps=spec.honesty_steps,
+                               batch_size=spec.batch_size)
     ds = build_dataset(plan.dataset, cache_dir=root / "datasets", **plan.dataset_options)
     base, _ = apply_overrides(TrainConfig(), getattr(ds, "train_defaults", {}), f"dataset {plan.dataset!r} defaults")
     for entry in plan.defenses:
@@ -493,7 +528,7 @@ def run_cell(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: 
 def certify_unit(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int, *, root: Path, dev: torch.device,
                  command: str) -> int:
     """Certify a unit's model unless its certificate rows are stored; 1 if it certified, else 0."""
-    spec = plan.certify
+    spec = plan.certify_for(entry)
     assert spec is not None
     ds = trained.dataset  # type: ignore[attr-defined]
     stored = read_table(root / CERTIFIED_CSV)
