@@ -612,7 +612,7 @@ def state_dict_sha256(module: nn.Module) -> str:
     """sha256 of a module's state dict (names, dtypes, shapes and bytes, in name order; the same digest as the
     suite's resume files and data caches): the rows' ``checkpoint_sha256`` for a model the suite did not train,
     so rows of different weights never mix. Non-tensor entries (``extra_state``) count by their ``repr``."""
-    from .bench.checkpoints import tensor_digest
+    from .checked_tensors import tensor_digest
 
     state = module.state_dict()
     digest = tensor_digest({k: v for k, v in state.items() if isinstance(v, Tensor)})

@@ -13,7 +13,6 @@ garbled ``config.json``) is retrained with a warning naming the file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -21,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..checked_tensors import META as _META
+from ..checked_tensors import READ_ERRORS, tensor_digest
 from ..io import atomic_path, atomic_write_json, sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,6 @@ TRAINING_CODE_VERSION = 1  # bump when a change to training invalidates cached c
 RESUME_FILE = "resume.safetensors"
 LEGACY_RESUME_FILE = "resume.pt"  # written by suite versions before 0.x; pickle, never loaded
 RESUME_FORMAT = 1
-_META = "mmrobust_bench"
-# what a damaged or foreign file can raise while being read (never a reason to crash a run)
-READ_ERRORS = (OSError, ValueError, KeyError, TypeError, SafetensorError, json.JSONDecodeError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -214,55 +212,6 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
         raise ValueError(f"unexpected entry {sorted(obj)[:3]} in the resume structure")
     return obj
-
-
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of ``tensors`` (order-independent): the checksum that
-    resume files and the data caches carry in their metadata, checked after loading."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name]
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            digest.update(memoryview(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy()))
-    return digest.hexdigest()
-
-
-def write_checked_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """The data caches' format: ``tensors``, written atomically, with ``meta`` (a ``key`` among it) and a sha256
-    of the tensors in one metadata entry (one entry keeps the file reproducible: safetensors does not keep the
-    order of several)."""
-    meta = {**meta, "sha256": tensor_digest(tensors)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={_META: json.dumps(meta, sort_keys=True)})
-
-
-def read_checked_tensors(path: Path, key: Any) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any], str | None]:
-    """``(tensors, meta, None)`` for a file of :func:`write_checked_tensors` written for ``key`` whose tensors
-    match their checksum; otherwise ``(None, meta, problem)``, the problem in words for the caller's warning
-    (no checksum, another key, a bit flip, a truncated or unreadable file)."""
-    meta: dict[str, Any] = {}
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            found = json.loads((fh.metadata() or {}).get(_META, "null") or "null")
-            if not isinstance(found, dict) or "sha256" not in found:
-                return None, meta, "it has no checksum (written by an older version)"
-            meta = found
-            if meta.get("key") != key:
-                return None, meta, f"it holds another configuration ({_key_change(meta.get('key'), key)})"
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-            if tensor_digest(tensors) != meta["sha256"]:
-                return None, meta, "its data do not match its checksum"
-    except READ_ERRORS as exc:
-        return None, meta, f"it cannot be read ({type(exc).__name__}: {exc})"
-    return tensors, meta, None
-
-
-def _key_change(found: Any, expected: Any) -> str:
-    """How a stored cache key differs from the expected one: the fields that differ, or both keys."""
-    if isinstance(found, dict) and isinstance(expected, dict):
-        return "differs in " + ", ".join(sorted(k for k in {*found, *expected} if found.get(k) != expected.get(k)))
-    return f"key {found}, expected {expected}"
 
 
 def save_resume(directory: Path, state: dict[str, Any]) -> None:

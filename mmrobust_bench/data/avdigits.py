@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 from torchaudio.compliance import kaldi
 
-from ..bench.checkpoints import READ_ERRORS, read_checked_tensors, write_checked_tensors
+from ..checked_tensors import READ_ERRORS, read_checked_tensors, write_checked_tensors
 from ..contracts import ModalitySpec
 from ..hints import did_you_mean
 from ..io import default_root, stable_hash

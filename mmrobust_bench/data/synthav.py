@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torchaudio.compliance import kaldi
 
-from ..bench.checkpoints import read_checked_tensors, write_checked_tensors
+from ..checked_tensors import read_checked_tensors, write_checked_tensors
 from ..contracts import ModalitySpec
 from ..io import default_root, stable_hash
 from ..progress import progress_bar
