@@ -221,6 +221,18 @@ def test_noise_on_one_modality_encodes_the_other_once_per_sample_with_identical_
         assert torch.equal(fast.count_a, plain.count_a) and torch.equal(fast.predictions, plain.predictions)
         # noise on the audio only: the image encoder sees each sample once per group, not once per noisy copy
         assert rows_seen == (9 if noised == ["a"] else 9 * (16 + 300))
+        # the SmoothAdv check (attack, then PREDICT) takes the same shortcut with the same outcome
+        calls.clear()
+        checked = smoothed_honesty_check(model, x, fast, n_attack=4, steps=3, n_predict=200, batch_size=4)
+        rows_seen = sum(calls)
+        reference = smoothed_honesty_check(lambda b: model(b).logits, x, fast, n_attack=4, steps=3, n_predict=200,
+                                           batch_size=4)
+        assert (checked.checked, checked.violations) == (reference.checked, reference.violations)
+        if noised == ["a"]:  # each checked sample's image once for the attack, once for PREDICT
+            assert rows_seen == 2 * checked.checked > 0
+        predicted = smooth_predict(model, x, noised, sigma=0.5, n=200, alpha=0.01, batch=128)
+        assert torch.equal(predicted, smooth_predict(lambda b: model(b).logits, x, noised, sigma=0.5, n=200,
+                                                     alpha=0.01, batch=128))
     f = logits_function(model)
 
     class JointEncode(MultiModalNet):  # a subclass that may mix modalities keeps the plain path

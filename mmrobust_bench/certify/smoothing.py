@@ -391,18 +391,18 @@ def smooth_predict(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], 
     group, per = _group_size(batch, n)
     out: list[int] = []
     with evaluating(model):
-        _predict_groups(f, inputs, mods, sigma, n, alpha, batch, seed, idx, phase, group, per, out)
+        _predict_groups(model, f, inputs, mods, sigma, n, alpha, batch, seed, idx, phase, group, per, out)
     return torch.tensor(out, dtype=torch.long)
 
 
-def _predict_groups(f, inputs, mods, sigma, n, alpha, batch, seed, idx, phase, group, per, out) -> None:
+def _predict_groups(model, f, inputs, mods, sigma, n, alpha, batch, seed, idx, phase, group, per, out) -> None:
     first = next(iter(inputs.values()))
     n_samples = first.shape[0]
     for start in range(0, n_samples, group):
         stop = min(n_samples, start + group)
         x = {m: t[start:stop] for m, t in inputs.items()}
-        counts = sample_counts(f, x, mods, sigma, n, batch, _generators(seed, idx[start:stop], phase, first.device),
-                               per=per)
+        counts = sample_counts(fixed_feature_function(model, x, mods, f), x, mods, sigma, n, batch,
+                               _generators(seed, idx[start:stop], phase, first.device), per=per)
         top2 = counts.topk(min(2, counts.shape[1]), dim=1)
         for row in range(stop - start):
             n_a = int(top2.values[row, 0])
@@ -461,8 +461,9 @@ def smoothed_honesty_check(model: Callable[[Batch], Any], inputs: Mapping[str, T
             cls = certificate.predictions[part].to(dev)
             eps = (certificate.radius[part].float() * (1 - slack)).to(dev)
             ids = part.tolist()
-            adv = _smoothed_attack(f, x, cls, mods, eps, sigma=cfg.sigma, n_attack=n_attack, steps=steps,
-                                   gens=_generators(cfg.seed, ids, ATTACK, dev))
+            # the attack moves only the noised modalities: the others' features are computed once per sample
+            adv = _smoothed_attack(fixed_feature_function(model, x, mods, f), x, cls, mods, eps, sigma=cfg.sigma,
+                                   n_attack=n_attack, steps=steps, gens=_generators(cfg.seed, ids, ATTACK, dev))
             pred = smooth_predict(model, adv, mods, sigma=cfg.sigma, n=n_pred, alpha=cfg.alpha, batch=cfg.batch,
                                   seed=cfg.seed, indices=ids)
             violations += int(((pred != ABSTAIN) & (pred != cls.cpu())).sum())
