@@ -88,6 +88,20 @@ def test_an_entry_certify_block_adjusts_the_sweep_block_for_that_entry_only():
         build_plan({"defenses": [{"defense": "msefm", "certify": {"method": "smooth"}}], "certify": {"radii": [0]}})
 
 
+def test_no_certify_leaves_certification_out_but_still_checks_the_block(tmp_path, capsys):
+    config = {"defenses": ["jt", {"defense": "msefm", "certify": {"test_samples": 300}}],
+              "certify": {"method": ["empirical", "smoothing"], "radii": [0, 0.5]}}
+    plan = build_plan(config, certify=False)
+    assert plan.certify is None and plan.entry_certify == {} and all(plan.certify_for(e) is None for e in plan.defenses)
+    with pytest.raises(ValueError, match="certify method smooth unknown"):
+        build_plan({"defenses": ["jt"], "certify": {"method": "smooth"}}, certify=False)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["sweep", "--config", str(path), "--no-certify", "--certify-method", "empirical",
+                 "--root", str(tmp_path)]) != 0
+    assert "--no-certify leaves certification out" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_an_entry_certify_block_reaches_its_certificate(tmp_path):
     """Two labels of one defense, one certified on 16 test samples: certified.csv says so per entry."""
@@ -95,8 +109,10 @@ def test_an_entry_certify_block_reaches_its_certificate(tmp_path):
               "defenses": ["jt", {"defense": "jt", "label": "jt_small", "certify": {"test_samples": 16}}],
               "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
               "certify": {"radii": [0, 0.1], "honesty_steps": 0, "train_samples": 64}}
+    first = run_sweep(build_plan(config, certify=False), root=tmp_path, progress=False)  # cells only
+    assert first.certified == 0 and first.evaluated_rows == 4 and not (tmp_path / "certified.csv").exists()
     outcome = run_sweep(build_plan(config), root=tmp_path, progress=False)
-    assert outcome.certified == 2
+    assert outcome.certified == 2 and outcome.evaluated_rows == 0 and outcome.skipped_rows == 4
     certified = pd.read_csv(tmp_path / "certified.csv")
     assert dict(certified.groupby("defense")["n"].unique().apply(list)) == {"jt": [48], "jt_small": [16]}
     # one checkpoint (same configuration), two certificates

@@ -321,7 +321,8 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
                overrides: Mapping[str, Any] | None = None, batch_size: int | None = None,
                certify_radii: Sequence[float] | None = None, threads: int | None = None,
                norm: str | None = None, only: Sequence[str] | None = None,
-               skip: Sequence[str] | None = None, certify_methods: Sequence[str] | None = None) -> SweepPlan:
+               skip: Sequence[str] | None = None, certify_methods: Sequence[str] | None = None,
+               certify: bool = True) -> SweepPlan:
     """A plan from a YAML mapping and command-line values; the command line wins.
 
     Any of ``attacks``/``modalities``/``eps`` replaces the YAML grid by one block (the ones not given
@@ -333,7 +334,8 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     with these labels, each with its own settings (to run part of a leaderboard's YAML first, e.g. all
     but a slow defense; the entries' config hashes, hence their rows, are those of the full YAML).
     ``certify_methods`` replaces the ``certify:`` block's ``method`` list (and turns certification on), e.g.
-    the quick empirical certificates of every model before the slower smoothing ones.
+    the quick empirical certificates of every model before the slower smoothing ones. ``certify=False`` leaves
+    certification out whatever the YAML says (every cell first, the certificates by a later run).
     """
     config = dict(config or {})
     _check_keys(config, SWEEP_KEYS, "the sweep config")
@@ -378,6 +380,8 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
         if own:
             raise ValueError(f"sweep: defense entr{'ies' if len(own) > 1 else 'y'} {', '.join(own)} adjust the "
                              "sweep's certify: block, which is missing; add a certify: block (or --certify RADII)")
+    if not certify:  # checked all the same, so that a later run with certification finds no typo
+        spec, entry_specs = None, {}
     return SweepPlan(
         defenses=entries,
         seeds=_seed_list(seeds if seeds else config.get("seeds", [0])),

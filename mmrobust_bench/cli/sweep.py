@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--certify-method", metavar="METHODS",
                     help="comma-separated certification methods (empirical, smoothing): replaces the YAML's "
                          "certify method list, e.g. every model's quick empirical certificate first")
+    sw.add_argument("--no-certify", action="store_true",
+                    help="leave out the YAML's certify: block: train and evaluate every cell now, certify later "
+                         "with the same command without this flag (finished cells are skipped)")
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     sw.add_argument("--attacks", help="comma-separated attack ids (with --modalities/--eps: replaces the YAML grid)")
     sw.add_argument("--modalities", help="comma-separated attacked modalities: v, a, all (joint)")
@@ -53,6 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd(args: argparse.Namespace) -> int:
     from ..bench.sweep import build_plan, load_sweep_config, parse_shard, run_sweep
 
+    if args.no_certify and (args.certify or args.certify_method):
+        raise ValueError("--no-certify leaves certification out; drop it, or drop --certify/--certify-method")
     plan = build_plan(
         load_sweep_config(args.config) if args.config else {},
         defenses=name_list(args.defenses), seeds=int_list(args.seeds, "--seeds") if args.seeds else None,
@@ -61,7 +66,7 @@ def cmd(args: argparse.Namespace) -> int:
         dataset_options=key_values(args.dataset_set, "--dataset-set"), overrides=key_values(args.set, "--set"),
         batch_size=args.batch_size, certify_radii=eps_list(args.certify, "--certify") if args.certify else None,
         threads=args.threads, norm=args.norm, only=name_list(args.only), skip=name_list(args.skip),
-        certify_methods=name_list(args.certify_method),
+        certify_methods=name_list(args.certify_method), certify=not args.no_certify,
     )
     shard = parse_shard(args.shard)
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
