@@ -332,6 +332,27 @@ def test_model_cards_hold_config_sha_accuracies_certificates_and_environment(tmp
     assert cards[("jt", 1)]["config"] is None and "not found" in cards[("jt", 1)]["config_source"]
 
 
+def test_report_removes_the_cards_of_models_the_rows_no_longer_hold_and_nothing_else(tmp_path):
+    import json
+
+    from mmrobust_bench.reports.leaderboard import write_leaderboard
+
+    rows = fixture_rows()
+    write_leaderboard(rows, tmp_path, command="first")
+    folder = tmp_path / "cards" / "synthav"
+    assert (folder / "jt-seed2.json").exists() and (folder / "crmt_jt-seed0.json").exists()
+    (folder / "notes.json").write_text(json.dumps({"mine": 1}))  # not a card: kept
+    (folder / "broken.json").write_text("{")  # unreadable: kept
+    fewer = rows[(rows["defense"] != "crmt_jt") & ~((rows["defense"] == "jt") & (rows["seed"] == 2))]
+    written = write_leaderboard(fewer, tmp_path, command="second")
+    left = sorted(p.name for p in folder.glob("*.json"))
+    assert "jt-seed2.json" not in left and not any(n.startswith("crmt_jt-") for n in left)
+    assert {"notes.json", "broken.json", "jt-seed0.json", "jt-seed1.json"} <= set(left)
+    cards = [p for p in written if p.suffix == ".json"]
+    assert sorted(p.name for p in cards) == sorted(set(left) - {"notes.json", "broken.json"})
+    assert all(json.loads(p.read_text())["card_made_by"] == "second" for p in cards)
+
+
 def test_a_filtered_pivot_says_which_filters_made_it():
     from mmrobust_bench.reports.tables import PIVOT_TITLE, pivot_title
 

@@ -1,6 +1,7 @@
 """A static HTML leaderboard and a JSON card per model, from result rows (``report --html``).
 
-- ``cards/<dataset>/<entry>-seed<k>.json``: one per model (a checkpoint: entry × seed) — dataset,
+- ``cards/<dataset>/<entry>-seed<k>.json``: one per model (a checkpoint: entry × seed; cards of models the
+  rows no longer hold are removed) — dataset,
   defense id, label, configuration hash and the full configuration from the checkpoint's
   ``config.json`` when the checkpoint directory is at hand, checkpoint sha256, clean accuracy,
   robust accuracy per threat (attack, configuration, modality, ε), the certificates with their kind
@@ -134,6 +135,28 @@ def write_cards(cards: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
     return paths
 
 
+def prune_stale_cards(out_dir: Path, datasets: Sequence[str], keep: Sequence[Path]) -> list[Path]:
+    """Remove the model cards under ``cards/<dataset>/`` that describe no model of the current rows (a model
+    re-trained into another checkpoint, an entry dropped from the sweep), so the folder never shows a model the
+    results no longer hold. Only files that parse as this suite's cards (``schema`` = :data:`CARD_SCHEMA`) are
+    removed; anything else in the folder stays. Returns the removed paths."""
+    kept = {Path(p).resolve() for p in keep}
+    removed = []
+    for dataset in datasets:
+        folder = Path(out_dir) / "cards" / slug(dataset)
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            if path.resolve() in kept:
+                continue
+            try:
+                is_card = json.loads(path.read_text(encoding="utf-8")).get("schema") == CARD_SCHEMA
+            except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+                is_card = False
+            if is_card:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def leaderboard_columns(data: pd.DataFrame) -> list[Column]:
     """Clean, the joint multi-modal attacks at ε 0.5, the uni-modal ones at ε 1.0, each modality missing —
     the cells of Tables 1 and 2 — where the rows have them."""
@@ -264,6 +287,7 @@ def write_leaderboard(rows: pd.DataFrame, out_dir: str | Path, *, command: str, 
     rows, entry_notes = resolve_entries(rows, checkpoints=checkpoints, split=split)
     cards = model_cards(rows, certified=certified, checkpoints=checkpoints, command=command)
     written = write_cards(cards, out_dir)
+    prune_stale_cards(out_dir, sorted({str(c["dataset"]) for c in cards}), written)
     for dataset in datasets or sorted(rows["dataset"].astype(str).unique()):
         page = leaderboard_html(rows, dataset, cards=cards, figures=_figure_links(out_dir, dataset), command=command,
                                 notes=[n for n in list(notes) + entry_notes if n.startswith(f"{dataset}:")])
@@ -273,5 +297,5 @@ def write_leaderboard(rows: pd.DataFrame, out_dir: str | Path, *, command: str, 
     return written
 
 
-__all__ = ["CARD_SCHEMA", "card_path", "leaderboard_columns", "leaderboard_html", "model_cards", "write_cards",
-           "write_leaderboard"]
+__all__ = ["CARD_SCHEMA", "card_path", "leaderboard_columns", "leaderboard_html", "model_cards", "prune_stale_cards",
+           "write_cards", "write_leaderboard"]
