@@ -24,3 +24,12 @@ def test_minimal_norm_gap_evaluates_the_chosen_model_and_reuses_its_checkpoint(t
     again = run_script("minimal_norm_gap.py", *args)
     assert again["cached"] and again["checkpoint_sha256"] == first["checkpoint_sha256"]
     assert again["accuracy"] == first["accuracy"]  # seeded attacks on the same checkpoint
+
+
+def test_fista_forms_times_both_forms_and_reports_their_difference():
+    out = run_script("fista_forms.py", "--dim", "8", "--atoms", "32", "--batch", "6", "--iterations", "20",
+                     "--repeats", "1")
+    assert set(out["cpu_seconds_median"]) == {"residual", "gram"}
+    assert all(v >= 0 for t in out["cpu_seconds_median"].values() for v in t.values())
+    assert out["speedup_residual_over_gram"] > 0 and out["threads"] == 1
+    assert 0 <= out["codes_relative_difference"] < 1e-3 and 0 <= out["input_gradient_relative_difference"] < 1e-2

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..contracts import Batch
 from ..data.base import InMemoryDataset
 from ..models import MultiModalNet
-from ..models.sparse_coding import SOLVERS, check_step, lipschitz_step
+from ..models.sparse_coding import FORMS, SOLVERS, check_step, lipschitz_step
 from . import DEFENSES
 from .base import Defense, TrainConfig, TrainContext, make_optimizer
 
@@ -33,6 +33,7 @@ OFFICIAL_KS_STEPS = {"v": 2e-6, "a": 5.8e-7}
 # depend on it (sparse_coding.StoppingRule); on an accelerator a read every iteration would stall
 # the queue up to max_iter times per forward, on the CPU extra iterations would only cost time.
 CHECK_EVERY = {"cpu": 1}
+LEGACY_GRADIENT_FORM = "gram"  # the solver's form before gradient_form existed (keys omit it at this value)
 ACCELERATOR_CHECK_EVERY = 16
 
 
@@ -53,13 +54,14 @@ class ExFMemNet(MultiModalNet):
 
     def __init__(self, encoders: Mapping[str, nn.Module], head: nn.Module, feature_dims: Mapping[str, int],
                  memory_size: int, *, sparsity: float, blend: float, solver: str, max_iter: int,
-                 tol: float) -> None:
+                 tol: float, gradient_form: str = "residual") -> None:
         super().__init__(encoders, head)
         self.sparsity = sparsity
         self.blend = blend
         self.solver = SOLVERS[solver]
         self.max_iter = max_iter
         self.tol = tol
+        self.gradient_form = gradient_form
         for m in self.modalities:
             self.register_buffer(f"memory_{m}", torch.zeros(feature_dims[m], memory_size))
             self.register_buffer(f"step_{m}", torch.zeros(()))
@@ -94,7 +96,7 @@ class ExFMemNet(MultiModalNet):
             memory = self.memory(modality).float()
             x = features.float()
             codes = self.solver(memory, x.t(), self.sparsity, self._steps[modality], max_iter=self.max_iter,
-                                tol=self.tol, check_every=check_every)
+                                tol=self.tol, check_every=check_every, form=self.gradient_form)
             return self.blend * (memory @ codes).t() + (1 - self.blend) * x
 
     def encode(self, batch: Batch) -> dict[str, Tensor]:
@@ -121,6 +123,10 @@ class MSEFM(Defense):
         step_rule: str = "lipschitz"  # α = 1/λ_max(DᵀD); "official": the reference's KS constants
         max_iter: int = 200  # the reference ISTA uses 2000
         tol: float = 8e-4  # stop when ‖h − h_prev‖_F over the batch is below this
+        # how the solver computes Dᵀ(D h − φ): "residual" (2dN operations per feature vector) or "gram"
+        # (DᵀD precomputed, N²; the form of the checkpoints made before 2026-12-01, whose keys omit this field).
+        # Same math, float rounding apart (models/sparse_coding.py)
+        gradient_form: str = "residual"
         exfmem_epochs: int = -1  # stage C epochs; -1: a third of the schedule, at least 1
         exfmem_lr_ratio: float = 0.1  # stage-C lr = ratio × base lr (reference: 1e-4 after 1e-3)
         exfmem_cos_weight: float = 1.0  # weight of mean cos(φ̃^(v), φ̃^(a)) in stage C
@@ -128,12 +134,22 @@ class MSEFM(Defense):
         def __post_init__(self) -> None:
             if self.solver not in SOLVERS:
                 raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+            if self.gradient_form not in FORMS:
+                raise ValueError(f"gradient_form must be one of {', '.join(FORMS)}, got {self.gradient_form!r}")
             if self.step_rule not in STEP_RULES:
                 raise ValueError(f"step_rule must be one of {', '.join(STEP_RULES)}, got {self.step_rule!r}")
             if self.memory_size < 1 or self.max_iter < 1:
                 raise ValueError("memory_size and max_iter must be >= 1")
             if not 0.0 <= self.blend <= 1.0:
                 raise ValueError(f"blend must lie in [0, 1], got {self.blend}")
+
+    def config_dict(self) -> dict:
+        """Hyperparameters as they enter the checkpoint key: the Gram form, which every MSEFM checkpoint made
+        before ``gradient_form`` existed used, is keyed without the field, so those keys stay as they were."""
+        d = super().config_dict()
+        if d.get("gradient_form") == LEGACY_GRADIENT_FORM:
+            del d["gradient_form"]
+        return d
 
     def build_model(self, dataset: InMemoryDataset, train: TrainConfig) -> ExFMemNet:
         if len(dataset.specs) < 2:
@@ -142,7 +158,7 @@ class MSEFM(Defense):
         cfg = self.config
         return ExFMemNet(base.encoders, base.head, dict(zip(base.head.names, base.head.dims)),
                          min(cfg.memory_size, len(dataset.train)), sparsity=cfg.sparsity, blend=cfg.blend,
-                         solver=cfg.solver, max_iter=cfg.max_iter, tol=cfg.tol)
+                         solver=cfg.solver, max_iter=cfg.max_iter, tol=cfg.tol, gradient_form=cfg.gradient_form)
 
     def objective(self, model: MultiModalNet, batch: Batch, labels: Tensor, cos_weight: float) -> Tensor:
         out = model(batch)
