@@ -33,8 +33,8 @@ OFFICIAL_KS_STEPS = {"v": 2e-6, "a": 5.8e-7}
 # depend on it (sparse_coding.StoppingRule); on an accelerator a read every iteration would stall
 # the queue up to max_iter times per forward, on the CPU extra iterations would only cost time.
 CHECK_EVERY = {"cpu": 1}
-LEGACY_GRADIENT_FORM = "gram"  # the solver's form before gradient_form existed (keys omit it at this value)
 ACCELERATOR_CHECK_EVERY = 16
+LEGACY_GRADIENT_FORM = "gram"  # the solver's form before gradient_form existed (keys omit it at this value)
 
 
 def mean_cosine(features: Mapping[str, Tensor]) -> Tensor:
