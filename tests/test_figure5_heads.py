@@ -1,6 +1,5 @@
 """Figure 5 names the head-only stage after the head its rows were trained with (checkpoint config.json, or an
-own_groups pinned in the sweep YAML), and neutrally when neither says: the committed synthav rows use the
-reference code's unit-row head, not the paper's orthogonal one."""
+own_groups pinned in the sweep YAML, or the default its entry resolves to), and neutrally when none says."""
 from __future__ import annotations
 
 import json
@@ -59,16 +58,22 @@ def test_stage_named_from_checkpoint_configs(tmp_path):
     assert f"{HEAD_ONLY_STAGE}\n(crmt_jt_orth_only)" in tick_labels(figure5(rows, heads=heads))
 
 
-def test_stage_named_from_the_committed_synthav_sweep_pin(tmp_path):
-    """The committed rows and their sweep.yaml: every CRMT entry pins own_groups=per_class_unit_rows."""
+def test_stage_named_from_the_committed_synthav_sweep_yaml(tmp_path):
+    """The committed rows and their sweep.yaml, which pins no own_groups: the CRMT entries train with the
+    registered default, the paper's orthogonal head; a pin in the YAML wins over the default."""
     rows = read_results(str(REPO / "leaderboards/synthav/runs/results.csv"))
     sweep = yaml.safe_load((REPO / "leaderboards/synthav/sweep.yaml").read_text())
     heads = crmt_heads(rows, dataset="synthav", checkpoints=tmp_path, sweep=sweep)
-    for label in ("crmt_jt", "crmt_jt_orth_only", "crmt_jt_step1_only", "crmt_jt_step2_only"):
-        assert heads[label] == ("per_class_unit_rows", "pinned in the sweep YAML")
-    assert "jt" not in heads  # JT has no CRMT head
+    for label in ("crmt_jt", "crmt_at", "crmt_jt_orth_only", "crmt_jt_step1_only", "crmt_jt_step2_only"):
+        assert heads[label] == ("full", "the defense's default; the sweep YAML pins none")
+    assert "jt" not in heads and "msefm" not in heads  # no CRMT head
     labels = tick_labels(figure5(rows, heads=heads))
-    assert "unit-row head only\n(crmt_jt_orth_only)" in labels
+    assert "orthogonal head only\n(crmt_jt_orth_only)" in labels
+    # a pin (here the reference code's unit-row head) names the head instead of the default
+    pinned = {**sweep, "set": {"own_groups": "per_class_unit_rows"}}
+    heads = crmt_heads(rows, dataset="synthav", checkpoints=tmp_path, sweep=pinned)
+    assert heads["crmt_jt_orth_only"] == ("per_class_unit_rows", "pinned in the sweep YAML")
+    assert "unit-row head only\n(crmt_jt_orth_only)" in tick_labels(figure5(rows, heads=heads))
     # a sweep YAML of another dataset says nothing about these rows
     assert crmt_heads(rows, dataset="synthav", sweep={**sweep, "dataset": "avdigits"}) == {}
 

@@ -370,15 +370,16 @@ def crmt_heads(rows: pd.DataFrame, *, dataset: str | None = None, checkpoints: P
                sweep: Mapping[str, Any] | None = None) -> dict[str, tuple[str, str]]:
     """``{label: (own_groups, source)}`` for the labels whose CRMT head is known: from the checkpoints'
     ``config.json`` (matched by the rows' checkpoint sha256; every model of the label must agree), else from an
-    explicit ``own_groups`` in the sweep YAML's entry for the label (or its top-level ``set``), when the YAML's
-    dataset is the rows'. Labels with neither are left out (their head is unknown)."""
-    from .entries import base_label, find_checkpoint_configs
+    explicit ``own_groups`` in the sweep YAML's entry for the label (or its top-level ``set``), else the default
+    the YAML's entry resolves to, when the YAML's dataset is the rows'. Labels with none are left out (their
+    head is unknown)."""
+    from .entries import base_label, find_checkpoint_configs, label_series
 
     out: dict[str, tuple[str, str]] = {}
     if rows.empty:
         return out
     data = rows if dataset is None else rows[rows["dataset"].astype(str) == dataset]
-    labels = data["defense"].astype(str).map(base_label)
+    labels = label_series(data).map(base_label)
     if checkpoints is not None and "checkpoint_sha256" in data:
         known = find_checkpoint_configs(Path(checkpoints), dataset)
         for label, shas in data["checkpoint_sha256"].astype(str).groupby(labels):
@@ -389,13 +390,32 @@ def crmt_heads(rows: pd.DataFrame, *, dataset: str | None = None, checkpoints: P
     if sweep and (dataset is None or str(sweep.get("dataset", dataset)) == dataset):
         common = sweep.get("set") or {}
         for item in sweep.get("defenses") or []:
+            if isinstance(item, str):
+                item = {"defense": item}
             if not isinstance(item, Mapping):
                 continue
             label = str(item.get("label") or item.get("defense"))
+            if label in out or label not in set(labels):
+                continue
             pinned = {**(common if isinstance(common, Mapping) else {}), **(item.get("set") or {})}
-            if label not in out and "own_groups" in pinned and label in set(labels):
+            if "own_groups" in pinned:
                 out[label] = (str(pinned["own_groups"]), "pinned in the sweep YAML")
+            elif (default := _default_own_groups(str(item.get("defense")), pinned)) is not None:
+                out[label] = (default, "the defense's default; the sweep YAML pins none")
     return out
+
+
+def _default_own_groups(defense: str, overrides: Mapping[str, Any]) -> str | None:
+    """The ``own_groups`` a sweep entry trains with when it pins none (the registered defense's default, as the
+    installed suite resolves it), or None for a defense without a CRMT head or an entry the suite cannot build."""
+    from ..defenses import build_defense
+
+    try:
+        defense_obj, _ = build_defense(defense, overrides)
+    except (LookupError, ValueError, TypeError):
+        return None
+    own = getattr(defense_obj.config, "own_groups", None)
+    return None if own is None else str(own)
 
 
 def stage_names(ablation: Sequence[tuple[str, str]], heads: Mapping[str, tuple[str, str]] | None
