@@ -113,3 +113,34 @@ def test_verify_errors_clearly_without_rows(tmp_path, capsys):
     config.write_text(yaml.safe_dump(TINY))
     assert main(["verify", "--config", str(config), "--root", str(tmp_path / "empty"), "-q"]) == 2
     assert "holds no rows of this sweep's entries" in capsys.readouterr().err
+
+
+def test_keyed_settings_extend_and_rename_without_moving_hashes():
+    """A field added after checkpoints existed is left out at its old value; a renamed value keeps its old
+    spelling; any other value enters the key as it is (the MSEFM and CRMT cases, and a subclass's own)."""
+    from dataclasses import dataclass
+
+    from mmrobust_bench.defenses import build_defense
+    from mmrobust_bench.defenses.base import Defense, keyed_settings
+
+    assert keyed_settings({"a": 1, "new": "old"}, {"new": "old"}) == {"a": 1}
+    assert keyed_settings({"a": 1, "new": "fast"}, {"new": "old"}) == {"a": 1, "new": "fast"}
+    assert keyed_settings({"mode": "b2", "x": 0}, spellings={"mode": {"b2": "b"}}) == {"mode": "b", "x": 0}
+    assert keyed_settings({"mode": "c"}, spellings={"mode": {"b2": "b"}}) == {"mode": "c"}
+
+    gram, _ = build_defense("msefm", {"gradient_form": "gram"})
+    residual, _ = build_defense("msefm", {})
+    assert "gradient_form" not in gram.config_dict() and residual.config_dict()["gradient_form"] == "residual"
+    unit_rows, _ = build_defense("crmt_jt", {"own_groups": "per_class_unit_rows"})
+    assert unit_rows.config.own_groups == "per_class_unit_rows" and unit_rows.config_dict()["own_groups"] == "per_class"
+
+    class Extended(Defense):
+        KEY_OMITTED = {"weight": 1.0}
+
+        @dataclass
+        class Config:
+            depth: int = 2
+            weight: float = 1.0
+
+    assert Extended().config_dict() == {"depth": 2}
+    assert Extended(Extended.Config(weight=2.0)).config_dict() == {"depth": 2, "weight": 2.0}

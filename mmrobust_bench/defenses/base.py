@@ -118,10 +118,23 @@ def add_input_noise(batch: Batch, sigma: dict[str, float], generator: torch.Gene
     return out
 
 
+def keyed_settings(values: dict[str, Any], omitted: dict[str, Any] | None = None,
+                   spellings: dict[str, dict[Any, Any]] | None = None) -> dict[str, Any]:
+    """``values`` as they enter a checkpoint key, so that extending or renaming a setting moves no existing
+    config hash: a field added after checkpoints existed is left out while it holds the value those checkpoints
+    were trained with (``omitted``: field → value), and a renamed option value keeps the spelling the
+    checkpoints were keyed with (``spellings``: field → {current value: keyed value})."""
+    omitted, spellings = omitted or {}, spellings or {}
+    out = {k: v for k, v in values.items() if not (k in omitted and v == omitted[k])}
+    for k, renamed in spellings.items():
+        if k in out and out[k] in renamed:
+            out[k] = renamed[out[k]]
+    return out
+
+
 def key_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The schedule as it enters a checkpoint key (``KEY_OMITTED_DEFAULTS`` left out at their defaults)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items()
-            if not (k in KEY_OMITTED_DEFAULTS and v == KEY_OMITTED_DEFAULTS[k])}
+    return keyed_settings(dataclasses.asdict(cfg), KEY_OMITTED_DEFAULTS)
 
 
 
@@ -170,6 +183,10 @@ class Defense:
 
     name: ClassVar[str] = "defense"
     head: ClassVar[str] = "concat"
+    # Hyperparameters added or renamed after checkpoints existed (see ``keyed_settings``): a field left out of
+    # the key while at the value earlier checkpoints used, and option values keyed with their old spelling.
+    KEY_OMITTED: ClassVar[dict[str, Any]] = {}
+    KEY_SPELLINGS: ClassVar[dict[str, dict[Any, Any]]] = {}
 
     @dataclass
     class Config:
@@ -179,7 +196,8 @@ class Defense:
         self.config = config if config is not None else self.Config()
 
     def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
+        """Hyperparameters as they enter the checkpoint key (``KEY_OMITTED`` and ``KEY_SPELLINGS`` applied)."""
+        return keyed_settings(dataclasses.asdict(self.config), self.KEY_OMITTED, self.KEY_SPELLINGS)
 
     def build_model(self, dataset: InMemoryDataset, train: TrainConfig) -> MultiModalNet:
         return build_model(dataset.specs, dataset.num_classes, dataset.encoders, head=self.head,

@@ -54,6 +54,8 @@ def step2_objective(z: dict[str, Tensor], a: dict[str, Tensor], tau: dict[str, T
 
 class CRMTBase(Defense):
     head = "crmt"
+    # own_groups keeps the spelling the committed checkpoints were keyed with ("per_class" for the unit rows)
+    KEY_SPELLINGS = {"own_groups": {new: old for old, new in LEGACY_OWN_GROUPS.items()}}
 
     @dataclass
     class Config:
@@ -77,15 +79,6 @@ class CRMTBase(Defense):
                 raise ValueError(f"lip_mode must be one of {', '.join(LIP_MODES)}, got {self.lip_mode!r}")
             if self.step2_encoder_mode not in ("eval", "train"):
                 raise ValueError(f"step2_encoder_mode must be 'eval' or 'train', got {self.step2_encoder_mode!r}")
-
-    def config_dict(self) -> dict:
-        """Hyperparameters as they enter the checkpoint key: ``own_groups`` keeps the spelling the committed
-        checkpoints were keyed with ("per_class" for the per-class unit rows), so renaming the option does
-        not change any config hash."""
-        d = super().config_dict()
-        legacy = {new: old for old, new in LEGACY_OWN_GROUPS.items()}
-        d["own_groups"] = legacy.get(d["own_groups"], d["own_groups"])
-        return d
 
     def model_options(self) -> dict:
         return {"own_groups": self.config.own_groups}

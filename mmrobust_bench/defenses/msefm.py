@@ -112,6 +112,8 @@ class MSEFM(Defense):
 
     name = "msefm"
     head = "concat"
+    # every MSEFM checkpoint made before gradient_form existed used the Gram form: keyed without the field
+    KEY_OMITTED = {"gradient_form": LEGACY_GRADIENT_FORM}
 
     @dataclass
     class Config:
@@ -142,14 +144,6 @@ class MSEFM(Defense):
                 raise ValueError("memory_size and max_iter must be >= 1")
             if not 0.0 <= self.blend <= 1.0:
                 raise ValueError(f"blend must lie in [0, 1], got {self.blend}")
-
-    def config_dict(self) -> dict:
-        """Hyperparameters as they enter the checkpoint key: the Gram form, which every MSEFM checkpoint made
-        before ``gradient_form`` existed used, is keyed without the field, so those keys stay as they were."""
-        d = super().config_dict()
-        if d.get("gradient_form") == LEGACY_GRADIENT_FORM:
-            del d["gradient_form"]
-        return d
 
     def build_model(self, dataset: InMemoryDataset, train: TrainConfig) -> ExFMemNet:
         if len(dataset.specs) < 2:
