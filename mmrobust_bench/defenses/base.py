@@ -137,7 +137,6 @@ def key_dict(cfg: TrainConfig) -> dict[str, Any]:
     return keyed_settings(dataclasses.asdict(cfg), KEY_OMITTED_DEFAULTS)
 
 
-
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
     """The schedule's optimiser (SGD with momentum or AdamW) over ``params``, at ``lr`` or the base lr."""
     lr = cfg.lr if lr is None else lr

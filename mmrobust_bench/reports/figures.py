@@ -388,20 +388,22 @@ def crmt_heads(rows: pd.DataFrame, *, dataset: str | None = None, checkpoints: P
             if len(values) == 1 and None not in values and values != {"None"}:
                 out[label] = (values.pop(), "checkpoint config.json")
     if sweep and (dataset is None or str(sweep.get("dataset", dataset)) == dataset):
+        from ..bench.sweep import parse_defense_entry
+
         common = sweep.get("set") or {}
+        present = set(labels)
         for item in sweep.get("defenses") or []:
-            if isinstance(item, str):
-                item = {"defense": item}
-            if not isinstance(item, Mapping):
+            try:
+                entry = parse_defense_entry(item)
+            except ValueError:  # a malformed entry (the sweep itself refuses it) says nothing about a head
                 continue
-            label = str(item.get("label") or item.get("defense"))
-            if label in out or label not in set(labels):
+            if entry.label in out or entry.label not in present:
                 continue
-            pinned = {**(common if isinstance(common, Mapping) else {}), **(item.get("set") or {})}
+            pinned = {**(common if isinstance(common, Mapping) else {}), **entry.overrides}
             if "own_groups" in pinned:
-                out[label] = (str(pinned["own_groups"]), "pinned in the sweep YAML")
-            elif (default := _default_own_groups(str(item.get("defense")), pinned)) is not None:
-                out[label] = (default, "the defense's default; the sweep YAML pins none")
+                out[entry.label] = (str(pinned["own_groups"]), "pinned in the sweep YAML")
+            elif (default := _default_own_groups(entry.defense, pinned)) is not None:
+                out[entry.label] = (default, "the defense's default; the sweep YAML pins none")
     return out
 
 
