@@ -21,7 +21,7 @@ from ..attacks.native import FGM
 from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
 from ..data.base import TensorSplit
-from ..defenses import TrainConfig, apply_overrides, build_defense
+from ..defenses import build_defense, dataset_schedule
 from ..io import default_root
 from ..reports.curves import plot_robust_curve, run_plot_name
 from ..reports.stats import modality_name
@@ -78,8 +78,7 @@ def train_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, over
         raise ValueError(f"train_defense: built dataset {built.name!r} is not {dataset!r}")
     ds = built if built is not None else build_dataset(dataset, cache_dir=root / "datasets",
                                                        **dict(dataset_options or {}))
-    base_train, _ = apply_overrides(TrainConfig(), getattr(ds, "train_defaults", {}), f"dataset {dataset!r} defaults")
-    defense_obj, train_cfg = build_defense(defense, overrides, base_train)
+    defense_obj, train_cfg = build_defense(defense, overrides, dataset_schedule(ds))
     trained = train(defense_obj, ds, train_cfg, seed=seed, root=root, device=device, progress=progress, force=force,
                     sync_batchnorm=sync_batchnorm)
     trained.dataset = ds  # type: ignore[attr-defined]

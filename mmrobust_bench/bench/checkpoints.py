@@ -55,10 +55,15 @@ class CheckpointKey:
 
     @property
     def config_hash(self) -> str:
-        return stable_hash({"defense_config": self.defense_config, "train_config": self.train_config}, 12)
+        return config_hash_of(self.defense_config, self.train_config)
 
     def directory(self, root: Path) -> Path:
         return root / "checkpoints" / self.dataset / self.defense / self.digest
+
+
+def config_hash_of(defense_config: dict[str, Any], train_config: dict[str, Any]) -> str:
+    """The ``config_hash`` of result rows: the defense's keyed settings and the schedule (no dataset, no seed)."""
+    return stable_hash({"defense_config": defense_config, "train_config": train_config}, 12)
 
 
 def _normalised(obj: Any) -> Any:

@@ -234,12 +234,13 @@ def append_rows(path: str | Path, rows: Iterable[ResultRow] | pd.DataFrame, *, r
     return frame
 
 
-def rewrite_rows(path: str | Path, update: Any) -> pd.DataFrame:
+def rewrite_rows(path: str | Path, update: Any, *, any_table: bool = False) -> pd.DataFrame:
     """Read the CSV at ``path`` under its lock, apply ``update(frame) -> frame | None`` and write the result
-    atomically when it returned a frame (None: nothing to write). For changes that need all rows at once."""
+    atomically when it returned a frame (None: nothing to write). For changes that need all rows at once.
+    ``any_table``: any table of the suite (certificates too), read without the results-header check."""
     path = Path(path)
     with file_lock(path):
-        frame = read_rows(path)
+        frame = read_table(path) if any_table else read_rows(path)
         changed = update(frame)
         if changed is None:
             return frame

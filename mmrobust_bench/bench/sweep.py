@@ -60,7 +60,7 @@ from ..attacks import build_attack, default_eps, validate_attack_options
 from ..certify.radii import DEFAULT_RADII
 from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
-from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense
+from ..defenses import DEFENSES, build_defense, dataset_schedule
 from ..io import default_root
 from . import distributed
 from .api import attack_options_for, invoked_command, train_defense, validate_eps
@@ -75,6 +75,7 @@ from .flags import check_attack, flag_rows, row_flags
 from .results import (CELL_COLUMNS, CLEAN, NO_MODALITY, ResultRow, append_rows, cell_key, done_cells, eps_key,
                       read_rows, rewrite_rows)
 from .train import TrainedModel, model_dtype, select_device
+from .retire import RetireOutcome, retire_stale
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,7 @@ class SweepOutcome:
     skipped_rows: int = 0
     models: int = 0
     certified: int = 0
+    retired: RetireOutcome | None = None  # stale rows found (or moved, with --retire-stale) before the work
 
     def add(self, other: "SweepOutcome") -> None:
         self.evaluated_rows += other.evaluated_rows
@@ -450,7 +452,7 @@ def validate_plan(plan: SweepPlan, root: Path) -> None:
         check_certify_settings(train_samples=spec.train_samples, honesty_steps=spec.honesty_steps,
                                batch_size=spec.batch_size)
     ds = build_dataset(plan.dataset, cache_dir=root / "datasets", **plan.dataset_options)
-    base, _ = apply_overrides(TrainConfig(), getattr(ds, "train_defaults", {}), f"dataset {plan.dataset!r} defaults")
+    base = dataset_schedule(ds)
     for entry in plan.defenses:
         build_defense(entry.defense, {**plan.common_overrides, **entry.overrides}, base)
     for block in plan.grid:
@@ -465,13 +467,16 @@ def validate_plan(plan: SweepPlan, root: Path) -> None:
 def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None = None, device: str = "auto",
               progress: bool = True, command: str | None = None, sync_batchnorm: bool = False,
               shard: tuple[int, int] | None = None, executor: str = "local", address: str | None = None,
-              workers: int | None = None) -> SweepOutcome:
+              workers: int | None = None, retire: bool = False) -> SweepOutcome:
     """Run every cell of ``plan`` that is not yet in ``results``; append each cell's rows when it finishes.
 
     ``shard=(i, n)`` restricts the run to shard ``i``'s (label, seed) units. ``executor="ray"`` runs the
     units as Ray tasks (``bench.executors``; ``address`` of an existing cluster, else a local one with
     ``workers`` workers). Under torchrun every rank trains and measures its share of each cell; rank 0
-    appends the rows and certifies (certification is not sharded) while the others wait."""
+    appends the rows and certifies (certification is not sharded) while the others wait.
+
+    Stored rows of the plan's entries made under another configuration are reported (a warning), and with
+    ``retire`` moved to ``<root>/retired/`` before any work (``bench.retire``)."""
     from .executors import EXECUTORS, run_units
 
     if executor not in EXECUTORS:
@@ -488,12 +493,17 @@ def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None
     # before any work: rows are never lost to an unwritable location or a damaged results file
     check_run_settings(root=root, results=results_path)
     validate_plan(plan, root)
+    if retire and distributed.current().active:
+        raise ValueError("--retire-stale rewrites the result tables: run it in one process, not under torchrun")
+    retired = retire_stale(plan, root=root, results_path=results_path, apply=retire) \
+        if distributed.current().main else None
     units = plan.work_units(shard)
     outcome = run_units(executor, plan, units, root=root, results_path=results_path, device=str(dev),
                         progress=progress, command=command, sync_batchnorm=sync_batchnorm, address=address,
                         workers=workers)
     if distributed.current().main:
         mark_row_flags(results_path)
+        outcome.retired = retired
     return outcome
 
 

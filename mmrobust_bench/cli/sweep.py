@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--no-certify", action="store_true",
                     help="leave out the YAML's certify: block: train and evaluate every cell now, certify later "
                          "with the same command without this flag (finished cells are skipped)")
+    sw.add_argument("--retire-stale", action="store_true",
+                    help="before the work, move the stored rows of this sweep's entries made under another "
+                         "configuration (a changed setting) to <root>/retired/ (without it they are only reported)")
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     sw.add_argument("--attacks", help="comma-separated attack ids (with --modalities/--eps: replaces the YAML grid)")
     sw.add_argument("--modalities", help="comma-separated attacked modalities: v, a, all (joint)")
@@ -72,9 +75,13 @@ def cmd(args: argparse.Namespace) -> int:
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
                         results=Path(args.results) if args.results else None, device=args.device,
                         progress=not args.no_progress, command=args.command_line, sync_batchnorm=args.sync_bn,
-                        shard=shard, executor=args.executor, address=args.address, workers=args.workers)
+                        shard=shard, executor=args.executor, address=args.address, workers=args.workers,
+                        retire=args.retire_stale)
     part = f"shard {shard[0]}/{shard[1]}: " if shard else ""
     print(f"sweep: {part}{outcome.models} models, {outcome.evaluated_rows} rows evaluated, "
           f"{outcome.skipped_rows} already present, {outcome.certified} certified")
+    if outcome.retired is not None and outcome.retired.total:
+        verb = "retired" if outcome.retired.applied else "stale (kept; --retire-stale moves them)"
+        print(f"rows of other configurations {verb}: {outcome.retired.describe()}")
     print(f"results: {outcome.results_path}")
     return 0

@@ -52,6 +52,13 @@ def apply_overrides(obj: Any, overrides: Mapping[str, Any], owner: str) -> tuple
     return dataclasses.replace(obj, **known), rest
 
 
+def dataset_schedule(dataset: Any) -> TrainConfig:
+    """The training schedule a dataset declares (its ``train_defaults`` over the suite's defaults)."""
+    schedule, _ = apply_overrides(TrainConfig(), getattr(dataset, "train_defaults", {}),
+                                  f"dataset {getattr(dataset, 'name', '?')!r} defaults")
+    return schedule
+
+
 def build_defense(name: str, overrides: Mapping[str, Any] | None = None,
                   train: TrainConfig | None = None) -> tuple[Defense, TrainConfig]:
     """The defense ``name`` and training schedule with ``overrides`` (``--set``/``--config``) applied.
@@ -83,4 +90,4 @@ def build_defense(name: str, overrides: Mapping[str, Any] | None = None,
     return cls(config), train_cfg
 
 
-__all__ = ["DEFENSES", "Defense", "TrainConfig", "TrainContext", "build_defense", "apply_overrides"]
+__all__ = ["DEFENSES", "Defense", "TrainConfig", "TrainContext", "build_defense", "apply_overrides", "dataset_schedule"]
