@@ -33,3 +33,13 @@ def test_fista_forms_times_both_forms_and_reports_their_difference():
     assert all(v >= 0 for t in out["cpu_seconds_median"].values() for v in t.values())
     assert out["speedup_residual_over_gram"] > 0 and out["threads"] == 1
     assert 0 <= out["codes_relative_difference"] < 1e-3 and 0 <= out["input_gradient_relative_difference"] < 1e-2
+
+
+def test_busy_cores_measures_every_setting_on_idle_and_busy_cores():
+    out = run_script("busy_cores.py", "--n-train", "64", "--epochs", "1", "--busy", "1")
+    settings = [(r["requested_threads"], r["openmp_env"]) for r in out["rows"]]
+    expected = [("default", "unset"), ("default", "OMP_WAIT_POLICY=PASSIVE"), ("default", "GOMP_SPINCOUNT=10000"),
+                ("default", "GOMP_SPINCOUNT=100000"), (1, "unset")]
+    assert settings == expected * 2 and [r["cores"] for r in out["rows"]] == ["idle"] * 5 + ["busy"] * 5
+    assert all(r["train_seconds"] > 0 for r in out["rows"])
+    assert all(r["threads"] == 1 for r in out["rows"] if r["requested_threads"] == 1)

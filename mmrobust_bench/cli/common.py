@@ -133,3 +133,19 @@ def expected_error_message(exc: BaseException) -> str | None:
             return lines[-1]
         return " ".join(lines)
     return None
+
+
+def warn_busy_cores(device: str) -> None:
+    """Log ``bench.busy_cores``'s warning when this CPU run's intra-op threads would share busy cores."""
+    import logging
+
+    import torch
+
+    from ..bench.busy_cores import busy_cores_warning
+    from ..bench.train import select_device
+
+    if select_device(device).type != "cpu":
+        return
+    message = busy_cores_warning(torch.get_num_threads())
+    if message:
+        logging.getLogger("mmrobust_bench.cli").warning(message)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import dataset_options, eps_list, key_values, overrides
+from .common import dataset_options, eps_list, key_values, overrides, warn_busy_cores
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +48,7 @@ def cmd(args: argparse.Namespace) -> int:
     from ..bench.sweep import set_threads
 
     set_threads(args.threads)
+    warn_busy_cores(args.device)
     result = run(
         defense=args.defense, attack=args.attack, modality=args.modality, dataset=args.dataset,
         eps=eps_list(args.eps) if args.eps else None, norm=args.norm, seed=args.seed, overrides=overrides(args),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import eps_list, int_list, key_values, name_list
+from .common import eps_list, int_list, key_values, name_list, warn_busy_cores
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    from ..bench.sweep import build_plan, load_sweep_config, parse_shard, run_sweep
+    from ..bench.sweep import build_plan, load_sweep_config, parse_shard, run_sweep, set_threads
 
     if args.no_certify and (args.certify or args.certify_method):
         raise ValueError("--no-certify leaves certification out; drop it, or drop --certify/--certify-method")
@@ -72,6 +72,9 @@ def cmd(args: argparse.Namespace) -> int:
         certify_methods=name_list(args.certify_method), certify=not args.no_certify,
     )
     shard = parse_shard(args.shard)
+    if args.executor == "local":
+        set_threads(plan.threads)
+        warn_busy_cores(args.device)
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
                         results=Path(args.results) if args.results else None, device=args.device,
                         progress=not args.no_progress, command=args.command_line, sync_batchnorm=args.sync_bn,

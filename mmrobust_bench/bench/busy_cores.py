@@ -1,0 +1,68 @@
+"""A warning when several intra-op threads will share cores that other processes keep busy.
+
+torch's CPU kernels run on OpenMP threads (one per core by default) that spin while they wait for each
+other. When other processes occupy the cores (say two sweep shards on a 2-core machine), a spinning thread
+burns the time slice its partner needs: ``benchmarks/busy_cores.py`` measured one small JT training at 60.5 s
+with torch's default 2 threads beside two busy processes, 2.2 s at ``--threads 1`` and 3.4 s with
+``OMP_WAIT_POLICY=PASSIVE``, while on idle cores the default was the fastest (0.83 s; 1.4 s and 1.7 s)
+(``benchmarks/results/busy_cores-cpu-2core.json``). No setting wins on both, hence a warning, not a default. The thread count also fixes the order of
+float reductions, so the suite never changes it behind the user's back: it says what it sees and names the
+remedies (``--threads 1``, or ``OMP_WAIT_POLICY=PASSIVE``, which does not change any number).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+PROC_STAT = Path("/proc/stat")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def other_runnable(samples: int = 5, interval: float = 0.01, stat: Path = PROC_STAT) -> int | None:
+    """Runnable tasks other than this one right now (median of ``samples`` reads of ``procs_running``), or
+    None where the kernel does not report it (not Linux). Instantaneous, unlike the load average, so a
+    process that just ended does not count."""
+    counts = []
+    for i in range(samples):
+        try:
+            text = stat.read_text()
+        except OSError:
+            return None
+        line = next((ln for ln in text.splitlines() if ln.startswith("procs_running")), None)
+        if line is None:
+            return None
+        counts.append(int(line.split()[1]) - 1)  # this process is running while it reads
+        if i + 1 < samples:
+            time.sleep(interval)
+    counts.sort()
+    return max(counts[len(counts) // 2], 0)
+
+
+def contended(threads: int, cores: int, others: int) -> bool:
+    """True when ``threads`` intra-op threads cannot each have a core: more than one thread, and the cores
+    left by ``others`` busy tasks are fewer than the threads."""
+    return threads > 1 and cores - others < threads
+
+
+def busy_cores_warning(threads: int, cores: int | None = None, others: int | None = None) -> str | None:
+    """The warning to print for ``threads`` intra-op threads on this machine now, or None."""
+    cores = usable_cores() if cores is None else cores
+    others = other_runnable() if others is None else others
+    if others is None or not contended(threads, cores, others):
+        return None
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        return None  # the threads sleep instead of spinning: the measured slowdown does not apply
+    return (f"{others} other runnable process(es) share this machine's {cores} core(s) with {threads} torch "
+            f"threads: spinning OpenMP threads can make this run tens of times slower (27x measured, "
+            f"benchmarks/busy_cores.py). Pass --threads 1 (recorded in the rows), or set OMP_WAIT_POLICY=PASSIVE "
+            f"(changes no number)")
+
+
+__all__ = ["busy_cores_warning", "contended", "other_runnable", "usable_cores"]
