@@ -23,13 +23,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..data import build_dataset
 from ..defenses import build_defense, dataset_schedule
 from ..defenses.base import key_dict
-from ..io import atomic_path, file_lock
+from ..reports.entries import UNKNOWN_CONFIG, config_series, label_series
 from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV
 from .checkpoints import config_hash_of
-from ..reports.entries import label_series
 from .results import read_table, rewrite_rows
 
 log = logging.getLogger(__name__)
@@ -68,20 +66,16 @@ def stale_mask(frame: pd.DataFrame, dataset: str, expected: Mapping[str, str]) -
     if frame.empty or "defense" not in frame or "dataset" not in frame:
         return pd.Series(False, index=frame.index)
     labels = label_series(frame)  # certificate tables keep the label in ``defense``
-    cfg = (frame["config_hash"].astype(object).where(frame["config_hash"].notna(), "").astype(str).str.strip()
-           if "config_hash" in frame else pd.Series("", index=frame.index))
     wanted = labels.map(expected)
-    return (frame["dataset"].astype(str) == dataset) & wanted.notna() & (cfg != wanted.fillna(""))
+    # a blank hash reads as UNKNOWN_CONFIG, which no entry resolves to: it cannot be shown to match
+    differs = config_series(frame) != wanted.fillna(UNKNOWN_CONFIG)
+    return (frame["dataset"].astype(str) == dataset) & wanted.notna() & differs
 
 
 def _append_retired(path: Path, rows: pd.DataFrame) -> None:
     """Add ``rows`` to the retired copy of a table, under its lock, atomically (columns unioned)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path):
-        old = read_table(path)
-        frame = rows if old.empty else pd.concat([old, rows], ignore_index=True)
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False)
+    rewrite_rows(path, lambda old: rows if old.empty else pd.concat([old, rows], ignore_index=True), any_table=True)
 
 
 def retire_table(path: Path, dataset: str, expected: Mapping[str, str], retired_dir: Path, *, apply: bool) -> int:
@@ -89,9 +83,8 @@ def retire_table(path: Path, dataset: str, expected: Mapping[str, str], retired_
     live table is rewritten, so a crash in between duplicates rows into ``retired/`` but loses none."""
     if not path.exists():
         return 0
-    count = int(stale_mask(read_table(path), dataset, expected).sum())
-    if not apply or count == 0:
-        return count
+    if not apply:
+        return int(stale_mask(read_table(path), dataset, expected).sum())
     moved: dict[str, int] = {}
 
     def drop(frame: pd.DataFrame) -> pd.DataFrame | None:
@@ -106,10 +99,9 @@ def retire_table(path: Path, dataset: str, expected: Mapping[str, str], retired_
     return moved.get("n", 0)
 
 
-def retire_stale(plan: Any, *, root: Path, results_path: Path, apply: bool) -> RetireOutcome:
+def retire_stale(plan: Any, ds: Any, *, root: Path, results_path: Path, apply: bool) -> RetireOutcome:
     """Find (``apply``: move to ``<root>/retired/``) the rows of ``plan``'s entries made under another
-    configuration, in the results table and the certificate tables."""
-    ds = build_dataset(plan.dataset, cache_dir=root / "datasets", **plan.dataset_options)
+    configuration, in the results table and the certificate tables; ``ds`` is the plan's dataset, built."""
     expected = entry_config_hashes(plan, ds)
     outcome = RetireOutcome(applied=apply)
     for path in (results_path, root / CERTIFIED_CSV, root / ETA_PAIRS_CSV):

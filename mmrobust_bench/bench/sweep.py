@@ -440,8 +440,9 @@ def modality_label(modality: str, threat: ThreatModel) -> str:
     return ALL_MODALITIES if modality == ALL_MODALITIES else "+".join(threat.modalities)
 
 
-def validate_plan(plan: SweepPlan, root: Path) -> None:
-    """Fail before any training on unknown defenses, settings, attacks, attack options or modalities."""
+def validate_plan(plan: SweepPlan, root: Path) -> Any:
+    """Fail before any training on unknown defenses, settings, attacks, attack options or modalities; returns
+    the plan's dataset (built, or loaded from its cache) for the checks that follow."""
     from .validate import check_certify_settings, check_run_settings
 
     # names, types and ranges of every setting before the dataset is generated (it can take minutes)
@@ -462,6 +463,7 @@ def validate_plan(plan: SweepPlan, root: Path) -> None:
                 raise ValueError(f"sweep: attack {attack!r} needs an eps list in its grid block")
         for modality in block.modalities:
             ThreatModel.parse(modality, 0.0, ds.specs)
+    return ds
 
 
 def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None = None, device: str = "auto",
@@ -492,10 +494,10 @@ def run_sweep(plan: SweepPlan, *, root: Path | None = None, results: Path | None
 
     # before any work: rows are never lost to an unwritable location or a damaged results file
     check_run_settings(root=root, results=results_path)
-    validate_plan(plan, root)
+    ds = validate_plan(plan, root)
     if retire and distributed.current().active:
         raise ValueError("--retire-stale rewrites the result tables: run it in one process, not under torchrun")
-    retired = retire_stale(plan, root=root, results_path=results_path, apply=retire) \
+    retired = retire_stale(plan, ds, root=root, results_path=results_path, apply=retire) \
         if distributed.current().main else None
     units = plan.work_units(shard)
     outcome = run_units(executor, plan, units, root=root, results_path=results_path, device=str(dev),

@@ -135,8 +135,9 @@ def expected_error_message(exc: BaseException) -> str | None:
     return None
 
 
-def warn_busy_cores(device: str) -> None:
-    """Log ``bench.busy_cores``'s warning when this CPU run's intra-op threads would share busy cores."""
+def warn_busy_cores(device: str, threads: int | None = None) -> None:
+    """Log ``bench.busy_cores``'s warning when this CPU run's intra-op threads (``threads``, else torch's
+    current count) would share busy cores."""
     import logging
 
     import torch
@@ -146,6 +147,6 @@ def warn_busy_cores(device: str) -> None:
 
     if select_device(device).type != "cpu":
         return
-    message = busy_cores_warning(torch.get_num_threads())
+    message = busy_cores_warning(threads or torch.get_num_threads())
     if message:
         logging.getLogger("mmrobust_bench.cli").warning(message)

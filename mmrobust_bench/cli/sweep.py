@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    from ..bench.sweep import build_plan, load_sweep_config, parse_shard, run_sweep, set_threads
+    from ..bench.sweep import build_plan, load_sweep_config, parse_shard, run_sweep
 
     if args.no_certify and (args.certify or args.certify_method):
         raise ValueError("--no-certify leaves certification out; drop it, or drop --certify/--certify-method")
@@ -72,9 +72,8 @@ def cmd(args: argparse.Namespace) -> int:
         certify_methods=name_list(args.certify_method), certify=not args.no_certify,
     )
     shard = parse_shard(args.shard)
-    if args.executor == "local":
-        set_threads(plan.threads)
-        warn_busy_cores(args.device)
+    if args.executor == "local":  # run_sweep pins plan.threads; Ray tasks get their own share of the cores
+        warn_busy_cores(args.device, plan.threads)
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
                         results=Path(args.results) if args.results else None, device=args.device,
                         progress=not args.no_progress, command=args.command_line, sync_batchnorm=args.sync_bn,
