@@ -17,8 +17,8 @@ from mmrobust_bench.defenses.gb import (FUSED, WEIGHT_FLOOR, GradientBlending, L
 from mmrobust_bench.defenses.msefm import MSEFM, OFFICIAL_KS_STEPS, ExFMemNet, mean_cosine
 from mmrobust_bench.models import ConcatHead, MultiModalNet
 from mmrobust_bench.models import sparse_coding
-from mmrobust_bench.models.sparse_coding import (FORMS, StoppingRule, check_step, data_gradient, fista, ista,
-                                                 lipschitz_step, max_eigenvalue, soft_threshold)
+from mmrobust_bench.models.sparse_coding import (FORMS, STOPPING, StoppingRule, check_step, data_gradient, fista,
+                                                 ista, lipschitz_step, max_eigenvalue, soft_threshold)
 
 SOLVERS = {"ista": ista, "fista": fista}
 
@@ -161,8 +161,9 @@ def test_fista_derivative_stays_bounded_on_an_overcomplete_dictionary():
 
 
 
+@pytest.mark.parametrize("stopping", STOPPING)
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_reading_the_stopping_flag_less_often_changes_neither_codes_nor_gradients(solver, monkeypatch):
+def test_reading_the_stopping_flag_less_often_changes_neither_codes_nor_gradients(solver, stopping, monkeypatch):
     """check_every = K stops at the first multiple of K at or after the per-iteration rule's stop,
     with bit-identical codes and input gradients (the converged codes are frozen on the device)."""
     iterations = []
@@ -178,7 +179,7 @@ def test_reading_the_stopping_flag_less_often_changes_neither_codes_nor_gradient
         iterations.clear()
         signals = x.clone().requires_grad_(True)
         codes = SOLVERS[solver](d, signals, 0.3, lipschitz_step(d), max_iter=300, tol=3e-3,
-                                check_every=check_every)
+                                check_every=check_every, stopping=stopping)
         (grad,) = torch.autograd.grad((codes * w).sum(), signals)
         return codes.detach(), grad, len(iterations)
 
@@ -188,6 +189,86 @@ def test_reading_the_stopping_flag_less_often_changes_neither_codes_nor_gradient
         c, g, n = run(every)
         assert torch.equal(c, codes) and torch.equal(g, grad)
         assert n == min(300, math.ceil(stopped / every) * every)
+
+
+def spread_convergence_problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A dictionary and 6 signals whose codes converge at clearly different iterations (float64)."""
+    gen = torch.Generator().manual_seed(11)
+    d = torch.randn(24, 40, generator=gen, dtype=torch.float64)
+    d = d / d.norm(dim=0)
+    x = torch.randn(24, 6, generator=gen, dtype=torch.float64) * torch.tensor([0.2, 0.3, 0.5, 0.7, 1.0, 1.2],
+                                                                              dtype=torch.float64)
+    w = torch.randn(40, 6, generator=gen, dtype=torch.float64)
+    return d, x, w
+
+
+def code_and_gradient(solver: str, d: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
+                      stopping: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    signals = x.clone().requires_grad_(True)
+    stats: dict = {}
+    codes = SOLVERS[solver](d, signals, 0.05, lipschitz_step(d), max_iter=1500, tol=1e-3, stopping=stopping,
+                            stats=stats)
+    (grad,) = torch.autograd.grad((codes * w).sum(), signals)
+    return codes.detach(), grad, stats["iterations"]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_per_sample_stopping_makes_every_code_and_its_gradient_independent_of_the_batch(solver):
+    """stopping="sample": a column coded inside a batch equals the column coded alone, values and input
+    gradients, although the columns alone stop at different iterations and the batch runs until the last."""
+    d, x, w = spread_convergence_problem()
+    codes, grad, batch_iterations = code_and_gradient(solver, d, x, w, "sample")
+    alone_iterations = []
+    for j in range(x.shape[1]):
+        c, g, n = code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "sample")
+        assert torch.allclose(codes[:, j:j + 1], c, rtol=0, atol=1e-12)
+        assert torch.allclose(grad[:, j:j + 1], g, rtol=0, atol=1e-12)
+        alone_iterations.append(n)
+    assert len(set(alone_iterations)) > 1 and max(alone_iterations) < 1500  # tol, not max_iter, stops each
+    assert batch_iterations == max(alone_iterations)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_the_reference_batch_stopping_lets_the_batch_change_a_code(solver):
+    """stopping="batch" (the reference's rule): the column that converges first alone keeps iterating
+    inside the batch, so its code differs from its code alone — the reason "sample" exists."""
+    d, x, w = spread_convergence_problem()
+    codes, _, _ = code_and_gradient(solver, d, x, w, "batch")
+    alone = [code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "batch") for j in range(x.shape[1])]
+    first = min(range(x.shape[1]), key=lambda j: alone[j][2])
+    assert (codes[:, first] - alone[first][0][:, 0]).abs().max() > 1e-6
+
+
+def test_stopping_rule_refuses_an_unknown_rule_and_msefm_keys_the_default_out():
+    with pytest.raises(ValueError, match="stopping rule must be one of batch, sample, got 'column'"):
+        StoppingRule(torch.zeros(3, 2), tol=1e-3, check_every=1, stopping="column")
+    with pytest.raises(ValueError, match="stopping must be one of batch, sample"):
+        MSEFM.Config(stopping="column")
+    assert "stopping" not in MSEFM().config_dict()  # checkpoints made before the option keep their keys
+    assert MSEFM(MSEFM.Config(stopping="sample")).config_dict()["stopping"] == "sample"
+
+
+def test_exfmem_with_per_sample_stopping_classifies_each_sample_as_it_would_alone():
+    """Through build_model (conv encoders, the memories of a trained model's shape): a batch's logits are
+    each sample's logits alone; the solver's flags are the only batch coupling, float rounding apart."""
+    gen = torch.Generator().manual_seed(3)
+    split = TensorSplit({m: torch.rand(24, 1, 8, 8, generator=gen) for m in "va"}, torch.arange(24) % 3)
+    ds = InMemoryDataset("tiny_images", (ModalitySpec("v", (1, 8, 8)), ModalitySpec("a", (1, 8, 8))), 3, split,
+                         split, encoders={"v": "small_cnn2d", "a": "small_cnn2d"})
+    defense = MSEFM(MSEFM.Config(stopping="sample", tol=1e-3, max_iter=500))
+    torch.manual_seed(0)
+    model = defense.build_model(ds, TrainConfig(feature_dim=8)).eval()
+    assert model.stopping == "sample"
+    with torch.no_grad():
+        features = model.encode(split.inputs)
+    model.set_memories({m: f.t().contiguous() for m, f in features.items()},
+                       {m: lipschitz_step(f.t()) for m, f in features.items()})
+    batch = {m: torch.rand(10, 1, 8, 8, generator=gen) * torch.linspace(0.2, 3, 10)[:, None, None, None]
+             for m in "va"}
+    with torch.no_grad():
+        logits = model(batch).logits
+        alone = torch.cat([model({m: t[i:i + 1] for m, t in batch.items()}).logits for i in range(10)])
+    assert torch.allclose(logits, alone, rtol=0, atol=1e-5)
 
 
 def test_stopping_rule_without_a_tolerance_never_stops_and_refuses_bad_intervals():

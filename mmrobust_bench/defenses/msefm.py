@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..contracts import Batch
 from ..data.base import InMemoryDataset
 from ..models import MultiModalNet
-from ..models.sparse_coding import FORMS, SOLVERS, check_step, lipschitz_step
+from ..models.sparse_coding import FORMS, SOLVERS, STOPPING, check_step, lipschitz_step
 from . import DEFENSES
 from .base import Defense, TrainConfig, TrainContext, make_optimizer
 
@@ -54,7 +54,7 @@ class ExFMemNet(MultiModalNet):
 
     def __init__(self, encoders: Mapping[str, nn.Module], head: nn.Module, feature_dims: Mapping[str, int],
                  memory_size: int, *, sparsity: float, blend: float, solver: str, max_iter: int,
-                 tol: float, gradient_form: str = "residual") -> None:
+                 tol: float, gradient_form: str = "residual", stopping: str = "batch") -> None:
         super().__init__(encoders, head)
         self.sparsity = sparsity
         self.blend = blend
@@ -62,6 +62,7 @@ class ExFMemNet(MultiModalNet):
         self.max_iter = max_iter
         self.tol = tol
         self.gradient_form = gradient_form
+        self.stopping = stopping
         for m in self.modalities:
             self.register_buffer(f"memory_{m}", torch.zeros(feature_dims[m], memory_size))
             self.register_buffer(f"step_{m}", torch.zeros(()))
@@ -96,7 +97,8 @@ class ExFMemNet(MultiModalNet):
             memory = self.memory(modality).float()
             x = features.float()
             codes = self.solver(memory, x.t(), self.sparsity, self._steps[modality], max_iter=self.max_iter,
-                                tol=self.tol, check_every=check_every, form=self.gradient_form)
+                                tol=self.tol, check_every=check_every, form=self.gradient_form,
+                                stopping=self.stopping)
             return self.blend * (memory @ codes).t() + (1 - self.blend) * x
 
     def encode(self, batch: Batch) -> dict[str, Tensor]:
@@ -112,8 +114,9 @@ class MSEFM(Defense):
 
     name = "msefm"
     head = "concat"
-    # every MSEFM checkpoint made before gradient_form existed used the Gram form: keyed without the field
-    KEY_OMITTED = {"gradient_form": LEGACY_GRADIENT_FORM}
+    # every MSEFM checkpoint made before gradient_form existed used the Gram form, and every one made before
+    # stopping existed the batch rule: keyed without those fields at those values
+    KEY_OMITTED = {"gradient_form": LEGACY_GRADIENT_FORM, "stopping": "batch"}
 
     @dataclass
     class Config:
@@ -125,6 +128,9 @@ class MSEFM(Defense):
         step_rule: str = "lipschitz"  # α = 1/λ_max(DᵀD); "official": the reference's KS constants
         max_iter: int = 200  # the reference ISTA uses 2000
         tol: float = 8e-4  # stop when ‖h − h_prev‖_F over the batch is below this
+        # "batch" (the reference): the test above, so an early stop makes a code depend on its batch;
+        # "sample": each feature vector's code freezes once its own ‖h − h_prev‖₂ < tol (batch-independent)
+        stopping: str = "batch"
         # how the solver computes Dᵀ(D h − φ): "residual" (2dN operations per feature vector) or "gram"
         # (DᵀD precomputed, N²; the form of the checkpoints made before 2026-12-01, whose keys omit this field).
         # Same math, float rounding apart (models/sparse_coding.py)
@@ -138,6 +144,8 @@ class MSEFM(Defense):
                 raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
             if self.gradient_form not in FORMS:
                 raise ValueError(f"gradient_form must be one of {', '.join(FORMS)}, got {self.gradient_form!r}")
+            if self.stopping not in STOPPING:
+                raise ValueError(f"stopping must be one of {', '.join(STOPPING)}, got {self.stopping!r}")
             if self.step_rule not in STEP_RULES:
                 raise ValueError(f"step_rule must be one of {', '.join(STEP_RULES)}, got {self.step_rule!r}")
             if self.memory_size < 1 or self.max_iter < 1:
@@ -152,7 +160,8 @@ class MSEFM(Defense):
         cfg = self.config
         return ExFMemNet(base.encoders, base.head, dict(zip(base.head.names, base.head.dims)),
                          min(cfg.memory_size, len(dataset.train)), sparsity=cfg.sparsity, blend=cfg.blend,
-                         solver=cfg.solver, max_iter=cfg.max_iter, tol=cfg.tol, gradient_form=cfg.gradient_form)
+                         solver=cfg.solver, max_iter=cfg.max_iter, tol=cfg.tol, gradient_form=cfg.gradient_form,
+                         stopping=cfg.stopping)
 
     def objective(self, model: MultiModalNet, batch: Batch, labels: Tensor, cos_weight: float) -> Tensor:
         out = model(batch)

@@ -3,8 +3,12 @@
 Both minimise ½‖D H − X‖_F² + λ‖H‖₁ for a dictionary D (d × N) and signals X (d × B), one code
 column per signal, starting from H = 0. The iterations are plain tensor operations, so autograd
 differentiates through the unrolled solver: this is what lets white-box attacks see ExFMem
-(docs/methods.md §9); :func:`fista` says how its momentum is differentiated. The stopping rule is the
-reference's: ‖H − H_prev‖_F over the whole batch matrix below ``tol``, or ``max_iter`` iterations.
+(docs/methods.md §9); :func:`fista` says how its momentum is differentiated. The stopping rule
+(:data:`STOPPING`) is by default the reference's, ``"batch"``: ‖H − H_prev‖_F over the whole batch matrix
+below ``tol``, or ``max_iter`` iterations. When it fires early a signal's code depends on the other signals
+of its batch (they decide when everyone stops), so a model's output can change with the batch size of an
+evaluation; ``"sample"`` freezes each column once its own ‖h − h_prev‖₂ is below ``tol``, which makes every
+code a function of its own signal only, whatever the batch.
 Each iteration needs the gradient Dᵀ(D H − X) of the data term; ``form`` says how it is computed
 (:data:`FORMS`): ``"residual"`` as written, two d × N products, or ``"gram"`` with DᵀD and DᵀX
 precomputed, one N × N product. The first costs 2dN operations per signal against N², 8× fewer for the
@@ -24,6 +28,7 @@ from torch import Tensor
 
 STEP_TOLERANCE = 1e-6  # relative slack so that α = 1/λ_max passes the check despite rounding
 FORMS = ("residual", "gram")  # how an iteration computes Dᵀ(D H − X); see the module docstring
+STOPPING = ("batch", "sample")  # whose change is tested against tol; see the module docstring
 
 Solver = Callable[..., Tensor]
 
@@ -68,23 +73,35 @@ def data_gradient(dictionary: Tensor, signals: Tensor, form: str = "residual") -
 
 
 class StoppingRule:
-    """The reference's stopping rule, ‖H − H_prev‖_F < tol, with the flag kept on the device.
+    """The stopping rule (:data:`STOPPING`), with the flag kept on the device when the host reads it rarely.
 
-    Once the flag is set the codes stop changing, so reading the flag on the host only every
-    ``check_every`` iterations returns exactly the codes (values and gradients) of the per-iteration
-    rule, at the price of at most ``check_every − 1`` wasted iterations; each read is one host
-    sync, and ``tol <= 0`` (run all ``max_iter`` iterations) never syncs.
+    ``"batch"`` (the reference): stop when ‖H − H_prev‖_F < tol. ``"sample"``: each column whose
+    ‖h − h_prev‖₂ < tol keeps its codes from then on, and the host stops once every column has. Once a
+    flag is set its codes stop changing, so reading the flags on the host only every ``check_every``
+    iterations returns exactly the codes (values and gradients) of the per-iteration rule, at the price of
+    at most ``check_every − 1`` wasted iterations; each read is one host sync, and ``tol <= 0`` (run all
+    ``max_iter`` iterations) never syncs.
     """
 
-    def __init__(self, codes: Tensor, tol: float, check_every: int) -> None:
+    def __init__(self, codes: Tensor, tol: float, check_every: int, stopping: str = "batch") -> None:
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
+        if stopping not in STOPPING:
+            raise ValueError(f"sparse-coding stopping rule must be one of {', '.join(STOPPING)}, got {stopping!r}")
         self.tol = tol
         self.check_every = check_every
-        # the flag lives on the device only when the host reads it less than every iteration
-        self.deferred = tol > 0 and check_every > 1
-        self.done = torch.zeros((), dtype=torch.bool, device=codes.device) if self.deferred else None
+        self.per_sample = stopping == "sample"
+        # the flags live on the device when columns freeze one by one or the host reads them rarely
+        self.deferred = tol > 0 and (check_every > 1 or self.per_sample)
+        shape = (1, codes.shape[1]) if self.per_sample else ()
+        self.done = torch.zeros(shape, dtype=torch.bool, device=codes.device) if self.deferred else None
         self.iteration = 0
+
+    def converged(self, codes: Tensor, updated: Tensor) -> Tensor:
+        """Whether this iteration's change is below ``tol``: per column (1 × B) or for the batch (scalar)."""
+        if self.per_sample:
+            return torch.linalg.vector_norm(updated - codes, dim=0, keepdim=True) < self.tol
+        return torch.linalg.matrix_norm(updated - codes) < self.tol
 
     def advance(self, codes: Tensor, updated: Tensor) -> tuple[Tensor, bool]:
         """The codes to keep after one iteration, and whether the host may stop iterating."""
@@ -92,10 +109,10 @@ class StoppingRule:
         if self.tol <= 0:
             return updated, False
         if not self.deferred:  # the reference's loop, one sync per iteration
-            return updated, bool(torch.linalg.matrix_norm(updated - codes) < self.tol)
+            return updated, bool(self.converged(codes, updated))
         kept = torch.where(self.done, codes, updated)
-        self.done = self.done | (torch.linalg.matrix_norm(updated - codes) < self.tol)
-        return kept, self.iteration % self.check_every == 0 and bool(self.done)
+        self.done = self.done | self.converged(codes, updated)
+        return kept, self.iteration % self.check_every == 0 and bool(self.done.all())
 
     def hold(self, previous: Tensor, new: Tensor) -> Tensor:
         """``new`` until the flag is set, then ``previous``: freezes solver state beside the codes."""
@@ -103,15 +120,17 @@ class StoppingRule:
 
 
 def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 2000,
-         tol: float = 8e-4, check_every: int = 1, stats: dict | None = None, form: str = "residual") -> Tensor:
+         tol: float = 8e-4, check_every: int = 1, stats: dict | None = None, form: str = "residual",
+         stopping: str = "batch") -> Tensor:
     """ISTA: H ← S_{αλ}(H − α Dᵀ(D H − X)); returns the codes (N × B).
 
     ``stats``, if given, receives ``iterations`` (run, including any after the stopping flag was set);
-    ``form``: how the gradient is computed (:func:`data_gradient`).
+    ``form``: how the gradient is computed (:func:`data_gradient`); ``stopping``: the rule
+    (:class:`StoppingRule`).
     """
     gradient = data_gradient(dictionary, signals, form)
     codes = signals.new_zeros(dictionary.shape[1], signals.shape[1])
-    rule = StoppingRule(codes, tol, check_every)
+    rule = StoppingRule(codes, tol, check_every, stopping)
     for _ in range(max_iter):
         updated = soft_threshold(codes - step * gradient(codes), step * lam)
         codes, stop = rule.advance(codes, updated)
@@ -123,7 +142,8 @@ def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_it
 
 
 def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 200,
-          tol: float = 8e-4, check_every: int = 1, stats: dict | None = None, form: str = "residual") -> Tensor:
+          tol: float = 8e-4, check_every: int = 1, stats: dict | None = None, form: str = "residual",
+          stopping: str = "batch") -> Tensor:
     """FISTA (Beck & Teboulle 2009): ISTA steps from an extrapolated point, O(1/k²) instead of O(1/k).
 
     The values are FISTA's, but autograd treats the momentum term as a constant, so the derivative
@@ -131,11 +151,11 @@ def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_i
     solution. Differentiating the extrapolation itself is unstable on an overcomplete dictionary
     (no strong convexity): on synthav memories the derivative grew ×10² after 200 iterations and
     ×10¹² after 1000, which derails stage-C training and hands white-box attacks a garbage gradient.
-    ``stats`` and ``form`` as in :func:`ista`.
+    ``stats``, ``form`` and ``stopping`` as in :func:`ista`.
     """
     gradient = data_gradient(dictionary, signals, form)
     codes = signals.new_zeros(dictionary.shape[1], signals.shape[1])
-    rule = StoppingRule(codes, tol, check_every)
+    rule = StoppingRule(codes, tol, check_every, stopping)
     point = codes
     t = 1.0
     for _ in range(max_iter):
@@ -154,5 +174,5 @@ def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_i
 
 SOLVERS: dict[str, Solver] = {"ista": ista, "fista": fista}
 
-__all__ = ["FORMS", "SOLVERS", "StoppingRule", "check_step", "data_gradient", "fista", "ista", "lipschitz_step",
+__all__ = ["FORMS", "SOLVERS", "STOPPING", "StoppingRule", "check_step", "data_gradient", "fista", "ista", "lipschitz_step",
            "max_eigenvalue", "soft_threshold"]
