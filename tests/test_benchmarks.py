@@ -43,3 +43,20 @@ def test_busy_cores_measures_every_setting_on_idle_and_busy_cores():
     assert settings == expected * 2 and [r["cores"] for r in out["rows"]] == ["idle"] * 5 + ["busy"] * 5
     assert all(r["train_seconds"] > 0 for r in out["rows"])
     assert all(r["threads"] == 1 for r in out["rows"] if r["requested_threads"] == 1)
+
+
+def test_msefm_batch_dependence_compares_batch_sizes_under_each_stopping_rule(tmp_path):
+    out = run_script("msefm_batch_dependence.py", "--dataset-set", "n_train=96", "--dataset-set", "n_test=12",
+                     "--set", "epochs=1", "--set", "memory_size=32", "--n", "12", "--batch", "6",
+                     "--root", str(tmp_path))
+    assert (out["dataset"], out["samples"], out["large_batch"], out["cached"]) == ("synthav", 12, 6, False)
+    assert set(out["rules"]) == {"batch", "sample", "none_tol_0"}
+    for rule, r in out["rules"].items():
+        assert r["solver_calls_batch_1"] == 2 * 12 and r["solver_calls_large_batch"] == 2 * 2  # 2 modalities
+        assert r["max_abs_logit_difference"] >= 0 and 0 <= r["predictions_differing"] <= 12
+    tol0 = out["rules"]["none_tol_0"]
+    assert tol0["early_stops_batch_1"] == tol0["early_stops_large_batch"] == 0  # every iteration runs
+    again = run_script("msefm_batch_dependence.py", "--dataset-set", "n_train=96", "--dataset-set", "n_test=12",
+                       "--set", "epochs=1", "--set", "memory_size=32", "--n", "12", "--batch", "6",
+                       "--root", str(tmp_path))
+    assert again["cached"] and again["rules"] == out["rules"]  # the reused checkpoint gives the same numbers

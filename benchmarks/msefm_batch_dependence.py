@@ -1,0 +1,107 @@
+"""Does an MSEFM model's output depend on the evaluation's batch? Batch 1 against a larger batch, per stopping rule.
+
+Prints one JSON object. Usage: ``python benchmarks/msefm_batch_dependence.py [--dataset synthav]
+[--dataset-set KEY=VALUE ...] [--set KEY=VALUE ...] [--seed 0] [--n 200] [--batch 500] [--root DIR] [--threads 1]``.
+Trains (or reuses, from ``--root``'s checkpoints) the MSEFM model of ``--dataset`` with the dataset's schedule and
+``--set`` overrides, exactly as ``mmrobust-bench run`` does, then evaluates the first ``--n`` test samples one at
+a time and in batches of ``--batch``, once with each sparse-coding stopping rule (``models/sparse_coding.py``;
+the rule is a solver option, not a learned weight, so the same checkpoint serves both) and once with every
+iteration run (``none_tol_0``: no stopping, so only float rounding can differ). For each it reports
+how many solver calls stopped before ``max_iter`` (the only way the batch enters a code), the largest logit
+difference between the two batch sizes, the predictions that differ, and the relative difference of the input
+gradients of the cross-entropy (what a white-box attack follows). The avdigits leaderboard's model, for example:
+``--dataset avdigits --dataset-set data_root=DIR --root leaderboards/avdigits/runs --seed 2 --n 900``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import torch
+import torch.nn.functional as F
+
+from mmrobust_bench.bench.api import train_defense
+from mmrobust_bench.cli.common import key_values
+from mmrobust_bench.defenses.msefm import ExFMemNet
+from mmrobust_bench.models.sparse_coding import STOPPING
+
+
+def evaluate(model: ExFMemNet, inputs: dict, labels: torch.Tensor, batch: int) -> tuple[torch.Tensor, dict, list]:
+    """Logits and input gradients of the summed cross-entropy, in batches of ``batch``; the solver's iterations."""
+    iterations: list[int] = []
+    solver = model.solver
+
+    def counted(*args, **kwargs):
+        stats: dict = {}
+        codes = solver(*args, stats=stats, **kwargs)
+        iterations.append(stats["iterations"])
+        return codes
+
+    model.solver = counted
+    try:
+        logits, grads = [], {m: [] for m in inputs}
+        for start in range(0, len(labels), batch):
+            part = {m: t[start:start + batch].clone().requires_grad_(True) for m, t in inputs.items()}
+            out = model(part).logits
+            loss = F.cross_entropy(out, labels[start:start + batch], reduction="sum")
+            for m, g in zip(part, torch.autograd.grad(loss, list(part.values()))):
+                grads[m].append(g)
+            logits.append(out.detach())
+    finally:
+        model.solver = solver
+    return torch.cat(logits), {m: torch.cat(g) for m, g in grads.items()}, iterations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="synthav")
+    parser.add_argument("--dataset-set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MSEFM/schedule override")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=200, help="test samples evaluated")
+    parser.add_argument("--batch", type=int, default=500, help="the larger batch (the sweeps evaluate at 500)")
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    trained = train_defense("msefm", dataset=args.dataset, seed=args.seed, overrides=key_values(args.set, "--set"),
+                            dataset_options=key_values(args.dataset_set, "--dataset-set"), root=args.root, device="cpu",
+                            progress=False)
+    model = trained.model.eval()
+    test = trained.dataset.test  # type: ignore[attr-defined]
+    n = min(args.n, len(test))
+    inputs = {m: t[:n] for m, t in test.inputs.items()}
+    labels = test.labels[:n]
+    rules = {}
+    tol = model.tol
+    # each stopping rule at the model's tol, then every iteration run (tol 0): the float-rounding floor
+    for rule, rule_tol in [(r, tol) for r in STOPPING] + [("none_tol_0", 0.0)]:
+        model.stopping, model.tol = (rule if rule in STOPPING else "batch"), rule_tol
+        one_logits, one_grads, one_iters = evaluate(model, inputs, labels, 1)
+        big_logits, big_grads, big_iters = evaluate(model, inputs, labels, args.batch)
+        gradient_gap = max(float((one_grads[m] - big_grads[m]).norm() / big_grads[m].norm().clamp_min(1e-30))
+                           for m in inputs)
+        rules[rule] = {
+            "early_stops_batch_1": sum(i < model.max_iter for i in one_iters),
+            "solver_calls_batch_1": len(one_iters),
+            "fewest_iterations_batch_1": min(one_iters),
+            "early_stops_large_batch": sum(i < model.max_iter for i in big_iters),
+            "solver_calls_large_batch": len(big_iters),
+            "max_abs_logit_difference": float((one_logits - big_logits).abs().max()),
+            "predictions_differing": int((one_logits.argmax(1) != big_logits.argmax(1)).sum()),
+            "input_gradient_relative_difference": gradient_gap,
+            "accuracy_batch_1": float((one_logits.argmax(1) == labels).float().mean()),
+            "accuracy_large_batch": float((big_logits.argmax(1) == labels).float().mean()),
+        }
+    print(json.dumps({
+        "benchmark": "msefm_batch_dependence", "dataset": args.dataset, "seed": args.seed, "samples": n,
+        "large_batch": args.batch, "max_iter": model.max_iter, "tol": tol, "solver": model.solver.__name__,
+        "checkpoint_sha256": trained.sha256, "cached": trained.cached, "rules": rules, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor() or None,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
