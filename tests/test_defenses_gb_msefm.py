@@ -202,10 +202,10 @@ def spread_convergence_problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return d, x, w
 
 
-def code_and_gradient(solver: str, d: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
-                      stopping: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+def code_and_gradient(solver: str, d: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stopping: str,
+                      stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     signals = x.clone().requires_grad_(True)
-    stats: dict = {}
+    stats = {} if stats is None else stats
     codes = SOLVERS[solver](d, signals, 0.05, lipschitz_step(d), max_iter=1500, tol=1e-3, stopping=stopping,
                             stats=stats)
     (grad,) = torch.autograd.grad((codes * w).sum(), signals)
@@ -217,7 +217,8 @@ def test_per_sample_stopping_makes_every_code_and_its_gradient_independent_of_th
     """stopping="sample": a column coded inside a batch equals the column coded alone, values and input
     gradients, although the columns alone stop at different iterations and the batch runs until the last."""
     d, x, w = spread_convergence_problem()
-    codes, grad, batch_iterations = code_and_gradient(solver, d, x, w, "sample")
+    stats: dict = {}
+    codes, grad, batch_iterations = code_and_gradient(solver, d, x, w, "sample", stats)
     alone_iterations = []
     for j in range(x.shape[1]):
         c, g, n = code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "sample")
@@ -226,6 +227,21 @@ def test_per_sample_stopping_makes_every_code_and_its_gradient_independent_of_th
         alone_iterations.append(n)
     assert len(set(alone_iterations)) > 1 and max(alone_iterations) < 1500  # tol, not max_iter, stops each
     assert batch_iterations == max(alone_iterations)
+    assert stats["column_iterations"] == alone_iterations  # each column froze where it stops alone
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_both_stopping_rules_agree_on_a_single_signal(solver):
+    """With one signal the batch is the sample: same codes, gradients and iterations, bit for bit (a
+    per-sample freeze one iteration late or early would show here)."""
+    d, x, w = spread_convergence_problem()
+    for j in range(x.shape[1]):
+        batch_stats: dict = {}
+        sample_stats: dict = {}
+        b = code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "batch", batch_stats)
+        s = code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "sample", sample_stats)
+        assert torch.equal(b[0], s[0]) and torch.equal(b[1], s[1]) and b[2] == s[2]
+        assert batch_stats["column_iterations"] == sample_stats["column_iterations"] == [b[2]]
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -127,7 +127,7 @@ class MSEFM(Defense):
         solver: str = "fista"  # "ista" is the reference solver
         step_rule: str = "lipschitz"  # α = 1/λ_max(DᵀD); "official": the reference's KS constants
         max_iter: int = 200  # the reference ISTA uses 2000
-        tol: float = 8e-4  # stop when ‖h − h_prev‖_F over the batch is below this
+        tol: float = 8e-4  # stop when ‖h − h_prev‖ is below this: over the batch, or per vector (stopping)
         # "batch" (the reference): the test above, so an early stop makes a code depend on its batch;
         # "sample": each feature vector's code freezes once its own ‖h − h_prev‖₂ < tol (batch-independent)
         stopping: str = "batch"

@@ -95,6 +95,7 @@ class StoppingRule:
         self.deferred = tol > 0 and (check_every > 1 or self.per_sample)
         shape = (1, codes.shape[1]) if self.per_sample else ()
         self.done = torch.zeros(shape, dtype=torch.bool, device=codes.device) if self.deferred else None
+        self.updates: Tensor | None = None  # per column (deferred flags): iterations whose update was kept
         self.iteration = 0
 
     def converged(self, codes: Tensor, updated: Tensor) -> Tensor:
@@ -111,8 +112,16 @@ class StoppingRule:
         if not self.deferred:  # the reference's loop, one sync per iteration
             return updated, bool(self.converged(codes, updated))
         kept = torch.where(self.done, codes, updated)
+        self.updates = (~self.done).long() + (0 if self.updates is None else self.updates)
         self.done = self.done | self.converged(codes, updated)
         return kept, self.iteration % self.check_every == 0 and bool(self.done.all())
+
+    def column_iterations(self, columns: int) -> list[int]:
+        """How many iterations each column's codes took (one host read): with a per-column freeze, the
+        iteration its own test passed; otherwise the iterations run until the batch stopped."""
+        if self.updates is None:
+            return [self.iteration] * columns
+        return self.updates.expand(1, columns).reshape(-1).tolist()
 
     def hold(self, previous: Tensor, new: Tensor) -> Tensor:
         """``new`` until the flag is set, then ``previous``: freezes solver state beside the codes."""
@@ -124,7 +133,8 @@ def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_it
          stopping: str = "batch") -> Tensor:
     """ISTA: H ← S_{αλ}(H − α Dᵀ(D H − X)); returns the codes (N × B).
 
-    ``stats``, if given, receives ``iterations`` (run, including any after the stopping flag was set);
+    ``stats``, if given, receives ``iterations`` (run, including any after the stopping flag was set) and
+    ``column_iterations`` (per signal, the iterations its code took: fewer when it froze on its own);
     ``form``: how the gradient is computed (:func:`data_gradient`); ``stopping``: the rule
     (:class:`StoppingRule`).
     """
@@ -138,6 +148,7 @@ def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_it
             break
     if stats is not None:
         stats["iterations"] = rule.iteration
+        stats["column_iterations"] = rule.column_iterations(codes.shape[1])
     return codes
 
 
@@ -169,6 +180,7 @@ def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_i
             break
     if stats is not None:
         stats["iterations"] = rule.iteration
+        stats["column_iterations"] = rule.column_iterations(codes.shape[1])
     return codes
 
 
