@@ -325,6 +325,58 @@ def test_sweep_smoothing_certifies_each_noise_set_once(tmp_path):
 
 
 
+def test_certify_sets_keeps_some_noise_sets_of_the_block_and_refuses_others():
+    from mmrobust_bench.bench.sweep import build_plan
+
+    config = {"defenses": ["jt", {"defense": "msefm", "certify": {"test_samples": 300}}],
+              "certify": {"method": ["empirical", "smoothing"], "modalities": ["a", "v", "all"]}}
+    plan = build_plan(config, certify_sets=["all", "a"])
+    assert plan.certify.modalities == ("a", "all")  # the block's order
+    assert plan.certify_for(plan.defenses[1]).modalities == ("a", "all")
+    assert plan.certify_for(plan.defenses[1]).test_samples == 300  # the entry's own settings stay
+    assert plan.certify.methods == ("empirical", "smoothing")
+    with pytest.raises(ValueError, match=r"--certify-sets v\+a is not a noise set of the certify: block; "
+                                         "its sets: a, v, all"):
+        build_plan(config, certify_sets=["v+a"])
+    with pytest.raises(ValueError, match="certify methods are empirical; add --certify-method smoothing"):
+        build_plan(config, certify_sets=["a"], certify_methods=["empirical"])
+    with pytest.raises(ValueError, match="certify: block, which is missing"):
+        build_plan({"defenses": ["jt"]}, certify_sets=["a"])
+
+
+def test_noise_sets_split_across_runs_give_the_rows_of_one_run(tmp_path, capsys):
+    """--certify-sets a, then --certify-sets v (as two processes would, at once), store exactly the rows of
+    one run of the whole block, timestamps apart; a run of the whole block afterwards finds nothing to do."""
+    import pandas as pd
+    import yaml
+
+    from mmrobust_bench.cli import main
+
+    config = {"defenses": ["jt"], "seeds": [0], "set": {"epochs": 1}, "dataset_set": {"n_train": 128, "n_test": 16},
+              "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+              "certify": {"method": ["smoothing"], "modalities": ["a", "v"], "n0": 8, "n": 32, "alpha": 0.1,
+                          "n_attack": 0, "radii": [0.0, 0.1]}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    split, whole = tmp_path / "split", tmp_path / "whole"
+    common = ["sweep", "--config", str(path), "--no-progress", "--threads", "1"]
+    assert main(common + ["--root", str(split), "--certify-sets", "a"]) == 0
+    assert set(pd.read_csv(split / "certified.csv")["modality"]) == {"a"}
+    assert main(common + ["--root", str(split), "--certify-sets", "v"]) == 0
+    assert main(common + ["--root", str(whole)]) == 0
+    capsys.readouterr()
+    assert main(common + ["--root", str(split)]) == 0
+    assert "0 certified" in capsys.readouterr().out
+
+    def rows(root):
+        frame = pd.read_csv(root / "certified.csv").drop(columns=["timestamp"])
+        return frame.sort_values(["modality", "radius"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(rows(split), rows(whole))
+    assert main(common + ["--root", str(split), "--certify-sets", "all"]) != 0
+    assert "its sets: a, v" in capsys.readouterr().err
+
+
 def test_an_interrupted_smoothing_run_keeps_the_noise_sets_it_finished(tmp_path, monkeypatch):
     import pandas as pd
 

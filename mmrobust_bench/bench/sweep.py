@@ -324,7 +324,7 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
                certify_radii: Sequence[float] | None = None, threads: int | None = None,
                norm: str | None = None, only: Sequence[str] | None = None,
                skip: Sequence[str] | None = None, certify_methods: Sequence[str] | None = None,
-               certify: bool = True) -> SweepPlan:
+               certify: bool = True, certify_sets: Sequence[str] | None = None) -> SweepPlan:
     """A plan from a YAML mapping and command-line values; the command line wins.
 
     Any of ``attacks``/``modalities``/``eps`` replaces the YAML grid by one block (the ones not given
@@ -336,7 +336,9 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     with these labels, each with its own settings (to run part of a leaderboard's YAML first, e.g. all
     but a slow defense; the entries' config hashes, hence their rows, are those of the full YAML).
     ``certify_methods`` replaces the ``certify:`` block's ``method`` list (and turns certification on), e.g.
-    the quick empirical certificates of every model before the slower smoothing ones. ``certify=False`` leaves
+    the quick empirical certificates of every model before the slower smoothing ones. ``certify_sets`` keeps only
+    these of the ``certify:`` block's smoothing noise sets (``modalities``), so that the sets of one slow model can
+    run in separate processes at once (each set's rows are those of the full run). ``certify=False`` leaves
     certification out whatever the YAML says (every cell first, the certificates by a later run).
     """
     config = dict(config or {})
@@ -369,14 +371,17 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     if raw_cert or certify_radii or certify_methods:
         cert = _mapping(raw_cert if isinstance(raw_cert, Mapping) else {}, "certify")
         _check_keys(cert, CERTIFY_KEYS, "certify")
-        spec = _certify_spec(cert, certify_radii, certify_methods)
+        spec = _certify_spec(cert, certify_radii, certify_methods, certify_sets)
         for e in entries:
             if e.certify:
                 try:
-                    entry_specs[e.label] = _certify_spec({**cert, **e.certify}, certify_radii, certify_methods)
+                    entry_specs[e.label] = _certify_spec({**cert, **e.certify}, certify_radii, certify_methods,
+                                                         certify_sets)
                 except (TypeError, ValueError) as exc:
                     reason = str(exc).removeprefix("sweep: ")
                     raise ValueError(f"sweep: certify of defense entry {e.label!r}: {reason}") from exc
+    elif certify_sets:
+        raise ValueError("sweep: --certify-sets picks smoothing noise sets of the certify: block, which is missing")
     else:
         own = [e.label for e in entries if e.certify]
         if own:
@@ -399,11 +404,22 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
 
 
 def _certify_spec(cert: Mapping[str, Any], certify_radii: Sequence[float] | None,
-                  certify_methods: Sequence[str] | None) -> CertifySpec:
-    """A ``certify:`` mapping with the command line's radii and methods (they win) as a :class:`CertifySpec`."""
+                  certify_methods: Sequence[str] | None, certify_sets: Sequence[str] | None = None) -> CertifySpec:
+    """A ``certify:`` mapping with the command line's radii and methods (they win) as a :class:`CertifySpec`,
+    keeping only the smoothing noise sets in ``certify_sets`` (each must be one of the block's)."""
     if certify_methods:
         cert = {**cert, "method": list(certify_methods)}
-    return parse_certify_block(cert, certify_radii or cert.get("radii") or DEFAULT_RADII)
+    spec = parse_certify_block(cert, certify_radii or cert.get("radii") or DEFAULT_RADII)
+    if not certify_sets:
+        return spec
+    if "smoothing" not in spec.methods:
+        raise ValueError(f"sweep: --certify-sets picks smoothing noise sets, but the certify methods are "
+                         f"{', '.join(spec.methods)}; add --certify-method smoothing")
+    unknown = [m for m in certify_sets if m not in spec.modalities]
+    if unknown:
+        raise ValueError(f"sweep: --certify-sets {', '.join(unknown)} is not a noise set of the certify: block; "
+                         f"its sets: {', '.join(spec.modalities)}")
+    return replace(spec, modalities=tuple(m for m in spec.modalities if m in certify_sets))
 
 
 def _select_entries(entries: list[DefenseEntry], only: Sequence[str] | None,

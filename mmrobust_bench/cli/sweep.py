@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--certify-method", metavar="METHODS",
                     help="comma-separated certification methods (empirical, smoothing): replaces the YAML's "
                          "certify method list, e.g. every model's quick empirical certificate first")
+    sw.add_argument("--certify-sets", metavar="SETS",
+                    help="comma-separated smoothing noise sets of the certify: block (e.g. a,v,all) to run now, "
+                         "the others left for later: one slow model's sets in separate processes at once")
     sw.add_argument("--no-certify", action="store_true",
                     help="leave out the YAML's certify: block: train and evaluate every cell now, certify later "
                          "with the same command without this flag (finished cells are skipped)")
@@ -59,8 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd(args: argparse.Namespace) -> int:
     from ..bench.sweep import build_plan, load_sweep_config, parse_shard, run_sweep
 
-    if args.no_certify and (args.certify or args.certify_method):
-        raise ValueError("--no-certify leaves certification out; drop it, or drop --certify/--certify-method")
+    if args.no_certify and (args.certify or args.certify_method or args.certify_sets):
+        raise ValueError("--no-certify leaves certification out; drop it, or drop "
+                         "--certify/--certify-method/--certify-sets")
     plan = build_plan(
         load_sweep_config(args.config) if args.config else {},
         defenses=name_list(args.defenses), seeds=int_list(args.seeds, "--seeds") if args.seeds else None,
@@ -70,6 +74,7 @@ def cmd(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, certify_radii=eps_list(args.certify, "--certify") if args.certify else None,
         threads=args.threads, norm=args.norm, only=name_list(args.only), skip=name_list(args.skip),
         certify_methods=name_list(args.certify_method), certify=not args.no_certify,
+        certify_sets=name_list(args.certify_sets),
     )
     shard = parse_shard(args.shard)
     if args.executor == "local":  # run_sweep pins plan.threads; Ray tasks get their own share of the cores
