@@ -329,33 +329,44 @@ def test_certify_sets_keeps_some_noise_sets_of_the_block_and_refuses_others():
     from mmrobust_bench.bench.sweep import build_plan
 
     config = {"defenses": ["jt", {"defense": "msefm", "certify": {"test_samples": 300}}],
-              "certify": {"method": ["empirical", "smoothing"], "modalities": ["a", "v", "all"]}}
-    plan = build_plan(config, certify_sets=["all", "a"])
-    assert plan.certify.modalities == ("a", "all")  # the block's order
-    assert plan.certify_for(plan.defenses[1]).modalities == ("a", "all")
+              "certify": {"method": ["empirical", "smoothing"], "modalities": ["a", "v,a", "all"]}}
+    plan = build_plan(config, certify_sets=["all", "a+v"])  # "v,a" in the block, "a+v" as rows spell it
+    assert plan.certify.modalities == ("v,a", "all")  # the block's order and spelling
+    assert plan.certify_for(plan.defenses[1]).modalities == ("v,a", "all")
     assert plan.certify_for(plan.defenses[1]).test_samples == 300  # the entry's own settings stay
     assert plan.certify.methods == ("empirical", "smoothing")
-    with pytest.raises(ValueError, match=r"--certify-sets v\+a is not a noise set of the certify: block; "
-                                         "its sets: a, v, all"):
-        build_plan(config, certify_sets=["v+a"])
+    with pytest.raises(ValueError, match=r"--certify-sets v is not a noise set of the certify: block; "
+                                         r"its sets: a, a\+v, all"):
+        build_plan(config, certify_sets=["v"])
     with pytest.raises(ValueError, match="certify methods are empirical; add --certify-method smoothing"):
         build_plan(config, certify_sets=["a"], certify_methods=["empirical"])
     with pytest.raises(ValueError, match="certify: block, which is missing"):
         build_plan({"defenses": ["jt"]}, certify_sets=["a"])
+    # only the blocks the selected entries use are checked: here the sweep's block has no smoothing at all
+    own = {"defenses": ["jt", {"defense": "msefm", "certify": {"method": ["smoothing"], "modalities": ["a", "v"]}}],
+           "certify": {"method": ["empirical"]}}
+    selected = build_plan(own, only=["msefm"], certify_sets=["v"])
+    assert selected.certify_for(selected.defenses[0]).modalities == ("v",)
+    with pytest.raises(ValueError, match="certify of defense entry 'msefm': --certify-sets all is not a noise set"):
+        build_plan(own, only=["msefm"], certify_sets=["all"])
+    with pytest.raises(ValueError, match="add --certify-method smoothing"):
+        build_plan(own, certify_sets=["v"])  # jt uses the sweep's block, which has no smoothing
 
 
 def test_noise_sets_split_across_runs_give_the_rows_of_one_run(tmp_path, capsys):
-    """--certify-sets a, then --certify-sets v (as two processes would, at once), store exactly the rows of
-    one run of the whole block, timestamps apart; a run of the whole block afterwards finds nothing to do."""
+    """--certify-sets a, then --certify-sets v (as two processes would, at once), store exactly the rows and the
+    per-sample noise counts of one run of the whole block, timestamps apart; a run of the whole block afterwards
+    finds nothing to do. The model is trained enough for the noise to move its votes, so a set whose noise
+    depended on its place in the list would show in the counts."""
     import pandas as pd
     import yaml
 
     from mmrobust_bench.cli import main
 
-    config = {"defenses": ["jt"], "seeds": [0], "set": {"epochs": 1}, "dataset_set": {"n_train": 128, "n_test": 16},
+    config = {"defenses": ["jt"], "seeds": [0], "set": {"epochs": 4}, "dataset_set": {"n_train": 512, "n_test": 16},
               "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
-              "certify": {"method": ["smoothing"], "modalities": ["a", "v"], "n0": 8, "n": 32, "alpha": 0.1,
-                          "n_attack": 0, "radii": [0.0, 0.1]}}
+              "certify": {"method": ["smoothing"], "modalities": ["a", "v"], "sigma": 1.0, "n0": 8, "n": 32,
+                          "alpha": 0.1, "n_attack": 0, "radii": [0.0, 0.1]}}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))
     split, whole = tmp_path / "split", tmp_path / "whole"
@@ -373,6 +384,12 @@ def test_noise_sets_split_across_runs_give_the_rows_of_one_run(tmp_path, capsys)
         return frame.sort_values(["modality", "radius"]).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(rows(split), rows(whole))
+    for name in ("a", "v"):
+        (split_samples,) = (split / "certify").rglob(f"smoothing-{name}-sigma1/samples.csv")
+        (whole_samples,) = (whole / "certify").rglob(f"smoothing-{name}-sigma1/samples.csv")
+        counts = pd.read_csv(split_samples)
+        pd.testing.assert_frame_equal(counts, pd.read_csv(whole_samples))
+        assert counts["count_a"].nunique() > 1  # the noise moves the votes: the comparison can see a seed change
     assert main(common + ["--root", str(split), "--certify-sets", "all"]) != 0
     assert "its sets: a, v" in capsys.readouterr().err
 

@@ -371,7 +371,10 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     if raw_cert or certify_radii or certify_methods:
         cert = _mapping(raw_cert if isinstance(raw_cert, Mapping) else {}, "certify")
         _check_keys(cert, CERTIFY_KEYS, "certify")
-        spec = _certify_spec(cert, certify_radii, certify_methods, certify_sets)
+        # --certify-sets applies to the blocks the selected entries use: the sweep's own (if an entry has no
+        # certify: of its own) and each entry's
+        uses_top = any(not e.certify for e in entries)
+        spec = _certify_spec(cert, certify_radii, certify_methods, certify_sets if uses_top else None)
         for e in entries:
             if e.certify:
                 try:
@@ -415,11 +418,23 @@ def _certify_spec(cert: Mapping[str, Any], certify_radii: Sequence[float] | None
     if "smoothing" not in spec.methods:
         raise ValueError(f"sweep: --certify-sets picks smoothing noise sets, but the certify methods are "
                          f"{', '.join(spec.methods)}; add --certify-method smoothing")
-    unknown = [m for m in certify_sets if m not in spec.modalities]
+    wanted = {set_spelling(m) for m in certify_sets}
+    known = [set_spelling(m) for m in spec.modalities]
+    unknown = sorted(wanted - set(known))
     if unknown:
         raise ValueError(f"sweep: --certify-sets {', '.join(unknown)} is not a noise set of the certify: block; "
-                         f"its sets: {', '.join(spec.modalities)}")
-    return replace(spec, modalities=tuple(m for m in spec.modalities if m in certify_sets))
+                         f"its sets: {', '.join(known)}")
+    return replace(spec, modalities=tuple(m for m, k in zip(spec.modalities, known) if k in wanted))
+
+
+def set_spelling(noise_set: str) -> str:
+    """A smoothing noise set as rows and ``--certify-sets`` spell it: ``all``, or modality names joined by ``+``
+    in sorted order (the block's ``"v,a"`` and ``"a+v"`` are one set; a comma on the command line separates
+    sets)."""
+    text = str(noise_set).strip()
+    if text == ALL_MODALITIES:
+        return text
+    return "+".join(sorted(part.strip() for part in text.replace(",", "+").split("+") if part.strip()))
 
 
 def _select_entries(entries: list[DefenseEntry], only: Sequence[str] | None,

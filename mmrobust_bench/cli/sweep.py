@@ -19,8 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="comma-separated certification methods (empirical, smoothing): replaces the YAML's "
                          "certify method list, e.g. every model's quick empirical certificate first")
     sw.add_argument("--certify-sets", metavar="SETS",
-                    help="comma-separated smoothing noise sets of the certify: block (e.g. a,v,all) to run now, "
-                         "the others left for later: one slow model's sets in separate processes at once")
+                    help="comma-separated smoothing noise sets of the certify: block to run now (e.g. v,all; a "
+                         "two-modality set as a+v), the others left for later: one slow model's sets in separate "
+                         "processes at once. Cells not yet stored and other certify methods still run: add "
+                         "--certify-method smoothing to run the sets alone")
     sw.add_argument("--no-certify", action="store_true",
                     help="leave out the YAML's certify: block: train and evaluate every cell now, certify later "
                          "with the same command without this flag (finished cells are skipped)")
