@@ -428,9 +428,9 @@ def _certify_spec(cert: Mapping[str, Any], certify_radii: Sequence[float] | None
 
 
 def set_spelling(noise_set: str) -> str:
-    """A smoothing noise set as rows and ``--certify-sets`` spell it: ``all``, or modality names joined by ``+``
-    in sorted order (the block's ``"v,a"`` and ``"a+v"`` are one set; a comma on the command line separates
-    sets)."""
+    """One spelling per smoothing noise set, for matching ``--certify-sets`` against the block without the
+    dataset's modality order: ``all``, or the names sorted and joined by ``+`` (the block's ``"v,a"`` and the
+    command line's ``"a+v"`` or ``"v+a"`` are one set; a comma on the command line separates sets)."""
     text = str(noise_set).strip()
     if text == ALL_MODALITIES:
         return text

@@ -80,10 +80,12 @@ class StoppingRule:
     flag is set its codes stop changing, so reading the flags on the host only every ``check_every``
     iterations returns exactly the codes (values and gradients) of the per-iteration rule, at the price of
     at most ``check_every − 1`` wasted iterations; each read is one host sync, and ``tol <= 0`` (run all
-    ``max_iter`` iterations) never syncs.
+    ``max_iter`` iterations) never syncs. ``count_columns`` keeps each column's iteration count for
+    :meth:`column_iterations` (one more small device operation per iteration, so only when asked).
     """
 
-    def __init__(self, codes: Tensor, tol: float, check_every: int, stopping: str = "batch") -> None:
+    def __init__(self, codes: Tensor, tol: float, check_every: int, stopping: str = "batch",
+                 count_columns: bool = False) -> None:
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
         if stopping not in STOPPING:
@@ -95,6 +97,7 @@ class StoppingRule:
         self.deferred = tol > 0 and (check_every > 1 or self.per_sample)
         shape = (1, codes.shape[1]) if self.per_sample else ()
         self.done = torch.zeros(shape, dtype=torch.bool, device=codes.device) if self.deferred else None
+        self.count_columns = count_columns
         self.updates: Tensor | None = None  # per column (deferred flags): iterations whose update was kept
         self.iteration = 0
 
@@ -112,13 +115,16 @@ class StoppingRule:
         if not self.deferred:  # the reference's loop, one sync per iteration
             return updated, bool(self.converged(codes, updated))
         kept = torch.where(self.done, codes, updated)
-        self.updates = (~self.done).long() + (0 if self.updates is None else self.updates)
+        if self.count_columns:
+            self.updates = (~self.done).long() + (0 if self.updates is None else self.updates)
         self.done = self.done | self.converged(codes, updated)
         return kept, self.iteration % self.check_every == 0 and bool(self.done.all())
 
     def column_iterations(self, columns: int) -> list[int]:
         """How many iterations each column's codes took (one host read): with a per-column freeze, the
         iteration its own test passed; otherwise the iterations run until the batch stopped."""
+        if self.deferred and not self.count_columns:
+            raise RuntimeError("column_iterations needs a StoppingRule made with count_columns=True")
         if self.updates is None:
             return [self.iteration] * columns
         return self.updates.expand(1, columns).reshape(-1).tolist()
@@ -140,7 +146,7 @@ def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_it
     """
     gradient = data_gradient(dictionary, signals, form)
     codes = signals.new_zeros(dictionary.shape[1], signals.shape[1])
-    rule = StoppingRule(codes, tol, check_every, stopping)
+    rule = StoppingRule(codes, tol, check_every, stopping, count_columns=stats is not None)
     for _ in range(max_iter):
         updated = soft_threshold(codes - step * gradient(codes), step * lam)
         codes, stop = rule.advance(codes, updated)
@@ -166,7 +172,7 @@ def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_i
     """
     gradient = data_gradient(dictionary, signals, form)
     codes = signals.new_zeros(dictionary.shape[1], signals.shape[1])
-    rule = StoppingRule(codes, tol, check_every, stopping)
+    rule = StoppingRule(codes, tol, check_every, stopping, count_columns=stats is not None)
     point = codes
     t = 1.0
     for _ in range(max_iter):
