@@ -276,3 +276,39 @@ def test_sweep_evaluates_missing_with_mean_fill_and_records_flags(tmp_path):
     assert outcome.evaluated_rows == 3 and list(rows["attack"]) == ["clean", "missing", "fgm"]
     assert rows.loc[1, "attack_config"] == "missing(fill=mean)"
     assert "flags" in rows and set(rows["flags"]) == {""}  # a healthy CNN raises none
+
+
+@pytest.mark.slow
+def test_overlapping_grid_blocks_evaluate_and_count_each_row_once(tmp_path):
+    """A row planned by two blocks (ε = 1 in a uni-modal block and in a radius grid; ``missing`` twice) is one row:
+    evaluated once and counted once, so 'already present' equals the stored rows, in the sequential sweep and
+    cell by cell as Ray tasks run (``unit_task`` called directly, no Ray needed)."""
+    from mmrobust_bench.bench.executors import unit_task
+    from mmrobust_bench.bench.sweep import unit_cells
+
+    config = {"dataset": "synthav", "dataset_set": {"n_train": 256, "n_test": 48}, "seeds": [0], "set": {"epochs": 1},
+              "defenses": ["jt"],
+              "grid": [{"attacks": ["fgm"], "modalities": ["a"], "eps": [1.0]},
+                       {"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5, 1.0]},
+                       {"attacks": ["missing"], "modalities": ["a"]}, {"attacks": ["missing"], "modalities": ["a"]}]}
+    plan = build_plan(config, certify=False)
+    first = run_sweep(plan, root=tmp_path / "seq", progress=False)
+    rows = pd.read_csv(tmp_path / "seq" / "results.csv")
+    assert len(rows) == 4 and not rows.duplicated(list(CELL_COLUMNS)).any()  # clean, fgm 1.0, fgm 0.5, missing
+    assert (first.evaluated_rows, first.skipped_rows) == (4, 0)  # was (4, 2): the second block's ε = 1, missing again
+    again = run_sweep(plan, root=tmp_path / "seq", progress=False)
+    assert (again.evaluated_rows, again.skipped_rows) == (0, 4)  # was (0, 6)
+
+    root = tmp_path / "cells"
+    entry, results = plan.defenses[0], root / "results.csv"
+
+    def per_cell() -> tuple[int, int]:
+        counts = [unit_task("cell", plan, entry, 0, index, str(root), str(results), "cpu", 1, "test")
+                  for index in range(len(unit_cells(plan)))]
+        return sum(c["evaluated_rows"] for c in counts), sum(c["skipped_rows"] for c in counts)
+
+    assert per_cell() == (4, 0) and len(pd.read_csv(results)) == 4
+    assert per_cell() == (0, 4)
+    as_cells = pd.read_csv(results)
+    key = [c for c in CELL_COLUMNS if c != "checkpoint_sha256"] + ["accuracy"]
+    assert sorted(map(str, as_cells[key].itertuples(index=False))) == sorted(map(str, rows[key].itertuples(index=False)))

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from ..progress import disable_flag
 from . import distributed
 from .results import done_cells, read_rows
-from .sweep import (DefenseEntry, SweepOutcome, SweepPlan, certify_unit, run_cell, run_unit, set_threads, train_unit,
-                    unit_cells)
+from .sweep import (DefenseEntry, SweepOutcome, SweepPlan, certify_unit, earlier_cell_keys, run_cell, run_unit,
+                    set_threads, train_unit, unit_cells)
 from .train import TrainedModel, select_device
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,10 @@ def unit_task(kind: str, plan: SweepPlan, entry: DefenseEntry, seed: int, cell_i
     dev = select_device(device)
     if kind == "certify":
         return {"certified": certify_unit(plan, trained, entry, seed, root=root_path, dev=dev, command=command)}
-    cell = unit_cells(plan)[int(cell_index)]  # type: ignore[arg-type]
-    evaluated, skipped = run_cell(plan, trained, entry, seed, cell, dev=dev, done=done_cells(read_rows(results)),
-                                  results_path=results)
+    index = int(cell_index)  # type: ignore[arg-type]
+    evaluated, skipped = run_cell(plan, trained, entry, seed, unit_cells(plan)[index], dev=dev,
+                                  done=done_cells(read_rows(results)), results_path=results,
+                                  claimed=earlier_cell_keys(plan, trained, entry, seed, index, dev))
     return {"evaluated_rows": evaluated, "skipped_rows": skipped}
 
 

@@ -563,13 +563,30 @@ def unit_common(trained: TrainedModel, entry: DefenseEntry, seed: int, dev: torc
 
 def run_cell(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int,
              cell: tuple[GridBlock, str, str] | None, *, dev: torch.device, done: set[tuple],
-             results_path: Path) -> tuple[int, int]:
-    """Evaluate one cell of a unit unless its rows are stored: (rows evaluated, rows skipped)."""
+             results_path: Path, claimed: set[tuple] | None = None) -> tuple[int, int]:
+    """Evaluate one cell of a unit unless its rows are stored: (rows evaluated, rows skipped).
+
+    ``claimed``: the row keys of the unit's earlier cells. Grid blocks may overlap (a uni-modal block at ε = 1 and
+    a radius grid through 1): such a row belongs to its first cell, so a later cell neither evaluates nor counts it
+    and each stored row is counted once. The cell's own keys are added to it. None: every ε of the cell (verify)."""
     common = unit_common(trained, entry, seed, dev)
     if cell is None:
         return _clean_cell(trained, common, plan.batch_size, dev, done, results_path)
     block, attack, modality = cell
-    return _attack_cell(trained, common, block, attack, modality, plan.batch_size, dev, done, results_path)
+    return _attack_cell(trained, common, block, attack, modality, plan.batch_size, dev, done, results_path,
+                        claimed=claimed)
+
+
+def earlier_cell_keys(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int, index: int,
+                      dev: torch.device) -> set[tuple]:
+    """The row keys of the attack cells before ``unit_cells(plan)[index]``: ``claimed`` for a cell run on its own
+    (a Ray task), so it counts and evaluates what it would in the sequential sweep."""
+    common = unit_common(trained, entry, seed, dev)
+    keys: set[tuple] = set()
+    for cell in unit_cells(plan)[:index]:
+        if cell is not None:
+            keys.update(_cell_plan(trained, common, *cell)[3].values())
+    return keys
 
 
 def certify_unit(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int, *, root: Path, dev: torch.device,
@@ -614,8 +631,10 @@ def run_unit(plan: SweepPlan, entry: DefenseEntry, seed: int, *, root: Path, res
                          sync_batchnorm=sync_batchnorm)
     outcome.models += 1
     done = done_cells(read_rows(results_path))  # read per unit: other shards/processes may have added cells
+    claimed: set[tuple] = set()
     for cell in unit_cells(plan):
-        evaluated, skipped = run_cell(plan, trained, entry, seed, cell, dev=dev, done=done, results_path=results_path)
+        evaluated, skipped = run_cell(plan, trained, entry, seed, cell, dev=dev, done=done, results_path=results_path,
+                                      claimed=claimed)
         outcome.evaluated_rows += evaluated
         outcome.skipped_rows += skipped
         if bar is not None:
@@ -661,9 +680,9 @@ def _clean_cell(trained: TrainedModel, common: dict[str, Any], batch_size: int, 
     return 1, 0
 
 
-def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, modality: str,
-                 batch_size: int, dev: torch.device, done: set[tuple], results_path: Path) -> tuple[int, int]:
-    """One attack on one modality at the block's ε values not yet present, batched over ε, rows appended at once."""
+def _cell_plan(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str,
+               modality: str) -> tuple[Any, ThreatModel, str, dict[float, tuple]]:
+    """One attack cell's attack, threat, modality label and row key per ε (NaN for ``missing``)."""
     ds = trained.dataset  # type: ignore[attr-defined]
     atk = build_attack(attack, ds.specs, seed=common["seed"], **attack_options_for(attack, block.attack_set, ds))
     grid = list(block.eps) if atk.norm_bounded else [math.nan]
@@ -671,6 +690,21 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     label = modality_label(modality, threat)
     keys = {e: cell_key(common["dataset"], common["label"], common["seed"], common["checkpoint_sha256"], attack,
                         atk.describe(), label, e, threat.norm) for e in grid}
+    return atk, threat, label, keys
+
+
+def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, modality: str,
+                 batch_size: int, dev: torch.device, done: set[tuple], results_path: Path,
+                 claimed: set[tuple] | None = None) -> tuple[int, int]:
+    """One attack on one modality at the block's ε values not yet present, batched over ε, rows appended at once."""
+    ds = trained.dataset  # type: ignore[attr-defined]
+    atk, threat, label, keys = _cell_plan(trained, common, block, attack, modality)
+    grid = list(keys)
+    if claimed is not None:  # rows an earlier cell of this unit owns: not this cell's to evaluate or count
+        grid = [e for e in grid if keys[e] not in claimed]
+        claimed.update(keys.values())
+        if not grid:
+            return 0, 0
     todo = [e for e in grid if keys[e] not in done]
     if not todo:
         return 0, len(grid)
@@ -700,4 +734,4 @@ __all__ = ["DefenseEntry", "GridBlock", "CertifySpec", "SweepPlan", "SweepOutcom
            "load_sweep_config", "parse_defense_entry", "parse_block", "run_sweep", "certify_defense", "cell_key",
            "done_cells", "eps_key", "replace_model_rows", "mark_row_flags", "CERTIFIED_CSV", "ETA_PAIRS_CSV",
            "CELL_COLUMNS", "parse_shard", "shard_units", "unit_hash", "set_threads", "run_unit", "train_unit",
-           "run_cell", "certify_unit", "unit_cells", "unit_common"]
+           "run_cell", "earlier_cell_keys", "certify_unit", "unit_cells", "unit_common"]
