@@ -279,7 +279,7 @@ def test_sweep_evaluates_missing_with_mean_fill_and_records_flags(tmp_path):
 
 
 @pytest.mark.slow
-def test_overlapping_grid_blocks_evaluate_and_count_each_row_once(tmp_path):
+def test_overlapping_grid_blocks_evaluate_and_count_each_row_once(tmp_path, monkeypatch):
     """A row planned by two blocks (ε = 1 in a uni-modal block and in a radius grid; ``missing`` twice) is one row:
     evaluated once and counted once, so 'already present' equals the stored rows, in the sequential sweep and
     cell by cell as Ray tasks run (``unit_task`` called directly, no Ray needed)."""
@@ -290,25 +290,48 @@ def test_overlapping_grid_blocks_evaluate_and_count_each_row_once(tmp_path):
               "defenses": ["jt"],
               "grid": [{"attacks": ["fgm"], "modalities": ["a"], "eps": [1.0]},
                        {"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5, 1.0]},
-                       {"attacks": ["missing"], "modalities": ["a"]}, {"attacks": ["missing"], "modalities": ["a"]}]}
+                       {"attacks": ["missing"], "modalities": ["a"]}, {"attacks": ["missing"], "modalities": ["a"]},
+                       # look alike but are other rows: another attack, another attack setting
+                       {"attacks": ["pgd_l2"], "modalities": ["a"], "eps": [1.0], "attack_set": {"steps": 2}},
+                       {"attacks": ["missing"], "modalities": ["a"], "attack_set": {"fill": "mean"}}]}
+    import mmrobust_bench.bench.sweep as sweep_module
+
+    measured: list[tuple] = []  # (attack, ε grid) of every attack computation
+    real = sweep_module.robust_accuracy
+
+    def recording(model, split, atk, threat, eps_grid, *args, **kwargs):
+        measured.append((atk.describe(), tuple(eps_grid)))
+        return real(model, split, atk, threat, eps_grid, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "robust_accuracy", recording)
     plan = build_plan(config, certify=False)
     first = run_sweep(plan, root=tmp_path / "seq", progress=False)
+    swept, measured[:] = list(measured), []
     rows = pd.read_csv(tmp_path / "seq" / "results.csv")
-    assert len(rows) == 4 and not rows.duplicated(list(CELL_COLUMNS)).any()  # clean, fgm 1.0, fgm 0.5, missing
-    assert (first.evaluated_rows, first.skipped_rows) == (4, 0)  # was (4, 2): the second block's ε = 1, missing again
+    # clean, fgm 1.0 and 0.5, missing (zero), pgd_l2 1.0, missing (mean)
+    assert len(rows) == 6 and not rows.duplicated(list(CELL_COLUMNS)).any()
+    assert (first.evaluated_rows, first.skipped_rows) == (6, 0)  # was (6, 2): the second block's ε = 1, missing again
     again = run_sweep(plan, root=tmp_path / "seq", progress=False)
-    assert (again.evaluated_rows, again.skipped_rows) == (0, 4)  # was (0, 6)
+    assert (again.evaluated_rows, again.skipped_rows) == (0, 6)  # was (0, 8)
+    # verify re-measures every cell as the sweep measured it: each stored row once (was 8 with the shared ones)
+    from mmrobust_bench.bench.verify import verify_sweep
+    checked = verify_sweep(plan, root=tmp_path / "seq", n=1, cells=len(unit_cells(plan)), scratch=tmp_path / "scratch")
+    assert checked.ok and len(checked.rows) == 6 and sorted(measured) == sorted(swept)  # same computations
+    assert ("fgm", (0.5,)) in swept  # the second block measured only its own ε
 
-    root = tmp_path / "cells"
-    entry, results = plan.defenses[0], root / "results.csv"
-
-    def per_cell() -> tuple[int, int]:
-        counts = [unit_task("cell", plan, entry, 0, index, str(root), str(results), "cpu", 1, "test")
-                  for index in range(len(unit_cells(plan)))]
-        return sum(c["evaluated_rows"] for c in counts), sum(c["skipped_rows"] for c in counts)
-
-    assert per_cell() == (4, 0) and len(pd.read_csv(results)) == 4
-    assert per_cell() == (0, 4)
-    as_cells = pd.read_csv(results)
     key = [c for c in CELL_COLUMNS if c != "checkpoint_sha256"] + ["accuracy"]
-    assert sorted(map(str, as_cells[key].itertuples(index=False))) == sorted(map(str, rows[key].itertuples(index=False)))
+    entry, cells = plan.defenses[0], range(len(unit_cells(plan)))
+    for name, order in (("in order", list(cells)), ("reversed", list(cells)[::-1])):
+        root = tmp_path / name  # Ray runs cells in any order: the owner of a shared row may run last
+        results = root / "results.csv"
+
+        def per_cell() -> tuple[int, int]:
+            counts = [unit_task("cell", plan, entry, 0, index, str(root), str(results), "cpu", 1, "test")
+                      for index in order]  # noqa: B023
+            return sum(c["evaluated_rows"] for c in counts), sum(c["skipped_rows"] for c in counts)
+
+        assert per_cell() == (6, 0), name
+        assert per_cell() == (0, 6), name
+        as_cells = pd.read_csv(results)
+        assert sorted(map(str, as_cells[key].itertuples(index=False))) == sorted(
+            map(str, rows[key].itertuples(index=False))), name

@@ -23,7 +23,7 @@ import torch
 
 from .api import train_defense
 from .results import complete, eps_key, read_rows
-from .sweep import SweepPlan, run_cell, set_threads, unit_cells, validate_plan
+from .sweep import SweepPlan, earlier_cell_keys, run_cell, set_threads, unit_cells, validate_plan
 from .train import select_device
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,9 @@ def _verify_unit(plan: SweepPlan, entry: Any, seed: int, stored: pd.DataFrame, *
                 for r in rows.itertuples(index=False)}
     all_cells = unit_cells(plan)
     picked = sorted(rng.sample(range(len(all_cells)), min(cells, len(all_cells))))
-    for index in picked:
-        run_cell(plan, trained, entry, seed, all_cells[index], dev=dev, done=set(), results_path=scratch_results)
+    for index in picked:  # each cell as the sweep ran it: without the rows an earlier cell of the unit owns
+        run_cell(plan, trained, entry, seed, all_cells[index], dev=dev, done=set(), results_path=scratch_results,
+                 claimed=earlier_cell_keys(plan, trained, entry, seed, index, dev))
     fresh = read_rows(scratch_results)
     fresh = fresh[(fresh["label"].astype(str) == entry.label) & (fresh["seed"].astype(int) == seed)
                   & (fresh["checkpoint_sha256"].astype(str) == trained.sha256)]
