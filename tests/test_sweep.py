@@ -313,7 +313,7 @@ def test_overlapping_grid_blocks_evaluate_and_count_each_row_once(tmp_path, monk
     assert (first.evaluated_rows, first.skipped_rows) == (6, 0)  # was (6, 2): the second block's ε = 1, missing again
     again = run_sweep(plan, root=tmp_path / "seq", progress=False)
     assert (again.evaluated_rows, again.skipped_rows) == (0, 6)  # was (0, 8)
-    # verify re-measures every cell as the sweep measured it: each stored row once (was 8 with the shared ones)
+    # verify re-runs every cell on the ε grid the sweep ran it on (without claimed: fgm on (0.5, 1.0))
     from mmrobust_bench.bench.verify import verify_sweep
     checked = verify_sweep(plan, root=tmp_path / "seq", n=1, cells=len(unit_cells(plan)), scratch=tmp_path / "scratch")
     assert checked.ok and len(checked.rows) == 6 and sorted(measured) == sorted(swept)  # same computations
@@ -321,17 +321,17 @@ def test_overlapping_grid_blocks_evaluate_and_count_each_row_once(tmp_path, monk
 
     key = [c for c in CELL_COLUMNS if c != "checkpoint_sha256"] + ["accuracy"]
     entry, cells = plan.defenses[0], range(len(unit_cells(plan)))
+
+    def per_cell(order: list[int], root: Path) -> tuple[int, int]:
+        counts = [unit_task("cell", plan, entry, 0, index, str(root), str(root / "results.csv"), "cpu", 1, "test")
+                  for index in order]
+        return sum(c["evaluated_rows"] for c in counts), sum(c["skipped_rows"] for c in counts)
+
     for name, order in (("in order", list(cells)), ("reversed", list(cells)[::-1])):
         root = tmp_path / name  # Ray runs cells in any order: the owner of a shared row may run last
         results = root / "results.csv"
-
-        def per_cell() -> tuple[int, int]:
-            counts = [unit_task("cell", plan, entry, 0, index, str(root), str(results), "cpu", 1, "test")
-                      for index in order]  # noqa: B023
-            return sum(c["evaluated_rows"] for c in counts), sum(c["skipped_rows"] for c in counts)
-
-        assert per_cell() == (6, 0), name
-        assert per_cell() == (0, 6), name
+        assert per_cell(order, root) == (6, 0), name
+        assert per_cell(order, root) == (0, 6), name
         as_cells = pd.read_csv(results)
         assert sorted(map(str, as_cells[key].itertuples(index=False))) == sorted(
             map(str, rows[key].itertuples(index=False))), name

@@ -568,7 +568,7 @@ def run_cell(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: 
 
     ``claimed``: the row keys of the unit's earlier cells. Grid blocks may overlap (a uni-modal block at ε = 1 and
     a radius grid through 1): such a row belongs to its first cell, so a later cell neither evaluates nor counts it
-    and each stored row is counted once. The cell's own keys are added to it. None: every ε of the cell (verify)."""
+    and each stored row is counted once. The cell's own keys are added to it. None: every ε of the cell."""
     common = unit_common(trained, entry, seed, dev)
     if cell is None:
         return _clean_cell(trained, common, plan.batch_size, dev, done, results_path)
