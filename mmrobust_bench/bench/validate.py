@@ -18,6 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..safe_yaml import load_yaml, preview
+
 # Largest ε (and certification radius) accepted. Inputs live in normalised model-input space, where an
 # element is O(1) and the ℓ2 norm of a whole 224×224 video clip is in the thousands; a radius beyond
 # 1e4 describes no meaningful perturbation, and values such as 1e308 overflow the attack's step
@@ -55,7 +57,7 @@ def check_fields(obj: Any, owner: str) -> None:
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             article = "an" if kind is int else "a"
             noun = {"int": "integer", "float": "number", "str": "string", "bool": "true/false"}[kind.__name__]
-            raise ValueError(f"{owner}: {f.name} must be {article} {noun}, got {value!r}")
+            raise ValueError(f"{owner}: {f.name} must be {article} {noun}, got {preview(value)}")
         if kind is float and not math.isfinite(value):
             raise ValueError(f"{owner}: {f.name} must be a finite number, got {value!r}")
         if kind is int and _COUNT_NAME.search(f.name):
@@ -87,7 +89,7 @@ def check_count(value: Any, flag: str, minimum: int = 1, *, sentinel: int | None
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise ValueError(f"{flag} must be an integer, got {value!r}")
+            raise ValueError(f"{flag} must be an integer, got {preview(value)}")
     if value < minimum and value != sentinel:
         extra = f" (or {sentinel})" if sentinel is not None else ""
         raise ValueError(f"{flag} must be >= {minimum}{extra}, got {value}")
@@ -101,7 +103,7 @@ def check_nonnegative(value: Any, what: str, *, plural: bool = False) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be {number} >= 0, got {value!r}") from None
+        raise ValueError(f"{what} must be {number} >= 0, got {preview(value)}") from None
     if not math.isfinite(out) or out < 0:
         finite = "finite numbers" if plural else "a finite number"
         raise ValueError(f"{what} must be {finite} >= 0, got {value!r}")
@@ -203,21 +205,16 @@ def check_run_settings(*, defense: str | None = None, overrides: Mapping[str, An
 
 
 def read_yaml_mapping(path: Path | str, what: str) -> dict[str, Any]:
-    """A YAML file holding a mapping; a missing file, bad YAML (with its line and column) or another
-    kind of document is a ValueError naming the file."""
-    import yaml
-
+    """A YAML file holding a mapping, read by ``safe_yaml.load_yaml`` (no aliases, no repeated keys); a missing
+    file, bad YAML (with its line and column) or another kind of document is a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"{what} {path}: invalid YAML{where}: {exc.problem or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{what} {path}: invalid YAML ({exc})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    loaded = load_yaml(text, f"{what} {path}")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -7,23 +7,25 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..safe_yaml import preview
+
 
 def key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` items (values parsed as YAML scalars) into a dict."""
-    import yaml
+    """``KEY=VALUE`` items (values read as YAML by ``safe_yaml.load_yaml``: no aliases, no repeated keys) into a
+    dict."""
+    from ..safe_yaml import YamlInputError, load_yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"{flag} expects key=value, got {item!r}")
+            raise ValueError(f"{flag} expects key=value, got {preview(item)}")
         key, value = item.split("=", 1)
         if not key.strip():
-            raise ValueError(f"{flag} expects key=value with a key, got {item!r}")
+            raise ValueError(f"{flag} expects key=value with a key, got {preview(item)}")
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ValueError(f"{flag} {item!r}: cannot read the value ({problem}); quote it or fix it") from None
+            out[key.strip()] = load_yaml(value, f"{flag} {preview(item, 40)}")
+        except YamlInputError as exc:
+            raise ValueError(f"{exc}; quote the value or fix it" if exc.syntax else str(exc)) from None
     return out
 
 
@@ -32,7 +34,7 @@ def eps_list(text: str, flag: str = "--eps") -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise ValueError(f"{flag} expects comma-separated numbers such as 0.25,0.5,1, got {text!r}") from exc
+        raise ValueError(f"{flag} expects comma-separated numbers such as 0.25,0.5,1, got {preview(text)}") from exc
     if not values:
         raise ValueError(f"{flag} is empty: give comma-separated numbers such as 0.25,0.5,1, or leave it out "
                          f"for the default")
@@ -43,7 +45,7 @@ def int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise ValueError(f"{flag} expects comma-separated integers such as 0,1,2, got {text!r}") from exc
+        raise ValueError(f"{flag} expects comma-separated integers such as 0,1,2, got {preview(text)}") from exc
     if not values:
         raise ValueError(f"{flag} is empty: give comma-separated integers such as 0,1,2, or leave it out")
     return values

@@ -5,9 +5,8 @@ import dataclasses
 import typing
 from typing import Any, Mapping
 
-import yaml
-
 from ..registry import Registry
+from ..safe_yaml import load_yaml, preview
 from .base import Defense, TrainConfig, TrainContext, fold_noise_overrides
 
 DEFENSES: Registry[type[Defense]] = Registry(
@@ -24,10 +23,10 @@ def _coerce(field: dataclasses.Field, raw: Any, owner: str, hints: Mapping[str, 
     elif target is bool:
         lowered = raw.lower()
         if lowered not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{owner}: {field.name} expects true/false, got {raw!r}")
+            raise ValueError(f"{owner}: {field.name} expects true/false, got {preview(raw)}")
         value = lowered in ("true", "1", "yes")
     else:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw, f"{owner}: {field.name}")
     origin = typing.get_origin(target)
     basic = target if origin is None else None
     if basic in (int, float, str, bool):
@@ -39,7 +38,7 @@ def _coerce(field: dataclasses.Field, raw: Any, owner: str, hints: Mapping[str, 
         if basic is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, basic) or (basic is int and isinstance(value, bool)):
-            raise ValueError(f"{owner}: {field.name} expects {basic.__name__}, got {raw!r}")
+            raise ValueError(f"{owner}: {field.name} expects {basic.__name__}, got {preview(raw)}")
     return value
 
 

@@ -15,6 +15,7 @@ from torch import Tensor
 from ..contracts import Batch
 from ..data.base import InMemoryDataset
 from ..models import MultiModalNet, build_model
+from ..safe_yaml import load_yaml, preview
 
 
 @dataclass
@@ -50,9 +51,9 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("train config: epochs and batch_size must be >= 1 and lr > 0")
         if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"train config: optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+            raise ValueError(f"train config: optimizer must be 'sgd' or 'adamw', got {preview(self.optimizer)}")
         if self.lr_schedule not in ("step", "cosine"):
-            raise ValueError(f"train config: lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
+            raise ValueError(f"train config: lr_schedule must be 'step' or 'cosine', got {preview(self.lr_schedule)}")
         if self.warmup_epochs < 0:
             raise ValueError(f"train config: warmup_epochs must be >= 0, got {self.warmup_epochs}")
         # SGD's momentum coefficient is a decay factor: at 1 or above the velocity grows without bound
@@ -63,7 +64,7 @@ class TrainConfig:
             raise ValueError(f"train config: weight_decay must be >= 0 and lr_gamma in (0, 1], got "
                              f"weight_decay={self.weight_decay!r}, lr_gamma={self.lr_gamma!r}")
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train config: precision must be 'fp32' or 'bf16', got {self.precision!r}")
+            raise ValueError(f"train config: precision must be 'fp32' or 'bf16', got {preview(self.precision)}")
         self.noise_sigma = check_noise_sigma(self.noise_sigma)
 
 
@@ -82,10 +83,11 @@ def check_noise_sigma(value: Any) -> dict[str, float]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"train config: noise_sigma must map modality names to σ, e.g. {{a: 0.25}}, got {value!r}")
+        raise ValueError(f"train config: noise_sigma must map modality names to σ, e.g. {{a: 0.25}}, got "
+                         f"{preview(value)}")
     out: dict[str, float] = {}
     for m, s in value.items():
-        sigma = check_nonnegative(s, f"train config: noise_sigma[{m!r}]")
+        sigma = check_nonnegative(s, f"train config: noise_sigma[{preview(m)}]")
         if sigma > 0:
             out[str(m)] = sigma
     return out
@@ -99,10 +101,9 @@ def fold_noise_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in overrides.items() if k not in keys}
     given = out.get("noise_sigma") or {}
     if isinstance(given, str):
-        import yaml
-        given = yaml.safe_load(given) or {}
+        given = load_yaml(given, "train config: noise_sigma") or {}
     if not isinstance(given, dict):
-        raise ValueError(f"train config: noise_sigma must map modality names to σ, got {given!r}")
+        raise ValueError(f"train config: noise_sigma must map modality names to σ, got {preview(given)}")
     out["noise_sigma"] = {**given, **{k[len(NOISE_PREFIX):]: overrides[k] for k in keys}}
     return out
 
