@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -62,6 +63,7 @@ from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data import build_dataset
 from ..defenses import DEFENSES, build_defense, dataset_schedule
 from ..io import default_root
+from ..safe_yaml import preview
 from . import distributed
 from .api import attack_options_for, invoked_command, train_defense, validate_eps
 from ..certify.honesty import HonestyConfig
@@ -137,22 +139,59 @@ def parse_certify_block(cert: Mapping[str, Any], radii: Sequence[float]) -> Cert
     if unknown or not methods:
         raise ValueError(f"sweep: certify method {', '.join(unknown) or '(none)'} unknown; valid: "
                          f"{', '.join(CERTIFY_METHODS)}")
-    steps = int(cert.get("honesty_steps", 100))
-    targets = int(cert.get("honesty_targets", -1))
+
+    def whole(key: str, default: int) -> int:
+        return _certify_number(cert, key, default, integer=True)  # type: ignore[return-value]
+
+    steps = whole("honesty_steps", 100)
+    targets = whole("honesty_targets", -1)
     if bool(cert.get("honesty_legacy", False)):
         honesty = HonestyConfig.legacy_check(steps)
     else:
-        honesty = HonestyConfig(steps=max(steps, 0), restarts=int(cert.get("honesty_restarts", 0)),
+        honesty = HonestyConfig(steps=max(steps, 0), restarts=whole("honesty_restarts", 0),
                                 targeted=targets != 0, targeted_classes=targets,
                                 loss=str(cert.get("honesty_loss", "margin")))
-    smoothing = SmoothingConfig(sigma=float(cert.get("sigma", 0.25)), n0=int(cert.get("n0", 100)),
-                                n=int(cert.get("n", 10000)), alpha=float(cert.get("alpha", 0.001)),
-                                batch=int(cert.get("noise_batch", 1000)))
-    return CertifySpec(tuple(validate_eps([float(r) for r in _as_list(radii)])), steps,
-                       int(cert.get("train_samples", -1)), int(cert.get("batch_size", 64)), methods, honesty, smoothing,
+    smoothing = SmoothingConfig(sigma=_certify_number(cert, "sigma", 0.25), n0=whole("n0", 100),
+                                n=whole("n", 10000), alpha=_certify_number(cert, "alpha", 0.001),
+                                batch=whole("noise_batch", 1000))
+    return CertifySpec(_radii(radii), steps,
+                       whole("train_samples", -1), whole("batch_size", 64), methods, honesty, smoothing,
                        tuple(str(m) for m in _as_list(cert.get("modalities", ALL_MODALITIES))),
-                       int(cert.get("test_samples", -1)), int(cert.get("n_attack", 16)),
-                       int(cert.get("attack_steps", 20)), int(cert.get("attack_samples", -1)))
+                       whole("test_samples", -1), whole("n_attack", 16),
+                       whole("attack_steps", 20), whole("attack_samples", -1))
+
+
+def _certify_number(cert: Mapping[str, Any], key: str, default: float, *, integer: bool = False) -> float | int:
+    """``cert[key]`` as an integer (``integer``) or a finite number, or a one-line error naming the key (ranges
+    are the certification settings' own checks)."""
+    value = cert.get(key, default)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
+            or not math.isfinite(value):
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"sweep: certify {key} must be {kind}, got {preview(value)}")
+    return value if integer else float(value)
+
+
+def _radii(radii: Any) -> tuple[float, ...]:
+    """Certification radii: numbers, finite, >= 0 (and at most ``bench.validate.MAX_EPS``), sorted; a one-line
+    error naming ``radii`` otherwise."""
+    from .validate import check_eps
+
+    values = _as_list(radii)
+    for r in values:
+        if isinstance(r, bool) or not isinstance(r, (int, float, str)):
+            raise ValueError(f"sweep: certify radii must be numbers >= 0 such as [0, 0.25, 0.5], got {preview(r)}")
+    try:
+        return tuple(check_eps(values, "certify radii"))
+    except ValueError as exc:
+        raise ValueError(f"sweep: {exc}") from None
 
 
 @dataclass
@@ -252,7 +291,7 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"sweep: {what} must be a mapping of key: value, got {value!r}")
+        raise ValueError(f"sweep: {what} must be a mapping of key: value, got {preview(value)}")
     return dict(value)
 
 
@@ -270,41 +309,60 @@ def parse_defense_entry(item: Any) -> DefenseEntry:
     if isinstance(item, str):
         return DefenseEntry(item, item, {})
     if not isinstance(item, Mapping) or "defense" not in item:
-        raise ValueError(f"sweep: a defense entry is an id or a mapping with 'defense' (and 'label', 'set'), got {item!r}")
-    _check_keys(item, ENTRY_KEYS, f"defense entry {item!r}")
-    defense = str(item["defense"])
-    label = str(item.get("label") or defense)
-    cert = _mapping(item.get("certify"), f"certify of {label!r}")
-    _check_keys(cert, CERTIFY_KEYS, f"certify of defense entry {label!r}")
-    return DefenseEntry(defense, label, _mapping(item.get("set"), f"set of {defense!r}"), cert)
+        raise ValueError(f"sweep: a defense entry is an id or a mapping with 'defense' (and 'label', 'set'), got "
+                         f"{preview(item)}")
+    _check_keys(item, ENTRY_KEYS, f"defense entry {preview(item)}")
+    if not isinstance(item["defense"], str):
+        raise ValueError(f"sweep: defense in a defense entry must be a defense id such as jt, got "
+                         f"{preview(item['defense'])}")
+    defense = item["defense"]
+    given_label = item.get("label")
+    if given_label is not None and (isinstance(given_label, bool) or not isinstance(given_label, (str, int))):
+        raise ValueError(f"sweep: label of defense entry {preview(defense)} must be a name such as jt_v2, got "
+                         f"{preview(given_label)}")
+    label = str(given_label or defense)
+    cert = _mapping(item.get("certify"), f"certify of {preview(label)}")
+    _check_keys(cert, CERTIFY_KEYS, f"certify of defense entry {preview(label)}")
+    return DefenseEntry(defense, label, _mapping(item.get("set"), f"set of {preview(defense)}"), cert)
 
 
 def parse_block(item: Any) -> GridBlock:
     if not isinstance(item, Mapping):
-        raise ValueError(f"sweep: a grid block is a mapping with attacks, modalities and eps, got {item!r}")
-    _check_keys(item, BLOCK_KEYS, f"grid block {dict(item)!r}")
+        raise ValueError(f"sweep: a grid block is a mapping with attacks, modalities and eps, got {preview(item)}")
+    shown = preview(dict(item))
+    _check_keys(item, BLOCK_KEYS, f"grid block {shown}")
     attacks = tuple(str(a) for a in _as_list(item.get("attacks")))
     modalities = tuple(str(m) for m in _as_list(item.get("modalities")))
     if not attacks or not modalities:
-        raise ValueError(f"sweep: grid block {dict(item)!r} needs at least one attack and one modality")
+        raise ValueError(f"sweep: grid block {shown} needs at least one attack and one modality")
     raw_eps = _as_list(item.get("eps"))
+    for e in raw_eps:
+        if isinstance(e, bool) or not isinstance(e, (int, float, str)):
+            raise ValueError(f"sweep: grid block {shown}: eps must be numbers >= 0 such as [0.5, 1], got {preview(e)}")
     try:
-        eps = tuple(validate_eps([float(e) for e in raw_eps])) if raw_eps else ()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"sweep: grid block {dict(item)!r}: {exc}") from exc
+        eps = tuple(validate_eps(raw_eps)) if raw_eps else ()
+    except ValueError as exc:
+        raise ValueError(f"sweep: grid block {shown}: {exc}") from exc
     norm = str(item.get("norm", "l2"))
     try:
         default_eps(norm)  # an unknown norm says so, with "did you mean"
     except ValueError as exc:
-        raise ValueError(f"sweep: grid block {dict(item)!r}: {exc}") from exc
+        raise ValueError(f"sweep: grid block {shown}: {exc}") from exc
     return GridBlock(attacks, modalities, eps, _mapping(item.get("attack_set"), "attack_set"), norm)
 
 
 def _seed_list(value: Any) -> list[int]:
-    try:
-        seeds = [int(s) for s in _as_list(value)]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"sweep: seeds must be integers such as 0,1,2, got {value!r}") from exc
+    """Seeds as non-negative integers (``0.5`` is not seed 0, ``true`` not seed 1; ``run --seed`` refuses -1
+    alike), first occurrence kept; a one-line error naming ``seeds`` otherwise."""
+    seeds = []
+    for s in _as_list(value):
+        if isinstance(s, str) and s.strip().isdigit():
+            s = int(s)
+        elif isinstance(s, float) and s.is_integer():
+            s = int(s)
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
+            raise ValueError(f"sweep: seeds must be integers >= 0 such as 0,1,2, got {preview(s)}")
+        seeds.append(int(s))
     if not seeds:
         raise ValueError("sweep: give at least one seed")
     return sorted(set(seeds), key=seeds.index)
@@ -356,6 +414,9 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     if norm is not None:
         default_eps(norm)  # an unknown norm says so, with "did you mean"
     cli_eps = DEFAULT_SWEEP_EPS if norm in (None, "l2") else default_eps(norm)
+    if "grid" in config and not _as_list(config["grid"]):
+        raise ValueError("sweep: grid is empty; give at least one block such as {attacks: [pgd_l2], modalities: [v], "
+                         "eps: [0.5]}, or leave grid out for the default grid")
     if attacks or modalities or eps:
         grid = [GridBlock(tuple(attacks or DEFAULT_ATTACKS), tuple(modalities or DEFAULT_MODALITIES),
                           tuple(validate_eps(eps)) if eps else cli_eps)]
@@ -462,7 +523,7 @@ def _threads(value: Any) -> int | None:
     except (TypeError, ValueError):
         threads = 0
     if threads < 1 or str(value).strip() not in (str(threads), f"{threads}.0"):
-        raise ValueError(f"sweep: threads must be a positive integer such as 1, got {value!r}")
+        raise ValueError(f"sweep: threads must be a positive integer such as 1, got {preview(value)}")
     return threads
 
 
