@@ -562,6 +562,10 @@ def _build(wrapped: WrappedModel, attack: Any, modality: str | Sequence[str], ep
         value = 0.0
         if atk.norm_bounded and require_eps:
             raise ValueError(f"attack {resolved.name!r} needs eps=... (its budget, in model-input space)")
+    else:  # the command line's bounds on ε: finite, >= 0, at most bench.validate.MAX_EPS
+        from .bench.validate import check_eps
+
+        value = check_eps([value], "eps")[0]
     threat = ThreatModel.parse(modality, float(value), wrapped.specs, norm=chosen, joint=joint,
                                targeted=targeted or resolved.targeted)
     atk.validate(threat)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from contextlib import contextmanager
 from typing import AbstractSet, Any, Iterator, Mapping, Sequence
 
@@ -48,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ..contracts import Batch, ModalitySpec, ThreatModel
+from ..safe_yaml import preview
 
 LIB_EPS = 0.35
 CENTRE = 0.5
@@ -98,7 +100,69 @@ def checked_signature(label: str, attack_cls: type, options: Mapping[str, Any], 
                                                 {k: p.default for k, p in params.items()}))
     for key, value in options.items():
         check_option_type(label, key, value, params[key].default)
+        check_option_range(label, key, value, params[key].default)
     return params
+
+
+# Library options are checked by name at the door, as ``bench.validate.check_fields`` checks the suite's own
+# settings: the libraries accept a count of 0 or a negative step and then run no attack at all, so the clean
+# accuracy would be reported as robust accuracy (torchattacks:PGDL2 steps=0, art:ProjectedGradientDescent
+# max_iter=0). Integer options named like counts (with an integer default, or none):
+_LIBRARY_COUNT = re.compile(r"(^n_|^nb_|^num_|^N$|^max_|_size$|steps$|_iter$|_iterations$|_eval$|_queries$|"
+                            r"_restarts$|_trial$|_grads$|_sample$|_samples$|_classes$|_max$)")
+# Counts where the library documents 0 as a mode of its own: at least 0.
+ZERO_COUNTS = {
+    "num_random_init": "ART FGM/PGD: 0 starts from the clean input (its default)",
+    "parallel_pool_size": "ART AutoAttack: 0 runs without a process pool (its default)",
+}
+# Step sizes, learning rates and constants at 0 (or below) take no step or ignore the attack's loss: > 0.
+POSITIVE_OPTIONS = frozenset({"alpha", "alpha_max", "eps_step", "lr", "learning_rate", "delta", "eps_for_division",
+                              "c", "initial_const", "largest_const", "eta"})
+# Fractions of a whole (of the image's features, of the window): in (0, 1].
+FRACTION_OPTIONS = frozenset({"p_init", "gamma", "step_adapt", "decrease_factor"})
+# Lengths in input space (ε-like): at most the suite's largest ε (``bench.validate.MAX_EPS``).
+LENGTH_LIKE_OPTIONS = frozenset({"alpha", "eps_step", "delta", "epsilon", "min_epsilon", "max_epsilon", "noise_sd",
+                                 "std", "lr"})
+# The only signed number option: torchattacks JSMA's theta, the perturbation per step, documented as either
+# sign ("range is either [theta, 0], [0, theta]"); at 0 it changes nothing.
+SIGNED_OPTIONS = frozenset({"theta"})
+
+
+def check_option_range(label: str, key: str, value: Any, default: Any) -> None:
+    """Refuse a library option outside the range in which it means an attack, with one line naming the option
+    and its range: numbers finite; counts (``steps``, ``max_iter``, ``n_restarts``, ``n_queries``, …) integers
+    >= 1 (>= 0 for ``ZERO_COUNTS``); step sizes and learning rates > 0; fractions in (0, 1]; lengths at most
+    the suite's largest ε; any other number >= 0 (``SIGNED_OPTIONS`` non-zero)."""
+    from ..bench.validate import MAX_EPS
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    where, shown = f"{label} option {key}", preview(value)
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        finite = False
+    int_default = isinstance(default, int) and not isinstance(default, bool)
+    if _LIBRARY_COUNT.search(key) and (int_default or default is None or default is inspect.Parameter.empty):
+        least = 0 if key in ZERO_COUNTS else 1
+        if not isinstance(value, int) or value < least:
+            note = f" ({ZERO_COUNTS[key]})" if key in ZERO_COUNTS else ""
+            raise ValueError(f"{where} must be an integer >= {least}{note}, got {shown}")
+        return
+    if not finite:
+        raise ValueError(f"{where} must be a finite number, got {shown}")
+    if key in SIGNED_OPTIONS:
+        if value == 0:
+            raise ValueError(f"{where} must be a non-zero number (either sign), got {shown}")
+        return
+    if key in POSITIVE_OPTIONS and value <= 0:
+        raise ValueError(f"{where} must be > 0 (a step size or constant of 0 or below runs no attack), got {shown}")
+    if key in FRACTION_OPTIONS and not 0 < value <= 1:
+        raise ValueError(f"{where} must be in (0, 1], got {shown}")
+    if value < 0:
+        raise ValueError(f"{where} must be >= 0, got {shown}")
+    if key in LENGTH_LIKE_OPTIONS and value > MAX_EPS:
+        raise ValueError(f"{where} must be at most {MAX_EPS:g} (a length in model-input space, like ε), got {shown}")
 
 
 def check_option_type(label: str, key: str, value: Any, default: Any, *, strict: bool = False) -> None:
@@ -121,7 +185,7 @@ def check_option_type(label: str, key: str, value: Any, default: Any, *, strict:
     if not ok:
         kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
         raise ValueError(f"{label} option {key} takes {kind[type(default).__name__]} like its default {default!r}, "
-                         f"got {value!r}")
+                         f"got {preview(value)}")
 
 
 def describe_library_attack(name: str, options: Mapping[str, Any], fixed_eps: float | None) -> str:
@@ -379,5 +443,6 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 
 __all__ = ["SingleInputView", "frozen_parameters", "clamp_to_box", "clean_logits", "checked_signature",
+           "check_option_range",
            "unknown_option_message", "check_option_type", "grid_shape", "tag_bits", "LIB_EPS", "CENTRE", "TAG_LOW",
            "TAG_HIGH", "TAG_SLACK", "TAG_TOLERANCE", "MIN_SIDE"]
