@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -54,6 +55,9 @@ class ModalitySpec:
                     f"modality {self.name!r}: need {channels} per-channel bounds, got "
                     f"{len(self.lower)} lower and {len(self.upper)} upper"
                 )
+            if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in (*self.lower, *self.upper)):
+                raise ValueError(f"modality {self.name!r}: box bounds must be finite numbers, got lower {self.lower} "
+                                 f"and upper {self.upper}; leave both None for an unbounded modality")
             if any(lo >= hi for lo, hi in zip(self.lower, self.upper)):
                 raise ValueError(f"modality {self.name!r}: every lower bound must be below its upper bound")
 

@@ -84,6 +84,11 @@ class Modality:
         if self.box is not None and (not isinstance(self.box, (tuple, list)) or len(self.box) != 2):
             raise ValueError(f"Modality box must be (low, high) or ((low per channel), (high per channel)), "
                              f"got {self.box!r}")
+        if self.box is not None:  # finite and ordered now; the channel count is checked once the shape is known
+            low, high = (_box_values(b, self.box) for b in self.box)
+            low, high = low * (len(high) if len(low) == 1 else 1), high * (len(low) if len(high) == 1 else 1)
+            if len(low) == len(high) and any(lo >= hi for lo, hi in zip(low, high)):
+                raise ValueError(f"Modality box: every lower bound must be below its upper bound, got {self.box!r}")
 
     def spec(self, name: str, shape: tuple[int, ...]) -> ModalitySpec:
         """The suite's :class:`ModalitySpec` for this declaration with the given (declared or inferred) shape."""
@@ -93,10 +98,22 @@ class Modality:
         return ModalitySpec(name, shape, lower, upper, self.description)
 
 
+def _box_values(bound: Any, box: Any) -> tuple[float, ...]:
+    """One side of a declared box as floats (a number gives one value), each finite, or one clear error."""
+    try:
+        values = (float(bound),) if isinstance(bound, numbers.Real) else tuple(float(b) for b in bound)
+    except (TypeError, ValueError):
+        raise ValueError(f"Modality box bounds must be numbers, got {box!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"Modality box bounds must be finite numbers, got {box!r}; declare an unbounded input "
+                         f"with box=None")
+    return values
+
+
 def _channel_bounds(name: str, bound: Any, channels: int) -> tuple[float, ...]:
     if isinstance(bound, numbers.Real):
-        return (float(bound),) * channels
-    values = tuple(float(b) for b in bound)
+        return _box_values(bound, bound) * channels
+    values = _box_values(bound, bound)
     if len(values) != channels:
         raise ValueError(f"modality {name!r}: a per-channel box needs {channels} values (first axis of its shape), "
                          f"got {len(values)}")
@@ -649,8 +666,10 @@ def _eps_grid(eps: float | Sequence[float] | None, default: float | None) -> lis
 
 
 def _correct(model: nn.Module, batch: Batch, labels: Tensor) -> Tensor:
+    from .bench.evaluate import correct_predictions  # NaN or inf logits count as wrong, never as class 0
+
     with torch.no_grad():
-        return model(batch).logits.argmax(1) == labels
+        return correct_predictions(model(batch).logits, labels)
 
 
 def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l2",
@@ -675,8 +694,8 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
 
     from .progress import disable_flag
 
-    from .bench.evaluate import Measurement, attack_setting
-    from .bench.flags import check_attack, row_flags
+    from .bench.evaluate import Measurement, attack_setting, correct_predictions, finite_rows
+    from .bench.flags import NON_FINITE, check_attack, row_flags
     from .bench.results import CLEAN, NO_MODALITY, ResultRow, append_rows, rows_frame
     from .data.base import TensorSplit
 
@@ -687,7 +706,7 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
     atk: Attack | None = None
     threat: ThreatModel | None = None
     fgm: Attack | None = None
-    n = clean_correct = 0
+    n = clean_correct = clean_non_finite = 0
     clean_seconds = 0.0
     correct: list[int] = []
     fgm_correct: list[int] = []
@@ -714,7 +733,10 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
             if sum(len(y) for _, y in kept) < FLAG_SAMPLES:
                 kept.append(({m: x.detach().cpu() for m, x in batch.items()}, labels.cpu()))
             start = time.perf_counter()
-            clean_correct += int(_correct(wrapped, batch, labels).sum())
+            with torch.no_grad():
+                clean_logits = wrapped(batch).logits
+            clean_correct += int(correct_predictions(clean_logits, labels).sum())
+            clean_non_finite += int((~finite_rows(clean_logits)).sum())
             clean_seconds += time.perf_counter() - start
             n += int(labels.shape[0])
             with attack_setting(wrapped, atk, threat):
@@ -739,7 +761,7 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
     common.update({k: v for k, v in provenance.items() if k in fields})  # columns of newer result stores
     rows = [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
                       modality=NO_MODALITY, norm=threat.norm, eps=0.0, n=n, accuracy=clean_correct / max(n, 1),
-                      wall_seconds=clean_seconds, **common)]
+                      wall_seconds=clean_seconds, flags=NON_FINITE if clean_non_finite else "", **common)]
     attacked = ALL_MODALITIES if modality == ALL_MODALITIES else "+".join(threat.modalities)
     config = atk.describe()
     for m in measured:

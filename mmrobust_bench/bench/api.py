@@ -27,7 +27,7 @@ from ..reports.curves import plot_robust_curve, run_plot_name
 from ..reports.stats import modality_name
 from . import distributed
 from .evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
-from .flags import check_attack, row_flags
+from .flags import check_attack, clean_row_flags, row_flags
 from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, read_rows, rows_frame, stored_run
 from .train import TrainedModel, model_dtype, select_device, train
 from .validate import check_run_settings
@@ -170,7 +170,7 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     clean = clean_accuracy(trained.model, ds.test, batch_size, dev)
     rows = [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
                       modality=NO_MODALITY, norm=threat.norm, eps=0.0, n=clean.n, accuracy=clean.accuracy,
-                      wall_seconds=clean.seconds, **common)]
+                      wall_seconds=clean.seconds, flags=clean_row_flags(clean), **common)]
     config = atk.describe()
     if curve == "minimal":
         found = minimal_norm_curve(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress=progress)

@@ -9,7 +9,8 @@ Nothing here unpickles: a checkpoint folder may come from anywhere (a shared dri
 every file is safetensors or JSON. A stage is used only when its sha256 matches ``config.json`` and
 both the file's embedded key and the recorded configuration match the requested one; anything else
 (another seed's files copied in, a crmt_jt checkpoint in a jt folder, a bit flip, a truncation, a
-garbled ``config.json``) is retrained with a warning naming the file.
+garbled ``config.json``) is retrained with a warning naming the file. A checkpoint never holds NaN or inf: a
+diverged model is refused when saved and, written by anything else, retrained when loaded.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import safe_open
@@ -114,15 +115,35 @@ def _embedded_key(path: Path) -> str | None:
     return json.loads(meta.get(_META, "{}")).get("key")
 
 
+def non_finite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding a NaN or inf (one device synchronisation in all)."""
+    names = [k for k, v in tensors.items() if v.is_floating_point() and v.numel()]
+    if not names:
+        return []
+    flags = [torch.isfinite(tensors[k]).all() for k in names]
+    finite = torch.stack(flags if len({f.device for f in flags}) == 1 else [f.cpu() for f in flags]).tolist()
+    return [k for k, ok in zip(names, finite) if not ok]
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def save_stage(directory: Path, stage: str, model: torch.nn.Module, extra: dict[str, torch.Tensor],
                key: CheckpointKey) -> str:
     """Write ``<stage>.safetensors`` atomically, then record its sha256 in config.json.
 
     An existing config.json of another configuration (or an unreadable one) is replaced, with its
-    stage records, rather than merged: a folder only ever describes one model."""
+    stage records, rather than merged: a folder only ever describes one model. A model or extra tensor
+    holding NaN or inf is refused (ValueError) and nothing is written."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra.items()})
     path = directory / f"{stage}.safetensors"
+    broken = non_finite_tensors(tensors)
+    if broken:
+        raise ValueError(f"training {key.defense} (seed {key.seed}) diverged: its {stage} stage holds NaN or inf in "
+                         f"{_listed(broken)}; lower the learning rate (--set lr=...) or check the data; no checkpoint "
+                         f"was written")
     with atomic_path(path) as tmp:
         # one metadata entry: safetensors does not keep the order of several, and the sha256 must be reproducible
         save_file(tensors, str(tmp), metadata={_META: json.dumps({"stage": stage, "key": key.digest})})
@@ -175,6 +196,10 @@ def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None
         tensors = load_file(str(path))
     except READ_ERRORS as exc:
         log.warning("not reusing %s: cannot read it (%s); retraining", path, exc)
+        return None
+    broken = non_finite_tensors(tensors)
+    if broken:
+        log.warning("not reusing %s: it holds NaN or inf in %s (a diverged model); retraining", path, _listed(broken))
         return None
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
@@ -260,6 +285,9 @@ def load_resume(directory: Path, key: str | None = None) -> dict[str, Any] | Non
         state = _unflatten(meta["structure"], tensors)
         if not isinstance(state, dict):
             raise ValueError("the state is not a mapping")
+        broken = non_finite_tensors(state["model"]) if isinstance(state.get("model"), dict) else []
+        if broken:
+            raise ValueError(f"its model holds NaN or inf in {_listed(broken)} (a diverged training)")
     except READ_ERRORS as exc:
         log.warning("ignoring %s: cannot read it (%s: %s); delete it or let training restart from epoch 0",
                     path, type(exc).__name__, exc)

@@ -32,6 +32,7 @@ class Measurement:
     correct: int
     n: int
     seconds: float
+    non_finite: int = 0  # samples whose logits were NaN or inf: counted wrong, and flagged ``non_finite``
 
     @property
     def accuracy(self) -> float:
@@ -58,15 +59,32 @@ def attack_setting(model: nn.Module, attack: Attack, threat: ThreatModel) -> Ite
         model.dropped_features = before
 
 
+def finite_rows(logits: Tensor) -> Tensor:
+    """(B,) True where every logit of the sample is finite."""
+    return torch.isfinite(logits).all(1)
+
+
+def correct_predictions(logits: Tensor, labels: Tensor) -> Tensor:
+    """(B,) whether each sample is classified correctly. NaN or inf logits make no prediction (the argmax of
+    NaN is class 0, which would count as correct on class 0's samples): such a sample counts as wrong."""
+    return (logits.argmax(1) == labels) & finite_rows(logits)
+
+
 @torch.no_grad()
 def clean_accuracy(model: nn.Module, split: TensorSplit, batch_size: int, device: torch.device) -> Measurement:
+    """Clean accuracy; samples with non-finite logits count as wrong and in ``non_finite`` (the row's flag)."""
     model.eval()
-    start, correct = time.perf_counter(), 0
+    start, correct, bad = time.perf_counter(), 0, 0
     for batch, labels in _my_batches(split, batch_size, device):
-        correct += int((model(batch).logits.argmax(1) == labels).sum())
-    correct, seconds = distributed.all_sum([correct, time.perf_counter() - start])
+        logits = model(batch).logits
+        correct += int(correct_predictions(logits, labels).sum())
+        bad += int((~finite_rows(logits)).sum())
+    correct, bad, seconds = distributed.all_sum([correct, bad, time.perf_counter() - start])
     log.info("clean accuracy %.3f on %d samples in %.1f s", int(correct) / max(len(split), 1), len(split), seconds)
-    return Measurement(0.0, int(correct), len(split), seconds)
+    if bad:
+        log.warning("the model's logits are not finite (NaN or inf) on %d of %d clean samples: counted wrong and "
+                    "flagged non_finite (a diverged training or a damaged checkpoint?)", int(bad), len(split))
+    return Measurement(0.0, int(correct), len(split), seconds, non_finite=int(bad))
 
 
 def _my_batches(split: TensorSplit, batch_size: int, device: torch.device) -> Iterator[tuple[dict, Tensor]]:
@@ -108,7 +126,7 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
                 start = time.perf_counter()
                 adv = attack(model, rep, labels.repeat(r), threat, eps)
                 with torch.no_grad():
-                    hits = (model(adv).logits.argmax(1) == labels.repeat(r)).view(r, b).sum(1)
+                    hits = correct_predictions(model(adv).logits, labels.repeat(r)).view(r, b).sum(1)
                 elapsed = time.perf_counter() - start
                 for i in range(r):
                     correct[i] += int(hits[i])
@@ -119,7 +137,7 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
                     start = time.perf_counter()
                     adv = attack(model, batch, labels, threat.with_eps(e))
                     with torch.no_grad():
-                        correct[i] += int((model(adv).logits.argmax(1) == labels).sum())
+                        correct[i] += int(correct_predictions(model(adv).logits, labels).sum())
                     seconds[i] += time.perf_counter() - start
                     bar.update(1)
     bar.close()
@@ -195,8 +213,8 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
                                           desc=f"minimal norms {attack.describe()}", enabled=progress, leave=False):
             adv = attack(model, batch, labels, wide)
             with torch.no_grad():
-                clean_ok = model(batch).logits.argmax(1) == labels
-                still_ok = model(adv).logits.argmax(1) == labels
+                clean_ok = correct_predictions(model(batch).logits, labels)
+                still_ok = correct_predictions(model(adv).logits, labels)
             size = perturbation_norm(batch, adv, threat)
             norms.append(torch.where(clean_ok, torch.where(still_ok, torch.full_like(size, math.inf), size),
                                      torch.zeros_like(size)).cpu())
@@ -212,5 +230,6 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
     return MinimalNormCurve(measurements, norms_all, float(radius), seconds)
 
 
-__all__ = ["Measurement", "MinimalNormCurve", "attack_setting", "clean_accuracy", "robust_accuracy",
+__all__ = ["Measurement", "MinimalNormCurve", "attack_setting", "clean_accuracy", "correct_predictions",
+           "finite_rows", "robust_accuracy",
            "minimal_norm_curve", "perturbation_norm", "RADIUS_FACTOR"]

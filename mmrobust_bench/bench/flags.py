@@ -11,7 +11,11 @@ A robust accuracy is only an upper bound; these are the standard signs that it i
 * ``zero_gradients``: the input gradient of the attack loss (CE on the fused logits) is exactly zero, or not
   finite, on more than ``ZERO_GRADIENT_FRACTION`` of a sample (rounding, quantisation, saturated layers);
 * ``randomness``: two identical runs of the (seeded) attack, or two forward passes, disagree: the model is
-  stochastic and needs expectation over transformation.
+  stochastic and needs expectation over transformation;
+* ``non_finite``: the model's logits are NaN or inf on clean samples (every row of the run: such a model's
+  accuracies are not measurements, and the other checks are skipped) or on the attack's outputs at the largest
+  ε (that row). Such samples count as wrong (``bench.evaluate.correct_predictions``), never as the argmax of
+  NaN; a clean row carries the flag when any test sample's logits were not finite (:func:`clean_row_flags`).
 
 Each flag belongs to one ε row or to every row of a run; result rows carry their flag names joined by ";".
 """
@@ -29,14 +33,15 @@ from ..attacks import Attack
 from ..attacks.native import input_gradients
 from ..contracts import ThreatModel, joint_l2_norm
 from ..data.base import TensorSplit
-from .evaluate import Measurement, attack_setting
+from .evaluate import Measurement, attack_setting, correct_predictions, finite_rows
 
 NON_MONOTONE = "non_monotone"
 FGM_BEATS_PGD = "fgm_beats_pgd"
 UNBOUNDED_NOT_ZERO = "unbounded_not_zero"
 ZERO_GRADIENTS = "zero_gradients"
 RANDOMNESS = "randomness"
-FLAG_NAMES = (NON_MONOTONE, FGM_BEATS_PGD, UNBOUNDED_NOT_ZERO, ZERO_GRADIENTS, RANDOMNESS)
+NON_FINITE = "non_finite"
+FLAG_NAMES = (NON_MONOTONE, FGM_BEATS_PGD, UNBOUNDED_NOT_ZERO, ZERO_GRADIENTS, RANDOMNESS, NON_FINITE)
 
 Z = 2.0  # how many binomial standard deviations count as noise
 UNBOUNDED_FACTOR = 1e3
@@ -56,7 +61,17 @@ class Flag:
 
     def note(self) -> str:
         where = "" if self.eps is None else f" at eps={self.eps:g}"
-        return f"flag {self.name}{where}: {self.detail}"
+        remedy = REMEDIES.get(self.name)
+        return f"flag {self.name}{where}: {self.detail}" + (f"; {remedy}" if remedy else "")
+
+
+# What to do about a flag, printed with it: the signs of gradient masking ask for the strong evaluation.
+STRONG_EVALUATION = ("this number may be gradient masking, not robustness: confirm it with the standard strong "
+                     "evaluation, --attack autoattack (attack='autoattack' in the API)")
+REMEDIES = {NON_MONOTONE: STRONG_EVALUATION, FGM_BEATS_PGD: STRONG_EVALUATION, UNBOUNDED_NOT_ZERO: STRONG_EVALUATION,
+            ZERO_GRADIENTS: STRONG_EVALUATION,
+            RANDOMNESS: "the model or attack is stochastic: average the attack's gradients over its randomness "
+                        "(expectation over transformation) before trusting this number"}
 
 
 def binomial_std(p: float, n: int) -> float:
@@ -111,11 +126,16 @@ def unbounded(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, thr
     """The attack at a huge radius should leave (almost) nothing correct."""
     adv = attack(model, batch, labels, threat.with_eps(radius))
     with torch.no_grad():
-        accuracy = float((model(adv).logits.argmax(1) == labels).float().mean())
+        accuracy = float(correct_predictions(model(adv).logits, labels).float().mean())
     if accuracy > max_accuracy:
         return [Flag(UNBOUNDED_NOT_ZERO, f"at eps={radius:g} the attack leaves accuracy {accuracy:.3f} on "
                                          f"{labels.shape[0]} samples (more than {max_accuracy:g})")]
     return []
+
+
+def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Exactly equal, NaN in the same places counting as equal (NaN != NaN would read as randomness)."""
+    return a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
 
 
 def randomness(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel) -> list[Flag]:
@@ -123,8 +143,8 @@ def randomness(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, th
     first = attack(model, batch, labels, threat)
     second = attack(model, batch, labels, threat)
     with torch.no_grad():
-        outputs_differ = not torch.equal(model(batch).logits, model(batch).logits)
-    attack_differs = any(not torch.equal(first[m], second[m]) for m in first)
+        outputs_differ = not _identical(model(batch).logits, model(batch).logits)
+    attack_differs = any(not _identical(first[m], second[m]) for m in first)
     if outputs_differ or attack_differs:
         what = "the model's outputs" if outputs_differ else "the attack's results"
         return [Flag(RANDOMNESS, f"{what} differ between two identical runs on {labels.shape[0]} samples: the model "
@@ -132,17 +152,56 @@ def randomness(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, th
     return []
 
 
+def _bad_logits(model: nn.Module, batch) -> int:
+    """How many samples of ``batch`` get a NaN or inf logit."""
+    with torch.no_grad():
+        return int((~finite_rows(model(batch).logits)).sum())
+
+
+def non_finite_clean(model: nn.Module, batch, labels: torch.Tensor) -> list[Flag]:
+    """The model's logits on clean samples must be numbers: a run-wide flag when any is NaN or inf."""
+    bad = _bad_logits(model, batch)
+    if bad:
+        return [Flag(NON_FINITE, f"the model's logits are NaN or inf on {bad} of {labels.shape[0]} clean samples: its "
+                                 f"predictions are not numbers (a diverged training or a damaged checkpoint?), so no "
+                                 f"accuracy of this run is a measurement; the other checks were skipped")]
+    return []
+
+
+def non_finite_adversarial(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel,
+                           eps: float | None) -> list[Flag]:
+    """The model's logits on the attack's outputs (at ``threat``'s ε; the row ``eps``, None for every row) must
+    be numbers."""
+    adv = attack(model, batch, labels, threat)
+    bad = _bad_logits(model, adv)
+    if bad:
+        return [Flag(NON_FINITE, f"the model's logits are NaN or inf on {bad} of {labels.shape[0]} attacked samples: "
+                                 f"counted as misclassified, but there the model breaks down rather than being "
+                                 f"fooled", eps)]
+    return []
+
+
+def clean_row_flags(clean: Measurement) -> str:
+    """The ``flags`` cell of a clean-accuracy row: ``non_finite`` when any sample's logits were NaN or inf."""
+    return NON_FINITE if clean.non_finite else ""
+
+
 def check_attack(model: nn.Module, split: TensorSplit, attack: Attack, threat: ThreatModel,
                  eps_grid: Sequence[float], measurements: Sequence[Measurement], device: torch.device, *,
                  fgm: Sequence[Measurement] | None = None, samples: int = CHECK_SAMPLES,
                  unbounded_factor: float = UNBOUNDED_FACTOR) -> list[Flag]:
     """Every flag for one attack's run over ``eps_grid``: from its ``measurements`` (and FGM's at the same
-    ε, when given), plus the unbounded, gradient and randomness checks on the first ``samples`` samples."""
+    ε, when given), plus the unbounded, gradient, randomness and non-finite checks on the first ``samples``
+    samples. A model whose clean logits are not finite gets the ``non_finite`` flag alone: every other check
+    would only describe NaN."""
     model.eval()
     flags: list[Flag] = []
     small = split.subset(torch.arange(min(samples, len(split))))
     batch, labels = next(small.batches(len(small), device=device))
     few = {m: x[:RANDOMNESS_SAMPLES] for m, x in batch.items()}
+    broken = non_finite_clean(model, batch, labels)
+    if broken:
+        return broken
     with attack_setting(model, attack, threat):
         if attack.norm_bounded:
             flags += non_monotone(measurements)
@@ -151,9 +210,12 @@ def check_attack(model: nn.Module, split: TensorSplit, attack: Attack, threat: T
             largest = max(float(e) for e in eps_grid)
             if largest > 0:
                 flags += unbounded(model, batch, labels, attack, threat, unbounded_factor * largest)
-            flags += zero_gradients(model, batch, labels, threat)
+            if not getattr(attack, "masking_resistant", False):  # autoattack: DLR and Square see past it
+                flags += zero_gradients(model, batch, labels, threat)
             threat = threat.with_eps(largest)
         flags += randomness(model, few, labels[:RANDOMNESS_SAMPLES], attack, threat)
+        flags += non_finite_adversarial(model, batch, labels, attack, threat,
+                                        threat.eps if attack.norm_bounded else None)
     return flags
 
 
@@ -191,5 +253,6 @@ def flag_rows(frame: pd.DataFrame, z: float = Z) -> pd.Series:
 
 
 __all__ = ["Flag", "FLAG_NAMES", "NON_MONOTONE", "FGM_BEATS_PGD", "UNBOUNDED_NOT_ZERO", "ZERO_GRADIENTS",
-           "RANDOMNESS", "binomial_std", "non_monotone", "fgm_beats_pgd", "zero_gradients", "unbounded",
-           "randomness", "check_attack", "row_flags", "flag_rows"]
+           "RANDOMNESS", "NON_FINITE", "binomial_std", "non_monotone", "fgm_beats_pgd", "zero_gradients", "unbounded",
+           "randomness", "non_finite_clean", "non_finite_adversarial", "clean_row_flags", "check_attack", "row_flags",
+           "flag_rows"]

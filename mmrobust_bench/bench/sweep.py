@@ -73,7 +73,7 @@ from .certification import has_certificate, noise_set, smoothed_label
 from .certification import (CERTIFIED_CSV, ETA_PAIRS_CSV, CertifyOutcome, certify_defense,
                             model_keys, read_table, replace_model_rows)
 from .evaluate import clean_accuracy, robust_accuracy
-from .flags import check_attack, flag_rows, row_flags
+from .flags import check_attack, clean_row_flags, flag_rows, row_flags
 from .results import (CELL_COLUMNS, CLEAN, NO_MODALITY, ResultRow, append_rows, cell_key, done_cells, eps_key,
                       read_rows, rewrite_rows)
 from .train import TrainedModel, model_dtype, select_device
@@ -736,7 +736,8 @@ def _clean_cell(trained: TrainedModel, common: dict[str, Any], batch_size: int, 
     clean = clean_accuracy(trained.model, trained.dataset.test, batch_size, dev)  # type: ignore[attr-defined]
     _append_on_main(results_path, [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native",
                                          library_version=__version__, modality=NO_MODALITY, norm="l2", eps=0.0,
-                                         n=clean.n, accuracy=clean.accuracy, wall_seconds=clean.seconds, **common)])
+                                         n=clean.n, accuracy=clean.accuracy, wall_seconds=clean.seconds,
+                                         flags=clean_row_flags(clean), **common)])
     done.add(key)
     return 1, 0
 

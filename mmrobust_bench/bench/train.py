@@ -20,7 +20,7 @@ from ..defenses.base import add_input_noise, key_dict, lr_factor, make_optimizer
 from ..models import MultiModalNet
 from ..io import atomic_write_json, file_lock
 from . import distributed
-from .checkpoints import (CheckpointKey, clear_resume, load_resume, load_stage, save_resume,
+from .checkpoints import (CheckpointKey, clear_resume, load_resume, load_stage, non_finite_tensors, save_resume,
                           save_stage)
 
 log = logging.getLogger(__name__)
@@ -226,6 +226,28 @@ def _train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *
                         stage1_cached=stage1 is not None)
 
 
+def check_finite_epoch(model: torch.nn.Module, finite: list[tuple[int, torch.Tensor]], epoch: int,
+                       cfg: TrainConfig, name: str) -> None:
+    """Stop a diverged training at the end of the epoch (one device synchronisation), before anything of it is
+    saved: ``finite`` holds (step, whether the loss was finite) for this rank's steps. Under torchrun every rank
+    decides on the sum of every rank's findings, so they stop together."""
+    steps = [step for step, _ in finite]
+    ok = torch.stack([flag for _, flag in finite]).cpu().tolist() if finite else []
+    bad_steps = [step for step, good in zip(steps, ok) if not good]
+    bad_weights = non_finite_tensors(model.state_dict())
+    n_bad_steps, n_bad_weights = distributed.all_sum([len(bad_steps), len(bad_weights)])
+    hint = (f"lower the learning rate (lr is {cfg.lr:g}; --set lr=...) or check the data; no checkpoint was "
+            f"written")
+    if n_bad_steps:
+        where = f"step {bad_steps[0] + 1}" if bad_steps else "a step of another rank"
+        raise ValueError(f"training {name} diverged: the loss is NaN or inf at epoch {epoch + 1} of {cfg.epochs}, "
+                         f"{where} ({int(n_bad_steps)} such steps in the epoch); {hint}")
+    if n_bad_weights:
+        listed = ", ".join(bad_weights[:3]) + (" and more" if len(bad_weights) > 3 else "")
+        raise ValueError(f"training {name} diverged: after epoch {epoch + 1} of {cfg.epochs} the weights hold NaN or "
+                         f"inf ({listed or 'on another rank'}); {hint}")
+
+
 def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, directory: Path,
                   key: CheckpointKey, resume: bool, seed: int = 0) -> None:
     cfg = ctx.train
@@ -274,6 +296,7 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         model.train()
         total = torch.zeros((), device=ctx.device)
         steps = 0
+        finite: list[tuple[int, torch.Tensor]] = []  # read once per epoch: no device synchronisation per step
         if noise_gen is not None:  # Gaussian augmentation: seeded per (seed, rank, epoch), so a resumed run draws the same
             noise_gen.manual_seed(distributed.rank_seed(seed + 1_000_003, world.rank if world.active else 0, epoch))
         for step, (batch, labels) in enumerate(split.batches(
@@ -289,6 +312,7 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
                 loss.backward()
                 defense.after_backward(model, ctx)
                 total += loss.detach()
+                finite.append((step, torch.isfinite(loss.detach())))
             else:
                 opt.zero_grad(set_to_none=True)
             if world.active:
@@ -302,6 +326,7 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
             sched.step()
         if world.active:
             distributed.broadcast_state(model, buffers_only=True)  # rank 0's BatchNorm running statistics
+        check_finite_epoch(model, finite, epoch, cfg, defense.name)
         bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{(total / max(steps, 1)).item():.3f}")
         if world.main:
             save_resume(directory, {"key": key.digest, "epoch": epoch, "model": model.state_dict(),

@@ -21,7 +21,8 @@ Each comes as the minimum over j and as the runner-up-only variant (j = argmax_{
 CRMT step 2 uses). The runner-up variant is **not a bound** (another class may be closer; the honesty
 check breaks it on 20–42% of certified samples of the synthav leaderboard): its rows carry the kind
 ``not a bound (runner-up only)``. Gradient norms at finitely many samples only *lower-bound* the
-Lipschitz constants, so every radius here is an empirical certificate, and each one is checked
+Lipschitz constants, so every radius here is an empirical certificate (never one of a model whose logits
+or constants are NaN or inf: :func:`require_finite`), and each one is checked
 (``certify.honesty``): PGD with a per-sample budget just inside the claimed radius looks for adversarial
 examples it should not find; the counts are lower bounds. On models whose "uni-modal" scores mix
 modalities (MMT's joint layers) the uni-modal bounds are heuristic and labelled so. The sound,
@@ -110,8 +111,22 @@ def scaled_gram(gram: Tensor, scale: Tensor) -> Tensor:
     return gram * (scale[:, None] * scale[None, :])
 
 
+def require_finite(margins: Tensor, den: Tensor) -> None:
+    """Refuse to build a radius on numbers that are not numbers: NaN margins (NaN or inf logits) would claim
+    class 0, and a NaN Lipschitz constant fails ``d > 0`` and would claim an infinite radius."""
+    bad = int((~torch.isfinite(margins).all(1)).sum()) if margins.dim() == 2 else 0
+    if bad:
+        raise ValueError(f"certify: the model's logits are NaN or inf on {bad} of {margins.shape[0]} certified samples, "
+                         f"so it cannot be certified (a diverged training or a damaged checkpoint?); check its weights")
+    if not bool(torch.isfinite(den).all()):
+        raise ValueError("certify: the Lipschitz constants (input-gradient norms over the training samples, or the "
+                         "checkpoint's τ) hold NaN or inf, so no radius can be computed; check the model's weights")
+
+
 def radius_from(margins: Tensor, labels: Tensor, den: Tensor, runner_up: Tensor) -> tuple[Tensor, Tensor]:
-    """(min over j, runner-up only) of margin_j / den[y, j]; a zero denominator claims ±∞."""
+    """(min over j, runner-up only) of margin_j / den[y, j]; a zero denominator claims ±∞. Non-finite margins
+    or denominators are refused (:func:`require_finite`)."""
+    require_finite(margins, den)
     d = den[labels]  # (N, K)
     ratio = torch.where(d > 0, margins / d.clamp_min(1e-30),
                         torch.where(margins > 0, torch.full_like(margins, math.inf), torch.full_like(margins, -math.inf)))

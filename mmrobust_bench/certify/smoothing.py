@@ -33,6 +33,9 @@ prediction SmoothAdv-style (Salman et al. 2019): ℓ2-PGD on the base model insi
 radius, maximising the loss of the Monte-Carlo soft classifier averaged over ``n_attack`` noise
 draws; then Cohen's ``PREDICT`` (binomial test at level α) decides the smoothed class at the attack
 point. A correct certificate is broken at most at rate α (plus PREDICT's own error, at most α).
+
+A base classifier whose logits are NaN or inf on any noisy copy of a sample is refused (:func:`sample_counts`
+raises): its argmax would be class 0, "certified" with an arbitrary radius.
 """
 from __future__ import annotations
 
@@ -47,10 +50,9 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..contracts import ALL_MODALITIES, Batch, joint_l2_norm
-from ..progress import disable_flag
+from ..progress import progress_bar
 
 SOUND = "sound (probabilistic, 1-alpha)"
 METHOD = "smoothing"
@@ -172,19 +174,27 @@ def sample_counts(f: Callable[[Batch], Tensor], inputs: Batch, modalities: Seque
                   batch: int, gens: Sequence[torch.Generator], num_classes: int | None = None,
                   per: int | None = None) -> Tensor:
     """(G, K) counts of f's predicted class over ``num`` noisy copies of each of the G samples in ``inputs``,
-    ``per`` copies of each per forward pass (default batch // G)."""
+    ``per`` copies of each per forward pass (default batch // G). NaN or inf logits on any copy are an error:
+    they are no prediction, and counting their argmax (class 0) would certify it."""
     g = next(iter(inputs.values())).shape[0]
     per = per or max(1, batch // g)
     counts: Tensor | None = None
+    finite: Tensor | None = None  # whether every copy's logits were finite so far, read once at the end
     done = 0
     while done < num:
         reps = min(per, num - done)
         logits = f(_noisy_copies(inputs, modalities, sigma, reps, gens))
         if counts is None:
             counts = torch.zeros(g, num_classes or logits.shape[1], dtype=torch.long, device=logits.device)
+        ok = torch.isfinite(logits).all()
+        finite = ok if finite is None else finite & ok
         counts += F.one_hot(logits.argmax(1).view(g, reps), counts.shape[1]).sum(1)
         done += reps
-    assert counts is not None
+    assert counts is not None and finite is not None
+    if not bool(finite):
+        raise ValueError(f"smoothing: the model's logits are NaN or inf on noisy copies (σ = {sigma:g}) of {g} "
+                         f"samples, so it cannot be certified (a diverged training or a damaged checkpoint?); check "
+                         f"its weights and inputs")
     return counts
 
 
@@ -352,8 +362,8 @@ def smooth_certify(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], 
     preds, counts_a = [], []
     with evaluating(model):
         group, per = _group_size(cfg.batch, min(cfg.n0, cfg.n))
-        bar = tqdm(total=n_samples, desc=f"smoothing σ={cfg.sigma:g} [{'+'.join(mods)}]", disable=disable_flag(progress),
-                   leave=False)
+        bar = progress_bar(total=n_samples, desc=f"smoothing σ={cfg.sigma:g} [{'+'.join(mods)}]", enabled=progress,
+                           leave=False, log_steps="sample")  # without a terminal: one log line per chunk
         for start in range(0, n_samples, group):
             part = range(start, min(n_samples, start + group))
             x = {m: t[start:part.stop].to(dev) for m, t in inputs.items()}
@@ -454,7 +464,8 @@ def smoothed_honesty_check(model: Callable[[Batch], Any], inputs: Mapping[str, T
     violations = 0
     n_pred = n_predict or cfg.n
     with evaluating(model):
-        bar = tqdm(total=int(ok.numel()), desc="smoothed honesty", disable=disable_flag(progress), leave=False)
+        bar = progress_bar(total=int(ok.numel()), desc="smoothed honesty", enabled=progress, leave=False,
+                           log_steps="sample")
         for start in range(0, ok.numel(), batch_size):
             part = ok[start:start + batch_size]
             x = {m: t[part].to(dev) for m, t in inputs.items()}

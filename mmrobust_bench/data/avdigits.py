@@ -299,6 +299,23 @@ def split_recordings(recordings: list[Recording], cfg: AVDigitsConfig) -> list[s
     return ["test" if r.speaker == cfg.test_speaker else "train" for r in recordings]
 
 
+def check_spread(recordings: list[Recording], splits: list[str], feats: list[Tensor], std: Tensor) -> None:
+    """The normalisation divides by the training frames' σ: refuse σ = 0 (every training recording silent, or
+    all alike), which would make every feature NaN, naming the files; warn about single silent recordings
+    (their log-mels are the constant floor)."""
+    silent = [r.path.name for r, f in zip(recordings, feats) if bool(f.amax() == f.amin())]
+    train = [r.path.name for r, s in zip(recordings, splits) if s == "train"]
+    if not (bool(torch.isfinite(std)) and float(std) > 0):
+        quiet = [name for name in train if name in set(silent)]
+        what = f"{len(quiet)} of them are silent (e.g. {', '.join(quiet[:3])})" if quiet else "their frames are all alike"
+        raise ValueError(f"avdigits: the log-mel frames of the {len(train)} training recordings have no spread "
+                         f"(σ = {float(std):g}), so they cannot be normalised: {what}; pass FSDD's own recordings "
+                         f"({FETCH_HINT})")
+    if silent:
+        log.warning("avdigits: %d recordings are silent (every sample equal), their features a constant: %s%s",
+                    len(silent), ", ".join(silent[:5]), ", ..." if len(silent) > 5 else "")
+
+
 def build_tables(cfg: AVDigitsConfig, recordings: list[Recording], key: dict[str, Any],
                  images: Tensor, targets: Tensor) -> AVDigitsTables:
     """Read every recording, compute the normalised log-mels, split the images and pair them."""
@@ -314,6 +331,7 @@ def build_tables(cfg: AVDigitsConfig, recordings: list[Recording], key: dict[str
              for r in progress_bar(recordings, desc="avdigits: audio filterbanks", unit="clip", leave=False)]
     train_frames = torch.cat([f for f, s in zip(feats, splits) if s == "train"])
     mean, std = train_frames.mean(), train_frames.std()
+    check_spread(recordings, splits, feats, std)
     audio = torch.stack([fit_frames((f - mean) / (2 * std), cfg.audio_frames) for f in feats])[:, None]
     gen = torch.Generator().manual_seed(cfg.seed)
     image_is_test = split_images(targets, float(cfg.image_test_fraction), gen)
@@ -356,6 +374,8 @@ def read_cache(path: Path, key: dict[str, Any]) -> AVDigitsTables | None:
                     p.dim() == 2 and p.shape[1] == 2 and bool((p >= 0).all()) and bool((p[:, 0] < n_clips).all())
                     and bool((p[:, 1] < n_images).all()) for p in tables.pairs.values()):
                 problem = "its clip list or pairs do not match its tensors"
+            elif not all(bool(torch.isfinite(x).all()) for x in (tables.audio, tables.images, tables.audio_norm)):
+                problem = "it holds NaN or inf features"
     except READ_ERRORS as exc:
         problem = f"it cannot be read ({type(exc).__name__}: {exc})"
     if problem is None:
