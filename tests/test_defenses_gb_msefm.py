@@ -13,7 +13,7 @@ from mmrobust_bench.contracts import ModalitySpec
 from mmrobust_bench.data.base import InMemoryDataset, TensorSplit
 from mmrobust_bench.defenses import TrainConfig, TrainContext, build_defense
 from mmrobust_bench.defenses.gb import (FUSED, WEIGHT_FLOOR, GradientBlending, Losses, attach_aux_heads,
-                                        blend_weights, holdout_split)
+                                        blend_weights, holdout_split, super_epoch_length)
 from mmrobust_bench.defenses.msefm import MSEFM, OFFICIAL_KS_STEPS, ExFMemNet, mean_cosine
 from mmrobust_bench.models import ConcatHead, MultiModalNet
 from mmrobust_bench.models import sparse_coding
@@ -468,7 +468,101 @@ def test_gb_checkpoint_holds_the_extra_heads():
         assert torch.equal(second.aux_heads[m].bias, first.aux_heads[m].bias)
 
 
+SYNTHAV_SCHEDULE = {"epochs": 6, "batch_size": 64, "lr": 0.05, "lr_step": 0, "optimizer": "sgd", "feature_dim": 64}
+
+
+def estimate_epochs(monkeypatch, super_epoch: int, epochs: int) -> list[int]:
+    """The epochs at which on_epoch_start re-estimates the blend over a schedule of ``epochs`` (estimation stubbed)."""
+    estimated: list[int] = []
+
+    def stub(self, model, fit, held, ctx):
+        estimated.append(ctx.epoch)
+        return {"v": 0.25, "a": 0.25, FUSED: 0.5}
+
+    monkeypatch.setattr(GradientBlending, "estimate", stub)
+    defense = GradientBlending(GradientBlending.Config(super_epoch=super_epoch))
+    ctx = TrainContext(dataset=tiny_dataset(), train=TrainConfig(epochs=epochs), device=torch.device("cpu"),
+                       generator=torch.Generator())
+    for epoch in range(epochs):
+        ctx.epoch = epoch
+        defense.on_epoch_start(None, ctx)
+    return estimated
+
+
+def test_automatic_super_epoch_is_a_third_of_the_schedule(monkeypatch):
+    assert [super_epoch_length(-1, e) for e in (1, 2, 3, 5, 6, 9, 10, 140)] == [1, 1, 1, 1, 2, 3, 3, 46]
+    assert super_epoch_length(10, 6) == 10 and super_epoch_length(4, 140) == 4
+    assert GradientBlending.Config().super_epoch == -1
+    assert estimate_epochs(monkeypatch, -1, 6) == [0, 2, 4]  # synthav's schedule
+    assert estimate_epochs(monkeypatch, -1, 10) == [0, 3, 6, 9]  # avdigits'
+    assert estimate_epochs(monkeypatch, -1, 2) == [0, 1]
+    assert estimate_epochs(monkeypatch, 10, 6) == [0]  # a fixed 10 estimates once, on the untrained model
+    assert estimate_epochs(monkeypatch, 2, 7) == [0, 2, 4, 6]
+    for epochs in range(3, 60):  # at least three estimates on every schedule of three or more epochs
+        s = super_epoch_length(-1, epochs)
+        assert len(range(0, epochs, s)) >= 3
+
+
+def test_super_epoch_accepts_automatic_and_refuses_other_non_positive_values():
+    from mmrobust_bench.bench.validate import check_fields
+
+    check_fields(GradientBlending.Config(super_epoch=-1), "gb")
+    check_fields(GradientBlending.Config(super_epoch=1), "gb")
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=rf"^super_epoch must be >= 1 \(or -1: automatic, max\(1, epochs // 3\)\), "
+                                             rf"got {bad}$"):
+            build_defense("gb", {"super_epoch": bad})
+
+
+def test_automatic_super_epoch_moves_the_key_and_an_explicit_10_keys_as_the_leaderboard_rows():
+    from mmrobust_bench.bench.checkpoints import config_hash_of
+    from mmrobust_bench.data.avdigits import TRAIN_DEFAULTS
+    from mmrobust_bench.defenses.base import key_dict
+
+    # the config_hash of the stored gb rows of leaderboards/{synthav,avdigits}/runs (trained with super_epoch 10)
+    for schedule, stored in ((SYNTHAV_SCHEDULE, "242bd8159234"), (dict(TRAIN_DEFAULTS), "e6e41303e2cf")):
+        pinned, train_cfg = build_defense("gb", {"super_epoch": 10}, TrainConfig(**schedule))
+        assert pinned.config_dict() == {"super_epoch": 10, "holdout_fraction": 0.1, "holdout_seed": 0}
+        assert config_hash_of(pinned.config_dict(), key_dict(train_cfg)) == stored
+        default, train_cfg = build_defense("gb", None, TrainConfig(**schedule))
+        assert default.config_dict() == {"super_epoch": -1, "holdout_fraction": 0.1, "holdout_seed": 0}
+        assert config_hash_of(default.config_dict(), key_dict(train_cfg)) != stored
+
+
 # ---------------------------------------------------------------- end to end on synthav
+
+@pytest.mark.slow
+def test_gb_re_estimates_the_blend_at_epochs_0_2_4_of_synthavs_six_epoch_schedule(tmp_path, monkeypatch):
+    """A real training (synthav's schedule, 300 samples): every estimate runs and its weights are the ones the
+    loss uses until the next."""
+    calls: list[tuple[int, dict[str, float]]] = []
+    losses: list[tuple[int, dict[str, float]]] = []
+    estimate, loss = GradientBlending.estimate, GradientBlending.loss
+
+    def recorded_estimate(self, model, fit, held, ctx):
+        weights = estimate(self, model, fit, held, ctx)
+        calls.append((ctx.epoch, dict(weights)))
+        return weights
+
+    def recorded_loss(self, model, batch, labels, ctx):
+        losses.append((ctx.epoch, dict(self.weights(model, ctx))))
+        return loss(self, model, batch, labels, ctx)
+
+    monkeypatch.setattr(GradientBlending, "estimate", recorded_estimate)
+    monkeypatch.setattr(GradientBlending, "loss", recorded_loss)
+    gb = train_defense("gb", dataset_options=dict(n_train=300, n_test=100), root=tmp_path, progress=False)
+    assert gb.train_config.epochs == 6 and gb.defense.config.super_epoch == -1
+    assert [epoch for epoch, _ in calls] == [0, 2, 4]
+    by_epoch = dict(calls)
+    for epoch, weights in losses:
+        assert weights == by_epoch[epoch - epoch % 2]
+    assert {epoch for epoch, _ in losses} == set(range(6))
+    for _, weights in calls:
+        assert set(weights) == {"v", "a", FUSED} and sum(weights.values()) == pytest.approx(1.0)
+    assert calls[1][1] != calls[0][1] and calls[2][1] != calls[1][1]  # re-estimated on the training model
+
+
+@pytest.mark.slow
 
 @pytest.mark.slow
 def test_gb_and_msefm_train_on_synthav_and_msefm_memories_are_checkpointed(tmp_path):

@@ -5,8 +5,10 @@ L = Σ_m w_m CE(g^(m)(φ^(m)), y) + w_fused CE(h, y); only h is used at test tim
 Every ``super_epoch`` epochs the weights are re-estimated from the overfitting-to-generalisation
 ratio: copies of the current model (each uni-modal "model" is its encoder and extra head, the fused
 one the full network) train for ``super_epoch`` epochs, and w_k ∝ G_k / O_k² on mean losses. The
-validation losses come from a held-out V′ (``holdout_fraction`` of train, fixed by ``holdout_seed``)
-that neither the main loop nor the estimation trains on.
+automatic ``super_epoch`` (-1, the default) is a third of the schedule, so the blend is re-estimated at least
+three times on any schedule of three or more epochs (a fixed length as long as the schedule would estimate it
+once, from the untrained model). The validation losses come from a held-out V′ (``holdout_fraction`` of
+train, fixed by ``holdout_seed``) that neither the main loop nor the estimation trains on.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ FUSED = "fused"  # the weight key of the fused logits h; the other keys are moda
 MIN_OVERFIT_SQUARED = 1e-8
 WEIGHT_FLOOR = 1e-3
 STATE_KEY = "gb_weights"
+AUTO = -1  # super_epoch's automatic value: a third of the schedule (super_epoch_length)
 
 
 class Losses(NamedTuple):
@@ -57,6 +60,13 @@ def blend_weights(losses_before: Mapping[str, Losses], losses_after: Mapping[str
     share = 1.0 - WEIGHT_FLOOR * (len(losses_before) - len(ratios))
     total = sum(ratios.values())
     return {k: share * ratios[k] / total if k in ratios else WEIGHT_FLOOR for k in losses_before}
+
+
+def super_epoch_length(super_epoch: int, epochs: int) -> int:
+    """The epochs between two estimates (and each estimate's training length): ``super_epoch``, or for the
+    automatic value max(1, epochs // 3), so that a schedule of E >= 3 epochs gets ceil(E / (E // 3)) >= 3
+    estimates (the first at epoch 0, on the untrained model) and a shorter one an estimate every epoch."""
+    return max(1, epochs // 3) if super_epoch == AUTO else super_epoch
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -100,13 +110,17 @@ class GradientBlending(Defense):
 
     @dataclass
     class Config:
-        super_epoch: int = 10  # re-estimate the weights every this many epochs, training copies as long
+        # re-estimate the weights every this many epochs, training copies as long; -1 (automatic):
+        # max(1, epochs // 3), so estimates at epochs 0, s, 2s, ... happen at least 3 times on any schedule of
+        # >= 3 epochs (synthav's 6 epochs: 0, 2, 4; avdigits' 10: 0, 3, 6, 9)
+        super_epoch: int = AUTO
         holdout_fraction: float = 0.1  # V′, held out from training for the validation losses
         holdout_seed: int = 0
 
         def __post_init__(self) -> None:
-            if self.super_epoch < 1:
-                raise ValueError(f"super_epoch must be >= 1, got {self.super_epoch}")
+            if self.super_epoch < 1 and self.super_epoch != AUTO:
+                raise ValueError(f"super_epoch must be >= 1 (or {AUTO}: automatic, max(1, epochs // 3)), "
+                                 f"got {self.super_epoch}")
             if not 0.0 < self.holdout_fraction < 1.0:
                 raise ValueError(f"holdout_fraction must lie in (0, 1), got {self.holdout_fraction}")
 
@@ -146,10 +160,14 @@ class GradientBlending(Defense):
 
     def on_epoch_start(self, model: MultiModalNet, ctx: TrainContext) -> None:
         fit, held = self.split(ctx.dataset.train)
-        if ctx.epoch % self.config.super_epoch == 0:
+        if ctx.epoch % self.super_epoch(ctx) == 0:
             ctx.state[STATE_KEY] = self.estimate(model, fit, held, ctx)
             log.info("gb epoch %d weights: %s", ctx.epoch,
                      ", ".join(f"{k}={w:.3f}" for k, w in ctx.state[STATE_KEY].items()))
+
+    def super_epoch(self, ctx: TrainContext) -> int:
+        """``super_epoch`` on this schedule (the automatic value resolved: :func:`super_epoch_length`)."""
+        return super_epoch_length(self.config.super_epoch, ctx.train.epochs)
 
     def estimate(self, model: MultiModalNet, fit: TensorSplit, held: TensorSplit,
                  ctx: TrainContext) -> dict[str, float]:
@@ -161,7 +179,7 @@ class GradientBlending(Defense):
             trial = copy.deepcopy(model)
             before[k] = self.measure(trial, k, fit, held, ctx)
             opt = make_optimizer(list(component_parameters(trial, k)), cfg, lr)
-            for _ in range(self.config.super_epoch):
+            for _ in range(self.super_epoch(ctx)):
                 trial.train()
                 for batch, labels in fit.batches(cfg.batch_size, shuffle=True, generator=ctx.generator,
                                                  device=ctx.device):
