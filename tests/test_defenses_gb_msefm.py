@@ -18,7 +18,7 @@ from mmrobust_bench.defenses.msefm import MSEFM, OFFICIAL_KS_STEPS, ExFMemNet, m
 from mmrobust_bench.models import ConcatHead, MultiModalNet
 from mmrobust_bench.models import sparse_coding
 from mmrobust_bench.models.sparse_coding import (FORMS, STOPPING, StoppingRule, check_step, data_gradient, fista,
-                                                 ista, lipschitz_step, max_eigenvalue, soft_threshold)
+                                                 ista, lipschitz_step, max_eigenvalue, soft_threshold, stopping_rule)
 
 SOLVERS = {"ista": ista, "fista": fista}
 
@@ -366,7 +366,80 @@ def test_memories_are_eval_features_of_distinct_training_samples_and_load_from_s
     assert bool(clone.memory_ready) and torch.equal(clone(batch).logits, model(batch).logits)
 
 
-# ---------------------------------------------------------------- Gradient Blending
+def test_stopping_rule_switches_every_sparse_coding_layer_and_restores_it_even_on_error():
+    model = exfmem_model(MSEFM(), memory_size=6)
+    assert model.stopping == "batch"
+    with stopping_rule(model, "sample") as layers:
+        assert layers == [model] and model.stopping == "sample"
+    assert model.stopping == "batch"
+    with pytest.raises(RuntimeError, match="inside"):
+        with stopping_rule(model, "sample"):
+            raise RuntimeError("inside")
+    assert model.stopping == "batch"
+    plain = linear_model({"v": 4, "a": 4}, 3)
+    with stopping_rule(plain, "sample") as layers:
+        assert layers == []
+    with pytest.raises(ValueError, match="stopping rule must be one of batch, sample, got 'column'"):
+        with stopping_rule(model, "column"):
+            pass
+
+
+def certifiable_msefm(tmp_path):
+    """A trained-looking MSEFM (conv encoders, memories of training features) with the reference's batch rule,
+    as bench.certification receives it from training."""
+    from mmrobust_bench.bench.checkpoints import CheckpointKey
+    from mmrobust_bench.bench.train import TrainedModel
+    from mmrobust_bench.defenses.base import key_dict
+
+    gen = torch.Generator().manual_seed(5)
+    split = TensorSplit({m: torch.rand(12, 1, 8, 8, generator=gen) for m in "va"}, torch.arange(12) % 3)
+    specs = (ModalitySpec("v", (1, 8, 8), (0.0,), (1.0,)), ModalitySpec("a", (1, 8, 8)))
+    ds = InMemoryDataset("tiny_images", specs, 3, split, split, encoders={"v": "small_cnn2d", "a": "small_cnn2d"})
+    defense = MSEFM(MSEFM.Config(memory_size=12, tol=1e-2, max_iter=50))
+    train_cfg = TrainConfig(feature_dim=8, batch_size=4)
+    torch.manual_seed(0)
+    model = defense.build_model(ds, train_cfg).eval()
+    with torch.no_grad():
+        features = model.encode(split.inputs)
+    model.set_memories({m: f.t().contiguous() for m, f in features.items()},
+                       {m: lipschitz_step(f.t()) for m, f in features.items()})
+    key = CheckpointKey(ds.name, {}, defense.name, defense.config_dict(), key_dict(train_cfg), 0)
+    trained = TrainedModel(model, defense, train_cfg, key, tmp_path, "ab" * 32)
+    trained.dataset = ds
+    return trained
+
+
+@pytest.mark.parametrize("method", ["smoothing", "empirical"])
+def test_certification_codes_msefm_per_sample_and_restores_the_models_rule(tmp_path, method):
+    """Every sparse-coding call made while certifying uses stopping="sample"; the model keeps "batch" outside,
+    and the rows say which rule made them."""
+    import pandas as pd
+
+    from mmrobust_bench.bench.certification import STOPPING_COLUMN, certify_defense
+    from mmrobust_bench.certify.smoothing import SmoothingConfig
+
+    trained = certifiable_msefm(tmp_path)
+    model = trained.model
+    rules: list[tuple[str, str]] = []
+    solver = model.solver
+
+    def recording(*args, **kwargs):
+        rules.append((kwargs["stopping"], model.stopping))
+        return solver(*args, **kwargs)
+
+    model.solver = recording
+    options = (dict(smoothing=SmoothingConfig(sigma=0.25, n0=4, n=8, batch=8), n_attack=2, attack_steps=2,
+                    attack_samples=2) if method == "smoothing" else dict(honesty_steps=2))
+    outcome = certify_defense("msefm", dataset="tiny_images", trained=trained, root=tmp_path, method=method,
+                              device="cpu", test_samples=3, progress=False, command="test", **options)
+    assert rules and set(rules) == {("sample", "sample")}
+    assert model.stopping == "batch"
+    rows = pd.read_csv(outcome.certified_path)
+    assert rows[STOPPING_COLUMN].tolist() == ["sample"] * len(rows) and len(rows) > 0
+    calls = len(rules)
+    with torch.no_grad():
+        model({m: t[:2] for m, t in trained.dataset.test.inputs.items()})
+    assert rules[calls:] == [("batch", "batch")] * 2  # one call per modality, with the model's own rule again
 
 def test_blend_weights_by_hand():
     before = {"v": Losses(2.0, 2.1), "a": Losses(1.8, 2.0), FUSED: Losses(1.5, 1.7)}

@@ -34,6 +34,7 @@ from ..certify.smoothing import METHOD as SMOOTHING, SmoothedCertificate, Smooth
 from ..certify.smoothing import smoothed_honesty_check
 from ..contracts import ALL_MODALITIES, ThreatModel
 from ..io import atomic_path, atomic_write_text, default_root, file_lock
+from ..models.sparse_coding import stopping_rule
 from .api import invoked_command, train_defense, validate_eps
 from .train import TrainedModel, select_device
 
@@ -46,6 +47,11 @@ ETA_PAIRS_CSV = "eta_pairs.csv"
 EMPIRICAL_METHOD = "empirical"
 METHODS = (EMPIRICAL_METHOD, SMOOTHING)
 MMT_FAMILY = ("mmt", "crmt_mmt")  # defense ids whose certified.csv rows predate the kind column: heuristic
+# Certificates run every sparse-coding layer (MSEFM) with this stopping rule, so no sample's output depends on its
+# batch (smoothing assumes a fixed base classifier). The rows' STOPPING_COLUMN says so; empty: no sparse coding, or a
+# row made before the column, which ran the model's own rule.
+CERTIFY_STOPPING = "sample"
+STOPPING_COLUMN = "sparse_coding_stopping"
 
 
 @dataclass
@@ -223,15 +229,17 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
     flag = trained.extra.get("certificate_heuristic")
     heuristic = (flag is not None and float(flag.flatten()[0]) != 0) or mixes_modalities(trained.model)
     started = time.perf_counter()
-    cert = certify(trained.model, train_split, test_split, ds.specs, tau=tau, tau_source=source or None,
-                   batch_size=batch_size, device=dev, honesty_steps=honesty_steps, honesty=honesty,
-                   heuristic=heuristic, notes=notes, progress=progress)
+    with stopping_rule(trained.model, CERTIFY_STOPPING) as coding:
+        cert = certify(trained.model, train_split, test_split, ds.specs, tau=tau, tau_source=source or None,
+                       batch_size=batch_size, device=dev, honesty_steps=honesty_steps, honesty=honesty,
+                       heuristic=heuristic, notes=notes, progress=progress)
     log.info("certified %s (seed %d) on %d test samples in %.1f s", label, seed, len(test_split),
              time.perf_counter() - started)
     identity = {"dataset": ds.name, "defense": label, "defense_id": defense, "seed": seed,
                 "checkpoint_sha256": trained.sha256, "config_hash": trained.key.config_hash, "head": cert.head,
                 "suite_version": __version__,
                 "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    identity[STOPPING_COLUMN] = CERTIFY_STOPPING if coding else ""
     summary = cert.summary_frame(radii)
     pairs = cert.pairs_frame()
     for frame in (summary, pairs):
@@ -290,10 +298,13 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
     certs, texts, directory = [], [], base
     for mods in sets:
         started = time.perf_counter()
-        cert = smooth_certify(trained.model, inputs, labels, mods, config, device=device, progress=progress)
-        if n_attack > 0:
-            cert.honesty = smoothed_honesty_check(trained.model, inputs, cert, n_attack=n_attack, steps=attack_steps,
-                                                  device=device, max_samples=attack_samples, progress=progress)
+        with stopping_rule(trained.model, CERTIFY_STOPPING) as coding:
+            cert = smooth_certify(trained.model, inputs, labels, mods, config, device=device, progress=progress)
+            if n_attack > 0:
+                cert.honesty = smoothed_honesty_check(trained.model, inputs, cert, n_attack=n_attack,
+                                                      steps=attack_steps, device=device, max_samples=attack_samples,
+                                                      progress=progress)
+        identity[STOPPING_COLUMN] = CERTIFY_STOPPING if coding else ""
         log.info("smoothed %s (seed %d, σ %g, noise on %s) on %d test samples in %.1f s", label, seed, config.sigma,
                  "+".join(mods), cert.n, time.perf_counter() - started)
         summary = cert.summary_frame(radii)
@@ -316,4 +327,4 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
 __all__ = ["CertifyOutcome", "certify_defense", "read_table", "read_certified", "model_keys", "has_certificate",
            "replace_model_rows", "replace_certificate_rows", "with_certificate_kinds", "noise_set", "smoothed_label",
            "CERTIFIED_CSV",
-           "ETA_PAIRS_CSV", "EMPIRICAL_METHOD", "METHODS", "MODEL_COLUMNS"]
+           "ETA_PAIRS_CSV", "EMPIRICAL_METHOD", "METHODS", "MODEL_COLUMNS", "CERTIFY_STOPPING", "STOPPING_COLUMN"]

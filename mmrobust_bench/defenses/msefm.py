@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..contracts import Batch
 from ..data.base import InMemoryDataset
 from ..models import MultiModalNet
-from ..models.sparse_coding import FORMS, SOLVERS, STOPPING, check_step, lipschitz_step
+from ..models.sparse_coding import FORMS, SOLVERS, STOPPING, SparseCodingLayer, check_step, lipschitz_step
 from . import DEFENSES
 from .base import Defense, TrainConfig, TrainContext, make_optimizer
 
@@ -43,7 +43,7 @@ def mean_cosine(features: Mapping[str, Tensor]) -> Tensor:
     return sum(F.cosine_similarity(p.float(), q.float(), dim=1).mean() for p, q in pairs) / len(pairs)
 
 
-class ExFMemNet(MultiModalNet):
+class ExFMemNet(MultiModalNet, SparseCodingLayer):
     """A multi-modal net whose pooled features go through the external feature memories.
 
     Until :meth:`set_memories` is called (stage A) it is the plain concat model. The memories,
@@ -129,7 +129,8 @@ class MSEFM(Defense):
         max_iter: int = 200  # the reference ISTA uses 2000
         tol: float = 8e-4  # stop when ‖h − h_prev‖ is below this: over the batch, or per vector (stopping)
         # "batch" (the reference): the test above, so an early stop makes a code depend on its batch;
-        # "sample": each feature vector's code freezes once its own ‖h − h_prev‖₂ < tol (batch-independent)
+        # "sample": each feature vector's code freezes once its own ‖h − h_prev‖₂ < tol (batch-independent).
+        # Certificates run "sample" whatever this says (bench/certification.py: smoothing needs a fixed classifier)
         stopping: str = "batch"
         # how the solver computes Dᵀ(D h − φ): "residual" (2dN operations per feature vector) or "gram"
         # (DᵀD precomputed, N²; the form of the checkpoints made before 2026-12-01, whose keys omit this field).

@@ -20,11 +20,12 @@ after every iteration: ``check_every`` sets how often the host reads it, without
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 STEP_TOLERANCE = 1e-6  # relative slack so that α = 1/λ_max passes the check despite rounding
 FORMS = ("residual", "gram")  # how an iteration computes Dᵀ(D H − X); see the module docstring
@@ -192,5 +193,34 @@ def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_i
 
 SOLVERS: dict[str, Solver] = {"ista": ista, "fista": fista}
 
-__all__ = ["FORMS", "SOLVERS", "STOPPING", "StoppingRule", "check_step", "data_gradient", "fista", "ista", "lipschitz_step",
-           "max_eigenvalue", "soft_threshold"]
+
+class SparseCodingLayer:
+    """Mixin of a module whose forward sparse-codes with the stopping rule ``self.stopping`` (:data:`STOPPING`),
+    so code that needs batch-independent outputs can switch the rule without knowing the module
+    (:func:`stopping_rule`)."""
+
+    stopping: str
+
+
+@contextlib.contextmanager
+def stopping_rule(model: nn.Module, rule: str) -> Iterator[list[nn.Module]]:
+    """Run every sparse-coding layer of ``model`` (:class:`SparseCodingLayer`) with stopping ``rule`` inside the
+    block, and give each its own rule back afterwards, also on error. The rule is a solver option, not a learned
+    weight, so one checkpoint serves both. Yields the switched layers (none: the model does no sparse coding).
+
+    Certificates need ``"sample"``: randomized smoothing assumes a fixed base classifier, and under the
+    reference's ``"batch"`` rule a sample's output depends on the noisy copies or samples coded beside it."""
+    if rule not in STOPPING:
+        raise ValueError(f"sparse-coding stopping rule must be one of {', '.join(STOPPING)}, got {rule!r}")
+    layers = [m for m in model.modules() if isinstance(m, SparseCodingLayer)]
+    saved = [layer.stopping for layer in layers]
+    try:
+        for layer in layers:
+            layer.stopping = rule
+        yield layers
+    finally:
+        for layer, before in zip(layers, saved):
+            layer.stopping = before
+
+__all__ = ["FORMS", "SOLVERS", "STOPPING", "SparseCodingLayer", "StoppingRule", "check_step", "data_gradient", "fista",
+           "ista", "lipschitz_step", "max_eigenvalue", "soft_threshold", "stopping_rule"]
