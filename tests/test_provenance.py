@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from mmrobust_bench.bench.environment import row_provenance, torch_build
 from mmrobust_bench.bench.results import read_rows
 from mmrobust_bench.bench.sweep import build_plan, load_sweep_config, run_sweep
 from mmrobust_bench.cli import main
@@ -29,12 +30,19 @@ def test_rows_and_checkpoints_record_provenance_labels_coexist_and_force_reevalu
     assert len(rows) == 3 and set(rows["label"]) == set(rows["defense"]) == {"jt"}  # label defaults to the id
     assert set(rows["threads"]) == {1} and set(rows["torch_version"]) == {torch.__version__}
     assert set(rows["dtype"]) == {"float32"} and set(rows["device"]) == {"cpu"}
+    here = row_provenance("cpu")  # what explains a difference: CPU kernels, torch's build, the CPU model
+    assert set(rows["cpu_capability"]) == {torch.backends.cpu.get_cpu_capability()} == {here["cpu_capability"]}
+    assert set(rows["torch_build"]) == {here["torch_build"]} and len(here["torch_build"]) == 12
+    assert set(rows["device_name"]) == {here["device_name"]} and here["device_name"]
     (config_path,) = (tmp_path / "checkpoints").rglob("config.json")
     config = json.loads(config_path.read_text())
     for stage in ("stage1", "final"):
         recorded = config["provenance"][stage]
         assert (recorded["threads"], recorded["torch_version"], recorded["device"], recorded["dtype"]) == (
             1, torch.__version__, "cpu", "float32")
+        assert (recorded["cpu_capability"], recorded["torch_build"], recorded["device_name"]) == (
+            here["cpu_capability"], here["torch_build"], here["device_name"])
+        assert recorded["torch_build_fields"] == {k: v for k, v in torch_build().items() if k != "sha256"}
     sha = rows["checkpoint_sha256"].iloc[0]
 
     # the same run again: nothing evaluated, the stored rows are shown and said to be reused; the thread
@@ -144,3 +152,18 @@ def test_keyed_settings_extend_and_rename_without_moving_hashes():
 
     assert Extended().config_dict() == {"depth": 2}
     assert Extended(Extended.Config(weight=2.0)).config_dict() == {"depth": 2, "weight": 2.0}
+
+
+def test_committed_tables_written_before_the_provenance_columns_still_load():
+    """The leaderboards' CSVs predate cpu_capability/torch_build/device_name (and certificates' threads): they read
+    with those columns at "" / 0, "not recorded", and nothing claims they came from this machine."""
+    from mmrobust_bench.bench.certification import PROVENANCE_DEFAULTS, read_certified
+
+    header = pd.read_csv("leaderboards/synthav/runs/results.csv", nrows=0).columns
+    assert "cpu_capability" not in header and "torch_build" not in header
+    rows = read_rows("leaderboards/synthav/runs/results.csv")
+    assert len(rows) > 100 and set(rows["cpu_capability"]) == set(rows["torch_build"]) == {""}
+    assert set(rows["device_name"]) == {""}
+    certified = read_certified("leaderboards/synthav/runs/certified.csv")
+    assert len(certified) > 100 and set(certified["threads"]) == {0}
+    assert all(set(certified[name]) == {""} for name in PROVENANCE_DEFAULTS if name != "threads")

@@ -47,6 +47,31 @@ ETA_PAIRS_CSV = "eta_pairs.csv"
 EMPIRICAL_METHOD = "empirical"
 METHODS = (EMPIRICAL_METHOD, SMOOTHING)
 MMT_FAMILY = ("mmt", "crmt_mmt")  # defense ids whose certified.csv rows predate the kind column: heuristic
+# Provenance columns of certificate and η rows (bench.environment), with the value rows written before them get
+# ("" / 0 = not recorded): a certificate reproduces bit for bit only on the same kernels and thread count.
+PROVENANCE_DEFAULTS: dict[str, Any] = {"device": "", "torch_version": "", "cpu_capability": "", "torch_build": "",
+                                       "device_name": "", "threads": 0}
+
+
+def certificate_provenance(device: torch.device | str) -> dict[str, Any]:
+    """The provenance columns of a certificate or η row computed now on ``device``."""
+    from .environment import row_provenance
+
+    return {"device": str(device), **row_provenance(device)}
+
+
+def with_provenance_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """Certificate or η rows with the provenance columns filled (:data:`PROVENANCE_DEFAULTS`) where they predate
+    them; new rows keep their values."""
+    if frame.empty:
+        return frame
+    frame = frame.copy()
+    for name, default in PROVENANCE_DEFAULTS.items():
+        if name not in frame.columns:
+            frame[name] = default
+        else:
+            frame[name] = frame[name].where(frame[name].notna(), default)
+    return frame
 # Certificates run every sparse-coding layer (MSEFM) with this stopping rule, so no sample's output depends on its
 # batch (smoothing assumes a fixed base classifier). The rows' STOPPING_COLUMN says so; empty: no sparse coding, or a
 # row made before the column, which ran the model's own rule.
@@ -105,7 +130,7 @@ def read_certified(path: Path) -> pd.DataFrame:
     """certified.csv with ``method``/``kind`` filled for rows written before those columns existed."""
     from .results import read_table as read_any
 
-    return with_certificate_kinds(read_any(path))
+    return with_provenance_defaults(with_certificate_kinds(read_any(path)))
 
 
 def has_certificate(frame: pd.DataFrame, model: tuple, method: str = EMPIRICAL_METHOD, modality: str | None = None,
@@ -133,9 +158,9 @@ def replace_certificate_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     from .results import read_table as read_any
 
     path = Path(path)
-    new = with_certificate_kinds(new)
+    new = with_provenance_defaults(with_certificate_kinds(new))
     with file_lock(path):
-        old = with_certificate_kinds(read_any(path))
+        old = with_provenance_defaults(with_certificate_kinds(read_any(path)))
         if not old.empty:
             def key(frame: pd.DataFrame) -> pd.Series:
                 base = frame[list(MODEL_COLUMNS) + ["method"]].astype(str).agg("|".join, axis=1)
@@ -157,7 +182,7 @@ def replace_model_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     result store's inter-process lock, so concurrent sweeps/shards lose no model's rows)."""
     from .results import replace_keyed_rows
 
-    return replace_keyed_rows(path, new, MODEL_COLUMNS)
+    return replace_keyed_rows(path, with_provenance_defaults(new), MODEL_COLUMNS, defaults=PROVENANCE_DEFAULTS)
 
 
 def _checkpoint_tau(trained: TrainedModel,
@@ -238,7 +263,8 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
     identity = {"dataset": ds.name, "defense": label, "defense_id": defense, "seed": seed,
                 "checkpoint_sha256": trained.sha256, "config_hash": trained.key.config_hash, "head": cert.head,
                 "suite_version": __version__,
-                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **certificate_provenance(dev)}
     identity[STOPPING_COLUMN] = CERTIFY_STOPPING if coding else ""
     summary = cert.summary_frame(radii)
     pairs = cert.pairs_frame()
@@ -291,7 +317,8 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
     identity = {"dataset": ds.name, "defense": label, "defense_id": defense, "seed": seed,
                 "checkpoint_sha256": trained.sha256, "config_hash": trained.key.config_hash,
                 "head": _head_name(trained.model), "suite_version": __version__,
-                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **certificate_provenance(device)}
     base = root / "certify" / ds.name / label / f"seed{seed}-{trained.sha256[:12]}"
     inputs, labels = test_split.inputs, test_split.labels
     certified_path = root / CERTIFIED_CSV
@@ -326,5 +353,5 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
 
 __all__ = ["CertifyOutcome", "certify_defense", "read_table", "read_certified", "model_keys", "has_certificate",
            "replace_model_rows", "replace_certificate_rows", "with_certificate_kinds", "noise_set", "smoothed_label",
-           "CERTIFIED_CSV",
+           "CERTIFIED_CSV", "PROVENANCE_DEFAULTS", "certificate_provenance", "with_provenance_defaults",
            "ETA_PAIRS_CSV", "EMPIRICAL_METHOD", "METHODS", "MODEL_COLUMNS", "CERTIFY_STOPPING", "STOPPING_COLUMN"]

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from ..io import atomic_path, file_lock
+from .environment import cpu_capability, device_name, torch_build
 
 CLEAN = "clean"
 NO_MODALITY = "none"
@@ -56,16 +57,24 @@ class ResultRow:
     dtype: str = "float32"
     threads: int = dataclasses.field(default_factory=torch.get_num_threads)  # intra-op threads
     timestamp: str = dataclasses.field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    # What explains a rerun's difference (bench.environment): the CPU kernels torch dispatched to, a digest of
+    # torch's build, and the CPU or GPU model (filled from ``device`` when not given).
+    cpu_capability: str = dataclasses.field(default_factory=cpu_capability)
+    torch_build: str = dataclasses.field(default_factory=lambda: torch_build()["sha256"])
+    device_name: str = ""
 
     def __post_init__(self) -> None:
         if not self.label:
             self.label = self.defense
+        if not self.device_name:
+            self.device_name = device_name(self.device)
 
 
 COLUMNS = [f.name for f in dataclasses.fields(ResultRow)]
 # Columns added after the first release, with the value old rows get (``label``: their ``defense``;
 # provenance: "" / 0 = not recorded).
-DEFAULTS: dict[str, Any] = {"flags": "", "label": None, "torch_version": "", "dtype": "", "threads": 0}
+DEFAULTS: dict[str, Any] = {"flags": "", "label": None, "torch_version": "", "dtype": "", "threads": 0,
+                            "cpu_capability": "", "torch_build": "", "device_name": ""}
 NUMERIC = ("seed", "eps", "n", "accuracy", "wall_seconds", "threads")
 TEXT = tuple(c for c in COLUMNS if c not in NUMERIC)
 REQUIRED = tuple(c for c in COLUMNS if c not in DEFAULTS)
@@ -249,13 +258,18 @@ def rewrite_rows(path: str | Path, update: Any, *, any_table: bool = False) -> p
         return changed
 
 
-def replace_keyed_rows(path: str | Path, new: pd.DataFrame, key_columns: Sequence[str]) -> pd.DataFrame:
+def replace_keyed_rows(path: str | Path, new: pd.DataFrame, key_columns: Sequence[str],
+                       defaults: dict[str, Any] | None = None) -> pd.DataFrame:
     """Write ``new`` into the CSV at ``path`` in place of the stored rows that share their ``key_columns``
-    values (a model's certificate rows), under the file's lock, atomically. Any table, not only results."""
+    values (a model's certificate rows), under the file's lock, atomically. Any table, not only results.
+    ``defaults``: columns stored rows lack (or leave empty), with the value they get."""
     path = Path(path)
     columns = list(key_columns)
     with file_lock(path):
         old = read_table(path)
+        if not old.empty:
+            for name, default in (defaults or {}).items():
+                old[name] = old[name].where(old[name].notna(), default) if name in old else default
         if not old.empty:
             stale = old[columns].astype(str).agg("|".join, axis=1)
             fresh = set(new[columns].astype(str).agg("|".join, axis=1))

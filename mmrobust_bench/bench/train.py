@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,10 +101,13 @@ def model_dtype(model: torch.nn.Module) -> str:
 
 def provenance(device: torch.device, model: torch.nn.Module) -> dict[str, object]:
     """What a bit-for-bit rerun needs besides the checkpoint key: torch version, device, dtype and the
-    intra-op thread count (float reductions are ordered by it on the CPU; docs/design.md §8)."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"torch_version": torch.__version__, "device": str(device), "device_name": name,
-            "dtype": model_dtype(model), "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
+    intra-op thread count (float reductions are ordered by it on the CPU; docs/design.md §8), and what explains
+    a difference when one of them changes (CPU capability, torch's build, the CPU or GPU model:
+    ``bench.environment``)."""
+    from .environment import machine_provenance
+
+    return {**machine_provenance(device), "device": str(device), "dtype": model_dtype(model),
+            "interop_threads": torch.get_num_interop_threads()}
 
 
 def record_provenance(directory: Path, stage: str, info: dict[str, object]) -> None:
