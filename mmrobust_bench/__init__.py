@@ -5,7 +5,9 @@
 on chosen modalities), ``mmr.evaluate`` / ``mmr.benchmark`` (clean and robust accuracy over an ε grid from a
 DataLoader, as tidy rows), ``mmr.eta`` and ``mmr.certificates`` (for models that expose uni-modal scores),
 ``mmr.smooth_certify`` (randomized smoothing of any model: sound with probability 1 − α).
-``mmr.run`` (``mmrobust_bench.bench.api.run``) is what ``mmrobust-bench run`` calls. The names load on
+``mmr.load_model`` and ``mmr.load_dataset`` (:mod:`mmrobust_bench.hub`) give a leaderboard's models (its committed
+zoo) and data back, ready for those calls. ``mmr.run`` (``mmrobust_bench.bench.api.run``) is what
+``mmrobust-bench run`` calls. The names load on
 first use, so importing the package (and ``mmrobust-bench --help``) stays free of torch.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ _LAZY = {
     "Modality": "plug", "WrappedModel": "plug", "wrap": "plug", "attack": "plug", "drop": "plug",
     "evaluate": "plug", "benchmark": "plug", "eta": "plug", "certificates": "plug", "smooth_certify": "plug",
     "format_table": "plug",
-    "state_dict_sha256": "plug", "run": "bench.api",
+    "state_dict_sha256": "plug", "run": "bench.api", "load_model": "hub", "load_dataset": "hub",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,6 +1,6 @@
 """``mmrobust-bench``: a thin command line over the Python API (``mmrobust_bench.bench.api``).
 
-One module per subcommand (``run``, ``certify``, ``sweep``, ``verify``, ``report``/``plot``, ``list``;
+One module per subcommand (``run``, ``certify``, ``sweep``, ``verify``, ``zoo``, ``report``/``plot``, ``list``;
 ``prepare`` lives with the real-data preparation in ``mmrobust_bench.data.prepare``); each adds its parser
 and its handler, and this module only dispatches. ``conventions`` gives every subcommand the shared help
 formatter (defaults shown) and ``-v``/``-q`` (docs/cli.md).
@@ -15,7 +15,7 @@ import sys
 from typing import Iterator, Sequence
 
 from .. import __version__
-from . import certify, conventions, listing, report, run, sweep, verify
+from . import certify, conventions, listing, report, run, sweep, verify, zoo
 from .common import check_list_options, command_line, expected_error_message
 
 log = logging.getLogger("mmrobust_bench")
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_parser(sub)
     sweep.add_parser(sub)
     verify.add_parser(sub)
+    zoo.add_parser(sub)
     report.add_parsers(sub)
 
     from ..data.prepare import add_prepare_parser

@@ -32,6 +32,7 @@ from .tables import ALL, Column, cell_summary, choose_attack_configs, paper_row_
 CARD_SCHEMA = "mmrobust-bench/model-card/1"
 # columns of the rows that describe how a measurement was made (kept when present)
 ENVIRONMENT_COLUMNS = ("suite_version", "library", "library_version", "torch_version", "device", "dtype", "threads",
+                       "cpu_capability", "torch_build", "device_name",
                        "world_size", "python_version", "platform", "hostname", "command")
 THREAT_FIELDS = ("attack", "attack_config", "library", "library_version", "modality", "norm", "eps", "n", "accuracy",
                  "flags")
@@ -286,6 +287,9 @@ def write_leaderboard(rows: pd.DataFrame, out_dir: str | Path, *, command: str, 
     split = mixed_labels(rows, certified)
     rows, entry_notes = resolve_entries(rows, checkpoints=checkpoints, split=split)
     cards = model_cards(rows, certified=certified, checkpoints=checkpoints, command=command)
+    from ..bench.zoo import link_cards
+
+    link_cards(cards, out_dir / "zoo")  # a model in the leaderboard's zoo: its card names the committed file and sha256
     written = write_cards(cards, out_dir)
     prune_stale_cards(out_dir, sorted({str(c["dataset"]) for c in cards}), written)
     for dataset in datasets or sorted(rows["dataset"].astype(str).unique()):

@@ -1,0 +1,475 @@
+"""The model zoo: a leaderboard's final checkpoints, committed beside its rows, loadable anywhere.
+
+``export_zoo`` copies the final checkpoint of every model of a sweep root (``<root>/checkpoints/...``, which is
+not committed) into ``leaderboards/<dataset>/zoo/``, byte for byte, so each file's sha256 is the rows'
+``checkpoint_sha256``::
+
+    zoo/zoo.json                      the index: dataset, its options, the evaluation batch size, one entry per
+                                      model (label, defense id, seed, config hash, sha256, file, size)
+    zoo/<label>-seed<k>.safetensors   the weights (and extra tensors) exactly as training saved them
+    zoo/<label>-seed<k>.json          what rebuilds the model: the checkpoint key, the full defense and schedule
+                                      settings, the modality specs, and the training provenance
+
+``load_trained`` rebuilds a model from these files without the dataset (the specs are in the JSON) and
+refuses, with one line naming the file, anything that is not exactly what the index lists: a missing file, a
+file whose sha256 differs (a bit flip, two files swapped), a JSON that does not rebuild the recorded key.
+Nothing is unpickled: safetensors and JSON only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from ..checked_tensors import META, READ_ERRORS
+from ..contracts import ModalitySpec
+from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense, dataset_schedule
+from ..defenses.base import key_dict
+from ..io import atomic_path, atomic_write_json, sha256_file, stable_hash
+from .checkpoints import CheckpointKey, load_stage
+from .results import complete, read_rows
+from .train import TrainedModel, select_device
+
+log = logging.getLogger(__name__)
+
+ZOO_SCHEMA = "mmrobust-bench/zoo/1"
+MODEL_SCHEMA = "mmrobust-bench/zoo-model/1"
+INDEX = "zoo.json"
+# Dataset options that name a place on the exporting machine, not the data: never written to the index.
+LOCAL_OPTIONS = ("data_root",)
+ENV_LEADERBOARDS = "MMROBUST_LEADERBOARDS"
+
+
+class ZooError(ValueError):
+    """A zoo that cannot be used as it is; the message is one line naming the file and the fix."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model of a zoo, as the index lists it."""
+
+    entry: str  # the leaderboard's label
+    defense: str  # the registry id
+    seed: int
+    config_hash: str
+    sha256: str
+    file: str
+    config: str
+    size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Zoo:
+    """A zoo folder's index."""
+
+    directory: Path
+    dataset: str
+    dataset_options: dict[str, Any]
+    dataset_config: dict[str, Any]
+    entries: list[ZooEntry]
+    results: str = ""  # the leaderboard's results CSV, relative to the zoo folder ("" when unknown)
+    made_by: str = ""
+    batch_size: int = 500  # the sweep's evaluation batch (MSEFM's outputs depend on it)
+
+    @property
+    def index_path(self) -> Path:
+        return self.directory / INDEX
+
+    @property
+    def results_path(self) -> Path | None:
+        return (self.directory / self.results).resolve() if self.results else None
+
+    def labels(self) -> list[str]:
+        return sorted({e.entry for e in self.entries})
+
+    def find(self, entry: str, seed: int) -> ZooEntry:
+        """The entry ``entry`` (a label) of ``seed``; an unknown label or seed is one line listing what exists."""
+        from ..hints import did_you_mean
+
+        mine = [e for e in self.entries if e.entry == entry]
+        if not mine:
+            labels = self.labels()
+            raise ZooError(f"the {self.dataset} zoo ({self.index_path}) has no entry {entry!r}"
+                           f"{did_you_mean(entry, labels)}; entries: {', '.join(labels) or 'none'}")
+        for e in mine:
+            if e.seed == int(seed):
+                return e
+        raise ZooError(f"the {self.dataset} zoo has {entry!r} for seed {', '.join(str(e.seed) for e in mine)}, "
+                       f"not seed {seed}")
+
+    def match(self, pattern: str | None = None) -> list[ZooEntry]:
+        """Entries whose label (or ``dataset/label``) matches the shell pattern (all when None)."""
+        if not pattern:
+            return list(self.entries)
+        return [e for e in self.entries if fnmatch.fnmatchcase(e.entry, pattern)
+                or fnmatch.fnmatchcase(f"{self.dataset}/{e.entry}", pattern)]
+
+
+# ----------------------------------------------------------------------------------------------- locations
+
+def leaderboards_dir() -> Path:
+    """Where ``leaderboards/<dataset>/zoo`` folders are found: ``$MMROBUST_LEADERBOARDS``, else the ``leaderboards``
+    folder of the checkout this package runs from, else ``./leaderboards``."""
+    env = os.environ.get(ENV_LEADERBOARDS)
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "leaderboards"
+    return checkout if checkout.is_dir() else Path("leaderboards")
+
+
+def zoo_dir(dataset: str, zoo: str | os.PathLike | None = None) -> Path:
+    """The zoo folder of ``dataset``: ``zoo`` when given, else ``<leaderboards>/<dataset>/zoo``."""
+    return Path(zoo) if zoo is not None else leaderboards_dir() / dataset / "zoo"
+
+
+def file_stem(label: str, seed: int) -> str:
+    """``<label>-seed<k>`` with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', str(label))}-seed{int(seed)}"
+
+
+# ----------------------------------------------------------------------------------------------- the index
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ZooError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZooError(f"{what} {path} cannot be read ({exc}); restore it or re-export the zoo") from None
+    if not isinstance(data, dict):
+        raise ZooError(f"{what} {path} is not a JSON object; restore it or re-export the zoo")
+    return data
+
+
+def read_zoo(directory: str | os.PathLike) -> Zoo:
+    """The zoo in ``directory`` (its ``zoo.json``); a missing or malformed index is one line naming it."""
+    directory = Path(directory)
+    path = directory / INDEX
+    if not path.exists():
+        raise ZooError(f"no model zoo at {directory} ({INDEX} missing): export one with `mmrobust-bench zoo export "
+                       f"--root leaderboards/<dataset>/runs --out {directory}`, or point at another folder")
+    data = _read_json(path, "zoo index")
+    if data.get("schema") != ZOO_SCHEMA:
+        raise ZooError(f"{path} is not a model zoo index (schema {data.get('schema')!r}, expected {ZOO_SCHEMA!r})")
+    names = [f.name for f in dataclasses.fields(ZooEntry)]
+    entries = []
+    for i, raw in enumerate(data.get("entries") or []):
+        if not isinstance(raw, dict) or any(k not in raw for k in names):
+            raise ZooError(f"{path}: entry {i} lacks {', '.join(k for k in names if k not in (raw or {}))}; "
+                           f"re-export the zoo")
+        entries.append(ZooEntry(str(raw["entry"]), str(raw["defense"]), int(raw["seed"]), str(raw["config_hash"]),
+                                str(raw["sha256"]), str(raw["file"]), str(raw["config"]), int(raw["size"])))
+    return Zoo(directory, str(data.get("dataset", "")), dict(data.get("dataset_options") or {}),
+               dict(data.get("dataset_config") or {}), entries, str(data.get("results") or ""),
+               str(data.get("made_by") or ""), int(data.get("batch_size") or 500))
+
+
+def _write_index(zoo: Zoo) -> None:
+    atomic_write_json(zoo.index_path, {
+        "schema": ZOO_SCHEMA, "dataset": zoo.dataset, "dataset_options": zoo.dataset_options,
+        "dataset_config": zoo.dataset_config, "results": zoo.results, "batch_size": zoo.batch_size,
+        "made_by": zoo.made_by,
+        "entries": [e.as_dict() for e in sorted(zoo.entries, key=lambda e: (e.entry, e.seed))]})
+
+
+def link_cards(cards: list[dict[str, Any]], directory: str | os.PathLike) -> int:
+    """Point each model card whose checkpoint the zoo in ``directory`` holds at its committed files: ``zoo`` (the
+    weights' path, sha256 and size) and ``config``/``config_source`` from the zoo's JSON (paths as ``directory`` is
+    given). Cards of other models are left as they are; returns how many were linked (0 without a zoo)."""
+    directory = Path(directory)
+    if not (directory / INDEX).exists():
+        return 0
+    zoo = read_zoo(directory)
+    by_sha = {e.sha256: e for e in zoo.entries}
+    linked = 0
+    for card in cards:
+        item = by_sha.get(str(card.get("checkpoint_sha256")))
+        if item is None or str(card.get("dataset")) != zoo.dataset:
+            continue
+        record = load_record(zoo, item)
+        card["zoo"] = {"file": str(directory / item.file), "sha256": item.sha256, "size": item.size,
+                       "config": str(directory / item.config)}
+        card["config"] = {**record["key"], "stages": record.get("stages", {}),
+                          "provenance": record.get("provenance", {})}
+        card["config_source"] = str(directory / item.config)
+        linked += 1
+    return linked
+
+
+# ----------------------------------------------------------------------------------------------- export
+
+@dataclass
+class ExportOutcome:
+    zoo: Zoo
+    written: list[Path] = field(default_factory=list)  # files copied or rewritten
+    unchanged: int = 0  # models whose file was already in the zoo with this sha256
+    removed: list[Path] = field(default_factory=list)  # files of models the rows no longer hold
+
+
+def _spec_dict(spec: ModalitySpec) -> dict[str, Any]:
+    return {"name": spec.name, "shape": list(spec.shape), "lower": None if spec.lower is None else list(spec.lower),
+            "upper": None if spec.upper is None else list(spec.upper), "description": spec.description}
+
+
+def _newest_sha(rows: pd.DataFrame) -> dict[tuple[str, int], tuple[str, str, str]]:
+    """(label, seed) -> (sha256, defense id, config hash) of the newest model with finished rows."""
+    out: dict[tuple[str, int], tuple[str, str, str]] = {}
+    for r in rows.itertuples(index=False):
+        out[(str(r.label), int(r.seed))] = (str(r.checkpoint_sha256), str(r.defense), str(r.config_hash))
+    return out
+
+
+def export_zoo(plan: Any, *, root: str | os.PathLike, out: str | os.PathLike, results: str | os.PathLike | None = None,
+               command: str = "") -> ExportOutcome:
+    """Copy the final checkpoint of every (entry, seed) of ``plan`` (a ``bench.sweep.SweepPlan``) with rows in
+    ``results`` (default ``<root>/results.csv``) into the zoo folder ``out``, with its JSON and the index.
+
+    Each model's checkpoint is found by its key (the sweep's settings), must be intact (``load_stage``'s checks)
+    and must be the one the newest rows were measured with; it is then loaded into a model rebuilt from the JSON
+    alone, so a zoo that exports is a zoo that loads. Nothing is written unless every model passes."""
+    from ..data import build_dataset
+
+    root, out = Path(root), Path(out)
+    results_path = Path(results) if results is not None else root / "results.csv"
+    stored = read_rows(results_path)
+    stored = stored[complete(stored) & (stored["dataset"].astype(str) == plan.dataset)]
+    newest = _newest_sha(stored)
+    ds = build_dataset(plan.dataset, cache_dir=root / "datasets", **plan.dataset_options)
+    options = {k: v for k, v in plan.dataset_options.items() if k not in LOCAL_OPTIONS}
+    model_info = {"specs": [_spec_dict(s) for s in ds.specs], "num_classes": int(ds.num_classes),
+                  "encoders": dict(getattr(ds, "encoders", {}) or {}), "n_train": len(ds.train)}
+    staged: list[tuple[ZooEntry, Path, dict[str, Any]]] = []
+    problems: list[str] = []
+    without_rows = 0
+    for entry, seed in plan.work_units():
+        unit = newest.get((entry.label, seed))
+        if unit is None:
+            without_rows += 1
+            continue
+        sha, _, config_hash = unit
+        defense, train_cfg = build_defense(entry.defense, {**plan.common_overrides, **entry.overrides},
+                                           dataset_schedule(ds))
+        key = CheckpointKey(ds.name, ds.config, defense.name, defense.config_dict(), key_dict(train_cfg), seed)
+        directory = key.directory(root)
+        found = load_stage(directory, "final", key)
+        if found is None:
+            problems.append(f"{entry.label} seed {seed}: no intact final checkpoint in {directory}")
+            continue
+        if found[2] != sha or config_hash != key.config_hash:
+            problems.append(f"{entry.label} seed {seed}: the newest rows were made by checkpoint {sha[:12]}… "
+                            f"(config {config_hash}), the sweep's is {found[2][:12]}… (config {key.config_hash})")
+            continue
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        stem = file_stem(entry.label, seed)
+        record = {
+            "schema": MODEL_SCHEMA, "dataset": ds.name, "entry": entry.label, "defense": defense.name, "seed": seed,
+            "config_hash": key.config_hash, "sha256": sha, "file": f"{stem}.safetensors",
+            "key": {k: v for k, v in config.items() if k not in ("stages", "provenance")},
+            "settings": {"defense": dataclasses.asdict(defense.config), "train": dataclasses.asdict(train_cfg)},
+            "model": model_info, "stages": config.get("stages", {}), "provenance": config.get("provenance", {})}
+        size = (directory / "final.safetensors").stat().st_size
+        zoo_entry = ZooEntry(entry.label, defense.name, seed, key.config_hash, sha, record["file"], f"{stem}.json",
+                             size)
+        _check_loads(record, directory / "final.safetensors")
+        staged.append((zoo_entry, directory / "final.safetensors", record))
+    if without_rows:
+        log.info("zoo export: %d (entry, seed) model(s) of the sweep have no rows in %s and are left out", without_rows,
+                 results_path)
+    if problems:
+        raise ZooError(f"zoo export: {len(problems)} model(s) cannot be exported ({problems[0]}"
+                       f"{'; …' if len(problems) > 1 else ''}); rerun the sweep for them (training is deterministic) "
+                       f"or leave them out with --only/--skip")
+    if not staged:
+        raise ZooError(f"zoo export: {results_path} holds no rows of this sweep's entries; run the sweep first")
+    old = read_zoo(out) if (out / INDEX).exists() else None
+    zoo = Zoo(out, ds.name, options, json.loads(json.dumps(ds.config, default=str)), [e for e, _, _ in staged],
+              os.path.relpath(results_path.resolve(), out.resolve()), command, int(plan.batch_size))
+    outcome = ExportOutcome(zoo)
+    for entry_, source, record in staged:
+        target = out / entry_.file
+        if target.exists() and sha256_file(target) == entry_.sha256:
+            outcome.unchanged += 1
+        else:
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+            if sha256_file(target) != entry_.sha256:
+                raise ZooError(f"zoo export: {target} changed while it was copied; export again")
+            outcome.written.append(target)
+        atomic_write_json(out / entry_.config, record)
+    keep = {e.file for e in zoo.entries} | {e.config for e in zoo.entries}
+    for stale in (old.entries if old is not None else []):
+        for name in (stale.file, stale.config):
+            if name not in keep and (out / name).exists():
+                (out / name).unlink()
+                outcome.removed.append(out / name)
+    _write_index(zoo)
+    return outcome
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+@dataclass
+class _Sized:
+    """Stands for a split whose length is all a model's construction reads (MSEFM's memory size)."""
+
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclass
+class ModelShape:
+    """What building a model reads of a dataset, from the zoo JSON (so loading needs no data)."""
+
+    name: str
+    specs: tuple[ModalitySpec, ...]
+    num_classes: int
+    encoders: dict[str, str]
+    train: _Sized
+    config: dict[str, Any]
+
+
+def model_shape(record: Mapping[str, Any]) -> ModelShape:
+    info = record["model"]
+    specs = tuple(ModalitySpec(s["name"], tuple(s["shape"]), None if s["lower"] is None else tuple(s["lower"]),
+                               None if s["upper"] is None else tuple(s["upper"]), s.get("description", ""))
+                  for s in info["specs"])
+    return ModelShape(str(record["dataset"]), specs, int(info["num_classes"]), dict(info["encoders"]),
+                      _Sized(int(info["n_train"])), dict(record["key"].get("dataset_config") or {}))
+
+
+def _rebuild(record: Mapping[str, Any], where: Path) -> tuple[Any, TrainConfig, CheckpointKey]:
+    """(defense, schedule, checkpoint key) from a zoo JSON, checked to give back the recorded key."""
+    key_dict_ = record["key"]
+    cls = DEFENSES.get(str(record["defense"]))
+    config, rest = apply_overrides(cls.Config(), record["settings"]["defense"], f"defense {record['defense']!r}")
+    train_cfg, rest_train = apply_overrides(TrainConfig(), record["settings"]["train"], "training schedule")
+    if rest or rest_train:
+        raise ZooError(f"{where}: settings {', '.join(sorted({**rest, **rest_train}))} are not settings of "
+                       f"{record['defense']!r} in this suite version; use the suite version that exported the zoo")
+    defense = cls(config)
+    key = CheckpointKey(str(key_dict_["dataset"]), dict(key_dict_["dataset_config"]), defense.name,
+                        defense.config_dict(), key_dict(train_cfg), int(key_dict_["seed"]))
+    normal = lambda obj: json.loads(json.dumps(obj, sort_keys=True, default=str))  # noqa: E731
+    if normal(key.defense_config) != normal(key_dict_["defense_config"]) or \
+            normal(key.train_config) != normal(key_dict_["train_config"]):
+        raise ZooError(f"{where}: its settings do not rebuild its checkpoint key (a hand-edited or damaged file); "
+                       f"restore it or re-export the zoo")
+    return defense, train_cfg, key
+
+
+def _build_model(defense: Any, record: Mapping[str, Any], train_cfg: TrainConfig, seed: int) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):  # as training built it; the global RNG is left alone
+        torch.manual_seed(seed)
+        return defense.build_model(model_shape(record), train_cfg)
+
+
+def _check_loads(record: Mapping[str, Any], path: Path) -> None:
+    """Export's check: the file loads, strictly, into the model the record rebuilds."""
+    defense, train_cfg, _ = _rebuild(record, path)
+    model = _build_model(defense, record, train_cfg, int(record["seed"]))
+    tensors = load_file(str(path))
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ZooError(f"zoo export: {path} does not load into the model its settings rebuild "
+                       f"({str(exc).splitlines()[0]})") from None
+
+
+def check_file(zoo: Zoo, entry: ZooEntry) -> Path:
+    """The path of ``entry``'s weights after checking it exists and has the sha256 the index lists."""
+    path = zoo.directory / entry.file
+    if not path.exists():
+        raise ZooError(f"zoo index {zoo.index_path} lists {entry.file} for {entry.entry} seed {entry.seed}, but "
+                       f"{path} does not exist; restore it (git checkout) or re-export the zoo")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise ZooError(f"refusing {path}: its sha256 {digest[:12]}… is not the {entry.sha256[:12]}… the zoo index "
+                       f"lists for {entry.entry} seed {entry.seed} (damaged or another model's file); restore it "
+                       f"(git checkout) or re-export the zoo")
+    return path
+
+
+def load_record(zoo: Zoo, entry: ZooEntry) -> dict[str, Any]:
+    """The JSON of ``entry``, checked to describe the file the index lists."""
+    path = zoo.directory / entry.config
+    if not path.exists():
+        raise ZooError(f"zoo index {zoo.index_path} lists {entry.config} for {entry.entry} seed {entry.seed}, but "
+                       f"{path} does not exist; restore it (git checkout) or re-export the zoo")
+    record = _read_json(path, "zoo model file")
+    if record.get("schema") != MODEL_SCHEMA:
+        raise ZooError(f"{path} is not a zoo model file (schema {record.get('schema')!r})")
+    for name, wanted in (("entry", entry.entry), ("seed", entry.seed), ("sha256", entry.sha256),
+                         ("file", entry.file)):
+        if str(record.get(name)) != str(wanted):
+            raise ZooError(f"refusing {path}: it records {name} {str(record.get(name))[:16]!r}, the zoo index "
+                           f"{str(wanted)[:16]!r} for this entry (files swapped or edited); restore it or re-export")
+    return record
+
+
+def load_trained(zoo: Zoo | str | os.PathLike, entry: str, seed: int, *, device: str | torch.device = "cpu",
+                 dataset: Any = None) -> TrainedModel:
+    """The zoo model ``entry`` (label) of ``seed``, in eval mode on ``device``, as a :class:`TrainedModel`
+    (``dataset``, when given, is attached as training attaches it; it must be the zoo's dataset)."""
+    zoo = zoo if isinstance(zoo, Zoo) else read_zoo(zoo)
+    item = zoo.find(entry, seed)
+    record = load_record(zoo, item)
+    path = check_file(zoo, item)
+    defense, train_cfg, key = _rebuild(record, zoo.directory / item.config)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            embedded = json.loads((fh.metadata() or {}).get(META, "{}")).get("key")
+        tensors = load_file(str(path))
+    except READ_ERRORS as exc:
+        raise ZooError(f"refusing {path}: not a readable safetensors file ({exc})") from None
+    if embedded != stable_hash(record["key"]):
+        raise ZooError(f"refusing {path}: it was saved for another configuration than {item.config} records; "
+                       f"restore it or re-export the zoo")
+    dev = select_device(device)
+    model = _build_model(defense, record, train_cfg, item.seed)
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ZooError(f"{path} does not load into {record['defense']!r} as this suite version builds it "
+                       f"({str(exc).splitlines()[0]})") from None
+    model.to(dev).eval()
+    trained = TrainedModel(model, defense, train_cfg, key, zoo.directory, item.sha256, extra, cached=True)
+    if dataset is not None:
+        if dataset.name != zoo.dataset:
+            raise ZooError(f"load_trained: dataset {dataset.name!r} is not the zoo's {zoo.dataset!r}")
+        trained.dataset = dataset  # type: ignore[attr-defined]
+    return trained
+
+
+def show_rows(zoo: Zoo, item: ZooEntry, results: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The rows of the leaderboard's results CSV (``results`` or the one the index names) made by ``item``."""
+    path = Path(results) if results is not None else zoo.results_path
+    if path is None:
+        return pd.DataFrame()
+    rows = read_rows(path)
+    return rows[(rows["checkpoint_sha256"].astype(str) == item.sha256) & (rows["label"].astype(str) == item.entry)
+                & (rows["seed"].astype(int) == item.seed)]
+
+
+__all__ = ["ZooError", "ZooEntry", "Zoo", "ExportOutcome", "ModelShape", "INDEX", "ZOO_SCHEMA", "MODEL_SCHEMA",
+           "read_zoo", "export_zoo", "load_trained", "load_record", "check_file", "link_cards", "show_rows",
+           "leaderboards_dir", "zoo_dir", "file_stem", "model_shape"]

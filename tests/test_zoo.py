@@ -1,0 +1,211 @@
+"""The model zoo: export a sweep's checkpoints, load them through the public API, reproduce stored rows exactly,
+refuse damaged, swapped or missing files with one clear line; `zoo list/show`; cards link their zoo file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import mmrobust_bench as mmr
+from mmrobust_bench.bench.results import read_rows
+from mmrobust_bench.bench.zoo import ZooError, read_zoo
+from mmrobust_bench.cli import main
+from mmrobust_bench.io import sha256_file
+from scratch_leaderboard import Leaderboard, build
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here uses the scratch leaderboard's trained models
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory) -> Leaderboard:
+    return build(tmp_path_factory.mktemp("zoo") / "leaderboards")
+
+
+@pytest.fixture(autouse=True)
+def _threads_back():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def stored(board: Leaderboard) -> pd.DataFrame:
+    return read_rows(board.runs / "results.csv")
+
+
+def test_export_copies_each_final_checkpoint_byte_for_byte_with_its_index(board):
+    zoo = read_zoo(board.zoo)
+    rows = stored(board)
+    assert zoo.dataset == "synthav" and zoo.dataset_options == {"n_train": 128, "n_test": 32}
+    assert zoo.batch_size == 32 and zoo.results_path == (board.runs / "results.csv").resolve()
+    assert [(e.entry, e.defense, e.seed, e.file, e.config) for e in zoo.entries] == [
+        ("jt", "jt", 0, "jt-seed0.safetensors", "jt-seed0.json"), ("jt", "jt", 1, "jt-seed1.safetensors", "jt-seed1.json")]
+    for e in zoo.entries:
+        mine = rows[rows["seed"] == e.seed]
+        assert set(mine["checkpoint_sha256"]) == {e.sha256} and set(mine["config_hash"]) == {e.config_hash}
+        path = board.zoo / e.file
+        assert sha256_file(path) == e.sha256 and path.stat().st_size == e.size
+        (source,) = [p for p in (board.runs / "checkpoints").rglob("final.safetensors")
+                     if json.loads((p.parent / "config.json").read_text())["seed"] == e.seed]
+        assert path.read_bytes() == source.read_bytes()
+        record = json.loads((board.zoo / e.config).read_text())
+        assert record["key"]["seed"] == e.seed and record["key"]["defense"] == "jt"
+        assert record["provenance"]["final"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert record["provenance"]["final"]["threads"] == 1
+    assert sorted(p.name for p in board.zoo.iterdir()) == ["jt-seed0.json", "jt-seed0.safetensors", "jt-seed1.json",
+                                                         "jt-seed1.safetensors", "zoo.json"]
+    before = {p.name: p.stat().st_mtime_ns for p in board.zoo.iterdir()}
+    assert main(["zoo", "export", "--root", str(board.runs), "--out", str(board.zoo), "-q"]) == 0  # idempotent
+    assert {p.name: p.stat().st_mtime_ns for p in board.zoo.iterdir() if p.suffix == ".safetensors"} == {
+        k: v for k, v in before.items() if k.endswith(".safetensors")}
+
+
+def test_loaded_model_reproduces_its_stored_rows_exactly_through_the_public_api(board, monkeypatch, tmp_path):
+    monkeypatch.setenv("MMROBUST_LEADERBOARDS", str(board.base))  # the default place, as a checkout has it
+    monkeypatch.setenv("MMROBUST_HOME", str(tmp_path))  # the test split is generated here, not read from the runs
+    torch.set_num_threads(1)
+    model = mmr.load_model("synthav", "jt", seed=1)
+    assert isinstance(model, mmr.WrappedModel) and not model.training
+    assert model.zoo_entry["sha256"] == read_zoo(board.zoo).find("jt", 1).sha256
+    test = mmr.load_dataset("synthav", split="test")
+    assert (test.n, test.batch_size, len(test)) == (32, 32, 1)
+    rows = mmr.evaluate(model, test, attack="fgm", modality="a", eps=[0.5, 1.0], label="jt", dataset="synthav",
+                        seed=1, check_flags=False)
+    mine = stored(board)
+    mine = mine[(mine["seed"] == 1) & mine["attack"].isin(["clean", "fgm"])].sort_values(["attack", "eps"])
+    assert list(rows.sort_values(["attack", "eps"])["accuracy"]) == list(mine["accuracy"])  # exactly
+    assert list(rows.sort_values(["attack", "eps"])["eps"]) == [0.0, 0.5, 1.0]
+    adv = mmr.attack(model, next(iter(test)), attack="pgd_l2", modality="a", eps=0.5)  # the other public calls
+    assert torch.equal(adv["v"], next(iter(test))["v"])
+    first = mmr.load_dataset("synthav", split="test", n=8, batch_size=4)
+    assert (first.n, len(first), [b["label"].shape[0] for b in first]) == (8, 2, [4, 4])
+
+
+def test_a_bit_flipped_file_is_refused_with_one_line(board, tmp_path):
+    copy = board.copy(tmp_path / "lb")
+    path = copy.zoo / "jt-seed0.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ZooError) as err:
+        mmr.load_model("synthav", "jt", seed=0, zoo=copy.zoo)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"refusing {path}: its sha256 ") and "is not the" in message
+    assert "the zoo index lists for jt seed 0" in message and "restore it (git checkout) or re-export" in message
+    mmr.load_model("synthav", "jt", seed=1, zoo=copy.zoo)  # the other file is untouched and loads
+
+
+def test_swapped_weights_or_configs_are_refused(board, tmp_path):
+    copy = board.copy(tmp_path / "lb")
+    a, b = copy.zoo / "jt-seed0.safetensors", copy.zoo / "jt-seed1.safetensors"
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes)
+    b.write_bytes(a_bytes)
+    for seed in (0, 1):
+        with pytest.raises(ZooError, match=rf"refusing .*jt-seed{seed}\.safetensors: its sha256 .* for jt seed {seed}"):
+            mmr.load_model("synthav", "jt", seed=seed, zoo=copy.zoo)
+    a.write_bytes(a_bytes)
+    b.write_bytes(b_bytes)
+    c, d = copy.zoo / "jt-seed0.json", copy.zoo / "jt-seed1.json"
+    c_text, d_text = c.read_text(), d.read_text()
+    c.write_text(d_text)
+    d.write_text(c_text)
+    with pytest.raises(ZooError, match=r"refusing .*jt-seed0\.json: it records seed '1', the zoo index '0' for this "
+                                       r"entry \(files swapped or edited\)"):
+        mmr.load_model("synthav", "jt", seed=0, zoo=copy.zoo)
+
+
+def test_an_index_pointing_at_a_missing_file_or_no_index_is_a_clear_error(board, tmp_path, capsys):
+    copy = board.copy(tmp_path / "lb")
+    (copy.zoo / "jt-seed1.safetensors").unlink()
+    with pytest.raises(ZooError) as err:
+        mmr.load_model("synthav", "jt", seed=1, zoo=copy.zoo)
+    assert str(err.value) == (f"zoo index {copy.zoo / 'zoo.json'} lists jt-seed1.safetensors for jt seed 1, but "
+                              f"{copy.zoo / 'jt-seed1.safetensors'} does not exist; restore it (git checkout) or "
+                              f"re-export the zoo")
+    (copy.zoo / "jt-seed0.json").unlink()
+    with pytest.raises(ZooError, match=r"lists jt-seed0\.json for jt seed 0, but .* does not exist"):
+        mmr.load_model("synthav", "jt", seed=0, zoo=copy.zoo)
+    with pytest.raises(ZooError, match=r"no model zoo at .*nowhere \(zoo\.json missing\): export one with "
+                                       r"`mmrobust-bench zoo export"):
+        mmr.load_model("synthav", "jt", zoo=tmp_path / "nowhere")
+    with pytest.raises(ZooError, match=r"has no entry 'jt_' \(did you mean 'jt'\?\); entries: jt"):
+        mmr.load_model("synthav", "jt_", zoo=board.zoo)
+    with pytest.raises(ZooError, match=r"has 'jt' for seed 0, 1, not seed 7"):
+        mmr.load_model("synthav", "jt", seed=7, zoo=board.zoo)
+    assert main(["zoo", "list", "--leaderboards", str(tmp_path / "nowhere")]) == 2
+    assert "no model zoo under" in capsys.readouterr().err
+
+
+def test_export_refuses_a_missing_checkpoint_and_writes_nothing(board, tmp_path, capsys):
+    copy = board.copy(tmp_path / "lb")
+    (checkpoint,) = [p for p in (copy.runs / "checkpoints").rglob("final.safetensors")
+                     if json.loads((p.parent / "config.json").read_text())["seed"] == 1]
+    checkpoint.unlink()
+    out = tmp_path / "zoo"
+    assert main(["zoo", "export", "--root", str(copy.runs), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "zoo export: 1 model(s) cannot be exported (jt seed 1: no intact final checkpoint in " in err
+    assert "rerun the sweep for them" in err and not out.exists()
+    assert main(["zoo", "export", "--root", str(copy.runs), "--out", str(out), "--only", "jt", "-q",
+                 "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err == (f"mmrobust-bench: error: zoo export: no sweep YAML at {tmp_path / 'missing.yaml'} "
+                                       f"(the settings that rebuild each model); give --config\n")
+
+
+def test_zoo_list_and_show(board, capsys):
+    assert main(["zoo", "list", "--leaderboards", str(board.base)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    zoo = read_zoo(board.zoo)
+    assert lines[2:] == [f"| synthav | jt | jt | {e.seed} | {e.config_hash} | {e.sha256[:12]}… | "
+                         f"{e.size / 1024:.0f} KiB |" for e in zoo.entries]
+    assert main(["zoo", "list", "nothing*", "--zoo", str(board.zoo), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["zoo", "list", "synthav/j*", "--zoo", str(board.zoo), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["entry"], r["seed"], r["sha256"]) for r in listed] == [(e.entry, e.seed, e.sha256) for e in zoo.entries]
+    assert main(["zoo", "show", "synthav/jt", "--seed", "0", "--leaderboards", str(board.base), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    rows = stored(board)
+    assert shown["sha256"] == zoo.find("jt", 0).sha256 and shown["card"] is None
+    assert sorted(r["accuracy"] for r in shown["rows"]) == sorted(rows[rows["seed"] == 0]["accuracy"])
+    assert len(shown["rows"]) == 4  # clean, fgm at 0.5 and 1, missing v
+    assert main(["zoo", "show", "jt", "--seed", "1", "--zoo", str(board.zoo)]) == 0
+    text = capsys.readouterr().out
+    assert f"sha256:  {zoo.find('jt', 1).sha256}" in text and "rows:    4 in " in text
+    assert main(["zoo", "show", "gb", "--seed", "0", "--zoo", str(board.zoo)]) == 2
+    assert "no zoo holds entry 'gb'" in capsys.readouterr().err
+
+
+def test_model_cards_link_their_zoo_file_and_sha256(board, tmp_path):
+    from mmrobust_bench.reports.leaderboard import write_leaderboard
+
+    copy = board.copy(tmp_path / "lb")
+    out = copy.base / "synthav"
+    write_leaderboard(stored(copy), out, command="test")
+    card = json.loads((out / "cards" / "synthav" / "jt-seed0.json").read_text())
+    entry = read_zoo(copy.zoo).find("jt", 0)
+    assert card["zoo"] == {"file": str(copy.zoo / entry.file), "sha256": entry.sha256, "size": entry.size,
+                           "config": str(copy.zoo / entry.config)}
+    assert card["checkpoint_sha256"] == entry.sha256 and card["config_source"] == str(copy.zoo / entry.config)
+    assert card["config"]["seed"] == 0 and card["config"]["stages"]["final"]["sha256"] == entry.sha256
+    assert card["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_example_attacks_a_leaderboard_model_with_its_own_attack(board, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MMROBUST_HOME=str(tmp_path), MMROBUST_LEADERBOARDS=str(board.base))
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "zoo.py"), "--eps", "0.5"], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = stored(board)
+    row = rows[(rows["seed"] == 0) & (rows["attack"] == "fgm") & (rows["eps"] == 0.5)].iloc[0]
+    assert f"leaderboard row: fgm on a at eps 0.5: accuracy {row.accuracy:.4f} (n 32)" in done.stdout
+    assert f"| jt | fgm | a | 0.5 | {row.accuracy:.3f} | 32 |" in done.stdout  # mmr.evaluate gives the stored row
+    assert "my attack: accuracy " in done.stdout and "on 32 test samples at eps 0.5 (audio)" in done.stdout
