@@ -87,39 +87,40 @@ TINY = {"dataset": "synthav", "dataset_set": {"n_train": 128, "n_test": 32}, "se
                  {"attacks": ["missing"], "modalities": ["v"]}]}
 
 
-def test_verify_reproduces_a_sweep_and_detects_a_tampered_row(tmp_path, capsys):
+def test_verify_retrain_reproduces_a_sweep_and_detects_a_tampered_row(tmp_path, capsys):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(TINY))
     root = tmp_path / "runs"
     run_sweep(build_plan(TINY), root=root, progress=False)
     torch.set_num_threads(2)  # verify re-trains at the recorded thread count, not at this process's
-    verify = ["verify", "--config", str(config), "--root", str(root), "--n", "2", "--cells", "3", "--seed", "0",
-              "--no-progress", "-q"]
+    verify = ["verify", "--retrain", "--config", str(config), "--root", str(root), "--n", "2", "--cells", "3",
+              "--seed", "0", "--no-progress", "-q"]
     snapshot = lambda: {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}  # noqa: E731
     before = snapshot()
     assert main(verify) == 0
     assert snapshot() == before  # nothing in the sweep's root is written (the dataset cache is only read)
     out = capsys.readouterr().out
-    assert "4 rows of 1 entries re-measured, all reproduce exactly" in out
-    table = [line for line in out.splitlines() if line.startswith("| jt |")]
-    assert len(table) == 4 and all(line.endswith("| 1 | yes |") for line in table)  # trained at 1 thread
+    assert "verify: 4 values of 1 model(s) re-trained: all pass (4 exactly equal)" in out
+    assert "bit-identical: 4 of 4 value(s)" in out  # re-trained at the recorded 1 thread: the same checkpoint
+    table = [line for line in out.splitlines() if line.startswith("| result | jt |")]
+    assert len(table) == 4 and all(line.endswith("= | bit-identical |") for line in table)
 
     results = root / "results.csv"
     frame = pd.read_csv(results, keep_default_na=False, dtype=str)
     clean = frame.index[frame["attack"] == "clean"][0]
     frame.loc[clean, "accuracy"] = str(float(frame.loc[clean, "accuracy"]) + 1 / 32)  # one more clip "correct"
     frame.to_csv(results, index=False)
-    assert main(verify) == 1
+    assert main(verify) == 1  # one seed: no spread, only the floor (0.01) is accepted
     out = capsys.readouterr().out
-    assert "1 do not reproduce" in out
-    (bad,) = [line for line in out.splitlines() if line.endswith("| NO |")]
-    assert "| clean |" in bad and "=" in bad  # the checkpoint reproduced; the stored accuracy did not
+    assert "verify: 4 values of 1 model(s) re-trained: 1 fail" in out
+    (bad,) = [line for line in out.splitlines() if line.endswith("| OUTSIDE |")]
+    assert "| clean |" in bad and "| -0.03125 | 0.01 |" in bad and "=" in bad  # the checkpoint reproduced
 
 
 def test_verify_errors_clearly_without_rows(tmp_path, capsys):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    assert main(["verify", "--config", str(config), "--root", str(tmp_path / "empty"), "-q"]) == 2
+    assert main(["verify", "--retrain", "--config", str(config), "--root", str(tmp_path / "empty"), "-q"]) == 2
     assert "holds no rows of this sweep's entries" in capsys.readouterr().err
 
 

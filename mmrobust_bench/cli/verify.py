@@ -1,4 +1,9 @@
-"""``mmrobust-bench verify``: re-train sampled (defense, seed) entries of a sweep and check its rows reproduce."""
+"""``mmrobust-bench verify``: are a sweep's stored numbers right on this machine?
+
+By default the committed zoo checkpoints are re-evaluated (no training) and each re-measured value must equal
+the stored one or lie within the tolerance; ``--retrain`` re-trains the models and checks each value against
+the committed seed spread. Exit 1 when a value fails.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,37 +11,67 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    ve = sub.add_parser("verify", help="re-train N random (defense, seed) entries of a sweep at the recorded settings "
-                                       "and report which stored rows reproduce exactly (exit 1 if any does not)")
+    ve = sub.add_parser("verify", help="re-evaluate N random zoo models of a sweep (or re-train them with --retrain) "
+                                       "and check each stored value within a tolerance (exit 1 if one is not)")
     ve.add_argument("--config", required=True, help="the sweep YAML the rows were made with")
-    ve.add_argument("--root", help="the sweep's root (default $MMROBUST_HOME or ./runs); nothing in it is written")
-    ve.add_argument("--results", help="results CSV (default <root>/results.csv)")
-    ve.add_argument("--n", type=int, default=2, help="how many (defense label, seed) entries to re-train")
-    ve.add_argument("--seed", type=int, default=0, help="seed of the random choice of entries and cells")
-    ve.add_argument("--cells", type=int, default=3, help="cells re-evaluated per entry, drawn at random")
-    ve.add_argument("--scratch", help="keep the re-trained checkpoints and rows here (default: a temporary "
-                                      "folder, removed after)")
-    ve.add_argument("--device", help="device to re-train on (default: the one the rows recorded)")
+    ve.add_argument("--root", help="the sweep's root, read only (default: $MMROBUST_HOME or ./runs)")
+    ve.add_argument("--results", help="results CSV (default: <root>/results.csv)")
+    ve.add_argument("--zoo", help="the zoo folder of the committed checkpoints (default: zoo/ beside the sweep YAML)")
+    ve.add_argument("--n", type=int, default=2, help="how many (defense label, seed) models to check (0: all)")
+    ve.add_argument("--seed", type=int, default=0, help="seed of the random choice of models and cells")
+    ve.add_argument("--cells", type=int, default=3, help="cells re-evaluated per model, drawn at random (0: all)")
+    ve.add_argument("--tolerance", type=float,
+                    help="largest accepted difference of a re-evaluated value, accuracy as a fraction and η relative "
+                         "(default: 0 where the row was recorded with this CPU capability, torch version, build and "
+                         "device, else 0.01)")
+    ve.add_argument("--retrain", action="store_true",
+                    help="re-train the models instead of loading the zoo, and accept a value inside the committed "
+                         "seed spread (mean ± max(k·std, floor) over seeds)")
+    ve.add_argument("--k", type=float, default=3.0, help="--retrain: standard deviations of the seed spread")
+    ve.add_argument("--floor", type=float, default=0.01,
+                    help="--retrain: smallest accepted distance from the seed mean (a zero or single-seed spread)")
+    ve.add_argument("--certificates", action="store_true",
+                    help="also certify each model again (the sweep's certify: block) and compare its certified "
+                         "accuracies and η pairs (slow: smoothing takes minutes per model)")
+    ve.add_argument("--scratch", help="keep the re-measured rows (and re-trained checkpoints) here (default: a "
+                                      "temporary folder, removed after)")
+    ve.add_argument("--device", help="device to evaluate on (default: the one the rows recorded when present)")
     ve.add_argument("--no-progress", action="store_true", help="hide progress bars")
     ve.set_defaults(func=cmd)
 
 
 def cmd(args: argparse.Namespace) -> int:
     from ..bench.sweep import build_plan, load_sweep_config
-    from ..bench.verify import verify_sweep
+    from ..bench.verify import verify_sweep, verify_zoo
     from ..io import default_root
 
     plan = build_plan(load_sweep_config(args.config))
     root = Path(args.root) if args.root else default_root()
-    outcome = verify_sweep(plan, root=root, results=Path(args.results) if args.results else None, n=args.n,
-                           seed=args.seed, cells=args.cells, scratch=Path(args.scratch) if args.scratch else None,
-                           device=args.device, progress=not args.no_progress)
+    common = dict(root=root, results=Path(args.results) if args.results else None, n=args.n, seed=args.seed,
+                  cells=args.cells, scratch=Path(args.scratch) if args.scratch else None, device=args.device,
+                  progress=not args.no_progress, certificates=args.certificates)
+    if args.retrain:
+        if args.tolerance is not None or args.zoo:
+            raise ValueError("verify: --tolerance and --zoo apply to re-evaluating the zoo; --retrain uses the seed "
+                             "spread (--k, --floor)")
+        outcome = verify_sweep(plan, k=args.k, floor=args.floor, **common)
+    else:
+        zoo = Path(args.zoo) if args.zoo else Path(args.config).resolve().parent / "zoo"
+        outcome = verify_zoo(plan, zoo=zoo, tolerance=args.tolerance, **common)
     print(outcome.table)
-    bad = int((~outcome.rows["reproduces"]).sum()) if len(outcome.rows) else 0
-    units = outcome.rows[["label", "seed"]].drop_duplicates() if len(outcome.rows) else []
-    print(f"verify: {len(outcome.rows)} rows of {len(units)} entries re-measured, "
-          + ("all reproduce exactly" if outcome.ok else f"{bad} do not reproduce"
-             if len(outcome.rows) else "none of them is in the stored rows"))
+    for line in outcome.report:
+        print(line)
+    frame = outcome.rows
+    models = len(frame[["label", "seed"]].drop_duplicates()) if len(frame) else 0
+    how = "re-evaluated from the zoo" if outcome.mode == "zoo" else "re-trained"
+    if not len(frame):
+        print(f"verify: none of the re-measured values of {models} model(s) is in the stored rows")
+    elif outcome.ok:
+        exact = int(frame["status"].isin(["exact", "bit-identical"]).sum())
+        print(f"verify: {len(frame)} values of {models} model(s) {how}: all pass ({exact} exactly equal)")
+    else:
+        bad = frame[~frame["passes"]]
+        print(f"verify: {len(frame)} values of {models} model(s) {how}: {len(bad)} fail")
     if outcome.scratch is not None:
         print(f"scratch: {outcome.scratch}")
     return 0 if outcome.ok else 1

@@ -1,0 +1,208 @@
+"""`mmrobust-bench verify` on a scratch leaderboard: the zoo re-evaluated within a tolerance (untouched rows pass,
+an edited row fails and is named, a row within the tolerance passes with its difference printed, the recorded
+provenance beside a difference), `--retrain` against the committed seed spread, and certificates and η rows."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from mmrobust_bench.bench.environment import row_provenance
+from mmrobust_bench.bench.zoo import read_zoo
+from mmrobust_bench.cli import main
+from scratch_leaderboard import Leaderboard, build
+
+pytestmark = pytest.mark.slow  # every test here uses the scratch leaderboard's trained models
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory) -> Leaderboard:
+    return build(tmp_path_factory.mktemp("verify") / "leaderboards")
+
+
+@pytest.fixture(autouse=True)
+def _threads_back():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def verify(board: Leaderboard, *extra: str, results=None) -> list[str]:
+    return ["verify", "--config", str(board.config), "--root", str(board.runs), "--n", "0", "--cells", "0",
+            "--no-progress", "-q", *(["--results", str(results)] if results else []), *extra]
+
+
+def rows_text(board: Leaderboard) -> pd.DataFrame:
+    """The stored rows as the CSV holds them (text), for editing a copy."""
+    return pd.read_csv(board.runs / "results.csv", keep_default_na=False, dtype=str)
+
+
+def edited(board: Leaderboard, path, seed: int, attack: str, delta: float, **columns: str) -> float:
+    """Write a copy of the results with one row of jt ``seed``'s ``attack`` cell moved by ``delta``; its old value."""
+    frame = rows_text(board)
+    (i,) = frame.index[(frame["seed"] == str(seed)) & (frame["attack"] == attack)
+                       & (frame["eps"].isin(["0.0", "0.5"]))].tolist()
+    old = float(frame.loc[i, "accuracy"])
+    frame.loc[i, "accuracy"] = repr(old + delta)
+    for name, value in columns.items():
+        frame.loc[i, name] = value
+    frame.to_csv(path, index=False)
+    return old
+
+
+def table_line(out: str, start: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.startswith(start)]
+    return line
+
+
+def test_untouched_rows_reproduce_exactly_and_nothing_is_written(board, capsys):
+    snapshot = lambda: {p: p.stat().st_mtime_ns for p in board.base.rglob("*") if p.is_file()}  # noqa: E731
+    before = snapshot()
+    torch.set_num_threads(2)  # verify evaluates at the rows' recorded thread count, not at this process's
+    assert main(verify(board)) == 0
+    assert snapshot() == before
+    out = capsys.readouterr().out
+    assert ("tolerance: 0 for the 8 value(s) recorded with this machine's CPU capability, torch version and build "
+            "and device; 0.01 for the 0 others") in out
+    assert "largest difference: 0 (every value reproduced exactly)" in out
+    assert "verify: 8 values of 2 model(s) re-evaluated from the zoo: all pass (8 exactly equal)" in out
+    lines = [line for line in out.splitlines() if line.startswith("| result | jt |")]
+    assert len(lines) == 8 and all(line.endswith("| exact |") for line in lines)
+
+
+def test_a_row_edited_by_005_fails_and_is_named(board, tmp_path, capsys):
+    sha = read_zoo(board.zoo).find("jt", 0).sha256
+    old = edited(board, tmp_path / "results.csv", 0, "clean", 0.05)
+    assert main(verify(board, results=tmp_path / "results.csv")) == 1
+    out = capsys.readouterr().out
+    line = table_line(out, "| result | jt | 0 | clean |")
+    assert line == (f"| result | jt | 0 | clean | none | 0 | {old + 0.05:.6g} | {old:.6g} | -0.05 | 0 | "
+                    f"{sha[:12]} = | FAILS |")
+    assert "largest difference: 0.05, reached by jt seed 0 clean on none" in out
+    assert "verify: 8 values of 2 model(s) re-evaluated from the zoo: 1 fail" in out
+    here = row_provenance()
+    assert (f"1 value(s) that moved were recorded on: {here['cpu_capability']}, torch {torch.__version__} build "
+            f"{here['torch_build']}, 1 thread(s), cpu ({here['device_name']}); re-measured here on: "
+            f"{here['cpu_capability']}, torch {torch.__version__} build {here['torch_build']}, 1 thread(s), cpu") in out
+    assert main(verify(board, "--tolerance", "0.04", results=tmp_path / "results.csv")) == 1  # 0.05 > 0.04
+
+
+def test_a_row_within_the_tolerance_passes_with_its_difference_printed(board, tmp_path, capsys):
+    old = edited(board, tmp_path / "results.csv", 0, "clean", 1 / 32)  # one test sample more "correct"
+    assert main(verify(board, "--tolerance", "0.04", results=tmp_path / "results.csv")) == 0
+    out = capsys.readouterr().out
+    line = table_line(out, "| result | jt | 0 | clean |")
+    assert f"| {old + 1 / 32:.6g} | {old:.6g} | -0.03125 | 0.04 |" in line and line.endswith("| within |")
+    assert "tolerance: 0.04 (--tolerance)" in out
+    assert "largest difference: 0.03125, reached by jt seed 0 clean on none" in out
+    assert "verify: 8 values of 2 model(s) re-evaluated from the zoo: all pass (7 exactly equal)" in out
+    assert main(verify(board, results=tmp_path / "results.csv")) == 1  # the default tolerance here is 0
+
+
+def test_rows_from_another_machine_get_the_stated_tolerance_and_their_provenance(board, tmp_path, capsys):
+    edited(board, tmp_path / "results.csv", 1, "fgm", 1 / 32, cpu_capability="AVX2", torch_build="0123456789ab",
+           device_name="Another CPU")
+    assert main(verify(board, results=tmp_path / "results.csv")) == 1  # 0.03125 > 0.01
+    out = capsys.readouterr().out
+    assert "tolerance: 0 for the 7 value(s) recorded with this machine's" in out and "0.01 for the 1 others" in out
+    assert table_line(out, "| result | jt | 1 | fgm | a | 0.5 |").endswith("| 0.01 | "
+                                                                          f"{read_zoo(board.zoo).find('jt', 1).sha256[:12]} = | FAILS |")
+    here = row_provenance()
+    assert (f"1 value(s) that moved were recorded on: AVX2, torch {torch.__version__} build 0123456789ab, 1 thread(s), "
+            f"cpu (Another CPU); re-measured here on: {here['cpu_capability']}, torch {torch.__version__} build "
+            f"{here['torch_build']}") in out
+
+    # rows written before the provenance columns existed still load; nothing says they came from this machine
+    frame = rows_text(board).drop(columns=["cpu_capability", "torch_build", "device_name"])
+    frame.to_csv(tmp_path / "old.csv", index=False)
+    assert main(verify(board, results=tmp_path / "old.csv")) == 0
+    out = capsys.readouterr().out
+    assert "tolerance: 0 for the 0 value(s)" in out and "0.01 for the 8 others" in out
+    assert "all pass (8 exactly equal)" in out
+
+
+def test_retrain_accepts_a_value_inside_the_seed_spread_and_rejects_one_outside(board, tmp_path, capsys):
+    config = yaml.safe_load(board.config.read_text())
+    config["seeds"] = [0]  # re-train seed 0 only; the spread comes from every stored seed
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
+    frame = rows_text(board)
+    third = frame[frame["seed"] == "1"].assign(seed="2", checkpoint_sha256="f" * 64)
+    frame = pd.concat([frame, third], ignore_index=True)
+    clean = {seed: frame.index[(frame["seed"] == seed) & (frame["attack"] == "clean")][0] for seed in ("0", "1", "2")}
+    r0 = float(frame.loc[clean["0"], "accuracy"])
+
+    def run(values: dict[str, float]) -> tuple[int, str]:
+        for seed, value in values.items():
+            frame.loc[clean[seed], "accuracy"] = repr(value)
+        frame.to_csv(tmp_path / "results.csv", index=False)
+        code = main(["verify", "--retrain", "--config", str(tmp_path / "sweep.yaml"), "--root", str(board.runs),
+                     "--results", str(tmp_path / "results.csv"), "--n", "1", "--cells", "0", "--no-progress", "-q"])
+        return code, capsys.readouterr().out
+
+    # stored clean accuracies r0 + 0.05, r0 + 0.15, r0 - 0.05: mean r0 + 0.05, std 0.1, so r0 lies inside ± 0.3
+    code, out = run({"0": r0 + 0.05, "1": r0 + 0.15, "2": r0 - 0.05})
+    assert code == 0
+    line = table_line(out, "| result | jt | 0 | clean |")
+    assert f"| {r0 + 0.05:.6g} | {r0:.6g} | -0.05 | 0.3 |" in line and line.endswith("| within spread |")
+    assert "seed spread: stored mean over seeds ± max(3 × sample std, 0.01)" in out
+    assert "bit-identical: 3 of 4 value(s)" in out  # the cells not edited came back with the same checkpoint
+    assert "verify: 4 values of 1 model(s) re-trained: all pass (3 exactly equal)" in out
+
+    # every seed stored r0 + 0.3: no spread, so only the floor 0.01 is allowed and r0 lies outside
+    code, out = run({"0": r0 + 0.3, "1": r0 + 0.3, "2": r0 + 0.3})
+    assert code == 1
+    line = table_line(out, "| result | jt | 0 | clean |")
+    assert f"| {r0 + 0.3:.6g} | {r0:.6g} | -0.3 | 0.01 |" in line and line.endswith("| OUTSIDE |")
+    assert "verify: 4 values of 1 model(s) re-trained: 1 fail" in out
+    assert main(["verify", "--retrain", "--tolerance", "0.1", "--config", str(tmp_path / "sweep.yaml")]) == 2
+
+
+def test_verify_errors_name_the_fix(board, tmp_path, capsys):
+    assert main(verify(board, "--zoo", str(tmp_path / "nowhere"))) == 2
+    assert "no model zoo at" in capsys.readouterr().err
+    frame = rows_text(board)
+    frame.loc[frame["seed"] == "0", "checkpoint_sha256"] = "e" * 64  # rows of another model than the zoo's
+    frame.to_csv(tmp_path / "results.csv", index=False)
+    assert main(verify(board, results=tmp_path / "results.csv")) == 2
+    err = capsys.readouterr().err
+    assert "the zoo's jt seed 0" in err and "is not the model the rows were measured with (eeeeeeeeeeee…)" in err
+    assert main(verify(board, "--tolerance", "-1")) == 2
+    assert "--tolerance must be a number >= 0" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def certified_board(tmp_path_factory) -> Leaderboard:
+    return build(tmp_path_factory.mktemp("verify-cert") / "leaderboards", certify=True)
+
+
+def test_certificates_and_eta_rows_carry_provenance_and_are_verified(certified_board, tmp_path, capsys):
+    board = certified_board
+    certified = pd.read_csv(board.runs / "certified.csv")
+    eta = pd.read_csv(board.runs / "eta_pairs.csv")
+    here = row_provenance()
+    for frame in (certified, eta):
+        assert set(frame["threads"]) == {1} and set(frame["cpu_capability"]) == {here["cpu_capability"]}
+        assert set(frame["torch_build"]) == {here["torch_build"]} and set(frame["device"]) == {"cpu"}
+        assert set(frame["checkpoint_sha256"]) == {e.sha256 for e in read_zoo(board.zoo).entries}
+    args = verify(board, "--certificates")
+    args[args.index("--cells") + 1] = "1"  # every model, one cell each, and all of its certificates
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"({len(certified) + len(eta)} certificate and η values reproduced exactly are not listed)" in out
+    results = sum(line.startswith("| result | jt |") for line in out.splitlines())  # one cell each: 1 or 2 values
+    assert 2 <= results <= 4
+    total = results + len(certified) + len(eta)
+    assert f"verify: {total} values of 2 model(s) re-evaluated from the zoo: all pass ({total} exactly equal)" in out
+
+    i = certified.index[(certified["seed"] == 0) & (certified["radius"] == 0.0)][0]
+    certified.loc[i, "certified_accuracy"] += 0.05
+    copy = board.copy(tmp_path / "lb")
+    certified.to_csv(copy.runs / "certified.csv", index=False)
+    args = verify(copy, "--certificates")
+    args[args.index("--cells") + 1] = "1"
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    row = certified.loc[i]
+    line = table_line(out, f"| certificate | jt | 0 | empirical {row.certificate} {row.variant} | {row.modality} | 0.0 |")
+    assert "| -0.05 | 0 |" in line and line.endswith("| FAILS |")
