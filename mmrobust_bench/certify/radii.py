@@ -43,6 +43,7 @@ from ..contracts import ALL_MODALITIES, Batch, ModalitySpec
 from ..data.base import TensorSplit
 from ..models import ConcatHead, CRMTHead
 from ..progress import progress_bar
+from .eta import eta_ratio_modalities
 from .honesty import HONESTY_CAP, HONESTY_SLACK, HonestyCheck, HonestyConfig, honesty_check
 from .lipschitz import unimodal_jacobian_chunks
 
@@ -311,7 +312,12 @@ class Certificate:
         for row in vul.itertuples():
             extra = f", Eq. 10 {row.eta_eq10:.4g}" if not math.isnan(row.eta_eq10) else ""
             lines.append(f"  η^({row.modality}): local {row.eta_local:.4g}, global {row.eta_global:.4g}{extra}")
-        if len(self.modalities) > 1:
+        if len(self.modalities) == 2:  # the orientation every report uses (certify.eta: η^(a)/η^(v))
+            num, den = eta_ratio_modalities(self.modalities)
+            by = vul.set_index("modality")
+            local, glob = (by.at[num, c] / by.at[den, c] for c in ("eta_local", "eta_global"))
+            lines.append(f"  ratio η^({num})/η^({den}): local {local:.4g}, global {glob:.4g}")
+        elif len(self.modalities) > 2:
             first = self.modalities[0]
             for row in vul.iloc[1:].itertuples():
                 lines.append(f"  ratio η^({row.modality})/η^({first}): local {row.eta_local_ratio:.4g}, "

@@ -18,8 +18,9 @@ Conventions every figure follows (so a reviewer can take it as it is):
 
 - Figure 1: accuracy vs ℓ2-PGD radius, one panel per attacked modality, one line per entry.
 - Figure 3: heat maps of the vulnerability-indicator ratio η^(a)/η^(v) per class pair (y, j), one
-  panel per entry, from ``certify``'s ``eta_pairs.csv``; log colour scale (a sequential map when
-  every ratio is on one side of 1, a diverging map centred on 1 otherwise).
+  panel per entry, from ``certify``'s ``eta_pairs.csv``, in the orientation and with the aggregation every
+  report uses (``certify.eta``); log colour scale (a sequential map when every ratio is on one side of 1, a
+  diverging map centred on 1 otherwise).
 - Figure 4: uni-modal robust accuracy vs radius, one panel per entry, seed bands, the gap between
   the modalities shaded.
 - Figure 5: the CRMT ablation — JT, CRMT head only (no step 1/2), CRMT step 1 only, step 2 only,
@@ -51,6 +52,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from .. import __version__  # noqa: E402
+from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense  # noqa: E402
 from ..io import atomic_path, atomic_write_text  # noqa: E402
 from .entries import resolve_entries  # noqa: E402
 from .paper import method_name  # noqa: E402
@@ -236,10 +238,14 @@ def _eta_symbol(modality: str) -> str:
 def figure3(pairs: pd.DataFrame, *, command: str = "", dataset: str | None = None,
             defenses: Sequence[str] | None = None, column: str = "eta_pair", modalities: tuple[str, str] | None = None,
             stamp: bool = False) -> Figure:
-    """Heat maps of η^(second)/η^(first) per class pair (η^(a)/η^(v) on synthav), one panel per entry.
+    """Heat maps of the η ratio per class pair, one panel per entry: η^(a)/η^(v) on every dataset, the paper's
+    Figure 3 (``certify.eta.eta_ratio_modalities``: never by spec order or fragility). Cells: per-pair ratio, mean
+    over seeds; panel titles: the findings' number (mean over class pairs of η per modality, then the ratio, then
+    mean ± std over seeds).
 
     ``column``: ``eta_pair`` (global pair constant of each modality's share of the margin, any head),
     ``eta_eq10`` (|a_y|τ_y + |a_j|τ_j, CRMT heads only) or ``eta_local_mean`` (mean over test samples).
+    ``modalities``: which two modalities when the rows have more (their order does not change the ratio's).
     Log colour scale: ``viridis`` when every ratio lies on one side of 1, ``RdBu_r`` centred on 1 otherwise.
     """
     if pairs is None or pairs.empty:
@@ -261,8 +267,8 @@ def figure3(pairs: pd.DataFrame, *, command: str = "", dataset: str | None = Non
     mods = modalities or tuple([m for m in ("v", "a") if m in set(data["modality"])] or sorted(set(data["modality"])))[:2]
     if len(mods) != 2:
         raise ValueError(f"Figure 3 needs two modalities, have {', '.join(map(str, mods))}")
-    first, second = mods
-    mats = [eta_ratio_matrix(data[data["defense"].astype(str) == lab], second, first, column) for lab in labels]
+    num, den = eta_ratio_modalities(mods)
+    mats = [eta_ratio_matrix(data[data["defense"].astype(str) == lab], num, den, column) for lab in labels]
     keep = [(lab, m) for lab, m in zip(labels, mats) if np.isfinite(m).any()]
     if not keep:
         raise ValueError(f"no finite {column} ratios for dataset {dataset!r}")
@@ -282,25 +288,30 @@ def figure3(pairs: pd.DataFrame, *, command: str = "", dataset: str | None = Non
         ax.set_visible(False)
     image = None
     k = mats[0].shape[0]
-    seeds = data.groupby("defense")["seed"].nunique()
+    summary = eta_ratio_per_defense(data, num, den, column).set_index("defense")
     for ax, lab, mat in zip(axes.flat, labels, mats):
         image = ax.imshow(np.where(mat > 0, mat, np.nan), cmap=cmap, norm=norm)
-        ax.set_title(f"{method_name(lab)}\ngeo. mean {math.exp(np.nanmean(np.log(mat[mat > 0]))):.2f}, "
-                     f"{int(seeds.get(lab, 0))} seeds", fontsize=8)
+        mean, std, seeds = (summary.loc[lab, c] if lab in summary.index else math.nan
+                            for c in ("ratio_mean", "ratio_std", "seeds"))
+        spread = "" if not np.isfinite(std) else f" ± {std:#.2g}"
+        ax.set_title(f"{method_name(lab)}\nratio {mean:#.3g}{spread}, "
+                     f"{0 if not np.isfinite(seeds) else int(seeds)} seeds", fontsize=8)
         ticks = list(range(k))
         ax.set_xticks(ticks)
         ax.set_yticks(ticks)
         ax.tick_params(labelsize=6)
         ax.set_xlabel("class j", fontsize=8)
         ax.set_ylabel("class y", fontsize=8)
-    symbol = rf"${_eta_symbol(second)} / {_eta_symbol(first)}$"
+    symbol = rf"${_eta_symbol(num)} / {_eta_symbol(den)}$"
     if image is not None:
         bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85)
-        bar.set_label(f"{symbol}  ({modality_name(second)} / {modality_name(first)}, log scale)", fontsize=8)
+        bar.set_label(f"{symbol}  ({modality_name(num)} / {modality_name(den)})\n"
+                      "the paper's Figure 3 orientation, log scale", fontsize=8)
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 20 else ""))
         bar.ax.tick_params(labelsize=6, which="both")
-    fig.suptitle(f"{dataset}: vulnerability ratio {symbol} per class pair (y, j), mean over seeds — empirical "
+    fig.suptitle(f"{dataset}: vulnerability ratio {symbol} (the paper's Figure 3 orientation) per class "
+                 f"pair (y, j), mean over seeds; panel titles: {ETA_RATIO_AGGREGATION} (± std)\nempirical "
                  f"(gradient-based Lipschitz estimates, {column}); 1 = balanced", fontsize=9)
     if stamp:
         _stamp(fig, command)

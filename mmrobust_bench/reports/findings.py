@@ -5,7 +5,9 @@ Four questions of the paper, each answered by a table of mean ± sample std over
 1. *Preference*: which modality JT leans on — accuracy with each modality missing (zero-filled).
 2. *Fragility*: which modality's uni-modal ℓ2-PGD hurts more, over the radius grid.
 3. *Robustness and imbalance*: per defense, clean and robust accuracy at chosen cells, and the
-   empirical vulnerability-indicator ratio η^(a)/η^(v) (mean over class pairs, from ``eta_pairs.csv``).
+   empirical vulnerability-indicator ratio in one orientation on every dataset, η^(a)/η^(v) as the paper's
+   Figure 3, and one aggregation (``certify.eta``: mean over class pairs of η per modality, then the ratio, then
+   mean over seeds; from ``eta_pairs.csv``).
 4. *Ablation*: the same cells for the CRMT stages (Figure 5 labels).
 
 Plus the honesty check of every empirical certificate (claims broken by an attack inside the claimed radius:
@@ -22,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense
 from .entries import ENTRY, base_label, mixed_labels, resolve_entries
 from .tables import fmt, paper_row_order
 
@@ -59,15 +62,7 @@ def cell_table(rows: pd.DataFrame, defenses: Sequence[str], cells: Sequence[Cell
     return "\n".join(lines)
 
 
-def eta_ratio(pairs: pd.DataFrame, numerator: str, denominator: str,
-              column: str = "eta_pair") -> pd.DataFrame:
-    """Per defense: mean over seeds of (mean over class pairs of η^(num)) / (mean over class pairs of η^(den))."""
-    if pairs is None or pairs.empty:
-        return pd.DataFrame(columns=["defense", "ratio_mean", "ratio_std", "seeds"])
-    per_model = (pairs.groupby(["defense", "seed", "modality"])[column].mean().unstack("modality"))
-    ratio = (per_model[numerator] / per_model[denominator]).rename("ratio").reset_index()
-    out = ratio.groupby("defense")["ratio"].agg(ratio_mean="mean", ratio_std="std", seeds="count").reset_index()
-    return out
+eta_ratio = eta_ratio_per_defense  # the aggregation every report uses (certify.eta)
 
 
 EMPIRICAL_METHOD = "empirical"  # bench.certification.EMPIRICAL_METHOD (not imported: it pulls torch)
@@ -194,7 +189,7 @@ def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
 
     ``reference`` is the defense the preference / fragility sections describe (label, or defense id when no
     entry carries that label). When its rows are split by configuration (``jt [cfg …]``) every configuration
-    gets its own tables; the η ordering of section 3b follows the one with the most seeds, and the text says so.
+    gets its own tables. Section 3b's η ratio has one orientation on every dataset (``certify.eta``).
     """
     if ENTRY not in rows:  # not yet grouped by configuration: group results, η pairs and certificates alike
         split = mixed_labels(rows, pairs, certified)
@@ -211,11 +206,10 @@ def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
     out = [f"made by: `{command}`" if command else "", ""]
     if not references:
         out += [f"_No entry is the reference `{reference}` (by label or defense id): sections 1 and 2 are "
-                "skipped, 3b orders the modalities by the first defense._", ""]
+                "skipped._", ""]
     elif len(references) > 1:
         out += [f"_The reference `{reference}` is split by configuration into {len(references)} entries "
-                f"({', '.join(f'`{r}`' for r in references)}): sections 1, 2 and 4 show each; section 3b orders "
-                f"the modalities by `{references[0]}`, the one with the most seeds._", ""]
+                f"({', '.join(f'`{r}`' for r in references)}): sections 1, 2 and 4 show each._", ""]
     ref_text = ", ".join(f"`{r}`" for r in references)
     if references:
         out += [f"### 1. Preference: {ref_text} with one modality missing (zero-filled)", "",
@@ -230,11 +224,12 @@ def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
              + [Cell(f"{m} missing", "missing", m) for m in modalities])
     out += ["### 3. Robust accuracy per defense", "", cell_table(rows, defenses, cells), ""]
     if pairs is not None and not pairs.empty and len(modalities) == 2:
-        num, den = _fragile_first(rows, references[0] if references else defenses[0], modalities, grid)
+        num, den = eta_ratio_modalities(modalities)
         ratios = eta_ratio(pairs, num, den)
         order = {d: i for i, d in enumerate(defenses)}
         ratios = ratios.sort_values("defense", key=lambda s: s.map(lambda d: order.get(d, len(order))))
-        out += [f"### 3b. Imbalance: empirical η^({num}) / η^({den}) (mean over class pairs; 1 = balanced)", "",
+        out += [f"### 3b. Imbalance: empirical η^({num}) / η^({den}) (the paper's Figure 3 orientation; "
+                f"{ETA_RATIO_AGGREGATION}; 1 = balanced)", "",
                 "| defense | ratio | seeds |", "|---|---:|---:|"]
         out += [f"| `{r.defense}` | {fmt(r.ratio_mean, r.ratio_std)} | {r.seeds} |" for r in ratios.itertuples()]
         out += [""]
@@ -274,15 +269,6 @@ def _modality_grid(rows: pd.DataFrame, defense: str, modalities: Sequence[str], 
         lines.append(f"| {m} | " + " | ".join(fmt(*seed_stats(rows, defense, Cell("", "pgd_l2", m, e))[:2])
                                               for e in grid) + " |")
     return "\n".join(lines)
-
-
-def _fragile_first(rows: pd.DataFrame, defense: str, modalities: Sequence[str],
-                   grid: Sequence[float]) -> tuple[str, str]:
-    """(more fragile, less fragile) modality of ``defense``: lower mean PGD accuracy over the grid first."""
-    mean = {m: np.nanmean([seed_stats(rows, defense, Cell("", "pgd_l2", m, e))[0] for e in grid] or [np.nan])
-            for m in modalities}
-    first, second = sorted(modalities, key=lambda m: mean[m])
-    return first, second
 
 
 __all__ = ["Cell", "seed_stats", "cell_table", "certificate_kinds", "eta_ratio", "honesty_table", "findings_markdown",
