@@ -901,7 +901,7 @@ def _check_additive(wrapped: WrappedModel, output: ModelOutput, offset: Tensor |
     return reference
 
 
-def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any], *,
+def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any] | None = None, *,
             radii: Sequence[float] = (0.25, 0.5, 1.0), order: Sequence[str] | None = None, label_key: str | None = None,
             device: str | torch.device | None = None, honesty_steps: int | None = None, seed: int | None = None,
             class_chunk: int = 32, honesty: Any = None, batch_size: int = 64) -> pd.DataFrame:
@@ -919,6 +919,9 @@ def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any],
     radius, certified accuracy at each of ``radii``, the honesty counts and the check used. Needs uni-modal
     scores (see :func:`wrap`); the test loader is held in memory.
     """
+    if test is None:
+        raise TypeError("mmr.certificates(wrapped, train, test) needs two loaders: the test loader is missing "
+                        "(train gives the Lipschitz constants, test the certified radii)")
     from .certify.honesty import HonestyConfig, honesty_check
     from .certify.radii import pair_eta, radius_from, unimodal_grams
     from .data.base import TensorSplit
@@ -984,35 +987,61 @@ def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any],
     return pd.DataFrame(rows)
 
 
-SMOOTHING_ROWS = ("sample", "certified_accuracy")  # the two kinds of row of smooth_certify's frame
+SMOOTHING_ROWS = ("sample", "certified_accuracy")  # the two kinds of row of SmoothingResult.to_frame
+# the columns of SmoothingResult.to_frame, in order (then any others: the honesty check's)
+SMOOTHING_COLUMNS = ("row", "modality", "sample", "label", "prediction", "abstained", "p_a_lower", "radius", "eps",
+                     "certified_accuracy", "abstained_fraction", "samples", "sigma", "n0", "n", "alpha", "kind")
+
+
+@dataclass(frozen=True)
+class SmoothingResult:
+    """What :func:`smooth_certify` returns: per-sample rows and per-radius rows kept apart, so that a mean over
+    ``summary`` never mixes in a sample's radius.
+
+    ``samples``: one row per test sample (``sample``, ``label``, ``prediction`` (−1 when abstaining),
+    ``abstained``, ``p_a_lower``, ``radius`` (NaN when abstaining)); ``summary``: one row per radius ``eps``
+    (``certified_accuracy``, ``abstained_fraction``, ``samples`` and the honesty counts when checked); both carry
+    ``modality``, ``sigma``, ``n0``, ``n``, ``alpha`` and ``kind``. ``largest_radius``: σ·Φ⁻¹(α^{1/n}), beyond
+    which nothing is certified (``certify.smoothing.largest_certifiable_radius``)."""
+
+    samples: pd.DataFrame
+    summary: pd.DataFrame
+    largest_radius: float
+
+    def to_frame(self) -> pd.DataFrame:
+        """Both in one tidy frame with a ``row`` column: ``"sample"`` rows, then ``"certified_accuracy"`` rows."""
+        frame = pd.concat([self.samples.assign(row="sample"), self.summary.assign(row="certified_accuracy")],
+                          ignore_index=True)
+        return frame[list(SMOOTHING_COLUMNS) + [c for c in frame.columns if c not in SMOOTHING_COLUMNS]]
 
 
 def smooth_certify(model: WrappedModel, loader: Iterable[Any], *, modality: str | Sequence[str] = ALL_MODALITIES,
                    sigma: float = 0.25, n0: int = 100, n: int = 10_000, alpha: float = 0.001, batch: int = 1000,
-                   seed: int = 0, radii: Sequence[float] = (0.0, 0.25, 0.5, 1.0), order: Sequence[str] | None = None,
+                   seed: int = 0, radii: Sequence[float] | None = None, order: Sequence[str] | None = None,
                    label_key: str | None = None, device: str | torch.device | None = None,
                    max_samples: int | None = None, n_attack: int = 0, attack_steps: int = 20,
-                   progress: bool = False) -> pd.DataFrame:
+                   progress: bool = False) -> SmoothingResult:
     """Randomized-smoothing certificates (Cohen et al. 2019; ``mmrobust_bench.certify.smoothing``) of any wrapped
     model, with Gaussian noise of std ``sigma`` on ``modality`` (one name, ``"a,v"`` or ``"all"``; the others held
     fixed): **sound (probabilistic, 1 − α)** — each radius holds with probability ≥ 1 − ``alpha`` over the noise
     draws, whatever the model (no uni-modal scores, no Lipschitz estimate needed). Train the model with the same
     unclamped noise or the smoothed classifier abstains a lot.
 
-    Returns one tidy frame with a ``row`` column: ``"sample"`` rows (one per test sample: ``label``,
-    ``prediction`` (−1 when abstaining), ``abstained``, ``p_a_lower``, ``radius`` (NaN when abstaining)) and
-    ``"certified_accuracy"`` rows (one per ε of ``radii``: the fraction of all samples certified correct with
-    radius ≥ ε, and the abstention rate). Every row carries ``modality``, ``sigma``, ``n0``, ``n``, ``alpha`` and
-    ``kind``. ``n_attack > 0`` also runs the SmoothAdv-style honesty check (``attack_steps`` PGD steps; violations
-    found are a lower bound) and adds its counts to the ``certified_accuracy`` rows. The loader is held in memory
-    (``max_samples`` caps it).
+    Returns a :class:`SmoothingResult`: ``.samples`` (one row per test sample), ``.summary`` (one row per ε of
+    ``radii``: the fraction of all samples certified correct with radius ≥ ε, and the abstention rate) and
+    ``.to_frame()`` (both in one tidy frame with a ``row`` column). No radius is certified beyond
+    σ·Φ⁻¹(α^{1/n}) (``.largest_radius``; 0.80 at the defaults): ``radii`` defaults to 0, σ, 2σ, … up to it, and
+    given radii above it are clipped to it with a warning naming it. ``n_attack > 0`` also runs the
+    SmoothAdv-style honesty check (``attack_steps`` PGD steps; violations found are a lower bound) and adds its
+    counts to the summary rows. The loader is held in memory (``max_samples`` caps it).
     """
-    from .certify.smoothing import SOUND, SmoothingConfig, smoothed_honesty_check
+    from .certify.smoothing import SOUND, SmoothingConfig, capped_radii, smoothed_honesty_check
     from .certify.smoothing import smooth_certify as certify_smoothed
 
     wrapped = _check_wrapped(model)
     config = SmoothingConfig(sigma=float(sigma), n0=int(n0), n=int(n), alpha=float(alpha), batch=int(batch),
                              seed=int(seed))
+    radii = capped_radii(config.default_radii if radii is None else radii, config.sigma, config.n, config.alpha)
     dev = torch.device(device) if device is not None else _model_device(wrapped)
     inputs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
     labels: list[Tensor] = []
@@ -1039,26 +1068,23 @@ def smooth_certify(model: WrappedModel, loader: Iterable[Any], *, modality: str 
                                           progress=progress) if n_attack > 0 else None)
     common = {"modality": cert.modality_label, "sigma": config.sigma, "n0": config.n0, "n": config.n,
               "alpha": config.alpha, "kind": SOUND}
-    rows: list[dict[str, Any]] = []
-    for i in range(cert.n):
-        radius = float(cert.radius[i])
-        rows.append({"row": "sample", "sample": i, "label": int(cert.labels[i]),
-                     "prediction": int(cert.predictions[i]), "abstained": bool(cert.abstained[i]),
-                     "p_a_lower": float(cert.p_lower[i]), "radius": radius, **common})
+    samples = pd.DataFrame({"modality": cert.modality_label, "sample": np.arange(cert.n),
+                            "label": cert.labels.numpy().astype(int),
+                            "prediction": cert.predictions.numpy().astype(int),
+                            "abstained": cert.abstained.numpy().astype(bool), "p_a_lower": cert.p_lower.numpy(),
+                            "radius": cert.radius.numpy(), **{k: v for k, v in common.items() if k != "modality"}})
     abstained = float(cert.abstained.float().mean()) if cert.n else 0.0
+    rows: list[dict[str, Any]] = []
     for eps in radii:
-        row = {"row": "certified_accuracy", "eps": float(eps), "certified_accuracy": cert.certified_accuracy(float(eps)),
-               "abstained_fraction": abstained, "samples": cert.n, **common}
+        row = {"eps": float(eps), "certified_accuracy": cert.certified_accuracy(eps), "abstained_fraction": abstained,
+               "samples": cert.n, **common}
         if honesty is not None:
             row.update({"honesty_checked": honesty.checked, "honesty_violations": honesty.violations,
                         "honesty_counts": "lower bound (>= violations found)", "honesty_attack": honesty.attack})
         rows.append(row)
-    columns = ["row", "modality", "sample", "label", "prediction", "abstained", "p_a_lower", "radius", "eps",
-               "certified_accuracy", "abstained_fraction", "samples", "sigma", "n0", "n", "alpha", "kind"]
-    frame = pd.DataFrame(rows)
-    return frame[columns + [c for c in frame.columns if c not in columns]]
+    return SmoothingResult(samples, pd.DataFrame(rows), config.largest_radius)
 
 
 __all__ = ["Modality", "WrappedModel", "wrap", "attack", "drop", "evaluate", "benchmark", "eta", "certificates",
-           "smooth_certify",
+           "smooth_certify", "SmoothingResult",
            "format_table", "resolve_attack", "ResolvedAttack", "norm_name", "state_dict_sha256", "CALLS", "LABEL_KEYS", "LABEL"]

@@ -90,6 +90,10 @@ def test_certificates_run_the_strong_honesty_check_with_its_options():
     assert (off["honesty_certified"], off["honesty_violations"], off["honesty_counts"]) == (-1, -1, "not run")
     with pytest.raises(ValueError, match="honesty= takes a mmrobust_bench.certify.honesty.HonestyConfig"):
         mmr.certificates(wrapped, train, test, honesty={"steps": 3})
+    with pytest.raises(TypeError, match=r"^mmr\.certificates\(wrapped, train, test\) needs two loaders: the test "
+                                        r"loader is missing \(train gives the Lipschitz constants, test the certified "
+                                        r"radii\)$"):
+        mmr.certificates(wrapped, test)
 
 
 class Linear2(nn.Module):
@@ -118,12 +122,22 @@ def test_smooth_certify_on_a_user_linear_model_matches_the_closed_form(modality,
     y[:3] = 1 - y[:3]  # three samples labelled against the model: never certified correct
     loader = DataLoader(TensorDataset(a, v, y), batch_size=8)
     sigma, n, alpha = 0.5, 3000, 0.001
-    frame = mmr.smooth_certify(wrapped, loader, modality=modality, sigma=sigma, n0=50, n=n, alpha=alpha, batch=600,
-                               seed=2, radii=(0.0, 0.5, 1.0))
-    assert set(frame["row"]) == {"sample", "certified_accuracy"}
-    assert (frame["kind"] == SOUND).all() and (frame["sigma"] == sigma).all() and (frame["alpha"] == alpha).all()
-    assert (frame["modality"] == modality).all()
-    samples = frame[frame["row"] == "sample"].set_index("sample")
+    result = mmr.smooth_certify(wrapped, loader, modality=modality, sigma=sigma, n0=50, n=n, alpha=alpha, batch=600,
+                                seed=2, radii=(0.0, 0.5, 1.0))
+    assert result.largest_radius == pytest.approx(sigma * stats.norm.ppf(alpha ** (1 / n)))  # 1.416 > every radius
+    for frame in (result.samples, result.summary):
+        assert (frame["kind"] == SOUND).all() and (frame["sigma"] == sigma).all() and (frame["alpha"] == alpha).all()
+        assert (frame["modality"] == modality).all()
+    assert len(result.samples) == 20 and list(result.summary["eps"]) == [0.0, 0.5, 1.0]
+    assert "eps" not in result.samples and "radius" not in result.summary  # the two kinds of row never mix
+    # to_frame: both in one tidy frame with a row column, samples first
+    tidy = result.to_frame()
+    assert list(tidy["row"]) == ["sample"] * 20 + ["certified_accuracy"] * 3
+    assert list(tidy.columns[:4]) == ["row", "modality", "sample", "label"]
+    assert np.allclose(tidy.loc[tidy["row"] == "sample", "radius"], result.samples["radius"], equal_nan=True)
+    assert list(tidy.loc[tidy["row"] == "certified_accuracy", "certified_accuracy"]) == list(
+        result.summary["certified_accuracy"])
+    samples = result.samples.set_index("sample")
     assert list(samples.index) == list(range(20))
     # closed form: p_A = Φ(|margin| / (σ‖w^(M)‖)), the exact distance to the boundary is |margin| / ‖w^(M)‖
     w = (model.fc.weight[0] - model.fc.weight[1]).detach().double()
@@ -146,7 +160,7 @@ def test_smooth_certify_on_a_user_linear_model_matches_the_closed_form(modality,
     assert np.allclose(radius, cert.radius.numpy(), equal_nan=True)
     assert np.allclose(samples["p_a_lower"].to_numpy(), cert.p_lower.numpy())
     # certified accuracy: samples certified with their true label at radius ≥ ε, over all samples
-    acc = frame[frame["row"] == "certified_accuracy"].set_index("eps")
+    acc = result.summary.set_index("eps")
     for eps in (0.0, 0.5, 1.0):
         hit = (samples["prediction"] == samples["label"]) & ~samples["abstained"] & (samples["radius"] >= eps)
         assert acc.loc[eps, "certified_accuracy"] == pytest.approx(hit.mean())
@@ -163,9 +177,12 @@ def test_smooth_certify_checks_its_inputs_and_runs_the_honesty_check():
         mmr.smooth_certify(wrapped, loader, modality="sound")
     with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
         mmr.smooth_certify(wrapped, loader, sigma=0.0)
-    frame = mmr.smooth_certify(wrapped, loader, modality=["video"], sigma=0.25, n0=20, n=200, batch=200,
-                               max_samples=4, n_attack=4, attack_steps=3)
-    assert (frame["row"] == "sample").sum() == 4 and (frame["modality"] == "video").all()
-    acc = frame[frame["row"] == "certified_accuracy"]
+    result = mmr.smooth_certify(wrapped, loader, modality=["video"], sigma=0.25, n0=20, n=200, batch=200,
+                                max_samples=4, n_attack=4, attack_steps=3)
+    assert len(result.samples) == 4 and (result.samples["modality"] == "video").all()
+    acc = result.summary
     assert (acc["honesty_counts"] == "lower bound (>= violations found)").all()
-    assert (acc["honesty_checked"] == int((~frame.loc[frame["row"] == "sample", "abstained"].astype(bool)).sum())).all()
+    assert (acc["honesty_checked"] == int((~result.samples["abstained"]).sum())).all()
+    # the default radii stop under the cap σ·Φ⁻¹(α^(1/n)) = 0.25·Φ⁻¹(0.001^(1/200)) = 0.456: 0 and σ
+    assert result.largest_radius == pytest.approx(0.25 * stats.norm.ppf(0.001 ** (1 / 200)))
+    assert list(acc["eps"]) == [0.0, 0.25]

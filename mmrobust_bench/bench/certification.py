@@ -200,7 +200,7 @@ def _checkpoint_tau(trained: TrainedModel,
 
 def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, label: str | None = None,
                     overrides: Mapping[str, Any] | None = None, dataset_options: Mapping[str, Any] | None = None,
-                    root: Path | None = None, device: str = "auto", radii: Sequence[float] = DEFAULT_RADII,
+                    root: Path | None = None, device: str = "auto", radii: Sequence[float] | None = None,
                     honesty_steps: int = 100, train_samples: int = -1, batch_size: int = 64, progress: bool = True,
                     trained: TrainedModel | None = None, command: str | None = None,
                     method: str = EMPIRICAL_METHOD, honesty: HonestyConfig | None = None,
@@ -218,11 +218,13 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
     ``method="smoothing"``: randomized smoothing with ``smoothing`` (σ, n0, n, α, batch) for each noise set
     in ``modalities`` (``"a"``, ``"all"`` or ``"a,v"`` …); ``n_attack > 0`` runs the SmoothAdv-style
     honesty check (``attack_steps`` PGD steps, on the first ``attack_samples`` certified samples if > 0).
-    ``test_samples > 0`` certifies only the first that many test samples (either method).
+    ``test_samples > 0`` certifies only the first that many test samples (either method). ``radii``: the grid of
+    certified accuracies, by default ``DEFAULT_RADII`` (empirical) or 0, σ, 2σ, … up to the largest certifiable
+    radius (smoothing: ``SmoothingConfig.default_radii``; given radii above it are clipped to it with a warning).
     """
     if method not in METHODS:
         raise ValueError(f"unknown certification method {method!r}; valid: {', '.join(METHODS)}")
-    radii = validate_eps(radii)
+    radii = None if radii is None else validate_eps(radii)
     root = Path(root) if root is not None else default_root()
     command = command or invoked_command()
     label = label or defense
@@ -241,10 +243,12 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
     if 0 < test_samples < len(test_split):
         test_split = test_split.subset(torch.arange(test_samples))
     if method == SMOOTHING:
+        config = smoothing or SmoothingConfig()
         return _certify_smoothing(trained, ds, test_split, defense=defense, label=label, seed=seed, root=root,
-                                  device=dev, radii=radii, config=smoothing or SmoothingConfig(), noise_sets=modalities,
-                                  n_attack=n_attack, attack_steps=attack_steps, attack_samples=attack_samples,
-                                  progress=progress, command=command)
+                                  device=dev, radii=config.default_radii if radii is None else radii, config=config,
+                                  noise_sets=modalities, n_attack=n_attack, attack_steps=attack_steps,
+                                  attack_samples=attack_samples, progress=progress, command=command)
+    radii = DEFAULT_RADII if radii is None else radii
     names = [s.name for s in ds.specs]
     tau, source, notes = _checkpoint_tau(trained, names)
     train_split = ds.train

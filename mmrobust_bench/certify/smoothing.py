@@ -17,6 +17,12 @@ one-sided Clopper–Pearson bound p̲_A = Beta⁻¹(α; n_A, n − n_A + 1) hold
 the sample **abstains** when p̲_A ≤ ½, else it gets (ĉ_A, σ·Φ⁻¹(p̲_A)). So each returned radius is
 wrong with probability at most α over the noise draws: the certificate is "sound (probabilistic, 1 − α)".
 
+The largest radius CERTIFY can return is σ·Φ⁻¹(α^{1/n}) (:func:`largest_certifiable_radius`: every one of the
+n copies votes for ĉ_A, where the bound is Beta⁻¹(α; n, 1) = α^{1/n}); 0.616 for σ 0.25, n 1000, α 0.001. A
+certified accuracy at a larger radius is 0 by construction, whatever the model, so radius grids are clipped
+to it with a warning naming it (:func:`capped_radii`, used by :meth:`SmoothedCertificate.summary_frame`,
+:meth:`SmoothedCertificate.format` and ``mmr.smooth_certify``).
+
 The valid box: the noise is **not clamped** to a modality's valid box (ImageNet-normalised frames).
 Clamping would change the smoothed classifier (it would no longer be a Gaussian convolution and the
 theorem would not apply); the certificate then covers the whole ℓ2 ball, inside and outside the box,
@@ -41,7 +47,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -83,6 +91,46 @@ class SmoothingConfig:
     @property
     def confidence(self) -> float:
         return 1.0 - self.alpha
+
+    @property
+    def largest_radius(self) -> float:
+        """σ·Φ⁻¹(α^{1/n}) for these settings (:func:`largest_certifiable_radius`)."""
+        return largest_certifiable_radius(self.sigma, self.n, self.alpha)
+
+    @property
+    def default_radii(self) -> tuple[float, ...]:
+        """The radius grid when none is given: 0, σ, 2σ, … up to :attr:`largest_radius` (radius kσ needs
+        p̲_A ≥ Φ(k))."""
+        cap = self.largest_radius
+        return tuple(k * self.sigma for k in range(int(cap / self.sigma) + 1) if k * self.sigma <= cap)
+
+
+def largest_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
+    """σ·Φ⁻¹(α^{1/n}): the largest radius CERTIFY returns with noise σ, n estimation copies and level α, reached
+    when all n copies vote for the class (the one-sided Clopper–Pearson bound is then α^{1/n}); 0 when
+    α^{1/n} ≤ ½, where every sample abstains. No model is certified beyond it."""
+    if isinstance(sigma, bool) or not (isinstance(sigma, Real) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"smoothing: sigma must be a finite number > 0, got {sigma!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"smoothing: n must be an integer >= 1, got {n!r}")
+    if isinstance(alpha, bool) or not (isinstance(alpha, Real) and 0 < alpha < 1):
+        raise ValueError(f"smoothing: alpha must be in (0, 1), got {alpha!r}")
+    p = float(alpha) ** (1.0 / int(n))
+    return float(sigma * stats.norm.ppf(p)) if p > 0.5 else 0.0
+
+
+def capped_radii(radii: Sequence[float], sigma: float, n: int, alpha: float) -> tuple[float, ...]:
+    """``radii`` with every one above :func:`largest_certifiable_radius` replaced by that cap (listed once, in the
+    place of the first), and a ``UserWarning`` naming the cap: certified accuracy there is 0 by construction."""
+    cap = largest_certifiable_radius(sigma, n, alpha)
+    values = [float(r) for r in radii]
+    above = [r for r in values if r > cap]
+    if not above:
+        return tuple(values)
+    warnings.warn(f"smoothing: radii {', '.join(f'{r:g}' for r in above)} are above the largest certifiable radius "
+                  f"σ·Φ⁻¹(α^(1/n)) = {cap:.4g} (σ {sigma:g}, n {n}, α {alpha:g}) and are clipped to it; raise n or σ "
+                  "to certify larger radii", UserWarning, stacklevel=3)
+    return tuple(dict.fromkeys(min(r, cap) for r in values))
 
 
 def logits_function(model: Callable[[Batch], Any]) -> Callable[[Batch], Tensor]:
@@ -284,8 +332,10 @@ class SmoothedCertificate:
         return float(pos.median()) if pos.numel() else math.nan
 
     def summary_frame(self, eps_grid: Sequence[float]) -> pd.DataFrame:
-        """Rows in certified.csv's schema (method ``smoothing``, kind ``sound (probabilistic, 1-alpha)``)."""
+        """Rows in certified.csv's schema (method ``smoothing``, kind ``sound (probabilistic, 1-alpha)``), one per
+        radius of ``eps_grid`` clipped to the largest certifiable radius (:func:`capped_radii`)."""
         h, c = self.honesty, self.config
+        eps_grid = capped_radii(eps_grid, c.sigma, c.n, c.alpha)
         rows = []
         for eps in eps_grid:
             rows.append({
@@ -309,6 +359,7 @@ class SmoothedCertificate:
 
     def format(self, eps_grid: Sequence[float]) -> str:
         c = self.config
+        eps_grid = capped_radii(eps_grid, c.sigma, c.n, c.alpha)
         fixed = [m for m in self.all_modalities if m not in self.modalities]
         held = f"; {', '.join(fixed)} fixed" if fixed else ""
         joint = "the concatenation of " if len(self.modalities) > 1 else ""
@@ -316,7 +367,9 @@ class SmoothedCertificate:
                  f"(alpha = {c.alpha:g})",
                  f"noise σ = {c.sigma:g} on {', '.join(self.modalities)}{held}, unclamped; n0 = {c.n0}, n = {c.n}; "
                  f"{self.n} test samples, {int(self.abstained.sum())} abstained",
-                 f"certified against: ℓ2 perturbations of {joint}{' + '.join(self.modalities)}"]
+                 f"certified against: ℓ2 perturbations of {joint}{' + '.join(self.modalities)}",
+                 f"largest certifiable radius σ·Φ⁻¹(α^(1/n)) = {c.largest_radius:.4g}: no sample is certified beyond "
+                 "it (larger radii are clipped to it)"]
         lines += [f"note: {n}" for n in self.notes]
         header = ("| certificate | kind | median r (certified) | "
                   + " | ".join(f"cert. acc @ {e:g}" for e in eps_grid) + " | honesty: violations found / checked |")
@@ -486,5 +539,6 @@ def smoothed_honesty_check(model: Callable[[Batch], Any], inputs: Mapping[str, T
 
 
 __all__ = ["ABSTAIN", "METHOD", "SOUND", "SmoothedCertificate", "SmoothedHonesty", "SmoothingConfig",
-           "certified_radius", "clopper_pearson_lower", "logits_function", "sample_counts", "smooth_certify",
+           "capped_radii", "certified_radius", "clopper_pearson_lower", "largest_certifiable_radius",
+           "logits_function", "sample_counts", "smooth_certify",
            "smooth_predict", "smoothed_honesty_check"]

@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cert.add_argument("--label", help="name of this model in the output rows (default: the defense id)")
     cert.add_argument("--dataset", default="synthav", help="dataset id (see `mmrobust-bench list`)")
     cert.add_argument("--seed", type=int, default=0, help="training seed of the model to certify")
-    cert.add_argument("--radius", help="comma-separated radii for certified accuracy (default 0,0.25,0.5,1)")
+    cert.add_argument("--radius", help="comma-separated radii for certified accuracy (default: 0,0.25,0.5,1; "
+                                       "smoothing: 0, sigma, 2 sigma, ... up to the largest certifiable radius "
+                                       "sigma*Phi^-1(alpha^(1/n)), above which radii are clipped with a warning)")
     cert.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a defense or training setting")
     cert.add_argument("--config", help="YAML file of defense/training settings (--set wins)")
     cert.add_argument("--dataset-set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_test=200")
@@ -66,7 +68,6 @@ def cmd(args: argparse.Namespace) -> int:
     from ..bench import distributed
     from ..bench.api import train_defense
     from ..bench.certification import certify_defense
-    from ..certify import DEFAULT_RADII
 
     world = distributed.current()
     if not world.main:  # under torchrun: take part in training, then let rank 0 certify
@@ -90,7 +91,7 @@ def cmd(args: argparse.Namespace) -> int:
         args.defense, dataset=args.dataset, seed=args.seed, label=args.label, overrides=overrides(args),
         dataset_options=key_values(args.dataset_set, "--dataset-set"),
         root=Path(args.root) if args.root else None, device=args.device,
-        radii=eps_list(args.radius, "--radius") if args.radius else DEFAULT_RADII,
+        radii=eps_list(args.radius, "--radius") if args.radius else None,
         honesty_steps=args.honesty_steps, train_samples=args.train_samples, batch_size=args.batch_size,
         progress=not args.no_progress, command=args.command_line,
         method=args.method, honesty=honesty, smoothing=smoothing, modalities=args.modality or ["all"],

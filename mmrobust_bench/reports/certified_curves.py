@@ -4,19 +4,25 @@ radii of the same models (rows of ``certified.csv``, written by ``mmrobust-bench
 One panel per attacked modality (a modality alone, or ``all`` for the joint ball). In each panel, per model
 entry (defense label; a label with several configurations is split by config hash, never averaged):
 
-- solid: randomized smoothing (kind ``sound (probabilistic, 1-alpha)``), one line per σ, the noise on
-  that panel's modalities;
+- solid: randomized smoothing (kind ``sound (probabilistic, 1-alpha)``), one line per (σ, n, α), the noise
+  on that panel's modalities, stopping at the largest certifiable radius σ·Φ⁻¹(α^{1/n})
+  (``certify.smoothing.largest_certifiable_radius``: rows at larger radii are 0 by construction and are not
+  drawn), which a dotted grey vertical line marks;
 - dashed: the empirical certificate of the same modality set — Eq. 10[m] / Eq. 10 for CRMT heads,
   else Eq. 7[m] / Eq. 5 — min over j only (runner-up radii are not bounds and are never drawn);
   dotted and marked "heuristic" where the model mixes modalities before its head (MMT family).
 
-Lines are the mean over seeds. Empirical radii come from Lipschitz *estimates* and can overclaim (see
-their honesty-check counts, lower bounds); smoothed radii hold with probability ≥ 1 − α each.
+Lines are the mean over seeds, drawn as steps (matplotlib's ``steps-pre``): certified accuracy falls with the
+radius and is known only at the grid's radii, so between two of them the line shows the value at the larger
+one, a lower bound there, never more than was certified. Empirical radii come from Lipschitz *estimates* and
+can overclaim (see their honesty-check counts, lower bounds); smoothed radii hold with probability ≥ 1 − α each.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
+
+import math
 
 import matplotlib
 
@@ -46,6 +52,9 @@ LINE_STYLES = {
     "empirical": ("--", 1.1, "Eq. 10[m] (CRMT heads) / Eq. 7[m]; joint: Eq. 10 / Eq. 5 — empirical"),
     "heuristic": (":", 1.1, "the same, heuristic (MMT family)"),
 }
+DRAWSTYLE = "steps-pre"  # each grid value held back to the previous radius: a lower bound between grid radii
+CAP_LABEL = "largest certifiable radius"
+CAP_STYLE = {"color": "0.45", "linestyle": (0, (1, 2)), "linewidth": 1.0}
 
 
 def _line_kind(kind: str) -> str:
@@ -83,7 +92,7 @@ def certified_curve_data(certified: pd.DataFrame, *, dataset: str | None = None,
     if frame.empty:
         return pd.DataFrame()
     frame, _ = resolve_entries(frame)  # the entry names every other report uses (split by configuration)
-    smooth = frame[frame["method"].astype(str) == "smoothing"]
+    smooth = _below_cap(frame[frame["method"].astype(str) == "smoothing"])
     empirical = frame[frame["method"].astype(str) == "empirical"]
     panels = sorted(set(smooth["modality"].astype(str)) if not smooth.empty
                     else set(empirical["modality"].astype(str)), key=lambda m: (m == ALL, m))
@@ -91,7 +100,7 @@ def certified_curve_data(certified: pd.DataFrame, *, dataset: str | None = None,
     for panel in panels:
         s = smooth[smooth["modality"].astype(str) == panel]
         if not s.empty:
-            parts.append(s.assign(panel=panel, line="smoothing σ=" + s["sigma"].astype(float).map("{:g}".format)))
+            parts.append(s.assign(panel=panel, line=s["line"]))
         for entry, rows in empirical.groupby("entry"):
             name = _empirical_name(panel, set(rows["certificate"].astype(str)), [])
             if name is None:
@@ -101,9 +110,34 @@ def certified_curve_data(certified: pd.DataFrame, *, dataset: str | None = None,
     if not parts:
         return pd.DataFrame()
     data = pd.concat(parts, ignore_index=True)
+    if "cap" not in data:
+        data["cap"] = math.nan
     out = (data.groupby(["entry", "panel", "line", "method", "kind", "radius"], dropna=False)
-           .agg(certified_accuracy=("certified_accuracy", "mean"), seeds=("seed", "nunique")).reset_index())
+           .agg(certified_accuracy=("certified_accuracy", "mean"), seeds=("seed", "nunique"), cap=("cap", "min"))
+           .reset_index())
     return out.sort_values(["panel", "entry", "line", "radius"]).reset_index(drop=True)
+
+
+def _below_cap(smooth: pd.DataFrame) -> pd.DataFrame:
+    """Smoothing rows with their line (σ, n, α) and ``cap``, the largest certifiable radius σ·Φ⁻¹(α^{1/n}); rows
+    at larger radii (0 by construction) are dropped. Rows without n or α keep every radius and no cap."""
+    if smooth.empty:
+        return smooth
+    from ..certify.smoothing import largest_certifiable_radius
+
+    sigma = smooth["sigma"].astype(float)
+    n = smooth["n_noise"].astype(float) if "n_noise" in smooth else pd.Series(math.nan, index=smooth.index)
+    alpha = smooth["alpha"].astype(float) if "alpha" in smooth else pd.Series(math.nan, index=smooth.index)
+    known = n.notna() & alpha.notna() & sigma.notna()
+    cap = pd.Series(math.nan, index=smooth.index)
+    for key in set(zip(sigma[known], n[known], alpha[known])):
+        cap[known & (sigma == key[0]) & (n == key[1]) & (alpha == key[2])] = largest_certifiable_radius(
+            key[0], int(key[1]), key[2])
+    line = "smoothing σ=" + sigma.map("{:g}".format)
+    line = line.where(~known, line + " n=" + n.map(lambda v: f"{v:.0f}") + " α=" + alpha.map("{:g}".format))
+    # a row exactly at the cap (a radius grid clipped to it) stays: its radius is σ·Φ⁻¹(α^{1/n}) itself
+    keep = cap.isna() | (smooth["radius"].astype(float) <= cap * (1 + 1e-9))
+    return smooth.assign(line=line, cap=cap)[keep]
 
 
 def _panel_title(panel: str) -> str:
@@ -127,12 +161,19 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
     styles = entry_styles(entries)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 3.2, 4.0), squeeze=False, sharey=True,
                              layout="constrained")
+    caps: dict[float, str] = {}
     for ax, panel in zip(axes[0], panels):
         rows = data[data["panel"] == panel]
         for (entry, line), pts in rows.groupby(["entry", "line"], sort=False):
             linestyle, linewidth, _ = LINE_STYLES[_line_kind(str(pts["kind"].iloc[0]))]
             ax.plot(pts["radius"], pts["certified_accuracy"], linestyle=linestyle, marker=styles[entry]["marker"],
-                    color=styles[entry]["color"], markersize=4, linewidth=linewidth)
+                    color=styles[entry]["color"], markersize=4, linewidth=linewidth, drawstyle=DRAWSTYLE,
+                    label=f"{entry} · {line}")
+        for line, cap in rows.dropna(subset=["cap"]).groupby("line")["cap"].min().items():
+            ax.axvline(cap, label=f"{CAP_LABEL} ({line})", **CAP_STYLE)
+            ax.text(cap, 0.5, f" {CAP_LABEL} {cap:.3g} ", rotation=90, ha="right", va="center", fontsize=6,
+                    color=CAP_STYLE["color"])
+            caps.setdefault(round(float(cap), 6), line)
         ax.set_title(_panel_title(panel), fontsize=10)
         ax.set_xlabel("ℓ2 radius ε (model-input space)")
         ax.set_ylim(-0.02, 1.02)
@@ -147,6 +188,10 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
     key = [Line2D([], [], color="0.2", linestyle=ls, linewidth=lw) for name, (ls, lw, _) in LINE_STYLES.items()
            if name in drawn]
     key_labels = [label for name, (_, _, label) in LINE_STYLES.items() if name in drawn]
+    if caps:  # the cap of each smoothing setting drawn: σ·Φ⁻¹(α^(1/n)), no certificate reaches past it
+        key.append(Line2D([], [], **CAP_STYLE))
+        key_labels.append(f"{CAP_LABEL} σ·Φ⁻¹(α^(1/n)): "
+                          + "; ".join(f"{cap:.3g} ({line.removeprefix('smoothing ')})" for cap, line in caps.items()))
     fig.legend(handles + key, labels + key_labels, loc="outside right upper", fontsize=7, frameon=False,
                title="entry (colour, marker) · certificate (line style)", title_fontsize=7)
     title = "Certified accuracy vs radius"
@@ -176,8 +221,9 @@ def plot_certified_curves(certified_frame: pd.DataFrame, out_dir: str | Path, *,
             continue
         path = out_dir / f"certified-curves-{ds}.{fmt}"
         description = (f"{ds}: certified accuracy vs ℓ2 radius per attacked modality; randomized smoothing (sound, "
-                       "probabilistic 1-alpha) against the empirical Eq. 10 / Eq. 7 / Eq. 5 radii of the same models "
-                       "(min over j; runner-up radii are not bounds and are not drawn)")
+                       "probabilistic 1-alpha, up to its largest certifiable radius sigma*Phi^-1(alpha^(1/n))) "
+                       "against the empirical Eq. 10 / Eq. 7 / Eq. 5 radii of the same models (min over j; runner-up "
+                       "radii are not bounds and are not drawn); steps: each value holds back to the previous radius")
         meta: dict[str, Any] = {"Description": f"{description}; made by: {command}"} if fmt == "png" else {}
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150, metadata=meta or None)
