@@ -47,6 +47,11 @@ ETA_PAIRS_CSV = "eta_pairs.csv"
 EMPIRICAL_METHOD = "empirical"
 METHODS = (EMPIRICAL_METHOD, SMOOTHING)
 MMT_FAMILY = ("mmt", "crmt_mmt")  # defense ids whose certified.csv rows predate the kind column: heuristic
+# Certificates run every sparse-coding layer (MSEFM) with this stopping rule, so no sample's output depends on its
+# batch (smoothing assumes a fixed base classifier). The rows' STOPPING_COLUMN says so; empty: no sparse coding, or a
+# row made before the column, which ran the model's own rule.
+CERTIFY_STOPPING = "sample"
+STOPPING_COLUMN = "sparse_coding_stopping"
 # Provenance columns of certificate and η rows (bench.environment), with the value rows written before them get
 # ("" / 0 = not recorded): a certificate reproduces bit for bit only on the same kernels and thread count.
 PROVENANCE_DEFAULTS: dict[str, Any] = {"device": "", "torch_version": "", "cpu_capability": "", "torch_build": "",
@@ -72,11 +77,6 @@ def with_provenance_defaults(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             frame[name] = frame[name].where(frame[name].notna(), default)
     return frame
-# Certificates run every sparse-coding layer (MSEFM) with this stopping rule, so no sample's output depends on its
-# batch (smoothing assumes a fixed base classifier). The rows' STOPPING_COLUMN says so; empty: no sparse coding, or a
-# row made before the column, which ran the model's own rule.
-CERTIFY_STOPPING = "sample"
-STOPPING_COLUMN = "sparse_coding_stopping"
 
 
 @dataclass
