@@ -34,6 +34,7 @@ import math
 import numbers
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -342,8 +343,9 @@ def wrap(model: nn.Module, modalities: Mapping[str, Any] | Sequence[str], *, cal
         declared = {str(m): Modality() for m in modalities}
     if not declared:
         raise ValueError("declare at least one modality")
-    if ALL_MODALITIES in declared or any("," in m or "+" in m or not m for m in declared):
-        raise ValueError(f"modality names must be non-empty, without ',' or '+', and not {ALL_MODALITIES!r}")
+    if {ALL_MODALITIES, "any"} & set(declared) or any("," in m or "+" in m or not m for m in declared):
+        raise ValueError(f"modality names must be non-empty, without ',' or '+', and not {ALL_MODALITIES!r} or 'any' "
+                         f"(the joint and the worst-case threat)")
     call = _resolve_call(model, tuple(declared), call)
     return WrappedModel(model, declared, call, output, unimodal)
 
@@ -665,14 +667,7 @@ def _eps_grid(eps: float | Sequence[float] | None, default: float | None) -> lis
     return check_eps(values)
 
 
-def _correct(model: nn.Module, batch: Batch, labels: Tensor) -> Tensor:
-    from .bench.evaluate import correct_predictions  # NaN or inf logits count as wrong, never as class 0
-
-    with torch.no_grad():
-        return correct_predictions(model(batch).logits, labels)
-
-
-def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l2",
+def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "autoattack",
              modality: str | Sequence[str] = ALL_MODALITIES, eps: float | Sequence[float] | None = None,
              norm: str | None = None, joint: bool = True, label: str = "model", dataset: str = "custom",
              seed: int = 0, order: Sequence[str] | None = None, label_key: str | None = None,
@@ -681,7 +676,10 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
     """Clean and robust accuracy over an ε grid, from the user's own loader (batches as dicts, or tuples in the
     declared ``order``); RobustBench's ``benchmark()`` for multi-modal models (``mmr.benchmark`` is an alias).
 
-    Returns the tidy rows the CLI writes (``bench.results.COLUMNS``): one clean row and one per ε, with
+    The default attack is ``autoattack``, the standard strong evaluation (APGD-CE, APGD-T, FAB-T and Square with
+    a per-sample worst case; ``version="fast"`` is cheaper); ``modality="any"`` measures, per sample, the worst of
+    every modality alone and all jointly. Returns the tidy rows the CLI writes (``bench.results.COLUMNS``): one
+    clean row and one per ε (per threat set and ε, then ``any``'s, with ``modality="any"``), with
     ``defense`` = ``label``, ``dataset`` = ``dataset``, ``checkpoint_sha256`` = the sha256 of the model's state
     dict and ``config_hash`` = a hash of the declaration. ``results`` appends them to that CSV.
     ``check_flags`` runs the validity checks of ``bench.flags`` (on the first 64 samples; ``fgm_beats_pgd``
@@ -694,42 +692,43 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
 
     from .progress import disable_flag
 
-    from .bench.evaluate import Measurement, attack_setting, correct_predictions, finite_rows
+    from .bench.evaluate import Measurement, attack_batch, attack_setting, correct_predictions, finite_rows, merge_details
     from .bench.flags import NON_FINITE, check_attack, row_flags
-    from .bench.results import CLEAN, NO_MODALITY, ResultRow, append_rows, rows_frame
+    from .bench.results import CLEAN, NO_MODALITY, ResultRow, append_rows, attack_rows, rows_frame
+    from .bench.threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
+    from .bench.validate import check_name
     from .data.base import TensorSplit
 
+    check_name(label, "label")
+    check_name(dataset, "dataset")
     wrapped = _check_wrapped(model)
     library_eps = resolve_attack(attack).eps
     grid = _eps_grid(eps, library_eps) if eps is not None or library_eps is not None else []
     dev = torch.device(device) if device is not None else _model_device(wrapped)
-    atk: Attack | None = None
-    threat: ThreatModel | None = None
-    fgm: Attack | None = None
+    choices = threat_sets(wrapped.names) if modality == ANY else [modality]
+    sets: list[_SetTally] = []
+    name = ""
     n = clean_correct = clean_non_finite = 0
     clean_seconds = 0.0
-    correct: list[int] = []
-    fgm_correct: list[int] = []
-    seconds: list[float] = []
     kept: list[tuple[Batch, Tensor]] = []
     with _restored_modes(wrapped):
         for raw in tqdm(loader, desc="evaluate", disable=disable_flag(progress), leave=False):
             split, batch = _device_batch(wrapped, raw, order, label_key, dev)
             labels = _labels_of(split, None).to(dev)
-            if atk is None:
-                atk, threat, name = _build(wrapped, attack, modality, grid[0] if grid else None, norm, joint, seed,
-                                           options, False, require_eps=False)
-                if not grid:  # neither the caller nor the library gave ε: the suite's default grid of the norm
-                    grid = _eps_grid(default_eps(threat.norm), None)
-                    threat = threat.with_eps(grid[0])
-                if threat.targeted:
-                    raise ValueError("evaluate measures untargeted robustness; build the attack without targeted mode")
-                if not atk.norm_bounded:
-                    grid = [0.0]
-                correct, seconds = [0] * len(grid), [0.0] * len(grid)
-                if check_flags and name in ("pgd_l2",) and threat.norm == "l2":
-                    fgm = build_attack("fgm", wrapped.specs, seed=seed)
-                    fgm_correct = [0] * len(grid)
+            if not sets:
+                for choice in choices:
+                    atk, threat, name = _build(wrapped, attack, choice, grid[0] if grid else None, norm, joint, seed,
+                                               options, False, require_eps=False)
+                    if not grid:  # neither the caller nor the library gave ε: the suite's default grid of the norm
+                        grid = _eps_grid(default_eps(threat.norm), None)
+                    if threat.targeted:
+                        raise ValueError("evaluate measures untargeted robustness; build the attack without targeted "
+                                         "mode")
+                    if not atk.norm_bounded:
+                        grid = [0.0]
+                    fgm = (build_attack("fgm", wrapped.specs, seed=seed)
+                           if check_flags and name in ("pgd_l2",) and threat.norm == "l2" else None)
+                    sets.append(_SetTally(choice, atk, threat.with_eps(grid[0]), fgm, len(grid)))
             if sum(len(y) for _, y in kept) < FLAG_SAMPLES:
                 kept.append(({m: x.detach().cpu() for m, x in batch.items()}, labels.cpu()))
             start = time.perf_counter()
@@ -739,37 +738,54 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
             clean_non_finite += int((~finite_rows(clean_logits)).sum())
             clean_seconds += time.perf_counter() - start
             n += int(labels.shape[0])
-            with attack_setting(wrapped, atk, threat):
-                _attack_grid(wrapped, atk, threat, grid, batch, labels, correct, seconds)
-                if fgm is not None:
-                    _attack_grid(wrapped, fgm, threat, grid, batch, labels, fgm_correct, [0.0] * len(grid))
-    if atk is None or threat is None:
+            for tally in sets:
+                with attack_setting(wrapped, tally.attack, tally.threat):
+                    hits, took, reported = attack_batch(wrapped, tally.attack, tally.threat, grid, batch, labels)
+                    tally.hits.append(hits.cpu())
+                    tally.seconds = [a + b for a, b in zip(tally.seconds, took)]
+                    tally.details = [merge_details(d, r) for d, r in zip(tally.details, reported)]
+                    if tally.fgm is not None:
+                        fgm_hits, _, _ = attack_batch(wrapped, tally.fgm, tally.threat, grid, batch, labels)
+                        tally.fgm_correct = [c + int(h.sum()) for c, h in zip(tally.fgm_correct, fgm_hits)]
+    if not sets:
         raise ValueError("the loader gave no batches")
-    measured = [Measurement(e, c, n, s) for e, c, s in zip(grid, correct, seconds)]
-    flags = []
-    if check_flags:
-        small = TensorSplit({m: torch.cat([b[m] for b, _ in kept])[:FLAG_SAMPLES] for m in wrapped.names},
-                            torch.cat([y for _, y in kept])[:FLAG_SAMPLES])
-        fgm_measured = ([Measurement(e, c, n, 0.0) for e, c in zip(grid, fgm_correct)] if fgm is not None else None)
-        with _restored_modes(wrapped):
-            flags = check_attack(wrapped, small, atk, threat, grid, measured, dev, fgm=fgm_measured)
     common = dict(dataset=dataset, defense=label, seed=seed, checkpoint_sha256=state_dict_sha256(wrapped.model),
                   config_hash=wrapped.config_hash(), device=str(dev), suite_version=__version__)
     dtypes = sorted({str(p.dtype).replace("torch.", "") for p in wrapped.parameters() if p.is_floating_point()})
     provenance = {"label": label, "dtype": "+".join(dtypes) or "none"}
     fields = {f.name for f in dataclasses.fields(ResultRow)}
     common.update({k: v for k, v in provenance.items() if k in fields})  # columns of newer result stores
+    norm_used = sets[0].threat.norm
     rows = [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
-                      modality=NO_MODALITY, norm=threat.norm, eps=0.0, n=n, accuracy=clean_correct / max(n, 1),
+                      modality=NO_MODALITY, norm=norm_used, eps=0.0, n=n, accuracy=clean_correct / max(n, 1),
                       wall_seconds=clean_seconds, flags=NON_FINITE if clean_non_finite else "", **common)]
-    attacked = ALL_MODALITIES if modality == ALL_MODALITIES else "+".join(threat.modalities)
-    config = atk.describe()
-    for m in measured:
-        rows.append(ResultRow(attack=name, attack_config=config, library=atk.library,
-                              library_version=atk.library_version, modality=attacked, norm=threat.norm,
-                              eps=m.eps if atk.norm_bounded else float("nan"), n=m.n, accuracy=m.accuracy,
-                              wall_seconds=m.seconds, flags=row_flags(flags, m.eps if atk.norm_bounded else None),
-                              **common))
+    small = None
+    if check_flags:
+        small = TensorSplit({m: torch.cat([b[m] for b, _ in kept])[:FLAG_SAMPLES] for m in wrapped.names},
+                            torch.cat([y for _, y in kept])[:FLAG_SAMPLES])
+    per_set: dict[str, list[Measurement]] = {}
+    set_flags: dict[str, list] = {}
+    for tally in sets:
+        outcomes = torch.cat(tally.hits, 1)
+        measured = [Measurement(e, int(outcomes[i].sum()), n, tally.seconds[i], outcomes[i], tally.details[i])
+                    for i, e in enumerate(grid)]
+        flags = []
+        if small is not None:
+            fgm_measured = ([Measurement(e, c, n, 0.0) for e, c in zip(grid, tally.fgm_correct)]
+                            if tally.fgm is not None else None)
+            with _restored_modes(wrapped):
+                flags = check_attack(wrapped, small, tally.attack, tally.threat, grid, measured, dev, fgm=fgm_measured)
+        set_label = modality_label(tally.choice, tally.threat)
+        per_set[set_label], set_flags[set_label] = measured, flags
+        rows += attack_rows(measured, attack=name, attack_config=tally.attack.describe(), library=tally.attack.library,
+                            library_version=tally.attack.library_version, modality=set_label, norm=norm_used,
+                            norm_bounded=tally.attack.norm_bounded, flags_at=partial(row_flags, flags), common=common)
+    if modality == ANY:
+        first = sets[0].attack
+        rows += attack_rows(combine_any(per_set), attack=name, attack_config=first.describe(), library=first.library,
+                            library_version=first.library_version, modality=ANY, norm=norm_used,
+                            norm_bounded=first.norm_bounded, common=common,
+                            flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}))
     if results is not None:
         append_rows(results, rows)
     return rows_frame(rows)
@@ -778,27 +794,24 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "pgd_l
 benchmark = evaluate
 
 
-def _attack_grid(model: WrappedModel, atk: Attack, threat: ThreatModel, grid: Sequence[float], batch: Batch,
-                 labels: Tensor, correct: list[int], seconds: list[float]) -> None:
-    """Add the batch's correct counts at every ε; attacks that take a per-sample ε run the grid as one batch of
-    R copies (exactly R separate runs, as ``bench.evaluate.robust_accuracy`` does)."""
-    if atk.per_sample_eps and len(grid) > 1:
-        r, b = len(grid), labels.shape[0]
-        rep = {m: x.repeat((r,) + (1,) * (x.dim() - 1)) for m, x in batch.items()}
-        eps = torch.tensor(grid, device=labels.device).repeat_interleave(b)
-        start = time.perf_counter()
-        adv = atk(model, rep, labels.repeat(r), threat, eps)
-        hits = _correct(model, adv, labels.repeat(r)).view(r, b).sum(1)
-        elapsed = time.perf_counter() - start
-        for i in range(r):
-            correct[i] += int(hits[i])
-            seconds[i] += elapsed / r
-        return
-    for i, e in enumerate(grid):
-        start = time.perf_counter()
-        adv = atk(model, batch, labels, threat.with_eps(e))
-        correct[i] += int(_correct(model, adv, labels).sum())
-        seconds[i] += time.perf_counter() - start
+@dataclass
+class _SetTally:
+    """What :func:`evaluate` adds up for one threat set over the loader's batches."""
+
+    choice: Any
+    attack: Attack
+    threat: ThreatModel
+    fgm: Attack | None
+    radii: int
+    hits: list[Tensor] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    details: list[dict | None] = field(default_factory=list)
+    fgm_correct: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.seconds = [0.0] * self.radii
+        self.details = [None] * self.radii
+        self.fgm_correct = [0] * self.radii
 
 
 def format_table(frame: pd.DataFrame) -> str:

@@ -79,7 +79,7 @@ def test_reference_sections_stay_filled_when_jt_is_split_by_configuration():
     assert reference_entries(resolved) == ["jt [cfg aaaaaaaa]", "jt [cfg bbbbbbbb]"]  # most seeds first
     for given in (rows, resolved):  # raw rows are grouped inside; resolved ones are taken as they are
         text = findings_markdown(given)
-        assert "split by configuration into 2 entries" in text and "orders the modalities by `jt [cfg aaaaaaaa]`" in text
+        assert "split by configuration into 2 entries" in text and "sections 1, 2 and 4 show each" in text
         pref = table_lines(text, "### 1. Preference")
         assert pref[2].startswith("| `jt [cfg aaaaaaaa]` | 0.180 ± 0.000 |") and pref[2].endswith("| 2 |")
         assert pref[3].startswith("| `jt [cfg bbbbbbbb]` | 0.785 |") and pref[3].endswith("| 1 |")

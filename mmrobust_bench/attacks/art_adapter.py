@@ -319,13 +319,16 @@ class ArtAttack(Attack):
         x = view.encode().cpu().numpy().astype(np.float32)
         estimator = self._estimator(view, n_classes, clip_values)
         args = self.constructor_args(threat, scale, x.shape[0], targeted)
-        mask = np.broadcast_to(view.attack_mask().cpu().numpy(), x.shape).astype(np.float32)
+        # one mask for every sample: generate() gets it per input, shape x.shape[1:], which ART broadcasts over
+        # whatever subset it attacks (APGD and AutoAttack attack only the samples still robust; a per-sample
+        # mask of the whole batch would not broadcast against that subset)
+        input_mask = view.attack_mask().cpu().numpy().astype(np.float32)
         if self.support.masked == "constructor":
-            args["mask"] = mask
+            args["mask"] = np.broadcast_to(input_mask, x.shape).astype(np.float32)
         with view.probing():
             atk = self.attack_cls(estimator, **args)
         if self.support.masked == "generate":
-            kwargs["mask"] = mask
+            kwargs["mask"] = input_mask
         return atk.generate(x, y, **kwargs)
 
     def _random_start(self, view: SingleInputView, clip: tuple[np.ndarray, np.ndarray], y: int,

@@ -100,6 +100,8 @@ NEXT_CLASS_TARGET = frozenset({"JSMA"})
 RANDOM_MOVES = frozenset({"FFGSM", "RFGSM", "TPGD", "APGD", "APGDT", "FAB", "Square", "AutoAttack", "SPSA", "GN",
                           "VMIFGSM", "VNIFGSM"})
 RANDOM_START_OPTION = frozenset({"PGD", "PGDL2", "EOTPGD", "UPGD", "Jitter"})
+# Attacks that need a square image: Square's ℓ2 windows assume H = W (AutoAttack runs Square).
+SQUARE_IMAGE = frozenset({"Square", "AutoAttack"})
 # Attacks whose targeted DLR loss reads the 4th-largest logit.
 DLR_TARGETED = frozenset({"APGDT", "AutoAttack"})
 # Constructor arguments measured in input units that carry the budget (PIFGSM calls it max_epsilon).
@@ -224,6 +226,11 @@ class TorchattacksAttack(Attack):
         self.norms = supported_norms(attack_name, list(self.signature_args))
         self.options = options
         self.minimal_norm = attack_name in MINIMAL_NORM
+        # ``batched``: where the box map would need one library call per sample (a random start larger than the
+        # tags' margin), take the centred map instead, as for a non-uniform box: one call per batch, the box
+        # clamped by the view. The autoattack ensemble sets it; a plain ``torchattacks:NAME`` keeps the
+        # library's own box.
+        self.batched = False
         self.lib_eps = LIB_EPS
         if attack_name in NEIGHBOUR_SAMPLING:
             beta = float(self.options.get("beta", self.signature_args["beta"].default))
@@ -249,7 +256,9 @@ class TorchattacksAttack(Attack):
         if width is not None:
             budget = 1.0 if l0 else eps / width
             if len(bounded) == len(mods) or (not l0 and budget <= 0.5):
-                return ViewPlan(width, True, budget, l0 or self.tag_move(budget) > TAG_TOLERANCE)
+                per_sample = l0 or self.tag_move(budget) > TAG_TOLERANCE
+                if not (per_sample and self.batched and not l0):
+                    return ViewPlan(width, True, budget, per_sample)
         scale = 1.0 if l0 else eps / self.lib_eps
         budget = 1.0 if l0 else self.lib_eps
         return ViewPlan(scale, False, budget, l0 or self.tag_move(budget, scale) > TAG_TOLERANCE)
@@ -325,7 +334,8 @@ class TorchattacksAttack(Attack):
 
     def _run(self, model: nn.Module, batch: Batch, labels: Tensor, targets: Tensor | None, threat: ThreatModel,
              plan: ViewPlan, args: dict[str, Any]) -> Batch:
-        view = SingleInputView(model, batch, threat.modalities, self.specs, plan.scale, box_map=plan.box_map)
+        view = SingleInputView(model, batch, threat.modalities, self.specs, plan.scale, box_map=plan.box_map,
+                               square=self.attack_cls.__name__ in SQUARE_IMAGE)
         with frozen_parameters(model):
             atk = self.attack_cls(view, **args)
             atk.set_model_training_mode(model_training=False)

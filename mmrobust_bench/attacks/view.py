@@ -211,10 +211,11 @@ def check_library_threat(name: str, norms: Sequence[str], threat: ThreatModel, p
                          f"modality at a time")
 
 
-def grid_shape(n: int, min_side: int = MIN_SIDE) -> tuple[int, int]:
-    """A near-square (H, W) with H·W ≥ n and both sides ≥ ``min_side``, for attacks that tile the image."""
+def grid_shape(n: int, min_side: int = MIN_SIDE, *, square: bool = False) -> tuple[int, int]:
+    """A near-square (H, W) with H·W ≥ n and both sides ≥ ``min_side``, for attacks that tile the image;
+    ``square`` makes H = W (torchattacks' Square builds its ℓ2 windows for square images only)."""
     h = max(min_side, math.ceil(math.sqrt(n)))
-    return h, max(min_side, math.ceil(n / h))
+    return (h, h) if square else (h, max(min_side, math.ceil(n / h)))
 
 
 def tag_bits(n: int) -> int:
@@ -232,7 +233,8 @@ class SingleInputView(nn.Module):
     """
 
     def __init__(self, model: nn.Module, batch: Batch, modalities: Sequence[str], specs: dict[str, ModalitySpec],
-                 scale: float, min_side: int = MIN_SIDE, *, box_map: bool = False, clamp: bool = True) -> None:
+                 scale: float, min_side: int = MIN_SIDE, *, box_map: bool = False, clamp: bool = True,
+                 square: bool = False) -> None:
         super().__init__()
         self.model = model
         self.batch = batch
@@ -256,7 +258,7 @@ class SingleInputView(nn.Module):
         self.lib_clean = lib  # the clean batch in library coordinates
         n = self.clean.shape[0]
         self.n_tags = tag_bits(n)
-        self.height, self.width = grid_shape(self.clean.shape[1] + self.n_tags, min_side)
+        self.height, self.width = grid_shape(self.clean.shape[1] + self.n_tags, min_side, square=square)
         self.strict = True
         self._tags = self.encode().flatten(1)[:, self.clean.shape[1]:self.clean.shape[1] + self.n_tags]
 

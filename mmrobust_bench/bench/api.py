@@ -10,6 +10,7 @@ import logging
 import shlex
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,9 +27,10 @@ from ..io import default_root
 from ..reports.curves import plot_robust_curve, run_plot_name
 from ..reports.stats import modality_name
 from . import distributed
-from .evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
-from .flags import check_attack, clean_row_flags, row_flags
-from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, read_rows, rows_frame, stored_run
+from .evaluate import Measurement, clean_accuracy, minimal_norm_curve, robust_accuracy
+from .flags import Flag, check_attack, clean_row_flags, row_flags
+from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, attack_rows, read_rows, rows_frame, stored_run
+from .threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from .train import TrainedModel, model_dtype, select_device, train
 from .validate import check_run_settings
 
@@ -136,14 +138,19 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     dev = select_device(device)
     # every setting and output location first: a typo or an unwritable --results costs a line, not a training
     check_run_settings(defense=defense, overrides=overrides, dataset=dataset, dataset_options=dataset_options,
-                       batch_size=batch_size, seed=seed, root=root, results=results_path, modality=modality)
+                       batch_size=batch_size, seed=seed, root=root, results=results_path, modality=modality,
+                       label=label)
     # validate the cheap things before any training starts: the attack, its options and the norm first
     validate_attack_options(attack, attack_options, norm, eps=eps_grid)
     probe = build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))
     specs = probe.specs
     atk = build_attack(attack, specs, seed=seed, **attack_options_for(attack, attack_options, probe))
-    threat = ThreatModel.parse(modality, eps_grid[0], specs, norm=norm)
-    atk.validate(threat)
+    choices = threat_sets([s.name for s in specs]) if modality == ANY else [modality]
+    threats = {choice: ThreatModel.parse(choice, eps_grid[0], specs, norm=norm) for choice in choices}
+    for threat in threats.values():
+        atk.validate(threat)
+    if curve == "minimal" and modality == ANY:
+        raise ValueError("curve='minimal' measures one modality choice; give a modality, not 'any'")
     if curve == "minimal" and not getattr(atk, "minimal_norm", False):
         raise ValueError(f"curve='minimal' needs a minimal-norm attack (fmn_l2, torchattacks:FAB, torchattacks:DeepFool, "
                          f"torchattacks:CW, art:DeepFool, art:CarliniL2Method, art:ElasticNet), not {attack!r}")
@@ -158,41 +165,50 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     common = dict(dataset=ds.name, defense=defense, label=run_label, seed=seed, checkpoint_sha256=trained.sha256,
                   config_hash=trained.key.config_hash, device=str(dev), suite_version=__version__,
                   dtype=model_dtype(trained.model))
+    label = ANY if modality == ANY else modality_label(modality, threats[modality])
     stored = None if force else stored_run(
         read_rows(results_path), dataset=ds.name, label=run_label, seed=seed, sha=trained.sha256, attack=attack,
         attack_config=atk.describe() + (" [minimal-norm curve" if curve == "minimal" else ""),
-        modality="+".join(threat.modalities) if modality != ALL_MODALITIES else ALL_MODALITIES, eps=eps_grid,
-        norm_bounded=atk.norm_bounded, prefix=curve == "minimal", norm=threat.norm)
+        modality=label, eps=eps_grid, norm_bounded=atk.norm_bounded, prefix=curve == "minimal", norm=norm)
     if stored is not None:  # its plot was drawn when the rows were measured
         return RunResult(stored, trained, results_path, None, format_table(stored, trained), reused=True,
                          notes=[f"reused {len(stored)} stored rows of {results_path} for this checkpoint "
                                 "(nothing evaluated; --force re-evaluates)"])
     clean = clean_accuracy(trained.model, ds.test, batch_size, dev)
     rows = [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
-                      modality=NO_MODALITY, norm=threat.norm, eps=0.0, n=clean.n, accuracy=clean.accuracy,
+                      modality=NO_MODALITY, norm=norm, eps=0.0, n=clean.n, accuracy=clean.accuracy,
                       wall_seconds=clean.seconds, flags=clean_row_flags(clean), **common)]
     config = atk.describe()
-    if curve == "minimal":
-        found = minimal_norm_curve(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress=progress)
-        measured = found.measurements
-        config = f"{config} [minimal-norm curve, radius {found.radius:g}]"
-    else:
-        measured = robust_accuracy(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress)
-    flags = []
-    if check_flags:
-        fgm = None
-        if attack in FGM_CHECKED and curve == "sweep":
-            fgm = robust_accuracy(trained.model, ds.test, FGM(specs, seed=seed), threat, eps_grid, batch_size, dev)
-        flags = check_attack(trained.model, ds.test, atk, threat, eps_grid, measured, dev, fgm=fgm)
-        for flag in flags:
-            log.warning("%s", flag.note())
-    label = "+".join(threat.modalities) if modality != ALL_MODALITIES else ALL_MODALITIES
-    for m in measured:
-        eps_value = m.eps if atk.norm_bounded else float("nan")
-        rows.append(ResultRow(attack=attack, attack_config=config, library=atk.library,
-                              library_version=atk.library_version, modality=label, norm=threat.norm,
-                              eps=eps_value, n=m.n, accuracy=m.accuracy, wall_seconds=m.seconds,
-                              flags=row_flags(flags, m.eps if atk.norm_bounded else None), **common))
+    notes: list[str] = []
+    per_set: dict[str, list[Measurement]] = {}
+    set_flags: dict[str, list[Flag]] = {}
+    for choice, threat in threats.items():
+        set_label = modality_label(choice, threat)
+        if curve == "minimal":
+            found = minimal_norm_curve(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev,
+                                       progress=progress)
+            measured = found.measurements
+            config = f"{config} [minimal-norm curve, radius {found.radius:g}]"
+        else:
+            measured = robust_accuracy(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress)
+        flags: list[Flag] = []
+        if check_flags:
+            fgm = None
+            if attack in FGM_CHECKED and curve == "sweep":
+                fgm = robust_accuracy(trained.model, ds.test, FGM(specs, seed=seed), threat, eps_grid, batch_size, dev)
+            flags = check_attack(trained.model, ds.test, atk, threat, eps_grid, measured, dev, fgm=fgm)
+            for flag in flags:
+                log.warning("%s", flag.note() if modality != ANY else f"{modality_name(set_label)}: {flag.note()}")
+        per_set[set_label], set_flags[set_label] = measured, flags
+        notes += [f.note() if modality != ANY else f"{modality_name(set_label)}: {f.note()}" for f in flags]
+        rows += attack_rows(measured, attack=attack, attack_config=config, library=atk.library,
+                            library_version=atk.library_version, modality=set_label, norm=norm,
+                            norm_bounded=atk.norm_bounded, flags_at=partial(row_flags, flags), common=common)
+    if modality == ANY:
+        rows += attack_rows(combine_any(per_set), attack=attack, attack_config=config, library=atk.library,
+                            library_version=atk.library_version, modality=ANY, norm=norm,
+                            norm_bounded=atk.norm_bounded, common=common,
+                            flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}))
     if main_rank:
         append_rows(results_path, rows, replace=force)
     frame = rows_frame(rows)
@@ -203,7 +219,7 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
                                       title=f"{ds.name}: {run_label} [cfg {trained.key.config_hash[:8]}], "
                                             f"{atk.describe()} on {modality_name(label)}")
     table = format_table(frame, trained)
-    return RunResult(frame, trained, results_path, plot_path, table, notes=[f.note() for f in flags])
+    return RunResult(frame, trained, results_path, plot_path, table, notes=notes)
 
 
 def format_table(frame: pd.DataFrame, trained: TrainedModel | None = None, *, model_column: bool = False) -> str:

@@ -28,10 +28,16 @@ MINIMAL_NORM_HINT = ("fmn_l2, torchattacks:FAB, torchattacks:DeepFool, torchatta
 
 @dataclass
 class Measurement:
+    """Robust accuracy at one ε. ``outcomes``: each sample's correctness in split order (kept when asked for:
+    the ``any`` threat combines them); ``details``: what the attack reports about itself (``autoattack``: how
+    many samples each member broke), written into the rows' ``details`` column."""
+
     eps: float
     correct: int
     n: int
     seconds: float
+    outcomes: Tensor | None = None
+    details: dict | None = None
     non_finite: int = 0  # samples whose logits were NaN or inf: counted wrong, and flagged ``non_finite``
 
     @property
@@ -101,6 +107,55 @@ def _batch_count(split: TensorSplit, batch_size: int) -> int:
     return len(range(d.rank, total, d.world_size))
 
 
+def attack_batch(model: nn.Module, attack: Attack, threat: ThreatModel, grid: Sequence[float], batch: Mapping[str, Tensor],
+                 labels: Tensor) -> tuple[Tensor, list[float], list[dict | None]]:
+    """One batch under ``attack`` at every ε of ``grid``: each sample's correctness (R, B), the seconds per ε and
+    what the attack reports per ε (``take_breaks``). Attacks that take a per-sample ε run the grid as one batch
+    of R copies, which gives exactly the numbers of R separate runs. The one loop behind ``robust_accuracy`` and
+    the public API's ``evaluate``."""
+    r, b = len(grid), labels.shape[0]
+    take = getattr(attack, "take_breaks", None)
+    if callable(take):
+        take()  # what earlier calls (validity checks) left in the counter is not this batch's
+    if attack.per_sample_eps and r > 1:
+        rep = {m: x.repeat((r,) + (1,) * (x.dim() - 1)) for m, x in batch.items()}
+        eps = torch.tensor(list(grid), device=labels.device).repeat_interleave(b)
+        start = time.perf_counter()
+        adv = attack(model, rep, labels.repeat(r), threat, eps)
+        with torch.no_grad():
+            hits = correct_predictions(model(adv).logits, labels.repeat(r)).view(r, b)
+        elapsed = time.perf_counter() - start
+        details = take() if callable(take) else None
+        return hits, [elapsed / r] * r, [details] * r
+    rows, seconds, details = [], [], []
+    for e in grid:
+        start = time.perf_counter()
+        adv = attack(model, dict(batch), labels, threat.with_eps(e))
+        with torch.no_grad():
+            rows.append(correct_predictions(model(adv).logits, labels))
+        seconds.append(time.perf_counter() - start)
+        details.append(take() if callable(take) else None)
+    return torch.stack(rows), seconds, details
+
+
+def merge_details(total: dict | None, part: dict | None) -> dict | None:
+    """Add one batch's attack report to the running one: counts (``breaks``) add up, everything else is kept."""
+    if part is None:
+        return total
+    if total is None:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in part.items()}
+    for key, value in part.items():
+        if key == "breaks":
+            counts = total.setdefault("breaks", {})
+            for member, count in value.items():
+                counts[member] = counts.get(member, 0) + int(count)
+        elif isinstance(value, dict):
+            total.setdefault(key, {}).update(value)
+        else:
+            total.setdefault(key, value)
+    return total
+
+
 def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat: ThreatModel,
                     eps_grid: Sequence[float], batch_size: int, device: torch.device,
                     progress: bool = False) -> list[Measurement]:
@@ -108,44 +163,47 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
 
     Attacks that take a per-sample ε run the whole grid as one batched computation: each batch
     is repeated R times with the R radii, which gives exactly the numbers of R separate runs.
+    Each measurement keeps every sample's correctness (``outcomes``, split order, gathered under torchrun).
     """
     model.eval()
     grid = [float(e) for e in eps_grid] if attack.norm_bounded else [0.0]
     correct = [0] * len(grid)
     seconds = [0.0] * len(grid)
+    details: list[dict | None] = [None] * len(grid)
+    per_batch: list[Tensor] = []
     batched = attack.per_sample_eps and len(grid) > 1
     step = max(1, batch_size // len(grid)) if batched else batch_size
     bar = progress_bar(total=_batch_count(split, step) * (1 if batched else len(grid)),
                        desc=f"attack {attack.describe()}", enabled=progress, unit="batch", leave=False)
     with attack_setting(model, attack, threat):
         for batch, labels in _my_batches(split, step, device):
-            if batched:
-                r, b = len(grid), labels.shape[0]
-                rep = {m: x.repeat((r,) + (1,) * (x.dim() - 1)) for m, x in batch.items()}
-                eps = torch.tensor(grid, device=device).repeat_interleave(b)
-                start = time.perf_counter()
-                adv = attack(model, rep, labels.repeat(r), threat, eps)
-                with torch.no_grad():
-                    hits = correct_predictions(model(adv).logits, labels.repeat(r)).view(r, b).sum(1)
-                elapsed = time.perf_counter() - start
-                for i in range(r):
-                    correct[i] += int(hits[i])
-                    seconds[i] += elapsed / r
-                bar.update(1)
-            else:
-                for i, e in enumerate(grid):
-                    start = time.perf_counter()
-                    adv = attack(model, batch, labels, threat.with_eps(e))
-                    with torch.no_grad():
-                        correct[i] += int(correct_predictions(model(adv).logits, labels).sum())
-                    seconds[i] += time.perf_counter() - start
-                    bar.update(1)
+            hits, took, reported = attack_batch(model, attack, threat, grid, batch, labels)
+            for i in range(len(grid)):
+                correct[i] += int(hits[i].sum())
+                seconds[i] += took[i]
+                details[i] = merge_details(details[i], reported[i])
+            per_batch.append(hits.cpu())
+            bar.update(1 if batched else len(grid))
     bar.close()
     merged = distributed.all_sum(correct + seconds)
     correct, seconds = [int(c) for c in merged[:len(grid)]], merged[len(grid):]
+    for part in distributed.all_gather(details)[1:] if distributed.current().active else []:
+        details = [merge_details(d, p) for d, p in zip(details, part)]
+    per_sample = _in_split_order(per_batch, len(grid))
     log.info("%s on %s: %d samples × %d radii in %.1f s", attack.describe(), "+".join(threat.modalities),
              len(split), len(grid), sum(seconds))
-    return [Measurement(e, c, len(split), s) for e, c, s in zip(grid, correct, seconds)]
+    return [Measurement(e, c, len(split), s, per_sample[i], details[i])
+            for i, (e, c, s) in enumerate(zip(grid, correct, seconds))]
+
+
+def _in_split_order(per_batch: list[Tensor], radii: int) -> Tensor:
+    """(R, N) correctness in split order from this rank's per-batch (R, b) pieces (batch k came from rank k mod W
+    under torchrun)."""
+    d = distributed.current()
+    if d.active:
+        shares = distributed.all_gather(per_batch)
+        per_batch = [shares[k % d.world_size][k // d.world_size] for k in range(sum(len(x) for x in shares))]
+    return torch.cat(per_batch, 1) if per_batch else torch.zeros(radii, 0, dtype=torch.bool)
 
 
 def perturbation_norm(clean: Mapping[str, Tensor], adv: Mapping[str, Tensor], threat: ThreatModel) -> Tensor:
@@ -230,6 +288,7 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
     return MinimalNormCurve(measurements, norms_all, float(radius), seconds)
 
 
-__all__ = ["Measurement", "MinimalNormCurve", "attack_setting", "clean_accuracy", "correct_predictions",
-           "finite_rows", "robust_accuracy",
+__all__ = ["Measurement", "MinimalNormCurve", "attack_setting", "attack_batch", "merge_details", "clean_accuracy",
+           "correct_predictions", "finite_rows",
+           "robust_accuracy",
            "minimal_norm_curve", "perturbation_norm", "RADIUS_FACTOR"]

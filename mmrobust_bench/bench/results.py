@@ -11,14 +11,17 @@ nothing is rewritten from a file that was not read in full.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
 import datetime as _dt
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -50,6 +53,12 @@ class ResultRow:
     suite_version: str
     # Validity flags of the measurement (bench.flags), ";"-separated, empty when none.
     flags: str = ""
+    # What the attack reported about the measurement, as JSON (``autoattack``: the version and how many samples
+    # each member broke; ``any``: how many samples each threat set left misclassified); empty when nothing.
+    details: str = ""
+    # Each sample's correctness under the attack, in split order (``encode_outcomes``), so the ``any`` threat is
+    # combined from stored rows at no extra cost; empty for clean rows and rows measured before it existed.
+    outcomes: str = ""
     # The name of the configuration (``run --label``, a sweep entry's ``label``); the defense id when not given.
     label: str = ""
     # Provenance of the measurement: what it takes to reproduce it bit for bit.
@@ -73,7 +82,7 @@ class ResultRow:
 COLUMNS = [f.name for f in dataclasses.fields(ResultRow)]
 # Columns added after the first release, with the value old rows get (``label``: their ``defense``;
 # provenance: "" / 0 = not recorded).
-DEFAULTS: dict[str, Any] = {"flags": "", "label": None, "torch_version": "", "dtype": "", "threads": 0,
+DEFAULTS: dict[str, Any] = {"flags": "", "details": "", "outcomes": "", "label": None, "torch_version": "", "dtype": "", "threads": 0,
                             "cpu_capability": "", "torch_build": "", "device_name": ""}
 NUMERIC = ("seed", "eps", "n", "accuracy", "wall_seconds", "threads")
 TEXT = tuple(c for c in COLUMNS if c not in NUMERIC)
@@ -143,11 +152,47 @@ def done_cells(frame: pd.DataFrame) -> set[tuple]:
     return set(frame_keys(frame[complete(frame)]))
 
 
+def attack_rows(measured: Iterable[Any], *, attack: str, attack_config: str, library: str, library_version: str,
+                modality: str, norm: str, norm_bounded: bool, flags_at: Callable[[float | None], str],
+                common: Mapping[str, Any]) -> list[ResultRow]:
+    """The rows of one attack's measurements (``bench.evaluate.Measurement``): ε is NaN for attacks without a budget,
+    ``flags_at(ε)`` gives each row's flags cell, the attack's report goes into ``details`` as JSON. The one place
+    ``run``, the sweep and the public API's ``evaluate`` build attack rows."""
+    rows = []
+    for m in measured:
+        eps = m.eps if norm_bounded else None
+        rows.append(ResultRow(attack=attack, attack_config=attack_config, library=library,
+                              library_version=library_version, modality=modality, norm=norm,
+                              eps=math.nan if eps is None else eps, n=m.n, accuracy=m.accuracy,
+                              wall_seconds=m.seconds, flags=flags_at(eps),
+                              details=json.dumps(m.details, sort_keys=True) if m.details else "",
+                              outcomes=encode_outcomes(m.outcomes) if m.outcomes is not None else "", **common))
+    return rows
+
+
+def encode_outcomes(correct: torch.Tensor) -> str:
+    """Per-sample correctness (N,) as text for a CSV cell: the bits packed 8 to a byte, base64 (N = the row's n)."""
+    bits = np.packbits(correct.detach().cpu().bool().numpy().astype(np.uint8))
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+def decode_outcomes(text: str, n: int) -> torch.Tensor:
+    """The (N,) bool tensor of :func:`encode_outcomes`; a cell that does not decode to ``n`` samples is refused."""
+    try:
+        raw = np.frombuffer(base64.b64decode(str(text), validate=True), dtype=np.uint8)
+    except ValueError as exc:
+        raise ValueError(f"an outcomes cell is not base64 ({exc}); rerun the cell to measure it again") from exc
+    if raw.size != (int(n) + 7) // 8:
+        raise ValueError(f"an outcomes cell holds {raw.size * 8} bits for n = {n} samples; rerun the cell")
+    return torch.from_numpy(np.unpackbits(raw)[:int(n)].astype(bool))
+
+
 def rows_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
     return pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=COLUMNS)
 
 
-def _check_csv(path: Path) -> list[str]:
+def _check_csv(path: Path, required: Sequence[str] = REQUIRED, numbers: Sequence[str] = NUMERIC,
+               what: str = "a results file") -> list[str]:
     """Parse ``path`` strictly with the csv module: every record has the header's width and numbers where
     numbers belong. Returns the header; raises ResultsFileError naming the file and line otherwise."""
     fix = "fix or remove that line (the file was not modified)"
@@ -157,10 +202,10 @@ def _check_csv(path: Path) -> list[str]:
             header = next(reader, None)
             if header is None:
                 return []
-            missing = [c for c in REQUIRED if c not in header]
+            missing = [c for c in required if c not in header]
             if missing:
-                raise ResultsFileError(f"{path} line 1: not a results file, the header lacks {', '.join(missing)}")
-            numeric = [(c, header.index(c)) for c in NUMERIC if c in header]
+                raise ResultsFileError(f"{path} line 1: not {what}, the header lacks {', '.join(missing)}")
+            numeric = [(c, header.index(c)) for c in numbers if c in header]
             for record in reader:
                 if not record:
                     continue
@@ -327,6 +372,127 @@ def stored_run(frame: pd.DataFrame, *, dataset: str, label: str, seed: int, sha:
     return pd.concat([clean.tail(1), attacked.loc[[have[k] for k in dict.fromkeys(wanted)]]], ignore_index=True)
 
 
+
+# ----------------------------------------------------------------------------- strict reading for reports
+# Reports show what they read, so they read more strictly than the store: every number finite and in its range,
+# seeds whole, the columns a report needs present; the first bad value is one line naming the file and the line.
+
+
+@dataclass(frozen=True)
+class Range:
+    """What a numeric column may hold: ``low`` to ``high``; ``whole`` numbers only; empty cells when ``optional``;
+    +inf when ``infinite`` (a radius no perturbation reaches). ``text`` says it in an error message."""
+
+    text: str
+    low: float = -math.inf
+    high: float = math.inf
+    whole: bool = False
+    optional: bool = True
+    infinite: bool = False
+
+    def broken(self, values: np.ndarray) -> np.ndarray:
+        """Which of ``values`` (floats, NaN = empty) break the range."""
+        empty, finite = np.isnan(values), np.isfinite(values)
+        bad = (empty & (not self.optional)) | (np.isinf(values) & ~((values > 0) & self.infinite))
+        with np.errstate(invalid="ignore"):
+            bad |= finite & ((values < self.low) | (values > self.high))
+            if self.whole:
+                bad |= finite & (values != np.floor(values))
+        return bad
+
+
+SEED = Range("a whole number >= 0", 0, whole=True, optional=False)
+COUNT = Range("a whole number >= 0", 0, whole=True)
+FRACTION = Range("a number in [0, 1]", 0, 1)
+NONNEGATIVE = Range("a finite number >= 0", 0)
+CHECK_COUNT = Range("a whole number >= 0 (-1: not run)", -1, whole=True)
+RADIUS = Range("a number >= 0 (inf: no perturbation reaches the boundary)", 0, infinite=True)
+
+RESULT_RANGES: dict[str, Range] = {"seed": SEED, "eps": NONNEGATIVE, "n": COUNT, "accuracy": FRACTION,
+                                   "wall_seconds": NONNEGATIVE, "threads": COUNT}
+# certified.csv (bench.certification): the columns some report reads without asking, and the numbers' ranges
+CERTIFICATE_COLUMNS = ("dataset", "defense", "seed", "certificate", "equation", "variant", "modality", "radius",
+                       "certified_accuracy", "median_certified_radius", "honesty_certified", "honesty_violations")
+CERTIFICATE_RANGES: dict[str, Range] = {
+    "seed": SEED, "radius": NONNEGATIVE, "n": COUNT, "certified_accuracy": FRACTION, "median_certified_radius": RADIUS,
+    "honesty_certified": CHECK_COUNT, "honesty_violations": CHECK_COUNT, "honesty_fraction": FRACTION,
+    "sigma": NONNEGATIVE, "n0": COUNT, "n_noise": COUNT, "alpha": FRACTION, "confidence": FRACTION,
+    "abstained": FRACTION}
+# eta_pairs.csv (per class pair η, Figure 3)
+ETA_COLUMNS = ("dataset", "defense", "seed", "modality", "class_y", "class_j", "eta_pair")
+ETA_RANGES: dict[str, Range] = {"seed": SEED, "class_y": SEED, "class_j": SEED, "eta_pair": NONNEGATIVE,
+                                "eta_eq10": NONNEGATIVE, "eta_local_mean": NONNEGATIVE, "tau_y": NONNEGATIVE,
+                                "tau_j": NONNEGATIVE}
+
+
+def _record(path: Path, position: int) -> tuple[int, dict[str, str]]:
+    """The line on which data record ``position`` (0-based, blank lines skipped as pandas does) ends, and the
+    record as written (column → text)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        seen = -1
+        for record in reader:
+            seen += bool(record)
+            if seen == position:
+                return reader.line_num, dict(zip(header, record))
+    return 0, {}
+
+
+def check_ranges(frame: pd.DataFrame, path: str | Path, ranges: Mapping[str, Range]) -> pd.DataFrame:
+    """``frame`` (read from ``path``) with every column of ``ranges`` checked, whole-number columns without empty
+    cells as integers; ResultsFileError naming the file, the line and the column at the first bad value."""
+    frame = frame.copy()
+    for column, rule in ranges.items():
+        if column not in frame:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(rule.broken(values))
+        if bad.size:
+            line, record = _record(Path(path), int(bad[0]))
+            shown = record.get(column) or "empty"
+            raise ResultsFileError(f"{path} line {line}: {column} is {shown}, not {rule.text}; fix or remove that "
+                                   "line (the file was not modified)")
+        frame[column] = values.astype(np.int64) if rule.whole and not np.isnan(values).any() else values
+    return frame
+
+
+def read_checked_rows(path: str | Path) -> pd.DataFrame:
+    """The rows of a results CSV as reports show them: :func:`read_rows` (text exactly as written, ``NA`` stays
+    ``NA``), then every number checked against :data:`RESULT_RANGES` (accuracy in [0, 1], finite ε, whole seeds)."""
+    return check_ranges(read_rows(path), path, RESULT_RANGES)
+
+
+def read_checked_table(path: str | Path, required: Sequence[str], ranges: Mapping[str, Range],
+                       what: str) -> pd.DataFrame:
+    """Another table of the suite (certificates, η pairs) read as strictly as :func:`read_checked_rows`: parsed
+    record by record, ``required`` columns present, text kept as written, numbers checked against ``ranges``.
+    Empty (with the ``required`` columns) when the file is absent or empty."""
+    path = Path(path)
+    header = _check_csv(path, required, tuple(ranges), what) if path.exists() else []
+    if not header:
+        return pd.DataFrame(columns=list(required))
+    frame = pd.read_csv(path, keep_default_na=False, na_values={c: ["", "nan", "NaN"] for c in header if c in ranges},
+                        dtype={c: str for c in header if c not in ranges})
+    for column in frame.columns:
+        if column not in ranges:
+            frame[column] = frame[column].astype(object)
+    return check_ranges(frame, path, ranges)
+
+
+def read_checked_certificates(path: str | Path) -> pd.DataFrame:
+    """certified.csv as reports read it (:func:`read_checked_table` with :data:`CERTIFICATE_COLUMNS`)."""
+    return read_checked_table(path, CERTIFICATE_COLUMNS, CERTIFICATE_RANGES, "a certificates file (certified.csv)")
+
+
+def read_checked_eta_pairs(path: str | Path) -> pd.DataFrame:
+    """eta_pairs.csv as reports read it (:func:`read_checked_table` with :data:`ETA_COLUMNS`)."""
+    return read_checked_table(path, ETA_COLUMNS, ETA_RANGES, "an η-pairs file (eta_pairs.csv)")
+
 __all__ = ["ResultRow", "COLUMNS", "DEFAULTS", "CELL_COLUMNS", "CLEAN", "NO_MODALITY", "ResultsFileError", "eps_key",
            "cell_key", "done_cells", "complete", "frame_keys", "rows_frame", "read_rows", "append_rows",
-           "rewrite_rows", "replace_keyed_rows", "read_table", "stored_rows", "stored_run", "with_defaults"]
+           "rewrite_rows", "replace_keyed_rows", "read_table", "stored_rows", "stored_run", "with_defaults",
+           "attack_rows", "encode_outcomes", "decode_outcomes"]
+__all__ += ["Range", "RESULT_RANGES", "CERTIFICATE_COLUMNS", "CERTIFICATE_RANGES", "ETA_COLUMNS", "ETA_RANGES",
+            "check_ranges", "read_checked_rows", "read_checked_table", "read_checked_certificates",
+            "read_checked_eta_pairs"]

@@ -49,6 +49,7 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -72,12 +73,14 @@ from .certification import METHODS as CERTIFY_METHODS
 from .certification import has_certificate, noise_set, smoothed_label
 from .certification import (CERTIFIED_CSV, ETA_PAIRS_CSV, CertifyOutcome, certify_defense,
                             model_keys, read_table, replace_model_rows)
-from .evaluate import clean_accuracy, robust_accuracy
+from .evaluate import Measurement, clean_accuracy, robust_accuracy
 from .flags import check_attack, clean_row_flags, flag_rows, row_flags
-from .results import (CELL_COLUMNS, CLEAN, NO_MODALITY, ResultRow, append_rows, cell_key, done_cells, eps_key,
-                      read_rows, rewrite_rows)
+from .results import (CELL_COLUMNS, CLEAN, NO_MODALITY, ResultRow, append_rows, attack_rows, cell_key,
+                      decode_outcomes, done_cells, eps_key, frame_keys, read_rows, rewrite_rows)
+from .threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from .train import TrainedModel, model_dtype, select_device
 from .retire import RetireOutcome, retire_stale
+from .validate import check_name
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ DEFAULT_MODALITIES = ("v", "a", ALL_MODALITIES)
 DEFAULT_SWEEP_EPS = (0.5, 1.0)
 SWEEP_KEYS = ("dataset", "dataset_set", "seeds", "set", "defenses", "grid", "batch_size", "certify", "threads")
 ENTRY_KEYS = ("defense", "label", "set", "certify")
-BLOCK_KEYS = ("attacks", "modalities", "eps", "attack_set", "norm")
+BLOCK_KEYS = ("attacks", "modalities", "eps", "attack_set", "norm", "samples")
 CERTIFY_KEYS = ("radii", "honesty_steps", "train_samples", "batch_size", "method", "sigma", "n0", "n", "alpha",
                 "modalities", "noise_batch", "test_samples", "n_attack", "attack_steps", "attack_samples",
                 "honesty_restarts", "honesty_targets", "honesty_loss", "honesty_legacy")
@@ -113,6 +116,18 @@ class GridBlock:
     eps: tuple[float, ...]
     attack_set: Mapping[str, Any] = field(default_factory=dict)
     norm: str = "l2"
+    # > 0: the block's cells attack only the first that many test samples (the same samples as a certificate's
+    # ``test_samples``), for attacks too costly for the whole split; the rows' attack_config says so
+    samples: int = 0
+
+    def config(self, describe: str) -> str:
+        """The rows' ``attack_config`` of an attack of this block: its description, and the test subset when there
+        is one (so subset rows never share a cell with whole-split rows)."""
+        return f"{describe} [first {self.samples} test samples]" if self.samples > 0 else describe
+
+    def split(self, test: Any) -> Any:
+        """The test samples this block's cells attack."""
+        return test.subset(torch.arange(self.samples)) if 0 < self.samples < len(test) else test
 
 
 @dataclass(frozen=True)
@@ -320,7 +335,7 @@ def parse_defense_entry(item: Any) -> DefenseEntry:
     if given_label is not None and (isinstance(given_label, bool) or not isinstance(given_label, (str, int))):
         raise ValueError(f"sweep: label of defense entry {preview(defense)} must be a name such as jt_v2, got "
                          f"{preview(given_label)}")
-    label = str(given_label or defense)
+    label = check_name(str(given_label or defense), f"sweep: label of defense entry {preview(defense)}")
     cert = _mapping(item.get("certify"), f"certify of {preview(label)}")
     _check_keys(cert, CERTIFY_KEYS, f"certify of defense entry {preview(label)}")
     return DefenseEntry(defense, label, _mapping(item.get("set"), f"set of {preview(defense)}"), cert)
@@ -348,7 +363,11 @@ def parse_block(item: Any) -> GridBlock:
         default_eps(norm)  # an unknown norm says so, with "did you mean"
     except ValueError as exc:
         raise ValueError(f"sweep: grid block {shown}: {exc}") from exc
-    return GridBlock(attacks, modalities, eps, _mapping(item.get("attack_set"), "attack_set"), norm)
+    samples = item.get("samples", 0)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ValueError(f"sweep: grid block {shown}: samples must be a whole number >= 0 (0: every test sample), got "
+                         f"{preview(samples)}")
+    return GridBlock(attacks, modalities, eps, _mapping(item.get("attack_set"), "attack_set"), norm, samples)
 
 
 def _seed_list(value: Any) -> list[int]:
@@ -527,11 +546,6 @@ def _threads(value: Any) -> int | None:
     return threads
 
 
-def modality_label(modality: str, threat: ThreatModel) -> str:
-    """How rows name attacked modalities: ``all`` for the joint attack on all, else names joined by ``+``."""
-    return ALL_MODALITIES if modality == ALL_MODALITIES else "+".join(threat.modalities)
-
-
 def validate_plan(plan: SweepPlan, root: Path) -> Any:
     """Fail before any training on unknown defenses, settings, attacks, attack options or modalities; returns
     the plan's dataset (built, or loaded from its cache) for the checks that follow."""
@@ -554,7 +568,8 @@ def validate_plan(plan: SweepPlan, root: Path) -> Any:
             if atk.norm_bounded and not block.eps:
                 raise ValueError(f"sweep: attack {attack!r} needs an eps list in its grid block")
         for modality in block.modalities:
-            ThreatModel.parse(modality, 0.0, ds.specs)
+            if modality != ANY:
+                ThreatModel.parse(modality, 0.0, ds.specs)
     return ds
 
 
@@ -694,6 +709,9 @@ def run_unit(plan: SweepPlan, entry: DefenseEntry, seed: int, *, root: Path, res
     done = done_cells(read_rows(results_path))  # read per unit: other shards/processes may have added cells
     claimed: set[tuple] = set()
     for cell in unit_cells(plan):
+        if bar is not None:  # names the cell on the bar while it runs, and in its log line once done
+            what = "clean" if cell is None else f"{cell[1]} on {cell[2]}"
+            bar.set_postfix_str(f"{entry.label} seed {seed}: {what}")
         evaluated, skipped = run_cell(plan, trained, entry, seed, cell, dev=dev, done=done, results_path=results_path,
                                       claimed=claimed)
         outcome.evaluated_rows += evaluated
@@ -701,6 +719,8 @@ def run_unit(plan: SweepPlan, entry: DefenseEntry, seed: int, *, root: Path, res
         if bar is not None:
             bar.update(1)
     if plan.certify is not None:
+        if bar is not None:
+            bar.set_postfix_str(f"{entry.label} seed {seed}: certificate")
         if main_rank:
             outcome.certified += certify_unit(plan, trained, entry, seed, root=root, dev=dev, command=command)
         distributed.barrier()
@@ -748,10 +768,11 @@ def _cell_plan(trained: TrainedModel, common: dict[str, Any], block: GridBlock, 
     ds = trained.dataset  # type: ignore[attr-defined]
     atk = build_attack(attack, ds.specs, seed=common["seed"], **attack_options_for(attack, block.attack_set, ds))
     grid = list(block.eps) if atk.norm_bounded else [math.nan]
-    threat = ThreatModel.parse(modality, 0.0 if math.isnan(grid[0]) else grid[0], ds.specs, norm=block.norm)
-    label = modality_label(modality, threat)
+    choice = ALL_MODALITIES if modality == ANY else modality  # ``any``'s threat stands for its norm only
+    threat = ThreatModel.parse(choice, 0.0 if math.isnan(grid[0]) else grid[0], ds.specs, norm=block.norm)
+    label = ANY if modality == ANY else modality_label(modality, threat)
     keys = {e: cell_key(common["dataset"], common["label"], common["seed"], common["checkpoint_sha256"], attack,
-                        atk.describe(), label, e, threat.norm) for e in grid}
+                        block.config(atk.describe()), label, e, threat.norm) for e in grid}
     return atk, threat, label, keys
 
 
@@ -770,20 +791,76 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     todo = [e for e in grid if keys[e] not in done]
     if not todo:
         return 0, len(grid)
-    eps_grid = todo if atk.norm_bounded else [0.0]
-    measured = robust_accuracy(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress=False)
-    flags = check_attack(trained.model, ds.test, atk, threat, eps_grid, measured, dev)
-    for flag in flags:
-        log.warning("%s %s seed %s, %s on %s: %s", common["dataset"], common["label"], common["seed"], attack,
-                    label, flag.note())
-    rows = [ResultRow(attack=attack, attack_config=atk.describe(), library=atk.library,
-                      library_version=atk.library_version, modality=label, norm=threat.norm,
-                      eps=m.eps if atk.norm_bounded else math.nan, n=m.n, accuracy=m.accuracy,
-                      wall_seconds=m.seconds, flags=row_flags(flags, m.eps if atk.norm_bounded else None), **common)
-            for m in measured]
+    if modality == ANY:
+        return _any_cell(trained, common, block, attack, todo, batch_size, dev, done, results_path, keys, len(grid))
+    measured, cells, rows = _measure_set(trained, common, block, attack, modality, todo, batch_size, dev)
     _append_on_main(results_path, rows)
     done.update(keys[e] for e in todo)
     return len(rows), len(grid) - len(todo)
+
+
+def _measure_set(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, modality: str,
+                 todo: Sequence[float], batch_size: int,
+                 dev: torch.device) -> tuple[list[Measurement], dict[float, str], list[ResultRow]]:
+    """One attack on one modality choice at the ε values ``todo``: its measurements, each ε's flags cell, its rows."""
+    ds = trained.dataset  # type: ignore[attr-defined]
+    atk, threat, label, _ = _cell_plan(trained, common, block, attack, modality)
+    eps_grid = list(todo) if atk.norm_bounded else [0.0]
+    test = block.split(ds.test)
+    measured = robust_accuracy(trained.model, test, atk, threat, eps_grid, batch_size, dev, progress=False)
+    flags = check_attack(trained.model, test, atk, threat, eps_grid, measured, dev)
+    for flag in flags:
+        log.warning("%s %s seed %s, %s on %s: %s", common["dataset"], common["label"], common["seed"], attack,
+                    label, flag.note())
+    rows = attack_rows(measured, attack=attack, attack_config=block.config(atk.describe()), library=atk.library,
+                       library_version=atk.library_version, modality=label, norm=threat.norm,
+                       norm_bounded=atk.norm_bounded, flags_at=partial(row_flags, flags), common=common)
+    cells = {m.eps if atk.norm_bounded else math.nan: row.flags for m, row in zip(measured, rows)}
+    return measured, cells, rows
+
+
+def _any_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, todo: list[float],
+              batch_size: int, dev: torch.device, done: set[tuple], results_path: Path, keys: dict[float, tuple],
+              planned: int) -> tuple[int, int]:
+    """The ``any`` rows at ``todo``: each threat set's stored per-sample outcomes where its row has them, the set
+    measured (and its rows stored) where not, then the per-sample worst case (``bench.threat_sets``)."""
+    ds = trained.dataset  # type: ignore[attr-defined]
+    stored = read_rows(results_path)
+    by_key = dict(zip(frame_keys(stored), stored.itertuples(index=False))) if not stored.empty else {}
+    per_set: dict[str, list[Measurement]] = {}
+    set_cells: dict[str, dict[float, str]] = {}
+    evaluated = 0
+    for choice in threat_sets([s.name for s in ds.specs]):
+        _, _, label, set_keys = _cell_plan(trained, common, block, attack, choice)
+        found = {e: by_key.get(set_keys[e]) for e in todo}
+        need = [e for e in todo if found[e] is None or not str(getattr(found[e], "outcomes", "") or "")]
+        measured_at: dict[float, Measurement] = {}
+        cells: dict[float, str] = {}
+        if need:
+            measured, new_cells, rows = _measure_set(trained, common, block, attack, choice, need, batch_size, dev)
+            fresh = [row for e, row in zip(need, rows) if set_keys[e] not in done]
+            _append_on_main(results_path, fresh)
+            done.update(set_keys[e] for e in need)
+            evaluated += len(fresh)
+            measured_at.update(zip(need, measured))
+            cells.update(new_cells)
+        for e in todo:
+            if e not in measured_at:
+                row = found[e]
+                measured_at[e] = Measurement(e, round(row.accuracy * row.n), int(row.n), float(row.wall_seconds),
+                                             decode_outcomes(row.outcomes, int(row.n)))
+                cells[e] = "" if pd.isna(row.flags) else str(row.flags)
+        per_set[label] = [measured_at[e] for e in todo]
+        set_cells[label] = cells
+    atk, threat, _, _ = _cell_plan(trained, common, block, attack, ANY)
+    rows = attack_rows(combine_any(per_set), attack=attack, attack_config=block.config(atk.describe()),
+                       library=atk.library,
+                       library_version=atk.library_version, modality=ANY, norm=threat.norm,
+                       norm_bounded=atk.norm_bounded, common=common,
+                       flags_at=lambda e: any_flags({s: c.get(e, "") for s, c in set_cells.items()}))
+    _append_on_main(results_path, rows)
+    done.update(keys[e] for e in todo)
+    return evaluated + len(rows), planned - len(todo)
 
 
 def _append_on_main(results_path: Path, rows: list[ResultRow]) -> None:

@@ -124,6 +124,35 @@ def check_eps(values: Sequence[Any], what: str = "eps") -> list[float]:
     return sorted(set(out))
 
 
+# Longest label or dataset name accepted: it names files (as a slug), legends and table rows.
+MAX_NAME = 200
+# Unicode categories refused in names: control (newline, tab, NUL, escape), format (bidi overrides, zero-width),
+# surrogates (not UTF-8 text) and line/paragraph separators; each would break a CSV line, a table or a legend.
+_REFUSED_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible formatting character",
+                       "Cs": "a lone surrogate", "Zl": "a line separator", "Zp": "a paragraph separator"}
+
+
+def check_name(value: Any, what: str) -> str:
+    """A label or dataset name as rows store it: text of 1 to :data:`MAX_NAME` characters, no control or formatting
+    characters (newlines, tabs, NUL, bidi overrides), no spaces at either end. Returns it; one-line ValueError
+    naming ``what`` otherwise. Anything else (``<``, ``/``, quotes, ``=``) is allowed: reports escape it."""
+    import unicodedata
+
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, got {preview(value)}")
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty or blank")
+    if len(value) > MAX_NAME:
+        raise ValueError(f"{what} has {len(value)} characters; give at most {MAX_NAME}: {preview(value)}")
+    for i, ch in enumerate(value):
+        category = unicodedata.category(ch)
+        if category in _REFUSED_CATEGORIES:
+            raise ValueError(f"{what} holds {_REFUSED_CATEGORIES[category]} (U+{ord(ch):04X}) at position {i + 1}: "
+                             f"{preview(value)}; give a name on one line of visible characters")
+    if value != value.strip():
+        raise ValueError(f"{what} starts or ends with spaces: {preview(value)}; remove them")
+    return value
+
 def check_output_dir(path: Path | str, flag: str) -> Path:
     """Make sure files can be created in the directory ``path`` (created if missing) before any work
     starts: a file in its place, a read-only or immutable folder is a one-line error now, not lost
@@ -169,6 +198,8 @@ def check_modality_choice(dataset: str, modality: str | Sequence[str]) -> None:
     from ..contracts import parse_modalities
     from ..data import DATASETS
 
+    if modality == "any":  # every single modality and the joint ball (bench.threat_sets)
+        return
     names = getattr(DATASETS.get(dataset), "modality_names", None)
     if names:
         parse_modalities(modality, names)
@@ -178,8 +209,10 @@ def check_run_settings(*, defense: str | None = None, overrides: Mapping[str, An
                        dataset: str | None = None, dataset_options: Mapping[str, Any] | None = None,
                        eps: Sequence[Any] | None = None, batch_size: Any = None, seed: Any = None,
                        root: Path | None = None, results: Path | None = None,
-                       modality: str | Sequence[str] | None = None) -> None:
+                       modality: str | Sequence[str] | None = None, label: str | None = None) -> None:
     """Everything about a run that can be checked before data is generated or a model trained."""
+    if label is not None:
+        check_name(label, "label")
     if seed is not None:
         check_count(seed, "seed", minimum=0)
     if batch_size is not None:
@@ -230,6 +263,6 @@ def check_certify_settings(*, train_samples: Any = -1, honesty_steps: Any = 20, 
     check_count(batch_size, "--batch-size")
 
 
-__all__ = ["MAX_EPS", "check_fields", "coerce_floats", "check_count", "check_eps",
+__all__ = ["MAX_EPS", "MAX_NAME", "check_fields", "coerce_floats", "check_count", "check_eps", "check_name",
            "check_output_dir", "check_output_file", "check_dataset_options", "check_run_settings", "read_yaml_mapping",
            "check_certify_settings"]

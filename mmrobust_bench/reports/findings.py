@@ -26,7 +26,8 @@ import pandas as pd
 
 from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense
 from .entries import ENTRY, base_label, mixed_labels, resolve_entries
-from .tables import fmt, paper_row_order
+from .headline import headline_sections
+from .tables import fmt, markdown_cell, markdown_code, paper_row_order
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,14 @@ def seed_stats(rows: pd.DataFrame, defense: str, cell: Cell) -> tuple[float, flo
 
 
 def cell_table(rows: pd.DataFrame, defenses: Sequence[str], cells: Sequence[Cell]) -> str:
-    lines = ["| defense | " + " | ".join(c.title for c in cells) + " | seeds |",
+    lines = ["| defense | " + " | ".join(markdown_cell(c.title) for c in cells) + " | seeds |",
              "|---|" + "---:|" * (len(cells) + 1)]
     for d in defenses:
         stats = [seed_stats(rows, d, c) for c in cells]
         seeds = max((s[2] for s in stats), default=0)
         if seeds == 0:
             continue
-        lines.append(f"| `{d}` | " + " | ".join(fmt(m, s) for m, s, _ in stats) + f" | {seeds} |")
+        lines.append(f"| {markdown_code(d)} | " + " | ".join(fmt(m, s) for m, s, _ in stats) + f" | {seeds} |")
     return "\n".join(lines)
 
 
@@ -84,7 +85,7 @@ def certificate_kinds(certified: pd.DataFrame | None) -> pd.DataFrame:
 
 def _kind_text(kind: str) -> str:
     kind = str(kind)
-    return f"**{kind}**" if kind.startswith(NOT_A_BOUND) else kind
+    return f"**{markdown_cell(kind)}**" if kind.startswith(NOT_A_BOUND) else markdown_cell(kind)
 
 
 def honesty_table(certified: pd.DataFrame | None, defenses: Sequence[str], *, runner_up: bool = False) -> str:
@@ -112,12 +113,13 @@ def honesty_table(certified: pd.DataFrame | None, defenses: Sequence[str], *, ru
             else:
                 broken, total = int(ran["honesty_violations"].sum()), int(ran["honesty_certified"].sum())
                 counts = f"≥ {broken} / {total} (≥ {broken / max(total, 1):.1%})"
-            lines.append(f"| `{d}` | {cert} | {_kind_text(kind)} | "
+            lines.append(f"| {markdown_code(d)} | {markdown_cell(cert)} | {_kind_text(kind)} | "
                          f"{group['median_certified_radius'].astype(float).mean():.3f} | {counts} |")
     checks = frame["honesty_attack"].dropna().astype(str) if "honesty_attack" in frame else pd.Series(dtype=str)
     checks = checks[checks != ""].value_counts()
     if not checks.empty:
-        lines += ["", "Honesty check used: " + "; ".join(f"`{c}` ({n} certificates)" for c, n in checks.items())
+        lines += ["", "Honesty check used: " + "; ".join(f"{markdown_code(c)} ({n} certificates)"
+                                                         for c, n in checks.items())
                   + ". Counts are lower bounds: a stronger check can only find more."]
     return "\n".join(lines)
 
@@ -153,8 +155,9 @@ def smoothing_table(certified: pd.DataFrame | None, defenses: Sequence[str]) -> 
             honesty = (f"≥ {int(ran['honesty_violations'].sum())} / {int(ran['honesty_certified'].sum())}"
                        if not ran.empty else "not run")
             n_text = "—" if pd.isna(n_noise) else f"{int(n_noise)}"
-            lines.append(f"| `{d}` | {mod} | {float(sigma):g} | {n_text} | {float(alpha):g} | {SOUND_TEXT} | "
-                         + " | ".join(accs) + f" | {models['abstained'].astype(float).mean():.1%} | {honesty} | "
+            lines.append(f"| {markdown_code(d)} | {markdown_cell(mod)} | {float(sigma):g} | {n_text} | "
+                         f"{float(alpha):g} | {SOUND_TEXT} | " + " | ".join(accs)
+                         + f" | {models['abstained'].astype(float).mean():.1%} | {honesty} | "
                          f"{models['seed'].nunique()} |")
     return "\n".join(lines)
 
@@ -196,28 +199,30 @@ def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
         rows = resolve_entries(rows, split=split)[0]
         pairs = None if pairs is None or pairs.empty else resolve_entries(pairs, split=split)[0]
         certified = None if certified is None or certified.empty else resolve_entries(certified, split=split)[0]
-    modalities = sorted({str(m) for m in rows["modality"].dropna().unique()} - {"none", "all"} - {""})
+    modalities = sorted({str(m) for m in rows["modality"].dropna().unique()} - {"none", "all", "any"} - {""})
     modalities = [m for m in modalities if "+" not in m]
     defenses = paper_row_order(sorted(rows["defense"].unique()))
     references = reference_entries(rows, reference)
     if grid is None:
         pgd = rows[(rows["attack"] == "pgd_l2") & rows["modality"].isin(modalities)]
         grid = sorted(float(e) for e in pgd["eps"].dropna().unique())
-    out = [f"made by: `{command}`" if command else "", ""]
+    out = [f"made by: {markdown_code(command)}" if command else "", ""]
     if not references:
-        out += [f"_No entry is the reference `{reference}` (by label or defense id): sections 1 and 2 are "
+        out += [f"_No entry is the reference {markdown_code(reference)} (by label or defense id): sections 1 and 2 are "
                 "skipped._", ""]
     elif len(references) > 1:
-        out += [f"_The reference `{reference}` is split by configuration into {len(references)} entries "
-                f"({', '.join(f'`{r}`' for r in references)}): sections 1, 2 and 4 show each._", ""]
-    ref_text = ", ".join(f"`{r}`" for r in references)
+        out += [f"_The reference {markdown_code(reference)} is split by configuration into {len(references)} "
+                f"entries ({', '.join(markdown_code(r) for r in references)}): sections 1, 2 and 4 show each._", ""]
+    out += headline_sections(rows)
+    ref_text = ", ".join(markdown_code(r) for r in references)
     if references:
         out += [f"### 1. Preference: {ref_text} with one modality missing (zero-filled)", "",
                 cell_table(rows, references, [Cell("clean", "clean", "none")]
                            + [Cell(f"{m} missing", "missing", m) for m in modalities]), ""]
         for i, ref in enumerate(references):
-            out += [f"### 2{'' if len(references) == 1 else chr(ord('a') + i)}. Fragility: `{ref}` under uni-modal "
-                    "ℓ2-PGD (paper's 4 steps of ε/3)", "", _modality_grid(rows, ref, modalities, grid), ""]
+            part = "" if len(references) == 1 else chr(ord("a") + i)
+            out += [f"### 2{part}. Fragility: {markdown_code(ref)} under uni-modal ℓ2-PGD (paper's 4 steps of ε/3)", "",
+                    _modality_grid(rows, ref, modalities, grid), ""]
     cells = ([Cell("clean", "clean", "none")]
              + [Cell(f"PGD {m} ε={e:g}", "pgd_l2", m, e) for m in modalities for e in _pick(grid)]
              + [Cell("PGD all ε=0.5", "pgd_l2", "all", 0.5)]
@@ -228,10 +233,11 @@ def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
         ratios = eta_ratio(pairs, num, den)
         order = {d: i for i, d in enumerate(defenses)}
         ratios = ratios.sort_values("defense", key=lambda s: s.map(lambda d: order.get(d, len(order))))
-        out += [f"### 3b. Imbalance: empirical η^({num}) / η^({den}) (the paper's Figure 3 orientation; "
-                f"{ETA_RATIO_AGGREGATION}; 1 = balanced)", "",
+        out += [f"### 3b. Imbalance: empirical η^({markdown_cell(num)}) / η^({markdown_cell(den)}) (the paper's "
+                f"Figure 3 orientation; {ETA_RATIO_AGGREGATION}; 1 = balanced)", "",
                 "| defense | ratio | seeds |", "|---|---:|---:|"]
-        out += [f"| `{r.defense}` | {fmt(r.ratio_mean, r.ratio_std)} | {r.seeds} |" for r in ratios.itertuples()]
+        out += [f"| {markdown_code(r.defense)} | {fmt(r.ratio_mean, r.ratio_std)} | {r.seeds} |"
+                for r in ratios.itertuples()]
         out += [""]
     present = _expand(ablation, defenses, references, reference)
     if len(present) > 1:
@@ -266,8 +272,8 @@ def _pick(grid: Sequence[float]) -> list[float]:
 def _modality_grid(rows: pd.DataFrame, defense: str, modalities: Sequence[str], grid: Sequence[float]) -> str:
     lines = ["| modality | " + " | ".join(f"ε={e:g}" for e in grid) + " |", "|---|" + "---:|" * len(grid)]
     for m in modalities:
-        lines.append(f"| {m} | " + " | ".join(fmt(*seed_stats(rows, defense, Cell("", "pgd_l2", m, e))[:2])
-                                              for e in grid) + " |")
+        lines.append(f"| {markdown_cell(m)} | "
+                     + " | ".join(fmt(*seed_stats(rows, defense, Cell("", "pgd_l2", m, e))[:2]) for e in grid) + " |")
     return "\n".join(lines)
 
 

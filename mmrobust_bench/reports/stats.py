@@ -18,7 +18,7 @@ CONFIDENCE = 0.95
 
 # the names a reader knows, for titles and legends
 MODALITY_NAMES = {"a": "audio", "v": "visual", "flow": "optical flow", "rgb": "RGB", "all": "all modalities (joint)",
-                  "none": "none"}
+                  "any": "any modality (per-sample worst case)", "none": "none"}
 
 
 def modality_name(modality: str) -> str:

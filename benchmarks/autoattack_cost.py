@@ -1,0 +1,109 @@
+"""What the standard strong evaluation costs, and what ``fast`` gives up: seconds per model and threat set.
+
+Prints one JSON object (and writes it to ``--out`` when given). Usage::
+
+    python benchmarks/autoattack_cost.py --dataset synthav --samples 200
+    python benchmarks/autoattack_cost.py --dataset avdigits --data-root FSDD/recordings --samples 200
+
+For each dataset a model of ``--defense`` (seed 0, the dataset's schedule; trained or loaded from ``--root``) is
+attacked on the first ``--samples`` test samples at ``--eps`` on each modality alone, jointly (``all``) and
+``any`` (the per-sample worst case, combined from the sets at no cost), with the paper's 4-step ℓ2-PGD
+(``pgd_l2``), ``autoattack`` ``fast`` and ``autoattack`` ``standard``. Per attack and set: robust accuracy,
+process CPU seconds on the subset and extrapolated to the whole test split (``seconds_per_model``), and the
+samples each autoattack member broke. ``gap``: standard's robust accuracy minus fast's per set, and how many
+samples the two disagree on. ``leaderboard_hours``: the extrapolated CPU hours of one ε per set for every model of
+a 15-entry × 3-seed leaderboard on one core. CPU time (not wall time) so that other jobs on a shared machine
+do not inflate it; ``--threads`` intra-op threads (default 1, as the leaderboards run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from mmrobust_bench.attacks import build_attack
+from mmrobust_bench.bench.api import train_defense
+from mmrobust_bench.bench.evaluate import robust_accuracy
+from mmrobust_bench.bench.threat_sets import ANY, combine_any, threat_sets
+from mmrobust_bench.contracts import ThreatModel
+
+ATTACKS = (("pgd_l2", {}), ("autoattack", {"version": "fast"}), ("autoattack", {"version": "standard"}))
+LEADERBOARD_MODELS = 15 * 3
+
+
+def measure(dataset: str, *, defense: str, samples: int, eps: float, root: Path, data_root: str | None,
+            batch_size: int) -> dict:
+    options = {"data_root": data_root} if data_root else {}
+    trained = train_defense(defense, dataset=dataset, seed=0, dataset_options=options, root=root, device="cpu",
+                            progress=False)
+    ds = trained.dataset  # type: ignore[attr-defined]
+    test = ds.test.subset(torch.arange(min(samples, len(ds.test))))
+    scale = len(ds.test) / len(test)
+    sets = threat_sets([s.name for s in ds.specs])
+    out: dict = {"dataset": dataset, "defense": defense, "checkpoint_sha256": trained.sha256, "eps": eps,
+                 "samples": len(test), "test_samples": len(ds.test), "attacks": {}}
+    outcomes: dict[str, dict] = {}
+    for name, options_ in ATTACKS:
+        key = name if not options_ else f"{name}:{options_['version']}"
+        atk = build_attack(name, ds.specs, seed=0, **options_)
+        per_set, rows = {}, {}
+        for choice in sets:
+            threat = ThreatModel.parse(choice, eps, ds.specs)
+            start = time.process_time()
+            measured = robust_accuracy(trained.model, test, atk, threat, [eps], batch_size, torch.device("cpu"))
+            seconds = time.process_time() - start
+            per_set[choice] = measured
+            rows[choice] = {"accuracy": measured[0].accuracy, "seconds": round(seconds, 2),
+                            "seconds_per_model": round(seconds * scale, 1),
+                            "breaks": (measured[0].details or {}).get("breaks")}
+        any_measured = combine_any(per_set)[0]
+        rows[ANY] = {"accuracy": any_measured.accuracy, "seconds": round(sum(r["seconds"] for r in rows.values()), 2),
+                     "seconds_per_model": round(sum(r["seconds_per_model"] for r in rows.values()), 1)}
+        outcomes[key] = {s: per_set[s][0].outcomes for s in sets} | {ANY: any_measured.outcomes}
+        out["attacks"][key] = rows
+    out["gap"] = {s: {"accuracy": round(out["attacks"]["autoattack:standard"][s]["accuracy"]
+                                        - out["attacks"]["autoattack:fast"][s]["accuracy"], 4),
+                      "samples_disagreeing": int((outcomes["autoattack:standard"][s]
+                                                  != outcomes["autoattack:fast"][s]).sum())}
+                  for s in [*sets, ANY]}
+    out["leaderboard_hours"] = {key: round(rows[ANY]["seconds_per_model"] * LEADERBOARD_MODELS / 3600, 2)
+                                for key, rows in out["attacks"].items()}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", action="append", choices=("synthav", "avdigits"),
+                        help="dataset(s) to measure (repeat the option; default synthav)")
+    parser.add_argument("--defense", default="jt")
+    parser.add_argument("--samples", type=int, default=200, help="test samples attacked (default: 200)")
+    parser.add_argument("--eps", type=float, default=0.5, help="the headline ℓ2 radius (default: 0.5)")
+    parser.add_argument("--data-root", default=os.environ.get("MMROBUST_FSDD_ROOT"),
+                        help="FSDD recordings for avdigits (default: $MMROBUST_FSDD_ROOT)")
+    parser.add_argument("--root", type=Path, default=Path("runs"), help="checkpoint and dataset cache (default: runs)")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result = {"benchmark": "autoattack_cost", "threads": args.threads, "torch": torch.__version__,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(),
+              "processor": platform.processor(), "datasets": []}
+    for dataset in args.dataset or ["synthav"]:
+        result["datasets"].append(measure(dataset, defense=args.defense, samples=args.samples, eps=args.eps,
+                                          root=args.root, data_root=args.data_root if dataset == "avdigits" else None,
+                                          batch_size=args.batch_size))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
