@@ -130,15 +130,15 @@ def test_every_crmt_variant_defaults_to_the_orthogonal_head_and_it_stays_orthogo
 SYNTHAV_SCHEDULE = {"epochs": 6, "batch_size": 64, "lr": 0.05, "lr_step": 0, "optimizer": "sgd", "feature_dim": 64}
 
 
-def test_automatic_step2_epochs_are_a_third_of_the_schedule():
+def test_automatic_step2_epochs_are_the_references_count():
     from mmrobust_bench.defenses.crmt import STEP2_AUTO, step2_epoch_count
 
     assert STEP2_AUTO == -1
-    assert [step2_epoch_count(-1, e) for e in (1, 2, 3, 4, 5, 6, 8, 10, 140)] == [1, 1, 1, 1, 2, 2, 3, 3, 47]
+    assert [step2_epoch_count(-1, e) for e in (1, 2, 3, 4, 5, 6, 8, 10, 140)] == [1, 1, 1, 1, 1, 1, 1, 2, 45]
     assert [step2_epoch_count(n, 6) for n in (0, 1, 3, 45)] == [0, 1, 3, 45]  # an explicit count is itself
 
 
-def test_automatic_step2_epochs_move_the_key_and_an_explicit_count_keys_as_before():
+def test_automatic_step2_epochs_key_as_the_stored_rows_and_an_explicit_count_as_itself():
     import pytest
 
     from mmrobust_bench.bench.checkpoints import config_hash_of
@@ -146,24 +146,19 @@ def test_automatic_step2_epochs_move_the_key_and_an_explicit_count_keys_as_befor
     from mmrobust_bench.data.avdigits import TRAIN_DEFAULTS
     from mmrobust_bench.defenses import TrainConfig, build_defense
     from mmrobust_bench.defenses.base import key_dict
-    from mmrobust_bench.defenses.crmt import STEP2_AUTO_KEY
 
     def keyed(name, overrides, schedule):
         defense, train_cfg = build_defense(name, overrides, TrainConfig(**schedule))
         return defense, config_hash_of(defense.config_dict(), key_dict(train_cfg))
 
-    # config_hash of the stored rows made with the earlier automatic rule (leaderboards/*/runs/results.csv)
+    # config_hash of the stored rows (leaderboards/*/runs/results.csv): the default still makes these models
     stored = {("crmt_jt", "synthav"): "c8bd1905aaa5", ("crmt_at", "synthav"): "aaefd5d1d05e",
               ("crmt_jt", "avdigits"): "a350b5f69006", ("crmt_at", "avdigits"): "2d5acf12b9f9"}
     schedules = {"synthav": SYNTHAV_SCHEDULE, "avdigits": dict(TRAIN_DEFAULTS)}
     for (name, dataset), old_hash in stored.items():
         default, new_hash = keyed(name, None, schedules[dataset])
-        assert default.config.step2_epochs == -1 and default.config_dict()["step2_epochs"] == STEP2_AUTO_KEY
-        assert new_hash != old_hash
-        assert keyed(name, {"step2_epochs": -1}, schedules[dataset])[1] == new_hash
-    for name in ("crmt_mix", "crmt_mmt"):
-        assert build_defense(name)[0].config_dict()["step2_epochs"] == STEP2_AUTO_KEY
-    # an explicit count keys as it always did (hashes computed before the automatic rule changed)
+        assert default.config.step2_epochs == -1 and default.config_dict()["step2_epochs"] == -1
+        assert new_hash == old_hash
     explicit, explicit_hash = keyed("crmt_jt", {"step2_epochs": 3}, SYNTHAV_SCHEDULE)
     assert explicit.config_dict()["step2_epochs"] == 3 and explicit_hash == "f684c1de4b91"
     assert keyed("crmt_jt", {"step2_epochs": 3}, dict(TRAIN_DEFAULTS))[1] == "cd8d4b9482c5"
@@ -173,8 +168,8 @@ def test_automatic_step2_epochs_move_the_key_and_an_explicit_count_keys_as_befor
 
 
 @pytest.mark.slow
-def test_step2_runs_the_automatic_count_and_moves_only_the_integration_weights(tmp_path, monkeypatch):
-    """A tiny synthav training (6 epochs, 300 samples): step 2 runs round(6 / 3) = 2 epochs of 5 batches, changes
+def test_step2_runs_its_count_and_moves_only_the_integration_weights(tmp_path, monkeypatch):
+    """A tiny synthav training (6 epochs, 300 samples) with step2_epochs=2: 2 epochs of 5 batches, changes
     a^(m) (by 0.3 % of its norm when measured: 10 SGD steps at 0.03 × lr) and leaves every other weight and buffer as
     step 1 left it."""
     from mmrobust_bench.bench.api import train_defense
@@ -195,7 +190,8 @@ def test_step2_runs_the_automatic_count_and_moves_only_the_integration_weights(t
 
     monkeypatch.setattr(crmt, "step2_objective", counted)
     monkeypatch.setattr(crmt.CRMTBase, "train_integration_weights", recorded)
-    trained = train_defense("crmt_jt", dataset_options=dict(n_train=300, n_test=100), root=tmp_path, progress=False)
+    trained = train_defense("crmt_jt", dataset_options=dict(n_train=300, n_test=100), root=tmp_path, progress=False,
+                            overrides={"step2_epochs": 2})
     assert trained.train_config.epochs == 6 and trained.train_config.batch_size == 64
     assert calls == [64, 64, 64, 64, 44] * 2  # 2 epochs over the 300 training samples
     before, after = snapshots["before"], snapshots["after"]

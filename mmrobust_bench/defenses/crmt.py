@@ -3,8 +3,8 @@
 Step 1 trains the CRMT head with CE + ρ·L1, a LogSumExp smooth maximum
 of the negative uni-modal margins (computed stably in log space). Then the per-class uni-modal
 Lipschitz constants τ are estimated, and step 2 trains only the integration weights a^(m) to
-maximise the certified-radius surrogate of Eq. 10, with the encoders fixed in eval mode, for a third of the
-schedule's epochs by default (:func:`step2_epoch_count`).
+maximise the certified-radius surrogate of Eq. 10, with the encoders fixed in eval mode, for the reference's
+n//3 − 1 epochs by default (:func:`step2_epoch_count`).
 """
 from __future__ import annotations
 
@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 
 MARGIN_FLOOR = 1e-5
 STEP2_AUTO = -1  # step2_epochs' automatic value (step2_epoch_count)
-# How the automatic value enters checkpoint keys and config hashes: as its rule, so that models trained under another
-# automatic rule never share its key; an explicit count keys as itself.
-STEP2_AUTO_KEY = "auto: max(1, round(epochs / 3))"
 
 
 def margin_regulariser(unimodal: dict[str, Tensor], labels: Tensor) -> Tensor:
@@ -58,18 +55,16 @@ def step2_objective(z: dict[str, Tensor], a: dict[str, Tensor], tau: dict[str, T
 
 
 def step2_epoch_count(step2_epochs: int, epochs: int) -> int:
-    """Step 2's epochs after a step 1 of ``epochs``: ``step2_epochs``, or for the automatic value the paper's n/3,
-    max(1, round(epochs / 3)) (2 for synthav's 6 epochs, 3 for avdigits' 10, 47 for the paper's 140, where the
-    reference's ``range(1, n // 3)`` runs 45: set ``step2_epochs=45`` for it)."""
-    return max(1, round(epochs / 3)) if step2_epochs == STEP2_AUTO else step2_epochs
+    """Step 2's epochs after a step 1 of ``epochs``: ``step2_epochs``, or for the automatic value the reference's
+    ``range(1, n // 3)``, max(1, epochs // 3 − 1) (45 for the paper's 140, 1 for synthav's 6, 2 for avdigits' 10).
+    A longer step 2 lowers accuracy on synthav (docs/methods.md §10.6, ``benchmarks/crmt_step2_epochs.py``)."""
+    return max(1, epochs // 3 - 1) if step2_epochs == STEP2_AUTO else step2_epochs
 
 
 class CRMTBase(Defense):
     head = "crmt"
-    # own_groups keeps the spelling the committed checkpoints were keyed with ("per_class" for the unit rows);
-    # the automatic step2_epochs is keyed by its rule (STEP2_AUTO_KEY)
-    KEY_SPELLINGS = {"own_groups": {new: old for old, new in LEGACY_OWN_GROUPS.items()},
-                     "step2_epochs": {STEP2_AUTO: STEP2_AUTO_KEY}}
+    # own_groups keeps the spelling the committed checkpoints were keyed with ("per_class" for the unit rows)
+    KEY_SPELLINGS = {"own_groups": {new: old for old, new in LEGACY_OWN_GROUPS.items()}}
 
     @dataclass
     class Config:
@@ -79,8 +74,8 @@ class CRMTBase(Defense):
         own_groups: str = DEFAULT_OWN_GROUPS
         lip_mode: str = "intended"  # "official" reproduces the reference get_lip bugs
         step2: bool = True
-        # step-2 epochs; -1 (automatic): the paper's n/3 of the schedule's n epochs, max(1, round(epochs / 3)):
-        # 2 on synthav (6 epochs), 3 on avdigits (10), 47 for 140 (the reference runs 45: step2_epochs=45)
+        # step-2 epochs; -1 (automatic): the reference's range(1, n // 3), max(1, epochs // 3 - 1): 45 for 140,
+        # 1 on synthav (6 epochs), 2 on avdigits (10); longer lowers accuracy on synthav (docs/methods.md §10.6)
         step2_epochs: int = STEP2_AUTO
         step2_lr_ratio: float = 0.03  # step-2 lr = ratio × base lr
         step2_momentum: float = 0.9
