@@ -52,14 +52,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; a file of the suite gets what open() would give it: 0666 less the umask
-        os.fchmod(fd, 0o666 & ~current_umask())
-    finally:
-        os.close(fd)
+    os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
+            # mkstemp creates 0600, and a writer may have replaced the file by its own 0600 temporary
+            # (safetensors does): the final file gets what open() would give it, 0666 less the umask
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:

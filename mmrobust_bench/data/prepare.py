@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text, current_umask
 from ..progress import disable_flag
 
 if TYPE_CHECKING:  # torch loads inside the functions that need it: `mmrobust-bench --help` builds this parser
@@ -447,6 +447,7 @@ def _atomic_dirs(*targets: Path):
             temps.append(Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)))
         yield temps
         for tmp, target in zip(temps, targets):
+            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a folder gets what mkdir would give
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
