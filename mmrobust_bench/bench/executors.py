@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from ..progress import disable_flag
+from ..progress import progress_bar
 from . import distributed
 from .results import done_cells, read_rows
 from .sweep import (DefenseEntry, SweepOutcome, SweepPlan, certify_unit, earlier_cell_keys, run_cell, run_unit,
@@ -59,7 +58,8 @@ def run_local(plan: SweepPlan, units: Sequence[Unit], *, root: Path, results_pat
     outcome = SweepOutcome(results_path)
     per_model = len(unit_cells(plan)) + (1 if plan.certify else 0)
     main_rank = distributed.current().main
-    bar = tqdm(total=len(units) * per_model, desc="sweep", disable=disable_flag(progress and main_rank))
+    # one step per cell and certificate: a bar on a terminal, else one log line each (progress.StepLog)
+    bar = progress_bar(total=len(units) * per_model, desc="sweep", enabled=progress and main_rank, log_steps="step")
     for entry, seed in units:
         bar.set_postfix_str(f"{entry.label} seed {seed}")
         outcome.add(run_unit(plan, entry, seed, root=root, results_path=results_path, device=device,
@@ -153,7 +153,7 @@ def _drive(ray: Any, remote: Any, plan: SweepPlan, units: Sequence[Unit], args: 
     per_model = 1 + cells + (1 if plan.certify else 0)
     pending: collections.deque = collections.deque(("train", entry, seed, None) for entry, seed in units)
     running: dict[Any, tuple] = {}
-    bar = tqdm(total=len(units) * per_model, desc="sweep (ray)", disable=disable_flag(progress))
+    bar = progress_bar(total=len(units) * per_model, desc="sweep (ray)", enabled=progress, log_steps="task")
     try:
         while pending or running:
             while pending and len(running) < in_flight:
@@ -172,8 +172,8 @@ def _drive(ray: Any, remote: Any, plan: SweepPlan, units: Sequence[Unit], args: 
                     raise
                 for name, value in done.items():
                     setattr(outcome, name, getattr(outcome, name) + value)
+                bar.set_postfix_str(f"{entry.label} seed {seed} {kind}", refresh=False)  # the task the step logs
                 bar.update(1)
-                bar.set_postfix_str(f"{entry.label} seed {seed} {kind}")
                 if kind == "train":
                     follow = [("cell", entry, seed, i) for i in range(cells)]
                     if plan.certify is not None:

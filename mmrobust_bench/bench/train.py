@@ -11,7 +11,7 @@ from typing import Iterator
 
 import filelock
 import torch
-from ..progress import progress_bar
+from ..progress import StepLog, progress_bar
 
 from ..data.base import InMemoryDataset
 from ..defenses import Defense, TrainConfig, TrainContext
@@ -289,6 +289,7 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
     per_epoch = -(-n_train // cfg.batch_size) if n_train else 0
     bar = progress_bar(desc=f"train {defense.name}", enabled=ctx.progress, total=cfg.epochs * per_epoch,
                        initial=first_epoch * per_epoch, unit="batch", leave=False)
+    epochs_log = StepLog(f"train {defense.name}", cfg.epochs, unit="epoch", enabled=ctx.progress, done=first_epoch)
     for epoch in range(first_epoch, cfg.epochs):
         ctx.epoch = epoch
         if world.active:
@@ -329,7 +330,9 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         if world.active:
             distributed.broadcast_state(model, buffers_only=True)  # rank 0's BatchNorm running statistics
         check_finite_epoch(model, finite, epoch, cfg, defense.name)
-        bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{(total / max(steps, 1)).item():.3f}")
+        mean_loss = (total / max(steps, 1)).item()
+        bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{mean_loss:.3f}")
+        epochs_log.step(detail=f"loss {mean_loss:.3f}")  # where no bar is drawn (a log file): one line per epoch
         if world.main:
             save_resume(directory, {"key": key.digest, "epoch": epoch, "model": model.state_dict(),
                                     "optimizer": opt.state_dict(),

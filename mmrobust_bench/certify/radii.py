@@ -414,7 +414,8 @@ def certify(model: nn.Module, train: TensorSplit, test: TensorSplit, specs: Sequ
 
         radii = []
         for name, equation, mods, den in progress_bar(denominators, desc="certify: radii and honesty checks",
-                                                      unit="bound", enabled=progress, leave=False):
+                                                      unit="bound", enabled=progress, leave=False,
+                                                      log_steps="bound"):  # a log line per bound without a terminal
             r_min, r_ru = radius_from(margins, y, den, ru)
             for variant, r in ((MIN_J, r_min), (RUNNER_UP, r_ru)):
                 found = (honesty_check(model, test, r.cpu(), mods, specs, config=check, batch_size=batch_size,
