@@ -20,6 +20,12 @@ def closest(name: object, valid: Iterable[str], *, cutoff: float = CUTOFF) -> st
     return close[0] if close else None
 
 
+def nearest(name: object, valid: Iterable[str], *, n: int = 3) -> list[str]:
+    """The ``n`` valid names most similar to ``name``, best first, however far (for "nothing matches" messages,
+    where the nearest names are the best lead even when none is a likely typo)."""
+    return difflib.get_close_matches(str(name), list(valid), n=n, cutoff=0.0)
+
+
 def did_you_mean(name: object, valid: Iterable[str], *, prefix: str = "", cutoff: float = CUTOFF) -> str:
     """``" (did you mean 'epochs'?)"`` when a valid name is close to ``name``, else ``""``.
 
@@ -39,4 +45,4 @@ def unknown_message(what: str, unknown: Iterable[str], valid: Iterable[str], *,
     return f"{what}: unknown option(s) {', '.join(parts)}; valid: {', '.join(valid) or 'none'}"
 
 
-__all__ = ["CUTOFF", "closest", "did_you_mean", "unknown_message"]
+__all__ = ["CUTOFF", "closest", "did_you_mean", "nearest", "unknown_message"]

@@ -21,7 +21,8 @@ def test_main_job_end_to_end_then_cached(tmp_path, capsys):
     assert len(list((tmp_path / "plots").glob("*.png"))) == 1
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "reused cached checkpoint" in captured.out and "reused" in captured.err
+    assert "reused cached checkpoint" in captured.out and "(reused 3 stored rows: nothing evaluated" in captured.out
+    assert "reused 3 stored rows" not in captured.err  # said once, on stdout's results line
     again = pd.read_csv(tmp_path / "results.csv")  # the cells are stored: the rerun measures and writes nothing
     assert len(again) == 3 and again["timestamp"].tolist() == rows["timestamp"].tolist()
 

@@ -15,7 +15,7 @@ import sys
 from typing import Iterator, Sequence
 
 from .. import __version__
-from . import certify, conventions, listing, report, run, sweep, verify, zoo
+from . import certify, completion, conventions, listing, report, run, sweep, verify, zoo
 from .common import check_list_options, command_line, expected_error_message
 
 log = logging.getLogger("mmrobust_bench")
@@ -23,7 +23,7 @@ log = logging.getLogger("mmrobust_bench")
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole parser; imports nothing heavy (``--help``/``--version`` answer in well under a second)."""
-    parser = argparse.ArgumentParser(
+    parser = conventions.CommandParser(
         prog="mmrobust-bench", formatter_class=conventions.HelpFormatter,
         description="Adversarial robustness of multi-modal classifiers, per modality:\n"
                     "train defenses, attack them, certify them, and report.",
@@ -44,11 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prepare_parser(sub)
     listing.add_parser(sub)
+    completion.add_parser(sub)
     conventions.install(parser, sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: every command resumes from what it stored, so no traceback is needed
+        print("mmrobust-bench: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130  # what a shell reports for a process ended by SIGINT (128 + 2)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = command_line(argv)
@@ -83,10 +92,14 @@ def _silence_stdout() -> None:
 @contextlib.contextmanager
 def _distributed(args: argparse.Namespace) -> Iterator[None]:
     """Under ``torchrun`` (WORLD_SIZE > 1) join the process group for the commands that train or evaluate;
-    only rank 0 prints. A no-op for one process."""
+    only rank 0 prints. A no-op for one process, and for commands that never join one (``list`` does not
+    import torch for it)."""
+    if not getattr(args, "distributed", False):
+        yield
+        return
     from ..bench import distributed
 
-    if not getattr(args, "distributed", False) or not distributed.launched_by_torchrun():
+    if not distributed.launched_by_torchrun():
         yield
         return
     world = distributed.init_from_env(args.device)

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cert.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a defense or training setting")
     cert.add_argument("--config", help="YAML file of defense/training settings (--set wins)")
     cert.add_argument("--dataset-set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_test=200")
-    cert.add_argument("--root", help="where datasets, checkpoints and certificates go (default $MMROBUST_HOME or ./runs)")
+    cert.add_argument("--root", help="where datasets, checkpoints and certificates go (default: $MMROBUST_HOME or ./runs)")
     cert.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     cert.add_argument("--batch-size", type=int, default=64, help="samples per batched Jacobian (memory: K×B×|x|)")
     cert.add_argument("--train-samples", type=int, default=-1,
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "(sound with probability 1 - alpha)")
     cert.add_argument("--modality", action="append", metavar="M",
                       help="smoothing: modalities that get noise and are certified: one (a), a joint set (a,v) or all; "
-                           "repeat for several runs (default all)")
+                           "repeat for several runs (default: all)")
     cert.add_argument("--sigma", type=float, default=0.25, help="smoothing: noise standard deviation σ (input space)")
     cert.add_argument("--n0", type=int, default=100, help="smoothing: noise samples that choose the class")
     cert.add_argument("--n", type=int, default=10000, help="smoothing: noise samples that bound its probability")

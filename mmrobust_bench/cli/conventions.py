@@ -10,11 +10,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 PACKAGE_LOGGER = "mmrobust_bench"
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+# reStructuredText / Markdown marks of docstrings used as descriptions: ``code``, **bold**
+_MARKUP = re.compile(r"``(.+?)``|\*\*(.+?)\*\*", re.DOTALL)
+
+
+def plain(text: str) -> str:
+    """``text`` without the double-backtick code and double-asterisk bold marks a docstring may carry (a
+    terminal would show them raw)."""
+    return _MARKUP.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -22,8 +33,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     Unlike ``argparse.ArgumentDefaultsHelpFormatter`` it leaves out defaults that carry no information
     (``None`` for "not given", ``False`` for a flag) and help texts that already name the default in words
-    ("default: the defense id"); descriptions keep their line breaks (module docstrings).
+    ("(default: the defense id)"); descriptions keep their line breaks (module docstrings) but lose their
+    markup (:func:`plain`).
     """
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain(text))
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -48,6 +63,28 @@ def add_verbosity(parser: argparse.ArgumentParser, *, top_level: bool = False) -
                             "(default: the package's INFO messages)")
     flags.add_argument("-q", "--quiet", action="store_true", default=False if top_level else argparse.SUPPRESS,
                        help="warnings and errors only, and no progress bars")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The top-level parser. An argument that no parser knows is reported by the subcommand it was given
+    to, with that subcommand's usage (argparse reports it from the top level, with the top-level usage)."""
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            innermost(self, parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def innermost(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)subcommand that ``parsed`` holds, ``parser`` itself when it has none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and action.dest is not argparse.SUPPRESS:
+            name = getattr(parsed, action.dest, None)
+            if name in action.choices:
+                return innermost(action.choices[name], parsed)
+    return parser
 
 
 class SubcommandParser(argparse.ArgumentParser):
@@ -93,4 +130,4 @@ def configure(args: argparse.Namespace) -> None:
     progress.set_enabled(not (getattr(args, "quiet", False) or getattr(args, "no_progress", False)))
 
 
-__all__ = ["HelpFormatter", "SubcommandParser", "add_verbosity", "install", "configure", "log_level"]
+__all__ = ["CommandParser", "HelpFormatter", "SubcommandParser", "innermost", "plain", "add_verbosity", "install", "configure", "log_level"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import importlib.metadata
 import importlib.util
 import inspect
@@ -27,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lst = sub.add_parser("list", help="list defenses, attacks, datasets and encoders with descriptions, "
                                       "norms and providers")
     lst.add_argument("pattern", nargs="?", default=None,
-                     help="only names matching this shell pattern, case-insensitive, e.g. '*pgd*' "
-                          "(without a wildcard: names containing it; default: everything)")
+                     help="only names matching this shell pattern, case-insensitive, e.g. '*pgd*'; without a "
+                          "wildcard, names containing it (default: everything)")
     lst.add_argument("--json", action="store_true",
                      help="print one JSON object (keys defenses, attacks, datasets, encoders, excluded_attacks, "
                           "unavailable_libraries) instead of text")
@@ -68,7 +69,9 @@ def _registered_attack_norms(entry: Any) -> list[str] | None:
     return _norms_of_class(obj) if inspect.isclass(obj) else None
 
 
+@functools.lru_cache(maxsize=None)
 def _version(dist: str) -> str:
+    """The installed version of ``dist`` (read once: every library attack's row names it)."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -192,9 +195,27 @@ def format_text(data: dict[str, Any]) -> str:
     return "\n".join(lines) if lines else "nothing matches"
 
 
+def listed_names(data: dict[str, Any]) -> list[str]:
+    """Every name in ``collect``'s data (entries of each kind and the excluded library attacks)."""
+    return [row["name"] for key in (*KINDS, "excluded_attacks") for row in data[key]]
+
+
+def nothing_matches(pattern: str, names: list[str]) -> str:
+    """The error for a pattern that matches no name: the nearest names (compared without wildcards and case)."""
+    from ..hints import nearest
+
+    by_lower = {name.lower(): name for name in names}
+    typed = pattern.lower().strip("*?[]") or pattern.lower()
+    near = [by_lower[n] for n in nearest(typed, sorted(by_lower))]
+    return (f"list: nothing matches {pattern!r}; nearest names: {', '.join(near)} (`mmrobust-bench list` shows "
+            f"everything)")
+
+
 def cmd(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     data = collect(args.pattern)
+    if args.pattern and not listed_names(data):
+        raise ValueError(nothing_matches(args.pattern, listed_names(collect(None))))
     print(json.dumps(data, indent=1, ensure_ascii=False) if args.json else format_text(data))
     log.debug("list took %.2f s", time.perf_counter() - start)
     return 0

@@ -47,12 +47,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--results", required=True, help="results CSV")
     plot.add_argument("--out", required=True, help="output directory")
     plot.add_argument("--eta", help="per-pair η CSV from certify (default: eta_pairs.csv beside --results)")
-    plot.add_argument("--certified", help="certified.csv from certify, for the certified-accuracy curves "
-                                          "(smoothing vs empirical; default: certified.csv beside --results)")
+    plot.add_argument("--certified", help="certified.csv from certify, for the certified-accuracy curves, "
+                                          "smoothing vs empirical (default: certified.csv beside --results)")
     plot.add_argument("--figures", default="1,3,4,5", help="which figures")
     plot.add_argument("--attack", default="pgd_l2", help="attack of the radius curves (Figures 1 and 4)")
     plot.add_argument("--ablation", metavar="STAGE=LABEL,...",
-                      help="Figure 5 stages and their defense labels (default JT=jt, ..., CRMT-JT (full)=crmt_jt)")
+                      help="Figure 5 stages and their defense labels (default: JT=jt, ..., CRMT-JT (full)=crmt_jt)")
     plot.add_argument("--checkpoints", help="checkpoint directory whose config.json files say which CRMT head "
                                             "(own_groups) Figure 5's stages have (default: checkpoints/ beside "
                                             "--results)")
@@ -132,17 +132,44 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ValueError(f"--eps expects comma-separated numbers such as 0.5,1,2, got {args.eps!r}") from exc
         tables += [pivot_table(rows, d, attacks=name_list(args.attack), modalities=name_list(args.modality), eps=eps,
                                checkpoints=checkpoints) for d in datasets or sorted(rows["dataset"].astype(str).unique())]
-    paths = write_tables(tables, out, command=args.command_line) if tables else []
+    written: dict[str, list[Path]] = {"tables": write_tables(tables, out, command=args.command_line) if tables else []}
     if args.findings:
-        paths += _write_findings(rows, pairs, certified, out, args.command_line, datasets)
+        written["findings"] = _write_findings(rows, pairs, certified, out, args.command_line, datasets)
     if args.html:
         from ..reports.leaderboard import write_leaderboard
 
-        paths += write_leaderboard(rows, out, command=args.command_line, certified=certified, checkpoints=checkpoints,
-                                   datasets=datasets, notes=notes)
-    for path in paths:
-        print(path)
+        written["leaderboard"] = write_leaderboard(rows, out, command=args.command_line, certified=certified,
+                                                   checkpoints=checkpoints, datasets=datasets, notes=notes)
+    listed = bool(getattr(args, "verbose", 0))
+    if listed:
+        for path in (path for paths in written.values() for path in paths):
+            print(path)
+    print(written_summary(written, out, listed=listed))
     return 0
+
+
+def written_summary(written: dict[str, list[Path]], out: Path, *, listed: bool = False) -> str:
+    """One line for what ``report`` wrote: ``report: 38 files in out: tables 12 csv, 12 md, 12 tex; leaderboard
+    1 html, cards/ 1 json (-v lists them)``, counted per kind of output, folder below ``out`` and extension
+    (``listed``: the paths were printed above it, so no hint)."""
+    from collections import Counter
+
+    parts = []
+    for kind, paths in written.items():
+        counts = Counter()  # type: Counter[tuple[str, str]]
+        for path in map(Path, paths):
+            try:
+                folder = path.parent.relative_to(out).as_posix()
+            except ValueError:  # outside --out (not written by report today): name its folder in full
+                folder = str(path.parent)
+            counts[("" if folder == "." else f"{folder}/ ", path.suffix.lstrip(".") or "no extension")] += 1
+        if counts:
+            parts.append(f"{kind} " + ", ".join(f"{folder}{n} {ext}" for (folder, ext), n in sorted(counts.items())))
+    total = sum(len(paths) for paths in written.values())
+    if not total:
+        return f"report: nothing written to {out} (no table, findings or leaderboard asked for)"
+    hint = "" if listed else " (-v lists them)"
+    return f"report: {total} file{'s' if total != 1 else ''} in {out}: {'; '.join(parts)}{hint}"
 
 
 def _write_findings(rows: Any, pairs: Any, certified: Any, out: Path, command: str,

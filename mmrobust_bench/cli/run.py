@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .common import dataset_options, eps_list, key_values, overrides, warn_busy_cores
@@ -14,18 +13,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--attack", default="pgd_l2", help="attack id: fgm, pgd_l2, missing, torchattacks:NAME, ...")
     run.add_argument("--modality", default="a", help="attacked modality: a name, a comma list, or 'all' (joint)")
     run.add_argument("--dataset", default="synthav", help="dataset id (see `mmrobust-bench list`)")
-    run.add_argument("--eps", help="comma-separated ε grid in model-input space (default per --norm: l2 "
+    run.add_argument("--eps", help="comma-separated ε grid in model-input space (default: by --norm, l2 "
                                    "0.25,0.5,1,1.5,2; linf 0.005,0.01,0.02,0.05,0.1; l1 1,2,5,10,20; l0 1,2,5,10,20 "
                                    "coordinates)")
     run.add_argument("--norm", choices=("l2", "linf", "l1", "l0"), default="l2",
-                     help="threat norm (default l2); `mmrobust-bench list` shows the norms of each attack")
+                     help="threat norm; `mmrobust-bench list` shows the norms of each attack")
     run.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and attack randomness")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a defense or training setting")
     run.add_argument("--config", help="YAML file of defense/training settings (--set wins)")
     run.add_argument("--attack-set", action="append", metavar="KEY=VALUE", help="attack option, e.g. steps=10")
     run.add_argument("--dataset-set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. prefer=visual")
-    run.add_argument("--root", help="where datasets, checkpoints, results and plots go (default $MMROBUST_HOME or ./runs)")
-    run.add_argument("--results", help="results CSV (default <root>/results.csv)")
+    run.add_argument("--root", help="where datasets, checkpoints, results and plots go (default: $MMROBUST_HOME or ./runs)")
+    run.add_argument("--results", help="results CSV (default: <root>/results.csv)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     run.add_argument("--sync-bn", action="store_true",
                      help="under torchrun: SyncBatchNorm across GPUs (default: per-GPU statistics, as the reference)")
@@ -62,11 +61,11 @@ def cmd(args: argparse.Namespace) -> int:
     print(f"{args.dataset} · defense {args.defense} (seed {args.seed}) · {trained.status}")
     print(result.table)
     print(f"checkpoint: {trained.directory} (sha256 {trained.sha256[:12]}…)")
-    print(f"results:    {result.results_path} " + (f"(reused {len(result.rows)} stored rows)" if result.reused
+    # a reused run's one note is this line's "reused" (said once, here); a run that evaluates logs its validity
+    # flags (its notes) as warnings itself, once
+    print(f"results:    {result.results_path} " + (f"(reused {len(result.rows)} stored rows: nothing evaluated; "
+                                                    f"--force re-evaluates)" if result.reused
                                                    else f"(+{len(result.rows)} rows)"))
     if result.plot_path is not None:
         print(f"plot:       {result.plot_path}")
-    if result.reused:  # a run that evaluates logs its validity flags (its notes) as warnings itself, once
-        for note in result.notes:
-            print(f"note: {note}", file=sys.stderr)
     return 0

@@ -34,21 +34,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--modalities", help="comma-separated attacked modalities: v, a, all (joint)")
     sw.add_argument("--eps", help="comma-separated ε grid")
     sw.add_argument("--norm", choices=("l2", "linf", "l1", "l0"),
-                    help="threat norm of every grid block (default: each block's own `norm`, else l2); without "
-                         "--eps a command-line block takes the norm's default grid")
-    sw.add_argument("--dataset", help="dataset id (default synthav or the YAML's)")
+                    help="threat norm of every grid block; without --eps a command-line block takes the norm's "
+                         "own ε grid (default: each block's own `norm`, else l2)")
+    sw.add_argument("--dataset", help="dataset id (default: the YAML's, else synthav)")
     sw.add_argument("--dataset-set", action="append", metavar="KEY=VALUE", help="dataset option, e.g. n_train=256")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every defense, e.g. epochs=1")
     sw.add_argument("--certify", metavar="RADII", help="also certify every model, certified accuracy at these radii")
-    sw.add_argument("--root", help="where datasets, checkpoints, results go (default $MMROBUST_HOME or ./runs)")
-    sw.add_argument("--results", help="results CSV (default <root>/results.csv)")
+    sw.add_argument("--root", help="where datasets, checkpoints, results go (default: $MMROBUST_HOME or ./runs)")
+    sw.add_argument("--results", help="results CSV (default: <root>/results.csv)")
     sw.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     sw.add_argument("--sync-bn", action="store_true",
                     help="under torchrun: SyncBatchNorm across GPUs (default: per-GPU statistics, as the reference)")
-    sw.add_argument("--batch-size", type=int, help="evaluation batch size (default 500 or the YAML's)")
+    sw.add_argument("--batch-size", type=int, help="evaluation batch size (default: the YAML's, else 500)")
     sw.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    sw.add_argument("--threads", type=int, help="torch intra-op threads for all work (replaces the YAML's "
-                                                "`threads`; recorded in every row; default: torch's own choice)")
+    sw.add_argument("--threads", type=int, help="torch intra-op threads for all work, replacing the YAML's "
+                                                "`threads` and recorded in every row (default: the YAML's, else "
+                                                "torch's own choice)")
     sw.add_argument("--shard", metavar="I/N", help="run only shard I of N (0-based) of the (defense, seed) units; "
                                                    "shards may run at once against one root, e.g. a Slurm array "
                                                    "with --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")

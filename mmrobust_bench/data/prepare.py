@@ -632,7 +632,7 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--out", required=True, help="data directory to write (use it as --dataset-set data_root=...)")
     parser.add_argument("--list", dest="list_file", help="clip list: CSV id,label,split; vggsound.csv; UCF101 trainlist/testlist")
     parser.add_argument("--workers", type=int, default=0, help="parallel processes (0: in this process)")
-    parser.add_argument("--fps", type=float, default=1.0, help="frame extraction rate (default 1, as the paper)")
+    parser.add_argument("--fps", type=float, default=1.0, help="frames extracted per second, 1 as in the paper")
     parser.add_argument("--limit", type=int, help="only the first N clips (a trial run)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=main_prepare)
