@@ -12,7 +12,13 @@ first use, so importing the package (and ``mmrobust-bench --help``) stays free o
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
+try:  # one version source: pyproject.toml, as installed
+    __version__ = _distribution_version("mmrobust-bench")
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 # Public name -> the module that defines it; imported on first attribute access (PEP 562). A name must not be
 # a subpackage's (attacks, bench, certify, ...): importing the subpackage would overwrite it.
@@ -38,4 +44,5 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    """The public names only (what ``__all__`` lists), not the module's own helpers."""
+    return sorted(__all__)
