@@ -39,10 +39,14 @@ def test_busy_cores_measures_every_setting_on_idle_and_busy_cores():
     out = run_script("busy_cores.py", "--n-train", "64", "--epochs", "1", "--busy", "1")
     settings = [(r["requested_threads"], r["openmp_env"]) for r in out["rows"]]
     expected = [("default", "unset"), ("default", "OMP_WAIT_POLICY=PASSIVE"), ("default", "GOMP_SPINCOUNT=10000"),
-                ("default", "GOMP_SPINCOUNT=100000"), (1, "unset")]
-    assert settings == expected * 2 and [r["cores"] for r in out["rows"]] == ["idle"] * 5 + ["busy"] * 5
+                ("default", "GOMP_SPINCOUNT=100000"), (1, "unset"), ("auto", "unset")]
+    assert settings == expected * 2 and [r["cores"] for r in out["rows"]] == ["idle"] * 6 + ["busy"] * 6
     assert all(r["train_seconds"] > 0 for r in out["rows"])
     assert all(r["threads"] == 1 for r in out["rows"] if r["requested_threads"] == 1)
+    assert all(1 <= r["threads"] <= out["cpu_count"] for r in out["rows"] if r["requested_threads"] == "auto")
+    assert out["cpu_model"] and len(out["load_average_after"]) == 3
+    picked = run_script("busy_cores.py", "--n-train", "64", "--epochs", "1", "--busy", "1", "--settings", "auto")
+    assert [(r["cores"], r["requested_threads"]) for r in picked["rows"]] == [("idle", "auto"), ("busy", "auto")]
 
 
 def test_msefm_batch_dependence_compares_batch_sizes_under_each_stopping_rule(tmp_path):

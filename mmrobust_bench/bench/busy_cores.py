@@ -1,13 +1,15 @@
-"""A warning when several intra-op threads will share cores that other processes keep busy.
+"""How many intra-op threads a CPU run uses when the user names none, and a warning when a named count
+would share busy cores.
 
 torch's CPU kernels run on OpenMP threads (one per core by default) that spin while they wait for each
 other. When other processes occupy the cores (say two sweep shards on a 2-core machine), a spinning thread
 burns the time slice its partner needs: ``benchmarks/busy_cores.py`` measured one small JT training at 60.5 s
-with torch's default 2 threads beside two busy processes, 2.2 s at ``--threads 1`` and 3.4 s with
-``OMP_WAIT_POLICY=PASSIVE``, while on idle cores the default was the fastest (0.83 s; 1.4 s and 1.7 s)
-(``benchmarks/results/busy_cores-cpu-2core.json``). No setting wins on both, hence a warning, not a default. The thread count also fixes the order of
-float reductions, so the suite never changes it behind the user's back: it says what it sees and names the
-remedies (``--threads 1``, or ``OMP_WAIT_POLICY=PASSIVE``, which does not change any number).
+with torch's default 2 threads beside two busy processes against 2.2 s at ``--threads 1``, while on idle
+cores the default was the fastest (``benchmarks/results/busy_cores-*.json``). So without ``--threads`` a
+CPU run takes the cores that are idle when it starts (:func:`auto_threads`): torch's own count on an idle
+machine, fewer beside busy processes. The count orders float reductions, so it is recorded in every row
+(the ``threads`` column) and ``--threads N`` pins it for bit-for-bit reruns; a pinned count that would
+share busy cores gets :func:`busy_cores_warning`, naming the remedies.
 """
 from __future__ import annotations
 
@@ -51,8 +53,19 @@ def contended(threads: int, cores: int, others: int) -> bool:
     return threads > 1 and cores - others < threads
 
 
+def auto_threads(ceiling: int, cores: int | None = None, others: int | None = None, stat: Path = PROC_STAT) -> int:
+    """Intra-op threads for a CPU run without ``--threads``: the cores that ``others`` runnable tasks leave
+    idle (read from ``stat`` when not given), at least 1 and at most ``ceiling`` (torch's own count, which
+    follows ``OMP_NUM_THREADS``). Where the kernel reports no runnable count, ``ceiling``."""
+    cores = usable_cores() if cores is None else cores
+    others = other_runnable(stat=stat) if others is None else others
+    if others is None:
+        return max(1, ceiling)
+    return max(1, min(ceiling, cores - others))
+
+
 def busy_cores_warning(threads: int, cores: int | None = None, others: int | None = None) -> str | None:
-    """The warning to print for ``threads`` intra-op threads on this machine now, or None."""
+    """The warning to print for a pinned count of ``threads`` intra-op threads on this machine now, or None."""
     cores = usable_cores() if cores is None else cores
     others = other_runnable() if others is None else others
     if others is None or not contended(threads, cores, others):
@@ -61,8 +74,8 @@ def busy_cores_warning(threads: int, cores: int | None = None, others: int | Non
         return None  # the threads sleep instead of spinning: the measured slowdown does not apply
     return (f"{others} other runnable process(es) share this machine's {cores} core(s) with {threads} torch "
             f"threads: spinning OpenMP threads can make this run tens of times slower (27x measured, "
-            f"benchmarks/busy_cores.py). Pass --threads 1 (recorded in the rows), or set OMP_WAIT_POLICY=PASSIVE "
-            f"(changes no number)")
+            f"benchmarks/busy_cores.py). Pass --threads 1 (recorded in the rows), leave --threads out (the "
+            f"idle cores are used), or set OMP_WAIT_POLICY=PASSIVE (changes no number)")
 
 
-__all__ = ["busy_cores_warning", "contended", "other_runnable", "usable_cores"]
+__all__ = ["auto_threads", "busy_cores_warning", "contended", "other_runnable", "usable_cores"]

@@ -7,13 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..safe_yaml import preview
-
 
 def key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` items (values read as YAML by ``safe_yaml.load_yaml``: no aliases, no repeated keys) into a
     dict."""
-    from ..safe_yaml import YamlInputError, load_yaml
+    from ..safe_yaml import YamlInputError, load_yaml, preview
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -34,6 +32,8 @@ def eps_list(text: str, flag: str = "--eps") -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
+        from ..safe_yaml import preview  # here, not at the top: building the parser imports no yaml
+
         raise ValueError(f"{flag} expects comma-separated numbers such as 0.25,0.5,1, got {preview(text)}") from exc
     if not values:
         raise ValueError(f"{flag} is empty: give comma-separated numbers such as 0.25,0.5,1, or leave it out "
@@ -45,6 +45,8 @@ def int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
+        from ..safe_yaml import preview
+
         raise ValueError(f"{flag} expects comma-separated integers such as 0,1,2, got {preview(text)}") from exc
     if not values:
         raise ValueError(f"{flag} is empty: give comma-separated integers such as 0,1,2, or leave it out")
@@ -137,18 +139,39 @@ def expected_error_message(exc: BaseException) -> str | None:
     return None
 
 
-def warn_busy_cores(device: str, threads: int | None = None) -> None:
-    """Log ``bench.busy_cores``'s warning when this CPU run's intra-op threads (``threads``, else torch's
-    current count) would share busy cores."""
+_TORCH_THREADS: list[int] = []
+
+
+def choose_threads(device: str, threads: int | None = None) -> int | None:
+    """Set and return the intra-op threads of a run (recorded in its rows): ``threads`` when the user named a
+    count (with ``bench.busy_cores``'s warning when they would share busy cores), else on the CPU the cores
+    idle now (``bench.busy_cores.auto_threads``), logged when fewer than torch's own count. None (torch's
+    default, untouched) for a GPU run without a count."""
     import logging
 
     import torch
 
-    from ..bench.busy_cores import busy_cores_warning
+    from ..bench import busy_cores
+    from ..bench.sweep import set_threads
     from ..bench.train import select_device
 
-    if select_device(device).type != "cpu":
-        return
-    message = busy_cores_warning(threads or torch.get_num_threads())
-    if message:
-        logging.getLogger("mmrobust_bench.cli").warning(message)
+    cli_log = logging.getLogger("mmrobust_bench.cli")
+    if not _TORCH_THREADS:  # torch's own count, read before this process first changes it
+        _TORCH_THREADS.append(torch.get_num_threads())
+    cpu = select_device(device).type == "cpu"
+    if threads is not None:
+        set_threads(threads)
+        message = busy_cores.busy_cores_warning(threads) if cpu else None
+        if message:
+            cli_log.warning(message)
+        return threads
+    if not cpu:
+        return None
+    ceiling = _TORCH_THREADS[0]
+    cores, others = busy_cores.usable_cores(), busy_cores.other_runnable()
+    chosen = busy_cores.auto_threads(ceiling, cores=cores, others=others)
+    set_threads(chosen)
+    if chosen < ceiling:
+        cli_log.info("%d other runnable process(es) on %d core(s): using %d torch thread(s) instead of %d "
+                     "(--threads N pins a count)", others, cores, chosen, ceiling)
+    return chosen

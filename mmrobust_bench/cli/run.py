@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import dataset_options, eps_list, key_values, overrides, warn_busy_cores
+from .common import choose_threads, dataset_options, eps_list, key_values, overrides
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,16 +38,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--force", action="store_true",
                      help="re-evaluate and replace cells already stored for this checkpoint (default: reuse them)")
     run.add_argument("--threads", type=int, help="torch intra-op threads (torch.set_num_threads), recorded in the "
-                                                 "rows (default: torch's own choice)")
+                                                 "rows (default: on the CPU, the cores idle at the start, at most "
+                                                 "torch's own count)")
     run.set_defaults(func=cmd, distributed=True)
 
 
 def cmd(args: argparse.Namespace) -> int:
     from ..bench.api import run
-    from ..bench.sweep import set_threads
 
-    set_threads(args.threads)
-    warn_busy_cores(args.device)
+    choose_threads(args.device, args.threads)
     result = run(
         defense=args.defense, attack=args.attack, modality=args.modality, dataset=args.dataset,
         eps=eps_list(args.eps) if args.eps else None, norm=args.norm, seed=args.seed, overrides=overrides(args),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import eps_list, int_list, key_values, name_list, warn_busy_cores
+from .common import choose_threads, eps_list, int_list, key_values, name_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--batch-size", type=int, help="evaluation batch size (default: the YAML's, else 500)")
     sw.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sw.add_argument("--threads", type=int, help="torch intra-op threads for all work, replacing the YAML's "
-                                                "`threads` and recorded in every row (default: the YAML's, else "
-                                                "torch's own choice)")
+                                                "`threads` and recorded in every row (default: the YAML's; else on "
+                                                "the CPU, the cores idle at the start, at most torch's own count)")
     sw.add_argument("--shard", metavar="I/N", help="run only shard I of N (0-based) of the (defense, seed) units; "
                                                    "shards may run at once against one root, e.g. a Slurm array "
                                                    "with --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
@@ -80,8 +80,8 @@ def cmd(args: argparse.Namespace) -> int:
         certify_sets=name_list(args.certify_sets),
     )
     shard = parse_shard(args.shard)
-    if args.executor == "local":  # run_sweep pins plan.threads; Ray tasks get their own share of the cores
-        warn_busy_cores(args.device, plan.threads)
+    if args.executor == "local":  # Ray tasks get their own share of the cores (bench.executors.ray_threads)
+        choose_threads(args.device, plan.threads)
     outcome = run_sweep(plan, root=Path(args.root) if args.root else None,
                         results=Path(args.results) if args.results else None, device=args.device,
                         progress=not args.no_progress, command=args.command_line, sync_batchnorm=args.sync_bn,
