@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -46,14 +47,31 @@ def file_lock(path: str | os.PathLike, timeout: float = -1) -> filelock.FileLock
     return filelock.FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout)
 
 
+def _write_failure(exc: BaseException, path: Path) -> OSError | None:
+    """A failure to write ``path`` as an OSError naming ``path``, or None for an error that is not one.
+
+    A full disk reported by ``write()`` names no file, one reported while creating or renaming the temporary names
+    only the temporary, and safetensors reports it as ``SafetensorError('… (os error 28)')``; the user needs the
+    file they asked for (``No space left on device: runs/checkpoints/…/final.safetensors``)."""
+    if isinstance(exc, OSError):
+        named = exc.filename is None or Path(exc.filename).name.startswith(f".{path.name}.")
+        code = exc.errno if named else None
+    else:
+        found = re.search(r"\(os error (\d+)\)", str(exc)) if type(exc).__name__ == "SafetensorError" else None
+        code = int(found.group(1)) if found else None
+    return None if code is None else OSError(code, os.strerror(code), str(path))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically. A failure to write
+    (a full disk, a read-only folder) is an OSError naming ``path``, whoever reported it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             # mkstemp creates 0600, and a writer may have replaced the file by its own 0600 temporary
@@ -61,9 +79,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        failure = _write_failure(exc, path)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -17,6 +17,13 @@ single-input attack libraries"). :func:`attack` and :func:`evaluate` take the us
 (dicts, tuples or a tensor) and give them back in the same format; :func:`evaluate` returns the tidy rows
 the CLI writes (``bench.results.ResultRow``). :func:`eta` needs uni-modal scores and says how to expose them.
 
+Inputs are checked before any work: every modality a torch tensor (a numpy array is refused with the
+``torch.from_numpy`` fix), all with one batch size of at least one sample, labels one class index per
+sample within the model's logits. Floating-point inputs of another dtype than the model's (float64 from
+numpy into a float32 model) are cast to the model's floating dtype, that of its first floating parameter or
+buffer, before the forward (a model without one gets them as they are); :func:`attack` gives the attacked
+modalities back in that dtype (casting back would move them off the ε-ball by rounding), the others untouched.
+
 Attack options mean what they mean in the library the attack comes from: ``eps``, torchattacks' ``alpha``
 and ``steps``, ART's ``eps_step`` and ``max_iter`` are all in model-input space. Given as a library class
 or a configured instance, the attack runs exactly as the library would build it: options not given take
@@ -35,6 +42,7 @@ import numbers
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -208,6 +216,7 @@ class WrappedModel(nn.Module):
         self.unimodal = unimodal
         self._specs: dict[str, ModalitySpec] = {
             m: d.spec(m, d.shape) for m, d in self.declared.items() if d.shape is not None}
+        self.classes: int | None = None  # the width of the logits, as the last forward gave them
 
     # -- shapes ---------------------------------------------------------------------------------------
     @property
@@ -243,7 +252,9 @@ class WrappedModel(nn.Module):
             out = self.model(**dict(zip(self.names, inputs)))
         else:
             out = self.model(dict(zip(self.names, inputs)))
-        return ModelOutput(logits=self._logits(out), unimodal=self._unimodal(out))
+        logits = self._logits(out)
+        self.classes = int(logits.shape[1])
+        return ModelOutput(logits=logits, unimodal=self._unimodal(out))
 
     def _logits(self, out: Any) -> Tensor:
         spec = self.output
@@ -373,6 +384,48 @@ class _Split:
 
 def _split_batch(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None = None,
                  label_key: str | None = None) -> _Split:
+    """``batch`` taken apart, its modalities checked (:func:`_batch_size`)."""
+    split = _take_apart(wrapped, batch, order, label_key)
+    _batch_size(split.inputs)
+    return split
+
+
+def _batch_size(inputs: Mapping[str, Any]) -> int:
+    """The number of samples of the modalities ``inputs``, after checking they are tensors of one common, non-zero
+    batch size (a numpy array or a string reaches no ``.to``; an empty batch no attack loop)."""
+    for m, x in inputs.items():
+        if not isinstance(x, Tensor):
+            fix = ("torch.from_numpy(x), or a DataLoader, which converts arrays" if isinstance(x, np.ndarray)
+                   else "a (batch, *shape) tensor of numbers")
+            raise TypeError(f"modality {m!r} is a {type(x).__name__}, not a torch tensor; pass {fix}")
+        if x.dim() == 0:
+            raise ValueError(f"modality {m!r} is a 0-d tensor; batches are (batch, *shape) tensors")
+    sizes = {m: int(x.shape[0]) for m, x in inputs.items()}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{m}: {n}" for m, n in sizes.items())
+        raise ValueError(f"the modalities have different batch sizes ({listed}); give every modality one entry per "
+                         f"sample (the same first dimension)")
+    n = next(iter(sizes.values()))
+    if n == 0:
+        raise ValueError("the batch holds no samples (its first dimension is 0); leave empty batches out of the loader "
+                         "or pass at least one sample")
+    return n
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype inputs are cast to: that of the model's first floating parameter or buffer (None: none)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def _as_model_dtype(x: Tensor, dtype: torch.dtype | None) -> Tensor:
+    return x.to(dtype) if dtype is not None and x.is_floating_point() and x.dtype != dtype else x
+
+
+def _take_apart(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None = None,
+                label_key: str | None = None) -> _Split:
     names = wrapped.names
     if isinstance(batch, Mapping):
         missing = [m for m in names if m not in batch]
@@ -425,9 +478,11 @@ def _split_batch(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None 
 
 def _device_batch(wrapped: WrappedModel, raw: Any, order: Sequence[str] | None, label_key: str | None,
                   dev: torch.device) -> tuple[_Split, dict[str, Tensor]]:
-    """One loader batch split into its modalities, moved to ``dev`` and checked against the declared shapes."""
+    """One loader batch split into its modalities, moved to ``dev`` (floating inputs in the model's dtype) and
+    checked against the declared shapes."""
     split = _split_batch(wrapped, raw, order, label_key)
-    batch = {m: x.to(dev) for m, x in split.inputs.items()}
+    dtype = _model_dtype(wrapped)
+    batch = {m: _as_model_dtype(x.to(dev), dtype) for m, x in split.inputs.items()}
     wrapped.resolve(batch)
     return split, batch
 
@@ -437,10 +492,40 @@ def _labels_of(split: _Split, labels: Any) -> Tensor:
     if y is None:
         raise ValueError(f"no labels: pass labels=..., put them in the batch under one of {', '.join(LABEL_KEYS)} "
                          f"(or label_key=), or declare their place with order=(..., '{LABEL}')")
-    y = torch.as_tensor(y)
-    if y.dim() != 1 or y.dtype.is_floating_point:
-        raise ValueError(f"labels must be a 1-D tensor of class indices, got {y.dtype} {tuple(y.shape)}")
+    return _class_indices(y, _batch_size(split.inputs), "labels")
+
+
+def _class_indices(value: Any, n: int, what: str) -> Tensor:
+    """``value`` (labels or targets) as a 1-D integer tensor of ``n`` class indices >= 0, or one clear error."""
+    try:
+        y = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{what} must be class indices (a 1-D integer tensor, array or list), got "
+                        f"{type(value).__name__}") from None
+    if y.dim() != 1 or y.dtype.is_floating_point or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{what} must be a 1-D tensor of class indices, got {y.dtype} {tuple(y.shape)}")
+    if y.shape[0] != n:
+        raise ValueError(f"{y.shape[0]} {what} for a batch of {n} samples; give one per sample")
+    if int(y.min()) < 0:
+        raise ValueError(f"{what} must be class indices >= 0, got {int(y.min())}")
     return y
+
+
+def _check_classes(y: Tensor, classes: int, what: str = "labels") -> None:
+    """Class indices ``y`` within the ``classes`` logits the model gives (cross-entropy would fail on an index)."""
+    top = int(y.max())
+    if top >= classes:
+        raise ValueError(f"{what} hold class {top} but the model gives {classes} logits per sample (classes 0 to "
+                         f"{classes - 1}); fix the {what} or the model's number of outputs")
+
+
+def _num_classes(wrapped: WrappedModel, inputs: Mapping[str, Tensor]) -> int:
+    """The width of the model's logits: as its last forward gave it, else from one forward of ``inputs`` in eval
+    mode (buffers, mode and gradients untouched; the whole batch, as a model may hold per-batch state)."""
+    if wrapped.classes is None:
+        with _restored_modes(wrapped), torch.no_grad():
+            wrapped(inputs)
+    return int(wrapped.classes)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -603,17 +688,29 @@ def attack(model: WrappedModel, batch: Any, labels: Any = None, *, attack: Any =
     ``joint=False``), or ``"all"``; ``attack="missing"`` drops them instead (``fill="zero"|"mean"|"noise"``).
     ``eps`` and the other options (``alpha``, ``steps``, ART's ``eps_step``, ``max_iter``…) are in
     model-input space and mean what the library means by them. Unattacked modalities come back bit-identical;
-    the model's weights, buffers, mode and the global RNGs are left as they were.
+    the model's weights, buffers, mode and the global RNGs are left as they were. Floating inputs of another dtype
+    than the model's are attacked in the model's dtype, and the attacked modalities come back in it (module
+    docstring).
     """
+    from .bench.validate import check_count
+
     wrapped = _check_wrapped(model)
+    check_count(seed, "seed", minimum=0)
     split = _split_batch(wrapped, batch, order, label_key)
     y = _labels_of(split, labels)
-    wrapped.resolve(split.inputs)
+    dtype = _model_dtype(wrapped)
+    inputs = {m: _as_model_dtype(x, dtype) for m, x in split.inputs.items()}
+    wrapped.resolve(inputs)
+    goals = None if targets is None else _class_indices(targets, int(y.shape[0]), "targets")
     atk, threat, _ = _build(wrapped, attack, modality, eps, norm, joint, seed, options, targets is not None)
     if threat.targeted and targets is None:
         raise ValueError("the attack instance is in targeted mode: pass targets=... (the target class of each sample)")
-    device = split.inputs[wrapped.names[0]].device
-    adv = atk(wrapped, split.inputs, y.to(device), threat, targets=None if targets is None else targets.to(device))
+    classes = _num_classes(wrapped, inputs)
+    _check_classes(y, classes)
+    if goals is not None:
+        _check_classes(goals, classes, "targets")
+    device = inputs[wrapped.names[0]].device
+    adv = atk(wrapped, inputs, y.to(device), threat, targets=None if goals is None else goals.to(device))
     return split.rebuild({m: adv[m] for m in threat.modalities})
 
 
@@ -662,8 +759,11 @@ def _eps_grid(eps: float | Sequence[float] | None, default: float | None) -> lis
 
     if eps is None:
         values = [default] if default is not None else []
+    elif isinstance(eps, str):  # "0.5" or "0.5,1", as mmr.attack and --eps take it (a string is no list of radii)
+        values = [v for v in eps.split(",") if v.strip()]
     else:
-        values = [eps] if isinstance(eps, (int, float)) else list(eps)
+        one = isinstance(eps, numbers.Real) or (isinstance(eps, (np.ndarray, Tensor)) and eps.ndim == 0)
+        values = [eps] if one or not isinstance(eps, Iterable) else list(eps)
     return check_eps(values)
 
 
@@ -681,7 +781,9 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "autoa
     every modality alone and all jointly. Returns the tidy rows the CLI writes (``bench.results.COLUMNS``): one
     clean row and one per ε (per threat set and ε, then ``any``'s, with ``modality="any"``), with
     ``defense`` = ``label``, ``dataset`` = ``dataset``, ``checkpoint_sha256`` = the sha256 of the model's state
-    dict and ``config_hash`` = a hash of the declaration. ``results`` appends them to that CSV.
+    dict and ``config_hash`` = a hash of the declaration. ``results`` appends them to that CSV (checked writable
+    before any work; should the final write fail, the rows are saved to a fallback file the error names).
+    Floating inputs of another dtype than the model's (float64 from numpy) are cast to the model's dtype.
     ``check_flags`` runs the validity checks of ``bench.flags`` (on the first 64 samples; ``fgm_beats_pgd``
     for ``pgd_l2``) into the ``flags`` column. ``device``: where batches go (default: the model's). The loader
     is read once; the model is evaluated in eval mode
@@ -696,11 +798,17 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "autoa
     from .bench.flags import NON_FINITE, check_attack, row_flags
     from .bench.results import CLEAN, NO_MODALITY, ResultRow, append_rows, attack_rows, rows_frame
     from .bench.threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
-    from .bench.validate import check_name
+    from .bench.results import read_rows
+    from .bench.validate import check_count, check_name, check_output_file
     from .data.base import TensorSplit
 
     check_name(label, "label")
     check_name(dataset, "dataset")
+    check_count(seed, "seed", minimum=0)
+    if results is not None:  # a file that cannot be written (or read back) is refused now, not after the work
+        check_output_file(results, "results")
+        if Path(results).is_file():
+            read_rows(results)
     wrapped = _check_wrapped(model)
     library_eps = resolve_attack(attack).eps
     grid = _eps_grid(eps, library_eps) if eps is not None or library_eps is not None else []
@@ -734,6 +842,7 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "autoa
             start = time.perf_counter()
             with torch.no_grad():
                 clean_logits = wrapped(batch).logits
+            _check_classes(labels, int(clean_logits.shape[1]))
             clean_correct += int(correct_predictions(clean_logits, labels).sum())
             clean_non_finite += int((~finite_rows(clean_logits)).sum())
             clean_seconds += time.perf_counter() - start
@@ -1046,22 +1155,30 @@ def smooth_certify(model: WrappedModel, loader: Iterable[Any], *, modality: str 
     σ·Φ⁻¹(α^{1/n}) (``.largest_radius``; 0.80 at the defaults): ``radii`` defaults to 0, σ, 2σ, … up to it, and
     given radii above it are clipped to it with a warning naming it. ``n_attack > 0`` also runs the
     SmoothAdv-style honesty check (``attack_steps`` PGD steps; violations found are a lower bound) and adds its
-    counts to the summary rows. The loader is held in memory (``max_samples`` caps it).
+    counts to the summary rows. The loader is held in memory (``max_samples`` caps it). Counts (``n0``, ``n``,
+    ``batch``, ``max_samples``, ``n_attack``, ``attack_steps``) and ``seed`` must be whole numbers, never truncated.
     """
+    from .bench.validate import check_count
     from .certify.smoothing import SOUND, SmoothingConfig, capped_radii, smoothed_honesty_check
     from .certify.smoothing import smooth_certify as certify_smoothed
 
     wrapped = _check_wrapped(model)
-    config = SmoothingConfig(sigma=float(sigma), n0=int(n0), n=int(n), alpha=float(alpha), batch=int(batch),
-                             seed=int(seed))
+    n0, n, batch = (check_count(v, name) for v, name in ((n0, "n0"), (n, "n"), (batch, "batch")))
+    seed, n_attack = check_count(seed, "seed", minimum=0), check_count(n_attack, "n_attack (0 skips the check)", 0)
+    attack_steps = check_count(attack_steps, "attack_steps")
+    if max_samples is not None:
+        max_samples = check_count(max_samples, "max_samples (None: every sample)")
+    config = SmoothingConfig(sigma=float(sigma), n0=n0, n=n, alpha=float(alpha), batch=batch, seed=seed)
     radii = capped_radii(config.default_radii if radii is None else radii, config.sigma, config.n, config.alpha)
     dev = torch.device(device) if device is not None else _model_device(wrapped)
     inputs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
     labels: list[Tensor] = []
-    count = 0
+    count = classes = 0
     for raw in loader:
         split, part = _device_batch(wrapped, raw, order, label_key, dev)
         y = _labels_of(split, None).to(dev)
+        classes = classes or _num_classes(wrapped, part)
+        _check_classes(y, classes)  # a label beyond the logits would count as a wrong prediction, silently
         for m in wrapped.names:
             inputs[m].append(part[m])
         labels.append(y)

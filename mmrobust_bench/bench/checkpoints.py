@@ -9,8 +9,9 @@ Nothing here unpickles: a checkpoint folder may come from anywhere (a shared dri
 every file is safetensors or JSON. A stage is used only when its sha256 matches ``config.json`` and
 both the file's embedded key and the recorded configuration match the requested one; anything else
 (another seed's files copied in, a crmt_jt checkpoint in a jt folder, a bit flip, a truncation, a
-garbled ``config.json``) is retrained with a warning naming the file. A checkpoint never holds NaN or inf: a
-diverged model is refused when saved and, written by anything else, retrained when loaded.
+garbled ``config.json``, tensors that do not fit the model: a shape changed, a key missing or added) is
+retrained with a warning naming the file. A checkpoint never holds NaN or inf: a diverged model is refused
+when saved and, written by anything else, retrained when loaded.
 """
 from __future__ import annotations
 
@@ -156,15 +157,29 @@ def save_stage(directory: Path, stage: str, model: torch.nn.Module, extra: dict[
     return digest
 
 
-def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None
+def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> list[str]:
+    """How the state dict ``found`` fails to fit a model whose own state dict is ``expected`` (what a strict
+    ``load_state_dict`` would refuse: missing and unexpected keys, other shapes); empty when it fits."""
+    problems = [f"missing {_listed(sorted(set(expected) - set(found)))}"] if set(expected) - set(found) else []
+    if set(found) - set(expected):
+        problems.append(f"unexpected {_listed(sorted(set(found) - set(expected)))}")
+    shapes = [f"{k} {tuple(found[k].shape)} where the model has {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and isinstance(v, torch.Tensor) and tuple(found[k].shape) != tuple(v.shape)]
+    if shapes:
+        problems.append(f"shape of {_listed(shapes, 2)}")
+    return problems
+
+
+def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None, model: torch.nn.Module | None = None
                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str] | None:
     """(model state, extra tensors, sha256) of a finished stage, or None if it is absent, corrupt or
     another model's.
 
     The file must match the sha256 recorded in config.json, and the key embedded in it must be the
     folder's (``directory.name``, or ``key.digest`` when ``key`` is given, which also checks every
-    recorded setting of config.json against ``key``). Anything else is logged and reported as absent,
-    so the caller retrains."""
+    recorded setting of config.json against ``key``); given ``model``, its tensors must fit that model
+    (same keys and shapes: a consistent checksum does not make a crafted or foreign file loadable).
+    Anything else is logged and reported as absent, so the caller retrains."""
     path = directory / f"{stage}.safetensors"
     if not path.exists():
         return None
@@ -201,9 +216,14 @@ def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None
     if broken:
         log.warning("not reusing %s: it holds NaN or inf in %s (a diverged model); retraining", path, _listed(broken))
         return None
-    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-    return model, extra, digest
+    misfit = state_mismatch(model.state_dict(), state) if model is not None else []
+    if misfit:
+        log.warning("not reusing %s: its tensors do not fit the model this configuration builds (%s); retraining",
+                    path, "; ".join(misfit))
+        return None
+    return state, extra, digest
 
 
 # ----------------------------------------------------------------------------- resume state, without pickle

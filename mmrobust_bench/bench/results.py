@@ -7,7 +7,10 @@ lost and a crash leaves the old file or the new one. Rows are deduplicated by th
 whose cell is already stored is not written again, unless the caller replaces the cell (``run
 --force``). A row with a missing value (NaN accuracy, no checkpoint) does not count as done, and a
 measured row replaces it. A CSV that does not parse is refused with its name and line number;
-nothing is rewritten from a file that was not read in full.
+nothing is rewritten from a file that was not read in full. A results file that is a symbolic link is
+written through to its target (the lock beside the target), so a shared store linked into a run
+folder gets the rows. When the final write fails (a full disk), the rows measured now are saved to a
+fallback file in the current directory or $TMPDIR, and the error names both files.
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ import dataclasses
 import datetime as _dt
 import json
 import math
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -95,6 +101,64 @@ MEASURED = ("dataset", "label", "seed", "checkpoint_sha256", "attack", "attack_c
 
 class ResultsFileError(ValueError):
     """A results CSV that cannot be read as rows; the message names the file and the line."""
+
+
+class ResultsWriteError(ValueError):
+    """Storing rows failed (a full disk, a folder made read-only); the message names the file, the reason and
+    where the rows measured now were saved instead. ``fallback``: that file (None: printed to stderr)."""
+
+    def __init__(self, message: str, fallback: Path | None) -> None:
+        super().__init__(message)
+        self.fallback = fallback
+
+
+def store_path(path: str | Path) -> Path:
+    """Where rows for ``path`` are written: the target of a symbolic link (a link is never replaced by a
+    regular file, which would leave the linked store without the rows), else ``path`` itself."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _save_fallback(path: Path, rows: pd.DataFrame) -> Path | None:
+    """``rows`` in a new file ``mmrobust-unsaved-rows-<name>-<time>-<pid>.csv`` in the first writable place of the
+    current directory and $TMPDIR; None (and the CSV printed to stderr) when neither can take it."""
+    stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    name = f"mmrobust-unsaved-rows-{path.stem}-{stamp}-{os.getpid()}.csv"
+    text = rows.to_csv(index=False)
+    places = [Path(tempfile.gettempdir())]
+    try:
+        places.insert(0, Path.cwd())
+    except OSError:  # the current directory was removed
+        pass
+    for folder in dict.fromkeys(places):
+        target = folder / name
+        try:
+            fh = open(target, "x", encoding="utf-8")
+        except OSError:
+            continue
+        try:
+            with fh:
+                fh.write(text)
+            return target
+        except OSError:  # full there too: no half file left behind
+            target.unlink(missing_ok=True)
+    sys.stderr.write(text)
+    return None
+
+
+def _write_rows(path: Path, frame: pd.DataFrame, measured: pd.DataFrame) -> None:
+    """Write ``frame`` to ``path`` atomically; if that fails, save ``measured`` (the rows this call brought) to a
+    fallback file and raise :class:`ResultsWriteError` naming both: nothing measured is lost."""
+    try:
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    except OSError as exc:
+        fallback = _save_fallback(path, measured)
+        kept = (f"the {len(measured)} row(s) measured now were saved to {fallback}" if fallback is not None else
+                f"the {len(measured)} row(s) measured now are printed above (no writable place for a file)")
+        raise ResultsWriteError(f"cannot write {path}: {exc.strerror or exc}; {kept}. Free space or fix the "
+                                f"permissions, then append that file's rows to {path} (or rerun to measure them again)",
+                                fallback) from exc
 
 
 def eps_key(eps: Any) -> str:
@@ -261,8 +325,9 @@ def append_rows(path: str | Path, rows: Iterable[ResultRow] | pd.DataFrame, *, r
     Rows whose cell is already stored (finished) are not written again; with ``replace`` they replace
     the stored rows of their cells instead (a forced re-evaluation). Stored rows of unfinished cells
     (missing values) are replaced by new rows of the same cell. ``frame.attrs["written"]`` counts the
-    rows written. A crash at any point leaves the old file or the new one (atomic replace)."""
-    path = Path(path)
+    rows written. A crash at any point leaves the old file or the new one (atomic replace); a failed write
+    raises :class:`ResultsWriteError` after saving the new rows elsewhere."""
+    path = store_path(path)
     new = _as_frame(rows)
     new_keys = pd.Series(frame_keys(new), index=new.index, dtype=object)
     keep = ~new_keys.duplicated(keep="last")  # one row per cell within one call
@@ -282,8 +347,7 @@ def append_rows(path: str | Path, rows: Iterable[ResultRow] | pd.DataFrame, *, r
             old.attrs["written"] = 0
             return old
         frame = new if old.empty else pd.concat([old, new], ignore_index=True)
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False)
+        _write_rows(path, frame, new)
     frame.attrs["written"] = len(new)
     return frame
 
@@ -292,7 +356,7 @@ def rewrite_rows(path: str | Path, update: Any, *, any_table: bool = False) -> p
     """Read the CSV at ``path`` under its lock, apply ``update(frame) -> frame | None`` and write the result
     atomically when it returned a frame (None: nothing to write). For changes that need all rows at once.
     ``any_table``: any table of the suite (certificates too), read without the results-header check."""
-    path = Path(path)
+    path = store_path(path)
     with file_lock(path):
         frame = read_table(path) if any_table else read_rows(path)
         changed = update(frame)
@@ -307,8 +371,9 @@ def replace_keyed_rows(path: str | Path, new: pd.DataFrame, key_columns: Sequenc
                        defaults: dict[str, Any] | None = None) -> pd.DataFrame:
     """Write ``new`` into the CSV at ``path`` in place of the stored rows that share their ``key_columns``
     values (a model's certificate rows), under the file's lock, atomically. Any table, not only results.
-    ``defaults``: columns stored rows lack (or leave empty), with the value they get."""
-    path = Path(path)
+    ``defaults``: columns stored rows lack (or leave empty), with the value they get. A failed write raises
+    :class:`ResultsWriteError` after saving ``new`` elsewhere."""
+    path = store_path(path)
     columns = list(key_columns)
     with file_lock(path):
         old = read_table(path)
@@ -320,8 +385,7 @@ def replace_keyed_rows(path: str | Path, new: pd.DataFrame, key_columns: Sequenc
             fresh = set(new[columns].astype(str).agg("|".join, axis=1))
             old = old[~stale.isin(fresh)]
         frame = new if old.empty else pd.concat([old, new], ignore_index=True)
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False)
+        _write_rows(path, frame, new)
     return frame
 
 
@@ -489,7 +553,8 @@ def read_checked_eta_pairs(path: str | Path) -> pd.DataFrame:
     """eta_pairs.csv as reports read it (:func:`read_checked_table` with :data:`ETA_COLUMNS`)."""
     return read_checked_table(path, ETA_COLUMNS, ETA_RANGES, "an η-pairs file (eta_pairs.csv)")
 
-__all__ = ["ResultRow", "COLUMNS", "DEFAULTS", "CELL_COLUMNS", "CLEAN", "NO_MODALITY", "ResultsFileError", "eps_key",
+__all__ = ["ResultRow", "COLUMNS", "DEFAULTS", "CELL_COLUMNS", "CLEAN", "NO_MODALITY", "ResultsFileError",
+           "ResultsWriteError", "store_path", "eps_key",
            "cell_key", "done_cells", "complete", "frame_keys", "rows_frame", "read_rows", "append_rows",
            "rewrite_rows", "replace_keyed_rows", "read_table", "stored_rows", "stored_run", "with_defaults",
            "attack_rows", "encode_outcomes", "decode_outcomes"]

@@ -176,7 +176,7 @@ def _train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *
     model = speed_setup(_build(defense, dataset, train_cfg, seed, dev), train_cfg)
     start_time = time.perf_counter()
     if not force:
-        final = load_stage(directory, "final", key)
+        final = load_stage(directory, "final", key, model)
         if final is not None:
             state, extra, digest = final
             model.load_state_dict(state)
@@ -187,7 +187,7 @@ def _train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *
 
     gen = torch.Generator().manual_seed(seed)
     ctx = TrainContext(dataset=dataset, train=train_cfg, device=dev, generator=gen, progress=progress and world.main)
-    stage1 = None if force else load_stage(directory, "stage1", key)
+    stage1 = None if force else load_stage(directory, "stage1", key, model)
     if stage1 is not None:
         model.load_state_dict(stage1[0])
     else:

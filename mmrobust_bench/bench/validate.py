@@ -175,7 +175,8 @@ def check_output_file(path: Path | str, flag: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a directory; give a file path such as {path / 'results.csv'}")
-    check_output_dir(path.parent if str(path.parent) else Path("."), f"the folder of {flag}")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path  # rows are written through a link
+    check_output_dir(target.parent if str(target.parent) else Path("."), f"the folder of {flag}")
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{flag} {path} is not writable; fix its permissions or give another file")
     return path

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="smoothing: failure probability; each radius holds with probability 1 - alpha")
     cert.add_argument("--noise-batch", type=int, default=1000, help="smoothing: noisy copies per forward pass")
     cert.add_argument("--test-samples", type=int, default=-1,
-                      help="certify only the first N test samples (-1: all)")
+                      help="certify only the first N >= 1 test samples (-1: all; 0 is refused)")
     cert.add_argument("--honesty-steps", type=int, default=100,
                       help="PGD steps of the honesty check: N >= 0 (0 skips it); its counts are lower bounds")
     cert.add_argument("--honesty-restarts", type=int, default=0, help="extra random-start runs of every honesty attack")
@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="smoothing honesty check: noise draws per PGD step (SmoothAdv); 0 skips the check")
     cert.add_argument("--attack-steps", type=int, default=20, help="smoothing honesty check: PGD steps")
     cert.add_argument("--attack-samples", type=int, default=-1,
-                      help="smoothing honesty check: attack only the first N certified samples (-1: all)")
+                      help="smoothing honesty check: attack only the first N >= 1 certified samples (-1: all; 0 is "
+                           "refused)")
     cert.add_argument("--no-progress", action="store_true", help="hide progress bars")
     cert.set_defaults(func=cmd, distributed=True)
 
@@ -68,7 +69,12 @@ def cmd(args: argparse.Namespace) -> int:
     from ..bench import distributed
     from ..bench.api import train_defense
     from ..bench.certification import certify_defense
+    from ..bench.validate import check_count
 
+    # 0 would mean "all" below (only N > 0 subsets), the opposite of what it says: refused with the two valid forms
+    check_count(args.test_samples, "--test-samples (test samples to certify; -1 = all)", sentinel=-1)
+    check_count(args.attack_samples, "--attack-samples (certified samples the honesty check attacks; -1 = all)",
+                sentinel=-1)
     world = distributed.current()
     if not world.main:  # under torchrun: take part in training, then let rank 0 certify
         train_defense(args.defense, dataset=args.dataset, seed=args.seed, overrides=overrides(args),
