@@ -1,16 +1,32 @@
 """Figure properties a reviewer checks: distinct styles, legends outside the data, labelled bands, integer class
 ticks, a colour scale centred where it should be, zoomed ablation axes, metadata instead of a canvas stamp."""
+import re
+import warnings
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.text import Text
 from PIL import Image
 
+from mmrobust_bench.cli import main
+
 from mmrobust_bench.reports.curves import plot_robust_curve, run_plot_name
-from mmrobust_bench.reports.figures import (DEFAULT_ABLATION, entry_styles, figure1, figure3, figure4, figure5,
-                                            plot_figures, save_figure)
-from test_reports import PGD, accuracy, fixture_eta, fixture_rows
+from mmrobust_bench.reports.certified_curves import figure_certified_curves
+from mmrobust_bench.reports.figures import (DEFAULT_ABLATION, DPI, FULL_WIDTH, MIN_FONT_PT, OKABE_ITO, SINGLE_COLUMN,
+                                            entry_styles, figure1, figure3, figure4, figure5, plot_figures,
+                                            save_figure)
+from test_reports import PGD, accuracy, fixture_certified, fixture_eta, fixture_rows
 
 CMD = "mmrobust-bench plot --results fixture.csv --out figs"
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Every figure a test draws is closed after it (pyplot keeps them otherwise)."""
+    yield
+    plt.close("all")
 
 
 def many_entries(n: int = 20) -> pd.DataFrame:
@@ -28,15 +44,46 @@ def many_entries(n: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_twenty_entries_get_distinct_colours_and_marker_line_styles():
+def data_axes(fig) -> list:
+    """The panels that hold data (a legend's own cell has no axis)."""
+    return [ax for ax in fig.axes if ax.get_visible() and ax.axison and ax.get_label() != "<colorbar>"]
+
+
+def all_legends(fig) -> list:
+    return list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+
+
+def legend_names(fig) -> list[str]:
+    return [t.get_text() for legend in all_legends(fig) for t in legend.get_texts()]
+
+
+def test_entries_are_drawn_in_family_panels_each_told_apart_by_colour():
     styles = entry_styles([f"e{i}" for i in range(20)])
-    assert len({s["color"] for s in styles.values()}) == 20
-    assert len({(s["marker"], s["linestyle"]) for s in styles.values()}) == 20
-    fig = figure1(many_entries(20))
-    lines = [ln for ln in fig.axes[0].get_lines()]
-    assert len(lines) == 20
-    assert len({(tuple(np.round(matplotlib_rgb(ln.get_color()), 4)), ln.get_marker(), ln.get_linestyle())
-                for ln in lines}) == 20
+    assert len({(s["color"], s["marker"]) for s in styles.values()}) == 20
+    assert {s["color"] for s in styles.values()} == set(OKABE_ITO)  # colour-blind safe
+    fig = figure1(many_entries(20))  # 20 entries of no known family: 7 + 7 + 6 per row of panels, no JT
+    rows = [axes for axes in np.array(fig.axes).reshape(3, 2)]
+    assert [ax.get_legend().get_title().get_text() for _, ax in rows] == [
+        "other entries (1/3)", "other entries (2/3)", "other entries (3/3)"]
+    assert [len(ax.get_lines()) for ax, _ in rows] == [7, 7, 6]
+    for ax, _ in rows:
+        assert len({ln.get_color() for ln in ax.get_lines()}) == len(ax.get_lines())
+    assert sorted(ln.get_label() for ax, _ in rows for ln in ax.get_lines()) == [f"d{i:02d}" for i in range(20)]
+
+    fig = figure1(fixture_rows())  # the paper's families, JT drawn in every row as the reference
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert [lg.get_title().get_text() for lg in legends] == ["baselines", "CRMT variants", "transformers"]
+    assert [[t.get_text() for t in lg.get_texts()] for lg in legends] == [
+        ["JT", "GB", "MMAT"],
+        ["CRMT-JT", "CRMT-AT", "CRMT-JT head only", "CRMT-JT step 1 only", "CRMT-JT step 2 only", "JT (reference)"],
+        ["MMT", "CRMT-MMT", "JT (reference)"]]
+    for legend in legends:
+        reference = legend.get_lines()[-1] if legend is not legends[0] else legend.get_lines()[0]
+        assert matplotlib_rgb(reference.get_color()) == (0.0, 0.0, 0.0)  # JT is black everywhere
+        colours = [ln.get_color() for ln in legend.get_lines()]
+        assert len(set(colours)) == len(colours)
+    reference = {ln.get_linestyle() for ax in data_axes(fig)[3:] for ln in ax.get_lines() if ln.get_label() == "jt"}
+    assert reference == {"--"}  # dashed beside the other families
 
 
 def matplotlib_rgb(colour):
@@ -50,33 +97,35 @@ def _overlaps(a, b) -> bool:
 
 
 @pytest.mark.parametrize("make", [lambda: figure1(fixture_rows()), lambda: figure4(fixture_rows()),
-                                  lambda: figure5(fixture_rows())])
+                                  lambda: figure5(fixture_rows()),
+                                  lambda: figure_certified_curves(fixture_certified())])
 def test_legends_sit_outside_every_axes(make):
     fig = make()
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    assert fig.legends, "the legend is a figure legend"
-    box = fig.legends[0].get_window_extent(renderer)
-    for ax in fig.axes:
-        if ax.get_visible():
+    legends = all_legends(fig)
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in data_axes(fig):
             assert not _overlaps(box, ax.get_window_extent(renderer))
-            assert ax.get_legend() is None
+            assert ax.get_legend() is None  # a panel with data holds no legend
 
 
 def test_bands_are_mean_plus_minus_std_and_say_so():
     rows = fixture_rows()
     fig = figure1(rows, band="std")
-    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert any("mean ± 1 sample std over 3 seeds" in t for t in legend_texts)
+    assert "band: mean ± 1 sample std over 3 seeds" in fig._supxlabel.get_text()
     # the JT band on audio at ε = 2 spans mean ± std of the three seeds exactly
     accs = [accuracy("jt", "pgd_l2", "a", 2.0, s) for s in (0, 1, 2)]
     audio = next(ax for ax in fig.axes if "audio" in ax.get_title())
+    assert audio.get_lines()[0].get_label() == "jt"
     verts = np.concatenate([p.vertices for c in audio.collections[:1] for p in c.get_paths()])
     at2 = verts[np.isclose(verts[:, 0], 2.0)][:, 1]
     assert at2.max() == pytest.approx(np.mean(accs) + np.std(accs, ddof=1))
     assert at2.min() == pytest.approx(np.mean(accs) - np.std(accs, ddof=1))
     ci = figure1(rows, band="ci95")
-    assert any("95% t-interval of the mean over 3 seeds" in t.get_text() for t in ci.legends[0].get_texts())
+    assert "band: 95% t-interval of the mean over 3 seeds" in ci._supxlabel.get_text()
     titles = [ax.get_title() for ax in fig.axes]
     assert "ℓ2-PGD on audio" in titles and "ℓ2-PGD on visual" in titles and not any("#" in t for t in titles)
 
@@ -152,7 +201,7 @@ def test_mixed_configurations_are_separate_curves():
     rows = fixture_rows()
     other = rows[rows["defense"] == "jt"].assign(config_hash="other", accuracy=0.1)
     fig = figure1(pd.concat([rows, other], ignore_index=True))
-    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    names = legend_names(fig)
     assert "JT [cfg c]" in names and "JT [cfg other]" in names and "JT" not in names
 
 
@@ -186,3 +235,81 @@ def test_certified_curves_key_names_only_the_certificate_kinds_drawn():
     assert any("empirical" in n for n in names)
     assert not any("smoothing" in n or "heuristic" in n for n in names)  # nothing of those kinds was drawn
     plt.close(fig)
+
+
+PAPER_FIGURES = {
+    "figure1": lambda: figure1(fixture_rows()),
+    "figure3": lambda: figure3(fixture_eta()),
+    "figure4": lambda: figure4(fixture_rows()),
+    "figure5": lambda: figure5(fixture_rows()),
+    "certified curves": lambda: figure_certified_curves(fixture_certified()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_FIGURES))
+def test_figures_are_full_width_with_text_of_at_least_7pt_and_nothing_cut(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constrained layout that cannot fit the figure warns
+        fig = PAPER_FIGURES[name]()
+        fig.canvas.draw()
+    assert fig.get_size_inches()[0] == FULL_WIDTH == 7.0
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert len(texts) > 20
+    assert [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < MIN_FONT_PT] == []
+    assert MIN_FONT_PT == 7.0
+    drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # inches; saving never crops, so nothing may lie outside
+    width, height = fig.get_size_inches()
+    assert -0.01 <= drawn.x0 and -0.01 <= drawn.y0 and drawn.x1 <= width + 0.01 and drawn.y1 <= height + 0.01
+    plt.close(fig)
+
+
+def test_figures_are_written_as_pdf_and_png_at_300_dpi_and_their_size(tmp_path, capsys):
+    saved, notes = plot_figures(fixture_rows(), tmp_path, command=CMD, eta_pairs=fixture_eta())
+    assert not notes and sorted(s.number for s in saved) == [1, 3, 4, 5]
+    for item in saved:
+        pdf, png = item.paths
+        assert (pdf.name, png.name) == (f"figure{item.number}-synthav.pdf", f"figure{item.number}-synthav.png")
+        image = Image.open(png)
+        assert DPI == 300 and image.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+        assert image.size[0] == 2100  # 7 in at 300 dpi: never cropped
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF")
+        box = re.search(rb"/MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", data)
+        assert float(box.group(1)) == 504.0  # 7 in of 72 pt
+        assert float(box.group(2)) / 72 * 300 == pytest.approx(image.size[1], abs=1)
+        assert pdf.with_name(pdf.name + ".txt").read_text().endswith(f"made by: {CMD}\n")
+    # the command line writes both by default, the certified curves included
+    root = tmp_path / "runs"
+    root.mkdir()
+    fixture_rows().to_csv(root / "results.csv", index=False)
+    fixture_certified().to_csv(root / "certified.csv", index=False)
+    out = tmp_path / "cli"
+    assert main(["plot", "--results", str(root / "results.csv"), "--out", str(out), "--figures", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{stem}-synthav.{fmt}{txt}" for stem in ("certified-curves", "figure1") for fmt in ("pdf", "png")
+        for txt in ("", ".txt")]
+    assert Image.open(out / "certified-curves-synthav.png").size[0] == 2100
+    capsys.readouterr()
+    assert main(["plot", "--results", str(root / "results.csv"), "--out", str(tmp_path / "no"), "--format",
+                 "png,jpg"]) == 2
+    assert "unknown figure format jpg; valid: pdf, png, svg" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_run_curve_is_one_column_wide_at_300_dpi(tmp_path):
+    rows = fixture_rows()
+    rows = rows[(rows["defense"] == "crmt_at") & (rows["seed"] == 0) & rows["attack"].isin(["clean", "pgd_l2"])
+                & rows["modality"].isin(["none", "a"])]
+    path = plot_robust_curve(rows, tmp_path / "run.png", title="synthav: crmt_at", command=CMD)
+    image = Image.open(path)
+    assert SINGLE_COLUMN == 3.3 and image.size[0] == 990 and image.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+
+
+def test_one_name_per_entry_in_every_figure():
+    names = legend_names(figure1(fixture_rows())) + [ax.get_title() for ax in figure4(fixture_rows()).axes]
+    names += legend_names(figure_certified_curves(fixture_certified()))
+    assert "CRMT-AT" in names and "CRMT-JT step 1 only" in names
+    assert any(n.startswith("CRMT-AT (2 seeds)") for n in names)
+    assert any(t.startswith("CRMT-JT step 2 only\nmean gap") for t in names)
+    assert not [n for n in names if "crmt_" in n or n.startswith("jt")]
+    plt.close("all")

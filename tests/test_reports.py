@@ -60,6 +60,43 @@ def fixture_eta(k: int = 4) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SOUND = "sound (probabilistic, 1-alpha)"
+CERTIFIED_LABELS = ("jt", "gb", "crmt_jt", "crmt_at", "mmt")
+
+
+def certified_accuracy(method: str, label: str, modality: str, radius: float, seed: int) -> float:
+    """A deterministic certified accuracy: smoothing 0.8 − 0.5 r, empirical 0.9 − 0.4 r, lower per label."""
+    i = CERTIFIED_LABELS.index(label) + {"v": 0, "a": 1, "all": 2}[modality] * 10
+    return (0.8 - 0.5 * radius if method == "smoothing" else 0.9 - 0.4 * radius) - 0.01 * i + 0.01 * seed
+
+
+def fixture_certified(dataset: str = "synthav") -> pd.DataFrame:
+    """certified.csv rows of 5 entries × 2 seeds × 3 modalities × radii 0, 0.25, 0.5, 1: randomized smoothing
+    (σ 0.25, n 1000, α 0.001: its largest certifiable radius 0.616 leaves 1.0 out), the empirical Eq. 7 / Eq. 5
+    certificate (heuristic for MMT) and a runner-up row that is not a bound."""
+    rows = []
+    for label in CERTIFIED_LABELS:
+        for seed in (0, 1):
+            common = dict(dataset=dataset, defense=label, defense_id=label, seed=seed, config_hash="c",
+                          checkpoint_sha256=f"{label}{seed}", n=100, median_certified_radius=0.5, honesty_certified=10,
+                          honesty_violations=0)
+            for modality, certificate, equation in (("v", "eq7[v]", "Eq. 7"), ("a", "eq7[a]", "Eq. 7"),
+                                                    ("all", "eq5", "Eq. 5")):
+                for r in (0.0, 0.25, 0.5, 1.0):
+                    kind = "heuristic (modalities mix before the head)" if label == "mmt" else "empirical"
+                    rows.append({**common, "method": "empirical", "kind": kind, "certificate": certificate,
+                                 "equation": equation, "variant": "min_j", "modality": modality, "radius": r,
+                                 "certified_accuracy": certified_accuracy("empirical", label, modality, r, seed)})
+                    rows.append({**common, "method": "empirical", "kind": "not a bound (runner-up only)",
+                                 "certificate": certificate, "equation": equation, "variant": "runner_up",
+                                 "modality": modality, "radius": r, "certified_accuracy": 0.99})
+                    rows.append({**common, "method": "smoothing", "kind": SOUND, "certificate": f"smoothing[{modality}]",
+                                 "equation": "randomized smoothing", "variant": "sigma=0.25", "modality": modality,
+                                 "radius": r, "sigma": 0.25, "n_noise": 1000, "alpha": 0.001,
+                                 "certified_accuracy": certified_accuracy("smoothing", label, modality, r, seed)})
+    return pd.DataFrame(rows)
+
+
 @pytest.fixture
 def results_csv(tmp_path):
     path = tmp_path / "runs" / "results.csv"
@@ -165,7 +202,8 @@ def test_write_tables_names_the_command(tmp_path):
     assert set(raw.loc[raw["source"] == "reported", "n_seeds"]) == {""}  # the paper's rows have no seed count
     assert "mmrobust-bench report X" in (tmp_path / "table2-synthav.md").read_text()
     tex = (tmp_path / "table1-synthav.tex").read_text()
-    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and r"crmt\_jt\_orth\_only" in tex
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and r"\label{tab:table1-synthav}" in tex
+    assert "\nCRMT-JT head only & " in tex and "crmt" not in tex  # display names, as on the page and in the figures
 
 
 def test_report_and_plot_cli(results_csv, tmp_path, capsys):
@@ -176,7 +214,7 @@ def test_report_and_plot_cli(results_csv, tmp_path, capsys):
     assert main(["plot", "--results", str(results_csv), "--out", str(out), "--figures", "1,3,5",
                  "--ablation", "JT=jt,Full=crmt_jt"]) == 0
     assert {p.name for p in out.glob("figure*")} == {
-        f"figure{n}-synthav.png{s}" for n in (1, 3, 5) for s in ("", ".txt")}
+        f"figure{n}-synthav.{fmt}{s}" for n in (1, 3, 5) for fmt in ("pdf", "png") for s in ("", ".txt")}
     assert "mmrobust-bench plot" in (out / "figure5-synthav.png.txt").read_text()
     capsys.readouterr()
     assert main(["report", "--results", str(tmp_path / "nope.csv"), "--out", str(out)]) == 2

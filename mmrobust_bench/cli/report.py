@@ -4,6 +4,10 @@ from result rows.
 Rows are grouped by (dataset, defense label, configuration): two configurations under one label are
 reported as separate entries (``jt [cfg b30dba09]``) with a note naming the settings that differ
 (from the checkpoints' ``config.json``), or refused with ``--refuse-mixed`` (``reports/entries.py``).
+
+Every CSV is read strictly (``bench.results.read_checked_*``): a torn line, an accuracy outside [0, 1], a
+non-finite number, a fractional seed or a missing column is one error line naming the file and the line, and
+text is read as written (a label ``NA`` stays ``NA``). Output files are named by slugs inside ``--out``.
 """
 from __future__ import annotations
 
@@ -64,34 +68,51 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="also draw the 'made by' command on the canvas (it is always in the file's metadata and "
                            "the .txt sidecar)")
     plot.add_argument("--dataset", help="comma-separated datasets (default: every dataset in the rows)")
-    plot.add_argument("--format", default="png", choices=("png", "pdf", "svg"), help="image format of the figures")
+    plot.add_argument("--format", default="pdf,png",
+                      help="comma-separated image formats of the figures: pdf, png, svg (default: pdf,png; 300 dpi, "
+                           "sized for a paper)")
     plot.set_defaults(func=cmd_plot)
 
 
 def read_results(path: str) -> Any:
-    """The rows of a results CSV; columns added after a CSV was written read with their defaults."""
-    import pandas as pd
+    """The rows of a results CSV, read strictly (``bench.results.read_checked_rows``); columns added after a
+    CSV was written read with their defaults."""
+    from ..bench.results import read_checked_rows
 
     file = Path(path)
-    if not file.exists():
-        raise ValueError(f"results file {file} does not exist")
-    try:
-        frame = pd.read_csv(file)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file} cannot be read as a results CSV ({exc}); fix or remove the broken line") from exc
-    for column in ("dataset", "defense", "seed", "attack", "modality", "eps", "accuracy"):
-        if column not in frame:
-            raise ValueError(f"{file} is not a results file: it has no {column!r} column")
-    if "attack_config" not in frame:
-        frame["attack_config"] = frame["attack"]
-    return frame
+    if not file.is_file():
+        raise ValueError(f"results file {file} does not exist" if not file.exists() else
+                         f"results file {file} is not a file")
+    return read_checked_rows(file)
 
 
-def _beside(results: Path, name: str) -> Any:
+def read_eta_pairs(path: Path) -> Any:
+    """certify's eta_pairs.csv read strictly, or None when there is none."""
+    from ..bench.results import read_checked_eta_pairs
+
+    return read_checked_eta_pairs(path) if Path(path).exists() else None
+
+
+def read_certificates(path: Path) -> Any:
+    """certify's certified.csv read strictly, ``method``/``kind`` filled for rows that predate them; None when
+    there is none."""
     import pandas as pd
 
-    path = results.with_name(name)
-    return pd.read_csv(path) if path.exists() else None
+    from ..bench.certification import with_certificate_kinds
+    from ..bench.results import ResultsFileError, read_checked_certificates
+    from ..certify.smoothing import METHOD as SMOOTHING
+
+    if not Path(path).exists():
+        return None
+    frame = read_checked_certificates(path)
+    for column in ("method", "kind"):  # an empty cell: a row written before the column, as a missing one
+        if column in frame:
+            frame[column] = frame[column].replace("", pd.NA)
+    frame = with_certificate_kinds(frame)
+    if not frame.empty and "sigma" not in frame and (frame["method"].astype(str) == SMOOTHING).any():
+        raise ResultsFileError(f"{path} line 1: smoothing certificates without a sigma column; not a certificates "
+                               "file written by `mmrobust-bench certify`")
+    return frame
 
 
 def _checkpoints(args: argparse.Namespace) -> Path:
@@ -112,7 +133,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = read_results(args.results)
     results = Path(args.results)
     checkpoints = _checkpoints(args)
-    pairs, certified = _beside(results, "eta_pairs.csv"), _beside(results, "certified.csv")
+    pairs, certified = read_eta_pairs(results.with_name("eta_pairs.csv")), read_certificates(
+        results.with_name("certified.csv"))
     split = mixed_labels(rows, pairs, certified)
     rows, notes = resolve_entries(rows, checkpoints=checkpoints, strict=args.refuse_mixed, split=split)
     pairs = None if pairs is None else resolve_entries(pairs, split=split)[0]
@@ -177,28 +199,33 @@ def _write_findings(rows: Any, pairs: Any, certified: Any, out: Path, command: s
     """``findings-<dataset>.md``: the numbers behind the findings, with certify's CSVs beside the results."""
     from ..io import atomic_write_text
     from ..reports.findings import findings_markdown
+    from ..reports.paths import output_path, slug
+    from ..reports.tables import markdown_cell
 
     paths = []
     for dataset in datasets or sorted(rows["dataset"].unique()):
         pick = lambda f: None if f is None else f[f["dataset"] == dataset]  # noqa: E731
         text = findings_markdown(rows[rows["dataset"] == dataset], pairs=pick(pairs), certified=pick(certified),
                                  command=command)
-        path = out / f"findings-{dataset}.md"
-        atomic_write_text(path, f"# Findings data — {dataset}\n\n{text}")
+        path = output_path(out, f"findings-{slug(dataset)}.md")
+        atomic_write_text(path, f"# Findings data — {markdown_cell(dataset)}\n\n{text}")
         paths.append(path)
     return paths
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from ..reports.figures import DEFAULT_ABLATION, figure_formats, parse_ablation, plot_figures
 
-    from ..reports.figures import DEFAULT_ABLATION, parse_ablation, plot_figures
-
+    formats = figure_formats(args.format)  # refused before anything is read or drawn
     rows = read_results(args.results)
     eta_path = Path(args.eta) if args.eta else Path(args.results).with_name("eta_pairs.csv")
     if args.eta and not eta_path.exists():
         raise ValueError(f"--eta file {eta_path} does not exist")
-    eta = pd.read_csv(eta_path) if eta_path.exists() else None
+    eta = read_eta_pairs(eta_path)
+    certified_path = Path(args.certified) if args.certified else Path(args.results).with_name("certified.csv")
+    if args.certified and not certified_path.exists():
+        raise ValueError(f"--certified file {certified_path} does not exist")
+    certified = read_certificates(certified_path)  # every input read (and refused) before any figure is drawn
     sweep = None
     if args.config:
         from ..bench.validate import read_yaml_mapping
@@ -207,20 +234,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     saved, notes = plot_figures(
         rows, Path(args.out), command=args.command_line, eta_pairs=eta, figures=int_list(args.figures, "--figures"),
         attack=args.attack, ablation=parse_ablation(args.ablation) if args.ablation else DEFAULT_ABLATION,
-        fmt=args.format, datasets=name_list(args.dataset), band=args.band, stamp=args.stamp,
+        fmt=formats, datasets=name_list(args.dataset), band=args.band, stamp=args.stamp,
         checkpoints=_checkpoints(args), sweep=sweep,
     )
     for item in saved:
-        print(item.path)
-    certified_path = Path(args.certified) if args.certified else Path(args.results).with_name("certified.csv")
-    if args.certified and not certified_path.exists():
-        raise ValueError(f"--certified file {certified_path} does not exist")
-    if certified_path.exists():
-        from ..bench.certification import read_certified
+        for path in item.paths:
+            print(path)
+    if certified is not None:
         from ..reports.certified_curves import plot_certified_curves
 
-        curves = plot_certified_curves(read_certified(certified_path), Path(args.out), command=args.command_line,
-                                       datasets=name_list(args.dataset), fmt=args.format)
+        curves = [path for fmt in formats for path in plot_certified_curves(
+            certified, Path(args.out), command=args.command_line, datasets=name_list(args.dataset), fmt=fmt)]
         for path in curves:
             print(path)
         if not curves:

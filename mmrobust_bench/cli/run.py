@@ -11,7 +11,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="train (or reuse) a defense and attack it over an ε grid")
     run.add_argument("--defense", default="crmt_at", help="defense id (see `mmrobust-bench list`)")
     run.add_argument("--attack", default="pgd_l2", help="attack id: fgm, pgd_l2, missing, torchattacks:NAME, ...")
-    run.add_argument("--modality", default="a", help="attacked modality: a name, a comma list, or 'all' (joint)")
+    run.add_argument("--modality", default="a", help="attacked modality: a name, a comma list, 'all' (one joint "
+                                                      "ball) or 'any' (per sample, the worst of each modality alone "
+                                                      "and all jointly)")
     run.add_argument("--dataset", default="synthav", help="dataset id (see `mmrobust-bench list`)")
     run.add_argument("--eps", help="comma-separated ε grid in model-input space (default: by --norm, l2 "
                                    "0.25,0.5,1,1.5,2; linf 0.005,0.01,0.02,0.05,0.1; l1 1,2,5,10,20; l0 1,2,5,10,20 "

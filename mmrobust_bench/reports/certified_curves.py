@@ -1,8 +1,10 @@
 """Certified accuracy vs radius per modality: sound randomized smoothing against the empirical Eq. 10 / 7 / 5
 radii of the same models (rows of ``certified.csv``, written by ``mmrobust-bench certify``).
 
-One panel per attacked modality (a modality alone, or ``all`` for the joint ball). In each panel, per model
-entry (defense label; a label with several configurations is split by config hash, never averaged):
+A column of panels per attacked modality (a modality alone, or ``all`` for the joint ball) and a row per family
+panel of entries (``reports.figures.family_groups``, JT in each as the reference, each row's legend beside it),
+sized for a paper like every figure (``reports.figures``). In each panel, per model entry (defense label; a label
+with several configurations is split by config hash, never averaged):
 
 - solid: randomized smoothing (kind ``sound (probabilistic, 1-alpha)``), one line per (σ, n, α), the noise
   on that panel's modalities, stopping at the largest certifiable radius σ·Φ⁻¹(α^{1/n})
@@ -33,6 +35,11 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..io import atomic_path, atomic_write_text  # noqa: E402
 from .entries import resolve_entries  # noqa: E402
+from .figures import (DPI, FULL_WIDTH, LEGEND_CHARS, LEGEND_RATIO, MAX_TITLE, MIN_FONT_PT, ROW_HEIGHT,  # noqa: E402
+                      TITLE_PT, entry_styles, family_groups, family_order, plot_text, reference_entry)
+from .paper import display_name  # noqa: E402
+from .paths import output_path, slug  # noqa: E402
+from .tables import paper_row_order  # noqa: E402
 
 SOUND = "sound (probabilistic, 1-alpha)"
 NOT_A_BOUND = "not a bound"
@@ -141,8 +148,8 @@ def _below_cap(smooth: pd.DataFrame) -> pd.DataFrame:
 
 
 def _panel_title(panel: str) -> str:
-    names = {"a": "audio", "v": "visual", ALL: "all modalities (joint ℓ2 ball)"}
-    return f"attack on {names.get(panel, panel.replace('+', ' + '))}"
+    names = {"a": "audio", "v": "visual", ALL: "all modalities\n(joint ℓ2 ball)"}
+    return f"attack on {names.get(panel, plot_text(panel.replace('+', ' + '), MAX_TITLE))}"
 
 
 def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = None,
@@ -154,16 +161,21 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
                          "--method smoothing, first)")
     from matplotlib.lines import Line2D
 
-    from .figures import entry_styles
-
-    panels = list(dict.fromkeys(data["panel"]))
-    entries = list(dict.fromkeys(data["entry"]))
+    panels = sorted(dict.fromkeys(data["panel"]), key=lambda m: (m == ALL, {"v": 0, "a": 1}.get(m, 2), m))
+    entries = family_order(paper_row_order(list(dict.fromkeys(data["entry"]))))
     styles = entry_styles(entries)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 3.2, 4.0), squeeze=False, sharey=True,
-                             layout="constrained")
+    # sized for a paper (reports.figures): full width, a row per family panel with JT as the reference, each
+    # row's entries in a legend beside it
+    groups = family_groups(entries)
+    reference = reference_entry(entries)
+    shown = [members + ([reference] if reference is not None and reference not in members else [])
+             for _, members in groups]
+    fig, axes = plt.subplots(len(groups), len(panels) + 1, figsize=(FULL_WIDTH, ROW_HEIGHT * len(groups) + 1.5),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained",
+                             width_ratios=[1.0] * len(panels) + [LEGEND_RATIO])
     caps: dict[float, str] = {}
-    for ax, panel in zip(axes[0], panels):
-        rows = data[data["panel"] == panel]
+    for ax, panel, r in [(axes[r][c], panel, r) for r in range(len(groups)) for c, panel in enumerate(panels)]:
+        rows = data[(data["panel"] == panel) & data["entry"].isin(shown[r])]
         for (entry, line), pts in rows.groupby(["entry", "line"], sort=False):
             linestyle, linewidth, _ = LINE_STYLES[_line_kind(str(pts["kind"].iloc[0]))]
             ax.plot(pts["radius"], pts["certified_accuracy"], linestyle=linestyle, marker=styles[entry]["marker"],
@@ -171,18 +183,26 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
                     label=f"{entry} · {line}")
         for line, cap in rows.dropna(subset=["cap"]).groupby("line")["cap"].min().items():
             ax.axvline(cap, label=f"{CAP_LABEL} ({line})", **CAP_STYLE)
-            ax.text(cap, 0.5, f" {CAP_LABEL} {cap:.3g} ", rotation=90, ha="right", va="center", fontsize=6,
+            ax.text(cap, 0.5, f" {CAP_LABEL} {cap:.3g} ", rotation=90, ha="right", va="center", fontsize=MIN_FONT_PT,
                     color=CAP_STYLE["color"])
             caps.setdefault(round(float(cap), 6), line)
-        ax.set_title(_panel_title(panel), fontsize=10)
-        ax.set_xlabel("ℓ2 radius ε (model-input space)")
+        if r == 0:
+            ax.set_title(_panel_title(panel), fontsize=TITLE_PT)
+        if r == len(groups) - 1:
+            ax.set_xlabel("ℓ2 radius ε (model-input space)", fontsize=MIN_FONT_PT)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("certified accuracy (mean over seeds)")
-    handles = [Line2D([], [], color=styles[e]["color"], marker=styles[e]["marker"], linestyle="-", markersize=4)
-               for e in entries]
+        ax.tick_params(labelsize=MIN_FONT_PT)
     seeds = data.groupby("entry")["seeds"].max()
-    labels = [f"{e} ({int(seeds[e])} seed{'s' if int(seeds[e]) != 1 else ''})" for e in entries]
+    for row, (group, members), drawn_entries in zip(axes, groups, shown):
+        row[0].set_ylabel("certified accuracy", fontsize=MIN_FONT_PT)
+        row[-1].axis("off")
+        handles = [Line2D([], [], color=styles[e]["color"], marker=styles[e]["marker"], linestyle="-", markersize=4)
+                   for e in drawn_entries]
+        labels = [f"{plot_text(display_name(e), LEGEND_CHARS)}{'' if e in members else ' (reference)'} "
+                  f"({int(seeds[e])} seed{'s' if int(seeds[e]) != 1 else ''})" for e in drawn_entries]
+        row[-1].legend(handles, labels, loc="center left", fontsize=MIN_FONT_PT, frameon=False, borderaxespad=0.0,
+                       title=f"{plot_text(group)} (colour, marker)", title_fontsize=MIN_FONT_PT, alignment="left")
     # the line-style key names only the kinds of certificate drawn (no "smoothing" entry without smoothing rows)
     drawn = {_line_kind(str(k)) for k in data["kind"]}
     key = [Line2D([], [], color="0.2", linestyle=ls, linewidth=lw) for name, (ls, lw, _) in LINE_STYLES.items()
@@ -192,14 +212,14 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
         key.append(Line2D([], [], **CAP_STYLE))
         key_labels.append(f"{CAP_LABEL} σ·Φ⁻¹(α^(1/n)): "
                           + "; ".join(f"{cap:.3g} ({line.removeprefix('smoothing ')})" for cap, line in caps.items()))
-    fig.legend(handles + key, labels + key_labels, loc="outside right upper", fontsize=7, frameon=False,
-               title="entry (colour, marker) · certificate (line style)", title_fontsize=7)
+    fig.legend(key, key_labels, loc="outside lower center", fontsize=MIN_FONT_PT, frameon=False,
+               title="certificate (line style); lines: mean over seeds. Empirical radii use Lipschitz estimates and "
+                     "can overclaim\n(honesty-check counts are lower bounds); runner-up radii are not bounds and are "
+                     "not drawn.", title_fontsize=MIN_FONT_PT)
     title = "Certified accuracy vs radius"
     if dataset:
-        title = f"{dataset}: " + title
-    fig.suptitle(title, fontsize=11)
-    fig.supxlabel("Empirical radii use Lipschitz estimates and can overclaim (honesty-check counts are lower bounds); "
-                  "runner-up radii are not bounds and are not drawn.", fontsize=7)
+        title = f"{plot_text(dataset)}: " + title
+    fig.suptitle(title, fontsize=TITLE_PT)
     return fig
 
 
@@ -219,14 +239,14 @@ def plot_certified_curves(certified_frame: pd.DataFrame, out_dir: str | Path, *,
             fig = figure_certified_curves(frame, dataset=ds, defenses=defenses, command=command)
         except ValueError:
             continue
-        path = out_dir / f"certified-curves-{ds}.{fmt}"
+        path = output_path(out_dir, f"certified-curves-{slug(ds)}.{fmt}")
         description = (f"{ds}: certified accuracy vs ℓ2 radius per attacked modality; randomized smoothing (sound, "
                        "probabilistic 1-alpha, up to its largest certifiable radius sigma*Phi^-1(alpha^(1/n))) "
                        "against the empirical Eq. 10 / Eq. 7 / Eq. 5 radii of the same models (min over j; runner-up "
                        "radii are not bounds and are not drawn); steps: each value holds back to the previous radius")
         meta: dict[str, Any] = {"Description": f"{description}; made by: {command}"} if fmt == "png" else {}
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta or None)
+            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta or None)
         plt.close(fig)
         atomic_write_text(path.with_name(path.name + ".txt"), f"{description}\nmade by: {command}\n")
         paths.append(path)

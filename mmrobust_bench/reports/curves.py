@@ -1,11 +1,13 @@
 """Robust-accuracy-vs-ε curves of one run, drawn from its rows (a pure function of the rows).
 
-Same conventions as ``reports.figures``: a distinct colour and marker per line, the legend outside
-the data, modalities by name, and the command in the file's metadata and a sidecar ``.txt`` (on the
+Same conventions as ``reports.figures``: one column of a paper wide (``SINGLE_COLUMN``, 3.3 in), text at
+least 7 pt, 300 dpi, a distinct colour and marker per line, entries by their display names, the legend
+outside the data, modalities by name, and the command in the file's metadata and a sidecar ``.txt`` (on the
 canvas only with ``stamp=True``).
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -15,16 +17,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..io import atomic_path, atomic_write_text  # noqa: E402
-from .figures import entry_styles, figure_metadata  # noqa: E402
+from .figures import DPI, MIN_FONT_PT, SINGLE_COLUMN, entry_styles, figure_metadata, plot_text  # noqa: E402
+from .paper import display_name  # noqa: E402
+from .paths import slug  # noqa: E402
 from .stats import modality_name  # noqa: E402
+from .stats import slug as column_slug  # noqa: E402
+
+LINE_CHARS = 48  # characters of a title or legend line at 7–8 pt in one column (3.3 in)
+
+
+def _wrapped(text: str) -> str:
+    """A name or title on lines that fit one column (never cut off: the figure is saved at its own size)."""
+    return "\n".join(textwrap.wrap(plot_text(text, 3 * LINE_CHARS), LINE_CHARS)) or plot_text(text)
 
 
 def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, command: str, stamp: bool = False) -> Path:
     """One line per (defense, attack, modality) of ``rows``: accuracy against ε; clean at ε = 0."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     clean = rows[rows["attack"] == "clean"]
     attacked = rows[rows["attack"] != "clean"]
     groups = list(attacked.groupby(["defense", "attack", "modality"], sort=True))
+    names = {key: _wrapped(f"{display_name(key[0])} · {key[1]} · {modality_name(key[2])}") for key, _ in groups}
+    lines = sum(name.count("\n") + 1 for name in names.values()) + _wrapped(title).count("\n")
+    fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, 2.3 + 0.14 * lines), layout="constrained")  # legend below
     styles = entry_styles([str(key) for key, _ in groups])
     for key, group in groups:
         defense, attack, modality = key
@@ -33,21 +47,21 @@ def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, comma
         xs, ys = list(group["eps"]), list(group["accuracy"])
         if xs and xs[0] > 0 and pd.notna(base):
             xs, ys = [0.0] + xs, [base] + ys
-        ax.plot(xs, ys, label=f"{defense} · {attack} · {modality_name(modality)}", ms=4, **styles[str(key)])
-    ax.set_xlabel("ℓ2 radius ε (model-input space)")
-    ax.set_ylabel("accuracy")
+        ax.plot(xs, ys, label=names[key], ms=3, lw=1.2, **styles[str(key)])
+    ax.set_xlabel("ℓ2 radius ε (model-input space)", fontsize=MIN_FONT_PT)
+    ax.set_ylabel("accuracy", fontsize=MIN_FONT_PT)
+    ax.tick_params(labelsize=MIN_FONT_PT)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrapped(title), fontsize=8)
     if groups:
-        fig.legend(loc="outside lower center", fontsize=7, frameon=False, ncol=1)
+        fig.legend(loc="outside lower center", fontsize=MIN_FONT_PT, frameon=False, ncol=1)
     if stamp:
-        fig.text(0.01, 0.005, f"made by: {command}", fontsize=6, color="gray")
+        fig.text(0.01, 0.005, f"made by: {command}", fontsize=MIN_FONT_PT, color="gray")
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight",
-                    metadata=figure_metadata(fmt, command=command, description=title))
+        fig.savefig(tmp, format=fmt, dpi=DPI, metadata=figure_metadata(fmt, command=command, description=title))
     plt.close(fig)
     atomic_write_text(path.with_name(path.name + ".txt"), f"{title}\nmade by: {command}\n")
     return path
@@ -56,9 +70,9 @@ def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, comma
 def run_plot_name(dataset: str, label: str, attack: str, modality: str, seed: int, config_hash: str,
                   fmt: str = "png") -> str:
     """``synthav-jt-cfgb30dba09-pgd_l2-a-seed0.png``: the configuration is in the name, so runs of one label
-    with different settings never overwrite each other's plots."""
-    from .stats import slug
-
+    with different settings never overwrite each other's plots. The dataset and label are slugs
+    (``reports.paths``: any name, however long or odd, gives a short file name of its own)."""
     cfg = f"cfg{str(config_hash)[:8]}" if config_hash else "cfgunknown"
-    parts = [slug(dataset), slug(label), cfg, slug(attack.replace(":", "_")), slug(modality), f"seed{int(seed)}"]
+    parts = [slug(dataset), slug(label), cfg, column_slug(attack.replace(":", "_")), column_slug(modality),
+             f"seed{int(seed)}"]
     return "-".join(p for p in parts if p) + f".{fmt}"

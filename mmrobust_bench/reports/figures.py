@@ -9,14 +9,21 @@ Conventions every figure follows (so a reviewer can take it as it is):
 
 - one *entry* per defense label and configuration (``reports.entries``): configurations are never
   averaged together;
-- every entry has its own colour *and* marker / line style (:func:`entry_styles`, distinct for up
-  to 20 entries), legends sit outside the data;
+- sized for a paper: :data:`FULL_WIDTH` (7 in, the text width) or :data:`SINGLE_COLUMN` (3.3 in), every
+  text at least :data:`MIN_FONT_PT` (7 pt) at that size, saved at :data:`DPI` (300) as PDF and PNG
+  (:data:`FORMATS`), at exactly that size (no tight cropping);
+- entries are named by ``reports.paper.display_name`` (the names of the page and the tables) and drawn in
+  family panels (:func:`family_groups`: baselines, CRMT variants, transformers, other entries; at most
+  :data:`MAX_PER_PANEL` per panel), each beside JT as the reference; colours are Okabe–Ito (colour-blind
+  safe), distinct within a panel, with a distinct marker per entry (:func:`entry_styles`); JT is black;
+  legends sit outside the data;
 - lines are the mean over seeds; bands and error bars say what they are — ``band="std"``: ± one
   sample std over the N seeds, ``band="ci95"``: the 95% t-interval of the mean;
 - modalities are named (audio, visual), y axes zoom to the values that differ (Figure 5), class
   axes are integers (Figure 3), and what is missing is skipped with a note rather than drawn empty.
 
-- Figure 1: accuracy vs ℓ2-PGD radius, one panel per attacked modality, one line per entry.
+- Figure 1: accuracy vs ℓ2-PGD radius, a column per attacked modality, a row per family panel, one line
+  per entry.
 - Figure 3: heat maps of the vulnerability-indicator ratio η^(a)/η^(v) per class pair (y, j), one
   panel per entry, from ``certify``'s ``eta_pairs.csv``, in the orientation and with the aggregation every
   report uses (``certify.eta``); log colour scale (a sequential map when every ratio is on one side of 1, a
@@ -31,11 +38,15 @@ Conventions every figure follows (so a reviewer can take it as it is):
   paper's ``full``, "unit-row head only" for the reference code's ``per_class_unit_rows``), read from
   the checkpoints' ``config.json`` or an explicit pin in the sweep YAML (:func:`crmt_heads`); when
   neither says, it stays "head only (no step 1/2)".
+
+Names from the rows are drawn as literal text (:func:`plot_text`: no mathtext, one line, cut to a length a legend
+holds) and files are named by their slugs (``reports.paths``), never by the raw names.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -55,7 +66,8 @@ from .. import __version__  # noqa: E402
 from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense  # noqa: E402
 from ..io import atomic_path, atomic_write_text  # noqa: E402
 from .entries import resolve_entries  # noqa: E402
-from .paper import method_name  # noqa: E402
+from .paper import FAMILIES, REFERENCE, display_name, family  # noqa: E402
+from .paths import output_path, slug  # noqa: E402
 from .stats import modality_name, summarize  # noqa: E402
 from .tables import ALL, choose_attack_configs, paper_row_order, single_modalities  # noqa: E402
 
@@ -68,14 +80,15 @@ HEAD_NAMES = {"full": "orthogonal head", "per_class_unit_rows": "unit-row head",
 DEFAULT_ABLATION: tuple[tuple[str, str], ...] = (
     ("JT", "jt"),
     (HEAD_ONLY_STAGE, "crmt_jt_orth_only"),
-    ("CRMT step 1 only", "crmt_jt_step1_only"),
-    ("CRMT step 2 only", "crmt_jt_step2_only"),
+    ("CRMT-JT step 1 only", "crmt_jt_step1_only"),
+    ("CRMT-JT step 2 only", "crmt_jt_step2_only"),
     ("CRMT-JT (full)", "crmt_jt"),
 )
 FIGURE3_DEFENSES = ("jt", "mmat", "crmt_jt", "crmt_at", "crmt_mix")
 PANELS_PER_ROW = 5
+HEATMAPS_PER_ROW = 3  # Figure 3 at full width: square panels large enough for a 10 × 10 class grid
 BANDS = ("std", "ci95")
-MAX_STYLED = 20
+
 
 DESCRIPTIONS = {
     1: "Figure 1: accuracy vs ℓ2-PGD radius on each attacked modality, per entry (line: mean over seeds; band: see legend)",
@@ -85,30 +98,114 @@ DESCRIPTIONS = {
     5: "Figure 5: CRMT ablation — clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5 (dots: seeds; bar: mean ± band)",
 }
 
-# 10 dark, then 10 light colours of tab20: 20 distinct colours; markers and dashes distinct within each ten
-_TAB20 = plt.get_cmap("tab20").colors
-_COLOURS = [_TAB20[i] for i in range(0, 20, 2)] + [_TAB20[i] for i in range(1, 20, 2)]
+# sizes for a paper: a two-column page's column and text width (inches), the smallest text (points) at that size
+SINGLE_COLUMN = 3.3
+FULL_WIDTH = 7.0
+MIN_FONT_PT = 7.0
+TITLE_PT = 8.0
+DPI = 300
+FORMATS = ("pdf", "png")
+IMAGE_FORMATS = ("pdf", "png", "svg")
+ROW_HEIGHT = 1.75  # inches per row of panels
+LEGEND_RATIO = 1.0  # width of a row's legend column, relative to a panel
+
+# Okabe & Ito's colour-blind-safe palette without its black, which is JT's (the reference in every panel)
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442")
+REFERENCE_COLOUR = "#000000"
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
-_LINES = ("-", "--")
+MAX_PER_PANEL = len(OKABE_ITO)
 # the two modalities of Figure 4 (and the per-run curves) get fixed, colour-blind-safe colours
 _MODALITY_COLOURS = {"a": "#D55E00", "v": "#0072B2"}
 
 
+# longest name a legend, title or tick shows (longer ones end in "…"); a title holds more
+MAX_SHOWN = 48
+LEGEND_CHARS = 28  # a name in a legend or panel title beside full-width panels (at 7 pt)
+MAX_TITLE = 160
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+def plot_text(text: object, limit: int = MAX_SHOWN) -> str:
+    """A name from the rows as matplotlib should draw it: literally (``$`` escaped, so never parsed as mathtext),
+    on one line, at most ``limit`` characters."""
+    shown = _CONTROL.sub(" ", str(text))
+    if len(shown) > limit:
+        shown = shown[:limit - 1] + "…"
+    return shown.replace("$", r"\$")
+
+
 @dataclass
 class SavedFigure:
+    """One figure as written: ``path`` and its ``sidecar`` in the first format, ``paths`` in every format."""
+
     number: int
     path: Path
     sidecar: Path
+    paths: list[Path] = field(default_factory=list)
 
 
-def entry_styles(labels: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """A distinct (colour, marker, line style) per entry, stable in the order given; up to 20 are also
-    distinct in colour alone, more reuse colours with another marker/dash combination."""
-    out = {}
-    for i, label in enumerate(labels):
-        out[label] = {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)],
-                      "linestyle": _LINES[(i // len(_MARKERS)) % len(_LINES)]}
+def reference_entry(labels: Sequence[str]) -> str | None:
+    """The entry every family panel shows for reference: the first JT entry, or None without one."""
+    from .entries import base_label
+
+    return next((label for label in labels if base_label(label) == REFERENCE), None)
+
+
+def defense_ids(data: pd.DataFrame) -> dict[str, str]:
+    """``{entry: registry id}`` where the rows say it (a label such as ``jt_long`` of defense ``jt``)."""
+    if "defense_id" not in data or "defense" not in data:
+        return {}
+    pairs = data[["defense", "defense_id"]].astype(str).drop_duplicates("defense")
+    return dict(zip(pairs["defense"], pairs["defense_id"]))
+
+
+def entry_styles(labels: Sequence[str], ids: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """A (colour, marker, line style) per entry, stable in the order given. The reference (JT) is black; the
+    i-th entry of a family gets Okabe–Ito colour i mod 7 and marker i + 1 mod 10, so the entries of one family
+    panel (at most :data:`MAX_PER_PANEL`, consecutive in their family) differ in colour, and any 70 entries of a
+    family differ in (colour, marker)."""
+    out: dict[str, dict[str, Any]] = {}
+    reference = reference_entry(labels)
+    seen: dict[str, int] = {}
+    for label in labels:
+        if label == reference:
+            out[label] = {"color": REFERENCE_COLOUR, "marker": _MARKERS[0], "linestyle": "-"}
+            continue
+        group = family(label, (ids or {}).get(label))
+        i = seen[group] = seen.get(group, -1) + 1
+        out[label] = {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": _MARKERS[(i + 1) % len(_MARKERS)],
+                      "linestyle": "-"}
     return out
+
+
+def family_groups(labels: Sequence[str], ids: Mapping[str, str] | None = None) -> list[tuple[str, list[str]]]:
+    """The entries as family panels, in :data:`reports.paper.FAMILIES` order (each family in the order given), at
+    most :data:`MAX_PER_PANEL` per panel: a larger family becomes numbered parts, "other entries (2/3)"."""
+    members: dict[str, list[str]] = {}
+    for label in labels:
+        members.setdefault(family(label, (ids or {}).get(label)), []).append(label)
+    out = []
+    for name in FAMILIES:
+        group = members.get(name, [])
+        parts = [group[i:i + MAX_PER_PANEL] for i in range(0, len(group), MAX_PER_PANEL)]
+        out += [(name if len(parts) == 1 else f"{name} ({k}/{len(parts)})", part) for k, part in enumerate(parts, 1)]
+    return out
+
+
+def family_order(labels: Sequence[str], ids: Mapping[str, str] | None = None) -> list[str]:
+    """``labels`` grouped by family (:func:`family_groups`), each family in the order given."""
+    return [label for _, group in family_groups(labels, ids) for label in group]
+
+
+def _legend_beside(ax: Any, handles: list, names: list[str], title: str) -> None:
+    """A row's legend in its own (axis-less) cell right of the row's panels: never over the data."""
+    ax.axis("off")
+    ax.legend(handles, names, loc="center left", fontsize=MIN_FONT_PT, title=title, title_fontsize=MIN_FONT_PT,
+              frameon=False, borderaxespad=0.0, handlelength=1.8, alignment="left")
+
+
+def _sized_ticks(ax: Any) -> None:
+    ax.tick_params(labelsize=MIN_FONT_PT, which="both")
 
 
 def band_text(band: str, seeds: Sequence[int]) -> str:
@@ -126,7 +223,7 @@ def _check_band(band: str) -> None:
 
 
 def _stamp(fig: Figure, command: str) -> None:
-    fig.text(0.005, 0.003, f"made by: {command}", fontsize=6, color="gray", ha="left", va="bottom")
+    fig.text(0.005, 0.003, f"made by: {command}", fontsize=MIN_FONT_PT, color="gray", ha="left", va="bottom")
 
 
 def _curve(rows: pd.DataFrame, clean: pd.DataFrame, band: str = "std") -> pd.DataFrame:
@@ -169,19 +266,14 @@ def _labels(data: pd.DataFrame, defenses: Sequence[str] | None) -> list[str]:
 
 
 def _where(mod: str) -> str:
-    return "all modalities (joint ℓ2 ball)" if mod == ALL else modality_name(mod)
-
-
-def _outside_legend(fig: Figure, handles: list, labels: list[str], *, title: str | None = None) -> None:
-    """The legend right of every panel (constrained layout makes room for it): never over the data."""
-    ncol = 1 if len(labels) <= 16 else 2
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7, ncol=ncol, title=title, title_fontsize=7,
-               frameon=False)
+    return "all modalities\n(joint ℓ2 ball)" if mod == ALL else plot_text(modality_name(mod))
 
 
 def figure1(rows: pd.DataFrame, *, command: str = "", attack: str = "pgd_l2", dataset: str | None = None,
             defenses: Sequence[str] | None = None, band: str = "std", stamp: bool = False) -> Figure:
-    """Accuracy vs radius of ``attack``; a panel per attacked modality (single ones, then ``all``)."""
+    """Accuracy vs radius of ``attack``, full width: a column per attacked modality (single ones, then ``all``),
+    a row per family panel (:func:`family_groups`) with JT dashed in black as the reference, each row's legend
+    beside it."""
     _check_band(band)
     data, dataset = _prepare(rows, dataset)
     attacked = data[data["attack"] == attack]
@@ -189,32 +281,47 @@ def figure1(rows: pd.DataFrame, *, command: str = "", attack: str = "pgd_l2", da
         raise ValueError(f"no {attack} rows for dataset {dataset!r}")
     mods = single_modalities(attacked) + ([ALL] if (attacked["modality"] == ALL).any() else [])
     labels = _labels(attacked, defenses)
-    styles = entry_styles(labels)
-    fig, axes = plt.subplots(1, len(mods), figsize=(3.6 * len(mods) + 2.2, 3.6), squeeze=False, sharey=True,
-                             layout="constrained")
-    handles: dict[str, Any] = {}
+    ids = defense_ids(data)
+    styles = entry_styles(labels, ids)
+    groups = family_groups(labels, ids)
+    reference = reference_entry(labels)
+    fig, axes = plt.subplots(len(groups), len(mods) + 1, figsize=(FULL_WIDTH, ROW_HEIGHT * len(groups) + 0.7),
+                             squeeze=False, sharex="col", sharey=True, layout="constrained",
+                             width_ratios=[1.0] * len(mods) + [LEGEND_RATIO])
+    name = "ℓ2-PGD" if attack == "pgd_l2" else plot_text(attack)
     seeds: list[int] = []
-    for ax, mod in zip(axes[0], mods):
-        for label in labels:
-            part = attacked[(attacked["defense"].astype(str) == label) & (attacked["modality"] == mod)]
-            if part.empty:
-                continue
-            clean = data[(data["defense"].astype(str) == label) & (data["attack"] == "clean")]
-            stats = _curve(part, clean, band)
-            seeds += list(stats["n"])
-            st = styles[label]
-            (line,) = ax.plot(stats["eps"], stats["mean"], ms=3.5, lw=1.2, **st)
-            ax.fill_between(stats["eps"], stats["lo"], stats["hi"], color=st["color"], alpha=0.12, lw=0)
-            handles.setdefault(label, line)
-        ax.set_title(f"ℓ2-PGD on {_where(mod)}" if attack == "pgd_l2" else f"{attack} on {_where(mod)}", fontsize=9)
-        ax.set_xlabel("ℓ2 radius ε (model-input space)", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.set_ylim(-0.02, 1.02)
-    axes[0][0].set_ylabel("accuracy")
-    names = [method_name(lab) for lab in handles]
-    _outside_legend(fig, list(handles.values()) + [Patch(color="gray", alpha=0.25)],
-                    names + [band_text(band, seeds).replace("band: ", "band:\n")], title="entry (line: mean)")
-    fig.suptitle(f"{dataset}: accuracy vs {'ℓ2-PGD' if attack == 'pgd_l2' else attack} radius", fontsize=10)
+    for r, (row, (group, members)) in enumerate(zip(axes, groups)):
+        shown = members + ([reference] if reference is not None and reference not in members else [])
+        handles: dict[str, Any] = {}
+        for ax, mod in zip(row, mods):
+            for label in shown:
+                part = attacked[(attacked["defense"].astype(str) == label) & (attacked["modality"] == mod)]
+                if part.empty:
+                    continue
+                clean = data[(data["defense"].astype(str) == label) & (data["attack"] == "clean")]
+                stats = _curve(part, clean, band)
+                st = styles[label]
+                if label in members:
+                    seeds += list(stats["n"])
+                    (line,) = ax.plot(stats["eps"], stats["mean"], ms=3, lw=1.2, label=label, **st)
+                    ax.fill_between(stats["eps"], stats["lo"], stats["hi"], color=st["color"], alpha=0.12, lw=0)
+                else:  # the reference: dashed, no band, under the family's lines
+                    (line,) = ax.plot(stats["eps"], stats["mean"], ms=2.5, lw=1.0, zorder=1.5, label=label,
+                                      **{**st, "linestyle": "--"})
+                handles.setdefault(label, line)
+            if r == 0:
+                ax.set_title(f"{name} on {_where(mod)}", fontsize=TITLE_PT)
+            ax.grid(alpha=0.3)
+            ax.set_ylim(-0.02, 1.02)
+            _sized_ticks(ax)
+        row[0].set_ylabel("accuracy", fontsize=MIN_FONT_PT)
+        names = [plot_text(display_name(lab), LEGEND_CHARS) + ("" if lab in members else " (reference)")
+                 for lab in handles]
+        _legend_beside(row[-1], list(handles.values()), names, title=plot_text(group))
+    for ax in axes[-1][:-1]:
+        ax.set_xlabel("ℓ2 radius ε", fontsize=MIN_FONT_PT)
+    fig.supxlabel(f"ε in model-input space; line: mean over seeds; {band_text(band, seeds)}", fontsize=MIN_FONT_PT)
+    fig.suptitle(f"{plot_text(dataset)}: accuracy vs {name} radius", fontsize=TITLE_PT)
     if stamp:
         _stamp(fig, command)
     return fig
@@ -232,7 +339,9 @@ def eta_ratio_matrix(pairs: pd.DataFrame, numerator: str, denominator: str, colu
 
 
 def _eta_symbol(modality: str) -> str:
-    return rf"\eta^{{(\mathrm{{{modality}}})}}"
+    """η of a modality in mathtext; a name with characters mathtext would parse is shown by its letters and digits."""
+    name = re.sub(r"[^A-Za-z0-9]", "", str(modality))[:MAX_SHOWN] or "?"
+    return rf"\eta^{{(\mathrm{{{name}}})}}"
 
 
 def figure3(pairs: pd.DataFrame, *, command: str = "", dataset: str | None = None,
@@ -280,10 +389,10 @@ def figure3(pairs: pd.DataFrame, *, command: str = "", dataset: str | None = Non
     else:  # both sides of 1: diverging, symmetric in log so 1 sits in the middle
         m = max(hi, 1.0 / lo)
         norm, cmap = LogNorm(vmin=1.0 / m, vmax=m), "RdBu_r"
-    cols = min(PANELS_PER_ROW, len(labels))
+    cols = min(HEATMAPS_PER_ROW, len(labels))
     nrows = math.ceil(len(labels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.7 * cols + 1.3, 2.75 * nrows + 0.6), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(nrows, cols, figsize=(FULL_WIDTH, FULL_WIDTH / (cols + 0.6) * nrows + 1.1),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat[len(labels):]:
         ax.set_visible(False)
     image = None
@@ -294,25 +403,25 @@ def figure3(pairs: pd.DataFrame, *, command: str = "", dataset: str | None = Non
         mean, std, seeds = (summary.loc[lab, c] if lab in summary.index else math.nan
                             for c in ("ratio_mean", "ratio_std", "seeds"))
         spread = "" if not np.isfinite(std) else f" ± {std:#.2g}"
-        ax.set_title(f"{method_name(lab)}\nratio {mean:#.3g}{spread}, "
-                     f"{0 if not np.isfinite(seeds) else int(seeds)} seeds", fontsize=8)
-        ticks = list(range(k))
+        ax.set_title(f"{plot_text(display_name(lab), LEGEND_CHARS)}\nratio {mean:#.3g}{spread}, "
+                     f"{0 if not np.isfinite(seeds) else int(seeds)} seeds", fontsize=MIN_FONT_PT)
+        ticks = list(range(0, k, math.ceil(k / 6)))  # integers, at most 6 per axis: readable at 7 pt
         ax.set_xticks(ticks)
         ax.set_yticks(ticks)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=MIN_FONT_PT)
         ax.set_xlabel("class j", fontsize=8)
         ax.set_ylabel("class y", fontsize=8)
     symbol = rf"${_eta_symbol(num)} / {_eta_symbol(den)}$"
     if image is not None:
         bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85)
-        bar.set_label(f"{symbol}  ({modality_name(num)} / {modality_name(den)})\n"
+        bar.set_label(f"{symbol}  ({plot_text(modality_name(num))} / {plot_text(modality_name(den))})\n"
                       "the paper's Figure 3 orientation, log scale", fontsize=8)
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 20 else ""))
-        bar.ax.tick_params(labelsize=6, which="both")
-    fig.suptitle(f"{dataset}: vulnerability ratio {symbol} (the paper's Figure 3 orientation) per class "
-                 f"pair (y, j), mean over seeds; panel titles: {ETA_RATIO_AGGREGATION} (± std)\nempirical "
-                 f"(gradient-based Lipschitz estimates, {column}); 1 = balanced", fontsize=9)
+        bar.ax.tick_params(labelsize=MIN_FONT_PT, which="both")
+    fig.suptitle(f"{plot_text(dataset)}: vulnerability ratio {symbol} (the paper's Figure 3 orientation) per class "
+                 f"pair (y, j), mean over seeds\npanel titles: {ETA_RATIO_AGGREGATION} (± std)\nempirical "
+                 f"(gradient-based Lipschitz estimates, {column}); 1 = balanced", fontsize=TITLE_PT)
     if stamp:
         _stamp(fig, command)
     return fig
@@ -320,7 +429,8 @@ def figure3(pairs: pd.DataFrame, *, command: str = "", dataset: str | None = Non
 
 def figure4(rows: pd.DataFrame, *, command: str = "", attack: str = "pgd_l2", dataset: str | None = None,
             defenses: Sequence[str] | None = None, band: str = "std", stamp: bool = False) -> Figure:
-    """Uni-modal robust accuracy vs radius per entry, a seed band per modality, the gap between them shaded."""
+    """Uni-modal robust accuracy vs radius per entry (full width, entries by family), a seed band per modality, the
+    gap between them shaded; the legend below the panels."""
     _check_band(band)
     data, dataset = _prepare(rows, dataset)
     attacked = data[data["attack"] == attack]
@@ -329,9 +439,10 @@ def figure4(rows: pd.DataFrame, *, command: str = "", attack: str = "pgd_l2", da
         raise ValueError(f"Figure 4 needs {attack} rows on at least two single modalities for {dataset!r}")
     mods = mods[:2]
     labels = _labels(attacked[attacked["modality"].isin(mods)], defenses)
+    labels = labels if defenses else family_order(labels, defense_ids(data))
     cols = min(PANELS_PER_ROW, len(labels))
     nrows = math.ceil(len(labels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.9 * cols + 1.8, 2.5 * nrows + 0.6), squeeze=False, sharey=True,
+    fig, axes = plt.subplots(nrows, cols, figsize=(FULL_WIDTH, 1.45 * nrows + 0.9), squeeze=False, sharey=True,
                              sharex=True, layout="constrained")
     for ax in axes.flat[len(labels):]:
         ax.set_visible(False)
@@ -355,23 +466,26 @@ def figure4(rows: pd.DataFrame, *, command: str = "", attack: str = "pgd_l2", da
             ax.fill_between(common, a[common], b[common], facecolor="none", edgecolor="gray", hatch="///", lw=0,
                             alpha=0.5)
             gap = float((a[common] - b[common]).abs().mean()) if len(common) else math.nan
-            ax.set_title(f"{method_name(label)}\nmean gap {gap:.2f}", fontsize=8)
+            ax.set_title(f"{plot_text(display_name(label), LEGEND_CHARS)}\nmean gap {gap:.2f}", fontsize=MIN_FONT_PT)
         else:
-            ax.set_title(f"{method_name(label)}\n(one modality only)", fontsize=8)
+            ax.set_title(f"{plot_text(display_name(label), LEGEND_CHARS)}\n(one modality only)", fontsize=MIN_FONT_PT)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel("ℓ2 radius ε", fontsize=8)
+        _sized_ticks(ax)
+    for col in range(cols):  # the lowest panel of each column carries its x axis, also above an empty cell
+        lowest = [ax for ax in axes[:, col] if ax.get_visible()][-1]
+        lowest.xaxis.set_tick_params(labelbottom=True)
+        lowest.set_xlabel("ℓ2 radius ε", fontsize=MIN_FONT_PT)
     for row in axes:
-        row[0].set_ylabel("accuracy", fontsize=8)
+        row[0].set_ylabel("accuracy", fontsize=MIN_FONT_PT)
     handles = [Line2D([], [], color=colours[m], marker=markers[m], ms=3) for m in mods]
     handles += [Patch(color="gray", alpha=0.25), Patch(facecolor="none", edgecolor="gray", hatch="///")]
-    names = [f"attack on {modality_name(m)} (mean)" for m in mods]
-    names += [band_text(band, seeds).replace("band: ", "band:\n"), "gap between the modalities"]
-    _outside_legend(fig, handles, names)
-    name = "ℓ2-PGD" if attack == "pgd_l2" else attack
-    fig.suptitle(f"{dataset}: uni-modal {name} robust accuracy per entry and the gap between modalities", fontsize=10)
+    names = [f"attack on {plot_text(modality_name(m))} (mean)" for m in mods]
+    names += [band_text(band, seeds), "gap between the modalities"]
+    fig.legend(handles, names, loc="outside lower center", ncol=2, fontsize=MIN_FONT_PT, frameon=False)
+    name = "ℓ2-PGD" if attack == "pgd_l2" else plot_text(attack)
+    fig.suptitle(f"{plot_text(dataset)}: uni-modal {name} robust accuracy per entry and the gap between modalities",
+                 fontsize=TITLE_PT)
     if stamp:
         _stamp(fig, command)
     return fig
@@ -460,8 +574,7 @@ def figure5(rows: pd.DataFrame, *, command: str = "", dataset: str | None = None
                          f"{', '.join(lab for _, lab in ablation)}; have {', '.join(lab for _, lab in stages) or 'none'}")
     settings = [("clean", "clean", "none", 0.0), (f"FGM, all modalities, ε={eps:g}", "fgm", ALL, eps),
                 (f"ℓ2-PGD, all modalities, ε={eps:g}", "pgd_l2", ALL, eps)]
-    fig, axes = plt.subplots(1, len(settings), figsize=(0.62 * len(stages) * len(settings) + 2.2, 3.7), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(settings), figsize=(FULL_WIDTH, 4.0), squeeze=False, layout="constrained")
     styles = entry_styles([label for _, label in stages])
     x = np.arange(len(stages))
     seeds: list[int] = []
@@ -480,7 +593,7 @@ def figure5(rows: pd.DataFrame, *, command: str = "", dataset: str | None = None
             lo, hi = ((s.ci_low, s.ci_high) if band == "ci95" else (s.mean - s.std, s.mean + s.std)) if s.n > 1 \
                 else (s.mean, s.mean)
             ax.errorbar([i], [s.mean], yerr=[[s.mean - lo], [hi - s.mean]], color=st["color"], marker=st["marker"],
-                        ms=6, capsize=4, lw=1.4)
+                        ms=5, capsize=3, lw=1.2)
             ax.scatter(np.full(len(per_seed), i) + np.linspace(-0.12, 0.12, len(per_seed)), per_seed.values,
                        s=9, color="black", alpha=0.55, zorder=3)
             values += [lo, hi, *per_seed.values]
@@ -491,25 +604,26 @@ def figure5(rows: pd.DataFrame, *, command: str = "", dataset: str | None = None
             ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
         else:
             ax.text(0.5, 0.5, "no rows", transform=ax.transAxes, ha="center", va="center", color="gray")
-        ax.set_xticks(x, [f"{name}\n({label})" if name != label else name for name, label in stages], fontsize=6.5,
-                      rotation=30, ha="right")
+        ticks = [plot_text(name) + (f"\n({plot_text(label)})" if name != label else "") for name, label in stages]
+        ax.set_xticks(x, ticks, fontsize=MIN_FONT_PT, rotation=90, ha="center", linespacing=1.0)
         ax.set_xlim(-0.5, len(stages) - 0.5)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=TITLE_PT)
         ax.grid(alpha=0.3, axis="y")
-        ax.tick_params(axis="y", labelsize=7)
+        _sized_ticks(ax)
     if not drawn:
         plt.close(fig)
         raise ValueError(f"no clean / FGM / PGD rows at ε={eps:g} for the ablation stages of {dataset!r}")
-    axes[0][0].set_ylabel("accuracy (axis zoomed per panel)", fontsize=8)
+    axes[0][0].set_ylabel("accuracy (axis zoomed per panel)", fontsize=MIN_FONT_PT)
     handles = [Line2D([], [], color="gray", marker="o", ms=5), Line2D([], [], ls="", color="black", marker=".")]
-    _outside_legend(fig, handles, [band_text(band, seeds).removeprefix("band: ").replace(" over", "\nover"),
-                                   "one seed"])
-    note = f" (not in the rows: {', '.join(missing)})" if missing else ""
+    fig.legend(handles, [band_text(band, seeds).removeprefix("band: "), "one seed"], loc="outside lower center",
+               ncol=2, fontsize=MIN_FONT_PT, frameon=False)
+    note = f" (not in the rows: {plot_text(', '.join(missing), MAX_TITLE)})" if missing else ""
     shown = {(heads or {})[label] for _, label in stages if label in (heads or {})}
     if len({own for own, _ in shown}) == 1:
         own, source = sorted(shown)[0]
+        own = plot_text(own)
         note += f"\nthe CRMT stages use the {HEAD_NAMES.get(own, own)} (own_groups={own}, {source})"
-    fig.suptitle(f"{dataset}: CRMT ablation{note}", fontsize=10)
+    fig.suptitle(f"{plot_text(dataset)}: CRMT ablation{note}", fontsize=TITLE_PT)
     if stamp:
         _stamp(fig, command)
     return fig
@@ -528,34 +642,54 @@ def figure_metadata(fmt: str, *, command: str, description: str) -> dict[str, st
     return {}
 
 
-def save_figure(fig: Figure, path: str | Path, *, command: str, description: str, stamp: bool = False) -> SavedFigure:
-    """Write ``fig`` (format from the suffix) with the command in its metadata, and ``<path>.txt`` naming the
-    command and what the figure shows; both atomic. ``stamp`` also draws the command on the canvas."""
+def figure_formats(fmt: str | Sequence[str]) -> list[str]:
+    """``"pdf,png"`` or ``["pdf", "png"]`` → the formats, checked against :data:`IMAGE_FORMATS`."""
+    names = [f.strip().lower() for f in (fmt.split(",") if isinstance(fmt, str) else fmt) if f.strip()]
+    unknown = [f for f in names if f not in IMAGE_FORMATS]
+    if unknown or not names:
+        raise ValueError(f"unknown figure format {', '.join(unknown) or repr(fmt)}; valid: {', '.join(IMAGE_FORMATS)} "
+                         "(comma-separated, e.g. pdf,png)")
+    return list(dict.fromkeys(names))
+
+
+def save_figure(fig: Figure, path: str | Path, *, command: str, description: str, stamp: bool = False,
+                formats: Sequence[str] = ()) -> SavedFigure:
+    """Write ``fig`` to ``path`` (format from the suffix) and beside it in each of ``formats`` (same stem), each with
+    the command in its metadata and a ``<file>.txt`` naming the command and what the figure shows; all atomic.
+    At :data:`DPI` and the figure's own size, never cropped: a figure made :data:`FULL_WIDTH` wide is that wide
+    on the page. ``stamp`` also draws the command on the canvas."""
     path = Path(path)
-    fmt = path.suffix.lstrip(".") or "png"
+    first = path.suffix.lstrip(".") or "png"
     if stamp and not any(t.get_text().startswith("made by:") for t in fig.texts):
         _stamp(fig, command)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight",
-                    metadata=figure_metadata(fmt, command=command, description=description))
+    written, sidecars = [], []
+    for fmt in dict.fromkeys([first, *formats]):
+        target = path if fmt == first else path.with_suffix(f".{fmt}")
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=figure_metadata(fmt, command=command,
+                                                                           description=description))
+        sidecar = target.with_name(target.name + ".txt")
+        atomic_write_text(sidecar, f"{description}\nmade by: {command}\n")
+        written.append(target)
+        sidecars.append(sidecar)
     plt.close(fig)
-    sidecar = path.with_name(path.name + ".txt")
-    atomic_write_text(sidecar, f"{description}\nmade by: {command}\n")
-    return SavedFigure(0, path, sidecar)
+    return SavedFigure(0, written[0], sidecars[0], written)
 
 
 def plot_figures(rows: pd.DataFrame, out_dir: str | Path, *, command: str, eta_pairs: pd.DataFrame | None = None,
                  figures: Sequence[int] = (1, 3, 4, 5), attack: str = "pgd_l2",
-                 ablation: Sequence[tuple[str, str]] = DEFAULT_ABLATION, fmt: str = "png",
+                 ablation: Sequence[tuple[str, str]] = DEFAULT_ABLATION, fmt: str | Sequence[str] = FORMATS,
                  datasets: Sequence[str] | None = None, band: str = "std", stamp: bool = False,
                  checkpoints: Path | None = None,
                  sweep: Mapping[str, Any] | None = None) -> tuple[list[SavedFigure], list[str]]:
-    """Draw every requested figure for every dataset; returns (saved files, notes on figures skipped).
-    ``checkpoints`` / ``sweep`` (a loaded sweep YAML) tell Figure 5 which CRMT head its rows have."""
+    """Draw every requested figure for every dataset, in every format of ``fmt`` (default PDF and PNG); returns
+    (saved files, notes on figures skipped). ``checkpoints`` / ``sweep`` (a loaded sweep YAML) tell Figure 5 which
+    CRMT head its rows have."""
     unknown = sorted(set(figures) - set(DESCRIPTIONS))
     if unknown:
         raise ValueError(f"unknown figure {', '.join(map(str, unknown))}; valid: {', '.join(map(str, DESCRIPTIONS))}")
     _check_band(band)
+    formats = figure_formats(fmt)
     from .entries import mixed_labels
 
     split = mixed_labels(rows, eta_pairs)
@@ -583,8 +717,9 @@ def plot_figures(rows: pd.DataFrame, out_dir: str | Path, *, command: str, eta_p
             except (ValueError, KeyError) as exc:
                 notes.append(f"figure {number} ({dataset}) skipped: {exc}")
                 continue
-            item = save_figure(fig, out_dir / f"figure{number}-{dataset}.{fmt}", command=command,
-                               description=f"{DESCRIPTIONS[number]} — {dataset}", stamp=stamp)
+            item = save_figure(fig, output_path(out_dir, f"figure{number}-{slug(dataset)}.{formats[0]}"),
+                               command=command, description=f"{DESCRIPTIONS[number]} — {dataset}", stamp=stamp,
+                               formats=formats[1:])
             item.number = number
             saved.append(item)
     return saved, notes
@@ -601,7 +736,9 @@ def parse_ablation(text: str) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["BANDS", "DEFAULT_ABLATION", "DESCRIPTIONS", "FIGURE3_DEFENSES", "HEAD_NAMES", "HEAD_ONLY_STAGE", "SavedFigure",
-           "band_text", "crmt_heads", "entry_styles", "stage_names",
+__all__ = ["BANDS", "DEFAULT_ABLATION", "DESCRIPTIONS", "DPI", "FIGURE3_DEFENSES", "FORMATS", "FULL_WIDTH",
+           "HEAD_NAMES", "HEAD_ONLY_STAGE", "MAX_PER_PANEL", "MIN_FONT_PT", "OKABE_ITO", "SINGLE_COLUMN", "SavedFigure",
+           "band_text", "crmt_heads", "defense_ids", "entry_styles", "family_groups", "family_order", "figure_formats",
+           "plot_text", "reference_entry", "stage_names",
            "eta_ratio_matrix", "figure1", "figure3", "figure4", "figure5", "figure_metadata", "parse_ablation",
            "plot_figures", "save_figure"]

@@ -7,7 +7,14 @@ CSV also holds the 95% t-interval and the seed count of every cell (``reports.st
 names the columns). The paper's reported accuracies are shown beside ours, marked "reported", when
 the dataset is one of the paper's (KS, UCF101, VGGS); otherwise (synthav) they come in a separate,
 labelled block, since they are not comparable. :func:`pivot_table` lays out any other grid
-(every attack × modality × ε present in the rows); every table also exports to LaTeX (booktabs).
+(every attack × modality × ε present in the rows); every table also exports to LaTeX (booktabs: ``ℓ_2``, a
+``\\label``, the best mean of each column in bold, shrunk to the line width when wider, a wide pivot split into
+several tables). Entries carry their display names (``reports.paper.display_name``), as on the page and in the
+figures.
+
+Names from the rows are text wherever they land: Markdown cells escape ``|``, ``<`` and line breaks
+(:func:`markdown_cell`), LaTeX escapes its specials (:func:`latex_escape`), a CSV cell that a spreadsheet
+would run as a formula gets a leading ``'`` (:func:`csv_safe`), and file names are slugs (``reports.paths``).
 
 - Table 1: clean accuracy and multi-modal FGM / ℓ2-PGD on all modalities jointly at ε = 0.5.
 - Table 2: uni-modal FGM / ℓ2-PGD on each modality alone at ε = 1.0, and each modality missing.
@@ -16,6 +23,7 @@ labelled block, since they are not comparable. :func:`pivot_table` lays out any 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +33,8 @@ import pandas as pd
 
 from ..io import atomic_path, atomic_write_text
 from .entries import base_label, resolve_entries
-from .paper import PAPER_ORDER, load_paper_tables, method_name, paper_dataset
+from .paper import PAPER_ORDER, display_name, load_paper_tables, method_name, paper_dataset
+from .paths import check_unique, output_path, slug
 from .stats import COLUMN_DOC, STAT_SUFFIXES, SeedSummary, cell_key, modality_name, summarize
 
 ALL = "all"
@@ -184,8 +193,50 @@ def _int_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+# ----------------------------------------------------------------------------- text from the rows, made safe
+
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+# what a spreadsheet reads as the start of a formula (OWASP's CSV injection list)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def markdown_cell(text: object) -> str:
+    """Text for Markdown (a table cell, a heading, a note): backslash and ``|`` escaped, ``<`` as ``&lt;`` (no raw
+    HTML), line breaks and other control characters as one space."""
+    out = _LINE_BREAKS.sub(" ", str(text)).replace("\\", "\\\\").replace("|", "\\|")
+    return out.replace("<", "&lt;")
+
+
+def markdown_code(text: object) -> str:
+    """A Markdown code span of ``text`` (in a table cell too): fenced by more backticks than any run inside it."""
+    body = _LINE_BREAKS.sub(" ", str(text)).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def _csv_cell(value: object) -> object:
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)  # -0.5, +inf: a number, not a formula
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
+    CR or LF first) prefixed with ``'``; numbers, and text that reads as a number such as ``-0.5``, stay as they are."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column].dtype):
+            out[column] = out[column].map(_csv_cell)
+    return out
+
+
 def _entry_name(method: str, label: str) -> str:
-    return method if method == label else f"{method} (`{label}`)"
+    return markdown_cell(method) if method == label else f"{markdown_cell(method)} ({markdown_code(label)})"
 
 
 _FRAME_HEAD = ["method", "label", "source", "dataset", "config_hash", "n_seeds"]
@@ -195,12 +246,13 @@ def _measured_record(data: pd.DataFrame, label: str, dataset: str, columns: Sequ
     """One entry's measured row of a table's frame: its configuration hashes and every column's seed summary."""
     lrows = data[data["defense"].astype(str) == label]
     cfg = ",".join(sorted(set(lrows["config_hash"].astype(str)))) if "config_hash" in lrows else ""
-    return {"method": method_name(label), "label": label, "source": "measured", "dataset": dataset,
+    return {"method": display_name(label), "label": label, "source": "measured", "dataset": dataset,
             "config_hash": cfg, **_record(lrows, columns)}
 
 
 def _head_lines(title: str, dataset: str, columns: Sequence[Column]) -> list[str]:
-    return [f"### {title} — {dataset}", "", "| Method | " + " | ".join(c.title for c in columns) + " | seeds |",
+    return [f"### {markdown_cell(title)} — {markdown_cell(dataset)}", "",
+            "| Method | " + " | ".join(markdown_cell(c.title) for c in columns) + " | seeds |",
             "|---|" + "---:|" * len(columns) + "---:|"]
 
 
@@ -215,7 +267,7 @@ def _finish(number: int, dataset: str, title: str, columns: Sequence[Column], fr
             lines: list[str], notes: list[str]) -> Table:
     """The table with its notes under the Markdown, and its LaTeX."""
     if notes:
-        lines = lines + [""] + [f"Note: {n.rstrip('.')}." for n in notes]
+        lines = lines + [""] + [f"Note: {markdown_cell(n.rstrip('.'))}." for n in notes]
     table = Table(number, dataset, title, list(columns), frame, "\n".join(lines) + "\n", notes)
     table.latex = latex_table(table)
     return table
@@ -276,12 +328,12 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
     reported_blocks = []
     if not their_name:
         blocks = sorted(set(paper[paper["table"] == number]["dataset"]))
-        lines += ["", f"**Reported in the paper (datasets {', '.join(blocks)} — not {dataset}; for orientation only, "
-                  "not comparable with the numbers above):**"]
+        lines += ["", f"**Reported in the paper (datasets {', '.join(blocks)} — not {markdown_cell(dataset)}; for "
+                  "orientation only, not comparable with the numbers above):**"]
         for block in blocks:
             rep = _reported(number, paper, block, columns)
-            lines += ["", f"Reported, {block}:", "", "| Method | " + " | ".join(c.title for c in columns) + " |",
-                      "|---|" + "---:|" * len(columns)]
+            head = "| Method | " + " | ".join(markdown_cell(c.title) for c in columns) + " |"
+            lines += ["", f"Reported, {block}:", "", head, "|---|" + "---:|" * len(columns)]
             for method, values in rep.iterrows():
                 cells = [fmt(v) for v in values]
                 shown += cells
@@ -389,61 +441,146 @@ def pivot_table(rows: pd.DataFrame, dataset: str, *, attacks: Sequence[str] | No
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_UNICODE = {"ε": r"$\varepsilon$", "ℓ": r"$\ell$", "±": r"$\pm$", "—": "---", "–": "--", "η": r"$\eta$",
-                  "↳": r"$\hookrightarrow$", "×": r"$\times$", "“": "``", "”": "''"}
+                  "↳": r"$\hookrightarrow$", "×": r"$\times$", "“": "``", "”": "''", "∞": r"$\infty$"}
+# a norm's name: ℓ2 → $\ell_{2}$, ℓ∞ → $\ell_{\infty}$ (the subscript belongs to the ℓ)
+_NORM = re.compile(r"ℓ(\d+|∞)")
+#: most value columns one LaTeX table of a pivot holds (a wider pivot is split into parts); Tables 1–3 keep
+#: the paper's layout, and every table shrinks to the line width only when it is wider (``\resizebox``)
+LATEX_MAX_COLUMNS = 5
 
 
 def latex_escape(text: str) -> str:
-    """Plain text → LaTeX: the ten special characters escaped, the few Unicode symbols reports use spelled out."""
+    """Plain text → LaTeX: the ten special characters escaped, the few Unicode symbols reports use spelled out
+    (``ℓ2`` as ``$\\ell_2$``), line breaks and other control characters as one space (a blank line would end the
+    table's paragraph)."""
     out = []
-    for ch in str(text):
-        out.append(_LATEX_SPECIAL.get(ch) or _LATEX_UNICODE.get(ch) or ch)
+    for i, part in enumerate(_NORM.split(_LINE_BREAKS.sub(" ", str(text)))):
+        if i % 2:  # the subscript of a norm's ℓ: $\ell_2$, $\ell_\infty$, $\ell_{12}$
+            sub = r"\infty" if part == "∞" else part
+            out.append(rf"$\ell_{sub}$" if len(part) == 1 else rf"$\ell_{{{sub}}}$")
+            continue
+        out.extend(_LATEX_SPECIAL.get(ch) or _LATEX_UNICODE.get(ch) or ch for ch in part)
     return "".join(out)
 
 
-def latex_table(table: Table) -> str:
-    """A booktabs ``table`` environment of the measured rows (and reported rows beside them), mean ± std.
+def latex_label(table: Table, part: int = 0) -> str:
+    """``tab:table1-synthav``, ``tab:pivot-synthav`` (``-2`` for the second part of a split pivot): the file's stem,
+    the dataset as its slug, so any dataset name gives a valid ``\\label``."""
+    stem = f"pivot-{slug(table.dataset)}" if table.number == 0 else f"table{table.number}-{slug(table.dataset)}"
+    return f"tab:{stem}" + (f"-{part}" if part else "")
 
-    Needs ``\\usepackage{booktabs}`` in the preamble."""
-    cols = table.columns
-    head = " & ".join(["Method"] + [latex_escape(c.title) for c in cols] + ["seeds"]) + r" \\"
+
+def latex_parts(columns: Sequence[Column], max_columns: int = LATEX_MAX_COLUMNS) -> list[list[Column]]:
+    """A pivot's columns, in their order, in parts of at most ``max_columns``: an (attack, modality) group that fits
+    in a part of its own starts one rather than being cut; a larger group fills parts as it comes."""
+    groups: dict[tuple[str, str], list[Column]] = {}
+    for col in columns:
+        groups.setdefault(("", "") if col.attack == "clean" else (col.attack, col.modality), []).append(col)
+    parts: list[list[Column]] = [[]]
+    for group in groups.values():
+        if parts[-1] and len(group) <= max_columns < len(parts[-1]) + len(group):
+            parts.append([])
+        for col in group:
+            if len(parts[-1]) == max_columns:
+                parts.append([])
+            parts[-1].append(col)
+    return [p for p in parts if p]
+
+
+def _latex_head(col: Column) -> str:
+    """A column's title on two lines (attack; modality and ε) so that columns stay narrow."""
+    name = ATTACK_TITLES.get(col.attack, col.attack)
+    rest = col.title[len(name):].strip() if col.title.startswith(name) else ""
+    if not rest:
+        return latex_escape(col.title)
+    return r"\shortstack{" + latex_escape(name) + r" \\ " + latex_escape(rest) + "}"
+
+
+def _latex_value(mean: float, std: float, best: bool) -> str:
+    if pd.isna(mean):
+        return "---"
+    shown = f"{mean:.3f}"
+    shown = rf"\textbf{{{shown}}}" if best else shown
+    return shown if std is None or pd.isna(std) else shown + rf"\,{{\scriptsize$\pm${std:.3f}}}"
+
+
+def _latex_names(rows: pd.DataFrame) -> list[str]:
+    """Each row's name: the display name, with the label beside it only where two rows would share one."""
+    names = [str(r["method"]) for _, r in rows.iterrows()]
+    return [n if names.count(n) == 1 or r["label"] in ("", n) else f"{n} ({r['label']})"
+            for n, (_, r) in zip(names, rows.iterrows())]
+
+
+def _latex_environment(table: Table, columns: Sequence[Column], label: str, part: str) -> str:
+    rows = table.frame[~((table.frame["source"] == "reported") & (table.frame["label"] == ""))]
+    rows = rows.reset_index(drop=True)  # other datasets' reported blocks: not comparable, left out of LaTeX
+    measured = rows["source"] == "measured"
+    best = {}
+    for col in columns:  # the best mean as shown (3 decimals) among our rows; ties are all bold
+        values = pd.to_numeric(rows.loc[measured, f"{col.key}_mean"], errors="coerce").round(3)
+        best[col.key] = values.max() if values.notna().any() else math.nan
+    head = " & ".join(["Method"] + [_latex_head(c) for c in columns] + ["Seeds"]) + r" \\"
     body = []
-    for _, rec in table.frame.iterrows():
-        if rec["source"] == "reported" and rec["label"] == "":
-            continue  # other datasets' reported blocks: not comparable, left out of the LaTeX table
+    for (_, rec), name in zip(rows.iterrows(), _latex_names(rows)):
         if rec["source"] == "reported":
-            name = f"↳ {rec['method']} (reported, {rec['dataset']})"
-            cells = [fmt(rec[f"{c.key}_mean"]) for c in cols] + ["—"]
+            cells = [latex_escape(f"↳ {rec['method']} (reported, {rec['dataset']})")]
+            cells += [_latex_value(rec[f"{c.key}_mean"], None, False) for c in columns] + ["---"]
         else:
-            name = rec["method"] if rec["method"] == rec["label"] else f"{rec['method']} ({rec['label']})"
-            cells = [fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]) for c in cols] + [str(int(rec["n_seeds"]))]
-        body.append(" & ".join(latex_escape(x) for x in [name] + cells) + r" \\")
-    caption = latex_escape(f"{table.title} — {table.dataset}. Accuracy, mean ± sample std over seeds.")
-    return "\n".join([r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering", r"\small",
-                      r"\begin{tabular}{l" + "r" * (len(cols) + 1) + "}", r"\toprule", head, r"\midrule", *body,
-                      r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}", ""])
+            cells = [latex_escape(name)]
+            cells += [_latex_value(rec[f"{c.key}_mean"], rec[f"{c.key}_std"],
+                                   round(float(rec[f"{c.key}_mean"]), 3) == best[c.key]
+                                   if pd.notna(rec[f"{c.key}_mean"]) else False) for c in columns]
+            cells.append(str(int(rec["n_seeds"])))
+        body.append(" & ".join(cells) + r" \\")
+    title = re.sub(r"^Table \d+ — ", "", table.title)  # LaTeX numbers the table itself
+    caption = latex_escape(f"{title} — {table.dataset}{part}. Accuracy, mean ± sample std over seeds; the best mean "
+                           "of each column in bold.")
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
+                      r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+                      r"\begin{tabular}{l" + "r" * (len(columns) + 1) + "}", r"\toprule", head, r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}}", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+                      r"\end{table}"])
+
+
+def latex_table(table: Table, *, max_columns: int = LATEX_MAX_COLUMNS) -> str:
+    """The measured rows (and reported rows beside them) as booktabs ``table`` environments, mean ± std, the best
+    mean of each column in bold, each with a ``\\label`` (:func:`latex_label`) and shrunk to the line width when
+    wider. A pivot wider than ``max_columns`` value columns is split into several tables (:func:`latex_parts`).
+
+    Needs ``\\usepackage{booktabs}`` and ``\\usepackage{graphicx}`` in the preamble."""
+    parts = latex_parts(table.columns, max_columns) if table.number == 0 else [list(table.columns)]
+    environments = [_latex_environment(table, cols, latex_label(table, k if len(parts) > 1 else 0),
+                                       f" (part {k} of {len(parts)})" if len(parts) > 1 else "")
+                    for k, cols in enumerate(parts, 1)]
+    return "\n\n".join([r"% needs \usepackage{booktabs} and \usepackage{graphicx}", *environments]) + "\n"
 
 
 def write_tables(tables: Sequence[Table], out_dir: str | Path, *, command: str) -> list[Path]:
-    """``table<N>-<dataset>.{md,csv,tex}`` per table (``pivot-<dataset>`` for a pivot), a ``.csv.txt``
-    sidecar naming the command and the column scheme, and a combined ``report.md``."""
+    """``table<N>-<dataset>.{md,csv,tex}`` per table (``pivot-<dataset>`` for a pivot; the dataset's slug), a
+    ``.csv.txt`` sidecar naming the command and the column scheme, and a combined ``report.md``. CSV cells that
+    would run as spreadsheet formulas are neutralised (:func:`csv_safe`)."""
     out_dir = Path(out_dir)
+    stems = [output_path(out_dir, f"pivot-{slug(t.dataset)}" if t.number == 0 else f"table{t.number}-{slug(t.dataset)}")
+             for t in tables]
+    check_unique((stem, f"table {t.number} of {t.dataset}") for stem, t in zip(stems, tables))
+    made_by = _LINE_BREAKS.sub(" ", command)  # one comment line, whatever the command held
     written = []
-    for t in tables:
-        stem = out_dir / (f"pivot-{t.dataset}" if t.number == 0 else f"table{t.number}-{t.dataset}")
+    for stem, t in zip(stems, tables):
         md, csv, tex = (stem.with_name(stem.name + ext) for ext in (".md", ".csv", ".tex"))
-        atomic_write_text(md, f"<!-- made by: {command} -->\n{t.markdown}")
+        atomic_write_text(md, f"<!-- made by: {made_by.replace('>', '&gt;')} -->\n{t.markdown}")
         with atomic_path(csv) as tmp:
-            t.frame.to_csv(tmp, index=False)
-        atomic_write_text(csv.with_name(csv.name + ".txt"), f"{t.title} — {t.dataset}\nmade by: {command}\n\n"
+            csv_safe(t.frame).to_csv(tmp, index=False)
+        atomic_write_text(csv.with_name(csv.name + ".txt"), f"{t.title} — {t.dataset}\nmade by: {made_by}\n\n"
                           f"{COLUMN_DOC}\nsource: measured (our rows) or reported (the paper's numbers; mean only).\n")
-        atomic_write_text(tex, f"% made by: {command}\n{t.latex}")
+        atomic_write_text(tex, f"% made by: {made_by}\n{t.latex}")
         written += [md, csv, tex]
     body = "\n".join(t.markdown for t in tables) if tables else "(no result rows)\n"
-    report = out_dir / "report.md"
-    atomic_write_text(report, f"# Results\n\nmade by: `{command}`\n\n{body}")
+    report = output_path(out_dir, "report.md")
+    atomic_write_text(report, f"# Results\n\nmade by: {markdown_code(made_by)}\n\n{body}")
     return written + [report]
 
 
 __all__ = ["Column", "PIVOT_TITLE", "Table", "TITLES", "build_table", "build_tables", "cell_stats", "cell_summary",
-           "choose_attack_configs", "fmt", "latex_escape", "latex_table", "paper_row_order", "pivot_columns",
-           "pivot_table", "single_modalities", "table_columns", "write_tables"]
+           "choose_attack_configs", "csv_safe", "fmt", "latex_escape", "latex_label", "latex_parts", "latex_table",
+           "markdown_cell", "markdown_code",
+           "paper_row_order", "pivot_columns", "pivot_table", "single_modalities", "table_columns", "write_tables"]
