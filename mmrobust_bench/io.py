@@ -22,6 +22,31 @@ import filelock
 _UMASK_LOCK = threading.Lock()
 
 
+#: longest simplified part of a file-name slug; a longer name is cut there and told apart by its hash
+MAX_SLUG = 60
+HASH_CHARS = 10
+_UNSAFE = re.compile(r"[^a-z0-9.]+")
+
+
+def name_hash(name: str) -> str:
+    """A short hash of the raw name (UTF-8, surrogates escaped so any Python string has one)."""
+    data = str(name).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
+
+
+def file_slug(name: object) -> str:
+    """A file-name-safe form of a name from rows or the command line (``../../x``, ``a/b``, 5,000 characters):
+    itself when it is already a plain slug (lower-case letters, digits, ``_``, ``.``; no leading or trailing dot)
+    of at most :data:`MAX_SLUG` characters, else its simplified form plus ``-`` and a hash of the raw name, so two
+    names never share a file by accident and no slug climbs out of its folder."""
+    text = str(name)
+    simple = _UNSAFE.sub("_", text.lower()).strip("_").strip("._")
+    if simple and simple == text and len(simple) <= MAX_SLUG:
+        return simple
+    simple = simple[:MAX_SLUG].strip("._") or "name"
+    return f"{simple}-{name_hash(text)}"
+
+
 def current_umask() -> int:
     """The process umask: from /proc on Linux, else by setting it and putting it back (os.umask has no getter)."""
     with contextlib.suppress(OSError, ValueError):

@@ -461,3 +461,17 @@ def test_any_label_and_dataset_through_rows_report_and_html(label, dataset):
             assert_inert(text)
             if "<" in label:
                 assert label not in text
+
+
+def test_a_certify_label_never_names_a_folder_outside_the_root():
+    """``certify --label ../../x``: the certificate's folder is a slug of the label, inside <root>/certify."""
+    from mmrobust_bench.io import file_slug
+
+    for label in ("../../x", "a/b", "/etc/passwd", ".."):
+        part = file_slug(label)
+        assert "/" not in part and part not in (".", "..") and not part.startswith(".")
+    assert file_slug("crmt_jt") == "crmt_jt" and file_slug("synthav") == "synthav"
+    from mmrobust_bench.bench.validate import check_name
+
+    with pytest.raises(ValueError, match="label"):
+        check_name("bad\nlabel", "label")

@@ -33,7 +33,7 @@ from ..certify.radii import (DEFAULT_RADII, KIND_EMPIRICAL, KIND_HEURISTIC, KIND
 from ..certify.smoothing import METHOD as SMOOTHING, SmoothedCertificate, SmoothingConfig, smooth_certify
 from ..certify.smoothing import smoothed_honesty_check
 from ..contracts import ALL_MODALITIES, ThreatModel
-from ..io import atomic_path, atomic_write_text, default_root, file_lock
+from ..io import atomic_path, atomic_write_text, default_root, file_lock, file_slug
 from ..models.sparse_coding import stopping_rule
 from .api import invoked_command, train_defense, validate_eps
 from .train import TrainedModel, select_device
@@ -229,12 +229,13 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
     command = command or invoked_command()
     label = label or defense
     dev = select_device(device)
-    from .validate import check_certify_settings, check_run_settings
+    from .validate import check_certify_settings, check_name, check_run_settings
 
+    check_name(label, "label")  # it names the certificate's folder (as a slug: it never leaves <root>/certify)
     check_certify_settings(train_samples=train_samples, honesty_steps=honesty_steps, batch_size=batch_size)
     if trained is None:  # every setting and the output folder before any training
         check_run_settings(defense=defense, overrides=overrides, dataset=dataset, dataset_options=dataset_options,
-                           seed=seed, root=root)
+                           seed=seed, root=root, label=label)
     if trained is None:
         trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides,
                                 dataset_options=dataset_options, root=root, device=str(dev), progress=progress)
@@ -275,7 +276,7 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
     for frame in (summary, pairs):
         for i, (k, v) in enumerate(identity.items()):
             frame.insert(i, k, v)
-    directory = root / "certify" / ds.name / label / f"seed{seed}-{trained.sha256[:12]}"
+    directory = root / "certify" / file_slug(ds.name) / file_slug(label) / f"seed{seed}-{trained.sha256[:12]}"
     text = (f"{ds.name} · {label} ({defense}, seed {seed}) · checkpoint sha256 {trained.sha256[:12]}…\n"
             + cert.format(radii))
     atomic_write_text(directory / "certificate.md", f"made by: {command}\n\n{text}\n")
@@ -323,7 +324,7 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
                 "head": _head_name(trained.model), "suite_version": __version__,
                 "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 **certificate_provenance(device)}
-    base = root / "certify" / ds.name / label / f"seed{seed}-{trained.sha256[:12]}"
+    base = root / "certify" / file_slug(ds.name) / file_slug(label) / f"seed{seed}-{trained.sha256[:12]}"
     inputs, labels = test_split.inputs, test_split.labels
     certified_path = root / CERTIFIED_CSV
     certs, texts, directory = [], [], base

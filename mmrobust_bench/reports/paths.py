@@ -17,28 +17,8 @@ import hashlib
 from pathlib import Path
 from typing import Iterable
 
-from .stats import slug as column_slug
-
-#: longest simplified part of a slug; a longer name is cut there and told apart by its hash
-MAX_SLUG = 60
-HASH_CHARS = 10
-
-
-def name_hash(name: str) -> str:
-    """A short hash of the raw name (UTF-8, surrogates escaped so any Python string has one)."""
-    data = str(name).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
-
-
-def slug(name: object) -> str:
-    """A file-name-safe form of ``name``: itself when it is already a plain slug of at most :data:`MAX_SLUG`
-    characters, else its simplified form (cut to :data:`MAX_SLUG`) plus ``-`` and a hash of the raw name."""
-    text = str(name)
-    simple = column_slug(text).strip("._")
-    if simple and simple == text and len(simple) <= MAX_SLUG:
-        return simple
-    simple = simple[:MAX_SLUG].strip("._") or "name"
-    return f"{simple}-{name_hash(text)}"
+from ..io import HASH_CHARS, MAX_SLUG, name_hash
+from ..io import file_slug as slug
 
 
 def output_path(out_dir: str | Path, name: str) -> Path:
