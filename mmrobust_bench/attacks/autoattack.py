@@ -76,10 +76,6 @@ VERSIONS: dict[str, tuple[Member, ...]] = {
 DEFAULT_VERSION = "standard"
 
 
-def member_names(version: str = DEFAULT_VERSION) -> list[str]:
-    return [m.name for m in check_version(version)]
-
-
 def check_version(version: str) -> tuple[Member, ...]:
     if version not in VERSIONS:
         from ..hints import did_you_mean
@@ -196,4 +192,4 @@ def _autoattack(specs: Sequence[ModalitySpec], *, seed: int = 0, version: str = 
     return AutoAttackEnsemble(specs, seed=seed, version=version, members=members)
 
 
-__all__ = ["AutoAttackEnsemble", "Member", "VERSIONS", "DEFAULT_VERSION", "member_names", "check_version"]
+__all__ = ["AutoAttackEnsemble", "Member", "VERSIONS", "DEFAULT_VERSION", "check_version"]
