@@ -123,7 +123,7 @@ class _BoundedRepr(reprlib.Repr):
 
     def repr_int(self, x: int, level: int) -> str:
         if x.bit_length() > 10_000:  # repr() refuses ints beyond 4300 digits
-            return f"<an integer of {x.bit_length()} bits>"
+            return f"<{x.bit_length()}-bit integer>"
         return super().repr_int(x, level)
 
     def repr_dict(self, x: dict, level: int) -> str:
