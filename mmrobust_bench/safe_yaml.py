@@ -89,8 +89,9 @@ class _StrictLoader(yaml.SafeLoader):
 def load_yaml(text: str, what: str) -> Any:
     """The value of one YAML document ``text``; any problem is a :class:`YamlInputError` (a ValueError) of one
     line starting with ``what`` (``"--set lr"``, ``"sweep config s.yaml"``)."""
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)  # the reader refuses control characters here, before any parsing
         return loader.get_single_data()
     except YamlInputError as exc:
         raise YamlInputError(f"{what}: {exc}") from None
@@ -106,7 +107,8 @@ def load_yaml(text: str, what: str) -> Any:
         raise YamlInputError(f"{what}: cannot read the value ({_cut(str(exc), 120)}); quote it if it is text") \
             from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _BoundedRepr(reprlib.Repr):

@@ -352,3 +352,27 @@ def test_mmr_attack_checks_eps_like_the_command_line(eps, message):
     assert str(info.value) == message
     adv_a, adv_v = mmr.attack(wrapped, (a, v), y, attack="pgd_l2", modality="a", eps=0.5)
     assert torch.equal(adv_v, v) and float((adv_a - a).norm(dim=1).max()) <= 0.5 * (1 + 1e-5)
+
+
+def test_any_yaml_scalar_through_set_is_a_value_or_one_bounded_line():
+    """Arbitrary text after ``--set lr=`` (and through a defense's typed fields): a value, or a ValueError of one
+    line whose length does not grow with the input; never another exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from mmrobust_bench.cli.common import key_values
+    from mmrobust_bench.defenses import build_defense
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.one_of(st.text(max_size=400), st.sampled_from(["&a [1]", "*a", "[&a [1], *a]", "{a: 1, a: 2}",
+                                                            "!!python/object:os.system", "1e400", "[[[[[[1]]]]]]",
+                                                            "nan", ".inf", "- 1\n- 2", "'", '"'])))
+    def check(value: str) -> None:
+        try:
+            parsed = key_values([f"lr={value}"], "--set")
+            build_defense("jt", parsed)
+        except ValueError as exc:  # the CLI prints it as one line
+            text = str(exc)
+            assert "\n" not in text.strip() or text.count("\n") <= 1
+            assert len(text) < 600
+    check()
