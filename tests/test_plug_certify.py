@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -186,3 +187,21 @@ def test_smooth_certify_checks_its_inputs_and_runs_the_honesty_check():
     # the default radii stop under the cap σ·Φ⁻¹(α^(1/n)) = 0.25·Φ⁻¹(0.001^(1/200)) = 0.456: 0 and σ
     assert result.largest_radius == pytest.approx(0.25 * stats.norm.ppf(0.001 ** (1 / 200)))
     assert list(acc["eps"]) == [0.0, 0.25]
+
+
+def test_a_long_smoothing_run_says_how_long_before_it_starts(caplog):
+    """The default n is sized for minutes (1000 draws; 0.62 is then the largest certifiable radius), and a call
+    expected to take more than a minute warns first with the estimate and the remedy."""
+    import inspect
+    import logging
+
+    from mmrobust_bench import plug
+
+    assert inspect.signature(mmr.smooth_certify).parameters["n"].default == 1000
+    slow = type("Slow", (torch.nn.Module,), {"forward": lambda self, batch: (time.sleep(0.05), batch)[1]})()
+    x = {"a": torch.zeros(3, 2)}
+    with caplog.at_level(logging.WARNING, logger="mmrobust_bench.plug"):
+        quick = plug._announce_cost(slow, x, samples=3, draws=100, batch=100)
+        assert quick < 60 and not caplog.records
+        long = plug._announce_cost(slow, x, samples=2000, draws=1100, batch=1000)
+    assert long > 60 and "smooth_certify: about" in caplog.text and "lower n or max_samples" in caplog.text

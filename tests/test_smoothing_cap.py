@@ -29,7 +29,7 @@ def test_cap_is_sigma_times_the_normal_quantile_of_alpha_to_the_one_over_n(sigma
 
 def test_cap_values_and_refusals():
     assert round(largest_certifiable_radius(0.25, 1000, 0.001), 2) == 0.62  # the avdigits sweep's setting
-    assert round(largest_certifiable_radius(0.25, 10_000, 0.001), 2) == 0.80  # mmr.smooth_certify's defaults
+    assert round(largest_certifiable_radius(0.25, 10_000, 0.001), 2) == 0.80  # mmr.smooth_certify with n=10_000
     assert largest_certifiable_radius(1.0, 1, 0.4) == 0.0  # α^(1/n) = 0.4 ≤ ½: every sample abstains
     for args, message in [((0.0, 10, 0.1), "sigma must be a finite number > 0, got 0.0"),
                           ((0.25, 0, 0.1), "n must be an integer >= 1, got 0"),
