@@ -68,3 +68,11 @@ def test_no_autoattack_rows_no_headline():
     rows = rows_of_two_entries()
     assert headline(rows[rows["attack"] != "autoattack"]) is None
     assert masking_check(rows[rows["attack"] != "autoattack"]).empty
+
+
+def test_every_findings_table_marks_flagged_cells():
+    text = findings_markdown(rows_of_two_entries())
+    section3 = text[text.index("### 3. Robust accuracy"):]
+    crmt = next(line for line in section3.splitlines() if line.startswith("| `crmt_jt` |"))
+    jt = next(line for line in section3.splitlines() if line.startswith("| `jt` |"))
+    assert f"0.740 ± 0.000 {FLAG_MARK} zero_gradients" in crmt and FLAG_MARK not in jt

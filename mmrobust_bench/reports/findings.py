@@ -27,7 +27,7 @@ import pandas as pd
 from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense
 from .entries import ENTRY, base_label, mixed_labels, resolve_entries
 from .headline import headline_sections
-from .tables import fmt, markdown_cell, markdown_code, paper_row_order
+from .tables import cell_flags, flagged, fmt, markdown_cell, markdown_code, paper_row_order
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,17 @@ class Cell:
     eps: float | None = None
 
 
-def seed_stats(rows: pd.DataFrame, defense: str, cell: Cell) -> tuple[float, float, int]:
-    """(mean, sample std, seeds) of one cell's accuracy for one defense label."""
+def _cell_rows(rows: pd.DataFrame, defense: str, cell: Cell) -> pd.DataFrame:
+    """The rows of one cell for one defense label."""
     sel = (rows["defense"] == defense) & (rows["attack"] == cell.attack) & (rows["modality"].astype(str) == cell.modality)
     if cell.eps is not None:
         sel &= np.isclose(rows["eps"].astype(float), cell.eps)
-    per_seed = rows[sel].groupby("seed")["accuracy"].mean()
+    return rows[sel]
+
+
+def seed_stats(rows: pd.DataFrame, defense: str, cell: Cell) -> tuple[float, float, int]:
+    """(mean, sample std, seeds) of one cell's accuracy for one defense label."""
+    per_seed = _cell_rows(rows, defense, cell).groupby("seed")["accuracy"].mean()
     if per_seed.empty:
         return math.nan, math.nan, 0
     return float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan, len(per_seed)
@@ -59,7 +64,9 @@ def cell_table(rows: pd.DataFrame, defenses: Sequence[str], cells: Sequence[Cell
         seeds = max((s[2] for s in stats), default=0)
         if seeds == 0:
             continue
-        lines.append(f"| {markdown_code(d)} | " + " | ".join(fmt(m, s) for m, s, _ in stats) + f" | {seeds} |")
+        marks = [cell_flags(_cell_rows(rows, d, c)) for c in cells]
+        lines.append(f"| {markdown_code(d)} | " + " | ".join(flagged(fmt(m, s), f) for (m, s, _), f in zip(stats, marks))
+                     + f" | {seeds} |")
     return "\n".join(lines)
 
 

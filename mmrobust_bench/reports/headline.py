@@ -18,13 +18,12 @@ import pandas as pd
 
 from .entries import ENTRY
 from .stats import modality_name
-from .tables import fmt, markdown_cell, markdown_code
+from .tables import FLAG_MARK, cell_flags, flagged, fmt, markdown_cell, markdown_code
 
 STRONG = "autoattack"
 PAPER_ATTACK = "pgd_l2"
 PREFERRED_VERSION = "autoattack(version='standard')"
 ANY = "any"
-FLAG_MARK = "⚑"
 Z = 2.0  # binomial standard deviations a PGD−autoattack gap must exceed to count as masking
 
 
@@ -60,17 +59,12 @@ def headline_eps(strong: pd.DataFrame) -> float:
     return float(sorted(counts.index, key=lambda e: (-counts[e], e))[0])
 
 
-def _flags(cells: pd.Series) -> str:
-    names = {n for v in cells.dropna().astype(str) for n in v.split(";") if n}
-    return ";".join(sorted(names))
-
-
 def _cell(part: pd.DataFrame) -> tuple[float, float, int, str]:
     per_seed = part.groupby("seed")["accuracy"].mean()
     if per_seed.empty:
         return math.nan, math.nan, 0, ""
     std = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan
-    return float(per_seed.mean()), std, len(per_seed), _flags(part["flags"]) if "flags" in part else ""
+    return float(per_seed.mean()), std, len(per_seed), cell_flags(part)
 
 
 def headline(rows: pd.DataFrame, *, eps: float | None = None) -> Headline | None:
@@ -103,21 +97,21 @@ def headline(rows: pd.DataFrame, *, eps: float | None = None) -> Headline | None
     return Headline(table, config, eps, modalities)
 
 
-def _marked(value: float, std: float, flags: str) -> str:
-    text = fmt(value, std)
-    return f"{text} {FLAG_MARK} {markdown_cell(flags)}" if flags and text != "—" else text
-
-
 def headline_markdown(head: Headline) -> str:
     """The headline as a Markdown table, flags marked on their cells."""
     titles = [modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities]
     lines = ["| rank | entry | clean | " + " | ".join(markdown_cell(t) for t in titles) + " | seeds |",
              "|---:|---|---:|" + "---:|" * (len(titles) + 1)]
     for r in head.table.to_dict("records"):
-        cells = [_marked(r[m], r[f"{m}_std"], r[f"{m}_flags"]) for m in head.modalities]
-        lines.append(f"| {r['rank']} | {markdown_code(r['entry'])} | {_marked(r['clean'], r['clean_std'], r['clean_flags'])} | "
+        cells = [flagged(fmt(r[m], r[f"{m}_std"]), r[f"{m}_flags"]) for m in head.modalities]
+        clean = flagged(fmt(r["clean"], r["clean_std"]), r["clean_flags"])
+        lines.append(f"| {r['rank']} | {markdown_code(r['entry'])} | {clean} | "
                      + " | ".join(cells) + f" | {r['seeds']} |")
     return "\n".join(lines)
+
+
+def _joined_flags(cells: pd.Series) -> str:
+    return cell_flags(cells.to_frame("flags"))
 
 
 def masking_check(rows: pd.DataFrame) -> pd.DataFrame:
@@ -134,7 +128,7 @@ def masking_check(rows: pd.DataFrame) -> pd.DataFrame:
     def per_seed(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         frame = frame.assign(modality=frame["modality"].astype(str), eps=frame["eps"].astype(float).round(10))
         out = frame.groupby(keys, as_index=False).agg(**{name: ("accuracy", "mean"), f"{name}_n": ("n", "max"),
-                                                         f"{name}_flags": ("flags", _flags)})
+                                                         f"{name}_flags": ("flags", _joined_flags)})
         return out
 
     both = per_seed(pgd, "pgd_l2").merge(per_seed(strong, "autoattack"), on=keys)
@@ -147,7 +141,7 @@ def masking_check(rows: pd.DataFrame) -> pd.DataFrame:
         n = float(part["autoattack_n"].sum())
         noise = Z * math.sqrt(max(a * (1 - a), 1.0 / max(n, 1.0)) / max(n, 1.0))
         records.append({"entry": entry, "modality": modality, "eps": eps, "pgd_l2": p, "autoattack": a,
-                        "gap": p - a, "masking": bool(p - a > noise), "pgd_flags": _flags(part["pgd_l2_flags"]),
+                        "gap": p - a, "masking": bool(p - a > noise), "pgd_flags": _joined_flags(part["pgd_l2_flags"]),
                         "seeds": int(part["seed"].nunique())})
     return pd.DataFrame.from_records(records)
 

@@ -180,7 +180,8 @@ def _record(rows: pd.DataFrame, columns: Sequence[Column]) -> dict:
     for col in columns:
         s = cell_summary(rows, col)
         rec.update({f"{col.key}_mean": s.mean, f"{col.key}_std": s.std, f"{col.key}_ci95_low": s.ci_low,
-                    f"{col.key}_ci95_high": s.ci_high, f"{col.key}_n": s.n})
+                    f"{col.key}_ci95_high": s.ci_high, f"{col.key}_n": s.n,
+                    f"{col.key}_flags": cell_flags(_matches(rows, col))})
         seeds = max(seeds, s.n)
     rec["n_seeds"] = seeds
     return rec
@@ -256,9 +257,26 @@ def _head_lines(title: str, dataset: str, columns: Sequence[Column]) -> list[str
             "|---|" + "---:|" * len(columns) + "---:|"]
 
 
+FLAG_MARK = "⚑"  # beside a number whose rows carry a validity flag (bench.flags), in every Markdown table
+
+
+def cell_flags(rows: pd.DataFrame) -> str:
+    """The validity flags of a cell's rows (any seed), sorted and ";"-joined; "" when none."""
+    if "flags" not in rows:
+        return ""
+    return ";".join(sorted({n for v in rows["flags"].dropna().astype(str) for n in v.split(";") if n}))
+
+
+def flagged(text: str, flags: object) -> str:
+    """A Markdown cell with its flags marked (⚑ and their names), so no flagged number reads as a plain one."""
+    flags = "" if flags is None or (isinstance(flags, float) and math.isnan(flags)) else str(flags)
+    return f"{text} {FLAG_MARK} {markdown_cell(flags)}" if flags and text != "—" else text
+
+
 def _measured_line(rec: pd.Series, columns: Sequence[Column]) -> tuple[str, list[str]]:
-    """A measured entry's Markdown row (mean ± std per column, then the seed count) and its cells."""
-    cells = [fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]) for c in columns]
+    """A measured entry's Markdown row (mean ± std per column, flags marked, then the seed count) and its cells."""
+    cells = [flagged(fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]), rec.get(f"{c.key}_flags", ""))
+             for c in columns]
     line = f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells) + f" | {int(rec['n_seeds'])} |"
     return line, cells
 
