@@ -13,19 +13,14 @@ from mmrobust_bench.bench.zoo import read_zoo
 from mmrobust_bench.cli import main
 from scratch_leaderboard import Leaderboard, build
 
-pytestmark = pytest.mark.slow  # every test here uses the scratch leaderboard's trained models
+# every test here uses the scratch leaderboard's trained models; the CLI's --threads changes the thread count,
+# which conftest's one_thread restores after each test
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory) -> Leaderboard:
     return build(tmp_path_factory.mktemp("verify") / "leaderboards")
-
-
-@pytest.fixture(autouse=True)
-def _threads_back():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def verify(board: Leaderboard, *extra: str, results=None) -> list[str]:

@@ -20,19 +20,14 @@ from mmrobust_bench.io import sha256_file
 from scratch_leaderboard import Leaderboard, build
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # every test here uses the scratch leaderboard's trained models
+# every test here uses the scratch leaderboard's trained models; the CLI's --threads changes the thread count,
+# which conftest's one_thread restores after each test
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory) -> Leaderboard:
     return build(tmp_path_factory.mktemp("zoo") / "leaderboards")
-
-
-@pytest.fixture(autouse=True)
-def _threads_back():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def stored(board: Leaderboard) -> pd.DataFrame:

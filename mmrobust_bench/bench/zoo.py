@@ -393,12 +393,18 @@ def _check_loads(record: Mapping[str, Any], path: Path) -> None:
                        f"({str(exc).splitlines()[0]})") from None
 
 
+def _listed(zoo: Zoo, entry: ZooEntry, name: str) -> Path:
+    """The path of a file the index lists for ``entry`` (``name``: its weights or its JSON), which must exist."""
+    path = zoo.directory / name
+    if not path.exists():
+        raise ZooError(f"zoo index {zoo.index_path} lists {name} for {entry.entry} seed {entry.seed}, but "
+                       f"{path} does not exist; restore it (git checkout) or re-export the zoo")
+    return path
+
+
 def check_file(zoo: Zoo, entry: ZooEntry) -> Path:
     """The path of ``entry``'s weights after checking it exists and has the sha256 the index lists."""
-    path = zoo.directory / entry.file
-    if not path.exists():
-        raise ZooError(f"zoo index {zoo.index_path} lists {entry.file} for {entry.entry} seed {entry.seed}, but "
-                       f"{path} does not exist; restore it (git checkout) or re-export the zoo")
+    path = _listed(zoo, entry, entry.file)
     digest = sha256_file(path)
     if digest != entry.sha256:
         raise ZooError(f"refusing {path}: its sha256 {digest[:12]}… is not the {entry.sha256[:12]}… the zoo index "
@@ -409,10 +415,7 @@ def check_file(zoo: Zoo, entry: ZooEntry) -> Path:
 
 def load_record(zoo: Zoo, entry: ZooEntry) -> dict[str, Any]:
     """The JSON of ``entry``, checked to describe the file the index lists."""
-    path = zoo.directory / entry.config
-    if not path.exists():
-        raise ZooError(f"zoo index {zoo.index_path} lists {entry.config} for {entry.entry} seed {entry.seed}, but "
-                       f"{path} does not exist; restore it (git checkout) or re-export the zoo")
+    path = _listed(zoo, entry, entry.config)
     record = _read_json(path, "zoo model file")
     if record.get("schema") != MODEL_SCHEMA:
         raise ZooError(f"{path} is not a zoo model file (schema {record.get('schema')!r})")
