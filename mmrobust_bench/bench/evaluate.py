@@ -187,8 +187,10 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
     bar.close()
     merged = distributed.all_sum(correct + seconds)
     correct, seconds = [int(c) for c in merged[:len(grid)]], merged[len(grid):]
-    for part in distributed.all_gather(details)[1:] if distributed.current().active else []:
-        details = [merge_details(d, p) for d, p in zip(details, part)]
+    if distributed.current().active:  # every rank's report, summed from scratch in rank order
+        shares, details = distributed.all_gather(details), [None] * len(grid)
+        for part in shares:
+            details = [merge_details(d, p) for d, p in zip(details, part)]
     per_sample = _in_split_order(per_batch, len(grid))
     log.info("%s on %s: %d samples × %d radii in %.1f s", attack.describe(), "+".join(threat.modalities),
              len(split), len(grid), sum(seconds))

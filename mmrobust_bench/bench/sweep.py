@@ -792,7 +792,8 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     if not todo:
         return 0, len(grid)
     if modality == ANY:
-        return _any_cell(trained, common, block, attack, todo, batch_size, dev, done, results_path, keys, len(grid))
+        return _any_cell(trained, common, block, attack, atk, todo, batch_size, dev, done, results_path, keys,
+                         len(grid))
     measured, cells, rows = _measure_set(trained, common, block, attack, modality, todo, batch_size, dev)
     _append_on_main(results_path, rows)
     done.update(keys[e] for e in todo)
@@ -819,9 +820,9 @@ def _measure_set(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     return measured, cells, rows
 
 
-def _any_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, todo: list[float],
-              batch_size: int, dev: torch.device, done: set[tuple], results_path: Path, keys: dict[float, tuple],
-              planned: int) -> tuple[int, int]:
+def _any_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, atk: Any,
+              todo: list[float], batch_size: int, dev: torch.device, done: set[tuple], results_path: Path,
+              keys: dict[float, tuple], planned: int) -> tuple[int, int]:
     """The ``any`` rows at ``todo``: each threat set's stored per-sample outcomes where its row has them, the set
     measured (and its rows stored) where not, then the per-sample worst case (``bench.threat_sets``)."""
     ds = trained.dataset  # type: ignore[attr-defined]
@@ -852,10 +853,8 @@ def _any_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, a
                 cells[e] = "" if pd.isna(row.flags) else str(row.flags)
         per_set[label] = [measured_at[e] for e in todo]
         set_cells[label] = cells
-    atk, threat, _, _ = _cell_plan(trained, common, block, attack, ANY)
     rows = attack_rows(combine_any(per_set), attack=attack, attack_config=block.config(atk.describe()),
-                       library=atk.library,
-                       library_version=atk.library_version, modality=ANY, norm=threat.norm,
+                       library=atk.library, library_version=atk.library_version, modality=ANY, norm=block.norm,
                        norm_bounded=atk.norm_bounded, common=common,
                        flags_at=lambda e: any_flags({s: c.get(e, "") for s, c in set_cells.items()}))
     _append_on_main(results_path, rows)
