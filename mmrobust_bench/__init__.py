@@ -12,13 +12,7 @@ first use, so importing the package (and ``mmrobust-bench --help``) stays free o
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _distribution_version
-
-try:  # one version source: pyproject.toml, as installed
-    __version__ = _distribution_version("mmrobust-bench")
-except PackageNotFoundError:  # a source tree on sys.path without an install
-    __version__ = "0+unknown"
+from ._version import __version__
 
 # Public name -> the module that defines it; imported on first attribute access (PEP 562). A name must not be
 # a subpackage's (attacks, bench, certify, ...): importing the subpackage would overwrite it.

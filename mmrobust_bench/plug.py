@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import __version__
+from ._version import __version__
 from .attacks import Attack, build_attack, default_eps
 from .contracts import ALL_MODALITIES, Batch, ModalitySpec, ModelOutput, ThreatModel
 from .io import stable_hash

@@ -154,7 +154,7 @@ class Attack:
 
     @property
     def library_version(self) -> str:
-        from .. import __version__
+        from .._version import __version__
         return __version__
 
     def describe(self) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .. import __version__
+from .._version import __version__
 from ..attacks import build_attack, default_eps, validate_attack_options
 from ..attacks.native import FGM
 from ..contracts import ALL_MODALITIES, ThreatModel

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..certify.honesty import HonestyConfig
 from ..certify.radii import (DEFAULT_RADII, KIND_EMPIRICAL, KIND_HEURISTIC, KIND_NOT_A_BOUND, RUNNER_UP, Certificate,
                              certify, head_kind, mixes_modalities)

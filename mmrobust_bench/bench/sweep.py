@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 import yaml
 
-from .. import __version__
+from .._version import __version__
 from ..attacks import build_attack, default_eps, validate_attack_options
 from ..certify.radii import DEFAULT_RADII
 from ..contracts import ALL_MODALITIES, ThreatModel

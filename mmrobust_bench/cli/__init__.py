@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Iterator, Sequence
 
-from .. import __version__
+from .._version import __version__
 from . import certify, completion, conventions, listing, report, run, sweep, verify, zoo
 from .common import check_list_options, command_line, expected_error_message
 
