@@ -14,6 +14,7 @@ import inspect
 import typing
 from typing import Any, Callable, Mapping, Sequence
 
+from ..config import check_option_type, unknown_option_message
 from ..contracts import NORMS, ModalitySpec, ThreatModel
 from ..registry import Registry, RegistryError
 from .base import Attack, preserved_state, project
@@ -70,8 +71,6 @@ def _option_parameters(factory: Callable[..., Any]) -> dict[str, inspect.Paramet
 
 def check_options(name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> None:
     """Refuse unknown options of a registered attack with "did you mean", and values of the wrong type."""
-    from .view import check_option_type, unknown_option_message
-
     params = _option_parameters(factory)
     if params is None:
         return

@@ -48,6 +48,7 @@ from typing import AbstractSet, Any, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..config import MAX_EPS, check_option_type, unknown_option_message
 from ..contracts import Batch, ModalitySpec, ThreatModel
 from ..safe_yaml import preview
 
@@ -59,30 +60,6 @@ TAG_SLACK = 1e-3  # rounding in the library's own steps and clamps
 # 0.5 threshold, which is 0.4 away from either code.
 TAG_TOLERANCE = LIB_EPS
 MIN_SIDE = 5
-
-
-def unknown_option_message(label: str, unknown: Sequence[str], valid: Sequence[str],
-                           values: Mapping[str, Any] | None = None,
-                           defaults: Mapping[str, Any] | None = None) -> str:
-    """``"pgd_l2: unknown option(s) step (did you mean 'step_ratio'?); valid: ..."``: one line naming the fix.
-    With the given ``values`` and the valid options' ``defaults``, a suggestion must take a value of that
-    type (``step=0.1`` suggests the float ``step_ratio``, not the int ``steps``)."""
-    from ..hints import unknown_message
-
-    def pool(name: str) -> list[str]:
-        if values is None or defaults is None or name not in values:
-            return list(valid)
-        return [v for v in valid if _type_fits(values[name], defaults.get(v))] or list(valid)
-
-    return unknown_message(label, unknown, valid, pool=pool, cutoff=0.5)
-
-
-def _type_fits(value: Any, default: Any) -> bool:
-    try:
-        check_option_type("", "", value, default, strict=True)
-    except ValueError:
-        return False
-    return True
 
 
 def checked_signature(label: str, attack_cls: type, options: Mapping[str, Any], reserved: AbstractSet[str],
@@ -104,7 +81,7 @@ def checked_signature(label: str, attack_cls: type, options: Mapping[str, Any], 
     return params
 
 
-# Library options are checked by name at the door, as ``bench.validate.check_fields`` checks the suite's own
+# Library options are checked by name at the door, as ``config.check_fields`` checks the suite's own
 # settings: the libraries accept a count of 0 or a negative step and then run no attack at all, so the clean
 # accuracy would be reported as robust accuracy (torchattacks:PGDL2 steps=0, art:ProjectedGradientDescent
 # max_iter=0). Integer options named like counts (with an integer default, or none):
@@ -120,7 +97,7 @@ POSITIVE_OPTIONS = frozenset({"alpha", "alpha_max", "eps_step", "lr", "learning_
                               "c", "initial_const", "largest_const", "eta"})
 # Fractions of a whole (of the image's features, of the window): in (0, 1].
 FRACTION_OPTIONS = frozenset({"p_init", "gamma", "step_adapt", "decrease_factor"})
-# Lengths in input space (ε-like): at most the suite's largest ε (``bench.validate.MAX_EPS``).
+# Lengths in input space (ε-like): at most the suite's largest ε (``config.MAX_EPS``).
 LENGTH_LIKE_OPTIONS = frozenset({"alpha", "eps_step", "delta", "epsilon", "min_epsilon", "max_epsilon", "noise_sd",
                                  "std", "lr"})
 # The only signed number option: torchattacks JSMA's theta, the perturbation per step, documented as either
@@ -133,8 +110,6 @@ def check_option_range(label: str, key: str, value: Any, default: Any) -> None:
     and its range: numbers finite; counts (``steps``, ``max_iter``, ``n_restarts``, ``n_queries``, …) integers
     >= 1 (>= 0 for ``ZERO_COUNTS``); step sizes and learning rates > 0; fractions in (0, 1]; lengths at most
     the suite's largest ε; any other number >= 0 (``SIGNED_OPTIONS`` non-zero)."""
-    from ..bench.validate import MAX_EPS
-
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     where, shown = f"{label} option {key}", preview(value)
@@ -163,29 +138,6 @@ def check_option_range(label: str, key: str, value: Any, default: Any) -> None:
         raise ValueError(f"{where} must be >= 0, got {shown}")
     if key in LENGTH_LIKE_OPTIONS and value > MAX_EPS:
         raise ValueError(f"{where} must be at most {MAX_EPS:g} (a length in model-input space, like ε), got {shown}")
-
-
-def check_option_type(label: str, key: str, value: Any, default: Any, *, strict: bool = False) -> None:
-    """Refuse a value whose type cannot stand for the default's (``steps='ten'``), with a one-line error; None
-    stands for anything. Library defaults are loosely typed (torchattacks' CW ``c=1`` takes 0.5), so any number
-    stands for a number; ``strict`` (the suite's own typed options) wants an integer where the default is one."""
-    if value is None or default is None or default is inspect.Parameter.empty:
-        return
-    number = (int, float)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int) and strict:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, number) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    else:
-        return
-    if not ok:
-        kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-        raise ValueError(f"{label} option {key} takes {kind[type(default).__name__]} like its default {default!r}, "
-                         f"got {preview(value)}")
 
 
 def describe_library_attack(name: str, options: Mapping[str, Any], fixed_eps: float | None) -> str:
@@ -445,6 +397,5 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 
 __all__ = ["SingleInputView", "frozen_parameters", "clamp_to_box", "clean_logits", "checked_signature",
-           "check_option_range",
-           "unknown_option_message", "check_option_type", "grid_shape", "tag_bits", "LIB_EPS", "CENTRE", "TAG_LOW",
-           "TAG_HIGH", "TAG_SLACK", "TAG_TOLERANCE", "MIN_SIDE"]
+           "check_option_range", "grid_shape", "tag_bits", "LIB_EPS", "CENTRE", "TAG_LOW", "TAG_HIGH", "TAG_SLACK",
+           "TAG_TOLERANCE", "MIN_SIDE"]

@@ -1,128 +1,23 @@
-"""Settings checked before any work: names, types, ranges and output locations.
+"""A run's settings checked before any work: names, output locations, and the whole run at once.
 
 A run that fails on a typo after generating a dataset or training a model wastes minutes; a run
 that accepts ``n_train=0``, ``lr=nan`` or ``--batch-size -4`` writes wrong rows. Everything here is
 cheap and runs first (``check_run_settings``), so a bad value costs a one-line error naming the fix.
 
-Nothing here imports the heavy parts of the package (datasets, models), so any module may use it.
+The checks of single values that every layer shares (types, counts, ε, overrides) live in
+:mod:`mmrobust_bench.config`; they are re-exported here for the callers of the bench layer.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-import re
 import tempfile
-import types
-import typing
+import unicodedata
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from ..config import MAX_EPS, check_count, check_eps, check_fields, check_nonnegative, coerce_floats
+from ..data import DATASETS
 from ..safe_yaml import load_yaml, preview
-
-# Largest ε (and certification radius) accepted. Inputs live in normalised model-input space, where an
-# element is O(1) and the ℓ2 norm of a whole 224×224 video clip is in the thousands; a radius beyond
-# 1e4 describes no meaningful perturbation, and values such as 1e308 overflow the attack's step
-# sizes (ε·α = inf) into NaN inputs.
-MAX_EPS = 1e4
-
-# int fields whose value is a size or a count (at least 1, or the field's negative "automatic" default)
-_COUNT_NAME = re.compile(r"(^n_|_size$|^size$|^epochs$|_epochs$|steps$|_iter$|_bins$|_frames$|^super_epoch$|"
-                         r"_dim$|_classes$|_samples$)")
-
-
-def _plain_type(hint: Any) -> tuple[type | None, bool]:
-    """(int/float/str/bool, optional) for ``X`` or ``X | None``; (None, _) for anything else."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and args:
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1 and rest[0] in (int, float, str, bool):
-            return rest[0], True
-        return None, False
-    return (hint, False) if hint in (int, float, str, bool) else (None, False)
-
-
-def check_fields(obj: Any, owner: str) -> None:
-    """Types and generic ranges of a settings dataclass (a defense's Config, TrainConfig, a dataset's
-    options): ints integral (``400.5`` and ``true`` refused), floats finite, sizes and counts ≥ 1
-    (a field whose default is negative: that "automatic" value or >= 0)."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        kind, optional = _plain_type(hints.get(f.name, f.type))
-        value = getattr(obj, f.name)
-        if kind is None or (optional and value is None):
-            continue
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            article = "an" if kind is int else "a"
-            noun = {"int": "integer", "float": "number", "str": "string", "bool": "true/false"}[kind.__name__]
-            raise ValueError(f"{owner}: {f.name} must be {article} {noun}, got {preview(value)}")
-        if kind is float and not math.isfinite(value):
-            raise ValueError(f"{owner}: {f.name} must be a finite number, got {value!r}")
-        if kind is int and _COUNT_NAME.search(f.name):
-            default = f.default if f.default is not dataclasses.MISSING else None
-            if isinstance(default, int) and default < 0:
-                if value != default and value < 0:
-                    raise ValueError(f"{owner}: {f.name} must be >= 0 (or {default}: automatic), got {value}")
-            elif value < (0 if default == 0 else 1):
-                raise ValueError(f"{owner}: {f.name} must be >= {0 if default == 0 else 1}, got {value}")
-
-
-def coerce_floats(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` for dataclass ``cls`` with strings of float fields read as numbers (YAML 1.1 reads
-    ``5e-4`` and ``1e3`` as strings); anything else is left for ``check_fields`` to judge."""
-    hints = typing.get_type_hints(cls)
-    out = dict(options)
-    for name, value in options.items():
-        if isinstance(value, str) and _plain_type(hints.get(name))[0] is float:
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
-
-
-def check_count(value: Any, flag: str, minimum: int = 1, *, sentinel: int | None = None) -> int:
-    """An integer ``>= minimum`` (or exactly ``sentinel``), for ``--batch-size`` and the like."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{flag} must be an integer, got {preview(value)}")
-    if value < minimum and value != sentinel:
-        extra = f" (or {sentinel})" if sentinel is not None else ""
-        raise ValueError(f"{flag} must be >= {minimum}{extra}, got {value}")
-    return value
-
-
-def check_nonnegative(value: Any, what: str, *, plural: bool = False) -> float:
-    """``value`` as a finite float >= 0 (ε, noise σ), or a one-line error naming ``what`` (in the plural for
-    one value of a list)."""
-    number = "numbers" if plural else "a number"
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be {number} >= 0, got {preview(value)}") from None
-    if not math.isfinite(out) or out < 0:
-        finite = "finite numbers" if plural else "a finite number"
-        raise ValueError(f"{what} must be {finite} >= 0, got {value!r}")
-    return out
-
-
-def check_eps(values: Sequence[Any], what: str = "eps") -> list[float]:
-    """A non-empty grid of finite ε in [0, MAX_EPS], sorted and without repeats."""
-    out = []
-    for v in values:
-        e = check_nonnegative(v, what, plural=True)
-        if e > MAX_EPS:
-            raise ValueError(f"{what} {e:g} is above {MAX_EPS:g}: no meaningful perturbation of normalised inputs is "
-                             f"that large (and such values overflow the attack's step sizes)")
-        out.append(e)
-    if not out:
-        raise ValueError(f"{what} is empty: give at least one value, e.g. 0.5,1")
-    return sorted(set(out))
-
 
 # Longest label or dataset name accepted: it names files (as a slug), legends and table rows.
 MAX_NAME = 200
@@ -136,8 +31,6 @@ def check_name(value: Any, what: str) -> str:
     """A label or dataset name as rows store it: text of 1 to :data:`MAX_NAME` characters, no control or formatting
     characters (newlines, tabs, NUL, bidi overrides), no spaces at either end. Returns it; one-line ValueError
     naming ``what`` otherwise. Anything else (``<``, ``/``, quotes, ``=``) is allowed: reports escape it."""
-    import unicodedata
-
     if not isinstance(value, str):
         raise ValueError(f"{what} must be text, got {preview(value)}")
     if not value.strip():
@@ -185,8 +78,6 @@ def check_output_file(path: Path | str, flag: str) -> Path:
 def check_dataset_options(dataset: str, options: Mapping[str, Any] | None) -> None:
     """Validate dataset options without building the dataset, when the dataset offers a check
     (a ``check_options(**options)`` attribute on its builder); unknown datasets are a RegistryError."""
-    from ..data import DATASETS
-
     builder = DATASETS.get(dataset)
     check = getattr(builder, "check_options", None)
     if check is not None:
@@ -196,8 +87,7 @@ def check_dataset_options(dataset: str, options: Mapping[str, Any] | None) -> No
 def check_modality_choice(dataset: str, modality: str | Sequence[str]) -> None:
     """Validate the attacked modalities without building the dataset, when its builder names its modalities
     (a ``modality_names`` attribute); otherwise they are checked against the built dataset's specs."""
-    from ..contracts import parse_modalities
-    from ..data import DATASETS
+    from ..contracts import parse_modalities  # torch: the report command reads YAML here without it
 
     if modality == "any":  # every single modality and the joint ball (bench.threat_sets)
         return
@@ -225,7 +115,7 @@ def check_run_settings(*, defense: str | None = None, overrides: Mapping[str, An
         if modality is not None:
             check_modality_choice(dataset, modality)
     if defense is not None:
-        from ..defenses import build_defense
+        from ..defenses import build_defense  # torch: the report command reads YAML here without it
 
         build_defense(defense, overrides)
     if root is not None:
@@ -233,7 +123,7 @@ def check_run_settings(*, defense: str | None = None, overrides: Mapping[str, An
     if results is not None:
         check_output_file(results, "--results")
         if Path(results).is_file():  # a damaged results file is refused now, not after the evaluation
-            from .results import read_rows
+            from .results import read_rows  # pandas, only when a results file exists
 
             read_rows(results)
 
@@ -264,6 +154,7 @@ def check_certify_settings(*, train_samples: Any = -1, honesty_steps: Any = 20, 
     check_count(batch_size, "--batch-size")
 
 
-__all__ = ["MAX_EPS", "MAX_NAME", "check_fields", "coerce_floats", "check_count", "check_eps", "check_name",
+__all__ = ["MAX_EPS", "MAX_NAME", "check_fields", "coerce_floats", "check_count", "check_eps", "check_nonnegative",
+           "check_name",
            "check_output_dir", "check_output_file", "check_dataset_options", "check_run_settings", "read_yaml_mapping",
            "check_certify_settings"]

@@ -1,9 +1,8 @@
 """Certification: empirical radii from Lipschitz estimates (Eq. 5/7/10) and vulnerability indicators, their
 honesty check (violations found are lower bounds), and sound randomized-smoothing certificates per modality.
 
-The names below load their module on first use (PEP 562): a defense that needs only ``certify.lipschitz``
-(CRMT's step 2) does not pull in smoothing's scipy.stats and the radii's pandas, so ``mmrobust-bench list``,
-which imports every defense, stays quick.
+The names below load their module on first use (PEP 562): a caller that needs only ``certify.lipschitz``
+(whose estimates live in ``models.lipschitz``) does not pull in smoothing's scipy.stats and the radii's pandas.
 """
 from __future__ import annotations
 

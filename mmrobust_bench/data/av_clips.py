@@ -45,10 +45,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..config import check_fields, check_known
 from ..contracts import Batch, ModalitySpec
 from ..io import atomic_path, sha256_file, stable_hash
 from ..progress import disable_flag
-from .base import check_options, shard_slice
+from .base import shard_slice
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,6 @@ class ClipOptions:
     allow_outside_root: bool = False  # follow manifest paths that leave data_root (absolute or ../)
 
     def __post_init__(self) -> None:
-        from ..bench.validate import check_fields
-
         check_fields(self, "dataset options")
         if not isinstance(self.image_size, int) or self.image_size < 8:
             raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
@@ -246,7 +245,7 @@ def parse_options(profile: ClipProfile, options: Mapping[str, Any]) -> ClipOptio
     valid = set(ClipOptions.__dataclass_fields__)
     if not any(s.pattern_option == "flow_pattern" for s in profile.frames):
         valid.discard("flow_pattern")
-    check_options(profile.name, options, valid)
+    check_known(profile.name, options, valid)
     return ClipOptions(**options)
 
 

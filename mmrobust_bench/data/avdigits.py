@@ -59,12 +59,13 @@ from torch import Tensor
 from torchaudio.compliance import kaldi
 
 from ..checked_tensors import READ_ERRORS, read_checked_tensors, write_checked_tensors
+from ..config import check_fields, check_known
 from ..contracts import ModalitySpec
 from ..hints import did_you_mean
 from ..io import default_root, stable_hash
 from ..progress import progress_bar
 from . import DATASETS
-from .base import InMemoryDataset, TensorSplit, check_options
+from .base import InMemoryDataset, TensorSplit
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ class AVDigitsConfig:
     mel_bins: int = 40
 
     def __post_init__(self) -> None:
-        from ..bench.validate import check_fields
-
         check_fields(self, "avdigits")  # integers integral, floats finite, strings strings
         if self.seed < 0:
             raise ValueError(f"avdigits: seed must be >= 0, got {self.seed}")
@@ -414,7 +413,7 @@ def audio_spec(cfg: AVDigitsConfig) -> ModalitySpec:
 
 def check_avdigits_options(**options: Any) -> AVDigitsConfig:
     """Validate avdigits options (names, types, ranges, the folder's existence) without reading any file."""
-    check_options("avdigits", options, [f.name for f in fields(AVDigitsConfig)])
+    check_known("avdigits", options, [f.name for f in fields(AVDigitsConfig)])
     cfg = AVDigitsConfig(**options)
     resolve_root(cfg)
     return cfg

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
+from ..config import check_known
 from ..contracts import Batch, ModalitySpec
 
 
@@ -106,11 +107,6 @@ def modality_names(specs: Sequence[ModalitySpec]) -> tuple[str, ...]:
     return tuple(s.name for s in specs)
 
 
-def check_options(label: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
-    """Refuse dataset options outside ``valid``, listing the valid ones (``--dataset-set`` typos)."""
-    from ..hints import unknown_message
-
-    valid = set(valid)
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(unknown_message(label, unknown, valid))
+# Refuse dataset options outside the valid ones with "did you mean" (``--dataset-set`` typos); dataset
+# builders and plugins call it by this name.
+check_options = check_known

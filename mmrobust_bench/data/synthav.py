@@ -27,11 +27,12 @@ import torch
 from torchaudio.compliance import kaldi
 
 from ..checked_tensors import read_checked_tensors, write_checked_tensors
+from ..config import check_fields, check_known, coerce_floats
 from ..contracts import ModalitySpec
 from ..io import default_root, stable_hash
 from ..progress import progress_bar
 from . import DATASETS
-from .base import InMemoryDataset, TensorSplit, check_options
+from .base import InMemoryDataset, TensorSplit
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ class SynthAVConfig:
     visual_noise: float = 0.15
 
     def __post_init__(self) -> None:
-        from ..bench.validate import check_fields
-
         check_fields(self, "synthav")  # integral sizes >= 1 (n_train=0 gives NaN statistics), finite floats
         if self.prefer not in ("audio", "visual"):
             raise ValueError(f"synthav: prefer must be 'audio' or 'visual', got {self.prefer!r}")
@@ -208,9 +207,7 @@ def read_cache(path: Path, cfg: SynthAVConfig) -> dict[str, torch.Tensor] | None
 
 def check_synthav_options(**options: Any) -> SynthAVConfig:
     """Validate synthav options without generating anything (names, types, ranges)."""
-    from ..bench.validate import coerce_floats
-
-    check_options("synthav", options, SynthAVConfig.__dataclass_fields__)
+    check_known("synthav", options, SynthAVConfig.__dataclass_fields__)
     return SynthAVConfig(**coerce_floats(SynthAVConfig, options))
 
 

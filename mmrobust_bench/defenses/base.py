@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import check_nonnegative
 from ..contracts import Batch
 from ..data.base import InMemoryDataset
 from ..models import MultiModalNet, build_model
@@ -78,8 +79,6 @@ NOISE_PREFIX = "noise_sigma_"
 def check_noise_sigma(value: Any) -> dict[str, float]:
     """``noise_sigma`` as {modality: σ ≥ 0} (σ = 0 entries dropped); a clear error otherwise. Modality names are
     checked against the dataset when training starts."""
-    from ..bench.validate import check_nonnegative
-
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..certify.lipschitz import LIP_MODES, estimate_lipschitz
+from ..models.lipschitz import LIP_MODES, estimate_lipschitz
 from ..models import CRMTHead, MultiModalNet
 from ..models.heads import DEFAULT_OWN_GROUPS, LEGACY_OWN_GROUPS, canonical_own_groups
 from . import DEFENSES
