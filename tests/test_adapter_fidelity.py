@@ -23,6 +23,7 @@ from art.estimators.classification import PyTorchClassifier  # noqa: E402
 
 from mmrobust_bench.attacks import build_attack  # noqa: E402
 from mmrobust_bench.contracts import ModalitySpec, ModelOutput, ThreatModel, joint_l2_norm  # noqa: E402
+from helpers import ART_SMALL, ART_TEST_OVERRIDES, TORCHATTACKS_SMALL  # noqa: E402
 
 K = 4
 
@@ -263,8 +264,6 @@ def test_non_uniform_box_keeps_l2_geometry_and_the_box():
 # ------------------------------------------------------------------ defect B: the model is left alone
 
 def _small_options(library: str, name: str) -> dict:
-    from test_attack_suite import ART_SMALL, ART_TEST_OVERRIDES, TORCHATTACKS_SMALL
-
     probe = build_attack(f"{library}:{name}", specs_for())
     table = TORCHATTACKS_SMALL if library == "torchattacks" else ART_SMALL
     options = {k: v for k, v in table.items() if k in probe.signature_args}

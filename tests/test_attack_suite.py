@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import flat_specs, linear_model
+from helpers import (ART_SMALL, ART_TEST_OVERRIDES, CLASSES, SPECS, TORCHATTACKS_SMALL, ReluNet, assert_invariants,
+                     flat_specs, linear_model, make_batch)
 from mmrobust_bench.attacks import ATTACKS, build_attack
 from mmrobust_bench.attacks.minimal_norm import MinimalNormL2
 from mmrobust_bench.bench.api import attack_options_for, run, train_means
@@ -21,55 +22,11 @@ from mmrobust_bench.data.base import TensorSplit
 from mmrobust_bench.models import build_model
 
 CPU = torch.device("cpu")
-SPECS = (
-    ModalitySpec("v", (3, 4, 4), (0.0, -0.5, 0.0), (1.0, 0.5, 1.0)),
-    ModalitySpec("a", (1, 6, 5)),
-)
-SPEC = {s.name: s for s in SPECS}
-CLASSES = 4
-
-
-class ReluNet(nn.Module):
-    """Two small ReLU MLPs, concatenated, a linear head: unbounded features, so a large enough perturbation
-    of either modality can reach every class."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.enc = nn.ModuleDict({"v": nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.ReLU()),
-                                      "a": nn.Sequential(nn.Flatten(), nn.Linear(30, 16), nn.ReLU())})
-            self.head = nn.Linear(32, CLASSES)
-
-    def forward(self, batch):
-        return ModelOutput(self.head(torch.cat([self.enc[m](batch[m]) for m in ("v", "a")], 1)))
-
-
-def make_batch(n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    v = torch.rand(n, 3, 4, 4, generator=g)
-    v[:, 1] -= 0.5
-    return {"v": v, "a": torch.randn(n, 1, 6, 5, generator=g)}
 
 
 def predicted(model, batch):
     with torch.no_grad():
         return model(batch).logits.argmax(1)
-
-
-def assert_invariants(batch, adv, threat, eps, bounded=True):
-    if bounded:
-        delta = {m: (adv[m] - batch[m]).double() for m in threat.modalities}
-        if threat.norm == "l2":
-            assert bool((joint_l2_norm(delta, threat.modalities) <= eps * (1 + 1e-5) + 1e-7).all())
-        else:
-            # + 1e-6: clean ± ε is rounded to float32, one ulp of the clean value (|x| ≲ 4) away from exact
-            assert all(float(d.abs().max()) <= eps * (1 + 1e-5) + 1e-6 for d in delta.values())
-    for m, x in batch.items():
-        if m not in threat.modalities:
-            assert torch.equal(adv[m], x)
-        assert torch.equal(SPEC[m].clamp(adv[m]), adv[m])
-        assert (adv[m].dtype, adv[m].device, adv[m].shape) == (x.dtype, x.device, x.shape)
 
 
 # --------------------------------------------------------------------------- library enumeration
@@ -91,26 +48,10 @@ def _art_classes():
     return _installed(art_classes)
 
 
-# Small settings by option name, applied where an attack's constructor takes them, so that every attack
-# runs once in well under a second on the tiny model.
-TORCHATTACKS_SMALL = {"steps": 2, "max_iterations": 10, "n_queries": 20, "nb_iter": 1, "nb_sample": 8,
-                      "n_restarts": 1, "binary_search_steps": 2, "N": 2, "noise_batch_size": 2, "eot_iter": 1}
-ART_SMALL = {"max_iter": 3, "nb_random_init": 1, "num_random_init": 1, "binary_search_steps": 1, "max_eval": 20,
-             "init_eval": 5, "init_size": 20, "num_trial": 3, "sample_size": 3, "nb_restarts": 1,
-             "max_halving": 2, "max_doubling": 2, "initial_const": 1.0, "largest_const": 2.0}
-
-
-# The Carlini-Wagner attacks have no budget, so the adapter hands ART the true boxes at scale 1 (as on a
-# single-input model); in tanh space of a [0, 1] box three iterations need a larger constant or step to flip.
-ART_TEST_OVERRIDES = {"CarliniL0Method": {"initial_const": 10.0},
-                      "CarliniL2Method": {"initial_const": 10.0},
-                      "CarliniLInfMethod": {"learning_rate": 0.1}}
-
-
-# Attacks that hand back the clean input for every sample at the tiny settings above: the identity
-# attack by design, and minimal-norm / score-based attacks that keep a sample they could not flip
-# within 10 iterations, 2 binary-search steps or 20 queries (CarliniL0Method: 3 iterations in tanh space of the
-# true box, which the adapter now hands to ART exactly). Their result must then be the clean batch
+# Attacks that hand back the clean input for every sample at the tiny settings of helpers.TORCHATTACKS_SMALL /
+# ART_SMALL: the identity attack by design, and minimal-norm / score-based attacks that keep a sample they could
+# not flip within 10 iterations, 2 binary-search steps or 20 queries (CarliniL0Method: 3 iterations in tanh space
+# of the true box, which the adapter hands to ART exactly). Their result must then be the clean batch
 # bit for bit (the adapter decodes an untouched library coordinate exactly); every other attack must
 # move the inputs, so an adapter that returned its input unchanged would fail here.
 RETURN_CLEAN_AT_TEST_SETTINGS = {"torchattacks": {"VANILA", "CW", "EADEN", "EADL1", "Square"},

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import flat_specs, linear_model
+from helpers import flat_specs, linear_model
 from mmrobust_bench.bench.certification import replace_model_rows
 from mmrobust_bench.certify import EMPIRICAL, certify, estimate_lipschitz, honesty_check, unimodal_grams
 from mmrobust_bench.cli import main

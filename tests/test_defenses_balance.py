@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import flat_specs, linear_model
+from helpers import flat_specs, linear_model
 from mmrobust_bench.data.base import InMemoryDataset, TensorSplit
 from mmrobust_bench.defenses import TrainConfig, TrainContext, build_defense
 from mmrobust_bench.defenses.pmr import PROTOTYPES

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import linear_model
+from helpers import linear_model
 from mmrobust_bench.bench.api import train_defense
 from mmrobust_bench.bench.evaluate import clean_accuracy
 from mmrobust_bench.contracts import ModalitySpec

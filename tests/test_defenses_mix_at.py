@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from conftest import linear_model
+from helpers import linear_model
 from mmrobust_bench.bench.api import train_defense
 from mmrobust_bench.bench.evaluate import clean_accuracy
 from mmrobust_bench.defenses import TrainConfig, TrainContext, build_defense

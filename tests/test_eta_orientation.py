@@ -13,7 +13,7 @@ from mmrobust_bench.data.avdigits import build_avdigits
 from mmrobust_bench.data.synthav import build_synthav
 from mmrobust_bench.reports.figures import figure3
 from mmrobust_bench.reports.findings import findings_markdown
-from test_reports import fixture_eta, fixture_rows
+from helpers import fixture_eta, fixture_rows
 
 SYMBOL = r"$\eta^{(\mathrm{a})} / \eta^{(\mathrm{v})}$"
 HEADING = ("### 3b. Imbalance: empirical η^(a) / η^(v) (the paper's Figure 3 orientation; mean over class pairs of η "

@@ -10,7 +10,7 @@ import yaml
 from mmrobust_bench.cli import main
 from mmrobust_bench.cli.report import read_results
 from mmrobust_bench.reports.figures import HEAD_ONLY_STAGE, crmt_heads, figure5
-from test_reports import fixture_rows
+from helpers import fixture_rows
 
 REPO = Path(__file__).resolve().parents[1]
 

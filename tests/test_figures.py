@@ -17,7 +17,7 @@ from mmrobust_bench.reports.certified_curves import figure_certified_curves
 from mmrobust_bench.reports.figures import (DEFAULT_ABLATION, DPI, FULL_WIDTH, MIN_FONT_PT, OKABE_ITO, SINGLE_COLUMN,
                                             entry_styles, figure1, figure3, figure4, figure5, plot_figures,
                                             save_figure)
-from test_reports import PGD, accuracy, fixture_certified, fixture_eta, fixture_rows
+from helpers import PGD, accuracy, fixture_certified, fixture_eta, fixture_rows
 
 CMD = "mmrobust-bench plot --results fixture.csv --out figs"
 

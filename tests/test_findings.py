@@ -9,7 +9,7 @@ import pytest
 
 from mmrobust_bench.reports.entries import resolve_entries
 from mmrobust_bench.reports.findings import findings_markdown, reference_entries
-from test_reports import fixture_rows, mixed_jt_rows
+from helpers import fixture_rows, mixed_jt_rows
 
 
 def empirical_rows(defense: str, seed: int, certificate: str, variant: str, violations: int, certified: int,

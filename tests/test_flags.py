@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import flat_specs, linear_model
+from helpers import flat_specs, linear_model
 from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench import flags as F
 from mmrobust_bench.bench.evaluate import Measurement, robust_accuracy

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conftest import linear_model
+from helpers import linear_model
 from mmrobust_bench.certify import estimate_lipschitz
 from mmrobust_bench.defenses.crmt import margin_regulariser, step2_objective
 from mmrobust_bench.models import CRMTHead, centred_unit_rows, orthonormal_rows

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import flat_specs, linear_model
+from helpers import flat_specs, linear_model
 from mmrobust_bench.bench.certification import (has_certificate, model_keys, replace_certificate_rows,
                                                 with_certificate_kinds)
 from mmrobust_bench.certify import certify

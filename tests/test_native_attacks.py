@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import flat_specs, linear_model
+from helpers import flat_specs, linear_model
 from mmrobust_bench.attacks.native import FGM, PGDL2
 from mmrobust_bench.contracts import ModalitySpec, ThreatModel
 from mmrobust_bench.models import ConcatHead, MultiModalNet

@@ -34,7 +34,7 @@ from mmrobust_bench.data.base import InMemoryDataset, TensorSplit
 from mmrobust_bench.defenses import TrainConfig
 from mmrobust_bench.io import sha256_file
 
-from conftest import flat_specs, linear_model
+from helpers import flat_specs, linear_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import flat_specs, linear_model
+from helpers import flat_specs, linear_model
 from mmrobust_bench.attacks import (ATTACKS, DEFAULT_EPS_BY_NORM, attack_norms, build_attack, default_eps,
                                     library_box_note, option_units, validate_attack_options)
 from mmrobust_bench.attacks.base import l0_ball_projection, l1_ball_projection, project

@@ -17,6 +17,7 @@ from torch import nn
 from mmrobust_bench.contracts import ModelOutput
 from mmrobust_bench.defenses import apply_overrides
 from mmrobust_bench.registry import Registry
+from helpers import SPECS, ReluNet, assert_invariants, make_batch
 
 PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "mmrobust_example_plugin"
 DIST = "mmrobust-example-plugin"
@@ -115,8 +116,6 @@ def plugin_entry(kind: str, name: str, monkeypatch):
 
 @pytest.mark.parametrize("joint", [True, False])
 def test_plugin_attack_puts_noise_of_norm_exactly_eps_on_each_ball(plugin_installed, monkeypatch, joint):
-    from test_attack_suite import SPECS, ReluNet, assert_invariants, make_batch
-
     from mmrobust_bench.contracts import ThreatModel, joint_l2_norm
 
     cls = plugin_entry("attack", "random_l2", monkeypatch)

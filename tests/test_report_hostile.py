@@ -39,7 +39,7 @@ from mmrobust_bench.reports.curves import run_plot_name
 from mmrobust_bench.reports.leaderboard import CONTENT_SECURITY_POLICY, FLAG_TEXT
 from mmrobust_bench.reports.paths import MAX_SLUG, output_path, slug
 from mmrobust_bench.reports.tables import csv_safe, markdown_cell
-from test_report_html import run_browser
+from helpers import fixture_rows, run_browser
 
 XSS = "jt <img src=x onerror=\"document.title='PWNED'\">"
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "span", "table", "thead", "tbody",
@@ -130,8 +130,6 @@ def test_markup_in_a_label_is_text_and_runs_nothing_in_a_real_browser(tmp_path, 
 def test_the_content_security_policy_blocks_markup_that_got_in_anyway(tmp_path):
     """Defence in depth: an inline handler and an inline script pasted into the page do not run under its CSP
     (and do without it, so the browser check can see them run)."""
-    from test_reports import fixture_rows
-
     from mmrobust_bench.reports.leaderboard import write_leaderboard
 
     write_leaderboard(fixture_rows(), tmp_path, command="x")

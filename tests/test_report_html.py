@@ -20,30 +20,9 @@ from PIL import Image
 from mmrobust_bench.reports.leaderboard import card_path, write_leaderboard
 from mmrobust_bench.reports.paper import display_name
 from mmrobust_bench.reports.tables import Column, cell_summary
-from test_reports import CERTIFIED_LABELS, LABELS, certified_accuracy, fixture_certified, fixture_rows
+from helpers import CERTIFIED_LABELS, LABELS, certified_accuracy, fixture_certified, fixture_rows, run_browser
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--hide-scrollbars"]
 HEADER_RGB = (0x1F, 0x4E, 0x79)  # th background in the page's CSS
-
-
-def browser() -> str:
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    reason = ("no chromium found on PATH (looked for " + ", ".join(BROWSERS)
-              + "); install it with `apt-get install -y chromium`")
-    if os.environ.get("MMROBUST_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason + " — MMROBUST_REQUIRE_BROWSER=1 (CI) requires it")
-    pytest.skip(reason)
-
-
-def run_browser(*args: str) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([browser(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from mmrobust_bench.reports.paper import display_name
 from mmrobust_bench.reports.tables import build_table, build_tables, latex_escape, pivot_table, write_tables
-from test_reports import fixture_rows
+from helpers import fixture_rows
 
 HOSTILE = "a_b & 50% #1 {x} ^~\\ $y$"
 

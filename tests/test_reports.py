@@ -1,100 +1,16 @@
-"""Tables 1–3 and Figures 1, 3, 4, 5 from a small fixture of result rows made here, via Python and the CLI."""
+"""Tables 1–3 and Figures 1, 3, 4, 5 from a small fixture of result rows (tests/helpers.py), via Python and the CLI."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mmrobust_bench.bench.results import COLUMNS
 from mmrobust_bench.cli import main
 from mmrobust_bench.reports.figures import (DEFAULT_ABLATION, eta_ratio_matrix, figure1, figure3, figure4, figure5,
                                             plot_figures)
 from mmrobust_bench.reports.paper import METHOD_NAMES, load_paper_tables, method_name
 from mmrobust_bench.reports.tables import build_table, build_tables, write_tables
-
-PGD = "pgd_l2(steps=4, step=eps*0.3333)"
-LABELS = ["jt", "gb", "mmat", "crmt_jt", "crmt_at", "crmt_jt_orth_only", "crmt_jt_step1_only", "crmt_jt_step2_only",
-          "mmt", "crmt_mmt"]
-
-
-def accuracy(label: str, attack: str, modality: str, eps: float, seed: int) -> float:
-    """A deterministic, plausible accuracy: robust defenses lose less, audio is the fragile modality."""
-    base = 0.8 + 0.01 * LABELS.index(label)
-    robust = 0.3 if label.startswith("crmt") else 0.6
-    fragility = {"v": 0.2, "a": 0.5, "all": 0.6, "none": 0.0}[modality]
-    if attack == "missing":
-        return base - fragility / 2 + 0.01 * seed
-    e = 0.0 if math.isnan(eps) else eps
-    return max(0.0, base - robust * fragility * e) + 0.01 * seed
-
-
-def fixture_rows(dataset: str = "synthav") -> pd.DataFrame:
-    cells = [("clean", "clean", "none", 0.0), ("fgm", "fgm", "all", 0.5), ("pgd_l2", PGD, "all", 0.5)]
-    cells += [(a, c, m, 1.0) for a, c in (("fgm", "fgm"), ("pgd_l2", PGD)) for m in ("v", "a")]
-    cells += [("pgd_l2", PGD, m, e) for m in ("v", "a") for e in (0.25, 0.5, 2.0)]
-    cells += [("missing", "missing(fill=zero)", m, math.nan) for m in ("v", "a")]
-    rows = []
-    for label in LABELS:
-        for seed in (0, 1, 2):
-            for attack, config, modality, eps in cells:
-                rows.append({"dataset": dataset, "defense": label, "seed": seed, "checkpoint_sha256": f"{label}{seed}",
-                             "config_hash": "c", "attack": attack, "attack_config": config, "library": "native",
-                             "library_version": "0.1.0", "modality": modality, "norm": "l2", "eps": eps, "n": 64,
-                             "accuracy": accuracy(label, attack, modality, eps, seed), "wall_seconds": 0.1,
-                             "device": "cpu", "suite_version": "0.1.0", "timestamp": "2024-01-01T00:00:00+00:00"})
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def fixture_eta(k: int = 4) -> pd.DataFrame:
-    rows = []
-    for label, audio_scale in (("jt", 3.0), ("mmat", 2.5), ("crmt_jt", 1.2)):
-        for seed in (0, 1):
-            for m in ("v", "a"):
-                for y in range(k):
-                    for j in range(k):
-                        if j != y:
-                            eta = (audio_scale if m == "a" else 1.0) * (1 + 0.1 * y + 0.05 * j)
-                            rows.append({"dataset": "synthav", "defense": label, "seed": seed,
-                                         "checkpoint_sha256": f"{label}{seed}", "modality": m, "class_y": y,
-                                         "class_j": j, "eta_pair": eta, "eta_eq10": math.nan, "eta_local_mean": eta})
-    return pd.DataFrame(rows)
-
-
-SOUND = "sound (probabilistic, 1-alpha)"
-CERTIFIED_LABELS = ("jt", "gb", "crmt_jt", "crmt_at", "mmt")
-
-
-def certified_accuracy(method: str, label: str, modality: str, radius: float, seed: int) -> float:
-    """A deterministic certified accuracy: smoothing 0.8 − 0.5 r, empirical 0.9 − 0.4 r, lower per label."""
-    i = CERTIFIED_LABELS.index(label) + {"v": 0, "a": 1, "all": 2}[modality] * 10
-    return (0.8 - 0.5 * radius if method == "smoothing" else 0.9 - 0.4 * radius) - 0.01 * i + 0.01 * seed
-
-
-def fixture_certified(dataset: str = "synthav") -> pd.DataFrame:
-    """certified.csv rows of 5 entries × 2 seeds × 3 modalities × radii 0, 0.25, 0.5, 1: randomized smoothing
-    (σ 0.25, n 1000, α 0.001: its largest certifiable radius 0.616 leaves 1.0 out), the empirical Eq. 7 / Eq. 5
-    certificate (heuristic for MMT) and a runner-up row that is not a bound."""
-    rows = []
-    for label in CERTIFIED_LABELS:
-        for seed in (0, 1):
-            common = dict(dataset=dataset, defense=label, defense_id=label, seed=seed, config_hash="c",
-                          checkpoint_sha256=f"{label}{seed}", n=100, median_certified_radius=0.5, honesty_certified=10,
-                          honesty_violations=0)
-            for modality, certificate, equation in (("v", "eq7[v]", "Eq. 7"), ("a", "eq7[a]", "Eq. 7"),
-                                                    ("all", "eq5", "Eq. 5")):
-                for r in (0.0, 0.25, 0.5, 1.0):
-                    kind = "heuristic (modalities mix before the head)" if label == "mmt" else "empirical"
-                    rows.append({**common, "method": "empirical", "kind": kind, "certificate": certificate,
-                                 "equation": equation, "variant": "min_j", "modality": modality, "radius": r,
-                                 "certified_accuracy": certified_accuracy("empirical", label, modality, r, seed)})
-                    rows.append({**common, "method": "empirical", "kind": "not a bound (runner-up only)",
-                                 "certificate": certificate, "equation": equation, "variant": "runner_up",
-                                 "modality": modality, "radius": r, "certified_accuracy": 0.99})
-                    rows.append({**common, "method": "smoothing", "kind": SOUND, "certificate": f"smoothing[{modality}]",
-                                 "equation": "randomized smoothing", "variant": "sigma=0.25", "modality": modality,
-                                 "radius": r, "sigma": 0.25, "n_noise": 1000, "alpha": 0.001,
-                                 "certified_accuracy": certified_accuracy("smoothing", label, modality, r, seed)})
-    return pd.DataFrame(rows)
+from helpers import accuracy, fixture_eta, fixture_rows, mixed_jt_rows
 
 
 @pytest.fixture
@@ -254,16 +170,6 @@ def write_checkpoint_config(root, dataset: str, defense: str, digest: str, sha: 
               "train_config": {"epochs": epochs, "lr": 0.01}, "seed": 0, "training_code_version": 1,
               "stages": {"final": {"file": "final.safetensors", "sha256": sha}}}
     (directory / "config.json").write_text(json.dumps(config))
-
-
-def mixed_jt_rows() -> pd.DataFrame:
-    """JT under one label, trained with epochs=1 (config aaaa…, seeds 0 and 1) and epochs=3 (bbbb…, seed 0)."""
-    rows = fixture_rows()
-    jt = rows[rows["defense"] == "jt"]
-    short = jt[jt["seed"] < 2].assign(config_hash="aaaaaaaaaaaa", accuracy=0.18)
-    short["checkpoint_sha256"] = "sha-short-" + short["seed"].astype(str)
-    long = jt[jt["seed"] == 0].assign(config_hash="bbbbbbbbbbbb", accuracy=0.785, checkpoint_sha256="sha-long-0")
-    return pd.concat([rows[rows["defense"] != "jt"], short, long], ignore_index=True)
 
 
 def test_mixed_configurations_are_separate_entries_naming_the_setting(tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from conftest import linear_model
+from helpers import linear_model
 from mmrobust_bench.certify.smoothing import (ABSTAIN, SOUND, SmoothingConfig, clopper_pearson_lower,
                                               smooth_certify, smooth_predict, smoothed_honesty_check)
 from mmrobust_bench.contracts import ModelOutput
