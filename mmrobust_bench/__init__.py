@@ -17,10 +17,11 @@ from ._version import __version__
 # Public name -> the module that defines it; imported on first attribute access (PEP 562). A name must not be
 # a subpackage's (attacks, bench, certify, ...): importing the subpackage would overwrite it.
 _LAZY = {
-    "Modality": "plug", "WrappedModel": "plug", "wrap": "plug", "attack": "plug", "drop": "plug",
-    "evaluate": "plug", "benchmark": "plug", "eta": "plug", "certificates": "plug", "smooth_certify": "plug",
-    "format_table": "plug",
-    "state_dict_sha256": "plug", "run": "bench.api", "load_model": "hub", "load_dataset": "hub",
+    "Modality": "plug.declare", "WrappedModel": "plug.declare", "wrap": "plug.declare",
+    "attack": "plug.attacking", "drop": "plug.attacking",
+    "evaluate": "plug.evaluation", "benchmark": "plug.evaluation", "state_dict_sha256": "plug.evaluation",
+    "eta": "plug.unimodal", "certificates": "plug.unimodal", "smooth_certify": "plug.smoothing",
+    "format_table": "plug.formatting", "run": "bench.api", "load_model": "hub", "load_dataset": "hub",
 }
 
 __all__ = ["__version__", *_LAZY]

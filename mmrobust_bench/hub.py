@@ -21,7 +21,10 @@ from typing import Any, Iterator
 
 import torch
 
-from .plug import Modality, WrappedModel, wrap
+from .bench.zoo import INDEX, load_record, load_trained, model_shape, read_zoo, zoo_dir
+from .data import build_dataset
+from .io import default_root
+from .plug.declare import Modality, WrappedModel, wrap
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,6 @@ def load_model(dataset: str, entry: str, seed: int = 0, *, zoo: str | os.PathLik
     wrapped for ``mmr.attack`` / ``mmr.evaluate``. ``zoo``: the zoo folder (default
     ``leaderboards/<dataset>/zoo``; ``$MMROBUST_LEADERBOARDS`` moves ``leaderboards``). The file must have the
     sha256 the zoo's index lists (a damaged or swapped file is refused); ``model.zoo_entry`` says which it is."""
-    from .bench.zoo import load_trained, read_zoo, zoo_dir
-
     found = read_zoo(zoo_dir(dataset, zoo))
     if found.dataset != dataset:
         raise ValueError(f"the zoo at {found.directory} holds {found.dataset!r} models, not {dataset!r}")
@@ -49,8 +50,6 @@ def load_model(dataset: str, entry: str, seed: int = 0, *, zoo: str | os.PathLik
 
 
 def _specs(found: Any, entry: str, seed: int) -> tuple[Any, ...]:
-    from .bench.zoo import load_record, model_shape
-
     return model_shape(load_record(found, found.find(entry, seed))).specs
 
 
@@ -86,10 +85,6 @@ def load_dataset(dataset: str, split: str = "test", *, data_root: str | os.PathL
     ``options``;
     ``data_root`` is where a real dataset's files are (synthav needs none). ``n``: only the first ``n``
     samples. The built dataset is cached in ``cache_dir`` (default ``$MMROBUST_HOME/datasets``)."""
-    from .bench.zoo import INDEX, read_zoo, zoo_dir
-    from .data import build_dataset
-    from .io import default_root
-
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     where = zoo_dir(dataset, zoo)

@@ -195,13 +195,13 @@ def test_a_long_smoothing_run_says_how_long_before_it_starts(caplog):
     import inspect
     import logging
 
-    from mmrobust_bench import plug
+    from mmrobust_bench.plug import smoothing
 
     assert inspect.signature(mmr.smooth_certify).parameters["n"].default == 1000
     slow = type("Slow", (torch.nn.Module,), {"forward": lambda self, batch: (time.sleep(0.05), batch)[1]})()
     x = {"a": torch.zeros(3, 2)}
-    with caplog.at_level(logging.WARNING, logger="mmrobust_bench.plug"):
-        quick = plug._announce_cost(slow, x, samples=3, draws=100, batch=100)
+    with caplog.at_level(logging.WARNING, logger="mmrobust_bench.plug.smoothing"):
+        quick = smoothing._announce_cost(slow, x, samples=3, draws=100, batch=100)
         assert quick < 60 and not caplog.records
-        long = plug._announce_cost(slow, x, samples=2000, draws=1100, batch=1000)
+        long = smoothing._announce_cost(slow, x, samples=2000, draws=1100, batch=1000)
     assert long > 60 and "smooth_certify: about" in caplog.text and "lower n or max_samples" in caplog.text

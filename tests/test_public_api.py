@@ -1,4 +1,4 @@
-"""The "bring your own model" API (``import mmrobust_bench as mmr``, mmrobust_bench/plug.py).
+"""The "bring your own model" API (``import mmrobust_bench as mmr``, the mmrobust_bench/plug package).
 
 Every comparison is against the library itself on a model defined here: ``mmr.attack`` with a torchattacks /
 ART class or instance must give what that library gives on the single-input model of the attacked modality

@@ -1,4 +1,7 @@
-"""Clean and adversarial accuracy of a trained model over an ε grid, as a per-ε sweep or from minimal norms."""
+"""Clean and adversarial accuracy of a trained model over an ε grid, as a per-ε sweep or from minimal norms.
+
+:func:`robust_accuracy` is the one attack loop of the suite: ``run``, the sweep and the public API's
+``mmr.evaluate`` all measure through it, on a dataset split or on any iterable of ``(batch, labels)`` pairs."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +9,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +21,10 @@ from ..progress import progress_bar
 from . import distributed
 
 log = logging.getLogger(__name__)
+
+# What the measuring loops read: a dataset split (batched here, on the device) or any iterable of
+# ``(batch, labels)`` pairs already on the device (a user's DataLoader after the public API unpacked it).
+Batches = Union[TensorSplit, Iterable[tuple[Mapping[str, Tensor], Tensor]]]
 
 # What ``minimal_norm_curve`` multiplies the largest ε of the grid by to get the attack's radius: the
 # library's box then lies well beyond every ε of the grid, and a norm found above the grid no longer matters.
@@ -107,12 +114,20 @@ def _batch_count(split: TensorSplit, batch_size: int) -> int:
     return len(range(d.rank, total, d.world_size))
 
 
+def _stream(data: Batches, batch_size: int, device: torch.device) -> tuple[Iterator[tuple[Mapping[str, Tensor], Tensor]],
+                                                                         int | None]:
+    """(this rank's batches, their count or None when unknown): a split is batched here (:func:`_my_batches`);
+    an iterable's batches are taken as they come, round robin over ranks under torchrun like a split's."""
+    if isinstance(data, TensorSplit):
+        return _my_batches(data, batch_size, device), _batch_count(data, batch_size)
+    return (item for step, item in enumerate(data) if distributed.mine(step)), None
+
+
 def attack_batch(model: nn.Module, attack: Attack, threat: ThreatModel, grid: Sequence[float], batch: Mapping[str, Tensor],
                  labels: Tensor) -> tuple[Tensor, list[float], list[dict | None]]:
     """One batch under ``attack`` at every ε of ``grid``: each sample's correctness (R, B), the seconds per ε and
     what the attack reports per ε (``take_breaks``). Attacks that take a per-sample ε run the grid as one batch
-    of R copies, which gives exactly the numbers of R separate runs. The one loop behind ``robust_accuracy`` and
-    the public API's ``evaluate``."""
+    of R copies, which gives exactly the numbers of R separate runs. The body of :func:`robust_accuracy`'s loop."""
     r, b = len(grid), labels.shape[0]
     take = getattr(attack, "take_breaks", None)
     if callable(take):
@@ -156,14 +171,17 @@ def merge_details(total: dict | None, part: dict | None) -> dict | None:
     return total
 
 
-def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat: ThreatModel,
+def robust_accuracy(model: nn.Module, split: Batches, attack: Attack, threat: ThreatModel,
                     eps_grid: Sequence[float], batch_size: int, device: torch.device,
                     progress: bool = False) -> list[Measurement]:
     """Accuracy under ``attack`` at every ε of the grid (one entry for unbounded attacks).
 
+    ``split``: a dataset split, batched here by ``batch_size`` on ``device``, or any iterable of ``(batch,
+    labels)`` pairs already on the device, attacked as they come (``batch_size`` and ``device`` unused).
     Attacks that take a per-sample ε run the whole grid as one batched computation: each batch
-    is repeated R times with the R radii, which gives exactly the numbers of R separate runs.
-    Each measurement keeps every sample's correctness (``outcomes``, split order, gathered under torchrun).
+    is repeated R times with the R radii, which gives exactly the numbers of R separate runs (a split is
+    batched by ``batch_size // R`` for it).
+    Each measurement keeps every sample's correctness (``outcomes``, input order, gathered under torchrun).
     """
     model.eval()
     grid = [float(e) for e in eps_grid] if attack.norm_bounded else [0.0]
@@ -173,28 +191,32 @@ def robust_accuracy(model: nn.Module, split: TensorSplit, attack: Attack, threat
     per_batch: list[Tensor] = []
     batched = attack.per_sample_eps and len(grid) > 1
     step = max(1, batch_size // len(grid)) if batched else batch_size
-    bar = progress_bar(total=_batch_count(split, step) * (1 if batched else len(grid)),
+    batches, count = _stream(split, step, device)
+    bar = progress_bar(total=None if count is None else count * (1 if batched else len(grid)),
                        desc=f"attack {attack.describe()}", enabled=progress, unit="batch", leave=False)
+    seen = 0
     with attack_setting(model, attack, threat):
-        for batch, labels in _my_batches(split, step, device):
+        for batch, labels in batches:
             hits, took, reported = attack_batch(model, attack, threat, grid, batch, labels)
             for i in range(len(grid)):
                 correct[i] += int(hits[i].sum())
                 seconds[i] += took[i]
                 details[i] = merge_details(details[i], reported[i])
             per_batch.append(hits.cpu())
+            seen += int(labels.shape[0])
             bar.update(1 if batched else len(grid))
     bar.close()
-    merged = distributed.all_sum(correct + seconds)
-    correct, seconds = [int(c) for c in merged[:len(grid)]], merged[len(grid):]
+    merged = distributed.all_sum(correct + seconds + [seen])
+    correct, seconds = [int(c) for c in merged[:len(grid)]], merged[len(grid):-1]
+    n = len(split) if isinstance(split, TensorSplit) else int(merged[-1])
     if distributed.current().active:  # every rank's report, summed from scratch in rank order
         shares, details = distributed.all_gather(details), [None] * len(grid)
         for part in shares:
             details = [merge_details(d, p) for d, p in zip(details, part)]
     per_sample = _in_split_order(per_batch, len(grid))
     log.info("%s on %s: %d samples × %d radii in %.1f s", attack.describe(), "+".join(threat.modalities),
-             len(split), len(grid), sum(seconds))
-    return [Measurement(e, c, len(split), s, per_sample[i], details[i])
+             n, len(grid), sum(seconds))
+    return [Measurement(e, c, n, s, per_sample[i], details[i])
             for i, (e, c, s) in enumerate(zip(grid, correct, seconds))]
 
 
@@ -291,6 +313,6 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
 
 
 __all__ = ["Measurement", "MinimalNormCurve", "attack_setting", "attack_batch", "merge_details", "clean_accuracy",
-           "correct_predictions", "finite_rows",
+           "correct_predictions", "finite_rows", "Batches",
            "robust_accuracy",
            "minimal_norm_curve", "perturbation_norm", "RADIUS_FACTOR"]

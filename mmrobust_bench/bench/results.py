@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._version import __version__
 from ..io import atomic_path, file_lock
 from .environment import cpu_capability, device_name, torch_build
 
@@ -214,6 +215,14 @@ def done_cells(frame: pd.DataFrame) -> set[tuple]:
         return set()
     frame = with_defaults(frame) if "label" not in frame else frame
     return set(frame_keys(frame[complete(frame)]))
+
+
+def clean_row(clean: Any, *, norm: str, flags: str, common: Mapping[str, Any]) -> ResultRow:
+    """The clean-accuracy row of one model from its ``bench.evaluate.Measurement`` (``flags``: its flags cell,
+    ``bench.flags.clean_row_flags``). The one place ``run``, the sweep and the public API's ``evaluate`` build it."""
+    return ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
+                     modality=NO_MODALITY, norm=norm, eps=0.0, n=clean.n, accuracy=clean.accuracy,
+                     wall_seconds=clean.seconds, flags=flags, **common)
 
 
 def attack_rows(measured: Iterable[Any], *, attack: str, attack_config: str, library: str, library_version: str,
@@ -557,7 +566,7 @@ __all__ = ["ResultRow", "COLUMNS", "DEFAULTS", "CELL_COLUMNS", "CLEAN", "NO_MODA
            "ResultsWriteError", "store_path", "eps_key",
            "cell_key", "done_cells", "complete", "frame_keys", "rows_frame", "read_rows", "append_rows",
            "rewrite_rows", "replace_keyed_rows", "read_table", "stored_rows", "stored_run", "with_defaults",
-           "attack_rows", "encode_outcomes", "decode_outcomes"]
+           "clean_row", "attack_rows", "encode_outcomes", "decode_outcomes"]
 __all__ += ["Range", "RESULT_RANGES", "CERTIFICATE_COLUMNS", "CERTIFICATE_RANGES", "ETA_COLUMNS", "ETA_RANGES",
             "check_ranges", "read_checked_rows", "read_checked_table", "read_checked_certificates",
             "read_checked_eta_pairs"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import pandas as pd
 import torch
@@ -55,6 +55,9 @@ KIND_EMPIRICAL = "empirical"
 KIND_NOT_A_BOUND = "not a bound (runner-up only)"
 KIND_HEURISTIC = "heuristic (modalities mix before the head)"
 KIND_SOUND = "sound (probabilistic, 1-alpha)"
+ADDITIVE = "additive"  # a head-less model whose fused logits are Σ_m z^(m) + a constant per class (the public API's)
+# What certify reads: a dataset split (batched here) or any iterable of ``(batch, labels)`` pairs on the device.
+Batches = Union[TensorSplit, Iterable[tuple[Batch, Tensor]]]
 HEURISTIC_NOTE = ("heuristic: the model mixes modalities before the head (MMT joint layers), so a 'uni-modal' score "
                   "depends on every input and the uni-modal Jacobian misses the cross-modal terms; these radii are "
                   "not certificates")
@@ -325,40 +328,64 @@ class Certificate:
         return "\n".join(lines)
 
 
-def _global_constants(model: nn.Module, split: TensorSplit, modalities: Sequence[str], scales: dict[str, Tensor],
+def _stream(data: Batches, batch_size: int, device: torch.device) -> tuple[Iterator[tuple[Batch, Tensor]], int | None]:
+    """(the batches, their count or None when unknown): a split batched here, an iterable's pairs as they come."""
+    if isinstance(data, TensorSplit):
+        return data.batches(batch_size, device=device), math.ceil(len(data) / batch_size)
+    return iter(data), (len(data) if hasattr(data, "__len__") else None)  # type: ignore[arg-type]
+
+
+def _scaled(gram: Tensor, scales: Mapping[str, Tensor], m: str) -> Tensor:
+    """The Gram of modality ``m``'s contribution to the fused logits (:func:`scaled_gram`; 1 for an additive model)."""
+    return scaled_gram(gram, scales[m]) if m in scales else gram
+
+
+def _global_constants(model: nn.Module, train: Batches, modalities: Sequence[str], scales: Mapping[str, Tensor],
                       batch_size: int, class_chunk: int, device: torch.device,
-                      progress: bool = False) -> tuple[dict, dict]:
-    """(τ_k^(m) of z, L_{y,j}^(m) of the contributions): running maxima over ``split``."""
+                      progress: bool = False) -> tuple[dict, dict, int]:
+    """(τ_k^(m) of z, L_{y,j}^(m) of the contributions, the number of samples): running maxima over ``train``."""
     tau: dict[str, Tensor] = {}
     pair: dict[str, Tensor] = {}
-    for batch, _ in progress_bar(split.batches(batch_size, device=device), total=math.ceil(len(split) / batch_size),
-                                 desc="certify: global constants (train)", unit="batch", enabled=progress,
-                                 leave=False):
+    seen = 0
+    batches, total = _stream(train, batch_size, device)
+    for batch, _ in progress_bar(batches, total=total, desc="certify: global constants (train)", unit="batch",
+                                 enabled=progress, leave=False):
         grams, _ = unimodal_grams(model, batch, modalities, class_chunk)
         for m, g in grams.items():
             t = g.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt().amax(0)
-            p = pair_eta(scaled_gram(g, scales[m])).amax(0)
+            p = pair_eta(_scaled(g, scales, m)).amax(0)
             tau[m] = t if m not in tau else torch.maximum(tau[m], t)
             pair[m] = p if m not in pair else torch.maximum(pair[m], p)
-    return tau, pair
+        seen += int(next(iter(batch.values())).shape[0])
+    if not pair:
+        raise ValueError("certify: the training data gave no batches; the Lipschitz constants need at least one sample")
+    return tau, pair, seen
 
 
-def certify(model: nn.Module, train: TensorSplit, test: TensorSplit, specs: Sequence[ModalitySpec], *,
+def certify(model: nn.Module, train: Batches, test: Batches, specs: Sequence[ModalitySpec], *,
             tau: Mapping[str, Tensor] | None = None, tau_source: str | None = None, batch_size: int = 64,
             class_chunk: int = 32, device: torch.device | str = "cpu", honesty_steps: int | None = None,
             honesty: HonestyConfig | None = None, heuristic: bool | None = None,
-            notes: Sequence[str] = (), progress: bool = False) -> Certificate:
+            notes: Sequence[str] = (), progress: bool = False, head: str | None = None,
+            variants: Sequence[str] = (MIN_J, RUNNER_UP)) -> Certificate:
     """Radii of Eq. 5/7 (any head) and Eq. 10 (CRMT head) on ``test``, constants from ``train``.
 
-    ``tau`` (per-class τ_k^(m), e.g. a CRMT checkpoint's ``lipschitz.<m>``) feeds Eq. 10; without it
-    τ is estimated from the same Gram pass over ``train``. ``honesty`` sets the strength of the
-    honesty check (default :class:`HonestyConfig`); ``honesty_steps`` overrides its steps, and 0 skips
-    it. ``heuristic`` (default: detected, see :func:`mixes_modalities`) labels every radius heuristic.
-    The model is evaluated in eval mode and its mode restored afterwards.
+    ``train`` and ``test``: dataset splits (batched here by ``batch_size`` on ``device``) or any iterables of
+    ``(batch, labels)`` pairs already on the device (the test pairs are then held in memory for the honesty
+    check; the train labels are not read). ``tau`` (per-class τ_k^(m), e.g. a CRMT checkpoint's
+    ``lipschitz.<m>``) feeds Eq. 10; without it τ is estimated from the same Gram pass over ``train``.
+    ``honesty`` sets the strength of the honesty check (default :class:`HonestyConfig`); ``honesty_steps``
+    overrides its steps, and 0 skips it. ``heuristic`` (default: detected, see :func:`mixes_modalities`)
+    labels every radius heuristic. ``head``: None reads the model's fusion head (:func:`head_kind`);
+    ``"additive"`` certifies a model without one whose fused logits are Σ_m z^(m) plus a constant per class
+    (Eq. 5/7, contributions z^(m) themselves). ``variants``: which of ``min_j`` and ``runner_up`` to compute
+    (each is honesty-checked). The model is evaluated in eval mode and its mode restored afterwards.
     """
     device = torch.device(device)
     modalities = tuple(s.name for s in specs)
-    kind = head_kind(model)
+    if head not in (None, ADDITIVE):
+        raise ValueError(f"head={head!r}: give None (read the model's fusion head) or {ADDITIVE!r}")
+    kind = head_kind(model) if head is None else ADDITIVE
     check = honesty or HonestyConfig()
     if honesty_steps is not None:
         check = HonestyConfig(**{**check.__dict__, "steps": int(honesty_steps)})
@@ -366,13 +393,13 @@ def certify(model: nn.Module, train: TensorSplit, test: TensorSplit, specs: Sequ
     was_training = model.training
     model.eval()
     try:
-        scales = contribution_scales(model)
-        tau_est, pair = _global_constants(model, train, modalities, scales, batch_size, class_chunk, device,
-                                          progress)
+        scales = contribution_scales(model) if kind != ADDITIVE else {}
+        tau_est, pair, n_train = _global_constants(model, train, modalities, scales, batch_size, class_chunk, device,
+                                                   progress)
         k = next(iter(pair.values())).shape[0]
         if tau is None:
             tau_used = dict(tau_est)
-            source = tau_source or f"estimate over {len(train)} training samples"
+            source = tau_source or f"estimate over {n_train} training samples"
         else:
             missing = [m for m in modalities if m not in tau]
             if missing:
@@ -384,12 +411,16 @@ def certify(model: nn.Module, train: TensorSplit, test: TensorSplit, specs: Sequ
         local: dict[str, list[Tensor]] = {m: [] for m in modalities}
         sums = {m: torch.zeros(k, k, device=device) for m in modalities}  # Σ over test samples of class y of η_{y,j}
         counts = torch.zeros(k, device=device)
-        for batch, y in progress_bar(test.batches(batch_size, device=device), total=math.ceil(len(test) / batch_size),
-                                     desc="certify: local bounds (test)", unit="batch", enabled=progress, leave=False):
+        held: list[Batch] = []  # an iterable's test batches, for the honesty check
+        batches, total = _stream(test, batch_size, device)
+        for batch, y in progress_bar(batches, total=total, desc="certify: local bounds (test)", unit="batch",
+                                     enabled=progress, leave=False):
+            if not isinstance(test, TensorSplit):
+                held.append(dict(batch))
             grams, h = unimodal_grams(model, batch, modalities, class_chunk)
             ru = h.scatter(1, y[:, None], -math.inf).argmax(1)
             for m, g in grams.items():
-                eta = pair_eta(scaled_gram(g, scales[m]))  # (B, K, K)
+                eta = pair_eta(_scaled(g, scales, m))  # (B, K, K)
                 at_y = eta[torch.arange(y.shape[0], device=device), y]  # (B, K): η_{y,j}
                 local[m].append(at_y.gather(1, ru[:, None]).squeeze(1))
                 sums[m].index_add_(0, y, at_y)
@@ -400,6 +431,8 @@ def certify(model: nn.Module, train: TensorSplit, test: TensorSplit, specs: Sequ
         y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
         ru = h.scatter(1, y[:, None], -math.inf).argmax(1) if y.numel() else y
         margins = h.gather(1, y[:, None]) - h if y.numel() else h
+        checked = test if isinstance(test, TensorSplit) else TensorSplit(
+            {m: torch.cat([b[m] for b in held]) for m in modalities} if held else {}, y)
 
         denominators: list[tuple[str, str, tuple[str, ...], Tensor]] = [
             ("eq5", "Eq. 5", modalities, torch.sqrt(sum(pair[m] ** 2 for m in modalities)))]
@@ -418,7 +451,9 @@ def certify(model: nn.Module, train: TensorSplit, test: TensorSplit, specs: Sequ
                                                       log_steps="bound"):  # a log line per bound without a terminal
             r_min, r_ru = radius_from(margins, y, den, ru)
             for variant, r in ((MIN_J, r_min), (RUNNER_UP, r_ru)):
-                found = (honesty_check(model, test, r.cpu(), mods, specs, config=check, batch_size=batch_size,
+                if variant not in variants:
+                    continue
+                found = (honesty_check(model, checked, r.cpu(), mods, specs, config=check, batch_size=batch_size,
                                        device=device)
                          if check.enabled else None)
                 radii.append(CertifiedRadius(name, equation, mods, variant, r.cpu(), found, heuristic))
@@ -431,13 +466,13 @@ def certify(model: nn.Module, train: TensorSplit, test: TensorSplit, specs: Sequ
             tau_estimated={m: t.cpu() for m, t in tau_est.items()}, tau_source=source,
             pair_eta={m: p.cpu() for m, p in pair.items()}, eq10_eta={m: e.cpu() for m, e in eq10.items()},
             local_eta={m: torch.cat(v).cpu() if v else torch.zeros(0) for m, v in local.items()},
-            local_pair_mean=local_mean, radii=radii, n_train=len(train), notes=list(notes), heuristic=heuristic,
+            local_pair_mean=local_mean, radii=radii, n_train=n_train, notes=list(notes), heuristic=heuristic,
         )
     finally:
         model.train(was_training)
 
 
-__all__ = ["EMPIRICAL", "MIN_J", "RUNNER_UP", "DEFAULT_RADII", "KIND_EMPIRICAL", "KIND_NOT_A_BOUND", "KIND_HEURISTIC",
+__all__ = ["ADDITIVE", "Batches", "EMPIRICAL", "MIN_J", "RUNNER_UP", "DEFAULT_RADII", "KIND_EMPIRICAL", "KIND_NOT_A_BOUND", "KIND_HEURISTIC",
            "KIND_SOUND", "HEURISTIC_NOTE", "Certificate", "CertifiedRadius", "HonestyCheck", "HonestyConfig",
            "HONESTY_CAP", "HONESTY_SLACK", "certify", "contribution_scales", "head_kind", "honesty_check",
            "mixes_modalities", "pair_eta", "radius_from", "scaled_gram", "unimodal_grams"]
