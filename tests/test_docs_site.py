@@ -1,5 +1,6 @@
 """The documentation site builds with ``mkdocs build --strict`` (no broken link, anchor or API reference), its CLI
 reference holds every subcommand's help and its API reference every public name; the README stays short."""
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ def test_readme_is_a_short_welcome_with_the_two_setup_commands():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 150
     block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
-    assert block == ("bash scripts/install.sh && .venv/bin/mmrobust-bench run --defense crmt_at --attack pgd_l2 "
-                     "--modality a\nbash scripts/install.sh test && .venv/bin/python -m pytest\n")
+    assert block == (
+        "bash scripts/install.sh && .venv/bin/mmrobust-bench run --defense crmt_at --attack pgd_l2 "
+        "--modality a\nbash scripts/install.sh test && .venv/bin/python -m pytest\n"
+    )
 
 
 @pytest.mark.slow
@@ -49,8 +52,9 @@ def test_site_builds_strict_with_every_subcommand_and_public_name(tmp_path):
         pytest.skip("mkdocs is not installed (pip install -e '.[docs]')")
     site = tmp_path / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    out = subprocess.run([mkdocs, "build", "--strict", "-d", str(site)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600, env=env)
+    out = subprocess.run(
+        [mkdocs, "build", "--strict", "-d", str(site)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
     assert out.returncode == 0, out.stderr[-4000:]
 
     cli = page_text(site, "cli-reference")

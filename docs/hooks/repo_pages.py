@@ -6,6 +6,7 @@ are published under the same relative paths, so their links keep working and not
 A link to a repository file that the site does not publish becomes its path in code type (the site has no
 public source browser to point at).
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -53,7 +54,7 @@ def rewrite_links(markdown: str, source: str, site_path: str, files: dict[str, s
             return match.group(0)
         path, _, anchor = target.partition("#")
         repo = posixpath.normpath(posixpath.join(here, path))
-        site = files.get(repo) or (repo[len("docs/"):] if repo.startswith("docs/") and repo[5:] in docs else None)
+        site = files.get(repo) or (repo[len("docs/") :] if repo.startswith("docs/") and repo[5:] in docs else None)
         if site is None:
             return text if text.startswith("`") else f"{text} (`{repo}`)" if text != repo else f"`{repo}`"
         link = posixpath.relpath(site, site_here or ".") + (f"#{anchor}" if anchor else "")
