@@ -4,13 +4,15 @@ Batches are dicts keyed by modality name; modalities are described by :class:`Mo
 (shape and valid box in *model-input space*); models return :class:`ModelOutput`; attacks are
 parameterised by a :class:`ThreatModel`. Nothing else hard-codes shapes or normalisation.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,12 +25,15 @@ NORMS = ("l2", "linf", "l1", "l0")
 
 
 @functools.lru_cache(maxsize=256)
-def _box_tensors(lower: tuple[float, ...], upper: tuple[float, ...], ndim: int, dtype: torch.dtype,
-                 device: torch.device) -> tuple[Tensor, Tensor]:
+def _box_tensors(
+    lower: tuple[float, ...], upper: tuple[float, ...], ndim: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
     view = (1, -1) + (1,) * (ndim - 1)
     with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
-        return (torch.tensor(lower, dtype=dtype, device=device).view(view),
-                torch.tensor(upper, dtype=dtype, device=device).view(view))
+        return (
+            torch.tensor(lower, dtype=dtype, device=device).view(view),
+            torch.tensor(upper, dtype=dtype, device=device).view(view),
+        )
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class ModalitySpec:
     def __post_init__(self) -> None:
         if (self.lower is None) != (self.upper is None):
             raise ValueError(f"modality {self.name!r}: give both lower and upper bounds, or neither")
-        if self.lower is not None:
+        if self.lower is not None and self.upper is not None:  # both or neither, checked above
             channels = self.shape[0]
             if len(self.lower) != channels or len(self.upper) != channels:
                 raise ValueError(
@@ -56,8 +61,10 @@ class ModalitySpec:
                     f"{len(self.lower)} lower and {len(self.upper)} upper"
                 )
             if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in (*self.lower, *self.upper)):
-                raise ValueError(f"modality {self.name!r}: box bounds must be finite numbers, got lower {self.lower} "
-                                 f"and upper {self.upper}; leave both None for an unbounded modality")
+                raise ValueError(
+                    f"modality {self.name!r}: box bounds must be finite numbers, got lower {self.lower} "
+                    f"and upper {self.upper}; leave both None for an unbounded modality"
+                )
             if any(lo >= hi for lo, hi in zip(self.lower, self.upper)):
                 raise ValueError(f"modality {self.name!r}: every lower bound must be below its upper bound")
 
@@ -127,19 +134,20 @@ class ThreatModel:
             raise ValueError(f"attacked modalities repeat: {self.modalities}")
         if self.norm not in NORMS:
             from .hints import did_you_mean
+
             raise ValueError(f"unknown norm {self.norm!r}{did_you_mean(self.norm, NORMS)}; valid: {', '.join(NORMS)}")
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
 
     @classmethod
     def parse(
-        cls, modality: str | Sequence[str], eps: float, specs: Sequence[ModalitySpec], **kwargs
-    ) -> "ThreatModel":
+        cls, modality: str | Sequence[str], eps: float, specs: Sequence[ModalitySpec], **kwargs: Any
+    ) -> ThreatModel:
         """Build from user input: a modality name, a comma list, or ``all``; validated against specs."""
         ordered = parse_modalities(modality, [s.name for s in specs])
         return cls(modalities=ordered, eps=float(eps), **kwargs)
 
-    def with_eps(self, eps: float) -> "ThreatModel":
+    def with_eps(self, eps: float) -> ThreatModel:
         return ThreatModel(self.modalities, float(eps), self.norm, self.joint, self.targeted)
 
 
@@ -168,8 +176,10 @@ def batch_size(batch: Mapping[str, Tensor]) -> int:
 
 def joint_l2_norm(delta: Mapping[str, Tensor], modalities: Sequence[str]) -> Tensor:
     """Per-sample ℓ2 norm of the concatenation of ``delta[m]`` over ``modalities``, in fp32."""
-    total = None
+    total: Tensor | None = None
     for m in modalities:
         sq = delta[m].float().flatten(1).pow(2).sum(1)
         total = sq if total is None else total + sq
+    if total is None:
+        raise ValueError("joint_l2_norm needs at least one modality")
     return total.sqrt()

@@ -5,16 +5,18 @@ groups ``mmrobust_bench.defenses`` / ``.attacks`` / ``.datasets`` / ``.encoders`
 (only when a name is asked for or the list is shown), a duplicate name is an error naming both
 providers, and a plugin that fails to import is reported by name without breaking other entries.
 """
+
 from __future__ import annotations
 
 import importlib
 import inspect
-import pkgutil
 import logging
+import pkgutil
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .hints import did_you_mean
 
@@ -52,8 +54,7 @@ class Entry(Generic[T]):
                 self.error = f"{type(exc).__name__}: {exc}"
         if self.error is not None:
             raise RegistryError(
-                f"{kind} {self.name!r} from {self.provider} failed to load ({self.error}); "
-                f"fix or uninstall that plugin"
+                f"{kind} {self.name!r} from {self.provider} failed to load ({self.error}); fix or uninstall that plugin"
             )
         return self.obj  # type: ignore[return-value]
 
@@ -137,8 +138,15 @@ class Registry(Generic[T]):
                     entry.load(self.kind)
                 except RegistryError:
                     status = f"broken: {entry.error}"
-            rows.append({"kind": self.kind, "name": entry.name, "provider": entry.provider, "status": status,
-                         "description": entry.summary() if status == "ok" else ""})
+            rows.append(
+                {
+                    "kind": self.kind,
+                    "name": entry.name,
+                    "provider": entry.provider,
+                    "status": status,
+                    "description": entry.summary() if status == "ok" else "",
+                }
+            )
         return rows
 
 

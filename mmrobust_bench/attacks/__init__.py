@@ -147,9 +147,9 @@ def option_units(name: str) -> dict[str, str]:
     the library: given in model-input units (like ε) and divided by the view's scale, so ``alpha=0.1`` is a
     step of 0.1 in model-input space, as it would be with the library on a single-input model."""
     atk = build_attack(name, _PROBE_SPECS)
-    if atk.library == "torchattacks":
-        from .torchattacks_adapter import length_options
+    from .torchattacks_adapter import TorchattacksAttack, length_options  # the adapter imports this package
 
+    if isinstance(atk, TorchattacksAttack):  # autoattack is library "torchattacks" too, without options of its own
         table = length_options(atk.attack_cls.__name__)
     elif atk.library == "art":
         from .art_adapter import LENGTH_OPTIONS

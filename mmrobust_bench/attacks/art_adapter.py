@@ -42,12 +42,14 @@ adapter puts the model in eval mode itself, parameters stop requiring grad durin
 the base class restores modes and every RNG (ART draws from numpy's global one, which it seeds).
 Success is always counted by the caller with the model on the returned inputs.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,8 +59,16 @@ from ..contracts import Batch, ModalitySpec, ThreatModel
 from . import register_family
 from .base import Attack
 from .torchattacks_adapter import check_fixed_eps
-from .view import (LIB_EPS, MIN_SIDE, SingleInputView, check_library_threat, checked_signature, clean_logits,
-                   describe_library_attack, frozen_parameters)
+from .view import (
+    LIB_EPS,
+    MIN_SIDE,
+    SingleInputView,
+    check_library_threat,
+    checked_signature,
+    clean_logits,
+    describe_library_attack,
+    frozen_parameters,
+)
 
 INSTALL_HINT = "pip install adversarial-robustness-toolbox==1.20.1 packaging"
 LIB_NORMS = {"l2": 2, "linf": np.inf, "l1": 1}
@@ -68,8 +78,12 @@ BOTH, L2, LINF = ("l2", "linf"), ("l2",), ("linf",)
 WITH_L1 = ("l2", "linf", "l1")
 # Options that are lengths in input space: given in model-input units, divided by the view's scale.
 LENGTH_OPTIONS = {"eps_step": "step size"}
-DEFAULT_NORM_ATTACK = {"l2": "ProjectedGradientDescent", "linf": "ProjectedGradientDescent",
-                       "l1": "ProjectedGradientDescent", "l0": "CarliniL0Method"}
+DEFAULT_NORM_ATTACK = {
+    "l2": "ProjectedGradientDescent",
+    "linf": "ProjectedGradientDescent",
+    "l1": "ProjectedGradientDescent",
+    "l0": "CarliniL0Method",
+}
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,7 @@ ART_EXCLUDED: dict[str, str] = {
     "AdversarialPatchPyTorch": _PATCH,
     "AdversarialPatchTensorFlowV2": _PATCH + " (TensorFlow)",
     "AdversarialTexturePyTorch": "optimises a texture over video frames with foreground masks, not a per-sample "
-                                 "evasion perturbation",
+    "evasion perturbation",
     "DPatch": _DETECTOR,
     "RobustDPatch": _DETECTOR,
     "OverloadPyTorch": _DETECTOR,
@@ -138,41 +152,39 @@ ART_EXCLUDED: dict[str, str] = {
     "SpatialTransformation": "rotates and translates images: it " + _IMAGE,
     "Wasserstein": "moves pixel mass with an image-space transport kernel: it " + _IMAGE,
     "OverTheAirFlickeringPyTorch": "perturbs video frames with a temporal flicker of one colour per frame: it "
-                                   + _IMAGE,
+    + _IMAGE,
     "GeoDA": "searches in a low-frequency DCT subspace of an image: it " + _IMAGE,
     "SimBA": "takes one sample at a time in an image DCT or pixel basis and needs probability outputs",
     "ZooAttack": "resizes the image and samples coordinates by image importance by default: it " + _IMAGE,
-    "PixelAttack": "sets whole pixels (all channels) of an image to new values by differential evolution: it "
-                   + _IMAGE,
+    "PixelAttack": "sets whole pixels (all channels) of an image to new values by differential evolution: it " + _IMAGE,
     "ThresholdAttack": "sets whole pixels (all channels) of an image to new values by differential evolution: it "
-                       + _IMAGE,
+    + _IMAGE,
     "DecisionTreeAttack": "attacks scikit-learn decision trees, not neural networks",
     "HighConfidenceLowUncertainty": "attacks GPy Gaussian-process classifiers, not neural networks",
     "MalwareGDTensorFlow": "attacks TensorFlow malware classifiers over byte embeddings",
     "FeatureAdversariesNumpy": "matches the internal representation of a guide input, not a label",
     "FeatureAdversariesPyTorch": "matches the internal representation of a guide input, not a label",
-    "FeatureAdversariesTensorFlowV2": "matches the internal representation of a guide input, not a label "
-                                      "(TensorFlow)",
+    "FeatureAdversariesTensorFlowV2": "matches the internal representation of a guide input, not a label (TensorFlow)",
     "FrameSaliencyAttack": "wraps another ART attack and perturbs video frames by saliency; use that attack directly",
     "LowProFool": "needs feature importances fitted on training data (tabular attack)",
     "SaliencyMapMethod": "perturbs the most salient features by a fixed amount up to the clip bound (ℓ0), not a "
-                         "budgeted perturbation; use torchattacks:JSMA",
+    "budgeted perturbation; use torchattacks:JSMA",
     "SignOPTAttack": "is a decision-based ℓ2 attack with a fixed query schedule per sample; use art:HopSkipJump "
-                     "or art:BoundaryAttack",
+    "or art:BoundaryAttack",
     "TargetedUniversalPerturbation": "computes one perturbation for a whole data set (universal), not a "
-                                     "per-sample evasion",
+    "per-sample evasion",
     "UniversalPerturbation": "computes one perturbation for a whole data set (universal), not a per-sample evasion",
     "VirtualAdversarialMethod": "needs the model to output probabilities (it checks that outputs sum to one); the "
-                                "view returns logits",
+    "view returns logits",
     "ProjectedGradientDescentNumpy": "is the numpy back end of ProjectedGradientDescent; use "
-                                     "art:ProjectedGradientDescent, which picks the PyTorch one",
+    "art:ProjectedGradientDescent, which picks the PyTorch one",
     "ProjectedGradientDescentPyTorch": "is the PyTorch back end of ProjectedGradientDescent; use "
-                                       "art:ProjectedGradientDescent",
+    "art:ProjectedGradientDescent",
     "ProjectedGradientDescentTensorFlowV2": "is the TensorFlow back end of ProjectedGradientDescent",
     "AutoConjugateGradient": "keeps its own [0, 1] projections and loss choices for images; use "
-                             "art:AutoProjectedGradientDescent",
+    "art:AutoProjectedGradientDescent",
     "RescalingAutoConjugateGradient": "keeps its own [0, 1] projections and loss choices for images; use "
-                                      "art:AutoProjectedGradientDescent",
+    "art:AutoProjectedGradientDescent",
 }
 # Set by the adapter from the threat model or the view; a user value would silently disagree with it.
 RESERVED_ARGS = frozenset({"norm", "estimator", "classifier", "targeted", "mask"})
@@ -183,8 +195,9 @@ def _art() -> Any:
         import art.attacks.evasion as evasion
         from art.estimators.classification import PyTorchClassifier
     except ImportError as exc:
-        raise ImportError(f"the ART adapter needs adversarial-robustness-toolbox; install it with: {INSTALL_HINT}") \
-            from exc
+        raise ImportError(
+            f"the ART adapter needs adversarial-robustness-toolbox; install it with: {INSTALL_HINT}"
+        ) from exc
     return evasion, PyTorchClassifier
 
 
@@ -193,8 +206,11 @@ def art_classes() -> list[str]:
     from art.attacks.attack import EvasionAttack
 
     evasion, _ = _art()
-    return sorted(name for name, obj in vars(evasion).items()
-                  if inspect.isclass(obj) and issubclass(obj, EvasionAttack) and obj is not EvasionAttack)
+    return sorted(
+        name
+        for name, obj in vars(evasion).items()
+        if inspect.isclass(obj) and issubclass(obj, EvasionAttack) and obj is not EvasionAttack
+    )
 
 
 def art_names() -> list[str]:
@@ -206,13 +222,16 @@ def art_names() -> list[str]:
 class _Unregistered(nn.Module):
     """What ART wraps: the view, held without registering it as a submodule (see the module docstring)."""
 
+    view: SingleInputView  # set with object.__setattr__, past nn.Module's registration
+
     def __init__(self, view: SingleInputView) -> None:
         super().__init__()
         object.__setattr__(self, "view", view)
 
     def forward(self, x: Tensor) -> Tensor:
         view = self.view
-        return view(x.to(device=view.clean.device, dtype=view.dtype)).to(x.device)
+        out: Tensor = view(x.to(device=view.clean.device, dtype=view.dtype)).to(x.device)
+        return out
 
 
 class ArtAttack(Attack):
@@ -229,31 +248,42 @@ class ArtAttack(Attack):
         super().__init__(specs, seed=seed)
         evasion, _ = _art()
         if attack_name in ART_EXCLUDED:
-            raise ValueError(f"art:{attack_name} cannot be adapted to a multi-modal model: it "
-                             f"{ART_EXCLUDED[attack_name]}")
+            raise ValueError(
+                f"art:{attack_name} cannot be adapted to a multi-modal model: it {ART_EXCLUDED[attack_name]}"
+            )
         valid = art_names()
         if attack_name not in valid:
             from ..hints import did_you_mean
+
             hint = did_you_mean(attack_name, valid, prefix="art:")
             raise ValueError(f"unknown ART attack {attack_name!r}{hint}; valid: {', '.join(valid)}")
         self.support = ART_ATTACKS[attack_name]
         for module in self.support.imports:
             if importlib.util.find_spec(module) is None:
-                raise ImportError(f"art:{attack_name} needs the {module} package, which ART imports without declaring "
-                                  f"it; install it with: pip install {module}")
+                raise ImportError(
+                    f"art:{attack_name} needs the {module} package, which ART imports without declaring "
+                    f"it; install it with: pip install {module}"
+                )
         self.attack_cls = getattr(evasion, attack_name)
         options = dict(options)
         self.fixed_eps: float | None = None
         if "eps" in options:
             if "eps" not in inspect.signature(self.attack_cls.__init__).parameters:
-                raise ValueError(f"art:{attack_name} has no budget option eps (it searches for the smallest "
-                                 f"perturbation); ε comes from --eps")
+                raise ValueError(
+                    f"art:{attack_name} has no budget option eps (it searches for the smallest "
+                    f"perturbation); ε comes from --eps"
+                )
             value = options.pop("eps")
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"art:{attack_name} option eps must be a number, got {value!r}")
             self.fixed_eps = float(value)
-        self.signature_args = checked_signature(f"art:{attack_name}", self.attack_cls, options,
-                                                RESERVED_ARGS | {"eps"}, "the threat model (--norm, --eps) or the adapter")
+        self.signature_args = checked_signature(
+            f"art:{attack_name}",
+            self.attack_cls,
+            options,
+            RESERVED_ARGS | {"eps"},
+            "the threat model (--norm, --eps) or the adapter",
+        )
         self.name = f"art:{attack_name}"
         self.norms = self.support.norms
         self.minimal_norm = self.support.minimal_norm
@@ -263,7 +293,7 @@ class ArtAttack(Attack):
     def library_version(self) -> str:
         import art
 
-        return art.__version__
+        return str(art.__version__)
 
     def describe(self) -> str:
         return describe_library_attack(self.name, self.options, self.fixed_eps)
@@ -311,11 +341,27 @@ class ArtAttack(Attack):
     def _estimator(self, view: SingleInputView, n_classes: int, clip_values: tuple[Any, Any]) -> Any:
         _, classifier = _art()
         device = "gpu" if view.clean.device.type == "cuda" else "cpu"
-        return classifier(_Unregistered(view), loss=nn.CrossEntropyLoss(), input_shape=view.input_shape,
-                          nb_classes=n_classes, clip_values=clip_values, channels_first=True, device_type=device)
+        return classifier(
+            _Unregistered(view),
+            loss=nn.CrossEntropyLoss(),
+            input_shape=view.input_shape,
+            nb_classes=n_classes,
+            clip_values=clip_values,
+            channels_first=True,
+            device_type=device,
+        )
 
-    def _generate(self, view: SingleInputView, threat: ThreatModel, scale: float, n_classes: int,
-                  clip_values: tuple[Any, Any], y: np.ndarray, targeted: bool, **kwargs: Any) -> np.ndarray:
+    def _generate(
+        self,
+        view: SingleInputView,
+        threat: ThreatModel,
+        scale: float,
+        n_classes: int,
+        clip_values: tuple[Any, Any],
+        y: np.ndarray,
+        targeted: bool,
+        **kwargs: Any,
+    ) -> np.ndarray:
         x = view.encode().cpu().numpy().astype(np.float32)
         estimator = self._estimator(view, n_classes, clip_values)
         args = self.constructor_args(threat, scale, x.shape[0], targeted)
@@ -329,10 +375,12 @@ class ArtAttack(Attack):
             atk = self.attack_cls(estimator, **args)
         if self.support.masked == "generate":
             kwargs["mask"] = input_mask
-        return atk.generate(x, y, **kwargs)
+        adv: np.ndarray = atk.generate(x, y, **kwargs)
+        return adv
 
-    def _random_start(self, view: SingleInputView, clip: tuple[np.ndarray, np.ndarray], y: int,
-                      targeted: bool) -> np.ndarray | None:
+    def _random_start(
+        self, view: SingleInputView, clip: tuple[np.ndarray, np.ndarray], y: int, targeted: bool
+    ) -> np.ndarray | None:
         """The first adversarial one of ``init_size`` uniform draws inside ``clip``, from the seeded numpy
         generator (ART's own start comes from an unseeded one), or None when no draw is adversarial."""
         size = int(self.options.get("init_size", self.signature_args["init_size"].default))
@@ -343,8 +391,16 @@ class ArtAttack(Attack):
         hits = np.flatnonzero(pred == y if targeted else pred != y)
         return draws[hits[0]][None] if hits.size else None
 
-    def perturb(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel, eps: Tensor,
-                *, targets: Tensor | None = None) -> Batch:
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         eps0 = float(eps[0])
         if self.fixed_eps is not None:
             check_fixed_eps(self.name, self.fixed_eps, [eps0])
@@ -359,8 +415,9 @@ class ArtAttack(Attack):
         model.eval()
 
         def make_view(part: Batch) -> SingleInputView:
-            return SingleInputView(model, part, threat.modalities, self.specs, scale, self.support.min_side,
-                                   box_map=box_map)
+            return SingleInputView(
+                model, part, threat.modalities, self.specs, scale, self.support.min_side, box_map=box_map
+            )
 
         def to_numpy(bounds: tuple[Tensor, Tensor]) -> tuple[np.ndarray, np.ndarray]:
             return bounds[0][0].cpu().numpy().astype(np.float32), bounds[1][0].cpu().numpy().astype(np.float32)
@@ -368,18 +425,19 @@ class ArtAttack(Attack):
         with frozen_parameters(model):
             if not self.support.per_sample:
                 view = make_view(batch)
-                clip = to_numpy(tuple(b[None] for b in view.clip_values()))
+                lower, upper = view.clip_values()
+                clip = to_numpy((lower[None], upper[None]))
                 x_adv = self._generate(view, threat, scale, n_classes, clip, y, targeted)
                 return view.decode(torch.from_numpy(np.asarray(x_adv)).to(device=view.clean.device))
             rows = []
             for i in range(labels.shape[0]):
-                one = make_view({m: x[i:i + 1] for m, x in batch.items()})
+                one = make_view({m: x[i : i + 1] for m, x in batch.items()})
                 clip = to_numpy(one.clip_bounds(PIN))
                 start = self._random_start(one, clip, int(y[i]), targeted)
                 if start is None:
-                    rows.append({m: batch[m][i:i + 1] for m in threat.modalities})
+                    rows.append({m: batch[m][i : i + 1] for m in threat.modalities})
                     continue
-                x_adv = self._generate(one, threat, scale, n_classes, clip, y[i:i + 1], targeted, x_adv_init=start)
+                x_adv = self._generate(one, threat, scale, n_classes, clip, y[i : i + 1], targeted, x_adv_init=start)
                 rows.append(one.decode(torch.from_numpy(np.asarray(x_adv)).to(device=one.clean.device)))
         return {m: torch.cat([r[m] for r in rows]) for m in threat.modalities}
 

@@ -26,12 +26,13 @@ queries) and ``fast`` (fewer iterations, targets and queries; its gap to ``stand
 ``attack_config``); every member's settings and how many samples each broke are in :meth:`take_breaks` (the rows'
 ``details``).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ..contracts import Batch, ModalitySpec, ThreatModel
@@ -80,8 +81,10 @@ def check_version(version: str) -> tuple[Member, ...]:
     if version not in VERSIONS:
         from ..hints import did_you_mean
 
-        raise ValueError(f"unknown autoattack version {version!r}{did_you_mean(version, list(VERSIONS))}; valid: "
-                         f"{', '.join(VERSIONS)}")
+        raise ValueError(
+            f"unknown autoattack version {version!r}{did_you_mean(version, list(VERSIONS))}; valid: "
+            f"{', '.join(VERSIONS)}"
+        )
     return VERSIONS[version]
 
 
@@ -97,16 +100,19 @@ class AutoAttackEnsemble(Attack):
     # attack), so ``bench.flags`` does not raise ``zero_gradients`` on its numbers
     masking_resistant = True
 
-    def __init__(self, specs: Sequence[ModalitySpec], *, seed: int = 0, version: str = DEFAULT_VERSION,
-                 members: str = "") -> None:
+    def __init__(
+        self, specs: Sequence[ModalitySpec], *, seed: int = 0, version: str = DEFAULT_VERSION, members: str = ""
+    ) -> None:
         super().__init__(specs, seed=seed)
         chosen = check_version(version)
         if members:
             wanted = [m.strip() for m in members.split(",") if m.strip()]
             unknown = [m for m in wanted if m not in {c.name for c in chosen}]
             if unknown or not wanted:
-                raise ValueError(f"autoattack: unknown member(s) {', '.join(unknown) or repr(members)}; valid: "
-                                 f"{', '.join(c.name for c in chosen)}")
+                raise ValueError(
+                    f"autoattack: unknown member(s) {', '.join(unknown) or repr(members)}; valid: "
+                    f"{', '.join(c.name for c in chosen)}"
+                )
             chosen = tuple(c for c in chosen if c.name in wanted)
         self.version = version
         self.members = chosen
@@ -118,7 +124,7 @@ class AutoAttackEnsemble(Attack):
     def library_version(self) -> str:
         from .torchattacks_adapter import _torchattacks
 
-        return _torchattacks().__version__
+        return str(_torchattacks().__version__)
 
     def describe(self) -> str:
         """``autoattack(version='standard')``: a version fixes every member's settings (:data:`VERSIONS`, also in the
@@ -134,8 +140,11 @@ class AutoAttackEnsemble(Attack):
     def take_breaks(self) -> dict[str, Any]:
         """How many samples each member broke (and which members were skipped, with why) since the last call;
         the counter starts again at zero."""
-        out: dict[str, Any] = {"version": self.version, "members": [m.describe() for m in self.members],
-                               "breaks": dict(self.breaks)}
+        out: dict[str, Any] = {
+            "version": self.version,
+            "members": [m.describe() for m in self.members],
+            "breaks": dict(self.breaks),
+        }
         if self.skipped:
             out["skipped"] = dict(self.skipped)
         self.breaks = {m.name: 0 for m in self.members}
@@ -153,12 +162,20 @@ class AutoAttackEnsemble(Attack):
         attack.batched = True  # one library call per batch on every box (see TorchattacksAttack.plan)
         return attack
 
-    def perturb(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel, eps: Tensor,
-                *, targets: Tensor | None = None) -> Batch:
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         if targets is not None:
             raise ValueError("autoattack measures untargeted robustness; it has no targeted mode")
-        for m in self.members:
-            self.breaks.setdefault(m.name, 0)
+        for member in self.members:
+            self.breaks.setdefault(member.name, 0)
         adv = {m: batch[m].clone() for m in threat.modalities}
         if float(eps[0]) == 0.0:
             return adv
@@ -185,8 +202,9 @@ class AutoAttackEnsemble(Attack):
 
 
 @ATTACKS.register("autoattack")
-def _autoattack(specs: Sequence[ModalitySpec], *, seed: int = 0, version: str = DEFAULT_VERSION,
-                members: str = "") -> AutoAttackEnsemble:
+def _autoattack(
+    specs: Sequence[ModalitySpec], *, seed: int = 0, version: str = DEFAULT_VERSION, members: str = ""
+) -> AutoAttackEnsemble:
     """The standard strong evaluation: APGD-CE, APGD-T, FAB-T and Square (torchattacks) with a per-sample worst
     case, ``version`` standard|fast."""
     return AutoAttackEnsemble(specs, seed=seed, version=version, members=members)

@@ -7,11 +7,13 @@ generator makes the result reproducible, unattacked modalities are returned bit-
 attacked ones are projected onto the threat ball and clamped into their valid box, and dtype,
 device and shape are preserved.
 """
+
 from __future__ import annotations
 
 import contextlib
 import random
-from typing import ClassVar, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -120,7 +122,7 @@ def project(clean: Batch, adv: Batch, threat: ThreatModel, eps: Tensor, specs: d
             start = 0
             for m in group:
                 size = clean[m][0].numel()
-                piece = flat[:, start:start + size].reshape(clean[m].shape)
+                piece = flat[:, start : start + size].reshape(clean[m].shape)
                 start += size
                 out[m] = torch.where(piece == 0, clean[m], (clean[m].double() + piece).to(clean[m].dtype))
     else:
@@ -142,11 +144,12 @@ class Attack:
     batched computation). ``norm_bounded`` is False for attacks without a budget (``missing``).
     """
 
-    name: ClassVar[str] = "attack"
+    # name and norms: instance attributes with class defaults; the library adapters set them per instance
+    name: str = "attack"
     library: ClassVar[str] = "native"
     per_sample_eps: ClassVar[bool] = False
     norm_bounded: ClassVar[bool] = True
-    norms: ClassVar[tuple[str, ...]] = ("l2",)
+    norms: tuple[str, ...] = ("l2",)
 
     def __init__(self, specs: Sequence[ModalitySpec], *, seed: int = 0) -> None:
         self.specs = spec_map(specs)
@@ -155,6 +158,7 @@ class Attack:
     @property
     def library_version(self) -> str:
         from .._version import __version__
+
         return __version__
 
     def describe(self) -> str:
@@ -165,11 +169,21 @@ class Attack:
         if unknown:
             raise ValueError(f"unknown modality {', '.join(unknown)}; valid: {', '.join(self.specs)}")
         if self.norm_bounded and threat.norm not in self.norms:
-            raise ValueError(f"{self.name} attacks in norm {', '.join(self.norms)}, not {threat.norm}: use --norm "
-                             f"{self.norms[0]} (norm='{self.norms[0]}' in the API)")
+            raise ValueError(
+                f"{self.name} attacks in norm {', '.join(self.norms)}, not {threat.norm}: use --norm "
+                f"{self.norms[0]} (norm='{self.norms[0]}' in the API)"
+            )
 
-    def __call__(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel,
-                 eps: Tensor | float | None = None, *, targets: Tensor | None = None) -> Batch:
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor | float | None = None,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         self.validate(threat)
         n = labels.shape[0]
         eps_vec = as_eps_vector(threat.eps if eps is None else eps, n, labels.device)
@@ -187,6 +201,14 @@ class Attack:
             return project(batch, out, threat, eps_vec, self.specs)
         return {m: self.specs[m].clamp(x) if m in threat.modalities else x for m, x in out.items()}
 
-    def perturb(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel, eps: Tensor,
-                *, targets: Tensor | None = None) -> Batch:
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         raise NotImplementedError

@@ -24,14 +24,17 @@ already misclassified keep δ = 0; samples for which no adversarial was found re
 iterate (the base class projects it onto the threat ball). Unlike FGM/PGD the search does not
 depend on ε, so a per-sample ε vector only sets the final projection.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..contracts import Batch, ThreatModel, joint_l2_norm
+from ..contracts import Batch, ModalitySpec, ThreatModel, joint_l2_norm
 from . import ATTACKS
 from .base import Attack
 from .view import clamp_to_box
@@ -49,8 +52,18 @@ class MinimalNormL2(Attack):
     per_sample_eps = True
     minimal_norm = True
 
-    def __init__(self, specs, *, seed: int = 0, steps: int = 100, gamma: float = 0.05, gamma_final: float = 0.001,
-                 alpha: float = 1.0, alpha_final: float = 0.01, candidates: int = 9) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModalitySpec],
+        *,
+        seed: int = 0,
+        steps: int = 100,
+        gamma: float = 0.05,
+        gamma_final: float = 0.001,
+        alpha: float = 1.0,
+        alpha_final: float = 0.01,
+        candidates: int = 9,
+    ) -> None:
         super().__init__(specs, seed=seed)
         if steps < 1 or candidates < 1:
             raise ValueError("fmn_l2 needs steps >= 1 and candidates >= 1")
@@ -71,7 +84,9 @@ class MinimalNormL2(Attack):
         if not threat.joint and len(threat.modalities) > 1:
             raise ValueError("fmn_l2 measures one joint ℓ2 norm; use a joint threat or attack one modality at a time")
 
-    def _margins(self, model, batch: Batch, delta: dict[str, Tensor], labels: Tensor, mods) -> tuple:
+    def _margins(
+        self, model: nn.Module, batch: Batch, delta: dict[str, Tensor], labels: Tensor, mods: Sequence[str]
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Logits at x + δ, the nearest linearised boundary's margin, distance and margin gradient."""
         inputs = dict(batch)
         for m in mods:
@@ -85,7 +100,7 @@ class MinimalNormL2(Attack):
         best_margin = torch.zeros_like(true)
         best_grad = {m: torch.zeros_like(delta[m]) for m in mods}
         for c in range(top.shape[1]):
-            margin = true - logits.gather(1, top[:, c:c + 1]).squeeze(1)
+            margin = true - logits.gather(1, top[:, c : c + 1]).squeeze(1)
             grads = torch.autograd.grad(margin.sum(), [delta[m] for m in mods], retain_graph=c + 1 < top.shape[1])
             grad = dict(zip(mods, grads))
             dist = margin.detach() / joint_l2_norm(grad, mods).clamp_min(1e-12)
@@ -96,11 +111,19 @@ class MinimalNormL2(Attack):
                 best_grad[m] = torch.where(_rows(closer, grad[m]), grad[m], best_grad[m])
         return logits.detach(), best_margin, best_dist, best_grad
 
-    def perturb(self, model, batch, labels, threat, eps, *, targets=None):
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         mods = threat.modalities
         n = labels.shape[0]
-        delta = {m: torch.zeros_like(batch[m], dtype=torch.promote_types(batch[m].dtype, torch.float32))
-                 for m in mods}
+        delta = {m: torch.zeros_like(batch[m], dtype=torch.promote_types(batch[m].dtype, torch.float32)) for m in mods}
         best = {m: batch[m].clone() for m in mods}
         best_norm = torch.full((n,), math.inf, device=labels.device)
         found = torch.zeros(n, dtype=torch.bool, device=labels.device)
@@ -111,18 +134,22 @@ class MinimalNormL2(Attack):
             alpha = self.alpha_final + (self.alpha - self.alpha_final) * cosine
             for m in mods:
                 delta[m].requires_grad_(True)
-            logits, margin, dist, grad = self._margins(model, batch, delta, labels, mods)
+            logits, _margin, dist, grad = self._margins(model, batch, delta, labels, mods)
             delta = {m: d.detach() for m, d in delta.items()}
             norm = joint_l2_norm(delta, mods)
             adversarial = logits.argmax(1) != labels
             better = adversarial & (norm < best_norm)
             best_norm = torch.where(better, norm, best_norm)
             for m in mods:
-                best[m] = torch.where(_rows(better, best[m]),
-                                      self.specs[m].clamp(batch[m] + delta[m]).to(best[m].dtype), best[m])
+                best[m] = torch.where(
+                    _rows(better, best[m]), self.specs[m].clamp(batch[m] + delta[m]).to(best[m].dtype), best[m]
+                )
             found |= adversarial
-            radius = torch.where(adversarial, torch.minimum(radius * (1 - gamma), best_norm),
-                                 torch.where(found, radius * (1 + gamma), (norm + dist.clamp_min(0)) * (1 + gamma)))
+            radius = torch.where(
+                adversarial,
+                torch.minimum(radius * (1 - gamma), best_norm),
+                torch.where(found, radius * (1 + gamma), (norm + dist.clamp_min(0)) * (1 + gamma)),
+            )
             step = joint_l2_norm(grad, mods).clamp_min(1e-12)
             for m in mods:
                 delta[m] = delta[m] - _rows(alpha * radius / step, grad[m]).to(grad[m].dtype) * grad[m]
@@ -135,5 +162,5 @@ class MinimalNormL2(Attack):
 
 
 @ATTACKS.register("fmn_l2")
-def _fmn_l2(specs, *, seed: int = 0, **options) -> MinimalNormL2:
+def _fmn_l2(specs: Sequence[ModalitySpec], *, seed: int = 0, **options: Any) -> MinimalNormL2:
     return MinimalNormL2(specs, seed=seed, **options)

@@ -10,14 +10,16 @@ of its input: the attack returns the input unchanged and names the modalities to
 :meth:`Missing.dropped_features`; the evaluation (``bench.evaluate``) sets the model's
 ``dropped_features`` (see ``MultiModalNet``) while it measures, and restores it afterwards.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..contracts import NORMS, ThreatModel
+from ..contracts import NORMS, Batch, ModalitySpec, ThreatModel
 from . import ATTACKS
 from .base import Attack
 
@@ -32,8 +34,16 @@ class Missing(Attack):
     norm_bounded = False
     norms = NORMS  # no budget, so every threat norm is accepted (ε is ignored)
 
-    def __init__(self, specs, *, seed: int = 0, fill: str = "zero", fill_values: Mapping[str, Tensor] | None = None,
-                 noise_std: float = 1.0, level: str = "input") -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModalitySpec],
+        *,
+        seed: int = 0,
+        fill: str = "zero",
+        fill_values: Mapping[str, Tensor] | None = None,
+        noise_std: float = 1.0,
+        level: str = "input",
+    ) -> None:
         super().__init__(specs, seed=seed)
         if fill not in FILLS:
             raise ValueError(f"missing: unknown fill {fill!r}; valid: {', '.join(FILLS)}")
@@ -57,14 +67,24 @@ class Missing(Attack):
         super().validate(threat)
         absent = [m for m in threat.modalities if self.fill == "mean" and m not in self.fill_values]
         if absent:
-            raise ValueError(f"missing: fill='mean' needs fill_values (the dataset mean) for modality "
-                             f"{', '.join(absent)}")
+            raise ValueError(
+                f"missing: fill='mean' needs fill_values (the dataset mean) for modality {', '.join(absent)}"
+            )
 
     def dropped_features(self, threat: ThreatModel) -> frozenset[str]:
         """The modalities whose encoder output the evaluation must zero (none for input-level drops)."""
         return frozenset(threat.modalities) if self.level == "feature" else frozenset()
 
-    def perturb(self, model, batch, labels, threat, eps, *, targets=None):
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         out = {}
         for m in threat.modalities:
             x = batch[m]
@@ -80,5 +100,5 @@ class Missing(Attack):
 
 
 @ATTACKS.register("missing")
-def _missing(specs, *, seed: int = 0, **options) -> Missing:
+def _missing(specs: Sequence[ModalitySpec], *, seed: int = 0, **options: Any) -> Missing:
     return Missing(specs, seed=seed, **options)

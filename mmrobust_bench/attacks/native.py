@@ -7,15 +7,16 @@ vector, so a whole radius sweep runs as one batched computation. ``precision="bf
 model's forward and backward under bf16 autocast (CUDA's fast path); inputs, gradients, norms,
 steps and projections stay fp32, so only the model's arithmetic is rounded.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..contracts import Batch, ThreatModel, joint_l2_norm
+from ..contracts import Batch, ModalitySpec, ThreatModel, joint_l2_norm
 from . import ATTACKS
 from .base import Attack
 
@@ -33,8 +34,14 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def input_gradients(model: nn.Module, batch: Batch, labels: Tensor, modalities: Sequence[str],
-                    targets: Tensor | None = None, precision: str = "fp32") -> dict[str, Tensor]:
+def input_gradients(
+    model: nn.Module,
+    batch: Batch,
+    labels: Tensor,
+    modalities: Sequence[str],
+    targets: Tensor | None = None,
+    precision: str = "fp32",
+) -> dict[str, Tensor]:
     """∇_{x^(m)} CE(h(x), y) for the attacked modalities (−CE towards ``targets`` if given); under
     ``precision="bf16"`` the model runs in bf16 autocast and the loss and gradients come back in fp32."""
     inputs = {m: (x.detach().requires_grad_(m in modalities)) for m, x in batch.items()}
@@ -64,14 +71,23 @@ class FGM(Attack):
     name = "fgm"
     per_sample_eps = True
 
-    def __init__(self, specs, *, seed: int = 0, precision: str = "fp32") -> None:
+    def __init__(self, specs: Sequence[ModalitySpec], *, seed: int = 0, precision: str = "fp32") -> None:
         super().__init__(specs, seed=seed)
         self.precision = check_precision(precision)
 
     def describe(self) -> str:
         return self.name if self.precision == "fp32" else f"{self.name}(precision={self.precision})"
 
-    def perturb(self, model, batch, labels, threat, eps, *, targets=None):
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         grads = input_gradients(model, batch, labels, threat.modalities, targets, self.precision)
         step = normalised_step(grads, threat, guard=1e-13 if threat.joint else 1e-12)
         return {m: self.specs[m].clamp(batch[m] + _expand(eps, batch[m]) * step[m]) for m in threat.modalities}
@@ -83,7 +99,9 @@ class _IteratedAttack(Attack):
 
     per_sample_eps = True
 
-    def __init__(self, specs, *, seed: int, steps: int, step_ratio: float, precision: str) -> None:
+    def __init__(
+        self, specs: Sequence[ModalitySpec], *, seed: int, steps: int, step_ratio: float, precision: str
+    ) -> None:
         super().__init__(specs, seed=seed)
         if steps < 1 or step_ratio <= 0:
             raise ValueError(f"{self.name} needs steps >= 1 and step_ratio > 0")
@@ -102,11 +120,27 @@ class PGDL2(_IteratedAttack):
 
     name = "pgd_l2"
 
-    def __init__(self, specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3,
-                 precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModalitySpec],
+        *,
+        seed: int = 0,
+        steps: int = 4,
+        step_ratio: float = 1 / 3,
+        precision: str = "fp32",
+    ) -> None:
         super().__init__(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)
 
-    def perturb(self, model, batch, labels, threat, eps, *, targets=None):
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         adv = dict(batch)
         guard = 1e-13 if threat.joint else 1e-12
         for _ in range(self.steps):
@@ -132,11 +166,27 @@ class PGDLinf(_IteratedAttack):
     name = "pgd_linf"
     norms = ("linf",)
 
-    def __init__(self, specs, *, seed: int = 0, steps: int = 10, step_ratio: float = 0.25,
-                 precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModalitySpec],
+        *,
+        seed: int = 0,
+        steps: int = 10,
+        step_ratio: float = 0.25,
+        precision: str = "fp32",
+    ) -> None:
         super().__init__(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)
 
-    def perturb(self, model, batch, labels, threat, eps, *, targets=None):
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         adv = dict(batch)
         for _ in range(self.steps):
             grads = input_gradients(model, adv, labels, threat.modalities, targets, self.precision)
@@ -151,16 +201,19 @@ class PGDLinf(_IteratedAttack):
 
 
 @ATTACKS.register("fgm")
-def _fgm(specs, *, seed: int = 0, precision: str = "fp32") -> FGM:
+def _fgm(specs: Sequence[ModalitySpec], *, seed: int = 0, precision: str = "fp32") -> FGM:
     return FGM(specs, seed=seed, precision=precision)
 
 
 @ATTACKS.register("pgd_l2")
-def _pgd_l2(specs, *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3, precision: str = "fp32") -> PGDL2:
+def _pgd_l2(
+    specs: Sequence[ModalitySpec], *, seed: int = 0, steps: int = 4, step_ratio: float = 1 / 3, precision: str = "fp32"
+) -> PGDL2:
     return PGDL2(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)
 
 
 @ATTACKS.register("pgd_linf")
-def _pgd_linf(specs, *, seed: int = 0, steps: int = 10, step_ratio: float = 0.25,
-              precision: str = "fp32") -> PGDLinf:
+def _pgd_linf(
+    specs: Sequence[ModalitySpec], *, seed: int = 0, steps: int = 10, step_ratio: float = 0.25, precision: str = "fp32"
+) -> PGDLinf:
     return PGDLinf(specs, seed=seed, steps=steps, step_ratio=step_ratio, precision=precision)

@@ -33,12 +33,14 @@ model with fewer classes: untargeted runs target ``(y + 1) % K`` instead. The cl
 target come from the clean logits computed in eval mode without gradients (a model in train mode never
 updates its BatchNorm statistics for a probe).
 """
+
 from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,8 +48,16 @@ from torch import Tensor, nn
 from ..contracts import Batch, ModalitySpec, ThreatModel
 from . import register_family
 from .base import Attack
-from .view import (LIB_EPS, TAG_TOLERANCE, SingleInputView, check_library_threat, checked_signature, clean_logits,
-                   describe_library_attack, frozen_parameters)
+from .view import (
+    LIB_EPS,
+    TAG_TOLERANCE,
+    SingleInputView,
+    check_library_threat,
+    checked_signature,
+    clean_logits,
+    describe_library_attack,
+    frozen_parameters,
+)
 
 INSTALL_HINT = "pip install --no-deps torchattacks==3.5.1"
 ALL_NORMS = ("l2", "linf", "l1", "l0")
@@ -55,10 +65,25 @@ ALL_NORMS = ("l2", "linf", "l1", "l0")
 # argument (APGD, APGDT, FAB, Square, AutoAttack) take ℓ2 or ℓ∞ (FAB also ℓ1); the ℓ1 and ℓ0 attacks
 # have no ℓ2/ℓ∞ budget of their own and are also accepted under those, since the result is projected.
 L2_ATTACKS = frozenset({"CW", "DeepFool", "EADEN", "PGDL2", "PGDRSL2"})
-LINF_ATTACKS = frozenset({
-    "BIM", "EOTPGD", "FFGSM", "FGSM", "Jitter", "MIFGSM", "NIFGSM", "PGD", "PGDRS", "RFGSM", "SPSA", "TPGD",
-    "UPGD", "VMIFGSM", "VNIFGSM",
-})
+LINF_ATTACKS = frozenset(
+    {
+        "BIM",
+        "EOTPGD",
+        "FFGSM",
+        "FGSM",
+        "Jitter",
+        "MIFGSM",
+        "NIFGSM",
+        "PGD",
+        "PGDRS",
+        "RFGSM",
+        "SPSA",
+        "TPGD",
+        "UPGD",
+        "VMIFGSM",
+        "VNIFGSM",
+    }
+)
 L1_ATTACKS = frozenset({"EADL1"})
 L0_ATTACKS = frozenset({"JSMA", "SparseFool"})
 # No budget at all (identity, Gaussian noise): any threat norm, the result is projected.
@@ -80,9 +105,9 @@ EXCLUDED = {
     "MultiAttack": "is a wrapper over attack objects the caller built; build each one through the adapter instead",
     "LGV": "trains surrogate copies of the model on a training loader (a transfer attack), not an input batch",
     "OnePixel": "sets pixels at positions of its choice (tags and padding included) to arbitrary values, so a "
-                "moved tag can decode as another sample's index",
+    "moved tag can decode as another sample's index",
     "Pixle": "swaps patches of pixels across the image (tags and padding included), so a moved tag can decode "
-             "as another sample's index",
+    "as another sample's index",
 }
 # Attacks that search for the smallest adversarial perturbation rather than the worst one inside ε:
 # run once at a large ε, their per-sample norms give the whole robust-accuracy curve.
@@ -97,8 +122,9 @@ SAFE_NOISE_SD = TAG_TOLERANCE / 7
 NEXT_CLASS_TARGET = frozenset({"JSMA"})
 # Attacks that move every coordinate (tags included) at random by up to their budget: always, or when their
 # ``random_start`` option is on. The others only take gradient steps, which never move the tags.
-RANDOM_MOVES = frozenset({"FFGSM", "RFGSM", "TPGD", "APGD", "APGDT", "FAB", "Square", "AutoAttack", "SPSA", "GN",
-                          "VMIFGSM", "VNIFGSM"})
+RANDOM_MOVES = frozenset(
+    {"FFGSM", "RFGSM", "TPGD", "APGD", "APGDT", "FAB", "Square", "AutoAttack", "SPSA", "GN", "VMIFGSM", "VNIFGSM"}
+)
 RANDOM_START_OPTION = frozenset({"PGD", "PGDL2", "EOTPGD", "UPGD", "Jitter"})
 # Attacks that need a square image: Square's ℓ2 windows assume H = W (AutoAttack runs Square).
 SQUARE_IMAGE = frozenset({"Square", "AutoAttack"})
@@ -133,8 +159,11 @@ def _torchattacks() -> Any:
 def torchattacks_classes() -> list[str]:
     """Every attack class the installed torchattacks exports, adapted or not."""
     ta = _torchattacks()
-    return sorted(name for name, obj in vars(ta).items()
-                  if inspect.isclass(obj) and issubclass(obj, ta.attack.Attack) and obj is not ta.attack.Attack)
+    return sorted(
+        name
+        for name, obj in vars(ta).items()
+        if inspect.isclass(obj) and issubclass(obj, ta.attack.Attack) and obj is not ta.attack.Attack
+    )
 
 
 def torchattacks_names() -> list[str]:
@@ -165,8 +194,8 @@ def length_options(attack_name: str) -> dict[str, str]:
 
 
 def uniform_width(specs: Sequence[ModalitySpec]) -> float | None:
-    """The common box width of ``specs`` when every channel of every one has the same width, else None."""
-    widths = {hi - lo for s in specs for lo, hi in zip(s.lower, s.upper)}
+    """The common box width of the bounded ``specs`` when every channel of every one has the same width, else None."""
+    widths = {hi - lo for s in specs if s.lower is not None and s.upper is not None for lo, hi in zip(s.lower, s.upper)}
     return widths.pop() if len(widths) == 1 else None
 
 
@@ -200,11 +229,13 @@ class TorchattacksAttack(Attack):
         super().__init__(specs, seed=seed)
         ta = _torchattacks()
         if attack_name in EXCLUDED:
-            raise ValueError(f"torchattacks:{attack_name} cannot be adapted to a multi-modal model: it "
-                             f"{EXCLUDED[attack_name]}")
+            raise ValueError(
+                f"torchattacks:{attack_name} cannot be adapted to a multi-modal model: it {EXCLUDED[attack_name]}"
+            )
         valid = torchattacks_names()
         if attack_name not in valid:
             from ..hints import did_you_mean
+
             hint = did_you_mean(attack_name, valid, prefix="torchattacks:")
             raise ValueError(f"unknown torchattacks attack {attack_name!r}{hint}; valid: {', '.join(valid)}")
         self.attack_cls = getattr(ta, attack_name)
@@ -215,14 +246,17 @@ class TorchattacksAttack(Attack):
         for budget in BUDGET_ARGS:
             if budget in options:
                 if budget not in params:
-                    raise ValueError(f"{self.name} has no budget option {budget} (it searches for the smallest "
-                                     f"perturbation); ε comes from --eps")
+                    raise ValueError(
+                        f"{self.name} has no budget option {budget} (it searches for the smallest "
+                        f"perturbation); ε comes from --eps"
+                    )
                 value = options.pop(budget)
                 if not isinstance(value, (int, float)) or isinstance(value, bool):
                     raise ValueError(f"{self.name} option {budget} must be a number, got {value!r}")
                 self.fixed_eps = float(value)
-        self.signature_args = checked_signature(self.name, self.attack_cls, options, RESERVED_ARGS | set(BUDGET_ARGS),
-                                                "the threat model (--norm, --eps)")
+        self.signature_args = checked_signature(
+            self.name, self.attack_cls, options, RESERVED_ARGS | set(BUDGET_ARGS), "the threat model (--norm, --eps)"
+        )
         self.norms = supported_norms(attack_name, list(self.signature_args))
         self.options = options
         self.minimal_norm = attack_name in MINIMAL_NORM
@@ -238,7 +272,7 @@ class TorchattacksAttack(Attack):
 
     @property
     def library_version(self) -> str:
-        return _torchattacks().__version__
+        return str(_torchattacks().__version__)
 
     def describe(self) -> str:
         return describe_library_attack(self.name, self.options, self.fixed_eps)
@@ -269,7 +303,8 @@ class TorchattacksAttack(Attack):
         name = self.attack_cls.__name__
         scale = scale if scale is not None else 1.0
         random_start = name in RANDOM_START_OPTION and bool(
-            self.options.get("random_start", self.signature_args["random_start"].default))
+            self.options.get("random_start", self.signature_args["random_start"].default)
+        )
         move = budget if (random_start or name in RANDOM_MOVES) else 0.0
         if name in NEIGHBOUR_SAMPLING:
             move *= float(self.options.get("beta", self.signature_args["beta"].default))
@@ -303,15 +338,23 @@ class TorchattacksAttack(Attack):
         if name in SMOOTHING_NOISE and "noise_sd" not in args:
             args["noise_sd"] = SAFE_NOISE_SD
         if "norm" in params:
-            args["norm"] = LIB_NORMS[threat.norm] if threat.norm in LIB_NORMS else "L2"
+            args["norm"] = LIB_NORMS.get(threat.norm, "L2")
         if "seed" in params and "seed" not in args:
             args["seed"] = self.seed
         if "n_classes" in params and "n_classes" not in args:
             args["n_classes"] = n_classes
         return args
 
-    def perturb(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel, eps: Tensor,
-                *, targets: Tensor | None = None) -> Batch:
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         eps0 = float(eps[0])
         if self.fixed_eps is not None:
             check_fixed_eps(self.name, self.fixed_eps, [eps0])
@@ -320,22 +363,48 @@ class TorchattacksAttack(Attack):
         plan = self.plan(threat, eps0)
         n_classes = int(clean_logits(model, {m: x[:1] for m, x in batch.items()}).shape[1])  # eval, no grad
         if self.attack_cls.__name__ in DLR_TARGETED and n_classes < 4:
-            raise ValueError(f"{self.name} uses the targeted DLR loss, which needs at least 4 classes; the model has "
-                             f"{n_classes}: use torchattacks:APGD")
+            raise ValueError(
+                f"{self.name} uses the targeted DLR loss, which needs at least 4 classes; the model has "
+                f"{n_classes}: use torchattacks:APGD"
+            )
         if targets is None and self.attack_cls.__name__ in NEXT_CLASS_TARGET:
             targets = (labels + 1) % n_classes
         args = self.constructor_args(threat, plan, n_classes)
         if not plan.per_sample:
             return self._run(model, batch, labels, targets, threat, plan, args)
-        rows = [self._run(model, {m: x[i:i + 1] for m, x in batch.items()}, labels[i:i + 1],
-                          None if targets is None else targets[i:i + 1], threat, plan, args)
-                for i in range(labels.shape[0])]
+        rows = [
+            self._run(
+                model,
+                {m: x[i : i + 1] for m, x in batch.items()},
+                labels[i : i + 1],
+                None if targets is None else targets[i : i + 1],
+                threat,
+                plan,
+                args,
+            )
+            for i in range(labels.shape[0])
+        ]
         return {m: torch.cat([r[m] for r in rows]) for m in threat.modalities}
 
-    def _run(self, model: nn.Module, batch: Batch, labels: Tensor, targets: Tensor | None, threat: ThreatModel,
-             plan: ViewPlan, args: dict[str, Any]) -> Batch:
-        view = SingleInputView(model, batch, threat.modalities, self.specs, plan.scale, box_map=plan.box_map,
-                               square=self.attack_cls.__name__ in SQUARE_IMAGE)
+    def _run(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        targets: Tensor | None,
+        threat: ThreatModel,
+        plan: ViewPlan,
+        args: dict[str, Any],
+    ) -> Batch:
+        view = SingleInputView(
+            model,
+            batch,
+            threat.modalities,
+            self.specs,
+            plan.scale,
+            box_map=plan.box_map,
+            square=self.attack_cls.__name__ in SQUARE_IMAGE,
+        )
         with frozen_parameters(model):
             atk = self.attack_cls(view, **args)
             atk.set_model_training_mode(model_training=False)
@@ -352,16 +421,30 @@ def check_fixed_eps(label: str, fixed: float, eps: Sequence[float]) -> None:
     ε = 0 (the clean point, part of most grids) always passes."""
     other = [e for e in eps if e != 0 and not math.isclose(e, fixed, rel_tol=1e-6, abs_tol=1e-12)]
     if other:
-        raise ValueError(f"{label}: option eps={fixed:g} differs from the run's ε={other[0]:g}; ε comes from --eps "
-                         f"(eps= in the API): drop eps from the attack options or make them equal")
+        raise ValueError(
+            f"{label}: option eps={fixed:g} differs from the run's ε={other[0]:g}; ε comes from --eps "
+            f"(eps= in the API): drop eps from the attack options or make them equal"
+        )
 
 
-def build_torchattacks(attack_name: str, specs: Sequence[ModalitySpec], *, seed: int = 0,
-                       **options: Any) -> TorchattacksAttack:
+def build_torchattacks(
+    attack_name: str, specs: Sequence[ModalitySpec], *, seed: int = 0, **options: Any
+) -> TorchattacksAttack:
     return TorchattacksAttack(attack_name, specs, seed=seed, **options)
 
 
 register_family("torchattacks", build_torchattacks, torchattacks_names)
 
-__all__ = ["TorchattacksAttack", "SingleInputView", "torchattacks_names", "torchattacks_classes", "EXCLUDED",
-           "IMAGE_ONLY", "MINIMAL_NORM", "supported_norms", "length_options", "check_fixed_eps", "ViewPlan"]
+__all__ = [
+    "TorchattacksAttack",
+    "SingleInputView",
+    "torchattacks_names",
+    "torchattacks_classes",
+    "EXCLUDED",
+    "IMAGE_ONLY",
+    "MINIMAL_NORM",
+    "supported_norms",
+    "length_options",
+    "check_fixed_eps",
+    "ViewPlan",
+]

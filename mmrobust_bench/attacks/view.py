@@ -62,7 +62,7 @@ TAG_TOLERANCE = LIB_EPS
 MIN_SIDE = 5
 
 
-def checked_signature(label: str, attack_cls: type, options: Mapping[str, Any], reserved: AbstractSet[str],
+def checked_signature(label: str, attack_cls: type[Any], options: Mapping[str, Any], reserved: AbstractSet[str],
                       reserved_source: str) -> dict[str, inspect.Parameter]:
     """The library constructor's parameters, after refusing options that the adapter sets itself
     (``reserved``: they come from ``reserved_source``) and options the constructor does not take."""
@@ -221,9 +221,11 @@ class SingleInputView(nn.Module):
             start += size
 
     def _box_rows(self, m: str) -> tuple[Tensor, Tensor]:
-        """Modality ``m``'s valid box as two (1, numel) rows in the view's dtype."""
+        """Modality ``m``'s valid box as two (1, numel) rows in the view's dtype (``m`` is bounded)."""
         x = self.batch[m][:1].to(self.dtype)
-        lo, hi = self.specs[m].box(x)
+        box = self.specs[m].box(x)
+        assert box is not None, f"modality {m!r} has no box"  # callers pass bounded modalities only
+        lo, hi = box
         return lo.expand_as(x).flatten(1), hi.expand_as(x).flatten(1)
 
     @property
@@ -252,7 +254,7 @@ class SingleInputView(nn.Module):
         lib_clean = self.lib_clean if index is None else self.lib_clean[index]
         u = torch.add(clean, lib - lib_clean, alpha=self.scale)
         out = {}
-        for m, piece in zip(self.modalities, u.split(self.sizes, dim=1)):
+        for m, piece in zip(self.modalities, u.split(self.sizes, dim=1)):  # type: ignore[no-untyped-call]
             out[m] = piece.reshape((piece.shape[0],) + self.batch[m].shape[1:])
         return out
 
@@ -343,7 +345,8 @@ class SingleInputView(nn.Module):
                 inputs[m] = clamp_to_box(self.specs[m], u) if m in self.view_clamped else u
             else:
                 inputs[m] = value if index is None else value[index]
-        return self.model(inputs).logits.float()
+        logits: Tensor = self.model(inputs).logits
+        return logits.float()
 
     def rows(self, x: Tensor) -> Tensor | None:
         """The sample index of each row, or None for the whole batch in order (what full-batch gradient
@@ -376,7 +379,8 @@ def clean_logits(model: nn.Module, batch: Batch) -> Tensor:
     model.eval()
     try:
         with torch.no_grad():
-            return model(batch).logits.float()
+            logits: Tensor = model(batch).logits
+            return logits.float()
     finally:
         for module, flag in modes:
             module.training = flag
