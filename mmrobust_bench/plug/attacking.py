@@ -8,12 +8,14 @@ the library's own defaults (``torchattacks.PGDL2``: ``eps=1.0``, ``alpha=0.2``),
 or the constructor. Given as an id string (``"torchattacks:PGDL2"``), it runs as ``mmrobust-bench run
 --attack`` runs it, so rows from Python and from the CLI agree.
 """
+
 from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +24,7 @@ from torch import Tensor
 from ..attacks import Attack, build_attack
 from ..bench.validate import check_count, check_eps
 from ..contracts import ALL_MODALITIES, ThreatModel
-from .batches import (as_model_dtype, check_classes, class_indices, labels_of, model_dtype, num_classes,
-                      split_batch)
+from .batches import as_model_dtype, check_classes, class_indices, labels_of, model_dtype, num_classes, split_batch
 from .declare import WrappedModel, check_wrapped
 
 # Library norm spellings (torchattacks "L2"/"Linf", ART 2/np.inf/1/0) -> the threat model's names.
@@ -38,8 +39,15 @@ _NOT_COPIED = frozenset({"summary_writer", "verbose", "batch_size"})
 
 @dataclass
 class ResolvedAttack:
-    """An attack request turned into the suite's terms: the attack id, its options, and the ε / norm /
-    targeting that the library class or instance implies (None: not implied)."""
+    """An attack request turned into the suite's terms (what :func:`resolve_attack` returns).
+
+    Attributes:
+        name: the suite's attack id (``"torchattacks:PGDL2"``, ``"art:FastGradientMethod"``, ``"pgd_l2"``).
+        options: the options the library class or instance implies (step sizes, settings it was built with).
+        eps: the ε it implies (None: not implied).
+        norm: the norm it implies, as the suite names it (None: not implied).
+        targeted: whether the instance is in targeted mode.
+    """
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -49,14 +57,26 @@ class ResolvedAttack:
 
 
 def norm_name(value: Any) -> str:
-    """A norm in any library's spelling (``"L2"``, ``"Linf"``, ``2``, ``np.inf``, ``"l1"``) as the suite names it."""
+    """A norm in any library's spelling as the suite names it.
+
+    Args:
+        value: ``"L2"``, ``"Linf"``, ``2``, ``np.inf``, ``"l1"``, ``0``, ...
+
+    Returns:
+        ``"l2"``, ``"linf"``, ``"l1"`` or ``"l0"``.
+
+    Raises:
+        ValueError: an unknown norm, with the valid spellings.
+    """
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         key = "inf" if math.isinf(float(value)) else str(int(value)) if float(value).is_integer() else str(value)
     else:
         key = str(value).strip().lower()
     if key not in _NORMS:
-        raise ValueError(f"unknown norm {value!r}; valid: l2, linf, l1, l0 (or the library's spelling: 'L2', "
-                         f"'Linf', 2, np.inf, 1, 0)")
+        raise ValueError(
+            f"unknown norm {value!r}; valid: l2, linf, l1, l0 (or the library's spelling: 'L2', "
+            f"'Linf', 2, np.inf, 1, 0)"
+        )
     return _NORMS[key]
 
 
@@ -90,16 +110,29 @@ def resolve_attack(attack: Any) -> ResolvedAttack:
     defaults for ``eps``, ``norm`` and the step size (``alpha`` / ``eps_step``); an instance contributes every
     option it was built with (those equal to the library default, step sizes excepted, are left to the adapter,
     which passes the library's default on; logging and batching settings are not copied).
+
+    Args:
+        attack: an id string, a torchattacks / ART attack class, or a configured instance.
+
+    Returns:
+        The request in the suite's terms.
+
+    Raises:
+        TypeError: anything else (a suite ``Attack`` object is called directly instead).
     """
     if isinstance(attack, str):  # as ``run --attack`` takes it: the adapter's defaults, ε and norm from the caller
         return ResolvedAttack(attack)
     if isinstance(attack, Attack):
-        raise TypeError("pass the attack as an id string (e.g. 'pgd_l2') or a torchattacks / ART class or instance; "
-                        "a suite Attack object is used with its own __call__")
+        raise TypeError(
+            "pass the attack as an id string (e.g. 'pgd_l2') or a torchattacks / ART class or instance; "
+            "a suite Attack object is used with its own __call__"
+        )
     library = _library_of(attack)
     if library is None:
-        raise TypeError(f"unknown attack {attack!r}: give an id string ('pgd_l2', 'torchattacks:PGDL2', "
-                        f"'art:FastGradientMethod'), a torchattacks or ART attack class, or a configured instance")
+        raise TypeError(
+            f"unknown attack {attack!r}: give an id string ('pgd_l2', 'torchattacks:PGDL2', "
+            f"'art:FastGradientMethod'), a torchattacks or ART attack class, or a configured instance"
+        )
     cls = attack if inspect.isclass(attack) else type(attack)
     params = _parameters(cls)
     resolved = ResolvedAttack(f"{library}:{cls.__name__}")
@@ -108,8 +141,10 @@ def resolve_attack(attack: Any) -> ResolvedAttack:
         return resolved
     if library == "torchattacks":
         if getattr(attack, "normalization_used", None) or getattr(attack, "_normalization_applied", None):
-            raise ValueError("the torchattacks instance applies its own input normalization; put the normalization "
-                             "inside the model and attack in model-input space")
+            raise ValueError(
+                "the torchattacks instance applies its own input normalization; put the normalization "
+                "inside the model and attack in model-input space"
+            )
         resolved.targeted = bool(getattr(attack, "targeted", False))
     for name, param in params.items():
         if name in ("model", "estimator", "classifier") or name in _NOT_COPIED or not hasattr(attack, name):
@@ -144,9 +179,18 @@ def _scalar(value: Any, what: str) -> float:
         raise ValueError(f"{what} must be one number, got {value!r}") from exc
 
 
-def build(wrapped: WrappedModel, attack: Any, modality: str | Sequence[str], eps: float | None, norm: str | None,
-          joint: bool, seed: int, options: Mapping[str, Any], targeted: bool,
-          require_eps: bool = True) -> tuple[Attack, ThreatModel, str]:
+def build(
+    wrapped: WrappedModel,
+    attack: Any,
+    modality: str | Sequence[str],
+    eps: float | None,
+    norm: str | None,
+    joint: bool,
+    seed: int,
+    options: Mapping[str, Any],
+    targeted: bool,
+    require_eps: bool = True,
+) -> tuple[Attack, ThreatModel, str]:
     """(suite attack, threat model at ``eps``, attack id) for a request; ``eps`` None takes the library's (and
     0 when there is none and ``require_eps`` is False)."""
     resolved = resolve_attack(attack)
@@ -166,27 +210,55 @@ def build(wrapped: WrappedModel, attack: Any, modality: str | Sequence[str], eps
             raise ValueError(f"attack {resolved.name!r} needs eps=... (its budget, in model-input space)")
     else:  # the command line's bounds on ε: finite, >= 0, at most bench.validate.MAX_EPS
         value = check_eps([value], "eps")[0]
-    threat = ThreatModel.parse(modality, float(value), wrapped.specs, norm=chosen, joint=joint,
-                               targeted=targeted or resolved.targeted)
+    threat = ThreatModel.parse(
+        modality, float(value), wrapped.specs, norm=chosen, joint=joint, targeted=targeted or resolved.targeted
+    )
     atk.validate(threat)
     return atk, threat, resolved.name
 
 
-def attack(model: WrappedModel, batch: Any, labels: Any = None, *, attack: Any = "pgd_l2",
-           modality: str | Sequence[str] = ALL_MODALITIES, eps: float | None = None, norm: str | None = None,
-           joint: bool = True, targets: Tensor | None = None, seed: int = 0, order: Sequence[str] | None = None,
-           label_key: str | None = None, **options: Any) -> Any:
+def attack(
+    model: WrappedModel,
+    batch: Any,
+    labels: Any = None,
+    *,
+    attack: Any = "pgd_l2",
+    modality: str | Sequence[str] = ALL_MODALITIES,
+    eps: float | None = None,
+    norm: str | None = None,
+    joint: bool = True,
+    targets: Tensor | None = None,
+    seed: int = 0,
+    order: Sequence[str] | None = None,
+    label_key: str | None = None,
+    **options: Any,
+) -> Any:
     """The adversarial version of ``batch``, in the user's own format (dict, tuple or tensor).
 
-    ``attack``: an id (``"pgd_l2"``, ``"missing"``, ``"torchattacks:PGDL2"``, ``"art:FastGradientMethod"``),
-    a torchattacks / ART class, or a configured instance (its ``eps``, ``alpha``, ``steps``… are read).
-    ``modality``: one name, several (a list or ``"a,v"``: one joint ball, or one ball each with
-    ``joint=False``), or ``"all"``; ``attack="missing"`` drops them instead (``fill="zero"|"mean"|"noise"``).
-    ``eps`` and the other options (``alpha``, ``steps``, ART's ``eps_step``, ``max_iter``…) are in
-    model-input space and mean what the library means by them. Unattacked modalities come back bit-identical;
-    the model's weights, buffers, mode and the global RNGs are left as they were. Floating inputs of another dtype
-    than the model's are attacked in the model's dtype, and the attacked modalities come back in it (module
-    docstring).
+    Unattacked modalities come back bit-identical; the model's weights, buffers, mode and the global RNGs are
+    left as they were. Floating inputs of another dtype than the model's are attacked in the model's dtype, and
+    the attacked modalities come back in it (casting back would move them off the ε-ball by rounding).
+
+    Args:
+        model: a model wrapped by :func:`~mmrobust_bench.plug.wrap`.
+        batch: the inputs as a dict, a tuple / list (in the declared ``order``) or one tensor.
+        labels: one class index per sample (default: those found in ``batch``).
+        attack: an id (``"pgd_l2"``, ``"missing"``, ``"torchattacks:PGDL2"``, ``"art:FastGradientMethod"``),
+            a torchattacks / ART class, or a configured instance (its ``eps``, ``alpha``, ``steps``… are read).
+        modality: one name, several (a list or ``"a,v"``), or ``"all"``; ``attack="missing"`` drops them
+            instead (``fill="zero"|"mean"|"noise"``).
+        eps: the budget in model-input space (default: the library class's or instance's).
+        norm: the threat's norm in any library's spelling (default: the attack's own, ℓ2 where it runs under it).
+        joint: one ε-ball over the attacked modalities (True) or one per modality.
+        targets: the target class of each sample, for a targeted attack.
+        seed: the attack's seed (a whole number >= 0).
+        order: the layout of tuple batches, e.g. ``("video", "audio", "label")``.
+        label_key: the key of the labels in a dict batch.
+        **options: the attack's options (``alpha``, ``steps``, ART's ``eps_step``, ``max_iter``…), in
+            model-input space and meaning what the library means by them.
+
+    Returns:
+        The adversarial batch, in the format ``batch`` came in.
     """
     wrapped = check_wrapped(model)
     check_count(seed, "seed", minimum=0)
@@ -208,14 +280,44 @@ def attack(model: WrappedModel, batch: Any, labels: Any = None, *, attack: Any =
     return split.rebuild({m: adv[m] for m in threat.modalities})
 
 
-def drop(model: WrappedModel, batch: Any, *, modality: str | Sequence[str], fill: str = "zero",
-         order: Sequence[str] | None = None, label_key: str | None = None, **options: Any) -> Any:
-    """``batch`` with ``modality`` missing, in the user's format (``fill``: ``"zero"``, ``"mean"`` with
-    ``fill_values={modality: mean tensor}``, or ``"noise"`` with ``noise_std``); labels are not needed."""
+def drop(
+    model: WrappedModel,
+    batch: Any,
+    *,
+    modality: str | Sequence[str],
+    fill: str = "zero",
+    order: Sequence[str] | None = None,
+    label_key: str | None = None,
+    **options: Any,
+) -> Any:
+    """``batch`` with ``modality`` missing (the ``missing`` attack); labels are not needed.
+
+    Args:
+        model: a model wrapped by :func:`~mmrobust_bench.plug.wrap`.
+        batch: the inputs as a dict, a tuple / list (in the declared ``order``) or one tensor.
+        modality: the modality (or modalities) to drop.
+        fill: ``"zero"``, ``"mean"`` (with ``fill_values={modality: mean tensor}``) or ``"noise"`` (with
+            ``noise_std``).
+        order: the layout of tuple batches.
+        label_key: the key of the labels in a dict batch.
+        **options: ``fill_values``, ``noise_std``.
+
+    Returns:
+        The batch with the dropped modalities replaced, in the format ``batch`` came in.
+    """
     split = split_batch(check_wrapped(model), batch, order, label_key)
     n = int(next(iter(split.inputs.values())).shape[0])
-    return attack(model, batch, torch.zeros(n, dtype=torch.long), attack="missing", modality=modality, fill=fill,
-                  order=order, label_key=label_key, **options)
+    return attack(
+        model,
+        batch,
+        torch.zeros(n, dtype=torch.long),
+        attack="missing",
+        modality=modality,
+        fill=fill,
+        order=order,
+        label_key=label_key,
+        **options,
+    )
 
 
 __all__ = ["ResolvedAttack", "norm_name", "resolve_attack", "build", "attack", "drop"]

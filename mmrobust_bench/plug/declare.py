@@ -4,13 +4,15 @@
 returned as a tensor, a tuple entry, a dict entry or an ``.logits`` attribute) to the suite's contract (a dict
 batch in, :class:`~mmrobust_bench.contracts.ModelOutput` out), so every attack of the suite runs on it unchanged.
 """
+
 from __future__ import annotations
 
 import inspect
 import math
 import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -22,9 +24,18 @@ CALLS = ("auto", "positional", "keyword", "dict")  # how wrap(call=...) passes t
 
 @dataclass(frozen=True)
 class Modality:
-    """One input of the user's model: its per-sample ``shape`` (inferred from the first batch when None)
-    and its valid ``box`` in model-input space: ``(low, high)`` for the whole input, or
-    ``((low_0, …), (high_0, …))`` per channel (first axis of ``shape``); None for an unbounded input."""
+    """One input of the user's model, as :func:`wrap` takes it.
+
+    Args:
+        shape: the per-sample shape; None infers it from the first batch.
+        box: the valid range in model-input space: ``(low, high)`` for the whole input, or
+            ``((low_0, …), (high_0, …))`` per channel (first axis of ``shape``); None for an unbounded input.
+            Attacks keep every perturbed input inside it.
+        description: a free text carried into the suite's ``ModalitySpec``.
+
+    Raises:
+        ValueError: a shape that is empty or not positive, or a box that is not finite and ordered.
+    """
 
     shape: tuple[int, ...] | None = None
     box: tuple[Any, Any] | None = None
@@ -37,8 +48,9 @@ class Modality:
                 raise ValueError(f"Modality shape must be a non-empty tuple of positive sizes, got {self.shape!r}")
             object.__setattr__(self, "shape", shape)
         if self.box is not None and (not isinstance(self.box, (tuple, list)) or len(self.box) != 2):
-            raise ValueError(f"Modality box must be (low, high) or ((low per channel), (high per channel)), "
-                             f"got {self.box!r}")
+            raise ValueError(
+                f"Modality box must be (low, high) or ((low per channel), (high per channel)), got {self.box!r}"
+            )
         if self.box is not None:  # finite and ordered now; the channel count is checked once the shape is known
             low, high = (_box_values(b, self.box) for b in self.box)
             low, high = low * (len(high) if len(low) == 1 else 1), high * (len(low) if len(high) == 1 else 1)
@@ -60,8 +72,9 @@ def _box_values(bound: Any, box: Any) -> tuple[float, ...]:
     except (TypeError, ValueError):
         raise ValueError(f"Modality box bounds must be numbers, got {box!r}") from None
     if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"Modality box bounds must be finite numbers, got {box!r}; declare an unbounded input "
-                         f"with box=None")
+        raise ValueError(
+            f"Modality box bounds must be finite numbers, got {box!r}; declare an unbounded input with box=None"
+        )
     return values
 
 
@@ -70,8 +83,9 @@ def _channel_bounds(name: str, bound: Any, channels: int) -> tuple[float, ...]:
         return _box_values(bound, bound) * channels
     values = _box_values(bound, bound)
     if len(values) != channels:
-        raise ValueError(f"modality {name!r}: a per-channel box needs {channels} values (first axis of its shape), "
-                         f"got {len(values)}")
+        raise ValueError(
+            f"modality {name!r}: a per-channel box needs {channels} values (first axis of its shape), got {len(values)}"
+        )
     return values
 
 
@@ -82,8 +96,9 @@ def _as_modality(name: str, value: Any) -> Modality:
         return value
     if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
         return Modality(tuple(value))
-    raise ValueError(f"modality {name!r}: declare it as mmr.Modality(shape, box=...), a shape tuple, or None, "
-                     f"got {value!r}")
+    raise ValueError(
+        f"modality {name!r}: declare it as mmr.Modality(shape, box=...), a shape tuple, or None, got {value!r}"
+    )
 
 
 def _forward_parameters(model: nn.Module) -> list[inspect.Parameter] | None:
@@ -120,23 +135,31 @@ def _resolve_call(model: nn.Module, names: tuple[str, ...], call: str) -> str:
             return "dict"
         if len(names) == 1 and len(required) <= 1 and (positional or var_pos):
             return "positional"
-        raise ValueError(f"your forward takes {takes}, which does not name the modalities "
-                         f"({', '.join(names)}); {order_hint}, call='keyword' with modalities named after its "
-                         f"arguments, or call='dict' if it takes one dict")
+        raise ValueError(
+            f"your forward takes {takes}, which does not name the modalities "
+            f"({', '.join(names)}); {order_hint}, call='keyword' with modalities named after its "
+            f"arguments, or call='dict' if it takes one dict"
+        )
     if call == "positional":
         if len(required) > len(names) or (len(positional) < len(names) and not var_pos):
-            raise ValueError(f"your forward takes {takes} but {len(names)} modalities ({', '.join(names)}) are "
-                             f"declared; {order_hint}, one per argument")
-        named = [p.name for p in positional[:len(names)]]
+            raise ValueError(
+                f"your forward takes {takes} but {len(names)} modalities ({', '.join(names)}) are "
+                f"declared; {order_hint}, one per argument"
+            )
+        named = [p.name for p in positional[: len(names)]]
         if set(named) == set(names) and named != list(names):
-            raise ValueError(f"your forward takes {takes} but the modalities are declared as ({', '.join(names)}); "
-                             f"{order_hint}, or use call='keyword'")
+            raise ValueError(
+                f"your forward takes {takes} but the modalities are declared as ({', '.join(names)}); "
+                f"{order_hint}, or use call='keyword'"
+            )
         return call
     if call == "keyword":
         missing = [m for m in names if m not in keyword_names]
         if missing and not var_kw:
-            raise ValueError(f"your forward takes {takes}, which has no argument {', '.join(missing)}; {order_hint}, "
-                             f"or name the modalities after its arguments")
+            raise ValueError(
+                f"your forward takes {takes}, which has no argument {', '.join(missing)}; {order_hint}, "
+                f"or name the modalities after its arguments"
+            )
         return call
     if len(required) > 1:  # dict
         raise ValueError(f"your forward takes {takes}, not one dict; {order_hint} or call='keyword'")
@@ -146,13 +169,25 @@ def _resolve_call(model: nn.Module, names: tuple[str, ...], call: str) -> str:
 class WrappedModel(nn.Module):
     """A user model seen through the suite's contract: ``forward(batch: dict) -> ModelOutput``.
 
-    Built by :func:`wrap`. The user's module is the submodule ``model``, so ``.eval()``, ``.to()``,
+    Built by :func:`wrap` (not by hand). The user's module is the submodule ``model``, so ``.eval()``, ``.to()``,
     parameters and buffers are the user's own; attacks restore its mode and never touch its weights.
+
+    Attributes:
+        model: the user's module.
+        names: the modality names, in the declared order.
+        call: how the forward takes the modalities (``"positional"``, ``"keyword"`` or ``"dict"``).
+        specs: the modalities as ``contracts.ModalitySpec`` (once every shape is declared or seen).
+        classes: the width of the logits as the last forward gave them (None before the first).
     """
 
-    def __init__(self, model: nn.Module, modalities: Mapping[str, Modality], call: str,
-                 output: str | int | Callable[[Any], Tensor] | None,
-                 unimodal: str | Callable[[Any], Any] | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        modalities: Mapping[str, Modality],
+        call: str,
+        output: str | int | Callable[[Any], Tensor] | None,
+        unimodal: str | Callable[[Any], Any] | None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.declared = dict(modalities)
@@ -161,7 +196,8 @@ class WrappedModel(nn.Module):
         self.output = output
         self.unimodal = unimodal
         self._specs: dict[str, ModalitySpec] = {
-            m: d.spec(m, d.shape) for m, d in self.declared.items() if d.shape is not None}
+            m: d.spec(m, d.shape) for m, d in self.declared.items() if d.shape is not None
+        }
         self.classes: int | None = None  # the width of the logits, as the last forward gave them
 
     # -- shapes ---------------------------------------------------------------------------------------
@@ -170,8 +206,10 @@ class WrappedModel(nn.Module):
         """The modalities as :class:`ModalitySpec` (declared order); shapes must be known (declared or seen)."""
         unknown = [m for m in self.names if m not in self._specs]
         if unknown:
-            raise ValueError(f"the shape of modality {', '.join(unknown)} is not known yet: declare "
-                             f"mmr.Modality(shape) or pass a batch through mmr.attack / mmr.evaluate first")
+            raise ValueError(
+                f"the shape of modality {', '.join(unknown)} is not known yet: declare "
+                f"mmr.Modality(shape) or pass a batch through mmr.attack / mmr.evaluate first"
+            )
         return tuple(self._specs[m] for m in self.names)
 
     def resolve(self, batch: Mapping[str, Tensor]) -> tuple[ModalitySpec, ...]:
@@ -181,12 +219,16 @@ class WrappedModel(nn.Module):
             shape = tuple(x.shape[1:])
             if m not in self._specs:
                 if not shape:
-                    raise ValueError(f"modality {m!r} arrived as a tensor of shape {tuple(x.shape)}; batches are "
-                                     f"(batch, *shape) tensors")
+                    raise ValueError(
+                        f"modality {m!r} arrived as a tensor of shape {tuple(x.shape)}; batches are "
+                        f"(batch, *shape) tensors"
+                    )
                 self._specs[m] = self.declared[m].spec(m, shape)
             elif self._specs[m].shape != shape:
-                raise ValueError(f"modality {m!r} is declared with shape {self._specs[m].shape} but the batch has "
-                                 f"{shape} per sample; fix the declaration (or omit the shape to infer it)")
+                raise ValueError(
+                    f"modality {m!r} is declared with shape {self._specs[m].shape} but the batch has "
+                    f"{shape} per sample; fix the declaration (or omit the shape to infer it)"
+                )
         return self.specs
 
     # -- the forward ------------------------------------------------------------------------------------
@@ -212,35 +254,50 @@ class WrappedModel(nn.Module):
                 logits = out
             elif isinstance(out, Mapping):
                 if "logits" not in out:
-                    raise ValueError(f"your forward returns a dict with keys {', '.join(map(str, out))} and no "
-                                     f"'logits'; declare output='<key>' in mmr.wrap")
+                    raise ValueError(
+                        f"your forward returns a dict with keys {', '.join(map(str, out))} and no "
+                        f"'logits'; declare output='<key>' in mmr.wrap"
+                    )
                 logits = out["logits"]
             elif isinstance(out, (tuple, list)) and not hasattr(out, "logits"):
-                raise ValueError(f"your forward returns a {what} of {len(out)}; declare output=<index> in mmr.wrap "
-                                 f"(e.g. output=0) to say which entry is the logits")
+                raise ValueError(
+                    f"your forward returns a {what} of {len(out)}; declare output=<index> in mmr.wrap "
+                    f"(e.g. output=0) to say which entry is the logits"
+                )
             elif hasattr(out, "logits"):
                 logits = out.logits
             else:
-                raise ValueError(f"your forward returns a {what}; return logits (a tensor, a dict entry, a tuple "
-                                 f"entry or a .logits attribute) and declare which with output=")
+                raise ValueError(
+                    f"your forward returns a {what}; return logits (a tensor, a dict entry, a tuple "
+                    f"entry or a .logits attribute) and declare which with output="
+                )
         elif isinstance(spec, str):
             if isinstance(out, Mapping):
                 if spec not in out:
-                    raise ValueError(f"output={spec!r}: your forward returns a dict with keys "
-                                     f"{', '.join(map(str, out))}; declare one of those")
+                    raise ValueError(
+                        f"output={spec!r}: your forward returns a dict with keys "
+                        f"{', '.join(map(str, out))}; declare one of those"
+                    )
                 logits = out[spec]
             elif isinstance(out, Tensor):
-                raise ValueError(f"output={spec!r} expects a dict (or an object with .{spec}) but your forward returns "
-                                 f"a tensor; drop output= (a tensor output is used as the logits)")
+                raise ValueError(
+                    f"output={spec!r} expects a dict (or an object with .{spec}) but your forward returns "
+                    f"a tensor; drop output= (a tensor output is used as the logits)"
+                )
             elif hasattr(out, spec):
                 logits = getattr(out, spec)
             else:
                 raise ValueError(f"output={spec!r}: your forward returns a {what} without {spec!r}")
         else:
             if not isinstance(out, (tuple, list)):
-                raise ValueError(f"output={spec!r} expects a tuple but your forward returns a {what}; "
-                                 + ("drop output= (a tensor output is used as the logits)" if isinstance(out, Tensor)
-                                    else "declare output='<key>' for a dict or an attribute"))
+                raise ValueError(
+                    f"output={spec!r} expects a tuple but your forward returns a {what}; "
+                    + (
+                        "drop output= (a tensor output is used as the logits)"
+                        if isinstance(out, Tensor)
+                        else "declare output='<key>' for a dict or an attribute"
+                    )
+                )
             if not -len(out) <= spec < len(out):
                 raise ValueError(f"output={spec}: your forward returns a {what} of {len(out)}")
             logits = out[spec]
@@ -268,25 +325,47 @@ class WrappedModel(nn.Module):
     # -- identity -------------------------------------------------------------------------------------
     def config_hash(self) -> str:
         """A short hash of the declaration (modalities, boxes, call, output), for the rows' ``config_hash``."""
-        return stable_hash({"modalities": {m: [list(s.shape), s.lower, s.upper] for m, s in self._specs.items()},
-                            "call": self.call, "output": repr(self.output), "model": type(self.model).__name__})
+        return stable_hash(
+            {
+                "modalities": {m: [list(s.shape), s.lower, s.upper] for m, s in self._specs.items()},
+                "call": self.call,
+                "output": repr(self.output),
+                "model": type(self.model).__name__,
+            }
+        )
 
     def extra_repr(self) -> str:
         return f"modalities={self.names}, call={self.call!r}, output={self.output!r}"
 
 
-def wrap(model: nn.Module, modalities: Mapping[str, Any] | Sequence[str], *, call: str = "auto",
-         output: str | int | Callable[[Any], Tensor] | None = None,
-         unimodal: str | Callable[[Any], Any] | None = None) -> WrappedModel:
+def wrap(
+    model: nn.Module,
+    modalities: Mapping[str, Any] | Sequence[str],
+    *,
+    call: str = "auto",
+    output: str | int | Callable[[Any], Tensor] | None = None,
+    unimodal: str | Callable[[Any], Any] | None = None,
+) -> WrappedModel:
     """Declare how to call ``model`` so every attack of the suite can run on it.
 
-    ``modalities``: ``{name: mmr.Modality(shape, box=...)}`` in the order the forward takes them (a shape
-    tuple or None also works; a list of names infers every shape from the first batch). ``call``: the
-    modalities are passed ``"positional"``-ly, by ``"keyword"`` or as one ``"dict"``; ``"auto"`` reads the
-    forward's signature. ``output``: which entry of what forward returns is the logits (a dict key or
-    attribute name, a tuple index, or a function); a tensor, a dict's ``"logits"`` and ``.logits`` need none.
-    ``unimodal``: where uni-modal scores are (a dict ``{modality: (B, K)}``), for :func:`eta`; found under
-    ``"unimodal"`` by default.
+    Args:
+        model: the user's ``torch.nn.Module``.
+        modalities: ``{name: mmr.Modality(shape, box=...)}`` in the order the forward takes them (a shape tuple
+            or None also works; a list of names infers every shape from the first batch).
+        call: the modalities are passed ``"positional"``-ly, by ``"keyword"`` or as one ``"dict"``; ``"auto"``
+            reads the forward's signature.
+        output: which entry of what the forward returns is the logits (a dict key or attribute name, a tuple
+            index, or a function); a tensor, a dict's ``"logits"`` and ``.logits`` need none.
+        unimodal: where uni-modal scores are (a dict ``{modality: (B, K)}``), for :func:`~mmrobust_bench.plug.eta`
+            and :func:`~mmrobust_bench.plug.certificates`; found under ``"unimodal"`` by default.
+
+    Returns:
+        The wrapped model, for :func:`~mmrobust_bench.plug.attack`, :func:`~mmrobust_bench.plug.evaluate` and the
+        other calls of the public API.
+
+    Raises:
+        ValueError: a declaration that does not fit the forward's signature, with the fix.
+        TypeError: ``model`` is not an ``nn.Module``.
     """
     if isinstance(model, WrappedModel):
         raise ValueError("the model is already wrapped; pass it to mmr.attack / mmr.evaluate as it is")
@@ -301,8 +380,10 @@ def wrap(model: nn.Module, modalities: Mapping[str, Any] | Sequence[str], *, cal
     if not declared:
         raise ValueError("declare at least one modality")
     if {ALL_MODALITIES, "any"} & set(declared) or any("," in m or "+" in m or not m for m in declared):
-        raise ValueError(f"modality names must be non-empty, without ',' or '+', and not {ALL_MODALITIES!r} or 'any' "
-                         f"(the joint and the worst-case threat)")
+        raise ValueError(
+            f"modality names must be non-empty, without ',' or '+', and not {ALL_MODALITIES!r} or 'any' "
+            f"(the joint and the worst-case threat)"
+        )
     call = _resolve_call(model, tuple(declared), call)
     return WrappedModel(model, declared, call, output, unimodal)
 

@@ -1,12 +1,14 @@
 """Randomized-smoothing certificates of any wrapped model (:func:`smooth_certify`): sound with probability 1 − α,
 a thin layer over ``certify.smoothing`` that reads the user's loader and returns tidy frames."""
+
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,8 +26,25 @@ log = logging.getLogger(__name__)
 
 SMOOTHING_ROWS = ("sample", "certified_accuracy")  # the two kinds of row of SmoothingResult.to_frame
 # the columns of SmoothingResult.to_frame, in order (then any others: the honesty check's)
-SMOOTHING_COLUMNS = ("row", "modality", "sample", "label", "prediction", "abstained", "p_a_lower", "radius", "eps",
-                     "certified_accuracy", "abstained_fraction", "samples", "sigma", "n0", "n", "alpha", "kind")
+SMOOTHING_COLUMNS = (
+    "row",
+    "modality",
+    "sample",
+    "label",
+    "prediction",
+    "abstained",
+    "p_a_lower",
+    "radius",
+    "eps",
+    "certified_accuracy",
+    "abstained_fraction",
+    "samples",
+    "sigma",
+    "n0",
+    "n",
+    "alpha",
+    "kind",
+)
 
 
 @dataclass(frozen=True)
@@ -36,8 +55,14 @@ class SmoothingResult:
     ``samples``: one row per test sample (``sample``, ``label``, ``prediction`` (−1 when abstaining),
     ``abstained``, ``p_a_lower``, ``radius`` (NaN when abstaining)); ``summary``: one row per radius ``eps``
     (``certified_accuracy``, ``abstained_fraction``, ``samples`` and the honesty counts when checked); both carry
-    ``modality``, ``sigma``, ``n0``, ``n``, ``alpha`` and ``kind``. ``largest_radius``: σ·Φ⁻¹(α^{1/n}), beyond
-    which nothing is certified (``certify.smoothing.largest_certifiable_radius``)."""
+    ``modality``, ``sigma``, ``n0``, ``n``, ``alpha`` and ``kind``.
+
+    Attributes:
+        samples: one row per test sample.
+        summary: one row per radius.
+        largest_radius: σ·Φ⁻¹(α^{1/n}), beyond which nothing is certified
+            (``certify.smoothing.largest_certifiable_radius``).
+    """
 
     samples: pd.DataFrame
     summary: pd.DataFrame
@@ -45,32 +70,66 @@ class SmoothingResult:
 
     def to_frame(self) -> pd.DataFrame:
         """Both in one tidy frame with a ``row`` column: ``"sample"`` rows, then ``"certified_accuracy"`` rows."""
-        frame = pd.concat([self.samples.assign(row="sample"), self.summary.assign(row="certified_accuracy")],
-                          ignore_index=True)
+        frame = pd.concat(
+            [self.samples.assign(row="sample"), self.summary.assign(row="certified_accuracy")], ignore_index=True
+        )
         return frame[list(SMOOTHING_COLUMNS) + [c for c in frame.columns if c not in SMOOTHING_COLUMNS]]
 
 
-def smooth_certify(model: WrappedModel, loader: Iterable[Any], *, modality: str | Sequence[str] = ALL_MODALITIES,
-                   sigma: float = 0.25, n0: int = 100, n: int = 1000, alpha: float = 0.001, batch: int = 1000,
-                   seed: int = 0, radii: Sequence[float] | None = None, order: Sequence[str] | None = None,
-                   label_key: str | None = None, device: str | torch.device | None = None,
-                   max_samples: int | None = None, n_attack: int = 0, attack_steps: int = 20,
-                   progress: bool = False) -> SmoothingResult:
+def smooth_certify(
+    model: WrappedModel,
+    loader: Iterable[Any],
+    *,
+    modality: str | Sequence[str] = ALL_MODALITIES,
+    sigma: float = 0.25,
+    n0: int = 100,
+    n: int = 1000,
+    alpha: float = 0.001,
+    batch: int = 1000,
+    seed: int = 0,
+    radii: Sequence[float] | None = None,
+    order: Sequence[str] | None = None,
+    label_key: str | None = None,
+    device: str | torch.device | None = None,
+    max_samples: int | None = None,
+    n_attack: int = 0,
+    attack_steps: int = 20,
+    progress: bool = False,
+) -> SmoothingResult:
     """Randomized-smoothing certificates (Cohen et al. 2019; ``mmrobust_bench.certify.smoothing``) of any wrapped
-    model, with Gaussian noise of std ``sigma`` on ``modality`` (one name, ``"a,v"`` or ``"all"``; the others held
-    fixed): **sound (probabilistic, 1 − α)** — each radius holds with probability ≥ 1 − ``alpha`` over the noise
+    model: **sound (probabilistic, 1 − α)** — each radius holds with probability ≥ 1 − ``alpha`` over the noise
     draws, whatever the model (no uni-modal scores, no Lipschitz estimate needed). Train the model with the same
-    unclamped noise or the smoothed classifier abstains a lot.
+    unclamped noise or the smoothed classifier abstains a lot. No radius is certified beyond σ·Φ⁻¹(α^{1/n})
+    (0.62 at the defaults, 0.80 with ``n=10_000``, which costs 10× more). The loader is held in memory.
 
-    Returns a :class:`SmoothingResult`: ``.samples`` (one row per test sample), ``.summary`` (one row per ε of
-    ``radii``: the fraction of all samples certified correct with radius ≥ ε, and the abstention rate) and
-    ``.to_frame()`` (both in one tidy frame with a ``row`` column). No radius is certified beyond
-    σ·Φ⁻¹(α^{1/n}) (``.largest_radius``; 0.62 at the defaults, 0.80 with ``n=10_000``, which costs 10× more):
-    ``radii`` defaults to 0, σ, 2σ, … up to it, and
-    given radii above it are clipped to it with a warning naming it. ``n_attack > 0`` also runs the
-    SmoothAdv-style honesty check (``attack_steps`` PGD steps; violations found are a lower bound) and adds its
-    counts to the summary rows. The loader is held in memory (``max_samples`` caps it). Counts (``n0``, ``n``,
-    ``batch``, ``max_samples``, ``n_attack``, ``attack_steps``) and ``seed`` must be whole numbers, never truncated.
+    Args:
+        model: a model wrapped by :func:`~mmrobust_bench.plug.wrap`.
+        loader: batches with labels, as :func:`~mmrobust_bench.plug.evaluate` takes them.
+        modality: where the Gaussian noise goes: one name, ``"a,v"`` or ``"all"`` (the others held fixed).
+        sigma: the noise's standard deviation.
+        n0: noise draws that pick each sample's class.
+        n: noise draws that bound its probability.
+        alpha: the failure probability of each certificate.
+        batch: noisy copies per forward pass.
+        seed: the noise's seed.
+        radii: the ε of the summary rows; default 0, σ, 2σ, … up to the largest certifiable radius, and given
+            radii above it are clipped to it with a warning naming it.
+        order: the layout of tuple batches.
+        label_key: the key of the labels in dict batches.
+        device: where batches go (default: the model's).
+        max_samples: certify only the first this many samples (None: every sample).
+        n_attack: > 0 also runs the SmoothAdv-style honesty check with this many noise draws per step
+            (violations found are a lower bound) and adds its counts to the summary rows.
+        attack_steps: the honesty check's PGD steps.
+        progress: show progress bars.
+
+    Counts (``n0``, ``n``, ``batch``, ``max_samples``, ``n_attack``, ``attack_steps``) and ``seed`` must be whole
+    numbers, never truncated.
+
+    Returns:
+        A :class:`SmoothingResult`: ``.samples`` (one row per test sample), ``.summary`` (one row per ε of
+        ``radii``: the fraction of all samples certified correct with radius ≥ ε, and the abstention rate),
+        ``.largest_radius`` and ``.to_frame()`` (both in one tidy frame with a ``row`` column).
     """
     wrapped = check_wrapped(model)
     n0, n, batch = (check_count(v, name) for v, name in ((n0, "n0"), (n, "n"), (batch, "batch")))
@@ -105,23 +164,52 @@ def smooth_certify(model: WrappedModel, loader: Iterable[Any], *, modality: str 
     with restored_modes(wrapped):
         _announce_cost(wrapped, x, keep, n0 + n, batch)
         cert = certify_smoothed(wrapped, x, y, mods, config, device=dev, progress=progress)
-        honesty = (smoothed_honesty_check(wrapped, x, cert, n_attack=n_attack, steps=attack_steps, device=dev,
-                                          progress=progress) if n_attack > 0 else None)
-    common = {"modality": cert.modality_label, "sigma": config.sigma, "n0": config.n0, "n": config.n,
-              "alpha": config.alpha, "kind": SOUND}
-    samples = pd.DataFrame({"modality": cert.modality_label, "sample": np.arange(cert.n),
-                            "label": cert.labels.numpy().astype(int),
-                            "prediction": cert.predictions.numpy().astype(int),
-                            "abstained": cert.abstained.numpy().astype(bool), "p_a_lower": cert.p_lower.numpy(),
-                            "radius": cert.radius.numpy(), **{k: v for k, v in common.items() if k != "modality"}})
+        honesty = (
+            smoothed_honesty_check(
+                wrapped, x, cert, n_attack=n_attack, steps=attack_steps, device=dev, progress=progress
+            )
+            if n_attack > 0
+            else None
+        )
+    common = {
+        "modality": cert.modality_label,
+        "sigma": config.sigma,
+        "n0": config.n0,
+        "n": config.n,
+        "alpha": config.alpha,
+        "kind": SOUND,
+    }
+    samples = pd.DataFrame(
+        {
+            "modality": cert.modality_label,
+            "sample": np.arange(cert.n),
+            "label": cert.labels.numpy().astype(int),
+            "prediction": cert.predictions.numpy().astype(int),
+            "abstained": cert.abstained.numpy().astype(bool),
+            "p_a_lower": cert.p_lower.numpy(),
+            "radius": cert.radius.numpy(),
+            **{k: v for k, v in common.items() if k != "modality"},
+        }
+    )
     abstained = float(cert.abstained.float().mean()) if cert.n else 0.0
     rows: list[dict[str, Any]] = []
     for eps in radii:
-        row = {"eps": float(eps), "certified_accuracy": cert.certified_accuracy(eps), "abstained_fraction": abstained,
-               "samples": cert.n, **common}
+        row = {
+            "eps": float(eps),
+            "certified_accuracy": cert.certified_accuracy(eps),
+            "abstained_fraction": abstained,
+            "samples": cert.n,
+            **common,
+        }
         if honesty is not None:
-            row.update({"honesty_checked": honesty.checked, "honesty_violations": honesty.violations,
-                        "honesty_counts": "lower bound (>= violations found)", "honesty_attack": honesty.attack})
+            row.update(
+                {
+                    "honesty_checked": honesty.checked,
+                    "honesty_violations": honesty.violations,
+                    "honesty_counts": "lower bound (>= violations found)",
+                    "honesty_attack": honesty.attack,
+                }
+            )
         rows.append(row)
     return SmoothingResult(samples, pd.DataFrame(rows), config.largest_radius)
 
@@ -140,8 +228,13 @@ def _announce_cost(model: nn.Module, x: Mapping[str, Tensor], samples: int, draw
         model(probe)
     estimate = (time.perf_counter() - start) * samples * math.ceil(draws / size)
     if estimate > ANNOUNCE_SECONDS:
-        log.warning("smooth_certify: about %.0f min for %d samples × %d noisy forward passes on this machine; lower n "
-                    "or max_samples for a quicker answer", estimate / 60, samples, draws)
+        log.warning(
+            "smooth_certify: about %.0f min for %d samples × %d noisy forward passes on this machine; lower n "
+            "or max_samples for a quicker answer",
+            estimate / 60,
+            samples,
+            draws,
+        )
     return estimate
 
 

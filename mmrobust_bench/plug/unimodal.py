@@ -1,11 +1,13 @@
 """Features of models that expose uni-modal scores z^(m): the vulnerability indicator η (:func:`eta`) and empirical
 certified radii (:func:`certificates`, a thin layer over ``certify.radii.certify``; docs/methods.md §11)."""
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import math
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -18,8 +20,14 @@ from .batches import Split, check_classes, device_batch, labels_of, model_device
 from .declare import WrappedModel, check_wrapped
 
 
-def _additive_forward(wrapped: WrappedModel, raw: Any, order: Sequence[str] | None, label_key: str | None,
-                      dev: torch.device, offset: Tensor | None) -> tuple[Split, dict[str, Tensor], ModelOutput, Tensor]:
+def _additive_forward(
+    wrapped: WrappedModel,
+    raw: Any,
+    order: Sequence[str] | None,
+    label_key: str | None,
+    dev: torch.device,
+    offset: Tensor | None,
+) -> tuple[Split, dict[str, Tensor], ModelOutput, Tensor]:
     """One loader batch through the model for :func:`certificates`: (split batch, inputs on ``dev``, output,
     the fusion offset), after checking the output has uni-modal scores whose sum (+ the offset) is the logits."""
     split, batch = device_batch(wrapped, raw, order, label_key, dev)
@@ -33,23 +41,44 @@ def _require_unimodal(wrapped: WrappedModel, output: ModelOutput, feature: str) 
     missing = [m for m in wrapped.names if m not in output.unimodal]
     if missing:
         have = f"it gives them for {', '.join(output.unimodal)} only" if output.unimodal else "it gives none"
-        raise ValueError(f"{feature} needs uni-modal scores z^(m) (a (batch, classes) tensor per modality) and {have} "
-                         f"(missing: {', '.join(missing)}); return a dict {{'logits': ..., 'unimodal': {{"
-                         + ", ".join(f"'{m}': z_{m}" for m in wrapped.names)
-                         + "}} (or an object with .logits and .unimodal) from forward, or point mmr.wrap(..., "
-                           "unimodal=...) at them")
+        raise ValueError(
+            f"{feature} needs uni-modal scores z^(m) (a (batch, classes) tensor per modality) and {have} "
+            f"(missing: {', '.join(missing)}); return a dict {{'logits': ..., 'unimodal': {{"
+            + ", ".join(f"'{m}': z_{m}" for m in wrapped.names)
+            + "}} (or an object with .logits and .unimodal) from forward, or point mmr.wrap(..., "
+            "unimodal=...) at them"
+        )
 
 
-def eta(model: WrappedModel, loader: Iterable[Any], *, order: Sequence[str] | None = None,
-        label_key: str | None = None, device: str | torch.device | None = None, max_samples: int | None = None,
-        class_chunk: int = 32) -> pd.DataFrame:
+def eta(
+    model: WrappedModel,
+    loader: Iterable[Any],
+    *,
+    order: Sequence[str] | None = None,
+    label_key: str | None = None,
+    device: str | torch.device | None = None,
+    max_samples: int | None = None,
+    class_chunk: int = 32,
+) -> pd.DataFrame:
     """The vulnerability indicator η of every modality (docs/methods.md §11): the input-gradient norm
     of the uni-modal margin, η_{y,j}^(m)(x) = ‖∇_{x^(m)} (z_y^(m) − z_j^(m))‖, averaged over samples.
 
-    Needs a model whose output exposes uni-modal scores (see :func:`wrap`); otherwise a ValueError says how
-    to expose them. One row per modality: ``n``, ``eta_runner_up`` (j = the fused runner-up class),
-    ``eta_pairs`` (mean over all j ≠ y) and ``ratio`` (``eta_pairs`` over the first modality's), the imbalance
-    that the paper's Figure 3 shows (1 = balanced).
+    Needs a model whose output exposes uni-modal scores (see :func:`~mmrobust_bench.plug.wrap`); otherwise a
+    ValueError says how to expose them.
+
+    Args:
+        model: a model wrapped by :func:`~mmrobust_bench.plug.wrap` whose output has uni-modal scores.
+        loader: batches with labels, as :func:`~mmrobust_bench.plug.evaluate` takes them.
+        order: the layout of tuple batches.
+        label_key: the key of the labels in dict batches.
+        device: where batches go (default: the model's).
+        max_samples: stop after the batch that reaches this many samples (None: the whole loader).
+        class_chunk: classes per batched backward (memory against speed).
+
+    Returns:
+        One row per modality: ``n``, ``eta_runner_up`` (j = the fused runner-up class), ``eta_pairs`` (mean over
+        all j ≠ y) and ``ratio`` (``eta_pairs`` over the first modality's), the imbalance that the paper's
+        Figure 3 shows (1 = balanced).
     """
     wrapped = check_wrapped(model)
     dev = torch.device(device) if device is not None else model_device(wrapped)
@@ -81,8 +110,15 @@ def eta(model: WrappedModel, loader: Iterable[Any], *, order: Sequence[str] | No
     for m in wrapped.names:
         pair_mean = float(torch.cat(pairs[m]).mean())
         first = pair_mean if first is None else first
-        out.append({"modality": m, "n": n, "eta_runner_up": float(torch.cat(runner[m]).mean()),
-                    "eta_pairs": pair_mean, "ratio": pair_mean / first if first else float("nan")})
+        out.append(
+            {
+                "modality": m,
+                "n": n,
+                "eta_runner_up": float(torch.cat(runner[m]).mean()),
+                "eta_pairs": pair_mean,
+                "ratio": pair_mean / first if first else float("nan"),
+            }
+        )
     return pd.DataFrame(out, columns=["modality", "n", "eta_runner_up", "eta_pairs", "ratio"])
 
 
@@ -98,17 +134,29 @@ def _check_additive(wrapped: WrappedModel, output: ModelOutput, offset: Tensor |
     scale = float(logits.abs().amax()) + 1.0
     gap = float((rest - reference).abs().amax()) if rest.numel() else 0.0
     if gap > ADDITIVITY_TOL * scale:
-        raise ValueError(f"certificates need fused logits = Σ_m unimodal[m] + a constant per class (a late-fusion "
-                         f"sum, as the suite's concat head with the bias/2 convention); your model's logits differ from "
-                         f"that sum by up to {gap:.3g} between samples. mmr.eta works without it")
+        raise ValueError(
+            f"certificates need fused logits = Σ_m unimodal[m] + a constant per class (a late-fusion "
+            f"sum, as the suite's concat head with the bias/2 convention); your model's logits differ from "
+            f"that sum by up to {gap:.3g} between samples. mmr.eta works without it"
+        )
     return reference
 
 
-def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any] | None = None, *,
-                 radii: Sequence[float] = (0.25, 0.5, 1.0), order: Sequence[str] | None = None,
-                 label_key: str | None = None, device: str | torch.device | None = None,
-                 honesty_steps: int | None = None, seed: int | None = None, class_chunk: int = 32,
-                 honesty: Any = None, batch_size: int = 64) -> pd.DataFrame:
+def certificates(
+    model: WrappedModel,
+    train: Iterable[Any],
+    test: Iterable[Any] | None = None,
+    *,
+    radii: Sequence[float] = (0.25, 0.5, 1.0),
+    order: Sequence[str] | None = None,
+    label_key: str | None = None,
+    device: str | torch.device | None = None,
+    honesty_steps: int | None = None,
+    seed: int | None = None,
+    class_chunk: int = 32,
+    honesty: Any = None,
+    batch_size: int = 64,
+) -> pd.DataFrame:
     """Empirical certified radii (Eq. 7 per modality, Eq. 5 jointly; docs/methods.md §11) of a model whose fused
     logits are the sum of its uni-modal scores plus a constant, with the suite's honesty check.
 
@@ -142,8 +190,10 @@ def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any] 
         ``honesty_attack`` and ``kind`` (``"empirical"``).
     """
     if test is None:
-        raise TypeError("mmr.certificates(wrapped, train, test) needs two loaders: the test loader is missing "
-                        "(train gives the Lipschitz constants, test the certified radii)")
+        raise TypeError(
+            "mmr.certificates(wrapped, train, test) needs two loaders: the test loader is missing "
+            "(train gives the Lipschitz constants, test the certified radii)"
+        )
     check = honesty if honesty is not None else HonestyConfig()
     if not isinstance(check, HonestyConfig):
         raise ValueError(f"honesty= takes a mmrobust_bench.certify.honesty.HonestyConfig, got {type(check).__name__}")
@@ -158,23 +208,42 @@ def certificates(model: WrappedModel, train: Iterable[Any], test: Iterable[Any] 
         first = next(train_batches, None)  # resolves undeclared shapes before certify reads the specs
         if first is None:
             raise ValueError("the train loader gave no batches")
-        cert = certify(wrapped, itertools.chain([first], train_batches), passes.batches(test, "test", labelled=True),
-                       wrapped.specs, batch_size=batch_size, class_chunk=class_chunk, device=dev, honesty=check,
-                       heuristic=False, head=ADDITIVE, variants=(MIN_J,))
+        cert = certify(
+            wrapped,
+            itertools.chain([first], train_batches),
+            passes.batches(test, "test", labelled=True),
+            wrapped.specs,
+            batch_size=batch_size,
+            class_chunk=class_chunk,
+            device=dev,
+            honesty=check,
+            heuristic=False,
+            head=ADDITIVE,
+            variants=(MIN_J,),
+        )
     correct = cert.predictions == cert.labels
     rows = []
     for found in cert.radii:
         r = torch.where(correct, found.radius.clamp_min(0), torch.zeros_like(found.radius))
         certified = torch.nonzero(r > 0).flatten()
         check_run = found.honesty
-        row = {"certificate": found.name, "modality": "+".join(found.modalities), "n": cert.n,
-               "clean_accuracy": float(correct.float().mean()),
-               "median_radius": float(r[r > 0].median()) if certified.numel() else 0.0}
+        row = {
+            "certificate": found.name,
+            "modality": "+".join(found.modalities),
+            "n": cert.n,
+            "clean_accuracy": float(correct.float().mean()),
+            "median_radius": float(r[r > 0].median()) if certified.numel() else 0.0,
+        }
         row.update({f"certified_accuracy@{e:g}": float((r > e).float().mean()) for e in radii})
-        row.update({"honesty_certified": check_run.certified if check_run else -1,
-                    "honesty_violations": check_run.violations if check_run else -1,
-                    "honesty_counts": "lower bound (>= violations found)" if check_run else "not run",
-                    "honesty_attack": check_run.attack if check_run else "", "kind": "empirical"})
+        row.update(
+            {
+                "honesty_certified": check_run.certified if check_run else -1,
+                "honesty_violations": check_run.violations if check_run else -1,
+                "honesty_counts": "lower bound (>= violations found)" if check_run else "not run",
+                "honesty_attack": check_run.attack if check_run else "",
+                "kind": "empirical",
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -183,16 +252,18 @@ class _AdditivePasses:
     """The loaders of :func:`certificates` as ``(inputs, labels)`` pairs on the device, every batch checked first:
     uni-modal scores present, and fused logits = Σ_m z^(m) + one per-class offset shared by every batch read."""
 
-    def __init__(self, wrapped: WrappedModel, order: Sequence[str] | None, label_key: str | None,
-                 device: torch.device) -> None:
+    def __init__(
+        self, wrapped: WrappedModel, order: Sequence[str] | None, label_key: str | None, device: torch.device
+    ) -> None:
         self.wrapped, self.order, self.label_key, self.device = wrapped, order, label_key, device
         self.offset: Tensor | None = None
 
     def batches(self, loader: Iterable[Any], what: str, *, labelled: bool) -> Iterator[tuple[Batch, Tensor | None]]:
         count = 0
         for raw in loader:
-            split, batch, out, self.offset = _additive_forward(self.wrapped, raw, self.order, self.label_key,
-                                                               self.device, self.offset)
+            split, batch, out, self.offset = _additive_forward(
+                self.wrapped, raw, self.order, self.label_key, self.device, self.offset
+            )
             labels = None
             if labelled:
                 labels = labels_of(split, None).to(self.device)
