@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from ..bench.zoo_index import link_cards
 from ..io import atomic_write_text
 from .entries import find_checkpoint_configs, resolve_entries
 from .headline import ANY, STRONG, Z, Headline, headline, masking_check, strong_rows
@@ -639,8 +640,6 @@ def write_leaderboard(rows: pd.DataFrame, out_dir: str | Path, *, command: str, 
     if certified is not None and not certified.empty:
         certified, _ = resolve_entries(certified, split=split)
     cards = model_cards(rows, certified=certified, checkpoints=checkpoints, command=command)
-    from ..bench.zoo import link_cards
-
     link_cards(cards, out_dir / "zoo")  # a model in the leaderboard's zoo: its card names the committed file and sha256
     written = write_cards(cards, out_dir)
     prune_stale_cards(out_dir, sorted({str(c["dataset"]) for c in cards}), written)
