@@ -20,11 +20,23 @@ from PIL import Image
 from torchaudio.compliance import kaldi
 from torchaudio.functional import resample
 
+from mmrobust_bench.cli.prepare import add_parser as add_prepare_parser
 from mmrobust_bench.data import build_dataset
-import mmrobust_bench.data.prepare as prepare_module
-from mmrobust_bench.data.prepare import (ERROR_LOG, MediaIndex, add_prepare_parser, clips_from_list, decode_audio,
-                                         extract_frames, fbank_features, ffmpeg_exe, prepare, quantise_flow, read_wav,
-                                         tvl1_factory, video_backend)
+from mmrobust_bench.data.prepare import (
+    ERROR_LOG,
+    MediaIndex,
+    clips_from_list,
+    decode_audio,
+    extract_frames,
+    fbank_features,
+    ffmpeg_exe,
+    prepare,
+    quantise_flow,
+    read_wav,
+    tvl1_factory,
+    video_backend,
+)
+from mmrobust_bench.data.prepare import tools as prepare_tools
 
 RATE = 8000  # the raw audio is not at 16 kHz, so the resampling step is exercised
 
@@ -170,10 +182,10 @@ def test_flow_quantisation_is_the_reference_one():
 
 def test_missing_tools_say_what_to_install(tmp_path, monkeypatch):
     """With every decoder hidden, each kind of pending work names the ``video`` extra to install."""
-    monkeypatch.setattr(prepare_module, "ffmpeg_exe", lambda: None)
-    monkeypatch.setattr(prepare_module, "_has_module", lambda name: False)
-    monkeypatch.setattr(prepare_module, "tvl1_factory", lambda: None)
-    assert video_backend() is None
+    monkeypatch.setattr(prepare_tools, "ffmpeg_exe", lambda: None)
+    monkeypatch.setattr(prepare_tools, "has_module", lambda name: False)
+    monkeypatch.setattr(prepare_tools, "tvl1_factory", lambda: None)
+    assert prepare_tools.video_backend() is None
     raw = tmp_path / "raw"
     (raw / "train" / "Archery").mkdir(parents=True)
     (raw / "train" / "Archery" / "v_a.avi").write_bytes(b"not a video")

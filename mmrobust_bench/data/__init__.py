@@ -1,17 +1,23 @@
 """Datasets: each publishes its modality specs; the registry maps ids to builders."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry
 
 if TYPE_CHECKING:
     from .base import InMemoryDataset, MultiModalDataset, TensorSplit
 
-# Nothing here imports torch: ``data.prepare`` builds its CLI parser from this package, and
-# ``mmrobust-bench --help`` must not pay for torch. The base classes load on first use.
+# Nothing here imports torch: the CLI builds its parsers from this package (``DATASETS_PREPARED``) and the
+# settings checks read the registry, and ``mmrobust-bench --help`` must not pay for torch. The base classes
+# load on first use.
 DatasetBuilder = Callable[..., "MultiModalDataset"]
+
+# The datasets whose layout ``mmrobust-bench prepare`` builds from raw media (``data.prepare``).
+DATASETS_PREPARED = ("ks", "vggsound", "ucf101")
 
 DATASETS: Registry[DatasetBuilder] = Registry(
     "dataset", "mmrobust_bench.datasets", builtin_package="mmrobust_bench.data"
@@ -31,4 +37,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DATASETS", "build_dataset", "InMemoryDataset", "MultiModalDataset", "TensorSplit"]
+__all__ = ["DATASETS", "DATASETS_PREPARED", "build_dataset", "InMemoryDataset", "MultiModalDataset", "TensorSplit"]
