@@ -15,6 +15,7 @@ same way everywhere and a bad one costs one line naming the fix:
 It imports nothing of the package but the dependency-free helpers (``hints``, ``safe_yaml``), so every layer
 may use it (docs/design.md §2).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,8 @@ import math
 import re
 import types
 import typing
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .hints import unknown_message
 from .safe_yaml import load_yaml, preview
@@ -35,13 +37,16 @@ from .safe_yaml import load_yaml, preview
 MAX_EPS = 1e4
 
 # int fields whose value is a size or a count (at least 1, or the field's negative "automatic" default)
-_COUNT_NAME = re.compile(r"(^n_|_size$|^size$|^epochs$|_epochs$|steps$|_iter$|_bins$|_frames$|^super_epoch$|"
-                         r"_dim$|_classes$|_samples$)")
+_COUNT_NAME = re.compile(
+    r"(^n_|_size$|^size$|^epochs$|_epochs$|steps$|_iter$|_bins$|_frames$|^super_epoch$|"
+    r"_dim$|_classes$|_samples$)"
+)
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 # --- reading raw values ------------------------------------------------------------------------------------
+
 
 def plain_type(hint: Any) -> tuple[type | None, bool]:
     """(int/float/str/bool, optional) for ``X`` or ``X | None``; (None, _) for anything else."""
@@ -104,11 +109,14 @@ def coerce_floats(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` for dataclass ``cls`` with strings of float fields read as numbers (YAML 1.1 reads
     ``5e-4`` and ``1e3`` as strings); anything else is left for :func:`check_fields` to judge."""
     hints = typing.get_type_hints(cls)
-    return {name: _float_text(value) if plain_type(hints.get(name))[0] is float else value
-            for name, value in options.items()}
+    return {
+        name: _float_text(value) if plain_type(hints.get(name))[0] is float else value
+        for name, value in options.items()
+    }
 
 
 # --- unknown names -----------------------------------------------------------------------------------------
+
 
 def check_known(label: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
     """Refuse options outside ``valid``, listing the valid ones with "did you mean" (``--dataset-set`` typos)."""
@@ -118,9 +126,13 @@ def check_known(label: str, options: Mapping[str, Any], valid: Iterable[str]) ->
         raise ValueError(unknown_message(label, unknown, valid))
 
 
-def unknown_option_message(label: str, unknown: Sequence[str], valid: Sequence[str],
-                           values: Mapping[str, Any] | None = None,
-                           defaults: Mapping[str, Any] | None = None) -> str:
+def unknown_option_message(
+    label: str,
+    unknown: Sequence[str],
+    valid: Sequence[str],
+    values: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> str:
     """``"pgd_l2: unknown option(s) step (did you mean 'step_ratio'?); valid: ..."``: one line naming the fix.
     With the given ``values`` and the valid options' ``defaults``, a suggestion must take a value of that
     type (``step=0.1`` suggests the float ``step_ratio``, not the int ``steps``)."""
@@ -142,6 +154,7 @@ def _type_fits(value: Any, default: Any) -> bool:
 
 
 # --- types and generic ranges ------------------------------------------------------------------------------
+
 
 def check_fields(obj: Any, owner: str) -> None:
     """Types and generic ranges of a settings dataclass (a defense's Config, TrainConfig, a dataset's
@@ -189,11 +202,14 @@ def check_option_type(label: str, key: str, value: Any, default: Any, *, strict:
         return
     if not ok:
         kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-        raise ValueError(f"{label} option {key} takes {kind[type(default).__name__]} like its default {default!r}, "
-                         f"got {preview(value)}")
+        raise ValueError(
+            f"{label} option {key} takes {kind[type(default).__name__]} like its default {default!r}, "
+            f"got {preview(value)}"
+        )
 
 
 # --- single numbers and the ε grid -------------------------------------------------------------------------
+
 
 def check_count(value: Any, flag: str, minimum: int = 1, *, sentinel: int | None = None) -> int:
     """An integer ``>= minimum`` (or exactly ``sentinel``), for ``--batch-size`` and the like."""
@@ -228,14 +244,27 @@ def check_eps(values: Sequence[Any], what: str = "eps") -> list[float]:
     for v in values:
         e = check_nonnegative(v, what, plural=True)
         if e > MAX_EPS:
-            raise ValueError(f"{what} {e:g} is above {MAX_EPS:g}: no meaningful perturbation of normalised inputs is "
-                             f"that large (and such values overflow the attack's step sizes)")
+            raise ValueError(
+                f"{what} {e:g} is above {MAX_EPS:g}: no meaningful perturbation of normalised inputs is "
+                f"that large (and such values overflow the attack's step sizes)"
+            )
         out.append(e)
     if not out:
         raise ValueError(f"{what} is empty: give at least one value, e.g. 0.5,1")
     return sorted(set(out))
 
 
-__all__ = ["MAX_EPS", "plain_type", "coerce_field", "apply_overrides", "coerce_floats", "check_known",
-           "unknown_option_message", "check_fields", "check_option_type", "check_count", "check_nonnegative",
-           "check_eps"]
+__all__ = [
+    "MAX_EPS",
+    "plain_type",
+    "coerce_field",
+    "apply_overrides",
+    "coerce_floats",
+    "check_known",
+    "unknown_option_message",
+    "check_fields",
+    "check_option_type",
+    "check_count",
+    "check_nonnegative",
+    "check_eps",
+]

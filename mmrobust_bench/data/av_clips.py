@@ -29,15 +29,17 @@ The parts live in modules of one purpose: ``clip_profiles`` (sampling rules, str
 ``clip_cache`` (the memory-mapped frame cache); this module wires them into a dataset and re-exports their
 public names.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import random
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,20 +52,47 @@ from .base import shard_slice
 from .clip_cache import CACHE_VERSION, FrameCache, open_caches
 from .clip_frames import decode_frame, flip_frame, random_resized_crop_box, resize_box
 from .clip_manifest import ClipTable, layout_error, read_manifest, resolve_root, scan_split
-from .clip_profiles import (FLOW_MEAN, FLOW_STD, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, MANIFEST,
-                            PAPER_SCHEDULE, SORTED, ArrayStream, ClipOptions, ClipProfile, FrameStream, SegmentRule,
-                            fbank_stream, parse_options, profile_specs, rgb_stream)
+from .clip_profiles import (
+    FLOW_MEAN,
+    FLOW_STD,
+    IMAGE_SUFFIXES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MANIFEST,
+    PAPER_SCHEDULE,
+    SORTED,
+    ArrayStream,
+    ClipOptions,
+    ClipProfile,
+    FrameStream,
+    SegmentRule,
+    fbank_stream,
+    parse_options,
+    profile_specs,
+    rgb_stream,
+)
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- one split
 
+
 class ClipSource(torch.utils.data.Dataset):
     """All clips of one split; items are addressed by (clip, epoch seed) and come out as uint8 frames."""
 
-    def __init__(self, profile: ClipProfile, table: ClipTable, opts: ClipOptions, *, train: bool,
-                 split: str, root: Path, manifest_sha: str, cache_root: Path) -> None:
+    def __init__(
+        self,
+        profile: ClipProfile,
+        table: ClipTable,
+        opts: ClipOptions,
+        *,
+        train: bool,
+        split: str,
+        root: Path,
+        manifest_sha: str,
+        cache_root: Path,
+    ) -> None:
         self.profile = profile
         self.table = table
         self.opts = opts
@@ -140,8 +169,10 @@ class ClipSource(torch.utils.data.Dataset):
             raise ValueError(f"{self.profile.name}: cannot read {path} ({exc})") from exc
         expected = array.shape[1:] if array.shape[0] == 1 and value.ndim == len(array.shape) - 1 else array.shape
         if tuple(value.shape) != tuple(expected):
-            raise ValueError(f"{self.profile.name}: {path} has shape {value.shape}, expected {tuple(array.shape[1:])} "
-                             f"({array.description}); {self.profile.prepare_hint()}")
+            raise ValueError(
+                f"{self.profile.name}: {path} has shape {value.shape}, expected {tuple(array.shape[1:])} "
+                f"({array.description}); {self.profile.prepare_hint()}"
+            )
         return torch.from_numpy(np.asarray(value, dtype=np.float32)).reshape(array.shape)
 
     # --- model-input space
@@ -152,8 +183,10 @@ class ClipSource(torch.utils.data.Dataset):
             key = (stream.name, str(device))
             if key not in self._norm:
                 view = (1, -1, 1, 1, 1)
-                self._norm[key] = (torch.tensor(stream.mean, device=device).view(view),
-                                   torch.tensor(stream.std, device=device).view(view))
+                self._norm[key] = (
+                    torch.tensor(stream.mean, device=device).view(view),
+                    torch.tensor(stream.std, device=device).view(view),
+                )
             mean, std = self._norm[key]
             out[stream.name] = x.float().div_(255).sub_(mean).div_(std)  # ToTensor, then Normalize
         for array in self.profile.arrays:
@@ -196,12 +229,19 @@ class ClipSplit:
     def ids(self) -> list[str]:
         return [self.source.table.ids[i] for i in self.index.tolist()]
 
-    def subset(self, index: Tensor) -> "ClipSplit":
+    def subset(self, index: Tensor) -> ClipSplit:
         return ClipSplit(self.source, self.index[torch.as_tensor(index, dtype=torch.long)])
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", drop_last: bool = False,
-                shard: tuple[int, int] | None = None) -> Iterator[tuple[Batch, Tensor]]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        drop_last: bool = False,
+        shard: tuple[int, int] | None = None,
+    ) -> Iterator[tuple[Batch, Tensor]]:
         """Yield (batch, labels) on ``device``; order and augmentation draw only from ``generator``
         (the global RNG when it is None, like a DataLoader). ``shard=(rank, world)``: rank's part of each
         batch, as :meth:`TensorSplit.batches`; a clip's augmentation is the same whichever rank loads it."""
@@ -210,22 +250,34 @@ class ClipSplit:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if self.source.train else None
         stop = n - n % batch_size if drop_last else n
         clips = self.index[order[:stop]].tolist()
-        plan = [[(c, seed) for c in shard_slice(torch.tensor(clips[s:s + batch_size], dtype=torch.long), shard).tolist()]
-                for s in range(0, stop, batch_size)]
+        plan = [
+            [(c, seed) for c in shard_slice(torch.tensor(clips[s : s + batch_size], dtype=torch.long), shard).tolist()]
+            for s in range(0, stop, batch_size)
+        ]
         if not plan:
             return
         self.source.ensure_cache()
         dev = torch.device(device)
         filled = [part for part in plan if part]
         workers = min(self.source.opts.workers, len(filled))
-        loader = iter(DataLoader(self.source, batch_sampler=filled, num_workers=workers,
-                                 pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None)
-                      if filled else ())
+        loader = iter(
+            DataLoader(
+                self.source,
+                batch_sampler=filled,
+                num_workers=workers,
+                pin_memory=dev.type == "cuda",
+                prefetch_factor=4 if workers else None,
+            )
+            if filled
+            else ()
+        )
         for part in plan:
             if not part:  # a rank's share of a global batch shorter than the world: an empty batch keeps step
                 specs = profile_specs(self.source.profile, self.source.opts.image_size)
-                yield ({sp.name: torch.empty((0,) + tuple(sp.shape), device=dev) for sp in specs},
-                       torch.empty(0, dtype=torch.long, device=dev))
+                yield (
+                    {sp.name: torch.empty((0,) + tuple(sp.shape), device=dev) for sp in specs},
+                    torch.empty(0, dtype=torch.long, device=dev),
+                )
                 continue
             raw, labels = next(loader)
             yield self.source.to_model_input(raw, dev), labels.to(dev, non_blocking=True)
@@ -241,6 +293,7 @@ class ClipSplit:
 
 
 # ----------------------------------------------------------------------------- the dataset
+
 
 @dataclass
 class ClipDataset:
@@ -272,8 +325,12 @@ def build_clip_dataset(profile: ClipProfile, cache_dir: Path | None, options: Ma
     wanted = (opts.train_split, opts.test_split)
     class_names = tuple(sorted({r["label"] for r in rows if r["split"] in wanted and r["label"]}))
     if len(class_names) < 2:
-        raise layout_error(profile, root, f"manifest {manifest} names {len(class_names)} class(es) in splits "
-                                           f"{'/'.join(wanted)}; found splits {sorted({r['split'] for r in rows})}")
+        raise layout_error(
+            profile,
+            root,
+            f"manifest {manifest} names {len(class_names)} class(es) in splits "
+            f"{'/'.join(wanted)}; found splits {sorted({r['split'] for r in rows})}",
+        )
     class_index = {c: k for k, c in enumerate(class_names)}
     sha = sha256_file(manifest)
     if opts.frame_cache_dir:
@@ -286,31 +343,83 @@ def build_clip_dataset(profile: ClipProfile, cache_dir: Path | None, options: Ma
     for split, train in ((opts.train_split, True), (opts.test_split, False)):
         table = scan_split(profile, root, rows, split, class_index, opts.allow_outside_root)
         if len(table) == 0:
-            raise layout_error(profile, root, f"no usable {split!r} clips in {manifest} (rows missing, or their "
-                                               f"files absent / with too few frames)")
-        splits[split] = ClipSplit(ClipSource(profile, table, opts, train=train, split=split, root=root,
-                                             manifest_sha=sha, cache_root=cache_root))
+            raise layout_error(
+                profile,
+                root,
+                f"no usable {split!r} clips in {manifest} (rows missing, or their files absent / with too few frames)",
+            )
+        splits[split] = ClipSplit(
+            ClipSource(
+                profile, table, opts, train=train, split=split, root=root, manifest_sha=sha, cache_root=cache_root
+            )
+        )
     encoders = dict(profile.encoders)
     if opts.encoders:
         unknown = sorted(set(opts.encoders) - set(profile.order))
         if unknown:
-            raise ValueError(f"{profile.name}: encoders for unknown modality {', '.join(unknown)}; "
-                             f"modalities: {', '.join(profile.order)}")
+            raise ValueError(
+                f"{profile.name}: encoders for unknown modality {', '.join(unknown)}; "
+                f"modalities: {', '.join(profile.order)}"
+            )
         encoders.update(opts.encoders)
-    config = {"manifest_sha256": sha, "image_size": opts.image_size, "frame_cache_size": opts.cache_size,
-              "train_split": opts.train_split, "test_split": opts.test_split, "encoders": encoders,
-              "n_train": len(splits[opts.train_split]), "n_test": len(splits[opts.test_split])}
+    config = {
+        "manifest_sha256": sha,
+        "image_size": opts.image_size,
+        "frame_cache_size": opts.cache_size,
+        "train_split": opts.train_split,
+        "test_split": opts.test_split,
+        "encoders": encoders,
+        "n_train": len(splits[opts.train_split]),
+        "n_test": len(splits[opts.test_split]),
+    }
     config.update({s.pattern_option: getattr(opts, s.pattern_option) for s in profile.frames})
-    log.info("loaded %s from %s: %d train / %d test clips, %d classes, in %.2f s", profile.name, manifest,
-             config["n_train"], config["n_test"], len(class_names), time.perf_counter() - started)
+    log.info(
+        "loaded %s from %s: %d train / %d test clips, %d classes, in %.2f s",
+        profile.name,
+        manifest,
+        config["n_train"],
+        config["n_test"],
+        len(class_names),
+        time.perf_counter() - started,
+    )
     return ClipDataset(
-        name=profile.name, specs=profile_specs(profile, opts.image_size), num_classes=len(class_names),
-        train=splits[opts.train_split], test=splits[opts.test_split], class_names=class_names, config=config,
-        train_defaults=dict(PAPER_SCHEDULE), encoders=encoders, data_root=root,
+        name=profile.name,
+        specs=profile_specs(profile, opts.image_size),
+        num_classes=len(class_names),
+        train=splits[opts.train_split],
+        test=splits[opts.test_split],
+        class_names=class_names,
+        config=config,
+        train_defaults=dict(PAPER_SCHEDULE),
+        encoders=encoders,
+        data_root=root,
     )
 
 
-__all__ = ["SegmentRule", "FrameStream", "ArrayStream", "ClipProfile", "ClipOptions", "ClipSplit", "ClipSource",
-           "ClipDataset", "FrameCache", "build_clip_dataset", "decode_frame", "random_resized_crop_box",
-           "rgb_stream", "fbank_stream", "profile_specs", "PAPER_SCHEDULE", "IMAGENET_MEAN", "IMAGENET_STD",
-           "FLOW_MEAN", "FLOW_STD", "SORTED", "MANIFEST", "CACHE_VERSION", "ClipTable", "IMAGE_SUFFIXES"]
+__all__ = [
+    "SegmentRule",
+    "FrameStream",
+    "ArrayStream",
+    "ClipProfile",
+    "ClipOptions",
+    "ClipSplit",
+    "ClipSource",
+    "ClipDataset",
+    "FrameCache",
+    "build_clip_dataset",
+    "decode_frame",
+    "random_resized_crop_box",
+    "rgb_stream",
+    "fbank_stream",
+    "profile_specs",
+    "PAPER_SCHEDULE",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FLOW_MEAN",
+    "FLOW_STD",
+    "SORTED",
+    "MANIFEST",
+    "CACHE_VERSION",
+    "ClipTable",
+    "IMAGE_SUFFIXES",
+]

@@ -5,6 +5,7 @@ original sizes, a blake2b digest per frame) and the configuration key it was bui
 configuration, truncated or without checksums is rebuilt; a frame that fails its checksum is an error.
 ``frame_cache="auto"`` builds it unless it would exceed ``frame_cache_max_gb`` or 90 % of the free disk.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +50,7 @@ class FrameCache:
     _pid: int = -1
 
     @classmethod
-    def load(cls, data_path: Path, index_path: Path, key: str | None = None) -> "FrameCache":
+    def load(cls, data_path: Path, index_path: Path, key: str | None = None) -> FrameCache:
         """Open a cache, checking before use that it is ``key``'s, complete (not truncated) and
         checksummed; a ValueError naming the file otherwise (the caller rebuilds it)."""
         try:
@@ -58,8 +59,9 @@ class FrameCache:
                     raise ValueError("it has no checksums (written by an older version)")
                 if key is not None and str(idx["key"]) != key:
                     raise ValueError(f"it belongs to another configuration (key {idx['key']}, expected {key})")
-                cache = cls(data_path, index_path, idx["offsets"], idx["counts"], idx["frame_t"], idx["orig"],
-                            idx["digests"])
+                cache = cls(
+                    data_path, index_path, idx["offsets"], idx["counts"], idx["frame_t"], idx["orig"], idx["digests"]
+                )
             data = np.load(data_path, mmap_mode="r", allow_pickle=False)  # a truncated file fails here
             if data.shape[0] != len(cache.frame_t) or len(cache.digests) != len(cache.frame_t):
                 raise ValueError(f"it holds {data.shape[0]} frames, its index {len(cache.frame_t)}")
@@ -75,20 +77,21 @@ class FrameCache:
         if self._data is None or self._pid != os.getpid():
             self._data, self._pid = np.load(self.data_path, mmap_mode="r"), os.getpid()
         off, cnt = int(self.offsets[clip]), int(self.counts[clip])
-        pos = off + int(np.searchsorted(self.frame_t[off:off + cnt], t))
+        pos = off + int(np.searchsorted(self.frame_t[off : off + cnt], t))
         if pos >= off + cnt or self.frame_t[pos] != t:
             raise RuntimeError(f"frame cache {self.data_path} has no frame {t} of clip {clip}; delete it to rebuild")
         frame = np.asarray(self._data[pos])
         if self.digests is not None and not np.array_equal(self.frame_digest(frame), self.digests[pos]):
-            raise ValueError(f"frame cache {self.data_path} is corrupt (frame {t} of clip {clip} does not match its "
-                             f"checksum); delete {self.data_path} and {self.index_path} to rebuild it")
+            raise ValueError(
+                f"frame cache {self.data_path} is corrupt (frame {t} of clip {clip} does not match its "
+                f"checksum); delete {self.data_path} and {self.index_path} to rebuild it"
+            )
         return frame, (int(self.orig[pos, 0]), int(self.orig[pos, 1]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_data"], state["_pid"] = None, -1  # workers map the file themselves
         return state
-
 
 
 class CachedSplit(Protocol):
@@ -109,9 +112,19 @@ class CachedSplit(Protocol):
 
 
 def cache_key(source: CachedSplit, stream: FrameStream) -> str:
-    return stable_hash({"version": CACHE_VERSION, "root": str(source.root.resolve()), "manifest": source.manifest_sha,
-                        "split": source.split, "train": source.train, "stream": stream.name,
-                        "pattern": source.pattern(stream), "size": source.opts.cache_size, "rule": asdict(stream.rule)})
+    return stable_hash(
+        {
+            "version": CACHE_VERSION,
+            "root": str(source.root.resolve()),
+            "manifest": source.manifest_sha,
+            "split": source.split,
+            "train": source.train,
+            "stream": stream.name,
+            "pattern": source.pattern(stream),
+            "size": source.opts.cache_size,
+            "rule": asdict(stream.rule),
+        }
+    )
 
 
 def cache_paths(source: CachedSplit, stream: FrameStream) -> tuple[Path, Path]:
@@ -149,20 +162,34 @@ def _cache_fits(source: CachedSplit, stream: FrameStream, need: int) -> bool:
         source.cache_root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(source.cache_root).free
     except OSError as exc:
-        log.warning("%s %s: cannot write the frame cache in %s (%s); decoding JPEGs every epoch. Set "
-                    "frame_cache_dir to a writable folder", source.profile.name, source.split, source.cache_root, exc)
+        log.warning(
+            "%s %s: cannot write the frame cache in %s (%s); decoding JPEGs every epoch. Set "
+            "frame_cache_dir to a writable folder",
+            source.profile.name,
+            source.split,
+            source.cache_root,
+            exc,
+        )
         return False
     if need > limit or need > 0.9 * free:
-        log.warning("%s %s: not caching %s frames (%.1f GiB needed, limit %.1f GiB, %.1f GiB free in %s); "
-                    "decoding JPEGs every epoch. Set frame_cache=true or raise frame_cache_max_gb to force it",
-                    source.profile.name, source.split, stream.name, need / 2**30, limit / 2**30, free / 2**30,
-                    source.cache_root)
+        log.warning(
+            "%s %s: not caching %s frames (%.1f GiB needed, limit %.1f GiB, %.1f GiB free in %s); "
+            "decoding JPEGs every epoch. Set frame_cache=true or raise frame_cache_max_gb to force it",
+            source.profile.name,
+            source.split,
+            stream.name,
+            need / 2**30,
+            limit / 2**30,
+            free / 2**30,
+            source.cache_root,
+        )
         return False
     return True
 
 
-def build_cache(source: CachedSplit, stream: FrameStream, reach: list[list[int]], data_path: Path,
-                index_path: Path) -> None:
+def build_cache(
+    source: CachedSplit, stream: FrameStream, reach: list[list[int]], data_path: Path, index_path: Path
+) -> None:
     """Decode the ``reach``able frames of every clip (in loader workers) into a new cache, written atomically."""
     counts = np.asarray([len(r) for r in reach], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -171,33 +198,53 @@ def build_cache(source: CachedSplit, stream: FrameStream, reach: list[list[int]]
     orig = np.zeros((len(frame_t), 2), dtype=np.int32)
     digests = np.zeros((len(frame_t), 16), dtype=np.uint8)
     workers = source.opts.workers
-    loader = DataLoader(_CacheFill(source, stream, reach), batch_size=4, num_workers=workers,
-                        collate_fn=_as_list, prefetch_factor=4 if workers else None)
+    loader = DataLoader(
+        _CacheFill(source, stream, reach),
+        batch_size=4,
+        num_workers=workers,
+        collate_fn=_as_list,
+        prefetch_factor=4 if workers else None,
+    )
     try:
         source.cache_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"{source.profile.name}: cannot write the frame cache in {source.cache_root} ({exc}); "
-                         f"set frame_cache_dir to a writable folder or frame_cache=false") from exc
+        raise ValueError(
+            f"{source.profile.name}: cannot write the frame cache in {source.cache_root} ({exc}); "
+            f"set frame_cache_dir to a writable folder or frame_cache=false"
+        ) from exc
     with atomic_path(data_path) as tmp_data:
-        data = np.lib.format.open_memmap(tmp_data, mode="w+", dtype=np.uint8,
-                                         shape=(len(frame_t), size, size, stream.channels))
-        bar = tqdm(total=len(reach), desc=f"caching {source.profile.name} {source.split} {stream.name} frames",
-                   leave=False, disable=disable_flag())
+        data = np.lib.format.open_memmap(
+            tmp_data, mode="w+", dtype=np.uint8, shape=(len(frame_t), size, size, stream.channels)
+        )
+        bar = tqdm(
+            total=len(reach),
+            desc=f"caching {source.profile.name} {source.split} {stream.name} frames",
+            leave=False,
+            disable=disable_flag(),
+        )
         for chunk in loader:
             for clip, frames, sizes in chunk:
                 lo = offsets[clip]
-                data[lo:lo + len(frames)] = frames
-                orig[lo:lo + len(frames)] = sizes
-                digests[lo:lo + len(frames)] = [FrameCache.frame_digest(f) for f in frames]
+                data[lo : lo + len(frames)] = frames
+                orig[lo : lo + len(frames)] = sizes
+                digests[lo : lo + len(frames)] = [FrameCache.frame_digest(f) for f in frames]
             bar.update(len(chunk))
         bar.close()
         data.flush()
         del data
         with atomic_path(index_path) as tmp_index, open(tmp_index, "wb") as fh:
-            np.savez(fh, offsets=offsets, counts=counts, frame_t=frame_t, orig=orig, digests=digests,
-                     key=np.array(cache_key(source, stream)))
-    log.info("cached %d %s frames of %s %s in %s", len(frame_t), stream.name, source.profile.name, source.split,
-             data_path)
+            np.savez(
+                fh,
+                offsets=offsets,
+                counts=counts,
+                frame_t=frame_t,
+                orig=orig,
+                digests=digests,
+                key=np.array(cache_key(source, stream)),
+            )
+    log.info(
+        "cached %d %s frames of %s %s in %s", len(frame_t), stream.name, source.profile.name, source.split, data_path
+    )
 
 
 class _CacheFill(torch.utils.data.Dataset):

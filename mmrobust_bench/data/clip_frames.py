@@ -3,18 +3,21 @@ box drawn from a per-sample RNG, and horizontal flips (flow's u channel changes 
 
 The cached path and the JPEG path share these functions, so both give bit-identical batches.
 """
+
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 
-def decode_frame(folders: Sequence[Path], names: Sequence[str], mode: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_frame(
+    folders: Sequence[Path], names: Sequence[str], mode: str, size: int
+) -> tuple[np.ndarray, tuple[int, int]]:
     """(size, size, C) uint8 frame from one image per folder, resized like ``Resize((size, size))``
     on a PIL image (bilinear), and the original (height, width)."""
     parts = []
@@ -31,8 +34,13 @@ def decode_frame(folders: Sequence[Path], names: Sequence[str], mode: str, size:
     return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)), orig
 
 
-def random_resized_crop_box(height: int, width: int, rng: random.Random, scale: tuple[float, float] = (0.08, 1.0),
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    rng: random.Random,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
     """(top, left, h, w): the algorithm of torchvision's ``RandomResizedCrop.get_params``, drawn from ``rng``."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))

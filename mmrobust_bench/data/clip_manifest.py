@@ -4,14 +4,15 @@
 §2); :func:`scan_split` keeps the clips of a split whose files exist, refusing paths that leave the data
 directory unless allowed.
 """
+
 from __future__ import annotations
 
 import csv
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,8 +47,10 @@ def layout_error(profile: ClipProfile, root: Path, problem: str) -> ValueError:
 def resolve_root(profile: ClipProfile, opts: ClipOptions) -> Path:
     text = opts.data_root or os.environ.get(profile.env_var)
     if not text:
-        raise ValueError(f"{profile.name}: no data directory given; pass --dataset-set data_root=DIR (Python: "
-                         f"dataset_options=dict(data_root=DIR)) or set {profile.env_var}; {profile.prepare_hint()}")
+        raise ValueError(
+            f"{profile.name}: no data directory given; pass --dataset-set data_root=DIR (Python: "
+            f"dataset_options=dict(data_root=DIR)) or set {profile.env_var}; {profile.prepare_hint()}"
+        )
     root = Path(text).expanduser()
     if not root.is_dir():
         raise layout_error(profile, root, f"data directory {root} does not exist")
@@ -66,8 +69,11 @@ def read_manifest(profile: ClipProfile, root: Path, manifest: Path) -> list[dict
         raise layout_error(profile, root, f"cannot read manifest {manifest} ({exc})") from exc
     missing = [c for c in ("id", "label", "split") + profile.columns if c not in header]
     if missing:
-        raise layout_error(profile, root, f"manifest {manifest} lacks column(s) {', '.join(missing)} "
-                                           f"(has: {', '.join(header) or 'nothing'})")
+        raise layout_error(
+            profile,
+            root,
+            f"manifest {manifest} lacks column(s) {', '.join(missing)} (has: {', '.join(header) or 'nothing'})",
+        )
     if not rows:
         raise layout_error(profile, root, f"manifest {manifest} has no rows")
     return rows
@@ -88,8 +94,14 @@ def inside_root(relative: str) -> bool:
     return normal != ".." and not normal.startswith("../")
 
 
-def scan_split(profile: ClipProfile, root: Path, rows: Sequence[dict[str, str]], split: str,
-               class_index: Mapping[str, int], allow_outside_root: bool = False) -> ClipTable:
+def scan_split(
+    profile: ClipProfile,
+    root: Path,
+    rows: Sequence[dict[str, str]],
+    split: str,
+    class_index: Mapping[str, int],
+    allow_outside_root: bool = False,
+) -> ClipTable:
     """Keep the rows of ``split`` whose files exist (and hold enough frames), like the reference.
 
     A path that leaves ``root`` (absolute, or climbing out with ``..``) is left out, unless
@@ -136,10 +148,19 @@ def scan_split(profile: ClipProfile, root: Path, rows: Sequence[dict[str, str]],
         for name, n in n_files.items():
             counts[name].append(n)
     if skipped:
-        log.warning("%s %s: left out %d clip(s) (%s)", profile.name, split, sum(skipped.values()),
-                    ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))
-    return ClipTable(ids, torch.tensor(labels, dtype=torch.long), paths,
-                     {k: np.asarray(v, dtype=np.int64) for k, v in counts.items()})
+        log.warning(
+            "%s %s: left out %d clip(s) (%s)",
+            profile.name,
+            split,
+            sum(skipped.values()),
+            ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())),
+        )
+    return ClipTable(
+        ids,
+        torch.tensor(labels, dtype=torch.long),
+        paths,
+        {k: np.asarray(v, dtype=np.int64) for k, v in counts.items()},
+    )
 
 
 __all__ = ["ClipTable", "layout_error", "resolve_root", "read_manifest", "inside_root", "scan_split"]

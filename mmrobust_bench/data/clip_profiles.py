@@ -5,12 +5,14 @@ augmentation and defaults); :class:`ClipOptions` are the ``--dataset-set`` optio
 The manifest (``clip_manifest``), frames (``clip_frames``), cache (``clip_cache``) and the dataset itself
 (``av_clips``) are built on these.
 """
+
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import check_fields, check_known
 from ..contracts import ModalitySpec
@@ -22,11 +24,21 @@ FLOW_STD = (0.3081, 0.3081)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SORTED = "sorted"  # frame pattern: the t-th image file of the sorted folder listing
 MANIFEST = "manifest.csv"
-PAPER_SCHEDULE = {"epochs": 140, "batch_size": 64, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4,
-                  "lr_step": 60, "lr_gamma": 0.1, "optimizer": "sgd", "feature_dim": 512}
+PAPER_SCHEDULE = {
+    "epochs": 140,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "lr_step": 60,
+    "lr_gamma": 0.1,
+    "optimizer": "sgd",
+    "feature_dim": 512,
+}
 
 
 # ----------------------------------------------------------------------------- sampling rules
+
 
 @dataclass(frozen=True)
 class SegmentRule:
@@ -76,6 +88,7 @@ class SegmentRule:
 
 # ----------------------------------------------------------------------------- streams and profiles
 
+
 @dataclass(frozen=True)
 class FrameStream:
     """A modality stored as JPEG folders: one RGB folder, or one grayscale folder per channel (flow)."""
@@ -98,8 +111,9 @@ class FrameStream:
     def spec(self, image_size: int) -> ModalitySpec:
         lower = tuple((0.0 - m) / s for m, s in zip(self.mean, self.std))
         upper = tuple((1.0 - m) / s for m, s in zip(self.mean, self.std))
-        return ModalitySpec(self.name, (self.channels, self.rule.picks, image_size, image_size), lower, upper,
-                            self.description)
+        return ModalitySpec(
+            self.name, (self.channels, self.rule.picks, image_size, image_size), lower, upper, self.description
+        )
 
 
 @dataclass(frozen=True)
@@ -140,8 +154,17 @@ class ClipProfile:
 
 
 def rgb_stream(rule: SegmentRule) -> FrameStream:
-    return FrameStream("v", ("frames",), "RGB", IMAGENET_MEAN, IMAGENET_STD, rule, "n_frames", "frame_pattern",
-                       description="RGB frames (C, T, H, W), ImageNet-normalised")
+    return FrameStream(
+        "v",
+        ("frames",),
+        "RGB",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        rule,
+        "n_frames",
+        "frame_pattern",
+        description="RGB frames (C, T, H, W), ImageNet-normalised",
+    )
 
 
 def fbank_stream() -> ArrayStream:
@@ -149,6 +172,7 @@ def fbank_stream() -> ArrayStream:
 
 
 # ----------------------------------------------------------------------------- options
+
 
 @dataclass(frozen=True)
 class ClipOptions:
@@ -173,7 +197,9 @@ class ClipOptions:
         check_fields(self, "dataset options")
         if not isinstance(self.image_size, int) or self.image_size < 8:
             raise ValueError(f"image_size must be an integer >= 8, got {self.image_size!r}")
-        if self.frame_cache_size is not None and (not isinstance(self.frame_cache_size, int) or self.frame_cache_size < 8):
+        if self.frame_cache_size is not None and (
+            not isinstance(self.frame_cache_size, int) or self.frame_cache_size < 8
+        ):
             raise ValueError(f"frame_cache_size must be an integer >= 8, got {self.frame_cache_size!r}")
         if self.frame_cache not in (True, False, "auto"):
             raise ValueError(f"frame_cache must be true, false or auto, got {self.frame_cache!r}")
@@ -187,8 +213,10 @@ class ClipOptions:
                 try:
                     pattern.format(t=1, i=0)
                 except (KeyError, IndexError, ValueError) as exc:
-                    raise ValueError(f"{name} must be 'sorted' or a pattern such as frame_{{t:05d}}.jpg "
-                                     f"({{t}} 1-based, {{i}} 0-based), got {pattern!r}") from exc
+                    raise ValueError(
+                        f"{name} must be 'sorted' or a pattern such as frame_{{t:05d}}.jpg "
+                        f"({{t}} 1-based, {{i}} 0-based), got {pattern!r}"
+                    ) from exc
 
     @property
     def cache_size(self) -> int:
@@ -216,6 +244,22 @@ def profile_specs(profile: ClipProfile, image_size: int) -> tuple[ModalitySpec, 
     return tuple(specs[m] for m in profile.order)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FLOW_MEAN", "FLOW_STD", "IMAGE_SUFFIXES", "SORTED", "MANIFEST",
-           "PAPER_SCHEDULE", "SegmentRule", "FrameStream", "ArrayStream", "ClipProfile", "rgb_stream", "fbank_stream",
-           "ClipOptions", "parse_options", "profile_specs"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FLOW_MEAN",
+    "FLOW_STD",
+    "IMAGE_SUFFIXES",
+    "SORTED",
+    "MANIFEST",
+    "PAPER_SCHEDULE",
+    "SegmentRule",
+    "FrameStream",
+    "ArrayStream",
+    "ClipProfile",
+    "rgb_stream",
+    "fbank_stream",
+    "ClipOptions",
+    "parse_options",
+    "profile_specs",
+]

@@ -12,9 +12,10 @@ gradient after zeroing it, which gives τ ≡ 0 there.
 They live with the models, below the defenses, because CRMT's training (step 2) needs them as well as
 certification (``certify.lipschitz`` re-exports them).
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -24,8 +25,9 @@ from ..contracts import Batch, ModelOutput
 LIP_MODES = ("intended", "official")
 
 
-def unimodal_jacobian_chunks(model: nn.Module, batch: Batch, modalities: Sequence[str], class_chunk: int = 32
-                             ) -> tuple[ModelOutput, Iterator[tuple[str, Tensor]]]:
+def unimodal_jacobian_chunks(
+    model: nn.Module, batch: Batch, modalities: Sequence[str], class_chunk: int = 32
+) -> tuple[ModelOutput, Iterator[tuple[str, Tensor]]]:
     """The model's output on ``batch`` and, lazily, ``(m, J)`` per modality and class chunk, with
     J[c, b] = ∂z^(m)_{start+c}(x_b)/∂x^(m) of shape (chunk, B, *x^(m).shape): one batched backward
     (``is_grads_batched``) per chunk, the graph freed after the last. A score that does not depend on
@@ -42,8 +44,9 @@ def unimodal_jacobian_chunks(model: nn.Module, batch: Batch, modalities: Sequenc
                 stop = min(k, start + class_chunk)
                 grad_out = eye[start:stop, None, :].expand(stop - start, b, k)
                 last = i == len(modalities) - 1 and stop == k
-                (g,) = torch.autograd.grad(z, inputs[m], grad_outputs=grad_out, is_grads_batched=True,
-                                           retain_graph=not last, allow_unused=True)
+                (g,) = torch.autograd.grad(
+                    z, inputs[m], grad_outputs=grad_out, is_grads_batched=True, retain_graph=not last, allow_unused=True
+                )
                 if g is None:  # z^(m) does not depend on x^(m)
                     g = torch.zeros((stop - start,) + tuple(inputs[m].shape), device=z.device)
                 yield m, g.detach()
@@ -51,8 +54,9 @@ def unimodal_jacobian_chunks(model: nn.Module, batch: Batch, modalities: Sequenc
     return out, chunks()
 
 
-def batch_unimodal_gradient_norms(model: nn.Module, batch: Batch, modalities: Sequence[str],
-                                  class_chunk: int = 32) -> dict[str, Tensor]:
+def batch_unimodal_gradient_norms(
+    model: nn.Module, batch: Batch, modalities: Sequence[str], class_chunk: int = 32
+) -> dict[str, Tensor]:
     """(K, B) norms ‖∇_{x^(m)} z_k^(m)(x_b)‖ for each modality m, one batched backward per chunk."""
     _, chunks = unimodal_jacobian_chunks(model, batch, modalities, class_chunk)
     parts: dict[str, list[Tensor]] = {m: [] for m in modalities}
@@ -77,8 +81,14 @@ def _official_batch(model: nn.Module, batch: Batch, modalities: Sequence[str]) -
     return norms
 
 
-def estimate_lipschitz(model: nn.Module, batches: Iterable[tuple[Batch, Tensor]], modalities: Sequence[str],
-                       *, mode: str = "intended", class_chunk: int = 32) -> dict[str, Tensor]:
+def estimate_lipschitz(
+    model: nn.Module,
+    batches: Iterable[tuple[Batch, Tensor]],
+    modalities: Sequence[str],
+    *,
+    mode: str = "intended",
+    class_chunk: int = 32,
+) -> dict[str, Tensor]:
     """Running max over all samples of the per-class gradient norms: {modality: τ (K,)}.
 
     The model is put in eval mode for the estimate and restored afterwards.
