@@ -236,7 +236,7 @@ def fit_frames(feats: Tensor, frames: int) -> Tensor:
 
 def load_images() -> tuple[Tensor, Tensor]:
     """scikit-learn's copy of the UCI digits: (1797, 1, 8, 8) images in [0, 1] and their digits."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # sklearn: seconds to import, needed only to build the images
 
     digits = load_digits()
     images = torch.from_numpy(np.asarray(digits.images, dtype=np.float32) / 16.0)[:, None]
