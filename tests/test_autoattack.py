@@ -282,7 +282,8 @@ def test_sweep_any_cell_reuses_stored_set_rows_and_counts_once(tmp_path):
 
 
 def test_a_grid_block_can_attack_a_test_subset():
-    from mmrobust_bench.bench.sweep import build_plan, parse_block
+    from mmrobust_bench.bench.sweep import build_plan
+    from mmrobust_bench.bench.sweep_config import parse_block
     from mmrobust_bench.data.base import TensorSplit
 
     block = parse_block({"attacks": ["autoattack"], "attack_set": {"version": "fast"}, "modalities": ["v", "any"],

@@ -242,7 +242,8 @@ def test_step_sizes_are_in_model_input_units():
 # ------------------------------------------------------------------ --norm in run and sweep
 
 def test_run_and_sweep_take_a_norm():
-    from mmrobust_bench.bench.sweep import build_plan, parse_block
+    from mmrobust_bench.bench.sweep import build_plan
+    from mmrobust_bench.bench.sweep_config import parse_block
     from mmrobust_bench.cli import build_parser
 
     args = build_parser().parse_args(["run", "--norm", "linf", "--attack", "pgd_linf"])

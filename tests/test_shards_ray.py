@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from mmrobust_bench.bench.results import CELL_COLUMNS, read_rows
-from mmrobust_bench.bench.sweep import DefenseEntry, build_plan, parse_shard, run_sweep, shard_units
+from mmrobust_bench.bench.sweep import DefenseEntry, build_plan, parse_shard, run_sweep
+from mmrobust_bench.bench.sweep_plan import shard_units
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def test_shards_partition_units_deterministically_and_evenly():
         assert max(map(len, parts)) - min(map(len, parts)) <= 1  # dealt evenly
         assert parts == [shard_units(list(reversed(units)), i, count)[::-1] for i in range(count)]  # order-free
     # the assignment is a pure function of the units (processes agree without talking)
-    code = ("from mmrobust_bench.bench.sweep import DefenseEntry, shard_units; "
+    code = ("from mmrobust_bench.bench.sweep import DefenseEntry; from mmrobust_bench.bench.sweep_plan import shard_units; "
             "u=[(DefenseEntry(f'd{i}', f'd{i}'), s) for i in range(7) for s in (0, 1, 2)]; "
             "print([(e.label, s) for e, s in shard_units(u, 1, 3)])")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

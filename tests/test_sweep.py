@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from mmrobust_bench.bench.sweep import (CELL_COLUMNS, build_plan, cell_key, done_cells, eps_key, load_sweep_config,
-                                        parse_block, run_sweep)
+from mmrobust_bench.bench.results import CELL_COLUMNS, cell_key, done_cells, eps_key
+from mmrobust_bench.bench.sweep import build_plan, load_sweep_config, run_sweep
+from mmrobust_bench.bench.sweep_config import parse_block
 from mmrobust_bench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,7 +244,7 @@ def test_sweep_cli_flags_with_certification_then_nothing_left(tmp_path, capsys):
 def test_mark_row_flags_sees_curves_assembled_from_several_cells(tmp_path):
     """non_monotone needs rows of two grid blocks; fgm_beats_pgd needs the fgm and the pgd_l2 cells."""
     from mmrobust_bench.bench.results import ResultRow, append_rows, read_rows
-    from mmrobust_bench.bench.sweep import mark_row_flags
+    from mmrobust_bench.bench.sweep_units import mark_row_flags
 
     def row(attack, eps, acc, flags=""):
         return ResultRow(dataset="synthav", defense="jt", seed=0, checkpoint_sha256="ab", config_hash="c",
@@ -284,7 +285,7 @@ def test_overlapping_grid_blocks_evaluate_and_count_each_row_once(tmp_path, monk
     evaluated once and counted once, so 'already present' equals the stored rows, in the sequential sweep and
     cell by cell as Ray tasks run (``unit_task`` called directly, no Ray needed)."""
     from mmrobust_bench.bench.executors import unit_task
-    from mmrobust_bench.bench.sweep import unit_cells
+    from mmrobust_bench.bench.sweep_plan import unit_cells
 
     config = {"dataset": "synthav", "dataset_set": {"n_train": 256, "n_test": 48}, "seeds": [0], "set": {"epochs": 1},
               "defenses": ["jt"],
@@ -294,7 +295,7 @@ def test_overlapping_grid_blocks_evaluate_and_count_each_row_once(tmp_path, monk
                        # look alike but are other rows: another attack, another attack setting
                        {"attacks": ["pgd_l2"], "modalities": ["a"], "eps": [1.0], "attack_set": {"steps": 2}},
                        {"attacks": ["missing"], "modalities": ["a"], "attack_set": {"fill": "mean"}}]}
-    import mmrobust_bench.bench.sweep as sweep_module
+    import mmrobust_bench.bench.sweep_units as sweep_module
 
     measured: list[tuple] = []  # (attack, ε grid) of every attack computation
     real = sweep_module.robust_accuracy

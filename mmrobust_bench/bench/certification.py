@@ -14,39 +14,45 @@ Two methods, told apart by the ``method`` and ``kind`` columns of ``certified.cs
 Rows written before the ``method``/``kind`` columns existed read as ``empirical`` (:func:`read_certified`).
 Sweeps call this once per model and method.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
 
 from .._version import __version__
 from ..certify.honesty import HonestyConfig
-from ..certify.radii import (DEFAULT_RADII, KIND_EMPIRICAL, KIND_HEURISTIC, KIND_NOT_A_BOUND, RUNNER_UP, Certificate,
-                             certify, head_kind, mixes_modalities)
-from ..certify.smoothing import METHOD as SMOOTHING, SmoothedCertificate, SmoothingConfig, smooth_certify
-from ..certify.smoothing import smoothed_honesty_check
-from ..contracts import ALL_MODALITIES, ThreatModel
+from ..certify.radii import DEFAULT_RADII, Certificate, certify, head_kind, mixes_modalities
+from ..certify.smoothing import METHOD as SMOOTHING
+from ..certify.smoothing import SmoothedCertificate, SmoothingConfig, smooth_certify, smoothed_honesty_check
+from ..contracts import ALL_MODALITIES, ModalitySpec, ThreatModel
 from ..io import atomic_path, atomic_write_text, default_root, file_lock, file_slug
 from ..models.sparse_coding import stopping_rule
 from .api import invoked_command, train_defense, validate_eps
+from .certified_rows import (
+    CERTIFIED_CSV,
+    EMPIRICAL_METHOD,
+    ETA_PAIRS_CSV,
+    METHODS,
+    MODEL_COLUMNS,
+    with_certificate_kinds,
+)
+from .environment import row_provenance
+from .results import read_table as read_any
+from .results import replace_keyed_rows
 from .train import TrainedModel, select_device
+from .validate import check_certify_settings, check_name, check_run_settings
 
 log = logging.getLogger(__name__)
 
-MODEL_COLUMNS = ("dataset", "defense", "seed", "checkpoint_sha256")
-
-CERTIFIED_CSV = "certified.csv"
-ETA_PAIRS_CSV = "eta_pairs.csv"
-EMPIRICAL_METHOD = "empirical"
-METHODS = (EMPIRICAL_METHOD, SMOOTHING)
-MMT_FAMILY = ("mmt", "crmt_mmt")  # defense ids whose certified.csv rows predate the kind column: heuristic
 # Certificates run every sparse-coding layer (MSEFM) with this stopping rule, so no sample's output depends on its
 # batch (smoothing assumes a fixed base classifier). The rows' STOPPING_COLUMN says so; empty: no sparse coding, or a
 # row made before the column, which ran the model's own rule.
@@ -54,14 +60,18 @@ CERTIFY_STOPPING = "sample"
 STOPPING_COLUMN = "sparse_coding_stopping"
 # Provenance columns of certificate and η rows (bench.environment), with the value rows written before them get
 # ("" / 0 = not recorded): a certificate reproduces bit for bit only on the same kernels and thread count.
-PROVENANCE_DEFAULTS: dict[str, Any] = {"device": "", "torch_version": "", "cpu_capability": "", "torch_build": "",
-                                       "device_name": "", "threads": 0}
+PROVENANCE_DEFAULTS: dict[str, Any] = {
+    "device": "",
+    "torch_version": "",
+    "cpu_capability": "",
+    "torch_build": "",
+    "device_name": "",
+    "threads": 0,
+}
 
 
 def certificate_provenance(device: torch.device | str) -> dict[str, Any]:
     """The provenance columns of a certificate or η row computed now on ``device``."""
-    from .environment import row_provenance
-
     return {"device": str(device), **row_provenance(device)}
 
 
@@ -104,37 +114,18 @@ def model_keys(frame: pd.DataFrame, method: str | None = None) -> set[tuple]:
     return {(str(d), str(f), int(s), str(h)) for d, f, s, h in values}
 
 
-def with_certificate_kinds(frame: pd.DataFrame) -> pd.DataFrame:
-    """certified.csv rows with ``method`` and ``kind`` filled where they predate those columns: ``empirical``
-    rows, kind ``not a bound (runner-up only)`` for runner-up radii, ``heuristic …`` for MMT-family models."""
-    if frame.empty:
-        return frame
-    frame = frame.copy()
-    if "method" not in frame.columns:
-        frame["method"] = pd.NA
-    frame["method"] = frame["method"].fillna(EMPIRICAL_METHOD)
-    if "kind" not in frame.columns:
-        frame["kind"] = pd.NA
-    missing = frame["kind"].isna()
-    if missing.any():
-        variant = frame.get("variant", pd.Series("", index=frame.index)).astype(str)
-        defense_id = frame.get("defense_id", pd.Series("", index=frame.index)).astype(str)
-        kind = pd.Series(KIND_EMPIRICAL, index=frame.index)
-        kind[defense_id.isin(MMT_FAMILY)] = KIND_HEURISTIC
-        kind[variant == RUNNER_UP] = KIND_NOT_A_BOUND
-        frame.loc[missing, "kind"] = kind[missing]
-    return frame
-
-
 def read_certified(path: Path) -> pd.DataFrame:
     """certified.csv with ``method``/``kind`` filled for rows written before those columns existed."""
-    from .results import read_table as read_any
-
     return with_provenance_defaults(with_certificate_kinds(read_any(path)))
 
 
-def has_certificate(frame: pd.DataFrame, model: tuple, method: str = EMPIRICAL_METHOD, modality: str | None = None,
-                    sigma: float | None = None) -> bool:
+def has_certificate(
+    frame: pd.DataFrame,
+    model: tuple,
+    method: str = EMPIRICAL_METHOD,
+    modality: str | None = None,
+    sigma: float | None = None,
+) -> bool:
     """Whether ``frame`` (certified.csv) holds rows of ``model`` (dataset, label, seed, sha256) by ``method``
     (for smoothing: of that noise set's modality label and σ)."""
     if frame.empty:
@@ -146,8 +137,10 @@ def has_certificate(frame: pd.DataFrame, model: tuple, method: str = EMPIRICAL_M
     keys = rows[list(MODEL_COLUMNS)].astype(str).agg("|".join, axis=1)
     rows = rows[keys == "|".join(str(v) for v in model)]
     if method == SMOOTHING and not rows.empty:
-        rows = rows[(rows["modality"].astype(str) == str(modality))
-                    & ((rows["sigma"].astype(float) - float(sigma)).abs() < 1e-12)]
+        rows = rows[
+            (rows["modality"].astype(str) == str(modality))
+            & ((rows["sigma"].astype(float) - float(sigma)).abs() < 1e-12)
+        ]
     return not rows.empty
 
 
@@ -155,21 +148,24 @@ def replace_certificate_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     """Write certificate rows ``new`` into certified.csv in place of the stored rows they supersede (same
     model and method; for smoothing also the same modality label and σ), under the file's lock, atomically.
     Old rows without ``method``/``kind`` are filled as :func:`with_certificate_kinds` reads them."""
-    from .results import read_table as read_any
-
     path = Path(path)
     new = with_provenance_defaults(with_certificate_kinds(new))
     with file_lock(path):
         old = with_provenance_defaults(with_certificate_kinds(read_any(path)))
         if not old.empty:
+
             def key(frame: pd.DataFrame) -> pd.Series:
                 base = frame[list(MODEL_COLUMNS) + ["method"]].astype(str).agg("|".join, axis=1)
                 smooth = frame["method"].astype(str) == SMOOTHING
                 extra = pd.Series("", index=frame.index)
                 if smooth.any():
-                    extra[smooth] = (frame.loc[smooth, "modality"].astype(str) + "|"
-                                     + frame.loc[smooth, "sigma"].astype(float).map(lambda v: f"{v:.10g}"))
+                    extra[smooth] = (
+                        frame.loc[smooth, "modality"].astype(str)
+                        + "|"
+                        + frame.loc[smooth, "sigma"].astype(float).map(lambda v: f"{v:.10g}")
+                    )
                 return base + "|" + extra
+
             old = old[~key(old).isin(set(key(new)))]
         frame = new if old.empty else pd.concat([old, new], ignore_index=True)
         with atomic_path(path) as tmp:
@@ -180,33 +176,55 @@ def replace_certificate_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
 def replace_model_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     """Write ``new`` into the CSV at ``path`` in place of earlier rows of the same models (atomic, under the
     result store's inter-process lock, so concurrent sweeps/shards lose no model's rows)."""
-    from .results import replace_keyed_rows
-
     return replace_keyed_rows(path, with_provenance_defaults(new), MODEL_COLUMNS, defaults=PROVENANCE_DEFAULTS)
 
 
-def _checkpoint_tau(trained: TrainedModel,
-                    modalities: Sequence[str]) -> tuple[dict[str, torch.Tensor] | None, str, list[str]]:
+def _checkpoint_tau(
+    trained: TrainedModel, modalities: Sequence[str]
+) -> tuple[dict[str, torch.Tensor] | None, str, list[str]]:
     """τ stored by CRMT's get_lip in the checkpoint when it is the intended estimate, else None."""
     keys = {m: f"lipschitz.{m}" for m in modalities}
     if not all(k in trained.extra for k in keys.values()):
         return None, "", []
     mode = getattr(trained.defense.config, "lip_mode", "intended")
     if mode != "intended":
-        return None, "", [f"the checkpoint's τ comes from get_lip mode {mode!r} (τ of later modalities ≡ 0); "
-                          "Eq. 10 uses a fresh intended estimate instead"]
+        return (
+            None,
+            "",
+            [
+                f"the checkpoint's τ comes from get_lip mode {mode!r} (τ of later modalities ≡ 0); "
+                "Eq. 10 uses a fresh intended estimate instead"
+            ],
+        )
     return {m: trained.extra[k] for m, k in keys.items()}, "checkpoint (lipschitz.<m>, intended get_lip)", []
 
 
-def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, label: str | None = None,
-                    overrides: Mapping[str, Any] | None = None, dataset_options: Mapping[str, Any] | None = None,
-                    root: Path | None = None, device: str = "auto", radii: Sequence[float] | None = None,
-                    honesty_steps: int = 100, train_samples: int = -1, batch_size: int = 64, progress: bool = True,
-                    trained: TrainedModel | None = None, command: str | None = None,
-                    method: str = EMPIRICAL_METHOD, honesty: HonestyConfig | None = None,
-                    smoothing: SmoothingConfig | None = None, modalities: Sequence[str] = (ALL_MODALITIES,),
-                    test_samples: int = -1, n_attack: int = 16, attack_steps: int = 20,
-                    attack_samples: int = -1) -> CertifyOutcome:
+def certify_defense(
+    defense: str,
+    *,
+    dataset: str = "synthav",
+    seed: int = 0,
+    label: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+    root: Path | None = None,
+    device: str = "auto",
+    radii: Sequence[float] | None = None,
+    honesty_steps: int = 100,
+    train_samples: int = -1,
+    batch_size: int = 64,
+    progress: bool = True,
+    trained: TrainedModel | None = None,
+    command: str | None = None,
+    method: str = EMPIRICAL_METHOD,
+    honesty: HonestyConfig | None = None,
+    smoothing: SmoothingConfig | None = None,
+    modalities: Sequence[str] = (ALL_MODALITIES,),
+    test_samples: int = -1,
+    n_attack: int = 16,
+    attack_steps: int = 20,
+    attack_samples: int = -1,
+) -> CertifyOutcome:
     """Train (or load) ``defense``, certify it and write its files.
 
     ``method="empirical"``: writes ``<root>/certify/<dataset>/<label>/seed<seed>-<sha12>/`` (certificate.md,
@@ -229,26 +247,53 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
     command = command or invoked_command()
     label = label or defense
     dev = select_device(device)
-    from .validate import check_certify_settings, check_name, check_run_settings
-
     check_name(label, "label")  # it names the certificate's folder (as a slug: it never leaves <root>/certify)
     check_certify_settings(train_samples=train_samples, honesty_steps=honesty_steps, batch_size=batch_size)
     if trained is None:  # every setting and the output folder before any training
-        check_run_settings(defense=defense, overrides=overrides, dataset=dataset, dataset_options=dataset_options,
-                           seed=seed, root=root, label=label)
+        check_run_settings(
+            defense=defense,
+            overrides=overrides,
+            dataset=dataset,
+            dataset_options=dataset_options,
+            seed=seed,
+            root=root,
+            label=label,
+        )
     if trained is None:
-        trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides,
-                                dataset_options=dataset_options, root=root, device=str(dev), progress=progress)
+        trained = train_defense(
+            defense,
+            dataset=dataset,
+            seed=seed,
+            overrides=overrides,
+            dataset_options=dataset_options,
+            root=root,
+            device=str(dev),
+            progress=progress,
+        )
     ds = trained.dataset  # type: ignore[attr-defined]
     test_split = ds.test
     if 0 < test_samples < len(test_split):
         test_split = test_split.subset(torch.arange(test_samples))
     if method == SMOOTHING:
         config = smoothing or SmoothingConfig()
-        return _certify_smoothing(trained, ds, test_split, defense=defense, label=label, seed=seed, root=root,
-                                  device=dev, radii=config.default_radii if radii is None else radii, config=config,
-                                  noise_sets=modalities, n_attack=n_attack, attack_steps=attack_steps,
-                                  attack_samples=attack_samples, progress=progress, command=command)
+        return _certify_smoothing(
+            trained,
+            ds,
+            test_split,
+            defense=defense,
+            label=label,
+            seed=seed,
+            root=root,
+            device=dev,
+            radii=config.default_radii if radii is None else radii,
+            config=config,
+            noise_sets=modalities,
+            n_attack=n_attack,
+            attack_steps=attack_steps,
+            attack_samples=attack_samples,
+            progress=progress,
+            command=command,
+        )
     radii = DEFAULT_RADII if radii is None else radii
     names = [s.name for s in ds.specs]
     tau, source, notes = _checkpoint_tau(trained, names)
@@ -260,16 +305,40 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
     heuristic = (flag is not None and float(flag.flatten()[0]) != 0) or mixes_modalities(trained.model)
     started = time.perf_counter()
     with stopping_rule(trained.model, CERTIFY_STOPPING) as coding:
-        cert = certify(trained.model, train_split, test_split, ds.specs, tau=tau, tau_source=source or None,
-                       batch_size=batch_size, device=dev, honesty_steps=honesty_steps, honesty=honesty,
-                       heuristic=heuristic, notes=notes, progress=progress)
-    log.info("certified %s (seed %d) on %d test samples in %.1f s", label, seed, len(test_split),
-             time.perf_counter() - started)
-    identity = {"dataset": ds.name, "defense": label, "defense_id": defense, "seed": seed,
-                "checkpoint_sha256": trained.sha256, "config_hash": trained.key.config_hash, "head": cert.head,
-                "suite_version": __version__,
-                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                **certificate_provenance(dev)}
+        cert = certify(
+            trained.model,
+            train_split,
+            test_split,
+            ds.specs,
+            tau=tau,
+            tau_source=source or None,
+            batch_size=batch_size,
+            device=dev,
+            honesty_steps=honesty_steps,
+            honesty=honesty,
+            heuristic=heuristic,
+            notes=notes,
+            progress=progress,
+        )
+    log.info(
+        "certified %s (seed %d) on %d test samples in %.1f s",
+        label,
+        seed,
+        len(test_split),
+        time.perf_counter() - started,
+    )
+    identity = {
+        "dataset": ds.name,
+        "defense": label,
+        "defense_id": defense,
+        "seed": seed,
+        "checkpoint_sha256": trained.sha256,
+        "config_hash": trained.key.config_hash,
+        "head": cert.head,
+        "suite_version": __version__,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **certificate_provenance(dev),
+    }
     identity[STOPPING_COLUMN] = CERTIFY_STOPPING if coding else ""
     summary = cert.summary_frame(radii)
     pairs = cert.pairs_frame()
@@ -277,8 +346,9 @@ def certify_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, la
         for i, (k, v) in enumerate(identity.items()):
             frame.insert(i, k, v)
     directory = root / "certify" / file_slug(ds.name) / file_slug(label) / f"seed{seed}-{trained.sha256[:12]}"
-    text = (f"{ds.name} · {label} ({defense}, seed {seed}) · checkpoint sha256 {trained.sha256[:12]}…\n"
-            + cert.format(radii))
+    text = f"{ds.name} · {label} ({defense}, seed {seed}) · checkpoint sha256 {trained.sha256[:12]}…\n" + cert.format(
+        radii
+    )
     atomic_write_text(directory / "certificate.md", f"made by: {command}\n\n{text}\n")
     for name, frame in (("summary.csv", summary), ("pairs.csv", pairs), ("samples.csv", cert.samples_frame())):
         with atomic_path(directory / name) as tmp:
@@ -303,27 +373,47 @@ def smoothed_label(modalities: Sequence[str], names: Sequence[str]) -> str:
 
 def noise_set(spec: str, names: Sequence[str]) -> tuple[str, ...]:
     """The modalities one smoothing run puts noise on: ``a``, ``a,v`` or ``all`` (validated, in dataset order)."""
-    from ..contracts import ModalitySpec
-
     specs = [ModalitySpec(n, (1,)) for n in names]
     return ThreatModel.parse(spec, 0.0, specs).modalities
 
 
-def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defense: str, label: str, seed: int,
-                       root: Path, device: torch.device, radii: Sequence[float], config: SmoothingConfig,
-                       noise_sets: Sequence[str], n_attack: int, attack_steps: int, attack_samples: int,
-                       progress: bool, command: str) -> CertifyOutcome:
+def _certify_smoothing(
+    trained: TrainedModel,
+    ds: Any,
+    test_split: Any,
+    *,
+    defense: str,
+    label: str,
+    seed: int,
+    root: Path,
+    device: torch.device,
+    radii: Sequence[float],
+    config: SmoothingConfig,
+    noise_sets: Sequence[str],
+    n_attack: int,
+    attack_steps: int,
+    attack_samples: int,
+    progress: bool,
+    command: str,
+) -> CertifyOutcome:
     """Randomized smoothing for each noise set; files per set and rows replacing the same (model, set, σ),
     written as each set finishes (a set takes minutes: an interruption loses only the set in progress)."""
     names = [s.name for s in ds.specs]
     sets = [noise_set(str(m), names) for m in noise_sets]
     if not sets:
         raise ValueError("smoothing: give at least one modality (e.g. --modality a or --modality all)")
-    identity = {"dataset": ds.name, "defense": label, "defense_id": defense, "seed": seed,
-                "checkpoint_sha256": trained.sha256, "config_hash": trained.key.config_hash,
-                "head": _head_name(trained.model), "suite_version": __version__,
-                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                **certificate_provenance(device)}
+    identity = {
+        "dataset": ds.name,
+        "defense": label,
+        "defense_id": defense,
+        "seed": seed,
+        "checkpoint_sha256": trained.sha256,
+        "config_hash": trained.key.config_hash,
+        "head": _head_name(trained.model),
+        "suite_version": __version__,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **certificate_provenance(device),
+    }
     base = root / "certify" / file_slug(ds.name) / file_slug(label) / f"seed{seed}-{trained.sha256[:12]}"
     inputs, labels = test_split.inputs, test_split.labels
     certified_path = root / CERTIFIED_CSV
@@ -333,18 +423,34 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
         with stopping_rule(trained.model, CERTIFY_STOPPING) as coding:
             cert = smooth_certify(trained.model, inputs, labels, mods, config, device=device, progress=progress)
             if n_attack > 0:
-                cert.honesty = smoothed_honesty_check(trained.model, inputs, cert, n_attack=n_attack,
-                                                      steps=attack_steps, device=device, max_samples=attack_samples,
-                                                      progress=progress)
+                cert.honesty = smoothed_honesty_check(
+                    trained.model,
+                    inputs,
+                    cert,
+                    n_attack=n_attack,
+                    steps=attack_steps,
+                    device=device,
+                    max_samples=attack_samples,
+                    progress=progress,
+                )
         identity[STOPPING_COLUMN] = CERTIFY_STOPPING if coding else ""
-        log.info("smoothed %s (seed %d, σ %g, noise on %s) on %d test samples in %.1f s", label, seed, config.sigma,
-                 "+".join(mods), cert.n, time.perf_counter() - started)
+        log.info(
+            "smoothed %s (seed %d, σ %g, noise on %s) on %d test samples in %.1f s",
+            label,
+            seed,
+            config.sigma,
+            "+".join(mods),
+            cert.n,
+            time.perf_counter() - started,
+        )
         summary = cert.summary_frame(radii)
         for i, (k, v) in enumerate(identity.items()):
             summary.insert(i, k, v)
         directory = base / f"smoothing-{cert.modality_label}-sigma{config.sigma:g}"
-        text = (f"{ds.name} · {label} ({defense}, seed {seed}) · checkpoint sha256 {trained.sha256[:12]}…\n"
-                + cert.format(radii))
+        text = (
+            f"{ds.name} · {label} ({defense}, seed {seed}) · checkpoint sha256 {trained.sha256[:12]}…\n"
+            + cert.format(radii)
+        )
         atomic_write_text(directory / "certificate.md", f"made by: {command}\n\n{text}\n")
         for name, frame in (("summary.csv", summary), ("samples.csv", cert.samples_frame())):
             with atomic_path(directory / name) as tmp:
@@ -352,11 +458,31 @@ def _certify_smoothing(trained: TrainedModel, ds: Any, test_split: Any, *, defen
         replace_certificate_rows(certified_path, summary)
         certs.append(cert)
         texts.append(text)
-    return CertifyOutcome(certs, trained, directory if len(sets) == 1 else base, certified_path,
-                          root / ETA_PAIRS_CSV, "\n\n".join(texts))
+    return CertifyOutcome(
+        certs, trained, directory if len(sets) == 1 else base, certified_path, root / ETA_PAIRS_CSV, "\n\n".join(texts)
+    )
 
 
-__all__ = ["CertifyOutcome", "certify_defense", "read_table", "read_certified", "model_keys", "has_certificate",
-           "replace_model_rows", "replace_certificate_rows", "with_certificate_kinds", "noise_set", "smoothed_label",
-           "CERTIFIED_CSV", "PROVENANCE_DEFAULTS", "certificate_provenance", "with_provenance_defaults",
-           "ETA_PAIRS_CSV", "EMPIRICAL_METHOD", "METHODS", "MODEL_COLUMNS", "CERTIFY_STOPPING", "STOPPING_COLUMN"]
+__all__ = [
+    "CertifyOutcome",
+    "certify_defense",
+    "read_table",
+    "read_certified",
+    "model_keys",
+    "has_certificate",
+    "replace_model_rows",
+    "replace_certificate_rows",
+    "with_certificate_kinds",
+    "noise_set",
+    "smoothed_label",
+    "CERTIFIED_CSV",
+    "PROVENANCE_DEFAULTS",
+    "certificate_provenance",
+    "with_provenance_defaults",
+    "ETA_PAIRS_CSV",
+    "EMPIRICAL_METHOD",
+    "METHODS",
+    "MODEL_COLUMNS",
+    "CERTIFY_STOPPING",
+    "STOPPING_COLUMN",
+]

@@ -12,21 +12,24 @@ existing one (``ray start --head`` on a node, ``auto`` inside a Ray job). Each t
 asks Ray for that many CPUs, so concurrent workers never oversubscribe them. ``torchrun`` stays the
 tool for data-parallel training of one model; the two are not combined.
 """
+
 from __future__ import annotations
 
 import collections
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from ..progress import progress_bar
 from . import distributed
 from .results import done_cells, read_rows
-from .sweep import (DefenseEntry, SweepOutcome, SweepPlan, certify_unit, earlier_cell_keys, run_cell, run_unit,
-                    set_threads, train_unit, unit_cells)
+from .sweep_config import DefenseEntry
+from .sweep_plan import SweepPlan, unit_cells
+from .sweep_units import SweepOutcome, certify_unit, earlier_cell_keys, run_cell, run_unit, set_threads, train_unit
 from .train import TrainedModel, select_device
 
 log = logging.getLogger(__name__)
@@ -35,25 +38,62 @@ EXECUTORS = ("local", "ray")
 Unit = tuple[DefenseEntry, int]
 
 
-def run_units(executor: str, plan: SweepPlan, units: Sequence[Unit], *, root: Path, results_path: Path, device: str,
-              progress: bool, command: str, sync_batchnorm: bool = False, address: str | None = None,
-              workers: int | None = None) -> SweepOutcome:
+def run_units(
+    executor: str,
+    plan: SweepPlan,
+    units: Sequence[Unit],
+    *,
+    root: Path,
+    results_path: Path,
+    device: str,
+    progress: bool,
+    command: str,
+    sync_batchnorm: bool = False,
+    address: str | None = None,
+    workers: int | None = None,
+) -> SweepOutcome:
     """Run ``units`` of ``plan`` on ``executor`` (``local`` or ``ray``) and add up what they did."""
     if executor == "local":
         if address is not None or workers is not None:
             raise ValueError("--address and --workers apply to --executor ray; drop them or add --executor ray")
-        return run_local(plan, units, root=root, results_path=results_path, device=device, progress=progress,
-                         command=command, sync_batchnorm=sync_batchnorm)
+        return run_local(
+            plan,
+            units,
+            root=root,
+            results_path=results_path,
+            device=device,
+            progress=progress,
+            command=command,
+            sync_batchnorm=sync_batchnorm,
+        )
     if executor == "ray":
         if sync_batchnorm or distributed.current().active:
             raise ValueError("--executor ray starts its own workers; launch it without torchrun and --sync-bn")
-        return run_ray(plan, units, root=root, results_path=results_path, device=device, progress=progress,
-                       command=command, address=address, workers=workers)
+        return run_ray(
+            plan,
+            units,
+            root=root,
+            results_path=results_path,
+            device=device,
+            progress=progress,
+            command=command,
+            address=address,
+            workers=workers,
+        )
     raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
 
 
-def run_local(plan: SweepPlan, units: Sequence[Unit], *, root: Path, results_path: Path, device: str, progress: bool,
-              command: str, sync_batchnorm: bool = False) -> SweepOutcome:
+def run_local(
+    plan: SweepPlan,
+    units: Sequence[Unit],
+    *,
+    root: Path,
+    results_path: Path,
+    device: str,
+    progress: bool,
+    command: str,
+    sync_batchnorm: bool = False,
+) -> SweepOutcome:
     """The units one after the other in this process (every rank of it under torchrun)."""
     outcome = SweepOutcome(results_path)
     per_model = len(unit_cells(plan)) + (1 if plan.certify else 0)
@@ -62,8 +102,20 @@ def run_local(plan: SweepPlan, units: Sequence[Unit], *, root: Path, results_pat
     bar = progress_bar(total=len(units) * per_model, desc="sweep", enabled=progress and main_rank, log_steps="step")
     for entry, seed in units:
         bar.set_postfix_str(f"{entry.label} seed {seed}")
-        outcome.add(run_unit(plan, entry, seed, root=root, results_path=results_path, device=device,
-                             progress=progress, command=command, sync_batchnorm=sync_batchnorm, bar=bar))
+        outcome.add(
+            run_unit(
+                plan,
+                entry,
+                seed,
+                root=root,
+                results_path=results_path,
+                device=device,
+                progress=progress,
+                command=command,
+                sync_batchnorm=sync_batchnorm,
+                bar=bar,
+            )
+        )
     bar.close()
     return outcome
 
@@ -71,13 +123,22 @@ def run_local(plan: SweepPlan, units: Sequence[Unit], *, root: Path, results_pat
 # ------------------------------------------------------------------------------------------------ Ray
 
 # the models a Ray worker process loaded last, so that consecutive cell tasks of one unit load it once
-_LOADED: "collections.OrderedDict[tuple, TrainedModel]" = collections.OrderedDict()
+_LOADED: collections.OrderedDict[tuple, TrainedModel] = collections.OrderedDict()
 _LOADED_MAX = 2
 
 
 def _unit_model(plan: SweepPlan, entry: DefenseEntry, seed: int, root: Path, device: str) -> TrainedModel:
-    key = (str(root), entry.defense, entry.label, repr(sorted(entry.overrides.items())), seed, plan.dataset, repr(sorted(plan.dataset_options.items())),
-           repr(sorted(plan.common_overrides.items())), device)
+    key = (
+        str(root),
+        entry.defense,
+        entry.label,
+        repr(sorted(entry.overrides.items())),
+        seed,
+        plan.dataset,
+        repr(sorted(plan.dataset_options.items())),
+        repr(sorted(plan.common_overrides.items())),
+        device,
+    )
     if key in _LOADED:
         _LOADED.move_to_end(key)
         return _LOADED[key]
@@ -88,8 +149,18 @@ def _unit_model(plan: SweepPlan, entry: DefenseEntry, seed: int, root: Path, dev
     return trained
 
 
-def unit_task(kind: str, plan: SweepPlan, entry: DefenseEntry, seed: int, cell_index: int | None, root: str,
-              results_path: str, device: str, threads: int, command: str) -> dict[str, int]:
+def unit_task(
+    kind: str,
+    plan: SweepPlan,
+    entry: DefenseEntry,
+    seed: int,
+    cell_index: int | None,
+    root: str,
+    results_path: str,
+    device: str,
+    threads: int,
+    command: str,
+) -> dict[str, int]:
     """One Ray task: ``train`` a unit's model, evaluate its cell ``cell_index``, or ``certify`` it."""
     set_threads(threads)
     root_path, results = Path(root), Path(results_path)
@@ -100,9 +171,17 @@ def unit_task(kind: str, plan: SweepPlan, entry: DefenseEntry, seed: int, cell_i
     if kind == "certify":
         return {"certified": certify_unit(plan, trained, entry, seed, root=root_path, dev=dev, command=command)}
     index = int(cell_index)  # type: ignore[arg-type]
-    evaluated, skipped = run_cell(plan, trained, entry, seed, unit_cells(plan)[index], dev=dev,
-                                  done=done_cells(read_rows(results)), results_path=results,
-                                  claimed=earlier_cell_keys(plan, trained, entry, seed, index, dev))
+    evaluated, skipped = run_cell(
+        plan,
+        trained,
+        entry,
+        seed,
+        unit_cells(plan)[index],
+        dev=dev,
+        done=done_cells(read_rows(results)),
+        results_path=results,
+        claimed=earlier_cell_keys(plan, trained, entry, seed, index, dev),
+    )
     return {"evaluated_rows": evaluated, "skipped_rows": skipped}
 
 
@@ -113,8 +192,18 @@ def ray_threads(plan: SweepPlan, workers: int, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // max(workers, 1))
 
 
-def run_ray(plan: SweepPlan, units: Sequence[Unit], *, root: Path, results_path: Path, device: str, progress: bool,
-            command: str, address: str | None = None, workers: int | None = None) -> SweepOutcome:
+def run_ray(
+    plan: SweepPlan,
+    units: Sequence[Unit],
+    *,
+    root: Path,
+    results_path: Path,
+    device: str,
+    progress: bool,
+    command: str,
+    address: str | None = None,
+    workers: int | None = None,
+) -> SweepOutcome:
     """The units as Ray tasks: trainings first, then each trained unit's cells and certificate."""
     try:
         import ray
@@ -128,8 +217,13 @@ def run_ray(plan: SweepPlan, units: Sequence[Unit], *, root: Path, results_path:
         if address is None:
             count = workers or os.cpu_count() or 1
             threads = ray_threads(plan, count)
-            ray.init(num_cpus=count * threads, num_gpus=torch.cuda.device_count() if gpu else 0,
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(
+                num_cpus=count * threads,
+                num_gpus=torch.cuda.device_count() if gpu else 0,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     try:
@@ -137,16 +231,29 @@ def run_ray(plan: SweepPlan, units: Sequence[Unit], *, root: Path, results_path:
         count = workers or max(1, cluster_cpus // (plan.threads or 1))
         threads = ray_threads(plan, count, cluster_cpus)
         remote = ray.remote(unit_task).options(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=0)
-        args = dict(root=str(root), results_path=str(results_path), device="cuda" if gpu else device,
-                    threads=threads, command=command)
+        args = dict(
+            root=str(root),
+            results_path=str(results_path),
+            device="cuda" if gpu else device,
+            threads=threads,
+            command=command,
+        )
         return _drive(ray, remote, plan, units, args, count, results_path, progress)
     finally:
         if started:
             ray.shutdown()
 
 
-def _drive(ray: Any, remote: Any, plan: SweepPlan, units: Sequence[Unit], args: dict[str, Any], in_flight: int,
-           results_path: Path, progress: bool) -> SweepOutcome:
+def _drive(
+    ray: Any,
+    remote: Any,
+    plan: SweepPlan,
+    units: Sequence[Unit],
+    args: dict[str, Any],
+    in_flight: int,
+    results_path: Path,
+    progress: bool,
+) -> SweepOutcome:
     """Submit tasks, at most ``in_flight`` at a time, a trained unit's cells ahead of further trainings."""
     outcome = SweepOutcome(results_path)
     cells = len(unit_cells(plan))

@@ -14,20 +14,22 @@ column, counts as different: it cannot be shown to match). Rows of other labels 
 touched, so ``--only`` / ``--skip`` narrow what is retired the same way they narrow what is run.
 Certificate files under ``<root>/certify/`` are keyed by checkpoint and stay where they are.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
 from ..defenses import build_defense, dataset_schedule
 from ..defenses.base import key_dict
-from ..reports.entries import UNKNOWN_CONFIG, config_series, label_series
 from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV
 from .checkpoints import config_hash_of
+from .naming import UNKNOWN_CONFIG, config_series, label_series
 from .results import read_table, rewrite_rows
 
 log = logging.getLogger(__name__)
@@ -109,9 +111,12 @@ def retire_stale(plan: Any, ds: Any, *, root: Path, results_path: Path, apply: b
     if outcome.total and apply:
         log.info("retired rows of superseded configurations to %s: %s", root / RETIRED_DIR, outcome.describe())
     elif outcome.total:
-        log.warning("stored rows of this sweep's entries come from other configurations (%s); the reports show "
-                    "them as separate entries. Rerun with --retire-stale to move them to %s",
-                    outcome.describe(), root / RETIRED_DIR)
+        log.warning(
+            "stored rows of this sweep's entries come from other configurations (%s); the reports show "
+            "them as separate entries. Rerun with --retire-stale to move them to %s",
+            outcome.describe(),
+            root / RETIRED_DIR,
+        )
     return outcome
 
 

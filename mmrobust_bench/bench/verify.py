@@ -19,6 +19,7 @@ randomized-smoothing certificates, the η pairs) and its certified accuracies an
 by relative difference). Each difference is printed beside the provenance recorded with the row and this
 machine's (``bench.environment``), so a difference explains itself.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,9 +28,10 @@ import math
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
@@ -38,7 +40,8 @@ from .api import train_defense
 from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV, read_certified, with_provenance_defaults
 from .environment import PROVENANCE_COLUMNS, row_provenance, same_software
 from .results import complete, eps_key, read_rows, read_table
-from .sweep import SweepPlan, certify_unit, earlier_cell_keys, run_cell, set_threads, unit_cells, validate_plan
+from .sweep_plan import SweepPlan, unit_cells, validate_plan
+from .sweep_units import certify_unit, earlier_cell_keys, run_cell, set_threads
 from .train import TrainedModel, select_device
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ def checkpoint_threads(root: Path, dataset: str, defense: str, sha: str) -> int 
 
 
 # ----------------------------------------------------------------------------------------------- stored rows
+
 
 def _newest(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:
     """The rows of each (label, seed)'s newest model (the checkpoint of its last row): a retrained model's rows
@@ -138,44 +142,82 @@ def _scratch_root(plan: SweepPlan, root: Path, scratch: Path | None) -> Iterator
 
 # ----------------------------------------------------------------------------------------------- re-measuring
 
+
 def _provenance(row: Any) -> dict[str, Any]:
     return {k: getattr(row, k, "") if not isinstance(row, dict) else row.get(k, "") for k in SHOWN}
 
 
-def _measure(plan: SweepPlan, trained: TrainedModel, entry: Any, seed: int, rows: pd.DataFrame, *, scratch: Path,
-             cells: int, rng: random.Random, dev: torch.device) -> list[dict[str, Any]]:
+def _measure(
+    plan: SweepPlan,
+    trained: TrainedModel,
+    entry: Any,
+    seed: int,
+    rows: pd.DataFrame,
+    *,
+    scratch: Path,
+    cells: int,
+    rng: random.Random,
+    dev: torch.device,
+) -> list[dict[str, Any]]:
     """Re-measure ``cells`` random cells of one model (each as the sweep ran it: without the rows an earlier
     cell of the unit owns) and pair every re-measured row with its stored row."""
     results_path = scratch / "results.csv"
     all_cells = unit_cells(plan)
     count = len(all_cells) if cells <= 0 else min(cells, len(all_cells))
     for index in sorted(rng.sample(range(len(all_cells)), count)):
-        run_cell(plan, trained, entry, seed, all_cells[index], dev=dev, done=set(), results_path=results_path,
-                 claimed=earlier_cell_keys(plan, trained, entry, seed, index, dev))
-    recorded = {(str(r.attack), str(r.attack_config), str(r.modality), eps_key(r.eps)): r
-                for r in rows.itertuples(index=False)}
+        run_cell(
+            plan,
+            trained,
+            entry,
+            seed,
+            all_cells[index],
+            dev=dev,
+            done=set(),
+            results_path=results_path,
+            claimed=earlier_cell_keys(plan, trained, entry, seed, index, dev),
+        )
+    recorded = {
+        (str(r.attack), str(r.attack_config), str(r.modality), eps_key(r.eps)): r for r in rows.itertuples(index=False)
+    }
     fresh = read_rows(results_path)
-    fresh = fresh[(fresh["label"].astype(str) == entry.label) & (fresh["seed"].astype(int) == seed)
-                  & (fresh["checkpoint_sha256"].astype(str) == trained.sha256)]
+    fresh = fresh[
+        (fresh["label"].astype(str) == entry.label)
+        & (fresh["seed"].astype(int) == seed)
+        & (fresh["checkpoint_sha256"].astype(str) == trained.sha256)
+    ]
     out = []
     for r in fresh.itertuples(index=False):
         key = (str(r.attack), str(r.attack_config), str(r.modality), eps_key(r.eps))
         old = recorded.get(key)
         if old is None:
             continue  # a cell of the current grid that the stored rows do not have
-        out.append({"kind": "result", "label": entry.label, "seed": seed, "what": key[1], "modality": key[2],
-                    "at": "—" if key[3] == "-" else key[3], "spread_key": ("result", *key, str(old.norm)),
-                    "recorded": float(old.accuracy), "reproduced": float(r.accuracy), "n": int(r.n),
-                    "recorded_n": int(old.n), "recorded_sha256": str(old.checkpoint_sha256),
-                    "reproduced_sha256": trained.sha256, "relative": False,
-                    **{f"recorded_{k}": v for k, v in _provenance(old).items()}})
+        out.append(
+            {
+                "kind": "result",
+                "label": entry.label,
+                "seed": seed,
+                "what": key[1],
+                "modality": key[2],
+                "at": "—" if key[3] == "-" else key[3],
+                "spread_key": ("result", *key, str(old.norm)),
+                "recorded": float(old.accuracy),
+                "reproduced": float(r.accuracy),
+                "n": int(r.n),
+                "recorded_n": int(old.n),
+                "recorded_sha256": str(old.checkpoint_sha256),
+                "reproduced_sha256": trained.sha256,
+                "relative": False,
+                **{f"recorded_{k}": v for k, v in _provenance(old).items()},
+            }
+        )
     if not out:
         log.warning("verify: none of the re-measured cells of %s seed %d is in the stored rows", entry.label, seed)
     return out
 
 
-def _certificate_values(plan: SweepPlan, trained: TrainedModel, entry: Any, seed: int, *, root: Path, scratch: Path,
-                        dev: torch.device) -> list[dict[str, Any]]:
+def _certificate_values(
+    plan: SweepPlan, trained: TrainedModel, entry: Any, seed: int, *, root: Path, scratch: Path, dev: torch.device
+) -> list[dict[str, Any]]:
     """Certify the model again into ``scratch`` and pair its certified accuracies and η with the stored ones of
     the same checkpoint (rows the sweep's root holds for it)."""
     if plan.certify_for(entry) is None:
@@ -188,14 +230,21 @@ def _certificate_values(plan: SweepPlan, trained: TrainedModel, entry: Any, seed
     def mine(frame: pd.DataFrame, sha: str) -> pd.DataFrame:
         if frame.empty:
             return frame
-        return frame[(frame["dataset"].astype(str) == model[0]) & (frame["defense"].astype(str) == model[1])
-                     & (frame["seed"].astype(int) == seed) & (frame["checkpoint_sha256"].astype(str) == sha)]
+        return frame[
+            (frame["dataset"].astype(str) == model[0])
+            & (frame["defense"].astype(str) == model[1])
+            & (frame["seed"].astype(int) == seed)
+            & (frame["checkpoint_sha256"].astype(str) == sha)
+        ]
 
     rows_sha = None
     for frame in (stored_cert, stored_eta):  # the stored certificates of this unit's newest certified model
         newest = _newest(frame, "defense") if not frame.empty else frame
-        newest = newest[(newest["defense"].astype(str) == entry.label) & (newest["seed"].astype(int) == seed)] \
-            if not newest.empty else newest
+        newest = (
+            newest[(newest["defense"].astype(str) == entry.label) & (newest["seed"].astype(int) == seed)]
+            if not newest.empty
+            else newest
+        )
         if not newest.empty:
             rows_sha = str(newest["checkpoint_sha256"].iloc[-1])
             break
@@ -205,15 +254,29 @@ def _certificate_values(plan: SweepPlan, trained: TrainedModel, entry: Any, seed
     certify_unit(plan, trained, entry, seed, root=scratch, dev=dev, command="mmrobust-bench verify --certificates")
     out = []
     for kind, stored, fresh, key, value, relative in (
-            ("certificate", mine(stored_cert, rows_sha), mine(read_certified(scratch / CERTIFIED_CSV), trained.sha256),
-             CERT_KEY, "certified_accuracy", False),
-            ("eta", mine(stored_eta, rows_sha),
-             mine(with_provenance_defaults(read_table(scratch / ETA_PAIRS_CSV)), trained.sha256),
-             ETA_KEY, "eta_pair", True)):
+        (
+            "certificate",
+            mine(stored_cert, rows_sha),
+            mine(read_certified(scratch / CERTIFIED_CSV), trained.sha256),
+            CERT_KEY,
+            "certified_accuracy",
+            False,
+        ),
+        (
+            "eta",
+            mine(stored_eta, rows_sha),
+            mine(with_provenance_defaults(read_table(scratch / ETA_PAIRS_CSV)), trained.sha256),
+            ETA_KEY,
+            "eta_pair",
+            True,
+        ),
+    ):
         if stored.empty or fresh.empty:
             continue
-        recorded = {tuple(str(v) for v in k): r for k, r in zip(stored[list(key)].itertuples(index=False, name=None),
-                                                               stored.to_dict("records"))}
+        recorded = {
+            tuple(str(v) for v in k): r
+            for k, r in zip(stored[list(key)].itertuples(index=False, name=None), stored.to_dict("records"))
+        }
         for k, r in zip(fresh[list(key)].itertuples(index=False, name=None), fresh.to_dict("records")):
             k = tuple(str(v) for v in k)
             old = recorded.get(k)
@@ -223,12 +286,25 @@ def _certificate_values(plan: SweepPlan, trained: TrainedModel, entry: Any, seed
                 what, modality, at = f"{old['method']} {old['certificate']} {old['variant']}", k[3], k[4]
             else:
                 what, modality, at = "η pair", k[0], f"{k[1]}→{k[2]}"
-            out.append({"kind": kind, "label": entry.label, "seed": seed, "what": what, "modality": modality,
-                        "at": at, "spread_key": (kind, *k), "recorded": float(old[value]),
-                        "reproduced": float(r[value]), "n": int(r.get("n", 0) or 0),
-                        "recorded_n": int(old.get("n", 0) or 0), "recorded_sha256": rows_sha,
-                        "reproduced_sha256": trained.sha256, "relative": relative,
-                        **{f"recorded_{p}": v for p, v in _provenance(old).items()}})
+            out.append(
+                {
+                    "kind": kind,
+                    "label": entry.label,
+                    "seed": seed,
+                    "what": what,
+                    "modality": modality,
+                    "at": at,
+                    "spread_key": (kind, *k),
+                    "recorded": float(old[value]),
+                    "reproduced": float(r[value]),
+                    "n": int(r.get("n", 0) or 0),
+                    "recorded_n": int(old.get("n", 0) or 0),
+                    "recorded_sha256": rows_sha,
+                    "reproduced_sha256": trained.sha256,
+                    "relative": relative,
+                    **{f"recorded_{p}": v for p, v in _provenance(old).items()},
+                }
+            )
     return out
 
 
@@ -240,9 +316,22 @@ def _difference(item: dict[str, Any], reference: float) -> float:
 
 # ----------------------------------------------------------------------------------------------- the zoo
 
-def verify_zoo(plan: SweepPlan, *, root: Path, zoo: Path, results: Path | None = None, n: int = 2, seed: int = 0,
-               cells: int = 3, tolerance: float | None = None, certificates: bool = False,
-               scratch: Path | None = None, device: str | None = None, progress: bool = False) -> VerifyOutcome:
+
+def verify_zoo(
+    plan: SweepPlan,
+    *,
+    root: Path,
+    zoo: Path,
+    results: Path | None = None,
+    n: int = 2,
+    seed: int = 0,
+    cells: int = 3,
+    tolerance: float | None = None,
+    certificates: bool = False,
+    scratch: Path | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> VerifyOutcome:
     """Re-evaluate ``n`` random zoo models of ``plan`` (all when ``n`` <= 0) on ``cells`` random cells each (all when
     <= 0) and compare with the rows of ``results`` (default ``<root>/results.csv``); see the module docstring."""
     from .zoo import load_trained, read_zoo
@@ -255,22 +344,28 @@ def verify_zoo(plan: SweepPlan, *, root: Path, zoo: Path, results: Path | None =
     mine = stored[stored["seed"].astype(int).isin(plan.seeds)]
     found = read_zoo(zoo)
     if found.dataset != plan.dataset:
-        raise ValueError(f"verify: the zoo at {found.directory} holds {found.dataset!r} models, the sweep is "
-                         f"{plan.dataset!r}")
+        raise ValueError(
+            f"verify: the zoo at {found.directory} holds {found.dataset!r} models, the sweep is {plan.dataset!r}"
+        )
     in_zoo = {(e.entry, e.seed): e for e in found.entries}
     units = sorted({(str(label), int(s)) for label, s in zip(mine["label"], mine["seed"])})
     if not units:
         raise ValueError(f"verify: {results_path} holds no rows of this sweep's entries; run the sweep first")
     checkable = [u for u in units if u in in_zoo]
     if not checkable:
-        raise ValueError(f"verify: the zoo at {found.directory} has none of the {len(units)} models with rows; "
-                         f"export it (`mmrobust-bench zoo export`) or re-train with --retrain")
+        raise ValueError(
+            f"verify: the zoo at {found.directory} has none of the {len(units)} models with rows; "
+            f"export it (`mmrobust-bench zoo export`) or re-train with --retrain"
+        )
     for label, s in checkable:
-        sha = str(mine[(mine["label"].astype(str) == label) & (mine["seed"].astype(int) == s)]
-                  ["checkpoint_sha256"].iloc[-1])
+        sha = str(
+            mine[(mine["label"].astype(str) == label) & (mine["seed"].astype(int) == s)]["checkpoint_sha256"].iloc[-1]
+        )
         if in_zoo[(label, s)].sha256 != sha:
-            raise ValueError(f"verify: the zoo's {label} seed {s} ({in_zoo[(label, s)].sha256[:12]}…) is not the model "
-                             f"the rows were measured with ({sha[:12]}…); re-export the zoo")
+            raise ValueError(
+                f"verify: the zoo's {label} seed {s} ({in_zoo[(label, s)].sha256[:12]}…) is not the model "
+                f"the rows were measured with ({sha[:12]}…); re-export the zoo"
+            )
     rng = random.Random(seed)
     chosen = _choose(checkable, n, rng)
     entries = {e.label: e for e in plan.defenses}
@@ -278,18 +373,26 @@ def verify_zoo(plan: SweepPlan, *, root: Path, zoo: Path, results: Path | None =
     with _scratch_root(plan, root, scratch) as (scratch_dir, ds):
         differ = _config_difference(found.dataset_config, ds.config)
         if differ:
-            raise ValueError(f"verify: the {plan.dataset} built from the sweep's options is not the data the zoo's "
-                             f"models were measured on ({', '.join(differ)} differ); check dataset_set and the data")
+            raise ValueError(
+                f"verify: the {plan.dataset} built from the sweep's options is not the data the zoo's "
+                f"models were measured on ({', '.join(differ)} differ); check dataset_set and the data"
+            )
         for label, unit_seed in chosen:
             rows = mine[(mine["label"].astype(str) == label) & (mine["seed"].astype(int) == unit_seed)]
             dev = _device(device, rows)
             set_threads(_recorded_threads(rows) or plan.threads or torch.get_num_threads())
             trained = load_trained(found, label, unit_seed, device=dev, dataset=ds)
-            items.extend(_measure(plan, trained, entries[label], unit_seed, rows, scratch=scratch_dir, cells=cells,
-                                  rng=rng, dev=dev))
+            items.extend(
+                _measure(
+                    plan, trained, entries[label], unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev
+                )
+            )
             if certificates:
-                items.extend(_certificate_values(plan, trained, entries[label], unit_seed, root=root,
-                                                 scratch=scratch_dir, dev=dev))
+                items.extend(
+                    _certificate_values(
+                        plan, trained, entries[label], unit_seed, root=root, scratch=scratch_dir, dev=dev
+                    )
+                )
         current = {**row_provenance(dev if chosen else None), "device": str(dev if chosen else "cpu")}
     frame = _judge_tolerance(items, tolerance, current)
     skipped = len(units) - len(checkable)
@@ -323,17 +426,25 @@ def _exact_expected(item: dict[str, Any], current: dict[str, Any]) -> bool:
     return same_software(recorded, current) and str(recorded["device"]) == str(current["device"])
 
 
-def _judge_tolerance(items: list[dict[str, Any]], tolerance: float | None,
-                     current: dict[str, Any]) -> pd.DataFrame:
+def _judge_tolerance(items: list[dict[str, Any]], tolerance: float | None, current: dict[str, Any]) -> pd.DataFrame:
     for item in items:
-        allowed = tolerance if tolerance is not None else (
-            0.0 if _exact_expected(item, current) else CROSS_MACHINE_TOLERANCE)
+        allowed = (
+            tolerance if tolerance is not None else (0.0 if _exact_expected(item, current) else CROSS_MACHINE_TOLERANCE)
+        )
         diff = _difference(item, item["recorded"])
-        item.update(difference=diff, allowed=allowed, reference=item["recorded"],
-                    passes=abs(diff) <= allowed + 1e-12 and item["n"] == item["recorded_n"],
-                    status=("exact" if diff == 0 and item["n"] == item["recorded_n"]
-                            else "within" if abs(diff) <= allowed + 1e-12 and item["n"] == item["recorded_n"]
-                            else "FAILS"))
+        item.update(
+            difference=diff,
+            allowed=allowed,
+            reference=item["recorded"],
+            passes=abs(diff) <= allowed + 1e-12 and item["n"] == item["recorded_n"],
+            status=(
+                "exact"
+                if diff == 0 and item["n"] == item["recorded_n"]
+                else "within"
+                if abs(diff) <= allowed + 1e-12 and item["n"] == item["recorded_n"]
+                else "FAILS"
+            ),
+        )
     return pd.DataFrame(items)
 
 
@@ -344,9 +455,11 @@ def _tolerance_report(frame: pd.DataFrame, tolerance: float | None) -> list[str]
         lines = [f"tolerance: {tolerance:g} (--tolerance), accuracy as a fraction; η relative"]
     else:
         same = int((frame["allowed"] == 0).sum())
-        lines = [f"tolerance: 0 for the {same} value(s) recorded with this machine's CPU capability, torch version "
-                 f"and build and device; {CROSS_MACHINE_TOLERANCE:g} for the {len(frame) - same} others "
-                 f"(accuracy as a fraction; η relative; --tolerance sets it)"]
+        lines = [
+            f"tolerance: 0 for the {same} value(s) recorded with this machine's CPU capability, torch version "
+            f"and build and device; {CROSS_MACHINE_TOLERANCE:g} for the {len(frame) - same} others "
+            f"(accuracy as a fraction; η relative; --tolerance sets it)"
+        ]
     return lines + _largest(frame)
 
 
@@ -368,9 +481,22 @@ def _name(r: Any) -> str:
 
 # ----------------------------------------------------------------------------------------------- re-training
 
-def verify_sweep(plan: SweepPlan, *, root: Path, results: Path | None = None, n: int = 2, seed: int = 0,
-                 cells: int = 3, scratch: Path | None = None, device: str | None = None, progress: bool = False,
-                 k: float = SEED_SPREAD_K, floor: float = SPREAD_FLOOR, certificates: bool = False) -> VerifyOutcome:
+
+def verify_sweep(
+    plan: SweepPlan,
+    *,
+    root: Path,
+    results: Path | None = None,
+    n: int = 2,
+    seed: int = 0,
+    cells: int = 3,
+    scratch: Path | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    k: float = SEED_SPREAD_K,
+    floor: float = SPREAD_FLOOR,
+    certificates: bool = False,
+) -> VerifyOutcome:
     """Re-train ``n`` random (label, seed) models of ``plan`` with rows in ``results`` (all when ``n`` <= 0) and
     re-measure ``cells`` of each; a value passes inside the stored mean ± max(k·std, floor) over seeds."""
     if not (math.isfinite(k) and k >= 0 and math.isfinite(floor) and floor >= 0):
@@ -382,8 +508,10 @@ def verify_sweep(plan: SweepPlan, *, root: Path, results: Path | None = None, n:
     entries = {e.label: e for e in plan.defenses}
     units = sorted({(str(label), int(s)) for label, s in zip(mine["label"], mine["seed"])})
     if not units:
-        raise ValueError(f"verify: {results_path} holds no rows of this sweep's entries "
-                         f"({', '.join(entries)} × seeds {', '.join(map(str, plan.seeds))}); run the sweep first")
+        raise ValueError(
+            f"verify: {results_path} holds no rows of this sweep's entries "
+            f"({', '.join(entries)} × seeds {', '.join(map(str, plan.seeds))}); run the sweep first"
+        )
     rng = random.Random(seed)
     chosen = _choose(units, n, rng)
     items: list[dict[str, Any]] = []
@@ -393,20 +521,33 @@ def verify_sweep(plan: SweepPlan, *, root: Path, results: Path | None = None, n:
             rows = mine[(mine["label"].astype(str) == label) & (mine["seed"].astype(int) == unit_seed)]
             sha = str(rows["checkpoint_sha256"].iloc[-1])
             eval_threads = _recorded_threads(rows)
-            train_threads = (checkpoint_threads(root, plan.dataset, entry.defense, sha) or eval_threads
-                             or plan.threads or torch.get_num_threads())
+            train_threads = (
+                checkpoint_threads(root, plan.dataset, entry.defense, sha)
+                or eval_threads
+                or plan.threads
+                or torch.get_num_threads()
+            )
             dev = _device(device, rows)
             set_threads(train_threads)
-            trained = train_defense(entry.defense, dataset=plan.dataset, seed=unit_seed,
-                                    overrides={**plan.common_overrides, **entry.overrides},
-                                    dataset_options=plan.dataset_options, root=scratch_dir, device=str(dev),
-                                    progress=progress, force=True)
+            trained = train_defense(
+                entry.defense,
+                dataset=plan.dataset,
+                seed=unit_seed,
+                overrides={**plan.common_overrides, **entry.overrides},
+                dataset_options=plan.dataset_options,
+                root=scratch_dir,
+                device=str(dev),
+                progress=progress,
+                force=True,
+            )
             set_threads(eval_threads or train_threads)
-            items.extend(_measure(plan, trained, entry, unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng,
-                                  dev=dev))
+            items.extend(
+                _measure(plan, trained, entry, unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev)
+            )
             if certificates:
-                items.extend(_certificate_values(plan, trained, entry, unit_seed, root=root, scratch=scratch_dir,
-                                                 dev=dev))
+                items.extend(
+                    _certificate_values(plan, trained, entry, unit_seed, root=root, scratch=scratch_dir, dev=dev)
+                )
         current = {**row_provenance(dev if chosen else None), "device": str(dev if chosen else "cpu")}
     spread = _seed_spread(stored, root, items)
     frame = _judge_spread(items, spread, k, floor)
@@ -426,19 +567,22 @@ def _seed_spread(stored: pd.DataFrame, root: Path, items: list[dict[str, Any]]) 
         out.setdefault((str(r.label), key), []).append(float(r.accuracy))
     if any(i["kind"] != "result" for i in items):
         for kind, frame, key, value in (
-                ("certificate", read_certified(root / CERTIFIED_CSV), CERT_KEY, "certified_accuracy"),
-                ("eta", read_table(root / ETA_PAIRS_CSV), ETA_KEY, "eta_pair")):
+            ("certificate", read_certified(root / CERTIFIED_CSV), CERT_KEY, "certified_accuracy"),
+            ("eta", read_table(root / ETA_PAIRS_CSV), ETA_KEY, "eta_pair"),
+        ):
             if frame.empty:
                 continue
             newest = _newest(frame, "defense")
-            for label, k, v in zip(newest["defense"].astype(str), newest[list(key)].itertuples(index=False, name=None),
-                                   newest[value]):
+            for label, k, v in zip(
+                newest["defense"].astype(str), newest[list(key)].itertuples(index=False, name=None), newest[value]
+            ):
                 out.setdefault((label, (kind, *(str(x) for x in k))), []).append(float(v))
     return out
 
 
-def _judge_spread(items: list[dict[str, Any]], spread: dict[tuple, list[float]], k: float,
-                  floor: float) -> pd.DataFrame:
+def _judge_spread(
+    items: list[dict[str, Any]], spread: dict[tuple, list[float]], k: float, floor: float
+) -> pd.DataFrame:
     for item in items:
         values = spread.get((item["label"], item["spread_key"]), [item["recorded"]])
         mean = sum(values) / len(values)
@@ -447,18 +591,29 @@ def _judge_spread(items: list[dict[str, Any]], spread: dict[tuple, list[float]],
         allowed = max(k * std if std == std else 0.0, floor * scale)
         diff = _difference(item, mean)
         inside = abs(item["reproduced"] - mean) <= allowed + 1e-12
-        identical = (item["reproduced_sha256"] == item["recorded_sha256"] and item["reproduced"] == item["recorded"]
-                     and item["n"] == item["recorded_n"])
-        item.update(reference=mean, seeds=len(values), std=std, allowed=allowed, difference=diff,
-                    passes=bool(inside or identical),
-                    status="bit-identical" if identical else "within spread" if inside else "OUTSIDE")
+        identical = (
+            item["reproduced_sha256"] == item["recorded_sha256"]
+            and item["reproduced"] == item["recorded"]
+            and item["n"] == item["recorded_n"]
+        )
+        item.update(
+            reference=mean,
+            seeds=len(values),
+            std=std,
+            allowed=allowed,
+            difference=diff,
+            passes=bool(inside or identical),
+            status="bit-identical" if identical else "within spread" if inside else "OUTSIDE",
+        )
     return pd.DataFrame(items)
 
 
 # ----------------------------------------------------------------------------------------------- output
 
-def _outcome(frame: pd.DataFrame, mode: str, current: dict[str, Any], report: list[str],
-             scratch: Path | None) -> VerifyOutcome:
+
+def _outcome(
+    frame: pd.DataFrame, mode: str, current: dict[str, Any], report: list[str], scratch: Path | None
+) -> VerifyOutcome:
     ok = bool(len(frame)) and bool(frame["passes"].all())
     if len(frame):
         report = report + _provenance_lines(frame, current)
@@ -470,8 +625,10 @@ def _describe(values: dict[str, Any]) -> str:
         value = values.get(key, "")
         return "not recorded" if str(value) in ("", "nan", "0", "None") else str(value)
 
-    return (f"{text('cpu_capability')}, torch {text('torch_version')} build {text('torch_build')}, "
-            f"{text('threads')} thread(s), {text('device')} ({text('device_name')})")
+    return (
+        f"{text('cpu_capability')}, torch {text('torch_version')} build {text('torch_build')}, "
+        f"{text('threads')} thread(s), {text('device')} ({text('device_name')})"
+    )
 
 
 def _provenance_lines(frame: pd.DataFrame, current: dict[str, Any]) -> list[str]:
@@ -494,21 +651,35 @@ def format_verify_table(frame: pd.DataFrame, mode: str = "zoo") -> str:
     """Markdown table: one line per re-measured value, recorded vs reproduced, the allowed difference, verdict.
     Certificate and η values (hundreds per model) are listed only when they are not exactly equal."""
     reference = "recorded" if mode == "zoo" else "seed mean"
-    lines = [f"| kind | label | seed | measure | modality | ε / r / pair | {reference} | reproduced | difference | "
-             f"allowed | checkpoint | verdict |", "|---|---|---:|---|---|---|---:|---:|---:|---:|---|---|"]
+    lines = [
+        f"| kind | label | seed | measure | modality | ε / r / pair | {reference} | reproduced | difference | "
+        f"allowed | checkpoint | verdict |",
+        "|---|---|---:|---|---|---|---:|---:|---:|---:|---|---|",
+    ]
     if frame.empty:
         return "\n".join(lines)
     hidden = (frame["kind"] != "result") & (frame["reproduced"] == frame["recorded"])
     for r in frame[~hidden].to_dict("records"):
-        sha = r["recorded_sha256"][:12] + (" =" if r["reproduced_sha256"] == r["recorded_sha256"]
-                                           else f" → {r['reproduced_sha256'][:12]}")
-        lines.append(f"| {r['kind']} | {r['label']} | {r['seed']} | {r['what']} | {r['modality']} | {r['at']} | "
-                     f"{r['reference']:.6g} | {r['reproduced']:.6g} | {r['difference']:+.6g} | {r['allowed']:.6g} | "
-                     f"{sha} | {r['status']} |")
+        sha = r["recorded_sha256"][:12] + (
+            " =" if r["reproduced_sha256"] == r["recorded_sha256"] else f" → {r['reproduced_sha256'][:12]}"
+        )
+        lines.append(
+            f"| {r['kind']} | {r['label']} | {r['seed']} | {r['what']} | {r['modality']} | {r['at']} | "
+            f"{r['reference']:.6g} | {r['reproduced']:.6g} | {r['difference']:+.6g} | {r['allowed']:.6g} | "
+            f"{sha} | {r['status']} |"
+        )
     if hidden.any():
         lines.append(f"({int(hidden.sum())} certificate and η values reproduced exactly are not listed)")
     return "\n".join(lines)
 
 
-__all__ = ["VerifyOutcome", "verify_zoo", "verify_sweep", "checkpoint_threads", "format_verify_table",
-           "CROSS_MACHINE_TOLERANCE", "SEED_SPREAD_K", "SPREAD_FLOOR"]
+__all__ = [
+    "VerifyOutcome",
+    "verify_zoo",
+    "verify_sweep",
+    "checkpoint_threads",
+    "format_verify_table",
+    "CROSS_MACHINE_TOLERANCE",
+    "SEED_SPREAD_K",
+    "SPREAD_FLOOR",
+]
