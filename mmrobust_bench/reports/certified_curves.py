@@ -19,27 +19,44 @@ radius and is known only at the grid's radii, so between two of them the line sh
 one, a lower bound there, never more than was certified. Empirical radii come from Lipschitz *estimates* and
 can overclaim (see their honesty-check counts, lower bounds); smoothed radii hold with probability ≥ 1 − α each.
 """
+
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Sequence
-
 import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from ..io import atomic_path, atomic_write_text  # noqa: E402
-from .entries import resolve_entries  # noqa: E402
-from .figures import (DPI, FULL_WIDTH, LEGEND_CHARS, LEGEND_RATIO, MAX_TITLE, MIN_FONT_PT, ROW_HEIGHT,  # noqa: E402
-                      TITLE_PT, entry_styles, family_groups, family_order, plot_text, reference_entry)
-from .paper import display_name  # noqa: E402
-from .paths import output_path, slug  # noqa: E402
-from .tables import paper_row_order  # noqa: E402
+from ..bench.certified_rows import with_certificate_kinds
+from ..certify.smoothing import largest_certifiable_radius
+from ..io import atomic_path, atomic_write_text
+from .entries import resolve_entries
+from .figure_style import (
+    DPI,
+    FULL_WIDTH,
+    LEGEND_CHARS,
+    LEGEND_RATIO,
+    MAX_TITLE,
+    MIN_FONT_PT,
+    ROW_HEIGHT,
+    TITLE_PT,
+    entry_styles,
+    family_groups,
+    family_order,
+    plot_text,
+    reference_entry,
+)
+from .paper import display_name
+from .paths import output_path, slug
+from .tables import paper_row_order
 
 SOUND = "sound (probabilistic, 1-alpha)"
 NOT_A_BOUND = "not a bound"
@@ -47,9 +64,7 @@ ALL = "all"
 
 
 def _filled(frame: pd.DataFrame) -> pd.DataFrame:
-    """``method``/``kind`` for rows that predate them (as ``bench.certification.with_certificate_kinds``)."""
-    from ..bench.certification import with_certificate_kinds
-
+    """``method``/``kind`` for rows that predate them (``bench.certified_rows.with_certificate_kinds``)."""
     return with_certificate_kinds(frame)
 
 
@@ -84,8 +99,9 @@ def _empirical_name(modality: str, certificates: set[str], names: Sequence[str])
     return None
 
 
-def certified_curve_data(certified: pd.DataFrame, *, dataset: str | None = None,
-                         defenses: Sequence[str] | None = None) -> pd.DataFrame:
+def certified_curve_data(
+    certified: pd.DataFrame, *, dataset: str | None = None, defenses: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Tidy curve points: entry, panel modality, line (method, certificate, σ), kind, radius, mean certified
     accuracy over seeds, seeds. Runner-up rows ("not a bound") are dropped."""
     frame = _filled(certified)
@@ -101,8 +117,10 @@ def certified_curve_data(certified: pd.DataFrame, *, dataset: str | None = None,
     frame, _ = resolve_entries(frame)  # the entry names every other report uses (split by configuration)
     smooth = _below_cap(frame[frame["method"].astype(str) == "smoothing"])
     empirical = frame[frame["method"].astype(str) == "empirical"]
-    panels = sorted(set(smooth["modality"].astype(str)) if not smooth.empty
-                    else set(empirical["modality"].astype(str)), key=lambda m: (m == ALL, m))
+    panels = sorted(
+        set(smooth["modality"].astype(str)) if not smooth.empty else set(empirical["modality"].astype(str)),
+        key=lambda m: (m == ALL, m),
+    )
     parts = []
     for panel in panels:
         s = smooth[smooth["modality"].astype(str) == panel]
@@ -119,9 +137,11 @@ def certified_curve_data(certified: pd.DataFrame, *, dataset: str | None = None,
     data = pd.concat(parts, ignore_index=True)
     if "cap" not in data:
         data["cap"] = math.nan
-    out = (data.groupby(["entry", "panel", "line", "method", "kind", "radius"], dropna=False)
-           .agg(certified_accuracy=("certified_accuracy", "mean"), seeds=("seed", "nunique"), cap=("cap", "min"))
-           .reset_index())
+    out = (
+        data.groupby(["entry", "panel", "line", "method", "kind", "radius"], dropna=False)
+        .agg(certified_accuracy=("certified_accuracy", "mean"), seeds=("seed", "nunique"), cap=("cap", "min"))
+        .reset_index()
+    )
     return out.sort_values(["panel", "entry", "line", "radius"]).reset_index(drop=True)
 
 
@@ -130,8 +150,6 @@ def _below_cap(smooth: pd.DataFrame) -> pd.DataFrame:
     at larger radii (0 by construction) are dropped. Rows without n or α keep every radius and no cap."""
     if smooth.empty:
         return smooth
-    from ..certify.smoothing import largest_certifiable_radius
-
     sigma = smooth["sigma"].astype(float)
     n = smooth["n_noise"].astype(float) if "n_noise" in smooth else pd.Series(math.nan, index=smooth.index)
     alpha = smooth["alpha"].astype(float) if "alpha" in smooth else pd.Series(math.nan, index=smooth.index)
@@ -139,7 +157,8 @@ def _below_cap(smooth: pd.DataFrame) -> pd.DataFrame:
     cap = pd.Series(math.nan, index=smooth.index)
     for key in set(zip(sigma[known], n[known], alpha[known])):
         cap[known & (sigma == key[0]) & (n == key[1]) & (alpha == key[2])] = largest_certifiable_radius(
-            key[0], int(key[1]), key[2])
+            key[0], int(key[1]), key[2]
+        )
     line = "smoothing σ=" + sigma.map("{:g}".format)
     line = line.where(~known, line + " n=" + n.map(lambda v: f"{v:.0f}") + " α=" + alpha.map("{:g}".format))
     # a row exactly at the cap (a radius grid clipped to it) stays: its radius is σ·Φ⁻¹(α^{1/n}) itself
@@ -152,15 +171,15 @@ def _panel_title(panel: str) -> str:
     return f"attack on {names.get(panel, plot_text(panel.replace('+', ' + '), MAX_TITLE))}"
 
 
-def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = None,
-                            defenses: Sequence[str] | None = None, command: str = "") -> Figure:
+def figure_certified_curves(
+    certified: pd.DataFrame, *, dataset: str | None = None, defenses: Sequence[str] | None = None, command: str = ""
+) -> Figure:
     """The figure (see the module docstring); raises ValueError when there is nothing to draw."""
     data = certified_curve_data(certified, dataset=dataset, defenses=defenses)
     if data.empty:
-        raise ValueError("no certified-accuracy rows to draw (run `mmrobust-bench certify`, e.g. with "
-                         "--method smoothing, first)")
-    from matplotlib.lines import Line2D
-
+        raise ValueError(
+            "no certified-accuracy rows to draw (run `mmrobust-bench certify`, e.g. with --method smoothing, first)"
+        )
     panels = sorted(dict.fromkeys(data["panel"]), key=lambda m: (m == ALL, {"v": 0, "a": 1}.get(m, 2), m))
     entries = family_order(paper_row_order(list(dict.fromkeys(data["entry"]))))
     styles = entry_styles(entries)
@@ -168,23 +187,47 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
     # row's entries in a legend beside it
     groups = family_groups(entries)
     reference = reference_entry(entries)
-    shown = [members + ([reference] if reference is not None and reference not in members else [])
-             for _, members in groups]
-    fig, axes = plt.subplots(len(groups), len(panels) + 1, figsize=(FULL_WIDTH, ROW_HEIGHT * len(groups) + 1.5),
-                             squeeze=False, sharex=True, sharey=True, layout="constrained",
-                             width_ratios=[1.0] * len(panels) + [LEGEND_RATIO])
+    shown = [
+        members + ([reference] if reference is not None and reference not in members else []) for _, members in groups
+    ]
+    fig, axes = plt.subplots(
+        len(groups),
+        len(panels) + 1,
+        figsize=(FULL_WIDTH, ROW_HEIGHT * len(groups) + 1.5),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+        width_ratios=[1.0] * len(panels) + [LEGEND_RATIO],
+    )
     caps: dict[float, str] = {}
     for ax, panel, r in [(axes[r][c], panel, r) for r in range(len(groups)) for c, panel in enumerate(panels)]:
         rows = data[(data["panel"] == panel) & data["entry"].isin(shown[r])]
         for (entry, line), pts in rows.groupby(["entry", "line"], sort=False):
             linestyle, linewidth, _ = LINE_STYLES[_line_kind(str(pts["kind"].iloc[0]))]
-            ax.plot(pts["radius"], pts["certified_accuracy"], linestyle=linestyle, marker=styles[entry]["marker"],
-                    color=styles[entry]["color"], markersize=4, linewidth=linewidth, drawstyle=DRAWSTYLE,
-                    label=f"{entry} · {line}")
+            ax.plot(
+                pts["radius"],
+                pts["certified_accuracy"],
+                linestyle=linestyle,
+                marker=styles[entry]["marker"],
+                color=styles[entry]["color"],
+                markersize=4,
+                linewidth=linewidth,
+                drawstyle=DRAWSTYLE,
+                label=f"{entry} · {line}",
+            )
         for line, cap in rows.dropna(subset=["cap"]).groupby("line")["cap"].min().items():
             ax.axvline(cap, label=f"{CAP_LABEL} ({line})", **CAP_STYLE)
-            ax.text(cap, 0.5, f" {CAP_LABEL} {cap:.3g} ", rotation=90, ha="right", va="center", fontsize=MIN_FONT_PT,
-                    color=CAP_STYLE["color"])
+            ax.text(
+                cap,
+                0.5,
+                f" {CAP_LABEL} {cap:.3g} ",
+                rotation=90,
+                ha="right",
+                va="center",
+                fontsize=MIN_FONT_PT,
+                color=CAP_STYLE["color"],
+            )
             caps.setdefault(round(float(cap), 6), line)
         if r == 0:
             ax.set_title(_panel_title(panel), fontsize=TITLE_PT)
@@ -197,25 +240,51 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
     for row, (group, members), drawn_entries in zip(axes, groups, shown):
         row[0].set_ylabel("certified accuracy", fontsize=MIN_FONT_PT)
         row[-1].axis("off")
-        handles = [Line2D([], [], color=styles[e]["color"], marker=styles[e]["marker"], linestyle="-", markersize=4)
-                   for e in drawn_entries]
-        labels = [f"{plot_text(display_name(e), LEGEND_CHARS)}{'' if e in members else ' (reference)'} "
-                  f"({int(seeds[e])} seed{'s' if int(seeds[e]) != 1 else ''})" for e in drawn_entries]
-        row[-1].legend(handles, labels, loc="center left", fontsize=MIN_FONT_PT, frameon=False, borderaxespad=0.0,
-                       title=f"{plot_text(group)} (colour, marker)", title_fontsize=MIN_FONT_PT, alignment="left")
+        handles = [
+            Line2D([], [], color=styles[e]["color"], marker=styles[e]["marker"], linestyle="-", markersize=4)
+            for e in drawn_entries
+        ]
+        labels = [
+            f"{plot_text(display_name(e), LEGEND_CHARS)}{'' if e in members else ' (reference)'} "
+            f"({int(seeds[e])} seed{'s' if int(seeds[e]) != 1 else ''})"
+            for e in drawn_entries
+        ]
+        row[-1].legend(
+            handles,
+            labels,
+            loc="center left",
+            fontsize=MIN_FONT_PT,
+            frameon=False,
+            borderaxespad=0.0,
+            title=f"{plot_text(group)} (colour, marker)",
+            title_fontsize=MIN_FONT_PT,
+            alignment="left",
+        )
     # the line-style key names only the kinds of certificate drawn (no "smoothing" entry without smoothing rows)
     drawn = {_line_kind(str(k)) for k in data["kind"]}
-    key = [Line2D([], [], color="0.2", linestyle=ls, linewidth=lw) for name, (ls, lw, _) in LINE_STYLES.items()
-           if name in drawn]
+    key = [
+        Line2D([], [], color="0.2", linestyle=ls, linewidth=lw)
+        for name, (ls, lw, _) in LINE_STYLES.items()
+        if name in drawn
+    ]
     key_labels = [label for name, (_, _, label) in LINE_STYLES.items() if name in drawn]
     if caps:  # the cap of each smoothing setting drawn: σ·Φ⁻¹(α^(1/n)), no certificate reaches past it
         key.append(Line2D([], [], **CAP_STYLE))
-        key_labels.append(f"{CAP_LABEL} σ·Φ⁻¹(α^(1/n)): "
-                          + "; ".join(f"{cap:.3g} ({line.removeprefix('smoothing ')})" for cap, line in caps.items()))
-    fig.legend(key, key_labels, loc="outside lower center", fontsize=MIN_FONT_PT, frameon=False,
-               title="certificate (line style); lines: mean over seeds. Empirical radii use Lipschitz estimates and "
-                     "can overclaim\n(honesty-check counts are lower bounds); runner-up radii are not bounds and are "
-                     "not drawn.", title_fontsize=MIN_FONT_PT)
+        key_labels.append(
+            f"{CAP_LABEL} σ·Φ⁻¹(α^(1/n)): "
+            + "; ".join(f"{cap:.3g} ({line.removeprefix('smoothing ')})" for cap, line in caps.items())
+        )
+    fig.legend(
+        key,
+        key_labels,
+        loc="outside lower center",
+        fontsize=MIN_FONT_PT,
+        frameon=False,
+        title="certificate (line style); lines: mean over seeds. Empirical radii use Lipschitz estimates and "
+        "can overclaim\n(honesty-check counts are lower bounds); runner-up radii are not bounds and are "
+        "not drawn.",
+        title_fontsize=MIN_FONT_PT,
+    )
     title = "Certified accuracy vs radius"
     if dataset:
         title = f"{plot_text(dataset)}: " + title
@@ -223,9 +292,15 @@ def figure_certified_curves(certified: pd.DataFrame, *, dataset: str | None = No
     return fig
 
 
-def plot_certified_curves(certified_frame: pd.DataFrame, out_dir: str | Path, *, command: str = "",
-                          datasets: Sequence[str] | None = None, defenses: Sequence[str] | None = None,
-                          fmt: str = "png") -> list[Path]:
+def plot_certified_curves(
+    certified_frame: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    command: str = "",
+    datasets: Sequence[str] | None = None,
+    defenses: Sequence[str] | None = None,
+    fmt: str = "png",
+) -> list[Path]:
     """Write ``certified-curves-<dataset>.<fmt>`` (and a ``.txt`` sidecar naming ``command``) per dataset of
     ``certified_frame`` (certified.csv rows); returns the figure paths. Datasets without drawable rows are skipped."""
     out_dir = Path(out_dir)
@@ -240,10 +315,12 @@ def plot_certified_curves(certified_frame: pd.DataFrame, out_dir: str | Path, *,
         except ValueError:
             continue
         path = output_path(out_dir, f"certified-curves-{slug(ds)}.{fmt}")
-        description = (f"{ds}: certified accuracy vs ℓ2 radius per attacked modality; randomized smoothing (sound, "
-                       "probabilistic 1-alpha, up to its largest certifiable radius sigma*Phi^-1(alpha^(1/n))) "
-                       "against the empirical Eq. 10 / Eq. 7 / Eq. 5 radii of the same models (min over j; runner-up "
-                       "radii are not bounds and are not drawn); steps: each value holds back to the previous radius")
+        description = (
+            f"{ds}: certified accuracy vs ℓ2 radius per attacked modality; randomized smoothing (sound, "
+            "probabilistic 1-alpha, up to its largest certifiable radius sigma*Phi^-1(alpha^(1/n))) "
+            "against the empirical Eq. 10 / Eq. 7 / Eq. 5 radii of the same models (min over j; runner-up "
+            "radii are not bounds and are not drawn); steps: each value holds back to the previous radius"
+        )
         meta: dict[str, Any] = {"Description": f"{description}; made by: {command}"} if fmt == "png" else {}
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta or None)

@@ -5,6 +5,7 @@ least 7 pt, 300 dpi, a distinct colour and marker per line, entries by their dis
 outside the data, modalities by name, and the command in the file's metadata and a sidecar ``.txt`` (on the
 canvas only with ``stamp=True``).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -13,15 +14,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from ..io import atomic_path, atomic_write_text  # noqa: E402
-from .figures import DPI, MIN_FONT_PT, SINGLE_COLUMN, entry_styles, figure_metadata, plot_text  # noqa: E402
-from .paper import display_name  # noqa: E402
-from .paths import slug  # noqa: E402
-from .stats import modality_name  # noqa: E402
-from .stats import slug as column_slug  # noqa: E402
+from ..bench.naming import modality_name, run_plot_name
+from ..io import atomic_path, atomic_write_text
+from .figure_style import DPI, MIN_FONT_PT, SINGLE_COLUMN, entry_styles, figure_metadata, plot_text
+from .paper import display_name
 
 LINE_CHARS = 48  # characters of a title or legend line at 7–8 pt in one column (3.3 in)
 
@@ -67,12 +66,4 @@ def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, comma
     return path
 
 
-def run_plot_name(dataset: str, label: str, attack: str, modality: str, seed: int, config_hash: str,
-                  fmt: str = "png") -> str:
-    """``synthav-jt-cfgb30dba09-pgd_l2-a-seed0.png``: the configuration is in the name, so runs of one label
-    with different settings never overwrite each other's plots. The dataset and label are slugs
-    (``reports.paths``: any name, however long or odd, gives a short file name of its own)."""
-    cfg = f"cfg{str(config_hash)[:8]}" if config_hash else "cfgunknown"
-    parts = [slug(dataset), slug(label), cfg, column_slug(attack.replace(":", "_")), column_slug(modality),
-             f"seed{int(seed)}"]
-    return "-".join(p for p in parts if p) + f".{fmt}"
+__all__ = ["LINE_CHARS", "plot_robust_curve", "run_plot_name"]

@@ -18,37 +18,24 @@ instead (``report --refuse-mixed``), with the same message.
 Rows written before the ``label`` / ``config_hash`` columns existed read with the defaults
 (label = defense, configuration "unknown").
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
+from ..bench.naming import UNKNOWN_CONFIG, config_series, label_series
+
 ENTRY = "entry"
 CFG_TAG = " [cfg "
-UNKNOWN_CONFIG = "unknown"
 
 
 class MixedConfigurationError(ValueError):
     """Rows of one label come from several configurations and the caller asked to refuse them."""
-
-
-def label_series(rows: pd.DataFrame) -> pd.Series:
-    """The defense label of every row: ``label`` where present and non-empty, else ``defense``."""
-    base = rows["defense"].astype(str)
-    if "label" not in rows:
-        return base
-    label = rows["label"].astype(object).where(rows["label"].notna(), "").astype(str).str.strip()
-    return label.where(label != "", base)
-
-
-def config_series(rows: pd.DataFrame) -> pd.Series:
-    if "config_hash" not in rows:
-        return pd.Series(UNKNOWN_CONFIG, index=rows.index)
-    cfg = rows["config_hash"].astype(object).where(rows["config_hash"].notna(), "").astype(str).str.strip()
-    return cfg.where(cfg != "", UNKNOWN_CONFIG)
 
 
 def base_label(entry: str) -> str:
@@ -128,8 +115,13 @@ def mixed_labels(*frames: pd.DataFrame | None) -> set[tuple[str, str]]:
     return {key for key, cfgs in seen.items() if len(cfgs) > 1}
 
 
-def resolve_entries(rows: pd.DataFrame, *, checkpoints: Path | None = None, strict: bool = False,
-                    split: set[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, list[str]]:
+def resolve_entries(
+    rows: pd.DataFrame,
+    *,
+    checkpoints: Path | None = None,
+    strict: bool = False,
+    split: set[tuple[str, str]] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
     """Rows with an ``entry`` column (and ``defense`` set to it, so every report groups by it) plus notes
     on labels split by configuration; idempotent. ``strict`` raises :class:`MixedConfigurationError` instead.
     ``split``: (dataset, label) pairs to name by configuration even if these rows hold only one of them
@@ -168,16 +160,23 @@ def resolve_entries(rows: pd.DataFrame, *, checkpoints: Path | None = None, stri
             diff = config_differences(configs)
             what = "; ".join(diff) if diff else "no setting differs in config.json (only the configuration hash)"
         else:
-            what = ("settings unknown: no config.json found for "
-                    + ", ".join(h[:8] for h in hashes if h[:8] not in configs)
-                    + (f" under {checkpoints}" if checkpoints else " (pass --checkpoints DIR to name them)"))
-        message = (f"{dataset}: label {label!r} has {len(hashes)} configurations "
-                   f"({', '.join(h[:8] for h in hashes)}), reported as separate entries — differing: {what}")
+            what = (
+                "settings unknown: no config.json found for "
+                + ", ".join(h[:8] for h in hashes if h[:8] not in configs)
+                + (f" under {checkpoints}" if checkpoints else " (pass --checkpoints DIR to name them)")
+            )
+        message = (
+            f"{dataset}: label {label!r} has {len(hashes)} configurations "
+            f"({', '.join(h[:8] for h in hashes)}), reported as separate entries — differing: {what}"
+        )
         (refusals if strict else notes).append(message)
     if refusals:
-        raise MixedConfigurationError("refusing to report mixed configurations: " + " | ".join(refusals)
-                                      + "; give each configuration its own label (run --label NAME) or drop "
-                                      "--refuse-mixed to report them as separate entries")
+        raise MixedConfigurationError(
+            "refusing to report mixed configurations: "
+            + " | ".join(refusals)
+            + "; give each configuration its own label (run --label NAME) or drop "
+            "--refuse-mixed to report them as separate entries"
+        )
     rows[ENTRY] = entries
     if "defense" in rows and "defense_id" not in rows:
         rows["defense_id"] = rows["defense"]
@@ -196,5 +195,16 @@ def default_checkpoints(results: Path) -> Path:
     return Path(results).parent / "checkpoints"
 
 
-__all__ = ["ENTRY", "MixedConfigurationError", "base_label", "config_differences", "default_checkpoints",
-           "entries_of", "entry_name", "find_checkpoint_configs", "label_series", "mixed_labels", "resolve_entries"]
+__all__ = [
+    "ENTRY",
+    "MixedConfigurationError",
+    "base_label",
+    "config_differences",
+    "default_checkpoints",
+    "entries_of",
+    "entry_name",
+    "find_checkpoint_configs",
+    "label_series",
+    "mixed_labels",
+    "resolve_entries",
+]

@@ -15,15 +15,17 @@ lower bounds, "≥ N found"; runner-up radii labelled **not a bound**) and, when
 randomized-smoothing certificates (sound with probability 1 − α).
 The prose that interprets these tables is written by people; these are only the numbers.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..bench.certified_rows import EMPIRICAL_METHOD, with_certificate_kinds
 from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense
 from .entries import ENTRY, base_label, mixed_labels, resolve_entries
 from .headline import headline_sections
@@ -42,7 +44,9 @@ class Cell:
 
 def _cell_rows(rows: pd.DataFrame, defense: str, cell: Cell) -> pd.DataFrame:
     """The rows of one cell for one defense label."""
-    sel = (rows["defense"] == defense) & (rows["attack"] == cell.attack) & (rows["modality"].astype(str) == cell.modality)
+    sel = (
+        (rows["defense"] == defense) & (rows["attack"] == cell.attack) & (rows["modality"].astype(str) == cell.modality)
+    )
     if cell.eps is not None:
         sel &= np.isclose(rows["eps"].astype(float), cell.eps)
     return rows[sel]
@@ -57,23 +61,27 @@ def seed_stats(rows: pd.DataFrame, defense: str, cell: Cell) -> tuple[float, flo
 
 
 def cell_table(rows: pd.DataFrame, defenses: Sequence[str], cells: Sequence[Cell]) -> str:
-    lines = ["| defense | " + " | ".join(markdown_cell(c.title) for c in cells) + " | seeds |",
-             "|---|" + "---:|" * (len(cells) + 1)]
+    lines = [
+        "| defense | " + " | ".join(markdown_cell(c.title) for c in cells) + " | seeds |",
+        "|---|" + "---:|" * (len(cells) + 1),
+    ]
     for d in defenses:
         stats = [seed_stats(rows, d, c) for c in cells]
         seeds = max((s[2] for s in stats), default=0)
         if seeds == 0:
             continue
         marks = [cell_flags(_cell_rows(rows, d, c)) for c in cells]
-        lines.append(f"| {markdown_code(d)} | " + " | ".join(flagged(fmt(m, s), f) for (m, s, _), f in zip(stats, marks))
-                     + f" | {seeds} |")
+        lines.append(
+            f"| {markdown_code(d)} | "
+            + " | ".join(flagged(fmt(m, s), f) for (m, s, _), f in zip(stats, marks))
+            + f" | {seeds} |"
+        )
     return "\n".join(lines)
 
 
 eta_ratio = eta_ratio_per_defense  # the aggregation every report uses (certify.eta)
 
 
-EMPIRICAL_METHOD = "empirical"  # bench.certification.EMPIRICAL_METHOD (not imported: it pulls torch)
 SMOOTHING_METHOD = "smoothing"
 NOT_A_BOUND = "not a bound"
 SOUND_TEXT = "sound (probabilistic, 1−α)"
@@ -81,12 +89,10 @@ LOWER_BOUND_HEADING = "≥ violations found (lower bound) / certified (all seeds
 
 
 def certificate_kinds(certified: pd.DataFrame | None) -> pd.DataFrame:
-    """certified.csv rows with ``method``/``kind`` filled as :func:`bench.certification.with_certificate_kinds`
+    """certified.csv rows with ``method``/``kind`` filled as :func:`bench.certified_rows.with_certificate_kinds`
     reads rows written before those columns existed (empirical; runner-up rows "not a bound")."""
     if certified is None or certified.empty:
         return pd.DataFrame() if certified is None else certified
-    from ..bench.certification import with_certificate_kinds
-
     return with_certificate_kinds(certified)
 
 
@@ -110,8 +116,10 @@ def honesty_table(certified: pd.DataFrame | None, defenses: Sequence[str], *, ru
     # one row per model and certificate (the honesty counts repeat on every radius of the grid)
     keys = [c for c in ("defense", "seed", "checkpoint_sha256", "certificate", "variant") if c in frame]
     frame = frame.drop_duplicates(keys)
-    lines = ["| defense | certificate | kind | median certified radius | " + LOWER_BOUND_HEADING + " |",
-             "|---|---|---|---:|---:|"]
+    lines = [
+        "| defense | certificate | kind | median certified radius | " + LOWER_BOUND_HEADING + " |",
+        "|---|---|---|---:|---:|",
+    ]
     for d in defenses:
         for (cert, kind), group in frame[frame["defense"] == d].groupby(["certificate", "kind"], sort=True):
             ran = group[group["honesty_violations"].astype(float) >= 0]
@@ -120,14 +128,19 @@ def honesty_table(certified: pd.DataFrame | None, defenses: Sequence[str], *, ru
             else:
                 broken, total = int(ran["honesty_violations"].sum()), int(ran["honesty_certified"].sum())
                 counts = f"≥ {broken} / {total} (≥ {broken / max(total, 1):.1%})"
-            lines.append(f"| {markdown_code(d)} | {markdown_cell(cert)} | {_kind_text(kind)} | "
-                         f"{group['median_certified_radius'].astype(float).mean():.3f} | {counts} |")
+            lines.append(
+                f"| {markdown_code(d)} | {markdown_cell(cert)} | {_kind_text(kind)} | "
+                f"{group['median_certified_radius'].astype(float).mean():.3f} | {counts} |"
+            )
     checks = frame["honesty_attack"].dropna().astype(str) if "honesty_attack" in frame else pd.Series(dtype=str)
     checks = checks[checks != ""].value_counts()
     if not checks.empty:
-        lines += ["", "Honesty check used: " + "; ".join(f"{markdown_code(c)} ({n} certificates)"
-                                                         for c, n in checks.items())
-                  + ". Counts are lower bounds: a stronger check can only find more."]
+        lines += [
+            "",
+            "Honesty check used: "
+            + "; ".join(f"{markdown_code(c)} ({n} certificates)" for c, n in checks.items())
+            + ". Counts are lower bounds: a stronger check can only find more.",
+        ]
     return "\n".join(lines)
 
 
@@ -144,28 +157,46 @@ def smoothing_table(certified: pd.DataFrame | None, defenses: Sequence[str]) -> 
         if column not in frame:
             frame = frame.assign(**{column: math.nan})
     radii = sorted(float(r) for r in frame["radius"].dropna().unique())
-    lines = ["| defense | noise on | σ | n (noise draws) | α | kind | "
-             + " | ".join(f"cert. acc @ {r:g}" for r in radii)
-             + " | abstained | honesty: ≥ violations found (lower bound) / checked | seeds |",
-             "|---|---|---:|---:|---:|---|" + "---:|" * (len(radii) + 3)]
+    lines = [
+        "| defense | noise on | σ | n (noise draws) | α | kind | "
+        + " | ".join(f"cert. acc @ {r:g}" for r in radii)
+        + " | abstained | honesty: ≥ violations found (lower bound) / checked | seeds |",
+        "|---|---|---:|---:|---:|---|" + "---:|" * (len(radii) + 3),
+    ]
     for d in defenses:
         part = frame[frame["defense"] == d]
-        for (mod, sigma, n_noise, alpha), group in part.groupby(["modality", "sigma", "n_noise", "alpha"], sort=True,
-                                                                 dropna=False):
+        for (mod, sigma, n_noise, alpha), group in part.groupby(
+            ["modality", "sigma", "n_noise", "alpha"], sort=True, dropna=False
+        ):
             accs = []
             for r in radii:
-                per_seed = group[np.isclose(group["radius"].astype(float), r)].groupby("seed")["certified_accuracy"].mean()
-                accs.append(fmt(float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan)
-                            if len(per_seed) else "—")
+                per_seed = (
+                    group[np.isclose(group["radius"].astype(float), r)].groupby("seed")["certified_accuracy"].mean()
+                )
+                accs.append(
+                    fmt(float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan)
+                    if len(per_seed)
+                    else "—"
+                )
             models = group.drop_duplicates([c for c in ("seed", "checkpoint_sha256") if c in group])
-            ran = models[models["honesty_violations"].astype(float) >= 0] if "honesty_violations" in models else models[:0]
-            honesty = (f"≥ {int(ran['honesty_violations'].sum())} / {int(ran['honesty_certified'].sum())}"
-                       if not ran.empty else "not run")
+            ran = (
+                models[models["honesty_violations"].astype(float) >= 0]
+                if "honesty_violations" in models
+                else models[:0]
+            )
+            honesty = (
+                f"≥ {int(ran['honesty_violations'].sum())} / {int(ran['honesty_certified'].sum())}"
+                if not ran.empty
+                else "not run"
+            )
             n_text = "—" if pd.isna(n_noise) else f"{int(n_noise)}"
-            lines.append(f"| {markdown_code(d)} | {markdown_cell(mod)} | {float(sigma):g} | {n_text} | "
-                         f"{float(alpha):g} | {SOUND_TEXT} | " + " | ".join(accs)
-                         + f" | {models['abstained'].astype(float).mean():.1%} | {honesty} | "
-                         f"{models['seed'].nunique()} |")
+            lines.append(
+                f"| {markdown_code(d)} | {markdown_cell(mod)} | {float(sigma):g} | {n_text} | "
+                f"{float(alpha):g} | {SOUND_TEXT} | "
+                + " | ".join(accs)
+                + f" | {models['abstained'].astype(float).mean():.1%} | {honesty} | "
+                f"{models['seed'].nunique()} |"
+            )
     return "\n".join(lines)
 
 
@@ -189,11 +220,16 @@ def _expand(labels: Sequence[str], entries: Sequence[str], references: Sequence[
     return out
 
 
-def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
-                      certified: pd.DataFrame | None = None, reference: str = "jt",
-                      ablation: Sequence[str] = ("jt", "crmt_jt_orth_only", "crmt_jt_step1_only",
-                                                 "crmt_jt_step2_only", "crmt_jt"),
-                      grid: Sequence[float] | None = None, command: str = "") -> str:
+def findings_markdown(
+    rows: pd.DataFrame,
+    *,
+    pairs: pd.DataFrame | None = None,
+    certified: pd.DataFrame | None = None,
+    reference: str = "jt",
+    ablation: Sequence[str] = ("jt", "crmt_jt_orth_only", "crmt_jt_step1_only", "crmt_jt_step2_only", "crmt_jt"),
+    grid: Sequence[float] | None = None,
+    command: str = "",
+) -> str:
     """Markdown with the four tables, the honesty check of the empirical certificates and the smoothing
     certificates, for one dataset's rows.
 
@@ -215,56 +251,98 @@ def findings_markdown(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None,
         grid = sorted(float(e) for e in pgd["eps"].dropna().unique())
     out = [f"made by: {markdown_code(command)}" if command else "", ""]
     if not references:
-        out += [f"_No entry is the reference {markdown_code(reference)} (by label or defense id): sections 1 and 2 are "
-                "skipped._", ""]
+        out += [
+            f"_No entry is the reference {markdown_code(reference)} (by label or defense id): sections 1 and 2 are "
+            "skipped._",
+            "",
+        ]
     elif len(references) > 1:
-        out += [f"_The reference {markdown_code(reference)} is split by configuration into {len(references)} "
-                f"entries ({', '.join(markdown_code(r) for r in references)}): sections 1, 2 and 4 show each._", ""]
+        out += [
+            f"_The reference {markdown_code(reference)} is split by configuration into {len(references)} "
+            f"entries ({', '.join(markdown_code(r) for r in references)}): sections 1, 2 and 4 show each._",
+            "",
+        ]
     out += headline_sections(rows)
     ref_text = ", ".join(markdown_code(r) for r in references)
     if references:
-        out += [f"### 1. Preference: {ref_text} with one modality missing (zero-filled)", "",
-                cell_table(rows, references, [Cell("clean", "clean", "none")]
-                           + [Cell(f"{m} missing", "missing", m) for m in modalities]), ""]
+        out += [
+            f"### 1. Preference: {ref_text} with one modality missing (zero-filled)",
+            "",
+            cell_table(
+                rows,
+                references,
+                [Cell("clean", "clean", "none")] + [Cell(f"{m} missing", "missing", m) for m in modalities],
+            ),
+            "",
+        ]
         for i, ref in enumerate(references):
             part = "" if len(references) == 1 else chr(ord("a") + i)
-            out += [f"### 2{part}. Fragility: {markdown_code(ref)} under uni-modal ℓ2-PGD (paper's 4 steps of ε/3)", "",
-                    _modality_grid(rows, ref, modalities, grid), ""]
-    cells = ([Cell("clean", "clean", "none")]
-             + [Cell(f"PGD {m} ε={e:g}", "pgd_l2", m, e) for m in modalities for e in _pick(grid)]
-             + [Cell("PGD all ε=0.5", "pgd_l2", "all", 0.5)]
-             + [Cell(f"{m} missing", "missing", m) for m in modalities])
+            out += [
+                f"### 2{part}. Fragility: {markdown_code(ref)} under uni-modal ℓ2-PGD (paper's 4 steps of ε/3)",
+                "",
+                _modality_grid(rows, ref, modalities, grid),
+                "",
+            ]
+    cells = (
+        [Cell("clean", "clean", "none")]
+        + [Cell(f"PGD {m} ε={e:g}", "pgd_l2", m, e) for m in modalities for e in _pick(grid)]
+        + [Cell("PGD all ε=0.5", "pgd_l2", "all", 0.5)]
+        + [Cell(f"{m} missing", "missing", m) for m in modalities]
+    )
     out += ["### 3. Robust accuracy per defense", "", cell_table(rows, defenses, cells), ""]
     if pairs is not None and not pairs.empty and len(modalities) == 2:
         num, den = eta_ratio_modalities(modalities)
         ratios = eta_ratio(pairs, num, den)
         order = {d: i for i, d in enumerate(defenses)}
         ratios = ratios.sort_values("defense", key=lambda s: s.map(lambda d: order.get(d, len(order))))
-        out += [f"### 3b. Imbalance: empirical η^({markdown_cell(num)}) / η^({markdown_cell(den)}) (the paper's "
-                f"Figure 3 orientation; {ETA_RATIO_AGGREGATION}; 1 = balanced)", "",
-                "| defense | ratio | seeds |", "|---|---:|---:|"]
-        out += [f"| {markdown_code(r.defense)} | {fmt(r.ratio_mean, r.ratio_std)} | {r.seeds} |"
-                for r in ratios.itertuples()]
+        out += [
+            f"### 3b. Imbalance: empirical η^({markdown_cell(num)}) / η^({markdown_cell(den)}) (the paper's "
+            f"Figure 3 orientation; {ETA_RATIO_AGGREGATION}; 1 = balanced)",
+            "",
+            "| defense | ratio | seeds |",
+            "|---|---:|---:|",
+        ]
+        out += [
+            f"| {markdown_code(r.defense)} | {fmt(r.ratio_mean, r.ratio_std)} | {r.seeds} |"
+            for r in ratios.itertuples()
+        ]
         out += [""]
     present = _expand(ablation, defenses, references, reference)
     if len(present) > 1:
         out += ["### 4. CRMT ablation (Figure 5 stages)", "", cell_table(rows, present, cells), ""]
     if certified is not None and not certified.empty:
-        out += ["### Honesty check of the empirical certificates", "",
-                "Empirical certificates only (`method = empirical`); each count is the number of claims the check "
-                "broke, a **lower bound** on the true number.", "", honesty_table(certified, defenses), ""]
+        out += [
+            "### Honesty check of the empirical certificates",
+            "",
+            "Empirical certificates only (`method = empirical`); each count is the number of claims the check "
+            "broke, a **lower bound** on the true number.",
+            "",
+            honesty_table(certified, defenses),
+            "",
+        ]
         frame = certificate_kinds(certified)
         if (frame["variant"].astype(str) == "runner_up").any():
-            out += ["#### Runner-up radii — **not a bound**", "",
-                    "They compare y with the runner-up class only (another class may be closer): **not a bound** on "
-                    "the distance to a misclassification, shown for comparison with CRMT's step-2 objective.", "",
-                    honesty_table(certified, defenses, runner_up=True), ""]
+            out += [
+                "#### Runner-up radii — **not a bound**",
+                "",
+                "They compare y with the runner-up class only (another class may be closer): **not a bound** on "
+                "the distance to a misclassification, shown for comparison with CRMT's step-2 objective.",
+                "",
+                honesty_table(certified, defenses, runner_up=True),
+                "",
+            ]
         smoothing = smoothing_table(certified, defenses)
         if smoothing:
-            out += [f"### Randomized smoothing — {SOUND_TEXT}", "",
-                    "Certified accuracy: the fraction of all test samples certified correct with a radius ≥ ε (ℓ2 "
-                    "over the noised modalities); each radius holds with probability ≥ 1 − α over the noise draws; "
-                    "mean ± std over seeds.", "", smoothing, ""]
+            out += [
+                f"### Randomized smoothing — {SOUND_TEXT}",
+                "",
+                "Certified accuracy: the fraction of all test samples certified correct with a radius ≥ ε (ℓ2 "
+                "over the noised modalities); each radius holds with probability ≥ 1 − α over the noise draws; "
+                "mean ± std over seeds.",
+                "",
+                smoothing,
+                "",
+            ]
     return "\n".join(out).strip() + "\n"
 
 
@@ -279,10 +357,22 @@ def _pick(grid: Sequence[float]) -> list[float]:
 def _modality_grid(rows: pd.DataFrame, defense: str, modalities: Sequence[str], grid: Sequence[float]) -> str:
     lines = ["| modality | " + " | ".join(f"ε={e:g}" for e in grid) + " |", "|---|" + "---:|" * len(grid)]
     for m in modalities:
-        lines.append(f"| {markdown_cell(m)} | "
-                     + " | ".join(fmt(*seed_stats(rows, defense, Cell("", "pgd_l2", m, e))[:2]) for e in grid) + " |")
+        lines.append(
+            f"| {markdown_cell(m)} | "
+            + " | ".join(fmt(*seed_stats(rows, defense, Cell("", "pgd_l2", m, e))[:2]) for e in grid)
+            + " |"
+        )
     return "\n".join(lines)
 
 
-__all__ = ["Cell", "seed_stats", "cell_table", "certificate_kinds", "eta_ratio", "honesty_table", "findings_markdown",
-           "reference_entries", "smoothing_table"]
+__all__ = [
+    "Cell",
+    "seed_stats",
+    "cell_table",
+    "certificate_kinds",
+    "eta_ratio",
+    "honesty_table",
+    "findings_markdown",
+    "reference_entries",
+    "smoothing_table",
+]

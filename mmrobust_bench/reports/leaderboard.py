@@ -42,7 +42,8 @@ from markupsafe import Markup
 
 from ..bench.zoo_index import link_cards
 from ..io import atomic_write_text
-from .entries import find_checkpoint_configs, resolve_entries
+from .certified_curves import certified_curve_data
+from .entries import find_checkpoint_configs, mixed_labels, resolve_entries
 from .headline import ANY, STRONG, Z, Headline, headline, masking_check, strong_rows
 from .paper import display_name, method_name
 from .paths import check_unique, output_path, slug
@@ -84,8 +85,6 @@ def card_path(dataset: str, entry: str, seed: Any) -> str:
 def model_cards(rows: pd.DataFrame, *, certified: pd.DataFrame | None = None, checkpoints: Path | None = None,
                 command: str = "") -> list[dict[str, Any]]:
     """One card per (dataset, entry, seed) of ``rows`` (entries as in ``reports.entries``)."""
-    from .entries import mixed_labels
-
     split = mixed_labels(rows, certified)
     rows, _ = resolve_entries(rows, checkpoints=checkpoints, split=split)
     if certified is not None and not certified.empty:
@@ -480,8 +479,6 @@ def _certified_columns(certified: pd.DataFrame | None, dataset: str,
     (``reports.certified_curves.certified_curve_data``), mean over seeds."""
     if certified is None or certified.empty:
         return None, []
-    from .certified_curves import certified_curve_data
-
     points = certified_curve_data(certified, dataset=dataset)
     if points.empty:
         return None, []
@@ -633,8 +630,6 @@ def write_leaderboard(rows: pd.DataFrame, out_dir: str | Path, *, command: str, 
                       notes: Sequence[str] = ()) -> list[Path]:
     """Cards for every model and ``leaderboard-<dataset>.html`` per dataset; returns the files written."""
     out_dir = Path(out_dir)
-    from .entries import mixed_labels
-
     split = mixed_labels(rows, certified)
     rows, entry_notes = resolve_entries(rows, checkpoints=checkpoints, split=split)
     if certified is not None and not certified.empty:

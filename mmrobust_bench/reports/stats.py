@@ -3,30 +3,21 @@
 With 3 seeds the sample std says little about where the mean lies; the 95% confidence interval of
 the mean uses Student's t with n − 1 degrees of freedom (``mean ± t_{0.975, n−1} · std / √n``),
 which is wide for few seeds — as it should be. One seed has no std and no interval (NaN).
-Also the names reports use for modalities and the snake_case keys of tidy CSV columns.
+Also the names reports use for modalities and the snake_case keys of tidy CSV columns (``bench.naming``).
 """
+
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
+from ..bench.naming import MODALITY_NAMES, modality_name
+from ..bench.naming import column_slug as slug
+
 CONFIDENCE = 0.95
-
-# the names a reader knows, for titles and legends
-MODALITY_NAMES = {"a": "audio", "v": "visual", "flow": "optical flow", "rgb": "RGB", "all": "all modalities (joint)",
-                  "any": "any modality (per-sample worst case)", "none": "none"}
-
-
-def modality_name(modality: str) -> str:
-    """``"a"`` → ``"audio"``, ``"a+v"`` → ``"audio+visual"``; unknown names stay as they are."""
-    text = str(modality)
-    if text in MODALITY_NAMES:
-        return MODALITY_NAMES[text]
-    return "+".join(MODALITY_NAMES.get(part, part) for part in text.split("+"))
 
 
 @dataclass(frozen=True)
@@ -61,14 +52,6 @@ def summarize(values: Iterable[float], confidence: float = CONFIDENCE) -> SeedSu
     return SeedSummary(mean, std, n, mean - half, mean + half)
 
 
-_SLUG = re.compile(r"[^a-z0-9.]+")
-
-
-def slug(text: str) -> str:
-    """snake_case key for a CSV column: lower case, runs of other characters → ``_`` (dots kept for ε)."""
-    return _SLUG.sub("_", str(text).lower()).strip("_")
-
-
 def cell_key(attack: str, modality: str, eps: float | None) -> str:
     """``pgd_l2_a_eps0.5``, ``fgm_all_eps0.5``, ``missing_a``, ``clean``: the stem of a cell's CSV columns."""
     if attack == "clean":
@@ -91,5 +74,14 @@ COLUMN_DOC = (
 )
 
 
-__all__ = ["CONFIDENCE", "COLUMN_DOC", "MODALITY_NAMES", "STAT_SUFFIXES", "SeedSummary", "cell_key", "modality_name",
-           "slug", "summarize"]
+__all__ = [
+    "CONFIDENCE",
+    "COLUMN_DOC",
+    "MODALITY_NAMES",
+    "STAT_SUFFIXES",
+    "SeedSummary",
+    "cell_key",
+    "modality_name",
+    "slug",
+    "summarize",
+]
