@@ -42,31 +42,45 @@ point. A correct certificate is broken at most at rate α (plus PREDICT's own er
 
 A base classifier whose logits are NaN or inf on any noisy copy of a sample is refused (:func:`sample_counts`
 raises): its argmax would be class 0, "certified" with an arbitrary radius.
+
+The Monte-Carlo machinery (noise streams, counts, the bound) is in ``certify.smoothing_noise`` and the honesty
+check in ``certify.smoothing_check``; this module holds the settings, CERTIFY and its result, and re-exports both.
 """
+
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy import stats
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..contracts import ALL_MODALITIES, Batch, joint_l2_norm
+from ..contracts import ALL_MODALITIES, Batch
 from ..progress import progress_bar
+from .smoothing_check import SmoothedHonesty, smooth_predict, smoothed_honesty_check
+from .smoothing_noise import (
+    ABSTAIN,
+    ESTIMATE,
+    SELECT,
+    certified_radius,
+    clopper_pearson_lower,
+    evaluating,
+    fixed_feature_function,
+    generators,
+    group_size,
+    logits_function,
+    sample_counts,
+)
 
 SOUND = "sound (probabilistic, 1-alpha)"
 METHOD = "smoothing"
-ABSTAIN = -1
-# Phases of the noise streams: each (sample, phase) has its own generator seed.
-SELECT, ESTIMATE, ATTACK, PREDICT = range(4)
 
 
 @dataclass(frozen=True)
@@ -127,162 +141,18 @@ def capped_radii(radii: Sequence[float], sigma: float, n: int, alpha: float) -> 
     above = [r for r in values if r > cap]
     if not above:
         return tuple(values)
-    warnings.warn(f"smoothing: radii {', '.join(f'{r:g}' for r in above)} are above the largest certifiable radius "
-                  f"σ·Φ⁻¹(α^(1/n)) = {cap:.4g} (σ {sigma:g}, n {n}, α {alpha:g}) and are clipped to it; raise n or σ "
-                  "to certify larger radii", UserWarning, stacklevel=3)
+    warnings.warn(
+        f"smoothing: radii {', '.join(f'{r:g}' for r in above)} are above the largest certifiable radius "
+        f"σ·Φ⁻¹(α^(1/n)) = {cap:.4g} (σ {sigma:g}, n {n}, α {alpha:g}) and are clipped to it; raise n or σ "
+        "to certify larger radii",
+        UserWarning,
+        stacklevel=3,
+    )
     return tuple(dict.fromkeys(min(r, cap) for r in values))
-
-
-def logits_function(model: Callable[[Batch], Any]) -> Callable[[Batch], Tensor]:
-    """A function batch → fused logits (B, K) from an ``nn.Module`` or callable returning logits or a
-    :class:`ModelOutput` (or anything with a ``.logits`` tensor)."""
-
-    def f(batch: Batch) -> Tensor:
-        out = model(batch)
-        logits = out if isinstance(out, Tensor) else getattr(out, "logits", None)
-        if not isinstance(logits, Tensor) or logits.dim() != 2:
-            raise TypeError("smoothing needs a model mapping a batch dict to logits (B, K) or a ModelOutput; got "
-                            f"{type(out).__name__}")
-        return logits
-
-    return f
-
-
-def fixed_feature_function(model: Any, group: Batch, noised: Sequence[str],
-                           f: Callable[[Batch], Tensor]) -> Callable[[Batch], Tensor]:
-    """``f`` for the noisy copies of one group of samples, with the encoders of the modalities that carry no
-    noise run once per sample instead of once per copy.
-
-    Only for a plain :class:`~mmrobust_bench.models.MultiModalNet` (per-modality encoders, then a head on their
-    features: a modality's features depend on that modality alone); any other model, including subclasses
-    that replace ``encode`` or ``forward`` (MMT's joint layers, MSEFM's sparse coding), gets ``f`` unchanged.
-    The noisy copies are sample-major (``_noisy_copies``), so each sample's features repeat ``rows / G`` times."""
-    from ..models.multimodal import MultiModalNet
-
-    fixed = [m for m in group if m not in noised]
-    kind = type(model)
-    if (not fixed or not isinstance(model, MultiModalNet) or kind.encode is not MultiModalNet.encode
-            or kind.encode_one is not MultiModalNet.encode_one or kind.forward is not MultiModalNet.forward
-            or kind.classify is not MultiModalNet.classify):
-        return f
-    g = next(iter(group.values())).shape[0]
-    with torch.no_grad():
-        cached = {m: model.encode_one(m, group[m]) for m in fixed}
-
-    def partial(batch: Batch) -> Tensor:
-        reps = next(iter(batch.values())).shape[0] // g
-        feats = {m: cached[m].repeat_interleave(reps, dim=0) if m in cached else model.encode_one(m, batch[m])
-                 for m in model.modalities}
-        return model.classify(feats).logits
-
-    return partial
-
-
-def clopper_pearson_lower(successes: np.ndarray | int, trials: int, alpha: float) -> np.ndarray:
-    """One-sided (1 − α) Clopper–Pearson lower bound on a binomial proportion: Beta⁻¹(α; k, n − k + 1), 0 at k = 0
-    (equals statsmodels' ``proportion_confint(k, n, 2α, method="beta")[0]``, as Cohen et al. use)."""
-    k = np.asarray(successes, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        bound = stats.beta.ppf(alpha, np.maximum(k, 1e-300), trials - k + 1)
-    return np.where(k > 0, bound, 0.0)
-
-
-def certified_radius(p_lower: np.ndarray | float, sigma: float) -> np.ndarray:
-    """σ·Φ⁻¹(p̲_A) where p̲_A > ½; NaN where the sample abstains."""
-    p = np.asarray(p_lower, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = sigma * stats.norm.ppf(p)
-    return np.where(p > 0.5, r, np.nan)
-
-
-def _noise_seed(seed: int, index: int, phase: int) -> int:
-    return (int(seed) * 1_000_003 + int(index) * 4 + phase) % (2**63 - 1)
-
-
-def _generators(seed: int, indices: Sequence[int], phase: int, device: torch.device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(_noise_seed(seed, i, phase)) for i in indices]
-
-
-def _noisy_copies(inputs: Batch, modalities: Sequence[str], sigma: float, reps: int,
-                  gens: Sequence[torch.Generator]) -> Batch:
-    """Each of the G samples repeated ``reps`` times (G·reps rows, sample-major), Gaussian noise on ``modalities``."""
-    out = {}
-    for m, x in inputs.items():
-        rep = x.repeat_interleave(reps, dim=0)
-        if m in modalities:
-            noise = torch.cat([torch.randn((reps,) + tuple(x.shape[1:]), generator=g, device=x.device, dtype=x.dtype)
-                               for g in gens])
-            rep = rep + sigma * noise
-        out[m] = rep
-    return out
-
-
-@torch.no_grad()
-def sample_counts(f: Callable[[Batch], Tensor], inputs: Batch, modalities: Sequence[str], sigma: float, num: int,
-                  batch: int, gens: Sequence[torch.Generator], num_classes: int | None = None,
-                  per: int | None = None) -> Tensor:
-    """(G, K) counts of f's predicted class over ``num`` noisy copies of each of the G samples in ``inputs``,
-    ``per`` copies of each per forward pass (default batch // G). NaN or inf logits on any copy are an error:
-    they are no prediction, and counting their argmax (class 0) would certify it."""
-    g = next(iter(inputs.values())).shape[0]
-    per = per or max(1, batch // g)
-    counts: Tensor | None = None
-    finite: Tensor | None = None  # whether every copy's logits were finite so far, read once at the end
-    done = 0
-    while done < num:
-        reps = min(per, num - done)
-        logits = f(_noisy_copies(inputs, modalities, sigma, reps, gens))
-        if counts is None:
-            counts = torch.zeros(g, num_classes or logits.shape[1], dtype=torch.long, device=logits.device)
-        ok = torch.isfinite(logits).all()
-        finite = ok if finite is None else finite & ok
-        counts += F.one_hot(logits.argmax(1).view(g, reps), counts.shape[1]).sum(1)
-        done += reps
-    assert counts is not None and finite is not None
-    if not bool(finite):
-        raise ValueError(f"smoothing: the model's logits are NaN or inf on noisy copies (σ = {sigma:g}) of {g} "
-                         f"samples, so it cannot be certified (a diverged training or a damaged checkpoint?); check "
-                         f"its weights and inputs")
-    return counts
-
-
-@contextlib.contextmanager
-def evaluating(model: Any) -> Iterator[None]:
-    """An ``nn.Module`` in eval mode inside, its per-module modes restored after; other callables untouched."""
-    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in modes:
-            module.training = flag
 
 
 def _label(modalities: Sequence[str], all_names: Sequence[str]) -> str:
     return ALL_MODALITIES if len(modalities) > 1 and set(modalities) == set(all_names) else "+".join(modalities)
-
-
-@dataclass
-class SmoothedHonesty:
-    """SmoothAdv-style check of the smoothed certificates: violations found (a lower bound) among those attacked."""
-
-    attack: str
-    checked: int
-    violations: int
-    alpha: float
-
-    @property
-    def fraction(self) -> float:
-        return self.violations / self.checked if self.checked else 0.0
-
-    def short(self) -> str:
-        return f"≥ {self.violations} / {self.checked}"
-
-    def describe(self) -> str:
-        return (f"smoothed honesty check ({self.attack}): ≥ {self.violations} violations found among {self.checked} "
-                f"certified samples (rate {self.fraction:.2%}; a sound certificate allows about α = {self.alpha:g} "
-                "per sample, plus PREDICT's own error ≤ α; counts are lower bounds)")
 
 
 @dataclass
@@ -338,24 +208,46 @@ class SmoothedCertificate:
         eps_grid = capped_radii(eps_grid, c.sigma, c.n, c.alpha)
         rows = []
         for eps in eps_grid:
-            rows.append({
-                "certificate": f"smoothing[{self.modality_label}]", "equation": "randomized smoothing",
-                "variant": f"sigma={c.sigma:g}", "modality": self.modality_label, "radius": float(eps), "n": self.n,
-                "certified_accuracy": self.certified_accuracy(float(eps)),
-                "median_certified_radius": self.median_certified(),
-                "honesty_attack": h.attack if h else "", "honesty_certified": h.checked if h else -1,
-                "honesty_violations": h.violations if h else -1, "honesty_fraction": h.fraction if h else math.nan,
-                "honesty_counts": "lower bound (>= violations found)" if h else "",
-                "tau_source": "", "certificate_label": SOUND, "method": METHOD, "kind": SOUND,
-                "sigma": c.sigma, "n0": c.n0, "n_noise": c.n, "alpha": c.alpha, "confidence": c.confidence,
-                "abstained": float(self.abstained.float().mean()) if self.n else 0.0,
-            })
+            rows.append(
+                {
+                    "certificate": f"smoothing[{self.modality_label}]",
+                    "equation": "randomized smoothing",
+                    "variant": f"sigma={c.sigma:g}",
+                    "modality": self.modality_label,
+                    "radius": float(eps),
+                    "n": self.n,
+                    "certified_accuracy": self.certified_accuracy(float(eps)),
+                    "median_certified_radius": self.median_certified(),
+                    "honesty_attack": h.attack if h else "",
+                    "honesty_certified": h.checked if h else -1,
+                    "honesty_violations": h.violations if h else -1,
+                    "honesty_fraction": h.fraction if h else math.nan,
+                    "honesty_counts": "lower bound (>= violations found)" if h else "",
+                    "tau_source": "",
+                    "certificate_label": SOUND,
+                    "method": METHOD,
+                    "kind": SOUND,
+                    "sigma": c.sigma,
+                    "n0": c.n0,
+                    "n_noise": c.n,
+                    "alpha": c.alpha,
+                    "confidence": c.confidence,
+                    "abstained": float(self.abstained.float().mean()) if self.n else 0.0,
+                }
+            )
         return pd.DataFrame(rows)
 
     def samples_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"y": self.labels.numpy(), "prediction": self.predictions.numpy(),
-                             "count_a": self.count_a.numpy(), "p_a_lower": self.p_lower.numpy(),
-                             "radius": self.radius.numpy(), "certificate_label": SOUND})
+        return pd.DataFrame(
+            {
+                "y": self.labels.numpy(),
+                "prediction": self.predictions.numpy(),
+                "count_a": self.count_a.numpy(),
+                "p_a_lower": self.p_lower.numpy(),
+                "radius": self.radius.numpy(),
+                "certificate_label": SOUND,
+            }
+        )
 
     def format(self, eps_grid: Sequence[float]) -> str:
         c = self.config
@@ -363,37 +255,46 @@ class SmoothedCertificate:
         fixed = [m for m in self.all_modalities if m not in self.modalities]
         held = f"; {', '.join(fixed)} fixed" if fixed else ""
         joint = "the concatenation of " if len(self.modalities) > 1 else ""
-        lines = [f"randomized smoothing — {SOUND}: each radius holds with probability ≥ {c.confidence:g} "
-                 f"(alpha = {c.alpha:g})",
-                 f"noise σ = {c.sigma:g} on {', '.join(self.modalities)}{held}, unclamped; n0 = {c.n0}, n = {c.n}; "
-                 f"{self.n} test samples, {int(self.abstained.sum())} abstained",
-                 f"certified against: ℓ2 perturbations of {joint}{' + '.join(self.modalities)}",
-                 f"largest certifiable radius σ·Φ⁻¹(α^(1/n)) = {c.largest_radius:.4g}: no sample is certified beyond "
-                 "it (larger radii are clipped to it)"]
+        lines = [
+            f"randomized smoothing — {SOUND}: each radius holds with probability ≥ {c.confidence:g} "
+            f"(alpha = {c.alpha:g})",
+            f"noise σ = {c.sigma:g} on {', '.join(self.modalities)}{held}, unclamped; n0 = {c.n0}, n = {c.n}; "
+            f"{self.n} test samples, {int(self.abstained.sum())} abstained",
+            f"certified against: ℓ2 perturbations of {joint}{' + '.join(self.modalities)}",
+            f"largest certifiable radius σ·Φ⁻¹(α^(1/n)) = {c.largest_radius:.4g}: no sample is certified beyond "
+            "it (larger radii are clipped to it)",
+        ]
         lines += [f"note: {n}" for n in self.notes]
-        header = ("| certificate | kind | median r (certified) | "
-                  + " | ".join(f"cert. acc @ {e:g}" for e in eps_grid) + " | honesty: violations found / checked |")
+        header = (
+            "| certificate | kind | median r (certified) | "
+            + " | ".join(f"cert. acc @ {e:g}" for e in eps_grid)
+            + " | honesty: violations found / checked |"
+        )
         accs = " | ".join(f"{self.certified_accuracy(float(e)):.3f}" for e in eps_grid)
         h = self.honesty.short() if self.honesty else "not run"
-        lines += ["", header, "|" + "---|" * (4 + len(eps_grid)),
-                  f"| smoothing[{self.modality_label}] σ={c.sigma:g} | {SOUND} | {self.median_certified():.4g} | "
-                  f"{accs} | {h} |"]
+        lines += [
+            "",
+            header,
+            "|" + "---|" * (4 + len(eps_grid)),
+            f"| smoothing[{self.modality_label}] σ={c.sigma:g} | {SOUND} | {self.median_certified():.4g} | "
+            f"{accs} | {h} |",
+        ]
         if self.honesty:
             lines += ["", self.honesty.describe()]
         return "\n".join(lines)
 
 
-def _group_size(batch: int, num: int) -> tuple[int, int]:
-    """(test samples per forward, noisy copies of each per forward): fixed by the settings alone, so every
-    sample sees the same chunks of its noise stream whichever samples it is grouped with."""
-    group = max(1, batch // max(1, num))
-    return group, max(1, batch // group)
-
-
-def smooth_certify(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], labels: Tensor | None,
-                   modalities: Sequence[str], config: SmoothingConfig | None = None, *,
-                   device: torch.device | str | None = None, indices: Sequence[int] | None = None,
-                   progress: bool = False) -> SmoothedCertificate:
+def smooth_certify(
+    model: Callable[[Batch], Any],
+    inputs: Mapping[str, Tensor],
+    labels: Tensor | None,
+    modalities: Sequence[str],
+    config: SmoothingConfig | None = None,
+    *,
+    device: torch.device | str | None = None,
+    indices: Sequence[int] | None = None,
+    progress: bool = False,
+) -> SmoothedCertificate:
     """Cohen et al.'s CERTIFY for every sample of ``inputs`` ({modality: (N, …)}), noise on ``modalities``.
 
     ``model`` is any ``nn.Module`` or callable mapping a batch dict to logits or a ModelOutput (an
@@ -404,8 +305,10 @@ def smooth_certify(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], 
     names = tuple(inputs)
     unknown = [m for m in modalities if m not in names]
     if unknown or not modalities:
-        raise ValueError(f"smoothing: unknown modality {', '.join(unknown) or repr(modalities)}; valid: "
-                         f"{', '.join(names)} or '{ALL_MODALITIES}'")
+        raise ValueError(
+            f"smoothing: unknown modality {', '.join(unknown) or repr(modalities)}; valid: "
+            f"{', '.join(names)} or '{ALL_MODALITIES}'"
+        )
     mods = tuple(m for m in names if m in modalities)
     first = next(iter(inputs.values()))
     dev = torch.device(device) if device is not None else first.device
@@ -414,17 +317,26 @@ def smooth_certify(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], 
     f = logits_function(model)
     preds, counts_a = [], []
     with evaluating(model):
-        group, per = _group_size(cfg.batch, min(cfg.n0, cfg.n))
-        bar = progress_bar(total=n_samples, desc=f"smoothing σ={cfg.sigma:g} [{'+'.join(mods)}]", enabled=progress,
-                           leave=False, log_steps="sample")  # without a terminal: one log line per chunk
+        group, per = group_size(cfg.batch, min(cfg.n0, cfg.n))
+        bar = progress_bar(
+            total=n_samples,
+            desc=f"smoothing σ={cfg.sigma:g} [{'+'.join(mods)}]",
+            enabled=progress,
+            leave=False,
+            log_steps="sample",
+        )  # without a terminal: one log line per chunk
         for start in range(0, n_samples, group):
             part = range(start, min(n_samples, start + group))
-            x = {m: t[start:part.stop].to(dev) for m, t in inputs.items()}
+            x = {m: t[start : part.stop].to(dev) for m, t in inputs.items()}
             ids = [idx[i] for i in part]
             fx = fixed_feature_function(model, x, mods, f)
-            c0 = sample_counts(fx, x, mods, cfg.sigma, cfg.n0, cfg.batch, _generators(cfg.seed, ids, SELECT, dev), per=per)
+            c0 = sample_counts(
+                fx, x, mods, cfg.sigma, cfg.n0, cfg.batch, generators(cfg.seed, ids, SELECT, dev), per=per
+            )
             c_hat = c0.argmax(1)
-            c = sample_counts(fx, x, mods, cfg.sigma, cfg.n, cfg.batch, _generators(cfg.seed, ids, ESTIMATE, dev), per=per)
+            c = sample_counts(
+                fx, x, mods, cfg.sigma, cfg.n, cfg.batch, generators(cfg.seed, ids, ESTIMATE, dev), per=per
+            )
             preds.append(c_hat.cpu())
             counts_a.append(c.gather(1, c_hat[:, None]).squeeze(1).cpu())
             bar.update(len(part))
@@ -439,106 +351,21 @@ def smooth_certify(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], 
     return SmoothedCertificate(mods, names, cfg, y, predictions, n_a, p_lower, radius)
 
 
-@torch.no_grad()
-def smooth_predict(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor], modalities: Sequence[str], *,
-                   sigma: float, n: int, alpha: float, batch: int = 1000, seed: int = 0,
-                   indices: Sequence[int] | None = None, phase: int = PREDICT) -> Tensor:
-    """Cohen et al.'s PREDICT: the top class of n noisy copies when a two-sided binomial test of its count
-    against the runner-up's gives p ≤ α, else ABSTAIN. Returns (N,) classes on the CPU."""
-    f = logits_function(model)
-    names = tuple(inputs)
-    mods = tuple(m for m in names if m in modalities)
-    first = next(iter(inputs.values()))
-    n_samples = first.shape[0]
-    idx = list(range(n_samples)) if indices is None else [int(i) for i in indices]
-    group, per = _group_size(batch, n)
-    out: list[int] = []
-    with evaluating(model):
-        _predict_groups(model, f, inputs, mods, sigma, n, alpha, batch, seed, idx, phase, group, per, out)
-    return torch.tensor(out, dtype=torch.long)
-
-
-def _predict_groups(model, f, inputs, mods, sigma, n, alpha, batch, seed, idx, phase, group, per, out) -> None:
-    first = next(iter(inputs.values()))
-    n_samples = first.shape[0]
-    for start in range(0, n_samples, group):
-        stop = min(n_samples, start + group)
-        x = {m: t[start:stop] for m, t in inputs.items()}
-        counts = sample_counts(fixed_feature_function(model, x, mods, f), x, mods, sigma, n, batch,
-                               _generators(seed, idx[start:stop], phase, first.device), per=per)
-        top2 = counts.topk(min(2, counts.shape[1]), dim=1)
-        for row in range(stop - start):
-            n_a = int(top2.values[row, 0])
-            n_b = int(top2.values[row, 1]) if counts.shape[1] > 1 else 0
-            p = stats.binomtest(n_a, n_a + n_b, 0.5).pvalue if n_a + n_b > 0 else 1.0
-            out.append(int(top2.indices[row, 0]) if p <= alpha else ABSTAIN)
-
-
-def _smoothed_attack(f: Callable[[Batch], Tensor], x: Batch, cls: Tensor, modalities: Sequence[str], eps: Tensor,
-                     *, sigma: float, n_attack: int, steps: int, gens: Sequence[torch.Generator]) -> Batch:
-    """ℓ2-PGD (no clamp: the certificate covers the whole ball) maximising −log of the Monte-Carlo soft smoothed
-    probability of ``cls``, E_δ softmax(f(x + δ))_cls over ``n_attack`` fresh draws per step (SmoothAdv)."""
-    g = cls.shape[0]
-    delta = {m: torch.zeros_like(x[m], dtype=torch.float32) for m in modalities}
-    shape = lambda t: (-1,) + (1,) * (t.dim() - 1)  # noqa: E731
-    ratio = 2.5 / max(steps, 1)
-    for _ in range(steps):
-        adv = {m: (x[m] + delta[m].to(x[m].dtype)).detach().requires_grad_() if m in modalities else x[m]
-               for m in x}
-        noisy = _noisy_copies(adv, modalities, sigma, n_attack, gens)
-        probs = F.softmax(f(noisy).float(), dim=1).view(g, n_attack, -1).mean(1)
-        loss = -torch.log(probs.gather(1, cls[:, None]).squeeze(1).clamp_min(1e-12))
-        grads = torch.autograd.grad(loss.sum(), [adv[m] for m in modalities])
-        grads = {m: gr.float() for m, gr in zip(modalities, grads)}
-        gnorm = joint_l2_norm(grads, modalities) + 1e-12
-        moved = {m: delta[m] + (ratio * eps / gnorm).view(shape(gr)) * gr for m, gr in grads.items()}
-        factor = torch.clamp(eps / (joint_l2_norm(moved, modalities) + 1e-12), max=1.0)
-        delta = {m: d * factor.view(shape(d)) for m, d in moved.items()}
-    return {m: (x[m] + delta[m].to(x[m].dtype) if m in modalities else x[m]).detach() for m in x}
-
-
-def smoothed_honesty_check(model: Callable[[Batch], Any], inputs: Mapping[str, Tensor],
-                           certificate: SmoothedCertificate, *, n_attack: int = 16, steps: int = 20,
-                           n_predict: int | None = None, slack: float = 1e-3, batch_size: int = 16,
-                           device: torch.device | str | None = None, max_samples: int = -1,
-                           progress: bool = False) -> SmoothedHonesty:
-    """Attack every non-abstained sample of ``certificate`` inside (1 − slack)·its radius and count those
-    whose smoothed prediction (PREDICT at level α with ``n_predict`` copies, default the certificate's n)
-    is another class than the certified one; the count is a lower bound. ``max_samples`` > 0 checks only
-    that many (the first ones)."""
-    cfg = certificate.config
-    f = logits_function(model)
-    mods = certificate.modalities
-    ok = torch.nonzero(~certificate.abstained).flatten()
-    if max_samples > 0:
-        ok = ok[:max_samples]
-    first = next(iter(inputs.values()))
-    dev = torch.device(device) if device is not None else first.device
-    violations = 0
-    n_pred = n_predict or cfg.n
-    with evaluating(model):
-        bar = progress_bar(total=int(ok.numel()), desc="smoothed honesty", enabled=progress, leave=False,
-                           log_steps="sample")
-        for start in range(0, ok.numel(), batch_size):
-            part = ok[start:start + batch_size]
-            x = {m: t[part].to(dev) for m, t in inputs.items()}
-            cls = certificate.predictions[part].to(dev)
-            eps = (certificate.radius[part].float() * (1 - slack)).to(dev)
-            ids = part.tolist()
-            # the attack moves only the noised modalities: the others' features are computed once per sample
-            adv = _smoothed_attack(fixed_feature_function(model, x, mods, f), x, cls, mods, eps, sigma=cfg.sigma,
-                                   n_attack=n_attack, steps=steps, gens=_generators(cfg.seed, ids, ATTACK, dev))
-            pred = smooth_predict(model, adv, mods, sigma=cfg.sigma, n=n_pred, alpha=cfg.alpha, batch=cfg.batch,
-                                  seed=cfg.seed, indices=ids)
-            violations += int(((pred != ABSTAIN) & (pred != cls.cpu())).sum())
-            bar.update(len(ids))
-        bar.close()
-    attack = (f"SmoothAdv ℓ2-PGD (steps={steps}, n_attack={n_attack}) on the base model inside (1−{slack:g})·r, "
-              f"then PREDICT (n={n_pred}, alpha={cfg.alpha:g})")
-    return SmoothedHonesty(attack, int(ok.numel()), violations, cfg.alpha)
-
-
-__all__ = ["ABSTAIN", "METHOD", "SOUND", "SmoothedCertificate", "SmoothedHonesty", "SmoothingConfig",
-           "capped_radii", "certified_radius", "clopper_pearson_lower", "largest_certifiable_radius",
-           "logits_function", "sample_counts", "smooth_certify",
-           "smooth_predict", "smoothed_honesty_check"]
+__all__ = [
+    "ABSTAIN",
+    "METHOD",
+    "SOUND",
+    "SmoothedCertificate",
+    "SmoothedHonesty",
+    "SmoothingConfig",
+    "capped_radii",
+    "certified_radius",
+    "clopper_pearson_lower",
+    "largest_certifiable_radius",
+    "logits_function",
+    "sample_counts",
+    "smooth_certify",
+    "smooth_predict",
+    "smoothed_honesty_check",
+    "fixed_feature_function",
+]
