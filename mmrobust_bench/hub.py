@@ -11,13 +11,15 @@ attacks take it like any wrapped model::
 ``load_dataset`` builds the dataset with the options the zoo's models were evaluated on (read from the zoo's
 index), so a clean row of the leaderboard comes out again exactly.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -31,8 +33,9 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 
 
-def load_model(dataset: str, entry: str, seed: int = 0, *, zoo: str | os.PathLike | None = None,
-               device: str | torch.device = "cpu") -> WrappedModel:
+def load_model(
+    dataset: str, entry: str, seed: int = 0, *, zoo: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> WrappedModel:
     """The leaderboard model ``entry`` (its label, e.g. ``"crmt_jt"``) of ``seed``, in eval mode on ``device``,
     wrapped for ``mmr.attack`` / ``mmr.evaluate``. ``zoo``: the zoo folder (default
     ``leaderboards/<dataset>/zoo``; ``$MMROBUST_LEADERBOARDS`` moves ``leaderboards``). The file must have the
@@ -42,8 +45,11 @@ def load_model(dataset: str, entry: str, seed: int = 0, *, zoo: str | os.PathLik
         raise ValueError(f"the zoo at {found.directory} holds {found.dataset!r} models, not {dataset!r}")
     trained = load_trained(found, entry, seed, device=device)
     specs = _specs(found, entry, seed)
-    wrapped = wrap(trained.model, {s.name: Modality(s.shape, None if s.lower is None else (s.lower, s.upper),
-                                                    s.description) for s in specs}, call="dict")
+    wrapped = wrap(
+        trained.model,
+        {s.name: Modality(s.shape, None if s.lower is None else (s.lower, s.upper), s.description) for s in specs},
+        call="dict",
+    )
     wrapped.eval()
     wrapped.zoo_entry = {"dataset": dataset, **found.find(entry, seed).as_dict()}  # type: ignore[assignment]
     return wrapped
@@ -76,9 +82,17 @@ class DatasetLoader:
         return len(self.split)
 
 
-def load_dataset(dataset: str, split: str = "test", *, data_root: str | os.PathLike | None = None,
-                 batch_size: int | None = None, n: int | None = None, zoo: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None, **options: Any) -> DatasetLoader:
+def load_dataset(
+    dataset: str,
+    split: str = "test",
+    *,
+    data_root: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    n: int | None = None,
+    zoo: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **options: Any,
+) -> DatasetLoader:
     """``split`` (``"test"`` or ``"train"``) of ``dataset`` as a :class:`DatasetLoader` of ``batch_size`` (default:
     the leaderboard's evaluation batch, from the zoo's index, else 500; MSEFM's outputs depend on the batch). The
     dataset options are those of the zoo's index when there is one (so the leaderboard's samples come back), then
@@ -99,11 +113,18 @@ def load_dataset(dataset: str, split: str = "test", *, data_root: str | os.PathL
     cache = Path(cache_dir) if cache_dir is not None else default_root() / "datasets"
     ds = build_dataset(dataset, cache_dir=cache, **chosen)
     if found is not None and not options:
-        differ = sorted(k for k in set(found.dataset_config) | set(ds.config)
-                        if str(found.dataset_config.get(k)) != str(ds.config.get(k)))
+        differ = sorted(
+            k
+            for k in set(found.dataset_config) | set(ds.config)
+            if str(found.dataset_config.get(k)) != str(ds.config.get(k))
+        )
         if differ:
-            log.warning("%s built here differs from the data the zoo's models were evaluated on (%s); its "
-                        "numbers will not match the leaderboard's", dataset, ", ".join(differ))
+            log.warning(
+                "%s built here differs from the data the zoo's models were evaluated on (%s); its "
+                "numbers will not match the leaderboard's",
+                dataset,
+                ", ".join(differ),
+            )
     part = getattr(ds, split)
     if n is not None:
         if not 0 < int(n) <= len(part):

@@ -2,14 +2,15 @@
 
 :func:`robust_accuracy` is the one attack loop of the suite: ``run``, the sweep and the public API's
 ``mmr.evaluate`` all measure through it, on a dataset split or on any iterable of ``(batch, labels)`` pairs."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -24,13 +25,15 @@ log = logging.getLogger(__name__)
 
 # What the measuring loops read: a dataset split (batched here, on the device) or any iterable of
 # ``(batch, labels)`` pairs already on the device (a user's DataLoader after the public API unpacked it).
-Batches = Union[TensorSplit, Iterable[tuple[Mapping[str, Tensor], Tensor]]]
+Batches = TensorSplit | Iterable[tuple[Mapping[str, Tensor], Tensor]]
 
 # What ``minimal_norm_curve`` multiplies the largest ε of the grid by to get the attack's radius: the
 # library's box then lies well beyond every ε of the grid, and a norm found above the grid no longer matters.
 RADIUS_FACTOR = 4.0
-MINIMAL_NORM_HINT = ("fmn_l2, torchattacks:FAB, torchattacks:DeepFool, torchattacks:CW, art:DeepFool, "
-                     "art:CarliniL2Method, art:ElasticNet")
+MINIMAL_NORM_HINT = (
+    "fmn_l2, torchattacks:FAB, torchattacks:DeepFool, torchattacks:CW, art:DeepFool, "
+    "art:CarliniL2Method, art:ElasticNet"
+)
 
 
 @dataclass
@@ -62,8 +65,10 @@ def attack_setting(model: nn.Module, attack: Attack, threat: ThreatModel) -> Ite
         yield
         return
     if not hasattr(model, "dropped_features"):
-        raise ValueError(f"{attack.describe()} zeroes encoder features and needs a model with a `dropped_features` "
-                         f"attribute (MultiModalNet); {type(model).__name__} has none")
+        raise ValueError(
+            f"{attack.describe()} zeroes encoder features and needs a model with a `dropped_features` "
+            f"attribute (MultiModalNet); {type(model).__name__} has none"
+        )
     before = model.dropped_features
     model.dropped_features = frozenset(before) | frozenset(names)
     try:
@@ -95,8 +100,12 @@ def clean_accuracy(model: nn.Module, split: TensorSplit, batch_size: int, device
     correct, bad, seconds = distributed.all_sum([correct, bad, time.perf_counter() - start])
     log.info("clean accuracy %.3f on %d samples in %.1f s", int(correct) / max(len(split), 1), len(split), seconds)
     if bad:
-        log.warning("the model's logits are not finite (NaN or inf) on %d of %d clean samples: counted wrong and "
-                    "flagged non_finite (a diverged training or a damaged checkpoint?)", int(bad), len(split))
+        log.warning(
+            "the model's logits are not finite (NaN or inf) on %d of %d clean samples: counted wrong and "
+            "flagged non_finite (a diverged training or a damaged checkpoint?)",
+            int(bad),
+            len(split),
+        )
     return Measurement(0.0, int(correct), len(split), seconds, non_finite=int(bad))
 
 
@@ -114,8 +123,9 @@ def _batch_count(split: TensorSplit, batch_size: int) -> int:
     return len(range(d.rank, total, d.world_size))
 
 
-def _stream(data: Batches, batch_size: int, device: torch.device) -> tuple[Iterator[tuple[Mapping[str, Tensor], Tensor]],
-                                                                         int | None]:
+def _stream(
+    data: Batches, batch_size: int, device: torch.device
+) -> tuple[Iterator[tuple[Mapping[str, Tensor], Tensor]], int | None]:
     """(this rank's batches, their count or None when unknown): a split is batched here (:func:`_my_batches`);
     an iterable's batches are taken as they come, round robin over ranks under torchrun like a split's."""
     if isinstance(data, TensorSplit):
@@ -123,8 +133,14 @@ def _stream(data: Batches, batch_size: int, device: torch.device) -> tuple[Itera
     return (item for step, item in enumerate(data) if distributed.mine(step)), None
 
 
-def attack_batch(model: nn.Module, attack: Attack, threat: ThreatModel, grid: Sequence[float], batch: Mapping[str, Tensor],
-                 labels: Tensor) -> tuple[Tensor, list[float], list[dict | None]]:
+def attack_batch(
+    model: nn.Module,
+    attack: Attack,
+    threat: ThreatModel,
+    grid: Sequence[float],
+    batch: Mapping[str, Tensor],
+    labels: Tensor,
+) -> tuple[Tensor, list[float], list[dict | None]]:
     """One batch under ``attack`` at every ε of ``grid``: each sample's correctness (R, B), the seconds per ε and
     what the attack reports per ε (``take_breaks``). Attacks that take a per-sample ε run the grid as one batch
     of R copies, which gives exactly the numbers of R separate runs. The body of :func:`robust_accuracy`'s loop."""
@@ -171,9 +187,16 @@ def merge_details(total: dict | None, part: dict | None) -> dict | None:
     return total
 
 
-def robust_accuracy(model: nn.Module, split: Batches, attack: Attack, threat: ThreatModel,
-                    eps_grid: Sequence[float], batch_size: int, device: torch.device,
-                    progress: bool = False) -> list[Measurement]:
+def robust_accuracy(
+    model: nn.Module,
+    split: Batches,
+    attack: Attack,
+    threat: ThreatModel,
+    eps_grid: Sequence[float],
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+) -> list[Measurement]:
     """Accuracy under ``attack`` at every ε of the grid (one entry for unbounded attacks).
 
     ``split``: a dataset split, batched here by ``batch_size`` on ``device``, or any iterable of ``(batch,
@@ -192,8 +215,13 @@ def robust_accuracy(model: nn.Module, split: Batches, attack: Attack, threat: Th
     batched = attack.per_sample_eps and len(grid) > 1
     step = max(1, batch_size // len(grid)) if batched else batch_size
     batches, count = _stream(split, step, device)
-    bar = progress_bar(total=None if count is None else count * (1 if batched else len(grid)),
-                       desc=f"attack {attack.describe()}", enabled=progress, unit="batch", leave=False)
+    bar = progress_bar(
+        total=None if count is None else count * (1 if batched else len(grid)),
+        desc=f"attack {attack.describe()}",
+        enabled=progress,
+        unit="batch",
+        leave=False,
+    )
     seen = 0
     with attack_setting(model, attack, threat):
         for batch, labels in batches:
@@ -207,17 +235,24 @@ def robust_accuracy(model: nn.Module, split: Batches, attack: Attack, threat: Th
             bar.update(1 if batched else len(grid))
     bar.close()
     merged = distributed.all_sum(correct + seconds + [seen])
-    correct, seconds = [int(c) for c in merged[:len(grid)]], merged[len(grid):-1]
+    correct, seconds = [int(c) for c in merged[: len(grid)]], merged[len(grid) : -1]
     n = len(split) if isinstance(split, TensorSplit) else int(merged[-1])
     if distributed.current().active:  # every rank's report, summed from scratch in rank order
         shares, details = distributed.all_gather(details), [None] * len(grid)
         for part in shares:
             details = [merge_details(d, p) for d, p in zip(details, part)]
     per_sample = _in_split_order(per_batch, len(grid))
-    log.info("%s on %s: %d samples × %d radii in %.1f s", attack.describe(), "+".join(threat.modalities),
-             n, len(grid), sum(seconds))
-    return [Measurement(e, c, n, s, per_sample[i], details[i])
-            for i, (e, c, s) in enumerate(zip(grid, correct, seconds))]
+    log.info(
+        "%s on %s: %d samples × %d radii in %.1f s",
+        attack.describe(),
+        "+".join(threat.modalities),
+        n,
+        len(grid),
+        sum(seconds),
+    )
+    return [
+        Measurement(e, c, n, s, per_sample[i], details[i]) for i, (e, c, s) in enumerate(zip(grid, correct, seconds))
+    ]
 
 
 def _in_split_order(per_batch: list[Tensor], radii: int) -> Tensor:
@@ -240,8 +275,9 @@ def perturbation_norm(clean: Mapping[str, Tensor], adv: Mapping[str, Tensor], th
     if threat.norm == "linf":
         return torch.stack([d.abs().amax(1) for d in delta.values()]).amax(0)
     if threat.norm in ("l1", "l0"):
-        sizes = torch.stack([d.abs().sum(1) if threat.norm == "l1" else (d != 0).sum(1).float()
-                             for d in delta.values()])
+        sizes = torch.stack(
+            [d.abs().sum(1) if threat.norm == "l1" else (d != 0).sum(1).float() for d in delta.values()]
+        )
         return sizes.sum(0) if threat.joint else sizes.amax(0)
     if threat.joint:
         return joint_l2_norm(delta, mods)
@@ -266,9 +302,18 @@ class MinimalNormCurve:
         return float((self.norms > eps).sum()) / max(self.norms.numel(), 1)
 
 
-def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, threat: ThreatModel,
-                       eps_grid: Sequence[float], batch_size: int, device: torch.device, *,
-                       radius: float | None = None, progress: bool = False) -> MinimalNormCurve:
+def minimal_norm_curve(
+    model: nn.Module,
+    split: TensorSplit,
+    attack: Attack,
+    threat: ThreatModel,
+    eps_grid: Sequence[float],
+    batch_size: int,
+    device: torch.device,
+    *,
+    radius: float | None = None,
+    progress: bool = False,
+) -> MinimalNormCurve:
     """The whole robust-accuracy-vs-ε curve from one run of a minimal-norm attack.
 
     The attack runs once at ``radius`` (default ``RADIUS_FACTOR`` × the largest ε), so its library box
@@ -277,29 +322,40 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
     samples correctly classified whose minimal norm exceeds ε.
     """
     if not getattr(attack, "minimal_norm", False):
-        raise ValueError(f"attack {attack.describe()} does not search for a minimal adversarial norm, so it gives no "
-                         f"curve in one run; use one that does ({MINIMAL_NORM_HINT}) or the per-ε sweep")
+        raise ValueError(
+            f"attack {attack.describe()} does not search for a minimal adversarial norm, so it gives no "
+            f"curve in one run; use one that does ({MINIMAL_NORM_HINT}) or the per-ε sweep"
+        )
     grid = [float(e) for e in eps_grid]
     if radius is None:
         radius = RADIUS_FACTOR * max(grid)
     if not (math.isfinite(radius) and radius > 0):
-        raise ValueError(f"the minimal-norm radius must be a finite number > 0, got {radius!r}; give an ε grid with "
-                         f"a positive value")
+        raise ValueError(
+            f"the minimal-norm radius must be a finite number > 0, got {radius!r}; give an ε grid with a positive value"
+        )
     model.eval()
     wide = threat.with_eps(radius)
     norms = []
     start = time.perf_counter()
     with attack_setting(model, attack, threat):
-        for batch, labels in progress_bar(_my_batches(split, batch_size, device),
-                                          total=_batch_count(split, batch_size), unit="batch",
-                                          desc=f"minimal norms {attack.describe()}", enabled=progress, leave=False):
+        for batch, labels in progress_bar(
+            _my_batches(split, batch_size, device),
+            total=_batch_count(split, batch_size),
+            unit="batch",
+            desc=f"minimal norms {attack.describe()}",
+            enabled=progress,
+            leave=False,
+        ):
             adv = attack(model, batch, labels, wide)
             with torch.no_grad():
                 clean_ok = correct_predictions(model(batch).logits, labels)
                 still_ok = correct_predictions(model(adv).logits, labels)
             size = perturbation_norm(batch, adv, threat)
-            norms.append(torch.where(clean_ok, torch.where(still_ok, torch.full_like(size, math.inf), size),
-                                     torch.zeros_like(size)).cpu())
+            norms.append(
+                torch.where(
+                    clean_ok, torch.where(still_ok, torch.full_like(size, math.inf), size), torch.zeros_like(size)
+                ).cpu()
+            )
     seconds = distributed.all_sum([time.perf_counter() - start])[0]
     d = distributed.current()
     if d.active:  # every rank's per-batch norms, back in split order (batch k came from rank k mod W)
@@ -307,12 +363,29 @@ def minimal_norm_curve(model: nn.Module, split: TensorSplit, attack: Attack, thr
         norms = [shares[k % d.world_size][k // d.world_size] for k in range(sum(len(x) for x in shares))]
     norms_all = torch.cat(norms) if norms else torch.zeros(0)
     measurements = [Measurement(e, int((norms_all > e).sum()), len(split), seconds / len(grid)) for e in grid]
-    log.info("%s minimal norms on %s: %d samples in %.1f s (radius %g)", attack.describe(),
-             "+".join(threat.modalities), len(split), seconds, radius)
+    log.info(
+        "%s minimal norms on %s: %d samples in %.1f s (radius %g)",
+        attack.describe(),
+        "+".join(threat.modalities),
+        len(split),
+        seconds,
+        radius,
+    )
     return MinimalNormCurve(measurements, norms_all, float(radius), seconds)
 
 
-__all__ = ["Measurement", "MinimalNormCurve", "attack_setting", "attack_batch", "merge_details", "clean_accuracy",
-           "correct_predictions", "finite_rows", "Batches",
-           "robust_accuracy",
-           "minimal_norm_curve", "perturbation_norm", "RADIUS_FACTOR"]
+__all__ = [
+    "Measurement",
+    "MinimalNormCurve",
+    "attack_setting",
+    "attack_batch",
+    "merge_details",
+    "clean_accuracy",
+    "correct_predictions",
+    "finite_rows",
+    "Batches",
+    "robust_accuracy",
+    "minimal_norm_curve",
+    "perturbation_norm",
+    "RADIUS_FACTOR",
+]

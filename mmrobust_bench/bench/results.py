@@ -11,7 +11,12 @@ nothing is rewritten from a file that was not read in full. A results file that 
 written through to its target (the lock beside the target), so a shared store linked into a run
 folder gets the rows. When the final write fails (a full disk), the rows measured now are saved to a
 fallback file in the current directory or $TMPDIR, and the error names both files.
+
+Size: over 400 lines because the store's two readers share its one CSV format, columns and errors: the store's own
+(lenient: a row with a missing value is not done) and the strict one the reports read through (every number in its
+range, ``read_checked_*``). :func:`clean_row` and :func:`attack_rows` are the one place result rows are built.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,9 +28,10 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,7 +78,9 @@ class ResultRow:
     torch_version: str = dataclasses.field(default_factory=lambda: torch.__version__)
     dtype: str = "float32"
     threads: int = dataclasses.field(default_factory=torch.get_num_threads)  # intra-op threads
-    timestamp: str = dataclasses.field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    timestamp: str = dataclasses.field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
     # What explains a rerun's difference (bench.environment): the CPU kernels torch dispatched to, a digest of
     # torch's build, and the CPU or GPU model (filled from ``device`` when not given).
     cpu_capability: str = dataclasses.field(default_factory=cpu_capability)
@@ -89,13 +97,22 @@ class ResultRow:
 COLUMNS = [f.name for f in dataclasses.fields(ResultRow)]
 # Columns added after the first release, with the value old rows get (``label``: their ``defense``;
 # provenance: "" / 0 = not recorded).
-DEFAULTS: dict[str, Any] = {"flags": "", "details": "", "outcomes": "", "label": None, "torch_version": "", "dtype": "", "threads": 0,
-                            "cpu_capability": "", "torch_build": "", "device_name": ""}
+DEFAULTS: dict[str, Any] = {
+    "flags": "",
+    "details": "",
+    "outcomes": "",
+    "label": None,
+    "torch_version": "",
+    "dtype": "",
+    "threads": 0,
+    "cpu_capability": "",
+    "torch_build": "",
+    "device_name": "",
+}
 NUMERIC = ("seed", "eps", "n", "accuracy", "wall_seconds", "threads")
 TEXT = tuple(c for c in COLUMNS if c not in NUMERIC)
 REQUIRED = tuple(c for c in COLUMNS if c not in DEFAULTS)
-CELL_COLUMNS = ("dataset", "label", "seed", "checkpoint_sha256", "attack", "attack_config", "modality", "eps",
-                "norm")
+CELL_COLUMNS = ("dataset", "label", "seed", "checkpoint_sha256", "attack", "attack_config", "modality", "eps", "norm")
 # A row missing any of these is not a finished measurement (ε is NaN by design for unbounded attacks).
 MEASURED = ("dataset", "label", "seed", "checkpoint_sha256", "attack", "attack_config", "modality", "n", "accuracy")
 
@@ -155,11 +172,16 @@ def _write_rows(path: Path, frame: pd.DataFrame, measured: pd.DataFrame) -> None
             frame.to_csv(tmp, index=False)
     except OSError as exc:
         fallback = _save_fallback(path, measured)
-        kept = (f"the {len(measured)} row(s) measured now were saved to {fallback}" if fallback is not None else
-                f"the {len(measured)} row(s) measured now are printed above (no writable place for a file)")
-        raise ResultsWriteError(f"cannot write {path}: {exc.strerror or exc}; {kept}. Free space or fix the "
-                                f"permissions, then append that file's rows to {path} (or rerun to measure them again)",
-                                fallback) from exc
+        kept = (
+            f"the {len(measured)} row(s) measured now were saved to {fallback}"
+            if fallback is not None
+            else f"the {len(measured)} row(s) measured now are printed above (no writable place for a file)"
+        )
+        raise ResultsWriteError(
+            f"cannot write {path}: {exc.strerror or exc}; {kept}. Free space or fix the "
+            f"permissions, then append that file's rows to {path} (or rerun to measure them again)",
+            fallback,
+        ) from exc
 
 
 def eps_key(eps: Any) -> str:
@@ -168,13 +190,31 @@ def eps_key(eps: Any) -> str:
     return "-" if math.isnan(value) else f"{value:.10g}"
 
 
-def cell_key(dataset: Any, label: Any, seed: Any, sha: Any, attack: Any, attack_config: Any, modality: Any,
-             eps: Any, norm: Any = "l2") -> tuple:
+def cell_key(
+    dataset: Any,
+    label: Any,
+    seed: Any,
+    sha: Any,
+    attack: Any,
+    attack_config: Any,
+    modality: Any,
+    eps: Any,
+    norm: Any = "l2",
+) -> tuple:
     """The identity of a measurement: two rows with one key measure the same thing. The norm is part of it
     (an attack such as APGD describes itself the same way under ℓ2 and ℓ∞), except for the clean row,
     which no threat changes."""
-    return (str(dataset), str(label), int(seed), str(sha), str(attack), str(attack_config), str(modality),
-            eps_key(eps), "" if str(attack) == CLEAN else str(norm))
+    return (
+        str(dataset),
+        str(label),
+        int(seed),
+        str(sha),
+        str(attack),
+        str(attack_config),
+        str(modality),
+        eps_key(eps),
+        "" if str(attack) == CLEAN else str(norm),
+    )
 
 
 def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
@@ -220,26 +260,59 @@ def done_cells(frame: pd.DataFrame) -> set[tuple]:
 def clean_row(clean: Any, *, norm: str, flags: str, common: Mapping[str, Any]) -> ResultRow:
     """The clean-accuracy row of one model from its ``bench.evaluate.Measurement`` (``flags``: its flags cell,
     ``bench.flags.clean_row_flags``). The one place ``run``, the sweep and the public API's ``evaluate`` build it."""
-    return ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
-                     modality=NO_MODALITY, norm=norm, eps=0.0, n=clean.n, accuracy=clean.accuracy,
-                     wall_seconds=clean.seconds, flags=flags, **common)
+    return ResultRow(
+        attack=CLEAN,
+        attack_config=CLEAN,
+        library="native",
+        library_version=__version__,
+        modality=NO_MODALITY,
+        norm=norm,
+        eps=0.0,
+        n=clean.n,
+        accuracy=clean.accuracy,
+        wall_seconds=clean.seconds,
+        flags=flags,
+        **common,
+    )
 
 
-def attack_rows(measured: Iterable[Any], *, attack: str, attack_config: str, library: str, library_version: str,
-                modality: str, norm: str, norm_bounded: bool, flags_at: Callable[[float | None], str],
-                common: Mapping[str, Any]) -> list[ResultRow]:
+def attack_rows(
+    measured: Iterable[Any],
+    *,
+    attack: str,
+    attack_config: str,
+    library: str,
+    library_version: str,
+    modality: str,
+    norm: str,
+    norm_bounded: bool,
+    flags_at: Callable[[float | None], str],
+    common: Mapping[str, Any],
+) -> list[ResultRow]:
     """The rows of one attack's measurements (``bench.evaluate.Measurement``): ε is NaN for attacks without a budget,
     ``flags_at(ε)`` gives each row's flags cell, the attack's report goes into ``details`` as JSON. The one place
     ``run``, the sweep and the public API's ``evaluate`` build attack rows."""
     rows = []
     for m in measured:
         eps = m.eps if norm_bounded else None
-        rows.append(ResultRow(attack=attack, attack_config=attack_config, library=library,
-                              library_version=library_version, modality=modality, norm=norm,
-                              eps=math.nan if eps is None else eps, n=m.n, accuracy=m.accuracy,
-                              wall_seconds=m.seconds, flags=flags_at(eps),
-                              details=json.dumps(m.details, sort_keys=True) if m.details else "",
-                              outcomes=encode_outcomes(m.outcomes) if m.outcomes is not None else "", **common))
+        rows.append(
+            ResultRow(
+                attack=attack,
+                attack_config=attack_config,
+                library=library,
+                library_version=library_version,
+                modality=modality,
+                norm=norm,
+                eps=math.nan if eps is None else eps,
+                n=m.n,
+                accuracy=m.accuracy,
+                wall_seconds=m.seconds,
+                flags=flags_at(eps),
+                details=json.dumps(m.details, sort_keys=True) if m.details else "",
+                outcomes=encode_outcomes(m.outcomes) if m.outcomes is not None else "",
+                **common,
+            )
+        )
     return rows
 
 
@@ -257,15 +330,16 @@ def decode_outcomes(text: str, n: int) -> torch.Tensor:
         raise ValueError(f"an outcomes cell is not base64 ({exc}); rerun the cell to measure it again") from exc
     if raw.size != (int(n) + 7) // 8:
         raise ValueError(f"an outcomes cell holds {raw.size * 8} bits for n = {n} samples; rerun the cell")
-    return torch.from_numpy(np.unpackbits(raw)[:int(n)].astype(bool))
+    return torch.from_numpy(np.unpackbits(raw)[: int(n)].astype(bool))
 
 
 def rows_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
     return pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=COLUMNS)
 
 
-def _check_csv(path: Path, required: Sequence[str] = REQUIRED, numbers: Sequence[str] = NUMERIC,
-               what: str = "a results file") -> list[str]:
+def _check_csv(
+    path: Path, required: Sequence[str] = REQUIRED, numbers: Sequence[str] = NUMERIC, what: str = "a results file"
+) -> list[str]:
     """Parse ``path`` strictly with the csv module: every record has the header's width and numbers where
     numbers belong. Returns the header; raises ResultsFileError naming the file and line otherwise."""
     fix = "fix or remove that line (the file was not modified)"
@@ -283,8 +357,9 @@ def _check_csv(path: Path, required: Sequence[str] = REQUIRED, numbers: Sequence
                 if not record:
                     continue
                 if len(record) != len(header):
-                    raise ResultsFileError(f"{path} line {reader.line_num}: {len(record)} fields where the header "
-                                           f"has {len(header)}; {fix}")
+                    raise ResultsFileError(
+                        f"{path} line {reader.line_num}: {len(record)} fields where the header has {len(header)}; {fix}"
+                    )
                 for column, i in numeric:
                     value = record[i]
                     if value in ("", "nan", "NaN"):
@@ -292,8 +367,9 @@ def _check_csv(path: Path, required: Sequence[str] = REQUIRED, numbers: Sequence
                     try:
                         float(value)
                     except ValueError:
-                        raise ResultsFileError(f"{path} line {reader.line_num}: {column} is {value!r}, not a "
-                                               f"number; {fix}") from None
+                        raise ResultsFileError(
+                            f"{path} line {reader.line_num}: {column} is {value!r}, not a number; {fix}"
+                        ) from None
         except csv.Error as exc:
             raise ResultsFileError(f"{path} line {reader.line_num}: {exc}; {fix}") from None
         except UnicodeDecodeError as exc:
@@ -312,9 +388,12 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     header = _check_csv(path)
     if not header:
         return pd.DataFrame(columns=COLUMNS)
-    frame = pd.read_csv(path, keep_default_na=False,
-                        na_values={c: ["", "nan", "NaN"] for c in NUMERIC if c in header},
-                        dtype={c: str for c in header if c not in NUMERIC})
+    frame = pd.read_csv(
+        path,
+        keep_default_na=False,
+        na_values={c: ["", "nan", "NaN"] for c in NUMERIC if c in header},
+        dtype={c: str for c in header if c not in NUMERIC},
+    )
     frame = with_defaults(frame)
     for column in frame.columns:
         if column not in NUMERIC:  # plain Python strings, as rows built in memory hold them
@@ -376,8 +455,9 @@ def rewrite_rows(path: str | Path, update: Any, *, any_table: bool = False) -> p
         return changed
 
 
-def replace_keyed_rows(path: str | Path, new: pd.DataFrame, key_columns: Sequence[str],
-                       defaults: dict[str, Any] | None = None) -> pd.DataFrame:
+def replace_keyed_rows(
+    path: str | Path, new: pd.DataFrame, key_columns: Sequence[str], defaults: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """Write ``new`` into the CSV at ``path`` in place of the stored rows that share their ``key_columns``
     values (a model's certificate rows), under the file's lock, atomically. Any table, not only results.
     ``defaults``: columns stored rows lack (or leave empty), with the value they get. A failed write raises
@@ -420,20 +500,39 @@ def stored_rows(frame: pd.DataFrame, keys: Iterable[tuple]) -> pd.DataFrame:
     return frame[mask]
 
 
-def stored_run(frame: pd.DataFrame, *, dataset: str, label: str, seed: int, sha: str, attack: str, attack_config: str,
-               modality: str, eps: Sequence[float], norm_bounded: bool = True, prefix: bool = False,
-               norm: str = "l2") -> pd.DataFrame | None:
+def stored_run(
+    frame: pd.DataFrame,
+    *,
+    dataset: str,
+    label: str,
+    seed: int,
+    sha: str,
+    attack: str,
+    attack_config: str,
+    modality: str,
+    eps: Sequence[float],
+    norm_bounded: bool = True,
+    prefix: bool = False,
+    norm: str = "l2",
+) -> pd.DataFrame | None:
     """The stored finished rows of one ``run`` (its clean row and the attack at every ε of ``eps``), or None
     when any of them is missing. ``prefix``: ``attack_config`` only starts the stored one (a minimal-norm
     curve records the radius it found)."""
     if frame.empty:
         return None
     rows = frame[complete(frame)]
-    rows = rows[(rows["dataset"].astype(str) == str(dataset)) & (rows["label"].astype(str) == str(label))
-                & (rows["seed"].astype(int) == int(seed)) & (rows["checkpoint_sha256"].astype(str) == str(sha))]
+    rows = rows[
+        (rows["dataset"].astype(str) == str(dataset))
+        & (rows["label"].astype(str) == str(label))
+        & (rows["seed"].astype(int) == int(seed))
+        & (rows["checkpoint_sha256"].astype(str) == str(sha))
+    ]
     clean = rows[rows["attack"].astype(str) == CLEAN]
-    attacked = rows[(rows["attack"].astype(str) == attack) & (rows["modality"].astype(str) == modality)
-                    & (rows["norm"].astype(str) == str(norm))]
+    attacked = rows[
+        (rows["attack"].astype(str) == attack)
+        & (rows["modality"].astype(str) == modality)
+        & (rows["norm"].astype(str) == str(norm))
+    ]
     configs = attacked["attack_config"].astype(str)
     attacked = attacked[configs.str.startswith(attack_config) if prefix else configs == attack_config]
     if clean.empty or attacked.empty:
@@ -443,7 +542,6 @@ def stored_run(frame: pd.DataFrame, *, dataset: str, label: str, seed: int, sha:
     if any(k not in have for k in wanted):
         return None
     return pd.concat([clean.tail(1), attacked.loc[[have[k] for k in dict.fromkeys(wanted)]]], ignore_index=True)
-
 
 
 # ----------------------------------------------------------------------------- strict reading for reports
@@ -481,21 +579,57 @@ NONNEGATIVE = Range("a finite number >= 0", 0)
 CHECK_COUNT = Range("a whole number >= 0 (-1: not run)", -1, whole=True)
 RADIUS = Range("a number >= 0 (inf: no perturbation reaches the boundary)", 0, infinite=True)
 
-RESULT_RANGES: dict[str, Range] = {"seed": SEED, "eps": NONNEGATIVE, "n": COUNT, "accuracy": FRACTION,
-                                   "wall_seconds": NONNEGATIVE, "threads": COUNT}
+RESULT_RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "eps": NONNEGATIVE,
+    "n": COUNT,
+    "accuracy": FRACTION,
+    "wall_seconds": NONNEGATIVE,
+    "threads": COUNT,
+}
 # certified.csv (bench.certification): the columns some report reads without asking, and the numbers' ranges
-CERTIFICATE_COLUMNS = ("dataset", "defense", "seed", "certificate", "equation", "variant", "modality", "radius",
-                       "certified_accuracy", "median_certified_radius", "honesty_certified", "honesty_violations")
+CERTIFICATE_COLUMNS = (
+    "dataset",
+    "defense",
+    "seed",
+    "certificate",
+    "equation",
+    "variant",
+    "modality",
+    "radius",
+    "certified_accuracy",
+    "median_certified_radius",
+    "honesty_certified",
+    "honesty_violations",
+)
 CERTIFICATE_RANGES: dict[str, Range] = {
-    "seed": SEED, "radius": NONNEGATIVE, "n": COUNT, "certified_accuracy": FRACTION, "median_certified_radius": RADIUS,
-    "honesty_certified": CHECK_COUNT, "honesty_violations": CHECK_COUNT, "honesty_fraction": FRACTION,
-    "sigma": NONNEGATIVE, "n0": COUNT, "n_noise": COUNT, "alpha": FRACTION, "confidence": FRACTION,
-    "abstained": FRACTION}
+    "seed": SEED,
+    "radius": NONNEGATIVE,
+    "n": COUNT,
+    "certified_accuracy": FRACTION,
+    "median_certified_radius": RADIUS,
+    "honesty_certified": CHECK_COUNT,
+    "honesty_violations": CHECK_COUNT,
+    "honesty_fraction": FRACTION,
+    "sigma": NONNEGATIVE,
+    "n0": COUNT,
+    "n_noise": COUNT,
+    "alpha": FRACTION,
+    "confidence": FRACTION,
+    "abstained": FRACTION,
+}
 # eta_pairs.csv (per class pair η, Figure 3)
 ETA_COLUMNS = ("dataset", "defense", "seed", "modality", "class_y", "class_j", "eta_pair")
-ETA_RANGES: dict[str, Range] = {"seed": SEED, "class_y": SEED, "class_j": SEED, "eta_pair": NONNEGATIVE,
-                                "eta_eq10": NONNEGATIVE, "eta_local_mean": NONNEGATIVE, "tau_y": NONNEGATIVE,
-                                "tau_j": NONNEGATIVE}
+ETA_RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "class_y": SEED,
+    "class_j": SEED,
+    "eta_pair": NONNEGATIVE,
+    "eta_eq10": NONNEGATIVE,
+    "eta_local_mean": NONNEGATIVE,
+    "tau_y": NONNEGATIVE,
+    "tau_j": NONNEGATIVE,
+}
 
 
 def _record(path: Path, position: int) -> tuple[int, dict[str, str]]:
@@ -524,8 +658,10 @@ def check_ranges(frame: pd.DataFrame, path: str | Path, ranges: Mapping[str, Ran
         if bad.size:
             line, record = _record(Path(path), int(bad[0]))
             shown = record.get(column) or "empty"
-            raise ResultsFileError(f"{path} line {line}: {column} is {shown}, not {rule.text}; fix or remove that "
-                                   "line (the file was not modified)")
+            raise ResultsFileError(
+                f"{path} line {line}: {column} is {shown}, not {rule.text}; fix or remove that "
+                "line (the file was not modified)"
+            )
         frame[column] = values.astype(np.int64) if rule.whole and not np.isnan(values).any() else values
     return frame
 
@@ -536,8 +672,9 @@ def read_checked_rows(path: str | Path) -> pd.DataFrame:
     return check_ranges(read_rows(path), path, RESULT_RANGES)
 
 
-def read_checked_table(path: str | Path, required: Sequence[str], ranges: Mapping[str, Range],
-                       what: str) -> pd.DataFrame:
+def read_checked_table(
+    path: str | Path, required: Sequence[str], ranges: Mapping[str, Range], what: str
+) -> pd.DataFrame:
     """Another table of the suite (certificates, η pairs) read as strictly as :func:`read_checked_rows`: parsed
     record by record, ``required`` columns present, text kept as written, numbers checked against ``ranges``.
     Empty (with the ``required`` columns) when the file is absent or empty."""
@@ -545,8 +682,12 @@ def read_checked_table(path: str | Path, required: Sequence[str], ranges: Mappin
     header = _check_csv(path, required, tuple(ranges), what) if path.exists() else []
     if not header:
         return pd.DataFrame(columns=list(required))
-    frame = pd.read_csv(path, keep_default_na=False, na_values={c: ["", "nan", "NaN"] for c in header if c in ranges},
-                        dtype={c: str for c in header if c not in ranges})
+    frame = pd.read_csv(
+        path,
+        keep_default_na=False,
+        na_values={c: ["", "nan", "NaN"] for c in header if c in ranges},
+        dtype={c: str for c in header if c not in ranges},
+    )
     for column in frame.columns:
         if column not in ranges:
             frame[column] = frame[column].astype(object)
@@ -562,11 +703,46 @@ def read_checked_eta_pairs(path: str | Path) -> pd.DataFrame:
     """eta_pairs.csv as reports read it (:func:`read_checked_table` with :data:`ETA_COLUMNS`)."""
     return read_checked_table(path, ETA_COLUMNS, ETA_RANGES, "an η-pairs file (eta_pairs.csv)")
 
-__all__ = ["ResultRow", "COLUMNS", "DEFAULTS", "CELL_COLUMNS", "CLEAN", "NO_MODALITY", "ResultsFileError",
-           "ResultsWriteError", "store_path", "eps_key",
-           "cell_key", "done_cells", "complete", "frame_keys", "rows_frame", "read_rows", "append_rows",
-           "rewrite_rows", "replace_keyed_rows", "read_table", "stored_rows", "stored_run", "with_defaults",
-           "clean_row", "attack_rows", "encode_outcomes", "decode_outcomes"]
-__all__ += ["Range", "RESULT_RANGES", "CERTIFICATE_COLUMNS", "CERTIFICATE_RANGES", "ETA_COLUMNS", "ETA_RANGES",
-            "check_ranges", "read_checked_rows", "read_checked_table", "read_checked_certificates",
-            "read_checked_eta_pairs"]
+
+__all__ = [
+    "ResultRow",
+    "COLUMNS",
+    "DEFAULTS",
+    "CELL_COLUMNS",
+    "CLEAN",
+    "NO_MODALITY",
+    "ResultsFileError",
+    "ResultsWriteError",
+    "store_path",
+    "eps_key",
+    "cell_key",
+    "done_cells",
+    "complete",
+    "frame_keys",
+    "rows_frame",
+    "read_rows",
+    "append_rows",
+    "rewrite_rows",
+    "replace_keyed_rows",
+    "read_table",
+    "stored_rows",
+    "stored_run",
+    "with_defaults",
+    "clean_row",
+    "attack_rows",
+    "encode_outcomes",
+    "decode_outcomes",
+]
+__all__ += [
+    "Range",
+    "RESULT_RANGES",
+    "CERTIFICATE_COLUMNS",
+    "CERTIFICATE_RANGES",
+    "ETA_COLUMNS",
+    "ETA_RANGES",
+    "check_ranges",
+    "read_checked_rows",
+    "read_checked_table",
+    "read_checked_certificates",
+    "read_checked_eta_pairs",
+]

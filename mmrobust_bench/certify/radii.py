@@ -26,41 +26,42 @@ or constants are NaN or inf: :func:`require_finite`), and each one is checked
 (``certify.honesty``): PGD with a per-sample budget just inside the claimed radius looks for adversarial
 examples it should not find; the counts are lower bounds. On models whose "uni-modal" scores mix
 modalities (MMT's joint layers) the uni-modal bounds are heuristic and labelled so. The sound,
-probabilistic alternative is randomized smoothing (``certify.smoothing``).
+probabilistic alternative is randomized smoothing (``certify.smoothing``). What :func:`certify` returns
+(:class:`Certificate`, its frames and report) is in ``certify.certificate``; this module re-exports it.
 """
+
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Sequence, Union
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ..contracts import ALL_MODALITIES, Batch, ModalitySpec
+from ..contracts import Batch, ModalitySpec
 from ..data.base import TensorSplit
 from ..models import ConcatHead, CRMTHead
 from ..progress import progress_bar
-from .eta import eta_ratio_modalities
+from .certificate import (
+    DEFAULT_RADII,
+    EMPIRICAL,
+    HEURISTIC_NOTE,
+    KIND_EMPIRICAL,
+    KIND_HEURISTIC,
+    KIND_NOT_A_BOUND,
+    KIND_SOUND,
+    MIN_J,
+    RUNNER_UP,
+    Certificate,
+    CertifiedRadius,
+)
 from .honesty import HONESTY_CAP, HONESTY_SLACK, HonestyCheck, HonestyConfig, honesty_check
 from .lipschitz import unimodal_jacobian_chunks
 
-EMPIRICAL = "empirical (gradient-based Lipschitz estimates)"
-MIN_J, RUNNER_UP = "min_j", "runner_up"
-DEFAULT_RADII = (0.0, 0.25, 0.5, 1.0)
-# The ``kind`` column of certified.csv: what a row's radius is worth.
-KIND_EMPIRICAL = "empirical"
-KIND_NOT_A_BOUND = "not a bound (runner-up only)"
-KIND_HEURISTIC = "heuristic (modalities mix before the head)"
-KIND_SOUND = "sound (probabilistic, 1-alpha)"
 ADDITIVE = "additive"  # a head-less model whose fused logits are Σ_m z^(m) + a constant per class (the public API's)
 # What certify reads: a dataset split (batched here) or any iterable of ``(batch, labels)`` pairs on the device.
-Batches = Union[TensorSplit, Iterable[tuple[Batch, Tensor]]]
-HEURISTIC_NOTE = ("heuristic: the model mixes modalities before the head (MMT joint layers), so a 'uni-modal' score "
-                  "depends on every input and the uni-modal Jacobian misses the cross-modal terms; these radii are "
-                  "not certificates")
+Batches = TensorSplit | Iterable[tuple[Batch, Tensor]]
 
 
 def head_kind(model: nn.Module) -> str:
@@ -89,8 +90,9 @@ def contribution_scales(model: nn.Module) -> dict[str, Tensor]:
     return {m: torch.ones(k, device=head.fc.weight.device) for m in head.names}
 
 
-def unimodal_grams(model: nn.Module, batch: Batch, modalities: Sequence[str],
-                   class_chunk: int = 32) -> tuple[dict[str, Tensor], Tensor]:
+def unimodal_grams(
+    model: nn.Module, batch: Batch, modalities: Sequence[str], class_chunk: int = 32
+) -> tuple[dict[str, Tensor], Tensor]:
     """({m: (B, K, K) Gram of ∂z^(m)/∂x^(m)}, fused logits (B, K)); one batched backward per class chunk.
 
     Memory: the Jacobian of one modality, K × B × |x^(m)| floats, is held to form the Gram; choose
@@ -120,11 +122,15 @@ def require_finite(margins: Tensor, den: Tensor) -> None:
     class 0, and a NaN Lipschitz constant fails ``d > 0`` and would claim an infinite radius."""
     bad = int((~torch.isfinite(margins).all(1)).sum()) if margins.dim() == 2 else 0
     if bad:
-        raise ValueError(f"certify: the model's logits are NaN or inf on {bad} of {margins.shape[0]} certified samples, "
-                         f"so it cannot be certified (a diverged training or a damaged checkpoint?); check its weights")
+        raise ValueError(
+            f"certify: the model's logits are NaN or inf on {bad} of {margins.shape[0]} certified samples, "
+            f"so it cannot be certified (a diverged training or a damaged checkpoint?); check its weights"
+        )
     if not bool(torch.isfinite(den).all()):
-        raise ValueError("certify: the Lipschitz constants (input-gradient norms over the training samples, or the "
-                         "checkpoint's τ) hold NaN or inf, so no radius can be computed; check the model's weights")
+        raise ValueError(
+            "certify: the Lipschitz constants (input-gradient norms over the training samples, or the "
+            "checkpoint's τ) hold NaN or inf, so no radius can be computed; check the model's weights"
+        )
 
 
 def radius_from(margins: Tensor, labels: Tensor, den: Tensor, runner_up: Tensor) -> tuple[Tensor, Tensor]:
@@ -132,200 +138,13 @@ def radius_from(margins: Tensor, labels: Tensor, den: Tensor, runner_up: Tensor)
     or denominators are refused (:func:`require_finite`)."""
     require_finite(margins, den)
     d = den[labels]  # (N, K)
-    ratio = torch.where(d > 0, margins / d.clamp_min(1e-30),
-                        torch.where(margins > 0, torch.full_like(margins, math.inf), torch.full_like(margins, -math.inf)))
+    ratio = torch.where(
+        d > 0,
+        margins / d.clamp_min(1e-30),
+        torch.where(margins > 0, torch.full_like(margins, math.inf), torch.full_like(margins, -math.inf)),
+    )
     ratio = ratio.scatter(1, labels[:, None], math.inf)
     return ratio.min(dim=1).values, ratio.gather(1, runner_up[:, None]).squeeze(1)
-
-
-@dataclass
-class CertifiedRadius:
-    """One certificate: per-sample radii (N,) of one equation and variant, against the given modalities."""
-
-    name: str  # eq5, eq7[v], eq10, eq10[a]
-    equation: str
-    modalities: tuple[str, ...]
-    variant: str
-    radius: Tensor
-    honesty: HonestyCheck | None = None
-    heuristic: bool = False
-
-    @property
-    def kind(self) -> str:
-        """What the radius is worth: runner-up radii are not bounds; on mixing models all are heuristic."""
-        if self.variant == RUNNER_UP:
-            return KIND_NOT_A_BOUND
-        return KIND_HEURISTIC if self.heuristic else KIND_EMPIRICAL
-
-    @property
-    def variant_label(self) -> str:
-        return f"{self.variant} (not a bound)" if self.variant == RUNNER_UP else self.variant
-
-    @property
-    def modality_label(self) -> str:
-        return self.modalities[0] if len(self.modalities) == 1 else ALL_MODALITIES
-
-    def median_certified(self) -> float:
-        """Median radius over the certified samples (r > 0); NaN when none is certified."""
-        pos = self.radius[self.radius > 0]
-        return float(pos.median()) if pos.numel() else math.nan
-
-    def certified_accuracy(self, eps: float) -> float:
-        """Fraction of *all* test samples that are correct with r(x) ≥ ε (r > 0 implies correct)."""
-        ok = (self.radius > 0) & (self.radius >= eps)
-        return float(ok.float().mean()) if self.radius.numel() else 0.0
-
-
-@dataclass
-class Certificate:
-    """Everything `certify` computes for one model; tensors on the CPU, radii over the test split."""
-
-    modalities: tuple[str, ...]
-    head: str
-    labels: Tensor
-    predictions: Tensor
-    runner_up: Tensor
-    tau: dict[str, Tensor]  # per-class τ_k^(m) used by Eq. 10
-    tau_estimated: dict[str, Tensor]  # max_x sqrt(G_kk) over the training samples seen
-    tau_source: str
-    pair_eta: dict[str, Tensor]  # global L_{y,j}^(m) (K, K)
-    eq10_eta: dict[str, Tensor]  # |a_y|τ_y + |a_j|τ_j (K, K); empty for the concat head
-    local_eta: dict[str, Tensor]  # η^(m) at (y, runner-up) per test sample (N,)
-    local_pair_mean: dict[str, Tensor]  # mean over test samples of class y of local η_{y,j} (K, K)
-    radii: list[CertifiedRadius]
-    n_train: int
-    label: str = EMPIRICAL
-    notes: list[str] = field(default_factory=list)
-    heuristic: bool = False  # the uni-modal bounds do not hold (MMT-family models): every row says so
-
-    @property
-    def n(self) -> int:
-        return int(self.labels.numel())
-
-    @property
-    def clean_accuracy(self) -> float:
-        return float((self.predictions == self.labels).float().mean()) if self.n else 0.0
-
-    def primary(self) -> str:
-        """The head's own certificate: Eq. 10 for the CRMT head, Eq. 5 for the concat head."""
-        return "eq10" if self.head == "crmt" else "eq5"
-
-    def get(self, name: str, variant: str = MIN_J) -> CertifiedRadius:
-        for r in self.radii:
-            if r.name == name and r.variant == variant:
-                return r
-        raise KeyError(f"no certificate {name!r} ({variant}); have {sorted({r.name for r in self.radii})}")
-
-    def vulnerability(self) -> pd.DataFrame:
-        """Per modality: mean over test samples of η at (y, runner-up), local and global, and ratios
-        against the first modality (η^(a)/η^(v) on synthav)."""
-        idx = (self.labels, self.runner_up)
-        rows = []
-        for m in self.modalities:
-            rows.append({
-                "modality": m,
-                "eta_local": float(self.local_eta[m].mean()) if self.n else math.nan,
-                "eta_global": float(self.pair_eta[m][idx].mean()) if self.n else math.nan,
-                "eta_eq10": float(self.eq10_eta[m][idx].mean()) if self.eq10_eta and self.n else math.nan,
-            })
-        frame = pd.DataFrame(rows)
-        for col in ("eta_local", "eta_global", "eta_eq10"):
-            frame[f"{col}_ratio"] = frame[col] / frame[col].iloc[0]
-        return frame
-
-    def summary_frame(self, eps_grid: Sequence[float] = DEFAULT_RADII) -> pd.DataFrame:
-        """Tidy rows: one per (certificate, variant, radius) with certified accuracy and the honesty check."""
-        rows = []
-        for r in self.radii:
-            h = r.honesty
-            for eps in eps_grid:
-                rows.append({
-                    "certificate": r.name, "equation": r.equation, "variant": r.variant,
-                    "modality": r.modality_label, "radius": float(eps), "n": self.n,
-                    "certified_accuracy": r.certified_accuracy(float(eps)),
-                    "median_certified_radius": r.median_certified(),
-                    "honesty_attack": h.attack if h else "", "honesty_certified": h.certified if h else -1,
-                    "honesty_violations": h.violations if h else -1,
-                    "honesty_fraction": h.fraction if h else math.nan,
-                    "honesty_counts": "lower bound (>= violations found)" if h else "",
-                    "tau_source": self.tau_source,
-                    "certificate_label": self.label + (" — " + HEURISTIC_NOTE if self.heuristic else ""),
-                    "method": "empirical", "kind": r.kind,
-                })
-        return pd.DataFrame(rows)
-
-    def pairs_frame(self) -> pd.DataFrame:
-        """Tidy per-pair η: one row per (modality, y, j ≠ y), for the Figure-3 heat maps."""
-        rows = []
-        k = self.pair_eta[self.modalities[0]].shape[0]
-        for m in self.modalities:
-            for y in range(k):
-                for j in range(k):
-                    if j == y:
-                        continue
-                    rows.append({
-                        "modality": m, "class_y": y, "class_j": j,
-                        "eta_pair": float(self.pair_eta[m][y, j]),
-                        "eta_eq10": float(self.eq10_eta[m][y, j]) if self.eq10_eta else math.nan,
-                        "eta_local_mean": float(self.local_pair_mean[m][y, j]),
-                        "tau_y": float(self.tau[m][y]), "tau_j": float(self.tau[m][j]),
-                        "certificate_label": self.label,
-                    })
-        return pd.DataFrame(rows)
-
-    def samples_frame(self) -> pd.DataFrame:
-        """Per test sample: label, prediction, runner-up, local η per modality and every radius."""
-        frame = pd.DataFrame({"y": self.labels.numpy(), "prediction": self.predictions.numpy(),
-                              "runner_up": self.runner_up.numpy(), "certificate_label": self.label})
-        for m in self.modalities:
-            frame[f"eta_local[{m}]"] = self.local_eta[m].numpy()
-        for r in self.radii:
-            frame[f"{r.name}:{r.variant}"] = r.radius.numpy()
-        return frame
-
-    def format(self, eps_grid: Sequence[float] = DEFAULT_RADII) -> str:
-        """A plain-text report; every certificate line carries the empirical label and its honesty check."""
-        lines = [f"certified radii — {self.label}",
-                 f"head {self.head}; τ from {self.tau_source}; global constants over {self.n_train} training samples; "
-                 f"{self.n} test samples, clean accuracy {self.clean_accuracy:.3f}"]
-        lines += [f"note: {n}" for n in self.notes]
-        if self.heuristic:
-            lines.append(f"note: {HEURISTIC_NOTE}")
-        lines.append("note: runner-up radii (variant 'runner_up') only compare y with the runner-up class: they are "
-                     "not bounds.")
-        header = ("| certificate | variant | kind | attacked | median r (certified) | "
-                  + " | ".join(f"cert. acc @ {e:g}" for e in eps_grid) + " | honesty: violations found / certified |")
-        lines += ["", header, "|" + "---|" * (6 + len(eps_grid))]
-        for r in self.radii:
-            accs = " | ".join(f"{r.certified_accuracy(float(e)):.3f}" for e in eps_grid)
-            h = r.honesty.short() if r.honesty else "not run"
-            lines.append(f"| {r.equation} ({r.name}) | {r.variant_label} | {r.kind} | {r.modality_label} | "
-                         f"{r.median_certified():.4g} | {accs} | {h} |")
-        checks = [r.honesty for r in self.radii if r.honesty is not None]
-        if checks:
-            broken = sum(c.violations for c in checks)
-            lines += ["", f"honesty check [{self.label}]: {checks[0].attack} at a per-sample budget "
-                      f"r(x)·(1−{HONESTY_SLACK:g}) on every certified sample; '≥ N' counts adversarial examples "
-                      f"found inside the claimed radius (≥ {broken} in all). These are lower bounds: a stronger "
-                      "attack may find more. Any non-zero count means that certificate overclaims."]
-        vul = self.vulnerability()
-        lines.append("")
-        lines.append("vulnerability indicator η at (y, runner-up), mean over test samples "
-                     f"[{self.label}]:")
-        for row in vul.itertuples():
-            extra = f", Eq. 10 {row.eta_eq10:.4g}" if not math.isnan(row.eta_eq10) else ""
-            lines.append(f"  η^({row.modality}): local {row.eta_local:.4g}, global {row.eta_global:.4g}{extra}")
-        if len(self.modalities) == 2:  # the orientation every report uses (certify.eta: η^(a)/η^(v))
-            num, den = eta_ratio_modalities(self.modalities)
-            by = vul.set_index("modality")
-            local, glob = (by.at[num, c] / by.at[den, c] for c in ("eta_local", "eta_global"))
-            lines.append(f"  ratio η^({num})/η^({den}): local {local:.4g}, global {glob:.4g}")
-        elif len(self.modalities) > 2:
-            first = self.modalities[0]
-            for row in vul.iloc[1:].itertuples():
-                lines.append(f"  ratio η^({row.modality})/η^({first}): local {row.eta_local_ratio:.4g}, "
-                             f"global {row.eta_global_ratio:.4g}")
-        return "\n".join(lines)
 
 
 def _stream(data: Batches, batch_size: int, device: torch.device) -> tuple[Iterator[tuple[Batch, Tensor]], int | None]:
@@ -340,16 +159,24 @@ def _scaled(gram: Tensor, scales: Mapping[str, Tensor], m: str) -> Tensor:
     return scaled_gram(gram, scales[m]) if m in scales else gram
 
 
-def _global_constants(model: nn.Module, train: Batches, modalities: Sequence[str], scales: Mapping[str, Tensor],
-                      batch_size: int, class_chunk: int, device: torch.device,
-                      progress: bool = False) -> tuple[dict, dict, int]:
+def _global_constants(
+    model: nn.Module,
+    train: Batches,
+    modalities: Sequence[str],
+    scales: Mapping[str, Tensor],
+    batch_size: int,
+    class_chunk: int,
+    device: torch.device,
+    progress: bool = False,
+) -> tuple[dict, dict, int]:
     """(τ_k^(m) of z, L_{y,j}^(m) of the contributions, the number of samples): running maxima over ``train``."""
     tau: dict[str, Tensor] = {}
     pair: dict[str, Tensor] = {}
     seen = 0
     batches, total = _stream(train, batch_size, device)
-    for batch, _ in progress_bar(batches, total=total, desc="certify: global constants (train)", unit="batch",
-                                 enabled=progress, leave=False):
+    for batch, _ in progress_bar(
+        batches, total=total, desc="certify: global constants (train)", unit="batch", enabled=progress, leave=False
+    ):
         grams, _ = unimodal_grams(model, batch, modalities, class_chunk)
         for m, g in grams.items():
             t = g.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt().amax(0)
@@ -362,12 +189,25 @@ def _global_constants(model: nn.Module, train: Batches, modalities: Sequence[str
     return tau, pair, seen
 
 
-def certify(model: nn.Module, train: Batches, test: Batches, specs: Sequence[ModalitySpec], *,
-            tau: Mapping[str, Tensor] | None = None, tau_source: str | None = None, batch_size: int = 64,
-            class_chunk: int = 32, device: torch.device | str = "cpu", honesty_steps: int | None = None,
-            honesty: HonestyConfig | None = None, heuristic: bool | None = None,
-            notes: Sequence[str] = (), progress: bool = False, head: str | None = None,
-            variants: Sequence[str] = (MIN_J, RUNNER_UP)) -> Certificate:
+def certify(
+    model: nn.Module,
+    train: Batches,
+    test: Batches,
+    specs: Sequence[ModalitySpec],
+    *,
+    tau: Mapping[str, Tensor] | None = None,
+    tau_source: str | None = None,
+    batch_size: int = 64,
+    class_chunk: int = 32,
+    device: torch.device | str = "cpu",
+    honesty_steps: int | None = None,
+    honesty: HonestyConfig | None = None,
+    heuristic: bool | None = None,
+    notes: Sequence[str] = (),
+    progress: bool = False,
+    head: str | None = None,
+    variants: Sequence[str] = (MIN_J, RUNNER_UP),
+) -> Certificate:
     """Radii of Eq. 5/7 (any head) and Eq. 10 (CRMT head) on ``test``, constants from ``train``.
 
     ``train`` and ``test``: dataset splits (batched here by ``batch_size`` on ``device``) or any iterables of
@@ -394,8 +234,9 @@ def certify(model: nn.Module, train: Batches, test: Batches, specs: Sequence[Mod
     model.eval()
     try:
         scales = contribution_scales(model) if kind != ADDITIVE else {}
-        tau_est, pair, n_train = _global_constants(model, train, modalities, scales, batch_size, class_chunk, device,
-                                                   progress)
+        tau_est, pair, n_train = _global_constants(
+            model, train, modalities, scales, batch_size, class_chunk, device, progress
+        )
         k = next(iter(pair.values())).shape[0]
         if tau is None:
             tau_used = dict(tau_est)
@@ -413,8 +254,9 @@ def certify(model: nn.Module, train: Batches, test: Batches, specs: Sequence[Mod
         counts = torch.zeros(k, device=device)
         held: list[Batch] = []  # an iterable's test batches, for the honesty check
         batches, total = _stream(test, batch_size, device)
-        for batch, y in progress_bar(batches, total=total, desc="certify: local bounds (test)", unit="batch",
-                                     enabled=progress, leave=False):
+        for batch, y in progress_bar(
+            batches, total=total, desc="certify: local bounds (test)", unit="batch", enabled=progress, leave=False
+        ):
             if not isinstance(test, TensorSplit):
                 held.append(dict(batch))
             grams, h = unimodal_grams(model, batch, modalities, class_chunk)
@@ -431,11 +273,15 @@ def certify(model: nn.Module, train: Batches, test: Batches, specs: Sequence[Mod
         y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
         ru = h.scatter(1, y[:, None], -math.inf).argmax(1) if y.numel() else y
         margins = h.gather(1, y[:, None]) - h if y.numel() else h
-        checked = test if isinstance(test, TensorSplit) else TensorSplit(
-            {m: torch.cat([b[m] for b in held]) for m in modalities} if held else {}, y)
+        checked = (
+            test
+            if isinstance(test, TensorSplit)
+            else TensorSplit({m: torch.cat([b[m] for b in held]) for m in modalities} if held else {}, y)
+        )
 
         denominators: list[tuple[str, str, tuple[str, ...], Tensor]] = [
-            ("eq5", "Eq. 5", modalities, torch.sqrt(sum(pair[m] ** 2 for m in modalities)))]
+            ("eq5", "Eq. 5", modalities, torch.sqrt(sum(pair[m] ** 2 for m in modalities)))
+        ]
         denominators += [(f"eq7[{m}]", "Eq. 7", (m,), pair[m]) for m in modalities]
         eq10: dict[str, Tensor] = {}
         if kind == "crmt":
@@ -446,33 +292,76 @@ def certify(model: nn.Module, train: Batches, test: Batches, specs: Sequence[Mod
             denominators += [(f"eq10[{m}]", "Eq. 10", (m,), eq10[m]) for m in modalities]
 
         radii = []
-        for name, equation, mods, den in progress_bar(denominators, desc="certify: radii and honesty checks",
-                                                      unit="bound", enabled=progress, leave=False,
-                                                      log_steps="bound"):  # a log line per bound without a terminal
+        for name, equation, mods, den in progress_bar(
+            denominators,
+            desc="certify: radii and honesty checks",
+            unit="bound",
+            enabled=progress,
+            leave=False,
+            log_steps="bound",
+        ):  # a log line per bound without a terminal
             r_min, r_ru = radius_from(margins, y, den, ru)
             for variant, r in ((MIN_J, r_min), (RUNNER_UP, r_ru)):
                 if variant not in variants:
                     continue
-                found = (honesty_check(model, checked, r.cpu(), mods, specs, config=check, batch_size=batch_size,
-                                       device=device)
-                         if check.enabled else None)
+                found = (
+                    honesty_check(
+                        model, checked, r.cpu(), mods, specs, config=check, batch_size=batch_size, device=device
+                    )
+                    if check.enabled
+                    else None
+                )
                 radii.append(CertifiedRadius(name, equation, mods, variant, r.cpu(), found, heuristic))
         local_mean = {m: (sums[m] / counts[:, None]).cpu() for m in modalities}  # NaN rows for absent classes
         for m in modalities:
             local_mean[m].fill_diagonal_(math.nan)
         return Certificate(
-            modalities=modalities, head=kind, labels=y.cpu(), predictions=h.argmax(1).cpu() if y.numel() else y.cpu(),
-            runner_up=ru.cpu(), tau={m: t.cpu() for m, t in tau_used.items()},
-            tau_estimated={m: t.cpu() for m, t in tau_est.items()}, tau_source=source,
-            pair_eta={m: p.cpu() for m, p in pair.items()}, eq10_eta={m: e.cpu() for m, e in eq10.items()},
+            modalities=modalities,
+            head=kind,
+            labels=y.cpu(),
+            predictions=h.argmax(1).cpu() if y.numel() else y.cpu(),
+            runner_up=ru.cpu(),
+            tau={m: t.cpu() for m, t in tau_used.items()},
+            tau_estimated={m: t.cpu() for m, t in tau_est.items()},
+            tau_source=source,
+            pair_eta={m: p.cpu() for m, p in pair.items()},
+            eq10_eta={m: e.cpu() for m, e in eq10.items()},
             local_eta={m: torch.cat(v).cpu() if v else torch.zeros(0) for m, v in local.items()},
-            local_pair_mean=local_mean, radii=radii, n_train=n_train, notes=list(notes), heuristic=heuristic,
+            local_pair_mean=local_mean,
+            radii=radii,
+            n_train=n_train,
+            notes=list(notes),
+            heuristic=heuristic,
         )
     finally:
         model.train(was_training)
 
 
-__all__ = ["ADDITIVE", "Batches", "EMPIRICAL", "MIN_J", "RUNNER_UP", "DEFAULT_RADII", "KIND_EMPIRICAL", "KIND_NOT_A_BOUND", "KIND_HEURISTIC",
-           "KIND_SOUND", "HEURISTIC_NOTE", "Certificate", "CertifiedRadius", "HonestyCheck", "HonestyConfig",
-           "HONESTY_CAP", "HONESTY_SLACK", "certify", "contribution_scales", "head_kind", "honesty_check",
-           "mixes_modalities", "pair_eta", "radius_from", "scaled_gram", "unimodal_grams"]
+__all__ = [
+    "ADDITIVE",
+    "Batches",
+    "EMPIRICAL",
+    "MIN_J",
+    "RUNNER_UP",
+    "DEFAULT_RADII",
+    "KIND_EMPIRICAL",
+    "KIND_NOT_A_BOUND",
+    "KIND_HEURISTIC",
+    "KIND_SOUND",
+    "HEURISTIC_NOTE",
+    "Certificate",
+    "CertifiedRadius",
+    "HonestyCheck",
+    "HonestyConfig",
+    "HONESTY_CAP",
+    "HONESTY_SLACK",
+    "certify",
+    "contribution_scales",
+    "head_kind",
+    "honesty_check",
+    "mixes_modalities",
+    "pair_eta",
+    "radius_from",
+    "scaled_gram",
+    "unimodal_grams",
+]

@@ -20,6 +20,7 @@ user's ``forward`` to the suite's contract, so every attack of the suite runs on
 :func:`attack` and :func:`evaluate` take the user's own batches (dicts, tuples or a tensor) and give them back
 in the same format; :func:`evaluate` returns the tidy rows the CLI writes (``bench.results.ResultRow``).
 """
+
 from __future__ import annotations
 
 from .attacking import ResolvedAttack, attack, drop, norm_name, resolve_attack
@@ -30,6 +31,24 @@ from .formatting import format_table
 from .smoothing import SmoothingResult, smooth_certify
 from .unimodal import certificates, eta
 
-__all__ = ["Modality", "WrappedModel", "wrap", "attack", "drop", "evaluate", "benchmark", "eta", "certificates",
-           "smooth_certify", "SmoothingResult", "format_table", "resolve_attack", "ResolvedAttack", "norm_name",
-           "state_dict_sha256", "CALLS", "LABEL_KEYS", "LABEL"]
+__all__ = [
+    "Modality",
+    "WrappedModel",
+    "wrap",
+    "attack",
+    "drop",
+    "evaluate",
+    "benchmark",
+    "eta",
+    "certificates",
+    "smooth_certify",
+    "SmoothingResult",
+    "format_table",
+    "resolve_attack",
+    "ResolvedAttack",
+    "norm_name",
+    "state_dict_sha256",
+    "CALLS",
+    "LABEL_KEYS",
+    "LABEL",
+]

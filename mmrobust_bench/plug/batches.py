@@ -6,11 +6,13 @@ Inputs are checked before any work: every modality a torch tensor (a numpy array
 within the model's logits. Floating-point inputs of another dtype than the model's (float64 from numpy into a
 float32 model) are cast to the model's floating dtype, that of its first floating parameter or buffer.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +35,9 @@ class Split:
     rebuild: Callable[[Batch], Any]
 
 
-def split_batch(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None = None,
-                label_key: str | None = None) -> Split:
+def split_batch(
+    wrapped: WrappedModel, batch: Any, order: Sequence[str] | None = None, label_key: str | None = None
+) -> Split:
     """``batch`` taken apart, its modalities checked (:func:`samples_in`)."""
     split = _take_apart(wrapped, batch, order, label_key)
     samples_in(split.inputs)
@@ -46,20 +49,27 @@ def samples_in(inputs: Mapping[str, Any]) -> int:
     batch size (a numpy array or a string reaches no ``.to``; an empty batch no attack loop)."""
     for m, x in inputs.items():
         if not isinstance(x, Tensor):
-            fix = ("torch.from_numpy(x), or a DataLoader, which converts arrays" if isinstance(x, np.ndarray)
-                   else "a (batch, *shape) tensor of numbers")
+            fix = (
+                "torch.from_numpy(x), or a DataLoader, which converts arrays"
+                if isinstance(x, np.ndarray)
+                else "a (batch, *shape) tensor of numbers"
+            )
             raise TypeError(f"modality {m!r} is a {type(x).__name__}, not a torch tensor; pass {fix}")
         if x.dim() == 0:
             raise ValueError(f"modality {m!r} is a 0-d tensor; batches are (batch, *shape) tensors")
     sizes = {m: int(x.shape[0]) for m, x in inputs.items()}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{m}: {n}" for m, n in sizes.items())
-        raise ValueError(f"the modalities have different batch sizes ({listed}); give every modality one entry per "
-                         f"sample (the same first dimension)")
+        raise ValueError(
+            f"the modalities have different batch sizes ({listed}); give every modality one entry per "
+            f"sample (the same first dimension)"
+        )
     n = next(iter(sizes.values()))
     if n == 0:
-        raise ValueError("the batch holds no samples (its first dimension is 0); leave empty batches out of the loader "
-                         "or pass at least one sample")
+        raise ValueError(
+            "the batch holds no samples (its first dimension is 0); leave empty batches out of the loader "
+            "or pass at least one sample"
+        )
     return n
 
 
@@ -76,14 +86,17 @@ def as_model_dtype(x: Tensor, dtype: torch.dtype | None) -> Tensor:
     return x.to(dtype) if dtype is not None and x.is_floating_point() and x.dtype != dtype else x
 
 
-def _take_apart(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None = None,
-                label_key: str | None = None) -> Split:
+def _take_apart(
+    wrapped: WrappedModel, batch: Any, order: Sequence[str] | None = None, label_key: str | None = None
+) -> Split:
     names = wrapped.names
     if isinstance(batch, Mapping):
         missing = [m for m in names if m not in batch]
         if missing:
-            raise ValueError(f"the batch has no modality {', '.join(missing)}; its keys are "
-                             f"{', '.join(map(str, batch))} and the declared modalities {', '.join(names)}")
+            raise ValueError(
+                f"the batch has no modality {', '.join(missing)}; its keys are "
+                f"{', '.join(map(str, batch))} and the declared modalities {', '.join(names)}"
+            )
         keys = [label_key] if label_key else [k for k in LABEL_KEYS if k in batch]
         if label_key and label_key not in batch:
             raise ValueError(f"label_key={label_key!r}: the batch has keys {', '.join(map(str, batch))}")
@@ -97,23 +110,29 @@ def _take_apart(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None =
         return Split({m: batch[m] for m in names}, labels, rebuild)
     if isinstance(batch, Tensor):
         if len(names) != 1:
-            raise ValueError(f"a single tensor was given but {len(names)} modalities are declared "
-                             f"({', '.join(names)}); pass a dict or a tuple in the declared order")
+            raise ValueError(
+                f"a single tensor was given but {len(names)} modalities are declared "
+                f"({', '.join(names)}); pass a dict or a tuple in the declared order"
+            )
         return Split({names[0]: batch}, None, lambda adv: adv[names[0]])
     if isinstance(batch, (tuple, list)):
         seq = list(batch)
         if order is None:
             if len(seq) not in (len(names), len(names) + 1):
-                raise ValueError(f"the batch is a {type(batch).__name__} of {len(seq)} but {len(names)} modalities "
-                                 f"are declared ({', '.join(names)}); declare order=(..., '{LABEL}') for its layout")
+                raise ValueError(
+                    f"the batch is a {type(batch).__name__} of {len(seq)} but {len(names)} modalities "
+                    f"are declared ({', '.join(names)}); declare order=(..., '{LABEL}') for its layout"
+                )
             order = list(names) + ([LABEL] if len(seq) == len(names) + 1 else [])
         order = list(order)
         if len(order) != len(seq):
             raise ValueError(f"order={tuple(order)} names {len(order)} entries but the batch has {len(seq)}")
         unknown = [k for k in order if k not in names and k != LABEL]
         if unknown or any(m not in order for m in names):
-            raise ValueError(f"order={tuple(order)} must name every modality ({', '.join(names)}) once and "
-                             f"'{LABEL}' for the labels; unknown: {', '.join(unknown) or 'none'}")
+            raise ValueError(
+                f"order={tuple(order)} must name every modality ({', '.join(names)}) once and "
+                f"'{LABEL}' for the labels; unknown: {', '.join(unknown) or 'none'}"
+            )
         where = {k: i for i, k in enumerate(order)}
         labels = seq[where[LABEL]] if LABEL in where else None
         kind = type(batch)
@@ -128,8 +147,9 @@ def _take_apart(wrapped: WrappedModel, batch: Any, order: Sequence[str] | None =
     raise TypeError(f"a batch must be a dict, a tuple/list or a tensor, got {type(batch).__name__}")
 
 
-def device_batch(wrapped: WrappedModel, raw: Any, order: Sequence[str] | None, label_key: str | None,
-                 dev: torch.device) -> tuple[Split, dict[str, Tensor]]:
+def device_batch(
+    wrapped: WrappedModel, raw: Any, order: Sequence[str] | None, label_key: str | None, dev: torch.device
+) -> tuple[Split, dict[str, Tensor]]:
     """One loader batch split into its modalities, moved to ``dev`` (floating inputs in the model's dtype) and
     checked against the declared shapes."""
     split = split_batch(wrapped, raw, order, label_key)
@@ -143,8 +163,10 @@ def labels_of(split: Split, labels: Any) -> Tensor:
     """The batch's labels (``labels`` when given, else those found in the batch) as checked class indices."""
     y = labels if labels is not None else split.labels
     if y is None:
-        raise ValueError(f"no labels: pass labels=..., put them in the batch under one of {', '.join(LABEL_KEYS)} "
-                         f"(or label_key=), or declare their place with order=(..., '{LABEL}')")
+        raise ValueError(
+            f"no labels: pass labels=..., put them in the batch under one of {', '.join(LABEL_KEYS)} "
+            f"(or label_key=), or declare their place with order=(..., '{LABEL}')"
+        )
     return class_indices(y, samples_in(split.inputs), "labels")
 
 
@@ -153,8 +175,9 @@ def class_indices(value: Any, n: int, what: str) -> Tensor:
     try:
         y = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{what} must be class indices (a 1-D integer tensor, array or list), got "
-                        f"{type(value).__name__}") from None
+        raise TypeError(
+            f"{what} must be class indices (a 1-D integer tensor, array or list), got {type(value).__name__}"
+        ) from None
     if y.dim() != 1 or y.dtype.is_floating_point or y.is_complex() or y.dtype == torch.bool:
         raise ValueError(f"{what} must be a 1-D tensor of class indices, got {y.dtype} {tuple(y.shape)}")
     if y.shape[0] != n:
@@ -168,8 +191,10 @@ def check_classes(y: Tensor, classes: int, what: str = "labels") -> None:
     """Class indices ``y`` within the ``classes`` logits the model gives (cross-entropy would fail on an index)."""
     top = int(y.max())
     if top >= classes:
-        raise ValueError(f"{what} hold class {top} but the model gives {classes} logits per sample (classes 0 to "
-                         f"{classes - 1}); fix the {what} or the model's number of outputs")
+        raise ValueError(
+            f"{what} hold class {top} but the model gives {classes} logits per sample (classes 0 to "
+            f"{classes - 1}); fix the {what} or the model's number of outputs"
+        )
 
 
 def num_classes(wrapped: WrappedModel, inputs: Mapping[str, Tensor]) -> int:
@@ -200,5 +225,19 @@ def restored_modes(model: nn.Module) -> Iterator[None]:
             module.training = flag
 
 
-__all__ = ["LABEL_KEYS", "LABEL", "Split", "split_batch", "samples_in", "model_dtype", "as_model_dtype", "device_batch",
-           "labels_of", "class_indices", "check_classes", "num_classes", "model_device", "restored_modes"]
+__all__ = [
+    "LABEL_KEYS",
+    "LABEL",
+    "Split",
+    "split_batch",
+    "samples_in",
+    "model_dtype",
+    "as_model_dtype",
+    "device_batch",
+    "labels_of",
+    "class_indices",
+    "check_classes",
+    "num_classes",
+    "model_device",
+    "restored_modes",
+]

@@ -1,14 +1,16 @@
 """Clean and robust accuracy over an ε grid straight from the user's loader (:func:`evaluate`), as the tidy rows
 the CLI writes: a thin layer over the suite's one attack loop (``bench.evaluate.robust_accuracy``) and its one
 place for rows (``bench.results.clean_row`` / ``attack_rows``)."""
+
 from __future__ import annotations
 
 import hashlib
 import numbers
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,8 +71,14 @@ class _OnePass:
     counted when it is first read; the first :data:`FLAG_SAMPLES` samples are kept for the validity checks, and
     every batch (on the CPU) when ``replay`` asks a later measurement to read them again."""
 
-    def __init__(self, wrapped: WrappedModel, loader: Iterable[Any], order: Sequence[str] | None,
-                 label_key: str | None, device: torch.device) -> None:
+    def __init__(
+        self,
+        wrapped: WrappedModel,
+        loader: Iterable[Any],
+        order: Sequence[str] | None,
+        label_key: str | None,
+        device: torch.device,
+    ) -> None:
         self.wrapped, self.order, self.label_key, self.device = wrapped, order, label_key, device
         self._raw = iter(loader)
         self._first: tuple[Batch, Tensor] | None = None
@@ -127,16 +135,32 @@ class _OnePass:
     def flag_split(self) -> TensorSplit:
         """The first :data:`FLAG_SAMPLES` samples, for ``bench.flags.check_attack``."""
         names = self.wrapped.names
-        return TensorSplit({m: torch.cat([b[m] for b, _ in self.kept])[:FLAG_SAMPLES] for m in names},
-                           torch.cat([y for _, y in self.kept])[:FLAG_SAMPLES])
+        return TensorSplit(
+            {m: torch.cat([b[m] for b, _ in self.kept])[:FLAG_SAMPLES] for m in names},
+            torch.cat([y for _, y in self.kept])[:FLAG_SAMPLES],
+        )
 
 
-def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "autoattack",
-             modality: str | Sequence[str] = ALL_MODALITIES, eps: float | Sequence[float] | None = None,
-             norm: str | None = None, joint: bool = True, label: str = "model", dataset: str = "custom",
-             seed: int = 0, order: Sequence[str] | None = None, label_key: str | None = None,
-             results: str | None = None, check_flags: bool = True, device: str | torch.device | None = None,
-             progress: bool = False, **options: Any) -> pd.DataFrame:
+def evaluate(
+    model: WrappedModel,
+    loader: Iterable[Any],
+    *,
+    attack: Any = "autoattack",
+    modality: str | Sequence[str] = ALL_MODALITIES,
+    eps: float | Sequence[float] | None = None,
+    norm: str | None = None,
+    joint: bool = True,
+    label: str = "model",
+    dataset: str = "custom",
+    seed: int = 0,
+    order: Sequence[str] | None = None,
+    label_key: str | None = None,
+    results: str | None = None,
+    check_flags: bool = True,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> pd.DataFrame:
     """Clean and robust accuracy over an ε grid, from the user's own loader (RobustBench's ``benchmark()`` for
     multi-modal models; ``mmr.benchmark`` is an alias).
 
@@ -193,16 +217,20 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "autoa
         sets: list[tuple[Any, Attack, ThreatModel, Attack | None]] = []
         name = ""
         for choice in choices:
-            atk, threat, name = build(wrapped, attack, choice, grid[0] if grid else None, norm, joint, seed,
-                                      options, False, require_eps=False)
+            atk, threat, name = build(
+                wrapped, attack, choice, grid[0] if grid else None, norm, joint, seed, options, False, require_eps=False
+            )
             if not grid:  # neither the caller nor the library gave ε: the suite's default grid of the norm
                 grid = _eps_grid(default_eps(threat.norm), None)
             if threat.targeted:
                 raise ValueError("evaluate measures untargeted robustness; build the attack without targeted mode")
             if not atk.norm_bounded:
                 grid = [0.0]
-            fgm = (build_attack("fgm", wrapped.specs, seed=seed)
-                   if check_flags and name in FGM_CHECKED and threat.norm == "l2" else None)
+            fgm = (
+                build_attack("fgm", wrapped.specs, seed=seed)
+                if check_flags and name in FGM_CHECKED and threat.norm == "l2"
+                else None
+            )
             sets.append((choice, atk, threat.with_eps(grid[0]), fgm))
         source.replay = len(sets) > 1 or any(fgm is not None for *_, fgm in sets)
         measured_sets = []
@@ -210,31 +238,52 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "autoa
             measured = robust_accuracy(wrapped, source.batches(), atk, threat, grid, 0, dev, progress)
             fgm_measured = None
             if fgm is not None:
-                fgm_measured = [Measurement(m.eps, m.correct, m.n, 0.0)
-                                for m in robust_accuracy(wrapped, source.batches(), fgm, threat, grid, 0, dev)]
+                fgm_measured = [
+                    Measurement(m.eps, m.correct, m.n, 0.0)
+                    for m in robust_accuracy(wrapped, source.batches(), fgm, threat, grid, 0, dev)
+                ]
             measured_sets.append((modality_label(choice, threat), atk, threat, measured, fgm_measured))
         small = source.flag_split() if check_flags else None
         per_set: dict[str, list[Measurement]] = {}
         set_flags: dict[str, list] = {}
         for set_label, atk, threat, measured, fgm_measured in measured_sets:
             per_set[set_label] = measured
-            set_flags[set_label] = (check_attack(wrapped, small, atk, threat, grid, measured, dev, fgm=fgm_measured)
-                                    if small is not None else [])
+            set_flags[set_label] = (
+                check_attack(wrapped, small, atk, threat, grid, measured, dev, fgm=fgm_measured)
+                if small is not None
+                else []
+            )
     common = _common(wrapped, label, dataset, seed, dev)
     norm_used = sets[0][2].norm
     clean = source.clean()
     rows = [clean_row(clean, norm=norm_used, flags=clean_row_flags(clean), common=common)]
     for set_label, atk, _, measured, _ in measured_sets:
-        rows += attack_rows(measured, attack=name, attack_config=atk.describe(), library=atk.library,
-                            library_version=atk.library_version, modality=set_label, norm=norm_used,
-                            norm_bounded=atk.norm_bounded, flags_at=partial(row_flags, set_flags[set_label]),
-                            common=common)
+        rows += attack_rows(
+            measured,
+            attack=name,
+            attack_config=atk.describe(),
+            library=atk.library,
+            library_version=atk.library_version,
+            modality=set_label,
+            norm=norm_used,
+            norm_bounded=atk.norm_bounded,
+            flags_at=partial(row_flags, set_flags[set_label]),
+            common=common,
+        )
     if modality == ANY:
         first = sets[0][1]
-        rows += attack_rows(combine_any(per_set), attack=name, attack_config=first.describe(), library=first.library,
-                            library_version=first.library_version, modality=ANY, norm=norm_used,
-                            norm_bounded=first.norm_bounded, common=common,
-                            flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}))
+        rows += attack_rows(
+            combine_any(per_set),
+            attack=name,
+            attack_config=first.describe(),
+            library=first.library,
+            library_version=first.library_version,
+            modality=ANY,
+            norm=norm_used,
+            norm_bounded=first.norm_bounded,
+            common=common,
+            flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}),
+        )
     if results is not None:
         append_rows(results, rows)
     return rows_frame(rows)
@@ -242,9 +291,15 @@ def evaluate(model: WrappedModel, loader: Iterable[Any], *, attack: Any = "autoa
 
 def _common(wrapped: WrappedModel, label: str, dataset: str, seed: int, dev: torch.device) -> dict[str, Any]:
     """The columns every row of one :func:`evaluate` call shares: who measured what, where."""
-    common: dict[str, Any] = dict(dataset=dataset, defense=label, seed=seed,
-                                  checkpoint_sha256=state_dict_sha256(wrapped.model),
-                                  config_hash=wrapped.config_hash(), device=str(dev), suite_version=__version__)
+    common: dict[str, Any] = dict(
+        dataset=dataset,
+        defense=label,
+        seed=seed,
+        checkpoint_sha256=state_dict_sha256(wrapped.model),
+        config_hash=wrapped.config_hash(),
+        device=str(dev),
+        suite_version=__version__,
+    )
     dtypes = sorted({str(p.dtype).replace("torch.", "") for p in wrapped.parameters() if p.is_floating_point()})
     provenance = {"label": label, "dtype": "+".join(dtypes) or "none"}
     fields = ResultRow.__dataclass_fields__

@@ -1,4 +1,5 @@
 """The rows of :func:`~mmrobust_bench.plug.evaluate` as the Markdown table the CLI prints."""
+
 from __future__ import annotations
 
 import pandas as pd
