@@ -15,6 +15,7 @@ samples the two disagree on. ``leaderboard_hours``: the extrapolated CPU hours o
 a 15-entry × 3-seed leaderboard on one core. CPU time (not wall time) so that other jobs on a shared machine
 do not inflate it; ``--threads`` intra-op threads (default 1, as the leaderboards run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,17 +37,26 @@ ATTACKS = (("pgd_l2", {}), ("autoattack", {"version": "fast"}), ("autoattack", {
 LEADERBOARD_MODELS = 15 * 3
 
 
-def measure(dataset: str, *, defense: str, samples: int, eps: float, root: Path, data_root: str | None,
-            batch_size: int) -> dict:
+def measure(
+    dataset: str, *, defense: str, samples: int, eps: float, root: Path, data_root: str | None, batch_size: int
+) -> dict:
     options = {"data_root": data_root} if data_root else {}
-    trained = train_defense(defense, dataset=dataset, seed=0, dataset_options=options, root=root, device="cpu",
-                            progress=False)
+    trained = train_defense(
+        defense, dataset=dataset, seed=0, dataset_options=options, root=root, device="cpu", progress=False
+    )
     ds = trained.dataset  # type: ignore[attr-defined]
     test = ds.test.subset(torch.arange(min(samples, len(ds.test))))
     scale = len(ds.test) / len(test)
     sets = threat_sets([s.name for s in ds.specs])
-    out: dict = {"dataset": dataset, "defense": defense, "checkpoint_sha256": trained.sha256, "eps": eps,
-                 "samples": len(test), "test_samples": len(ds.test), "attacks": {}}
+    out: dict = {
+        "dataset": dataset,
+        "defense": defense,
+        "checkpoint_sha256": trained.sha256,
+        "eps": eps,
+        "samples": len(test),
+        "test_samples": len(ds.test),
+        "attacks": {},
+    }
     outcomes: dict[str, dict] = {}
     for name, options_ in ATTACKS:
         key = name if not options_ else f"{name}:{options_['version']}"
@@ -58,46 +68,80 @@ def measure(dataset: str, *, defense: str, samples: int, eps: float, root: Path,
             measured = robust_accuracy(trained.model, test, atk, threat, [eps], batch_size, torch.device("cpu"))
             seconds = time.process_time() - start
             per_set[choice] = measured
-            rows[choice] = {"accuracy": measured[0].accuracy, "seconds": round(seconds, 2),
-                            "seconds_per_model": round(seconds * scale, 1),
-                            "breaks": (measured[0].details or {}).get("breaks")}
+            rows[choice] = {
+                "accuracy": measured[0].accuracy,
+                "seconds": round(seconds, 2),
+                "seconds_per_model": round(seconds * scale, 1),
+                "breaks": (measured[0].details or {}).get("breaks"),
+            }
         any_measured = combine_any(per_set)[0]
-        rows[ANY] = {"accuracy": any_measured.accuracy, "seconds": round(sum(r["seconds"] for r in rows.values()), 2),
-                     "seconds_per_model": round(sum(r["seconds_per_model"] for r in rows.values()), 1)}
+        rows[ANY] = {
+            "accuracy": any_measured.accuracy,
+            "seconds": round(sum(r["seconds"] for r in rows.values()), 2),
+            "seconds_per_model": round(sum(r["seconds_per_model"] for r in rows.values()), 1),
+        }
         outcomes[key] = {s: per_set[s][0].outcomes for s in sets} | {ANY: any_measured.outcomes}
         out["attacks"][key] = rows
-    out["gap"] = {s: {"accuracy": round(out["attacks"]["autoattack:standard"][s]["accuracy"]
-                                        - out["attacks"]["autoattack:fast"][s]["accuracy"], 4),
-                      "samples_disagreeing": int((outcomes["autoattack:standard"][s]
-                                                  != outcomes["autoattack:fast"][s]).sum())}
-                  for s in [*sets, ANY]}
-    out["leaderboard_hours"] = {key: round(rows[ANY]["seconds_per_model"] * LEADERBOARD_MODELS / 3600, 2)
-                                for key, rows in out["attacks"].items()}
+    out["gap"] = {
+        s: {
+            "accuracy": round(
+                out["attacks"]["autoattack:standard"][s]["accuracy"] - out["attacks"]["autoattack:fast"][s]["accuracy"],
+                4,
+            ),
+            "samples_disagreeing": int((outcomes["autoattack:standard"][s] != outcomes["autoattack:fast"][s]).sum()),
+        }
+        for s in [*sets, ANY]
+    }
+    out["leaderboard_hours"] = {
+        key: round(rows[ANY]["seconds_per_model"] * LEADERBOARD_MODELS / 3600, 2)
+        for key, rows in out["attacks"].items()
+    }
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", action="append", choices=("synthav", "avdigits"),
-                        help="dataset(s) to measure (repeat the option; default synthav)")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        choices=("synthav", "avdigits"),
+        help="dataset(s) to measure (repeat the option; default synthav)",
+    )
     parser.add_argument("--defense", default="jt")
     parser.add_argument("--samples", type=int, default=200, help="test samples attacked (default: 200)")
     parser.add_argument("--eps", type=float, default=0.5, help="the headline ℓ2 radius (default: 0.5)")
-    parser.add_argument("--data-root", default=os.environ.get("MMROBUST_FSDD_ROOT"),
-                        help="FSDD recordings for avdigits (default: $MMROBUST_FSDD_ROOT)")
+    parser.add_argument(
+        "--data-root",
+        default=os.environ.get("MMROBUST_FSDD_ROOT"),
+        help="FSDD recordings for avdigits (default: $MMROBUST_FSDD_ROOT)",
+    )
     parser.add_argument("--root", type=Path, default=Path("runs"), help="checkpoint and dataset cache (default: runs)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"benchmark": "autoattack_cost", "threads": args.threads, "torch": torch.__version__,
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(),
-              "processor": platform.processor(), "datasets": []}
+    result = {
+        "benchmark": "autoattack_cost",
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "datasets": [],
+    }
     for dataset in args.dataset or ["synthav"]:
-        result["datasets"].append(measure(dataset, defense=args.defense, samples=args.samples, eps=args.eps,
-                                          root=args.root, data_root=args.data_root if dataset == "avdigits" else None,
-                                          batch_size=args.batch_size))
+        result["datasets"].append(
+            measure(
+                dataset,
+                defense=args.defense,
+                samples=args.samples,
+                eps=args.eps,
+                root=args.root,
+                data_root=args.data_root if dataset == "avdigits" else None,
+                batch_size=args.batch_size,
+            )
+        )
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

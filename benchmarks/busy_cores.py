@@ -13,6 +13,7 @@ shards. Each row records the 1-minute load average and the kernel's other runnab
 a shared machine an "idle" row is only as idle as those say). Prints one JSON object. Usage:
 ``python benchmarks/busy_cores.py [--n-train 2048] [--epochs 3]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,13 @@ def run_once(threads: int | str, policy: str | None, root: str, n_train: int, ep
     if policy is not None:
         name, value = policy.split("=", 1)
         env[name] = value
-    out = subprocess.run([sys.executable, "-c", WORKLOAD, str(threads), root, str(n_train), str(epochs)],
-                         check=True, env=env, capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", WORKLOAD, str(threads), root, str(n_train), str(epochs)],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     return float(out[-2]), int(out[-1])
 
 
@@ -87,8 +93,13 @@ def cpu_model() -> str:
 # threads 0 = torch's default (one per core); GOMP_SPINCOUNT: how long libgomp's idle threads spin before they
 # sleep (OMP_WAIT_POLICY=PASSIVE: not at all); auto: the CLI without --threads
 SETTINGS: dict[str, tuple[int | str, str | None]] = {
-    "default": (0, None), "passive": (0, "OMP_WAIT_POLICY=PASSIVE"), "spin10000": (0, "GOMP_SPINCOUNT=10000"),
-    "spin100000": (0, "GOMP_SPINCOUNT=100000"), "threads1": (1, None), "auto": ("auto", None)}
+    "default": (0, None),
+    "passive": (0, "OMP_WAIT_POLICY=PASSIVE"),
+    "spin10000": (0, "GOMP_SPINCOUNT=10000"),
+    "spin100000": (0, "GOMP_SPINCOUNT=100000"),
+    "threads1": (1, None),
+    "auto": ("auto", None),
+}
 
 
 def main() -> None:
@@ -96,11 +107,18 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--busy", type=int, default=os.cpu_count() or 1, help="background processes when busy")
-    parser.add_argument("--idle-repeats", type=int, default=1,
-                        help="runs of each setting on idle cores; the row keeps the fastest (on a shared machine the "
-                             "least disturbed) and lists all")
-    parser.add_argument("--settings", default=",".join(SETTINGS),
-                        help=f"comma-separated settings to measure, of {', '.join(SETTINGS)} (default: all)")
+    parser.add_argument(
+        "--idle-repeats",
+        type=int,
+        default=1,
+        help="runs of each setting on idle cores; the row keeps the fastest (on a shared machine the "
+        "least disturbed) and lists all",
+    )
+    parser.add_argument(
+        "--settings",
+        default=",".join(SETTINGS),
+        help=f"comma-separated settings to measure, of {', '.join(SETTINGS)} (default: all)",
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
     unknown = [n for n in names if n not in SETTINGS]
@@ -126,24 +144,60 @@ def main() -> None:
                         runs[i].append((round(seconds, 2), used, round(load_1min, 2), others))
                 for (threads, policy), setting_runs in zip(configs, runs):
                     seconds, used, load_1min, others = min(setting_runs, key=lambda run: run[0])
-                    rows.append({"cores": load, "threads": used, "requested_threads": threads or "default",
-                                 "openmp_env": policy or "unset", "train_seconds": seconds,
-                                 "load_1min_before": load_1min, "other_runnable_before": others,
-                                 **({"runs": [dict(zip(("train_seconds", "threads", "load_1min_before",
-                                                        "other_runnable_before"), r)) for r in setting_runs]}
-                                    if len(setting_runs) > 1 else {})})
+                    rows.append(
+                        {
+                            "cores": load,
+                            "threads": used,
+                            "requested_threads": threads or "default",
+                            "openmp_env": policy or "unset",
+                            "train_seconds": seconds,
+                            "load_1min_before": load_1min,
+                            "other_runnable_before": others,
+                            **(
+                                {
+                                    "runs": [
+                                        dict(
+                                            zip(
+                                                (
+                                                    "train_seconds",
+                                                    "threads",
+                                                    "load_1min_before",
+                                                    "other_runnable_before",
+                                                ),
+                                                r,
+                                            )
+                                        )
+                                        for r in setting_runs
+                                    ]
+                                }
+                                if len(setting_runs) > 1
+                                else {}
+                            ),
+                        }
+                    )
             finally:
                 for p in procs:
                     p.kill()
                     p.wait()
-    print(json.dumps({
-        "benchmark": "busy_cores", "workload": f"train jt, synthav n_train={args.n_train}, {args.epochs} epoch(s)",
-        "busy_processes": args.busy, "rows": rows, "date": time.strftime("%Y-%m-%d"),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "busy_cores",
+                "workload": f"train jt, synthav n_train={args.n_train}, {args.epochs} epoch(s)",
+                "busy_processes": args.busy,
+                "rows": rows,
+                "date": time.strftime("%Y-%m-%d"),
+                "load_average_before": [round(x, 2) for x in load_before],
+                "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "cpu_count": os.cpu_count(),
+                "cpu_model": cpu_model(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

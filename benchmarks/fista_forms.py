@@ -8,6 +8,7 @@ attack through MSEFM does. Reports process CPU seconds of the forward and the ba
 ``--repeats`` interleaved runs after one warm-up each) and the relative differences between the two forms' codes
 and input gradients (float32 rounding, amplified by the iterations).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,15 +61,29 @@ def main() -> None:
     (c_res, g_res), (c_gram, g_gram) = out["residual"], out["gram"]
     median = {f: {k: statistics.median(v) for k, v in t.items()} for f, t in times.items()}
     total = {f: m["forward"] + m["backward"] for f, m in median.items()}
-    print(json.dumps({
-        "benchmark": "fista_forms", "dim": args.dim, "atoms": args.atoms, "batch": args.batch,
-        "iterations": args.iterations, "repeats": args.repeats, "threads": args.threads,
-        "cpu_seconds_median": median, "speedup_residual_over_gram": total["gram"] / total["residual"],
-        "codes_relative_difference": float((c_res - c_gram).norm() / c_gram.norm()),
-        "input_gradient_relative_difference": float((g_res - g_gram).norm() / g_gram.norm()),
-        "torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(), "loadavg_1min_at_end": os.getloadavg()[0],
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "fista_forms",
+                "dim": args.dim,
+                "atoms": args.atoms,
+                "batch": args.batch,
+                "iterations": args.iterations,
+                "repeats": args.repeats,
+                "threads": args.threads,
+                "cpu_seconds_median": median,
+                "speedup_residual_over_gram": total["gram"] / total["residual"],
+                "codes_relative_difference": float((c_res - c_gram).norm() / c_gram.norm()),
+                "input_gradient_relative_difference": float((g_res - g_gram).norm() / g_gram.norm()),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "processor": platform.processor() or None,
+                "cpu_count": os.cpu_count(),
+                "loadavg_1min_at_end": os.getloadavg()[0],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,15 +20,17 @@ Usage: ``python benchmarks/gpu.py [--out benchmarks/results/gpu-<name>.json] [--
 ``--quick`` shrinks shapes and iterations so the script itself is tested on the CPU (its numbers then
 mean nothing). Runs in well under 5 minutes on one H100.
 """
+
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +64,10 @@ QUICK = Shapes(frames=2, image=32, fbank=(64, 32), classes=5, batch=4, feature_d
 
 
 def specs_for(s: Shapes) -> tuple[ModalitySpec, ...]:
-    return (ModalitySpec("v", (3, s.frames, s.image, s.image), (-3.0,) * 3, (3.0,) * 3), ModalitySpec("a", (1,) + s.fbank))
+    return (
+        ModalitySpec("v", (3, s.frames, s.image, s.image), (-3.0,) * 3, (3.0,) * 3),
+        ModalitySpec("a", (1,) + s.fbank),
+    )
 
 
 class ReferenceOrthHead(CRMTHead):
@@ -75,7 +80,7 @@ class ReferenceOrthHead(CRMTHead):
             for m, w in zip(self.names, self.weight.float().split(self.dims, dim=1)):
                 rows = []
                 for k in range(w.shape[0]):
-                    z = w[k:k + 1] - w[k:k + 1].mean()
+                    z = w[k : k + 1] - w[k : k + 1].mean()
                     u, sv, _ = torch.linalg.svd(z @ z.t())
                     rows.append(u @ torch.diag(sv.rsqrt()) @ u.t() @ z)
                 out[m] = torch.cat(rows, 0)
@@ -84,8 +89,9 @@ class ReferenceOrthHead(CRMTHead):
 
 def make_model(s: Shapes, head: str, device: torch.device, reference_head: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    model = build_model(specs_for(s), s.classes, {"v": "resnet18_visual", "a": "resnet18_audio"}, head=head,
-                        feature_dim=s.feature_dim)
+    model = build_model(
+        specs_for(s), s.classes, {"v": "resnet18_visual", "a": "resnet18_audio"}, head=head, feature_dim=s.feature_dim
+    )
     if reference_head:
         ref = ReferenceOrthHead(model.head.names, model.head.dims, s.classes)
         ref.load_state_dict(model.head.state_dict())
@@ -129,8 +135,9 @@ def peak_gib(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
 
 
-def train_step_rate(s: Shapes, device: torch.device, head: str, *, tuned: bool, compile_: bool,
-                    reference_head: bool = False) -> dict:
+def train_step_rate(
+    s: Shapes, device: torch.device, head: str, *, tuned: bool, compile_: bool, reference_head: bool = False
+) -> dict:
     cfg = TrainConfig(precision="bf16" if tuned else "fp32", channels_last=tuned, compile=compile_)
     model = speed_setup(make_model(s, head, device, reference_head), cfg).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -149,9 +156,14 @@ def train_step_rate(s: Shapes, device: torch.device, head: str, *, tuned: bool, 
 
     peak_reset(device)
     seconds = timed(step, s, device)
-    return {"ms_per_step": round(1e3 * seconds, 3), "samples_per_s": round(s.batch / seconds, 1),
-            "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": compile_,
-            "peak_gib": peak_gib(device)}
+    return {
+        "ms_per_step": round(1e3 * seconds, 3),
+        "samples_per_s": round(s.batch / seconds, 1),
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "compile": compile_,
+        "peak_gib": peak_gib(device),
+    }
 
 
 def fit(model: nn.Module, s: Shapes, device: torch.device, steps: int) -> None:
@@ -180,7 +192,7 @@ def pgd_section(s: Shapes, device: torch.device, fit_steps: int, eval_batches: i
         if precision == "bf16":
             speed_setup(model, TrainConfig(channels_last=True))
         peak_reset(device)
-        seconds = timed(lambda: attack(model, x, y, threat), s, device)
+        seconds = timed(functools.partial(attack, model, x, y, threat), s, device)
         correct = total = 0
         for b in range(eval_batches):
             xb, yb = templated_data(s, s.batch, device, seed=1000 + b)
@@ -188,11 +200,23 @@ def pgd_section(s: Shapes, device: torch.device, fit_steps: int, eval_batches: i
             with torch.no_grad():
                 correct += int((model({**xb, **adv}).logits.argmax(1) == yb).sum())
             total += yb.numel()
-        out[precision] = {"ms_per_batch": round(1e3 * seconds, 3), "samples_per_s": round(s.batch / seconds, 1),
-                          "robust_accuracy": round(correct / total, 4), "n": total, "peak_gib": peak_gib(device)}
+        out[precision] = {
+            "ms_per_batch": round(1e3 * seconds, 3),
+            "samples_per_s": round(s.batch / seconds, 1),
+            "robust_accuracy": round(correct / total, 4),
+            "n": total,
+            "peak_gib": peak_gib(device),
+        }
     with torch.no_grad():
-        clean = sum(int((model(templated_data(s, s.batch, device, seed=1000 + b)[0]).logits.argmax(1)
-                         == templated_data(s, s.batch, device, seed=1000 + b)[1]).sum()) for b in range(eval_batches))
+        clean = sum(
+            int(
+                (
+                    model(templated_data(s, s.batch, device, seed=1000 + b)[0]).logits.argmax(1)
+                    == templated_data(s, s.batch, device, seed=1000 + b)[1]
+                ).sum()
+            )
+            for b in range(eval_batches)
+        )
     out["clean_accuracy"] = round(clean / (eval_batches * s.batch), 4)
     out["bf16_speedup"] = round(out["bf16"]["samples_per_s"] / out["fp32"]["samples_per_s"], 3)
     out["accuracy_gap_points"] = round(100 * abs(out["bf16"]["robust_accuracy"] - out["fp32"]["robust_accuracy"]), 2)
@@ -206,9 +230,14 @@ def lipschitz_section(s: Shapes, device: torch.device) -> dict:
     peak_reset(device)
     batched = timed(lambda: batch_unimodal_gradient_norms(model, x, mods), s, device)
     reference = timed(lambda: _official_batch(model, x, mods), s, device)
-    return {"samples": x["v"].shape[0], "classes": s.classes, "batched_ms": round(1e3 * batched, 3),
-            "reference_loop_ms": round(1e3 * reference, 3), "speedup": round(reference / batched, 2),
-            "peak_gib": peak_gib(device)}
+    return {
+        "samples": x["v"].shape[0],
+        "classes": s.classes,
+        "batched_ms": round(1e3 * batched, 3),
+        "reference_loop_ms": round(1e3 * reference, 3),
+        "speedup": round(reference / batched, 2),
+        "peak_gib": peak_gib(device),
+    }
 
 
 def msefm_section(s: Shapes, device: torch.device, memory_size: int) -> dict:
@@ -240,11 +269,18 @@ def msefm_section(s: Shapes, device: torch.device, memory_size: int) -> dict:
     stats_1: dict = {}
     stats_16: dict = {}
     same = all(torch.equal(a, b) for a, b in zip(code_and_grad(1, stats_1), code_and_grad(16, stats_16)))
-    return {"memory": [s.feature_dim, memory_size], "batch": s.batch, "max_iter": 200,
-            "iterations_every_1": stats_1["iterations"], "iterations_every_16": stats_16["iterations"],
-            "check_every_1_ms": round(1e3 * every, 3), "check_every_16_ms": round(1e3 * sixteen, 3),
-            "speedup": round(every / sixteen, 2), "identical_codes_and_gradients": same,
-            "peak_gib": peak_gib(device)}
+    return {
+        "memory": [s.feature_dim, memory_size],
+        "batch": s.batch,
+        "max_iter": 200,
+        "iterations_every_1": stats_1["iterations"],
+        "iterations_every_16": stats_16["iterations"],
+        "check_every_1_ms": round(1e3 * every, 3),
+        "check_every_16_ms": round(1e3 * sixteen, 3),
+        "speedup": round(every / sixteen, 2),
+        "identical_codes_and_gradients": same,
+        "peak_gib": peak_gib(device),
+    }
 
 
 def main() -> None:
@@ -261,17 +297,30 @@ def main() -> None:
     start = time.perf_counter()
     result: dict = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "shapes": {"visual": [3, s.frames, s.image, s.image], "audio": [1, *s.fbank], "classes": s.classes,
-                   "batch": s.batch}, "quick": args.quick,
-        "reference_anchors_h100": {"jt_samples_per_s": 825, "crmt_samples_per_s": 375, "pgd4_ms_per_batch_concat": 107,
-                                   "lipschitz_ms_concat": 329, "lipschitz_ms_orth": 1044},
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "shapes": {
+            "visual": [3, s.frames, s.image, s.image],
+            "audio": [1, *s.fbank],
+            "classes": s.classes,
+            "batch": s.batch,
+        },
+        "quick": args.quick,
+        "reference_anchors_h100": {
+            "jt_samples_per_s": 825,
+            "crmt_samples_per_s": 375,
+            "pgd4_ms_per_batch_concat": 107,
+            "lipschitz_ms_concat": 329,
+            "lipschitz_ms_orth": 1044,
+        },
     }
     train: dict = {}
     train["jt_reference_style"] = train_step_rate(s, device, "concat", tuned=False, compile_=False)
     train["jt_tuned"] = train_step_rate(s, device, "concat", tuned=True, compile_=False)
-    train["crmt_reference_svd_loop"] = train_step_rate(s, device, "crmt", tuned=False, compile_=False,
-                                                       reference_head=True)
+    train["crmt_reference_svd_loop"] = train_step_rate(
+        s, device, "crmt", tuned=False, compile_=False, reference_head=True
+    )
     train["crmt_tuned"] = train_step_rate(s, device, "crmt", tuned=True, compile_=False)
     if args.compile:
         train["jt_tuned_compiled"] = train_step_rate(s, device, "concat", tuned=True, compile_=True)

@@ -7,6 +7,7 @@ separately), and a JT forward/backward/SGD step of the ResNet-18 encoders on the
 Prints one JSON object. Usage:
 ``python benchmarks/loader_throughput.py [--clips 48] [--image-size 112] [--workers 2] [--device auto]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,16 @@ def make_fixture(root: Path, clips: int, frames: int, height: int, width: int, s
         audio = root / "audio" / split / f"{cid}.npy"
         audio.parent.mkdir(parents=True, exist_ok=True)
         np.save(audio, rng.standard_normal((1024, 128)).astype(np.float32))
-        rows.append({"id": cid, "label": f"class{k % 4}", "split": split, "frames": f"frames/{split}/{cid}",
-                     "audio": f"audio/{split}/{cid}.npy", "n_frames": frames})
+        rows.append(
+            {
+                "id": cid,
+                "label": f"class{k % 4}",
+                "split": split,
+                "frames": f"frames/{split}/{cid}",
+                "audio": f"audio/{split}/{cid}.npy",
+                "n_frames": frames,
+            }
+        )
     with open(root / "manifest.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -59,7 +68,7 @@ def epoch_rate(split, batch_size: int, device: torch.device, repeats: int) -> fl
     n = 0
     start = time.perf_counter()
     for _ in range(repeats):
-        for batch, labels in split.batches(batch_size, shuffle=True, generator=gen, device=device):
+        for _batch, labels in split.batches(batch_size, shuffle=True, generator=gen, device=device):
             n += labels.shape[0]
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -122,19 +131,34 @@ def main() -> None:
         cache_bytes = sum(p.stat().st_size for p in (root / "runs").rglob("*.npy"))
         cached_rate = epoch_rate(cached.train, args.batch_size, device, args.repeats)
         step_rate = train_step_rate(cached, args.batch_size, device, args.feature_dim, args.steps)
-        print(json.dumps({
-            "benchmark": "loader_throughput", "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "clips_train": len(cached.train), "frames_per_clip": args.frames, "orig_frame": [height, width],
-            "image_size": args.image_size, "batch_size": args.batch_size, "workers": cached.train.source.opts.workers,
-            "loader_cold_jpeg_samples_per_s": round(cold_rate, 1),
-            "loader_uint8_cache_samples_per_s": round(cached_rate, 1),
-            "cache_speedup": round(cached_rate / cold_rate, 2),
-            "cache_build_seconds": round(build_seconds, 2), "cache_megabytes": round(cache_bytes / 2**20, 1),
-            "train_step_samples_per_s": round(step_rate, 1), "feature_dim": args.feature_dim,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "machine": platform.machine(),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "loader_throughput",
+                    "device": str(device),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                    "clips_train": len(cached.train),
+                    "frames_per_clip": args.frames,
+                    "orig_frame": [height, width],
+                    "image_size": args.image_size,
+                    "batch_size": args.batch_size,
+                    "workers": cached.train.source.opts.workers,
+                    "loader_cold_jpeg_samples_per_s": round(cold_rate, 1),
+                    "loader_uint8_cache_samples_per_s": round(cached_rate, 1),
+                    "cache_speedup": round(cached_rate / cold_rate, 2),
+                    "cache_build_seconds": round(build_seconds, 2),
+                    "cache_megabytes": round(cache_bytes / 2**20, 1),
+                    "train_step_samples_per_s": round(step_rate, 1),
+                    "feature_dim": args.feature_dim,
+                    "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "machine": platform.machine(),
+                },
+                indent=2,
+            )
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 Prints one JSON object. Usage: ``python benchmarks/main_job.py [--defense crmt_at] [--attack pgd_l2]``.
 Runs the real console script in subprocesses so imports and start-up are counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,19 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mmrobust-bench-"))
     exe = shutil.which("mmrobust-bench") or str(Path(sys.executable).with_name("mmrobust-bench"))
-    cmd = [exe, "run", "--defense", args.defense, "--attack", args.attack, "--modality", args.modality,
-           "--root", str(root), "--no-progress"]
+    cmd = [
+        exe,
+        "run",
+        "--defense",
+        args.defense,
+        "--attack",
+        args.attack,
+        "--modality",
+        args.modality,
+        "--root",
+        str(root),
+        "--no-progress",
+    ]
     env = dict(os.environ)
     load_before = os.getloadavg()
     try:
@@ -42,14 +54,25 @@ def main() -> None:
         cached = timed(cmd, env)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps({
-        "benchmark": "main_job", "command": " ".join(["mmrobust-bench"] + cmd[1:-3] + ["--no-progress"]),
-        "cold_seconds": round(cold, 2), "cached_seconds": round(cached, 2),
-        "date": time.strftime("%Y-%m-%d"), "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "python": platform.python_version(), "machine": platform.machine(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "main_job",
+                "command": " ".join(["mmrobust-bench"] + cmd[1:-3] + ["--no-progress"]),
+                "cold_seconds": round(cold, 2),
+                "cached_seconds": round(cached, 2),
+                "date": time.strftime("%Y-%m-%d"),
+                "load_average_before": [round(x, 2) for x in load_before],
+                "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

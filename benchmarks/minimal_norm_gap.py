@@ -11,6 +11,7 @@ the grid four ways: the paper's ℓ2-PGD (4 steps of ε/3, one run per ε, batch
 and DeepFool through the torchattacks adapter (one run, same reading). ``gap_*`` is minimal-norm accuracy minus
 PGD accuracy per ε: positive where the minimal-norm curve is the weaker attack, negative where it is stronger.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,15 @@ def main() -> None:
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="mmrobust-gap-"))
     device = torch.device("cpu")
     start = time.perf_counter()
-    trained = train_defense(args.defense, dataset_options={"n_train": args.n_train, "n_test": args.n_test},
-                            overrides={"epochs": args.epochs} if args.epochs >= 0 else {}, seed=args.seed, root=root,
-                            device="cpu", progress=False)
+    trained = train_defense(
+        args.defense,
+        dataset_options={"n_train": args.n_train, "n_test": args.n_test},
+        overrides={"epochs": args.epochs} if args.epochs >= 0 else {},
+        seed=args.seed,
+        root=root,
+        device="cpu",
+        progress=False,
+    )
     train_seconds = time.perf_counter() - start
     ds = trained.dataset  # type: ignore[attr-defined]
     model = trained.model.eval()
@@ -58,10 +65,14 @@ def main() -> None:
     threat = ThreatModel.parse(args.modality, grid[0], ds.specs)
 
     curves, seconds = {}, {}
-    for label, name, options in (("pgd_l2", "pgd_l2", {}), ("pgd_l2_20steps", "pgd_l2", {"steps": 20, "step_ratio": 1 / 8})):
+    for label, name, options in (
+        ("pgd_l2", "pgd_l2", {}),
+        ("pgd_l2_20steps", "pgd_l2", {"steps": 20, "step_ratio": 1 / 8}),
+    ):
         start = time.perf_counter()
-        measured = robust_accuracy(model, test, build_attack(name, ds.specs, **options), threat, grid,
-                                   args.batch_size, device)
+        measured = robust_accuracy(
+            model, test, build_attack(name, ds.specs, **options), threat, grid, args.batch_size, device
+        )
         seconds[label] = time.perf_counter() - start
         curves[label] = [m.accuracy for m in measured]
     minimal = {}
@@ -70,27 +81,53 @@ def main() -> None:
         minimal_attacks.append(("torchattacks:DeepFool", "torchattacks:DeepFool", {"steps": args.deepfool_steps}))
     for label, name, options in minimal_attacks:
         start = time.perf_counter()
-        found = minimal_norm_curve(model, test, build_attack(name, ds.specs, **options), threat, grid,
-                                   args.batch_size, device)
+        found = minimal_norm_curve(
+            model, test, build_attack(name, ds.specs, **options), threat, grid, args.batch_size, device
+        )
         seconds[label] = time.perf_counter() - start
         curves[label] = [m.accuracy for m in found.measurements]
         finite = found.norms[torch.isfinite(found.norms) & (found.norms > 0)]
-        minimal[label] = {"radius": found.radius, "median_norm": float(finite.median()) if finite.numel() else None,
-                          "not_found": int(torch.isinf(found.norms).sum())}
-    gaps = {f"gap_{m}_minus_{p}": [round(a - b, 4) for a, b in zip(curves[m], curves[p])]
-            for m, _, _ in minimal_attacks for p in ("pgd_l2", "pgd_l2_20steps")}
-    print(json.dumps({
-        "benchmark": "minimal_norm_gap", "dataset": ds.name, "defense": args.defense, "seed": args.seed,
-        "checkpoint_sha256": trained.sha256, "modality": "+".join(threat.modalities),
-        "n_train": args.n_train, "n_test": args.n_test, "evaluated": len(test), "epochs": args.epochs,
-        "train_seconds": round(train_seconds, 1), "cached": trained.cached,
-        "clean_accuracy": clean_accuracy(model, test, args.batch_size, device).accuracy, "eps": grid,
-        "accuracy": {k: [round(a, 4) for a in v] for k, v in curves.items()}, **gaps,
-        "max_abs_gap_fmn_vs_pgd": max(abs(g) for g in gaps["gap_fmn_l2_minus_pgd_l2"]),
-        "minimal_norms": minimal, "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "python": platform.python_version(), "machine": platform.machine(),
-    }, indent=2))
+        minimal[label] = {
+            "radius": found.radius,
+            "median_norm": float(finite.median()) if finite.numel() else None,
+            "not_found": int(torch.isinf(found.norms).sum()),
+        }
+    gaps = {
+        f"gap_{m}_minus_{p}": [round(a - b, 4) for a, b in zip(curves[m], curves[p])]
+        for m, _, _ in minimal_attacks
+        for p in ("pgd_l2", "pgd_l2_20steps")
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "minimal_norm_gap",
+                "dataset": ds.name,
+                "defense": args.defense,
+                "seed": args.seed,
+                "checkpoint_sha256": trained.sha256,
+                "modality": "+".join(threat.modalities),
+                "n_train": args.n_train,
+                "n_test": args.n_test,
+                "evaluated": len(test),
+                "epochs": args.epochs,
+                "train_seconds": round(train_seconds, 1),
+                "cached": trained.cached,
+                "clean_accuracy": clean_accuracy(model, test, args.batch_size, device).accuracy,
+                "eps": grid,
+                "accuracy": {k: [round(a, 4) for a in v] for k, v in curves.items()},
+                **gaps,
+                "max_abs_gap_fmn_vs_pgd": max(abs(g) for g in gaps["gap_fmn_l2_minus_pgd_l2"]),
+                "minimal_norms": minimal,
+                "seconds": {k: round(v, 2) for k, v in seconds.items()},
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ iteration run (``none_tol_0``: no stopping, so only float rounding can differ). 
 feature vectors' codes stopped before ``max_iter`` (the only way the batch enters a code), the largest logit
 difference between the two batch sizes, the predictions that differ, the relative difference of the input
 gradients of the cross-entropy (what a white-box attack follows), and how far the large batch is from running
-every iteration. The model's own settings are restored afterwards and reported as ``stopping`` and ``tol``. The avdigits leaderboard's model, for example:
+every iteration. The model's own settings are restored afterwards and reported as ``stopping`` and ``tol``. The
+avdigits leaderboard's model, for example:
 ``--dataset avdigits --dataset-set data_root=DIR --root leaderboards/avdigits/runs --seed 2 --n 900``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +46,9 @@ def evaluate(model: ExFMemNet, inputs: dict, labels: torch.Tensor, batch: int) -
     try:
         logits, grads = [], {m: [] for m in inputs}
         for start in range(0, len(labels), batch):
-            part = {m: t[start:start + batch].clone().requires_grad_(True) for m, t in inputs.items()}
+            part = {m: t[start : start + batch].clone().requires_grad_(True) for m, t in inputs.items()}
             out = model(part).logits
-            loss = F.cross_entropy(out, labels[start:start + batch], reduction="sum")
+            loss = F.cross_entropy(out, labels[start : start + batch], reduction="sum")
             for m, g in zip(part, torch.autograd.grad(loss, list(part.values()))):
                 grads[m].append(g)
             logits.append(out.detach())
@@ -73,9 +75,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    trained = train_defense("msefm", dataset=args.dataset, seed=args.seed, overrides=key_values(args.set, "--set"),
-                            dataset_options=key_values(args.dataset_set, "--dataset-set"), root=args.root, device="cpu",
-                            progress=False)
+    trained = train_defense(
+        "msefm",
+        dataset=args.dataset,
+        seed=args.seed,
+        overrides=key_values(args.set, "--set"),
+        dataset_options=key_values(args.dataset_set, "--dataset-set"),
+        root=args.root,
+        device="cpu",
+        progress=False,
+    )
     model = trained.model.eval()
     test = trained.dataset.test  # type: ignore[attr-defined]
     n = min(args.n, len(test))
@@ -108,13 +117,29 @@ def main() -> None:
             "accuracy_batch_1": float((one_logits.argmax(1) == labels).float().mean()),
             "accuracy_large_batch": float((big_logits.argmax(1) == labels).float().mean()),
         }
-    print(json.dumps({
-        "benchmark": "msefm_batch_dependence", "dataset": args.dataset, "seed": args.seed, "samples": n,
-        "large_batch": args.batch, "max_iter": model.max_iter, "tol": model.tol, "stopping": model.stopping,
-        "solver": model.solver.__name__,
-        "checkpoint_sha256": trained.sha256, "cached": trained.cached, "rules": rules, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor() or None,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "msefm_batch_dependence",
+                "dataset": args.dataset,
+                "seed": args.seed,
+                "samples": n,
+                "large_batch": args.batch,
+                "max_iter": model.max_iter,
+                "tol": model.tol,
+                "stopping": model.stopping,
+                "solver": model.solver.__name__,
+                "checkpoint_sha256": trained.sha256,
+                "cached": trained.cached,
+                "rules": rules,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "processor": platform.processor() or None,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

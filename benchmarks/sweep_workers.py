@@ -5,6 +5,7 @@ Every mode runs the real console script from a fresh root (the synthav cache is 
 and copied in, so only training and evaluation are timed) with the sweep's thread count pinned to 1 per
 worker; the rows of every mode are checked to be identical to the 1-worker run's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,16 @@ import yaml
 
 
 def sweep_config(seeds: int, n_train: int, n_test: int) -> dict:
-    return {"dataset": "synthav", "dataset_set": {"n_train": n_train, "n_test": n_test}, "seeds": list(range(seeds)),
-            "threads": 1, "set": {"epochs": 1}, "batch_size": 250, "defenses": ["jt"],
-            "grid": [{"attacks": ["pgd_l2"], "modalities": ["a", "v"], "eps": [0.5, 1.0]}]}
+    return {
+        "dataset": "synthav",
+        "dataset_set": {"n_train": n_train, "n_test": n_test},
+        "seeds": list(range(seeds)),
+        "threads": 1,
+        "set": {"epochs": 1},
+        "batch_size": 250,
+        "defenses": ["jt"],
+        "grid": [{"attacks": ["pgd_l2"], "modalities": ["a", "v"], "eps": [0.5, 1.0]}],
+    }
 
 
 def rows(path: Path) -> set:
@@ -63,13 +71,22 @@ def main() -> None:
             if mode == "1":
                 subprocess.run(base + ["--root", str(root)], check=True, env=env, stdout=subprocess.DEVNULL)
             elif mode == "shards":
-                procs = [subprocess.Popen(base + ["--root", str(root), "--shard", f"{i}/2"], env=env,
-                                          stdout=subprocess.DEVNULL) for i in range(2)]
+                procs = [
+                    subprocess.Popen(
+                        base + ["--root", str(root), "--shard", f"{i}/2"], env=env, stdout=subprocess.DEVNULL
+                    )
+                    for i in range(2)
+                ]
                 if any(p.wait() != 0 for p in procs):
                     raise SystemExit("a shard failed")
             elif mode == "ray":
-                subprocess.run(base + ["--root", str(root), "--executor", "ray", "--workers", "2"], check=True,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    base + ["--root", str(root), "--executor", "ray", "--workers", "2"],
+                    check=True,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             else:
                 raise SystemExit(f"unknown mode {mode!r}; valid: 1, shards, ray")
             seconds[mode] = round(time.perf_counter() - start, 2)
@@ -82,10 +99,15 @@ def main() -> None:
         **({"note": args.note} if args.note else {}),
         "sweep": sweep_config(args.seeds, args.n_train, args.n_test),
         "wall_seconds": seconds,
-        "speedup_vs_1_worker": {m: round(seconds["1"] / s, 2) for m, s in seconds.items() if m != "1" and "1" in seconds},
+        "speedup_vs_1_worker": {
+            m: round(seconds["1"] / s, 2) for m, s in seconds.items() if m != "1" and "1" in seconds
+        },
         "rows_identical_to_1_worker": same,
-        "load_average_before": [round(v, 2) for v in load_before], "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
         "machine": platform.machine(),
     }
     print(json.dumps(out, indent=2))

@@ -13,6 +13,7 @@ its training loop are the user's own. The script
 4. prints the table: the same tidy rows ``mmrobust-bench run`` writes (add ``results="results.csv"`` to
    ``mmr.evaluate`` to append them to a results file).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,7 @@ def make_data(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.T
     band = cue(0.9)
     for k in range(CLASSES):
         rows = band == k
-        audio[rows, 2 * k:2 * k + 2] += 0.5
+        audio[rows, 2 * k : 2 * k + 2] += 0.5
     grid = torch.linspace(0, 3.1416 * 3, SIDE)
     yy, xx = torch.meshgrid(grid, grid, indexing="ij")
     video = torch.empty(n, 3, SIDE, SIDE)
@@ -65,10 +66,8 @@ class AudioVisualNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.audio = nn.Sequential(nn.Conv1d(MELS, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
-                                   nn.Flatten())
-        self.video = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2),
-                                   nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.audio = nn.Sequential(nn.Conv1d(MELS, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        self.video = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(32, CLASSES)
 
     def forward(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
@@ -103,33 +102,68 @@ def main() -> None:
     print(f"trained in {time.perf_counter() - start:.1f} s")
 
     # Declare the two inputs once: shapes (optional, inferred from the first batch otherwise) and valid boxes.
-    wrapped = mmr.wrap(model, modalities={"audio": mmr.Modality((MELS, FRAMES)),
-                                          "video": mmr.Modality((3, SIDE, SIDE), box=(0, 1))}, call="positional")
+    wrapped = mmr.wrap(
+        model,
+        modalities={"audio": mmr.Modality((MELS, FRAMES)), "video": mmr.Modality((3, SIDE, SIDE), box=(0, 1))},
+        call="positional",
+    )
     loader = DataLoader(test_set, batch_size=128)  # tuples (audio, video, label): the declared order
 
     # One attack on one batch, given back as the batch came: (audio_adv, video, labels).
     audio, video, labels = next(iter(loader))
-    audio_adv, video_same, _ = mmr.attack(wrapped, (audio, video, labels), attack=torchattacks.PGDL2,
-                                          modality="audio", eps=1.0, alpha=0.25, steps=10, random_start=False)
+    audio_adv, video_same, _ = mmr.attack(
+        wrapped,
+        (audio, video, labels),
+        attack=torchattacks.PGDL2,
+        modality="audio",
+        eps=1.0,
+        alpha=0.25,
+        steps=10,
+        random_start=False,
+    )
     assert torch.equal(video_same, video)
     print(f"one PGDL2 batch: audio moved by ℓ2 ≤ {float((audio_adv - audio).flatten(1).norm(dim=1).max()):.3f}")
 
     eps = [0.25, 0.5, 1.0, 2.0]
     frames = []
     for modality in ("audio", "video"):
-        frames.append(mmr.evaluate(wrapped, loader, attack=torchattacks.PGDL2, modality=modality, eps=eps,
-                                   alpha=0.25, steps=10, random_start=False, label="my-av-net"))
-        frames.append(mmr.evaluate(wrapped, loader, attack=FastGradientMethod, modality=modality, eps=eps,
-                                   norm="l2", label="my-av-net", check_flags=False))
-        frames.append(mmr.evaluate(wrapped, loader, attack="missing", modality=modality, label="my-av-net",
-                                   check_flags=False))
+        frames.append(
+            mmr.evaluate(
+                wrapped,
+                loader,
+                attack=torchattacks.PGDL2,
+                modality=modality,
+                eps=eps,
+                alpha=0.25,
+                steps=10,
+                random_start=False,
+                label="my-av-net",
+            )
+        )
+        frames.append(
+            mmr.evaluate(
+                wrapped,
+                loader,
+                attack=FastGradientMethod,
+                modality=modality,
+                eps=eps,
+                norm="l2",
+                label="my-av-net",
+                check_flags=False,
+            )
+        )
+        frames.append(
+            mmr.evaluate(wrapped, loader, attack="missing", modality=modality, label="my-av-net", check_flags=False)
+        )
     table = pd.concat(frames, ignore_index=True)
     table = table.drop_duplicates(subset=["attack", "modality", "eps"])  # each evaluate() repeats the clean row
     print(mmr.format_table(table))
     if (table["flags"] != "").any():
-        print("flags: validity checks of mmrobust_bench.bench.flags. unbounded_not_zero on PGDL2 means that at a huge "
-              "radius 10 steps of alpha=0.25 still leave samples correct: the attack is step-limited, so give it "
-              "more steps or a larger alpha before trusting its numbers at large eps.")
+        print(
+            "flags: validity checks of mmrobust_bench.bench.flags. unbounded_not_zero on PGDL2 means that at a huge "
+            "radius 10 steps of alpha=0.25 still leave samples correct: the attack is step-limited, so give it "
+            "more steps or a larger alpha before trusting its numbers at large eps."
+        )
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 

@@ -6,6 +6,7 @@ is there), attacks its audio with a one-step gradient attack written here in fiv
 beside the suite's FGM through ``mmr.evaluate`` and the leaderboard's own stored row for that cell. Loading
 checks the file's sha256 against the zoo's index; synthav is generated, so nothing needs downloading.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,17 @@ def main() -> None:
     correct = sum(int((model(my_attack(model, b, args.eps)).logits.argmax(1) == b["label"]).sum()) for b in test)
     print(f"my attack: accuracy {correct / test.n:.4f} on {test.n} test samples at eps {args.eps:g} (audio)")
 
-    rows = mmr.evaluate(model, test, attack="fgm", modality="a", eps=[args.eps], label=args.entry, dataset="synthav",
-                        seed=args.seed, check_flags=False)
+    rows = mmr.evaluate(
+        model,
+        test,
+        attack="fgm",
+        modality="a",
+        eps=[args.eps],
+        label=args.entry,
+        dataset="synthav",
+        seed=args.seed,
+        check_flags=False,
+    )
     print(mmr.format_table(rows))
     from mmrobust_bench.bench.zoo import read_zoo, show_rows, zoo_dir
 

@@ -1,4 +1,5 @@
 """The tiny two-modality model and checks shared by the library-adapter tests (torchattacks, ART)."""
+
 import torch
 from torch import nn
 
@@ -15,10 +16,12 @@ class TwoModalNet(nn.Module):
         super().__init__()
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.enc = nn.ModuleDict({
-                "v": nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.Tanh(), nn.Dropout(0.1)),
-                "a": nn.Sequential(nn.Flatten(), nn.Linear(30, 16), nn.Tanh()),
-            })
+            self.enc = nn.ModuleDict(
+                {
+                    "v": nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.Tanh(), nn.Dropout(0.1)),
+                    "a": nn.Sequential(nn.Flatten(), nn.Linear(30, 16), nn.Tanh()),
+                }
+            )
             self.head = nn.Linear(32, CLASSES)
         self.batch_sizes: list[int] = []
 
@@ -40,9 +43,10 @@ class SingleInput(nn.Module):
         return self.model({"v": v, "a": self.a}).logits
 
 
-def make_batch(n: int, seed: int, v_low: float = 0.0, v_high: float = 1.0, dtype=torch.float32,
-               centre_channel: int | None = None):
-    """"v" uniform in [v_low, v_high] (``centre_channel`` shifted down by their mean), "a" Gaussian."""
+def make_batch(
+    n: int, seed: int, v_low: float = 0.0, v_high: float = 1.0, dtype=torch.float32, centre_channel: int | None = None
+):
+    """ "v" uniform in [v_low, v_high] (``centre_channel`` shifted down by their mean), "a" Gaussian."""
     g = torch.Generator().manual_seed(seed)
     v = v_low + (v_high - v_low) * torch.rand(n, 3, 4, 4, generator=g)
     if centre_channel is not None:

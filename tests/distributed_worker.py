@@ -5,6 +5,7 @@ Each rank (or the single process) builds the same seeded model and tiny synthav,
 accuracies measured sharded, the minimal-norm per-sample norms, and a JT model after two data-parallel
 epochs (BatchNorm: per-process statistics, rank 0's running statistics).
 """
+
 import sys
 from pathlib import Path
 
@@ -13,8 +14,8 @@ import torch.nn.functional as F
 
 from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench import distributed
-from mmrobust_bench.bench.evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
 from mmrobust_bench.bench.checkpoints import CheckpointKey
+from mmrobust_bench.bench.evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
 from mmrobust_bench.bench.train import _train_stage1, train
 from mmrobust_bench.contracts import ThreatModel
 from mmrobust_bench.data import build_dataset
@@ -26,8 +27,7 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)  # the same kernels in every process, so identical computations give identical bits
     torch.manual_seed(0)
     ds = build_dataset("synthav", cache_dir=out / "datasets", n_train=96, n_test=70)
-    defense, cfg = build_defense("jt", {"epochs": 2, "batch_size": 20, "feature_dim": 16},
-                                 TrainConfig(**{"lr": 0.05}))
+    defense, cfg = build_defense("jt", {"epochs": 2, "batch_size": 20, "feature_dim": 16}, TrainConfig(**{"lr": 0.05}))
     model = defense.build_model(ds, cfg)
     result: dict = {"world": world.world_size}
     # the same few full-batch steps in every process (no communication): a model worth attacking
@@ -57,8 +57,9 @@ def main(out: Path) -> None:
         ms = robust_accuracy(model, ds.test, atk, ThreatModel.parse("a", 0.5, ds.specs), [0.25, 0.5, 1.0], 16, dev)
         result[name] = [m.correct for m in ms]
     fmn = build_attack("fmn_l2", ds.specs, seed=3, steps=10)
-    result["norms"] = minimal_norm_curve(model, ds.test, fmn, ThreatModel.parse("all", 1.0, ds.specs),
-                                         [0.5, 1.0], 16, dev).norms
+    result["norms"] = minimal_norm_curve(
+        model, ds.test, fmn, ThreatModel.parse("all", 1.0, ds.specs), [0.5, 1.0], 16, dev
+    ).norms
 
     # two data-parallel epochs of JT (20 = 10 + 10 per global batch; the last global batch of 96 is 16)
     trained = train(defense, ds, cfg, seed=0, root=out / f"root{world.world_size}", device="cpu", progress=False)

@@ -345,7 +345,11 @@ def browser() -> str:
         path = shutil.which(name)
         if path:
             return path
-    reason = "no chromium found on PATH (looked for " + ", ".join(BROWSERS) + "); install it with `apt-get install -y chromium`"
+    reason = (
+        "no chromium found on PATH (looked for "
+        + ", ".join(BROWSERS)
+        + "); install it with `apt-get install -y chromium`"
+    )
     if os.environ.get("MMROBUST_REQUIRE_BROWSER") == "1":
         pytest.fail(reason + " — MMROBUST_REQUIRE_BROWSER=1 (CI) requires it")
     pytest.skip(reason)

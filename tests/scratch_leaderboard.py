@@ -1,5 +1,6 @@
 """A scratch leaderboard for the zoo and verify tests: a tiny synthav sweep laid out as ``leaderboards/<dataset>``
 (sweep.yaml, runs/ with rows and checkpoints, zoo/ exported from them), built once per test module."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,10 +13,19 @@ import yaml
 from mmrobust_bench.bench.sweep import build_plan, run_sweep
 from mmrobust_bench.cli import main
 
-TINY = {"dataset": "synthav", "dataset_set": {"n_train": 128, "n_test": 32}, "seeds": [0, 1], "threads": 1,
-        "set": {"epochs": 1, "batch_size": 32}, "batch_size": 32, "defenses": ["jt"],
-        "grid": [{"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5, 1.0]},
-                 {"attacks": ["missing"], "modalities": ["v"]}]}
+TINY = {
+    "dataset": "synthav",
+    "dataset_set": {"n_train": 128, "n_test": 32},
+    "seeds": [0, 1],
+    "threads": 1,
+    "set": {"epochs": 1, "batch_size": 32},
+    "batch_size": 32,
+    "defenses": ["jt"],
+    "grid": [
+        {"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5, 1.0]},
+        {"attacks": ["missing"], "modalities": ["v"]},
+    ],
+}
 CERTIFY = {"radii": [0.0, 0.5], "honesty_steps": 2, "train_samples": 64}
 
 
@@ -26,7 +36,7 @@ class Leaderboard:
     runs: Path
     zoo: Path
 
-    def copy(self, to: Path) -> "Leaderboard":
+    def copy(self, to: Path) -> Leaderboard:
         """An independent copy (a test that damages files damages its own)."""
         shutil.copytree(self.base, to, symlinks=True)
         return Leaderboard(to, to / "synthav" / "sweep.yaml", to / "synthav" / "runs", to / "synthav" / "zoo")

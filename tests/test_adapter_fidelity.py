@@ -7,6 +7,7 @@ exactly on a bound and iterates that leave the box, and for the joint ℓ2 ball 
 Every adapted torchattacks / ART attack leaves the model's parameters, buffers, mode and the RNGs alone,
 with the model in train mode and with BatchNorm1d, also for a batch of one.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,27 +17,30 @@ import pytest
 import torch
 from torch import nn
 
+from mmrobust_bench.attacks import build_attack
+from mmrobust_bench.contracts import ModalitySpec, ModelOutput, ThreatModel, joint_l2_norm
+
+from helpers import ART_SMALL, ART_TEST_OVERRIDES, TORCHATTACKS_SMALL
+
+# both libraries are optional: the module is skipped without them, so ART is imported after the check
 torchattacks = pytest.importorskip("torchattacks")
 pytest.importorskip("art")
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent  # noqa: E402
 from art.estimators.classification import PyTorchClassifier  # noqa: E402
 
-from mmrobust_bench.attacks import build_attack  # noqa: E402
-from mmrobust_bench.contracts import ModalitySpec, ModelOutput, ThreatModel, joint_l2_norm  # noqa: E402
-from helpers import ART_SMALL, ART_TEST_OVERRIDES, TORCHATTACKS_SMALL  # noqa: E402
-
 K = 4
 
 
 class TinyNet(nn.Module):
-    """"v" (3, 4, 4) and "a" (6,): a small tanh MLP each, concatenated, a linear head (the test's own model)."""
+    """ "v" (3, 4, 4) and "a" (6,): a small tanh MLP each, concatenated, a linear head (the test's own model)."""
 
     def __init__(self, seed: int = 0, batchnorm: bool = False) -> None:
         super().__init__()
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.v = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), *( [nn.BatchNorm1d(8)] if batchnorm else []),
-                                   nn.Tanh())
+            self.v = nn.Sequential(
+                nn.Flatten(), nn.Linear(48, 8), *([nn.BatchNorm1d(8)] if batchnorm else []), nn.Tanh()
+            )
             self.a = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
             self.head = nn.Linear(16, K)
 
@@ -57,7 +61,7 @@ class OnlyV(nn.Module):
 
 
 def batch_for(case: str, n: int = 4, seed: int = 0, lo: float = 0.0, hi: float = 1.0):
-    """"inside": v well inside the box; "bound": a third of v exactly on a bound (0 or 1 of the box)."""
+    """ "inside": v well inside the box; "bound": a third of v exactly on a bound (0 or 1 of the box)."""
     g = torch.Generator().manual_seed(seed)
     z = 0.3 + 0.4 * torch.rand(n, 3, 4, 4, generator=g)
     if case == "bound":
@@ -76,6 +80,7 @@ def labels_of(model, batch):
 
 
 # ------------------------------------------------------------------ the two repros of the issue (fixed values)
+
 
 class SumModel(nn.Module):
     """logits [0, a0 + a1] (the issue's repro model); "o" is an unattacked second modality."""
@@ -99,10 +104,11 @@ def test_repro_art_fgm_l2_on_a_bound():
     x = {"a": torch.tensor([[1.0, 0.5]]), "o": torch.zeros(1, 1)}
     y = torch.tensor([0])
     adv = build_attack("art:FastGradientMethod", REPRO_SPECS)(SumModel(), x, y, ThreatModel(("a",), 0.3))
-    clf = PyTorchClassifier(SumOnly(), loss=nn.CrossEntropyLoss(), input_shape=(1, 1, 2), nb_classes=2,
-                            clip_values=(0.0, 1.0))
+    clf = PyTorchClassifier(
+        SumOnly(), loss=nn.CrossEntropyLoss(), input_shape=(1, 1, 2), nb_classes=2, clip_values=(0.0, 1.0)
+    )
     direct = FastGradientMethod(clf, norm=2, eps=0.3).generate(np.array([[[[1.0, 0.5]]]], np.float32), y.numpy())
-    expected = torch.tensor([[1.0, 0.5 + 0.3 / 2 ** 0.5]])
+    expected = torch.tensor([[1.0, 0.5 + 0.3 / 2**0.5]])
     torch.testing.assert_close(torch.from_numpy(direct).reshape(1, 2), expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(adv["a"], expected, atol=1e-6, rtol=0)
     assert abs(float(adv["a"][0, 1]) - 0.712) < 1e-3
@@ -116,8 +122,9 @@ def test_repro_torchattacks_pgdl2_iterates_leave_the_box():
     atk = build_attack("torchattacks:PGDL2", REPRO_SPECS, alpha=0.25, steps=2, random_start=False)
     adv = atk(SumModel(), x, y, ThreatModel(("a",), 0.5))
     direct = torchattacks.PGDL2(SumOnly(), eps=0.5, alpha=0.25, steps=2, random_start=False)(
-        torch.tensor([[[[0.9, 0.5]]]]), y)
-    expected = torch.tensor([[1.0, 0.5 + 0.25 * 2 ** 0.5]])
+        torch.tensor([[[[0.9, 0.5]]]]), y
+    )
+    expected = torch.tensor([[1.0, 0.5 + 0.25 * 2**0.5]])
     torch.testing.assert_close(direct.reshape(1, 2), expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(adv["a"], expected, atol=1e-6, rtol=0)
     assert abs(float(adv["a"][0, 1]) - 0.854) < 1e-3
@@ -127,19 +134,30 @@ def test_repro_torchattacks_pgdl2_iterates_leave_the_box():
 
 TA_CASES = [
     ("FGSM", "linf", {}, lambda e, o: {"eps": e}),
-    ("PGD", "linf", {"alpha": "a", "steps": 3, "random_start": False},
-     lambda e, o: {"eps": e, "alpha": o["alpha"], "steps": 3, "random_start": False}),
-    ("PGDL2", "l2", {"alpha": "a", "steps": 3, "random_start": False},
-     lambda e, o: {"eps": e, "alpha": o["alpha"], "steps": 3, "random_start": False}),
+    (
+        "PGD",
+        "linf",
+        {"alpha": "a", "steps": 3, "random_start": False},
+        lambda e, o: {"eps": e, "alpha": o["alpha"], "steps": 3, "random_start": False},
+    ),
+    (
+        "PGDL2",
+        "l2",
+        {"alpha": "a", "steps": 3, "random_start": False},
+        lambda e, o: {"eps": e, "alpha": o["alpha"], "steps": 3, "random_start": False},
+    ),
 ]
 
 
 @pytest.mark.parametrize("name, norm, options, direct_args", TA_CASES, ids=[c[0] for c in TA_CASES])
-@pytest.mark.parametrize("case, eps, box", [
-    ("inside", {"linf": 0.05, "l2": 0.2}, (0.0, 1.0)),     # the box never binds
-    ("bound", {"linf": 0.3, "l2": 1.5}, (0.0, 1.0)),       # clean values on bounds, iterates leave the box
-    ("bound", {"linf": 0.6, "l2": 3.0}, (-1.0, 1.0)),      # a uniform box of width 2, mapped onto [0, 1]
-])
+@pytest.mark.parametrize(
+    "case, eps, box",
+    [
+        ("inside", {"linf": 0.05, "l2": 0.2}, (0.0, 1.0)),  # the box never binds
+        ("bound", {"linf": 0.3, "l2": 1.5}, (0.0, 1.0)),  # clean values on bounds, iterates leave the box
+        ("bound", {"linf": 0.6, "l2": 3.0}, (-1.0, 1.0)),  # a uniform box of width 2, mapped onto [0, 1]
+    ],
+)
 def test_torchattacks_equals_the_library_on_the_single_input_model(name, norm, options, direct_args, case, eps, box):
     lo, hi = box
     width = hi - lo
@@ -148,8 +166,9 @@ def test_torchattacks_equals_the_library_on_the_single_input_model(name, norm, o
     labels = labels_of(model, batch)
     e = eps[norm]
     opts = {k: (e / 3 if v == "a" else v) for k, v in options.items()}
-    adv = build_attack(f"torchattacks:{name}", specs_for(lo, hi), **opts)(model, batch, labels,
-                                                                         ThreatModel(("v",), e, norm))
+    adv = build_attack(f"torchattacks:{name}", specs_for(lo, hi), **opts)(
+        model, batch, labels, ThreatModel(("v",), e, norm)
+    )
     # the library on the single-input model of "v", its [0, 1] clamp being the box: z = (v − lo) / w
     lib_opts = {k: (v / width if k == "alpha" else v) for k, v in opts.items()}
     attack = getattr(torchattacks, name)(OnlyV(model, batch["a"], lo, width), **direct_args(e / width, lib_opts))
@@ -167,18 +186,26 @@ def test_torchattacks_equals_the_library_on_the_single_input_model(name, norm, o
 ART_CASES = [
     ("FastGradientMethod", "l2", {}, lambda clf, e, o: FastGradientMethod(clf, norm=2, eps=e)),
     ("FastGradientMethod", "linf", {}, lambda clf, e, o: FastGradientMethod(clf, norm=np.inf, eps=e)),
-    ("ProjectedGradientDescent", "l2", {"eps_step": "a", "max_iter": 3, "num_random_init": 0},
-     lambda clf, e, o: ProjectedGradientDescent(clf, norm=2, eps=e, eps_step=o["eps_step"], max_iter=3,
-                                                num_random_init=0, verbose=False)),
+    (
+        "ProjectedGradientDescent",
+        "l2",
+        {"eps_step": "a", "max_iter": 3, "num_random_init": 0},
+        lambda clf, e, o: ProjectedGradientDescent(
+            clf, norm=2, eps=e, eps_step=o["eps_step"], max_iter=3, num_random_init=0, verbose=False
+        ),
+    ),
 ]
 
 
 @pytest.mark.parametrize("name, norm, options, make", ART_CASES, ids=["FGM-l2", "FGM-linf", "PGD-l2"])
-@pytest.mark.parametrize("case, eps, per_channel", [
-    ("inside", {"linf": 0.05, "l2": 0.2}, False),
-    ("bound", {"linf": 0.3, "l2": 1.5}, False),
-    ("bound", {"linf": 0.3, "l2": 1.5}, True),   # a per-channel box: per-feature clip_values arrays
-])
+@pytest.mark.parametrize(
+    "case, eps, per_channel",
+    [
+        ("inside", {"linf": 0.05, "l2": 0.2}, False),
+        ("bound", {"linf": 0.3, "l2": 1.5}, False),
+        ("bound", {"linf": 0.3, "l2": 1.5}, True),  # a per-channel box: per-feature clip_values arrays
+    ],
+)
 def test_art_equals_the_library_on_the_single_input_model(name, norm, options, make, case, eps, per_channel):
     lower, upper = ((0.0, -0.5, 0.2), (1.0, 0.5, 0.9)) if per_channel else ((0.0,) * 3, (1.0,) * 3)
     specs = (ModalitySpec("v", (3, 4, 4), lower, upper), ModalitySpec("a", (6,)))
@@ -192,10 +219,14 @@ def test_art_equals_the_library_on_the_single_input_model(name, norm, options, m
     e = eps[norm]
     opts = {k: (e / 3 if v == "a" else v) for k, v in options.items()}
     adv = build_attack(f"art:{name}", specs, **opts)(model, batch, labels, ThreatModel(("v",), e, norm))
-    clip = ((lo_t.expand(1, 3, 4, 4)[0].numpy().astype(np.float32), hi_t.expand(1, 3, 4, 4)[0].numpy()
-             .astype(np.float32)) if per_channel else (0.0, 1.0))
-    clf = PyTorchClassifier(OnlyV(model, batch["a"]), loss=nn.CrossEntropyLoss(), input_shape=(3, 4, 4),
-                            nb_classes=K, clip_values=clip)
+    clip = (
+        (lo_t.expand(1, 3, 4, 4)[0].numpy().astype(np.float32), hi_t.expand(1, 3, 4, 4)[0].numpy().astype(np.float32))
+        if per_channel
+        else (0.0, 1.0)
+    )
+    clf = PyTorchClassifier(
+        OnlyV(model, batch["a"]), loss=nn.CrossEntropyLoss(), input_shape=(3, 4, 4), nb_classes=K, clip_values=clip
+    )
     direct = make(clf, e, opts).generate(batch["v"].numpy(), labels.numpy())
     torch.testing.assert_close(adv["v"], torch.from_numpy(direct), atol=2e-6, rtol=0)
     assert torch.equal(adv["a"], batch["a"])
@@ -204,6 +235,7 @@ def test_art_equals_the_library_on_the_single_input_model(name, norm, options, m
 
 
 # ------------------------------------------------------------------ the joint ℓ2 ball on the concatenated input
+
 
 class Concat(nn.Module):
     """The single-input model on the concatenation (v, b) as one (B, 1, 1, 54) image."""
@@ -229,17 +261,22 @@ def test_joint_l2_equals_the_library_on_the_concatenated_input(library):
     threat = ThreatModel(("v", "a"), eps)
     x = torch.cat([batch["v"].flatten(1), batch["a"]], 1).view(5, 1, 1, 54)
     if library == "torchattacks":
-        adv = build_attack("torchattacks:PGDL2", specs, alpha=step, steps=3, random_start=False)(model, batch, labels,
-                                                                                               threat)
+        adv = build_attack("torchattacks:PGDL2", specs, alpha=step, steps=3, random_start=False)(
+            model, batch, labels, threat
+        )
         direct = torchattacks.PGDL2(Concat(model), eps=eps, alpha=step, steps=3, random_start=False)(x, labels)
     else:
         adv = build_attack("art:ProjectedGradientDescent", specs, eps_step=step, max_iter=3, num_random_init=0)(
-            model, batch, labels, threat)
-        clf = PyTorchClassifier(Concat(model), loss=nn.CrossEntropyLoss(), input_shape=(1, 1, 54), nb_classes=K,
-                                clip_values=(0.0, 1.0))
-        direct = torch.from_numpy(ProjectedGradientDescent(clf, norm=2, eps=eps, eps_step=step, max_iter=3,
-                                                           num_random_init=0, verbose=False)
-                                  .generate(x.numpy(), labels.numpy()))
+            model, batch, labels, threat
+        )
+        clf = PyTorchClassifier(
+            Concat(model), loss=nn.CrossEntropyLoss(), input_shape=(1, 1, 54), nb_classes=K, clip_values=(0.0, 1.0)
+        )
+        direct = torch.from_numpy(
+            ProjectedGradientDescent(
+                clf, norm=2, eps=eps, eps_step=step, max_iter=3, num_random_init=0, verbose=False
+            ).generate(x.numpy(), labels.numpy())
+        )
     got = torch.cat([adv["v"].flatten(1), adv["a"]], 1)
     torch.testing.assert_close(got, direct.flatten(1), atol=2e-6, rtol=0)
     assert bool(((got == 0) | (got == 1)).any())
@@ -258,10 +295,12 @@ def test_non_uniform_box_keeps_l2_geometry_and_the_box():
     assert bool((joint_l2_norm({"v": adv["v"] - batch["v"]}, ("v",)) <= 2.0 * (1 + 1e-5)).all())
     assert torch.equal(specs[0].clamp(adv["v"]), adv["v"]) and torch.equal(adv["a"], batch["a"])
     assert "non-uniform" in library_box_note("torchattacks:PGDL2") and "torch.clamp" in library_box_note(
-        "torchattacks:PGD")
+        "torchattacks:PGD"
+    )
 
 
 # ------------------------------------------------------------------ defect B: the model is left alone
+
 
 def _small_options(library: str, name: str) -> dict:
     probe = build_attack(f"{library}:{name}", specs_for())
@@ -281,13 +320,19 @@ def _adapted():
 
 
 def _state(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()}, [m.training for m in model.modules()],
-            torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate(),
-            [p.requires_grad for p in model.parameters()], [p.grad for p in model.parameters()])
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [m.training for m in model.modules()],
+        torch.random.get_rng_state(),
+        np.random.get_state()[1].copy(),
+        random.getstate(),
+        [p.requires_grad for p in model.parameters()],
+        [p.grad for p in model.parameters()],
+    )
 
 
 def _assert_same_state(before, after):
-    state_b, modes_b, rng_b, np_b, py_b, req_b, grad_b = before
+    state_b, modes_b, rng_b, np_b, py_b, req_b, _grad_b = before
     state_a, modes_a, rng_a, np_a, py_a, req_a, grad_a = after
     assert state_b.keys() == state_a.keys()
     for k in state_b:
@@ -322,8 +367,12 @@ def test_library_attack_leaves_a_batchnorm_model_in_train_mode_alone(library, na
     _assert_same_state(before, _state(model))
     assert torch.equal(adv["a"], batch["a"])
     delta = (adv["v"] - batch["v"]).double().flatten(1)
-    bound = {"l2": delta.norm(dim=1), "linf": delta.abs().amax(1), "l1": delta.abs().sum(1),
-             "l0": (delta != 0).sum(1).double()}[norm]
+    bound = {
+        "l2": delta.norm(dim=1),
+        "linf": delta.abs().amax(1),
+        "l1": delta.abs().sum(1),
+        "l0": (delta != 0).sum(1).double(),
+    }[norm]
     assert bool((bound <= eps * (1 + 1e-5) + 1e-7).all())
     assert torch.equal(specs_for()[0].clamp(adv["v"]), adv["v"])
 

@@ -1,5 +1,6 @@
 """ART adapter: agreement with ART called directly on an equivalent single-input model, the attack
 invariants over modality subsets and ε, masks and exact per-feature boxes, and clear errors."""
+
 from functools import partial
 
 import numpy as np
@@ -10,15 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from adapter_models import CLASSES, SingleInput, TwoModalNet, predicted
-from adapter_models import assert_invariants as _assert_invariants
-from adapter_models import make_batch as _make_batch
 from mmrobust_bench.attacks import FAMILY_LISTERS, build_attack
 from mmrobust_bench.attacks import view as view_module
 from mmrobust_bench.attacks.art_adapter import ART_ATTACKS, ArtAttack
 from mmrobust_bench.attacks.view import SingleInputView
 from mmrobust_bench.contracts import ModalitySpec, ThreatModel
 
+from adapter_models import CLASSES, SingleInput, TwoModalNet, predicted
+from adapter_models import assert_invariants as _assert_invariants
+from adapter_models import make_batch as _make_batch
+
+# ART is optional: the module is skipped without it, so its classes are imported after the check
 art = pytest.importorskip("art", reason="pip install adversarial-robustness-toolbox==1.20.1 packaging")
 from art.attacks.evasion import ProjectedGradientDescent  # noqa: E402
 from art.estimators.classification import PyTorchClassifier  # noqa: E402
@@ -42,12 +45,20 @@ def test_agrees_with_art_pgd_on_equivalent_single_input_model():
     labels = predicted(model, batch)
     eps, step, iters = 0.2, 0.05, 6
     threat = ThreatModel(("v",), eps)
-    adv = build_attack("art:ProjectedGradientDescent", SPECS, eps_step=step, max_iter=iters,
-                       num_random_init=0)(model, batch, labels, threat)
-    direct = PyTorchClassifier(SingleInput(model, batch["a"]), loss=nn.CrossEntropyLoss(), input_shape=(3, 4, 4),
-                               nb_classes=CLASSES, clip_values=(-1.0, 2.0), device_type="cpu")
-    reference = ProjectedGradientDescent(direct, norm=2, eps=eps, eps_step=step, max_iter=iters, num_random_init=0,
-                                         batch_size=5, verbose=False).generate(batch["v"].numpy(), labels.numpy())
+    adv = build_attack("art:ProjectedGradientDescent", SPECS, eps_step=step, max_iter=iters, num_random_init=0)(
+        model, batch, labels, threat
+    )
+    direct = PyTorchClassifier(
+        SingleInput(model, batch["a"]),
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(3, 4, 4),
+        nb_classes=CLASSES,
+        clip_values=(-1.0, 2.0),
+        device_type="cpu",
+    )
+    reference = ProjectedGradientDescent(
+        direct, norm=2, eps=eps, eps_step=step, max_iter=iters, num_random_init=0, batch_size=5, verbose=False
+    ).generate(batch["v"].numpy(), labels.numpy())
     assert not torch.equal(adv["v"], batch["v"])
     np.testing.assert_allclose(adv["v"].numpy(), reference, atol=2e-5, rtol=0)
     assert torch.equal(adv["a"], batch["a"])
@@ -81,16 +92,19 @@ def test_view_reads_rows_and_skips_copies_for_the_whole_batch():
     assert view.rows(x) is None
     assert view.rows(x[[2, 0, 2]]).tolist() == [2, 0, 2]
     jittered = x.clone().flatten(1)
-    jittered[:, 30:30 + view.n_tags] += 0.2
+    jittered[:, 30 : 30 + view.n_tags] += 0.2
     assert view.rows(jittered.view_as(x)) is None
     with torch.no_grad():
         torch.testing.assert_close(view(x[[2, 0, 2]]), model({m: v[[2, 0, 2]] for m, v in batch.items()}).logits)
 
 
-@pytest.mark.parametrize("name, options", [
-    ("ProjectedGradientDescent", {"max_iter": 3, "num_random_init": 1}),
-    ("FastGradientMethod", {"num_random_init": 1}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("ProjectedGradientDescent", {"max_iter": 3, "num_random_init": 1}),
+        ("FastGradientMethod", {"num_random_init": 1}),
+    ],
+)
 def test_mask_keeps_tags_and_padding_still(monkeypatch, name, options):
     """Masked attacks never perturb tags or padding, not even by their random start. (APGD's random start
     ignores the mask; it moves tags by at most its budget, which the view tolerates.)"""
@@ -111,10 +125,13 @@ def test_mask_keeps_tags_and_padding_still(monkeypatch, name, options):
     assert rows and all(float((x - clean).abs().max()) < 1e-7 for x, clean in rows)
 
 
-@pytest.mark.parametrize("name, options", [
-    ("HopSkipJump", {"max_iter": 2, "max_eval": 20, "init_eval": 5, "init_size": 20}),
-    ("BoundaryAttack", {"max_iter": 3, "num_trial": 3, "sample_size": 3, "init_size": 20}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("HopSkipJump", {"max_iter": 2, "max_eval": 20, "init_eval": 5, "init_size": 20}),
+        ("BoundaryAttack", {"max_iter": 3, "num_trial": 3, "sample_size": 3, "init_size": 20}),
+    ],
+)
 def test_decision_based_attacks_stay_in_the_exact_boxes(name, options):
     """One estimator per sample with exact per-feature clip values: random starts stay inside each modality's
     box, and the attack finds adversarial inputs (success counted with the model itself)."""
@@ -131,13 +148,15 @@ def test_decision_based_attacks_stay_in_the_exact_boxes(name, options):
 @given(
     modalities=st.sampled_from([("v",), ("a",), ("v", "a")]),
     eps=st.floats(0.05, 2.0),
-    attack=st.sampled_from([
-        ("FastGradientMethod", "l2", {}),
-        ("ProjectedGradientDescent", "linf", {"max_iter": 3, "num_random_init": 1}),
-        ("DeepFool", "l2", {"max_iter": 3}),
-        ("CarliniL2Method", "l2", {"max_iter": 2, "binary_search_steps": 1}),
-        ("HopSkipJump", "l2", {"max_iter": 1, "max_eval": 10, "init_eval": 5, "init_size": 10}),
-    ]),
+    attack=st.sampled_from(
+        [
+            ("FastGradientMethod", "l2", {}),
+            ("ProjectedGradientDescent", "linf", {"max_iter": 3, "num_random_init": 1}),
+            ("DeepFool", "l2", {"max_iter": 3}),
+            ("CarliniL2Method", "l2", {"max_iter": 2, "binary_search_steps": 1}),
+            ("HopSkipJump", "l2", {"max_iter": 1, "max_eval": 10, "init_eval": 5, "init_size": 10}),
+        ]
+    ),
     training=st.booleans(),
     seed=st.integers(0, 3),
 )
@@ -182,8 +201,7 @@ def test_targeted_moves_towards_the_targets():
     labels = predicted(model, batch)
     targets = (labels + 1) % CLASSES
     threat = ThreatModel(("v", "a"), 1.0)
-    adv = build_attack("art:ProjectedGradientDescent", SPECS, max_iter=5)(model, batch, labels, threat,
-                                                                         targets=targets)
+    adv = build_attack("art:ProjectedGradientDescent", SPECS, max_iter=5)(model, batch, labels, threat, targets=targets)
     with torch.no_grad():
         before = F.cross_entropy(model(batch).logits, targets, reduction="none")
         after = F.cross_entropy(model(adv).logits, targets, reduction="none")
@@ -196,27 +214,45 @@ def test_registered_family():
     assert (atk.library, atk.library_version) == ("art", art.__version__)
     names = FAMILY_LISTERS["art"]()
     assert set(names) == set(ART_ATTACKS)
-    assert {"FastGradientMethod", "ProjectedGradientDescent", "AutoProjectedGradientDescent", "AutoAttack",
-            "DeepFool", "CarliniL2Method", "ElasticNet", "HopSkipJump", "BoundaryAttack"} <= set(names)
+    assert {
+        "FastGradientMethod",
+        "ProjectedGradientDescent",
+        "AutoProjectedGradientDescent",
+        "AutoAttack",
+        "DeepFool",
+        "CarliniL2Method",
+        "ElasticNet",
+        "HopSkipJump",
+        "BoundaryAttack",
+    } <= set(names)
 
 
-@pytest.mark.parametrize("name, options, threat, message", [
-    ("NoSuchAttack", {}, None, "unknown ART attack 'NoSuchAttack'.*valid: .*ProjectedGradientDescent"),
-    ("ProjectedGradientDescnt", {}, None, "did you mean 'art:ProjectedGradientDescent'"),
-    ("AdversarialPatch", {}, None, "cannot be adapted.*patch"),
-    ("DeepFool", {}, ThreatModel(("v",), 0.5, "linf"), "attacks in norm l2, not linf: use --norm l2"),
-    ("BasicIterativeMethod", {}, ThreatModel(("v",), 0.5, "l2"), "attacks in norm linf, not l2: use --norm linf"),
-    ("ProjectedGradientDescent", {}, ThreatModel(("v", "a"), 0.5, joint=False), "joint"),
-    ("ProjectedGradientDescent", {"eps": 0.1}, ThreatModel(("v",), 0.5), "differs from the run's ε=0.5"),
-    ("ProjectedGradientDescent", {"norm": 2}, None, "come from the threat model"),
-    ("ProjectedGradientDescent", {"max_iterz": 3}, None, r"unknown option\(s\) max_iterz \(did you mean 'max_iter'\?\)"),
-])
+@pytest.mark.parametrize(
+    "name, options, threat, message",
+    [
+        ("NoSuchAttack", {}, None, "unknown ART attack 'NoSuchAttack'.*valid: .*ProjectedGradientDescent"),
+        ("ProjectedGradientDescnt", {}, None, "did you mean 'art:ProjectedGradientDescent'"),
+        ("AdversarialPatch", {}, None, "cannot be adapted.*patch"),
+        ("DeepFool", {}, ThreatModel(("v",), 0.5, "linf"), "attacks in norm l2, not linf: use --norm l2"),
+        ("BasicIterativeMethod", {}, ThreatModel(("v",), 0.5, "l2"), "attacks in norm linf, not l2: use --norm linf"),
+        ("ProjectedGradientDescent", {}, ThreatModel(("v", "a"), 0.5, joint=False), "joint"),
+        ("ProjectedGradientDescent", {"eps": 0.1}, ThreatModel(("v",), 0.5), "differs from the run's ε=0.5"),
+        ("ProjectedGradientDescent", {"norm": 2}, None, "come from the threat model"),
+        (
+            "ProjectedGradientDescent",
+            {"max_iterz": 3},
+            None,
+            r"unknown option\(s\) max_iterz \(did you mean 'max_iter'\?\)",
+        ),
+    ],
+)
 def test_clear_errors(name, options, threat, message):
     model = TwoModalNet().eval()
     batch = make_batch(2, seed=7)
     with pytest.raises(ValueError, match=message):
-        build_attack(f"art:{name}", SPECS, **options)(model, batch, predicted(model, batch),
-                                                      threat or ThreatModel(("v",), 0.5))
+        build_attack(f"art:{name}", SPECS, **options)(
+            model, batch, predicted(model, batch), threat or ThreatModel(("v",), 0.5)
+        )
 
 
 def test_untargetable_attack_says_so():

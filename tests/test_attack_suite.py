@@ -1,6 +1,7 @@
 """The whole attack suite: every torchattacks / ART attack class run or excluded with a reason, the
 invariants of every registered native attack, the minimal-norm attack and curves, batched ε grids,
 and the missing-modality attack (input fills and feature level) through the evaluation and ``run``."""
+
 import math
 
 import pandas as pd
@@ -8,18 +9,28 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from helpers import (ART_SMALL, ART_TEST_OVERRIDES, CLASSES, SPECS, TORCHATTACKS_SMALL, ReluNet, assert_invariants,
-                     flat_specs, linear_model, make_batch)
 from mmrobust_bench.attacks import ATTACKS, build_attack
 from mmrobust_bench.attacks.minimal_norm import MinimalNormL2
 from mmrobust_bench.bench.api import attack_options_for, run, train_means
 from mmrobust_bench.bench.evaluate import minimal_norm_curve, robust_accuracy
-from mmrobust_bench.contracts import ModalitySpec, ModelOutput, ThreatModel, joint_l2_norm
+from mmrobust_bench.contracts import ModalitySpec, ThreatModel, joint_l2_norm
 from mmrobust_bench.data import build_dataset
 from mmrobust_bench.data.base import TensorSplit
 from mmrobust_bench.models import build_model
+
+from helpers import (
+    ART_SMALL,
+    ART_TEST_OVERRIDES,
+    CLASSES,
+    SPECS,
+    TORCHATTACKS_SMALL,
+    ReluNet,
+    assert_invariants,
+    flat_specs,
+    linear_model,
+    make_batch,
+)
 
 CPU = torch.device("cpu")
 
@@ -31,6 +42,7 @@ def predicted(model, batch):
 
 # --------------------------------------------------------------------------- library enumeration
 
+
 def _installed(lister):
     try:
         return lister()
@@ -40,11 +52,13 @@ def _installed(lister):
 
 def _torchattacks_classes():
     from mmrobust_bench.attacks.torchattacks_adapter import torchattacks_classes
+
     return _installed(torchattacks_classes)
 
 
 def _art_classes():
     from mmrobust_bench.attacks.art_adapter import art_classes
+
     return _installed(art_classes)
 
 
@@ -54,8 +68,7 @@ def _art_classes():
 # of the true box, which the adapter hands to ART exactly). Their result must then be the clean batch
 # bit for bit (the adapter decodes an untouched library coordinate exactly); every other attack must
 # move the inputs, so an adapter that returned its input unchanged would fail here.
-RETURN_CLEAN_AT_TEST_SETTINGS = {"torchattacks": {"VANILA", "CW", "EADEN", "EADL1", "Square"},
-                                 "art": {"ElasticNet"}}
+RETURN_CLEAN_AT_TEST_SETTINGS = {"torchattacks": {"VANILA", "CW", "EADEN", "EADL1", "Square"}, "art": {"ElasticNet"}}
 
 
 def assert_moved_or_returned_clean(library, name, batch, adv, modalities):
@@ -71,6 +84,7 @@ def test_every_torchattacks_class_is_run_or_excluded():
     run below (``torchattacks_names``) or excluded with a reason."""
     ta = pytest.importorskip("torchattacks")
     from mmrobust_bench.attacks.torchattacks_adapter import EXCLUDED, torchattacks_names
+
     classes = set(_torchattacks_classes())
     assert len(classes) > 30 and ta.__version__
     assert set(torchattacks_names()) | set(EXCLUDED) == classes
@@ -81,6 +95,7 @@ def test_every_torchattacks_class_is_run_or_excluded():
 @pytest.mark.parametrize("name", [n for n in _torchattacks_classes()])
 def test_each_torchattacks_attack_runs_or_says_why_not(name):
     from mmrobust_bench.attacks.torchattacks_adapter import EXCLUDED
+
     model = ReluNet().eval()
     batch = make_batch(5, seed=1)
     labels = predicted(model, batch)
@@ -103,6 +118,7 @@ def test_each_torchattacks_attack_runs_or_says_why_not(name):
 def test_every_art_evasion_class_is_run_or_excluded():
     art = pytest.importorskip("art")
     from mmrobust_bench.attacks.art_adapter import ART_ATTACKS, ART_EXCLUDED, art_names
+
     classes = set(_art_classes())
     assert len(classes) > 40 and art.__version__
     assert set(art_names()) | set(ART_EXCLUDED) == classes
@@ -113,6 +129,7 @@ def test_every_art_evasion_class_is_run_or_excluded():
 @pytest.mark.parametrize("name", [n for n in _art_classes()])
 def test_each_art_attack_runs_or_says_why_not(name):
     from mmrobust_bench.attacks.art_adapter import ART_EXCLUDED
+
     model = ReluNet().eval()
     batch = make_batch(5, seed=1)
     labels = predicted(model, batch)
@@ -137,13 +154,20 @@ def test_each_art_attack_runs_or_says_why_not(name):
 
 # --------------------------------------------------------------------------- native attacks
 
+
 def _native_names():
     return [n for n in ATTACKS.names() if build_attack(n, SPECS).library == "native"]
 
 
 @settings(max_examples=20, deadline=None)
-@given(name=st.sampled_from(_native_names()), modalities=st.sampled_from([("v",), ("a",), ("v", "a")]),
-       eps=st.floats(0.0, 3.0), n=st.integers(1, 5), training=st.booleans(), seed=st.integers(0, 3))
+@given(
+    name=st.sampled_from(_native_names()),
+    modalities=st.sampled_from([("v",), ("a",), ("v", "a")]),
+    eps=st.floats(0.0, 3.0),
+    n=st.integers(1, 5),
+    training=st.booleans(),
+    seed=st.integers(0, 3),
+)
 def test_native_attack_invariants(name, modalities, eps, n, training, seed):
     """The invariants of docs/design.md §3 for every registered native attack (fgm, pgd_l2, fmn_l2, missing, ...)."""
     model = ReluNet(seed).train(training)
@@ -208,11 +232,14 @@ def _linear_split(n=40, k=4, seed=0):
     return model, TensorSplit(x, labels)
 
 
-@pytest.mark.parametrize("attack, options, tolerance", [
-    ("fmn_l2", {"steps": 60}, 0.02),
-    ("torchattacks:DeepFool", {"steps": 10}, 0.03),  # overshoot 0.02
-    ("art:DeepFool", {"max_iter": 10, "epsilon": 0.01}, 0.02),  # ART's default overshoot is below float32 rounding
-])
+@pytest.mark.parametrize(
+    "attack, options, tolerance",
+    [
+        ("fmn_l2", {"steps": 60}, 0.02),
+        ("torchattacks:DeepFool", {"steps": 10}, 0.03),  # overshoot 0.02
+        ("art:DeepFool", {"max_iter": 10, "epsilon": 0.01}, 0.02),  # ART's default overshoot is below float32 rounding
+    ],
+)
 def test_minimal_norm_curve_matches_the_closed_form(attack, options, tolerance):
     """On a linear model the curve from one minimal-norm run is the closed-form one; DeepFool is exact there."""
     if attack.startswith(("torchattacks", "art")):
@@ -235,11 +262,13 @@ def test_minimal_norm_curve_matches_the_closed_form(attack, options, tolerance):
 def test_minimal_norm_curve_refuses_attacks_that_are_not_minimal_norm():
     model, split = _linear_split()
     with pytest.raises(ValueError, match="does not search for a minimal"):
-        minimal_norm_curve(model, split, build_attack("pgd_l2", flat_specs(DIMS)), ThreatModel(("v",), 1.0),
-                           [0.5], 16, CPU)
+        minimal_norm_curve(
+            model, split, build_attack("pgd_l2", flat_specs(DIMS)), ThreatModel(("v",), 1.0), [0.5], 16, CPU
+        )
 
 
 # --------------------------------------------------------------------------- batched ε grids on synthav-small
+
 
 @pytest.fixture(scope="module")
 def synthav_small(tmp_path_factory):
@@ -269,7 +298,7 @@ def test_batched_grid_equals_separate_runs_on_synthav(synthav_small, monkeypatch
     assert batched[0].correct > batched[-1].correct
     for i in range(len(grid)):
         for m in ("v", "a"):
-            torch.testing.assert_close(calls[0][m][i * n:(i + 1) * n], calls[1 + i][m], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(calls[0][m][i * n : (i + 1) * n], calls[1 + i][m], atol=1e-5, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- missing modality
@@ -281,7 +310,11 @@ THREE_SPECS = (ModalitySpec("v", (1, 5), (0.0,), (1.0,)), ModalitySpec("a", (3,)
 def _three_modal():
     model = linear_model(THREE, 3, seed=1)
     g = torch.Generator().manual_seed(1)
-    x = {"v": torch.rand(20, 1, 5, generator=g), "a": torch.randn(20, 3, generator=g), "t": torch.randn(20, 4, generator=g)}
+    x = {
+        "v": torch.rand(20, 1, 5, generator=g),
+        "a": torch.randn(20, 3, generator=g),
+        "t": torch.randn(20, 4, generator=g),
+    }
     return model, x, predicted(model, x)
 
 
@@ -301,8 +334,9 @@ def test_missing_input_fills_any_number_of_modalities(modalities):
             assert not torch.equal(noise[m], x[m])
         else:
             assert torch.equal(zero[m], x[m]) and torch.equal(mean[m], x[m]) and torch.equal(noise[m], x[m])
-    assert torch.equal(noise_atk(model, x, y, threat)["a" if "a" in modalities else "v"],
-                       noise["a" if "a" in modalities else "v"])
+    assert torch.equal(
+        noise_atk(model, x, y, threat)["a" if "a" in modalities else "v"], noise["a" if "a" in modalities else "v"]
+    )
     assert bool((noise["v"] >= 0).all()) and bool((noise["v"] <= 1).all())
 
 
@@ -326,8 +360,9 @@ def test_missing_feature_level_needs_a_model_that_can_drop_features():
     batch = make_batch(4, seed=0)
     split = TensorSplit(batch, predicted(model, batch))
     with pytest.raises(ValueError, match="dropped_features"):
-        robust_accuracy(model, split, build_attack("missing", SPECS, level="feature"), ThreatModel(("v",), 0.0),
-                        [0.0], 4, CPU)
+        robust_accuracy(
+            model, split, build_attack("missing", SPECS, level="feature"), ThreatModel(("v",), 0.0), [0.0], 4, CPU
+        )
 
 
 def test_missing_mean_fill_needs_fill_values_when_it_runs():
@@ -336,11 +371,14 @@ def test_missing_mean_fill_needs_fill_values_when_it_runs():
         atk.validate(ThreatModel(("v",), 0.0))
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"fill": "blank"}, "unknown fill 'blank'; valid: zero, mean, noise"),
-    ({"level": "pixel"}, "unknown level 'pixel'; valid: input, feature"),
-    ({"level": "feature", "fill": "noise"}, "level='input' only"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"fill": "blank"}, "unknown fill 'blank'; valid: zero, mean, noise"),
+        ({"level": "pixel"}, "unknown level 'pixel'; valid: input, feature"),
+        ({"level": "feature", "fill": "noise"}, "level='input' only"),
+    ],
+)
 def test_missing_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
         build_attack("missing", SPECS, **options)
@@ -367,20 +405,48 @@ def run_root(tmp_path_factory):
 
 @pytest.mark.slow
 def test_run_missing_mean_and_feature_level(run_root):
-    out = run("jt", "missing", "a", dataset_options=SMALL, overrides={"epochs": 1}, root=run_root, eps=[0.5],
-              attack_options={"fill": "mean"}, progress=False, plot=False)
+    out = run(
+        "jt",
+        "missing",
+        "a",
+        dataset_options=SMALL,
+        overrides={"epochs": 1},
+        root=run_root,
+        eps=[0.5],
+        attack_options={"fill": "mean"},
+        progress=False,
+    )
     rows = out.rows
     assert list(rows["attack_config"]) == ["clean", "missing(fill=mean)"] and math.isnan(rows["eps"].iloc[1])
-    feature = run("jt", "missing", "v", dataset_options=SMALL, overrides={"epochs": 1}, root=run_root, eps=[0.5],
-                  attack_options={"level": "feature"}, progress=False, plot=False)
+    feature = run(
+        "jt",
+        "missing",
+        "v",
+        dataset_options=SMALL,
+        overrides={"epochs": 1},
+        root=run_root,
+        eps=[0.5],
+        attack_options={"level": "feature"},
+        progress=False,
+    )
     assert feature.trained.cached and feature.rows["attack_config"].iloc[1] == "missing(level=feature)"
     assert feature.trained.model.dropped_features == frozenset()
 
 
 @pytest.mark.slow
 def test_run_minimal_norm_curve(run_root):
-    out = run("jt", "fmn_l2", "a", dataset_options=SMALL, overrides={"epochs": 1}, root=run_root, eps=[0.25, 1.0],
-              attack_options={"steps": 20}, curve="minimal", progress=False, plot=False)
+    out = run(
+        "jt",
+        "fmn_l2",
+        "a",
+        dataset_options=SMALL,
+        overrides={"epochs": 1},
+        root=run_root,
+        eps=[0.25, 1.0],
+        attack_options={"steps": 20},
+        curve="minimal",
+        progress=False,
+    )
     attacked = out.rows[out.rows["attack"] == "fmn_l2"]
     assert list(attacked["eps"]) == [0.25, 1.0]
     assert all("minimal-norm curve, radius 4" in c for c in attacked["attack_config"])
@@ -389,4 +455,4 @@ def test_run_minimal_norm_curve(run_root):
     saved = pd.read_csv(out.results_path)
     assert "flags" in saved.columns
     with pytest.raises(ValueError, match="needs a minimal-norm attack"):
-        run("jt", "pgd_l2", "a", dataset_options=SMALL, root=run_root, curve="minimal", progress=False, plot=False)
+        run("jt", "pgd_l2", "a", dataset_options=SMALL, root=run_root, curve="minimal", progress=False)

@@ -1,4 +1,5 @@
 """avdigits: FSDD-named WAVs the test writes + scikit-learn's digits; splits, pairing, cache, errors, CLI."""
+
 import math
 import wave
 from collections import Counter
@@ -11,8 +12,7 @@ import torch
 from torchaudio.compliance import kaldi
 
 from mmrobust_bench.cli import main
-from mmrobust_bench.data import build_dataset
-from mmrobust_bench.data import avdigits
+from mmrobust_bench.data import avdigits, build_dataset
 from mmrobust_bench.data.avdigits import AVDigitsConfig, fit_frames, load_images, load_tables, read_wav
 
 SPEAKERS = ("alice", "bob")
@@ -63,7 +63,11 @@ def test_official_split_by_recording_index(fsdd, tmp_path):
     assert sorted(set(t.pairs["train"][:, 0].tolist())) == [i for i, s in enumerate(t.clip_split) if s == "train"]
     assert sorted(set(t.pairs["test"][:, 0].tolist())) == [i for i, s in enumerate(t.clip_split) if s == "test"]
     ds = build_dataset("avdigits", cache_dir=tmp_path, data_root=str(fsdd))
-    assert (len(ds.train), len(ds.test), ds.num_classes) == (40, 300, 10)  # 2 train / 5 test clips per digit and speaker
+    assert (len(ds.train), len(ds.test), ds.num_classes) == (
+        40,
+        300,
+        10,
+    )  # 2 train / 5 test clips per digit and speaker
     assert ds.config["n_train"] == 40 and ds.config["n_test"] == 300 and "data_root" not in ds.config
 
 
@@ -136,9 +140,19 @@ def test_fbank_pipeline_exactly_with_train_only_statistics(fsdd, tmp_path):
     feats = []
     for name in t.clip_names:
         x = read_wav(fsdd / name)
-        feats.append(kaldi.fbank(x[None] - x.mean(), num_mel_bins=24, sample_frequency=8000, htk_compat=True,
-                                 use_energy=False, dither=0.0, window_type="hanning", frame_length=25.0,
-                                 frame_shift=10.0))
+        feats.append(
+            kaldi.fbank(
+                x[None] - x.mean(),
+                num_mel_bins=24,
+                sample_frequency=8000,
+                htk_compat=True,
+                use_energy=False,
+                dither=0.0,
+                window_type="hanning",
+                frame_length=25.0,
+                frame_shift=10.0,
+            )
+        )
     train = torch.cat([f for f, s in zip(feats, t.clip_split) if s == "train"])
     assert torch.allclose(t.audio_norm, torch.stack([train.mean(), train.std()]))
     everything = torch.cat(feats)
@@ -166,7 +180,9 @@ def test_speaker_held_out_split(fsdd, tmp_path):
         assert split == ("test" if "_bob_" in name else "train")
     ds = build_dataset("avdigits", cache_dir=tmp_path, data_root=str(fsdd), split="speaker", test_speaker="bob")
     assert (len(ds.train), len(ds.test)) == (70, 210)
-    with pytest.raises(ValueError, match=r"test_speaker 'bobb' has no recordings \(did you mean 'bob'\?\); speakers: alice, bob"):
+    with pytest.raises(
+        ValueError, match=r"test_speaker 'bobb' has no recordings \(did you mean 'bob'\?\); speakers: alice, bob"
+    ):
         tables(fsdd, tmp_path, split="speaker", test_speaker="bobb")
     with pytest.raises(ValueError, match="split=speaker needs test_speaker"):
         tables(fsdd, tmp_path, split="speaker")
@@ -203,8 +219,9 @@ def test_cache_is_reused_keyed_by_files_and_rebuilt_when_corrupt(fsdd, tmp_path,
     assert "do not match its checksum" in caplog.text and str(files[0]) in caplog.text
     assert torch.equal(rebuilt.test.inputs["a"], first.test.inputs["a"])
     monkeypatch.setattr(avdigits, "read_wav", no_reading)  # the rewritten cache is intact again
-    assert torch.equal(build_dataset("avdigits", cache_dir=tmp_path, data_root=str(fsdd)).train.inputs["v"],
-                       first.train.inputs["v"])
+    assert torch.equal(
+        build_dataset("avdigits", cache_dir=tmp_path, data_root=str(fsdd)).train.inputs["v"], first.train.inputs["v"]
+    )
     monkeypatch.undo()
     files[0].write_bytes(b"garbage")  # an unreadable cache is rebuilt too
     rebuilt = build_dataset("avdigits", cache_dir=tmp_path, data_root=str(fsdd))
@@ -215,21 +232,24 @@ def test_environment_variable_names_the_folder(fsdd, tmp_path, monkeypatch):
     monkeypatch.setenv("MMROBUST_FSDD_ROOT", str(fsdd))
     assert len(build_dataset("avdigits", cache_dir=tmp_path).test) == 300
     monkeypatch.delenv("MMROBUST_FSDD_ROOT")
-    with pytest.raises(ValueError, match="no recordings folder given; clone https://github.com/Jakobovski"):
+    with pytest.raises(ValueError, match=r"no recordings folder given; clone https://github\.com/Jakobovski"):
         build_dataset("avdigits", cache_dir=tmp_path)
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"n_train": 3}, r"unknown option\(s\) n_train; valid: audio_frames, data_root, image_test_fraction"),
-    ({"split": "random"}, "split must be one of index, speaker"),
-    ({"test_speaker": "bob"}, "test_speaker only applies with split=speaker"),
-    ({"test_images_per_clip": 0}, "must be >= 1"),
-    ({"test_images_per_clip": 2.5}, "test_images_per_clip must be an integer"),
-    ({"image_test_fraction": 1.0}, r"image_test_fraction must be a number in \(0, 1\)"),
-    ({"mel_bins": 200}, r"mel_bins must be in \[8, 80\]"),
-    ({"audio_frames": 4}, "audio_frames must be >= 8"),
-    ({"test_images_per_clip": 60}, "test_images_per_clip=60 exceeds the .* test images of digit 0"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"n_train": 3}, r"unknown option\(s\) n_train; valid: audio_frames, data_root, image_test_fraction"),
+        ({"split": "random"}, "split must be one of index, speaker"),
+        ({"test_speaker": "bob"}, "test_speaker only applies with split=speaker"),
+        ({"test_images_per_clip": 0}, "must be >= 1"),
+        ({"test_images_per_clip": 2.5}, "test_images_per_clip must be an integer"),
+        ({"image_test_fraction": 1.0}, r"image_test_fraction must be a number in \(0, 1\)"),
+        ({"mel_bins": 200}, r"mel_bins must be in \[8, 80\]"),
+        ({"audio_frames": 4}, "audio_frames must be >= 8"),
+        ({"test_images_per_clip": 60}, "test_images_per_clip=60 exceeds the .* test images of digit 0"),
+    ],
+)
 def test_option_errors(fsdd, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         build_dataset("avdigits", cache_dir=tmp_path, data_root=str(fsdd), **options)
@@ -291,7 +311,7 @@ def test_default_encoders_fit_the_shapes(fsdd, tmp_path):
     ds = build_dataset("avdigits", cache_dir=tmp_path, data_root=str(fsdd))
     assert ds.encoders == {"v": "small_cnn2d", "a": "small_cnn2d_deep"}
     model = build_model(ds.specs, ds.num_classes, ds.encoders, head="concat", feature_dim=16)
-    batch, labels = next(ds.test.batches(5))
+    batch, _labels = next(ds.test.batches(5))
     out = model(batch)
     assert out.logits.shape == (5, 10) and set(out.features) == {"v", "a"}
     convs = [m for m in model.encoders["a"].modules() if isinstance(m, torch.nn.Conv2d)]
@@ -315,8 +335,22 @@ def test_load_images_matches_sklearn():
 
 @pytest.mark.slow
 def test_cli_run_end_to_end(fsdd, tmp_path, capsys):
-    args = ["run", "--dataset", "avdigits", "--data-root", str(fsdd), "--defense", "jt", "--set", "epochs=1",
-            "--eps", "0.5", "--root", str(tmp_path), "--no-progress"]
+    args = [
+        "run",
+        "--dataset",
+        "avdigits",
+        "--data-root",
+        str(fsdd),
+        "--defense",
+        "jt",
+        "--set",
+        "epochs=1",
+        "--eps",
+        "0.5",
+        "--root",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "avdigits · defense jt (seed 0) · trained in" in out

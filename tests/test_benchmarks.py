@@ -1,4 +1,5 @@
 """The benchmark scripts that back README numbers run and print the JSON their readers expect."""
+
 import json
 import subprocess
 import sys
@@ -8,27 +9,56 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_script(name: str, *args: str) -> dict:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True,
-                          check=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     return json.loads(done.stdout)
 
 
 def test_minimal_norm_gap_evaluates_the_chosen_model_and_reuses_its_checkpoint(tmp_path):
-    args = ["--defense", "crmt_jt", "--seed", "1", "--n-train", "64", "--n-test", "32", "--epochs", "1",
-            "--eps", "0.5,1", "--fmn-steps", "5", "--deepfool-steps", "0", "--eval-samples", "16", "--root", str(tmp_path)]
+    args = [
+        "--defense",
+        "crmt_jt",
+        "--seed",
+        "1",
+        "--n-train",
+        "64",
+        "--n-test",
+        "32",
+        "--epochs",
+        "1",
+        "--eps",
+        "0.5,1",
+        "--fmn-steps",
+        "5",
+        "--deepfool-steps",
+        "0",
+        "--eval-samples",
+        "16",
+        "--root",
+        str(tmp_path),
+    ]
     first = run_script("minimal_norm_gap.py", *args)
     assert (first["defense"], first["seed"], first["evaluated"], first["cached"]) == ("crmt_jt", 1, 16, False)
     assert set(first["accuracy"]) == {"pgd_l2", "pgd_l2_20steps", "fmn_l2"}  # DeepFool skipped
     assert all(len(v) == 2 and all(0 <= a <= 1 for a in v) for v in first["accuracy"].values())
-    assert set(k for k in first if k.startswith("gap_")) == {"gap_fmn_l2_minus_pgd_l2", "gap_fmn_l2_minus_pgd_l2_20steps"}
+    assert set(k for k in first if k.startswith("gap_")) == {
+        "gap_fmn_l2_minus_pgd_l2",
+        "gap_fmn_l2_minus_pgd_l2_20steps",
+    }
     again = run_script("minimal_norm_gap.py", *args)
     assert again["cached"] and again["checkpoint_sha256"] == first["checkpoint_sha256"]
     assert again["accuracy"] == first["accuracy"]  # seeded attacks on the same checkpoint
 
 
 def test_fista_forms_times_both_forms_and_reports_their_difference():
-    out = run_script("fista_forms.py", "--dim", "8", "--atoms", "32", "--batch", "6", "--iterations", "20",
-                     "--repeats", "1")
+    out = run_script(
+        "fista_forms.py", "--dim", "8", "--atoms", "32", "--batch", "6", "--iterations", "20", "--repeats", "1"
+    )
     assert set(out["cpu_seconds_median"]) == {"residual", "gram"}
     assert all(v >= 0 for t in out["cpu_seconds_median"].values() for v in t.values())
     assert out["speedup_residual_over_gram"] > 0 and out["threads"] == 1
@@ -38,8 +68,14 @@ def test_fista_forms_times_both_forms_and_reports_their_difference():
 def test_busy_cores_measures_every_setting_on_idle_and_busy_cores():
     out = run_script("busy_cores.py", "--n-train", "64", "--epochs", "1", "--busy", "1")
     settings = [(r["requested_threads"], r["openmp_env"]) for r in out["rows"]]
-    expected = [("default", "unset"), ("default", "OMP_WAIT_POLICY=PASSIVE"), ("default", "GOMP_SPINCOUNT=10000"),
-                ("default", "GOMP_SPINCOUNT=100000"), (1, "unset"), ("auto", "unset")]
+    expected = [
+        ("default", "unset"),
+        ("default", "OMP_WAIT_POLICY=PASSIVE"),
+        ("default", "GOMP_SPINCOUNT=10000"),
+        ("default", "GOMP_SPINCOUNT=100000"),
+        (1, "unset"),
+        ("auto", "unset"),
+    ]
     assert settings == expected * 2 and [r["cores"] for r in out["rows"]] == ["idle"] * 6 + ["busy"] * 6
     assert all(r["train_seconds"] > 0 for r in out["rows"])
     assert all(r["threads"] == 1 for r in out["rows"] if r["requested_threads"] == 1)
@@ -50,8 +86,22 @@ def test_busy_cores_measures_every_setting_on_idle_and_busy_cores():
 
 
 def test_msefm_batch_dependence_compares_batch_sizes_under_each_stopping_rule(tmp_path):
-    args = ["--dataset-set", "n_train=96", "--dataset-set", "n_test=12", "--set", "epochs=1", "--set",
-            "memory_size=32", "--n", "12", "--batch", "6", "--root", str(tmp_path)]
+    args = [
+        "--dataset-set",
+        "n_train=96",
+        "--dataset-set",
+        "n_test=12",
+        "--set",
+        "epochs=1",
+        "--set",
+        "memory_size=32",
+        "--n",
+        "12",
+        "--batch",
+        "6",
+        "--root",
+        str(tmp_path),
+    ]
     out = run_script("msefm_batch_dependence.py", *args)
     assert (out["dataset"], out["samples"], out["large_batch"], out["cached"]) == ("synthav", 12, 6, False)
     assert (out["stopping"], out["tol"]) == ("batch", 8e-4)  # the model's own settings, restored

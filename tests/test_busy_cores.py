@@ -1,5 +1,6 @@
 """Threads on busy cores: the default count without --threads (the idle cores, from the kernel's runnable count
 read from a file), the warning for a pinned count, both through the CLI's helper."""
+
 import logging
 
 import pytest
@@ -13,19 +14,24 @@ from mmrobust_bench.cli.common import choose_threads
 def fake_stat(tmp_path, running: int):
     """/proc/stat as the kernel writes it, with ``running`` runnable tasks (this process among them)."""
     stat = tmp_path / "stat"
-    stat.write_text(f"cpu  10 0 5 100 0 0 0 0 0 0\nctxt 1234\nbtime 1700000000\nprocesses 99\n"
-                    f"procs_running {running}\nprocs_blocked 0\n")
+    stat.write_text(
+        f"cpu  10 0 5 100 0 0 0 0 0 0\nctxt 1234\nbtime 1700000000\nprocesses 99\n"
+        f"procs_running {running}\nprocs_blocked 0\n"
+    )
     return stat
 
 
-@pytest.mark.parametrize("threads,cores,others,expected", [
-    (1, 2, 5, False),   # one thread never waits on a partner
-    (2, 2, 0, False),   # idle machine
-    (2, 2, 1, True),    # one core taken: a thread shares it
-    (2, 4, 2, False),   # two cores left for two threads
-    (16, 16, 1, True),
-    (4, 16, 12, False),
-])
+@pytest.mark.parametrize(
+    "threads,cores,others,expected",
+    [
+        (1, 2, 5, False),  # one thread never waits on a partner
+        (2, 2, 0, False),  # idle machine
+        (2, 2, 1, True),  # one core taken: a thread shares it
+        (2, 4, 2, False),  # two cores left for two threads
+        (16, 16, 1, True),
+        (4, 16, 12, False),
+    ],
+)
 def test_contended_when_the_threads_cannot_each_have_a_core(threads, cores, others, expected):
     assert contended(threads, cores, others) is expected
 
@@ -39,14 +45,17 @@ def test_other_runnable_is_the_median_of_procs_running_minus_this_process(tmp_pa
     assert other_runnable(samples=1, stat=tmp_path / "absent") is None
 
 
-@pytest.mark.parametrize("running,cores,ceiling,expected", [
-    (1, 2, 2, 2),    # idle 2-core machine: torch's own count
-    (3, 2, 2, 1),    # beside two busy processes: one thread
-    (2, 2, 2, 1),    # one core taken
-    (9, 2, 2, 1),    # never fewer than one
-    (3, 8, 8, 6),    # 8 cores, 2 busy: the 6 idle ones
-    (1, 16, 8, 8),   # never more than torch's own count (OMP_NUM_THREADS, physical cores)
-])
+@pytest.mark.parametrize(
+    "running,cores,ceiling,expected",
+    [
+        (1, 2, 2, 2),  # idle 2-core machine: torch's own count
+        (3, 2, 2, 1),  # beside two busy processes: one thread
+        (2, 2, 2, 1),  # one core taken
+        (9, 2, 2, 1),  # never fewer than one
+        (3, 8, 8, 6),  # 8 cores, 2 busy: the 6 idle ones
+        (1, 16, 8, 8),  # never more than torch's own count (OMP_NUM_THREADS, physical cores)
+    ],
+)
 def test_auto_threads_takes_the_idle_cores_read_from_proc_stat(tmp_path, running, cores, ceiling, expected):
     assert auto_threads(ceiling, cores=cores, stat=fake_stat(tmp_path, running)) == expected
 
@@ -97,8 +106,9 @@ def test_the_cli_takes_the_idle_cores_without_a_count(monkeypatch, caplog, threa
     with caplog.at_level(logging.INFO, logger="mmrobust_bench.cli"):
         assert choose_threads("cpu") == 1
     assert torch.get_num_threads() == 1
-    assert ("2 other runnable process(es) on 2 core(s): using 1 torch thread(s) instead of 2 (--threads N pins a "
-            "count)") in caplog.text
+    assert (
+        "2 other runnable process(es) on 2 core(s): using 1 torch thread(s) instead of 2 (--threads N pins a count)"
+    ) in caplog.text
     caplog.clear()
     monkeypatch.setattr(busy_cores, "other_runnable", lambda: 0)
     with caplog.at_level(logging.INFO, logger="mmrobust_bench.cli"):
@@ -117,7 +127,23 @@ def test_a_run_without_threads_records_the_count_it_chose(tmp_path, monkeypatch,
     monkeypatch.setattr(common, "_TORCH_THREADS", [2])
     monkeypatch.setattr(busy_cores, "usable_cores", lambda: 2)
     monkeypatch.setattr(busy_cores, "other_runnable", lambda: 3)
-    args = ["run", "--defense", "jt", "--set", "epochs=1", "--eps", "0.5", "--dataset-set", "n_train=96",
-            "--dataset-set", "n_test=32", "--device", "cpu", "--root", str(tmp_path), "--no-progress"]
+    args = [
+        "run",
+        "--defense",
+        "jt",
+        "--set",
+        "epochs=1",
+        "--eps",
+        "0.5",
+        "--dataset-set",
+        "n_train=96",
+        "--dataset-set",
+        "n_test=32",
+        "--device",
+        "cpu",
+        "--root",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert pd.read_csv(tmp_path / "results.csv")["threads"].tolist() == [1, 1]

@@ -1,4 +1,5 @@
 """The CLI end to end on a small synthav, and bad input giving clear errors with non-zero exit."""
+
 import pandas as pd
 import pytest
 
@@ -9,8 +10,21 @@ SMALL = ["--dataset-set", "n_train=256", "--dataset-set", "n_test=64", "--no-pro
 
 @pytest.mark.slow
 def test_main_job_end_to_end_then_cached(tmp_path, capsys):
-    args = ["run", "--defense", "crmt_at", "--attack", "pgd_l2", "--modality", "a", "--root", str(tmp_path),
-            "--set", "epochs=1", "--eps", "0.5,1"] + SMALL
+    args = [
+        "run",
+        "--defense",
+        "crmt_at",
+        "--attack",
+        "pgd_l2",
+        "--modality",
+        "a",
+        "--root",
+        str(tmp_path),
+        "--set",
+        "epochs=1",
+        "--eps",
+        "0.5,1",
+    ] + SMALL
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "trained in" in out and "pgd_l2" in out and "results:" in out
@@ -30,8 +44,21 @@ def test_main_job_end_to_end_then_cached(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("modality,attack", [("all", "fgm"), ("v", "missing"), ("a,v", "torchattacks:PGDL2")])
 def test_run_modalities_and_attacks(tmp_path, capsys, modality, attack):
-    args = ["run", "--defense", "jt", "--attack", attack, "--modality", modality, "--root", str(tmp_path),
-            "--set", "epochs=1", "--eps", "0.5"] + SMALL
+    args = [
+        "run",
+        "--defense",
+        "jt",
+        "--attack",
+        attack,
+        "--modality",
+        modality,
+        "--root",
+        str(tmp_path),
+        "--set",
+        "epochs=1",
+        "--eps",
+        "0.5",
+    ] + SMALL
     assert main(args) == 0
     rows = pd.read_csv(tmp_path / "results.csv")
     assert len(rows) == 2 and rows["accuracy"].between(0, 1).all()
@@ -63,18 +90,22 @@ def test_list_reports_a_missing_attack_library_and_lets_other_errors_through(cap
         main(["list"])
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--defense", "crmt_atx"], "unknown defense 'crmt_atx'.*valid:.*crmt_at"),
-    (["--modality", "x"], "unknown modality x; valid: v, a or 'all'"),
-    (["--eps", "-1"], "eps must be finite numbers >= 0"),
-    (["--eps", "abc"], "--eps expects comma-separated numbers"),
-    (["--attack", "nope"], "unknown attack 'nope'.*valid:.*pgd_l2"),
-    (["--set", "rhoo=1"], "unknown setting rhoo"),
-    (["--attack", "torchattacks:NoSuchAttack"], "NoSuchAttack"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--defense", "crmt_atx"], "unknown defense 'crmt_atx'.*valid:.*crmt_at"),
+        (["--modality", "x"], "unknown modality x; valid: v, a or 'all'"),
+        (["--eps", "-1"], "eps must be finite numbers >= 0"),
+        (["--eps", "abc"], "--eps expects comma-separated numbers"),
+        (["--attack", "nope"], "unknown attack 'nope'.*valid:.*pgd_l2"),
+        (["--set", "rhoo=1"], "unknown setting rhoo"),
+        (["--attack", "torchattacks:NoSuchAttack"], "NoSuchAttack"),
+    ],
+)
 def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
     code = main(["run", "--root", str(tmp_path), "--set", "epochs=1"] + SMALL + args)
     err = capsys.readouterr().err
     assert code == 2
     import re
+
     assert re.search(message, err), err

@@ -1,5 +1,6 @@
 """`mmrobust-bench list | head`: when the reader of stdout goes away the command stops quietly (exit 141, as a
 process ended by SIGPIPE), instead of reporting "error: Broken pipe (check the path and free space)"."""
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,14 @@ def test_a_real_process_writing_into_a_closed_pipe_prints_nothing_on_stderr():
     os.close(read_end)  # the reader is gone before the first byte is written: every write fails with EPIPE
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        done = subprocess.run([sys.executable, "-m", "mmrobust_bench.cli", "list", "pgd"], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "mmrobust_bench.cli", "list", "pgd"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
     assert done.returncode == 141, done.stderr

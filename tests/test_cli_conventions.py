@@ -1,6 +1,7 @@
 """Command-line conventions (docs/cli.md): defaults in every help text, -v/-q on every subcommand, a parser
 that imports nothing heavy, `list` with patterns, descriptions, norms and exclusions, progress bars that stay
 out of non-terminal streams, logging levels, and messages printed once on the right stream."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,21 @@ from mmrobust_bench import progress
 from mmrobust_bench.cli import build_parser, conventions, main
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "torchvision", "torchaudio", "pandas", "matplotlib", "scipy", "yaml", "torchattacks", "art",
-         "mmrobust_bench.defenses", "mmrobust_bench.attacks", "mmrobust_bench.models", "mmrobust_bench.bench")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "pandas",
+    "matplotlib",
+    "scipy",
+    "yaml",
+    "torchattacks",
+    "art",
+    "mmrobust_bench.defenses",
+    "mmrobust_bench.attacks",
+    "mmrobust_bench.models",
+    "mmrobust_bench.bench",
+)
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -32,7 +46,7 @@ def required_args(sub: argparse.ArgumentParser) -> list[str]:
     out: list[str] = []
     for a in sub._actions:
         if not a.option_strings and a.nargs not in ("?", "*"):
-            out.append(str(list(a.choices)[0]) if a.choices else "1")
+            out.append(str(next(iter(a.choices))) if a.choices else "1")
         elif a.option_strings and a.required:
             out += [a.option_strings[0], "1"]
     return out
@@ -60,8 +74,13 @@ def test_run_help_names_the_defaults_the_issue_asked_for(capsys, monkeypatch):
         main(["run", "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for option, default in (("--defense", "crmt_at"), ("--dataset", "synthav"), ("--seed", "0"),
-                            ("--attack", "pgd_l2"), ("--batch-size", "500")):
+    for option, default in (
+        ("--defense", "crmt_at"),
+        ("--dataset", "synthav"),
+        ("--seed", "0"),
+        ("--attack", "pgd_l2"),
+        ("--batch-size", "500"),
+    ):
         block = out.split(f"  {option} ", 1)[1].split("\n  -", 1)[0]  # the option's entry, however it wraps
         assert f"(default: {default})" in " ".join(block.split()), block
     assert "-q, --quiet" in out and "-v, --verbose" in out
@@ -189,8 +208,20 @@ def test_configure_sets_levels_bars_and_quiets_other_ranks(monkeypatch):
         progress.set_enabled(True)
 
 
-TINY = ["--defense", "jt", "--set", "epochs=1", "--set", "batch_size=32", "--eps", "0.5",
-        "--dataset-set", "n_train=96", "--dataset-set", "n_test=32"]
+TINY = [
+    "--defense",
+    "jt",
+    "--set",
+    "epochs=1",
+    "--set",
+    "batch_size=32",
+    "--eps",
+    "0.5",
+    "--dataset-set",
+    "n_train=96",
+    "--dataset-set",
+    "n_test=32",
+]
 
 
 @pytest.mark.slow
@@ -237,8 +268,17 @@ def test_training_and_evaluation_bars_tick_per_batch(tmp_path, monkeypatch):
     tty = _Terminal()
     monkeypatch.setattr(sys, "stderr", tty)
     progress.set_enabled(True)  # a CLI call earlier in this process (--no-progress) may have turned bars off
-    run(defense="jt", attack="pgd_l2", modality="a", eps=[0.5], overrides={"epochs": 1, "batch_size": 32},
-        dataset_options={"n_train": 96, "n_test": 32}, root=tmp_path, progress=True, plot=False, check_flags=False)
+    run(
+        defense="jt",
+        attack="pgd_l2",
+        modality="a",
+        eps=[0.5],
+        overrides={"epochs": 1, "batch_size": 32},
+        dataset_options={"n_train": 96, "n_test": 32},
+        root=tmp_path,
+        progress=True,
+        check_flags=False,
+    )
     text = tty.getvalue()
     assert "train jt" in text and "3/3" in text and "batch" in text
     assert "attack pgd_l2" in text

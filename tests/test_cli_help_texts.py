@@ -1,4 +1,5 @@
 """Help texts that name choices stay true: `run --data-root` names every built-in dataset read from a folder."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """Command-line polish: `list` with no match, plain `prepare --help`, one way to state a default, a subcommand's
 misuse shown with its own usage, messages once, `report`'s one-line summary, shell completion, Ctrl-C."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ from mmrobust_bench.cli import build_parser, main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def every_parser(parser: argparse.ArgumentParser, name: str = "mmrobust-bench") -> list[tuple[str, argparse.ArgumentParser]]:
+def every_parser(
+    parser: argparse.ArgumentParser, name: str = "mmrobust-bench"
+) -> list[tuple[str, argparse.ArgumentParser]]:
     found = [(name, parser)]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -57,7 +60,7 @@ def test_prepare_help_is_plain_text_like_every_other_help(capsys, monkeypatch):
 
 
 def test_every_help_states_its_default_one_way():
-    """"(default: X)" wherever a help text names a default, never "(default X)" or "; default: X"."""
+    """ "(default: X)" wherever a help text names a default, never "(default X)" or "; default: X"."""
     for name, parser in every_parser(build_parser()):
         formatter = parser._get_formatter()
         for action in parser._actions:
@@ -65,23 +68,28 @@ def test_every_help_states_its_default_one_way():
                 continue
             text = " ".join(formatter._expand_help(action).split())
             for found in re.finditer(r"default\b", text):
-                assert text[found.start() - 1:found.end() + 2] == "(default: ", f"{name} {action.dest}: {text}"
+                assert text[found.start() - 1 : found.end() + 2] == "(default: ", f"{name} {action.dest}: {text}"
 
 
-@pytest.mark.parametrize("argv,usage", [
-    (["certify", "--threads", "1"], "usage: mmrobust-bench certify "),
-    (["list", "pgd", "--bogus"], "usage: mmrobust-bench list "),
-    (["report", "--results", "r.csv", "--out", "o", "--nope"], "usage: mmrobust-bench report "),
-])
+@pytest.mark.parametrize(
+    "argv,usage",
+    [
+        (["certify", "--threads", "1"], "usage: mmrobust-bench certify "),
+        (["list", "pgd", "--bogus"], "usage: mmrobust-bench list "),
+        (["report", "--results", "r.csv", "--out", "o", "--nope"], "usage: mmrobust-bench report "),
+    ],
+)
 def test_a_subcommands_misuse_prints_that_subcommands_usage(capsys, argv, usage):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(usage), err
-    assert err.rstrip().splitlines()[-1] == (f"mmrobust-bench {argv[0]}: error: unrecognized arguments: "
-                                             f"{' '.join(a for a in argv if a.startswith('--') and a not in ('--results', '--out'))}"
-                                             + (" 1" if "--threads" in argv else ""))
+    assert err.rstrip().splitlines()[-1] == (
+        f"mmrobust-bench {argv[0]}: error: unrecognized arguments: "
+        f"{' '.join(a for a in argv if a.startswith('--') and a not in ('--results', '--out'))}"
+        + (" 1" if "--threads" in argv else "")
+    )
 
 
 def test_a_missing_subcommand_keeps_the_top_level_usage(capsys):
@@ -113,11 +121,28 @@ def test_the_bash_completion_script_is_valid_bash_and_completes_paths(tmp_path, 
 
 
 def model_rows(label: str, seed: int) -> list[ResultRow]:
-    common = dict(dataset="synthav", defense="jt", label=label, seed=seed, checkpoint_sha256=f"sha-{label}-{seed}",
-                  config_hash="c0ffee", library="native", library_version="0", norm="l2", n=100, wall_seconds=0.1,
-                  device="cpu", suite_version="0")
-    plan = [("clean", "none", 0.0, 0.9), ("fgm", "all", 0.5, 0.6), ("pgd_l2", "all", 0.5, 0.5),
-            ("pgd_l2", "a", 0.5, 0.5), ("pgd_l2", "v", 0.5, 0.7)]
+    common = dict(
+        dataset="synthav",
+        defense="jt",
+        label=label,
+        seed=seed,
+        checkpoint_sha256=f"sha-{label}-{seed}",
+        config_hash="c0ffee",
+        library="native",
+        library_version="0",
+        norm="l2",
+        n=100,
+        wall_seconds=0.1,
+        device="cpu",
+        suite_version="0",
+    )
+    plan = [
+        ("clean", "none", 0.0, 0.9),
+        ("fgm", "all", 0.5, 0.6),
+        ("pgd_l2", "all", 0.5, 0.5),
+        ("pgd_l2", "a", 0.5, 0.5),
+        ("pgd_l2", "v", 0.5, 0.7),
+    ]
     return [ResultRow(attack=a, attack_config=a, modality=m, eps=e, accuracy=acc, **common) for a, m, e, acc in plan]
 
 
@@ -132,16 +157,30 @@ def test_report_ends_with_a_summary_and_lists_paths_only_with_verbose(tmp_path, 
     written = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".csv.txt"))
     assert len(stdout) == 1 and str(written[0]) not in stdout[0]
     summary = stdout[0]
-    assert summary == (f"report: {len(written)} files in {out}: tables 2 csv, 3 md, 2 tex; findings 1 md; "
-                       f"leaderboard 1 html, cards/synthav/ 4 json (-v lists them)")  # 2 models x 2 seeds: 4 cards
+    assert summary == (
+        f"report: {len(written)} files in {out}: tables 2 csv, 3 md, 2 tex; findings 1 md; "
+        f"leaderboard 1 html, cards/synthav/ 4 json (-v lists them)"
+    )  # 2 models x 2 seeds: 4 cards
     assert main(["report", "--results", str(results), "--out", str(out), "--html", "--findings", "-v"]) == 0
     listed = capsys.readouterr().out.strip().splitlines()
     assert sorted(Path(line) for line in listed[:-1]) == written
     assert listed[-1] == summary.removesuffix(" (-v lists them)")
 
 
-TINY = ["--defense", "jt", "--set", "epochs=1", "--set", "batch_size=32", "--eps", "0.5",
-        "--dataset-set", "n_train=96", "--dataset-set", "n_test=32"]
+TINY = [
+    "--defense",
+    "jt",
+    "--set",
+    "epochs=1",
+    "--set",
+    "batch_size=32",
+    "--eps",
+    "0.5",
+    "--dataset-set",
+    "n_train=96",
+    "--dataset-set",
+    "n_test=32",
+]
 
 
 @pytest.mark.slow
@@ -161,8 +200,24 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     """SIGINT in the middle of a training: no traceback, one line saying how to resume, the shell's 130."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
-    cmd = [sys.executable, "-m", "mmrobust_bench.cli", "run", "--defense", "jt", "--set", "epochs=200", "--eps", "0.5",
-           "--dataset-set", "n_train=300", "--dataset-set", "n_test=60", "--root", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmrobust_bench.cli",
+        "run",
+        "--defense",
+        "jt",
+        "--set",
+        "epochs=200",
+        "--eps",
+        "0.5",
+        "--dataset-set",
+        "n_train=300",
+        "--dataset-set",
+        "n_test=60",
+        "--root",
+        str(tmp_path),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
     lines = []
     deadline = time.monotonic() + 300

@@ -17,8 +17,9 @@ def test_unbounded_spec_is_identity():
     assert spec.clamp(x) is x and not spec.bounded
 
 
-@pytest.mark.parametrize("bad", [dict(lower=(0.0,)), dict(lower=(0.0, 0.0), upper=(1.0,)),
-                                 dict(lower=(1.0, 0.0), upper=(0.0, 1.0))])
+@pytest.mark.parametrize(
+    "bad", [dict(lower=(0.0,)), dict(lower=(0.0, 0.0), upper=(1.0,)), dict(lower=(1.0, 0.0), upper=(0.0, 1.0))]
+)
 def test_spec_rejects_inconsistent_boxes(bad):
     kwargs = dict(lower=bad.get("lower"), upper=bad.get("upper", None))
     with pytest.raises(ValueError):

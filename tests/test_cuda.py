@@ -1,4 +1,5 @@
 """CUDA paths: bf16 training and attacks, device placement, the main job. Skipped without a GPU."""
+
 import json
 import math
 import subprocess
@@ -19,8 +20,14 @@ TINY = {"n_train": 512, "n_test": 256}
 
 @pytest.mark.cuda
 def test_bf16_crmt_training_on_cuda_keeps_the_head_fp32(tmp_path):
-    trained = train_defense("crmt_jt", root=tmp_path, device="cuda", progress=False, dataset_options=TINY,
-                            overrides={"epochs": 2, "precision": "bf16", "channels_last": True})
+    trained = train_defense(
+        "crmt_jt",
+        root=tmp_path,
+        device="cuda",
+        progress=False,
+        dataset_options=TINY,
+        overrides={"epochs": 2, "precision": "bf16", "channels_last": True},
+    )
     model = trained.model
     assert next(model.parameters()).is_cuda
     batch, labels = next(trained.dataset.test.batches(64, device="cuda"))
@@ -32,8 +39,9 @@ def test_bf16_crmt_training_on_cuda_keeps_the_head_fp32(tmp_path):
 
 @pytest.mark.cuda
 def test_bf16_pgd_on_cuda_is_within_half_a_point_of_fp32(tmp_path):
-    trained = train_defense("jt", root=tmp_path, device="cuda", progress=False, dataset_options=TINY,
-                            overrides={"epochs": 3})
+    trained = train_defense(
+        "jt", root=tmp_path, device="cuda", progress=False, dataset_options=TINY, overrides={"epochs": 3}
+    )
     ds, dev = trained.dataset, torch.device("cuda")
     threat = ThreatModel.parse("a", 1.0, ds.specs)
     fp32 = robust_accuracy(trained.model, ds.test, PGDL2(ds.specs), threat, [0.5, 1.0], 256, dev)
@@ -44,36 +52,58 @@ def test_bf16_pgd_on_cuda_is_within_half_a_point_of_fp32(tmp_path):
 
 @pytest.mark.cuda
 def test_main_job_on_cuda_writes_rows(tmp_path):
-    result = run("crmt_at", "pgd_l2", "a", device="cuda", root=tmp_path, progress=False, plot=False,
-                 dataset_options=TINY, overrides={"epochs": 2})
+    result = run(
+        "crmt_at",
+        "pgd_l2",
+        "a",
+        device="cuda",
+        root=tmp_path,
+        progress=False,
+        dataset_options=TINY,
+        overrides={"epochs": 2},
+    )
     assert set(result.rows["device"]) == {"cuda"} and result.rows["accuracy"].between(0, 1).all()
 
 
 @pytest.mark.cuda
 def test_gpu_benchmark_quick_on_cuda():
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick", "--device", "cuda"],
-                          capture_output=True, text=True, check=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick", "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     result = json.loads(done.stdout)
     assert result["train"]["jt_tuned"]["peak_gib"] > 0
 
 
 @pytest.mark.slow
 def test_gpu_benchmark_script_runs_and_prints_its_json_on_cpu():
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu"],
-                          capture_output=True, text=True, check=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     result = json.loads(done.stdout)
     assert result["quick"] is True and result["shapes"]["classes"] == 5
     for key in ("jt_reference_style", "jt_tuned", "crmt_reference_svd_loop", "crmt_tuned"):
         assert result["train"][key]["samples_per_s"] > 0
     assert result["pgd"]["fp32"]["n"] == result["pgd"]["bf16"]["n"] > 0
-    assert set(result["targets_met"]) == {"jt_ge_1500", "crmt_ge_1400", "pgd_bf16_ge_1.5x_fp32",
-                                          "pgd_accuracy_within_0.5_points", "lipschitz_ge_5x"}
+    assert set(result["targets_met"]) == {
+        "jt_ge_1500",
+        "crmt_ge_1400",
+        "pgd_bf16_ge_1.5x_fp32",
+        "pgd_accuracy_within_0.5_points",
+        "lipschitz_ge_5x",
+    }
     coding = result["msefm_sparse_coding"]
     stopped = coding["iterations_every_1"]
     assert stopped < coding["max_iter"] and stopped % 16 != 0  # the flag is set between two reads
     assert coding["iterations_every_16"] == math.ceil(stopped / 16) * 16
     assert coding["identical_codes_and_gradients"] is True
-
 
 
 def one_training_step(name: str, device: str, tmp_path) -> torch.Tensor:
@@ -85,8 +115,9 @@ def one_training_step(name: str, device: str, tmp_path) -> torch.Tensor:
     defense, _ = build_defense(name)
     cfg = TrainConfig(batch_size=64)
     model = defense.build_model(ds, cfg).to(device).train()
-    ctx = TrainContext(dataset=ds, train=cfg, device=torch.device(device),
-                       generator=torch.Generator().manual_seed(0), epoch=0)
+    ctx = TrainContext(
+        dataset=ds, train=cfg, device=torch.device(device), generator=torch.Generator().manual_seed(0), epoch=0
+    )
     defense.on_epoch_start(model, ctx)  # PMR prototypes: a per-epoch pass, allowed to sync
     batch, labels = next(ds.train.batches(64, device=device))
     strict = device == "cuda"

@@ -1,4 +1,5 @@
 """OGM-GE / OGM gradient modulation and PMR prototypes and loss: exact answers on tiny models."""
+
 import math
 
 import pytest
@@ -6,18 +7,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import flat_specs, linear_model
 from mmrobust_bench.data.base import InMemoryDataset, TensorSplit
 from mmrobust_bench.defenses import TrainConfig, TrainContext, build_defense
 from mmrobust_bench.defenses.pmr import PROTOTYPES
 from mmrobust_bench.models import ConcatHead, MultiModalNet
 
+from helpers import flat_specs, linear_model
+
 K = 3
 
 
 def conv_encoder(channels: int) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Conv2d(4, 5, 3, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return nn.Sequential(
+        nn.Conv2d(channels, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 5, 3, bias=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
 
 
 def conv_model(dominant: str) -> tuple[MultiModalNet, dict, torch.Tensor]:
@@ -33,8 +41,13 @@ def conv_model(dominant: str) -> tuple[MultiModalNet, dict, torch.Tensor]:
 
 
 def context(seed: int = 0, epoch: int = 0, dataset=None, batch_size: int = 64) -> TrainContext:
-    return TrainContext(dataset=dataset, train=TrainConfig(batch_size=batch_size), device=torch.device("cpu"),
-                        generator=torch.Generator().manual_seed(seed), epoch=epoch)
+    return TrainContext(
+        dataset=dataset,
+        train=TrainConfig(batch_size=batch_size),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(seed),
+        epoch=epoch,
+    )
 
 
 def one_step(defense, model, batch, labels, ctx):
@@ -128,6 +141,7 @@ def test_ogm_refuses_three_modalities():
 
 
 # ---------------------------------------------------------------- PMR
+
 
 def pmr_setup(n: int = 40, batch_size: int = 2):
     """Identity encoders, so features are the inputs and prototypes are plain input means."""

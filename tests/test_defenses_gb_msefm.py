@@ -1,24 +1,45 @@
 """Gradient Blending, sparse coding and MSEFM: closed forms, hand-computed weights, literal formulas."""
+
 import math
+from typing import ClassVar
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import linear_model
 from mmrobust_bench.bench.api import train_defense
 from mmrobust_bench.bench.evaluate import clean_accuracy
 from mmrobust_bench.contracts import ModalitySpec
 from mmrobust_bench.data.base import InMemoryDataset, TensorSplit
 from mmrobust_bench.defenses import TrainConfig, TrainContext, build_defense
-from mmrobust_bench.defenses.gb import (FUSED, WEIGHT_FLOOR, GradientBlending, Losses, attach_aux_heads,
-                                        blend_weights, holdout_split, super_epoch_length)
+from mmrobust_bench.defenses.gb import (
+    FUSED,
+    WEIGHT_FLOOR,
+    GradientBlending,
+    Losses,
+    attach_aux_heads,
+    blend_weights,
+    holdout_split,
+    super_epoch_length,
+)
 from mmrobust_bench.defenses.msefm import MSEFM, OFFICIAL_KS_STEPS, ExFMemNet, mean_cosine
-from mmrobust_bench.models import ConcatHead, MultiModalNet
-from mmrobust_bench.models import sparse_coding
-from mmrobust_bench.models.sparse_coding import (FORMS, STOPPING, StoppingRule, check_step, data_gradient, fista,
-                                                 ista, lipschitz_step, max_eigenvalue, soft_threshold, stopping_rule)
+from mmrobust_bench.models import ConcatHead, MultiModalNet, sparse_coding
+from mmrobust_bench.models.sparse_coding import (
+    FORMS,
+    STOPPING,
+    StoppingRule,
+    check_step,
+    data_gradient,
+    fista,
+    ista,
+    lipschitz_step,
+    max_eigenvalue,
+    soft_threshold,
+    stopping_rule,
+)
+
+from helpers import linear_model
 
 SOLVERS = {"ista": ista, "fista": fista}
 
@@ -29,6 +50,7 @@ def orthonormal_columns(rows: int, cols: int, seed: int = 0, scale: float = 1.0)
 
 
 # ---------------------------------------------------------------- sparse coding
+
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -63,7 +85,7 @@ def test_recovers_a_known_sparse_code_exactly(solver, form):
 def test_step_check_rejects_official_constants_on_large_features():
     big = orthonormal_columns(8, 6, scale=1000.0)  # λ_max(DᵀD) = 1e6: α_v·λ_max = 2
     assert max_eigenvalue(big) == pytest.approx(1e6)
-    with pytest.raises(ValueError, match="too large for this dictionary.*= 2 > 1"):
+    with pytest.raises(ValueError, match=r"too large for this dictionary.*= 2 > 1"):
         check_step(big, OFFICIAL_KS_STEPS["v"])
     check_step(orthonormal_columns(8, 6, scale=math.sqrt(4e5)), OFFICIAL_KS_STEPS["v"])  # α·λ_max = 0.8
     check_step(big, lipschitz_step(big))  # the recommended step passes despite rounding
@@ -144,8 +166,15 @@ def test_msefm_defaults_to_the_residual_form_and_keys_the_gram_form_as_before():
         codes = fista(memory, features.t(), defense.config.sparsity, step, max_iter=200, tol=8e-4, form=form)
         expected = defense.config.blend * (memory @ codes).t() + (1 - defense.config.blend) * features
         assert torch.equal(model.recall("v", features), expected)
-        other = fista(memory, features.t(), defense.config.sparsity, step, max_iter=200, tol=8e-4,
-                      form=next(f for f in FORMS if f != form))
+        other = fista(
+            memory,
+            features.t(),
+            defense.config.sparsity,
+            step,
+            max_iter=200,
+            tol=8e-4,
+            form=next(f for f in FORMS if f != form),
+        )
         assert not torch.equal(codes, other)  # float32 rounding tells the forms apart: the check above has teeth
 
 
@@ -158,7 +187,6 @@ def test_fista_derivative_stays_bounded_on_an_overcomplete_dictionary():
     codes = fista(d, x, 0.01, lipschitz_step(d), max_iter=1000, tol=0.0)
     (grad,) = torch.autograd.grad(((d @ codes) * w).sum(), x)
     assert grad.norm() <= w.norm()
-
 
 
 @pytest.mark.parametrize("stopping", STOPPING)
@@ -178,8 +206,9 @@ def test_reading_the_stopping_flag_less_often_changes_neither_codes_nor_gradient
     def run(check_every: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         iterations.clear()
         signals = x.clone().requires_grad_(True)
-        codes = SOLVERS[solver](d, signals, 0.3, lipschitz_step(d), max_iter=300, tol=3e-3,
-                                check_every=check_every, stopping=stopping)
+        codes = SOLVERS[solver](
+            d, signals, 0.3, lipschitz_step(d), max_iter=300, tol=3e-3, check_every=check_every, stopping=stopping
+        )
         (grad,) = torch.autograd.grad((codes * w).sum(), signals)
         return codes.detach(), grad, len(iterations)
 
@@ -196,18 +225,21 @@ def spread_convergence_problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     gen = torch.Generator().manual_seed(11)
     d = torch.randn(24, 40, generator=gen, dtype=torch.float64)
     d = d / d.norm(dim=0)
-    x = torch.randn(24, 6, generator=gen, dtype=torch.float64) * torch.tensor([0.2, 0.3, 0.5, 0.7, 1.0, 1.2],
-                                                                              dtype=torch.float64)
+    x = torch.randn(24, 6, generator=gen, dtype=torch.float64) * torch.tensor(
+        [0.2, 0.3, 0.5, 0.7, 1.0, 1.2], dtype=torch.float64
+    )
     w = torch.randn(40, 6, generator=gen, dtype=torch.float64)
     return d, x, w
 
 
-def code_and_gradient(solver: str, d: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stopping: str,
-                      stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+def code_and_gradient(
+    solver: str, d: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stopping: str, stats: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     signals = x.clone().requires_grad_(True)
     stats = {} if stats is None else stats
-    codes = SOLVERS[solver](d, signals, 0.05, lipschitz_step(d), max_iter=1500, tol=1e-3, stopping=stopping,
-                            stats=stats)
+    codes = SOLVERS[solver](
+        d, signals, 0.05, lipschitz_step(d), max_iter=1500, tol=1e-3, stopping=stopping, stats=stats
+    )
     (grad,) = torch.autograd.grad((codes * w).sum(), signals)
     return codes.detach(), grad, stats["iterations"]
 
@@ -221,9 +253,9 @@ def test_per_sample_stopping_makes_every_code_and_its_gradient_independent_of_th
     codes, grad, batch_iterations = code_and_gradient(solver, d, x, w, "sample", stats)
     alone_iterations = []
     for j in range(x.shape[1]):
-        c, g, n = code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "sample")
-        assert torch.allclose(codes[:, j:j + 1], c, rtol=0, atol=1e-12)
-        assert torch.allclose(grad[:, j:j + 1], g, rtol=0, atol=1e-12)
+        c, g, n = code_and_gradient(solver, d, x[:, j : j + 1], w[:, j : j + 1], "sample")
+        assert torch.allclose(codes[:, j : j + 1], c, rtol=0, atol=1e-12)
+        assert torch.allclose(grad[:, j : j + 1], g, rtol=0, atol=1e-12)
         alone_iterations.append(n)
     assert len(set(alone_iterations)) > 1 and max(alone_iterations) < 1500  # tol, not max_iter, stops each
     assert batch_iterations == max(alone_iterations)
@@ -238,8 +270,8 @@ def test_both_stopping_rules_agree_on_a_single_signal(solver):
     for j in range(x.shape[1]):
         batch_stats: dict = {}
         sample_stats: dict = {}
-        b = code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "batch", batch_stats)
-        s = code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "sample", sample_stats)
+        b = code_and_gradient(solver, d, x[:, j : j + 1], w[:, j : j + 1], "batch", batch_stats)
+        s = code_and_gradient(solver, d, x[:, j : j + 1], w[:, j : j + 1], "sample", sample_stats)
         assert torch.equal(b[0], s[0]) and torch.equal(b[1], s[1]) and b[2] == s[2]
         assert batch_stats["column_iterations"] == sample_stats["column_iterations"] == [b[2]]
 
@@ -250,7 +282,7 @@ def test_the_reference_batch_stopping_lets_the_batch_change_a_code(solver):
     inside the batch, so its code differs from its code alone — the reason "sample" exists."""
     d, x, w = spread_convergence_problem()
     codes, _, _ = code_and_gradient(solver, d, x, w, "batch")
-    alone = [code_and_gradient(solver, d, x[:, j:j + 1], w[:, j:j + 1], "batch") for j in range(x.shape[1])]
+    alone = [code_and_gradient(solver, d, x[:, j : j + 1], w[:, j : j + 1], "batch") for j in range(x.shape[1])]
     first = min(range(x.shape[1]), key=lambda j: alone[j][2])
     assert (codes[:, first] - alone[first][0][:, 0]).abs().max() > 1e-6
 
@@ -269,21 +301,27 @@ def test_exfmem_with_per_sample_stopping_classifies_each_sample_as_it_would_alon
     each sample's logits alone; the solver's flags are the only batch coupling, float rounding apart."""
     gen = torch.Generator().manual_seed(3)
     split = TensorSplit({m: torch.rand(24, 1, 8, 8, generator=gen) for m in "va"}, torch.arange(24) % 3)
-    ds = InMemoryDataset("tiny_images", (ModalitySpec("v", (1, 8, 8)), ModalitySpec("a", (1, 8, 8))), 3, split,
-                         split, encoders={"v": "small_cnn2d", "a": "small_cnn2d"})
+    ds = InMemoryDataset(
+        "tiny_images",
+        (ModalitySpec("v", (1, 8, 8)), ModalitySpec("a", (1, 8, 8))),
+        3,
+        split,
+        split,
+        encoders={"v": "small_cnn2d", "a": "small_cnn2d"},
+    )
     defense = MSEFM(MSEFM.Config(stopping="sample", tol=1e-3, max_iter=500))
     torch.manual_seed(0)
     model = defense.build_model(ds, TrainConfig(feature_dim=8)).eval()
     assert model.stopping == "sample"
     with torch.no_grad():
         features = model.encode(split.inputs)
-    model.set_memories({m: f.t().contiguous() for m, f in features.items()},
-                       {m: lipschitz_step(f.t()) for m, f in features.items()})
-    batch = {m: torch.rand(10, 1, 8, 8, generator=gen) * torch.linspace(0.2, 3, 10)[:, None, None, None]
-             for m in "va"}
+    model.set_memories(
+        {m: f.t().contiguous() for m, f in features.items()}, {m: lipschitz_step(f.t()) for m, f in features.items()}
+    )
+    batch = {m: torch.rand(10, 1, 8, 8, generator=gen) * torch.linspace(0.2, 3, 10)[:, None, None, None] for m in "va"}
     with torch.no_grad():
         logits = model(batch).logits
-        alone = torch.cat([model({m: t[i:i + 1] for m, t in batch.items()}).logits for i in range(10)])
+        alone = torch.cat([model({m: t[i : i + 1] for m, t in batch.items()}).logits for i in range(10)])
     assert torch.allclose(logits, alone, rtol=0, atol=1e-5)
 
 
@@ -299,7 +337,9 @@ def test_stopping_rule_without_a_tolerance_never_stops_and_refuses_bad_intervals
     with pytest.raises(ValueError, match="check_every must be >= 1"):
         StoppingRule(torch.zeros(1), tol=1e-3, check_every=0)
 
+
 # ---------------------------------------------------------------- MSEFM
+
 
 def tiny_dataset(n: int = 24, dims: int = 4, classes: int = 3) -> InMemoryDataset:
     gen = torch.Generator().manual_seed(0)
@@ -313,9 +353,18 @@ def tiny_dataset(n: int = 24, dims: int = 4, classes: int = 3) -> InMemoryDatase
 def exfmem_model(defense: MSEFM, memory_size: int, dims: int = 4, classes: int = 3) -> ExFMemNet:
     base = linear_model({"v": dims, "a": dims}, classes)
     cfg = defense.config
-    return ExFMemNet(base.encoders, base.head, {"v": dims, "a": dims}, memory_size, sparsity=cfg.sparsity,
-                     blend=cfg.blend, solver=cfg.solver, max_iter=cfg.max_iter, tol=cfg.tol,
-                     gradient_form=cfg.gradient_form).eval()
+    return ExFMemNet(
+        base.encoders,
+        base.head,
+        {"v": dims, "a": dims},
+        memory_size,
+        sparsity=cfg.sparsity,
+        blend=cfg.blend,
+        solver=cfg.solver,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        gradient_form=cfg.gradient_form,
+    ).eval()
 
 
 def test_minsim_loss_is_ce_plus_weighted_mean_cosine():
@@ -338,8 +387,9 @@ def test_exfmem_forward_blends_the_sparse_reconstruction():
     assert torch.equal(model(batch).logits, plain)  # stage A: no memories yet
     memories = {m: orthonormal_columns(4, 3, seed=i).float() for i, m in enumerate("va")}
     model.set_memories(memories, {m: lipschitz_step(d) for m, d in memories.items()})
-    blended = {m: 0.6 * (memories[m] @ soft_threshold(memories[m].t() @ batch[m].t(), 0.1)).t() + 0.4 * batch[m]
-               for m in "va"}
+    blended = {
+        m: 0.6 * (memories[m] @ soft_threshold(memories[m].t() @ batch[m].t(), 0.1)).t() + 0.4 * batch[m] for m in "va"
+    }
     out = model(batch)
     assert torch.allclose(out.logits, model.head.fc(torch.cat([blended["v"], blended["a"]], dim=1)), atol=1e-5)
     assert torch.allclose(out.features["a"], blended["a"], atol=1e-5)
@@ -349,8 +399,12 @@ def test_memories_are_eval_features_of_distinct_training_samples_and_load_from_s
     ds = tiny_dataset(n=24)
     defense = MSEFM(MSEFM.Config(memory_size=1024))  # more than the train set: every sample once
     model = exfmem_model(defense, memory_size=len(ds.train))
-    ctx = TrainContext(dataset=ds, train=TrainConfig(batch_size=7), device=torch.device("cpu"),
-                       generator=torch.Generator().manual_seed(0))
+    ctx = TrainContext(
+        dataset=ds,
+        train=TrainConfig(batch_size=7),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
     memories = defense.extract_memories(model, ctx)
     for m in "va":
         assert memories[m].shape == (4, 24)
@@ -372,16 +426,17 @@ def test_stopping_rule_switches_every_sparse_coding_layer_and_restores_it_even_o
     with stopping_rule(model, "sample") as layers:
         assert layers == [model] and model.stopping == "sample"
     assert model.stopping == "batch"
-    with pytest.raises(RuntimeError, match="inside"):
-        with stopping_rule(model, "sample"):
-            raise RuntimeError("inside")
+    with pytest.raises(RuntimeError, match="inside"), stopping_rule(model, "sample"):
+        raise RuntimeError("inside")
     assert model.stopping == "batch"
     plain = linear_model({"v": 4, "a": 4}, 3)
     with stopping_rule(plain, "sample") as layers:
         assert layers == []
-    with pytest.raises(ValueError, match="stopping rule must be one of batch, sample, got 'column'"):
-        with stopping_rule(model, "column"):
-            pass
+    with (
+        pytest.raises(ValueError, match="stopping rule must be one of batch, sample, got 'column'"),
+        stopping_rule(model, "column"),
+    ):
+        pass
 
 
 def certifiable_msefm(tmp_path):
@@ -401,8 +456,9 @@ def certifiable_msefm(tmp_path):
     model = defense.build_model(ds, train_cfg).eval()
     with torch.no_grad():
         features = model.encode(split.inputs)
-    model.set_memories({m: f.t().contiguous() for m, f in features.items()},
-                       {m: lipschitz_step(f.t()) for m, f in features.items()})
+    model.set_memories(
+        {m: f.t().contiguous() for m, f in features.items()}, {m: lipschitz_step(f.t()) for m, f in features.items()}
+    )
     key = CheckpointKey(ds.name, {}, defense.name, defense.config_dict(), key_dict(train_cfg), 0)
     trained = TrainedModel(model, defense, train_cfg, key, tmp_path, "ab" * 32)
     trained.dataset = ds
@@ -428,10 +484,23 @@ def test_certification_codes_msefm_per_sample_and_restores_the_models_rule(tmp_p
         return solver(*args, **kwargs)
 
     model.solver = recording
-    options = (dict(smoothing=SmoothingConfig(sigma=0.25, n0=4, n=8, batch=8), n_attack=2, attack_steps=2,
-                    attack_samples=2) if method == "smoothing" else dict(honesty_steps=2))
-    outcome = certify_defense("msefm", dataset="tiny_images", trained=trained, root=tmp_path, method=method,
-                              device="cpu", test_samples=3, progress=False, command="test", **options)
+    options = (
+        dict(smoothing=SmoothingConfig(sigma=0.25, n0=4, n=8, batch=8), n_attack=2, attack_steps=2, attack_samples=2)
+        if method == "smoothing"
+        else dict(honesty_steps=2)
+    )
+    outcome = certify_defense(
+        "msefm",
+        dataset="tiny_images",
+        trained=trained,
+        root=tmp_path,
+        method=method,
+        device="cpu",
+        test_samples=3,
+        progress=False,
+        command="test",
+        **options,
+    )
     assert rules and set(rules) == {("sample", "sample")}
     assert model.stopping == "batch"
     rows = pd.read_csv(outcome.certified_path)
@@ -440,6 +509,7 @@ def test_certification_codes_msefm_per_sample_and_restores_the_models_rule(tmp_p
     with torch.no_grad():
         model({m: t[:2] for m, t in trained.dataset.test.inputs.items()})
     assert rules[calls:] == [("batch", "batch")] * 2  # one call per modality, with the model's own rule again
+
 
 def test_blend_weights_by_hand():
     before = {"v": Losses(2.0, 2.1), "a": Losses(1.8, 2.0), FUSED: Losses(1.5, 1.7)}
@@ -476,16 +546,18 @@ def test_gb_loss_is_the_weighted_sum_of_the_three_cross_entropies():
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     ctx = TrainContext(dataset=None, train=TrainConfig(), device=torch.device("cpu"), generator=torch.Generator())
     ctx.state["gb_weights"] = {"v": 0.2, "a": 0.3, FUSED: 0.5}
-    expected = (0.2 * F.cross_entropy(model.aux_heads["v"](batch["v"]), labels)
-                + 0.3 * F.cross_entropy(model.aux_heads["a"](batch["a"]), labels)
-                + 0.5 * F.cross_entropy(model.head.fc(torch.cat([batch["v"], batch["a"]], 1)), labels))
+    expected = (
+        0.2 * F.cross_entropy(model.aux_heads["v"](batch["v"]), labels)
+        + 0.3 * F.cross_entropy(model.aux_heads["a"](batch["a"]), labels)
+        + 0.5 * F.cross_entropy(model.head.fc(torch.cat([batch["v"], batch["a"]], 1)), labels)
+    )
     assert GradientBlending().loss(model, batch, labels, ctx).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 class Recorder(nn.Module):
     """A linear encoder that logs which sample ids (input[:, 0]) it sees, and in which mode."""
 
-    seen: list[tuple[bool, bool, list[int]]] = []  # class-level: shared by deep copies
+    seen: ClassVar[list[tuple[bool, bool, list[int]]]] = []  # class-level: shared by deep copies
 
     def __init__(self, dims: int) -> None:
         super().__init__()
@@ -502,8 +574,12 @@ def test_estimation_trains_on_fit_samples_and_validates_on_disjoint_held_out_one
     model = attach_aux_heads(MultiModalNet({"v": Recorder(4), "a": Recorder(4)}, ConcatHead(["v", "a"], [3, 3], 3)), 3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     defense = GradientBlending(GradientBlending.Config(super_epoch=2, holdout_fraction=0.25, holdout_seed=7))
-    ctx = TrainContext(dataset=ds, train=TrainConfig(batch_size=8, lr=0.1, lr_step=0), device=torch.device("cpu"),
-                       generator=torch.Generator().manual_seed(0))
+    ctx = TrainContext(
+        dataset=ds,
+        train=TrainConfig(batch_size=8, lr=0.1, lr_step=0),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
     Recorder.seen.clear()
     defense.on_epoch_start(model, ctx)
     fit_ids, held_ids = (set(i.tolist()) for i in holdout_split(40, 0.25, seed=7))
@@ -527,12 +603,21 @@ def test_estimation_trains_on_fit_samples_and_validates_on_disjoint_held_out_one
 
 def test_gb_checkpoint_holds_the_extra_heads():
     defense, train_cfg = build_defense("gb", {"feature_dim": 8})
-    ds = InMemoryDataset("tiny", (ModalitySpec("v", (1, 6, 6)), ModalitySpec("a", (1, 6, 6))), 3,
-                         TensorSplit({}, torch.zeros(0)), TensorSplit({}, torch.zeros(0)),
-                         encoders={"v": "small_cnn2d", "a": "small_cnn2d"})
+    ds = InMemoryDataset(
+        "tiny",
+        (ModalitySpec("v", (1, 6, 6)), ModalitySpec("a", (1, 6, 6))),
+        3,
+        TensorSplit({}, torch.zeros(0)),
+        TensorSplit({}, torch.zeros(0)),
+        encoders={"v": "small_cnn2d", "a": "small_cnn2d"},
+    )
     first, second = defense.build_model(ds, train_cfg), defense.build_model(ds, train_cfg)
     assert {k for k in first.state_dict() if k.startswith("aux_heads.")} == {
-        "aux_heads.v.weight", "aux_heads.v.bias", "aux_heads.a.weight", "aux_heads.a.bias"}
+        "aux_heads.v.weight",
+        "aux_heads.v.bias",
+        "aux_heads.a.weight",
+        "aux_heads.a.bias",
+    }
     assert first.aux_heads["v"].weight.shape == (3, 8)
     assert not torch.equal(first.aux_heads["v"].weight, second.aux_heads["v"].weight)  # two random inits
     second.load_state_dict(first.state_dict())  # strict: a missing or unexpected aux-head key would raise
@@ -554,8 +639,12 @@ def estimate_epochs(monkeypatch, super_epoch: int, epochs: int) -> list[int]:
 
     monkeypatch.setattr(GradientBlending, "estimate", stub)
     defense = GradientBlending(GradientBlending.Config(super_epoch=super_epoch))
-    ctx = TrainContext(dataset=tiny_dataset(), train=TrainConfig(epochs=epochs), device=torch.device("cpu"),
-                       generator=torch.Generator())
+    ctx = TrainContext(
+        dataset=tiny_dataset(),
+        train=TrainConfig(epochs=epochs),
+        device=torch.device("cpu"),
+        generator=torch.Generator(),
+    )
     for epoch in range(epochs):
         ctx.epoch = epoch
         defense.on_epoch_start(None, ctx)
@@ -582,8 +671,11 @@ def test_super_epoch_accepts_automatic_and_refuses_other_non_positive_values():
     check_fields(GradientBlending.Config(super_epoch=-1), "gb")
     check_fields(GradientBlending.Config(super_epoch=1), "gb")
     for bad in (0, -2):
-        with pytest.raises(ValueError, match=rf"^super_epoch must be >= 1 \(or -1: automatic, max\(1, epochs // 3\)\), "
-                                             rf"got {bad}$"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^super_epoch must be >= 1 \(or -1: automatic, max\(1, epochs // 3\)\), "
+            rf"got {bad}$",
+        ):
             build_defense("gb", {"super_epoch": bad})
 
 
@@ -603,6 +695,7 @@ def test_automatic_super_epoch_moves_the_key_and_an_explicit_10_keys_as_the_lead
 
 
 # ---------------------------------------------------------------- end to end on synthav
+
 
 @pytest.mark.slow
 def test_gb_re_estimates_the_blend_at_epochs_0_2_4_of_synthavs_six_epoch_schedule(tmp_path, monkeypatch):
@@ -636,14 +729,14 @@ def test_gb_re_estimates_the_blend_at_epochs_0_2_4_of_synthavs_six_epoch_schedul
 
 
 @pytest.mark.slow
-
 @pytest.mark.slow
 def test_gb_and_msefm_train_on_synthav_and_msefm_memories_are_checkpointed(tmp_path):
     data = dict(n_train=600, n_test=200)
     cpu = torch.device("cpu")
     # 4 epochs: with synthav's 64-d features even JT only reaches ≈ 0.5 clean accuracy after 2
-    gb = train_defense("gb", dataset_options=data, overrides={"epochs": 4, "super_epoch": 2}, root=tmp_path,
-                       progress=False)
+    gb = train_defense(
+        "gb", dataset_options=data, overrides={"epochs": 4, "super_epoch": 2}, root=tmp_path, progress=False
+    )
     assert clean_accuracy(gb.model, gb.dataset.test, 500, cpu).accuracy >= 0.5
     settings = {"epochs": 4, "memory_size": 256, "exfmem_epochs": 1}
     msefm = train_defense("msefm", dataset_options=data, overrides=settings, root=tmp_path, progress=False)

@@ -1,4 +1,5 @@
 """Mixup, MMAT and CRMT-Mix: mixed inputs, adversarial inputs and mixed margins, exactly."""
+
 import copy
 
 import pytest
@@ -7,7 +8,6 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from helpers import linear_model
 from mmrobust_bench.bench.api import train_defense
 from mmrobust_bench.bench.evaluate import clean_accuracy
 from mmrobust_bench.defenses import TrainConfig, TrainContext, build_defense
@@ -16,18 +16,22 @@ from mmrobust_bench.defenses.crmt_mix import intended_mix_margin, official_mix_m
 from mmrobust_bench.defenses.mixing import draw_mix
 from mmrobust_bench.models import ConcatHead, MultiModalNet
 
+from helpers import linear_model
+
 B = 6
 
 
 def context(seed: int) -> TrainContext:
-    return TrainContext(dataset=None, train=TrainConfig(), device=torch.device("cpu"),
-                        generator=torch.Generator().manual_seed(seed))
+    return TrainContext(
+        dataset=None, train=TrainConfig(), device=torch.device("cpu"), generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def record_inputs(model: nn.Module) -> list:
     seen = []
     model.register_forward_pre_hook(
-        lambda module, args: seen.append({m: x.detach().clone() for m, x in args[0].items()}))
+        lambda module, args: seen.append({m: x.detach().clone() for m, x in args[0].items()})
+    )
     return seen
 
 
@@ -49,6 +53,7 @@ def recover_mix(mixed_v: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 # ---------------------------------------------------------------- Mixup
 
+
 def test_mixup_mixes_both_modalities_alike_and_weights_the_two_targets():
     batch, y = mix_batch()
     model = linear_model({"v": B, "a": 4}, 3).train()
@@ -60,8 +65,9 @@ def test_mixup_mixes_both_modalities_alike_and_weights_the_two_targets():
     assert torch.allclose(seen[-1]["v"], lam * batch["v"] + (1 - lam) * batch["v"][perm], atol=1e-6)
     assert torch.allclose(seen[-1]["a"], lam * batch["a"] + (1 - lam) * batch["a"][perm], atol=1e-6)
     logits = model(seen[-1]).logits
-    assert torch.allclose(loss, lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm]),
-                          atol=1e-6)
+    assert torch.allclose(
+        loss, lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm]), atol=1e-6
+    )
 
 
 def test_mixup_is_reproducible_from_the_training_generator():
@@ -86,11 +92,14 @@ def test_mix_lambda_follows_beta_alpha_alpha():
 
 # ---------------------------------------------------------------- MMAT
 
+
 def bn_model() -> MultiModalNet:
     """Flatten + BatchNorm encoders: train-mode attacks visibly move the running statistics."""
     torch.manual_seed(0)
-    encoders = {"v": nn.Sequential(nn.Flatten(), nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Tanh()),
-                "a": nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh())}
+    encoders = {
+        "v": nn.Sequential(nn.Flatten(), nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Tanh()),
+        "a": nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh()),
+    }
     return MultiModalNet(encoders, ConcatHead(["v", "a"], [4, 4], 3)).train()
 
 
@@ -116,6 +125,7 @@ def test_mmat_trains_on_exactly_the_joint_normalised_ascent(overrides, eps, step
 
 # ---------------------------------------------------------------- CRMT-Mix margins
 
+
 def literal_intended(z: dict, y_a, y_b, lam):
     total = 0
     for zm in z.values():
@@ -132,20 +142,26 @@ def literal_intended(z: dict, y_a, y_b, lam):
 def literal_official(outs: list, targets_a, targets_b, lam):
     """The reference loop, transcribed (``same_target`` means "different")."""
     rows = torch.arange(targets_a.shape[0])
-    same_target = (targets_a != targets_b)
+    same_target = targets_a != targets_b
     margin_loss = 0.0
     for modality in range(len(outs)):
-        numerator = (torch.sum(torch.exp(outs[modality]), dim=1) - outs[modality][rows, targets_a]
-                     - outs[modality][rows, targets_b] * same_target)
+        numerator = (
+            torch.sum(torch.exp(outs[modality]), dim=1)
+            - outs[modality][rows, targets_a]
+            - outs[modality][rows, targets_b] * same_target
+        )
         margin_loss = margin_loss + numerator * torch.exp(
-            -(lam * outs[modality][rows, targets_a] + (1 - lam) * outs[modality][rows, targets_b]))
+            -(lam * outs[modality][rows, targets_a] + (1 - lam) * outs[modality][rows, targets_b])
+        )
     return torch.mean(torch.log(margin_loss))
 
 
 def margin_inputs(k=5):
     gen = torch.Generator().manual_seed(4)
-    z = {"v": torch.randn(8, k, generator=gen, dtype=torch.float64),
-         "a": torch.randn(8, k, generator=gen, dtype=torch.float64)}
+    z = {
+        "v": torch.randn(8, k, generator=gen, dtype=torch.float64),
+        "a": torch.randn(8, k, generator=gen, dtype=torch.float64),
+    }
     y_a = torch.randint(0, k, (8,), generator=gen)
     y_b = y_a.clone()
     y_b[:5] = (y_a[:5] + 1) % k  # five rows with two different targets, three with one
@@ -155,8 +171,9 @@ def margin_inputs(k=5):
 def test_intended_mix_margin_equals_the_exp_form_and_survives_huge_logits():
     z, y_a, y_b = margin_inputs()
     for lam in (0.0, 0.3, 1.0):
-        assert torch.allclose(intended_mix_margin(z, y_a, y_b, lam).double(), literal_intended(z, y_a, y_b, lam),
-                              atol=1e-5)
+        assert torch.allclose(
+            intended_mix_margin(z, y_a, y_b, lam).double(), literal_intended(z, y_a, y_b, lam), atol=1e-5
+        )
     huge = {m: v * 1e4 for m, v in z.items()}
     assert torch.isfinite(intended_mix_margin(huge, y_a, y_b, 0.3))
     assert not torch.isfinite(literal_intended(huge, y_a, y_b, 0.3))
@@ -171,8 +188,9 @@ def test_intended_mix_margin_is_finite_for_two_classes():
     # rows with two different targets have an empty numerator: the L1 floor log 1e-5 stands in
     same = y_a == y_b
     rows = torch.arange(8)
-    per_row = torch.log(sum(torch.exp(v.detach().double()[rows, 1 - y_a] - v.detach().double()[rows, y_a])
-                            for v in z.values()))
+    per_row = torch.log(
+        sum(torch.exp(v.detach().double()[rows, 1 - y_a] - v.detach().double()[rows, y_a]) for v in z.values())
+    )
     expected = (per_row[same].sum() + (~same).sum() * torch.log(torch.tensor(1e-5, dtype=torch.float64))) / 8
     assert torch.allclose(value.double(), expected, atol=1e-5)
 
@@ -181,8 +199,9 @@ def test_official_mix_margin_equals_the_reference_formula():
     z, y_a, y_b = margin_inputs()
     z = {m: v.abs() + 0.1 for m, v in z.items()}  # keeps the reference's numerator positive
     for lam in (0.2, 0.7):
-        assert torch.allclose(official_mix_margin(z, y_a, y_b, lam).double(),
-                              literal_official([z["v"], z["a"]], y_a, y_b, lam), atol=1e-5)
+        assert torch.allclose(
+            official_mix_margin(z, y_a, y_b, lam).double(), literal_official([z["v"], z["a"]], y_a, y_b, lam), atol=1e-5
+        )
     assert not torch.allclose(official_mix_margin(z, y_a, y_b, 0.2), intended_mix_margin(z, y_a, y_b, 0.2))
 
 
@@ -208,6 +227,7 @@ def test_unknown_mix_margin_is_refused():
 
 # ---------------------------------------------------------------- training end to end
 
+
 @pytest.fixture(scope="module")
 def shared_root(tmp_path_factory):
     return tmp_path_factory.mktemp("balance_mix_at")  # the synthav cache is built once
@@ -221,8 +241,13 @@ EPOCHS = {"ogm_ge": 3, "ogm": 3, "pmr": 3, "mixup": 3, "mmat": 2, "crmt_mix": 2}
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EPOCHS))
 def test_each_defense_learns_synthav(name, shared_root):
-    trained = train_defense(name, dataset_options=dict(n_train=600, n_test=200), overrides={"epochs": EPOCHS[name]},
-                            root=shared_root, progress=False)
+    trained = train_defense(
+        name,
+        dataset_options=dict(n_train=600, n_test=200),
+        overrides={"epochs": EPOCHS[name]},
+        root=shared_root,
+        progress=False,
+    )
     accuracy = clean_accuracy(trained.model, trained.dataset.test, 200, torch.device("cpu")).accuracy
     assert accuracy >= 0.5, f"{name}: clean accuracy {accuracy:.3f} with 10 classes"
 
@@ -232,8 +257,10 @@ def test_joint_normalised_ascent_matches_the_formula_written_out(step_size):
     """x ← x₀ + clip(x + α·g/√(‖g_v‖² + ‖g_a‖² + 1e-6) − x₀, ±2ε), α = ε/steps unless given; with
     α = 0.25 ≫ 2ε = 0.2 the clip binds, so both branches of the formula are exercised."""
     eps, steps = 0.1, 3
-    batch = {"v": torch.randn(8, 5, generator=torch.Generator().manual_seed(1)),
-             "a": torch.randn(8, 3, generator=torch.Generator().manual_seed(2))}
+    batch = {
+        "v": torch.randn(8, 5, generator=torch.Generator().manual_seed(1)),
+        "a": torch.randn(8, 3, generator=torch.Generator().manual_seed(2)),
+    }
     y = torch.arange(8) % 3
     model, by_hand = bn_model(), bn_model()
     alpha = eps / steps if step_size is None else step_size

@@ -4,6 +4,7 @@ Tolerances: gradient sync and data-parallel training differ from one process onl
 floating-point sums (gradients 1e-6; MMT weights after two epochs 1e-4); sharded evaluation is exact
 (each batch and each seeded attack on it is the one-process batch).
 """
+
 import os
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import pytest
 import torch
 
 from mmrobust_bench.bench import distributed
-from mmrobust_bench.data.base import shard_slice
 from mmrobust_bench.data import build_dataset
+from mmrobust_bench.data.base import shard_slice
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "distributed_worker.py"
@@ -41,7 +42,10 @@ def test_shards_partition_every_batch_in_order():
 
 def test_sharded_batches_reassemble_the_single_process_batches(tmp_path):
     split = build_dataset("synthav", cache_dir=tmp_path, n_train=32, n_test=16).train
-    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+
+    def gen():
+        return torch.Generator().manual_seed(5)
+
     whole = [y for _, y in split.batches(10, shuffle=True, generator=gen())]
     parts = [[y for _, y in split.batches(10, shuffle=True, generator=gen(), shard=(r, 3))] for r in range(3)]
     assert all(len(p) == len(whole) for p in parts)
@@ -60,12 +64,17 @@ def test_single_process_is_a_no_op():
 @pytest.fixture(scope="module")
 def worker_outputs(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, str(WORKER), str(out / "one")], env=_env(), check=True, capture_output=True,
-                   timeout=600)
-    done = subprocess.run(_torchrun(str(WORKER), str(out / "two")), env=_env(), capture_output=True, text=True,
-                          timeout=600)
+    subprocess.run(
+        [sys.executable, str(WORKER), str(out / "one")], env=_env(), check=True, capture_output=True, timeout=600
+    )
+    done = subprocess.run(
+        _torchrun(str(WORKER), str(out / "two")), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    load = lambda p: torch.load(p, weights_only=False)  # noqa: E731
+
+    def load(p):
+        return torch.load(p, weights_only=False)
+
     return load(out / "one" / "single.pt"), load(out / "two" / "rank0.pt"), load(out / "two" / "rank1.pt")
 
 
@@ -104,11 +113,33 @@ def test_data_parallel_training_keeps_ranks_identical_and_matches_one_process(wo
 
 @pytest.mark.slow
 def test_torchrun_cli_run_writes_one_set_of_rows(tmp_path):
-    common = ["run", "--defense", "jt", "--attack", "pgd_l2", "--modality", "a", "--eps", "0.5,1",
-              "--set", "epochs=1", "--dataset-set", "n_train=128", "--dataset-set", "n_test=50", "--batch-size", "16",
-              "--device", "cpu", "--no-progress", "--root", str(tmp_path)]
-    done = subprocess.run(_torchrun("-m", "mmrobust_bench.cli", *common), env=_env(), capture_output=True, text=True,
-                          timeout=600)
+    common = [
+        "run",
+        "--defense",
+        "jt",
+        "--attack",
+        "pgd_l2",
+        "--modality",
+        "a",
+        "--eps",
+        "0.5,1",
+        "--set",
+        "epochs=1",
+        "--dataset-set",
+        "n_train=128",
+        "--dataset-set",
+        "n_test=50",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--root",
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        _torchrun("-m", "mmrobust_bench.cli", *common), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("checkpoint:") == 1  # only rank 0 prints
     rows = pd.read_csv(tmp_path / "results.csv")
@@ -119,10 +150,34 @@ def test_torchrun_cli_run_writes_one_set_of_rows(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_sweep_writes_each_cell_once_and_resumes(tmp_path):
-    args = ["-m", "mmrobust_bench.cli", "sweep", "--defenses", "jt", "--seeds", "0", "--attacks", "fgm,missing",
-            "--modalities", "a", "--eps", "0.5,1", "--set", "epochs=1", "--dataset-set", "n_train=96",
-            "--dataset-set", "n_test=40", "--batch-size", "16", "--device", "cpu", "--no-progress",
-            "--root", str(tmp_path)]
+    args = [
+        "-m",
+        "mmrobust_bench.cli",
+        "sweep",
+        "--defenses",
+        "jt",
+        "--seeds",
+        "0",
+        "--attacks",
+        "fgm,missing",
+        "--modalities",
+        "a",
+        "--eps",
+        "0.5,1",
+        "--set",
+        "epochs=1",
+        "--dataset-set",
+        "n_train=96",
+        "--dataset-set",
+        "n_test=40",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--root",
+        str(tmp_path),
+    ]
     first = subprocess.run(_torchrun(*args), env=_env(), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "1 models, 4 rows evaluated" in first.stdout and first.stdout.count("sweep:") == 1

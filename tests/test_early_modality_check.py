@@ -1,4 +1,5 @@
 """``run --modality`` is refused before any data are generated when the dataset's builder names its modalities."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,23 +1,31 @@
 """One orientation of the η ratio on every dataset (certify.eta): η^(a)/η^(v) as the paper's Figure 3, in the
 figure's colour bar and title, the findings' section 3b and a model's certificate text, whichever modality is
 the more fragile; one aggregation (mean over class pairs per modality, then the ratio, then mean over seeds)."""
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
 
-from mmrobust_bench.certify.eta import (ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense,
-                                        eta_ratio_text)
+from mmrobust_bench.certify.eta import (
+    ETA_RATIO_AGGREGATION,
+    eta_ratio_modalities,
+    eta_ratio_per_defense,
+    eta_ratio_text,
+)
 from mmrobust_bench.certify.radii import Certificate
 from mmrobust_bench.data.avdigits import build_avdigits
 from mmrobust_bench.data.synthav import build_synthav
 from mmrobust_bench.reports.figures import figure3
 from mmrobust_bench.reports.findings import findings_markdown
+
 from helpers import fixture_eta, fixture_rows
 
 SYMBOL = r"$\eta^{(\mathrm{a})} / \eta^{(\mathrm{v})}$"
-HEADING = ("### 3b. Imbalance: empirical η^(a) / η^(v) (the paper's Figure 3 orientation; mean over class pairs of η "
-           "per modality, then the ratio, then mean over seeds; 1 = balanced)")
+HEADING = (
+    "### 3b. Imbalance: empirical η^(a) / η^(v) (the paper's Figure 3 orientation; mean over class pairs of η "
+    "per modality, then the ratio, then mean over seeds; 1 = balanced)"
+)
 
 
 def swapped(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -39,8 +47,13 @@ def test_the_rule_picks_audio_over_visual_on_both_datasets_in_any_order():
 def test_aggregation_is_the_mean_over_seeds_of_the_ratio_of_pair_means():
     eta = fixture_eta(k=3)
     # seed 1 of jt: audio η doubled on one pair only -> its pair mean of audio rises by that pair's share
-    bump = (eta["defense"] == "jt") & (eta["seed"] == 1) & (eta["modality"] == "a") & (eta["class_y"] == 0) \
+    bump = (
+        (eta["defense"] == "jt")
+        & (eta["seed"] == 1)
+        & (eta["modality"] == "a")
+        & (eta["class_y"] == 0)
         & (eta["class_j"] == 1)
+    )
     eta.loc[bump, "eta_pair"] *= 2
     jt = eta[eta["defense"] == "jt"]
     per_seed = []
@@ -75,8 +88,9 @@ def test_figure3_colour_bar_and_title_use_the_rule_on_both_datasets(dataset, exp
 def test_findings_heading_is_the_same_on_both_datasets_whichever_modality_is_fragile():
     synthav = findings_markdown(fixture_rows(), pairs=fixture_eta())
     # avdigits-like: the visual modality is the fragile one under PGD and has the larger η
-    avdigits = findings_markdown(swapped(fixture_rows("avdigits"), "avdigits"),
-                                 pairs=swapped(fixture_eta(), "avdigits"))
+    avdigits = findings_markdown(
+        swapped(fixture_rows("avdigits"), "avdigits"), pairs=swapped(fixture_eta(), "avdigits")
+    )
     for text in (synthav, avdigits):
         assert HEADING in text.splitlines()
         assert "η^(v) / η^(a)" not in text and "orders the modalities" not in text
@@ -88,10 +102,22 @@ def test_a_models_certificate_text_uses_the_rule():
     k, n = 3, 4
     local = {"v": torch.full((n,), 6.0), "a": torch.full((n,), 2.0)}
     glob = {"v": torch.full((k, k), 9.0), "a": torch.full((k, k), 3.0)}
-    cert = Certificate(modalities=("v", "a"), head="concat", labels=torch.zeros(n, dtype=torch.long),
-                       predictions=torch.zeros(n, dtype=torch.long), runner_up=torch.ones(n, dtype=torch.long),
-                       tau={}, tau_estimated={}, tau_source="test", pair_eta=glob, eq10_eta={}, local_eta=local,
-                       local_pair_mean={}, radii=[], n_train=8)
+    cert = Certificate(
+        modalities=("v", "a"),
+        head="concat",
+        labels=torch.zeros(n, dtype=torch.long),
+        predictions=torch.zeros(n, dtype=torch.long),
+        runner_up=torch.ones(n, dtype=torch.long),
+        tau={},
+        tau_estimated={},
+        tau_source="test",
+        pair_eta=glob,
+        eq10_eta={},
+        local_eta=local,
+        local_pair_mean={},
+        radii=[],
+        n_train=8,
+    )
     lines = cert.format([]).splitlines()
     assert "  ratio η^(a)/η^(v): local 0.3333, global 0.3333" in lines
     assert not any("η^(v)/η^(a)" in line for line in lines)

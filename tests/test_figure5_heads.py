@@ -1,5 +1,6 @@
 """Figure 5 names the head-only stage after the head its rows were trained with (checkpoint config.json, or an
 own_groups pinned in the sweep YAML, or the default its entry resolves to), and neutrally when none says."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import yaml
 from mmrobust_bench.cli import main
 from mmrobust_bench.cli.report import read_results
 from mmrobust_bench.reports.figures import HEAD_ONLY_STAGE, crmt_heads, figure5
+
 from helpers import fixture_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,9 +25,17 @@ def write_config(root: Path, sha: str, own_groups: str | None) -> None:
     directory = root / "synthav" / "crmt_jt" / sha
     directory.mkdir(parents=True)
     defense_config = {"rho": 0.0} if own_groups is None else {"rho": 0.0, "own_groups": own_groups}
-    (directory / "config.json").write_text(json.dumps({
-        "dataset": "synthav", "defense": "crmt_jt", "defense_config": defense_config, "train_config": {},
-        "stages": {"final": {"file": "final.safetensors", "sha256": sha}}}))
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "dataset": "synthav",
+                "defense": "crmt_jt",
+                "defense_config": defense_config,
+                "train_config": {},
+                "stages": {"final": {"file": "final.safetensors", "sha256": sha}},
+            }
+        )
+    )
 
 
 def test_neutral_stage_name_without_a_source():
@@ -38,8 +48,11 @@ def test_neutral_stage_name_without_a_source():
 
 def test_stage_named_from_checkpoint_configs(tmp_path):
     rows = fixture_rows()  # crmt_jt_orth_only seeds 0-2 have checkpoint sha256 crmt_jt_orth_only0 … 2
-    for own, expected in (("per_class", "unit-row head only"), ("per_class_unit_rows", "unit-row head only"),
-                          ("full", "orthogonal head only")):
+    for own, expected in (
+        ("per_class", "unit-row head only"),
+        ("per_class_unit_rows", "unit-row head only"),
+        ("full", "orthogonal head only"),
+    ):
         root = tmp_path / own
         for seed in range(3):
             write_config(root, f"crmt_jt_orth_only{seed}", own)
@@ -83,11 +96,33 @@ def test_plot_cli_reads_the_sweep_config(tmp_path, capsys):
     results.parent.mkdir()
     fixture_rows().to_csv(results, index=False)
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({"dataset": "synthav", "defenses": [
-        {"defense": "crmt_jt", "label": "crmt_jt_orth_only", "set": {"own_groups": "full", "rho": 0.0}}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": "synthav",
+                "defenses": [
+                    {"defense": "crmt_jt", "label": "crmt_jt_orth_only", "set": {"own_groups": "full", "rho": 0.0}}
+                ],
+            }
+        )
+    )
     out = tmp_path / "figs"
     assert main(["plot", "--results", str(results), "--out", str(out), "--figures", "5", "--config", str(config)]) == 0
     assert (out / "figure5-synthav.png").exists()
-    assert main(["plot", "--results", str(results), "--out", str(out), "--figures", "5", "--config",
-                 str(tmp_path / "absent.yaml")]) == 2
+    assert (
+        main(
+            [
+                "plot",
+                "--results",
+                str(results),
+                "--out",
+                str(out),
+                "--figures",
+                "5",
+                "--config",
+                str(tmp_path / "absent.yaml"),
+            ]
+        )
+        == 2
+    )
     assert "absent.yaml does not exist" in capsys.readouterr().err

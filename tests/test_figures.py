@@ -1,5 +1,6 @@
 """Figure properties a reviewer checks: distinct styles, legends outside the data, labelled bands, integer class
 ticks, a colour scale centred where it should be, zoomed ablation axes, metadata instead of a canvas stamp."""
+
 import re
 import warnings
 
@@ -11,12 +12,24 @@ from matplotlib.text import Text
 from PIL import Image
 
 from mmrobust_bench.cli import main
-
-from mmrobust_bench.reports.curves import plot_robust_curve, run_plot_name
 from mmrobust_bench.reports.certified_curves import figure_certified_curves
-from mmrobust_bench.reports.figures import (DEFAULT_ABLATION, DPI, FULL_WIDTH, MIN_FONT_PT, OKABE_ITO, SINGLE_COLUMN,
-                                            entry_styles, figure1, figure3, figure4, figure5, plot_figures,
-                                            save_figure)
+from mmrobust_bench.reports.curves import plot_robust_curve, run_plot_name
+from mmrobust_bench.reports.figures import (
+    DEFAULT_ABLATION,
+    DPI,
+    FULL_WIDTH,
+    MIN_FONT_PT,
+    OKABE_ITO,
+    SINGLE_COLUMN,
+    entry_styles,
+    figure1,
+    figure3,
+    figure4,
+    figure5,
+    plot_figures,
+    save_figure,
+)
+
 from helpers import PGD, accuracy, fixture_certified, fixture_eta, fixture_rows
 
 CMD = "mmrobust-bench plot --results fixture.csv --out figs"
@@ -34,13 +47,35 @@ def many_entries(n: int = 20) -> pd.DataFrame:
     rows = []
     for i in range(n):
         for seed in (0, 1):
-            rows.append({"dataset": "synthav", "defense": f"d{i:02d}", "seed": seed, "config_hash": "c",
-                         "checkpoint_sha256": f"s{i}{seed}", "attack": "clean", "attack_config": "clean",
-                         "modality": "none", "eps": 0.0, "accuracy": 0.9})
+            rows.append(
+                {
+                    "dataset": "synthav",
+                    "defense": f"d{i:02d}",
+                    "seed": seed,
+                    "config_hash": "c",
+                    "checkpoint_sha256": f"s{i}{seed}",
+                    "attack": "clean",
+                    "attack_config": "clean",
+                    "modality": "none",
+                    "eps": 0.0,
+                    "accuracy": 0.9,
+                }
+            )
             for eps in (0.5, 1.0):
-                rows.append({"dataset": "synthav", "defense": f"d{i:02d}", "seed": seed, "config_hash": "c",
-                             "checkpoint_sha256": f"s{i}{seed}", "attack": "pgd_l2", "attack_config": PGD,
-                             "modality": "a", "eps": eps, "accuracy": 0.9 - 0.02 * i * eps + 0.01 * seed})
+                rows.append(
+                    {
+                        "dataset": "synthav",
+                        "defense": f"d{i:02d}",
+                        "seed": seed,
+                        "config_hash": "c",
+                        "checkpoint_sha256": f"s{i}{seed}",
+                        "attack": "pgd_l2",
+                        "attack_config": PGD,
+                        "modality": "a",
+                        "eps": eps,
+                        "accuracy": 0.9 - 0.02 * i * eps + 0.01 * seed,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -64,7 +99,10 @@ def test_entries_are_drawn_in_family_panels_each_told_apart_by_colour():
     fig = figure1(many_entries(20))  # 20 entries of no known family: 7 + 7 + 6 per row of panels, no JT
     rows = [axes for axes in np.array(fig.axes).reshape(3, 2)]
     assert [ax.get_legend().get_title().get_text() for _, ax in rows] == [
-        "other entries (1/3)", "other entries (2/3)", "other entries (3/3)"]
+        "other entries (1/3)",
+        "other entries (2/3)",
+        "other entries (3/3)",
+    ]
     assert [len(ax.get_lines()) for ax, _ in rows] == [7, 7, 6]
     for ax, _ in rows:
         assert len({ln.get_color() for ln in ax.get_lines()}) == len(ax.get_lines())
@@ -76,7 +114,8 @@ def test_entries_are_drawn_in_family_panels_each_told_apart_by_colour():
     assert [[t.get_text() for t in lg.get_texts()] for lg in legends] == [
         ["JT", "GB", "MMAT"],
         ["CRMT-JT", "CRMT-AT", "CRMT-JT head only", "CRMT-JT step 1 only", "CRMT-JT step 2 only", "JT (reference)"],
-        ["MMT", "CRMT-MMT", "JT (reference)"]]
+        ["MMT", "CRMT-MMT", "JT (reference)"],
+    ]
     for legend in legends:
         reference = legend.get_lines()[-1] if legend is not legends[0] else legend.get_lines()[0]
         assert matplotlib_rgb(reference.get_color()) == (0.0, 0.0, 0.0)  # JT is black everywhere
@@ -96,9 +135,15 @@ def _overlaps(a, b) -> bool:
     return not (a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0)
 
 
-@pytest.mark.parametrize("make", [lambda: figure1(fixture_rows()), lambda: figure4(fixture_rows()),
-                                  lambda: figure5(fixture_rows()),
-                                  lambda: figure_certified_curves(fixture_certified())])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: figure1(fixture_rows()),
+        lambda: figure4(fixture_rows()),
+        lambda: figure5(fixture_rows()),
+        lambda: figure_certified_curves(fixture_certified()),
+    ],
+)
 def test_legends_sit_outside_every_axes(make):
     fig = make()
     fig.canvas.draw()
@@ -153,7 +198,7 @@ def test_figure3_integer_ticks_log_colour_scale_and_mathtext_label():
     # ratios on both sides of 1: a diverging map with 1 exactly in the middle
     flipped = eta.copy()
     flipped.loc[(flipped["defense"] == "crmt_jt") & (flipped["modality"] == "a"), "eta_pair"] *= 0.25
-    img = [ax for ax in figure3(flipped).axes if ax.images][0].images[0]
+    img = next(ax for ax in figure3(flipped).axes if ax.images).images[0]
     assert img.get_cmap().name == "RdBu_r" and img.norm(1.0) == pytest.approx(0.5)
 
 
@@ -190,8 +235,12 @@ def test_per_run_plot_names_carry_the_configuration(tmp_path):
     b = run_plot_name("synthav", "jt", "torchattacks:PGDL2", "a", 0, "f00dba0941e7")
     assert a == "synthav-jt-cfgb30dba09-torchattacks_pgdl2-a-seed0.png" and a != b
     rows = fixture_rows()
-    rows = rows[(rows["defense"] == "jt") & (rows["seed"] == 0) & rows["modality"].isin(["none", "a"])
-                & rows["attack"].isin(["clean", "pgd_l2"])]
+    rows = rows[
+        (rows["defense"] == "jt")
+        & (rows["seed"] == 0)
+        & rows["modality"].isin(["none", "a"])
+        & rows["attack"].isin(["clean", "pgd_l2"])
+    ]
     path = plot_robust_curve(rows, tmp_path / a, title="synthav: jt", command=CMD)
     assert path.name == a and Image.open(path).info["Source"] == CMD
     assert (tmp_path / (a + ".txt")).read_text().endswith(f"made by: {CMD}\n")
@@ -212,13 +261,30 @@ def test_certified_curves_name_entries_like_every_other_report():
     from mmrobust_bench.reports.entries import entry_name
 
     def rows(dataset: str, cfg: str) -> list[dict]:
-        return [dict(dataset=dataset, defense="jt", defense_id="jt", seed=0, config_hash=cfg, method="empirical",
-                     kind="empirical", certificate="eq7[a]", equation="Eq. 7", variant="min_j", modality="a",
-                     radius=r, certified_accuracy=0.9 - r) for r in (0.0, 0.5)]
+        return [
+            dict(
+                dataset=dataset,
+                defense="jt",
+                defense_id="jt",
+                seed=0,
+                config_hash=cfg,
+                method="empirical",
+                kind="empirical",
+                certificate="eq7[a]",
+                equation="Eq. 7",
+                variant="min_j",
+                modality="a",
+                radius=r,
+                certified_accuracy=0.9 - r,
+            )
+            for r in (0.0, 0.5)
+        ]
 
     frame = pd.DataFrame(rows("synthav", "aaaaaaaa11") + rows("synthav", "bbbbbbbb22") + rows("avdigits", "cccccccc33"))
-    assert set(certified_curve_data(frame, dataset="synthav")["entry"]) == {entry_name("jt", "aaaaaaaa11"),
-                                                                             entry_name("jt", "bbbbbbbb22")}
+    assert set(certified_curve_data(frame, dataset="synthav")["entry"]) == {
+        entry_name("jt", "aaaaaaaa11"),
+        entry_name("jt", "bbbbbbbb22"),
+    }
     assert set(certified_curve_data(frame, dataset="avdigits")["entry"]) == {"jt"}
 
 
@@ -227,9 +293,24 @@ def test_certified_curves_key_names_only_the_certificate_kinds_drawn():
 
     from mmrobust_bench.reports.certified_curves import figure_certified_curves
 
-    rows = [dict(dataset="avdigits", defense="jt", defense_id="jt", seed=0, config_hash="c", method="empirical",
-                 kind="empirical", certificate="eq7[a]", equation="Eq. 7", variant="min_j", modality="a",
-                 radius=r, certified_accuracy=0.9 - r) for r in (0.0, 0.5)]
+    rows = [
+        dict(
+            dataset="avdigits",
+            defense="jt",
+            defense_id="jt",
+            seed=0,
+            config_hash="c",
+            method="empirical",
+            kind="empirical",
+            certificate="eq7[a]",
+            equation="Eq. 7",
+            variant="min_j",
+            modality="a",
+            radius=r,
+            certified_accuracy=0.9 - r,
+        )
+        for r in (0.0, 0.5)
+    ]
     fig = figure_certified_curves(pd.DataFrame(rows), dataset="avdigits")
     names = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("empirical" in n for n in names)
@@ -259,7 +340,7 @@ def test_figures_are_full_width_with_text_of_at_least_7pt_and_nothing_cut(name):
     assert MIN_FONT_PT == 7.0
     drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # inches; saving never crops, so nothing may lie outside
     width, height = fig.get_size_inches()
-    assert -0.01 <= drawn.x0 and -0.01 <= drawn.y0 and drawn.x1 <= width + 0.01 and drawn.y1 <= height + 0.01
+    assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= width + 0.01 and drawn.y1 <= height + 0.01
     plt.close(fig)
 
 
@@ -286,20 +367,29 @@ def test_figures_are_written_as_pdf_and_png_at_300_dpi_and_their_size(tmp_path, 
     out = tmp_path / "cli"
     assert main(["plot", "--results", str(root / "results.csv"), "--out", str(out), "--figures", "1"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        f"{stem}-synthav.{fmt}{txt}" for stem in ("certified-curves", "figure1") for fmt in ("pdf", "png")
-        for txt in ("", ".txt")]
+        f"{stem}-synthav.{fmt}{txt}"
+        for stem in ("certified-curves", "figure1")
+        for fmt in ("pdf", "png")
+        for txt in ("", ".txt")
+    ]
     assert Image.open(out / "certified-curves-synthav.png").size[0] == 2100
     capsys.readouterr()
-    assert main(["plot", "--results", str(root / "results.csv"), "--out", str(tmp_path / "no"), "--format",
-                 "png,jpg"]) == 2
+    assert (
+        main(["plot", "--results", str(root / "results.csv"), "--out", str(tmp_path / "no"), "--format", "png,jpg"])
+        == 2
+    )
     assert "unknown figure format jpg; valid: pdf, png, svg" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
 
 
 def test_a_run_curve_is_one_column_wide_at_300_dpi(tmp_path):
     rows = fixture_rows()
-    rows = rows[(rows["defense"] == "crmt_at") & (rows["seed"] == 0) & rows["attack"].isin(["clean", "pgd_l2"])
-                & rows["modality"].isin(["none", "a"])]
+    rows = rows[
+        (rows["defense"] == "crmt_at")
+        & (rows["seed"] == 0)
+        & rows["attack"].isin(["clean", "pgd_l2"])
+        & rows["modality"].isin(["none", "a"])
+    ]
     path = plot_robust_curve(rows, tmp_path / "run.png", title="synthav: crmt_at", command=CMD)
     image = Image.open(path)
     assert SINGLE_COLUMN == 3.3 and image.size[0] == 990 and image.info["dpi"] == pytest.approx((300, 300), abs=0.01)

@@ -1,49 +1,90 @@
 """``report --findings``: the honesty table reads only empirical certificates and calls its counts lower bounds,
 runner-up radii say "not a bound", smoothing rows get their own section, and the reference (JT) sections stay
 filled when JT is split by configuration."""
+
 from __future__ import annotations
 
-
 import pandas as pd
-import pytest
 
 from mmrobust_bench.reports.entries import resolve_entries
 from mmrobust_bench.reports.findings import findings_markdown, reference_entries
+
 from helpers import fixture_rows, mixed_jt_rows
 
 
-def empirical_rows(defense: str, seed: int, certificate: str, variant: str, violations: int, certified: int,
-                   *, new_columns: bool) -> list[dict]:
+def empirical_rows(
+    defense: str, seed: int, certificate: str, variant: str, violations: int, certified: int, *, new_columns: bool
+) -> list[dict]:
     rows = []
     for radius in (0.0, 0.5):
-        row = {"dataset": "synthav", "defense": defense, "defense_id": defense, "seed": seed,
-               "checkpoint_sha256": f"{defense}{seed}", "config_hash": "c", "certificate": certificate,
-               "variant": variant, "modality": "all", "radius": radius, "n": 100, "certified_accuracy": 0.9 - radius,
-               "median_certified_radius": 1.0 + seed, "honesty_attack": "pgd_l2(steps=20, step=eps*0.125)",
-               "honesty_certified": certified, "honesty_violations": violations}
+        row = {
+            "dataset": "synthav",
+            "defense": defense,
+            "defense_id": defense,
+            "seed": seed,
+            "checkpoint_sha256": f"{defense}{seed}",
+            "config_hash": "c",
+            "certificate": certificate,
+            "variant": variant,
+            "modality": "all",
+            "radius": radius,
+            "n": 100,
+            "certified_accuracy": 0.9 - radius,
+            "median_certified_radius": 1.0 + seed,
+            "honesty_attack": "pgd_l2(steps=20, step=eps*0.125)",
+            "honesty_certified": certified,
+            "honesty_violations": violations,
+        }
         if new_columns:
-            row.update(method="empirical", kind="not a bound (runner-up only)" if variant == "runner_up"
-                       else "empirical")
+            row.update(
+                method="empirical", kind="not a bound (runner-up only)" if variant == "runner_up" else "empirical"
+            )
         rows.append(row)
     return rows
 
 
 def smoothing_rows(defense: str, seed: int, accs: dict[float, float]) -> list[dict]:
-    return [{"dataset": "synthav", "defense": defense, "defense_id": defense, "seed": seed,
-             "checkpoint_sha256": f"{defense}{seed}", "config_hash": "c", "certificate": "smoothing[a]",
-             "variant": "sigma=0.25", "modality": "a", "radius": r, "n": 100, "certified_accuracy": acc,
-             "median_certified_radius": 0.4, "honesty_attack": "SmoothAdv", "honesty_certified": 50,
-             "honesty_violations": 1, "method": "smoothing", "kind": "sound (probabilistic, 1-alpha)",
-             "sigma": 0.25, "n0": 100, "n_noise": 1000, "alpha": 0.001, "abstained": 0.1}
-            for r, acc in accs.items()]
+    return [
+        {
+            "dataset": "synthav",
+            "defense": defense,
+            "defense_id": defense,
+            "seed": seed,
+            "checkpoint_sha256": f"{defense}{seed}",
+            "config_hash": "c",
+            "certificate": "smoothing[a]",
+            "variant": "sigma=0.25",
+            "modality": "a",
+            "radius": r,
+            "n": 100,
+            "certified_accuracy": acc,
+            "median_certified_radius": 0.4,
+            "honesty_attack": "SmoothAdv",
+            "honesty_certified": 50,
+            "honesty_violations": 1,
+            "method": "smoothing",
+            "kind": "sound (probabilistic, 1-alpha)",
+            "sigma": 0.25,
+            "n0": 100,
+            "n_noise": 1000,
+            "alpha": 0.001,
+            "abstained": 0.1,
+        }
+        for r, acc in accs.items()
+    ]
 
 
 def certified_frame() -> pd.DataFrame:
-    old = (empirical_rows("jt", 0, "eq5", "min_j", 3, 90, new_columns=False)  # written before method/kind
-           + empirical_rows("jt", 0, "eq5", "runner_up", 30, 90, new_columns=False))
-    new = (empirical_rows("jt", 1, "eq5", "min_j", 4, 80, new_columns=True)
-           + empirical_rows("jt", 1, "eq5", "runner_up", 20, 80, new_columns=True)
-           + smoothing_rows("jt", 0, {0.0: 0.8, 0.5: 0.6}) + smoothing_rows("jt", 1, {0.0: 0.7, 0.5: 0.4}))
+    old = (
+        empirical_rows("jt", 0, "eq5", "min_j", 3, 90, new_columns=False)  # written before method/kind
+        + empirical_rows("jt", 0, "eq5", "runner_up", 30, 90, new_columns=False)
+    )
+    new = (
+        empirical_rows("jt", 1, "eq5", "min_j", 4, 80, new_columns=True)
+        + empirical_rows("jt", 1, "eq5", "runner_up", 20, 80, new_columns=True)
+        + smoothing_rows("jt", 0, {0.0: 0.8, 0.5: 0.6})
+        + smoothing_rows("jt", 1, {0.0: 0.7, 0.5: 0.4})
+    )
     return pd.concat([pd.DataFrame(old), pd.DataFrame(new)], ignore_index=True)
 
 
@@ -62,9 +103,13 @@ def test_honesty_counts_only_empirical_rows_as_lower_bounds_and_runner_up_is_not
     assert runner[2:] == ["| `jt` | eq5 | **not a bound (runner-up only)** | 1.500 | ≥ 50 / 170 (≥ 29.4%) |"]
     # smoothing: certified accuracy per noise set and radius, mean ± std over the two seeds, σ, n, α, the kind
     smooth = table_lines(text, "### Randomized smoothing — sound (probabilistic, 1−α)")
-    assert smooth[0].startswith("| defense | noise on | σ | n (noise draws) | α | kind | cert. acc @ 0 | cert. acc @ 0.5")
-    assert smooth[2] == ("| `jt` | a | 0.25 | 1000 | 0.001 | sound (probabilistic, 1−α) | 0.750 ± 0.071 | "
-                         "0.500 ± 0.141 | 10.0% | ≥ 2 / 100 | 2 |")
+    assert smooth[0].startswith(
+        "| defense | noise on | σ | n (noise draws) | α | kind | cert. acc @ 0 | cert. acc @ 0.5"
+    )
+    assert smooth[2] == (
+        "| `jt` | a | 0.25 | 1000 | 0.001 | sound (probabilistic, 1−α) | 0.750 ± 0.071 | "
+        "0.500 ± 0.141 | 10.0% | ≥ 2 / 100 | 2 |"
+    )
 
 
 def test_no_smoothing_section_without_smoothing_rows():

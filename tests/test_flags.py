@@ -1,5 +1,6 @@
 """Validity flags: they fire on a model with masked gradients or random outputs and stay quiet on a clean
 linear model; the ``flags`` column of result rows, and CSVs written before it existed."""
+
 import dataclasses
 
 import pandas as pd
@@ -7,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import flat_specs, linear_model
 from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench import flags as F
 from mmrobust_bench.bench.evaluate import Measurement, robust_accuracy
 from mmrobust_bench.bench.results import COLUMNS, ResultRow, append_rows, read_rows, rows_frame
 from mmrobust_bench.contracts import ThreatModel
 from mmrobust_bench.data.base import TensorSplit
+
+from helpers import flat_specs, linear_model
 
 CPU = torch.device("cpu")
 DIMS = {"v": 6, "a": 4}
@@ -113,16 +115,40 @@ def test_row_flags_joins_run_wide_and_per_eps_flags():
 
 
 def row(attack, eps, accuracy, **kw):
-    base = dict(dataset="synthav", defense="jt", seed=0, checkpoint_sha256="abc", config_hash="h", attack=attack,
-                attack_config=attack, library="native", library_version="0", modality="a", norm="l2", eps=eps,
-                n=200, accuracy=accuracy, wall_seconds=0.1, device="cpu", suite_version="0")
+    base = dict(
+        dataset="synthav",
+        defense="jt",
+        seed=0,
+        checkpoint_sha256="abc",
+        config_hash="h",
+        attack=attack,
+        attack_config=attack,
+        library="native",
+        library_version="0",
+        modality="a",
+        norm="l2",
+        eps=eps,
+        n=200,
+        accuracy=accuracy,
+        wall_seconds=0.1,
+        device="cpu",
+        suite_version="0",
+    )
     base.update(kw)
     return ResultRow(**base)
 
 
 def test_flag_rows_from_the_rows_of_a_sweep():
-    frame = rows_frame([row("clean", 0.0, 0.9), row("fgm", 0.5, 0.7), row("fgm", 1.0, 0.4),
-                        row("pgd_l2", 0.5, 0.6), row("pgd_l2", 1.0, 0.55), row("pgd_l2", 2.0, 0.7, flags="randomness")])
+    frame = rows_frame(
+        [
+            row("clean", 0.0, 0.9),
+            row("fgm", 0.5, 0.7),
+            row("fgm", 1.0, 0.4),
+            row("pgd_l2", 0.5, 0.6),
+            row("pgd_l2", 1.0, 0.55),
+            row("pgd_l2", 2.0, 0.7, flags="randomness"),
+        ]
+    )
     flags = F.flag_rows(frame)
     assert list(flags) == ["", "", "", "", "fgm_beats_pgd", "non_monotone;randomness"]
 

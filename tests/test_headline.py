@@ -1,4 +1,5 @@
 """The leaderboards' headline (``reports.headline``): ranked by ``any``, flags on their cells, the masking check."""
+
 from __future__ import annotations
 
 import math
@@ -13,23 +14,41 @@ STANDARD = "autoattack(version='standard')"
 
 
 def row(label, seed, attack, modality, eps, accuracy, flags="", config=None, n=1000):
-    return ResultRow(dataset="d", defense=label, label=label, seed=seed, checkpoint_sha256=f"{label}{seed}",
-                     config_hash="c" * 16, attack=attack, attack_config=config or attack, library="x",
-                     library_version="1", modality=modality, norm="l2", eps=eps, n=n, accuracy=accuracy,
-                     wall_seconds=0.0, device="cpu", suite_version="0", flags=flags)
+    return ResultRow(
+        dataset="d",
+        defense=label,
+        label=label,
+        seed=seed,
+        checkpoint_sha256=f"{label}{seed}",
+        config_hash="c" * 16,
+        attack=attack,
+        attack_config=config or attack,
+        library="x",
+        library_version="1",
+        modality=modality,
+        norm="l2",
+        eps=eps,
+        n=n,
+        accuracy=accuracy,
+        wall_seconds=0.0,
+        device="cpu",
+        suite_version="0",
+        flags=flags,
+    )
 
 
 def rows_of_two_entries() -> pd.DataFrame:
     out = []
     for seed in (0, 1):
-        for label, strong, pgd in (("jt", {"v": 0.30, "a": 0.60, "all": 0.20, "any": 0.10}, 0.31),
-                                   ("crmt_jt", {"v": 0.35, "a": 0.50, "all": 0.25, "any": 0.05}, 0.74)):
+        for label, strong, pgd in (
+            ("jt", {"v": 0.30, "a": 0.60, "all": 0.20, "any": 0.10}, 0.31),
+            ("crmt_jt", {"v": 0.35, "a": 0.50, "all": 0.25, "any": 0.05}, 0.74),
+        ):
             out.append(row(label, seed, "clean", "none", 0.0, 0.9))
             for m, acc in strong.items():
                 out.append(row(label, seed, "autoattack", m, 0.5, acc + 0.01 * seed, config=STANDARD))
             out.append(row(label, seed, "autoattack", "any", 1.0, 0.0, config=STANDARD))  # another ε: not headline
-            out.append(row(label, seed, "pgd_l2", "v", 0.5, pgd,
-                           flags="zero_gradients" if label == "crmt_jt" else ""))
+            out.append(row(label, seed, "pgd_l2", "v", 0.5, pgd, flags="zero_gradients" if label == "crmt_jt" else ""))
     # a fast-version row must not mix into the standard headline
     out.append(row("jt", 0, "autoattack", "any", 0.5, 0.9, config="autoattack(version='fast')"))
     return rows_frame(out)
@@ -37,8 +56,9 @@ def rows_of_two_entries() -> pd.DataFrame:
 
 def test_headline_is_ranked_by_any_at_the_headline_eps_with_flags():
     rows = rows_of_two_entries()
-    rows.loc[(rows["label"] == "crmt_jt") & (rows["modality"] == "a") & (rows["attack"] == "autoattack"), "flags"] = \
+    rows.loc[(rows["label"] == "crmt_jt") & (rows["modality"] == "a") & (rows["attack"] == "autoattack"), "flags"] = (
         "non_monotone"
+    )
     head = headline(rows)
     assert head.eps == 0.5 and head.attack_config == STANDARD
     assert head.modalities == ["a", "v", "all", "any"]
@@ -72,7 +92,7 @@ def test_no_autoattack_rows_no_headline():
 
 def test_every_findings_table_marks_flagged_cells():
     text = findings_markdown(rows_of_two_entries())
-    section3 = text[text.index("### 3. Robust accuracy"):]
+    section3 = text[text.index("### 3. Robust accuracy") :]
     crmt = next(line for line in section3.splitlines() if line.startswith("| `crmt_jt` |"))
     jt = next(line for line in section3.splitlines() if line.startswith("| `jt` |"))
     assert f"0.740 ± 0.000 {FLAG_MARK} zero_gradients" in crmt and FLAG_MARK not in jt

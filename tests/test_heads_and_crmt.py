@@ -1,13 +1,15 @@
 """CRMT head, step-1 margin, step-2 objective and Lipschitz estimates: exact answers."""
+
 import math
 
 import pytest
 import torch
 
-from helpers import linear_model
 from mmrobust_bench.certify import estimate_lipschitz
 from mmrobust_bench.defenses.crmt import margin_regulariser, step2_objective
 from mmrobust_bench.models import CRMTHead, centred_unit_rows, orthonormal_rows
+
+from helpers import linear_model
 
 
 def test_per_class_rows_are_centred_and_unit_norm():
@@ -152,8 +154,12 @@ def test_automatic_step2_epochs_key_as_the_stored_rows_and_an_explicit_count_as_
         return defense, config_hash_of(defense.config_dict(), key_dict(train_cfg))
 
     # config_hash of the stored rows (leaderboards/*/runs/results.csv): the default still makes these models
-    stored = {("crmt_jt", "synthav"): "c8bd1905aaa5", ("crmt_at", "synthav"): "aaefd5d1d05e",
-              ("crmt_jt", "avdigits"): "a350b5f69006", ("crmt_at", "avdigits"): "2d5acf12b9f9"}
+    stored = {
+        ("crmt_jt", "synthav"): "c8bd1905aaa5",
+        ("crmt_at", "synthav"): "aaefd5d1d05e",
+        ("crmt_jt", "avdigits"): "a350b5f69006",
+        ("crmt_at", "avdigits"): "2d5acf12b9f9",
+    }
     schedules = {"synthav": SYNTHAV_SCHEDULE, "avdigits": dict(TRAIN_DEFAULTS)}
     for (name, dataset), old_hash in stored.items():
         default, new_hash = keyed(name, None, schedules[dataset])
@@ -190,8 +196,13 @@ def test_step2_runs_its_count_and_moves_only_the_integration_weights(tmp_path, m
 
     monkeypatch.setattr(crmt, "step2_objective", counted)
     monkeypatch.setattr(crmt.CRMTBase, "train_integration_weights", recorded)
-    trained = train_defense("crmt_jt", dataset_options=dict(n_train=300, n_test=100), root=tmp_path, progress=False,
-                            overrides={"step2_epochs": 2})
+    trained = train_defense(
+        "crmt_jt",
+        dataset_options=dict(n_train=300, n_test=100),
+        root=tmp_path,
+        progress=False,
+        overrides={"step2_epochs": 2},
+    )
     assert trained.train_config.epochs == 6 and trained.train_config.batch_size == 64
     assert calls == [64, 64, 64, 64, 44] * 2  # 2 epochs over the 300 training samples
     before, after = snapshots["before"], snapshots["after"]

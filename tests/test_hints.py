@@ -1,4 +1,5 @@
 """One wording for every "unknown name" error (mmrobust_bench.hints)."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,10 +25,15 @@ def test_unknown_message_lists_every_valid_name_and_narrows_suggestions_by_pool(
     assert unknown_message("x", ["a"], []).endswith("valid: none")
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda: __import__("mmrobust_bench.contracts", fromlist=["ThreatModel"]).ThreatModel(("a",), 1.0, "Linf"),
-     "unknown norm 'Linf' (did you mean 'linf'?); valid: l2, linf, l1, l0"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (
+            lambda: __import__("mmrobust_bench.contracts", fromlist=["ThreatModel"]).ThreatModel(("a",), 1.0, "Linf"),
+            "unknown norm 'Linf' (did you mean 'linf'?); valid: l2, linf, l1, l0",
+        ),
+    ],
+)
 def test_callers_share_the_wording(make, expected):
     with pytest.raises(ValueError) as err:
         make()

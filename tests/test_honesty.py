@@ -1,19 +1,25 @@
 """The honesty check: the stronger check (margin loss, targeted runs) finds violations that the earlier
 CE-PGD check misses on constructed models; counts are reported as lower bounds; runner-up radii are
 labelled "not a bound" and MMT-family certificates "heuristic"; old certified.csv rows still read."""
+
 import types
 
 import pandas as pd
 import pytest
 import torch
 
-from helpers import flat_specs, linear_model
-from mmrobust_bench.bench.certification import (has_certificate, model_keys, replace_certificate_rows,
-                                                with_certificate_kinds)
+from mmrobust_bench.bench.certification import (
+    has_certificate,
+    model_keys,
+    replace_certificate_rows,
+    with_certificate_kinds,
+)
 from mmrobust_bench.certify import certify
 from mmrobust_bench.certify.honesty import HonestyConfig, honesty_check
 from mmrobust_bench.certify.radii import KIND_EMPIRICAL, KIND_HEURISTIC, KIND_NOT_A_BOUND
 from mmrobust_bench.data.base import TensorSplit
+
+from helpers import flat_specs, linear_model
 
 DIMS = {"v": 6, "a": 4}
 
@@ -48,8 +54,7 @@ def test_margin_pgd_finds_violations_that_saturated_ce_pgd_misses():
     claim = 2 * exact  # an overclaim: the boundary is inside every claimed ball
     specs = flat_specs(DIMS)
     weak = honesty_check(model, split, claim, ["v", "a"], specs, config=HonestyConfig.legacy_check(20))
-    strong = honesty_check(model, split, claim, ["v", "a"], specs,
-                           config=HonestyConfig(steps=50, targeted=False))
+    strong = honesty_check(model, split, claim, ["v", "a"], specs, config=HonestyConfig(steps=50, targeted=False))
     assert weak.certified == strong.certified == len(split) >= 10
     assert weak.violations == 0
     assert strong.violations == strong.certified
@@ -74,10 +79,17 @@ def test_targeted_runs_find_a_close_class_that_the_untargeted_margin_ignores():
     targeted = honesty_check(model, split, claim, ["v", "a"], specs, config=HonestyConfig(steps=50, targeted=True))
     assert untargeted.violations == 0 and targeted.violations == 8
     # restricted to the top runner-up only, the targeted run misses it again; two targets find it
-    top1 = honesty_check(model, split, claim, ["v", "a"], specs,
-                         config=HonestyConfig(steps=50, targeted=True, targeted_classes=1))
-    top2 = honesty_check(model, split, claim, ["v", "a"], specs,
-                         config=HonestyConfig(steps=50, targeted=True, targeted_classes=2, restarts=1))
+    top1 = honesty_check(
+        model, split, claim, ["v", "a"], specs, config=HonestyConfig(steps=50, targeted=True, targeted_classes=1)
+    )
+    top2 = honesty_check(
+        model,
+        split,
+        claim,
+        ["v", "a"],
+        specs,
+        config=HonestyConfig(steps=50, targeted=True, targeted_classes=2, restarts=1),
+    )
     assert top1.violations == 0 and top2.violations == 8
     assert "≥ 8" in targeted.describe() and "lower bound" in targeted.describe()
 
@@ -85,13 +97,20 @@ def test_targeted_runs_find_a_close_class_that_the_untargeted_margin_ignores():
 def test_rows_are_labelled_lower_bounds_not_a_bound_and_heuristic():
     model = linear_model(DIMS, 3)
     gen = torch.Generator().manual_seed(3)
-    split = lambda n: TensorSplit({m: torch.randn(n, d, generator=gen) for m, d in DIMS.items()},  # noqa: E731
-                                  torch.randint(0, 3, (n,), generator=gen))
+
+    def split(n):
+        return TensorSplit(
+            {m: torch.randn(n, d, generator=gen) for m, d in DIMS.items()},
+            torch.randint(0, 3, (n,), generator=gen),
+        )
+
     train, test = split(30), split(30)
     cert = certify(model, train, test, flat_specs(DIMS), honesty=HonestyConfig(steps=5, targeted_classes=1))
     frame = cert.summary_frame([0.0, 0.5])
     runner = frame["variant"] == "runner_up"
-    assert (frame.loc[runner, "kind"] == KIND_NOT_A_BOUND).all() and (frame.loc[~runner, "kind"] == KIND_EMPIRICAL).all()
+    assert (frame.loc[runner, "kind"] == KIND_NOT_A_BOUND).all() and (
+        frame.loc[~runner, "kind"] == KIND_EMPIRICAL
+    ).all()
     assert (frame["method"] == "empirical").all() and frame["honesty_counts"].str.contains("lower bound").all()
     text = cert.format([0.0, 0.5])
     assert "not a bound" in text and "≥ " in text and "lower bounds" in text
@@ -105,20 +124,60 @@ def test_rows_are_labelled_lower_bounds_not_a_bound_and_heuristic():
 
 def test_old_certified_rows_read_with_kinds_and_smoothing_rows_sit_beside_them(tmp_path):
     ident = {"dataset": "synthav", "defense": "jt", "seed": 0, "checkpoint_sha256": "ab"}
-    old = pd.DataFrame([{**ident, "defense_id": "jt", "certificate": "eq5", "variant": "min_j", "modality": "all",
-                         "radius": 0.0, "certified_accuracy": 0.9},
-                        {**ident, "defense_id": "jt", "certificate": "eq5", "variant": "runner_up", "modality": "all",
-                         "radius": 0.0, "certified_accuracy": 0.95},
-                        {**ident, "defense": "mmt", "defense_id": "mmt", "certificate": "eq5", "variant": "min_j",
-                         "modality": "all", "radius": 0.0, "certified_accuracy": 0.5}])
+    old = pd.DataFrame(
+        [
+            {
+                **ident,
+                "defense_id": "jt",
+                "certificate": "eq5",
+                "variant": "min_j",
+                "modality": "all",
+                "radius": 0.0,
+                "certified_accuracy": 0.9,
+            },
+            {
+                **ident,
+                "defense_id": "jt",
+                "certificate": "eq5",
+                "variant": "runner_up",
+                "modality": "all",
+                "radius": 0.0,
+                "certified_accuracy": 0.95,
+            },
+            {
+                **ident,
+                "defense": "mmt",
+                "defense_id": "mmt",
+                "certificate": "eq5",
+                "variant": "min_j",
+                "modality": "all",
+                "radius": 0.0,
+                "certified_accuracy": 0.5,
+            },
+        ]
+    )
     path = tmp_path / "certified.csv"
     old.to_csv(path, index=False)  # written before the method/kind columns existed
     filled = with_certificate_kinds(pd.read_csv(path))
     assert list(filled["kind"]) == [KIND_EMPIRICAL, KIND_NOT_A_BOUND, KIND_HEURISTIC]
     assert (filled["method"] == "empirical").all()
-    smooth = pd.DataFrame([{**ident, "defense_id": "jt", "certificate": "smoothing[a]", "variant": "sigma=0.25",
-                            "modality": "a", "radius": r, "certified_accuracy": 0.8, "method": "smoothing",
-                            "kind": "sound (probabilistic, 1-alpha)", "sigma": 0.25} for r in (0.0, 0.5)])
+    smooth = pd.DataFrame(
+        [
+            {
+                **ident,
+                "defense_id": "jt",
+                "certificate": "smoothing[a]",
+                "variant": "sigma=0.25",
+                "modality": "a",
+                "radius": r,
+                "certified_accuracy": 0.8,
+                "method": "smoothing",
+                "kind": "sound (probabilistic, 1-alpha)",
+                "sigma": 0.25,
+            }
+            for r in (0.0, 0.5)
+        ]
+    )
     replace_certificate_rows(path, smooth)
     replace_certificate_rows(path, smooth.assign(certified_accuracy=0.7))  # same set and σ: replaced
     replace_certificate_rows(path, smooth.assign(sigma=0.5, variant="sigma=0.5"))  # another σ: kept beside

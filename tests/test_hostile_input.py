@@ -5,6 +5,7 @@ root: a bad value must give exit code 2 and one line naming the fix before any w
 state (caches, checkpoints, resume files) must be detected and rebuilt or refused; nothing read from disk
 is unpickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,8 +92,12 @@ def test_bad_run_values_are_one_line_errors_before_any_work(tmp_path, capsys, ex
 
 
 def test_certify_ranges_are_checked_and_stated_in_the_help(tmp_path, capsys):
-    for extra, fragment in ((["--train-samples", "0"], "--train-samples"), (["--train-samples", "-3"], "-1 = all"),
-                            (["--honesty-steps", "-5"], "--honesty-steps"), (["--batch-size", "0"], "--batch-size")):
+    for extra, fragment in (
+        (["--train-samples", "0"], "--train-samples"),
+        (["--train-samples", "-3"], "-1 = all"),
+        (["--honesty-steps", "-5"], "--honesty-steps"),
+        (["--batch-size", "0"], "--batch-size"),
+    ):
         rc, _, err = cli(["certify", "--defense", "jt", "--root", tmp_path, "--no-progress", *SMALL, *extra], capsys)
         assert_one_line_error(rc, err, fragment)
     assert not trained_files(tmp_path)
@@ -128,15 +133,18 @@ def test_unknown_yaml_settings_suggest_the_right_name_before_any_work(tmp_path, 
 
 # ----------------------------------------------------------------------------- output locations, checked first
 
+
 def _unwritable_cases(tmp_path: Path) -> dict[str, tuple[list, str]]:
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     a_dir = tmp_path / "a_dir"
     a_dir.mkdir()
     root = tmp_path / "root"
-    return {"root is a file": (["--root", a_file], "is a file"),
-            "results is a directory": (["--root", root, "--results", a_dir], "is a directory"),
-            "results inside a file": (["--root", root, "--results", a_file / "results.csv"], "a_file")}
+    return {
+        "root is a file": (["--root", a_file], "is a file"),
+        "results is a directory": (["--root", root, "--results", a_dir], "is a directory"),
+        "results inside a file": (["--root", root, "--results", a_file / "results.csv"], "a_file"),
+    }
 
 
 @pytest.mark.parametrize("case", ["root is a file", "results is a directory", "results inside a file"])
@@ -163,10 +171,16 @@ def test_os_errors_of_any_command_are_one_line(tmp_path, capsys):
     """`report --out` a file: the OSError becomes one line with the path (report is H6's, the handler is main's)."""
     from mmrobust_bench.cli.common import expected_error_message
 
-    assert expected_error_message(IsADirectoryError(21, "Is a directory", "/x/results.csv")) == \
-        "Is a directory: /x/results.csv (give a file path, not a directory)"
-    assert expected_error_message(PermissionError(13, "Permission denied", "/ro/x")).startswith("Permission denied: /ro/x")
-    assert expected_error_message(json.JSONDecodeError("Expecting value", "{\n", 2)).startswith("invalid JSON at line 2")
+    assert (
+        expected_error_message(IsADirectoryError(21, "Is a directory", "/x/results.csv"))
+        == "Is a directory: /x/results.csv (give a file path, not a directory)"
+    )
+    assert expected_error_message(PermissionError(13, "Permission denied", "/ro/x")).startswith(
+        "Permission denied: /ro/x"
+    )
+    assert expected_error_message(json.JSONDecodeError("Expecting value", "{\n", 2)).startswith(
+        "invalid JSON at line 2"
+    )
     assert expected_error_message(KeyError("bug")) is None  # unexpected errors keep their traceback
     assert expected_error_message(TypeError("bug")) is None
     out_file = tmp_path / "out"
@@ -177,6 +191,7 @@ def test_os_errors_of_any_command_are_one_line(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- pickle: never loaded
+
 
 class _Payload:
     def __init__(self, marker: Path) -> None:
@@ -196,7 +211,7 @@ def test_a_crafted_pickle_resume_file_never_runs(tmp_path, capsys, caplog):
         (done.directory / name).unlink()
     (done.directory / LEGACY_RESUME_FILE).write_bytes(pickle.dumps({"key": done.key.digest, "x": _Payload(marker)}))
     caplog.set_level(logging.WARNING)
-    rc, out, err = cli([*RUN, "--root", tmp_path], capsys)
+    rc, _out, err = cli([*RUN, "--root", tmp_path], capsys)
     assert rc == 0, err
     assert not marker.exists(), "the crafted resume.pt was unpickled"
     assert "never loaded" in caplog.text and LEGACY_RESUME_FILE in caplog.text
@@ -230,6 +245,7 @@ def test_a_damaged_resume_file_is_a_warning_and_training_restarts(tmp_path, capl
 
 # ----------------------------------------------------------------------------- checkpoints of another configuration
 
+
 def _copy_model(source: Path, dest: Path) -> None:
     for name in ("final.safetensors", "stage1.safetensors", "config.json"):
         if (source / name).exists():
@@ -240,16 +256,18 @@ def _copy_model(source: Path, dest: Path) -> None:
 def test_a_checkpoint_of_another_configuration_is_never_reused(tmp_path, capsys, caplog, foreign):
     seed0 = train_defense("jt", dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path, progress=False)
     if foreign == "another seed":
-        other = train_defense("jt", seed=1, dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path,
-                              progress=False)
+        other = train_defense(
+            "jt", seed=1, dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path, progress=False
+        )
     else:
-        other = train_defense("crmt_jt", dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path,
-                              progress=False)
+        other = train_defense(
+            "crmt_jt", dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path, progress=False
+        )
     assert other.sha256 != seed0.sha256
     _copy_model(other.directory, seed0.directory)
     assert load_stage(seed0.directory, "final") is None
     caplog.set_level(logging.WARNING)
-    rc, out, err = cli([*RUN, "--root", tmp_path, "--results", tmp_path / "rows.csv"], capsys)
+    rc, _out, err = cli([*RUN, "--root", tmp_path, "--results", tmp_path / "rows.csv"], capsys)
     assert rc == 0, err
     rows = pd.read_csv(tmp_path / "rows.csv")
     assert set(rows["checkpoint_sha256"]) == {seed0.sha256}  # retrained: seed 0's model, not the foreign one
@@ -275,7 +293,6 @@ def test_a_garbled_config_json_is_a_warning_and_a_retrain(tmp_path, caplog):
     assert json.loads((done.directory / "config.json").read_text())["stages"]["final"]["sha256"] == done.sha256
 
 
-
 def test_a_bit_flipped_final_stage_is_finished_from_stage1_and_says_so(tmp_path):
     done = train_defense("jt", dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path, progress=False)
     assert done.status.startswith("trained in")
@@ -287,7 +304,9 @@ def test_a_bit_flipped_final_stage_is_finished_from_stage1_and_says_so(tmp_path)
     assert not again.cached and again.stage1_cached and again.sha256 == done.sha256
     assert again.status.startswith("stage 1 reused from its checkpoint, post-training in")  # not "trained in 0.0 s"
 
+
 # ----------------------------------------------------------------------------- dataset and frame caches
+
 
 @pytest.mark.parametrize("damage", ["bit flip", "truncated", "another configuration", "no checksum"])
 def test_a_damaged_synthav_cache_is_detected_and_regenerated(tmp_path, caplog, damage):
@@ -338,8 +357,16 @@ def _clip_root(root: Path, outside: Path | None = None) -> Path:
 
 
 def _ks(root: Path, cache: Path, **options):
-    return build_dataset("ks", cache_dir=cache, data_root=str(root), image_size=8, num_workers=0, frame_cache=True,
-                         frame_cache_dir=str(cache), **options)
+    return build_dataset(
+        "ks",
+        cache_dir=cache,
+        data_root=str(root),
+        image_size=8,
+        num_workers=0,
+        frame_cache=True,
+        frame_cache_dir=str(cache),
+        **options,
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "index of another configuration", "bit flip"])
@@ -373,15 +400,24 @@ def test_a_damaged_frame_cache_is_rebuilt_or_refused(tmp_path, caplog, damage):
 def test_manifest_paths_outside_the_data_root_are_not_followed(tmp_path, caplog):
     root = _clip_root(tmp_path / "ks", outside=tmp_path / "outside")
     caplog.set_level(logging.WARNING)
-    confined = build_dataset("ks", cache_dir=tmp_path, data_root=str(root), image_size=8, num_workers=0,
-                             frame_cache=False)
+    confined = build_dataset(
+        "ks", cache_dir=tmp_path, data_root=str(root), image_size=8, num_workers=0, frame_cache=False
+    )
     assert len(confined.train) == 3 and "path outside data_root" in caplog.text
-    allowed = build_dataset("ks", cache_dir=tmp_path, data_root=str(root), image_size=8, num_workers=0,
-                            frame_cache=False, allow_outside_root=True)
+    allowed = build_dataset(
+        "ks",
+        cache_dir=tmp_path,
+        data_root=str(root),
+        image_size=8,
+        num_workers=0,
+        frame_cache=False,
+        allow_outside_root=True,
+    )
     assert len(allowed.train) == 4
 
 
 # ----------------------------------------------------------------------------- prepare: implausible media, unsafe ids
+
 
 def _wav(path: Path, rate: int, seconds: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -393,9 +429,14 @@ def _wav(path: Path, rate: int, seconds: float) -> None:
         fh.writeframes((np.sin(np.arange(n) * 0.3) * 3000).astype("<i2").tobytes())
 
 
-@pytest.mark.parametrize("rate, seconds, why", [(1, 10.0, "implausible sample rate 1 Hz"),
-                                                (500_000, 0.5, "implausible sample rate 500000 Hz"),
-                                                (16_000, 0.01, "implausible duration")])
+@pytest.mark.parametrize(
+    "rate, seconds, why",
+    [
+        (1, 10.0, "implausible sample rate 1 Hz"),
+        (500_000, 0.5, "implausible sample rate 500000 Hz"),
+        (16_000, 0.01, "implausible duration"),
+    ],
+)
 def test_prepare_refuses_implausible_audio_and_logs_it(tmp_path, rate, seconds, why):
     from mmrobust_bench.data.prepare import ERROR_LOG, prepare
 
@@ -427,20 +468,27 @@ def test_prepare_refuses_clip_ids_that_leave_the_output(tmp_path):
 
 # ----------------------------------------------------------------------------- property: a clear error or a valid run
 
+# hypothesis is optional: the property tests below are skipped without it, so it is imported after the check
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 # half plausible values (the run must then be valid and its rows right), half hostile ones
-VALUES = st.one_of(st.sampled_from(["1", "2", "3", "0.5", "0.01", "16"]),
-                   st.sampled_from(["0", "-1", "-5", "400.5", "1e308", "nan", "inf", "-inf", "abc", "", "[", "{a: 1}",
-                                    "true"]))
-SET_KEYS = st.sampled_from(["epochs", "epoch", "lr", "batch_size", "momentum", "feature_dim", "weight_decay",
-                            "lr_step", "nonsense"])
+VALUES = st.one_of(
+    st.sampled_from(["1", "2", "3", "0.5", "0.01", "16"]),
+    st.sampled_from(["0", "-1", "-5", "400.5", "1e308", "nan", "inf", "-inf", "abc", "", "[", "{a: 1}", "true"]),
+)
+SET_KEYS = st.sampled_from(
+    ["epochs", "epoch", "lr", "batch_size", "momentum", "feature_dim", "weight_decay", "lr_step", "nonsense"]
+)
 DATASET_KEYS = st.sampled_from(["n_train", "n_test", "n_trian", "n_classes", "visual_noise", "mel_bins", "seed"])
-EPS = st.one_of(st.sampled_from(["0.5", "0,1", "0.25, 2", "1e4", "0.5,0.5", " 1 ,"]),
-                st.sampled_from(["", ",", "1e308", "nan", "-1", "x", "10001", "1,,inf"]),
-                st.lists(st.floats(-0.5, 3.0, width=32) | st.sampled_from([math.nan, math.inf, 1e300]),
-                         min_size=0, max_size=3).map(lambda xs: ",".join(repr(x) for x in xs)))
+EPS = st.one_of(
+    st.sampled_from(["0.5", "0,1", "0.25, 2", "1e4", "0.5,0.5", " 1 ,"]),
+    st.sampled_from(["", ",", "1e308", "nan", "-1", "x", "10001", "1,,inf"]),
+    st.lists(st.floats(-0.5, 3.0, width=32) | st.sampled_from([math.nan, math.inf, 1e300]), min_size=0, max_size=3).map(
+        lambda xs: ",".join(repr(x) for x in xs)
+    ),
+)
 
 
 def _attack_set_handled() -> bool:
@@ -455,18 +503,40 @@ ATTACK_KEYS = st.sampled_from(["steps", "step_ratio", "nonsense", "precision"])
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(sets=st.lists(st.tuples(SET_KEYS, VALUES), max_size=1),
-       dsets=st.lists(st.tuples(DATASET_KEYS, VALUES), max_size=1),
-       asets=st.lists(st.tuples(ATTACK_KEYS, VALUES), max_size=1),
-       eps=EPS, example=st.integers(0, 10**9))
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    sets=st.lists(st.tuples(SET_KEYS, VALUES), max_size=1),
+    dsets=st.lists(st.tuples(DATASET_KEYS, VALUES), max_size=1),
+    asets=st.lists(st.tuples(ATTACK_KEYS, VALUES), max_size=1),
+    eps=EPS,
+    example=st.integers(0, 10**9),
+)
 def test_random_options_give_a_clear_error_or_a_valid_run(tmp_path_factory, capsys, sets, dsets, asets, eps, example):
     root = tmp_path_factory.getbasetemp() / "property-root"
     results = root / f"rows-{example}.csv"
     results.unlink(missing_ok=True)
-    argv = ["run", "--defense", "jt", "--no-progress", "--root", root, "--results", results,
-            "--dataset-set", "n_train=48", "--dataset-set", "n_test=24", "--set", "epochs=1", f"--eps={eps}"]
+    argv = [
+        "run",
+        "--defense",
+        "jt",
+        "--no-progress",
+        "--root",
+        root,
+        "--results",
+        results,
+        "--dataset-set",
+        "n_train=48",
+        "--dataset-set",
+        "n_test=24",
+        "--set",
+        "epochs=1",
+        f"--eps={eps}",
+    ]
     for key, value in sets:
         argv += ["--set", f"{key}={value}"]
     for key, value in dsets:
@@ -478,7 +548,7 @@ def test_random_options_give_a_clear_error_or_a_valid_run(tmp_path_factory, caps
         rc = main([str(a) for a in argv])
     except SystemExit as exc:  # argparse's own usage errors (also exit 2, one "error:" line)
         rc = exc.code
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert "Traceback" not in err
     hypothesis.event("refused" if rc else "valid run")
     if rc != 0:
@@ -512,6 +582,15 @@ def test_run_reads_the_dataset_cache_once(tmp_path, caplog):
 
     build_dataset("synthav", cache_dir=tmp_path / "datasets", **SMALL_SET)  # the cache exists
     caplog.set_level(logging.INFO, logger="mmrobust_bench")
-    run("jt", "fgm", "a", eps=[0.5], dataset_options=SMALL_SET, overrides={"epochs": 1}, root=tmp_path,
-        progress=False, plot=False, check_flags=False)
+    run(
+        "jt",
+        "fgm",
+        "a",
+        eps=[0.5],
+        dataset_options=SMALL_SET,
+        overrides={"epochs": 1},
+        root=tmp_path,
+        progress=False,
+        check_flags=False,
+    )
     assert caplog.text.count("loaded synthav from") == 1  # once for the checks and the training, not twice

@@ -4,6 +4,7 @@ A full disk is simulated without privileges by making the low-level write (``os.
 ``save_file``) fail with ENOSPC; what must hold: the message names the file, the rows measured are in a
 fallback file (or printed), and the command line says it in one line without a traceback.
 """
+
 from __future__ import annotations
 
 import errno
@@ -21,8 +22,14 @@ from torch import nn
 import mmrobust_bench as mmr
 from mmrobust_bench.bench import checkpoints
 from mmrobust_bench.bench.checkpoints import CheckpointKey, load_stage, save_stage
-from mmrobust_bench.bench.results import (ResultRow, ResultsWriteError, append_rows, read_rows, replace_keyed_rows,
-                                          rewrite_rows)
+from mmrobust_bench.bench.results import (
+    ResultRow,
+    ResultsWriteError,
+    append_rows,
+    read_rows,
+    replace_keyed_rows,
+    rewrite_rows,
+)
 from mmrobust_bench.cli import main
 from mmrobust_bench.cli.common import expected_error_message
 from mmrobust_bench.io import atomic_write_text
@@ -52,19 +59,38 @@ def fail_replace(monkeypatch, target: Path) -> None:
 
 
 def row(attack: str = "pgd_l2", eps: float = 0.5, accuracy: float = 0.25) -> ResultRow:
-    return ResultRow(dataset="synthav", defense="jt", seed=0, checkpoint_sha256="abc", config_hash="h", attack=attack,
-                     attack_config="steps=4", library="native", library_version="1", modality="a", norm="l2", eps=eps,
-                     n=8, accuracy=accuracy, wall_seconds=0.1, device="cpu", suite_version="1")
+    return ResultRow(
+        dataset="synthav",
+        defense="jt",
+        seed=0,
+        checkpoint_sha256="abc",
+        config_hash="h",
+        attack=attack,
+        attack_config="steps=4",
+        library="native",
+        library_version="1",
+        modality="a",
+        norm="l2",
+        eps=eps,
+        n=8,
+        accuracy=accuracy,
+        wall_seconds=0.1,
+        device="cpu",
+        suite_version="1",
+    )
 
 
 # ----------------------------------------------------------------------------------------- 7. a full disk
+
 
 @pytest.mark.parametrize("failure", ["write names no file", "rename names the temporary", "safetensors"])
 def test_a_failed_atomic_write_names_the_file_asked_for(tmp_path, monkeypatch, failure):
     target = tmp_path / "out" / "file.txt"
     if failure == "write names no file":
         fail_replace(monkeypatch, target)
-        write = lambda: atomic_write_text(target, "x")  # noqa: E731
+
+        def write():
+            return atomic_write_text(target, "x")
     elif failure == "rename names the temporary":
         real = os.replace
 
@@ -74,15 +100,21 @@ def test_a_failed_atomic_write_names_the_file_asked_for(tmp_path, monkeypatch, f
             return real(src, dst)
 
         monkeypatch.setattr(os, "replace", replace)
-        write = lambda: atomic_write_text(target, "x")  # noqa: E731
+
+        def write():
+            return atomic_write_text(target, "x")
     else:
+
         def save_file(*args, **kwargs):
             raise SafetensorError(f"Error while serializing: I/O error: {ENOSPC} (os error 28)")
 
         monkeypatch.setattr(checkpoints, "save_file", save_file)
         target = tmp_path / "ck" / "final.safetensors"
         key = CheckpointKey("d", {}, "jt", {}, {}, 0)
-        write = lambda: save_stage(tmp_path / "ck", "final", nn.Linear(2, 2), {}, key)  # noqa: E731
+
+        def write():
+            return save_stage(tmp_path / "ck", "final", nn.Linear(2, 2), {}, key)
+
     with pytest.raises(OSError) as caught:
         write()
     assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(target))
@@ -99,11 +131,13 @@ def test_a_full_disk_keeps_the_new_rows_in_a_named_fallback_file(tmp_path, monke
     with pytest.raises(ResultsWriteError) as caught:
         append_rows(store, [row(eps=0.25), row(eps=0.5, accuracy=0.125), row(eps=1.0, accuracy=0.0)])
     fallback = caught.value.fallback
-    assert fallback.parent == tmp_path and re.fullmatch(r"mmrobust-unsaved-rows-results-\d{8}T\d{6}-\d+\.csv",
-                                                         fallback.name)
+    assert fallback.parent == tmp_path and re.fullmatch(
+        r"mmrobust-unsaved-rows-results-\d{8}T\d{6}-\d+\.csv", fallback.name
+    )
     assert str(caught.value) == (
         f"cannot write {store}: {ENOSPC}; the 2 row(s) measured now were saved to {fallback}. Free space or fix the "
-        f"permissions, then append that file's rows to {store} (or rerun to measure them again)")
+        f"permissions, then append that file's rows to {store} (or rerun to measure them again)"
+    )
     saved = read_rows(fallback)
     assert saved["eps"].tolist() == [0.5, 1.0] and saved["accuracy"].tolist() == [0.125, 0.0]
     assert store.read_bytes() == before  # the store is as it was
@@ -145,19 +179,35 @@ def test_a_full_disk_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys, 
     if full == "results":
         fail_replace(monkeypatch, results)
     else:
+
         def save_file(*args, **kwargs):
             raise SafetensorError(f"Error while serializing: I/O error: {ENOSPC} (os error 28)")
 
         monkeypatch.setattr(checkpoints, "save_file", save_file)
-    rc = main(["run", "--defense", "jt", "--eps", "0.5,1", "--no-progress", "--root", str(root), "--results",
-               str(results), *TINY])
+    rc = main(
+        [
+            "run",
+            "--defense",
+            "jt",
+            "--eps",
+            "0.5,1",
+            "--no-progress",
+            "--root",
+            str(root),
+            "--results",
+            str(results),
+            *TINY,
+        ]
+    )
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2
     if full == "results":
         fallback = next(tmp_path.glob("mmrobust-unsaved-rows-rows-*.csv"))
-        assert line == (f"mmrobust-bench: error: cannot write {results}: {ENOSPC}; the 3 row(s) measured now were "
-                        f"saved to {fallback}. Free space or fix the permissions, then append that file's rows to "
-                        f"{results} (or rerun to measure them again)")
+        assert line == (
+            f"mmrobust-bench: error: cannot write {results}: {ENOSPC}; the 3 row(s) measured now were "
+            f"saved to {fallback}. Free space or fix the permissions, then append that file's rows to "
+            f"{results} (or rerun to measure them again)"
+        )
         saved = read_rows(fallback)
         assert saved["attack"].tolist() == ["clean", "pgd_l2", "pgd_l2"] and saved["eps"].tolist()[1:] == [0.5, 1.0]
         assert not results.exists()
@@ -167,6 +217,7 @@ def test_a_full_disk_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys, 
 
 
 # ----------------------------------------------------------------------------------------- 8. crafted checkpoints
+
 
 class _Tiny(nn.Module):
     def __init__(self) -> None:
@@ -183,7 +234,7 @@ class _Crafted(nn.Module):
         super().__init__()
         self.state = state
 
-    def state_dict(self, *args, **kwargs):  # noqa: D102
+    def state_dict(self, *args, **kwargs):
         return dict(self.state)
 
 
@@ -198,8 +249,11 @@ def _crafted(model: nn.Module, damage: str) -> dict[str, torch.Tensor]:
     return state
 
 
-MISFIT = {"reshaped": "shape of head.weight (3, 2) where the model has (2, 3)", "removed": "missing enc.bias",
-          "added": "unexpected head.scale"}
+MISFIT = {
+    "reshaped": "shape of head.weight (3, 2) where the model has (2, 3)",
+    "removed": "missing enc.bias",
+    "added": "unexpected head.scale",
+}
 
 
 @pytest.mark.parametrize("damage", list(MISFIT))
@@ -212,8 +266,10 @@ def test_a_crafted_checkpoint_with_a_consistent_sha_is_not_loaded(tmp_path, capl
     assert load_stage(directory, "final", key) is not None  # checksum and key are consistent
     caplog.set_level(logging.WARNING)
     assert load_stage(directory, "final", key, model) is None
-    assert caplog.messages == [f"not reusing {directory / 'final.safetensors'}: its tensors do not fit the model this "
-                               f"configuration builds ({MISFIT[damage]}); retraining"]
+    assert caplog.messages == [
+        f"not reusing {directory / 'final.safetensors'}: its tensors do not fit the model this "
+        f"configuration builds ({MISFIT[damage]}); retraining"
+    ]
 
 
 @pytest.mark.slow
@@ -234,6 +290,7 @@ def test_training_rebuilds_a_crafted_checkpoint_with_a_warning(tmp_path, caplog)
 
 
 # ----------------------------------------------------------------------------------------- 10. a symlinked store
+
 
 @pytest.mark.parametrize("write", ["append_rows", "rewrite_rows", "replace_keyed_rows", "dangling link"])
 def test_a_symlinked_results_file_is_written_through(tmp_path, write):
@@ -285,7 +342,7 @@ def _data(n: int = N) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _loader(a, v, y, size: int = 4) -> list[tuple]:
-    return [(a[i:i + size], v[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+    return [(a[i : i + size], v[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
 
 
 A, V, Y = _data()
@@ -300,48 +357,100 @@ def _read_only(tmp_path: Path) -> Path:
 
 
 CASES = {
-    "attack: empty batch": (lambda w, t: mmr.attack(w, (A[:0], V[:0]), Y[:0], modality="a", eps=0.5), ValueError,
-                            "the batch holds no samples (its first dimension is 0); leave empty batches out of the "
-                            "loader or pass at least one sample"),
-    "evaluate: empty batch": (lambda w, t: mmr.evaluate(w, [(A[:0], V[:0], Y[:0])], **EVAL), ValueError,
-                              "the batch holds no samples"),
-    "attack: numpy batch": (lambda w, t: mmr.attack(w, {"a": A.numpy(), "v": V.numpy()}, Y, modality="a", eps=0.5),
-                            TypeError, "modality 'a' is a ndarray, not a torch tensor; pass torch.from_numpy(x), or a "
-                                       "DataLoader, which converts arrays"),
-    "evaluate: str batch": (lambda w, t: mmr.evaluate(w, [("audio", "video", Y)], **EVAL), TypeError,
-                            "modality 'a' is a str, not a torch tensor; pass a (batch, *shape) tensor of numbers"),
+    "attack: empty batch": (
+        lambda w, t: mmr.attack(w, (A[:0], V[:0]), Y[:0], modality="a", eps=0.5),
+        ValueError,
+        "the batch holds no samples (its first dimension is 0); leave empty batches out of the "
+        "loader or pass at least one sample",
+    ),
+    "evaluate: empty batch": (
+        lambda w, t: mmr.evaluate(w, [(A[:0], V[:0], Y[:0])], **EVAL),
+        ValueError,
+        "the batch holds no samples",
+    ),
+    "attack: numpy batch": (
+        lambda w, t: mmr.attack(w, {"a": A.numpy(), "v": V.numpy()}, Y, modality="a", eps=0.5),
+        TypeError,
+        "modality 'a' is a ndarray, not a torch tensor; pass torch.from_numpy(x), or a "
+        "DataLoader, which converts arrays",
+    ),
+    "evaluate: str batch": (
+        lambda w, t: mmr.evaluate(w, [("audio", "video", Y)], **EVAL),
+        TypeError,
+        "modality 'a' is a str, not a torch tensor; pass a (batch, *shape) tensor of numbers",
+    ),
     "attack: label beyond the logits": (
-        lambda w, t: mmr.attack(w, (A, V), torch.full((N,), K), modality="a", eps=0.5), ValueError,
+        lambda w, t: mmr.attack(w, (A, V), torch.full((N,), K), modality="a", eps=0.5),
+        ValueError,
         "labels hold class 3 but the model gives 3 logits per sample (classes 0 to 2); fix the labels or the model's "
-        "number of outputs"),
-    "evaluate: label beyond the logits": (lambda w, t: mmr.evaluate(w, _loader(A, V, Y + K), **EVAL), ValueError,
-                                          "labels hold class"),
-    "smooth_certify: label beyond the logits": (lambda w, t: mmr.smooth_certify(w, _loader(A, V, Y + 5), n0=2, n=4),
-                                                ValueError, "labels hold class"),
-    "attack: negative label": (lambda w, t: mmr.attack(w, (A, V), Y - 5, modality="a", eps=0.5), ValueError,
-                               "labels must be class indices >= 0, got -5"),
-    "attack: one label too few": (lambda w, t: mmr.attack(w, (A, V), Y[:-1], modality="a", eps=0.5), ValueError,
-                                  "7 labels for a batch of 8 samples; give one per sample"),
-    "attack: text labels": (lambda w, t: mmr.attack(w, (A, V), "cat", modality="a", eps=0.5), TypeError,
-                            "labels must be class indices (a 1-D integer tensor, array or list), got str"),
-    "attack: target beyond the logits": (lambda w, t: mmr.attack(w, (A, V), Y, modality="a", eps=0.5,
-                                                                 targets=torch.full((N,), 7)),
-                                         ValueError, "targets hold class 7 but the model gives 3 logits"),
-    "attack: batch sizes differ": (lambda w, t: mmr.attack(w, (A, V[:5]), Y, modality="a", eps=0.5), ValueError,
-                                   "the modalities have different batch sizes (a: 8, v: 5); give every modality one "
-                                   "entry per sample (the same first dimension)"),
-    "smooth_certify: max_samples=0": (lambda w, t: mmr.smooth_certify(w, _loader(A, V, Y), max_samples=0), ValueError,
-                                      "max_samples (None: every sample) must be >= 1, got 0"),
-    "smooth_certify: n=20.7": (lambda w, t: mmr.smooth_certify(w, _loader(A, V, Y), n=20.7), ValueError,
-                               "n must be an integer, got 20.7"),
-    "smooth_certify: seed=-5": (lambda w, t: mmr.smooth_certify(w, _loader(A, V, Y), seed=-5), ValueError,
-                                "seed must be >= 0, got -5"),
-    "evaluate: seed=-5": (lambda w, t: mmr.evaluate(w, _loader(A, V, Y), seed=-5, **EVAL), ValueError,
-                          "seed must be >= 0, got -5"),
-    "attack: seed=-5": (lambda w, t: mmr.attack(w, (A, V), Y, modality="a", eps=0.5, seed=-5), ValueError,
-                        "seed must be >= 0, got -5"),
-    "evaluate: results is a directory": (lambda w, t: mmr.evaluate(w, _loader(A, V, Y), results=str(t), **EVAL),
-                                         ValueError, "is a directory; give a file path such as"),
+        "number of outputs",
+    ),
+    "evaluate: label beyond the logits": (
+        lambda w, t: mmr.evaluate(w, _loader(A, V, Y + K), **EVAL),
+        ValueError,
+        "labels hold class",
+    ),
+    "smooth_certify: label beyond the logits": (
+        lambda w, t: mmr.smooth_certify(w, _loader(A, V, Y + 5), n0=2, n=4),
+        ValueError,
+        "labels hold class",
+    ),
+    "attack: negative label": (
+        lambda w, t: mmr.attack(w, (A, V), Y - 5, modality="a", eps=0.5),
+        ValueError,
+        "labels must be class indices >= 0, got -5",
+    ),
+    "attack: one label too few": (
+        lambda w, t: mmr.attack(w, (A, V), Y[:-1], modality="a", eps=0.5),
+        ValueError,
+        "7 labels for a batch of 8 samples; give one per sample",
+    ),
+    "attack: text labels": (
+        lambda w, t: mmr.attack(w, (A, V), "cat", modality="a", eps=0.5),
+        TypeError,
+        "labels must be class indices (a 1-D integer tensor, array or list), got str",
+    ),
+    "attack: target beyond the logits": (
+        lambda w, t: mmr.attack(w, (A, V), Y, modality="a", eps=0.5, targets=torch.full((N,), 7)),
+        ValueError,
+        "targets hold class 7 but the model gives 3 logits",
+    ),
+    "attack: batch sizes differ": (
+        lambda w, t: mmr.attack(w, (A, V[:5]), Y, modality="a", eps=0.5),
+        ValueError,
+        "the modalities have different batch sizes (a: 8, v: 5); give every modality one "
+        "entry per sample (the same first dimension)",
+    ),
+    "smooth_certify: max_samples=0": (
+        lambda w, t: mmr.smooth_certify(w, _loader(A, V, Y), max_samples=0),
+        ValueError,
+        "max_samples (None: every sample) must be >= 1, got 0",
+    ),
+    "smooth_certify: n=20.7": (
+        lambda w, t: mmr.smooth_certify(w, _loader(A, V, Y), n=20.7),
+        ValueError,
+        "n must be an integer, got 20.7",
+    ),
+    "smooth_certify: seed=-5": (
+        lambda w, t: mmr.smooth_certify(w, _loader(A, V, Y), seed=-5),
+        ValueError,
+        "seed must be >= 0, got -5",
+    ),
+    "evaluate: seed=-5": (
+        lambda w, t: mmr.evaluate(w, _loader(A, V, Y), seed=-5, **EVAL),
+        ValueError,
+        "seed must be >= 0, got -5",
+    ),
+    "attack: seed=-5": (
+        lambda w, t: mmr.attack(w, (A, V), Y, modality="a", eps=0.5, seed=-5),
+        ValueError,
+        "seed must be >= 0, got -5",
+    ),
+    "evaluate: results is a directory": (
+        lambda w, t: mmr.evaluate(w, _loader(A, V, Y), results=str(t), **EVAL),
+        ValueError,
+        "is a directory; give a file path such as",
+    ),
 }
 
 
@@ -411,5 +520,6 @@ def test_evaluate_keeps_the_rows_when_the_results_write_fails(tmp_path, monkeypa
 def test_certify_refuses_zero_test_samples_before_any_work(tmp_path, capsys):
     rc = main(["certify", "--test-samples", "0", "--root", str(tmp_path / "runs"), *TINY[2:]])  # no --threads
     assert rc == 2 and one_error_line(capsys.readouterr().err) == (
-        "mmrobust-bench: error: --test-samples (test samples to certify; -1 = all) must be >= 1 (or -1), got 0")
+        "mmrobust-bench: error: --test-samples (test samples to certify; -1 = all) must be >= 1 (or -1), got 0"
+    )
     assert not (tmp_path / "runs").exists()

@@ -1,11 +1,11 @@
 """Hostile input at the door: YAML alias bombs and repeated keys, sweep YAML rules, library attack options, ε of
 the Python API. Each refusal is one short line naming the key or option, before any data or model exists."""
+
 from __future__ import annotations
 
 import math
 import time
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
 import torch
@@ -62,8 +62,9 @@ def refused_quickly(call) -> str:
 def test_alias_bomb_in_set_is_refused_quickly_with_a_short_message():
     message = refused_quickly(lambda: key_values([f"lr={alias_bomb()}"], "--set"))
     assert message.startswith("--set 'lr=[&a0 [lol,")
-    assert message.endswith("YAML anchor &a0 at line 1, column 2: anchors and aliases are not accepted; "
-                            "write the value out")
+    assert message.endswith(
+        "YAML anchor &a0 at line 1, column 2: anchors and aliases are not accepted; write the value out"
+    )
 
 
 def test_alias_bomb_in_a_config_file_is_refused_quickly(tmp_path):
@@ -71,8 +72,10 @@ def test_alias_bomb_in_a_config_file_is_refused_quickly(tmp_path):
     path.write_text(f"epochs: 1\nlr: {alias_bomb()}\n")
     args = Namespace(config=str(path), set=[])
     message = refused_quickly(lambda: overrides(args))
-    assert message == (f"--config file {path}: YAML anchor &a0 at line 2, column 6: anchors and aliases are not "
-                       f"accepted; write the value out")
+    assert message == (
+        f"--config file {path}: YAML anchor &a0 at line 2, column 6: anchors and aliases are not "
+        f"accepted; write the value out"
+    )
 
 
 SWEEP_PLACES = {
@@ -116,10 +119,15 @@ def test_duplicate_keys_are_refused_with_the_key_and_both_lines(tmp_path):
     path.write_text("epochs: 1\nlr: 0.1\nepochs: 2\n")
     with pytest.raises(ValueError) as info:
         read_yaml_mapping(path, "--config file")
-    assert str(info.value) == (f"--config file {path}: duplicate key 'epochs' at line 3, column 1 (first at line 1, "
-                               f"column 1); keep one of them")
-    with pytest.raises(ValueError, match=r"^--set 'noise_sigma=\{a: 0.1, a: 0.2\}': duplicate key 'a' at line 1, "
-                                         r"column 10 \(first at line 1, column 2\); keep one of them$"):
+    assert str(info.value) == (
+        f"--config file {path}: duplicate key 'epochs' at line 3, column 1 (first at line 1, "
+        f"column 1); keep one of them"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^--set 'noise_sigma=\{a: 0.1, a: 0.2\}': duplicate key 'a' at line 1, "
+        r"column 10 \(first at line 1, column 2\); keep one of them$",
+    ):
         key_values(["noise_sigma={a: 0.1, a: 0.2}"], "--set")
     nested = tmp_path / "s.yaml"
     nested.write_text("defenses:\n  - defense: jt\n    label: one\n    label: two\n")
@@ -135,18 +143,27 @@ def test_distinct_keys_and_inline_merges_still_load():
 
 def test_deep_nesting_is_refused_before_the_composer_recurses():
     text = "[" * 5000 + "]" * 5000
-    with pytest.raises(ValueError, match=rf"^--set 'x=\[\[\[.*: YAML nested more than {MAX_DEPTH} levels deep at "
-                                             rf"line 1, column {MAX_DEPTH + 1}; flatten the value$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^--set 'x=\[\[\[.*: YAML nested more than {MAX_DEPTH} levels deep at "
+        rf"line 1, column {MAX_DEPTH + 1}; flatten the value$",
+    ):
         key_values([f"x={text}"], "--set")
     assert load_yaml("[" * MAX_DEPTH + "]" * MAX_DEPTH, "t") is not None
 
 
 def test_yaml_errors_stay_one_short_line():
-    with pytest.raises(ValueError, match=r"^--set 'x=\[': invalid YAML at line 1, column 2: .*; quote the value or "
-                                         r"fix it$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^--set 'x=\[': invalid YAML at line 1, column 2: .*; quote the value or "
+        r"fix it$",
+    ):
         key_values(["x=["], "--set")
-    with pytest.raises(ValueError, match=r"^--set 'x=9999999999999999999999999999999999\.\.\.: a number of more "
-                                         r"than 4300 digits; write a shorter one$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^--set 'x=9999999999999999999999999999999999\.\.\.: a number of more "
+        r"than 4300 digits; write a shorter one$",
+    ):
         key_values(["x=" + "9" * 5000], "--set")
     with pytest.raises(ValueError, match="could not determine a constructor for the tag"):
         key_values(["x=!!python/object/apply:os.system [echo]"], "--set")
@@ -171,6 +188,7 @@ def test_preview_is_bounded_for_values_built_in_python():
 
 
 # ----------------------------------------------------------------------------- sweep YAML rules
+
 
 def plan_error(config: dict, **kwargs) -> str:
     with pytest.raises(ValueError) as info:
@@ -213,8 +231,10 @@ def test_sweep_seeds_flag_refuses_a_negative_seed_before_work(tmp_path, capsys):
 
 @pytest.mark.parametrize("grid", [[], None, ""])
 def test_an_empty_grid_is_refused_not_the_default_grid(grid):
-    assert plan_error({"grid": grid}) == ("sweep: grid is empty; give at least one block such as {attacks: [pgd_l2], "
-                                          "modalities: [v], eps: [0.5]}, or leave grid out for the default grid")
+    assert plan_error({"grid": grid}) == (
+        "sweep: grid is empty; give at least one block such as {attacks: [pgd_l2], "
+        "modalities: [v], eps: [0.5]}, or leave grid out for the default grid"
+    )
 
 
 def test_a_missing_grid_still_means_the_default_grid():
@@ -251,17 +271,21 @@ def test_certify_numbers_name_their_key():
 
 
 def test_defense_entries_need_a_string_id_and_a_scalar_label():
-    assert plan_error({"defenses": [{"defense": ["jt"]}]}) == ("sweep: defense in a defense entry must be a defense "
-                                                                "id such as jt, got ['jt']")
+    assert plan_error({"defenses": [{"defense": ["jt"]}]}) == (
+        "sweep: defense in a defense entry must be a defense id such as jt, got ['jt']"
+    )
     assert plan_error({"defenses": [{"defense": "jt", "label": ["a"]}]}) == (
-        "sweep: label of defense entry 'jt' must be a name such as jt_v2, got ['a']")
+        "sweep: label of defense entry 'jt' must be a name such as jt_v2, got ['a']"
+    )
     assert build_plan({"defenses": [{"defense": "jt", "label": "jt_b"}]}).defenses[0].label == "jt_b"
 
 
 def test_grid_block_eps_that_are_not_numbers_name_eps():
     message = plan_error({"grid": [{"attacks": ["fgm"], "modalities": ["v"], "eps": [[0.5]]}]})
-    assert message == ("sweep: grid block {'attacks': ['fgm'], 'modalities': ['v'], 'eps': [[0.5]]}: eps must be "
-                       "numbers >= 0 such as [0.5, 1], got [0.5]")
+    assert message == (
+        "sweep: grid block {'attacks': ['fgm'], 'modalities': ['v'], 'eps': [[0.5]]}: eps must be "
+        "numbers >= 0 such as [0.5, 1], got [0.5]"
+    )
 
 
 # ----------------------------------------------------------------------------- library attack options
@@ -271,33 +295,55 @@ OPTION_CASES = [
     ("torchattacks:PGDL2", {"steps": 0}, "torchattacks:PGDL2 option steps must be an integer >= 1, got 0"),
     ("torchattacks:PGDL2", {"steps": -5}, "torchattacks:PGDL2 option steps must be an integer >= 1, got -5"),
     ("torchattacks:PGDL2", {"steps": 2.5}, "torchattacks:PGDL2 option steps must be an integer >= 1, got 2.5"),
-    ("torchattacks:PGDL2", {"alpha": -1.5},
-     "torchattacks:PGDL2 option alpha must be > 0 (a step size or constant of 0 or below runs no attack), got -1.5"),
-    ("torchattacks:PGDL2", {"alpha": 0},
-     "torchattacks:PGDL2 option alpha must be > 0 (a step size or constant of 0 or below runs no attack), got 0"),
+    (
+        "torchattacks:PGDL2",
+        {"alpha": -1.5},
+        "torchattacks:PGDL2 option alpha must be > 0 (a step size or constant of 0 or below runs no attack), got -1.5",
+    ),
+    (
+        "torchattacks:PGDL2",
+        {"alpha": 0},
+        "torchattacks:PGDL2 option alpha must be > 0 (a step size or constant of 0 or below runs no attack), got 0",
+    ),
     ("torchattacks:PGDL2", {"alpha": math.nan}, "torchattacks:PGDL2 option alpha must be a finite number, got nan"),
-    ("torchattacks:PGDL2", {"alpha": 1e6},
-     "torchattacks:PGDL2 option alpha must be at most 10000 (a length in model-input space, like ε), got 1000000.0"),
+    (
+        "torchattacks:PGDL2",
+        {"alpha": 1e6},
+        "torchattacks:PGDL2 option alpha must be at most 10000 (a length in model-input space, like ε), got 1000000.0",
+    ),
     ("torchattacks:Square", {"n_queries": 0}, "torchattacks:Square option n_queries must be an integer >= 1, got 0"),
     ("torchattacks:APGD", {"n_restarts": 0}, "torchattacks:APGD option n_restarts must be an integer >= 1, got 0"),
-    ("torchattacks:JSMA", {"theta": 0},
-     "torchattacks:JSMA option theta must be a non-zero number (either sign), got 0"),
-    ("art:ProjectedGradientDescent", {"max_iter": 0},
-     "art:ProjectedGradientDescent option max_iter must be an integer >= 1, got 0"),
-    ("art:ProjectedGradientDescent", {"eps_step": -1.5},
-     "art:ProjectedGradientDescent option eps_step must be > 0 (a step size or constant of 0 or below runs no "
-     "attack), got -1.5"),
-    ("art:ProjectedGradientDescent", {"num_random_init": -1},
-     "art:ProjectedGradientDescent option num_random_init must be an integer >= 0 (ART FGM/PGD: 0 starts from the "
-     "clean input (its default)), got -1"),
+    (
+        "torchattacks:JSMA",
+        {"theta": 0},
+        "torchattacks:JSMA option theta must be a non-zero number (either sign), got 0",
+    ),
+    (
+        "art:ProjectedGradientDescent",
+        {"max_iter": 0},
+        "art:ProjectedGradientDescent option max_iter must be an integer >= 1, got 0",
+    ),
+    (
+        "art:ProjectedGradientDescent",
+        {"eps_step": -1.5},
+        "art:ProjectedGradientDescent option eps_step must be > 0 (a step size or constant of 0 or below runs no "
+        "attack), got -1.5",
+    ),
+    (
+        "art:ProjectedGradientDescent",
+        {"num_random_init": -1},
+        "art:ProjectedGradientDescent option num_random_init must be an integer >= 0 (ART FGM/PGD: 0 starts from the "
+        "clean input (its default)), got -1",
+    ),
     ("art:DeepFool", {"nb_grads": 0}, "art:DeepFool option nb_grads must be an integer >= 1, got 0"),
     ("art:SquareAttack", {"p_init": 1.5}, "art:SquareAttack option p_init must be in (0, 1], got 1.5"),
     ("art:CarliniL2Method", {"confidence": -1.0}, "art:CarliniL2Method option confidence must be >= 0, got -1.0"),
 ]
 
 
-@pytest.mark.parametrize("name, options, message", OPTION_CASES,
-                         ids=[f"{c[0]}-{next(iter(c[1].items()))}" for c in OPTION_CASES])
+@pytest.mark.parametrize(
+    "name, options, message", OPTION_CASES, ids=[f"{c[0]}-{next(iter(c[1].items()))}" for c in OPTION_CASES]
+)
 def test_library_options_are_range_checked_when_the_attack_is_built(name, options, message):
     pytest.importorskip("art" if name.startswith("art:") else "torchattacks")
     with pytest.raises(ValueError) as info:
@@ -311,22 +357,38 @@ def test_library_options_in_range_and_documented_zeros_are_kept():
     assert build_attack("torchattacks:PGDL2", SPECS, steps=1, alpha=0.1).options == {"steps": 1, "alpha": 0.1}
     assert build_attack("torchattacks:JSMA", SPECS, theta=-1.0).options == {"theta": -1.0}  # documented sign
     assert build_attack("art:ProjectedGradientDescent", SPECS, num_random_init=0, max_iter=1).options == {
-        "num_random_init": 0, "max_iter": 1}
+        "num_random_init": 0,
+        "max_iter": 1,
+    }
 
 
 def test_run_refuses_a_negative_library_step_before_training(tmp_path, capsys):
     pytest.importorskip("torchattacks")
-    rc = main(["run", "--defense", "jt", "--attack", "torchattacks:PGDL2", "--attack-set", "alpha=-0.1",
-               "--root", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "run",
+            "--defense",
+            "jt",
+            "--attack",
+            "torchattacks:PGDL2",
+            "--attack-set",
+            "alpha=-0.1",
+            "--root",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "error:" in line]
     assert rc == 2 and len(lines) == 1, err
-    assert lines[0].endswith("torchattacks:PGDL2 option alpha must be > 0 (a step size or constant of 0 or below "
-                             "runs no attack), got -0.1")
+    assert lines[0].endswith(
+        "torchattacks:PGDL2 option alpha must be > 0 (a step size or constant of 0 or below runs no attack), got -0.1"
+    )
     assert not list(tmp_path.rglob("*.safetensors"))
 
 
 # ----------------------------------------------------------------------------- ε of the Python API
+
 
 class _Sum(nn.Module):
     def __init__(self) -> None:
@@ -337,12 +399,18 @@ class _Sum(nn.Module):
         return self.head(torch.cat([a, v], 1))
 
 
-@pytest.mark.parametrize("eps, message", [
-    (1e6, "eps 1e+06 is above 10000: no meaningful perturbation of normalised inputs is that large (and such values "
-          "overflow the attack's step sizes)"),
-    (-1.0, "eps must be finite numbers >= 0, got -1.0"),
-    (math.nan, "eps must be finite numbers >= 0, got nan"),
-])
+@pytest.mark.parametrize(
+    "eps, message",
+    [
+        (
+            1e6,
+            "eps 1e+06 is above 10000: no meaningful perturbation of normalised inputs is that large (and such values "
+            "overflow the attack's step sizes)",
+        ),
+        (-1.0, "eps must be finite numbers >= 0, got -1.0"),
+        (math.nan, "eps must be finite numbers >= 0, got nan"),
+    ],
+)
 def test_mmr_attack_checks_eps_like_the_command_line(eps, message):
     wrapped = mmr.wrap(_Sum().eval(), {"a": mmr.Modality((3,)), "v": mmr.Modality((3,))}, call="positional")
     gen = torch.Generator().manual_seed(0)
@@ -364,9 +432,27 @@ def test_any_yaml_scalar_through_set_is_a_value_or_one_bounded_line():
     from mmrobust_bench.defenses import build_defense
 
     @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(st.one_of(st.text(max_size=400), st.sampled_from(["&a [1]", "*a", "[&a [1], *a]", "{a: 1, a: 2}",
-                                                            "!!python/object:os.system", "1e400", "[[[[[[1]]]]]]",
-                                                            "nan", ".inf", "- 1\n- 2", "'", '"'])))
+    @given(
+        st.one_of(
+            st.text(max_size=400),
+            st.sampled_from(
+                [
+                    "&a [1]",
+                    "*a",
+                    "[&a [1], *a]",
+                    "{a: 1, a: 2}",
+                    "!!python/object:os.system",
+                    "1e400",
+                    "[[[[[[1]]]]]]",
+                    "nan",
+                    ".inf",
+                    "- 1\n- 2",
+                    "'",
+                    '"',
+                ]
+            ),
+        )
+    )
     def check(value: str) -> None:
         try:
             parsed = key_values([f"lr={value}"], "--set")
@@ -375,4 +461,5 @@ def test_any_yaml_scalar_through_set_is_a_value_or_one_bounded_line():
             text = str(exc)
             assert "\n" not in text.strip() or text.count("\n") <= 1
             assert len(text) < 600
+
     check()

@@ -1,4 +1,6 @@
 """MMT: tokenisers and their grids, hierarchical attention, training defaults, CRMT on MMT, attacks."""
+
+import itertools
 import logging
 import math
 
@@ -73,7 +75,7 @@ def test_tokens_are_the_patches_in_time_then_row_major_order():
     for t in range(3):
         for i in range(2):
             for j in range(3):
-                patch = x[0, :, t, 2 * i:2 * i + 2, 2 * j:2 * j + 2].flatten()
+                patch = x[0, :, t, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].flatten()
                 assert torch.equal(tokens[0, t * 6 + i * 3 + j], patch)
 
 
@@ -86,8 +88,7 @@ def test_patch_size_must_divide_the_frames():
 def _input_grads(output: torch.Tensor, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Gradients of a random projection (a plain sum of a LayerNorm output is constant)."""
     weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(1))
-    grads = torch.autograd.grad((output * weights).sum(), list(inputs.values()), retain_graph=True,
-                                allow_unused=True)
+    grads = torch.autograd.grad((output * weights).sum(), list(inputs.values()), retain_graph=True, allow_unused=True)
     return {m: torch.zeros_like(inputs[m]) if g is None else g for m, g in zip(inputs, grads)}
 
 
@@ -122,12 +123,22 @@ def test_bf16_autocast_forward_is_finite():
 
 def test_training_defaults_follow_the_dataset_schedule_and_user_overrides_win():
     _, paper = build_defense("mmt", {}, TrainConfig())
-    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.warmup_epochs, paper.lr_schedule) == \
-        ("adamw", 1e-4, 0.05, 5, "cosine")
+    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.warmup_epochs, paper.lr_schedule) == (
+        "adamw",
+        1e-4,
+        0.05,
+        5,
+        "cosine",
+    )
     synth = TrainConfig(**SYNTH_TRAIN)
     _, short = build_defense("mmt", {}, synth)
-    assert (short.optimizer, short.lr, short.warmup_epochs, short.lr_schedule, short.epochs) == \
-        ("adamw", 1e-3, 1, "cosine", 6)
+    assert (short.optimizer, short.lr, short.warmup_epochs, short.lr_schedule, short.epochs) == (
+        "adamw",
+        1e-3,
+        1,
+        "cosine",
+        6,
+    )
     defense, user = build_defense("crmt_mmt", {"lr": "0.0005", "warmup_epochs": 0, "rho": 1.0, "size": "small"}, synth)
     assert user.lr == 5e-4 and user.warmup_epochs == 0 and defense.config.rho == 1.0
     assert defense.config.step2 is False and defense.config.size == "small"
@@ -144,7 +155,7 @@ def test_warmup_then_cosine_schedule_and_unchanged_step_schedule():
     factors = [lr_factor(cfg, e) for e in range(10)]
     assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert factors[2:] == pytest.approx([0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)])
-    assert all(a > b > 0 for a, b in zip(factors[2:], factors[3:]))
+    assert all(a > b > 0 for a, b in itertools.pairwise(factors[2:]))
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = _scheduler(opt, cfg)
     seen = []
@@ -187,9 +198,13 @@ def test_lipschitz_estimate_runs_on_mmt():
 def test_crmt_mmt_step2_is_an_option_and_certificates_are_labelled_heuristic(tmp_path, caplog):
     options = dict(n_train=64, n_test=32)
     with caplog.at_level(logging.WARNING, logger="mmrobust_bench.defenses.mmt"):
-        trained = train_defense("crmt_mmt", dataset_options=options,
-                                overrides={"epochs": 1, "step2": True, "step2_epochs": 1, "lip_max_samples": 32},
-                                root=tmp_path, progress=False)
+        trained = train_defense(
+            "crmt_mmt",
+            dataset_options=options,
+            overrides={"epochs": 1, "step2": True, "step2_epochs": 1, "lip_max_samples": 32},
+            root=tmp_path,
+            progress=False,
+        )
     assert "heuristic for MMT" in caplog.text
     assert int(trained.extra["certificate_heuristic"]) == 1
     assert trained.extra["lipschitz.v"].shape == (10,) and trained.extra["lipschitz.a"].shape == (10,)
@@ -209,8 +224,9 @@ def shared_root(tmp_path_factory):
 @pytest.mark.parametrize("defense", ["mmt", "crmt_mmt"])
 def test_mmt_trains_beyond_chance_on_synthav(defense, shared_root):
     overrides = {"epochs": 3} if defense == "mmt" else {"epochs": 3, "lip_max_samples": 64}
-    trained = train_defense(defense, dataset_options=dict(n_train=600, n_test=200), overrides=overrides,
-                            root=shared_root, progress=False)
+    trained = train_defense(
+        defense, dataset_options=dict(n_train=600, n_test=200), overrides=overrides, root=shared_root, progress=False
+    )
     assert trained.train_config.optimizer == "adamw" and trained.train_config.lr_schedule == "cosine"
     acc = clean_accuracy(trained.model, trained.dataset.test, 200, torch.device("cpu"))
     assert acc.accuracy >= 0.5
@@ -219,12 +235,20 @@ def test_mmt_trains_beyond_chance_on_synthav(defense, shared_root):
         assert all(torch.isfinite(trained.extra[f"lipschitz.{m}"]).all() for m in ("v", "a"))
 
 
-@pytest.mark.parametrize("attack,options,modality,eps", [
-    ("fgm", {}, "a", 0.5), ("pgd_l2", {"precision": "bf16"}, "v", 0.5), ("missing", {}, "a", 0.0),
-    ("missing", {"level": "feature"}, "v", 0.0), ("fmn_l2", {"steps": 5}, "all", 2.0),
-    ("torchattacks:PGDL2", {"steps": 3}, "all", 0.5), ("torchattacks:FGSM", {}, "a", 0.05),
-    ("art:FastGradientMethod", {}, "a", 0.5), ("art:ProjectedGradientDescent", {"max_iter": 3}, "v", 0.5),
-])
+@pytest.mark.parametrize(
+    "attack,options,modality,eps",
+    [
+        ("fgm", {}, "a", 0.5),
+        ("pgd_l2", {"precision": "bf16"}, "v", 0.5),
+        ("missing", {}, "a", 0.0),
+        ("missing", {"level": "feature"}, "v", 0.0),
+        ("fmn_l2", {"steps": 5}, "all", 2.0),
+        ("torchattacks:PGDL2", {"steps": 3}, "all", 0.5),
+        ("torchattacks:FGSM", {}, "a", 0.05),
+        ("art:FastGradientMethod", {}, "a", 0.5),
+        ("art:ProjectedGradientDescent", {"max_iter": 3}, "v", 0.5),
+    ],
+)
 def test_every_attack_family_runs_on_mmt_within_its_budget(attack, options, modality, eps):
     from mmrobust_bench.bench.evaluate import attack_setting
 
@@ -249,6 +273,9 @@ def test_every_attack_family_runs_on_mmt_within_its_budget(attack, options, moda
         assert all(not torch.equal(adv[m], batch[m]) for m in threat.modalities)
     if atk.norm_bounded:
         delta = {m: adv[m] - batch[m] for m in threat.modalities}
-        size = joint_l2_norm(delta, threat.modalities) if norm == "l2" else \
-            torch.stack([d.flatten(1).abs().amax(1) for d in delta.values()]).amax(0)
+        size = (
+            joint_l2_norm(delta, threat.modalities)
+            if norm == "l2"
+            else torch.stack([d.flatten(1).abs().amax(1) for d in delta.values()]).amax(0)
+        )
         assert bool((size <= eps * (1 + 1e-4)).all())

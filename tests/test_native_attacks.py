@@ -1,14 +1,16 @@
 """Native FGM / ℓ2-PGD: exact answers on linear models, reference formulas, invariants."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import flat_specs, linear_model
 from mmrobust_bench.attacks.native import FGM, PGDL2
 from mmrobust_bench.contracts import ModalitySpec, ThreatModel
 from mmrobust_bench.models import ConcatHead, MultiModalNet
+
+from helpers import flat_specs, linear_model
 
 DIMS = {"v": 6, "a": 4}
 
@@ -62,7 +64,9 @@ def reference_pgd(model, x, y, eps, modalities, specs, steps=4):
 
 def small_conv_model():
     torch.manual_seed(1)
-    enc_v = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    enc_v = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
     enc_a = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(10, 4), torch.nn.Tanh())
     return MultiModalNet({"v": enc_v, "a": enc_a}, ConcatHead(["v", "a"], [4, 4], 5)).eval()
 
@@ -92,13 +96,18 @@ def test_per_sample_eps_equals_separate_runs():
     for i, e in enumerate(grid):
         single = attack(model, x, y, ThreatModel(("v", "a"), e))
         for m in x:
-            assert torch.allclose(batched[m][i * 5:(i + 1) * 5], single[m], atol=1e-6)
+            assert torch.allclose(batched[m][i * 5 : (i + 1) * 5], single[m], atol=1e-6)
 
 
 @settings(max_examples=25, deadline=None)
-@given(mods=st.sampled_from([("v",), ("a",), ("v", "a")]), eps=st.floats(0.0, 5.0),
-       attack_cls=st.sampled_from([FGM, PGDL2]), batch=st.integers(1, 6), joint=st.booleans(),
-       seed=st.integers(0, 3))
+@given(
+    mods=st.sampled_from([("v",), ("a",), ("v", "a")]),
+    eps=st.floats(0.0, 5.0),
+    attack_cls=st.sampled_from([FGM, PGDL2]),
+    batch=st.integers(1, 6),
+    joint=st.booleans(),
+    seed=st.integers(0, 3),
+)
 def test_native_attack_invariants(mods, eps, attack_cls, batch, joint, seed):
     model = small_conv_model()
     gen = torch.Generator().manual_seed(seed)

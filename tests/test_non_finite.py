@@ -1,6 +1,7 @@
 """Non-finite values never become numbers: a diverged training stops without a checkpoint, a NaN checkpoint or
 dataset is refused, NaN or inf logits are flagged ``non_finite`` (never read as class 0) and never certified,
 and a declared box must be finite."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ from torch.utils.data import DataLoader, TensorDataset
 import mmrobust_bench as mmr
 from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench import flags as F
-from mmrobust_bench.bench.checkpoints import (CheckpointKey, RESUME_FILE, load_resume, load_stage, save_resume,
-                                              save_stage)
+from mmrobust_bench.bench.checkpoints import (
+    RESUME_FILE,
+    CheckpointKey,
+    load_resume,
+    load_stage,
+    save_resume,
+    save_stage,
+)
 from mmrobust_bench.bench.evaluate import clean_accuracy
 from mmrobust_bench.bench.train import check_finite_epoch
 from mmrobust_bench.certify.radii import certify, radius_from
@@ -47,8 +54,11 @@ LIMIT = 2.0  # Breaker's logits are NaN where any input's magnitude exceeds this
 def inputs(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs in [0.3, 0.7] (far inside LIMIT) and labels."""
     gen = torch.Generator().manual_seed(seed)
-    return (0.3 + 0.4 * torch.rand(n, DA, generator=gen), 0.3 + 0.4 * torch.rand(n, DV, generator=gen),
-            torch.randint(0, K, (n,), generator=gen))
+    return (
+        0.3 + 0.4 * torch.rand(n, DA, generator=gen),
+        0.3 + 0.4 * torch.rand(n, DV, generator=gen),
+        torch.randint(0, K, (n,), generator=gen),
+    )
 
 
 class Linear(nn.Module):
@@ -90,16 +100,39 @@ def loader(n: int = N, seed: int = 0) -> DataLoader:
 
 # ----------------------------------------------------------------------------- training and checkpoints
 
+
 @pytest.mark.slow
 def test_diverging_training_is_one_line_error_and_writes_no_checkpoint(tmp_path, capsys):
-    rc = main(["run", "--defense", "jt", "--eps", "0.5", "--no-progress", "--threads", "1", "--root", str(tmp_path),
-               "--set", "epochs=1", "--set", "lr=1e30", "--dataset-set", "n_train=300", "--dataset-set", "n_test=60"])
+    rc = main(
+        [
+            "run",
+            "--defense",
+            "jt",
+            "--eps",
+            "0.5",
+            "--no-progress",
+            "--threads",
+            "1",
+            "--root",
+            str(tmp_path),
+            "--set",
+            "epochs=1",
+            "--set",
+            "lr=1e30",
+            "--dataset-set",
+            "n_train=300",
+            "--dataset-set",
+            "n_test=60",
+        ]
+    )
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("mmrobust-bench: error:")]
     assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
-    assert ("training jt diverged: the loss is NaN or inf at epoch 1 of 1, step 2" in errors[0]
-            and "lower the learning rate (lr is 1e+30; --set lr=...)" in errors[0]
-            and "no checkpoint was written" in errors[0]), errors[0]
+    assert (
+        "training jt diverged: the loss is NaN or inf at epoch 1 of 1, step 2" in errors[0]
+        and "lower the learning rate (lr is 1e+30; --set lr=...)" in errors[0]
+        and "no checkpoint was written" in errors[0]
+    ), errors[0]
     assert list((tmp_path / "checkpoints").rglob("*.safetensors")) == []
     assert list((tmp_path / "checkpoints").rglob("config.json")) == []
     assert not (tmp_path / "results.csv").exists()
@@ -110,13 +143,19 @@ def test_epoch_check_names_the_first_bad_step_then_non_finite_weights():
     model = nn.Linear(2, 2)
     ok, bad = torch.tensor(True), torch.tensor(False)
     check_finite_epoch(model, [(0, ok), (1, ok)], 0, cfg, "jt")  # nothing wrong: no error
-    with pytest.raises(ValueError, match=r"^training jt diverged: the loss is NaN or inf at epoch 2 of 3, step 4 "
-                                         r"\(2 such steps in the epoch\); lower the learning rate \(lr is 0\.5; "):
+    with pytest.raises(
+        ValueError,
+        match=r"^training jt diverged: the loss is NaN or inf at epoch 2 of 3, step 4 "
+        r"\(2 such steps in the epoch\); lower the learning rate \(lr is 0\.5; ",
+    ):
         check_finite_epoch(model, [(0, ok), (3, bad), (5, bad)], 1, cfg, "jt")
     with torch.no_grad():
         model.bias[1] = math.inf
-    with pytest.raises(ValueError, match=r"^training jt diverged: after epoch 3 of 3 the weights hold NaN or inf "
-                                         r"\(bias\); "):
+    with pytest.raises(
+        ValueError,
+        match=r"^training jt diverged: after epoch 3 of 3 the weights hold NaN or inf "
+        r"\(bias\); ",
+    ):
         check_finite_epoch(model, [(0, ok)], 2, cfg, "jt")
 
 
@@ -128,8 +167,11 @@ def test_a_nan_model_is_never_saved(tmp_path):
     model = nn.Linear(3, 2)
     with torch.no_grad():
         model.weight[0, 1] = math.nan
-    with pytest.raises(ValueError, match=r"^training jt \(seed 0\) diverged: its final stage holds NaN or inf in "
-                                         r"model\.weight; lower the learning rate"):
+    with pytest.raises(
+        ValueError,
+        match=r"^training jt \(seed 0\) diverged: its final stage holds NaN or inf in "
+        r"model\.weight; lower the learning rate",
+    ):
         save_stage(tmp_path, "final", model, {}, key())
     with pytest.raises(ValueError, match=r"holds NaN or inf in extra\.lipschitz\.a"):
         save_stage(tmp_path, "final", nn.Linear(3, 2), {"lipschitz.a": torch.tensor([1.0, math.nan])}, key())
@@ -161,11 +203,14 @@ def test_a_resume_file_with_a_nan_model_is_ignored(tmp_path, caplog):
     save_resume(tmp_path, {"key": "k", "epoch": 0, "model": model.state_dict()})
     with caplog.at_level(logging.WARNING):
         assert load_resume(tmp_path, "k") is None
-    assert f"ignoring {tmp_path / RESUME_FILE}: cannot read it (ValueError: its model holds NaN or inf in weight" \
+    assert (
+        f"ignoring {tmp_path / RESUME_FILE}: cannot read it (ValueError: its model holds NaN or inf in weight"
         in caplog.text
+    )
 
 
 # ----------------------------------------------------------------------------- evaluation: the non_finite flag
+
 
 def test_clean_accuracy_does_not_read_nan_logits_as_class_0():
     model = linear_model({"v": 3, "a": 2}, K)
@@ -182,9 +227,15 @@ def test_a_nan_model_gets_the_non_finite_flag_on_every_row_and_nothing_else():
     assert frame["attack"].tolist() == ["clean", "pgd_l2", "pgd_l2"]
     assert frame["flags"].tolist() == ["non_finite"] * 3
     assert frame["accuracy"].tolist() == [0.0, 0.0, 0.0]
-    flags = F.check_attack(wrapped(AllNaN()), TensorSplit({"audio": inputs()[0], "video": inputs()[1]}, inputs()[2]),
-                           build_attack("pgd_l2", wrapped(AllNaN()).specs),
-                           ThreatModel(("audio",), 1.0), [1.0], [], torch.device("cpu"))
+    flags = F.check_attack(
+        wrapped(AllNaN()),
+        TensorSplit({"audio": inputs()[0], "video": inputs()[1]}, inputs()[2]),
+        build_attack("pgd_l2", wrapped(AllNaN()).specs),
+        ThreatModel(("audio",), 1.0),
+        [1.0],
+        [],
+        torch.device("cpu"),
+    )
     assert [(f.name, f.eps) for f in flags] == [(F.NON_FINITE, None)]
     assert flags[0].detail.startswith(f"the model's logits are NaN or inf on {N} of {N} clean samples")
 
@@ -206,10 +257,14 @@ def test_randomness_is_not_raised_by_nan_equal_nan():
 
 # ----------------------------------------------------------------------------- certification refuses
 
+
 def test_smooth_certify_refuses_a_nan_model():
     """Refused on the first group of samples certified together (batch 40 / n0 10 = 4 samples)."""
-    with pytest.raises(ValueError, match=r"^smoothing: the model's logits are NaN or inf on noisy copies \(σ = 0\.25\) "
-                                         r"of 4 samples, so it cannot be certified"):
+    with pytest.raises(
+        ValueError,
+        match=r"^smoothing: the model's logits are NaN or inf on noisy copies \(σ = 0\.25\) "
+        r"of 4 samples, so it cannot be certified",
+    ):
         mmr.smooth_certify(wrapped(AllNaN()), loader(), sigma=0.25, n0=10, n=20, batch=40, n_attack=2)
 
 
@@ -217,10 +272,16 @@ def test_smooth_certify_refuses_nan_on_the_noisy_copies():
     """Finite at every clean sample, NaN on noisy copies that leave [-2, 2] (σ = 5 makes them common)."""
     a, v, y = inputs()
     with pytest.raises(ValueError, match=r"^smoothing: the model's logits are NaN or inf on noisy copies \(σ = 5\)"):
-        smooth_certify(wrapped(Breaker()), {"audio": a, "video": v}, y, ("audio",),
-                       SmoothingConfig(sigma=5.0, n0=10, n=20, batch=40))
-    cert = smooth_certify(wrapped(Breaker()), {"audio": a, "video": v}, y, ("audio",),
-                          SmoothingConfig(sigma=0.1, n0=10, n=20, batch=40))  # σ = 0.1 stays inside: certified
+        smooth_certify(
+            wrapped(Breaker()),
+            {"audio": a, "video": v},
+            y,
+            ("audio",),
+            SmoothingConfig(sigma=5.0, n0=10, n=20, batch=40),
+        )
+    cert = smooth_certify(
+        wrapped(Breaker()), {"audio": a, "video": v}, y, ("audio",), SmoothingConfig(sigma=0.1, n0=10, n=20, batch=40)
+    )  # σ = 0.1 stays inside: certified
     assert cert.n == N
 
 
@@ -244,6 +305,7 @@ def test_radius_certificates_refuse_nan_logits_and_constants():
 
 # ----------------------------------------------------------------------------- data
 
+
 def write_wav(path: Path, samples: np.ndarray) -> None:
     with wave.open(str(path), "wb") as fh:
         fh.setnchannels(1)
@@ -266,9 +328,12 @@ def recordings(root: Path, silent: set[str]) -> Path:
 
 def test_all_silent_training_recordings_are_an_error_naming_them(tmp_path):
     root = recordings(tmp_path / "recordings", {f"{d}_alice_{i}.wav" for d in range(10) for i in range(6)})
-    with pytest.raises(ValueError, match=r"^avdigits: the log-mel frames of the 10 training recordings have no spread "
-                                         r"\(σ = 0\), so they cannot be normalised: 10 of them are silent \(e\.g\. "
-                                         r"0_alice_5\.wav, 1_alice_5\.wav, 2_alice_5\.wav\); pass FSDD's own"):
+    with pytest.raises(
+        ValueError,
+        match=r"^avdigits: the log-mel frames of the 10 training recordings have no spread "
+        r"\(σ = 0\), so they cannot be normalised: 10 of them are silent \(e\.g\. "
+        r"0_alice_5\.wav, 1_alice_5\.wav, 2_alice_5\.wav\); pass FSDD's own",
+    ):
         load_tables(AVDigitsConfig(data_root=str(root)), tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
@@ -277,8 +342,10 @@ def test_one_silent_recording_is_named_and_its_features_stay_finite(tmp_path, ca
     root = recordings(tmp_path / "recordings", {"3_alice_5.wav"})
     with caplog.at_level(logging.WARNING):
         tables = load_tables(AVDigitsConfig(data_root=str(root)), tmp_path / "cache")
-    assert "avdigits: 1 recordings are silent (every sample equal), their features a constant: 3_alice_5.wav" \
+    assert (
+        "avdigits: 1 recordings are silent (every sample equal), their features a constant: 3_alice_5.wav"
         in caplog.text
+    )
     assert bool(torch.isfinite(tables.audio).all())
 
 
@@ -301,21 +368,28 @@ def test_a_dataset_with_nan_inputs_is_refused_naming_split_modality_and_samples(
     bad = TensorSplit({"v": torch.zeros(4, 3), "a": bad_a}, torch.zeros(4, dtype=torch.long))
     specs = flat_specs({"v": 3, "a": 2})
     InMemoryDataset("tiny", specs, 2, good, good)
-    with pytest.raises(ValueError, match=r"^dataset tiny, test split: modality 'a' holds NaN or inf values in 1 of 4 "
-                                         r"samples \(samples 2\); fix the files"):
+    with pytest.raises(
+        ValueError,
+        match=r"^dataset tiny, test split: modality 'a' holds NaN or inf values in 1 of 4 "
+        r"samples \(samples 2\); fix the files",
+    ):
         InMemoryDataset("tiny", specs, 2, good, bad)
 
 
 # ----------------------------------------------------------------------------- declared boxes
 
-@pytest.mark.parametrize("box, message", [
-    ((math.nan, 1), "Modality box bounds must be finite numbers"),
-    ((0, math.inf), "Modality box bounds must be finite numbers"),
-    (((0, 0), (1, math.nan)), "Modality box bounds must be finite numbers"),
-    (("low", 1), "Modality box bounds must be numbers"),
-    ((1, 0), "every lower bound must be below its upper bound"),
-    (((0, 2), 1), "every lower bound must be below its upper bound"),
-])
+
+@pytest.mark.parametrize(
+    "box, message",
+    [
+        ((math.nan, 1), "Modality box bounds must be finite numbers"),
+        ((0, math.inf), "Modality box bounds must be finite numbers"),
+        (((0, 0), (1, math.nan)), "Modality box bounds must be finite numbers"),
+        (("low", 1), "Modality box bounds must be numbers"),
+        ((1, 0), "every lower bound must be below its upper bound"),
+        (((0, 2), 1), "every lower bound must be below its upper bound"),
+    ],
+)
 def test_declared_boxes_must_be_finite_and_ordered(box, message):
     with pytest.raises(ValueError, match=message):
         mmr.Modality((2, 3), box=box)

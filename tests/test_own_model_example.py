@@ -1,5 +1,6 @@
 """examples/own_model.py runs as a user would run it (a subprocess, nothing imported from the tests) and
 prints the table: both modalities attacked with torchattacks.PGDL2 and ART's FastGradientMethod, and dropped."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_model.py"
 @pytest.mark.slow
 def test_own_model_example_runs_and_prints_the_table(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", MMROBUST_HOME=str(tmp_path))
-    out = subprocess.run([sys.executable, str(EXAMPLE), "--quick"], capture_output=True, text=True, timeout=600,
-                         cwd=tmp_path, env=env)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--quick"], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     rows = re.findall(r"^\| my-av-net \| (.+?) \| (\w+) \| (\S+) \| ([0-9.]+) \| (\d+) \|", out.stdout, re.M)
     table = {(config.split("(")[0], modality, eps): float(acc) for config, modality, eps, acc, _ in rows}

@@ -1,5 +1,6 @@
 """``mmr.certificates`` runs the suite's honesty check (HonestyConfig, options passed through) and
 ``mmr.smooth_certify`` randomizes-smooths a user's own model: exact answers on small models defined here."""
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def expected_eq7_audio(model: TanhSum, train_a, train_v, a, v, y) -> torch.Tenso
     """Eq. 7 on audio by hand: L_{y,j} = max over train of ‖∇_a (z_y − z_j)‖, r = min_j (h_y − h_j) / L_{y,j}."""
     lip = torch.zeros(K, K)
     for i in range(train_a.shape[0]):
-        jac = torch.autograd.functional.jacobian(lambda x: model.scores(x[None], train_v[i:i + 1])[0][0],
-                                                 train_a[i])  # (K, DA)
+        jac = torch.autograd.functional.jacobian(
+            lambda x, i=i: model.scores(x[None], train_v[i : i + 1])[0][0], train_a[i]
+        )  # (K, DA)
         lip = torch.maximum(lip, (jac[:, None] - jac[None]).norm(dim=2))
     with torch.no_grad():
         h = model(a, v)["logits"]
@@ -70,8 +72,11 @@ def test_certificates_run_the_strong_honesty_check_with_its_options():
     r = expected_eq7_audio(model, train_a, train_v, a, v, y)
     split = TensorSplit({"audio": a, "video": v}, y)
     found = {}
-    for config in (HonestyConfig(steps=30, seed=3), HonestyConfig(steps=30, targeted=False, loss="ce", seed=3),
-                   HonestyConfig.legacy_check(10)):
+    for config in (
+        HonestyConfig(steps=30, seed=3),
+        HonestyConfig(steps=30, targeted=False, loss="ce", seed=3),
+        HonestyConfig.legacy_check(10),
+    ):
         frame = mmr.certificates(wrapped, train, test, honesty=config).set_index("certificate")
         found[config.describe()] = frame.loc["eq7[audio]", "honesty_violations"]
         row = frame.loc["eq7[audio]"]
@@ -89,11 +94,14 @@ def test_certificates_run_the_strong_honesty_check_with_its_options():
     assert fewer["honesty_attack"] == HonestyConfig(steps=7, seed=1).describe()
     off = mmr.certificates(wrapped, train, test, honesty_steps=0).set_index("certificate").loc["eq7[audio]"]
     assert (off["honesty_certified"], off["honesty_violations"], off["honesty_counts"]) == (-1, -1, "not run")
-    with pytest.raises(ValueError, match="honesty= takes a mmrobust_bench.certify.honesty.HonestyConfig"):
+    with pytest.raises(ValueError, match=r"honesty= takes a mmrobust_bench\.certify\.honesty\.HonestyConfig"):
         mmr.certificates(wrapped, train, test, honesty={"steps": 3})
-    with pytest.raises(TypeError, match=r"^mmr\.certificates\(wrapped, train, test\) needs two loaders: the test "
-                                        r"loader is missing \(train gives the Lipschitz constants, test the certified "
-                                        r"radii\)$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^mmr\.certificates\(wrapped, train, test\) needs two loaders: the test "
+        r"loader is missing \(train gives the Lipschitz constants, test the certified "
+        r"radii\)$",
+    ):
         mmr.certificates(wrapped, test)
 
 
@@ -123,8 +131,18 @@ def test_smooth_certify_on_a_user_linear_model_matches_the_closed_form(modality,
     y[:3] = 1 - y[:3]  # three samples labelled against the model: never certified correct
     loader = DataLoader(TensorDataset(a, v, y), batch_size=8)
     sigma, n, alpha = 0.5, 3000, 0.001
-    result = mmr.smooth_certify(wrapped, loader, modality=modality, sigma=sigma, n0=50, n=n, alpha=alpha, batch=600,
-                                seed=2, radii=(0.0, 0.5, 1.0))
+    result = mmr.smooth_certify(
+        wrapped,
+        loader,
+        modality=modality,
+        sigma=sigma,
+        n0=50,
+        n=n,
+        alpha=alpha,
+        batch=600,
+        seed=2,
+        radii=(0.0, 0.5, 1.0),
+    )
     assert result.largest_radius == pytest.approx(sigma * stats.norm.ppf(alpha ** (1 / n)))  # 1.416 > every radius
     for frame in (result.samples, result.summary):
         assert (frame["kind"] == SOUND).all() and (frame["sigma"] == sigma).all() and (frame["alpha"] == alpha).all()
@@ -137,7 +155,8 @@ def test_smooth_certify_on_a_user_linear_model_matches_the_closed_form(modality,
     assert list(tidy.columns[:4]) == ["row", "modality", "sample", "label"]
     assert np.allclose(tidy.loc[tidy["row"] == "sample", "radius"], result.samples["radius"], equal_nan=True)
     assert list(tidy.loc[tidy["row"] == "certified_accuracy", "certified_accuracy"]) == list(
-        result.summary["certified_accuracy"])
+        result.summary["certified_accuracy"]
+    )
     samples = result.samples.set_index("sample")
     assert list(samples.index) == list(range(20))
     # closed form: p_A = Φ(|margin| / (σ‖w^(M)‖)), the exact distance to the boundary is |margin| / ‖w^(M)‖
@@ -156,8 +175,13 @@ def test_smooth_certify_on_a_user_linear_model_matches_the_closed_form(modality,
     assert (radius[ok] >= floor[ok] - 1e-9).all()
     # the same numbers as the library on the wrapped model (same seeds, same sample indices)
     mods = ("audio",) if modality == "audio" else ("audio", "video")
-    cert = library_smooth_certify(wrapped, {"audio": a, "video": v}, y, mods,
-                                  SmoothingConfig(sigma=sigma, n0=50, n=n, alpha=alpha, batch=600, seed=2))
+    cert = library_smooth_certify(
+        wrapped,
+        {"audio": a, "video": v},
+        y,
+        mods,
+        SmoothingConfig(sigma=sigma, n0=50, n=n, alpha=alpha, batch=600, seed=2),
+    )
     assert np.allclose(radius, cert.radius.numpy(), equal_nan=True)
     assert np.allclose(samples["p_a_lower"].to_numpy(), cert.p_lower.numpy())
     # certified accuracy: samples certified with their true label at radius ≥ ε, over all samples
@@ -178,8 +202,18 @@ def test_smooth_certify_checks_its_inputs_and_runs_the_honesty_check():
         mmr.smooth_certify(wrapped, loader, modality="sound")
     with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
         mmr.smooth_certify(wrapped, loader, sigma=0.0)
-    result = mmr.smooth_certify(wrapped, loader, modality=["video"], sigma=0.25, n0=20, n=200, batch=200,
-                                max_samples=4, n_attack=4, attack_steps=3)
+    result = mmr.smooth_certify(
+        wrapped,
+        loader,
+        modality=["video"],
+        sigma=0.25,
+        n0=20,
+        n=200,
+        batch=200,
+        max_samples=4,
+        n_attack=4,
+        attack_steps=3,
+    )
     assert len(result.samples) == 4 and (result.samples["modality"] == "video").all()
     acc = result.summary
     assert (acc["honesty_counts"] == "lower bound (>= violations found)").all()

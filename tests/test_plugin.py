@@ -1,4 +1,5 @@
 """The example plugin, installed for real: its defense is found through the entry point and runs."""
+
 import importlib.util
 import json
 import math
@@ -17,6 +18,7 @@ from torch import nn
 from mmrobust_bench.contracts import ModelOutput
 from mmrobust_bench.defenses import apply_overrides
 from mmrobust_bench.registry import Registry
+
 from helpers import SPECS, ReluNet, assert_invariants, make_batch
 
 PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "mmrobust_example_plugin"
@@ -50,15 +52,24 @@ def plugin_installed() -> None:
         return
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode != 0:
         pytest.skip("pip is not available in this environment, so the example plugin cannot be installed")
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", *_isolation_flags(), "-e",
-                             str(PLUGIN)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", *_isolation_flags(), "-e", str(PLUGIN)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "mmrobust_bench.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mmrobust_bench.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
 
 
 class FixedLogits(nn.Module):
@@ -91,9 +102,29 @@ def test_cli_lists_and_runs_the_plugin_defense(plugin_installed, tmp_path):
     (line,) = [ln for ln in listed.stdout.splitlines() if ln.split()[:1] == ["label_smoothing_jt"]]
     assert DIST in line and "broken" not in line
 
-    run = cli("run", "--defense", "label_smoothing_jt", "--attack", "fgm", "--modality", "a", "--root", str(tmp_path),
-              "--set", "epochs=1", "--set", "smoothing=0.2", "--eps", "0.5", "--dataset-set", "n_train=256",
-              "--dataset-set", "n_test=64", "--no-progress", cwd=tmp_path)
+    run = cli(
+        "run",
+        "--defense",
+        "label_smoothing_jt",
+        "--attack",
+        "fgm",
+        "--modality",
+        "a",
+        "--root",
+        str(tmp_path),
+        "--set",
+        "epochs=1",
+        "--set",
+        "smoothing=0.2",
+        "--eps",
+        "0.5",
+        "--dataset-set",
+        "n_train=256",
+        "--dataset-set",
+        "n_test=64",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     rows = pd.read_csv(tmp_path / "results.csv")
     assert list(rows["attack"]) == ["clean", "fgm"] and list(rows["eps"]) == [0.0, 0.5]
@@ -104,6 +135,7 @@ def test_cli_lists_and_runs_the_plugin_defense(plugin_installed, tmp_path):
 
 
 # ------------------------------------------------------------------ the plugin's attack, dataset and encoder
+
 
 def plugin_entry(kind: str, name: str, monkeypatch):
     """Look ``name`` up in a fresh registry of ``kind``'s entry-point group (as a new process would)."""
@@ -160,10 +192,12 @@ def test_plugin_dataset_is_a_seeded_gaussian_mixture_whose_stronger_cue_is_audio
     for m, mu in means.items():  # class means of the data are the generating means (noise N(0, I))
         for k in range(ds.num_classes):
             assert torch.allclose(x[m][y == k].mean(0), mu[k], atol=4 / math.sqrt(int((y == k).sum())))
-    accuracy = {key: float((bayes_predict({m: x[m] for m in key}, means) == y).float().mean())
-                for key in (("v", "a"), ("a",), ("v",))}
+    accuracy = {
+        key: float((bayes_predict({m: x[m] for m in key}, means) == y).float().mean())
+        for key in (("v", "a"), ("a",), ("v",))
+    }
     assert accuracy[("v", "a")] > accuracy[("a",)] > accuracy[("v",)] > 1 / ds.num_classes
-    with pytest.raises(ValueError, match="unknown option.*separaton_a.*valid: dim_a"):
+    with pytest.raises(ValueError, match=r"unknown option.*separaton_a.*valid: dim_a"):
         build(separaton_a=1.0)
 
 
@@ -183,8 +217,19 @@ def test_cli_runs_the_plugin_dataset_and_attack_and_jt_nearly_reaches_bayes(plug
     for name in ("random_l2", "gaussian_av", "example_mlp"):
         (line,) = [ln for ln in listed.stdout.splitlines() if ln.split()[:1] == [name]]
         assert DIST in line and "broken" not in line
-    common = ("--dataset", "gaussian_av", "--defense", "jt", "--modality", "a", "--eps", "1,2", "--root",
-              str(tmp_path), "--no-progress")
+    common = (
+        "--dataset",
+        "gaussian_av",
+        "--defense",
+        "jt",
+        "--modality",
+        "a",
+        "--eps",
+        "1,2",
+        "--root",
+        str(tmp_path),
+        "--no-progress",
+    )
     for attack in ("random_l2", "pgd_l2"):
         done = cli("run", "--attack", attack, *common, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -1,6 +1,7 @@
 """Progress where stderr is not a terminal: one log line per step (epoch, sweep step, certification chunk) with
 the time spent and an estimate of the time left, and none on a terminal (the bar is drawn there) or when
 progress is off."""
+
 from __future__ import annotations
 
 import io
@@ -45,8 +46,9 @@ def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "mmrobust_bench.progress"]
 
 
-@pytest.mark.parametrize("seconds,text", [(0.04, "0.0 s"), (8.14, "8.1 s"), (59.94, "59.9 s"), (185, "3 min 05 s"),
-                                          (7440, "2 h 04 min")])
+@pytest.mark.parametrize(
+    "seconds,text", [(0.04, "0.0 s"), (8.14, "8.1 s"), (59.94, "59.9 s"), (185, "3 min 05 s"), (7440, "2 h 04 min")]
+)
 def test_duration_is_short_and_unambiguous(seconds, text):
     assert duration(seconds) == text
 
@@ -88,9 +90,12 @@ def test_a_bar_with_log_steps_logs_each_update_and_each_item_where_it_is_not_dra
         bar.close()
         assert list(progress_bar(["x", "y"], desc="certify: radii", log_steps="bound", file=log_file)) == ["x", "y"]
     lines = [re.sub(r"elapsed [^,]+(, ETA [^,]+)?", "elapsed T", m) for m in messages(caplog)]
-    assert lines == ["sweep: step 1/3 (jt seed 0: clean), elapsed T",
-                     "sweep: step 3/3 (jt seed 0: pgd_l2 on a), elapsed T, done",
-                     "certify: radii: bound 1/2, elapsed T", "certify: radii: bound 2/2, elapsed T, done"]
+    assert lines == [
+        "sweep: step 1/3 (jt seed 0: clean), elapsed T",
+        "sweep: step 3/3 (jt seed 0: pgd_l2 on a), elapsed T, done",
+        "certify: radii: bound 1/2, elapsed T",
+        "certify: radii: bound 2/2, elapsed T, done",
+    ]
     assert "ETA" in messages(caplog)[0] and log_file.getvalue() == ""  # no bar drawn into the log file
 
 
@@ -109,14 +114,36 @@ def test_a_training_logged_to_a_file_shows_one_line_per_epoch(tmp_path):
     with its loss, the time so far and, before the last, the time left; no bar redraws."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
-    cmd = [sys.executable, "-m", "mmrobust_bench.cli", "run", "--defense", "jt", "--set", "epochs=2", "--eps", "0.5",
-           "--dataset-set", "n_train=300", "--dataset-set", "n_test=60", "--root", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmrobust_bench.cli",
+        "run",
+        "--defense",
+        "jt",
+        "--set",
+        "epochs=2",
+        "--eps",
+        "0.5",
+        "--dataset-set",
+        "n_train=300",
+        "--dataset-set",
+        "n_test=60",
+        "--root",
+        str(tmp_path),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     epochs = [line for line in done.stderr.splitlines() if "train jt: epoch" in line]
     assert len(epochs) == 2, done.stderr
-    assert re.fullmatch(r"INFO mmrobust_bench\.progress: train jt: epoch 1/2 \(loss \d+\.\d{3}\), "
-                        r"elapsed \d+\.\d s, ETA \d+\.\d s", epochs[0]), epochs[0]
-    assert re.fullmatch(r"INFO mmrobust_bench\.progress: train jt: epoch 2/2 \(loss \d+\.\d{3}\), "
-                        r"elapsed \d+\.\d s, done", epochs[1]), epochs[1]
+    assert re.fullmatch(
+        r"INFO mmrobust_bench\.progress: train jt: epoch 1/2 \(loss \d+\.\d{3}\), "
+        r"elapsed \d+\.\d s, ETA \d+\.\d s",
+        epochs[0],
+    ), epochs[0]
+    assert re.fullmatch(
+        r"INFO mmrobust_bench\.progress: train jt: epoch 2/2 \(loss \d+\.\d{3}\), "
+        r"elapsed \d+\.\d s, done",
+        epochs[1],
+    ), epochs[1]
     assert "\r" not in done.stderr

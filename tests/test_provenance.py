@@ -1,5 +1,7 @@
 """Provenance (torch version, device, dtype, threads) in rows and checkpoints; --label/--force; verify."""
+
 import json
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -11,8 +13,20 @@ from mmrobust_bench.bench.results import read_rows
 from mmrobust_bench.bench.sweep import build_plan, load_sweep_config, run_sweep
 from mmrobust_bench.cli import main
 
-SMALL = ["--dataset-set", "n_train=128", "--dataset-set", "n_test=32", "--set", "epochs=1", "--set", "batch_size=32",
-         "--batch-size", "32", "--no-progress", "-q"]
+SMALL = [
+    "--dataset-set",
+    "n_train=128",
+    "--dataset-set",
+    "n_test=32",
+    "--set",
+    "epochs=1",
+    "--set",
+    "batch_size=32",
+    "--batch-size",
+    "32",
+    "--no-progress",
+    "-q",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +37,21 @@ def _threads_back():
 
 
 def test_rows_and_checkpoints_record_provenance_labels_coexist_and_force_reevaluates(tmp_path, capsys):
-    args = ["run", "--defense", "jt", "--attack", "fgm", "--modality", "a", "--eps", "0.5,1", "--root", str(tmp_path),
-            "--threads", "1"] + SMALL
+    args = [
+        "run",
+        "--defense",
+        "jt",
+        "--attack",
+        "fgm",
+        "--modality",
+        "a",
+        "--eps",
+        "0.5,1",
+        "--root",
+        str(tmp_path),
+        "--threads",
+        "1",
+    ] + SMALL
     assert main(args) == 0
     rows = read_rows(tmp_path / "results.csv")
     assert len(rows) == 3 and set(rows["label"]) == set(rows["defense"]) == {"jt"}  # label defaults to the id
@@ -39,16 +66,23 @@ def test_rows_and_checkpoints_record_provenance_labels_coexist_and_force_reevalu
     for stage in ("stage1", "final"):
         recorded = config["provenance"][stage]
         assert (recorded["threads"], recorded["torch_version"], recorded["device"], recorded["dtype"]) == (
-            1, torch.__version__, "cpu", "float32")
+            1,
+            torch.__version__,
+            "cpu",
+            "float32",
+        )
         assert (recorded["cpu_capability"], recorded["torch_build"], recorded["device_name"]) == (
-            here["cpu_capability"], here["torch_build"], here["device_name"])
+            here["cpu_capability"],
+            here["torch_build"],
+            here["device_name"],
+        )
         assert recorded["torch_build_fields"] == {k: v for k, v in torch_build().items() if k != "sha256"}
     sha = rows["checkpoint_sha256"].iloc[0]
 
     # the same run again: nothing evaluated, the stored rows are shown and said to be reused; the thread
     # count is not part of the checkpoint key (it is recorded, and a sweep pins it), so the model is reused
     capsys.readouterr()
-    again = args[:-len(SMALL) - 2] + ["--threads", "2"] + SMALL
+    again = args[: -len(SMALL) - 2] + ["--threads", "2"] + SMALL
     assert main(again) == 0
     out, err = capsys.readouterr()
     assert "reused cached checkpoint" in out and "reused 3 stored rows" in out and "--force re-evaluates" in out
@@ -82,10 +116,19 @@ def test_sweep_yaml_pins_threads():
     assert load_sweep_config("leaderboards/synthav/sweep.yaml")["threads"] == 1
 
 
-TINY = {"dataset": "synthav", "dataset_set": {"n_train": 128, "n_test": 32}, "seeds": [0], "threads": 1,
-        "set": {"epochs": 1, "batch_size": 32}, "batch_size": 32, "defenses": ["jt"],
-        "grid": [{"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5, 1.0]},
-                 {"attacks": ["missing"], "modalities": ["v"]}]}
+TINY = {
+    "dataset": "synthav",
+    "dataset_set": {"n_train": 128, "n_test": 32},
+    "seeds": [0],
+    "threads": 1,
+    "set": {"epochs": 1, "batch_size": 32},
+    "batch_size": 32,
+    "defenses": ["jt"],
+    "grid": [
+        {"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5, 1.0]},
+        {"attacks": ["missing"], "modalities": ["v"]},
+    ],
+}
 
 
 def test_verify_retrain_reproduces_a_sweep_and_detects_a_tampered_row(tmp_path, capsys):
@@ -94,9 +137,26 @@ def test_verify_retrain_reproduces_a_sweep_and_detects_a_tampered_row(tmp_path, 
     root = tmp_path / "runs"
     run_sweep(build_plan(TINY), root=root, progress=False)
     torch.set_num_threads(2)  # verify re-trains at the recorded thread count, not at this process's
-    verify = ["verify", "--retrain", "--config", str(config), "--root", str(root), "--n", "2", "--cells", "3",
-              "--seed", "0", "--no-progress", "-q"]
-    snapshot = lambda: {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}  # noqa: E731
+    verify = [
+        "verify",
+        "--retrain",
+        "--config",
+        str(config),
+        "--root",
+        str(root),
+        "--n",
+        "2",
+        "--cells",
+        "3",
+        "--seed",
+        "0",
+        "--no-progress",
+        "-q",
+    ]
+
+    def snapshot():
+        return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
     before = snapshot()
     assert main(verify) == 0
     assert snapshot() == before  # nothing in the sweep's root is written (the dataset cache is only read)
@@ -145,7 +205,7 @@ def test_keyed_settings_extend_and_rename_without_moving_hashes():
     assert unit_rows.config.own_groups == "per_class_unit_rows" and unit_rows.config_dict()["own_groups"] == "per_class"
 
     class Extended(Defense):
-        KEY_OMITTED = {"weight": 1.0}
+        KEY_OMITTED: ClassVar[dict[str, float]] = {"weight": 1.0}
 
         @dataclass
         class Config:

@@ -5,6 +5,7 @@ ART class or instance must give what that library gives on the single-input mode
 (the others held fixed), or on the concatenated input for a joint attack; ``mmr.evaluate`` must count what a
 hand-written loop over the same loader counts.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -139,25 +140,41 @@ def close(a: torch.Tensor, b: torch.Tensor) -> None:
 
 # --- the package import --------------------------------------------------------------------------------
 
+
 def test_import_does_not_load_torch():
-    code = ("import sys, mmrobust_bench as mmr; assert 'torch' not in sys.modules, 'torch imported'; "
-            "assert callable(mmr.wrap) and 'torch' in sys.modules; print(mmr.__version__)")
+    code = (
+        "import sys, mmrobust_bench as mmr; assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert callable(mmr.wrap) and 'torch' in sys.modules; print(mmr.__version__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == mmr.__version__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        mmr.nope  # noqa: B018
+        mmr.nope  # noqa: B018 (the attribute access is what must raise)
 
 
 # --- exact agreement with the libraries ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("modality", ["audio", "video"])
 def test_torchattacks_pgdl2_class_equals_direct_call(setup, modality):
     core, wrapped, (audio, video, y) = setup
-    adv_a, adv_v = mmr.attack(wrapped, (audio, video), y, attack=torchattacks.PGDL2, modality=modality, eps=0.3,
-                              alpha=0.1, steps=5, random_start=False)
-    single, x, kept, got, frozen = ((OnlyAudio(core, video), audio, video, adv_a, adv_v) if modality == "audio"
-                                    else (OnlyVideo(core, audio), video, audio, adv_v, adv_a))
+    adv_a, adv_v = mmr.attack(
+        wrapped,
+        (audio, video),
+        y,
+        attack=torchattacks.PGDL2,
+        modality=modality,
+        eps=0.3,
+        alpha=0.1,
+        steps=5,
+        random_start=False,
+    )
+    single, x, kept, got, frozen = (
+        (OnlyAudio(core, video), audio, video, adv_a, adv_v)
+        if modality == "audio"
+        else (OnlyVideo(core, audio), video, audio, adv_v, adv_a)
+    )
     direct = torchattacks.PGDL2(single, eps=0.3, alpha=0.1, steps=5, random_start=False)(x, y)
     close(got, direct)
     assert not torch.equal(got, x)
@@ -168,14 +185,18 @@ def test_torchattacks_instances_are_read(setup):
     """A configured instance runs with its own eps/alpha/steps (library defaults included): same as calling it."""
     core, wrapped, (audio, video, y) = setup
     single = OnlyAudio(core, video)
-    for instance in (torchattacks.FGSM(single, eps=0.05), torchattacks.PGDL2(single, eps=0.4, random_start=False),
-                     torchattacks.PGD(single, eps=0.03, alpha=0.01, steps=4, random_start=False)):
+    for instance in (
+        torchattacks.FGSM(single, eps=0.05),
+        torchattacks.PGDL2(single, eps=0.4, random_start=False),
+        torchattacks.PGD(single, eps=0.03, alpha=0.01, steps=4, random_start=False),
+    ):
         out = mmr.attack(wrapped, {"audio": audio, "video": video}, y, attack=instance, modality="audio")
         close(out["audio"], instance(audio, y))
         assert torch.equal(out["video"], video)
     # the class gives the library's defaults too (PGDL2: eps=1.0, alpha=0.2, steps=10)
-    out = mmr.attack(wrapped, (audio, video), y, attack=torchattacks.PGDL2, modality="audio", eps=0.4,
-                     random_start=False)
+    out = mmr.attack(
+        wrapped, (audio, video), y, attack=torchattacks.PGDL2, modality="audio", eps=0.4, random_start=False
+    )
     close(out[0], torchattacks.PGDL2(single, eps=0.4, random_start=False)(audio, y))
 
 
@@ -185,13 +206,15 @@ def test_art_fast_gradient_method_equals_direct_call(setup, norm):
     eps = 0.3 if norm == "l2" else 0.04
     art_norm = 2 if norm == "l2" else np.inf
     single = OnlyVideo(core, audio)
-    expected = FastGradientMethod(classifier(single, V_SHAPE), norm=art_norm, eps=eps).generate(video.numpy(),
-                                                                                                 y.numpy())
+    expected = FastGradientMethod(classifier(single, V_SHAPE), norm=art_norm, eps=eps).generate(
+        video.numpy(), y.numpy()
+    )
     by_class = mmr.attack(wrapped, (audio, video), y, attack=FastGradientMethod, modality="video", eps=eps, norm=norm)
     instance = FastGradientMethod(classifier(single, V_SHAPE), norm=art_norm, eps=eps)
     by_instance = mmr.attack(wrapped, (audio, video), y, attack=instance, modality="video")
-    by_id = mmr.attack(wrapped, (audio, video), y, attack="art:FastGradientMethod", modality="video", eps=eps,
-                       norm=norm)
+    by_id = mmr.attack(
+        wrapped, (audio, video), y, attack="art:FastGradientMethod", modality="video", eps=eps, norm=norm
+    )
     for out in (by_class, by_instance, by_id):
         close(out[1], torch.from_numpy(expected))
         assert torch.equal(out[0], audio)
@@ -199,8 +222,17 @@ def test_art_fast_gradient_method_equals_direct_call(setup, norm):
 
 def test_joint_attack_equals_library_on_concatenated_input(setup):
     core, wrapped, (audio, video, y) = setup
-    out = mmr.attack(wrapped, (audio, video), y, attack=torchattacks.PGDL2, modality=["video", "audio"], eps=0.5,
-                     alpha=0.2, steps=4, random_start=False)
+    out = mmr.attack(
+        wrapped,
+        (audio, video),
+        y,
+        attack=torchattacks.PGDL2,
+        modality=["video", "audio"],
+        eps=0.5,
+        alpha=0.2,
+        steps=4,
+        random_start=False,
+    )
     x = torch.cat([audio.flatten(1), video.flatten(1)], 1).view(N, 1, 1, -1)
     direct = torchattacks.PGDL2(Concatenated(core), eps=0.5, alpha=0.2, steps=4, random_start=False)(x, y).flatten(1)
     close(out[0].flatten(1), direct[:, :24])
@@ -220,11 +252,21 @@ def test_library_clipping_where_the_box_binds(setup):
     video[:, :, 0], video[:, :, 1] = 1.0, 0.0
     y = torch.randint(0, K, (N,), generator=gen)
     single = OnlyVideo(core, audio)
-    art_model = PyTorchClassifier(single, loss=nn.CrossEntropyLoss(), input_shape=V_SHAPE, nb_classes=K,
-                                  clip_values=(0.0, 1.0))
+    art_model = PyTorchClassifier(
+        single, loss=nn.CrossEntropyLoss(), input_shape=V_SHAPE, nb_classes=K, clip_values=(0.0, 1.0)
+    )
     for eps in (0.5, 2.0):
-        out = mmr.attack(wrapped, (audio, video), y, attack=torchattacks.PGDL2, modality="video", eps=eps,
-                         alpha=eps / 3, steps=5, random_start=False)
+        out = mmr.attack(
+            wrapped,
+            (audio, video),
+            y,
+            attack=torchattacks.PGDL2,
+            modality="video",
+            eps=eps,
+            alpha=eps / 3,
+            steps=5,
+            random_start=False,
+        )
         direct = torchattacks.PGDL2(single, eps=eps, alpha=eps / 3, steps=5, random_start=False)(video, y)
         torch.testing.assert_close(out[1], direct, rtol=0, atol=1e-4)
         out = mmr.attack(wrapped, (audio, video), y, attack=torchattacks.FGSM, modality="video", eps=eps / 10)
@@ -236,34 +278,56 @@ def test_library_clipping_where_the_box_binds(setup):
 
 # --- any forward, any output -------------------------------------------------------------------------------
 
+
 def test_forward_and_output_styles_give_identical_results(setup):
     core, _, (audio, video, y) = setup
-    variants = [mmr.wrap(Positional(core), MODALITIES, call="positional"),
-                mmr.wrap(Positional(core), MODALITIES),  # auto: the argument names are the modality names
-                mmr.wrap(KeywordOnly(core), MODALITIES),
-                mmr.wrap(DictInDictOut(core), MODALITIES, call="dict"),
-                mmr.wrap(DictInDictOut(core), MODALITIES, output="logits"),
-                mmr.wrap(TupleOut(core), MODALITIES, call="positional", output=1),
-                mmr.wrap(ObjectOut(core), MODALITIES, call="positional")]
-    assert [v.call for v in variants] == ["positional", "keyword", "keyword", "dict", "dict", "positional",
-                                          "positional"]
+    variants = [
+        mmr.wrap(Positional(core), MODALITIES, call="positional"),
+        mmr.wrap(Positional(core), MODALITIES),  # auto: the argument names are the modality names
+        mmr.wrap(KeywordOnly(core), MODALITIES),
+        mmr.wrap(DictInDictOut(core), MODALITIES, call="dict"),
+        mmr.wrap(DictInDictOut(core), MODALITIES, output="logits"),
+        mmr.wrap(TupleOut(core), MODALITIES, call="positional", output=1),
+        mmr.wrap(ObjectOut(core), MODALITIES, call="positional"),
+    ]
+    assert [v.call for v in variants] == [
+        "positional",
+        "keyword",
+        "keyword",
+        "dict",
+        "dict",
+        "positional",
+        "positional",
+    ]
     results = []
     for wrapped in variants:
         for attack in ("pgd_l2", torchattacks.PGDL2):
-            results.append(mmr.attack(wrapped, {"audio": audio, "video": video}, y, attack=attack, modality="all",
-                                      eps=0.5, steps=3, **({"random_start": False} if attack != "pgd_l2" else {})))
+            results.append(
+                mmr.attack(
+                    wrapped,
+                    {"audio": audio, "video": video},
+                    y,
+                    attack=attack,
+                    modality="all",
+                    eps=0.5,
+                    steps=3,
+                    **({"random_start": False} if attack != "pgd_l2" else {}),
+                )
+            )
     for i in (0, 1):
-        for other in results[2 + i::2]:
+        for other in results[2 + i :: 2]:
             assert all(torch.equal(results[i][m], other[m]) for m in ("audio", "video"))
 
 
 def test_batches_come_back_in_the_users_format(setup):
     _, wrapped, (audio, video, y) = setup
-    out = mmr.attack(wrapped, {"video": video, "audio": audio, "label": y, "id": "x"}, attack="fgm",
-                     modality="audio", eps=0.5)
+    out = mmr.attack(
+        wrapped, {"video": video, "audio": audio, "label": y, "id": "x"}, attack="fgm", modality="audio", eps=0.5
+    )
     assert set(out) == {"video", "audio", "label", "id"} and out["id"] == "x" and out["label"] is y
-    out = mmr.attack(wrapped, [video, y, audio], attack="fgm", modality="audio", eps=0.5,
-                     order=("video", "label", "audio"))
+    out = mmr.attack(
+        wrapped, [video, y, audio], attack="fgm", modality="audio", eps=0.5, order=("video", "label", "audio")
+    )
     assert isinstance(out, list) and out[1] is y and out[0] is video and not torch.equal(out[2], audio)
     single = mmr.wrap(OnlyAudio(Core().eval(), video), {"audio": mmr.Modality()})  # shape inferred
     adv = mmr.attack(single, audio, y, attack="fgm", modality="audio", eps=0.5)
@@ -303,6 +367,7 @@ def test_missing_modality_drop(setup):
 
 # --- evaluate ------------------------------------------------------------------------------------------------
 
+
 class DictData(Dataset):
     def __init__(self, audio, video, y):
         self.audio, self.video, self.y = audio, video, y
@@ -332,17 +397,30 @@ def test_evaluate_from_loaders_of_dicts_and_tuples(tmp_path):
     audio, video, y = data(40, seed=5)
     dict_loader = DataLoader(DictData(audio, video, y), batch_size=16)
     tuple_loader = DataLoader(TensorDataset(video, y, audio), batch_size=16)
-    batches = [(audio[i:i + 16], video[i:i + 16], y[i:i + 16]) for i in range(0, 40, 16)]
+    batches = [(audio[i : i + 16], video[i : i + 16], y[i : i + 16]) for i in range(0, 40, 16)]
     grid = [0.3, 1.0]
     expected = {e: hand_loop(core, batches, e) for e in grid}
     results = tmp_path / "results.csv"
     frames = []
-    for model, loader, kw in ((Positional(core), dict_loader, {}),
-                              (KeywordOnly(core), tuple_loader, {"order": ("video", "label", "audio")})):
+    for model, loader, kw in (
+        (Positional(core), dict_loader, {}),
+        (KeywordOnly(core), tuple_loader, {"order": ("video", "label", "audio")}),
+    ):
         model.train()
         wrapped = mmr.wrap(model, {"audio": mmr.Modality(), "video": mmr.Modality(box=(0, 1))})
-        frame = mmr.evaluate(wrapped, loader, attack=torchattacks.PGDL2, modality="audio", eps=grid, alpha=0.2,
-                             steps=3, random_start=False, label="mine", results=results, **kw)
+        frame = mmr.evaluate(
+            wrapped,
+            loader,
+            attack=torchattacks.PGDL2,
+            modality="audio",
+            eps=grid,
+            alpha=0.2,
+            steps=3,
+            random_start=False,
+            label="mine",
+            results=results,
+            **kw,
+        )
         assert model.training  # given back in its own mode
         assert list(frame.columns) == COLUMNS
         assert frame["defense"].tolist() == ["mine"] * 3
@@ -355,8 +433,11 @@ def test_evaluate_from_loaders_of_dicts_and_tuples(tmp_path):
         frames.append(frame)
         missing = mmr.evaluate(wrapped, loader, attack="missing", modality="video", label="mine", **kw)
         assert pd.isna(missing["eps"][1]) and missing["accuracy"][1] == expected[grid[0]][2] / 40
-    assert frames[0]["checkpoint_sha256"][0] == frames[1]["checkpoint_sha256"][0] == mmr.state_dict_sha256(
-        Positional(core))
+    assert (
+        frames[0]["checkpoint_sha256"][0]
+        == frames[1]["checkpoint_sha256"][0]
+        == mmr.state_dict_sha256(Positional(core))
+    )
     stored = read_rows(results)
     assert len(stored) >= 3 and set(stored["defense"]) == {"mine"}
     with torch.no_grad():
@@ -366,7 +447,7 @@ def test_evaluate_from_loaders_of_dicts_and_tuples(tmp_path):
 
 
 def test_evaluate_takes_the_norm_and_eps_of_the_library(setup):
-    core, wrapped, (audio, video, y) = setup
+    _core, wrapped, (audio, video, y) = setup
     loader = DataLoader(TensorDataset(audio, video, y), batch_size=6)
     frame = mmr.evaluate(wrapped, loader, attack=torchattacks.FGSM, modality="video", check_flags=False)
     assert frame["norm"].tolist() == ["linf", "linf"] and frame["eps"][1] == pytest.approx(8 / 255)
@@ -377,6 +458,7 @@ def test_evaluate_takes_the_norm_and_eps_of_the_library(setup):
 
 
 # --- uni-modal scores --------------------------------------------------------------------------------------
+
 
 class WithUnimodal(nn.Module):
     def __init__(self) -> None:
@@ -419,8 +501,11 @@ def test_certificates_closed_form_for_a_late_fusion_sum():
     frame = mmr.certificates(wrapped, train, test, radii=(0.1, 1.0), honesty_steps=10).set_index("certificate")
     margins = h.gather(1, y[:, None]) - h
     diff = {m: (w[:, None] - w[None]).norm(dim=2).detach() for m, w in (("audio", model.wa), ("video", model.wv))}
-    dens = {"eq7[audio]": diff["audio"], "eq7[video]": diff["video"],
-            "eq5": (diff["audio"] ** 2 + diff["video"] ** 2).sqrt()}
+    dens = {
+        "eq7[audio]": diff["audio"],
+        "eq7[video]": diff["video"],
+        "eq5": (diff["audio"] ** 2 + diff["video"] ** 2).sqrt(),
+    }
     for name, den in dens.items():
         ratio = (margins / den[y]).scatter(1, y[:, None], float("inf")).min(1).values
         assert frame.loc[name, "median_radius"] == pytest.approx(float(ratio.median()), rel=1e-4)
@@ -441,29 +526,35 @@ def test_certificates_closed_form_for_a_late_fusion_sum():
 
 # --- errors that name the fix ------------------------------------------------------------------------------
 
+
 def test_errors_name_the_fix(setup):
     core, wrapped, (audio, video, y) = setup
-    with pytest.raises(ValueError, match=r"your forward takes \(audio, video\).*declare call='positional' with "
-                                         r"modalities in that order"):
+    with pytest.raises(
+        ValueError,
+        match=r"your forward takes \(audio, video\).*declare call='positional' with "
+        r"modalities in that order",
+    ):
         mmr.wrap(Positional(core), {"a": mmr.Modality(), "v": mmr.Modality()})
     with pytest.raises(ValueError, match=r"declared as \(video, audio\)"):
         mmr.wrap(Positional(core), {"video": mmr.Modality(), "audio": mmr.Modality()}, call="positional")
     with pytest.raises(ValueError, match=r"takes \(audio, video\) but 3 modalities"):
         mmr.wrap(Positional(core), ["audio", "video", "flow"], call="positional")
-    with pytest.raises(ValueError, match="expects a dict .* returns a tensor; drop output="):
+    with pytest.raises(ValueError, match=r"expects a dict .* returns a tensor; drop output="):
         mmr.attack(mmr.wrap(Positional(core), MODALITIES, output="logits"), (audio, video), y, eps=0.5)
     with pytest.raises(ValueError, match="declare output=<index>"):
         mmr.attack(mmr.wrap(TupleOut(core), MODALITIES), (audio, video), y, eps=0.5)
     with pytest.raises(ValueError, match="keys features, logits2 and no 'logits'"):
+
         class Renamed(DictInDictOut):
             def forward(self, inputs):
                 return {"features": None, "logits2": self.core.logits(inputs["audio"], inputs["video"])}
+
         mmr.attack(mmr.wrap(Renamed(core), MODALITIES), (audio, video), y, eps=0.5)
     with pytest.raises(ValueError, match="unknown modality flow; valid: audio, video"):
         mmr.attack(wrapped, (audio, video), y, modality="flow", eps=0.5)
     with pytest.raises(ValueError, match="no modality video; its keys are audio"):
         mmr.attack(wrapped, {"audio": audio}, y, eps=0.5)
-    with pytest.raises(ValueError, match="declared with shape .* fix the declaration"):
+    with pytest.raises(ValueError, match=r"declared with shape .* fix the declaration"):
         mmr.attack(wrapped, (audio[:, :, :2], video), y, eps=0.5)
     with pytest.raises(ValueError, match="no labels"):
         mmr.attack(wrapped, (audio, video), eps=0.5)
@@ -476,8 +567,12 @@ def test_errors_name_the_fix(setup):
     with pytest.raises(ValueError, match="unknown norm 'l3'"):
         mmr.attack(wrapped, (audio, video), y, eps=0.5, norm="l3")
     with pytest.raises(ValueError, match="per-channel box needs 3 values"):
-        mmr.attack(mmr.wrap(Positional(core), {"audio": mmr.Modality(), "video": mmr.Modality(box=((0, 0), (1, 1)))}),
-                   (audio, video), y, eps=0.5)
+        mmr.attack(
+            mmr.wrap(Positional(core), {"audio": mmr.Modality(), "video": mmr.Modality(box=((0, 0), (1, 1)))}),
+            (audio, video),
+            y,
+            eps=0.5,
+        )
 
 
 @pytest.mark.cuda
@@ -489,12 +584,29 @@ def test_cuda_model_takes_cpu_loaders_and_matches_cpu():
     frames = []
     for device in ("cpu", "cuda"):
         wrapped = mmr.wrap(Positional(core), MODALITIES).to(device)
-        frames.append(pd.concat([
-            mmr.evaluate(wrapped, loader, attack=attack, modality="audio", eps=[0.3, 1.0], check_flags=False, **kw)
-            for attack, kw in ((torchattacks.PGDL2, {"random_start": False}), (FastGradientMethod, {"norm": "l2"}))]))
+        frames.append(
+            pd.concat(
+                [
+                    mmr.evaluate(
+                        wrapped, loader, attack=attack, modality="audio", eps=[0.3, 1.0], check_flags=False, **kw
+                    )
+                    for attack, kw in (
+                        (torchattacks.PGDL2, {"random_start": False}),
+                        (FastGradientMethod, {"norm": "l2"}),
+                    )
+                ]
+            )
+        )
         assert set(frames[-1]["device"]) == {device if device == "cpu" else "cuda:0"}
-        out = mmr.attack(wrapped, (audio.to(device), video.to(device)), y.to(device), attack=torchattacks.PGDL2,
-                         modality="video", eps=0.5, random_start=False)
+        out = mmr.attack(
+            wrapped,
+            (audio.to(device), video.to(device)),
+            y.to(device),
+            attack=torchattacks.PGDL2,
+            modality="video",
+            eps=0.5,
+            random_start=False,
+        )
         assert out[1].device.type == device
     gap = (frames[0]["accuracy"].to_numpy() - frames[1]["accuracy"].to_numpy()) * 24
     assert np.abs(gap).max() <= 1  # float differences between devices may flip at most a borderline sample

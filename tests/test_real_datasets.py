@@ -1,4 +1,5 @@
 """Real-dataset loaders (ks, vggsound, ucf101) on tiny fixture folders written here, and the ResNet-18s."""
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,7 @@ from PIL import Image
 from torchvision import transforms
 
 from mmrobust_bench.data import build_dataset
-from mmrobust_bench.data.av_clips import (FLOW_MEAN, FLOW_STD, IMAGENET_MEAN, IMAGENET_STD, SegmentRule,
-                                          decode_frame)
+from mmrobust_bench.data.av_clips import FLOW_MEAN, FLOW_STD, IMAGENET_MEAN, IMAGENET_STD, SegmentRule, decode_frame
 from mmrobust_bench.models.encoders import build_encoder
 from mmrobust_bench.models.resnet import ResNet18Trunk
 
@@ -46,8 +46,15 @@ def make_av_root(root: Path, frames_per_clip=(10, 3, 12, 7, 10, 5), n_test=3, cl
         audio = root / "audio" / split / f"{cid}.npy"
         audio.parent.mkdir(parents=True, exist_ok=True)
         np.save(audio, rng.standard_normal((1024, 128)).astype(np.float32))
-        rows.append({"id": cid, "label": classes[k % len(classes)], "split": split,
-                     "frames": f"frames/{split}/{cid}", "audio": f"audio/{split}/{cid}.npy"})
+        rows.append(
+            {
+                "id": cid,
+                "label": classes[k % len(classes)],
+                "split": split,
+                "frames": f"frames/{split}/{cid}",
+                "audio": f"audio/{split}/{cid}.npy",
+            }
+        )
     _write_manifest(root, rows, ["id", "label", "split", "frames", "audio"])
     return root
 
@@ -59,9 +66,11 @@ def make_ucf_root(root: Path, n_train=4, n_test=2) -> Path:
     for k in range(n_train + n_test):
         split = "train" if k < n_train else "test"
         cid = f"v_{k:02d}"
-        images = {"frames": Image.fromarray(rng.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8)),
-                  "flow_u": Image.fromarray(rng.integers(0, 256, (FRAME_H, FRAME_W), dtype=np.uint8)),
-                  "flow_v": Image.fromarray(rng.integers(0, 256, (FRAME_H, FRAME_W), dtype=np.uint8))}
+        images = {
+            "frames": Image.fromarray(rng.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8)),
+            "flow_u": Image.fromarray(rng.integers(0, 256, (FRAME_H, FRAME_W), dtype=np.uint8)),
+            "flow_v": Image.fromarray(rng.integers(0, 256, (FRAME_H, FRAME_W), dtype=np.uint8)),
+        }
         row = {"id": cid, "label": ("Archery", "Biking", "Diving")[k % 3], "split": split}
         for column, img in images.items():
             folder = root / column / split / cid
@@ -103,12 +112,14 @@ def _frame_levels(x: torch.Tensor) -> list[int]:
 
 # ----------------------------------------------------------------------------- sampling rules
 
+
 def test_segment_rule_matches_reference_formulas():
     ks = SegmentRule(picks=3, few_files=6, train_cap=9, min_files=4)
     assert ks.indices(10, False, None) == [1, 4, 7]
     assert ks.indices(5, False, None) == [1, 1, 1]
     assert ks.indices(30, False, None) == [5, 15, 25]  # test picks are not capped
     import random
+
     rng = random.Random(0)
     for _ in range(50):
         t = ks.indices(30, True, rng)
@@ -116,11 +127,11 @@ def test_segment_rule_matches_reference_formulas():
     assert ks.reachable(30, True) == list(range(1, 10)) and ks.reachable(5, True) == [1]
     ucf = SegmentRule(picks=3, fixed_count=6)
     assert ucf.indices(6, False, None) == [1, 3, 5] and ucf.reachable(6, True) == [1, 2, 3, 4, 5, 6]
-    assert all(t in ((1, 2), (3, 4), (5, 6))[i] for _ in range(20)
-               for i, t in enumerate(ucf.indices(6, True, rng)))
+    assert all(t in ((1, 2), (3, 4), (5, 6))[i] for _ in range(20) for i, t in enumerate(ucf.indices(6, True, rng)))
 
 
 # ----------------------------------------------------------------------------- ks / vggsound
+
 
 def test_ks_shapes_specs_and_test_normalisation(ks_root, tmp_path):
     ds = _ks(ks_root, tmp_path)
@@ -136,8 +147,9 @@ def test_ks_shapes_specs_and_test_normalisation(ks_root, tmp_path):
     batch, labels = next(ds.test.batches(8))
     assert batch["v"].shape == (3, 3, 3, 16, 16) and batch["a"].shape == (3, 1, 1024, 128)
     assert list(batch) == ["v", "a"] and labels.tolist() == [0, 1, 0]
-    reference = transforms.Compose([transforms.Resize((16, 16)), transforms.ToTensor(),
-                                    transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    reference = transforms.Compose(
+        [transforms.Resize((16, 16)), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
     folder = ks_root / "frames" / "test" / "clip06"
     expected = torch.stack([reference(Image.open(folder / f"frame_{t:05d}.jpg").convert("RGB")) for t in (1, 4, 7)], 1)
     assert torch.equal(batch["v"][0], expected)  # test frames = Resize -> ToTensor -> Normalize, bit for bit
@@ -169,7 +181,9 @@ def test_ks_train_sampling_and_augmentation(ks_root, tmp_path):
 def test_crop_and_flip_follow_the_per_sample_rng(tmp_path):
     """Non-flat frames: the train sample is RandomResizedCrop + flip of the frame, reproduced by hand."""
     import random
+
     from mmrobust_bench.data.av_clips import random_resized_crop_box
+
     root = make_av_root(tmp_path / "noise", frames_per_clip=(7, 7), n_test=1)
     rng_np = np.random.default_rng(3)
     img = Image.fromarray(rng_np.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8))
@@ -194,7 +208,9 @@ def test_crop_and_flip_follow_the_per_sample_rng(tmp_path):
 
 def test_rrc_box_matches_torchvision_distribution():
     import random
+
     from mmrobust_bench.data.av_clips import random_resized_crop_box
+
     rng = random.Random(0)
     boxes = [random_resized_crop_box(240, 320, rng) for _ in range(300)]
     for top, left, h, w in boxes:
@@ -210,8 +226,9 @@ def test_uint8_cache_equals_decoded_frames(ks_root, tmp_path):
     for split in ("train", "test"):
         c, p = getattr(cached, split), getattr(plain, split)
         gen_c, gen_p = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-        for (bc, lc), (bp, lp) in zip(c.batches(3, shuffle=True, generator=gen_c),
-                                      p.batches(3, shuffle=True, generator=gen_p)):
+        for (bc, lc), (bp, lp) in zip(
+            c.batches(3, shuffle=True, generator=gen_c), p.batches(3, shuffle=True, generator=gen_p)
+        ):
             assert torch.equal(bc["v"], bp["v"]) and torch.equal(bc["a"], bp["a"]) and torch.equal(lc, lp)
         cache = c.source.caches["v"]
         data = np.load(cache.data_path, mmap_mode="r")
@@ -231,29 +248,45 @@ def test_worker_loader_and_subset(ks_root, tmp_path):
     ds = _ks(ks_root, tmp_path, num_workers=1)
     sub = ds.test.subset(torch.tensor([2, 0]))
     assert len(sub) == 2 and sub.ids == ["clip08", "clip06"] and sub.labels.tolist() == [0, 0]
-    (batch, labels), = list(sub.batches(4))
+    ((batch, _labels),) = list(sub.batches(4))
     full, _ = next(_ks(ks_root, tmp_path).test.batches(4))
     assert torch.equal(batch["v"], full["v"][[2, 0]])
     assert torch.equal(sub.inputs["a"], batch["a"])
 
 
 def test_vggsound_uses_the_ks_pipeline_and_frame_pattern(ks_root, tmp_path):
-    ds = build_dataset("vggsound", cache_dir=tmp_path, data_root=str(ks_root), image_size=16, num_workers=0,
-                       frame_cache=False, frame_pattern="frame_{t:05d}.jpg")
+    ds = build_dataset(
+        "vggsound",
+        cache_dir=tmp_path,
+        data_root=str(ks_root),
+        image_size=16,
+        num_workers=0,
+        frame_cache=False,
+        frame_pattern="frame_{t:05d}.jpg",
+    )
     assert ds.name == "vggsound" and [s.shape for s in ds.specs] == [(3, 3, 16, 16), (1, 1024, 128)]
     batch, _ = next(ds.test.batches(1))
     assert _frame_levels(batch["v"][0]) == [_level(1), _level(4), _level(7)]
-    zero_based = build_dataset("vggsound", cache_dir=tmp_path, data_root=str(ks_root), image_size=16,
-                               num_workers=0, frame_cache=False, frame_pattern="{i:06d}.jpg")
+    zero_based = build_dataset(
+        "vggsound",
+        cache_dir=tmp_path,
+        data_root=str(ks_root),
+        image_size=16,
+        num_workers=0,
+        frame_cache=False,
+        frame_pattern="{i:06d}.jpg",
+    )
     source = zero_based.test.source  # {i} is 0-based, as the CRMT extractor's %06d names
     assert source.frame_names(source.profile.frames[0], 0, 4) == ["000003.jpg"]
 
 
 # ----------------------------------------------------------------------------- ucf101
 
+
 def test_ucf_specs_normalisation_and_shared_flip(ucf_root, tmp_path):
-    ds = build_dataset("ucf101", cache_dir=tmp_path, data_root=str(ucf_root), image_size=FRAME_H, num_workers=0,
-                       frame_cache=False)
+    ds = build_dataset(
+        "ucf101", cache_dir=tmp_path, data_root=str(ucf_root), image_size=FRAME_H, num_workers=0, frame_cache=False
+    )
     v, flow = ds.specs
     assert (v.name, v.shape, flow.name, flow.shape) == ("v", (3, 3, FRAME_H, FRAME_H), "flow", (2, 3, FRAME_H, FRAME_H))
     assert flow.lower == pytest.approx(((0 - FLOW_MEAN[0]) / FLOW_STD[0],) * 2)
@@ -262,8 +295,12 @@ def test_ucf_specs_normalisation_and_shared_flip(ucf_root, tmp_path):
 
     def plain(split, cid):
         rgb, _ = decode_frame([ucf_root / "frames" / split / cid], ["frame_00001.jpg"], "RGB", FRAME_H)
-        uv, _ = decode_frame([ucf_root / "flow_u" / split / cid, ucf_root / "flow_v" / split / cid],
-                             ["frame_00001.jpg"] * 2, "L", FRAME_H)
+        uv, _ = decode_frame(
+            [ucf_root / "flow_u" / split / cid, ucf_root / "flow_v" / split / cid],
+            ["frame_00001.jpg"] * 2,
+            "L",
+            FRAME_H,
+        )
         return torch.from_numpy(rgb).permute(2, 0, 1), torch.from_numpy(uv).permute(2, 0, 1)
 
     test_batch, _ = next(ds.test.batches(4))
@@ -289,6 +326,7 @@ def test_ucf_specs_normalisation_and_shared_flip(ucf_root, tmp_path):
 
 # ----------------------------------------------------------------------------- errors
 
+
 def test_missing_or_malformed_roots_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("MMROBUST_KS_ROOT", raising=False)
     with pytest.raises(ValueError, match=r"data_root=DIR.*MMROBUST_KS_ROOT.*prepare ks --raw"):
@@ -302,7 +340,9 @@ def test_missing_or_malformed_roots_say_what_to_do(tmp_path, monkeypatch):
     (empty / "manifest.csv").write_text("id,label,split,frames\nx,cat,train,frames/x\n")
     with pytest.raises(ValueError, match=r"lacks column\(s\) audio"):
         build_dataset("ks", cache_dir=tmp_path, data_root=str(empty))
-    (empty / "manifest.csv").write_text("id,label,split,frames,audio\nx,cat,train,f/x,a/x.npy\ny,dog,test,f/y,a/y.npy\n")
+    (empty / "manifest.csv").write_text(
+        "id,label,split,frames,audio\nx,cat,train,f/x,a/x.npy\ny,dog,test,f/y,a/y.npy\n"
+    )
     with pytest.raises(ValueError, match=r"no usable 'train' clips"):
         build_dataset("ks", cache_dir=tmp_path, data_root=str(empty))
     monkeypatch.setenv("MMROBUST_UCF101_ROOT", str(empty))
@@ -331,12 +371,14 @@ def test_env_var_fallback_and_encoder_override(ks_root, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- encoders and end to end
 
+
 def test_resnet18_encoders_are_torchvision_resnet18():
     with torch.device("meta"):  # shapes only: no need to initialise 11M weights twice
         ref = {k: v.shape for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
         mine = {k: v.shape for k, v in ResNet18Trunk(3, 64).state_dict().items()}
     assert mine == ref
     from mmrobust_bench.contracts import ModalitySpec
+
     flow = build_encoder("resnet18_flow", ModalitySpec("flow", (2, 3, 32, 32)), 64)
     audio = build_encoder("resnet18_audio", ModalitySpec("a", (1, 64, 32)), 64)
     assert flow(torch.randn(2, 2, 3, 32, 32)).shape == (2, 64) and audio(torch.randn(2, 1, 64, 32)).shape == (2, 64)
@@ -352,10 +394,19 @@ def test_resnet18_encoders_are_torchvision_resnet18():
 @pytest.mark.slow
 def test_end_to_end_run_on_ks_fixture(ks_root, tmp_path):
     from mmrobust_bench.bench.api import run
-    result = run(defense="jt", attack="fgm", modality="a", dataset="ks",
-                 dataset_options=dict(data_root=str(ks_root), image_size=32, num_workers=0),
-                 overrides={"epochs": 1, "feature_dim": 64, "batch_size": 4}, eps=[0.5], root=tmp_path / "runs",
-                 device="cpu", progress=False, plot=False)
+
+    result = run(
+        defense="jt",
+        attack="fgm",
+        modality="a",
+        dataset="ks",
+        dataset_options=dict(data_root=str(ks_root), image_size=32, num_workers=0),
+        overrides={"epochs": 1, "feature_dim": 64, "batch_size": 4},
+        eps=[0.5],
+        root=tmp_path / "runs",
+        device="cpu",
+        progress=False,
+    )
     rows = result.rows
     assert list(rows["attack"]) == ["clean", "fgm"] and (rows["n"] == 3).all() and (rows["dataset"] == "ks").all()
     assert all(0 <= a <= 1 and not math.isnan(a) for a in rows["accuracy"])
@@ -370,7 +421,10 @@ def test_sharded_clip_batches_reassemble_the_batches_with_the_same_augmentation(
     exactly the one-process batches, augmentation included (it depends on the clip and one seed)."""
     train = _ks(ks_root, tmp_path).train
     n = len(train)
-    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+
+    def gen():
+        return torch.Generator().manual_seed(3)
+
     whole = list(train.batches(n - 1, shuffle=True, generator=gen()))  # a full batch, then a 1-clip batch
     parts = [list(train.batches(n - 1, shuffle=True, generator=gen(), shard=(r, 2))) for r in range(2)]
     assert [len(p) for p in parts] == [len(whole)] * 2

@@ -1,4 +1,5 @@
 """Registry: decorator built-ins plus real entry points from a distribution laid on sys.path."""
+
 import subprocess
 import sys
 import textwrap
@@ -32,7 +33,7 @@ def test_builtin_registration_and_unknown_name_lists_valid():
     reg.register("alpha")(1)
     reg.register("beta")(2)
     assert reg.get("alpha") == 1 and reg.names() == ["alpha", "beta"]
-    with pytest.raises(RegistryError, match="did you mean 'alpha'.*valid: alpha, beta"):
+    with pytest.raises(RegistryError, match=r"did you mean 'alpha'.*valid: alpha, beta"):
         reg.get("alpah")
 
 
@@ -58,7 +59,7 @@ def test_broken_plugin_reports_itself_and_spares_the_others(fake_distribution):
     reg: Registry = Registry("widget", "test.broken")
     reg.register("alpha")(1)
     assert reg.get("alpha") == 1
-    with pytest.raises(RegistryError, match="'bad' from badplugin.*boom.*fix or uninstall"):
+    with pytest.raises(RegistryError, match=r"'bad' from badplugin.*boom.*fix or uninstall"):
         reg.get("bad")
     status = {row["name"]: row["status"] for row in reg.describe()}
     assert status["alpha"] == "ok" and status["bad"].startswith("broken")
@@ -66,7 +67,9 @@ def test_broken_plugin_reports_itself_and_spares_the_others(fake_distribution):
 
 def test_encoder_modules_register_themselves_on_first_lookup():
     """Like defenses, attacks and datasets: a module under mmrobust_bench/models needs no explicit import."""
-    code = ("from mmrobust_bench.models.encoders import ENCODERS; import sys; "
-            "assert 'mmrobust_bench.models.resnet' not in sys.modules; "
-            "names = ENCODERS.names(); assert {'resnet18_visual', 'resnet18_audio'} <= set(names), names")
+    code = (
+        "from mmrobust_bench.models.encoders import ENCODERS; import sys; "
+        "assert 'mmrobust_bench.models.resnet' not in sys.modules; "
+        "names = ENCODERS.names(); assert {'resnet18_visual', 'resnet18_audio'} <= set(names), names"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

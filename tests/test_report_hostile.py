@@ -13,6 +13,7 @@ user can put in them, then ``report`` and ``plot`` run through the real command 
   naming the file and the line; ``NA`` is a label, not a missing value;
 - labels and dataset names are checked where they enter (run, sweep, ``mmr.evaluate``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,11 +40,36 @@ from mmrobust_bench.reports.curves import run_plot_name
 from mmrobust_bench.reports.leaderboard import CONTENT_SECURITY_POLICY, FLAG_TEXT
 from mmrobust_bench.reports.paths import MAX_SLUG, output_path, slug
 from mmrobust_bench.reports.tables import csv_safe, markdown_cell
+
 from helpers import fixture_rows, run_browser
 
 XSS = "jt <img src=x onerror=\"document.title='PWNED'\">"
-PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "span", "table", "thead", "tbody",
-             "tr", "th", "td", "code", "a", "ul", "li", "dl", "dt", "dd", "script"}
+PAGE_TAGS = {
+    "html",
+    "head",
+    "meta",
+    "title",
+    "style",
+    "body",
+    "h1",
+    "h2",
+    "p",
+    "span",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "code",
+    "a",
+    "ul",
+    "li",
+    "dl",
+    "dt",
+    "dd",
+    "script",
+}
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -51,16 +77,40 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def cells(dataset: str, label: str, *, seed: int = 0, flags: str = "", **changes) -> list[ResultRow]:
     """One model's rows: clean, the joint FGM / ℓ2-PGD of Table 1 (``flags`` on the PGD row), and uni-modal ℓ2-PGD
     curves on a and v."""
-    common = dict(dataset=dataset, defense="jt", label=label, seed=seed, checkpoint_sha256=f"sha-{seed}",
-                  config_hash="c0ffee", library="native", library_version="0", norm="l2", n=100, wall_seconds=0.1,
-                  device="cpu", suite_version="0")
+    common = dict(
+        dataset=dataset,
+        defense="jt",
+        label=label,
+        seed=seed,
+        checkpoint_sha256=f"sha-{seed}",
+        config_hash="c0ffee",
+        library="native",
+        library_version="0",
+        norm="l2",
+        n=100,
+        wall_seconds=0.1,
+        device="cpu",
+        suite_version="0",
+    )
     common.update(changes)
     plan = [("clean", "none", 0.0, 0.9), ("fgm", "all", 0.5, 0.6), ("pgd_l2", "all", 0.5, 0.5)]
-    plan += [("pgd_l2", m, e, a) for m, scale in (("a", 0.3), ("v", 0.1)) for e, a in ((0.5, 0.8 - scale),
-                                                                                     (1.0, 0.7 - 2 * scale))]
-    return [ResultRow(attack=attack, attack_config=attack, modality=modality, eps=eps, accuracy=accuracy,
-                      flags=flags if (attack, modality) == ("pgd_l2", "all") else "", **common)
-            for attack, modality, eps, accuracy in plan]
+    plan += [
+        ("pgd_l2", m, e, a)
+        for m, scale in (("a", 0.3), ("v", 0.1))
+        for e, a in ((0.5, 0.8 - scale), (1.0, 0.7 - 2 * scale))
+    ]
+    return [
+        ResultRow(
+            attack=attack,
+            attack_config=attack,
+            modality=modality,
+            eps=eps,
+            accuracy=accuracy,
+            flags=flags if (attack, modality) == ("pgd_l2", "all") else "",
+            **common,
+        )
+        for attack, modality, eps, accuracy in plan
+    ]
 
 
 def store(path: Path, rows: list[ResultRow]) -> Path:
@@ -109,16 +159,19 @@ def assert_inert(page: str) -> None:
 
 
 def test_markup_in_a_label_is_text_and_runs_nothing_in_a_real_browser(tmp_path, capsys):
-    results = store(tmp_path / "runs" / "results.csv",
-                    cells("synthav", XSS) + cells("synthav", "a <script>document.title='PWNED2'</script>"))
+    results = store(
+        tmp_path / "runs" / "results.csv",
+        cells("synthav", XSS) + cells("synthav", "a <script>document.title='PWNED2'</script>"),
+    )
     out = tmp_path / "out"
     rc, _, err = cli(["report", "--results", results, "--out", out, "--html", "--tables", "0"], capsys)
     assert rc == 0, err
     page = (out / "leaderboard-synthav.html").read_text()
     assert_inert(page)
     assert str(escape(XSS)) in page and "<img" not in page
-    dom = run_browser("--dump-dom", "--virtual-time-budget=3000",
-                      (out / "leaderboard-synthav.html").as_uri() + "#sort=clean&dir=asc").stdout
+    dom = run_browser(
+        "--dump-dom", "--virtual-time-budget=3000", (out / "leaderboard-synthav.html").as_uri() + "#sort=clean&dir=asc"
+    ).stdout
     assert "<tbody>" in dom
     assert "<title>mmrobust-bench leaderboard — synthav</title>" in dom and "PWNED" not in dom.split("<body>")[0]
     tags = [t for t, _ in Tags(dom).tags]
@@ -135,14 +188,18 @@ def test_the_content_security_policy_blocks_markup_that_got_in_anyway(tmp_path):
     write_leaderboard(fixture_rows(), tmp_path, command="x")
     page = (tmp_path / "leaderboard-synthav.html").read_text()
     assert page.count(CONTENT_SECURITY_POLICY.replace("'", "&#39;")) == 1
-    hostile = ("<img src=x onerror=\"document.title='PWNED'\">"
-               "<script>document.body.setAttribute('data-pwned','yes')</script></body>")
+    hostile = (
+        "<img src=x onerror=\"document.title='PWNED'\">"
+        "<script>document.body.setAttribute('data-pwned','yes')</script></body>"
+    )
     guarded = tmp_path / "guarded.html"
     guarded.write_text(page.replace("</body>", hostile))
     bare = tmp_path / "bare.html"
     bare.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace("</body>", hostile))
-    shown = {p.name: run_browser("--dump-dom", "--virtual-time-budget=3000", p.as_uri() + "#sort=clean&dir=asc").stdout
-             for p in (guarded, bare)}
+    shown = {
+        p.name: run_browser("--dump-dom", "--virtual-time-budget=3000", p.as_uri() + "#sort=clean&dir=asc").stdout
+        for p in (guarded, bare)
+    }
     assert "<title>PWNED</title>" in shown["bare.html"] and 'data-pwned="yes"' in shown["bare.html"]
     assert "<title>mmrobust-bench leaderboard — synthav</title>" in shown["guarded.html"]
     assert 'data-pwned="yes"' not in shown["guarded.html"]
@@ -150,17 +207,24 @@ def test_the_content_security_policy_blocks_markup_that_got_in_anyway(tmp_path):
 
 
 def test_flagged_cells_carry_a_marker_with_their_flags_and_the_page_a_legend(tmp_path, capsys):
-    rows = cells("synthav", "jt", flags="zero_gradients") + cells("synthav", "jt", seed=1, flags="zero_gradients;"
-                                                                     "fgm_beats_pgd") + cells("synthav", "gb")
+    rows = (
+        cells("synthav", "jt", flags="zero_gradients")
+        + cells("synthav", "jt", seed=1, flags="zero_gradients;fgm_beats_pgd")
+        + cells("synthav", "gb")
+    )
     results = store(tmp_path / "results.csv", rows)
     rc, _, err = cli(["report", "--results", results, "--out", tmp_path / "out", "--html", "--tables", "0"], capsys)
     assert rc == 0, err
     page = (tmp_path / "out" / "leaderboard-synthav.html").read_text()
-    flagged = re.findall(r'<td data-value="[^"]*"(?: title="[^"]*")? class="flagged" data-flags="([^"]+)">[^<]*'
-                         r'(?:<span class="sd">[^<]*</span>)? <span class="flag" title="([^"]+)"', page)
+    flagged = re.findall(
+        r'<td data-value="[^"]*"(?: title="[^"]*")? class="flagged" data-flags="([^"]+)">[^<]*'
+        r'(?:<span class="sd">[^<]*</span>)? <span class="flag" title="([^"]+)"',
+        page,
+    )
     # jt's PGD on all at 0.5 (the only PGD column of the page's Table 1 cells), gb's row has none
-    assert flagged == [("fgm_beats_pgd;zero_gradients",
-                        "validity flags: fgm_beats_pgd (seed 1); zero_gradients (seeds 0, 1)")]
+    assert flagged == [
+        ("fgm_beats_pgd;zero_gradients", "validity flags: fgm_beats_pgd (seed 1); zero_gradients (seeds 0, 1)")
+    ]
     assert page.count('class="flag"') == 1
     legend = page.split('<dl class="legend">', 1)[1].split("</dl>", 1)[0]
     for name in FLAG_NAMES:
@@ -187,8 +251,20 @@ def test_nothing_is_written_outside_out_whatever_the_names_say(tmp_path, capsys)
     before = listing(tmp_path)
     rc, _, err = cli(["report", "--results", results, "--out", out, "--html", "--pivot", "--findings"], capsys)
     assert rc == 0, err
-    rc, _, err = cli(["plot", "--results", results, "--out", out, "--figures", "1,4,5",
-                      "--ablation", "JT=jt,CRMT=crmt_jt,long=" + long_label], capsys)
+    rc, _, err = cli(
+        [
+            "plot",
+            "--results",
+            results,
+            "--out",
+            out,
+            "--figures",
+            "1,4,5",
+            "--ablation",
+            "JT=jt,CRMT=crmt_jt,long=" + long_label,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     created = listing(tmp_path) - before
     assert created and all(p.is_relative_to(out) for p in created), sorted(map(str, created - set(out.rglob("*"))))
@@ -216,12 +292,18 @@ def test_the_public_api_cannot_steer_report_files_out_of_out(tmp_path, capsys):
 
     wrapped = mmr.wrap(TwoInputs(), {"audio": mmr.Modality((4,)), "video": mmr.Modality((4,))}, call="positional")
     gen = torch.Generator().manual_seed(1)
-    loader = [{"audio": torch.randn(8, 4, generator=gen), "video": torch.randn(8, 4, generator=gen),
-               "label": torch.randint(0, 3, (8,), generator=gen)}]
+    loader = [
+        {
+            "audio": torch.randn(8, 4, generator=gen),
+            "video": torch.randn(8, 4, generator=gen),
+            "label": torch.randint(0, 3, (8,), generator=gen),
+        }
+    ]
     results = tmp_path / "runs" / "results.csv"
     escape = f"/../../../../../../..{tmp_path}/x/PWNED"
-    mmr.evaluate(wrapped, loader, attack="fgm", eps=[0.5], dataset=escape, label=XSS, results=str(results),
-                 check_flags=False)
+    mmr.evaluate(
+        wrapped, loader, attack="fgm", eps=[0.5], dataset=escape, label=XSS, results=str(results), check_flags=False
+    )
     before = listing(tmp_path)
     rc, _, err = cli(["report", "--results", results, "--out", tmp_path / "out", "--html", "--pivot"], capsys)
     assert rc == 0, err
@@ -320,14 +402,17 @@ def corrupt(path: Path, rows: list[ResultRow]) -> Path:
     return store(path, cells("synthav", "jt") + rows)
 
 
-@pytest.mark.parametrize("changes, fragment", [
-    ({"accuracy": 5.0}, "accuracy is 5.0, not a number in [0, 1]"),
-    ({"accuracy": -1.0}, "accuracy is -1.0, not a number in [0, 1]"),
-    ({"accuracy": math.inf}, "accuracy is inf, not a number in [0, 1]"),
-    ({"eps": math.inf}, "eps is inf, not a finite number >= 0"),
-    ({"seed": 1.5}, "seed is 1.5, not a whole number >= 0"),
-    ({"n": -3}, "n is -3"),
-])
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"accuracy": 5.0}, "accuracy is 5.0, not a number in [0, 1]"),
+        ({"accuracy": -1.0}, "accuracy is -1.0, not a number in [0, 1]"),
+        ({"accuracy": math.inf}, "accuracy is inf, not a number in [0, 1]"),
+        ({"eps": math.inf}, "eps is inf, not a finite number >= 0"),
+        ({"seed": 1.5}, "seed is 1.5, not a whole number >= 0"),
+        ({"n": -3}, "n is -3"),
+    ],
+)
 def test_out_of_range_values_are_one_line_naming_file_and_line(tmp_path, capsys, changes, fragment):
     bad = [ResultRow(**{**vars(cells("synthav", "gb")[1]), **changes})]
     results = corrupt(tmp_path / "results.csv", bad)
@@ -362,14 +447,21 @@ def test_certificates_and_eta_pairs_are_read_as_strictly(tmp_path, capsys):
     certified = tmp_path / "certified.csv"
     certified.write_text("dataset,defense,seed,foo\nsynthav,jt,0,1\n")
     rc, _, err = cli(["report", "--results", results, "--out", tmp_path / "out", "--html"], capsys)
-    assert_one_line_error(rc, err, f"{certified} line 1: not a certificates file (certified.csv), the header lacks "
-                                   "certificate, equation, variant")
+    assert_one_line_error(
+        rc,
+        err,
+        f"{certified} line 1: not a certificates file (certified.csv), the header lacks certificate, equation, variant",
+    )
     rc, _, err = cli(["plot", "--results", results, "--out", tmp_path / "out"], capsys)
     assert_one_line_error(rc, err, f"{certified} line 1: not a certificates file")
-    head = ("dataset,defense,seed,checkpoint_sha256,certificate,equation,variant,modality,radius,n,certified_accuracy,"
-            "median_certified_radius,honesty_certified,honesty_violations\n")
-    certified.write_text(head + "synthav,jt,0,sha-0,eq5,Eq. 5,min_j,all,0.5,100,0.5,inf,10,0\n"
-                         "synthav,jt,0,sha-0,eq5,Eq. 5,min_j,all,1.0,100,1.5,0.7,10,0\n")
+    head = (
+        "dataset,defense,seed,checkpoint_sha256,certificate,equation,variant,modality,radius,n,certified_accuracy,"
+        "median_certified_radius,honesty_certified,honesty_violations\n"
+    )
+    certified.write_text(
+        head + "synthav,jt,0,sha-0,eq5,Eq. 5,min_j,all,0.5,100,0.5,inf,10,0\n"
+        "synthav,jt,0,sha-0,eq5,Eq. 5,min_j,all,1.0,100,1.5,0.7,10,0\n"
+    )
     rc, _, err = cli(["report", "--results", results, "--out", tmp_path / "out", "--findings"], capsys)
     assert_one_line_error(rc, err, f"{certified} line 3: certified_accuracy is 1.5, not a number in [0, 1]")
     certified.unlink()
@@ -390,10 +482,16 @@ def test_the_committed_leaderboards_read_strictly(capsys):
 
 # ----------------------------------------------------------------------------- names checked at the door
 
-BAD_NAMES = [("a\nb", "a control character"), ("tab\there", "a control character"), ("nul\x00", "a control character"),
-             ("rtl\u202eoverride", "an invisible formatting character"),
-             ("x" * (MAX_NAME + 1), "characters; give at most"),
-             (" padded", "starts or ends with spaces"), ("", "must not be empty"), ("a\u2028b", "a line separator")]
+BAD_NAMES = [
+    ("a\nb", "a control character"),
+    ("tab\there", "a control character"),
+    ("nul\x00", "a control character"),
+    ("rtl\u202eoverride", "an invisible formatting character"),
+    ("x" * (MAX_NAME + 1), "characters; give at most"),
+    (" padded", "starts or ends with spaces"),
+    ("", "must not be empty"),
+    ("a\u2028b", "a line separator"),
+]
 
 
 @pytest.mark.parametrize("name, fragment", BAD_NAMES)
@@ -427,9 +525,33 @@ def test_run_sweep_and_evaluate_check_names_before_any_work(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- any name, end to end
 
-NAMES = st.one_of(st.text(max_size=60), st.sampled_from(
-    [XSS, "../../x", "/../../../etc/PWNED", "a/b", "a_b", "=cmd|' /C calc'!A0", "NA", "nan", "", " ", ".", "..",
-     "x\ny", "<script>alert(1)</script>", "a|b", "L" * 300, "jt [cfg <b>]", "&amp;", "$\\frac$", "-0.5"]))
+NAMES = st.one_of(
+    st.text(max_size=60),
+    st.sampled_from(
+        [
+            XSS,
+            "../../x",
+            "/../../../etc/PWNED",
+            "a/b",
+            "a_b",
+            "=cmd|' /C calc'!A0",
+            "NA",
+            "nan",
+            "",
+            " ",
+            ".",
+            "..",
+            "x\ny",
+            "<script>alert(1)</script>",
+            "a|b",
+            "L" * 300,
+            "jt [cfg <b>]",
+            "&amp;",
+            "$\\frac$",
+            "-0.5",
+        ]
+    ),
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,13 +3,10 @@ the address (DOM dump), no column is cut off at 1,024–1,920 px (element geomet
 ranked by the headline's ``any`` with the masking check below, shows certified accuracy (sound and empirical), and
 links every model's card, the figures and the tables. Skipped only when no chromium is installed; CI installs one
 (.ci/run) and sets MMROBUST_REQUIRE_BROWSER=1, which turns the skip into a failure."""
+
 import html
 import json
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from PIL import Image
 from mmrobust_bench.reports.leaderboard import card_path, write_leaderboard
 from mmrobust_bench.reports.paper import display_name
 from mmrobust_bench.reports.tables import Column, cell_summary
+
 from helpers import CERTIFIED_LABELS, LABELS, certified_accuracy, fixture_certified, fixture_rows, run_browser
 
 HEADER_RGB = (0x1F, 0x4E, 0x79)  # th background in the page's CSS
@@ -52,8 +50,7 @@ def test_page_is_self_contained_and_links_cards_and_figures(page):
 def test_screenshot_shows_the_rendered_table(page, tmp_path):
     out, _, _ = page
     shot = tmp_path / "shot.png"
-    result = run_browser(f"--screenshot={shot}", "--window-size=1400,900",
-                         (out / "leaderboard-synthav.html").as_uri())
+    result = run_browser(f"--screenshot={shot}", "--window-size=1400,900", (out / "leaderboard-synthav.html").as_uri())
     assert shot.exists(), result.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert pixels.shape[:2] == (900, 1400)
@@ -68,8 +65,9 @@ def test_screenshot_shows_the_rendered_table(page, tmp_path):
 def test_sort_from_the_address_reorders_the_rows(page):
     out, rows, _ = page
     key = "pgd_l2_a_eps1"
-    result = run_browser("--dump-dom", "--virtual-time-budget=3000",
-                         (out / "leaderboard-synthav.html").as_uri() + f"#sort={key}&dir=asc")
+    result = run_browser(
+        "--dump-dom", "--virtual-time-budget=3000", (out / "leaderboard-synthav.html").as_uri() + f"#sort={key}&dir=asc"
+    )
     dom = result.stdout
     assert "<tbody>" in dom, result.stderr[-2000:]
     assert re.search(rf'<th data-key="{key}"[^>]*aria-sort="ascending"', dom)
@@ -80,8 +78,9 @@ def test_sort_from_the_address_reorders_the_rows(page):
     expected = [display_name(label) for label in sorted(means, key=lambda lab: means[lab])]
     assert shown == expected
     # and descending, the default direction for a number
-    result = run_browser("--dump-dom", "--virtual-time-budget=3000",
-                         (out / "leaderboard-synthav.html").as_uri() + f"#sort={key}")
+    result = run_browser(
+        "--dump-dom", "--virtual-time-budget=3000", (out / "leaderboard-synthav.html").as_uri() + f"#sort={key}"
+    )
     body = result.stdout.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
     assert re.findall(r'<tr><td class="text" data-value="([^"]+)"', body) == expected[::-1]
 
@@ -102,8 +101,18 @@ def test_one_row_per_configuration(tmp_path):
 
 STANDARD = "autoattack(version='standard')"
 # the order the headline's ``any`` ranks the fixture's entries in (not the paper's order)
-ANY_ORDER = ["crmt_at", "mmt", "jt", "crmt_jt_step2_only", "gb", "crmt_mmt", "crmt_jt", "mmat", "crmt_jt_orth_only",
-             "crmt_jt_step1_only"]
+ANY_ORDER = [
+    "crmt_at",
+    "mmt",
+    "jt",
+    "crmt_jt_step2_only",
+    "gb",
+    "crmt_mmt",
+    "crmt_jt",
+    "mmat",
+    "crmt_jt_orth_only",
+    "crmt_jt_step1_only",
+]
 
 
 def any_accuracy(label: str, seed: int) -> float:
@@ -137,8 +146,10 @@ def header_keys(page: str) -> list[str]:
 
 def body_names(page: str, table: str = "leaderboard") -> list[str]:
     body = page.split(f'<table id="{table}"', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
-    return [html.unescape(name).strip() for name in re.findall(r'<tr><td class="text"(?: data-value="[^"]*")?>([^<]+)',
-                                                               body)]
+    return [
+        html.unescape(name).strip()
+        for name in re.findall(r'<tr><td class="text"(?: data-value="[^"]*")?>([^<]+)', body)
+    ]
 
 
 def cells_of(page: str, key: str) -> dict[str, str]:
@@ -155,12 +166,22 @@ def cells_of(page: str, key: str) -> dict[str, str]:
 def test_ranked_by_any_with_the_headline_first_and_the_masking_check_below(ranked_page):
     page = ranked_page.read_text()
     assert body_names(page) == [display_name(label) for label in ANY_ORDER]
-    assert header_keys(page)[:8] == ["entry", "rank", "clean", "autoattack_v_eps0.5", "autoattack_a_eps0.5",
-                                     "autoattack_all_eps0.5", "autoattack_any_eps0.5",
-                                     "cert_smoothing_0.25_n_1000_0.001_v"]
+    assert header_keys(page)[:8] == [
+        "entry",
+        "rank",
+        "clean",
+        "autoattack_v_eps0.5",
+        "autoattack_a_eps0.5",
+        "autoattack_all_eps0.5",
+        "autoattack_any_eps0.5",
+        "cert_smoothing_0.25_n_1000_0.001_v",
+    ]
     assert header_keys(page)[-3:] == ["seeds", "config", "cards"]
-    assert re.search(r'<th data-key="autoattack_any_eps0.5" data-type="num" class="headline rankkey"[^>]*'
-                     r'aria-sort="descending">AA any<span class="sub">worst case, ranks · ε=0.5</span></th>', page)
+    assert re.search(
+        r'<th data-key="autoattack_any_eps0.5" data-type="num" class="headline rankkey"[^>]*'
+        r'aria-sort="descending">AA any<span class="sub">worst case, ranks · ε=0.5</span></th>',
+        page,
+    )
     assert cells_of(page, "rank") == {display_name(label): str(i) for i, label in enumerate(ANY_ORDER, 1)}
     expected = np.mean([any_accuracy("crmt_at", s) for s in range(3)])
     assert cells_of(page, "autoattack_any_eps0.5")["CRMT-AT"] == f"{expected:.6f}"
@@ -170,8 +191,11 @@ def test_ranked_by_any_with_the_headline_first_and_the_masking_check_below(ranke
     check = page.split("<h2>Masking check", 1)[1]
     assert "1 of 30 cells measured by both attacks" in check
     assert body_names(page, "masking") == ["CRMT-AT"]
-    assert re.search(r"<td class=\"text\">all modalities \(joint\)</td><td>0.5</td><td>0.7\d\d</td><td>0.4\d\d</td>"
-                     r"<td>\+0.300</td>", check)
+    assert re.search(
+        r"<td class=\"text\">all modalities \(joint\)</td><td>0.5</td><td>0.7\d\d</td><td>0.4\d\d</td>"
+        r"<td>\+0.300</td>",
+        check,
+    )
     assert page.index('id="leaderboard"') < page.index('id="masking"')
 
 
@@ -204,15 +228,21 @@ def test_certified_accuracy_columns_sound_and_empirical_at_radius_half(ranked_pa
     page = ranked_page.read_text()
     keys = [k for k in header_keys(page) if k.startswith("cert_")]
     assert keys == [f"cert_smoothing_0.25_n_1000_0.001_{m}" for m in ("v", "a", "all")] + [
-        f"cert_empirical_{m}" for m in ("v", "a", "all")]
+        f"cert_empirical_{m}" for m in ("v", "a", "all")
+    ]
     assert page.count("r=0.5 · σ=0.25 n=1000 α=0.001 · sound (1−α)</span>") == 3
     assert page.count('<span class="sub">r=0.5 · empirical</span>') == 3
-    for key, method, modality in (("cert_smoothing_0.25_n_1000_0.001_a", "smoothing", "a"),
-                                  ("cert_empirical_all", "empirical", "all")):
+    for key, method, modality in (
+        ("cert_smoothing_0.25_n_1000_0.001_a", "smoothing", "a"),
+        ("cert_empirical_all", "empirical", "all"),
+    ):
         shown = cells_of(page, key)
         for label in LABELS:  # mean over the two seeds at radius 0.5; "—" for entries without certificates
-            expected = (f"{np.mean([certified_accuracy(method, label, modality, 0.5, s) for s in (0, 1)]):.6f}"
-                        if label in CERTIFIED_LABELS else "")
+            expected = (
+                f"{np.mean([certified_accuracy(method, label, modality, 0.5, s) for s in (0, 1)]):.6f}"
+                if label in CERTIFIED_LABELS
+                else ""
+            )
             assert shown[display_name(label)] == expected, (key, label)
     mmt = page.split('<td class="text" data-value="MMT">', 1)[1].split("</tr>", 1)[0]
     assert mmt.count('<span class="kind" title="heuristic: the model mixes its modalities before the head') == 3
@@ -220,15 +250,28 @@ def test_certified_accuracy_columns_sound_and_empirical_at_radius_half(ranked_pa
 
 
 def test_links_to_figures_tables_and_cards_are_relative_escaped_and_exist(tmp_path):
-    names = ["figure1-synthav.pdf", "figure1-synthav.png", "certified-curves-synthav.png", "table1-synthav.tex",
-             "findings-synthav.md", "figure1-other.png", "figure9-synthav.png"]
+    names = [
+        "figure1-synthav.pdf",
+        "figure1-synthav.png",
+        "certified-curves-synthav.png",
+        "table1-synthav.tex",
+        "findings-synthav.md",
+        "figure1-other.png",
+        "figure9-synthav.png",
+    ]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
     write_leaderboard(fixture_rows(), tmp_path, command="x")
     page = (tmp_path / "leaderboard-synthav.html").read_text()
     links = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', page)]
-    assert links[:6] == ["figure1-synthav.pdf", "figure1-synthav.png", "certified-curves-synthav.png",
-                         "table1-synthav.tex", "findings-synthav.md", "cards/synthav/"]
+    assert links[:6] == [
+        "figure1-synthav.pdf",
+        "figure1-synthav.png",
+        "certified-curves-synthav.png",
+        "table1-synthav.tex",
+        "findings-synthav.md",
+        "cards/synthav/",
+    ]
     assert 'Figure 1 (<a href="figure1-synthav.pdf">PDF</a> · <a href="figure1-synthav.png">PNG</a>)' in page
     assert "figure1-other.png" not in page and "figure9-synthav.png" not in page
     for link in links:

@@ -2,6 +2,7 @@
 pivots split into several tables and every table shrunk to the line width only when wider; each compiled with
 ``pdflatex`` where one is installed (skipped otherwise; ``apt-get install texlive-latex-base
 texlive-latex-recommended`` gives one), with no overfull box."""
+
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from mmrobust_bench.reports.paper import display_name
 from mmrobust_bench.reports.tables import build_table, build_tables, latex_escape, pivot_table, write_tables
+
 from helpers import fixture_rows
 
 HOSTILE = "a_b & 50% #1 {x} ^~\\ $y$"
@@ -45,8 +47,10 @@ def test_table_has_a_label_and_the_best_mean_of_each_column_in_bold():
         means = measured[f"{col.key}_mean"].round(3)
         bold = [i for i, cells in enumerate(lines) if cells[j].startswith(r"\textbf{")]
         assert bold == list(np.flatnonzero(means == means.max())), col.key
-        assert lines[bold[0]][j] == (rf"\textbf{{{means.max():.3f}}}\,{{\scriptsize$\pm$"
-                                     f"{measured.loc[bold[0], f'{col.key}_std']:.3f}}}")
+        assert lines[bold[0]][j] == (
+            rf"\textbf{{{means.max():.3f}}}\,{{\scriptsize$\pm$"
+            f"{measured.loc[bold[0], f'{col.key}_std']:.3f}}}"
+        )
     assert "PGD-$\\ell_2$" in tex and "$\\ell$2" not in tex
 
 
@@ -57,33 +61,55 @@ def test_a_wide_pivot_is_split_into_tables_of_at_most_five_columns():
     heads = re.findall(r"\\toprule\n(.*?) \\\\\n", tex)
     widths = [len(h.split(" & ")) - 2 for h in heads]  # less Method and Seeds
     assert widths == [5, 5, 5] and sum(widths) == len(table.columns)
-    assert re.findall(r"\\label\{([^}]+)\}", tex) == ["tab:pivot-synthav-1", "tab:pivot-synthav-2",
-                                                     "tab:pivot-synthav-3"]
+    assert re.findall(r"\\label\{([^}]+)\}", tex) == [
+        "tab:pivot-synthav-1",
+        "tab:pivot-synthav-2",
+        "tab:pivot-synthav-3",
+    ]
     assert [f"(part {k} of 3)" in part for k, part in enumerate(tex.split(r"\end{table}")[:3], 1)] == [True] * 3
     assert heads[0].startswith("Method & Clean & ")
     narrow = pivot_table(fixture_rows(), "synthav", attacks=["pgd_l2"], modalities=["a"])
     assert narrow.latex.count(r"\begin{table}") == 1 and r"\label{tab:pivot-synthav}" in narrow.latex
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex (apt-get install texlive-latex-base "
-                                                             "texlive-latex-recommended)")
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="no pdflatex (apt-get install texlive-latex-base texlive-latex-recommended)",
+)
 def test_every_table_compiles_and_fits_the_page(tmp_path):
     rows = fixture_rows()
     rows = pd.concat([rows, rows[rows["defense"] == "gb"].assign(defense=HOSTILE)], ignore_index=True)
     tables = build_tables(rows) + [pivot_table(rows, "synthav")]
-    paths = [p for p in write_tables(tables, tmp_path, command="mmrobust-bench report ℓ2 & 50%")
-             if p.suffix == ".tex"]
-    assert sorted(p.name for p in paths) == ["pivot-synthav.tex", "table1-synthav.tex", "table2-synthav.tex",
-                                             "table3-synthav.tex"]
+    paths = [p for p in write_tables(tables, tmp_path, command="mmrobust-bench report ℓ2 & 50%") if p.suffix == ".tex"]
+    assert sorted(p.name for p in paths) == [
+        "pivot-synthav.tex",
+        "table1-synthav.tex",
+        "table2-synthav.tex",
+        "table3-synthav.tex",
+    ]
     inputs = "\n".join(rf"\input{{{p.name}}}\clearpage" for p in paths)
-    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
-                                        f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n")
-    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, check=False)
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n"
+    )
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     log = (tmp_path / "paper.log").read_text(errors="replace")
     assert result.returncode == 0, log[-3000:]
     assert "Overfull \\hbox" not in log and "Undefined control sequence" not in log
     labels = re.findall(r"\\newlabel\{([^}]+)\}", (tmp_path / "paper.aux").read_text())
-    assert labels == ["tab:table1-synthav", "tab:table2-synthav", "tab:table3-synthav", "tab:pivot-synthav-1",
-                      "tab:pivot-synthav-2", "tab:pivot-synthav-3"]
+    assert labels == [
+        "tab:table1-synthav",
+        "tab:table2-synthav",
+        "tab:table3-synthav",
+        "tab:pivot-synthav-1",
+        "tab:pivot-synthav-2",
+        "tab:pivot-synthav-3",
+    ]
     assert (tmp_path / "paper.pdf").read_bytes().startswith(b"%PDF")

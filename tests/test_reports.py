@@ -1,4 +1,5 @@
 """Tables 1–3 and Figures 1, 3, 4, 5 from a small fixture of result rows (tests/helpers.py), via Python and the CLI."""
+
 import math
 
 import numpy as np
@@ -6,10 +7,18 @@ import pandas as pd
 import pytest
 
 from mmrobust_bench.cli import main
-from mmrobust_bench.reports.figures import (DEFAULT_ABLATION, eta_ratio_matrix, figure1, figure3, figure4, figure5,
-                                            plot_figures)
+from mmrobust_bench.reports.figures import (
+    DEFAULT_ABLATION,
+    eta_ratio_matrix,
+    figure1,
+    figure3,
+    figure4,
+    figure5,
+    plot_figures,
+)
 from mmrobust_bench.reports.paper import METHOD_NAMES, load_paper_tables, method_name
 from mmrobust_bench.reports.tables import build_table, build_tables, write_tables
+
 from helpers import accuracy, fixture_eta, fixture_rows, mixed_jt_rows
 
 
@@ -65,12 +74,28 @@ def test_reported_numbers_beside_ours_when_the_dataset_matches():
 def test_table2_and_table3_columns_and_rows():
     rows = fixture_rows()
     t2 = build_table(rows, 2, "synthav")
-    assert [c.title for c in t2.columns] == ["Clean", "FGM visual ε=1", "FGM audio ε=1", "PGD-ℓ2 visual ε=1",
-                                             "PGD-ℓ2 audio ε=1", "Missing visual", "Missing audio"]
-    assert [c.key for c in t2.columns] == ["clean", "fgm_v_eps1", "fgm_a_eps1", "pgd_l2_v_eps1", "pgd_l2_a_eps1",
-                                           "missing_v", "missing_a"]
+    assert [c.title for c in t2.columns] == [
+        "Clean",
+        "FGM visual ε=1",
+        "FGM audio ε=1",
+        "PGD-ℓ2 visual ε=1",
+        "PGD-ℓ2 audio ε=1",
+        "Missing visual",
+        "Missing audio",
+    ]
+    assert [c.key for c in t2.columns] == [
+        "clean",
+        "fgm_v_eps1",
+        "fgm_a_eps1",
+        "pgd_l2_v_eps1",
+        "pgd_l2_a_eps1",
+        "missing_v",
+        "missing_a",
+    ]
     jt = t2.frame[(t2.frame["label"] == "jt") & (t2.frame["source"] == "measured")].iloc[0]
-    assert jt["missing_a_mean"] == pytest.approx(np.mean([accuracy("jt", "missing", "a", math.nan, s) for s in (0, 1, 2)]))
+    assert jt["missing_a_mean"] == pytest.approx(
+        np.mean([accuracy("jt", "missing", "a", math.nan, s) for s in (0, 1, 2)])
+    )
     t3 = build_table(rows, 3, "synthav")
     assert set(t3.frame[t3.frame["source"] == "measured"]["method"]) == {"MMT", "CRMT-MMT"}
     assert "VGGS" in t3.markdown
@@ -79,7 +104,9 @@ def test_table2_and_table3_columns_and_rows():
 
 def test_attack_configuration_choice_is_noted():
     rows = fixture_rows()
-    extra = rows[(rows["attack"] == "pgd_l2") & (rows["defense"] == "jt")].head(2).assign(attack_config="pgd_l2(steps=10)")
+    extra = (
+        rows[(rows["attack"] == "pgd_l2") & (rows["defense"] == "jt")].head(2).assign(attack_config="pgd_l2(steps=10)")
+    )
     table = build_table(pd.concat([rows, extra]), 1, "synthav")
     assert any("left out 'pgd_l2(steps=10)'" in n for n in table.notes)
 
@@ -87,8 +114,12 @@ def test_attack_configuration_choice_is_noted():
 def test_every_figure_from_the_fixture(tmp_path):
     rows, eta = fixture_rows(), fixture_eta()
     cmd = "mmrobust-bench plot --results fixture.csv"
-    for fig in (figure1(rows, command=cmd), figure3(eta, command=cmd), figure4(rows, command=cmd),
-                figure5(rows, command=cmd)):
+    for fig in (
+        figure1(rows, command=cmd),
+        figure3(eta, command=cmd),
+        figure4(rows, command=cmd),
+        figure5(rows, command=cmd),
+    ):
         assert not any(cmd in t.get_text() for t in fig.texts)  # on the canvas only on request
     assert any(cmd in t.get_text() for t in figure1(rows, command=cmd, stamp=True).texts)
     mat = eta_ratio_matrix(eta[eta["defense"] == "jt"], "a", "v")
@@ -99,9 +130,16 @@ def test_every_figure_from_the_fixture(tmp_path):
         assert item.path.stat().st_size > 5000
         assert cmd in item.sidecar.read_text()
     # without ablation rows or η rows the figure is skipped with a reason, the others still come
-    saved, notes = plot_figures(rows[~rows["defense"].isin([lab for _, lab in DEFAULT_ABLATION[1:4]])
-                                     & (rows["defense"] != "jt") & (rows["defense"] != "crmt_jt")],
-                                tmp_path / "b", command=cmd, eta_pairs=None)
+    saved, notes = plot_figures(
+        rows[
+            ~rows["defense"].isin([lab for _, lab in DEFAULT_ABLATION[1:4]])
+            & (rows["defense"] != "jt")
+            & (rows["defense"] != "crmt_jt")
+        ],
+        tmp_path / "b",
+        command=cmd,
+        eta_pairs=None,
+    )
     assert sorted(s.number for s in saved) == [1, 4]
     assert any("figure 3" in n for n in notes) and any("figure 5" in n for n in notes)
 
@@ -127,10 +165,25 @@ def test_report_and_plot_cli(results_csv, tmp_path, capsys):
     assert main(["report", "--results", str(results_csv), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "made by: `mmrobust-bench report --results" in report and "Table 3" in report
-    assert main(["plot", "--results", str(results_csv), "--out", str(out), "--figures", "1,3,5",
-                 "--ablation", "JT=jt,Full=crmt_jt"]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "--results",
+                str(results_csv),
+                "--out",
+                str(out),
+                "--figures",
+                "1,3,5",
+                "--ablation",
+                "JT=jt,Full=crmt_jt",
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in out.glob("figure*")} == {
-        f"figure{n}-synthav.{fmt}{s}" for n in (1, 3, 5) for fmt in ("pdf", "png") for s in ("", ".txt")}
+        f"figure{n}-synthav.{fmt}{s}" for n in (1, 3, 5) for fmt in ("pdf", "png") for s in ("", ".txt")
+    }
     assert "mmrobust-bench plot" in (out / "figure5-synthav.png.txt").read_text()
     capsys.readouterr()
     assert main(["report", "--results", str(tmp_path / "nope.csv"), "--out", str(out)]) == 2
@@ -166,9 +219,16 @@ def write_checkpoint_config(root, dataset: str, defense: str, digest: str, sha: 
 
     directory = root / "checkpoints" / dataset / defense / digest
     directory.mkdir(parents=True)
-    config = {"dataset": dataset, "dataset_config": {"n_train": 64}, "defense": defense, "defense_config": {},
-              "train_config": {"epochs": epochs, "lr": 0.01}, "seed": 0, "training_code_version": 1,
-              "stages": {"final": {"file": "final.safetensors", "sha256": sha}}}
+    config = {
+        "dataset": dataset,
+        "dataset_config": {"n_train": 64},
+        "defense": defense,
+        "defense_config": {},
+        "train_config": {"epochs": epochs, "lr": 0.01},
+        "seed": 0,
+        "training_code_version": 1,
+        "stages": {"final": {"file": "final.safetensors", "sha256": sha}},
+    }
     (directory / "config.json").write_text(json.dumps(config))
 
 
@@ -198,8 +258,9 @@ def test_mixed_configurations_are_separate_entries_naming_the_setting(tmp_path, 
     err = capsys.readouterr().err
     assert "refusing to report mixed configurations" in err and "epochs: 1 vs 3" in err and "--label" in err
     # without the checkpoints the split still happens, and the note says the settings are unknown
-    assert main(["report", "--results", str(root / "results.csv"), "--out", str(out), "--checkpoints",
-                 str(tmp_path)]) == 0
+    assert (
+        main(["report", "--results", str(root / "results.csv"), "--out", str(out), "--checkpoints", str(tmp_path)]) == 0
+    )
     assert "settings unknown" in capsys.readouterr().err
 
 
@@ -224,8 +285,13 @@ def test_pivot_of_any_grid_and_dash_note(results_csv, tmp_path, capsys):
 
     rows = fixture_rows()
     table = pivot_table(rows, "synthav", attacks=["pgd_l2"], modalities=["a"])
-    assert [c.key for c in table.columns] == ["clean", "pgd_l2_a_eps0.25", "pgd_l2_a_eps0.5", "pgd_l2_a_eps1",
-                                              "pgd_l2_a_eps2"]
+    assert [c.key for c in table.columns] == [
+        "clean",
+        "pgd_l2_a_eps0.25",
+        "pgd_l2_a_eps0.5",
+        "pgd_l2_a_eps1",
+        "pgd_l2_a_eps2",
+    ]
     jt = table.frame.set_index("label").loc["jt"]
     assert jt["pgd_l2_a_eps2_mean"] == pytest.approx(np.mean([accuracy("jt", "pgd_l2", "a", 2.0, s) for s in range(3)]))
     assert "PGD-ℓ2 audio ε=2" in table.markdown
@@ -237,11 +303,33 @@ def test_pivot_of_any_grid_and_dash_note(results_csv, tmp_path, capsys):
         pivot_table(rows, "synthav", attacks=["pgd"])
     assert latex_escape("a_b & 50% #1 {x} ε±") == r"a\_b \& 50\% \#1 \{x\} $\varepsilon$$\pm$"
     out = tmp_path / "piv"
-    assert main(["report", "--results", str(results_csv), "--out", str(out), "--tables", "0", "--pivot",
-                 "--attack", "pgd_l2", "--modality", "a", "--eps", "0.5,2"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(results_csv),
+                "--out",
+                str(out),
+                "--tables",
+                "0",
+                "--pivot",
+                "--attack",
+                "pgd_l2",
+                "--modality",
+                "a",
+                "--eps",
+                "0.5,2",
+            ]
+        )
+        == 0
+    )
     frame = pd.read_csv(out / "pivot-synthav.csv")
-    assert [c for c in frame.columns if c.endswith("_mean")] == ["clean_mean", "pgd_l2_a_eps0.5_mean",
-                                                                 "pgd_l2_a_eps2_mean"]
+    assert [c for c in frame.columns if c.endswith("_mean")] == [
+        "clean_mean",
+        "pgd_l2_a_eps0.5_mean",
+        "pgd_l2_a_eps2_mean",
+    ]
     assert (out / "pivot-synthav.tex").read_text().count(r"\toprule") == 1
     assert main(["report", "--results", str(results_csv), "--out", str(out), "--eps", "0.5"]) == 2
     assert "add --pivot" in capsys.readouterr().err
@@ -256,21 +344,45 @@ def test_model_cards_hold_config_sha_accuracies_certificates_and_environment(tmp
     rows = fixture_rows()
     rows = rows[rows["defense"].isin(["jt", "crmt_jt"])].assign(torch_version="2.11.0", threads=2)
     write_checkpoint_config(root, "synthav", "jt", "k0", "jt0", epochs=3)
-    certified = pd.DataFrame([{"dataset": "synthav", "defense": "jt", "seed": 0, "checkpoint_sha256": "jt0",
-                               "config_hash": "c", "certificate": "eq5", "kind": "empirical", "method": "lipschitz",
-                               "variant": "min_j", "modality": "all", "radius": 0.5, "certified_accuracy": 0.4}])
+    certified = pd.DataFrame(
+        [
+            {
+                "dataset": "synthav",
+                "defense": "jt",
+                "seed": 0,
+                "checkpoint_sha256": "jt0",
+                "config_hash": "c",
+                "certificate": "eq5",
+                "kind": "empirical",
+                "method": "lipschitz",
+                "variant": "min_j",
+                "modality": "all",
+                "radius": 0.5,
+                "certified_accuracy": 0.4,
+            }
+        ]
+    )
     certified = pd.concat([certified.assign(radius=0.0, certified_accuracy=0.9), certified], ignore_index=True)
-    cards = {(c["entry"], c["seed"]): c for c in model_cards(rows, certified=certified,
-                                                             checkpoints=root / "checkpoints", command="cmd X")}
+    cards = {
+        (c["entry"], c["seed"]): c
+        for c in model_cards(rows, certified=certified, checkpoints=root / "checkpoints", command="cmd X")
+    }
     assert len(cards) == 6
     card = json.loads(json.dumps(cards[("jt", 0)]))  # JSON-serialisable as written
     assert card["checkpoint_sha256"] == "jt0" and card["config"]["train_config"]["epochs"] == 3
     assert card["clean_accuracy"] == pytest.approx(accuracy("jt", "clean", "none", 0.0, 0))
     pgd = [t for t in card["robust_accuracy"] if t["attack"] == "pgd_l2" and t["modality"] == "a" and t["eps"] == 2.0]
     assert pgd[0]["accuracy"] == pytest.approx(accuracy("jt", "pgd_l2", "a", 2.0, 0))
-    assert card["certificates"] == [{"certificate": "eq5", "kind": "empirical", "method": "lipschitz",
-                                     "variant": "min_j", "modality": "all",
-                                     "certified_accuracy_by_radius": [[0.0, 0.9], [0.5, 0.4]]}]
+    assert card["certificates"] == [
+        {
+            "certificate": "eq5",
+            "kind": "empirical",
+            "method": "lipschitz",
+            "variant": "min_j",
+            "modality": "all",
+            "certified_accuracy_by_radius": [[0.0, 0.9], [0.5, 0.4]],
+        }
+    ]
     assert card["environment"]["torch_version"] == "2.11.0" and card["environment"]["threads"] == 2
     assert card["card_made_by"] == "cmd X"
     assert cards[("jt", 1)]["config"] is None and "not found" in cards[("jt", 1)]["config_source"]

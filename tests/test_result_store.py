@@ -1,4 +1,5 @@
 """The result store: concurrent writers, deduplication, unfinished rows, refusal of damaged files, file modes."""
+
 import math
 import multiprocessing as mp
 import os
@@ -9,17 +10,52 @@ import pandas as pd
 import pytest
 
 from mmrobust_bench.bench.certification import replace_model_rows
-from mmrobust_bench.bench.results import (COLUMNS, ResultRow, ResultsFileError, append_rows, cell_key, done_cells,
-                                          read_rows, rows_frame, stored_run)
+from mmrobust_bench.bench.results import (
+    COLUMNS,
+    ResultRow,
+    ResultsFileError,
+    append_rows,
+    cell_key,
+    done_cells,
+    read_rows,
+    rows_frame,
+    stored_run,
+)
 from mmrobust_bench.io import atomic_write_json, atomic_write_text
 
 
-def row(eps: float, acc: float = 0.5, *, label: str = "", attack: str = "pgd_l2", sha: str = "ab", seed: int = 0,
-        config_hash: str = "c0ffee", flags: str = "") -> ResultRow:
-    return ResultRow(dataset="synthav", defense="jt", seed=seed, checkpoint_sha256=sha, config_hash=config_hash,
-                     attack=attack, attack_config=attack, library="native", library_version="0", modality="a",
-                     norm="l2", eps=eps, n=100, accuracy=acc, wall_seconds=0.0, device="cpu", suite_version="0",
-                     flags=flags, label=label)
+def row(
+    eps: float,
+    acc: float = 0.5,
+    *,
+    label: str = "",
+    attack: str = "pgd_l2",
+    sha: str = "ab",
+    seed: int = 0,
+    config_hash: str = "c0ffee",
+    flags: str = "",
+) -> ResultRow:
+    return ResultRow(
+        dataset="synthav",
+        defense="jt",
+        seed=seed,
+        checkpoint_sha256=sha,
+        config_hash=config_hash,
+        attack=attack,
+        attack_config=attack,
+        library="native",
+        library_version="0",
+        modality="a",
+        norm="l2",
+        eps=eps,
+        n=100,
+        accuracy=acc,
+        wall_seconds=0.0,
+        device="cpu",
+        suite_version="0",
+        flags=flags,
+        label=label,
+    )
 
 
 def _writer(results: str, certified: str, worker: int, count: int) -> None:
@@ -28,8 +64,19 @@ def _writer(results: str, certified: str, worker: int, count: int) -> None:
     for i in range(count):
         append_rows(results, [row(eps=worker * 1000 + i, acc=i / count, label=f"w{worker}")])
         if i % 2 == 0:
-            frame = pd.DataFrame([{"dataset": "synthav", "defense": f"d{worker}", "seed": i, "checkpoint_sha256": "ab",
-                                   "radius": r, "value": worker + i} for r in (0.0, 0.5)])
+            frame = pd.DataFrame(
+                [
+                    {
+                        "dataset": "synthav",
+                        "defense": f"d{worker}",
+                        "seed": i,
+                        "checkpoint_sha256": "ab",
+                        "radius": r,
+                        "value": worker + i,
+                    }
+                    for r in (0.0, 0.5)
+                ]
+            )
             replace_model_rows(Path(certified), frame)
     append_rows(results, [row(eps=0.5, acc=0.25, label="shared")])
 
@@ -100,18 +147,18 @@ def test_damaged_results_are_refused_with_file_and_line_and_left_alone(tmp_path)
     path.write_text(torn)
     with pytest.raises(ResultsFileError, match=r"results\.csv line 4: \d+ fields where the header has \d+"):
         read_rows(path)
-    with pytest.raises(ResultsFileError, match="results.csv line 4"):
+    with pytest.raises(ResultsFileError, match=r"results\.csv line 4"):
         append_rows(path, [row(3.0)])
     assert path.read_text() == torn  # never rewritten from a file that was not read in full
     short = "\n".join(lines[:2] + [lines[2].rsplit(",", 5)[0]] + lines[3:]) + "\n"  # a truncated record
     path.write_text(short)
-    with pytest.raises(ResultsFileError, match="results.csv line 3"):
+    with pytest.raises(ResultsFileError, match=r"results\.csv line 3"):
         read_rows(path)
     acc = COLUMNS.index("accuracy")
     fields = lines[2].split(",")
     fields[acc] = "abc"
     path.write_text("\n".join(lines[:2] + [",".join(fields)] + lines[3:]) + "\n")
-    with pytest.raises(ResultsFileError, match="results.csv line 3: accuracy is 'abc', not a number"):
+    with pytest.raises(ResultsFileError, match=r"results\.csv line 3: accuracy is 'abc', not a number"):
         read_rows(path)
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ResultsFileError, match="line 1: not a results file"):
@@ -128,7 +175,8 @@ def test_text_columns_round_trip_exactly_and_old_csvs_get_defaults(tmp_path):
     assert list(frame["label"]) == ["NA", "None", "jt"]
     legacy = tmp_path / "legacy.csv"
     rows_frame([row(0.5), row(1.0)]).drop(columns=["label", "torch_version", "dtype", "threads", "flags"]).assign(
-        defense=["crmt_jt_step1_only", "jt"]).to_csv(legacy, index=False)
+        defense=["crmt_jt_step1_only", "jt"]
+    ).to_csv(legacy, index=False)
     old = read_rows(legacy)
     assert list(old.columns) == COLUMNS
     assert list(old["label"]) == ["crmt_jt_step1_only", "jt"]  # old sweeps wrote the label into `defense`
@@ -152,8 +200,10 @@ def test_files_respect_the_umask(tmp_path, umask, mode):
         atomic_write_text(tmp_path / "a.txt", "x")
         atomic_write_json(tmp_path / "b.json", {"a": 1})
         append_rows(tmp_path / "results.csv", [row(0.5)])
-        replace_model_rows(tmp_path / "certified.csv", pd.DataFrame([{"dataset": "s", "defense": "d", "seed": 0,
-                                                                       "checkpoint_sha256": "x"}]))
+        replace_model_rows(
+            tmp_path / "certified.csv",
+            pd.DataFrame([{"dataset": "s", "defense": "d", "seed": 0, "checkpoint_sha256": "x"}]),
+        )
     finally:
         os.umask(old)
     for name in ("a.txt", "b.json", "results.csv", "certified.csv"):
@@ -174,10 +224,19 @@ def test_the_norm_is_part_of_a_cells_identity(tmp_path: Path) -> None:
     clean = dataclasses.replace(l2, attack=CLEAN, attack_config=CLEAN, modality="none", eps=0.0, accuracy=0.9)
     append_rows(path, [clean, l2])
     frame = read_rows(path)
-    assert cell_key("synthav", "jt", 0, "ab", "torchattacks:APGD", "torchattacks:APGD", "a", 0.5, "linf") \
-        not in done_cells(frame)
-    query = dict(dataset="synthav", label="jt", seed=0, sha="ab", attack="torchattacks:APGD",
-                 attack_config="torchattacks:APGD", modality="a", eps=[0.5])
+    assert cell_key(
+        "synthav", "jt", 0, "ab", "torchattacks:APGD", "torchattacks:APGD", "a", 0.5, "linf"
+    ) not in done_cells(frame)
+    query = dict(
+        dataset="synthav",
+        label="jt",
+        seed=0,
+        sha="ab",
+        attack="torchattacks:APGD",
+        attack_config="torchattacks:APGD",
+        modality="a",
+        eps=[0.5],
+    )
     assert stored_run(frame, norm="linf", **query) is None
     assert stored_run(frame, norm="l2", **query)["accuracy"].tolist() == [0.9, 0.25]
     append_rows(path, [dataclasses.replace(clean, norm="linf"), linf])

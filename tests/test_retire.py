@@ -1,4 +1,5 @@
 """Retiring rows of superseded configurations (``sweep --retire-stale``): found, moved whole, never lost."""
+
 import pandas as pd
 import pytest
 
@@ -10,29 +11,44 @@ from mmrobust_bench.data import build_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {"dataset": "synthav", "dataset_set": {"n_train": 128, "n_test": 48}, "seeds": [0],
-        "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
-        "certify": {"radii": [0, 0.1], "honesty_steps": 0, "train_samples": 32}}
+TINY = {
+    "dataset": "synthav",
+    "dataset_set": {"n_train": 128, "n_test": 48},
+    "seeds": [0],
+    "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+    "certify": {"radii": [0, 0.1], "honesty_steps": 0, "train_samples": 32},
+}
 
 
 def _config(epochs: int) -> dict:
-    return {**TINY, "set": {"epochs": epochs},
-            "defenses": ["jt", {"defense": "jt", "label": "jt_kept", "set": {"epochs": 1}}]}
+    return {
+        **TINY,
+        "set": {"epochs": epochs},
+        "defenses": ["jt", {"defense": "jt", "label": "jt_kept", "set": {"epochs": 1}}],
+    }
 
 
 def test_stale_mask_reads_results_and_certificate_tables_alike():
     expected = {"jt": "aaaa", "crmt_jt_step1_only": "bbbb"}
-    results = pd.DataFrame({
-        "dataset": ["synthav", "synthav", "synthav", "other", "synthav", "synthav"],
-        "defense": ["jt", "jt", "crmt_jt", "jt", "gb", "jt"],
-        "label": ["jt", "", "crmt_jt_step1_only", "jt", "gb", "jt"],
-        "config_hash": ["aaaa", "cccc", "cccc", "cccc", "cccc", None],
-    })
+    results = pd.DataFrame(
+        {
+            "dataset": ["synthav", "synthav", "synthav", "other", "synthav", "synthav"],
+            "defense": ["jt", "jt", "crmt_jt", "jt", "gb", "jt"],
+            "label": ["jt", "", "crmt_jt_step1_only", "jt", "gb", "jt"],
+            "config_hash": ["aaaa", "cccc", "cccc", "cccc", "cccc", None],
+        }
+    )
     # current; blank label reads as its defense (stale); a variant by its label; another dataset and a label
     # the sweep does not hold are never touched; a blank hash cannot be shown to match
     assert stale_mask(results, "synthav", expected).tolist() == [False, True, True, False, False, True]
-    certified = pd.DataFrame({"dataset": ["synthav"] * 3, "defense": ["jt", "crmt_jt_step1_only", "gb"],
-                              "defense_id": ["jt", "crmt_jt", "gb"], "config_hash": ["aaaa", "bbbb", "x"]})
+    certified = pd.DataFrame(
+        {
+            "dataset": ["synthav"] * 3,
+            "defense": ["jt", "crmt_jt_step1_only", "gb"],
+            "defense_id": ["jt", "crmt_jt", "gb"],
+            "config_hash": ["aaaa", "bbbb", "x"],
+        }
+    )
     assert stale_mask(certified, "synthav", expected).tolist() == [False, False, False]
     assert stale_mask(certified.assign(config_hash="zz"), "synthav", expected).tolist() == [True, True, False]
     assert not stale_mask(pd.DataFrame(), "synthav", expected).any()
@@ -41,8 +57,15 @@ def test_stale_mask_reads_results_and_certificate_tables_alike():
 def test_a_crash_between_the_two_writes_loses_no_row(tmp_path, monkeypatch):
     """The retired copy is written first: a failure before the live table is rewritten duplicates, never drops."""
     live = tmp_path / "results.csv"
-    frame = pd.DataFrame({"dataset": ["synthav"] * 2, "defense": ["jt", "jt"], "label": ["jt", "jt"],
-                          "config_hash": ["old", "new"], "accuracy": [0.5, 0.75]})
+    frame = pd.DataFrame(
+        {
+            "dataset": ["synthav"] * 2,
+            "defense": ["jt", "jt"],
+            "label": ["jt", "jt"],
+            "config_hash": ["old", "new"],
+            "accuracy": [0.5, 0.75],
+        }
+    )
     frame.to_csv(live, index=False)
 
     real_rewrite = retire_mod.rewrite_rows
@@ -69,14 +92,17 @@ def test_a_changed_setting_is_reported_then_retired_whole(tmp_path, capsys):
     ds = build_dataset("synthav", cache_dir=tmp_path / "datasets", n_train=128, n_test=48)
     # the hash each entry resolves to without training is the one its rows carry
     assert entry_config_hashes(build_plan(_config(1)), ds) == dict(
-        old["results.csv"].groupby("label")["config_hash"].first())
+        old["results.csv"].groupby("label")["config_hash"].first()
+    )
 
     changed = build_plan(_config(2))  # jt now trains 2 epochs; jt_kept pins 1 epoch and keeps its rows
     reported = run_sweep(changed, root=tmp_path, progress=False)
     stale = {path.name: n for path, n in reported.retired.stale.items()}
     assert not reported.retired.applied
-    assert stale == {name: int((frame["defense"] == "jt").sum() if name != "results.csv"
-                               else (frame["label"] == "jt").sum()) for name, frame in old.items()}
+    assert stale == {
+        name: int((frame["defense"] == "jt").sum() if name != "results.csv" else (frame["label"] == "jt").sum())
+        for name, frame in old.items()
+    }
     kept = pd.read_csv(tmp_path / "results.csv")  # without the flag nothing moves: both configurations stored
     assert kept[kept["label"] == "jt"]["config_hash"].nunique() == 2 and not (tmp_path / "retired").exists()
 
@@ -97,8 +123,12 @@ def test_a_changed_setting_is_reported_then_retired_whole(tmp_path, capsys):
         pd.testing.assert_frame_equal(retired.reset_index(drop=True), gone.reset_index(drop=True), check_dtype=False)
         assert set(live[labels == "jt"]["config_hash"]) == {new_hash}
         kept_rows = live[labels == "jt_kept"].reset_index(drop=True)
-        pd.testing.assert_frame_equal(kept_rows, before[(before["label"] if name == "results.csv"
-                                                         else before["defense"]) == "jt_kept"].reset_index(drop=True),
-                                      check_dtype=False)
+        pd.testing.assert_frame_equal(
+            kept_rows,
+            before[(before["label"] if name == "results.csv" else before["defense"]) == "jt_kept"].reset_index(
+                drop=True
+            ),
+            check_dtype=False,
+        )
     again = run_sweep(changed, root=tmp_path, progress=False, retire=True)
     assert again.retired.total == 0 and again.evaluated_rows == 0

@@ -2,6 +2,7 @@
 argmax(Wx + b) with two classes has p_A = Φ(|margin| / (σ‖w^(M)‖)) for noise on the modalities M),
 Clopper–Pearson and Φ⁻¹ against independent scipy calls, abstention, the joint ball, the 1 − α rate
 under the exact worst-case attack, and the SmoothAdv-style check on a small non-linear model."""
+
 import math
 
 import numpy as np
@@ -10,11 +11,19 @@ import torch
 from scipy import stats
 from torch import nn
 
-from helpers import linear_model
-from mmrobust_bench.certify.smoothing import (ABSTAIN, SOUND, SmoothingConfig, clopper_pearson_lower,
-                                              smooth_certify, smooth_predict, smoothed_honesty_check)
+from mmrobust_bench.certify.smoothing import (
+    ABSTAIN,
+    SOUND,
+    SmoothingConfig,
+    clopper_pearson_lower,
+    smooth_certify,
+    smooth_predict,
+    smoothed_honesty_check,
+)
 from mmrobust_bench.contracts import ModelOutput
 from mmrobust_bench.models import ConcatHead, MultiModalNet
+
+from helpers import linear_model
 
 DIMS = {"v": 5, "a": 3}
 
@@ -60,7 +69,7 @@ def test_linear_two_class_smoothing_matches_the_closed_form(noised):
     x = inputs(24, 1)
     cfg = SmoothingConfig(sigma=0.5, n0=64, n=4000, alpha=0.001, batch=512, seed=3)
     cert = smooth_certify(model, x, None, noised, cfg)
-    cls, dist, norm = closed_form(model, x, noised)
+    cls, dist, _norm = closed_form(model, x, noised)
     p_true = torch.from_numpy(stats.norm.cdf(dist.numpy() / cfg.sigma))  # Φ(|margin| / (σ‖w^(M)‖))
     p_hat = cert.count_a.double() / cfg.n
     ok = ~cert.abstained
@@ -116,7 +125,7 @@ def test_abstain_when_the_lower_bound_is_not_above_one_half():
     far = inputs(4, 9)
     few = smooth_certify(model, far, None, ["a"], SmoothingConfig(sigma=0.1, n0=5, n=5, alpha=0.001))
     assert (few.predictions == ABSTAIN).all()
-    assert torch.allclose(few.p_lower[few.count_a == 5], torch.tensor(0.001 ** 0.2, dtype=torch.float64))
+    assert torch.allclose(few.p_lower[few.count_a == 5], torch.tensor(0.001**0.2, dtype=torch.float64))
 
 
 def test_certificate_is_violated_at_most_at_rate_alpha_under_the_exact_worst_case_attack():
@@ -128,8 +137,9 @@ def test_certificate_is_violated_at_most_at_rate_alpha_under_the_exact_worst_cas
     _, dist, _ = closed_form(model, x, ("a",))
     violations = trials = 0
     for seed in range(15):
-        cert = smooth_certify(model, x, None, ["a"], SmoothingConfig(sigma=0.5, n0=16, n=60, alpha=alpha, seed=seed,
-                                                                      batch=2000))
+        cert = smooth_certify(
+            model, x, None, ["a"], SmoothingConfig(sigma=0.5, n0=16, n=60, alpha=alpha, seed=seed, batch=2000)
+        )
         ok = ~cert.abstained
         trials += int(ok.sum())
         # the true smoothed class at x' = x − r·w/‖w‖ changes iff r > |margin|/‖w^(a)‖
@@ -187,7 +197,8 @@ def test_any_callable_works_and_results_are_reproducible_and_subset_independent(
     frame = a.summary_frame([0.0, 0.25])
     assert (frame["kind"] == SOUND).all() and (frame["method"] == "smoothing").all()
     assert frame["certified_accuracy"].iloc[0] == pytest.approx(
-        float(((a.predictions == y) & (a.predictions != ABSTAIN)).float().mean()))
+        float(((a.predictions == y) & (a.predictions != ABSTAIN)).float().mean())
+    )
     assert "sound (probabilistic, 1-alpha)" in a.format([0.0, 0.25])
     with pytest.raises(ValueError, match="unknown modality"):
         smooth_certify(model, x, y, ["flow"], cfg)
@@ -198,7 +209,6 @@ def test_any_callable_works_and_results_are_reproducible_and_subset_independent(
     agree = (pred == a.predictions) | (pred == ABSTAIN) | (a.predictions == ABSTAIN)
     assert agree.float().mean() > 0.8
     assert np.isfinite(a.median_certified()) or (a.predictions == ABSTAIN).all()
-
 
 
 def test_noise_on_one_modality_encodes_the_other_once_per_sample_with_identical_certificates():
@@ -225,14 +235,16 @@ def test_noise_on_one_modality_encodes_the_other_once_per_sample_with_identical_
         calls.clear()
         checked = smoothed_honesty_check(model, x, fast, n_attack=4, steps=3, n_predict=200, batch_size=4)
         rows_seen = sum(calls)
-        reference = smoothed_honesty_check(lambda b: model(b).logits, x, fast, n_attack=4, steps=3, n_predict=200,
-                                           batch_size=4)
+        reference = smoothed_honesty_check(
+            lambda b: model(b).logits, x, fast, n_attack=4, steps=3, n_predict=200, batch_size=4
+        )
         assert (checked.checked, checked.violations) == (reference.checked, reference.violations)
         if noised == ["a"]:  # each checked sample's image once for the attack, once for PREDICT
             assert rows_seen == 2 * checked.checked > 0
         predicted = smooth_predict(model, x, noised, sigma=0.5, n=200, alpha=0.01, batch=128)
-        assert torch.equal(predicted, smooth_predict(lambda b: model(b).logits, x, noised, sigma=0.5, n=200,
-                                                     alpha=0.01, batch=128))
+        assert torch.equal(
+            predicted, smooth_predict(lambda b: model(b).logits, x, noised, sigma=0.5, n=200, alpha=0.01, batch=128)
+        )
     f = logits_function(model)
 
     class JointEncode(MultiModalNet):  # a subclass that may mix modalities keeps the plain path
@@ -242,6 +254,7 @@ def test_noise_on_one_modality_encodes_the_other_once_per_sample_with_identical_
     joint = JointEncode({"v": conv, "a": Mlp(3)}, ConcatHead(["v", "a"], [6, 6], 3)).eval()
     assert fixed_feature_function(joint, x, ("a",), f) is f
     assert fixed_feature_function(model, x, ("v", "a"), f) is f
+
 
 def test_noise_augmentation_setting_is_generic_validated_and_keeps_old_keys():
     from mmrobust_bench.defenses import build_defense
@@ -266,19 +279,73 @@ def test_certify_cli_smoothing_end_to_end_on_tiny_synthav(tmp_path, capsys):
     from mmrobust_bench.cli import main
     from mmrobust_bench.reports.certified_curves import plot_certified_curves
 
-    small = ["--root", str(tmp_path), "--dataset-set", "n_train=128", "--dataset-set", "n_test=32", "--set", "epochs=1",
-             "--set", "noise_sigma_a=0.25", "--no-progress"]
+    small = [
+        "--root",
+        str(tmp_path),
+        "--dataset-set",
+        "n_train=128",
+        "--dataset-set",
+        "n_test=32",
+        "--set",
+        "epochs=1",
+        "--set",
+        "noise_sigma_a=0.25",
+        "--no-progress",
+    ]
     # the training loop refuses a noise modality the dataset lacks, naming the valid ones
     assert main(["certify", "--defense", "jt", "--set", "noise_sigma_flow=0.1", "--method", "smoothing"] + small) != 0
     assert "unknown modality flow; valid: v, a" in capsys.readouterr().err
-    args = ["certify", "--defense", "jt", "--method", "smoothing", "--modality", "a", "--sigma", "0.25", "--n0", "8",
-            "--n", "64", "--alpha", "0.05", "--test-samples", "12", "--n-attack", "2", "--attack-steps", "2",
-            "--attack-samples", "3", "--radius", "0,0.1"] + small
+    args = [
+        "certify",
+        "--defense",
+        "jt",
+        "--method",
+        "smoothing",
+        "--modality",
+        "a",
+        "--sigma",
+        "0.25",
+        "--n0",
+        "8",
+        "--n",
+        "64",
+        "--alpha",
+        "0.05",
+        "--test-samples",
+        "12",
+        "--n-attack",
+        "2",
+        "--attack-steps",
+        "2",
+        "--attack-samples",
+        "3",
+        "--radius",
+        "0,0.1",
+    ] + small
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "sound (probabilistic, 1-alpha)" in out and "probability ≥ 0.95" in out
-    assert main(["certify", "--defense", "jt", "--honesty-steps", "2", "--honesty-targets", "1",
-                 "--train-samples", "32", "--test-samples", "12", "--radius", "0,0.1"] + small) == 0
+    assert (
+        main(
+            [
+                "certify",
+                "--defense",
+                "jt",
+                "--honesty-steps",
+                "2",
+                "--honesty-targets",
+                "1",
+                "--train-samples",
+                "32",
+                "--test-samples",
+                "12",
+                "--radius",
+                "0,0.1",
+            ]
+            + small
+        )
+        == 0
+    )
     frame = pd.read_csv(tmp_path / "certified.csv")
     smooth = frame[frame["method"] == "smoothing"]
     assert len(smooth) == 2 and (smooth["kind"] == SOUND).all() and (smooth["modality"] == "a").all()
@@ -293,9 +360,21 @@ def test_certify_cli_smoothing_end_to_end_on_tiny_synthav(tmp_path, capsys):
 def test_sweep_certify_block_parses_smoothing_keys_and_rejects_unknown_methods():
     from mmrobust_bench.bench.sweep import build_plan
 
-    plan = build_plan({"defenses": ["jt"], "certify": {"method": ["empirical", "smoothing"], "sigma": 0.5, "n0": 10,
-                                                       "n": 50, "alpha": 0.01, "modalities": ["a", "all"],
-                                                       "honesty_targets": 0, "honesty_loss": "ce"}})
+    plan = build_plan(
+        {
+            "defenses": ["jt"],
+            "certify": {
+                "method": ["empirical", "smoothing"],
+                "sigma": 0.5,
+                "n0": 10,
+                "n": 50,
+                "alpha": 0.01,
+                "modalities": ["a", "all"],
+                "honesty_targets": 0,
+                "honesty_loss": "ce",
+            },
+        }
+    )
     spec = plan.certify
     assert spec.methods == ("empirical", "smoothing") and spec.modalities == ("a", "all")
     assert (spec.smoothing.sigma, spec.smoothing.n0, spec.smoothing.n, spec.smoothing.alpha) == (0.5, 10, 50, 0.01)
@@ -311,10 +390,22 @@ def test_sweep_smoothing_certifies_each_noise_set_once(tmp_path):
 
     from mmrobust_bench.bench.sweep import build_plan, run_sweep
 
-    config = {"defenses": ["jt"], "seeds": [0], "set": {"epochs": 1, "noise_sigma_a": 0.25},
-              "dataset_set": {"n_train": 128, "n_test": 16}, "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
-              "certify": {"method": ["smoothing"], "modalities": ["a"], "n0": 8, "n": 32, "alpha": 0.1,
-                          "n_attack": 0, "radii": [0.0, 0.1]}}
+    config = {
+        "defenses": ["jt"],
+        "seeds": [0],
+        "set": {"epochs": 1, "noise_sigma_a": 0.25},
+        "dataset_set": {"n_train": 128, "n_test": 16},
+        "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+        "certify": {
+            "method": ["smoothing"],
+            "modalities": ["a"],
+            "n0": 8,
+            "n": 32,
+            "alpha": 0.1,
+            "n_attack": 0,
+            "radii": [0.0, 0.1],
+        },
+    }
     first = run_sweep(build_plan(config), root=tmp_path, progress=False)
     assert first.certified == 1
     config["certify"]["modalities"] = ["a", "all"]  # only the new noise set is certified
@@ -324,27 +415,33 @@ def test_sweep_smoothing_certifies_each_noise_set_once(tmp_path):
     assert run_sweep(build_plan(config), root=tmp_path, progress=False).certified == 0
 
 
-
 def test_certify_sets_keeps_some_noise_sets_of_the_block_and_refuses_others():
     from mmrobust_bench.bench.sweep import build_plan
 
-    config = {"defenses": ["jt", {"defense": "msefm", "certify": {"test_samples": 300}}],
-              "certify": {"method": ["empirical", "smoothing"], "modalities": ["a", "v,a", "all"]}}
+    config = {
+        "defenses": ["jt", {"defense": "msefm", "certify": {"test_samples": 300}}],
+        "certify": {"method": ["empirical", "smoothing"], "modalities": ["a", "v,a", "all"]},
+    }
     plan = build_plan(config, certify_sets=["all", "a+v"])  # "v,a" in the block, "a+v" as rows spell it
     assert plan.certify.modalities == ("v,a", "all")  # the block's order and spelling
     assert plan.certify_for(plan.defenses[1]).modalities == ("v,a", "all")
     assert plan.certify_for(plan.defenses[1]).test_samples == 300  # the entry's own settings stay
     assert plan.certify.methods == ("empirical", "smoothing")
-    with pytest.raises(ValueError, match=r"--certify-sets v is not a noise set of the certify: block; "
-                                         r"its sets: a, a\+v, all"):
+    with pytest.raises(
+        ValueError,
+        match=r"--certify-sets v is not a noise set of the certify: block; "
+        r"its sets: a, a\+v, all",
+    ):
         build_plan(config, certify_sets=["v"])
     with pytest.raises(ValueError, match="certify methods are empirical; add --certify-method smoothing"):
         build_plan(config, certify_sets=["a"], certify_methods=["empirical"])
     with pytest.raises(ValueError, match="certify: block, which is missing"):
         build_plan({"defenses": ["jt"]}, certify_sets=["a"])
     # only the blocks the selected entries use are checked: here the sweep's block has no smoothing at all
-    own = {"defenses": ["jt", {"defense": "msefm", "certify": {"method": ["smoothing"], "modalities": ["a", "v"]}}],
-           "certify": {"method": ["empirical"]}}
+    own = {
+        "defenses": ["jt", {"defense": "msefm", "certify": {"method": ["smoothing"], "modalities": ["a", "v"]}}],
+        "certify": {"method": ["empirical"]},
+    }
     selected = build_plan(own, only=["msefm"], certify_sets=["v"])
     assert selected.certify_for(selected.defenses[0]).modalities == ("v",)
     with pytest.raises(ValueError, match="certify of defense entry 'msefm': --certify-sets all is not a noise set"):
@@ -363,10 +460,23 @@ def test_noise_sets_split_across_runs_give_the_rows_of_one_run(tmp_path, capsys)
 
     from mmrobust_bench.cli import main
 
-    config = {"defenses": ["jt"], "seeds": [0], "set": {"epochs": 4}, "dataset_set": {"n_train": 512, "n_test": 16},
-              "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
-              "certify": {"method": ["smoothing"], "modalities": ["a", "v"], "sigma": 1.0, "n0": 8, "n": 32,
-                          "alpha": 0.1, "n_attack": 0, "radii": [0.0, 0.1]}}
+    config = {
+        "defenses": ["jt"],
+        "seeds": [0],
+        "set": {"epochs": 4},
+        "dataset_set": {"n_train": 512, "n_test": 16},
+        "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+        "certify": {
+            "method": ["smoothing"],
+            "modalities": ["a", "v"],
+            "sigma": 1.0,
+            "n0": 8,
+            "n": 32,
+            "alpha": 0.1,
+            "n_attack": 0,
+            "radii": [0.0, 0.1],
+        },
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))
     split, whole = tmp_path / "split", tmp_path / "whole"
@@ -400,10 +510,22 @@ def test_an_interrupted_smoothing_run_keeps_the_noise_sets_it_finished(tmp_path,
     from mmrobust_bench.bench import certification
     from mmrobust_bench.bench.sweep import build_plan, run_sweep
 
-    config = {"defenses": ["jt"], "seeds": [0], "set": {"epochs": 1}, "dataset_set": {"n_train": 128, "n_test": 16},
-              "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
-              "certify": {"method": ["smoothing"], "modalities": ["a", "v"], "n0": 8, "n": 32, "alpha": 0.1,
-                          "n_attack": 0, "radii": [0.0, 0.1]}}
+    config = {
+        "defenses": ["jt"],
+        "seeds": [0],
+        "set": {"epochs": 1},
+        "dataset_set": {"n_train": 128, "n_test": 16},
+        "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+        "certify": {
+            "method": ["smoothing"],
+            "modalities": ["a", "v"],
+            "n0": 8,
+            "n": 32,
+            "alpha": 0.1,
+            "n_attack": 0,
+            "radii": [0.0, 0.1],
+        },
+    }
     real = certification.smooth_certify
     calls = []
 
@@ -420,6 +542,7 @@ def test_an_interrupted_smoothing_run_keeps_the_noise_sets_it_finished(tmp_path,
     monkeypatch.setattr(certification, "smooth_certify", real)
     assert run_sweep(build_plan(config), root=tmp_path, progress=False).certified == 1  # only v is left
     assert sorted(set(pd.read_csv(tmp_path / "certified.csv")["modality"])) == ["a", "v"]
+
 
 @pytest.mark.cuda
 def test_smoothing_runs_on_cuda_with_device_generators_and_is_reproducible():

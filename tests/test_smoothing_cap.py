@@ -1,6 +1,7 @@
 """The largest radius randomized smoothing can certify, σ·Φ⁻¹(α^{1/n}) (certify.smoothing.largest_certifiable_radius):
 its closed form, radius grids clipped to it with a warning (summary rows, ``mmr.smooth_certify``), default radii
 under it, and certified-accuracy curves that stop at it, drawn as steps, with the cap marked."""
+
 import math
 import warnings
 
@@ -13,8 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import mmrobust_bench as mmr
-from mmrobust_bench.certify.smoothing import (SmoothingConfig, capped_radii, largest_certifiable_radius,
-                                              smooth_certify)
+from mmrobust_bench.certify.smoothing import SmoothingConfig, capped_radii, largest_certifiable_radius, smooth_certify
 from mmrobust_bench.reports.certified_curves import CAP_LABEL, certified_curve_data, figure_certified_curves
 
 SETTINGS = [(0.25, 1000, 0.001), (0.25, 10_000, 0.001), (0.5, 100, 0.01), (0.12, 100_000, 0.05), (1.0, 10, 0.1)]
@@ -31,18 +31,23 @@ def test_cap_values_and_refusals():
     assert round(largest_certifiable_radius(0.25, 1000, 0.001), 2) == 0.62  # the avdigits sweep's setting
     assert round(largest_certifiable_radius(0.25, 10_000, 0.001), 2) == 0.80  # mmr.smooth_certify with n=10_000
     assert largest_certifiable_radius(1.0, 1, 0.4) == 0.0  # α^(1/n) = 0.4 ≤ ½: every sample abstains
-    for args, message in [((0.0, 10, 0.1), "sigma must be a finite number > 0, got 0.0"),
-                          ((0.25, 0, 0.1), "n must be an integer >= 1, got 0"),
-                          ((0.25, 2.5, 0.1), "n must be an integer >= 1, got 2.5"),
-                          ((0.25, 10, 1.0), r"alpha must be in \(0, 1\), got 1.0")]:
+    for args, message in [
+        ((0.0, 10, 0.1), "sigma must be a finite number > 0, got 0.0"),
+        ((0.25, 0, 0.1), "n must be an integer >= 1, got 0"),
+        ((0.25, 2.5, 0.1), "n must be an integer >= 1, got 2.5"),
+        ((0.25, 10, 1.0), r"alpha must be in \(0, 1\), got 1.0"),
+    ]:
         with pytest.raises(ValueError, match=f"^smoothing: {message}$"):
             largest_certifiable_radius(*args)
 
 
 def test_capped_radii_clip_to_the_cap_once_and_warn_naming_it():
     cap = largest_certifiable_radius(0.25, 1000, 0.001)
-    with pytest.warns(UserWarning, match=r"radii 1, 2 are above the largest certifiable radius σ·Φ⁻¹\(α\^\(1/n\)\) "
-                                         r"= 0\.6158 \(σ 0\.25, n 1000, α 0\.001\) and are clipped to it"):
+    with pytest.warns(
+        UserWarning,
+        match=r"radii 1, 2 are above the largest certifiable radius σ·Φ⁻¹\(α\^\(1/n\)\) "
+        r"= 0\.6158 \(σ 0\.25, n 1000, α 0\.001\) and are clipped to it",
+    ):
         assert capped_radii([0.0, 0.5, 1.0, 2.0], 0.25, 1000, 0.001) == (0.0, 0.5, cap)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing above the cap: no warning
@@ -72,8 +77,9 @@ def test_a_model_certain_everywhere_is_certified_exactly_at_the_cap_and_no_furth
 
 def test_the_api_clips_a_radius_above_the_cap_with_a_warning_and_defaults_under_it():
     wrapped = mmr.wrap(Constant(), {"audio": mmr.Modality((2,)), "video": mmr.Modality((3,))})
-    loader = DataLoader(TensorDataset(torch.zeros(4, 2), torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)),
-                        batch_size=4)
+    loader = DataLoader(
+        TensorDataset(torch.zeros(4, 2), torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)), batch_size=4
+    )
     cap = 0.25 * stats.norm.ppf(0.001 ** (1 / 1000))
     with pytest.warns(UserWarning, match=r"radii 1 are above the largest certifiable radius .* = 0\.6158"):
         result = mmr.smooth_certify(wrapped, loader, modality="audio", n0=10, n=1000, batch=1000, radii=(0.0, 0.5, 1.0))
@@ -87,11 +93,29 @@ def test_the_api_clips_a_radius_above_the_cap_with_a_warning_and_defaults_under_
 
 
 def smoothing_rows(radii, *, n_noise=1000, alpha=0.001, sigma=0.25) -> pd.DataFrame:
-    return pd.DataFrame([dict(dataset="avdigits", defense="jt", defense_id="jt", seed=0, config_hash="c",
-                              method="smoothing", kind="sound (probabilistic, 1-alpha)", certificate="smoothing[a]",
-                              equation="randomized smoothing", variant=f"sigma={sigma:g}", modality="a", radius=r,
-                              certified_accuracy=0.9 - 0.5 * min(r, 1.0) if r <= 0.62 else 0.0, sigma=sigma,
-                              n_noise=n_noise, alpha=alpha) for r in radii])
+    return pd.DataFrame(
+        [
+            dict(
+                dataset="avdigits",
+                defense="jt",
+                defense_id="jt",
+                seed=0,
+                config_hash="c",
+                method="smoothing",
+                kind="sound (probabilistic, 1-alpha)",
+                certificate="smoothing[a]",
+                equation="randomized smoothing",
+                variant=f"sigma={sigma:g}",
+                modality="a",
+                radius=r,
+                certified_accuracy=0.9 - 0.5 * min(r, 1.0) if r <= 0.62 else 0.0,
+                sigma=sigma,
+                n_noise=n_noise,
+                alpha=alpha,
+            )
+            for r in radii
+        ]
+    )
 
 
 def test_curves_stop_at_the_cap_as_steps_with_the_cap_marked():
@@ -127,9 +151,36 @@ def test_curves_without_n_or_alpha_keep_every_radius_and_draw_no_cap():
 def test_certify_cli_smoothing_defaults_to_radii_under_the_cap(tmp_path, capsys):
     from mmrobust_bench.cli import main
 
-    args = ["certify", "--defense", "jt", "--method", "smoothing", "--modality", "a", "--sigma", "0.25", "--n0", "8",
-            "--n", "64", "--alpha", "0.05", "--test-samples", "6", "--n-attack", "0", "--root", str(tmp_path),
-            "--dataset-set", "n_train=64", "--dataset-set", "n_test=8", "--set", "epochs=1", "--no-progress"]
+    args = [
+        "certify",
+        "--defense",
+        "jt",
+        "--method",
+        "smoothing",
+        "--modality",
+        "a",
+        "--sigma",
+        "0.25",
+        "--n0",
+        "8",
+        "--n",
+        "64",
+        "--alpha",
+        "0.05",
+        "--test-samples",
+        "6",
+        "--n-attack",
+        "0",
+        "--root",
+        str(tmp_path),
+        "--dataset-set",
+        "n_train=64",
+        "--dataset-set",
+        "n_test=8",
+        "--set",
+        "epochs=1",
+        "--no-progress",
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # the default grid is under the cap: nothing to clip
         assert main(args) == 0

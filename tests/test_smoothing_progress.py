@@ -1,5 +1,6 @@
 """Randomized smoothing's progress bars follow docs/cli.md: drawn on a terminal, never into a redirected stderr
 (a log file or CI output would otherwise fill with \\r redraws), and off with progress=False."""
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,9 @@ def certify_and_check(enabled: bool) -> None:
     torch.manual_seed(0)
     model = Linear()
     inputs = {"a": torch.randn(4, 3) * 5, "v": torch.randn(4, 2)}
-    cert = smooth_certify(model, inputs, None, ["a"], SmoothingConfig(sigma=0.1, n0=10, n=50, batch=50),
-                          progress=enabled)
+    cert = smooth_certify(
+        model, inputs, None, ["a"], SmoothingConfig(sigma=0.1, n0=10, n=50, batch=50), progress=enabled
+    )
     smoothed_honesty_check(model, inputs, cert, n_attack=2, steps=1, n_predict=20, progress=enabled)
 
 

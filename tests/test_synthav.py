@@ -1,10 +1,11 @@
 """synthav: deterministic, cached, real fbank pipeline, and the modality-preference property."""
+
 import pytest
 import torch
 
+from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench.api import train_defense
 from mmrobust_bench.bench.evaluate import clean_accuracy, robust_accuracy
-from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.contracts import ThreatModel
 from mmrobust_bench.data import build_dataset
 from mmrobust_bench.data.synthav import SynthAVConfig, generate
@@ -41,22 +42,30 @@ def test_reliability_knobs_follow_preference():
 
 
 def test_unknown_option_lists_valid(tmp_path):
-    with pytest.raises(ValueError, match="unknown option.*valid:.*n_train"):
+    with pytest.raises(ValueError, match=r"unknown option.*valid:.*n_train"):
         build_dataset("synthav", cache_dir=tmp_path, n_trian=3)
 
 
 def _preference(prefer: str, root):
-    trained = train_defense("jt", dataset_options=dict(n_train=1500, n_test=400, prefer=prefer),
-                            overrides={"epochs": 4}, root=root, progress=False)
+    trained = train_defense(
+        "jt",
+        dataset_options=dict(n_train=1500, n_test=400, prefer=prefer),
+        overrides={"epochs": 4},
+        root=root,
+        progress=False,
+    )
     ds, model = trained.dataset, trained.model
     dev = torch.device("cpu")
     clean = clean_accuracy(model, ds.test, 400, dev).accuracy
     missing = build_attack("missing", ds.specs)
     pgd = build_attack("pgd_l2", ds.specs)
-    drop = {m: robust_accuracy(model, ds.test, missing, ThreatModel((m,), 0.0), [0.0], 400, dev)[0].accuracy
-            for m in ("a", "v")}
-    attacked = {m: robust_accuracy(model, ds.test, pgd, ThreatModel((m,), 1.5), [1.5], 400, dev)[0].accuracy
-                for m in ("a", "v")}
+    drop = {
+        m: robust_accuracy(model, ds.test, missing, ThreatModel((m,), 0.0), [0.0], 400, dev)[0].accuracy
+        for m in ("a", "v")
+    }
+    attacked = {
+        m: robust_accuracy(model, ds.test, pgd, ThreatModel((m,), 1.5), [1.5], 400, dev)[0].accuracy for m in ("a", "v")
+    }
     return clean, drop, attacked
 
 

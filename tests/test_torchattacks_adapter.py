@@ -1,8 +1,8 @@
 """torchattacks adapter: agreement with the library called directly on an equivalent single-input model,
 sub-batch and single-sample calls, the attack invariants over modality subsets and ε, and clear errors."""
-from functools import partial
 
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -10,12 +10,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter_models import CLASSES, SingleInput, TwoModalNet, predicted
-from adapter_models import assert_invariants as _assert_invariants
-from adapter_models import make_batch as _make_batch
 from mmrobust_bench.attacks import FAMILY_LISTERS, build_attack
 from mmrobust_bench.attacks.torchattacks_adapter import SingleInputView, TorchattacksAttack, torchattacks_names
 from mmrobust_bench.contracts import ModalitySpec, ThreatModel
+
+from adapter_models import CLASSES, SingleInput, TwoModalNet, predicted
+from adapter_models import assert_invariants as _assert_invariants
+from adapter_models import make_batch as _make_batch
 
 torchattacks = pytest.importorskip("torchattacks", reason="pip install --no-deps torchattacks==3.5.1")
 
@@ -30,11 +31,14 @@ assert_invariants = partial(_assert_invariants, spec=SPEC)
 make_batch = _make_batch
 
 
-@pytest.mark.parametrize("name, norm, extra", [
-    ("PGDL2", "l2", {"steps": 5, "random_start": False}),
-    ("PGD", "linf", {"steps": 5, "random_start": False}),
-    ("FGSM", "linf", {}),
-])
+@pytest.mark.parametrize(
+    "name, norm, extra",
+    [
+        ("PGDL2", "l2", {"steps": 5, "random_start": False}),
+        ("PGD", "linf", {"steps": 5, "random_start": False}),
+        ("FGSM", "linf", {}),
+    ],
+)
 def test_agrees_with_torchattacks_on_equivalent_single_input_model(name, norm, extra):
     """With v inside [0.3, 0.7] and ε = 0.2 neither torchattacks' [0, 1] clamp nor the modality box
     acts, so the adapter must reproduce the library exactly. (When the box acts they differ by design:
@@ -44,8 +48,12 @@ def test_agrees_with_torchattacks_on_equivalent_single_input_model(name, norm, e
     labels = predicted(model, batch)
     eps = 0.2
     step = {} if name == "FGSM" else {"alpha": eps / 4}
-    adv = build_attack(f"torchattacks:{name}", SPECS, **extra, **step)(model, batch, labels, ThreatModel(("v",), eps, norm))
-    reference = getattr(torchattacks, name)(SingleInput(model, batch["a"]), eps=eps, **extra, **step)(batch["v"], labels)
+    adv = build_attack(f"torchattacks:{name}", SPECS, **extra, **step)(
+        model, batch, labels, ThreatModel(("v",), eps, norm)
+    )
+    reference = getattr(torchattacks, name)(SingleInput(model, batch["a"]), eps=eps, **extra, **step)(
+        batch["v"], labels
+    )
     assert not torch.equal(adv["v"], batch["v"])
     torch.testing.assert_close(adv["v"], reference, atol=1e-5, rtol=0)
     assert torch.equal(adv["a"], batch["a"])
@@ -63,7 +71,7 @@ def test_view_supplies_frozen_modalities_per_sample_index():
     moved = x[order].clone().flatten(1)
     g = torch.Generator().manual_seed(0)
     moved[:, :48] += 0.3 * torch.rand(4, 48, generator=g) - 0.15
-    moved[:, 48:48 + view.n_tags] += 0.6 * torch.rand(4, view.n_tags, generator=g) - 0.3
+    moved[:, 48 : 48 + view.n_tags] += 0.6 * torch.rand(4, view.n_tags, generator=g) - 0.3
     v = SPEC["v"].clamp(batch["v"][order] + 0.5 * (moved[:, :48] - 0.5).view(4, 3, 4, 4))
     with torch.no_grad():
         expected = model({"v": v, "a": batch["a"][order]}).logits
@@ -80,11 +88,14 @@ def test_view_refuses_tags_moved_beyond_the_budget():
         view(x.view(6, 1, view.height, view.width))
 
 
-@pytest.mark.parametrize("name, options, modalities", [
-    ("DeepFool", {"steps": 3}, ("v", "a")),
-    ("DeepFool", {"steps": 3}, ("a",)),
-    ("APGD", {"steps": 4, "n_restarts": 1}, ("v", "a")),
-])
+@pytest.mark.parametrize(
+    "name, options, modalities",
+    [
+        ("DeepFool", {"steps": 3}, ("v", "a")),
+        ("DeepFool", {"steps": 3}, ("a",)),
+        ("APGD", {"steps": 4, "n_restarts": 1}, ("v", "a")),
+    ],
+)
 def test_sub_batch_attacks_keep_the_invariants(name, options, modalities):
     """DeepFool attacks one sample at a time and APGD only the still-correct ones: both go through
     the per-index view. The user's parameters get no .grad (DeepFool calls backward())."""
@@ -161,18 +172,21 @@ def test_registered_family():
     assert not {"MultiAttack", "LGV", "DIFGSM"} & set(names)
 
 
-@pytest.mark.parametrize("name, options, threat, message", [
-    ("NoSuchAttack", {}, None, "valid: .*PGDL2"),
-    ("PGD", {}, ThreatModel(("v",), 0.5, "l2"), "attacks in norm linf, not l2: use --norm linf"),
-    ("PGDL2", {}, ThreatModel(("v",), 0.5, "linf"), "attacks in norm l2, not linf: use --norm l2"),
-    ("PGDL2", {}, ThreatModel(("v", "a"), 0.5, "l2", joint=False), "joint"),
-    ("PGDL2", {"eps": 0.1}, ThreatModel(("v",), 0.5), "eps=0.1 differs from the run's ε=0.5; ε comes from --eps"),
-    ("PGDL2", {"norm": "L2"}, None, "come from the threat model"),
-    ("PGDL2", {"stepz": 3}, None, r"unknown option\(s\) stepz \(did you mean 'steps'\?\); valid: alpha"),
-    ("PGDL2", {"steps": "ten"}, None, "option steps takes an integer"),
-    ("CW", {"eps": 0.1}, None, "no budget option eps"),
-    ("DIFGSM", {}, None, "cannot be adapted"),
-])
+@pytest.mark.parametrize(
+    "name, options, threat, message",
+    [
+        ("NoSuchAttack", {}, None, "valid: .*PGDL2"),
+        ("PGD", {}, ThreatModel(("v",), 0.5, "l2"), "attacks in norm linf, not l2: use --norm linf"),
+        ("PGDL2", {}, ThreatModel(("v",), 0.5, "linf"), "attacks in norm l2, not linf: use --norm l2"),
+        ("PGDL2", {}, ThreatModel(("v", "a"), 0.5, "l2", joint=False), "joint"),
+        ("PGDL2", {"eps": 0.1}, ThreatModel(("v",), 0.5), "eps=0.1 differs from the run's ε=0.5; ε comes from --eps"),
+        ("PGDL2", {"norm": "L2"}, None, "come from the threat model"),
+        ("PGDL2", {"stepz": 3}, None, r"unknown option\(s\) stepz \(did you mean 'steps'\?\); valid: alpha"),
+        ("PGDL2", {"steps": "ten"}, None, "option steps takes an integer"),
+        ("CW", {"eps": 0.1}, None, "no budget option eps"),
+        ("DIFGSM", {}, None, "cannot be adapted"),
+    ],
+)
 def test_clear_errors(name, options, threat, message):
     model = TwoModalNet().eval()
     batch = make_batch(2, seed=6)

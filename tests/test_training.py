@@ -1,4 +1,5 @@
 """The shared training loop: reproducible, cached checkpoints with sha256, resume, CRMT stages."""
+
 import json
 import logging
 
@@ -43,8 +44,9 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch, c
     """Stateful defenses too: PMR prototypes live in ctx.state, OGM-GE noise follows the saved generator."""
     import mmrobust_bench.bench.train as train_mod
 
-    reference = train_defense(defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "ref",
-                              progress=False)
+    reference = train_defense(
+        defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "ref", progress=False
+    )
     calls = {"n": 0}
     original = train_mod.save_resume
 
@@ -66,16 +68,18 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(train_mod, "save_resume", count)
     caplog.set_level(logging.INFO, logger=train_mod.__name__)
-    resumed = train_defense(defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run",
-                            progress=False)
+    resumed = train_defense(
+        defense, dataset_options=SMALL, overrides={"epochs": 3}, root=tmp_path / "run", progress=False
+    )
     assert saved_epochs == [2]  # only the third epoch ran again, not the whole schedule
     assert f"resuming {defense} from epoch 2" in caplog.text
     assert _states_equal(resumed.model, reference.model)
 
 
 def test_crmt_step2_changes_only_integration_weights(tmp_path):
-    trained = train_defense("crmt_jt", dataset_options=SMALL, overrides={"epochs": 1, "step2_epochs": 3},
-                            root=tmp_path, progress=False)
+    trained = train_defense(
+        "crmt_jt", dataset_options=SMALL, overrides={"epochs": 1, "step2_epochs": 3}, root=tmp_path, progress=False
+    )
     stage1, _, _ = load_stage(trained.directory, "stage1")
     final = trained.model.state_dict()
     changed = {k for k in final if not torch.equal(final[k].cpu(), stage1[k])}
@@ -85,16 +89,20 @@ def test_crmt_step2_changes_only_integration_weights(tmp_path):
 
 
 def test_official_lipschitz_mode_is_a_named_option(tmp_path):
-    trained = train_defense("crmt_jt", dataset_options=SMALL,
-                            overrides={"epochs": 1, "step2_epochs": 1, "lip_mode": "official"},
-                            root=tmp_path, progress=False)
+    trained = train_defense(
+        "crmt_jt",
+        dataset_options=SMALL,
+        overrides={"epochs": 1, "step2_epochs": 1, "lip_mode": "official"},
+        root=tmp_path,
+        progress=False,
+    )
     assert torch.equal(trained.extra["lipschitz.a"], torch.zeros_like(trained.extra["lipschitz.a"]))
 
 
 def test_overrides_are_type_checked_and_unknown_keys_listed():
     defense, train_cfg = build_defense("crmt_at", {"rho": "1.5", "epochs": "3", "own_groups": "full"})
     assert defense.config.rho == 1.5 and train_cfg.epochs == 3 and defense.config.own_groups == "full"
-    with pytest.raises(ValueError, match="unknown setting rhoo.*valid: rho"):
+    with pytest.raises(ValueError, match=r"unknown setting rhoo.*valid: rho"):
         build_defense("crmt_at", {"rhoo": 1})
     with pytest.raises(ValueError, match="epochs expects int"):
         build_defense("jt", {"epochs": "many"})
@@ -106,8 +114,13 @@ def test_step2_train_mode_reproduces_reference_bn_drift(tmp_path):
     """With the reference's train-mode step 2, BN running statistics move; in eval mode they do not."""
     options = {"epochs": 1, "step2_epochs": 1}
     frozen = train_defense("crmt_jt", dataset_options=SMALL, overrides=options, root=tmp_path, progress=False)
-    drift = train_defense("crmt_jt", dataset_options=SMALL, overrides={**options, "step2_encoder_mode": "train"},
-                          root=tmp_path, progress=False)
+    drift = train_defense(
+        "crmt_jt",
+        dataset_options=SMALL,
+        overrides={**options, "step2_encoder_mode": "train"},
+        root=tmp_path,
+        progress=False,
+    )
     stage1, _, _ = load_stage(drift.directory, "stage1")
     moved = {k for k, v in drift.model.state_dict().items() if "running_mean" in k and not torch.equal(v, stage1[k])}
     assert moved, "train-mode step 2 should update BN running statistics"
@@ -133,8 +146,13 @@ def test_speed_settings_stay_out_of_old_checkpoint_keys_and_bf16_trains(tmp_path
     assert key_dict(TrainConfig(precision="bf16"))["precision"] == "bf16"
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         TrainConfig(precision="half")
-    trained = train_defense("crmt_jt", root=tmp_path, progress=False, dataset_options={"n_train": 128, "n_test": 32},
-                            overrides={"epochs": 1, "precision": "bf16", "channels_last": True})
+    trained = train_defense(
+        "crmt_jt",
+        root=tmp_path,
+        progress=False,
+        dataset_options={"n_train": 128, "n_test": 32},
+        overrides={"epochs": 1, "precision": "bf16", "channels_last": True},
+    )
     assert trained.key.train_config["precision"] == "bf16"
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trained.model.parameters())
     conv = next(p for p in trained.model.parameters() if p.dim() == 4)

@@ -1,6 +1,7 @@
 """`mmrobust-bench verify` on a scratch leaderboard: the zoo re-evaluated within a tolerance (untouched rows pass,
 an edited row fails and is named, a row within the tolerance passes with its difference printed, the recorded
 provenance beside a difference), `--retrain` against the committed seed spread, and certificates and η rows."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -11,6 +12,7 @@ import yaml
 from mmrobust_bench.bench.environment import row_provenance
 from mmrobust_bench.bench.zoo import read_zoo
 from mmrobust_bench.cli import main
+
 from scratch_leaderboard import Leaderboard, build
 
 # every test here uses the scratch leaderboard's trained models; the CLI's --threads changes the thread count,
@@ -24,8 +26,21 @@ def board(tmp_path_factory) -> Leaderboard:
 
 
 def verify(board: Leaderboard, *extra: str, results=None) -> list[str]:
-    return ["verify", "--config", str(board.config), "--root", str(board.runs), "--n", "0", "--cells", "0",
-            "--no-progress", "-q", *(["--results", str(results)] if results else []), *extra]
+    return [
+        "verify",
+        "--config",
+        str(board.config),
+        "--root",
+        str(board.runs),
+        "--n",
+        "0",
+        "--cells",
+        "0",
+        "--no-progress",
+        "-q",
+        *(["--results", str(results)] if results else []),
+        *extra,
+    ]
 
 
 def rows_text(board: Leaderboard) -> pd.DataFrame:
@@ -36,8 +51,9 @@ def rows_text(board: Leaderboard) -> pd.DataFrame:
 def edited(board: Leaderboard, path, seed: int, attack: str, delta: float, **columns: str) -> float:
     """Write a copy of the results with one row of jt ``seed``'s ``attack`` cell moved by ``delta``; its old value."""
     frame = rows_text(board)
-    (i,) = frame.index[(frame["seed"] == str(seed)) & (frame["attack"] == attack)
-                       & (frame["eps"].isin(["0.0", "0.5"]))].tolist()
+    (i,) = frame.index[
+        (frame["seed"] == str(seed)) & (frame["attack"] == attack) & (frame["eps"].isin(["0.0", "0.5"]))
+    ].tolist()
     old = float(frame.loc[i, "accuracy"])
     frame.loc[i, "accuracy"] = repr(old + delta)
     for name, value in columns.items():
@@ -52,14 +68,18 @@ def table_line(out: str, start: str) -> str:
 
 
 def test_untouched_rows_reproduce_exactly_and_nothing_is_written(board, capsys):
-    snapshot = lambda: {p: p.stat().st_mtime_ns for p in board.base.rglob("*") if p.is_file()}  # noqa: E731
+    def snapshot():
+        return {p: p.stat().st_mtime_ns for p in board.base.rglob("*") if p.is_file()}
+
     before = snapshot()
     torch.set_num_threads(2)  # verify evaluates at the rows' recorded thread count, not at this process's
     assert main(verify(board)) == 0
     assert snapshot() == before
     out = capsys.readouterr().out
-    assert ("tolerance: 0 for the 8 value(s) recorded with this machine's CPU capability, torch version and build "
-            "and device; 0.01 for the 0 others") in out
+    assert (
+        "tolerance: 0 for the 8 value(s) recorded with this machine's CPU capability, torch version and build "
+        "and device; 0.01 for the 0 others"
+    ) in out
     assert "largest difference: 0 (every value reproduced exactly)" in out
     assert "verify: 8 values of 2 model(s) re-evaluated from the zoo: all pass (8 exactly equal)" in out
     lines = [line for line in out.splitlines() if line.startswith("| result | jt |")]
@@ -72,14 +92,17 @@ def test_a_row_edited_by_005_fails_and_is_named(board, tmp_path, capsys):
     assert main(verify(board, results=tmp_path / "results.csv")) == 1
     out = capsys.readouterr().out
     line = table_line(out, "| result | jt | 0 | clean |")
-    assert line == (f"| result | jt | 0 | clean | none | 0 | {old + 0.05:.6g} | {old:.6g} | -0.05 | 0 | "
-                    f"{sha[:12]} = | FAILS |")
+    assert line == (
+        f"| result | jt | 0 | clean | none | 0 | {old + 0.05:.6g} | {old:.6g} | -0.05 | 0 | {sha[:12]} = | FAILS |"
+    )
     assert "largest difference: 0.05, reached by jt seed 0 clean on none" in out
     assert "verify: 8 values of 2 model(s) re-evaluated from the zoo: 1 fail" in out
     here = row_provenance()
-    assert (f"1 value(s) that moved were recorded on: {here['cpu_capability']}, torch {torch.__version__} build "
-            f"{here['torch_build']}, 1 thread(s), cpu ({here['device_name']}); re-measured here on: "
-            f"{here['cpu_capability']}, torch {torch.__version__} build {here['torch_build']}, 1 thread(s), cpu") in out
+    assert (
+        f"1 value(s) that moved were recorded on: {here['cpu_capability']}, torch {torch.__version__} build "
+        f"{here['torch_build']}, 1 thread(s), cpu ({here['device_name']}); re-measured here on: "
+        f"{here['cpu_capability']}, torch {torch.__version__} build {here['torch_build']}, 1 thread(s), cpu"
+    ) in out
     assert main(verify(board, "--tolerance", "0.04", results=tmp_path / "results.csv")) == 1  # 0.05 > 0.04
 
 
@@ -96,17 +119,28 @@ def test_a_row_within_the_tolerance_passes_with_its_difference_printed(board, tm
 
 
 def test_rows_from_another_machine_get_the_stated_tolerance_and_their_provenance(board, tmp_path, capsys):
-    edited(board, tmp_path / "results.csv", 1, "fgm", 1 / 32, cpu_capability="AVX2", torch_build="0123456789ab",
-           device_name="Another CPU")
+    edited(
+        board,
+        tmp_path / "results.csv",
+        1,
+        "fgm",
+        1 / 32,
+        cpu_capability="AVX2",
+        torch_build="0123456789ab",
+        device_name="Another CPU",
+    )
     assert main(verify(board, results=tmp_path / "results.csv")) == 1  # 0.03125 > 0.01
     out = capsys.readouterr().out
     assert "tolerance: 0 for the 7 value(s) recorded with this machine's" in out and "0.01 for the 1 others" in out
-    assert table_line(out, "| result | jt | 1 | fgm | a | 0.5 |").endswith("| 0.01 | "
-                                                                          f"{read_zoo(board.zoo).find('jt', 1).sha256[:12]} = | FAILS |")
+    assert table_line(out, "| result | jt | 1 | fgm | a | 0.5 |").endswith(
+        f"| 0.01 | {read_zoo(board.zoo).find('jt', 1).sha256[:12]} = | FAILS |"
+    )
     here = row_provenance()
-    assert (f"1 value(s) that moved were recorded on: AVX2, torch {torch.__version__} build 0123456789ab, 1 thread(s), "
-            f"cpu (Another CPU); re-measured here on: {here['cpu_capability']}, torch {torch.__version__} build "
-            f"{here['torch_build']}") in out
+    assert (
+        f"1 value(s) that moved were recorded on: AVX2, torch {torch.__version__} build 0123456789ab, 1 thread(s), "
+        f"cpu (Another CPU); re-measured here on: {here['cpu_capability']}, torch {torch.__version__} build "
+        f"{here['torch_build']}"
+    ) in out
 
     # rows written before the provenance columns existed still load; nothing says they came from this machine
     frame = rows_text(board).drop(columns=["cpu_capability", "torch_build", "device_name"])
@@ -131,8 +165,24 @@ def test_retrain_accepts_a_value_inside_the_seed_spread_and_rejects_one_outside(
         for seed, value in values.items():
             frame.loc[clean[seed], "accuracy"] = repr(value)
         frame.to_csv(tmp_path / "results.csv", index=False)
-        code = main(["verify", "--retrain", "--config", str(tmp_path / "sweep.yaml"), "--root", str(board.runs),
-                     "--results", str(tmp_path / "results.csv"), "--n", "1", "--cells", "0", "--no-progress", "-q"])
+        code = main(
+            [
+                "verify",
+                "--retrain",
+                "--config",
+                str(tmp_path / "sweep.yaml"),
+                "--root",
+                str(board.runs),
+                "--results",
+                str(tmp_path / "results.csv"),
+                "--n",
+                "1",
+                "--cells",
+                "0",
+                "--no-progress",
+                "-q",
+            ]
+        )
         return code, capsys.readouterr().out
 
     # stored clean accuracies r0 + 0.05, r0 + 0.15, r0 - 0.05: mean r0 + 0.05, std 0.1, so r0 lies inside ± 0.3
@@ -199,5 +249,7 @@ def test_certificates_and_eta_rows_carry_provenance_and_are_verified(certified_b
     assert main(args) == 1
     out = capsys.readouterr().out
     row = certified.loc[i]
-    line = table_line(out, f"| certificate | jt | 0 | empirical {row.certificate} {row.variant} | {row.modality} | 0.0 |")
+    line = table_line(
+        out, f"| certificate | jt | 0 | empirical {row.certificate} {row.variant} | {row.modality} | 0.0 |"
+    )
     assert "| -0.05 | 0 |" in line and line.endswith("| FAILS |")

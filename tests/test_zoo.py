@@ -1,5 +1,6 @@
 """The model zoo: export a sweep's checkpoints, load them through the public API, reproduce stored rows exactly,
 refuse damaged, swapped or missing files with one clear line; `zoo list/show`; cards link their zoo file."""
+
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from mmrobust_bench.bench.results import read_rows
 from mmrobust_bench.bench.zoo import ZooError, read_zoo
 from mmrobust_bench.cli import main
 from mmrobust_bench.io import sha256_file
+
 from scratch_leaderboard import Leaderboard, build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,25 +42,36 @@ def test_export_copies_each_final_checkpoint_byte_for_byte_with_its_index(board)
     assert zoo.dataset == "synthav" and zoo.dataset_options == {"n_train": 128, "n_test": 32}
     assert zoo.batch_size == 32 and zoo.results_path == (board.runs / "results.csv").resolve()
     assert [(e.entry, e.defense, e.seed, e.file, e.config) for e in zoo.entries] == [
-        ("jt", "jt", 0, "jt-seed0.safetensors", "jt-seed0.json"), ("jt", "jt", 1, "jt-seed1.safetensors", "jt-seed1.json")]
+        ("jt", "jt", 0, "jt-seed0.safetensors", "jt-seed0.json"),
+        ("jt", "jt", 1, "jt-seed1.safetensors", "jt-seed1.json"),
+    ]
     for e in zoo.entries:
         mine = rows[rows["seed"] == e.seed]
         assert set(mine["checkpoint_sha256"]) == {e.sha256} and set(mine["config_hash"]) == {e.config_hash}
         path = board.zoo / e.file
         assert sha256_file(path) == e.sha256 and path.stat().st_size == e.size
-        (source,) = [p for p in (board.runs / "checkpoints").rglob("final.safetensors")
-                     if json.loads((p.parent / "config.json").read_text())["seed"] == e.seed]
+        (source,) = [
+            p
+            for p in (board.runs / "checkpoints").rglob("final.safetensors")
+            if json.loads((p.parent / "config.json").read_text())["seed"] == e.seed
+        ]
         assert path.read_bytes() == source.read_bytes()
         record = json.loads((board.zoo / e.config).read_text())
         assert record["key"]["seed"] == e.seed and record["key"]["defense"] == "jt"
         assert record["provenance"]["final"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         assert record["provenance"]["final"]["threads"] == 1
-    assert sorted(p.name for p in board.zoo.iterdir()) == ["jt-seed0.json", "jt-seed0.safetensors", "jt-seed1.json",
-                                                         "jt-seed1.safetensors", "zoo.json"]
+    assert sorted(p.name for p in board.zoo.iterdir()) == [
+        "jt-seed0.json",
+        "jt-seed0.safetensors",
+        "jt-seed1.json",
+        "jt-seed1.safetensors",
+        "zoo.json",
+    ]
     before = {p.name: p.stat().st_mtime_ns for p in board.zoo.iterdir()}
     assert main(["zoo", "export", "--root", str(board.runs), "--out", str(board.zoo), "-q"]) == 0  # idempotent
     assert {p.name: p.stat().st_mtime_ns for p in board.zoo.iterdir() if p.suffix == ".safetensors"} == {
-        k: v for k, v in before.items() if k.endswith(".safetensors")}
+        k: v for k, v in before.items() if k.endswith(".safetensors")
+    }
 
 
 def test_loaded_model_reproduces_its_stored_rows_exactly_through_the_public_api(board, monkeypatch, tmp_path):
@@ -70,8 +83,17 @@ def test_loaded_model_reproduces_its_stored_rows_exactly_through_the_public_api(
     assert model.zoo_entry["sha256"] == read_zoo(board.zoo).find("jt", 1).sha256
     test = mmr.load_dataset("synthav", split="test")
     assert (test.n, test.batch_size, len(test)) == (32, 32, 1)
-    rows = mmr.evaluate(model, test, attack="fgm", modality="a", eps=[0.5, 1.0], label="jt", dataset="synthav",
-                        seed=1, check_flags=False)
+    rows = mmr.evaluate(
+        model,
+        test,
+        attack="fgm",
+        modality="a",
+        eps=[0.5, 1.0],
+        label="jt",
+        dataset="synthav",
+        seed=1,
+        check_flags=False,
+    )
     mine = stored(board)
     mine = mine[(mine["seed"] == 1) & mine["attack"].isin(["clean", "fgm"])].sort_values(["attack", "eps"])
     assert list(rows.sort_values(["attack", "eps"])["accuracy"]) == list(mine["accuracy"])  # exactly
@@ -112,8 +134,11 @@ def test_swapped_weights_or_configs_are_refused(board, tmp_path):
     c_text, d_text = c.read_text(), d.read_text()
     c.write_text(d_text)
     d.write_text(c_text)
-    with pytest.raises(ZooError, match=r"refusing .*jt-seed0\.json: it records seed '1', the zoo index '0' for this "
-                                       r"entry \(files swapped or edited\)"):
+    with pytest.raises(
+        ZooError,
+        match=r"refusing .*jt-seed0\.json: it records seed '1', the zoo index '0' for this "
+        r"entry \(files swapped or edited\)",
+    ):
         mmr.load_model("synthav", "jt", seed=0, zoo=copy.zoo)
 
 
@@ -122,14 +147,19 @@ def test_an_index_pointing_at_a_missing_file_or_no_index_is_a_clear_error(board,
     (copy.zoo / "jt-seed1.safetensors").unlink()
     with pytest.raises(ZooError) as err:
         mmr.load_model("synthav", "jt", seed=1, zoo=copy.zoo)
-    assert str(err.value) == (f"zoo index {copy.zoo / 'zoo.json'} lists jt-seed1.safetensors for jt seed 1, but "
-                              f"{copy.zoo / 'jt-seed1.safetensors'} does not exist; restore it (git checkout) or "
-                              f"re-export the zoo")
+    assert str(err.value) == (
+        f"zoo index {copy.zoo / 'zoo.json'} lists jt-seed1.safetensors for jt seed 1, but "
+        f"{copy.zoo / 'jt-seed1.safetensors'} does not exist; restore it (git checkout) or "
+        f"re-export the zoo"
+    )
     (copy.zoo / "jt-seed0.json").unlink()
     with pytest.raises(ZooError, match=r"lists jt-seed0\.json for jt seed 0, but .* does not exist"):
         mmr.load_model("synthav", "jt", seed=0, zoo=copy.zoo)
-    with pytest.raises(ZooError, match=r"no model zoo at .*nowhere \(zoo\.json missing\): export one with "
-                                       r"`mmrobust-bench zoo export"):
+    with pytest.raises(
+        ZooError,
+        match=r"no model zoo at .*nowhere \(zoo\.json missing\): export one with "
+        r"`mmrobust-bench zoo export",
+    ):
         mmr.load_model("synthav", "jt", zoo=tmp_path / "nowhere")
     with pytest.raises(ZooError, match=r"has no entry 'jt_' \(did you mean 'jt'\?\); entries: jt"):
         mmr.load_model("synthav", "jt_", zoo=board.zoo)
@@ -141,26 +171,49 @@ def test_an_index_pointing_at_a_missing_file_or_no_index_is_a_clear_error(board,
 
 def test_export_refuses_a_missing_checkpoint_and_writes_nothing(board, tmp_path, capsys):
     copy = board.copy(tmp_path / "lb")
-    (checkpoint,) = [p for p in (copy.runs / "checkpoints").rglob("final.safetensors")
-                     if json.loads((p.parent / "config.json").read_text())["seed"] == 1]
+    (checkpoint,) = [
+        p
+        for p in (copy.runs / "checkpoints").rglob("final.safetensors")
+        if json.loads((p.parent / "config.json").read_text())["seed"] == 1
+    ]
     checkpoint.unlink()
     out = tmp_path / "zoo"
     assert main(["zoo", "export", "--root", str(copy.runs), "--out", str(out), "-q"]) == 2
     err = capsys.readouterr().err
     assert "zoo export: 1 model(s) cannot be exported (jt seed 1: no intact final checkpoint in " in err
     assert "rerun the sweep for them" in err and not out.exists()
-    assert main(["zoo", "export", "--root", str(copy.runs), "--out", str(out), "--only", "jt", "-q",
-                 "--config", str(tmp_path / "missing.yaml")]) == 2
-    assert capsys.readouterr().err == (f"mmrobust-bench: error: zoo export: no sweep YAML at {tmp_path / 'missing.yaml'} "
-                                       f"(the settings that rebuild each model); give --config\n")
+    assert (
+        main(
+            [
+                "zoo",
+                "export",
+                "--root",
+                str(copy.runs),
+                "--out",
+                str(out),
+                "--only",
+                "jt",
+                "-q",
+                "--config",
+                str(tmp_path / "missing.yaml"),
+            ]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err == (
+        f"mmrobust-bench: error: zoo export: no sweep YAML at {tmp_path / 'missing.yaml'} "
+        f"(the settings that rebuild each model); give --config\n"
+    )
 
 
 def test_zoo_list_and_show(board, capsys):
     assert main(["zoo", "list", "--leaderboards", str(board.base)]) == 0
     lines = capsys.readouterr().out.splitlines()
     zoo = read_zoo(board.zoo)
-    assert lines[2:] == [f"| synthav | jt | jt | {e.seed} | {e.config_hash} | {e.sha256[:12]}… | "
-                         f"{e.size / 1024:.0f} KiB |" for e in zoo.entries]
+    assert lines[2:] == [
+        f"| synthav | jt | jt | {e.seed} | {e.config_hash} | {e.sha256[:12]}… | {e.size / 1024:.0f} KiB |"
+        for e in zoo.entries
+    ]
     assert main(["zoo", "list", "nothing*", "--zoo", str(board.zoo), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert main(["zoo", "list", "synthav/j*", "--zoo", str(board.zoo), "--json"]) == 0
@@ -187,8 +240,12 @@ def test_model_cards_link_their_zoo_file_and_sha256(board, tmp_path):
     write_leaderboard(stored(copy), out, command="test")
     card = json.loads((out / "cards" / "synthav" / "jt-seed0.json").read_text())
     entry = read_zoo(copy.zoo).find("jt", 0)
-    assert card["zoo"] == {"file": str(copy.zoo / entry.file), "sha256": entry.sha256, "size": entry.size,
-                           "config": str(copy.zoo / entry.config)}
+    assert card["zoo"] == {
+        "file": str(copy.zoo / entry.file),
+        "sha256": entry.sha256,
+        "size": entry.size,
+        "config": str(copy.zoo / entry.config),
+    }
     assert card["checkpoint_sha256"] == entry.sha256 and card["config_source"] == str(copy.zoo / entry.config)
     assert card["config"]["seed"] == 0 and card["config"]["stages"]["final"]["sha256"] == entry.sha256
     assert card["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
@@ -196,8 +253,14 @@ def test_model_cards_link_their_zoo_file_and_sha256(board, tmp_path):
 
 def test_example_attacks_a_leaderboard_model_with_its_own_attack(board, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", MMROBUST_HOME=str(tmp_path), MMROBUST_LEADERBOARDS=str(board.base))
-    done = subprocess.run([sys.executable, str(REPO / "examples" / "zoo.py"), "--eps", "0.5"], capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path, env=env)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "zoo.py"), "--eps", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = stored(board)
     row = rows[(rows["seed"] == 0) & (rows["attack"] == "fgm") & (rows["eps"] == 0.5)].iloc[0]

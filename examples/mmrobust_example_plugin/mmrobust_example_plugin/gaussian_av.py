@@ -9,6 +9,7 @@ the ``mmrobust_bench.datasets`` entry point that returns an
 ``encoders`` name registered encoders, here ``example_mlp`` from the ``mmrobust_bench.encoders``
 entry point of this package. Generation takes milliseconds, so nothing is cached.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,10 @@ class GaussianAVConfig:
 def class_means(cfg: GaussianAVConfig) -> dict[str, Tensor]:
     """μ^(m) as (K, dim_m) per modality, from a generator seeded with ``seed``."""
     g = torch.Generator().manual_seed(cfg.seed)
-    return {m: F.normalize(torch.randn(cfg.n_classes, dim, generator=g), dim=1) * sep
-            for m, dim, sep in (("v", cfg.dim_v, cfg.separation_v), ("a", cfg.dim_a, cfg.separation_a))}
+    return {
+        m: F.normalize(torch.randn(cfg.n_classes, dim, generator=g), dim=1) * sep
+        for m, dim, sep in (("v", cfg.dim_v, cfg.separation_v), ("a", cfg.dim_a, cfg.separation_a))
+    }
 
 
 def generate(cfg: GaussianAVConfig) -> tuple[dict[str, Tensor], Tensor]:
@@ -85,15 +88,16 @@ def build_gaussian_av(*, cache_dir: Path | None = None, **options: Any) -> InMem
 
     return InMemoryDataset(
         name="gaussian_av",
-        specs=(ModalitySpec("v", (cfg.dim_v,), description="Gaussian-mixture vector, the weaker cue; unbounded"),
-               ModalitySpec("a", (cfg.dim_a,), description="Gaussian-mixture vector, the stronger cue; unbounded")),
+        specs=(
+            ModalitySpec("v", (cfg.dim_v,), description="Gaussian-mixture vector, the weaker cue; unbounded"),
+            ModalitySpec("a", (cfg.dim_a,), description="Gaussian-mixture vector, the stronger cue; unbounded"),
+        ),
         num_classes=cfg.n_classes,
         train=split(slice(0, n)),
         test=split(slice(n, None)),
         class_names=tuple(f"class{k}" for k in range(cfg.n_classes)),
         config=asdict(cfg),
-        train_defaults={"epochs": 8, "batch_size": 64, "lr": 0.05, "lr_step": 0, "optimizer": "sgd",
-                        "feature_dim": 32},
+        train_defaults={"epochs": 8, "batch_size": 64, "lr": 0.05, "lr_step": 0, "optimizer": "sgd", "feature_dim": 32},
         encoders={"v": "example_mlp", "a": "example_mlp"},
     )
 
@@ -103,8 +107,9 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, in_features: int, feature_dim: int, hidden: int = 64) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, feature_dim), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)

@@ -4,6 +4,7 @@ A plugin defense is a :class:`~mmrobust_bench.defenses.base.Defense` subclass wi
 dataclass of hyperparameters (``--set smoothing=0.2`` overrides them) and a ``loss``; it is not
 registered with the built-in decorator, the entry point in pyproject.toml is its registration.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

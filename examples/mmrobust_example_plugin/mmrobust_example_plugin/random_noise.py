@@ -8,9 +8,11 @@ no better than noise suggests masked gradients. A plugin attack is an
 keeps unattacked modalities bit-identical, projects onto the threat ball and clamps into each
 modality's valid box, so ``perturb`` only proposes the perturbed inputs.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,8 +46,16 @@ class RandomNoiseL2(Attack):
 
         return version("mmrobust-example-plugin")
 
-    def perturb(self, model: nn.Module, batch: Batch, labels: Tensor, threat: ThreatModel, eps: Tensor,
-                *, targets: Tensor | None = None) -> Batch:
+    def perturb(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        labels: Tensor,
+        threat: ThreatModel,
+        eps: Tensor,
+        *,
+        targets: Tensor | None = None,
+    ) -> Batch:
         if targets is not None:
             raise ValueError("random_l2 is untargeted: random noise does not aim at a class")
         device = labels.device
