@@ -20,8 +20,6 @@ from ..bench.naming import label_series
 from ..bench.sweep_config import parse_defense_entry
 from ..defenses import build_defense
 from .entries import base_label, find_checkpoint_configs
-from .stats import summarize
-from .tables import ALL
 from .figure_style import (
     FULL_WIDTH,
     MAX_TITLE,
@@ -35,7 +33,8 @@ from .figure_style import (
     plot_text,
     sized_ticks,
 )
-
+from .stats import summarize
+from .tables import ALL
 
 # Figure 5: (stage shown, defense label in the rows). The head-only stage's name is neutral unless the head of
 # its rows is known (crmt_heads): "crmt_jt_orth_only" is a historical label, the committed synthav rows of it

@@ -16,9 +16,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .paper import display_name
-from .stats import modality_name
-from .tables import ALL, single_modalities
 from .figure_style import (
     FULL_WIDTH,
     LEGEND_CHARS,
@@ -44,6 +41,9 @@ from .figure_style import (
     seed_curve,
     sized_ticks,
 )
+from .paper import display_name
+from .stats import modality_name
+from .tables import ALL, single_modalities
 
 
 def figure1(

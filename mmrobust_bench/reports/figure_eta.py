@@ -19,9 +19,6 @@ from matplotlib.ticker import FuncFormatter
 
 from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense
 from .entries import base_label, resolve_entries
-from .paper import display_name
-from .stats import modality_name
-from .tables import paper_row_order
 from .figure_style import (
     FULL_WIDTH,
     HEATMAPS_PER_ROW,
@@ -32,7 +29,9 @@ from .figure_style import (
     draw_command,
     plot_text,
 )
-
+from .paper import display_name
+from .stats import modality_name
+from .tables import paper_row_order
 
 FIGURE3_DEFENSES = ("jt", "mmat", "crmt_jt", "crmt_at", "crmt_mix")
 

@@ -24,7 +24,6 @@ from .paper import FAMILIES, REFERENCE, family
 from .stats import modality_name, summarize
 from .tables import ALL, choose_attack_configs, paper_row_order
 
-
 PANELS_PER_ROW = 5
 HEATMAPS_PER_ROW = 3  # Figure 3 at full width: square panels large enough for a 10 × 10 class grid
 BANDS = ("std", "ci95")

@@ -97,13 +97,15 @@ from .figure_style import (
 )
 from .paths import output_path, slug
 
-
 DESCRIPTIONS = {
-    1: "Figure 1: accuracy vs ℓ2-PGD radius on each attacked modality, per entry (line: mean over seeds; band: see legend)",
+    1: "Figure 1: accuracy vs ℓ2-PGD radius on each attacked modality, per entry "
+    "(line: mean over seeds; band: see legend)",
     3: "Figure 3: vulnerability-indicator ratio between modalities per class pair (y, j), per entry, mean over seeds; "
     "empirical (gradient-based Lipschitz estimates)",
-    4: "Figure 4: uni-modal robust accuracy vs radius, per entry, with seed bands and the gap between modalities shaded",
-    5: "Figure 5: CRMT ablation — clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5 (dots: seeds; bar: mean ± band)",
+    4: "Figure 4: uni-modal robust accuracy vs radius, per entry, with seed bands "
+    "and the gap between modalities shaded",
+    5: "Figure 5: CRMT ablation — clean and multi-modal FGM / ℓ2-PGD accuracy at ε = 0.5 "
+    "(dots: seeds; bar: mean ± band)",
 }
 
 

@@ -1,4 +1,4 @@
-"""A static HTML leaderboard and a JSON card per model, from result rows (``report --html``).
+"""A static HTML leaderboard and a JSON card per model (``reports.cards``), from result rows (``report --html``).
 
 - ``cards/<dataset>/<entry>-seed<k>.json``: one per model (a checkpoint: entry × seed; cards of models the
   rows no longer hold are removed) — dataset,
@@ -25,157 +25,31 @@ File and folder names are slugs of the rows' names (``reports.paths``), never th
 rendered by Jinja2 with autoescape, so every name and value from the rows is text, never markup, and a
 Content-Security-Policy lets only the page's own sort script (by its sha256) and style run.
 """
+
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import jinja2
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
 from ..bench.zoo_index import link_cards
 from ..io import atomic_write_text
+from .cards import CARD_SCHEMA, card_path, model_cards, prune_stale_cards, write_cards
 from .certified_curves import certified_curve_data
-from .entries import find_checkpoint_configs, mixed_labels, resolve_entries
-from .headline import ANY, STRONG, Z, Headline, headline, masking_check, strong_rows
-from .paper import display_name, method_name
-from .paths import check_unique, output_path, slug
+from .entries import mixed_labels, resolve_entries
+from .headline import ANY, STRONG, Headline, Z, headline, masking_check, strong_rows
+from .leaderboard_page import CONTENT_SECURITY_POLICY, CSS, JS, TEMPLATE
+from .paper import display_name
+from .paths import output_path, slug
 from .stats import SeedSummary, cell_key, modality_name, summarize
 from .stats import slug as column_slug
 from .tables import ALL, Column, _matches, cell_summary, choose_attack_configs, paper_row_order, single_modalities
-
-CARD_SCHEMA = "mmrobust-bench/model-card/1"
-# columns of the rows that describe how a measurement was made (kept when present)
-ENVIRONMENT_COLUMNS = ("suite_version", "library", "library_version", "torch_version", "device", "dtype", "threads",
-                       "cpu_capability", "torch_build", "device_name",
-                       "world_size", "python_version", "platform", "hostname", "command")
-THREAT_FIELDS = ("attack", "attack_config", "library", "library_version", "modality", "norm", "eps", "n", "accuracy",
-                 "flags", "details")
-CERT_FIELDS = ("certificate", "kind", "method", "equation", "variant", "modality", "radius", "n", "certified_accuracy",
-               "median_certified_radius", "honesty_attack", "honesty_certified", "honesty_violations",
-               "honesty_fraction", "tau_source", "certificate_label")
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe scalar: NaN → None, numpy scalars → Python."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def _unique(frame: pd.DataFrame, column: str) -> Any:
-    values = [v for v in dict.fromkeys(_clean(v) for v in frame[column]) if v not in (None, "")]
-    return values[0] if len(values) == 1 else (values or None)
-
-
-def card_path(dataset: str, entry: str, seed: Any) -> str:
-    """Relative path of a model's card under the output directory (slugs of the names: ``reports.paths``)."""
-    return f"cards/{slug(dataset)}/{slug(entry)}-seed{int(seed)}.json"
-
-
-def model_cards(rows: pd.DataFrame, *, certified: pd.DataFrame | None = None, checkpoints: Path | None = None,
-                command: str = "") -> list[dict[str, Any]]:
-    """One card per (dataset, entry, seed) of ``rows`` (entries as in ``reports.entries``)."""
-    split = mixed_labels(rows, certified)
-    rows, _ = resolve_entries(rows, checkpoints=checkpoints, split=split)
-    if certified is not None and not certified.empty:
-        certified, _ = resolve_entries(certified, split=split)
-    cards = []
-    found: dict[str, dict[str, dict[str, Any]]] = {}
-    for (dataset, entry, seed), part in rows.groupby(["dataset", "entry", "seed"], sort=True):
-        if dataset not in found:
-            found[dataset] = find_checkpoint_configs(checkpoints, str(dataset))
-        shas = [s for s in dict.fromkeys(part["checkpoint_sha256"].astype(str)) if s and s != "nan"]
-        config = next((found[dataset][s] for s in shas if s in found[dataset]), None)
-        clean = part[part["attack"] == "clean"]["accuracy"]
-        threats = part[part["attack"] != "clean"]
-        card: dict[str, Any] = {
-            "schema": CARD_SCHEMA,
-            "dataset": str(dataset),
-            "defense": _unique(part, "defense_id") if "defense_id" in part else str(entry),
-            "label": _unique(part, "label") if "label" in part else str(entry).split(" [cfg ")[0],
-            "entry": str(entry),
-            "method": method_name(str(entry)),
-            "seed": int(seed),
-            "config_hash": _unique(part, "config_hash") if "config_hash" in part else None,
-            "checkpoint_sha256": shas[0] if len(shas) == 1 else shas,
-            "config": None if config is None else {k: v for k, v in config.items() if k != "_dir"},
-            "config_source": (f"{config['_dir']}/config.json" if config is not None else
-                              "not found: no checkpoint directory with this sha256"
-                              + (f" under {checkpoints}" if checkpoints else "")),
-            "clean_accuracy": _clean(float(clean.mean())) if len(clean) else None,
-            "robust_accuracy": [{k: _clean(r[k]) for k in THREAT_FIELDS if k in r}
-                                for _, r in threats.sort_values(["attack", "modality", "eps"]).iterrows()],
-            "certificates": [],
-            "environment": {c: _unique(part, c) for c in ENVIRONMENT_COLUMNS if c in part},
-            "card_made_by": command,
-        }
-        if certified is not None and not certified.empty:
-            mine = certified[(certified["dataset"].astype(str) == str(dataset))
-                             & (certified["entry"].astype(str) == str(entry)) & (certified["seed"] == seed)]
-            card["certificates"] = _certificates(mine)
-        cards.append(card)
-    return cards
-
-
-def _certificates(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """One entry per certificate (kind, equation, variant, modality …) with its certified-accuracy curve
-    ``[[radius, certified accuracy], …]`` rather than one entry per radius."""
-    fields = [k for k in CERT_FIELDS if k in rows and k not in ("radius", "certified_accuracy")]
-    out = []
-    if rows.empty:
-        return out
-    keyed = rows.assign(**{k: rows[k].astype(object).where(rows[k].notna(), None) for k in fields})
-    for _, group in keyed.groupby(fields, sort=False, dropna=False):
-        first = group.iloc[0]
-        cert = {k: _clean(first[k]) for k in fields}
-        if not cert.get("kind"):
-            cert["kind"] = _clean(first.get("certificate_label")) or "unknown"
-        if "radius" in group and "certified_accuracy" in group:
-            curve = group.sort_values("radius")[["radius", "certified_accuracy"]]
-            cert["certified_accuracy_by_radius"] = [[_clean(r), _clean(a)] for r, a in curve.itertuples(index=False)]
-        out.append(cert)
-    return out
-
-
-def write_cards(cards: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One JSON file per card, at :func:`card_path` inside ``out_dir``; two models never share a file."""
-    paths = [output_path(out_dir, card_path(c["dataset"], c["entry"], c["seed"])) for c in cards]
-    check_unique((path, f"{c['dataset']} · {c['entry']} · seed {c['seed']}") for path, c in zip(paths, cards))
-    for path, card in zip(paths, cards):
-        atomic_write_text(path, json.dumps(card, indent=1, sort_keys=False, default=str) + "\n")
-    return paths
-
-
-def prune_stale_cards(out_dir: Path, datasets: Sequence[str], keep: Sequence[Path]) -> list[Path]:
-    """Remove the model cards under ``cards/<dataset>/`` that describe no model of the current rows (a model
-    re-trained into another checkpoint, an entry dropped from the sweep), so the folder never shows a model the
-    results no longer hold. Only files that parse as this suite's cards (``schema`` = :data:`CARD_SCHEMA`) are
-    removed; anything else in the folder stays. Returns the removed paths."""
-    kept = {Path(p).resolve() for p in keep}
-    removed = []
-    for dataset in datasets:
-        folder = output_path(out_dir, f"cards/{slug(dataset)}")
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-            if path.resolve() in kept:
-                continue
-            try:
-                is_card = json.loads(path.read_text(encoding="utf-8")).get("schema") == CARD_SCHEMA
-            except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-                is_card = False
-            if is_card:
-                path.unlink()
-                removed.append(path)
-    return removed
 
 
 def leaderboard_columns(data: pd.DataFrame) -> list[Column]:
@@ -186,70 +60,6 @@ def leaderboard_columns(data: pd.DataFrame) -> list[Column]:
     cols += [Column(a, m, 1.0) for a in ("fgm", "pgd_l2") for m in mods] + [Column("missing", m, None) for m in mods]
     return [c for c in cols if not _matches(data, c).empty]
 
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;background:#fff}
-h1{font-size:20px;margin:0 0 4px} h2{font-size:15px;margin:18px 0 4px}
-p.meta{color:#555;font-size:12px;margin:2px 0 10px;max-width:80em} p.links{font-size:13px;margin:2px 0 6px}
-table.board{border-collapse:separate;border-spacing:0;font-size:13px;display:block;max-width:100%;overflow-x:auto;
-font-variant-numeric:tabular-nums}
-th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap;background:#fff}
-th{background:#1f4e79;color:#fff;white-space:normal;min-width:4.5em;max-width:9.5em;vertical-align:bottom;
-font-weight:600} #leaderboard th{cursor:pointer;user-select:none}
-th.headline{background:#123456} th.rankkey{background:#0b2540} th.cert{background:#2d6a4f}
-th .sub{display:block;font-weight:400;font-size:11px;opacity:.9}
-th.text,td.text{text-align:left} th[aria-sort=ascending]::after{content:" \\25B2"}
-th[aria-sort=descending]::after{content:" \\25BC"} tr:nth-child(even) td{background:#f3f6fa}
-#leaderboard th:first-child,#leaderboard td:first-child{position:sticky;left:0;z-index:1;box-shadow:1px 0 0 #ccc}
-#leaderboard th:first-child{z-index:2}
-td code.id{display:block;font-size:11px;color:#666}
-td .sd{color:#777;font-size:11px} td .kind{color:#555;font-size:11px;margin-left:3px;cursor:help}
-a{color:#1f4e79} ul.notes{font-size:12px;color:#444} .em{font-weight:700}
-td.flagged{background:#fff4e0} tr:nth-child(even) td.flagged{background:#fbecd2}
-.flag{color:#b35900;cursor:help;margin-left:3px} dl.legend{font-size:12px;color:#444;margin:4px 0}
-dl.legend dt{font-family:monospace;float:left;clear:left;width:170px} dl.legend dd{margin:0 0 2px 180px}
-"""
-
-_JS = """
-(function(){
-  var table=document.getElementById('leaderboard'), body=table.tBodies[0];
-  function sortBy(key, dir){
-    var th=null;
-    Array.prototype.forEach.call(table.querySelectorAll('th'),function(h){if(h.dataset.key===key){th=h;}});
-    if(!th){return;}
-    var idx=Array.prototype.indexOf.call(th.parentNode.children, th), num=th.dataset.type==='num';
-    var rows=Array.prototype.slice.call(body.rows);
-    rows.sort(function(a,b){
-      var x=a.cells[idx].dataset.value, y=b.cells[idx].dataset.value;
-      if(num){x=x===''?NaN:parseFloat(x); y=y===''?NaN:parseFloat(y);
-        if(isNaN(x)&&isNaN(y)){return 0;} if(isNaN(x)){return 1;} if(isNaN(y)){return -1;}
-        return dir==='asc'?x-y:y-x;}
-      return dir==='asc'?x.localeCompare(y):y.localeCompare(x);});
-    rows.forEach(function(r){body.appendChild(r);});
-    Array.prototype.forEach.call(table.querySelectorAll('th'),function(h){h.removeAttribute('aria-sort');});
-    th.setAttribute('aria-sort', dir==='asc'?'ascending':'descending');
-    table.dataset.sortKey=key; table.dataset.sortDir=dir;
-  }
-  Array.prototype.forEach.call(table.querySelectorAll('th'),function(th){
-    th.addEventListener('click',function(){
-      var dir=th.getAttribute('aria-sort')==='descending'?'asc':'desc';
-      if(th.dataset.type!=='num'&&!th.getAttribute('aria-sort')){dir='asc';}
-      sortBy(th.dataset.key, dir);
-      history.replaceState(null,'','#sort='+encodeURIComponent(th.dataset.key)+'&dir='+dir);});});
-  var m=/sort=([^&]+)(?:&dir=(asc|desc))?/.exec(location.hash.slice(1)||location.search.slice(1));
-  if(m){sortBy(decodeURIComponent(m[1]), m[2]||'desc');}
-})();
-"""
-
-
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
-
-
-#: nothing may load or run but the page's own style and sort script (pinned by their hashes): markup that reached
-#: the page anyway (an inline handler, a <script>, an <img> fetching elsewhere) is inert
-CONTENT_SECURITY_POLICY = (f"default-src 'none'; script-src {_csp_hash(_JS)}; style-src {_csp_hash(_CSS)}; "
-                           "img-src 'none'; base-uri 'none'; form-action 'none'")
 
 #: what each validity flag of ``bench.flags`` means, for the page's legend
 FLAG_TEXT = {
@@ -266,91 +76,27 @@ FLAG_MARK = "\u2691"
 CERT_RADIUS = 0.5
 SOUND_LABEL = "sound (1−α)"
 EMPIRICAL_LABEL = "empirical"
-HEURISTIC_NOTE = "heuristic: the model mixes its modalities before the head (MMT family), so the empirical radius " \
-                 "is not even an estimated bound"
+HEURISTIC_NOTE = (
+    "heuristic: the model mixes its modalities before the head (MMT family), so the empirical radius "
+    "is not even an estimated bound"
+)
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="{{ csp }}">
-<meta name="generator" content="mmrobust-bench">
-<meta name="made-by" content="{{ command }}">
-<title>mmrobust-bench leaderboard — {{ dataset }}</title><style>{{ css }}</style></head>
-<body><h1>Leaderboard — {{ dataset }}</h1>
-<p class="meta">Accuracy on the test split, mean <span class="sd">± sample std</span> over seeds (hover a cell for the
-95% t-interval). One row per defense label and configuration. ε in model-input space (ℓ2); “all” = one joint
-ℓ2 ball over every modality. {{ mark }} marks a cell whose rows carry validity flags (hover it; legend below the
-table). Click a header to sort; the table scrolls sideways, the entry column stays.</p>
-<p class="meta">{% if ranked %}<span class="em">Ranked by {{ rank_title }}</span>: under
-<code>{{ strong_config }}</code> at ε = {{ strong_eps }}{% if rank_is_any %}, the attacker picks, per sample, the
-worst of every modality alone and all of them jointly{% endif %}
-(mean over seeds, best first){% if unranked %}; entries without such rows follow in the paper's method order{% endif
-%}.{% else %}<span class="em">Not ranked</span>: these rows hold no <code>autoattack</code> rows (the standard strong
-evaluation), so the entries are in the paper's method order; a sweep with <code>autoattack</code> on every modality
-and <code>any</code> ranks them.{% endif %}</p>
-<p class="links">Figures: {% for f in figures %}{% if not loop.first %} · {% endif %}{{ f.title }} (
-{%- for name, href in f.files %}{% if not loop.first %} · {% endif %}<a href="{{ href }}">{{ name }}</a>{% endfor %})
-{%- else %}none beside this page{% endfor %}</p>
-{% if documents %}<p class="links">Tables and findings: {% for f in documents %}{% if not loop.first %} · {% endif
-%}{{ f.title }} ({% for name, href in f.files %}{% if not loop.first %} · {% endif %}<a href="{{ href }}">{{ name
-}}</a>{% endfor %}){% endfor %}</p>{% endif %}
-<p class="links">Model cards: one JSON per model (configuration, checkpoint sha256, every number, environment),
-linked from each row's last column{% if cards_dir %} (<a href="{{ cards_dir }}">{{ cards_dir }}</a>){% endif %}.</p>
-<table id="leaderboard" class="board"><thead><tr>
-{%- for h in head %}<th data-key="{{ h.key }}" data-type="{{ h.type }}"{% if h.cls %} class="{{ h.cls }}"{% endif %}
-{%- if h.title %} title="{{ h.title }}"{% endif %}{% if h.sorted %} aria-sort="{{ h.sorted }}"{% endif %}>{{ h.label }}
-{%- if h.sub %}<span class="sub">{{ h.sub }}</span>{% endif %}</th>{% endfor -%}
-</tr></thead>
-<tbody>
-{% for row in rows -%}
-<tr><td class="text" data-value="{{ row.name }}">{{ row.name }}
-{%- if row.name != row.entry %} <code class="id">{{ row.entry }}</code>{% endif %}</td>
-{%- for c in row.cells %}<td data-value="{{ c.value }}"{% if c.title %} title="{{ c.title }}"{% endif %}
-{%- if c.flags %} class="flagged" data-flags="{{ c.flags }}"{% endif %}>{{ c.shown }}
-{%- if c.std %} <span class="sd">± {{ c.std }}</span>{% endif %}
-{%- if c.flags %} <span class="flag" title="{{ c.flag_title }}" aria-label="{{ c.flag_title }}">{{ mark }}</span>
-{%- endif %}{% if c.note %} <span class="kind" title="{{ c.note_title }}">{{ c.note }}</span>{% endif %}</td>
-{%- endfor -%}
-<td class="text" data-value="{{ row.config }}" title="{{ row.config }}"><code>{{ row.config_shown }}</code></td>
-{#- #}<td class="text" data-value="{{ row.entry }}">{% for link in row.cards %}{% if not loop.first %} · {% endif -%}
-<a href="{{ link.href }}">seed {{ link.seed }}</a>{% else %}—{% endfor %}</td></tr>
-{% endfor -%}
-</tbody></table>
-{% if certified %}<p class="meta">Certified accuracy at radius {{ cert_radius }} (mean over seeds):
-<span class="em">{{ sound }}</span> columns are randomized smoothing, each sample certified with probability
-≥ 1 − α (one column per noise setting σ, n, α; “—” beyond its largest certifiable radius);
-<span class="em">{{ empirical }}</span> columns are Eq. 10 (CRMT heads) / Eq. 7 on a modality, Eq. 10 / Eq. 5
-jointly, from Lipschitz estimates: they can
-overclaim, see the honesty checks in the findings.</p>{% endif %}
-{% if ranked %}<h2>Masking check: the paper's ℓ2-PGD against the strong evaluation</h2>
-<p class="meta">{{ masking_summary }}</p>
-{% if masking %}<table id="masking" class="board"><thead><tr><th class="text">entry</th><th class="text">modality</th>
-<th>ε</th><th>pgd_l2</th><th>autoattack</th><th>gap</th><th class="text">PGD flags</th><th>seeds</th></tr></thead>
-<tbody>
-{% for m in masking -%}
-<tr><td class="text">{{ m.name }}{% if m.name != m.entry %} <code class="id">{{ m.entry }}</code>{% endif %}</td>
-{#- #}<td class="text">{{ m.modality }}</td><td>{{ m.eps }}</td><td>{{ m.pgd }}</td><td>{{ m.strong }}</td>
-{#- #}<td>{{ m.gap }}</td><td class="text">{{ m.flags }}</td><td>{{ m.seeds }}</td></tr>
-{% endfor -%}
-</tbody></table>{% endif %}{% endif %}
-<h2>Validity flags</h2>
-<p class="meta">{{ mark }} on a cell: some of its rows carry these flags (bench/flags.py), signs that the attack may
-have overestimated robustness; a claim resting on a flagged cell needs a stronger evaluation. {% if not flags_seen -%}
-No cell of this page is flagged.{% endif %}</p>
-<dl class="legend">{% for name, text in legend %}<dt>{{ mark }} {{ name }}</dt><dd>{{ text }}</dd>{% endfor %}</dl>
-<ul class="notes">{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>
-<p class="meta">made by: <code>{{ command }}</code></p>
-<script>{{ js }}</script>
-</body></html>
-"""
-
-_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(_PAGE)
 
 #: files beside a page that it links, by kind: (title, stem pattern without the dataset's slug)
-FIGURE_FILES = (("Figure 1", "figure1"), ("Figure 3", "figure3"), ("Figure 4", "figure4"), ("Figure 5", "figure5"),
-                ("certified-accuracy curves", "certified-curves"))
-DOCUMENT_FILES = (("Table 1", "table1"), ("Table 2", "table2"), ("Table 3", "table3"), ("pivot", "pivot"),
-                  ("findings", "findings"))
+FIGURE_FILES = (
+    ("Figure 1", "figure1"),
+    ("Figure 3", "figure3"),
+    ("Figure 4", "figure4"),
+    ("Figure 5", "figure5"),
+    ("certified-accuracy curves", "certified-curves"),
+)
+DOCUMENT_FILES = (
+    ("Table 1", "table1"),
+    ("Table 2", "table2"),
+    ("Table 3", "table3"),
+    ("pivot", "pivot"),
+    ("findings", "findings"),
+)
 FORMAT_ORDER = ("pdf", "png", "svg", "md", "csv", "tex")
 
 
@@ -393,21 +139,35 @@ def _cell_flags(rows: pd.DataFrame) -> dict[str, list[int]]:
 
 def _flag_title(flags: dict[str, list[int]]) -> str:
     return "validity flags: " + "; ".join(
-        f"{name} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})" for name, seeds in flags.items())
+        f"{name} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})" for name, seeds in flags.items()
+    )
 
 
 def _stat_cell(s: SeedSummary, flags: dict[str, list[int]]) -> dict[str, Any]:
     """What the page shows in one accuracy cell: mean, std, its 95% interval on hover, its flags."""
-    return {"value": "" if math.isnan(s.mean) else f"{s.mean:.6f}",
-            "shown": "—" if math.isnan(s.mean) else f"{s.mean:.3f}",
-            "std": "" if math.isnan(s.mean) or math.isnan(s.std) else f"{s.std:.3f}",
-            "title": "" if math.isnan(s.ci_low) else f"95% t-interval [{s.ci_low:.3f}, {s.ci_high:.3f}], n={s.n}",
-            "flags": ";".join(flags), "flag_title": _flag_title(flags) if flags else "", "note": "", "note_title": ""}
+    return {
+        "value": "" if math.isnan(s.mean) else f"{s.mean:.6f}",
+        "shown": "—" if math.isnan(s.mean) else f"{s.mean:.3f}",
+        "std": "" if math.isnan(s.mean) or math.isnan(s.std) else f"{s.std:.3f}",
+        "title": "" if math.isnan(s.ci_low) else f"95% t-interval [{s.ci_low:.3f}, {s.ci_high:.3f}], n={s.n}",
+        "flags": ";".join(flags),
+        "flag_title": _flag_title(flags) if flags else "",
+        "note": "",
+        "note_title": "",
+    }
 
 
 def _plain_cell(value: Any, shown: Any, title: str = "", note: str = "", note_title: str = "") -> dict[str, Any]:
-    return {"value": value, "shown": shown, "std": "", "title": title, "flags": "", "flag_title": "", "note": note,
-            "note_title": note_title}
+    return {
+        "value": value,
+        "shown": shown,
+        "std": "",
+        "title": title,
+        "flags": "",
+        "flag_title": "",
+        "note": note,
+        "note_title": note_title,
+    }
 
 
 @dataclass
@@ -448,13 +208,20 @@ def _headline_columns(data: pd.DataFrame) -> tuple[Headline | None, list[_Column
             return _stat_cell(summarize(mine.groupby("seed")["accuracy"].mean()), _cell_flags(mine))
 
         is_any, ranks = mod == ANY, mod == rank_by
-        columns.append(_Column(
-            key=cell_key(STRONG, mod, head.eps), label=f"AA {'any' if is_any else _short(mod)}",
-            sub=f"{'worst case' if is_any else ''}{', ranks' if ranks else ''}{' · ' if is_any or ranks else ''}"
-                f"ε={head.eps:g}", cell=cell,
-            title=f"{head.attack_config} on {'the worst of every threat, per sample' if is_any else modality_name(mod)}"
-                  " — mean ± sample std over seeds",
-            cls="headline rankkey" if ranks else "headline", sorted="descending" if ranks else ""))
+        columns.append(
+            _Column(
+                key=cell_key(STRONG, mod, head.eps),
+                label=f"AA {'any' if is_any else _short(mod)}",
+                sub=f"{'worst case' if is_any else ''}{', ranks' if ranks else ''}{' · ' if is_any or ranks else ''}"
+                f"ε={head.eps:g}",
+                cell=cell,
+                title=f"{head.attack_config} on "
+                f"{'the worst of every threat, per sample' if is_any else modality_name(mod)}"
+                " — mean ± sample std over seeds",
+                cls="headline rankkey" if ranks else "headline",
+                sorted="descending" if ranks else "",
+            )
+        )
     return head, columns
 
 
@@ -472,8 +239,9 @@ def _certified_radius(points: pd.DataFrame, preferred: float | None) -> float | 
     return positive[0] if positive else None
 
 
-def _certified_columns(certified: pd.DataFrame | None, dataset: str,
-                       preferred: float | None) -> tuple[float | None, list[_Column]]:
+def _certified_columns(
+    certified: pd.DataFrame | None, dataset: str, preferred: float | None
+) -> tuple[float | None, list[_Column]]:
     """Certified accuracy at one radius: a column per smoothing noise setting and modality (sound, probability
     ≥ 1 − α) and per modality for the empirical Eq. 10 / 7 / 5 radii — the curves' own selection
     (``reports.certified_curves.certified_curve_data``), mean over seeds."""
@@ -499,17 +267,25 @@ def _certified_columns(certified: pd.DataFrame | None, dataset: str,
             def cell(entry: str, part: pd.DataFrame = part, line: str = line) -> dict[str, Any]:
                 mine = part[part["entry"].astype(str) == entry]
                 if mine.empty:
-                    return _plain_cell("", "—", "no smoothing certificate at this radius (none run, or beyond the "
-                                                "largest certifiable radius)")
+                    return _plain_cell(
+                        "",
+                        "—",
+                        "no smoothing certificate at this radius (none run, or beyond the largest certifiable radius)",
+                    )
                 value, seeds = float(mine["certified_accuracy"].mean()), int(mine["seeds"].max())
                 return _plain_cell(f"{value:.6f}", f"{value:.3f}", f"{line}: mean over {seeds} seeds")
 
-            columns.append(_Column(key=f"cert_{column_slug(line)}_{column_slug(panel)}",
-                                   label=f"Smoothed {_short(panel)}",
-                                   sub=f"r={radius:g} · {line.removeprefix('smoothing ')} · {SOUND_LABEL}", cell=cell,
-                                   cls="cert",
-                                   title=f"certified accuracy at radius {radius:g}, randomized smoothing ({line}): "
-                                         "sound, each sample with probability ≥ 1 − α"))
+            columns.append(
+                _Column(
+                    key=f"cert_{column_slug(line)}_{column_slug(panel)}",
+                    label=f"Smoothed {_short(panel)}",
+                    sub=f"r={radius:g} · {line.removeprefix('smoothing ')} · {SOUND_LABEL}",
+                    cell=cell,
+                    cls="cert",
+                    title=f"certified accuracy at radius {radius:g}, randomized smoothing ({line}): "
+                    "sound, each sample with probability ≥ 1 − α",
+                )
+            )
     empirical = at[at["method"].astype(str) == "empirical"]
     for panel in panels:
         if points[(points["method"].astype(str) == "empirical") & (points["panel"] == panel)].empty:
@@ -522,13 +298,25 @@ def _certified_columns(certified: pd.DataFrame | None, dataset: str,
                 return _plain_cell("", "—", "no empirical certificate for this entry")
             value, seeds = float(mine["certified_accuracy"].mean()), int(mine["seeds"].max())
             heuristic = any(str(k).startswith("heuristic") for k in mine["kind"])
-            return _plain_cell(f"{value:.6f}", f"{value:.3f}", f"{mine['line'].iloc[0]}: mean over {seeds} seeds",
-                               note="heuristic" if heuristic else "", note_title=HEURISTIC_NOTE if heuristic else "")
+            return _plain_cell(
+                f"{value:.6f}",
+                f"{value:.3f}",
+                f"{mine['line'].iloc[0]}: mean over {seeds} seeds",
+                note="heuristic" if heuristic else "",
+                note_title=HEURISTIC_NOTE if heuristic else "",
+            )
 
-        columns.append(_Column(key=f"cert_empirical_{column_slug(panel)}",
-                               label=f"Cert. {_short(panel)}", sub=f"r={radius:g} · {EMPIRICAL_LABEL}", cell=cell,
-                               cls="cert", title=f"certified accuracy at radius {radius:g} from the empirical "
-                                                 "certificate (Lipschitz estimates; can overclaim)"))
+        columns.append(
+            _Column(
+                key=f"cert_empirical_{column_slug(panel)}",
+                label=f"Cert. {_short(panel)}",
+                sub=f"r={radius:g} · {EMPIRICAL_LABEL}",
+                cell=cell,
+                cls="cert",
+                title=f"certified accuracy at radius {radius:g} from the empirical "
+                "certificate (Lipschitz estimates; can overclaim)",
+            )
+        )
     return radius, columns
 
 
@@ -536,6 +324,7 @@ def _table_columns(data: pd.DataFrame) -> list[_Column]:
     """The cells of Tables 1 and 2 (clean first)."""
     out = []
     for col in leaderboard_columns(data):
+
         def cell(entry: str, col: Column = col) -> dict[str, Any]:
             part = data[data["entry"].astype(str) == entry]
             return _stat_cell(cell_summary(part, col), _cell_flags(_matches(part, col)))
@@ -551,18 +340,39 @@ def _masking_rows(data: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
     if check.empty:
         return "No cell was measured by both pgd_l2 and autoattack.", []
     flagged = check[check["masking"]].sort_values("gap", ascending=False)
-    summary = (f"{len(flagged)} of {len(check)} cells measured by both attacks: the paper's ℓ2-PGD overstates "
-               f"robustness beyond {Z:g} binomial standard deviations there (the PGD number was gradient masking, not "
-               "robustness)." + ("" if len(flagged) else " No PGD number of this page is masked."))
-    rows = [{"entry": str(r.entry), "name": display_name(r.entry), "modality": modality_name(str(r.modality)),
-             "eps": f"{r.eps:g}", "pgd": f"{r.pgd_l2:.3f}", "strong": f"{r.autoattack:.3f}", "gap": f"{r.gap:+.3f}",
-             "flags": r.pgd_flags or "—", "seeds": int(r.seeds)} for r in flagged.itertuples()]
+    summary = (
+        f"{len(flagged)} of {len(check)} cells measured by both attacks: the paper's ℓ2-PGD overstates "
+        f"robustness beyond {Z:g} binomial standard deviations there (the PGD number was gradient masking, not "
+        "robustness)." + ("" if len(flagged) else " No PGD number of this page is masked.")
+    )
+    rows = [
+        {
+            "entry": str(r.entry),
+            "name": display_name(r.entry),
+            "modality": modality_name(str(r.modality)),
+            "eps": f"{r.eps:g}",
+            "pgd": f"{r.pgd_l2:.3f}",
+            "strong": f"{r.autoattack:.3f}",
+            "gap": f"{r.gap:+.3f}",
+            "flags": r.pgd_flags or "—",
+            "seeds": int(r.seeds),
+        }
+        for r in flagged.itertuples()
+    ]
     return summary, rows
 
 
-def leaderboard_html(rows: pd.DataFrame, dataset: str, *, cards: Sequence[dict[str, Any]] = (),
-                     figures: Sequence[str] = (), documents: Sequence[str] = (), command: str = "",
-                     notes: Sequence[str] = (), certified: pd.DataFrame | None = None) -> str:
+def leaderboard_html(
+    rows: pd.DataFrame,
+    dataset: str,
+    *,
+    cards: Sequence[dict[str, Any]] = (),
+    figures: Sequence[str] = (),
+    documents: Sequence[str] = (),
+    command: str = "",
+    notes: Sequence[str] = (),
+    certified: pd.DataFrame | None = None,
+) -> str:
     """The page for one dataset: ranked by the headline's ``any`` when ``autoattack`` rows exist (else in the
     paper's order, and it says so), the headline columns first with the masking check below, certified accuracy
     from ``certified`` (certified.csv rows), the cells of Tables 1 and 2, and relative links to the ``figures`` and
@@ -580,8 +390,18 @@ def leaderboard_html(rows: pd.DataFrame, dataset: str, *, cards: Sequence[dict[s
     ranked = [] if head is None else [e for e in head.table["entry"].astype(str) if e in entries]
     order = ranked + [e for e in entries if e not in ranked]
     rank = {entry: i for i, entry in enumerate(ranked, 1)}
-    columns = ([_Column(key="rank", label="rank", sub=f"by {_short(rank_modality(head))}",
-                        cell=lambda e: _plain_cell(rank.get(e, ""), rank.get(e, "—")))] if head is not None else [])
+    columns = (
+        [
+            _Column(
+                key="rank",
+                label="rank",
+                sub=f"by {_short(rank_modality(head))}",
+                cell=lambda e: _plain_cell(rank.get(e, ""), rank.get(e, "—")),
+            )
+        ]
+        if head is not None
+        else []
+    )
     columns += clean + headline_cols + cert_cols + [c for c in table_cols if c.key != "clean"]
     seeds = data.groupby(data["entry"].astype(str))["seed"].nunique()
     columns.append(_Column(key="seeds", label="seeds", cell=lambda e: _plain_cell(int(seeds[e]), int(seeds[e]))))
@@ -589,45 +409,100 @@ def leaderboard_html(rows: pd.DataFrame, dataset: str, *, cards: Sequence[dict[s
     for card in cards:
         if card["dataset"] == dataset:
             by_entry.setdefault(card["entry"], []).append(card)
-    head_cells = [{"key": "entry", "type": "text", "cls": "text", "title": "", "label": "entry", "sub": "",
-                   "sorted": ""}]
-    head_cells += [{"key": c.key, "type": c.kind, "cls": c.cls, "title": c.title, "label": c.label, "sub": c.sub,
-                    "sorted": c.sorted if head is not None else ""} for c in columns]
-    head_cells += [{"key": "config", "type": "text", "cls": "text", "title": "", "label": "configuration", "sub": "",
-                    "sorted": ""},
-                   {"key": "cards", "type": "text", "cls": "text", "title": "", "label": "model cards", "sub": "",
-                    "sorted": ""}]
+    head_cells = [
+        {"key": "entry", "type": "text", "cls": "text", "title": "", "label": "entry", "sub": "", "sorted": ""}
+    ]
+    head_cells += [
+        {
+            "key": c.key,
+            "type": c.kind,
+            "cls": c.cls,
+            "title": c.title,
+            "label": c.label,
+            "sub": c.sub,
+            "sorted": c.sorted if head is not None else "",
+        }
+        for c in columns
+    ]
+    head_cells += [
+        {
+            "key": "config",
+            "type": "text",
+            "cls": "text",
+            "title": "",
+            "label": "configuration",
+            "sub": "",
+            "sorted": "",
+        },
+        {"key": "cards", "type": "text", "cls": "text", "title": "", "label": "model cards", "sub": "", "sorted": ""},
+    ]
     body, seen = [], set()
     for entry in order:
         part = data[data["entry"].astype(str) == entry]
         cells = [c.cell(entry) for c in columns]
         seen.update(name for cell in cells for name in cell["flags"].split(";") if name)
         hashes = sorted(set(part["config_hash"].astype(str))) if "config_hash" in part else []
-        body.append({
-            "entry": entry, "name": display_name(entry), "cells": cells, "config": ", ".join(hashes),
-            "config_shown": ", ".join(h[:8] for h in hashes),
-            "cards": [{"href": card_path(c["dataset"], c["entry"], c["seed"]), "seed": c["seed"]}
-                      for c in sorted(by_entry.get(entry, []), key=lambda c: c["seed"])]})
+        body.append(
+            {
+                "entry": entry,
+                "name": display_name(entry),
+                "cells": cells,
+                "config": ", ".join(hashes),
+                "config_shown": ", ".join(h[:8] for h in hashes),
+                "cards": [
+                    {"href": card_path(c["dataset"], c["entry"], c["seed"]), "seed": c["seed"]}
+                    for c in sorted(by_entry.get(entry, []), key=lambda c: c["seed"])
+                ],
+            }
+        )
     legend = list(FLAG_TEXT.items()) + [(name, UNKNOWN_FLAG) for name in sorted(seen - set(FLAG_TEXT))]
     masking_summary, masking = _masking_rows(data) if head is not None else ("", [])
-    return _TEMPLATE.render(
-        csp=CONTENT_SECURITY_POLICY, css=Markup(_CSS), js=Markup(_JS), mark=FLAG_MARK, dataset=dataset,
-        command=command, figures=_grouped(figures, dataset, FIGURE_FILES),
-        documents=_grouped(documents, dataset, DOCUMENT_FILES), head=head_cells, rows=body, legend=legend,
-        flags_seen=bool(seen), notes=list(notes) + config_notes, ranked=head is not None,
-        rank_title=("" if head is None else "any (the worst case per sample)" if rank_modality(head) == ANY
-                    else f"{modality_name(rank_modality(head))} (no any rows)"),
+    return TEMPLATE.render(
+        csp=CONTENT_SECURITY_POLICY,
+        css=Markup(CSS),
+        js=Markup(JS),
+        mark=FLAG_MARK,
+        dataset=dataset,
+        command=command,
+        figures=_grouped(figures, dataset, FIGURE_FILES),
+        documents=_grouped(documents, dataset, DOCUMENT_FILES),
+        head=head_cells,
+        rows=body,
+        legend=legend,
+        flags_seen=bool(seen),
+        notes=list(notes) + config_notes,
+        ranked=head is not None,
+        rank_title=(
+            ""
+            if head is None
+            else "any (the worst case per sample)"
+            if rank_modality(head) == ANY
+            else f"{modality_name(rank_modality(head))} (no any rows)"
+        ),
         strong_config=head.attack_config if head is not None else "",
         rank_is_any=head is not None and rank_modality(head) == ANY,
-        strong_eps=f"{head.eps:g}" if head is not None else "", unranked=len(ranked) < len(order),
-        certified=bool(cert_cols), cert_radius=f"{radius:g}" if radius is not None else "", sound=SOUND_LABEL,
-        empirical=EMPIRICAL_LABEL, masking_summary=masking_summary, masking=masking,
-        cards_dir=f"cards/{slug(dataset)}/" if by_entry else "")
+        strong_eps=f"{head.eps:g}" if head is not None else "",
+        unranked=len(ranked) < len(order),
+        certified=bool(cert_cols),
+        cert_radius=f"{radius:g}" if radius is not None else "",
+        sound=SOUND_LABEL,
+        empirical=EMPIRICAL_LABEL,
+        masking_summary=masking_summary,
+        masking=masking,
+        cards_dir=f"cards/{slug(dataset)}/" if by_entry else "",
+    )
 
 
-def write_leaderboard(rows: pd.DataFrame, out_dir: str | Path, *, command: str, certified: pd.DataFrame | None = None,
-                      checkpoints: Path | None = None, datasets: Sequence[str] | None = None,
-                      notes: Sequence[str] = ()) -> list[Path]:
+def write_leaderboard(
+    rows: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    command: str,
+    certified: pd.DataFrame | None = None,
+    checkpoints: Path | None = None,
+    datasets: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
+) -> list[Path]:
     """Cards for every model and ``leaderboard-<dataset>.html`` per dataset; returns the files written."""
     out_dir = Path(out_dir)
     split = mixed_labels(rows, certified)
@@ -639,15 +514,31 @@ def write_leaderboard(rows: pd.DataFrame, out_dir: str | Path, *, command: str, 
     written = write_cards(cards, out_dir)
     prune_stale_cards(out_dir, sorted({str(c["dataset"]) for c in cards}), written)
     for dataset in datasets or sorted(rows["dataset"].astype(str).unique()):
-        page = leaderboard_html(rows, dataset, cards=cards, figures=_figure_links(out_dir, dataset),
-                                documents=_files_beside(out_dir, dataset, DOCUMENT_FILES), command=command,
-                                notes=[n for n in list(notes) + entry_notes if n.startswith(f"{dataset}:")],
-                                certified=certified)
+        page = leaderboard_html(
+            rows,
+            dataset,
+            cards=cards,
+            figures=_figure_links(out_dir, dataset),
+            documents=_files_beside(out_dir, dataset, DOCUMENT_FILES),
+            command=command,
+            notes=[n for n in list(notes) + entry_notes if n.startswith(f"{dataset}:")],
+            certified=certified,
+        )
         path = output_path(out_dir, f"leaderboard-{slug(dataset)}.html")
         atomic_write_text(path, page)
         written.append(path)
     return written
 
 
-__all__ = ["CARD_SCHEMA", "CONTENT_SECURITY_POLICY", "FLAG_TEXT", "card_path", "leaderboard_columns",
-           "leaderboard_html", "model_cards", "prune_stale_cards", "write_cards", "write_leaderboard"]
+__all__ = [
+    "CARD_SCHEMA",
+    "CONTENT_SECURITY_POLICY",
+    "FLAG_TEXT",
+    "card_path",
+    "leaderboard_columns",
+    "leaderboard_html",
+    "model_cards",
+    "prune_stale_cards",
+    "write_cards",
+    "write_leaderboard",
+]
