@@ -6,6 +6,7 @@ region where y wins is a polytope, and the distance to the union of half-spaces 
 logits by 10⁴ saturates the softmax without moving the boundary: cross-entropy gradients vanish, so the paper's
 PGD is fooled, while an evaluation that gradient masking cannot fool must still find the exact answer.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ class LinearLateFusion(nn.Module):
     def __init__(self, scale: float = SCALE, seed: int = 0) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.w = nn.ParameterDict({m: nn.Parameter(torch.randn(K, math.prod(s), generator=g)) for m, s in SHAPES.items()})
+        self.w = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(K, math.prod(s), generator=g)) for m, s in SHAPES.items()}
+        )
         self.b = nn.Parameter(0.1 * torch.randn(K, generator=g))
         self.scale = scale
 
@@ -174,8 +177,10 @@ def test_version_members_and_errors():
     assert atk.describe() == "autoattack(version='standard')"
     assert [m.name for m in atk.members] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert VERSIONS["standard"][3].options["n_queries"] == 5000 and VERSIONS["standard"][1].targets == 9
-    assert build_attack("autoattack", specs, members="square").describe() == \
-        "autoattack(version='standard', members='square')"
+    assert (
+        build_attack("autoattack", specs, members="square").describe()
+        == "autoattack(version='standard', members='square')"
+    )
     with pytest.raises(ValueError, match="did you mean 'fast'"):
         build_attack("autoattack", specs, version="fats")
     with pytest.raises(ValueError, match="valid: apgd-ce, apgd-t, fab-t, square"):
@@ -188,7 +193,7 @@ def test_version_members_and_errors():
 def test_evaluate_defaults_to_autoattack_and_records_members(linear_case):
     core, batch, labels, _ = linear_case
     wrapped = mmr.wrap(Positional(core), {m: mmr.Modality(s) for m, s in SHAPES.items()}, call="positional")
-    loader = [(batch["a"][i:i + 40], batch["v"][i:i + 40], labels[i:i + 40]) for i in range(0, 120, 40)]
+    loader = [(batch["a"][i : i + 40], batch["v"][i : i + 40], labels[i : i + 40]) for i in range(0, 120, 40)]
     rows = mmr.evaluate(wrapped, loader, modality=ANY, eps=EPS, version="fast", order=("a", "v", "label"))
     assert list(rows["modality"]) == ["none", "a", "v", "all", ANY]
     assert set(rows["attack"][1:]) == {"autoattack"}
@@ -262,10 +267,17 @@ def test_sweep_any_cell_reuses_stored_set_rows_and_counts_once(tmp_path):
     from mmrobust_bench.bench.results import decode_outcomes, read_rows
     from mmrobust_bench.bench.sweep import build_plan, run_sweep
 
-    config = {"dataset": "synthav", "dataset_set": {"n_train": 256, "n_test": 48}, "seeds": [0],
-              "set": {"epochs": 1}, "defenses": ["jt"],
-              "grid": [{"attacks": ["pgd_l2"], "modalities": ["v", "a"], "eps": [0.5, 1.0]},
-                       {"attacks": ["pgd_l2"], "modalities": [ANY], "eps": [0.5, 1.0]}]}
+    config = {
+        "dataset": "synthav",
+        "dataset_set": {"n_train": 256, "n_test": 48},
+        "seeds": [0],
+        "set": {"epochs": 1},
+        "defenses": ["jt"],
+        "grid": [
+            {"attacks": ["pgd_l2"], "modalities": ["v", "a"], "eps": [0.5, 1.0]},
+            {"attacks": ["pgd_l2"], "modalities": [ANY], "eps": [0.5, 1.0]},
+        ],
+    }
     first = run_sweep(build_plan(config, certify=False), root=tmp_path, progress=False)
     # clean 1 + v, a at 2 radii (4) + the joint set the any cell measured (2) + any (2)
     assert first.evaluated_rows == 9 and first.skipped_rows == 0
@@ -286,8 +298,15 @@ def test_a_grid_block_can_attack_a_test_subset():
     from mmrobust_bench.bench.sweep_config import parse_block
     from mmrobust_bench.data.base import TensorSplit
 
-    block = parse_block({"attacks": ["autoattack"], "attack_set": {"version": "fast"}, "modalities": ["v", "any"],
-                         "eps": [0.5], "samples": 500})
+    block = parse_block(
+        {
+            "attacks": ["autoattack"],
+            "attack_set": {"version": "fast"},
+            "modalities": ["v", "any"],
+            "eps": [0.5],
+            "samples": 500,
+        }
+    )
     assert block.samples == 500
     assert block.config("autoattack(version='fast')") == "autoattack(version='fast') [first 500 test samples]"
     split = TensorSplit({"x": torch.arange(600.0)[:, None]}, torch.zeros(600, dtype=torch.long))
@@ -297,8 +316,9 @@ def test_a_grid_block_can_attack_a_test_subset():
         with pytest.raises(ValueError, match="samples must be a whole number >= 0"):
             parse_block({"attacks": ["fgm"], "modalities": ["v"], "eps": [1], "samples": bad})
     for dataset in ("synthav", "avdigits"):  # the leaderboards' headline block plans as written
-        import yaml
         from pathlib import Path
+
+        import yaml
 
         config = yaml.safe_load((Path(__file__).parent.parent / "leaderboards" / dataset / "sweep.yaml").read_text())
         head = build_plan(config).grid[0]

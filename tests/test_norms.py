@@ -1,5 +1,6 @@
 """Every threat norm (ℓ2, ℓ∞, ℓ1, ℓ0): projections, the native ℓ∞ PGD reference, the norms each attack runs
 under, default grids, ``--norm`` in run / sweep, and options that explain themselves (issue 14)."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,11 +9,20 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import flat_specs, linear_model
-from mmrobust_bench.attacks import (ATTACKS, DEFAULT_EPS_BY_NORM, attack_norms, build_attack, default_eps,
-                                    library_box_note, option_units, validate_attack_options)
+from mmrobust_bench.attacks import (
+    ATTACKS,
+    DEFAULT_EPS_BY_NORM,
+    attack_norms,
+    build_attack,
+    default_eps,
+    library_box_note,
+    option_units,
+    validate_attack_options,
+)
 from mmrobust_bench.attacks.base import l0_ball_projection, l1_ball_projection, project
 from mmrobust_bench.contracts import NORMS, ModalitySpec, ModelOutput, ThreatModel
+
+from helpers import flat_specs, linear_model
 
 DIMS = {"v": 5, "a": 3}
 
@@ -23,6 +33,7 @@ def predicted(model, batch):
 
 
 # ------------------------------------------------------------------ threat models and projections
+
 
 def test_threat_model_takes_every_norm_and_suggests_a_fix():
     for norm in NORMS:
@@ -52,8 +63,9 @@ def test_l1_projection_is_the_nearest_point_of_the_ball():
         if v[i].abs().sum() <= r[i]:
             assert torch.equal(out[i], v[i])
             continue
-        pts = torch.cat([torch.stack([sx * t * r[i], sy * (1 - t) * r[i]], 1)
-                         for sx, sy in itertools.product((-1, 1), (-1, 1))])
+        pts = torch.cat(
+            [torch.stack([sx * t * r[i], sy * (1 - t) * r[i]], 1) for sx, sy in itertools.product((-1, 1), (-1, 1))]
+        )
         best = (pts - v[i]).norm(dim=1).min()
         assert abs(float(out[i].abs().sum() - r[i])) < 1e-9
         assert float((out[i] - v[i]).norm()) <= float(best) + 1e-6
@@ -82,6 +94,7 @@ def test_joint_projection_is_over_the_concatenation(norm):
 
 # ------------------------------------------------------------------ native ℓ∞ PGD
 
+
 def test_pgd_linf_reaches_the_closed_form_corner_of_a_linear_model():
     """Two classes: ∇CE ∝ (w_other − w_true) has a fixed sign, so steps·step_ratio ≥ 1 lands on
     x + ε sign(w_other − w_true) (clamped into the box where there is one)."""
@@ -91,8 +104,9 @@ def test_pgd_linf_reaches_the_closed_form_corner_of_a_linear_model():
     x = {"v": torch.rand(16, 5, generator=g) - 0.5, "a": torch.randn(16, 3, generator=g)}
     y = predicted(model, x)
     eps = torch.linspace(0.05, 0.8, 16)
-    adv = build_attack("pgd_linf", specs, steps=4, step_ratio=0.5)(model, x, y, ThreatModel(("v", "a"), 1.0, "linf"),
-                                                                  eps)
+    adv = build_attack("pgd_linf", specs, steps=4, step_ratio=0.5)(
+        model, x, y, ThreatModel(("v", "a"), 1.0, "linf"), eps
+    )
     w = model.head.blocks()
     for m in ("v", "a"):
         direction = torch.sign(w[m][1 - y] - w[m][y])
@@ -130,9 +144,9 @@ def test_pgd_linf_per_sample_eps_batched_equals_sequential_and_joint_equals_sepa
     threat = ThreatModel(("v", "a"), 1.0, "linf")
     batched = atk(model, x, y, threat, eps)
     for i in range(6):
-        one = atk(model, {m: t[i:i + 1] for m, t in x.items()}, y[i:i + 1], threat, float(eps[i]))
+        one = atk(model, {m: t[i : i + 1] for m, t in x.items()}, y[i : i + 1], threat, float(eps[i]))
         for m in x:
-            torch.testing.assert_close(batched[m][i:i + 1], one[m], atol=1e-6, rtol=0)
+            torch.testing.assert_close(batched[m][i : i + 1], one[m], atol=1e-6, rtol=0)
         assert float(max((batched[m][i] - x[m][i]).abs().max() for m in x)) <= float(eps[i]) + 1e-6
     separate = atk(model, x, y, ThreatModel(("v", "a"), 1.0, "linf", joint=False), eps)
     assert all(torch.equal(batched[m], separate[m]) for m in x)
@@ -143,10 +157,13 @@ def test_pgd_linf_per_sample_eps_batched_equals_sequential_and_joint_equals_sepa
 
 # ------------------------------------------------------------------ which norms each attack runs under
 
+
 def _all_attack_ids():
     ids = list(ATTACKS.names())
-    for lister, prefix in (("mmrobust_bench.attacks.torchattacks_adapter:torchattacks_names", "torchattacks"),
-                           ("mmrobust_bench.attacks.art_adapter:art_names", "art")):
+    for lister, prefix in (
+        ("mmrobust_bench.attacks.torchattacks_adapter:torchattacks_names", "torchattacks"),
+        ("mmrobust_bench.attacks.art_adapter:art_names", "art"),
+    ):
         module, func = lister.split(":")
         try:
             names = getattr(__import__(module, fromlist=[func]), func)()
@@ -203,6 +220,7 @@ def test_default_grids_per_norm():
 
 # ------------------------------------------------------------------ options that explain themselves
 
+
 def test_a_mistyped_native_option_is_one_line_naming_the_option():
     with pytest.raises(ValueError) as err:
         validate_attack_options("pgd_l2", {"step": 0.1})
@@ -219,7 +237,7 @@ def test_a_library_eps_option_is_accepted_when_it_equals_the_run():
     pytest.importorskip("torchattacks")
     atk = validate_attack_options("torchattacks:PGD", {"eps": 0.03, "steps": 2}, "linf", eps=[0.0, 0.03])
     assert atk.describe() == "torchattacks:PGD(eps=0.03, steps=2)"
-    with pytest.raises(ValueError, match="differs from the run's ε=0.05; ε comes from --eps"):
+    with pytest.raises(ValueError, match=r"differs from the run's ε=0\.05; ε comes from --eps"):
         validate_attack_options("torchattacks:PGD", {"eps": 0.03}, "linf", eps=[0.03, 0.05])
 
 
@@ -231,8 +249,9 @@ def test_step_sizes_are_in_model_input_units():
         atk = build_attack("torchattacks:PGD", specs, alpha=0.1, steps=1, random_start=False)
         moved = (atk(model, x, y, ThreatModel(("a",), eps, "linf"))["a"] - x["a"]).abs()
         torch.testing.assert_close(moved[moved > 0], torch.full_like(moved[moved > 0], 0.1), atol=1e-6, rtol=0)
-    assert "alpha" in option_units("torchattacks:PGD") and "model-input units" in option_units("torchattacks:PGD")[
-        "alpha"]
+    assert (
+        "alpha" in option_units("torchattacks:PGD") and "model-input units" in option_units("torchattacks:PGD")["alpha"]
+    )
     assert set(option_units("torchattacks:SPSA")) >= {"delta"} and option_units("pgd_l2") == {}
     assert "eps_step" in option_units("art:ProjectedGradientDescent")
     assert "clip_values" in library_box_note("art:FastGradientMethod")
@@ -240,6 +259,7 @@ def test_step_sizes_are_in_model_input_units():
 
 
 # ------------------------------------------------------------------ --norm in run and sweep
+
 
 def test_run_and_sweep_take_a_norm():
     from mmrobust_bench.bench.sweep import build_plan
@@ -267,8 +287,10 @@ def test_perturbation_norm_measures_l1_and_l0_in_their_own_geometry(joint):
     from mmrobust_bench.contracts import ThreatModel
 
     clean = {"a": torch.zeros(2, 3), "v": torch.zeros(2, 2, 2)}
-    adv = {"a": torch.tensor([[1.0, -2.0, 0.0], [0.0, 0.0, 0.5]]),
-           "v": torch.tensor([[[3.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])}
+    adv = {
+        "a": torch.tensor([[1.0, -2.0, 0.0], [0.0, 0.0, 0.5]]),
+        "v": torch.tensor([[[3.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]),
+    }
     l1 = perturbation_norm(clean, adv, ThreatModel(("a", "v"), 1.0, norm="l1", joint=joint))
     l0 = perturbation_norm(clean, adv, ThreatModel(("a", "v"), 1.0, norm="l0", joint=joint))
     if joint:

@@ -1,5 +1,6 @@
 """``prepare``: raw media -> preprocessed layout + manifest: the audio path, and the video path (frames, audio
 from the container, TV-L1 flow) with the decoders of the ``video`` extra (imageio-ffmpeg, OpenCV-contrib)."""
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,17 @@ def reference_fbank(pcm: np.ndarray, rate: int) -> np.ndarray:
     wave_t = torch.from_numpy(pcm[:, 0].astype(np.float32) / 32768.0)[None]
     wave_t = resample(wave_t, rate, 16000)
     wave_t = wave_t - wave_t.mean()
-    fb = kaldi.fbank(wave_t, htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
-                     num_mel_bins=128, dither=0.0, frame_shift=10, frame_length=25)
+    fb = kaldi.fbank(
+        wave_t,
+        htk_compat=True,
+        sample_frequency=16000,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=128,
+        dither=0.0,
+        frame_shift=10,
+        frame_length=25,
+    )
     fb = torch.cat([fb, torch.zeros(1024 - fb.shape[0], 128)])
     return ((fb + 4.503877) / (2 * 5.141276)).numpy()
 
@@ -157,15 +167,20 @@ def test_list_formats(tmp_path):
     index = MediaIndex.scan(raw)
     (tmp_path / "vggsound.csv").write_text("abc,30,dog barking,train\nzzz,5,cat,test\n")
     clips = clips_from_list(tmp_path / "vggsound.csv", index, "vggsound")
-    assert [(c.id, c.label, c.split) for c in clips] == [("abc_000030", "dog barking", "train"), ("zzz_000005", "cat", "test")]
+    assert [(c.id, c.label, c.split) for c in clips] == [
+        ("abc_000030", "dog barking", "train"),
+        ("zzz_000005", "cat", "test"),
+    ]
     assert clips[0].audio == raw / "abc_000030.wav" and clips[1].audio is None
     lists = tmp_path / "ucfTrainTestlist"
     lists.mkdir()
     (lists / "trainlist01.txt").write_text("Archery/v_Archery_g01_c01.avi 3\n")
     (lists / "testlist01.txt").write_text("Biking/v_Biking_g02_c01.avi\n")
     ucf = clips_from_list(lists, index, "ucf101")
-    assert [(c.id, c.label, c.split) for c in ucf] == [("v_Archery_g01_c01", "Archery", "train"),
-                                                        ("v_Biking_g02_c01", "Biking", "test")]
+    assert [(c.id, c.label, c.split) for c in ucf] == [
+        ("v_Archery_g01_c01", "Archery", "train"),
+        ("v_Biking_g02_c01", "Biking", "test"),
+    ]
     (tmp_path / "custom.csv").write_text("id,label,split\nabc_000030,dog,train\n")
     assert clips_from_list(tmp_path / "custom.csv", index, "ks")[0].label == "dog"
     (tmp_path / "bad.csv").write_text("a b\n")
@@ -189,14 +204,18 @@ def test_missing_tools_say_what_to_install(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     (raw / "train" / "Archery").mkdir(parents=True)
     (raw / "train" / "Archery" / "v_a.avi").write_bytes(b"not a video")
-    with pytest.raises(ValueError, match=r"TV-L1.*pip install 'mmrobust-bench\[video\]'.*opencv-contrib-python-headless"):
+    with pytest.raises(
+        ValueError, match=r"TV-L1.*pip install 'mmrobust-bench\[video\]'.*opencv-contrib-python-headless"
+    ):
         prepare("ucf101", raw, tmp_path / "ucf", progress=False)
     with pytest.raises(ValueError, match=r"ffmpeg, torchcodec or OpenCV: pip install 'mmrobust-bench\[video\]'"):
         prepare("ks", raw, tmp_path / "ks", progress=False)
     song = tmp_path / "song"
     write_frames(song / "train" / "x" / "s1", n=4, level=50)
     (song / "train" / "x" / "s1.mp3").write_bytes(b"not audio")
-    with pytest.raises(ValueError, match=r"non-WAV audio needs ffmpeg or torchcodec: pip install 'mmrobust-bench\[video\]'"):
+    with pytest.raises(
+        ValueError, match=r"non-WAV audio needs ffmpeg or torchcodec: pip install 'mmrobust-bench\[video\]'"
+    ):
         prepare("ks", song, tmp_path / "ks_song", progress=False)
 
 
@@ -212,11 +231,11 @@ def _video_frames(seconds: int, motion: tuple[int, int]) -> np.ndarray:
     n = seconds * VIDEO_FPS
     pad = n * max(abs(motion[0]), abs(motion[1]))
     noise = np.random.default_rng(0).integers(0, 256, (BAND + 2 * pad + 2, VIDEO_W + 2 * pad + 2)).astype(np.float32)
-    texture = sum(noise[i:i + BAND + 2 * pad, j:j + VIDEO_W + 2 * pad] for i in range(3) for j in range(3)) / 9
+    texture = sum(noise[i : i + BAND + 2 * pad, j : j + VIDEO_W + 2 * pad] for i in range(3) for j in range(3)) / 9
     frames = np.empty((n, VIDEO_H, VIDEO_W, 3), np.uint8)
     for k in range(n):
         y0, x0 = pad - motion[0] * k, pad - motion[1] * k  # a window sliding against the motion: no wrap-around seam
-        frames[k, :BAND] = np.round(texture[y0:y0 + BAND, x0:x0 + VIDEO_W, None])
+        frames[k, :BAND] = np.round(texture[y0 : y0 + BAND, x0 : x0 + VIDEO_W, None])
         frames[k, BAND:] = 16 + 8 * k
     return frames
 
@@ -231,7 +250,8 @@ def _write_pcm(path: Path, pcm: np.ndarray, rate: int) -> None:
 
 def _make_video(path: Path, seconds: int, motion: tuple[int, int] = (0, 1)) -> np.ndarray | None:
     """A lossless (FFV1) 4 fps test video. With ffmpeg it also carries a stereo 16 kHz PCM track, returned as
-    (samples, 2) int16 (channel 1 differs, so using it instead of channel 0 shows); with OpenCV only, no audio (None)."""
+    (samples, 2) int16 (channel 1 differs, so using it instead of channel 0 shows); with OpenCV only, no audio
+    (None)."""
     frames = _video_frames(seconds, motion)
     path.parent.mkdir(parents=True, exist_ok=True)
     ffmpeg = ffmpeg_exe()
@@ -242,10 +262,38 @@ def _make_video(path: Path, seconds: int, motion: tuple[int, int] = (0, 1)) -> n
         with tempfile.TemporaryDirectory() as scratch:  # not under --raw: it would be a clip of its own
             wav = Path(scratch) / "track.wav"
             _write_pcm(wav, pcm, VIDEO_RATE)
-            subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y",
-                            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{VIDEO_W}x{VIDEO_H}", "-r", str(VIDEO_FPS),
-                            "-i", "-", "-i", str(wav), "-map", "0:v", "-map", "1:a", "-c:v", "ffv1",
-                            "-c:a", "pcm_s16le", str(path)], input=frames.tobytes(), check=True)
+            subprocess.run(
+                [
+                    ffmpeg,
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "rgb24",
+                    "-s",
+                    f"{VIDEO_W}x{VIDEO_H}",
+                    "-r",
+                    str(VIDEO_FPS),
+                    "-i",
+                    "-",
+                    "-i",
+                    str(wav),
+                    "-map",
+                    "0:v",
+                    "-map",
+                    "1:a",
+                    "-c:v",
+                    "ffv1",
+                    "-c:a",
+                    "pcm_s16le",
+                    str(path),
+                ],
+                input=frames.tobytes(),
+                check=True,
+            )
         return pcm
     if importlib.util.find_spec("cv2") is None:
         pytest.skip("cannot write a test video here: needs ffmpeg or OpenCV (pip install 'mmrobust-bench[video]')")
@@ -260,7 +308,7 @@ def _make_video(path: Path, seconds: int, motion: tuple[int, int] = (0, 1)) -> n
 
 def _source_frame(jpg: Path) -> int:
     """Which source frame k an extracted JPEG shows (its flat band is 16 + 8·k)."""
-    band = np.asarray(Image.open(jpg).convert("L"))[BAND + 2:VIDEO_H - 1]
+    band = np.asarray(Image.open(jpg).convert("L"))[BAND + 2 : VIDEO_H - 1]
     return int(round((float(np.median(band)) - 16) / 8))
 
 
@@ -339,8 +387,11 @@ def test_prepare_ks_from_videos(prepared_ks, tmp_path):
     n = len(expected)
     assert (out / "manifest.csv").read_text().splitlines() == [
         "id,label,split,frames,audio,n_frames",
-        f"c3,x,test,frames/test/c3,audio/test/c3.npy,{n}", f"c4,y,test,frames/test/c4,audio/test/c4.npy,{n}",
-        f"c1,x,train,frames/train/c1,audio/train/c1.npy,{n}", f"c2,y,train,frames/train/c2,audio/train/c2.npy,{n}"]
+        f"c3,x,test,frames/test/c3,audio/test/c3.npy,{n}",
+        f"c4,y,test,frames/test/c4,audio/test/c4.npy,{n}",
+        f"c1,x,train,frames/train/c1,audio/train/c1.npy,{n}",
+        f"c2,y,train,frames/train/c2,audio/train/c2.npy,{n}",
+    ]
     assert not (out / ERROR_LOG).exists()
     frames = sorted((out / "frames" / "train" / "c1").iterdir())
     assert [f.name for f in frames] == [f"frame_{t:05d}.jpg" for t in range(1, n + 1)]
@@ -376,10 +427,38 @@ def test_cli_run_on_prepared_ks(prepared_ks, tmp_path, capsys):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions on shared cores: one thread is faster
     try:
-        code = main(["run", "--dataset", "ks", "--data-root", str(out), "--defense", "jt", "--attack", "fgm",
-                     "--modality", "a", "--eps", "0.5", "--set", "epochs=1", "--set", "feature_dim=64",
-                     "--set", "batch_size=2", "--dataset-set", "image_size=32", "--dataset-set", "num_workers=0",
-                     "--root", str(tmp_path / "runs"), "--device", "cpu", "--no-progress"])
+        code = main(
+            [
+                "run",
+                "--dataset",
+                "ks",
+                "--data-root",
+                str(out),
+                "--defense",
+                "jt",
+                "--attack",
+                "fgm",
+                "--modality",
+                "a",
+                "--eps",
+                "0.5",
+                "--set",
+                "epochs=1",
+                "--set",
+                "feature_dim=64",
+                "--set",
+                "batch_size=2",
+                "--dataset-set",
+                "image_size=32",
+                "--dataset-set",
+                "num_workers=0",
+                "--root",
+                str(tmp_path / "runs"),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     assert code == 0
@@ -390,7 +469,8 @@ def test_cli_run_on_prepared_ks(prepared_ks, tmp_path, capsys):
 
 
 def test_prepare_ucf101_tvl1_flow_direction(tmp_path):
-    """TV-L1 flow of a texture moving 1 px a frame: right gives u = +1, down gives v = +1 (quantised: 136; still: 128)."""
+    """TV-L1 flow of a texture moving 1 px a frame: right gives u = +1, down gives v = +1 (quantised: 136;
+    still: 128)."""
     if tvl1_factory() is None:
         pytest.skip("no OpenCV TV-L1 here: pip install 'mmrobust-bench[video]'")
     if video_backend() is None:
@@ -407,18 +487,21 @@ def test_prepare_ucf101_tvl1_flow_direction(tmp_path):
         f"v_Biking_g01_c01,Biking,test,frames/test/v_Biking_g01_c01,flow_u/test/v_Biking_g01_c01,"
         f"flow_v/test/v_Biking_g01_c01,{n},7",
         f"v_Archery_g01_c01,Archery,train,frames/train/v_Archery_g01_c01,flow_u/train/v_Archery_g01_c01,"
-        f"flow_v/train/v_Archery_g01_c01,{n},7"]
+        f"flow_v/train/v_Archery_g01_c01,{n},7",
+    ]
     still, one_px = int(quantise_flow(np.zeros((1, 1, 2)))[0, 0, 0]), int(quantise_flow(np.ones((1, 1, 2)))[0, 0, 0])
     assert (still, one_px) == (128, 136)
-    for split, cid, (u_want, v_want) in (("train", "v_Archery_g01_c01", (one_px, still)),
-                                         ("test", "v_Biking_g01_c01", (still, one_px))):
+    for split, cid, (u_want, v_want) in (
+        ("train", "v_Archery_g01_c01", (one_px, still)),
+        ("test", "v_Biking_g01_c01", (still, one_px)),
+    ):
         for component, want in (("flow_u", u_want), ("flow_v", v_want)):
             files = sorted((out / component / split / cid).iterdir())
             assert [f.name for f in files] == [f"frame_{t:05d}.jpg" for t in range(1, 2 * VIDEO_FPS)]
             for f in files:
                 image = np.asarray(Image.open(f))
                 assert image.dtype == np.uint8 and image.shape == (VIDEO_H, VIDEO_W)
-                inner = image[8:BAND - 8, 8:-8].astype(int)  # the textured part, away from borders and the band
+                inner = image[8 : BAND - 8, 8:-8].astype(int)  # the textured part, away from borders and the band
                 assert np.mean(np.abs(inner - want) <= 1) > 0.95, (component, f.name, np.median(inner))
     ucf = build_dataset("ucf101", cache_dir=tmp_path / "runs", data_root=str(out), image_size=16, num_workers=0)
     batch, _ = next(ucf.train.batches(2))

@@ -1,5 +1,6 @@
 """Sweeps fanned out: deterministic shards against one root (also killed mid-cell), one trainer per checkpoint,
 and Ray workers, all giving exactly the rows of one sequential run."""
+
 import json
 import os
 import signal
@@ -19,12 +20,18 @@ from mmrobust_bench.bench.sweep_plan import shard_units
 REPO = Path(__file__).resolve().parents[1]
 
 SWEEP = {
-    "dataset": "synthav", "dataset_set": {"n_train": 128, "n_test": 32}, "seeds": [0, 1], "threads": 1,
-    "set": {"epochs": 1, "batch_size": 32}, "batch_size": 32,
+    "dataset": "synthav",
+    "dataset_set": {"n_train": 128, "n_test": 32},
+    "seeds": [0, 1],
+    "threads": 1,
+    "set": {"epochs": 1, "batch_size": 32},
+    "batch_size": 32,
     "defenses": ["jt", {"defense": "jt", "label": "jt_lr002", "set": {"lr": 0.02}}],
-    "grid": [{"attacks": ["fgm"], "modalities": ["v", "a"], "eps": [0.5, 1.0]},
-             {"attacks": ["pgd_l2"], "modalities": ["v", "a"], "eps": [0.5, 1.0], "attack_set": {"steps": 10}},
-             {"attacks": ["missing"], "modalities": ["v"]}],
+    "grid": [
+        {"attacks": ["fgm"], "modalities": ["v", "a"], "eps": [0.5, 1.0]},
+        {"attacks": ["pgd_l2"], "modalities": ["v", "a"], "eps": [0.5, 1.0], "attack_set": {"steps": 10}},
+        {"attacks": ["missing"], "modalities": ["v"]},
+    ],
 }
 ROWS_PER_UNIT = 1 + 2 * 2 * 2 + 1
 
@@ -58,11 +65,18 @@ def test_shards_partition_units_deterministically_and_evenly():
         assert max(map(len, parts)) - min(map(len, parts)) <= 1  # dealt evenly
         assert parts == [shard_units(list(reversed(units)), i, count)[::-1] for i in range(count)]  # order-free
     # the assignment is a pure function of the units (processes agree without talking)
-    code = ("from mmrobust_bench.bench.sweep import DefenseEntry; from mmrobust_bench.bench.sweep_plan import shard_units; "
-            "u=[(DefenseEntry(f'd{i}', f'd{i}'), s) for i in range(7) for s in (0, 1, 2)]; "
-            "print([(e.label, s) for e, s in shard_units(u, 1, 3)])")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**_env(), "PYTHONHASHSEED": "123"}).stdout.strip()
+    code = (
+        "from mmrobust_bench.bench.sweep import DefenseEntry; from mmrobust_bench.bench.sweep_plan import shard_units; "
+        "u=[(DefenseEntry(f'd{i}', f'd{i}'), s) for i in range(7) for s in (0, 1, 2)]; "
+        "print([(e.label, s) for e, s in shard_units(u, 1, 3)])"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**_env(), "PYTHONHASHSEED": "123"},
+    ).stdout.strip()
     assert other == str([(e.label, s) for e, s in shard_units(units, 1, 3)])
     assert parse_shard("0/4") == (0, 4) and parse_shard(None) is None
     for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
@@ -80,8 +94,9 @@ def test_two_shards_on_one_root_killed_mid_cell_then_rerun_give_the_rows_of_one_
     first = {(e.label, s) for e, s in plan.work_units((0, 2))}
     assert first and first != {(e.label, s) for e, s in plan.work_units()}
 
-    shard = lambda i: _cli("sweep", "--config", str(config), "--root", str(root), "--shard", f"{i}/2",  # noqa: E731
-                           "--no-progress")
+    def shard(i):
+        return _cli("sweep", "--config", str(config), "--root", str(root), "--shard", f"{i}/2", "--no-progress")
+
     victim = subprocess.Popen(shard(0), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     other = subprocess.Popen(shard(1), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 900
@@ -94,7 +109,7 @@ def test_two_shards_on_one_root_killed_mid_cell_then_rerun_give_the_rows_of_one_
     assert victim.poll() is None, f"shard 0 ended before it could be killed: {victim.stderr.read().decode()[-2000:]}"
     os.kill(victim.pid, signal.SIGKILL)  # between two cells' appends at worst, holding a lock at worst
     assert victim.wait() == -signal.SIGKILL
-    out, err = other.communicate(timeout=900)
+    _out, err = other.communicate(timeout=900)
     assert other.returncode == 0, err.decode()[-2000:]
     partial = read_rows(results)
     assert 1 <= len(partial) < 4 * ROWS_PER_UNIT
@@ -125,8 +140,16 @@ def test_two_processes_never_train_one_checkpoint_twice(tmp_path):
     from mmrobust_bench.data import build_dataset
 
     build_dataset("synthav", cache_dir=tmp_path / "datasets", n_train=128, n_test=32)  # cached before the race
-    procs = [subprocess.Popen([sys.executable, "-c", _TRAIN, str(tmp_path)], env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TRAIN, str(tmp_path)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = []
     for proc in procs:
         out, err = proc.communicate(timeout=600)
@@ -142,9 +165,24 @@ def test_ray_workers_give_the_rows_of_the_sequential_sweep(tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(SWEEP))
     root = tmp_path / "ray"
-    done = subprocess.run(_cli("sweep", "--config", str(config), "--root", str(root), "--executor", "ray",
-                               "--workers", "2", "--no-progress"), env=_env(), capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        _cli(
+            "sweep",
+            "--config",
+            str(config),
+            "--root",
+            str(root),
+            "--executor",
+            "ray",
+            "--workers",
+            "2",
+            "--no-progress",
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"4 models, {4 * ROWS_PER_UNIT} rows evaluated" in done.stdout
     rows = read_rows(root / "results.csv")
@@ -152,9 +190,24 @@ def test_ray_workers_give_the_rows_of_the_sequential_sweep(tmp_path):
     assert set(rows["threads"]) == {1}  # each worker set its own thread count
     assert _as_set(rows) == _as_set(_reference(tmp_path))
     # resumable like the local executor: nothing left to do
-    again = subprocess.run(_cli("sweep", "--config", str(config), "--root", str(root), "--executor", "ray",
-                                "--workers", "2", "--no-progress"), env=_env(), capture_output=True, text=True,
-                           timeout=900)
+    again = subprocess.run(
+        _cli(
+            "sweep",
+            "--config",
+            str(config),
+            "--root",
+            str(root),
+            "--executor",
+            "ray",
+            "--workers",
+            "2",
+            "--no-progress",
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0 and "0 rows evaluated" in again.stdout, again.stderr[-3000:]
 
 
