@@ -89,7 +89,7 @@ class StepLog:
             log.info("%s", self.line(detail))
 
 
-class _LoggedBar(tqdm):  # type: ignore[misc]
+class _LoggedBar(tqdm):
     """A tqdm bar that also feeds a :class:`StepLog` (active only where the bar is not drawn): every
     ``update`` is a step, and so is every item of an iterated bar once its loop body has run."""
 

@@ -192,7 +192,7 @@ class Defense:
         pass
 
     def __init__(self, config: Any | None = None) -> None:
-        self.config = config if config is not None else self.Config()
+        self.config: Any = config if config is not None else self.Config()  # each defense has its own Config
 
     def config_dict(self) -> dict[str, Any]:
         """Hyperparameters as they enter the checkpoint key (``KEY_OMITTED`` and ``KEY_SPELLINGS`` applied)."""

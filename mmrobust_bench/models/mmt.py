@@ -64,7 +64,7 @@ PAPER_MIN_PATCHES = 64  # "auto" picks the paper preset when every frame/spectro
 def _frame_shape(spec: ModalitySpec) -> tuple[int, int, int, int]:
     """(C, T, H, W) of a modality: (C, T, H, W) video/flow, or (C, H, W) spectrogram as T = 1."""
     if len(spec.shape) == 4:
-        return spec.shape  # type: ignore[return-value]
+        return spec.shape
     if len(spec.shape) == 3:
         c, h, w = spec.shape
         return c, 1, h, w
