@@ -206,7 +206,7 @@ def run_ray(
 ) -> SweepOutcome:
     """The units as Ray tasks: trainings first, then each trained unit's cells and certificate."""
     try:
-        import ray
+        import ray  # here: Ray is the optional extra [ray]
     except ImportError:
         raise ValueError("--executor ray needs Ray: pip install 'mmrobust-bench[ray]' (or pip install ray)") from None
     if workers is not None and workers < 1:

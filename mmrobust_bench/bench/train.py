@@ -11,16 +11,24 @@ from typing import Iterator
 
 import filelock
 import torch
-from ..progress import StepLog, progress_bar
 
 from ..data.base import InMemoryDataset
 from ..defenses import Defense, TrainConfig, TrainContext
 from ..defenses.base import add_input_noise, key_dict, lr_factor, make_optimizer
-from ..models import MultiModalNet
 from ..io import atomic_write_json, file_lock
+from ..models import MultiModalNet
+from ..progress import StepLog, progress_bar
 from . import distributed
-from .checkpoints import (CheckpointKey, clear_resume, load_resume, load_stage, non_finite_tensors, save_resume,
-                          save_stage)
+from .checkpoints import (
+    CheckpointKey,
+    clear_resume,
+    load_resume,
+    load_stage,
+    non_finite_tensors,
+    save_resume,
+    save_stage,
+)
+from .environment import machine_provenance
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +112,6 @@ def provenance(device: torch.device, model: torch.nn.Module) -> dict[str, object
     intra-op thread count (float reductions are ordered by it on the CPU; docs/design.md §8), and what explains
     a difference when one of them changes (CPU capability, torch's build, the CPU or GPU model:
     ``bench.environment``)."""
-    from .environment import machine_provenance
-
     return {**machine_provenance(device), "device": str(device), "dtype": model_dtype(model),
             "interop_threads": torch.get_num_interop_threads()}
 

@@ -23,6 +23,7 @@ machine's (``bench.environment``), so a difference explains itself.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import random
@@ -43,6 +44,7 @@ from .results import complete, eps_key, read_rows, read_table
 from .sweep_plan import SweepPlan, unit_cells, validate_plan
 from .sweep_units import certify_unit, earlier_cell_keys, run_cell, set_threads
 from .train import TrainedModel, select_device
+from .zoo import load_trained, read_zoo
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,6 @@ class VerifyOutcome:
 def checkpoint_threads(root: Path, dataset: str, defense: str, sha: str) -> int | None:
     """The intra-op thread count the checkpoint with final sha256 ``sha`` was trained with (its config.json
     ``provenance``), or None when it is not in ``root`` or predates provenance."""
-    import json
-
     for config_path in sorted((root / "checkpoints" / dataset / defense).glob("*/config.json")):
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -334,8 +334,6 @@ def verify_zoo(
 ) -> VerifyOutcome:
     """Re-evaluate ``n`` random zoo models of ``plan`` (all when ``n`` <= 0) on ``cells`` random cells each (all when
     <= 0) and compare with the rows of ``results`` (default ``<root>/results.csv``); see the module docstring."""
-    from .zoo import load_trained, read_zoo
-
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"verify: --tolerance must be a number >= 0, got {tolerance!r}")
     root = Path(root)
@@ -404,8 +402,6 @@ def verify_zoo(
 
 def _config_difference(recorded: dict[str, Any], built: dict[str, Any]) -> list[str]:
     """The keys on which two dataset configs differ (compared as JSON reads them back)."""
-    import json
-
     a, b = (json.loads(json.dumps(c, sort_keys=True, default=str)) for c in (recorded, built))
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
