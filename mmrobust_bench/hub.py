@@ -34,7 +34,12 @@ SPLITS = ("train", "test")
 
 
 def load_model(
-    dataset: str, entry: str, seed: int = 0, *, zoo: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+    dataset: str,
+    entry: str,
+    seed: int = 0,
+    *,
+    zoo: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
 ) -> WrappedModel:
     """The leaderboard model ``entry`` (its label, e.g. ``"crmt_jt"``) of ``seed``, in eval mode on ``device``,
     wrapped for ``mmr.attack`` / ``mmr.evaluate``. ``zoo``: the zoo folder (default
@@ -86,11 +91,11 @@ def load_dataset(
     dataset: str,
     split: str = "test",
     *,
-    data_root: str | os.PathLike | None = None,
+    data_root: str | os.PathLike[str] | None = None,
     batch_size: int | None = None,
     n: int | None = None,
-    zoo: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    zoo: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> DatasetLoader:
     """``split`` (``"test"`` or ``"train"``) of ``dataset`` as a :class:`DatasetLoader` of ``batch_size`` (default:
@@ -113,10 +118,9 @@ def load_dataset(
     cache = Path(cache_dir) if cache_dir is not None else default_root() / "datasets"
     ds = build_dataset(dataset, cache_dir=cache, **chosen)
     if found is not None and not options:
+        built: dict[str, Any] = ds.config  # type: ignore[attr-defined]  # every registered dataset has one
         differ = sorted(
-            k
-            for k in set(found.dataset_config) | set(ds.config)
-            if str(found.dataset_config.get(k)) != str(ds.config.get(k))
+            k for k in set(found.dataset_config) | set(built) if str(found.dataset_config.get(k)) != str(built.get(k))
         )
         if differ:
             log.warning(

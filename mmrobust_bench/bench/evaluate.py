@@ -69,12 +69,12 @@ def attack_setting(model: nn.Module, attack: Attack, threat: ThreatModel) -> Ite
             f"{attack.describe()} zeroes encoder features and needs a model with a `dropped_features` "
             f"attribute (MultiModalNet); {type(model).__name__} has none"
         )
-    before = model.dropped_features
-    model.dropped_features = frozenset(before) | frozenset(names)
+    before: frozenset[str] = model.dropped_features  # type: ignore[assignment]  # checked present above
+    model.dropped_features = frozenset(before) | frozenset(names)  # type: ignore[assignment]  # a plain attribute
     try:
         yield
     finally:
-        model.dropped_features = before
+        model.dropped_features = before  # type: ignore[assignment]
 
 
 def finite_rows(logits: Tensor) -> Tensor:
@@ -97,8 +97,9 @@ def clean_accuracy(model: nn.Module, split: TensorSplit, batch_size: int, device
         logits = model(batch).logits
         correct += int(correct_predictions(logits, labels).sum())
         bad += int((~finite_rows(logits)).sum())
-    correct, bad, seconds = distributed.all_sum([correct, bad, time.perf_counter() - start])
-    log.info("clean accuracy %.3f on %d samples in %.1f s", int(correct) / max(len(split), 1), len(split), seconds)
+    summed, bad_sum, seconds = distributed.all_sum([correct, bad, time.perf_counter() - start])
+    correct, bad = int(summed), int(bad_sum)
+    log.info("clean accuracy %.3f on %d samples in %.1f s", correct / max(len(split), 1), len(split), seconds)
     if bad:
         log.warning(
             "the model's logits are not finite (NaN or inf) on %d of %d clean samples: counted wrong and "

@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +63,7 @@ from .lipschitz import unimodal_jacobian_chunks
 ADDITIVE = "additive"  # a head-less model whose fused logits are Σ_m z^(m) + a constant per class (the public API's)
 # What certify reads: a dataset split (batched here) or any iterable of ``(batch, labels)`` pairs on the device.
 Batches = TensorSplit | Iterable[tuple[Batch, Tensor]]
+TrainBatches = TensorSplit | Iterable[tuple[Batch, Tensor | None]]  # the train labels are not read
 
 
 def head_kind(model: nn.Module) -> str:
@@ -83,7 +85,7 @@ def mixes_modalities(model: nn.Module) -> bool:
 
 def contribution_scales(model: nn.Module) -> dict[str, Tensor]:
     """Per-class factor from uni-modal score z^(m) to its share of the fused logit: 1 (concat) or a^(m) (CRMT)."""
-    head = model.head
+    head: Any = model.head  # a ConcatHead or CRMTHead (head_kind checks)
     if head_kind(model) == "crmt":
         return {m: head.integration[m].detach().float() for m in head.names}
     k = head.fc.weight.shape[0]
@@ -147,7 +149,17 @@ def radius_from(margins: Tensor, labels: Tensor, den: Tensor, runner_up: Tensor)
     return ratio.min(dim=1).values, ratio.gather(1, runner_up[:, None]).squeeze(1)
 
 
-def _stream(data: Batches, batch_size: int, device: torch.device) -> tuple[Iterator[tuple[Batch, Tensor]], int | None]:
+def _root_sum_squares(parts: Sequence[Tensor]) -> Tensor:
+    """sqrt(Σ t²) over ``parts``, added in order from zero as Python's ``sum`` adds (the joint bounds' denominator)."""
+    total = torch.zeros_like(parts[0])
+    for t in parts:
+        total = total + t**2
+    return torch.sqrt(total)
+
+
+def _stream(
+    data: TrainBatches, batch_size: int, device: torch.device
+) -> tuple[Iterator[tuple[Batch, Any]], int | None]:
     """(the batches, their count or None when unknown): a split batched here, an iterable's pairs as they come."""
     if isinstance(data, TensorSplit):
         return data.batches(batch_size, device=device), math.ceil(len(data) / batch_size)
@@ -161,7 +173,7 @@ def _scaled(gram: Tensor, scales: Mapping[str, Tensor], m: str) -> Tensor:
 
 def _global_constants(
     model: nn.Module,
-    train: Batches,
+    train: TrainBatches,
     modalities: Sequence[str],
     scales: Mapping[str, Tensor],
     batch_size: int,
@@ -191,7 +203,7 @@ def _global_constants(
 
 def certify(
     model: nn.Module,
-    train: Batches,
+    train: TrainBatches,
     test: Batches,
     specs: Sequence[ModalitySpec],
     *,
@@ -280,7 +292,7 @@ def certify(
         )
 
         denominators: list[tuple[str, str, tuple[str, ...], Tensor]] = [
-            ("eq5", "Eq. 5", modalities, torch.sqrt(sum(pair[m] ** 2 for m in modalities)))
+            ("eq5", "Eq. 5", modalities, _root_sum_squares([pair[m] for m in modalities]))
         ]
         denominators += [(f"eq7[{m}]", "Eq. 7", (m,), pair[m]) for m in modalities]
         eq10: dict[str, Tensor] = {}
@@ -288,7 +300,7 @@ def certify(
             for m in modalities:
                 at = scales[m].abs() * tau_used[m]
                 eq10[m] = at[:, None] + at[None, :]
-            denominators.append(("eq10", "Eq. 10", modalities, torch.sqrt(sum(eq10[m] ** 2 for m in modalities))))
+            denominators.append(("eq10", "Eq. 10", modalities, _root_sum_squares([eq10[m] for m in modalities])))
             denominators += [(f"eq10[{m}]", "Eq. 10", (m,), eq10[m]) for m in modalities]
 
         radii = []
@@ -340,6 +352,7 @@ def certify(
 __all__ = [
     "ADDITIVE",
     "Batches",
+    "TrainBatches",
     "EMPIRICAL",
     "MIN_J",
     "RUNNER_UP",

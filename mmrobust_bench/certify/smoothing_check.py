@@ -141,8 +141,8 @@ def _smoothed_attack(
         noisy = noisy_copies(adv, modalities, sigma, n_attack, gens)
         probs = F.softmax(f(noisy).float(), dim=1).view(g, n_attack, -1).mean(1)
         loss = -torch.log(probs.gather(1, cls[:, None]).squeeze(1).clamp_min(1e-12))
-        grads = torch.autograd.grad(loss.sum(), [adv[m] for m in modalities])
-        grads = {m: gr.float() for m, gr in zip(modalities, grads)}
+        raw = torch.autograd.grad(loss.sum(), [adv[m] for m in modalities])
+        grads = {m: gr.float() for m, gr in zip(modalities, raw)}
         gnorm = joint_l2_norm(grads, modalities) + 1e-12
         moved = {m: delta[m] + (ratio * eps / gnorm).view(shape(gr)) * gr for m, gr in grads.items()}
         factor = torch.clamp(eps / (joint_l2_norm(moved, modalities) + 1e-12), max=1.0)

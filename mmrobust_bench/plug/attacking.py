@@ -91,7 +91,7 @@ def _library_of(obj: Any) -> str | None:
 
 
 def _parameters(cls: type) -> dict[str, inspect.Parameter]:
-    params = dict(inspect.signature(cls.__init__).parameters)
+    params = dict(inspect.signature(cls.__init__).parameters)  # type: ignore[misc]  # the class's own, read only
     params.pop("self", None)
     return params
 

@@ -203,7 +203,8 @@ def num_classes(wrapped: WrappedModel, inputs: Mapping[str, Tensor]) -> int:
     if wrapped.classes is None:
         with restored_modes(wrapped), torch.no_grad():
             wrapped(inputs)
-    return int(wrapped.classes)
+    assert wrapped.classes is not None  # every forward sets it
+    return wrapped.classes
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .._version import __version__
 from ..attacks import Attack, build_attack, default_eps
 from ..bench.evaluate import Measurement, correct_predictions, finite_rows, robust_accuracy
-from ..bench.flags import check_attack, clean_row_flags, row_flags
+from ..bench.flags import Flag, check_attack, clean_row_flags, row_flags
 from ..bench.results import ResultRow, append_rows, attack_rows, clean_row, read_rows, rows_frame
 from ..bench.threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from ..bench.validate import check_count, check_eps, check_name, check_output_file
@@ -56,6 +56,7 @@ def state_dict_sha256(module: nn.Module) -> str:
 def _eps_grid(eps: float | Sequence[float] | None, default: float | None) -> list[float]:
     """The ε grid of :func:`evaluate`: the caller's (a number or a list), else the library attack's own ε;
     checked like every ε of the suite (``bench.validate.check_eps``)."""
+    values: list[Any]
     if eps is None:
         values = [default] if default is not None else []
     elif isinstance(eps, str):  # "0.5" or "0.5,1", as mmr.attack and --eps take it (a string is no list of radii)
@@ -245,7 +246,7 @@ def evaluate(
             measured_sets.append((modality_label(choice, threat), atk, threat, measured, fgm_measured))
         small = source.flag_split() if check_flags else None
         per_set: dict[str, list[Measurement]] = {}
-        set_flags: dict[str, list] = {}
+        set_flags: dict[str, list[Flag]] = {}
         for set_label, atk, threat, measured, fgm_measured in measured_sets:
             per_set[set_label] = measured
             set_flags[set_label] = (

@@ -197,21 +197,22 @@ def certificates(
     check = honesty if honesty is not None else HonestyConfig()
     if not isinstance(check, HonestyConfig):
         raise ValueError(f"honesty= takes a mmrobust_bench.certify.honesty.HonestyConfig, got {type(check).__name__}")
-    changes = {k: int(v) for k, v in (("steps", honesty_steps), ("seed", seed)) if v is not None}
-    if changes:
-        check = dataclasses.replace(check, **changes)
+    if honesty_steps is not None:
+        check = dataclasses.replace(check, steps=int(honesty_steps))
+    if seed is not None:
+        check = dataclasses.replace(check, seed=int(seed))
     wrapped = check_wrapped(model)
     dev = torch.device(device) if device is not None else model_device(wrapped)
     passes = _AdditivePasses(wrapped, order, label_key, dev)
     with restored_modes(wrapped):
-        train_batches = passes.batches(train, "train", labelled=False)
+        train_batches = passes.inputs(train)
         first = next(train_batches, None)  # resolves undeclared shapes before certify reads the specs
         if first is None:
             raise ValueError("the train loader gave no batches")
         cert = certify(
             wrapped,
             itertools.chain([first], train_batches),
-            passes.batches(test, "test", labelled=True),
+            passes.labelled(test),
             wrapped.specs,
             batch_size=batch_size,
             class_chunk=class_chunk,
@@ -258,20 +259,28 @@ class _AdditivePasses:
         self.wrapped, self.order, self.label_key, self.device = wrapped, order, label_key, device
         self.offset: Tensor | None = None
 
-    def batches(self, loader: Iterable[Any], what: str, *, labelled: bool) -> Iterator[tuple[Batch, Tensor | None]]:
+    def _read(self, loader: Iterable[Any], what: str) -> Iterator[tuple[Split, Batch, ModelOutput]]:
         count = 0
         for raw in loader:
             split, batch, out, self.offset = _additive_forward(
                 self.wrapped, raw, self.order, self.label_key, self.device, self.offset
             )
-            labels = None
-            if labelled:
-                labels = labels_of(split, None).to(self.device)
-                check_classes(labels, int(out.logits.shape[1]))
             count += 1
-            yield batch, labels
+            yield split, batch, out
         if not count:
             raise ValueError(f"the {what} loader gave no batches")
+
+    def inputs(self, loader: Iterable[Any]) -> Iterator[tuple[Batch, None]]:
+        """The train loader's inputs (its labels are not read)."""
+        for _, batch, _ in self._read(loader, "train"):
+            yield batch, None
+
+    def labelled(self, loader: Iterable[Any]) -> Iterator[tuple[Batch, Tensor]]:
+        """The test loader's inputs and labels (class indices within the model's logits)."""
+        for split, batch, out in self._read(loader, "test"):
+            labels = labels_of(split, None).to(self.device)
+            check_classes(labels, int(out.logits.shape[1]))
+            yield batch, labels
 
 
 __all__ = ["ADDITIVITY_TOL", "eta", "certificates"]
