@@ -15,6 +15,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from ..contracts import Batch
+from ..models.multimodal import MultiModalNet
 
 ABSTAIN = -1
 # Phases of the noise streams: each (sample, phase) has its own generator seed.
@@ -48,8 +49,6 @@ def fixed_feature_function(
     features: a modality's features depend on that modality alone); any other model, including subclasses
     that replace ``encode`` or ``forward`` (MMT's joint layers, MSEFM's sparse coding), gets ``f`` unchanged.
     The noisy copies are sample-major (``noisy_copies``), so each sample's features repeat ``rows / G`` times."""
-    from ..models.multimodal import MultiModalNet
-
     fixed = [m for m in group if m not in noised]
     kind = type(model)
     if (
