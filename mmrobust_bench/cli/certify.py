@@ -66,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd(args: argparse.Namespace) -> int:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench import distributed
     from ..bench.api import train_defense
     from ..bench.certification import certify_defense
@@ -82,6 +83,7 @@ def cmd(args: argparse.Namespace) -> int:
                       root=Path(args.root) if args.root else None, device=args.device, progress=False)
         distributed.barrier()
         return 0
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..certify.honesty import HonestyConfig
     from ..certify.smoothing import SmoothingConfig
 

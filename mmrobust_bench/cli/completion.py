@@ -25,10 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def completion_script(shell: str) -> str:
     """The completion script of ``shell`` for the whole ``mmrobust-bench`` parser."""
     try:
-        import shtab
+        import shtab  # here: shtab is optional
     except ImportError:
         raise ValueError(f"shell completion needs shtab: {INSTALL_HINT}") from None
-    from . import build_parser
+    from . import build_parser  # here: the package imports this module while it builds the parser
 
     parser = build_parser()
     for sub in _parsers(parser):

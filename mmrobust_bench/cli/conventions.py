@@ -116,7 +116,7 @@ def log_level(args: argparse.Namespace) -> int:
 def configure(args: argparse.Namespace) -> None:
     """Logging to stderr at the level of ``-v``/``-q`` for ``mmrobust_bench.*`` (other libraries: warnings,
     or everything with ``-vv``); ``-q`` also turns progress bars off."""
-    from .. import progress
+    from .. import progress  # here: tqdm loads when a command runs, not for --help
 
     level = log_level(args)
     if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun rank 0 tells the story once

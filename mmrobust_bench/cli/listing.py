@@ -18,6 +18,8 @@ import logging
 import time
 from typing import Any, Callable
 
+from ..hints import nearest
+
 log = logging.getLogger(__name__)
 
 KINDS = ("defenses", "attacks", "datasets", "encoders")
@@ -55,6 +57,7 @@ def _norms_of_class(cls: Any) -> list[str]:
 def _registered_attack_norms(entry: Any) -> list[str] | None:
     """Norms of a registered attack: ``attacks.attack_norms`` when it exists, else the ``norms`` of the
     class its factory returns (``None``: unknown, e.g. a plugin factory without a return annotation)."""
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from .. import attacks
 
     helper = getattr(attacks, "attack_norms", None)
@@ -79,6 +82,7 @@ def _version(dist: str) -> str:
 
 
 def _torchattacks_rows(names: list[str]) -> list[dict[str, Any]]:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from .. import attacks
     from ..attacks.torchattacks_adapter import _torchattacks, supported_norms
 
@@ -95,6 +99,7 @@ def _torchattacks_rows(names: list[str]) -> list[dict[str, Any]]:
 
 def _art_rows() -> list[dict[str, Any]]:
     """The adapter's ART table, without importing ART; ImportError when ART is not installed."""
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..attacks.art_adapter import ART_ATTACKS, INSTALL_HINT
 
     if importlib.util.find_spec("art") is None:
@@ -114,6 +119,7 @@ def _art_rows() -> list[dict[str, Any]]:
 
 
 def _family_rows(prefix: str, lister: Callable[[], list[str]]) -> list[dict[str, Any]]:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..attacks import art_adapter, torchattacks_adapter
 
     if prefix == "art" and lister is art_adapter.art_names:
@@ -126,6 +132,7 @@ def _family_rows(prefix: str, lister: Callable[[], list[str]]) -> list[dict[str,
 
 def collect(pattern: str | None = None) -> dict[str, Any]:
     """Everything ``list`` shows, as plain data (what ``--json`` prints)."""
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..attacks import ATTACKS, FAMILY_LISTERS
     from ..attacks.art_adapter import ART_EXCLUDED
     from ..attacks.torchattacks_adapter import EXCLUDED
@@ -202,8 +209,6 @@ def listed_names(data: dict[str, Any]) -> list[str]:
 
 def nothing_matches(pattern: str, names: list[str]) -> str:
     """The error for a pattern that matches no name: the nearest names (compared without wildcards and case)."""
-    from ..hints import nearest
-
     by_lower = {name.lower(): name for name in names}
     typed = pattern.lower().strip("*?[]") or pattern.lower()
     near = [by_lower[n] for n in nearest(typed, sorted(by_lower))]

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write_text
+from ..reports.paths import output_path, slug
 from .common import int_list, name_list
 
 
@@ -77,6 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def read_results(path: str) -> Any:
     """The rows of a results CSV, read strictly (``bench.results.read_checked_rows``); columns added after a
     CSV was written read with their defaults."""
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.results import read_checked_rows
 
     file = Path(path)
@@ -88,6 +92,7 @@ def read_results(path: str) -> Any:
 
 def read_eta_pairs(path: Path) -> Any:
     """certify's eta_pairs.csv read strictly, or None when there is none."""
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.results import read_checked_eta_pairs
 
     return read_checked_eta_pairs(path) if Path(path).exists() else None
@@ -96,9 +101,11 @@ def read_eta_pairs(path: Path) -> Any:
 def read_certificates(path: Path) -> Any:
     """certify's certified.csv read strictly, ``method``/``kind`` filled for rows that predate them; None when
     there is none."""
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     import pandas as pd
 
-    from ..bench.certification import with_certificate_kinds
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
+    from ..bench.certified_rows import with_certificate_kinds
     from ..bench.results import ResultsFileError, read_checked_certificates
     from ..certify.smoothing import METHOD as SMOOTHING
 
@@ -116,6 +123,7 @@ def read_certificates(path: Path) -> Any:
 
 
 def _checkpoints(args: argparse.Namespace) -> Path:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..reports.entries import default_checkpoints
 
     if args.checkpoints:
@@ -127,6 +135,7 @@ def _checkpoints(args: argparse.Namespace) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..reports.entries import mixed_labels, resolve_entries
     from ..reports.tables import build_tables, pivot_table, write_tables
 
@@ -158,6 +167,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.findings:
         written["findings"] = _write_findings(rows, pairs, certified, out, args.command_line, datasets)
     if args.html:
+        # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
         from ..reports.leaderboard import write_leaderboard
 
         written["leaderboard"] = write_leaderboard(rows, out, command=args.command_line, certified=certified,
@@ -174,8 +184,6 @@ def written_summary(written: dict[str, list[Path]], out: Path, *, listed: bool =
     """One line for what ``report`` wrote: ``report: 38 files in out: tables 12 csv, 12 md, 12 tex; leaderboard
     1 html, cards/ 1 json (-v lists them)``, counted per kind of output, folder below ``out`` and extension
     (``listed``: the paths were printed above it, so no hint)."""
-    from collections import Counter
-
     parts = []
     for kind, paths in written.items():
         counts = Counter()  # type: Counter[tuple[str, str]]
@@ -197,9 +205,8 @@ def written_summary(written: dict[str, list[Path]], out: Path, *, listed: bool =
 def _write_findings(rows: Any, pairs: Any, certified: Any, out: Path, command: str,
                     datasets: list[str] | None) -> list[Path]:
     """``findings-<dataset>.md``: the numbers behind the findings, with certify's CSVs beside the results."""
-    from ..io import atomic_write_text
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..reports.findings import findings_markdown
-    from ..reports.paths import output_path, slug
     from ..reports.tables import markdown_cell
 
     paths = []
@@ -214,6 +221,7 @@ def _write_findings(rows: Any, pairs: Any, certified: Any, out: Path, command: s
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..reports.figures import DEFAULT_ABLATION, figure_formats, parse_ablation, plot_figures
 
     formats = figure_formats(args.format)  # refused before anything is read or drawn
@@ -228,6 +236,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     certified = read_certificates(certified_path)  # every input read (and refused) before any figure is drawn
     sweep = None
     if args.config:
+        # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
         from ..bench.validate import read_yaml_mapping
 
         sweep = read_yaml_mapping(args.config, "--config sweep file")
@@ -241,6 +250,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         for path in item.paths:
             print(path)
     if certified is not None:
+        # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
         from ..reports.certified_curves import plot_certified_curves
 
         curves = [path for fmt in formats for path in plot_certified_curves(

@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd(args: argparse.Namespace) -> int:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.sweep import build_plan, load_sweep_config, parse_shard, run_sweep
 
     if args.no_certify and (args.certify or args.certify_method or args.certify_sets):

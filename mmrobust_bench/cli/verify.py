@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..io import default_root
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     ve = sub.add_parser("verify", help="re-evaluate N random zoo models of a sweep (or re-train them with --retrain) "
@@ -41,9 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd(args: argparse.Namespace) -> int:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.sweep import build_plan, load_sweep_config
     from ..bench.verify import verify_sweep, verify_zoo
-    from ..io import default_root
 
     plan = build_plan(load_sweep_config(args.config))
     root = Path(args.root) if args.root else default_root()

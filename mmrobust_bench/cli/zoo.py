@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .common import dataset_options
+from .conventions import SubcommandParser
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .conventions import SubcommandParser
-
     zoo = sub.add_parser("zoo", help="a leaderboard's model zoo: list its models, show one, export a sweep's "
                                      "checkpoints into it")
     actions = zoo.add_subparsers(dest="zoo_command", required=True, parser_class=SubcommandParser,
@@ -54,6 +55,7 @@ def _where(parser: argparse.ArgumentParser) -> None:
 
 
 def _zoos(args: argparse.Namespace) -> list[Any]:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.zoo import INDEX, leaderboards_dir, read_zoo
 
     if args.zoo:
@@ -85,6 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.zoo import load_record, show_rows
     from ..reports.leaderboard import card_path
 
@@ -134,10 +137,10 @@ def _plain(value: Any) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.api import invoked_command
     from ..bench.sweep import build_plan, load_sweep_config
     from ..bench.zoo import export_zoo
-    from .common import dataset_options
 
     root = Path(args.root)
     config = Path(args.config) if args.config else root.resolve().parent / "sweep.yaml"
