@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..attacks import Attack
 from ..contracts import ThreatModel, joint_l2_norm
-from ..data.base import TensorSplit
+from ..data.base import Split, TensorSplit
 from ..progress import progress_bar
 from . import distributed
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # What the measuring loops read: a dataset split (batched here, on the device) or any iterable of
 # ``(batch, labels)`` pairs already on the device (a user's DataLoader after the public API unpacked it).
-Batches = TensorSplit | Iterable[tuple[Mapping[str, Tensor], Tensor]]
+Batches = Split | Iterable[tuple[Mapping[str, Tensor], Tensor]]
 
 # What ``minimal_norm_curve`` multiplies the largest ε of the grid by to get the attack's radius: the
 # library's box then lies well beyond every ε of the grid, and a norm found above the grid no longer matters.
@@ -110,7 +110,7 @@ def clean_accuracy(model: nn.Module, split: TensorSplit, batch_size: int, device
     return Measurement(0.0, int(correct), len(split), seconds, non_finite=int(bad))
 
 
-def _my_batches(split: TensorSplit, batch_size: int, device: torch.device) -> Iterator[tuple[dict, Tensor]]:
+def _my_batches(split: Split, batch_size: int, device: torch.device) -> Iterator[tuple[dict, Tensor]]:
     """The split's batches, lazily (real datasets stream from disk); under torchrun only this rank's share,
     round robin, each batch exactly as one process would see it (so seeded attacks give identical numbers)."""
     for step, item in enumerate(split.batches(batch_size, device=device)):
@@ -118,7 +118,7 @@ def _my_batches(split: TensorSplit, batch_size: int, device: torch.device) -> It
             yield item
 
 
-def _batch_count(split: TensorSplit, batch_size: int) -> int:
+def _batch_count(split: Split, batch_size: int) -> int:
     total = math.ceil(len(split) / max(batch_size, 1))
     d = distributed.current()
     return len(range(d.rank, total, d.world_size))
@@ -129,7 +129,7 @@ def _stream(
 ) -> tuple[Iterator[tuple[Mapping[str, Tensor], Tensor]], int | None]:
     """(this rank's batches, their count or None when unknown): a split is batched here (:func:`_my_batches`);
     an iterable's batches are taken as they come, round robin over ranks under torchrun like a split's."""
-    if isinstance(data, TensorSplit):
+    if isinstance(data, Split):
         return _my_batches(data, batch_size, device), _batch_count(data, batch_size)
     return (item for step, item in enumerate(data) if distributed.mine(step)), None
 
@@ -237,7 +237,7 @@ def robust_accuracy(
     bar.close()
     merged = distributed.all_sum(correct + seconds + [seen])
     correct, seconds = [int(c) for c in merged[: len(grid)]], merged[len(grid) : -1]
-    n = len(split) if isinstance(split, TensorSplit) else int(merged[-1])
+    n = len(split) if isinstance(split, Split) else int(merged[-1])
     if distributed.current().active:  # every rank's report, summed from scratch in rank order
         shares, details = distributed.all_gather(details), [None] * len(grid)
         for part in shares:

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ..contracts import Batch, ModalitySpec
-from ..data.base import TensorSplit
+from ..data.base import Split, TensorSplit
 from ..models import ConcatHead, CRMTHead
 from ..progress import progress_bar
 from .certificate import (
@@ -63,7 +63,7 @@ from .lipschitz import unimodal_jacobian_chunks
 ADDITIVE = "additive"  # a head-less model whose fused logits are Σ_m z^(m) + a constant per class (the public API's)
 # What certify reads: a dataset split (batched here) or any iterable of ``(batch, labels)`` pairs on the device.
 Batches = TensorSplit | Iterable[tuple[Batch, Tensor]]
-TrainBatches = TensorSplit | Iterable[tuple[Batch, Tensor | None]]  # the train labels are not read
+TrainBatches = Split | Iterable[tuple[Batch, Tensor | None]]  # the train labels are not read
 
 
 def head_kind(model: nn.Module) -> str:
@@ -161,7 +161,7 @@ def _stream(
     data: TrainBatches, batch_size: int, device: torch.device
 ) -> tuple[Iterator[tuple[Batch, Any]], int | None]:
     """(the batches, their count or None when unknown): a split batched here, an iterable's pairs as they come."""
-    if isinstance(data, TensorSplit):
+    if isinstance(data, Split):
         return data.batches(batch_size, device=device), math.ceil(len(data) / batch_size)
     return iter(data), (len(data) if hasattr(data, "__len__") else None)  # type: ignore[arg-type]
 

@@ -1,8 +1,10 @@
 """Dataset contract: modality specs, class count, and batched access to train/test splits."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -21,12 +23,18 @@ class TensorSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: Tensor) -> "TensorSplit":
+    def subset(self, index: Tensor) -> TensorSplit:
         return TensorSplit({m: x[index] for m, x in self.inputs.items()}, self.labels[index])
 
     def batches(
-        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-        device: torch.device | str = "cpu", drop_last: bool = False, shard: tuple[int, int] | None = None,
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        drop_last: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[Batch, Tensor]]:
         """Yield (batch, labels) on ``device``; shuffling draws only from ``generator``.
 
@@ -37,9 +45,11 @@ class TensorSplit:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            idx = shard_slice(order[start:start + batch_size], shard)
-            yield ({m: x[idx].to(device, non_blocking=True) for m, x in self.inputs.items()},
-                   self.labels[idx].to(device, non_blocking=True))
+            idx = shard_slice(order[start : start + batch_size], shard)
+            yield (
+                {m: x[idx].to(device, non_blocking=True) for m, x in self.inputs.items()},
+                self.labels[idx].to(device, non_blocking=True),
+            )
 
 
 def check_finite(split: TensorSplit, where: str) -> None:
@@ -51,9 +61,11 @@ def check_finite(split: TensorSplit, where: str) -> None:
         bad = torch.nonzero(~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)).flatten()
         if bad.numel():
             first = ", ".join(str(int(i)) for i in bad[:3]) + (", ..." if bad.numel() > 3 else "")
-            raise ValueError(f"{where}: modality {m!r} holds NaN or inf values in {bad.numel()} of {x.shape[0]} "
-                             f"samples (samples {first}); fix the files it was built from (e.g. silent or damaged "
-                             f"recordings) and rebuild it")
+            raise ValueError(
+                f"{where}: modality {m!r} holds NaN or inf values in {bad.numel()} of {x.shape[0]} "
+                f"samples (samples {first}); fix the files it was built from (e.g. silent or damaged "
+                f"recordings) and rebuild it"
+            )
 
 
 def shard_slice(index: Tensor, shard: tuple[int, int] | None) -> Tensor:
@@ -64,6 +76,25 @@ def shard_slice(index: Tensor, shard: tuple[int, int] | None) -> Tensor:
     if not 0 <= rank < world:
         raise ValueError(f"shard (rank, world) must have 0 <= rank < world, got {shard}")
     return torch.tensor_split(index, world)[rank]
+
+
+@runtime_checkable
+class Split(Protocol):
+    """A dataset split as the suite reads it: held in memory (:class:`TensorSplit`) or streamed from disk
+    (``ClipSplit``); anything else handed to the evaluation loops is an iterable of (batch, labels) pairs."""
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        drop_last: bool = False,
+        shard: tuple[int, int] | None = None,
+    ) -> Iterator[tuple[Batch, Tensor]]: ...
 
 
 class MultiModalDataset(Protocol):
