@@ -47,10 +47,10 @@ def test_a_writer_that_replaces_the_temporary_file_still_gets_the_umask_mode(tmp
 @pytest.mark.usefixtures("umask_022")
 def test_prepared_folders_get_the_umask_mode(tmp_path):
     """`prepare` writes each clip's frames into a temporary folder renamed into place (mkdtemp makes 0700)."""
-    from mmrobust_bench.data.prepare import _atomic_dirs
+    from mmrobust_bench.data.prepare import atomic_dirs
 
     target = tmp_path / "frames" / "train" / "clip1"
-    with _atomic_dirs(target) as (tmp,):
+    with atomic_dirs(target) as (tmp,):
         (tmp / "frame_00001.jpg").write_bytes(b"jpeg")
     assert mode(target) == 0o755 and mode(tmp_path / "frames") == 0o755
     assert [p.name for p in target.parent.iterdir()] == ["clip1"]
@@ -60,9 +60,11 @@ def test_prepared_folders_get_the_umask_mode(tmp_path):
 @pytest.mark.usefixtures("umask_022", "one_thread")
 def test_a_run_writes_checkpoints_caches_results_and_plots_0644(tmp_path):
     from mmrobust_bench.bench.api import run
+    from mmrobust_bench.reports.curves import plot_robust_curve
 
-    run(defense="jt", attack="pgd_l2", modality="a", eps=[0.5], overrides={"epochs": 1, "batch_size": 32},
-        dataset_options={"n_train": 96, "n_test": 32}, root=tmp_path, progress=False, check_flags=False)
+    result = run(defense="jt", attack="pgd_l2", modality="a", eps=[0.5], overrides={"epochs": 1, "batch_size": 32},
+                 dataset_options={"n_train": 96, "n_test": 32}, root=tmp_path, progress=False, check_flags=False)
+    plot_robust_curve(result.rows, result.plot_path, title=result.plot_title, command="mmrobust-bench run")  # as the CLI
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     parts = {p: p.relative_to(tmp_path).parts for p in files}
     assert sorted(p.name for p in files if parts[p][0] == "checkpoints" and p.suffix == ".safetensors") == [

@@ -4,35 +4,36 @@ Train (or load) a defense on a dataset, measure clean accuracy and an attack ove
 attack per ε, or the whole curve from one minimal-norm run), check the numbers for signs of
 gradient masking (``bench.flags``), append tidy rows to a CSV, draw the curve, and return everything.
 """
+
 from __future__ import annotations
 
 import logging
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
 from .._version import __version__
 from ..attacks import build_attack, default_eps, validate_attack_options
 from ..attacks.native import FGM
-from ..contracts import ALL_MODALITIES, ThreatModel
+from ..contracts import ThreatModel
 from ..data import build_dataset
 from ..data.base import TensorSplit
 from ..defenses import build_defense, dataset_schedule
 from ..io import default_root
-from ..reports.curves import plot_robust_curve, run_plot_name
-from ..reports.stats import modality_name
 from . import distributed
 from .evaluate import Measurement, clean_accuracy, minimal_norm_curve, robust_accuracy
 from .flags import Flag, check_attack, clean_row_flags, row_flags
-from .results import CLEAN, NO_MODALITY, ResultRow, append_rows, attack_rows, read_rows, rows_frame, stored_run
+from .naming import modality_name, run_plot_name
+from .results import append_rows, attack_rows, clean_row, read_rows, rows_frame, stored_run
 from .threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from .train import TrainedModel, model_dtype, select_device, train
-from .validate import check_run_settings
+from .validate import check_eps, check_run_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,12 @@ FGM_CHECKED = ("pgd_l2",)
 
 @dataclass
 class RunResult:
+    """What :func:`run` measured. The bench draws nothing (it sits below the reports): ``plot_path`` is where the
+    run's robust-accuracy curve belongs (``<root>/plots/<run_plot_name>``; None for a reused run, whose curve was
+    drawn when its rows were measured, and on the non-main ranks of torchrun), and
+    ``reports.curves.plot_robust_curve(result.rows, result.plot_path, title=result.plot_title, command=...)``
+    draws it there, as ``mmrobust-bench run`` does."""
+
     rows: pd.DataFrame
     trained: TrainedModel
     results_path: Path
@@ -52,6 +59,7 @@ class RunResult:
     table: str
     notes: list[str] = field(default_factory=list)
     reused: bool = False  # the rows were already stored (nothing evaluated); ``force=True`` re-evaluates
+    plot_title: str = ""  # the curve's title: dataset, label, configuration, attack and modality
 
 
 def invoked_command() -> str:
@@ -61,15 +69,23 @@ def invoked_command() -> str:
 
 def validate_eps(eps: Sequence[float]) -> list[float]:
     """A non-empty, sorted grid of finite ε in [0, MAX_EPS] (``bench.validate.check_eps``)."""
-    from .validate import check_eps
-
     return check_eps(eps)
 
 
-def train_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, overrides: Mapping[str, Any] | None = None,
-                  dataset_options: Mapping[str, Any] | None = None, root: Path | None = None,
-                  device: str = "auto", progress: bool = True, force: bool = False,
-                  sync_batchnorm: bool = False, built: Any = None) -> TrainedModel:
+def train_defense(
+    defense: str,
+    *,
+    dataset: str = "synthav",
+    seed: int = 0,
+    overrides: Mapping[str, Any] | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+    root: Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    force: bool = False,
+    sync_batchnorm: bool = False,
+    built: Any = None,
+) -> TrainedModel:
     """Build the dataset and train (or load) ``defense`` with the dataset's schedule and ``overrides``
     (data-parallel under torchrun; ``sync_batchnorm`` then converts BatchNorm to SyncBatchNorm).
 
@@ -78,11 +94,23 @@ def train_defense(defense: str, *, dataset: str = "synthav", seed: int = 0, over
     root = Path(root) if root is not None else default_root()
     if built is not None and built.name != dataset:
         raise ValueError(f"train_defense: built dataset {built.name!r} is not {dataset!r}")
-    ds = built if built is not None else build_dataset(dataset, cache_dir=root / "datasets",
-                                                       **dict(dataset_options or {}))
+    ds = (
+        built
+        if built is not None
+        else build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))
+    )
     defense_obj, train_cfg = build_defense(defense, overrides, dataset_schedule(ds))
-    trained = train(defense_obj, ds, train_cfg, seed=seed, root=root, device=device, progress=progress, force=force,
-                    sync_batchnorm=sync_batchnorm)
+    trained = train(
+        defense_obj,
+        ds,
+        train_cfg,
+        seed=seed,
+        root=root,
+        device=device,
+        progress=progress,
+        force=force,
+        sync_batchnorm=sync_batchnorm,
+    )
     trained.dataset = ds  # type: ignore[attr-defined]
     return trained
 
@@ -107,13 +135,29 @@ def attack_options_for(attack: str, options: Mapping[str, Any] | None, dataset: 
     return out
 
 
-def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *, dataset: str = "synthav",
-        eps: Sequence[float] | None = None, seed: int = 0, overrides: Mapping[str, Any] | None = None,
-        attack_options: Mapping[str, Any] | None = None, dataset_options: Mapping[str, Any] | None = None,
-        root: Path | None = None, results: Path | None = None, device: str = "auto", batch_size: int = 500,
-        progress: bool = True, plot: bool = True, command: str | None = None, curve: str = "sweep",
-        check_flags: bool = True, sync_batchnorm: bool = False, label: str | None = None,
-        force: bool = False, norm: str = "l2") -> RunResult:
+def run(
+    defense: str = "crmt_at",
+    attack: str = "pgd_l2",
+    modality: str = "a",
+    *,
+    dataset: str = "synthav",
+    eps: Sequence[float] | None = None,
+    seed: int = 0,
+    overrides: Mapping[str, Any] | None = None,
+    attack_options: Mapping[str, Any] | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+    root: Path | None = None,
+    results: Path | None = None,
+    device: str = "auto",
+    batch_size: int = 500,
+    progress: bool = True,
+    curve: str = "sweep",
+    check_flags: bool = True,
+    sync_batchnorm: bool = False,
+    label: str | None = None,
+    force: bool = False,
+    norm: str = "l2",
+) -> RunResult:
     """Train/load ``defense``, attack ``modality`` (a name, comma list or ``all``) over ``eps``.
 
     ``norm`` is the threat norm (l2, linf, l1, l0); ``eps`` defaults to that norm's grid
@@ -128,18 +172,29 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     minimal-norm attack (``fmn_l2``, torchattacks FAB/DeepFool/CW, ART DeepFool/CarliniL2Method/ElasticNet)
     once and reads robust accuracy at every ε off the per-sample norms. ``check_flags`` runs the validity
     checks of ``bench.flags``: raised flags go into the rows' ``flags`` column and ``RunResult.notes``.
+
+    Nothing is drawn here: ``RunResult.plot_path`` and ``plot_title`` say where and how the CLI (or the caller,
+    with ``reports.curves.plot_robust_curve``) draws the run's curve.
     """
     eps_grid = validate_eps(default_eps(norm) if eps is None else eps)
     if curve not in CURVES:
         raise ValueError(f"unknown curve {curve!r}; valid: {', '.join(CURVES)}")
     root = Path(root) if root is not None else default_root()
     results_path = Path(results) if results is not None else root / "results.csv"
-    command = command or invoked_command()
     dev = select_device(device)
     # every setting and output location first: a typo or an unwritable --results costs a line, not a training
-    check_run_settings(defense=defense, overrides=overrides, dataset=dataset, dataset_options=dataset_options,
-                       batch_size=batch_size, seed=seed, root=root, results=results_path, modality=modality,
-                       label=label)
+    check_run_settings(
+        defense=defense,
+        overrides=overrides,
+        dataset=dataset,
+        dataset_options=dataset_options,
+        batch_size=batch_size,
+        seed=seed,
+        root=root,
+        results=results_path,
+        modality=modality,
+        label=label,
+    )
     # validate the cheap things before any training starts: the attack, its options and the norm first
     validate_attack_options(attack, attack_options, norm, eps=eps_grid)
     probe = build_dataset(dataset, cache_dir=root / "datasets", **dict(dataset_options or {}))
@@ -152,32 +207,72 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     if curve == "minimal" and modality == ANY:
         raise ValueError("curve='minimal' measures one modality choice; give a modality, not 'any'")
     if curve == "minimal" and not getattr(atk, "minimal_norm", False):
-        raise ValueError(f"curve='minimal' needs a minimal-norm attack (fmn_l2, torchattacks:FAB, torchattacks:DeepFool, "
-                         f"torchattacks:CW, art:DeepFool, art:CarliniL2Method, art:ElasticNet), not {attack!r}")
+        raise ValueError(
+            f"curve='minimal' needs a minimal-norm attack (fmn_l2, torchattacks:FAB, torchattacks:DeepFool, "
+            f"torchattacks:CW, art:DeepFool, art:CarliniL2Method, art:ElasticNet), not {attack!r}"
+        )
     if curve == "minimal" and max(eps_grid) <= 0:
         raise ValueError("curve='minimal' needs an ε grid with a positive value")
-    trained = train_defense(defense, dataset=dataset, seed=seed, overrides=overrides, dataset_options=dataset_options,
-                            root=root, device=str(dev), progress=progress, sync_batchnorm=sync_batchnorm,
-                            built=probe)
+    trained = train_defense(
+        defense,
+        dataset=dataset,
+        seed=seed,
+        overrides=overrides,
+        dataset_options=dataset_options,
+        root=root,
+        device=str(dev),
+        progress=progress,
+        sync_batchnorm=sync_batchnorm,
+        built=probe,
+    )
     main_rank = distributed.current().main  # under torchrun every rank measures its share; rank 0 writes
     ds = trained.dataset  # type: ignore[attr-defined]
     run_label = label or defense
-    common = dict(dataset=ds.name, defense=defense, label=run_label, seed=seed, checkpoint_sha256=trained.sha256,
-                  config_hash=trained.key.config_hash, device=str(dev), suite_version=__version__,
-                  dtype=model_dtype(trained.model))
+    common = dict(
+        dataset=ds.name,
+        defense=defense,
+        label=run_label,
+        seed=seed,
+        checkpoint_sha256=trained.sha256,
+        config_hash=trained.key.config_hash,
+        device=str(dev),
+        suite_version=__version__,
+        dtype=model_dtype(trained.model),
+    )
     label = ANY if modality == ANY else modality_label(modality, threats[modality])
-    stored = None if force else stored_run(
-        read_rows(results_path), dataset=ds.name, label=run_label, seed=seed, sha=trained.sha256, attack=attack,
-        attack_config=atk.describe() + (" [minimal-norm curve" if curve == "minimal" else ""),
-        modality=label, eps=eps_grid, norm_bounded=atk.norm_bounded, prefix=curve == "minimal", norm=norm)
-    if stored is not None:  # its plot was drawn when the rows were measured
-        return RunResult(stored, trained, results_path, None, format_table(stored, trained), reused=True,
-                         notes=[f"reused {len(stored)} stored rows of {results_path} for this checkpoint "
-                                "(nothing evaluated; --force re-evaluates)"])
+    stored = (
+        None
+        if force
+        else stored_run(
+            read_rows(results_path),
+            dataset=ds.name,
+            label=run_label,
+            seed=seed,
+            sha=trained.sha256,
+            attack=attack,
+            attack_config=atk.describe() + (" [minimal-norm curve" if curve == "minimal" else ""),
+            modality=label,
+            eps=eps_grid,
+            norm_bounded=atk.norm_bounded,
+            prefix=curve == "minimal",
+            norm=norm,
+        )
+    )
+    if stored is not None:  # its curve was drawn when the rows were measured
+        return RunResult(
+            stored,
+            trained,
+            results_path,
+            None,
+            format_table(stored, trained),
+            reused=True,
+            notes=[
+                f"reused {len(stored)} stored rows of {results_path} for this checkpoint "
+                "(nothing evaluated; --force re-evaluates)"
+            ],
+        )
     clean = clean_accuracy(trained.model, ds.test, batch_size, dev)
-    rows = [ResultRow(attack=CLEAN, attack_config=CLEAN, library="native", library_version=__version__,
-                      modality=NO_MODALITY, norm=norm, eps=0.0, n=clean.n, accuracy=clean.accuracy,
-                      wall_seconds=clean.seconds, flags=clean_row_flags(clean), **common)]
+    rows = [clean_row(clean, norm=norm, flags=clean_row_flags(clean), common=common)]
     config = atk.describe()
     notes: list[str] = []
     per_set: dict[str, list[Measurement]] = {}
@@ -185,8 +280,9 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
     for choice, threat in threats.items():
         set_label = modality_label(choice, threat)
         if curve == "minimal":
-            found = minimal_norm_curve(trained.model, ds.test, atk, threat, eps_grid, batch_size, dev,
-                                       progress=progress)
+            found = minimal_norm_curve(
+                trained.model, ds.test, atk, threat, eps_grid, batch_size, dev, progress=progress
+            )
             measured = found.measurements
             config = f"{config} [minimal-norm curve, radius {found.radius:g}]"
         else:
@@ -201,41 +297,73 @@ def run(defense: str = "crmt_at", attack: str = "pgd_l2", modality: str = "a", *
                 log.warning("%s", flag.note() if modality != ANY else f"{modality_name(set_label)}: {flag.note()}")
         per_set[set_label], set_flags[set_label] = measured, flags
         notes += [f.note() if modality != ANY else f"{modality_name(set_label)}: {f.note()}" for f in flags]
-        rows += attack_rows(measured, attack=attack, attack_config=config, library=atk.library,
-                            library_version=atk.library_version, modality=set_label, norm=norm,
-                            norm_bounded=atk.norm_bounded, flags_at=partial(row_flags, flags), common=common)
+        rows += attack_rows(
+            measured,
+            attack=attack,
+            attack_config=config,
+            library=atk.library,
+            library_version=atk.library_version,
+            modality=set_label,
+            norm=norm,
+            norm_bounded=atk.norm_bounded,
+            flags_at=partial(row_flags, flags),
+            common=common,
+        )
     if modality == ANY:
-        rows += attack_rows(combine_any(per_set), attack=attack, attack_config=config, library=atk.library,
-                            library_version=atk.library_version, modality=ANY, norm=norm,
-                            norm_bounded=atk.norm_bounded, common=common,
-                            flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}))
+        rows += attack_rows(
+            combine_any(per_set),
+            attack=attack,
+            attack_config=config,
+            library=atk.library,
+            library_version=atk.library_version,
+            modality=ANY,
+            norm=norm,
+            norm_bounded=atk.norm_bounded,
+            common=common,
+            flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}),
+        )
     if main_rank:
         append_rows(results_path, rows, replace=force)
     frame = rows_frame(rows)
-    plot_path = None
-    if plot and main_rank:
-        name = run_plot_name(ds.name, run_label, attack, label, seed, trained.key.config_hash)
-        plot_path = plot_robust_curve(frame, root / "plots" / name, command=command,
-                                      title=f"{ds.name}: {run_label} [cfg {trained.key.config_hash[:8]}], "
-                                            f"{atk.describe()} on {modality_name(label)}")
+    plot_path = (
+        root / "plots" / run_plot_name(ds.name, run_label, attack, label, seed, trained.key.config_hash)
+        if main_rank
+        else None
+    )
+    title = f"{ds.name}: {run_label} [cfg {trained.key.config_hash[:8]}], {atk.describe()} on {modality_name(label)}"
     table = format_table(frame, trained)
-    return RunResult(frame, trained, results_path, plot_path, table, notes=notes)
+    return RunResult(frame, trained, results_path, plot_path, table, notes=notes, plot_title=title)
 
 
 def format_table(frame: pd.DataFrame, trained: TrainedModel | None = None, *, model_column: bool = False) -> str:
     """Markdown table of the rows; a ``flags`` column appears when any row carries a validity flag, and a
     ``model`` column (the rows' ``defense``) with ``model_column`` (the public API's evaluate tables)."""
     flagged = "flags" in frame and bool((frame["flags"].fillna("") != "").any())
-    lines = ["|" + (" model |" if model_column else "") + " attack | modality | eps | accuracy | n |"
-             + (" flags |" if flagged else ""),
-             "|" + ("---|" if model_column else "") + "---|---|---:|---:|---:|" + ("---|" if flagged else "")]
+    lines = [
+        "|"
+        + (" model |" if model_column else "")
+        + " attack | modality | eps | accuracy | n |"
+        + (" flags |" if flagged else ""),
+        "|" + ("---|" if model_column else "") + "---|---|---:|---:|---:|" + ("---|" if flagged else ""),
+    ]
     for row in frame.itertuples():
         eps = "—" if pd.isna(row.eps) else f"{row.eps:g}"
-        line = (f"|{f' {row.defense} |' if model_column else ''} {row.attack_config} | {row.modality} | {eps} | "
-                f"{row.accuracy:.3f} | {row.n} |")
+        line = (
+            f"|{f' {row.defense} |' if model_column else ''} {row.attack_config} | {row.modality} | {eps} | "
+            f"{row.accuracy:.3f} | {row.n} |"
+        )
         lines.append(line + (f" {row.flags or ''} |" if flagged else ""))
     return "\n".join(lines)
 
 
-__all__ = ["run", "train_defense", "RunResult", "DEFAULT_EPS", "CURVES", "validate_eps", "train_means",
-           "attack_options_for", "invoked_command"]
+__all__ = [
+    "run",
+    "train_defense",
+    "RunResult",
+    "DEFAULT_EPS",
+    "CURVES",
+    "validate_eps",
+    "train_means",
+    "attack_options_for",
+    "invoked_command",
+]

@@ -1,10 +1,10 @@
 """``mmrobust-bench``: a thin command line over the Python API (``mmrobust_bench.bench.api``).
 
-One module per subcommand (``run``, ``certify``, ``sweep``, ``verify``, ``zoo``, ``report``/``plot``, ``list``;
-``prepare`` lives with the real-data preparation in ``mmrobust_bench.data.prepare``); each adds its parser
-and its handler, and this module only dispatches. ``conventions`` gives every subcommand the shared help
-formatter (defaults shown) and ``-v``/``-q`` (docs/cli.md).
+One module per subcommand (``run``, ``certify``, ``sweep``, ``verify``, ``zoo``, ``report``/``plot``, ``prepare``,
+``list``); each adds its parser and its handler, and this module only dispatches. ``conventions`` gives every
+subcommand the shared help formatter (defaults shown) and ``-v``/``-q`` (docs/cli.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +12,10 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from .._version import __version__
-from . import certify, completion, conventions, listing, report, run, sweep, verify, zoo
+from . import certify, completion, conventions, listing, prepare, report, run, sweep, verify, zoo
 from .common import check_list_options, command_line, expected_error_message
 
 log = logging.getLogger("mmrobust_bench")
@@ -24,25 +24,25 @@ log = logging.getLogger("mmrobust_bench")
 def build_parser() -> argparse.ArgumentParser:
     """The whole parser; imports nothing heavy (``--help``/``--version`` answer in well under a second)."""
     parser = conventions.CommandParser(
-        prog="mmrobust-bench", formatter_class=conventions.HelpFormatter,
+        prog="mmrobust-bench",
+        formatter_class=conventions.HelpFormatter,
         description="Adversarial robustness of multi-modal classifiers, per modality:\n"
-                    "train defenses, attack them, certify them, and report.",
+        "train defenses, attack them, certify them, and report.",
         epilog="`mmrobust-bench COMMAND --help` shows a command's options with their defaults;\n"
-               "docs/cli.md describes the conventions they share.")
+        "docs/cli.md describes the conventions they share.",
+    )
     parser.add_argument("--version", action="version", version=f"mmrobust-bench {__version__}")
     conventions.add_verbosity(parser, top_level=True)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=conventions.SubcommandParser,
-                                metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=conventions.SubcommandParser, metavar="COMMAND"
+    )
     run.add_parser(sub)
     certify.add_parser(sub)
     sweep.add_parser(sub)
     verify.add_parser(sub)
     zoo.add_parser(sub)
     report.add_parsers(sub)
-
-    from ..data.prepare import add_prepare_parser
-
-    add_prepare_parser(sub)
+    prepare.add_parser(sub)
     listing.add_parser(sub)
     completion.add_parser(sub)
     conventions.install(parser, sub)

@@ -1,11 +1,12 @@
 """Parsing helpers shared by the subcommands: ``key=value`` options, comma lists, the YAML config."""
+
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
@@ -36,8 +37,9 @@ def eps_list(text: str, flag: str = "--eps") -> list[float]:
 
         raise ValueError(f"{flag} expects comma-separated numbers such as 0.25,0.5,1, got {preview(text)}") from exc
     if not values:
-        raise ValueError(f"{flag} is empty: give comma-separated numbers such as 0.25,0.5,1, or leave it out "
-                         f"for the default")
+        raise ValueError(
+            f"{flag} is empty: give comma-separated numbers such as 0.25,0.5,1, or leave it out for the default"
+        )
     return values
 
 
@@ -54,8 +56,18 @@ def int_list(text: str, flag: str) -> list[int]:
 
 
 # options holding comma lists: an empty value ("--eps ''") is an error, never the default
-LIST_OPTIONS = ("eps", "radius", "seeds", "certify", "defenses", "attacks", "modalities", "tables", "figures",
-                "dataset")
+LIST_OPTIONS = (
+    "eps",
+    "radius",
+    "seeds",
+    "certify",
+    "defenses",
+    "attacks",
+    "modalities",
+    "tables",
+    "figures",
+    "dataset",
+)
 
 
 def check_list_options(args: argparse.Namespace) -> None:
@@ -116,12 +128,13 @@ def expected_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         what = exc.strerror or str(exc)
-        hint = {"IsADirectoryError": "give a file path, not a directory",
-                "NotADirectoryError": "a path component is a file; give a path inside a directory",
-                "PermissionError": "fix the permissions or choose another location",
-                "FileNotFoundError": "check the path",
-                "FileExistsError": "remove it or choose another location"}.get(type(exc).__name__,
-                                                                                 "check the path and free space")
+        hint = {
+            "IsADirectoryError": "give a file path, not a directory",
+            "NotADirectoryError": "a path component is a file; give a path inside a directory",
+            "PermissionError": "fix the permissions or choose another location",
+            "FileNotFoundError": "check the path",
+            "FileExistsError": "remove it or choose another location",
+        }.get(type(exc).__name__, "check the path and free space")
         return f"{what}{where} ({hint})"
     if isinstance(exc, json.JSONDecodeError):
         return f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg} (a damaged file; delete or fix it)"
@@ -152,7 +165,7 @@ def choose_threads(device: str, threads: int | None = None) -> int | None:
     import torch
 
     from ..bench import busy_cores
-    from ..bench.sweep import set_threads
+    from ..bench.sweep_units import set_threads
     from ..bench.train import select_device
 
     cli_log = logging.getLogger("mmrobust_bench.cli")
@@ -172,6 +185,12 @@ def choose_threads(device: str, threads: int | None = None) -> int | None:
     chosen = busy_cores.auto_threads(ceiling, cores=cores, others=others)
     set_threads(chosen)
     if chosen < ceiling:
-        cli_log.info("%d other runnable process(es) on %d core(s): using %d torch thread(s) instead of %d "
-                     "(--threads N pins a count)", others, cores, chosen, ceiling)
+        cli_log.info(
+            "%d other runnable process(es) on %d core(s): using %d torch thread(s) instead of %d "
+            "(--threads N pins a count)",
+            others,
+            cores,
+            chosen,
+            ceiling,
+        )
     return chosen
