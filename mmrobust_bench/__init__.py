@@ -10,6 +10,7 @@ zoo) and data back, ready for those calls. ``mmr.run`` (``mmrobust_bench.bench.a
 ``mmrobust-bench run`` calls. The names load on
 first use, so importing the package (and ``mmrobust-bench --help``) stays free of torch.
 """
+
 from __future__ import annotations
 
 from ._version import __version__
@@ -17,11 +18,21 @@ from ._version import __version__
 # Public name -> the module that defines it; imported on first attribute access (PEP 562). A name must not be
 # a subpackage's (attacks, bench, certify, ...): importing the subpackage would overwrite it.
 _LAZY = {
-    "Modality": "plug.declare", "WrappedModel": "plug.declare", "wrap": "plug.declare",
-    "attack": "plug.attacking", "drop": "plug.attacking",
-    "evaluate": "plug.evaluation", "benchmark": "plug.evaluation", "state_dict_sha256": "plug.evaluation",
-    "eta": "plug.unimodal", "certificates": "plug.unimodal", "smooth_certify": "plug.smoothing",
-    "format_table": "plug.formatting", "run": "bench.api", "load_model": "hub", "load_dataset": "hub",
+    "Modality": "plug.declare",
+    "WrappedModel": "plug.declare",
+    "wrap": "plug.declare",
+    "attack": "plug.attacking",
+    "drop": "plug.attacking",
+    "evaluate": "plug.evaluation",
+    "benchmark": "plug.evaluation",
+    "state_dict_sha256": "plug.evaluation",
+    "eta": "plug.unimodal",
+    "certificates": "plug.unimodal",
+    "smooth_certify": "plug.smoothing",
+    "format_table": "plug.formatting",
+    "run": "bench.api",
+    "load_model": "hub",
+    "load_dataset": "hub",
 }
 
 __all__ = ["__version__", *_LAZY]

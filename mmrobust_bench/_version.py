@@ -1,4 +1,5 @@
 """The package version, from one source: pyproject.toml as installed (a bottom-layer module any layer imports)."""
+
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError

@@ -5,6 +5,7 @@ configuration that made them and a sha256 of their tensors, and are used only wh
 copied from another configuration, a bit flip or a truncated file is rebuilt with a warning, never read
 as data. No pickle: safetensors and JSON only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,7 @@ def read_checked_tensors(path: Path, key: Any) -> tuple[dict[str, torch.Tensor] 
             meta = found
             if meta.get("key") != key:
                 return None, meta, f"it holds another configuration ({_key_change(meta.get('key'), key)})"
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 (a safe_open handle is not iterable)
             if tensor_digest(tensors) != meta["sha256"]:
                 return None, meta, "its data do not match its checksum"
     except READ_ERRORS as exc:

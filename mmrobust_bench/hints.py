@@ -5,10 +5,11 @@ typed, suggests it: ``unknown norm 'Linf' (did you mean 'linf'?); valid: l2, lin
 nothing of the package, so the lowest layers (contracts, registry, heads, datasets, attack adapters) and
 the settings checks of ``bench.validate`` share it.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 #: ``difflib``'s default similarity cutoff (0..1): below it no suggestion is made.
 CUTOFF = 0.6
@@ -34,8 +35,14 @@ def did_you_mean(name: object, valid: Iterable[str], *, prefix: str = "", cutoff
     return f" (did you mean {prefix + close!r}?)" if close else ""
 
 
-def unknown_message(what: str, unknown: Iterable[str], valid: Iterable[str], *,
-                    pool: Callable[[str], Iterable[str]] | None = None, cutoff: float = CUTOFF) -> str:
+def unknown_message(
+    what: str,
+    unknown: Iterable[str],
+    valid: Iterable[str],
+    *,
+    pool: Callable[[str], Iterable[str]] | None = None,
+    cutoff: float = CUTOFF,
+) -> str:
     """``"defense 'jt': unknown option(s) epoch (did you mean 'epochs'?); valid: epochs, lr"``.
 
     ``pool(name)``, when given, narrows the names suggested for one unknown name (to those taking a value

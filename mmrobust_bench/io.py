@@ -5,6 +5,7 @@ Every file the suite writes goes through a temporary file in the same directory 
 the mode the umask allows (0644 under 022), like any file ``open`` creates. Files that several
 processes read, modify and write (the results CSV, the certificate tables) do so under ``file_lock``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,9 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import filelock
 
@@ -49,11 +51,10 @@ def file_slug(name: object) -> str:
 
 def current_umask() -> int:
     """The process umask: from /proc on Linux, else by setting it and putting it back (os.umask has no getter)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     with _UMASK_LOCK:
         mask = os.umask(0o022)
         os.umask(mask)

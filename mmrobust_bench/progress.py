@@ -7,12 +7,14 @@ would fill it with partial lines. There, a long step (a training epoch, a sweep 
 chunk) is logged instead, once, with the time spent so far and an estimate of the time left
 (:class:`StepLog`, or ``progress_bar(..., log_steps=...)``), so that a log file shows the run is alive.
 """
+
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
@@ -59,8 +61,17 @@ class StepLog:
     ``stream`` (default stderr) is not a terminal. The ETA extrapolates the steps done since this object was
     made (``done``: steps already finished before, such as the epochs of a resumed training)."""
 
-    def __init__(self, what: str, total: int | None, *, unit: str = "", enabled: bool = True, done: int = 0,
-                 stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        what: str,
+        total: int | None,
+        *,
+        unit: str = "",
+        enabled: bool = True,
+        done: int = 0,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.what, self.total, self.unit = what, total, unit
         self.done = self._first = int(done)
         self.active = enabled and _enabled and not _is_terminal(sys.stderr if stream is None else stream)
@@ -111,8 +122,9 @@ class _LoggedBar(tqdm):
             self._step_log.step(1, str(getattr(self, "postfix", None) or ""))
 
 
-def progress_bar(iterable: Iterable[Any] | None = None, *, enabled: bool = True, log_steps: str | None = None,
-                 **kwargs: Any) -> tqdm:
+def progress_bar(
+    iterable: Iterable[Any] | None = None, *, enabled: bool = True, log_steps: str | None = None, **kwargs: Any
+) -> tqdm:
     """``tqdm(iterable, **kwargs)``, off unless ``enabled``, progress is on for this process, and stderr
     (or ``file``) is a terminal. ``log_steps`` (the unit's name, e.g. ``"cell"``): where the bar is not
     drawn, log each update (or item) as a :class:`StepLog` line named by ``desc`` instead."""
@@ -122,8 +134,14 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, enabled: bool = True,
     total = kwargs.get("total")
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
-    steps = StepLog(kwargs.get("desc") or "progress", total, unit=log_steps, enabled=enabled,
-                    done=int(kwargs.get("initial") or 0), stream=kwargs["file"])
+    steps = StepLog(
+        kwargs.get("desc") or "progress",
+        total,
+        unit=log_steps,
+        enabled=enabled,
+        done=int(kwargs.get("initial") or 0),
+        stream=kwargs["file"],
+    )
     return _LoggedBar(iterable, disable=disable_flag(enabled), step_log=steps, **kwargs)
 
 

@@ -11,6 +11,7 @@ size or nesting (a value built in Python can be as large as an alias bomb).
 
 This module imports nothing of the package, so every layer may use it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -43,7 +44,7 @@ def _position(mark: Any) -> str:
 def _cut(text: str, limit: int) -> str:
     """``text`` on one line, at most ``limit`` characters."""
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -57,13 +58,16 @@ class _StrictLoader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
-            raise YamlInputError(f"YAML {kind}{_cut(event.anchor, 30)} at {_position(event.start_mark)}: "
-                                 f"anchors and aliases are not accepted; write the value out")
+            raise YamlInputError(
+                f"YAML {kind}{_cut(event.anchor, 30)} at {_position(event.start_mark)}: "
+                f"anchors and aliases are not accepted; write the value out"
+            )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise YamlInputError(f"YAML nested more than {MAX_DEPTH} levels deep at "
-                                     f"{_position(event.start_mark)}; flatten the value")
+                raise YamlInputError(
+                    f"YAML nested more than {MAX_DEPTH} levels deep at {_position(event.start_mark)}; flatten the value"
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -81,8 +85,10 @@ class _StrictLoader(yaml.SafeLoader):
                     continue
                 if earlier is not key_node:
                     shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else key
-                    raise YamlInputError(f"duplicate key {preview(shown)} at {_position(key_node.start_mark)} "
-                                         f"(first at {_position(earlier.start_mark)}); keep one of them")
+                    raise YamlInputError(
+                        f"duplicate key {preview(shown)} at {_position(key_node.start_mark)} "
+                        f"(first at {_position(earlier.start_mark)}); keep one of them"
+                    )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -104,8 +110,7 @@ def load_yaml(text: str, what: str) -> Any:
     except ValueError as exc:  # a value YAML matched but Python cannot build (a date 2024-13-45, a 5000-digit int)
         if "integer string conversion" in str(exc):
             raise YamlInputError(f"{what}: a number of more than 4300 digits; write a shorter one") from None
-        raise YamlInputError(f"{what}: cannot read the value ({_cut(str(exc), 120)}); quote it if it is text") \
-            from None
+        raise YamlInputError(f"{what}: cannot read the value ({_cut(str(exc), 120)}); quote it if it is text") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -133,8 +138,10 @@ class _BoundedRepr(reprlib.Repr):
             return "{}"
         if level <= 0:
             return "{...}"
-        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
-                  for k, v in itertools.islice(x.items(), self.maxdict)]
+        pieces = [
+            f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+            for k, v in itertools.islice(x.items(), self.maxdict)
+        ]
         return "{" + ", ".join(pieces + (["..."] if len(x) > self.maxdict else [])) + "}"
 
 
@@ -146,9 +153,9 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     nested value (containers show their first items, ``...`` for the rest)."""
     try:
         text = _REPR.repr(value)
-    except Exception:  # noqa: BLE001 - a user object whose __repr__ fails still gets a message
+    except Exception:
         text = f"<{type(value).__name__} object>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 __all__ = ["MAX_DEPTH", "PREVIEW_CHARS", "YamlInputError", "load_yaml", "preview"]

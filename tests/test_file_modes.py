@@ -1,6 +1,7 @@
 """Files and folders the suite writes get the modes the umask allows (0644 and 0755 under 022), like any file
 `open` or `mkdir` creates: checkpoints and dataset caches too, which safetensors writes through a 0600 file of
 its own."""
+
 from __future__ import annotations
 
 import os
@@ -62,16 +63,33 @@ def test_a_run_writes_checkpoints_caches_results_and_plots_0644(tmp_path):
     from mmrobust_bench.bench.api import run
     from mmrobust_bench.reports.curves import plot_robust_curve
 
-    result = run(defense="jt", attack="pgd_l2", modality="a", eps=[0.5], overrides={"epochs": 1, "batch_size": 32},
-                 dataset_options={"n_train": 96, "n_test": 32}, root=tmp_path, progress=False, check_flags=False)
-    plot_robust_curve(result.rows, result.plot_path, title=result.plot_title, command="mmrobust-bench run")  # as the CLI
+    result = run(
+        defense="jt",
+        attack="pgd_l2",
+        modality="a",
+        eps=[0.5],
+        overrides={"epochs": 1, "batch_size": 32},
+        dataset_options={"n_train": 96, "n_test": 32},
+        root=tmp_path,
+        progress=False,
+        check_flags=False,
+    )
+    plot_robust_curve(
+        result.rows, result.plot_path, title=result.plot_title, command="mmrobust-bench run"
+    )  # as the CLI
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     parts = {p: p.relative_to(tmp_path).parts for p in files}
     assert sorted(p.name for p in files if parts[p][0] == "checkpoints" and p.suffix == ".safetensors") == [
-        "final.safetensors", "stage1.safetensors"]
+        "final.safetensors",
+        "stage1.safetensors",
+    ]
     assert [parts[p][0] for p in files if p.name.startswith("synthav-") and p.suffix == ".safetensors"] == ["datasets"]
-    assert (tmp_path / "results.csv").is_file() and [p.suffix for p in files if parts[p][0] == "plots"].count(".png") == 1
+    assert (tmp_path / "results.csv").is_file() and [p.suffix for p in files if parts[p][0] == "plots"].count(
+        ".png"
+    ) == 1
     wrong = {str(p.relative_to(tmp_path)): oct(mode(p)) for p in files if mode(p) != 0o644}
     assert wrong == {}
-    folders = {str(p.relative_to(tmp_path)): oct(mode(p)) for p in tmp_path.rglob("*") if p.is_dir() and mode(p) != 0o755}
+    folders = {
+        str(p.relative_to(tmp_path)): oct(mode(p)) for p in tmp_path.rglob("*") if p.is_dir() and mode(p) != 0o755
+    }
     assert folders == {}

@@ -8,11 +8,13 @@ Public helpers for the CLI, the sweep and the top-level API: :func:`build_attack
 of a norm), :func:`option_units` (options given in model-input units and how they reach the library) and
 :func:`library_box_note` (how the attack treats a modality's valid box, for ``list`` and the docs).
 """
+
 from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ..config import check_option_type, unknown_option_message
 from ..contracts import NORMS, ModalitySpec, ThreatModel
@@ -22,7 +24,8 @@ from .base import Attack, preserved_state, project
 AttackFactory = Callable[..., Attack]
 
 ATTACKS: Registry[AttackFactory] = Registry(
-    "attack", "mmrobust_bench.attacks",
+    "attack",
+    "mmrobust_bench.attacks",
     builtin_package="mmrobust_bench.attacks",
 )
 
@@ -57,7 +60,7 @@ def _option_parameters(factory: Callable[..., Any]) -> dict[str, inspect.Paramet
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         try:
             target = typing.get_type_hints(factory).get("return")
-        except Exception:  # noqa: BLE001 - unresolvable annotations of a plugin: skip the check
+        except Exception:
             return None
         if not inspect.isclass(target):
             return None
@@ -78,8 +81,9 @@ def check_options(name: str, factory: Callable[..., Any], options: Mapping[str, 
         raise ValueError(f"{name} takes ε from --eps (eps= in the API), not from its options")
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise ValueError(unknown_option_message(name, unknown, list(params), options,
-                                                {k: p.default for k, p in params.items()}))
+        raise ValueError(
+            unknown_option_message(name, unknown, list(params), options, {k: p.default for k, p in params.items()})
+        )
     for key, value in options.items():
         check_option_type(name, key, value, params[key].default, strict=True)
 
@@ -87,9 +91,14 @@ def check_options(name: str, factory: Callable[..., Any], options: Mapping[str, 
 _PROBE_SPECS = (ModalitySpec("x", (1,)),)
 
 
-def validate_attack_options(name: str, options: Mapping[str, Any] | None = None, norm: str = "l2", *,
-                            eps: Sequence[float] | None = None,
-                            specs: Sequence[ModalitySpec] | None = None) -> Attack:
+def validate_attack_options(
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    norm: str = "l2",
+    *,
+    eps: Sequence[float] | None = None,
+    specs: Sequence[ModalitySpec] | None = None,
+) -> Attack:
     """Check an attack id, its options and the threat norm (and an ``eps`` option against the ε grid)
     before anything is built or trained; returns the attack built on ``specs`` (a one-modality probe
     spec when None). Errors are one-line ``ValueError``/``LookupError`` messages naming the fix."""
@@ -158,24 +167,31 @@ def option_units(name: str) -> dict[str, str]:
     else:
         return {}
     params = getattr(atk, "signature_args", {})
-    return {opt: f"{what}, in model-input units (divided by the view's scale before the library sees it)"
-            for opt, what in table.items() if opt in params}
+    return {
+        opt: f"{what}, in model-input units (divided by the view's scale before the library sees it)"
+        for opt, what in table.items()
+        if opt in params
+    }
 
 
-NATIVE_BOX_NOTE = ("native: every bounded modality is clamped into its valid box after every step (torch.clamp) "
-                   "and the result is projected onto the threat ball; no library involved")
+NATIVE_BOX_NOTE = (
+    "native: every bounded modality is clamped into its valid box after every step (torch.clamp) "
+    "and the result is projected onto the threat ball; no library involved"
+)
 MISSING_BOX_NOTE = "no budget: the fill of a dropped modality is clamped into its valid box"
 TORCHATTACKS_BOX_NOTE = (
     "torchattacks clamps to [0, 1]: a uniform box (same width on every channel, e.g. images in [0, 1]) is mapped "
     "onto it and the result equals the library's on the single-input model; a non-uniform per-channel box (e.g. "
     "ImageNet-normalised images) cannot be expressed: the adapter keeps l2 geometry, clamps what the model sees "
     "with torch.clamp and projects the result into the box, but the library's iterate is not clamped to it; "
-    "unbounded modalities are never clamped")
+    "unbounded modalities are never clamped"
+)
 ART_BOX_NOTE = (
     "ART clip_values: each bounded modality's box is passed per feature, so the result equals ART's on the "
     "single-input model with clip_values set to the box; budget-free attacks (DeepFool, Carlini-Wagner, ...) "
     "attacked jointly with an unbounded modality get clip [0, 1] at scale eps/0.35 and the box is clamped by the "
-    "adapter instead; unbounded modalities are never clamped inside the eps ball")
+    "adapter instead; unbounded modalities are never clamped inside the eps ball"
+)
 
 
 def library_box_note(name: str) -> str:
@@ -195,6 +211,22 @@ def attack_names() -> list[str]:
     return ATTACKS.names() + [f"{p}:<Name>" for p in sorted(FAMILIES)]
 
 
-__all__ = ["ATTACKS", "Attack", "build_attack", "attack_names", "register_family", "preserved_state", "project",
-           "FAMILIES", "FAMILY_LISTERS", "validate_attack_options", "attack_norms", "default_eps", "option_units",
-           "library_box_note", "DEFAULT_EPS_BY_NORM", "NORMS", "check_options"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "build_attack",
+    "attack_names",
+    "register_family",
+    "preserved_state",
+    "project",
+    "FAMILIES",
+    "FAMILY_LISTERS",
+    "validate_attack_options",
+    "attack_norms",
+    "default_eps",
+    "option_units",
+    "library_box_note",
+    "DEFAULT_EPS_BY_NORM",
+    "NORMS",
+    "check_options",
+]

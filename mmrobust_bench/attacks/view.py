@@ -37,13 +37,16 @@ into the boxes, restores model mode, buffers and RNGs, and keeps frozen modaliti
 :meth:`SingleInputView.clip_bounds` (the exact per-coordinate box of each sample) serve libraries that
 accept a perturbation mask or per-feature bounds (ART).
 """
+
 from __future__ import annotations
 
 import inspect
 import math
 import re
+from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
-from typing import AbstractSet, Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,8 +65,9 @@ TAG_TOLERANCE = LIB_EPS
 MIN_SIDE = 5
 
 
-def checked_signature(label: str, attack_cls: type[Any], options: Mapping[str, Any], reserved: AbstractSet[str],
-                      reserved_source: str) -> dict[str, inspect.Parameter]:
+def checked_signature(
+    label: str, attack_cls: type[Any], options: Mapping[str, Any], reserved: AbstractSet[str], reserved_source: str
+) -> dict[str, inspect.Parameter]:
     """The library constructor's parameters, after refusing options that the adapter sets itself
     (``reserved``: they come from ``reserved_source``) and options the constructor does not take."""
     params = dict(inspect.signature(attack_cls.__init__).parameters)
@@ -73,8 +77,11 @@ def checked_signature(label: str, attack_cls: type[Any], options: Mapping[str, A
         raise ValueError(f"{label}: {', '.join(clash)} come from {reserved_source}, not from options")
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise ValueError(unknown_option_message(label, unknown, sorted(set(params) - set(reserved)), options,
-                                                {k: p.default for k, p in params.items()}))
+        raise ValueError(
+            unknown_option_message(
+                label, unknown, sorted(set(params) - set(reserved)), options, {k: p.default for k, p in params.items()}
+            )
+        )
     for key, value in options.items():
         check_option_type(label, key, value, params[key].default)
         check_option_range(label, key, value, params[key].default)
@@ -85,21 +92,37 @@ def checked_signature(label: str, attack_cls: type[Any], options: Mapping[str, A
 # settings: the libraries accept a count of 0 or a negative step and then run no attack at all, so the clean
 # accuracy would be reported as robust accuracy (torchattacks:PGDL2 steps=0, art:ProjectedGradientDescent
 # max_iter=0). Integer options named like counts (with an integer default, or none):
-_LIBRARY_COUNT = re.compile(r"(^n_|^nb_|^num_|^N$|^max_|_size$|steps$|_iter$|_iterations$|_eval$|_queries$|"
-                            r"_restarts$|_trial$|_grads$|_sample$|_samples$|_classes$|_max$)")
+_LIBRARY_COUNT = re.compile(
+    r"(^n_|^nb_|^num_|^N$|^max_|_size$|steps$|_iter$|_iterations$|_eval$|_queries$|"
+    r"_restarts$|_trial$|_grads$|_sample$|_samples$|_classes$|_max$)"
+)
 # Counts where the library documents 0 as a mode of its own: at least 0.
 ZERO_COUNTS = {
     "num_random_init": "ART FGM/PGD: 0 starts from the clean input (its default)",
     "parallel_pool_size": "ART AutoAttack: 0 runs without a process pool (its default)",
 }
 # Step sizes, learning rates and constants at 0 (or below) take no step or ignore the attack's loss: > 0.
-POSITIVE_OPTIONS = frozenset({"alpha", "alpha_max", "eps_step", "lr", "learning_rate", "delta", "eps_for_division",
-                              "c", "initial_const", "largest_const", "eta"})
+POSITIVE_OPTIONS = frozenset(
+    {
+        "alpha",
+        "alpha_max",
+        "eps_step",
+        "lr",
+        "learning_rate",
+        "delta",
+        "eps_for_division",
+        "c",
+        "initial_const",
+        "largest_const",
+        "eta",
+    }
+)
 # Fractions of a whole (of the image's features, of the window): in (0, 1].
 FRACTION_OPTIONS = frozenset({"p_init", "gamma", "step_adapt", "decrease_factor"})
 # Lengths in input space (ε-like): at most the suite's largest ε (``config.MAX_EPS``).
-LENGTH_LIKE_OPTIONS = frozenset({"alpha", "eps_step", "delta", "epsilon", "min_epsilon", "max_epsilon", "noise_sd",
-                                 "std", "lr"})
+LENGTH_LIKE_OPTIONS = frozenset(
+    {"alpha", "eps_step", "delta", "epsilon", "min_epsilon", "max_epsilon", "noise_sd", "std", "lr"}
+)
 # The only signed number option: torchattacks JSMA's theta, the perturbation per step, documented as either
 # sign ("range is either [theta, 0], [0, theta]"); at 0 it changes nothing.
 SIGNED_OPTIONS = frozenset({"theta"})
@@ -149,18 +172,22 @@ def describe_library_attack(name: str, options: Mapping[str, Any], fixed_eps: fl
     return f"{name}({', '.join(f'{k}={v!r}' for k, v in sorted(opts.items()))})"
 
 
-def check_library_threat(name: str, norms: Sequence[str], threat: ThreatModel, prefix: str,
-                         default_attack: Mapping[str, str]) -> None:
+def check_library_threat(
+    name: str, norms: Sequence[str], threat: ThreatModel, prefix: str, default_attack: Mapping[str, str]
+) -> None:
     """The adapters' threat checks, before :meth:`Attack.validate`: a norm the attack does not run in names the
     ``--norm`` to use and an attack of the library (``prefix``) in the threat's norm; outside ℓ∞ a
     per-modality threat on several modalities is refused, since the library has one budget per input."""
     if threat.norm not in norms:
-        raise ValueError(f"{name} attacks in norm {', '.join(norms)}, not {threat.norm}: use --norm "
-                         f"{norms[0]} (norm='{norms[0]}' in the API), or an {threat.norm} attack such as "
-                         f"{prefix}:{default_attack[threat.norm]}")
+        raise ValueError(
+            f"{name} attacks in norm {', '.join(norms)}, not {threat.norm}: use --norm "
+            f"{norms[0]} (norm='{norms[0]}' in the API), or an {threat.norm} attack such as "
+            f"{prefix}:{default_attack[threat.norm]}"
+        )
     if threat.norm != "linf" and not threat.joint and len(threat.modalities) > 1:
-        raise ValueError(f"{name} has one budget per input; use a joint {threat.norm} threat or attack one "
-                         f"modality at a time")
+        raise ValueError(
+            f"{name} has one budget per input; use a joint {threat.norm} threat or attack one modality at a time"
+        )
 
 
 def grid_shape(n: int, min_side: int = MIN_SIDE, *, square: bool = False) -> tuple[int, int]:
@@ -184,9 +211,19 @@ class SingleInputView(nn.Module):
     docstring); ``clamp`` makes the view clamp bounded modalities that are *not* box-mapped.
     """
 
-    def __init__(self, model: nn.Module, batch: Batch, modalities: Sequence[str], specs: dict[str, ModalitySpec],
-                 scale: float, min_side: int = MIN_SIDE, *, box_map: bool = False, clamp: bool = True,
-                 square: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        modalities: Sequence[str],
+        specs: dict[str, ModalitySpec],
+        scale: float,
+        min_side: int = MIN_SIDE,
+        *,
+        box_map: bool = False,
+        clamp: bool = True,
+        square: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
         self.batch = batch
@@ -212,7 +249,7 @@ class SingleInputView(nn.Module):
         self.n_tags = tag_bits(n)
         self.height, self.width = grid_shape(self.clean.shape[1] + self.n_tags, min_side, square=square)
         self.strict = True
-        self._tags = self.encode().flatten(1)[:, self.clean.shape[1]:self.clean.shape[1] + self.n_tags]
+        self._tags = self.encode().flatten(1)[:, self.clean.shape[1] : self.clean.shape[1] + self.n_tags]
 
     def _slices(self) -> Iterator[tuple[str, slice]]:
         start = 0
@@ -239,7 +276,7 @@ class SingleInputView(nn.Module):
         x = torch.full((n, self.height * self.width), CENTRE, dtype=self.dtype, device=self.clean.device)
         x[:, :d] = self.lib_clean
         bits = (torch.arange(n, device=x.device)[:, None] >> torch.arange(self.n_tags, device=x.device)) & 1
-        x[:, d:d + self.n_tags] = torch.where(bits.bool(), TAG_HIGH, TAG_LOW).to(self.dtype)
+        x[:, d : d + self.n_tags] = torch.where(bits.bool(), TAG_HIGH, TAG_LOW).to(self.dtype)
         return x.view(n, 1, self.height, self.width)
 
     def decode(self, x: Tensor, index: Tensor | None = None, *, exact: bool = True) -> dict[str, Tensor]:
@@ -249,7 +286,7 @@ class SingleInputView(nn.Module):
         ``u_clean + s (x − x_clean)``, so whatever the library left where it was comes back bit-identical
         to the clean input (``exact`` is kept for callers of the former API; decoding is always exact).
         """
-        lib = x.flatten(1)[:, :self.clean.shape[1]].to(self.dtype)
+        lib = x.flatten(1)[:, : self.clean.shape[1]].to(self.dtype)
         clean = self.clean if index is None else self.clean[index]
         lib_clean = self.lib_clean if index is None else self.lib_clean[index]
         u = torch.add(clean, lib - lib_clean, alpha=self.scale)
@@ -261,7 +298,7 @@ class SingleInputView(nn.Module):
     def attack_mask(self) -> Tensor:
         """(1, H, W): 1 on the attacked coordinates, 0 on tags and padding, for libraries that take a mask."""
         mask = torch.zeros(self.height * self.width, dtype=self.dtype, device=self.clean.device)
-        mask[:self.clean.shape[1]] = 1
+        mask[: self.clean.shape[1]] = 1
         return mask.view(self.input_shape)
 
     def clip_values(self) -> tuple[Tensor, Tensor]:
@@ -292,8 +329,12 @@ class SingleInputView(nn.Module):
         for m, sl in self._slices():
             if self.specs[m].bounded and m not in self.mapped:
                 lo, hi = self._box_rows(m)
-                lo_lib[:, sl] = torch.maximum(lo_lib[:, sl], self.lib_clean[:, sl] + (lo - self.clean[:, sl]) / self.scale)
-                hi_lib[:, sl] = torch.minimum(hi_lib[:, sl], self.lib_clean[:, sl] + (hi - self.clean[:, sl]) / self.scale)
+                lo_lib[:, sl] = torch.maximum(
+                    lo_lib[:, sl], self.lib_clean[:, sl] + (lo - self.clean[:, sl]) / self.scale
+                )
+                hi_lib[:, sl] = torch.minimum(
+                    hi_lib[:, sl], self.lib_clean[:, sl] + (hi - self.clean[:, sl]) / self.scale
+                )
         lower[:, :d] = torch.minimum(lo_lib, self.lib_clean)
         upper[:, :d] = torch.maximum(hi_lib, self.lib_clean)
         shape = (-1,) + self.input_shape
@@ -319,23 +360,27 @@ class SingleInputView(nn.Module):
             return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         with torch.no_grad():
             d = self.clean.shape[1]
-            tags = x.flatten(1)[:, d:d + self.n_tags].to(self.dtype)
+            tags = x.flatten(1)[:, d : d + self.n_tags].to(self.dtype)
             bits = tags > CENTRE
             index = (bits.long() << torch.arange(self.n_tags, device=x.device)).sum(1)
             drift = (tags - torch.where(bits, TAG_HIGH, TAG_LOW)).abs().amax()
             if not self.strict:
                 index = index % n
         if bool((drift > TAG_TOLERANCE + TAG_SLACK) | (index >= n).any()):
-            raise RuntimeError(f"the attack moved the sample-index tags of the single-input view by {float(drift):.3g}, "
-                               f"more than its budget {LIB_EPS}: it changes inputs beyond its budget (noise, pixel "
-                               f"swaps) and cannot be adapted with these options")
+            raise RuntimeError(
+                f"the attack moved the sample-index tags of the single-input view by {float(drift):.3g}, "
+                f"more than its budget {LIB_EPS}: it changes inputs beyond its budget (noise, pixel "
+                f"swaps) and cannot be adapted with these options"
+            )
         return index
 
     def forward(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.input_shape:
-            raise RuntimeError(f"the attack library sent an input of shape {tuple(x.shape)} to the single-input view, "
-                               f"which takes (B, 1, {self.height}, {self.width}); attacks that resize or crop images "
-                               f"cannot be adapted")
+            raise RuntimeError(
+                f"the attack library sent an input of shape {tuple(x.shape)} to the single-input view, "
+                f"which takes (B, 1, {self.height}, {self.width}); attacks that resize or crop images "
+                f"cannot be adapted"
+            )
         index = self.rows(x)
         attacked = self.decode(x, index)
         inputs = {}
@@ -356,7 +401,7 @@ class SingleInputView(nn.Module):
             if n == 1:
                 return None
             with torch.no_grad():
-                tags = x.flatten(1)[:, d:d + self.n_tags].to(self.dtype)
+                tags = x.flatten(1)[:, d : d + self.n_tags].to(self.dtype)
                 if torch.equal(tags, self._tags):
                     return None
         index = self.sample_index(x)
@@ -400,6 +445,20 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-__all__ = ["SingleInputView", "frozen_parameters", "clamp_to_box", "clean_logits", "checked_signature",
-           "check_option_range", "grid_shape", "tag_bits", "LIB_EPS", "CENTRE", "TAG_LOW", "TAG_HIGH", "TAG_SLACK",
-           "TAG_TOLERANCE", "MIN_SIDE"]
+__all__ = [
+    "SingleInputView",
+    "frozen_parameters",
+    "clamp_to_box",
+    "clean_logits",
+    "checked_signature",
+    "check_option_range",
+    "grid_shape",
+    "tag_bits",
+    "LIB_EPS",
+    "CENTRE",
+    "TAG_LOW",
+    "TAG_HIGH",
+    "TAG_SLACK",
+    "TAG_TOLERANCE",
+    "MIN_SIDE",
+]

@@ -11,6 +11,7 @@ machine, fewer beside busy processes. The count orders float reductions, so it i
 (the ``threads`` column) and ``--threads N`` pins it for bit-for-bit reruns; a pinned count that would
 share busy cores gets :func:`busy_cores_warning`, naming the remedies.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,10 +73,12 @@ def busy_cores_warning(threads: int, cores: int | None = None, others: int | Non
         return None
     if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
         return None  # the threads sleep instead of spinning: the measured slowdown does not apply
-    return (f"{others} other runnable process(es) share this machine's {cores} core(s) with {threads} torch "
-            f"threads: spinning OpenMP threads can make this run tens of times slower (27x measured, "
-            f"benchmarks/busy_cores.py). Pass --threads 1 (recorded in the rows), leave --threads out (the "
-            f"idle cores are used), or set OMP_WAIT_POLICY=PASSIVE (changes no number)")
+    return (
+        f"{others} other runnable process(es) share this machine's {cores} core(s) with {threads} torch "
+        f"threads: spinning OpenMP threads can make this run tens of times slower (27x measured, "
+        f"benchmarks/busy_cores.py). Pass --threads 1 (recorded in the rows), leave --threads out (the "
+        f"idle cores are used), or set OMP_WAIT_POLICY=PASSIVE (changes no number)"
+    )
 
 
 __all__ = ["auto_threads", "busy_cores_warning", "contended", "other_runnable", "usable_cores"]

@@ -1,5 +1,6 @@
 """The certificate tables' names and the kinds of their rows, for the bench that writes them and the reports that
 read them (no training, no certification run here)."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -38,5 +39,12 @@ def with_certificate_kinds(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["CERTIFIED_CSV", "EMPIRICAL_METHOD", "ETA_PAIRS_CSV", "METHODS", "MMT_FAMILY", "MODEL_COLUMNS",
-           "with_certificate_kinds"]
+__all__ = [
+    "CERTIFIED_CSV",
+    "EMPIRICAL_METHOD",
+    "ETA_PAIRS_CSV",
+    "METHODS",
+    "MMT_FAMILY",
+    "MODEL_COLUMNS",
+    "with_certificate_kinds",
+]

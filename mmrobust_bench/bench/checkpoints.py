@@ -13,13 +13,15 @@ garbled ``config.json``, tensors that do not fit the model: a shape changed, a k
 retrained with a warning naming the file. A checkpoint never holds NaN or inf: a diverged model is refused
 when saved and, written by anything else, retrained when loaded.
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -47,9 +49,15 @@ class CheckpointKey:
     seed: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "dataset_config": self.dataset_config, "defense": self.defense,
-                "defense_config": self.defense_config, "train_config": self.train_config, "seed": self.seed,
-                "training_code_version": TRAINING_CODE_VERSION}
+        return {
+            "dataset": self.dataset,
+            "dataset_config": self.dataset_config,
+            "defense": self.defense,
+            "defense_config": self.defense_config,
+            "train_config": self.train_config,
+            "seed": self.seed,
+            "training_code_version": TRAINING_CODE_VERSION,
+        }
 
     @property
     def digest(self) -> str:
@@ -130,8 +138,9 @@ def _listed(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def save_stage(directory: Path, stage: str, model: torch.nn.Module, extra: dict[str, torch.Tensor],
-               key: CheckpointKey) -> str:
+def save_stage(
+    directory: Path, stage: str, model: torch.nn.Module, extra: dict[str, torch.Tensor], key: CheckpointKey
+) -> str:
     """Write ``<stage>.safetensors`` atomically, then record its sha256 in config.json.
 
     An existing config.json of another configuration (or an unreadable one) is replaced, with its
@@ -142,9 +151,11 @@ def save_stage(directory: Path, stage: str, model: torch.nn.Module, extra: dict[
     path = directory / f"{stage}.safetensors"
     broken = non_finite_tensors(tensors)
     if broken:
-        raise ValueError(f"training {key.defense} (seed {key.seed}) diverged: its {stage} stage holds NaN or inf in "
-                         f"{_listed(broken)}; lower the learning rate (--set lr=...) or check the data; no checkpoint "
-                         f"was written")
+        raise ValueError(
+            f"training {key.defense} (seed {key.seed}) diverged: its {stage} stage holds NaN or inf in "
+            f"{_listed(broken)}; lower the learning rate (--set lr=...) or check the data; no checkpoint "
+            f"was written"
+        )
     with atomic_path(path) as tmp:
         # one metadata entry: safetensors does not keep the order of several, and the sha256 must be reproducible
         save_file(tensors, str(tmp), metadata={_META: json.dumps({"stage": stage, "key": key.digest})})
@@ -163,15 +174,19 @@ def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, tor
     problems = [f"missing {_listed(sorted(set(expected) - set(found)))}"] if set(expected) - set(found) else []
     if set(found) - set(expected):
         problems.append(f"unexpected {_listed(sorted(set(found) - set(expected)))}")
-    shapes = [f"{k} {tuple(found[k].shape)} where the model has {tuple(v.shape)}" for k, v in expected.items()
-              if k in found and isinstance(v, torch.Tensor) and tuple(found[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} where the model has {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in found and isinstance(v, torch.Tensor) and tuple(found[k].shape) != tuple(v.shape)
+    ]
     if shapes:
         problems.append(f"shape of {_listed(shapes, 2)}")
     return problems
 
 
-def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None, model: torch.nn.Module | None = None
-               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str] | None:
+def load_stage(
+    directory: Path, stage: str, key: CheckpointKey | None = None, model: torch.nn.Module | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str] | None:
     """(model state, extra tensors, sha256) of a finished stage, or None if it is absent, corrupt or
     another model's.
 
@@ -189,10 +204,16 @@ def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None, mo
     if key is not None:
         differs = config_mismatch(config, key)
         if differs:
-            log.warning("not reusing %s: its config.json records another configuration (%s differ from the "
-                        "requested run); retraining", directory, ", ".join(differs))
+            log.warning(
+                "not reusing %s: its config.json records another configuration (%s differ from the "
+                "requested run); retraining",
+                directory,
+                ", ".join(differs),
+            )
             return None
-    recorded = (config.get("stages") or {}).get(stage, {}).get("sha256") if isinstance(config.get("stages"), dict) else None
+    recorded = (
+        (config.get("stages") or {}).get(stage, {}).get("sha256") if isinstance(config.get("stages"), dict) else None
+    )
     try:
         digest = sha256_file(path)
     except OSError as exc:
@@ -205,8 +226,12 @@ def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None, mo
     try:
         embedded = _embedded_key(path)
         if embedded != expected:
-            log.warning("not reusing %s: it was saved for another configuration (key %s, expected %s); retraining",
-                        path, embedded, expected)
+            log.warning(
+                "not reusing %s: it was saved for another configuration (key %s, expected %s); retraining",
+                path,
+                embedded,
+                expected,
+            )
             return None
         tensors = load_file(str(path))
     except READ_ERRORS as exc:
@@ -216,17 +241,21 @@ def load_stage(directory: Path, stage: str, key: CheckpointKey | None = None, mo
     if broken:
         log.warning("not reusing %s: it holds NaN or inf in %s (a diverged model); retraining", path, _listed(broken))
         return None
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
     misfit = state_mismatch(model.state_dict(), state) if model is not None else []
     if misfit:
-        log.warning("not reusing %s: its tensors do not fit the model this configuration builds (%s); retraining",
-                    path, "; ".join(misfit))
+        log.warning(
+            "not reusing %s: its tensors do not fit the model this configuration builds (%s); retraining",
+            path,
+            "; ".join(misfit),
+        )
         return None
     return state, extra, digest
 
 
 # ----------------------------------------------------------------------------- resume state, without pickle
+
 
 def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
     """A JSON structure for ``obj`` with every tensor moved into ``tensors`` (by path)."""
@@ -246,8 +275,10 @@ def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
         return {"__tuple__": values} if isinstance(obj, tuple) else values
     if obj is None or isinstance(obj, (str, bool, int, float)):
         return obj
-    raise TypeError(f"resume state: {type(obj).__name__} at {path} cannot be stored without pickle; "
-                    f"keep tensors, numbers, strings, lists and dicts in the training state")
+    raise TypeError(
+        f"resume state: {type(obj).__name__} at {path} cannot be stored without pickle; "
+        f"keep tensors, numbers, strings, lists and dicts in the training state"
+    )
 
 
 def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -270,8 +301,7 @@ def save_resume(directory: Path, state: dict[str, Any]) -> None:
     the tensors (so a bit flip in the data is caught, not only in the header)."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(state, "state", tensors)
-    meta = {"format": RESUME_FORMAT, "key": state.get("key"), "sha256": tensor_digest(tensors),
-            "structure": structure}
+    meta = {"format": RESUME_FORMAT, "key": state.get("key"), "sha256": tensor_digest(tensors), "structure": structure}
     with atomic_path(directory / RESUME_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={_META: json.dumps(meta)})
 
@@ -284,9 +314,12 @@ def load_resume(directory: Path, key: str | None = None) -> dict[str, Any] | Non
     training then starts from epoch 0."""
     legacy = directory / LEGACY_RESUME_FILE
     if legacy.exists():
-        log.warning("ignoring %s: resume files from older versions are pickles, which are never loaded "
-                    "(a crafted one could run code); delete it. Training restarts unless %s exists",
-                    legacy, RESUME_FILE)
+        log.warning(
+            "ignoring %s: resume files from older versions are pickles, which are never loaded "
+            "(a crafted one could run code); delete it. Training restarts unless %s exists",
+            legacy,
+            RESUME_FILE,
+        )
     path = directory / RESUME_FILE
     if not path.exists():
         return None
@@ -296,10 +329,11 @@ def load_resume(directory: Path, key: str | None = None) -> dict[str, Any] | Non
             if meta.get("format") != RESUME_FORMAT:
                 raise ValueError(f"unknown resume format {meta.get('format')!r}")
             if key is not None and meta.get("key") != key:
-                log.warning("ignoring %s: it was saved for another configuration or suite version; training from "
-                            "epoch 0", path)
+                log.warning(
+                    "ignoring %s: it was saved for another configuration or suite version; training from epoch 0", path
+                )
                 return None
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 (a safe_open handle is not iterable)
         if tensor_digest(tensors) != meta["sha256"]:
             raise ValueError("the tensors do not match their recorded sha256 (corrupt)")
         state = _unflatten(meta["structure"], tensors)
@@ -309,8 +343,12 @@ def load_resume(directory: Path, key: str | None = None) -> dict[str, Any] | Non
         if broken:
             raise ValueError(f"its model holds NaN or inf in {_listed(broken)} (a diverged training)")
     except READ_ERRORS as exc:
-        log.warning("ignoring %s: cannot read it (%s: %s); delete it or let training restart from epoch 0",
-                    path, type(exc).__name__, exc)
+        log.warning(
+            "ignoring %s: cannot read it (%s: %s); delete it or let training restart from epoch 0",
+            path,
+            type(exc).__name__,
+            exc,
+        )
         return None
     return state
 

@@ -25,12 +25,14 @@ Semantics, chosen so that W processes compute what one process computes:
 Launch: ``torchrun --nproc-per-node 2 -m mmrobust_bench.cli run ...`` (any subcommand that trains or
 evaluates); rank 0 alone writes result rows, plots and reports.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -137,12 +139,18 @@ def sync_gradients(params: Sequence[nn.Parameter], local_n: int, global_n: int) 
     if not used:
         return
     weight = local_n / max(global_n, 1)
-    flat = torch.cat([(p.grad.detach().float().flatten() * weight) if p.grad is not None
-                      else torch.zeros(p.numel(), device=device) for p in used])
+    flat = torch.cat(
+        [
+            (p.grad.detach().float().flatten() * weight)
+            if p.grad is not None
+            else torch.zeros(p.numel(), device=device)
+            for p in used
+        ]
+    )
     dist.all_reduce(flat)
     offset = 0
     for p in used:
-        part = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        part = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
         if p.grad is None:
             p.grad = part.clone()
@@ -189,11 +197,28 @@ def mine(step: int) -> bool:
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type != "cuda":
-        raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
-                         "leave it off on the CPU (per-process statistics, as the reference)")
+        raise ValueError(
+            "sync_batchnorm needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
+            "leave it off on the CPU (per-process statistics, as the reference)"
+        )
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-__all__ = ["Dist", "current", "launched_by_torchrun", "init_from_env", "local_device", "shutdown", "barrier",
-           "rank_seed", "shard_slice", "global_batch_size", "sync_gradients", "broadcast_state", "all_sum",
-           "all_gather", "mine", "convert_sync_batchnorm"]
+__all__ = [
+    "Dist",
+    "current",
+    "launched_by_torchrun",
+    "init_from_env",
+    "local_device",
+    "shutdown",
+    "barrier",
+    "rank_seed",
+    "shard_slice",
+    "global_batch_size",
+    "sync_gradients",
+    "broadcast_state",
+    "all_sum",
+    "all_gather",
+    "mine",
+    "convert_sync_batchnorm",
+]

@@ -6,6 +6,7 @@ and on the intra-op thread count. Rows, certificates, checkpoint configs and mod
 values so that ``verify`` can show, beside a difference, what differed. Nothing here is part of a
 checkpoint key: the same model may be trained or evaluated anywhere.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,11 +47,13 @@ def torch_build() -> dict[str, str]:
         match = re.search(pattern, text)
         return match.group(1).strip() if match else ""
 
-    return {"sha256": hashlib.sha256(text.encode()).hexdigest()[:12],
-            "blas": find(r"BLAS_INFO=([^,\s]+)"),
-            "openmp": find(r"OpenMP (\d+)"),
-            "mkl": find(r"Math Kernel Library Version ([^\s]+)"),
-            "onednn": find(r"MKL-DNN (v[^\s]+)")}
+    return {
+        "sha256": hashlib.sha256(text.encode()).hexdigest()[:12],
+        "blas": find(r"BLAS_INFO=([^,\s]+)"),
+        "openmp": find(r"OpenMP (\d+)"),
+        "mkl": find(r"Math Kernel Library Version ([^\s]+)"),
+        "onednn": find(r"MKL-DNN (v[^\s]+)"),
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,26 +82,45 @@ def device_name(device: torch.device | str | None = None) -> str:
 
 def row_provenance(device: torch.device | str | None = None) -> dict[str, Any]:
     """The provenance columns of a row measured now on ``device`` (:data:`PROVENANCE_COLUMNS`)."""
-    return {"torch_version": torch.__version__, "cpu_capability": cpu_capability(),
-            "torch_build": torch_build()["sha256"], "device_name": device_name(device),
-            "threads": torch.get_num_threads()}
+    return {
+        "torch_version": torch.__version__,
+        "cpu_capability": cpu_capability(),
+        "torch_build": torch_build()["sha256"],
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def machine_provenance(device: torch.device | str | None = None) -> dict[str, Any]:
     """Everything recorded about the machine in checkpoint configs and the zoo: the row columns plus the build's
     key fields and the interpreter."""
     build = torch_build()
-    return {**row_provenance(device), "torch_build_fields": {k: v for k, v in build.items() if k != "sha256"},
-            "python_version": platform.python_version(), "machine": platform.machine()}
+    return {
+        **row_provenance(device),
+        "torch_build_fields": {k: v for k, v in build.items() if k != "sha256"},
+        "python_version": platform.python_version(),
+        "machine": platform.machine(),
+    }
 
 
 def same_software(recorded: dict[str, Any], current: dict[str, Any] | None = None) -> bool:
     """Whether ``recorded`` names the CPU capability, torch version and build of ``current`` (this process by
     default); False when any of them was not recorded."""
     current = current or row_provenance()
-    return all(str(recorded.get(k) or "") not in ("", "nan") and str(recorded.get(k)) == str(current.get(k))
-               for k in SOFTWARE_FIELDS)
+    return all(
+        str(recorded.get(k) or "") not in ("", "nan") and str(recorded.get(k)) == str(current.get(k))
+        for k in SOFTWARE_FIELDS
+    )
 
 
-__all__ = ["PROVENANCE_COLUMNS", "SOFTWARE_FIELDS", "cpu_capability", "torch_build", "cpu_name", "device_name",
-           "row_provenance", "machine_provenance", "same_software"]
+__all__ = [
+    "PROVENANCE_COLUMNS",
+    "SOFTWARE_FIELDS",
+    "cpu_capability",
+    "torch_build",
+    "cpu_name",
+    "device_name",
+    "row_provenance",
+    "machine_provenance",
+    "same_software",
+]

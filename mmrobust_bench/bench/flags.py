@@ -19,11 +19,13 @@ A robust accuracy is only an upper bound; these are the standard signs that it i
 
 Each flag belongs to one ε row or to every row of a run; result rows carry their flag names joined by ";".
 """
+
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -66,12 +68,18 @@ class Flag:
 
 
 # What to do about a flag, printed with it: the signs of gradient masking ask for the strong evaluation.
-STRONG_EVALUATION = ("this number may be gradient masking, not robustness: confirm it with the standard strong "
-                     "evaluation, --attack autoattack (attack='autoattack' in the API)")
-REMEDIES = {NON_MONOTONE: STRONG_EVALUATION, FGM_BEATS_PGD: STRONG_EVALUATION, UNBOUNDED_NOT_ZERO: STRONG_EVALUATION,
-            ZERO_GRADIENTS: STRONG_EVALUATION,
-            RANDOMNESS: "the model or attack is stochastic: average the attack's gradients over its randomness "
-                        "(expectation over transformation) before trusting this number"}
+STRONG_EVALUATION = (
+    "this number may be gradient masking, not robustness: confirm it with the standard strong "
+    "evaluation, --attack autoattack (attack='autoattack' in the API)"
+)
+REMEDIES = {
+    NON_MONOTONE: STRONG_EVALUATION,
+    FGM_BEATS_PGD: STRONG_EVALUATION,
+    UNBOUNDED_NOT_ZERO: STRONG_EVALUATION,
+    ZERO_GRADIENTS: STRONG_EVALUATION,
+    RANDOMNESS: "the model or attack is stochastic: average the attack's gradients over its randomness "
+    "(expectation over transformation) before trusting this number",
+}
 
 
 def binomial_std(p: float, n: int) -> float:
@@ -82,13 +90,18 @@ def non_monotone(measurements: Sequence[Measurement], z: float = Z) -> list[Flag
     """Accuracy that rises from one ε to the next by more than ``z`` binomial standard deviations."""
     ordered = sorted(measurements, key=lambda m: m.eps)
     flags = []
-    for low, high in zip(ordered, ordered[1:]):
+    for low, high in itertools.pairwise(ordered):
         rise = high.accuracy - low.accuracy
         noise = z * binomial_std((low.accuracy + high.accuracy) / 2, high.n)
         if rise > noise and high.eps > low.eps:
-            flags.append(Flag(NON_MONOTONE, f"accuracy rises from {low.accuracy:.3f} at eps={low.eps:g} to "
-                                            f"{high.accuracy:.3f} (more than {noise:.3f}, {z:g} binomial std)",
-                              high.eps))
+            flags.append(
+                Flag(
+                    NON_MONOTONE,
+                    f"accuracy rises from {low.accuracy:.3f} at eps={low.eps:g} to "
+                    f"{high.accuracy:.3f} (more than {noise:.3f}, {z:g} binomial std)",
+                    high.eps,
+                )
+            )
     return flags
 
 
@@ -103,39 +116,64 @@ def fgm_beats_pgd(fgm: Sequence[Measurement], pgd: Sequence[Measurement], z: flo
         gap = p.accuracy - f.accuracy
         noise = z * binomial_std((p.accuracy + f.accuracy) / 2, p.n)
         if gap > noise:
-            flags.append(Flag(FGM_BEATS_PGD, f"FGM accuracy {f.accuracy:.3f} is below PGD's {p.accuracy:.3f} "
-                                             f"(by more than {noise:.3f})", p.eps))
+            flags.append(
+                Flag(
+                    FGM_BEATS_PGD,
+                    f"FGM accuracy {f.accuracy:.3f} is below PGD's {p.accuracy:.3f} (by more than {noise:.3f})",
+                    p.eps,
+                )
+            )
     return flags
 
 
-def zero_gradients(model: nn.Module, batch, labels: torch.Tensor, threat: ThreatModel,
-                   max_fraction: float = ZERO_GRADIENT_FRACTION) -> list[Flag]:
+def zero_gradients(
+    model: nn.Module, batch, labels: torch.Tensor, threat: ThreatModel, max_fraction: float = ZERO_GRADIENT_FRACTION
+) -> list[Flag]:
     """Samples whose CE input gradient over the attacked modalities is exactly zero or not finite."""
     grads = input_gradients(model, batch, labels, threat.modalities)
     norm = joint_l2_norm(grads, threat.modalities)
     dead = (norm == 0) | ~torch.isfinite(norm)
     fraction = float(dead.float().mean()) if dead.numel() else 0.0
     if fraction > max_fraction:
-        return [Flag(ZERO_GRADIENTS, f"the input gradient of CE is zero or not finite on {fraction:.0%} of "
-                                     f"{dead.numel()} samples (more than {max_fraction:.0%})")]
+        return [
+            Flag(
+                ZERO_GRADIENTS,
+                f"the input gradient of CE is zero or not finite on {fraction:.0%} of "
+                f"{dead.numel()} samples (more than {max_fraction:.0%})",
+            )
+        ]
     return []
 
 
-def unbounded(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel, radius: float,
-              max_accuracy: float = UNBOUNDED_MAX_ACCURACY) -> list[Flag]:
+def unbounded(
+    model: nn.Module,
+    batch,
+    labels: torch.Tensor,
+    attack: Attack,
+    threat: ThreatModel,
+    radius: float,
+    max_accuracy: float = UNBOUNDED_MAX_ACCURACY,
+) -> list[Flag]:
     """The attack at a huge radius should leave (almost) nothing correct."""
     adv = attack(model, batch, labels, threat.with_eps(radius))
     with torch.no_grad():
         accuracy = float(correct_predictions(model(adv).logits, labels).float().mean())
     if accuracy > max_accuracy:
-        return [Flag(UNBOUNDED_NOT_ZERO, f"at eps={radius:g} the attack leaves accuracy {accuracy:.3f} on "
-                                         f"{labels.shape[0]} samples (more than {max_accuracy:g})")]
+        return [
+            Flag(
+                UNBOUNDED_NOT_ZERO,
+                f"at eps={radius:g} the attack leaves accuracy {accuracy:.3f} on "
+                f"{labels.shape[0]} samples (more than {max_accuracy:g})",
+            )
+        ]
     return []
 
 
 def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Exactly equal, NaN in the same places counting as equal (NaN != NaN would read as randomness)."""
-    return a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+    return (
+        a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+    )
 
 
 def randomness(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel) -> list[Flag]:
@@ -147,8 +185,13 @@ def randomness(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, th
     attack_differs = any(not _identical(first[m], second[m]) for m in first)
     if outputs_differ or attack_differs:
         what = "the model's outputs" if outputs_differ else "the attack's results"
-        return [Flag(RANDOMNESS, f"{what} differ between two identical runs on {labels.shape[0]} samples: the model "
-                                 f"is stochastic; average over its randomness (EOT) before trusting the numbers")]
+        return [
+            Flag(
+                RANDOMNESS,
+                f"{what} differ between two identical runs on {labels.shape[0]} samples: the model "
+                f"is stochastic; average over its randomness (EOT) before trusting the numbers",
+            )
+        ]
     return []
 
 
@@ -162,22 +205,34 @@ def non_finite_clean(model: nn.Module, batch, labels: torch.Tensor) -> list[Flag
     """The model's logits on clean samples must be numbers: a run-wide flag when any is NaN or inf."""
     bad = _bad_logits(model, batch)
     if bad:
-        return [Flag(NON_FINITE, f"the model's logits are NaN or inf on {bad} of {labels.shape[0]} clean samples: its "
-                                 f"predictions are not numbers (a diverged training or a damaged checkpoint?), so no "
-                                 f"accuracy of this run is a measurement; the other checks were skipped")]
+        return [
+            Flag(
+                NON_FINITE,
+                f"the model's logits are NaN or inf on {bad} of {labels.shape[0]} clean samples: its "
+                f"predictions are not numbers (a diverged training or a damaged checkpoint?), so no "
+                f"accuracy of this run is a measurement; the other checks were skipped",
+            )
+        ]
     return []
 
 
-def non_finite_adversarial(model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel,
-                           eps: float | None) -> list[Flag]:
+def non_finite_adversarial(
+    model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel, eps: float | None
+) -> list[Flag]:
     """The model's logits on the attack's outputs (at ``threat``'s ε; the row ``eps``, None for every row) must
     be numbers."""
     adv = attack(model, batch, labels, threat)
     bad = _bad_logits(model, adv)
     if bad:
-        return [Flag(NON_FINITE, f"the model's logits are NaN or inf on {bad} of {labels.shape[0]} attacked samples: "
-                                 f"counted as misclassified, but there the model breaks down rather than being "
-                                 f"fooled", eps)]
+        return [
+            Flag(
+                NON_FINITE,
+                f"the model's logits are NaN or inf on {bad} of {labels.shape[0]} attacked samples: "
+                f"counted as misclassified, but there the model breaks down rather than being "
+                f"fooled",
+                eps,
+            )
+        ]
     return []
 
 
@@ -186,10 +241,19 @@ def clean_row_flags(clean: Measurement) -> str:
     return NON_FINITE if clean.non_finite else ""
 
 
-def check_attack(model: nn.Module, split: TensorSplit, attack: Attack, threat: ThreatModel,
-                 eps_grid: Sequence[float], measurements: Sequence[Measurement], device: torch.device, *,
-                 fgm: Sequence[Measurement] | None = None, samples: int = CHECK_SAMPLES,
-                 unbounded_factor: float = UNBOUNDED_FACTOR) -> list[Flag]:
+def check_attack(
+    model: nn.Module,
+    split: TensorSplit,
+    attack: Attack,
+    threat: ThreatModel,
+    eps_grid: Sequence[float],
+    measurements: Sequence[Measurement],
+    device: torch.device,
+    *,
+    fgm: Sequence[Measurement] | None = None,
+    samples: int = CHECK_SAMPLES,
+    unbounded_factor: float = UNBOUNDED_FACTOR,
+) -> list[Flag]:
     """Every flag for one attack's run over ``eps_grid``: from its ``measurements`` (and FGM's at the same
     ε, when given), plus the unbounded, gradient, randomness and non-finite checks on the first ``samples``
     samples. A model whose clean logits are not finite gets the ``non_finite`` flag alone: every other check
@@ -214,8 +278,9 @@ def check_attack(model: nn.Module, split: TensorSplit, attack: Attack, threat: T
                 flags += zero_gradients(model, batch, labels, threat)
             threat = threat.with_eps(largest)
         flags += randomness(model, few, labels[:RANDOMNESS_SAMPLES], attack, threat)
-        flags += non_finite_adversarial(model, batch, labels, attack, threat,
-                                        threat.eps if attack.norm_bounded else None)
+        flags += non_finite_adversarial(
+            model, batch, labels, attack, threat, threat.eps if attack.norm_bounded else None
+        )
     return flags
 
 
@@ -252,7 +317,25 @@ def flag_rows(frame: pd.DataFrame, z: float = Z) -> pd.Series:
     return pd.Series({i: ";".join(sorted(v)) for i, v in names.items()}, index=frame.index, dtype=object)
 
 
-__all__ = ["Flag", "FLAG_NAMES", "NON_MONOTONE", "FGM_BEATS_PGD", "UNBOUNDED_NOT_ZERO", "ZERO_GRADIENTS",
-           "RANDOMNESS", "NON_FINITE", "binomial_std", "non_monotone", "fgm_beats_pgd", "zero_gradients", "unbounded",
-           "randomness", "non_finite_clean", "non_finite_adversarial", "clean_row_flags", "check_attack", "row_flags",
-           "flag_rows"]
+__all__ = [
+    "Flag",
+    "FLAG_NAMES",
+    "NON_MONOTONE",
+    "FGM_BEATS_PGD",
+    "UNBOUNDED_NOT_ZERO",
+    "ZERO_GRADIENTS",
+    "RANDOMNESS",
+    "NON_FINITE",
+    "binomial_std",
+    "non_monotone",
+    "fgm_beats_pgd",
+    "zero_gradients",
+    "unbounded",
+    "randomness",
+    "non_finite_clean",
+    "non_finite_adversarial",
+    "clean_row_flags",
+    "check_attack",
+    "row_flags",
+    "flag_rows",
+]

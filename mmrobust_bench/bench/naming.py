@@ -3,6 +3,7 @@
 The names a reader knows for modalities, the defense label and configuration of each row, the snake_case key
 of a tidy CSV column, and the file name of a run's robust-accuracy curve. Pure functions of strings and rows.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,15 @@ from ..io import file_slug
 UNKNOWN_CONFIG = "unknown"
 
 # the names a reader knows, for titles and legends
-MODALITY_NAMES = {"a": "audio", "v": "visual", "flow": "optical flow", "rgb": "RGB", "all": "all modalities (joint)",
-                  "any": "any modality (per-sample worst case)", "none": "none"}
+MODALITY_NAMES = {
+    "a": "audio",
+    "v": "visual",
+    "flow": "optical flow",
+    "rgb": "RGB",
+    "all": "all modalities (joint)",
+    "any": "any modality (per-sample worst case)",
+    "none": "none",
+}
 
 
 def modality_name(modality: str) -> str:
@@ -51,16 +59,30 @@ def column_slug(text: str) -> str:
     return _SLUG.sub("_", str(text).lower()).strip("_")
 
 
-def run_plot_name(dataset: str, label: str, attack: str, modality: str, seed: int, config_hash: str,
-                  fmt: str = "png") -> str:
+def run_plot_name(
+    dataset: str, label: str, attack: str, modality: str, seed: int, config_hash: str, fmt: str = "png"
+) -> str:
     """``synthav-jt-cfgb30dba09-pgd_l2-a-seed0.png``: the configuration is in the name, so runs of one label
     with different settings never overwrite each other's plots. The dataset and label are file slugs
     (``io.file_slug``: any name, however long or odd, gives a short file name of its own)."""
     cfg = f"cfg{str(config_hash)[:8]}" if config_hash else "cfgunknown"
-    parts = [file_slug(dataset), file_slug(label), cfg, column_slug(attack.replace(":", "_")), column_slug(modality),
-             f"seed{int(seed)}"]
+    parts = [
+        file_slug(dataset),
+        file_slug(label),
+        cfg,
+        column_slug(attack.replace(":", "_")),
+        column_slug(modality),
+        f"seed{int(seed)}",
+    ]
     return "-".join(p for p in parts if p) + f".{fmt}"
 
 
-__all__ = ["MODALITY_NAMES", "UNKNOWN_CONFIG", "column_slug", "config_series", "label_series", "modality_name",
-           "run_plot_name"]
+__all__ = [
+    "MODALITY_NAMES",
+    "UNKNOWN_CONFIG",
+    "column_slug",
+    "config_series",
+    "label_series",
+    "modality_name",
+    "run_plot_name",
+]

@@ -20,6 +20,7 @@ range, ``read_checked_*``). :func:`clean_row` and :func:`attack_rows` are the on
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import dataclasses
 import datetime as _dt
@@ -144,14 +145,12 @@ def _save_fallback(path: Path, rows: pd.DataFrame) -> Path | None:
     name = f"mmrobust-unsaved-rows-{path.stem}-{stamp}-{os.getpid()}.csv"
     text = rows.to_csv(index=False)
     places = [Path(tempfile.gettempdir())]
-    try:
+    with contextlib.suppress(OSError):  # the current directory was removed
         places.insert(0, Path.cwd())
-    except OSError:  # the current directory was removed
-        pass
     for folder in dict.fromkeys(places):
         target = folder / name
         try:
-            fh = open(target, "x", encoding="utf-8")
+            fh = open(target, "x", encoding="utf-8")  # noqa: SIM115 (closed below; "x" refuses an existing file)
         except OSError:
             continue
         try:

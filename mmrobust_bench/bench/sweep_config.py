@@ -3,13 +3,16 @@
 Every value is checked here, with one line naming the key, before anything is built or trained; the manual of the
 file is docs/sweeps.md. Nothing here trains or evaluates, so the reports may read a sweep's entries too.
 """
+
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -29,10 +32,27 @@ DEFAULT_SWEEP_EPS = (0.5, 1.0)
 SWEEP_KEYS = ("dataset", "dataset_set", "seeds", "set", "defenses", "grid", "batch_size", "certify", "threads")
 ENTRY_KEYS = ("defense", "label", "set", "certify")
 BLOCK_KEYS = ("attacks", "modalities", "eps", "attack_set", "norm", "samples")
-CERTIFY_KEYS = ("radii", "honesty_steps", "train_samples", "batch_size", "method", "sigma", "n0", "n", "alpha",
-                "modalities", "noise_batch", "test_samples", "n_attack", "attack_steps", "attack_samples",
-                "honesty_restarts", "honesty_targets", "honesty_loss", "honesty_legacy")
-
+CERTIFY_KEYS = (
+    "radii",
+    "honesty_steps",
+    "train_samples",
+    "batch_size",
+    "method",
+    "sigma",
+    "n0",
+    "n",
+    "alpha",
+    "modalities",
+    "noise_batch",
+    "test_samples",
+    "n_attack",
+    "attack_steps",
+    "attack_samples",
+    "honesty_restarts",
+    "honesty_targets",
+    "honesty_loss",
+    "honesty_legacy",
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +112,9 @@ def parse_certify_block(cert: Mapping[str, Any], radii: Sequence[float]) -> Cert
     methods = tuple(str(m) for m in _as_list(cert.get("method", "empirical")))
     unknown = [m for m in methods if m not in CERTIFY_METHODS]
     if unknown or not methods:
-        raise ValueError(f"sweep: certify method {', '.join(unknown) or '(none)'} unknown; valid: "
-                         f"{', '.join(CERTIFY_METHODS)}")
+        raise ValueError(
+            f"sweep: certify method {', '.join(unknown) or '(none)'} unknown; valid: {', '.join(CERTIFY_METHODS)}"
+        )
 
     def whole(key: str, default: int) -> int:
         return _certify_number(cert, key, default, integer=True)  # type: ignore[return-value]
@@ -103,17 +124,34 @@ def parse_certify_block(cert: Mapping[str, Any], radii: Sequence[float]) -> Cert
     if bool(cert.get("honesty_legacy", False)):
         honesty = HonestyConfig.legacy_check(steps)
     else:
-        honesty = HonestyConfig(steps=max(steps, 0), restarts=whole("honesty_restarts", 0),
-                                targeted=targets != 0, targeted_classes=targets,
-                                loss=str(cert.get("honesty_loss", "margin")))
-    smoothing = SmoothingConfig(sigma=_certify_number(cert, "sigma", 0.25), n0=whole("n0", 100),
-                                n=whole("n", 10000), alpha=_certify_number(cert, "alpha", 0.001),
-                                batch=whole("noise_batch", 1000))
-    return CertifySpec(_radii(radii), steps,
-                       whole("train_samples", -1), whole("batch_size", 64), methods, honesty, smoothing,
-                       tuple(str(m) for m in _as_list(cert.get("modalities", ALL_MODALITIES))),
-                       whole("test_samples", -1), whole("n_attack", 16),
-                       whole("attack_steps", 20), whole("attack_samples", -1))
+        honesty = HonestyConfig(
+            steps=max(steps, 0),
+            restarts=whole("honesty_restarts", 0),
+            targeted=targets != 0,
+            targeted_classes=targets,
+            loss=str(cert.get("honesty_loss", "margin")),
+        )
+    smoothing = SmoothingConfig(
+        sigma=_certify_number(cert, "sigma", 0.25),
+        n0=whole("n0", 100),
+        n=whole("n", 10000),
+        alpha=_certify_number(cert, "alpha", 0.001),
+        batch=whole("noise_batch", 1000),
+    )
+    return CertifySpec(
+        _radii(radii),
+        steps,
+        whole("train_samples", -1),
+        whole("batch_size", 64),
+        methods,
+        honesty,
+        smoothing,
+        tuple(str(m) for m in _as_list(cert.get("modalities", ALL_MODALITIES))),
+        whole("test_samples", -1),
+        whole("n_attack", 16),
+        whole("attack_steps", 20),
+        whole("attack_samples", -1),
+    )
 
 
 def _certify_number(cert: Mapping[str, Any], key: str, default: float, *, integer: bool = False) -> float | int:
@@ -121,14 +159,11 @@ def _certify_number(cert: Mapping[str, Any], key: str, default: float, *, intege
     are the certification settings' own checks)."""
     value = cert.get(key, default)
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if integer and isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
-            or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not math.isfinite(value):
         kind = "an integer" if integer else "a finite number"
         raise ValueError(f"sweep: certify {key} must be {kind}, got {preview(value)}")
     return value if integer else float(value)
@@ -190,17 +225,20 @@ def parse_defense_entry(item: Any) -> DefenseEntry:
     if isinstance(item, str):
         return DefenseEntry(item, item, {})
     if not isinstance(item, Mapping) or "defense" not in item:
-        raise ValueError(f"sweep: a defense entry is an id or a mapping with 'defense' (and 'label', 'set'), got "
-                         f"{preview(item)}")
+        raise ValueError(
+            f"sweep: a defense entry is an id or a mapping with 'defense' (and 'label', 'set'), got {preview(item)}"
+        )
     _check_keys(item, ENTRY_KEYS, f"defense entry {preview(item)}")
     if not isinstance(item["defense"], str):
-        raise ValueError(f"sweep: defense in a defense entry must be a defense id such as jt, got "
-                         f"{preview(item['defense'])}")
+        raise ValueError(
+            f"sweep: defense in a defense entry must be a defense id such as jt, got {preview(item['defense'])}"
+        )
     defense = item["defense"]
     given_label = item.get("label")
     if given_label is not None and (isinstance(given_label, bool) or not isinstance(given_label, (str, int))):
-        raise ValueError(f"sweep: label of defense entry {preview(defense)} must be a name such as jt_v2, got "
-                         f"{preview(given_label)}")
+        raise ValueError(
+            f"sweep: label of defense entry {preview(defense)} must be a name such as jt_v2, got {preview(given_label)}"
+        )
     label = check_name(str(given_label or defense), f"sweep: label of defense entry {preview(defense)}")
     cert = _mapping(item.get("certify"), f"certify of {preview(label)}")
     _check_keys(cert, CERTIFY_KEYS, f"certify of defense entry {preview(label)}")
@@ -231,8 +269,10 @@ def parse_block(item: Any) -> GridBlock:
         raise ValueError(f"sweep: grid block {shown}: {exc}") from exc
     samples = item.get("samples", 0)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-        raise ValueError(f"sweep: grid block {shown}: samples must be a whole number >= 0 (0: every test sample), got "
-                         f"{preview(samples)}")
+        raise ValueError(
+            f"sweep: grid block {shown}: samples must be a whole number >= 0 (0: every test sample), got "
+            f"{preview(samples)}"
+        )
     return GridBlock(attacks, modalities, eps, _mapping(item.get("attack_set"), "attack_set"), norm, samples)
 
 
@@ -241,9 +281,7 @@ def _seed_list(value: Any) -> list[int]:
     alike), first occurrence kept; a one-line error naming ``seeds`` otherwise."""
     seeds = []
     for s in _as_list(value):
-        if isinstance(s, str) and s.strip().isdigit():
-            s = int(s)
-        elif isinstance(s, float) and s.is_integer():
+        if (isinstance(s, str) and s.strip().isdigit()) or (isinstance(s, float) and s.is_integer()):
             s = int(s)
         if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
             raise ValueError(f"sweep: seeds must be integers >= 0 such as 0,1,2, got {preview(s)}")
@@ -280,6 +318,21 @@ def _threads(value: Any) -> int | None:
     return threads
 
 
-__all__ = ["BLOCK_KEYS", "CERTIFY_KEYS", "DEFAULT_ATTACKS", "DEFAULT_MODALITIES", "DEFAULT_SWEEP_EPS", "ENTRY_KEYS",
-           "SWEEP_KEYS", "CertifySpec", "DefenseEntry", "GridBlock", "load_sweep_config", "parse_block",
-           "parse_certify_block", "parse_defense_entry", "parse_shard", "set_spelling"]
+__all__ = [
+    "BLOCK_KEYS",
+    "CERTIFY_KEYS",
+    "DEFAULT_ATTACKS",
+    "DEFAULT_MODALITIES",
+    "DEFAULT_SWEEP_EPS",
+    "ENTRY_KEYS",
+    "SWEEP_KEYS",
+    "CertifySpec",
+    "DefenseEntry",
+    "GridBlock",
+    "load_sweep_config",
+    "parse_block",
+    "parse_certify_block",
+    "parse_defense_entry",
+    "parse_shard",
+    "set_spelling",
+]

@@ -1,11 +1,13 @@
 """A sweep's plan: its defense entries × seeds (the work units, dealt into shards) × grid cells, built from the
 YAML mapping and the command line, and checked against the dataset before any training."""
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..attacks import default_eps, validate_attack_options
 from ..certify.radii import DEFAULT_RADII
@@ -13,11 +15,28 @@ from ..contracts import ThreatModel
 from ..data import build_dataset
 from ..defenses import build_defense, dataset_schedule
 from ..hints import did_you_mean
-from .sweep_config import (CERTIFY_KEYS, DEFAULT_ATTACKS, DEFAULT_MODALITIES, DEFAULT_SWEEP_EPS, SWEEP_KEYS,
-                           CertifySpec, DefenseEntry, GridBlock, _as_list, _check_keys, _mapping, _seed_list, _threads,
-                           parse_block, parse_certify_block, parse_defense_entry, set_spelling)
+from .sweep_config import (
+    CERTIFY_KEYS,
+    DEFAULT_ATTACKS,
+    DEFAULT_MODALITIES,
+    DEFAULT_SWEEP_EPS,
+    SWEEP_KEYS,
+    CertifySpec,
+    DefenseEntry,
+    GridBlock,
+    _as_list,
+    _check_keys,
+    _mapping,
+    _seed_list,
+    _threads,
+    parse_block,
+    parse_certify_block,
+    parse_defense_entry,
+    set_spelling,
+)
 from .threat_sets import ANY
 from .validate import check_certify_settings, check_eps, check_run_settings
+
 
 @dataclass
 class SweepPlan:
@@ -64,15 +83,27 @@ def shard_units(units: Sequence[tuple[DefenseEntry, int]], index: int, count: in
     return [u for u in units if (u[0].label, u[1]) in mine]
 
 
-def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[str] | None = None,
-               seeds: Sequence[int] | None = None, attacks: Sequence[str] | None = None,
-               modalities: Sequence[str] | None = None, eps: Sequence[float] | None = None,
-               dataset: str | None = None, dataset_options: Mapping[str, Any] | None = None,
-               overrides: Mapping[str, Any] | None = None, batch_size: int | None = None,
-               certify_radii: Sequence[float] | None = None, threads: int | None = None,
-               norm: str | None = None, only: Sequence[str] | None = None,
-               skip: Sequence[str] | None = None, certify_methods: Sequence[str] | None = None,
-               certify: bool = True, certify_sets: Sequence[str] | None = None) -> SweepPlan:
+def build_plan(
+    config: Mapping[str, Any] | None = None,
+    *,
+    defenses: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    attacks: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = None,
+    eps: Sequence[float] | None = None,
+    dataset: str | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+    certify_radii: Sequence[float] | None = None,
+    threads: int | None = None,
+    norm: str | None = None,
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] | None = None,
+    certify_methods: Sequence[str] | None = None,
+    certify: bool = True,
+    certify_sets: Sequence[str] | None = None,
+) -> SweepPlan:
     """A plan from a YAML mapping and command-line values; the command line wins.
 
     Any of ``attacks``/``modalities``/``eps`` replaces the YAML grid by one block (the ones not given
@@ -91,25 +122,33 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     """
     config = dict(config or {})
     _check_keys(config, SWEEP_KEYS, "the sweep config")
-    entries = [parse_defense_entry(d) for d in (_as_list(defenses) if defenses else
-                                                _as_list(config.get("defenses")))]
+    entries = [parse_defense_entry(d) for d in (_as_list(defenses) if defenses else _as_list(config.get("defenses")))]
     if not entries:
         raise ValueError("sweep: no defenses given (use --defenses a,b or a 'defenses' list in --config)")
     seen: dict[str, DefenseEntry] = {}
     for e in entries:
         if e.label in seen and seen[e.label] != e:
-            raise ValueError(f"sweep: label {e.label!r} is used by two different defense entries; give each its own label")
+            raise ValueError(
+                f"sweep: label {e.label!r} is used by two different defense entries; give each its own label"
+            )
         seen[e.label] = e
     entries = _select_entries(list(seen.values()), only, skip)
     if norm is not None:
         default_eps(norm)  # an unknown norm says so, with "did you mean"
     cli_eps = DEFAULT_SWEEP_EPS if norm in (None, "l2") else default_eps(norm)
     if "grid" in config and not _as_list(config["grid"]):
-        raise ValueError("sweep: grid is empty; give at least one block such as {attacks: [pgd_l2], modalities: [v], "
-                         "eps: [0.5]}, or leave grid out for the default grid")
+        raise ValueError(
+            "sweep: grid is empty; give at least one block such as {attacks: [pgd_l2], modalities: [v], "
+            "eps: [0.5]}, or leave grid out for the default grid"
+        )
     if attacks or modalities or eps:
-        grid = [GridBlock(tuple(attacks or DEFAULT_ATTACKS), tuple(modalities or DEFAULT_MODALITIES),
-                          tuple(check_eps(eps)) if eps else cli_eps)]
+        grid = [
+            GridBlock(
+                tuple(attacks or DEFAULT_ATTACKS),
+                tuple(modalities or DEFAULT_MODALITIES),
+                tuple(check_eps(eps)) if eps else cli_eps,
+            )
+        ]
     elif config.get("grid"):
         grid = [parse_block(b) for b in _as_list(config["grid"])]
     else:
@@ -129,8 +168,9 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
         for e in entries:
             if e.certify:
                 try:
-                    entry_specs[e.label] = _certify_spec({**cert, **e.certify}, certify_radii, certify_methods,
-                                                         certify_sets)
+                    entry_specs[e.label] = _certify_spec(
+                        {**cert, **e.certify}, certify_radii, certify_methods, certify_sets
+                    )
                 except (TypeError, ValueError) as exc:
                     reason = str(exc).removeprefix("sweep: ")
                     raise ValueError(f"sweep: certify of defense entry {e.label!r}: {reason}") from exc
@@ -139,8 +179,10 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     else:
         own = [e.label for e in entries if e.certify]
         if own:
-            raise ValueError(f"sweep: defense entr{'ies' if len(own) > 1 else 'y'} {', '.join(own)} adjust the "
-                             "sweep's certify: block, which is missing; add a certify: block (or --certify RADII)")
+            raise ValueError(
+                f"sweep: defense entr{'ies' if len(own) > 1 else 'y'} {', '.join(own)} adjust the "
+                "sweep's certify: block, which is missing; add a certify: block (or --certify RADII)"
+            )
     if not certify:  # checked all the same, so that a later run with certification finds no typo
         spec, entry_specs = None, {}
     return SweepPlan(
@@ -157,8 +199,12 @@ def build_plan(config: Mapping[str, Any] | None = None, *, defenses: Sequence[st
     )
 
 
-def _certify_spec(cert: Mapping[str, Any], certify_radii: Sequence[float] | None,
-                  certify_methods: Sequence[str] | None, certify_sets: Sequence[str] | None = None) -> CertifySpec:
+def _certify_spec(
+    cert: Mapping[str, Any],
+    certify_radii: Sequence[float] | None,
+    certify_methods: Sequence[str] | None,
+    certify_sets: Sequence[str] | None = None,
+) -> CertifySpec:
     """A ``certify:`` mapping with the command line's radii and methods (they win) as a :class:`CertifySpec`,
     keeping only the smoothing noise sets in ``certify_sets`` (each must be one of the block's)."""
     if certify_methods:
@@ -167,26 +213,33 @@ def _certify_spec(cert: Mapping[str, Any], certify_radii: Sequence[float] | None
     if not certify_sets:
         return spec
     if "smoothing" not in spec.methods:
-        raise ValueError(f"sweep: --certify-sets picks smoothing noise sets, but the certify methods are "
-                         f"{', '.join(spec.methods)}; add --certify-method smoothing")
+        raise ValueError(
+            f"sweep: --certify-sets picks smoothing noise sets, but the certify methods are "
+            f"{', '.join(spec.methods)}; add --certify-method smoothing"
+        )
     wanted = {set_spelling(m) for m in certify_sets}
     known = [set_spelling(m) for m in spec.modalities]
     unknown = sorted(wanted - set(known))
     if unknown:
-        raise ValueError(f"sweep: --certify-sets {', '.join(unknown)} is not a noise set of the certify: block; "
-                         f"its sets: {', '.join(known)}")
+        raise ValueError(
+            f"sweep: --certify-sets {', '.join(unknown)} is not a noise set of the certify: block; "
+            f"its sets: {', '.join(known)}"
+        )
     return replace(spec, modalities=tuple(m for m, k in zip(spec.modalities, known) if k in wanted))
 
 
-def _select_entries(entries: list[DefenseEntry], only: Sequence[str] | None,
-                    skip: Sequence[str] | None) -> list[DefenseEntry]:
+def _select_entries(
+    entries: list[DefenseEntry], only: Sequence[str] | None, skip: Sequence[str] | None
+) -> list[DefenseEntry]:
     """The entries whose labels are in ``only`` (all if None) and not in ``skip``; unknown labels refused."""
     labels = [e.label for e in entries]
     for flag, names in (("--only", only), ("--skip", skip)):
         for name in names or ():
             if name not in labels:
-                raise ValueError(f"sweep {flag}: no defense entry is labelled {name!r}{did_you_mean(name, labels)}; "
-                                 f"labels: {', '.join(labels)}")
+                raise ValueError(
+                    f"sweep {flag}: no defense entry is labelled {name!r}{did_you_mean(name, labels)}; "
+                    f"labels: {', '.join(labels)}"
+                )
     kept = [e for e in entries if (only is None or e.label in only) and e.label not in (skip or ())]
     if not kept:
         raise ValueError(f"sweep: --only/--skip leave no defense entry (labels: {', '.join(labels)})")
@@ -201,8 +254,9 @@ def validate_plan(plan: SweepPlan, root: Path) -> Any:
     for entry in plan.defenses:
         build_defense(entry.defense, {**plan.common_overrides, **entry.overrides})
     for spec in ([plan.certify] if plan.certify is not None else []) + list(plan.entry_certify.values()):
-        check_certify_settings(train_samples=spec.train_samples, honesty_steps=spec.honesty_steps,
-                               batch_size=spec.batch_size)
+        check_certify_settings(
+            train_samples=spec.train_samples, honesty_steps=spec.honesty_steps, batch_size=spec.batch_size
+        )
     ds = build_dataset(plan.dataset, cache_dir=root / "datasets", **plan.dataset_options)
     base = dataset_schedule(ds)
     for entry in plan.defenses:

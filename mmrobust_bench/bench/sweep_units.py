@@ -1,14 +1,16 @@
 """Running a sweep's work: one (defense entry, seed) unit — training, each cell not yet stored, the certificate —
 and the flags that need rows of several cells. ``bench.sweep.run_sweep`` hands the units to an executor
 (``bench.executors``) that calls these."""
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -21,8 +23,20 @@ from .api import attack_options_for, train_defense
 from .certification import CERTIFIED_CSV, certify_defense, has_certificate, noise_set, read_table, smoothed_label
 from .evaluate import Measurement, clean_accuracy, robust_accuracy
 from .flags import check_attack, clean_row_flags, flag_rows, row_flags
-from .results import (CLEAN, NO_MODALITY, ResultRow, append_rows, attack_rows, cell_key, clean_row, decode_outcomes,
-                      done_cells, frame_keys, read_rows, rewrite_rows)
+from .results import (
+    CLEAN,
+    NO_MODALITY,
+    ResultRow,
+    append_rows,
+    attack_rows,
+    cell_key,
+    clean_row,
+    decode_outcomes,
+    done_cells,
+    frame_keys,
+    read_rows,
+    rewrite_rows,
+)
 from .retire import RetireOutcome
 from .sweep_config import DefenseEntry, GridBlock
 from .sweep_plan import SweepPlan, unit_cells
@@ -41,7 +55,7 @@ class SweepOutcome:
     certified: int = 0
     retired: RetireOutcome | None = None  # stale rows found (or moved, with --retire-stale) before the work
 
-    def add(self, other: "SweepOutcome") -> None:
+    def add(self, other: SweepOutcome) -> None:
         self.evaluated_rows += other.evaluated_rows
         self.skipped_rows += other.skipped_rows
         self.models += other.models
@@ -57,25 +71,58 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(int(threads))
 
 
-def train_unit(plan: SweepPlan, entry: DefenseEntry, seed: int, *, root: Path, device: str, progress: bool = False,
-               sync_batchnorm: bool = False) -> TrainedModel:
+def train_unit(
+    plan: SweepPlan,
+    entry: DefenseEntry,
+    seed: int,
+    *,
+    root: Path,
+    device: str,
+    progress: bool = False,
+    sync_batchnorm: bool = False,
+) -> TrainedModel:
     """Train (or load) the model of one unit (under the checkpoint folder's lock, see ``bench.train``)."""
-    return train_defense(entry.defense, dataset=plan.dataset, seed=seed,
-                         overrides={**plan.common_overrides, **entry.overrides}, dataset_options=plan.dataset_options,
-                         root=root, device=device, progress=progress, sync_batchnorm=sync_batchnorm)
+    return train_defense(
+        entry.defense,
+        dataset=plan.dataset,
+        seed=seed,
+        overrides={**plan.common_overrides, **entry.overrides},
+        dataset_options=plan.dataset_options,
+        root=root,
+        device=device,
+        progress=progress,
+        sync_batchnorm=sync_batchnorm,
+    )
 
 
 def unit_common(trained: TrainedModel, entry: DefenseEntry, seed: int, dev: torch.device) -> dict[str, Any]:
     """The columns every row of a unit shares (identity and provenance)."""
     ds = trained.dataset  # type: ignore[attr-defined]
-    return dict(dataset=ds.name, defense=entry.defense, label=entry.label, seed=seed,
-                checkpoint_sha256=trained.sha256, config_hash=trained.key.config_hash, device=str(dev),
-                suite_version=__version__, dtype=model_dtype(trained.model))
+    return dict(
+        dataset=ds.name,
+        defense=entry.defense,
+        label=entry.label,
+        seed=seed,
+        checkpoint_sha256=trained.sha256,
+        config_hash=trained.key.config_hash,
+        device=str(dev),
+        suite_version=__version__,
+        dtype=model_dtype(trained.model),
+    )
 
 
-def run_cell(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int,
-             cell: tuple[GridBlock, str, str] | None, *, dev: torch.device, done: set[tuple],
-             results_path: Path, claimed: set[tuple] | None = None) -> tuple[int, int]:
+def run_cell(
+    plan: SweepPlan,
+    trained: TrainedModel,
+    entry: DefenseEntry,
+    seed: int,
+    cell: tuple[GridBlock, str, str] | None,
+    *,
+    dev: torch.device,
+    done: set[tuple],
+    results_path: Path,
+    claimed: set[tuple] | None = None,
+) -> tuple[int, int]:
     """Evaluate one cell of a unit unless its rows are stored: (rows evaluated, rows skipped).
 
     ``claimed``: the row keys of the unit's earlier cells. Grid blocks may overlap (a uni-modal block at ε = 1 and
@@ -85,12 +132,14 @@ def run_cell(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: 
     if cell is None:
         return _clean_cell(trained, common, plan.batch_size, dev, done, results_path)
     block, attack, modality = cell
-    return _attack_cell(trained, common, block, attack, modality, plan.batch_size, dev, done, results_path,
-                        claimed=claimed)
+    return _attack_cell(
+        trained, common, block, attack, modality, plan.batch_size, dev, done, results_path, claimed=claimed
+    )
 
 
-def earlier_cell_keys(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int, index: int,
-                      dev: torch.device) -> set[tuple]:
+def earlier_cell_keys(
+    plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int, index: int, dev: torch.device
+) -> set[tuple]:
     """The row keys of the attack cells before ``unit_cells(plan)[index]``: ``claimed`` for a cell run on its own
     (a Ray task), so it counts and evaluates what it would in the sequential sweep."""
     common = unit_common(trained, entry, seed, dev)
@@ -101,8 +150,16 @@ def earlier_cell_keys(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntr
     return keys
 
 
-def certify_unit(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, seed: int, *, root: Path, dev: torch.device,
-                 command: str) -> int:
+def certify_unit(
+    plan: SweepPlan,
+    trained: TrainedModel,
+    entry: DefenseEntry,
+    seed: int,
+    *,
+    root: Path,
+    dev: torch.device,
+    command: str,
+) -> int:
     """Certify a unit's model unless its certificate rows are stored; 1 if it certified, else 0."""
     spec = plan.certify_for(entry)
     assert spec is not None
@@ -114,33 +171,66 @@ def certify_unit(plan: SweepPlan, trained: TrainedModel, entry: DefenseEntry, se
     for method in spec.methods:
         sets: Sequence[str] = ()
         if method == "smoothing":  # only the noise sets (at this σ) not yet stored
-            sets = [m for m in spec.modalities
-                    if not has_certificate(stored, model, method, smoothed_label(noise_set(m, names), names),
-                                           spec.smoothing.sigma)]
+            sets = [
+                m
+                for m in spec.modalities
+                if not has_certificate(
+                    stored, model, method, smoothed_label(noise_set(m, names), names), spec.smoothing.sigma
+                )
+            ]
             if not sets:
                 continue
         elif has_certificate(stored, model, method):
             continue
-        certify_defense(entry.defense, dataset=plan.dataset, seed=seed, label=entry.label,
-                        overrides={**plan.common_overrides, **entry.overrides}, dataset_options=plan.dataset_options,
-                        root=root, device=str(dev), radii=spec.radii, honesty_steps=spec.honesty_steps,
-                        train_samples=spec.train_samples, batch_size=spec.batch_size, progress=False,
-                        trained=trained, command=command, method=method, honesty=spec.honesty,
-                        smoothing=replace(spec.smoothing, seed=seed), modalities=sets or spec.modalities,
-                        test_samples=spec.test_samples, n_attack=spec.n_attack, attack_steps=spec.attack_steps,
-                        attack_samples=spec.attack_samples)
+        certify_defense(
+            entry.defense,
+            dataset=plan.dataset,
+            seed=seed,
+            label=entry.label,
+            overrides={**plan.common_overrides, **entry.overrides},
+            dataset_options=plan.dataset_options,
+            root=root,
+            device=str(dev),
+            radii=spec.radii,
+            honesty_steps=spec.honesty_steps,
+            train_samples=spec.train_samples,
+            batch_size=spec.batch_size,
+            progress=False,
+            trained=trained,
+            command=command,
+            method=method,
+            honesty=spec.honesty,
+            smoothing=replace(spec.smoothing, seed=seed),
+            modalities=sets or spec.modalities,
+            test_samples=spec.test_samples,
+            n_attack=spec.n_attack,
+            attack_steps=spec.attack_steps,
+            attack_samples=spec.attack_samples,
+        )
         done = 1
     return done
 
 
-def run_unit(plan: SweepPlan, entry: DefenseEntry, seed: int, *, root: Path, results_path: Path, device: str,
-             progress: bool = False, command: str, sync_batchnorm: bool = False, bar: Any = None) -> SweepOutcome:
+def run_unit(
+    plan: SweepPlan,
+    entry: DefenseEntry,
+    seed: int,
+    *,
+    root: Path,
+    results_path: Path,
+    device: str,
+    progress: bool = False,
+    command: str,
+    sync_batchnorm: bool = False,
+    bar: Any = None,
+) -> SweepOutcome:
     """One (defense, seed) unit start to end: train or load, every cell not yet stored, the certificate."""
     outcome = SweepOutcome(results_path)
     dev = select_device(device)
     main_rank = distributed.current().main
-    trained = train_unit(plan, entry, seed, root=root, device=str(dev), progress=progress,
-                         sync_batchnorm=sync_batchnorm)
+    trained = train_unit(
+        plan, entry, seed, root=root, device=str(dev), progress=progress, sync_batchnorm=sync_batchnorm
+    )
     outcome.models += 1
     done = done_cells(read_rows(results_path))  # read per unit: other shards/processes may have added cells
     claimed: set[tuple] = set()
@@ -148,8 +238,9 @@ def run_unit(plan: SweepPlan, entry: DefenseEntry, seed: int, *, root: Path, res
         if bar is not None:  # names the cell on the bar while it runs, and in its log line once done
             what = "clean" if cell is None else f"{cell[1]} on {cell[2]}"
             bar.set_postfix_str(f"{entry.label} seed {seed}: {what}")
-        evaluated, skipped = run_cell(plan, trained, entry, seed, cell, dev=dev, done=done, results_path=results_path,
-                                      claimed=claimed)
+        evaluated, skipped = run_cell(
+            plan, trained, entry, seed, cell, dev=dev, done=done, results_path=results_path, claimed=claimed
+        )
         outcome.evaluated_rows += evaluated
         outcome.skipped_rows += skipped
         if bar is not None:
@@ -182,11 +273,18 @@ def mark_row_flags(results_path: Path) -> pd.DataFrame:
     return rewrite_rows(results_path, update)
 
 
-def _clean_cell(trained: TrainedModel, common: dict[str, Any], batch_size: int, dev: torch.device,
-                done: set[tuple], results_path: Path) -> tuple[int, int]:
+def _clean_cell(
+    trained: TrainedModel,
+    common: dict[str, Any],
+    batch_size: int,
+    dev: torch.device,
+    done: set[tuple],
+    results_path: Path,
+) -> tuple[int, int]:
     """The clean-accuracy row of one model, unless present: (rows evaluated, rows skipped)."""
-    key = cell_key(common["dataset"], common["label"], common["seed"], common["checkpoint_sha256"],
-                   CLEAN, CLEAN, NO_MODALITY, 0.0)
+    key = cell_key(
+        common["dataset"], common["label"], common["seed"], common["checkpoint_sha256"], CLEAN, CLEAN, NO_MODALITY, 0.0
+    )
     if key in done:
         return 0, 1
     clean = clean_accuracy(trained.model, trained.dataset.test, batch_size, dev)  # type: ignore[attr-defined]
@@ -195,8 +293,9 @@ def _clean_cell(trained: TrainedModel, common: dict[str, Any], batch_size: int, 
     return 1, 0
 
 
-def _cell_plan(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str,
-               modality: str) -> tuple[Any, ThreatModel, str, dict[float, tuple]]:
+def _cell_plan(
+    trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, modality: str
+) -> tuple[Any, ThreatModel, str, dict[float, tuple]]:
     """One attack cell's attack, threat, modality label and row key per ε (NaN for ``missing``)."""
     ds = trained.dataset  # type: ignore[attr-defined]
     atk = build_attack(attack, ds.specs, seed=common["seed"], **attack_options_for(attack, block.attack_set, ds))
@@ -204,16 +303,37 @@ def _cell_plan(trained: TrainedModel, common: dict[str, Any], block: GridBlock, 
     choice = ALL_MODALITIES if modality == ANY else modality  # ``any``'s threat stands for its norm only
     threat = ThreatModel.parse(choice, 0.0 if math.isnan(grid[0]) else grid[0], ds.specs, norm=block.norm)
     label = ANY if modality == ANY else modality_label(modality, threat)
-    keys = {e: cell_key(common["dataset"], common["label"], common["seed"], common["checkpoint_sha256"], attack,
-                        block.config(atk.describe()), label, e, threat.norm) for e in grid}
+    keys = {
+        e: cell_key(
+            common["dataset"],
+            common["label"],
+            common["seed"],
+            common["checkpoint_sha256"],
+            attack,
+            block.config(atk.describe()),
+            label,
+            e,
+            threat.norm,
+        )
+        for e in grid
+    }
     return atk, threat, label, keys
 
 
-def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, modality: str,
-                 batch_size: int, dev: torch.device, done: set[tuple], results_path: Path,
-                 claimed: set[tuple] | None = None) -> tuple[int, int]:
+def _attack_cell(
+    trained: TrainedModel,
+    common: dict[str, Any],
+    block: GridBlock,
+    attack: str,
+    modality: str,
+    batch_size: int,
+    dev: torch.device,
+    done: set[tuple],
+    results_path: Path,
+    claimed: set[tuple] | None = None,
+) -> tuple[int, int]:
     """One attack on one modality at the block's ε values not yet present, batched over ε, rows appended at once."""
-    atk, threat, label, keys = _cell_plan(trained, common, block, attack, modality)
+    atk, _threat, _label, keys = _cell_plan(trained, common, block, attack, modality)
     grid = list(keys)
     if claimed is not None:  # rows an earlier cell of this unit owns: not this cell's to evaluate or count
         grid = [e for e in grid if keys[e] not in claimed]
@@ -224,17 +344,25 @@ def _attack_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     if not todo:
         return 0, len(grid)
     if modality == ANY:
-        return _any_cell(trained, common, block, attack, atk, todo, batch_size, dev, done, results_path, keys,
-                         len(grid))
-    measured, cells, rows = _measure_set(trained, common, block, attack, modality, todo, batch_size, dev)
+        return _any_cell(
+            trained, common, block, attack, atk, todo, batch_size, dev, done, results_path, keys, len(grid)
+        )
+    _measured, _cells, rows = _measure_set(trained, common, block, attack, modality, todo, batch_size, dev)
     _append_on_main(results_path, rows)
     done.update(keys[e] for e in todo)
     return len(rows), len(grid) - len(todo)
 
 
-def _measure_set(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, modality: str,
-                 todo: Sequence[float], batch_size: int,
-                 dev: torch.device) -> tuple[list[Measurement], dict[float, str], list[ResultRow]]:
+def _measure_set(
+    trained: TrainedModel,
+    common: dict[str, Any],
+    block: GridBlock,
+    attack: str,
+    modality: str,
+    todo: Sequence[float],
+    batch_size: int,
+    dev: torch.device,
+) -> tuple[list[Measurement], dict[float, str], list[ResultRow]]:
     """One attack on one modality choice at the ε values ``todo``: its measurements, each ε's flags cell, its rows."""
     ds = trained.dataset  # type: ignore[attr-defined]
     atk, threat, label, _ = _cell_plan(trained, common, block, attack, modality)
@@ -243,18 +371,45 @@ def _measure_set(trained: TrainedModel, common: dict[str, Any], block: GridBlock
     measured = robust_accuracy(trained.model, test, atk, threat, eps_grid, batch_size, dev, progress=False)
     flags = check_attack(trained.model, test, atk, threat, eps_grid, measured, dev)
     for flag in flags:
-        log.warning("%s %s seed %s, %s on %s: %s", common["dataset"], common["label"], common["seed"], attack,
-                    label, flag.note())
-    rows = attack_rows(measured, attack=attack, attack_config=block.config(atk.describe()), library=atk.library,
-                       library_version=atk.library_version, modality=label, norm=threat.norm,
-                       norm_bounded=atk.norm_bounded, flags_at=partial(row_flags, flags), common=common)
+        log.warning(
+            "%s %s seed %s, %s on %s: %s",
+            common["dataset"],
+            common["label"],
+            common["seed"],
+            attack,
+            label,
+            flag.note(),
+        )
+    rows = attack_rows(
+        measured,
+        attack=attack,
+        attack_config=block.config(atk.describe()),
+        library=atk.library,
+        library_version=atk.library_version,
+        modality=label,
+        norm=threat.norm,
+        norm_bounded=atk.norm_bounded,
+        flags_at=partial(row_flags, flags),
+        common=common,
+    )
     cells = {m.eps if atk.norm_bounded else math.nan: row.flags for m, row in zip(measured, rows)}
     return measured, cells, rows
 
 
-def _any_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, atk: Any,
-              todo: list[float], batch_size: int, dev: torch.device, done: set[tuple], results_path: Path,
-              keys: dict[float, tuple], planned: int) -> tuple[int, int]:
+def _any_cell(
+    trained: TrainedModel,
+    common: dict[str, Any],
+    block: GridBlock,
+    attack: str,
+    atk: Any,
+    todo: list[float],
+    batch_size: int,
+    dev: torch.device,
+    done: set[tuple],
+    results_path: Path,
+    keys: dict[float, tuple],
+    planned: int,
+) -> tuple[int, int]:
     """The ``any`` rows at ``todo``: each threat set's stored per-sample outcomes where its row has them, the set
     measured (and its rows stored) where not, then the per-sample worst case (``bench.threat_sets``)."""
     ds = trained.dataset  # type: ignore[attr-defined]
@@ -280,15 +435,28 @@ def _any_cell(trained: TrainedModel, common: dict[str, Any], block: GridBlock, a
         for e in todo:
             if e not in measured_at:
                 row = found[e]
-                measured_at[e] = Measurement(e, round(row.accuracy * row.n), int(row.n), float(row.wall_seconds),
-                                             decode_outcomes(row.outcomes, int(row.n)))
+                measured_at[e] = Measurement(
+                    e,
+                    round(row.accuracy * row.n),
+                    int(row.n),
+                    float(row.wall_seconds),
+                    decode_outcomes(row.outcomes, int(row.n)),
+                )
                 cells[e] = "" if pd.isna(row.flags) else str(row.flags)
         per_set[label] = [measured_at[e] for e in todo]
         set_cells[label] = cells
-    rows = attack_rows(combine_any(per_set), attack=attack, attack_config=block.config(atk.describe()),
-                       library=atk.library, library_version=atk.library_version, modality=ANY, norm=block.norm,
-                       norm_bounded=atk.norm_bounded, common=common,
-                       flags_at=lambda e: any_flags({s: c.get(e, "") for s, c in set_cells.items()}))
+    rows = attack_rows(
+        combine_any(per_set),
+        attack=attack,
+        attack_config=block.config(atk.describe()),
+        library=atk.library,
+        library_version=atk.library_version,
+        modality=ANY,
+        norm=block.norm,
+        norm_bounded=atk.norm_bounded,
+        common=common,
+        flags_at=lambda e: any_flags({s: c.get(e, "") for s, c in set_cells.items()}),
+    )
     _append_on_main(results_path, rows)
     done.update(keys[e] for e in todo)
     return evaluated + len(rows), planned - len(todo)
@@ -300,5 +468,14 @@ def _append_on_main(results_path: Path, rows: list[ResultRow]) -> None:
         append_rows(results_path, rows)
 
 
-__all__ = ["SweepOutcome", "certify_unit", "earlier_cell_keys", "mark_row_flags", "run_cell", "run_unit",
-           "set_threads", "train_unit", "unit_common"]
+__all__ = [
+    "SweepOutcome",
+    "certify_unit",
+    "earlier_cell_keys",
+    "mark_row_flags",
+    "run_cell",
+    "run_unit",
+    "set_threads",
+    "train_unit",
+    "unit_common",
+]

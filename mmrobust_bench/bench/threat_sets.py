@@ -4,9 +4,10 @@ A sample is robust under ``any`` at ε when it survives the attack on every sing
 joint ball over all modalities at ε. Its accuracy is therefore ≤ every single set's by construction, and it costs
 nothing beyond the per-set runs: it is the per-sample AND of their stored outcomes (``Measurement.outcomes``).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -47,8 +48,10 @@ def combine_any(per_set: Mapping[str, Sequence[Measurement]]) -> list[Measuremen
         if len(sizes) != 1:
             raise ValueError(f"the any threat combines sets measured on the same samples; got sample counts {sizes}")
         robust = torch.stack([m.outcomes.bool().flatten() for m in parts]).all(0)
-        details = {"sets": labels, "misclassified": {label: int((~m.outcomes.bool()).sum())
-                                                     for label, m in zip(labels, parts)}}
+        details = {
+            "sets": labels,
+            "misclassified": {label: int((~m.outcomes.bool()).sum()) for label, m in zip(labels, parts)},
+        }
         out.append(Measurement(eps, int(robust.sum()), parts[0].n, sum(m.seconds for m in parts), robust, details))
     return out
 

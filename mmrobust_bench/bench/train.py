@@ -1,13 +1,14 @@
 """The one training loop shared by every defense, with caching and epoch-level resume."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import filelock
 import torch
@@ -71,8 +72,9 @@ class TrainedModel:
         return f"trained in {self.seconds:.1f} s"
 
 
-def _build(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, seed: int,
-           device: torch.device) -> MultiModalNet:
+def _build(
+    defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, seed: int, device: torch.device
+) -> MultiModalNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = defense.build_model(dataset, train_cfg)
@@ -112,8 +114,12 @@ def provenance(device: torch.device, model: torch.nn.Module) -> dict[str, object
     intra-op thread count (float reductions are ordered by it on the CPU; docs/design.md §8), and what explains
     a difference when one of them changes (CPU capability, torch's build, the CPU or GPU model:
     ``bench.environment``)."""
-    return {**machine_provenance(device), "device": str(device), "dtype": model_dtype(model),
-            "interop_threads": torch.get_num_interop_threads()}
+    return {
+        **machine_provenance(device),
+        "device": str(device),
+        "dtype": model_dtype(model),
+        "interop_threads": torch.get_num_interop_threads(),
+    }
 
 
 def record_provenance(directory: Path, stage: str, info: dict[str, object]) -> None:
@@ -149,18 +155,47 @@ def checkpoint_lock(directory: Path) -> Iterator[None]:
             lock.release()
 
 
-def train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *, seed: int = 0,
-          root: Path, device: str | torch.device = "auto", progress: bool = True,
-          force: bool = False, sync_batchnorm: bool = False) -> TrainedModel:
+def train(
+    defense: Defense,
+    dataset: InMemoryDataset,
+    train_cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    root: Path,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    force: bool = False,
+    sync_batchnorm: bool = False,
+) -> TrainedModel:
     """Train ``defense`` on ``dataset`` (or load the cached result) under the checkpoint folder's lock."""
     with contextlib.ExitStack() as locks:
-        return _train(defense, dataset, train_cfg, seed=seed, root=root, device=device, progress=progress,
-                      force=force, sync_batchnorm=sync_batchnorm, locks=locks)
+        return _train(
+            defense,
+            dataset,
+            train_cfg,
+            seed=seed,
+            root=root,
+            device=device,
+            progress=progress,
+            force=force,
+            sync_batchnorm=sync_batchnorm,
+            locks=locks,
+        )
 
 
-def _train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *, seed: int = 0,
-           root: Path, device: str | torch.device = "auto", progress: bool = True,
-           force: bool = False, sync_batchnorm: bool = False, locks: contextlib.ExitStack) -> TrainedModel:
+def _train(
+    defense: Defense,
+    dataset: InMemoryDataset,
+    train_cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    root: Path,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    force: bool = False,
+    sync_batchnorm: bool = False,
+    locks: contextlib.ExitStack,
+) -> TrainedModel:
     """Train ``defense`` on ``dataset`` (or load the cached result) and return the final model.
 
     Stage 1 (the shared loop) is checkpointed as ``stage1``; post-training stages (CRMT step 2)
@@ -187,8 +222,9 @@ def _train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *
             state, extra, digest = final
             model.load_state_dict(state)
             model.eval()
-            log.info("reusing the checkpoint of %s (seed %d) in %s (sha256 %s…)", defense.name, seed, directory,
-                     digest[:12])
+            log.info(
+                "reusing the checkpoint of %s (seed %d) in %s (sha256 %s…)", defense.name, seed, directory, digest[:12]
+            )
             return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=True)
 
     gen = torch.Generator().manual_seed(seed)
@@ -226,16 +262,32 @@ def _train(defense: Defense, dataset: InMemoryDataset, train_cfg: TrainConfig, *
     model.eval()
     seconds = time.perf_counter() - start_time
     if stage1 is not None:  # a checkpoint with a valid stage 1 but no valid final stage (interrupted or damaged)
-        log.info("finished %s (seed %d) from its cached stage-1 checkpoint: post-training stages in %.1f s; "
-                 "checkpoint %s", defense.name, seed, seconds, directory)
+        log.info(
+            "finished %s (seed %d) from its cached stage-1 checkpoint: post-training stages in %.1f s; checkpoint %s",
+            defense.name,
+            seed,
+            seconds,
+            directory,
+        )
     else:
         log.info("trained %s (seed %d) in %.1f s; checkpoint %s", defense.name, seed, seconds, directory)
-    return TrainedModel(model, defense, train_cfg, key, directory, digest, extra, cached=False, seconds=seconds,
-                        stage1_cached=stage1 is not None)
+    return TrainedModel(
+        model,
+        defense,
+        train_cfg,
+        key,
+        directory,
+        digest,
+        extra,
+        cached=False,
+        seconds=seconds,
+        stage1_cached=stage1 is not None,
+    )
 
 
-def check_finite_epoch(model: torch.nn.Module, finite: list[tuple[int, torch.Tensor]], epoch: int,
-                       cfg: TrainConfig, name: str) -> None:
+def check_finite_epoch(
+    model: torch.nn.Module, finite: list[tuple[int, torch.Tensor]], epoch: int, cfg: TrainConfig, name: str
+) -> None:
     """Stop a diverged training at the end of the epoch (one device synchronisation), before anything of it is
     saved: ``finite`` holds (step, whether the loss was finite) for this rank's steps. Under torchrun every rank
     decides on the sum of every rank's findings, so they stop together."""
@@ -244,20 +296,30 @@ def check_finite_epoch(model: torch.nn.Module, finite: list[tuple[int, torch.Ten
     bad_steps = [step for step, good in zip(steps, ok) if not good]
     bad_weights = non_finite_tensors(model.state_dict())
     n_bad_steps, n_bad_weights = distributed.all_sum([len(bad_steps), len(bad_weights)])
-    hint = (f"lower the learning rate (lr is {cfg.lr:g}; --set lr=...) or check the data; no checkpoint was "
-            f"written")
+    hint = f"lower the learning rate (lr is {cfg.lr:g}; --set lr=...) or check the data; no checkpoint was written"
     if n_bad_steps:
         where = f"step {bad_steps[0] + 1}" if bad_steps else "a step of another rank"
-        raise ValueError(f"training {name} diverged: the loss is NaN or inf at epoch {epoch + 1} of {cfg.epochs}, "
-                         f"{where} ({int(n_bad_steps)} such steps in the epoch); {hint}")
+        raise ValueError(
+            f"training {name} diverged: the loss is NaN or inf at epoch {epoch + 1} of {cfg.epochs}, "
+            f"{where} ({int(n_bad_steps)} such steps in the epoch); {hint}"
+        )
     if n_bad_weights:
         listed = ", ".join(bad_weights[:3]) + (" and more" if len(bad_weights) > 3 else "")
-        raise ValueError(f"training {name} diverged: after epoch {epoch + 1} of {cfg.epochs} the weights hold NaN or "
-                         f"inf ({listed or 'on another rank'}); {hint}")
+        raise ValueError(
+            f"training {name} diverged: after epoch {epoch + 1} of {cfg.epochs} the weights hold NaN or "
+            f"inf ({listed or 'on another rank'}); {hint}"
+        )
 
 
-def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, directory: Path,
-                  key: CheckpointKey, resume: bool, seed: int = 0) -> None:
+def _train_stage1(
+    defense: Defense,
+    model: MultiModalNet,
+    ctx: TrainContext,
+    directory: Path,
+    key: CheckpointKey,
+    resume: bool,
+    seed: int = 0,
+) -> None:
     cfg = ctx.train
     world = distributed.current()
     opt = make_optimizer(model.parameters(), cfg)
@@ -279,22 +341,34 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         first_epoch = state["epoch"] + 1
         log.info("resuming %s from epoch %d", key.defense, first_epoch)
     elif state is not None:
-        log.warning("ignoring %s/resume.safetensors: it was saved for another configuration or suite version; "
-                    "training %s from epoch 0", directory, key.defense)
+        log.warning(
+            "ignoring %s/resume.safetensors: it was saved for another configuration or suite version; "
+            "training %s from epoch 0",
+            directory,
+            key.defense,
+        )
     params = [p for p in model.parameters()]
     bf16 = cfg.precision == "bf16"
     split = defense.training_split(ctx.dataset.train, ctx)
     noise = cfg.noise_sigma
     unknown = sorted(set(noise) - {sp.name for sp in ctx.dataset.specs})
     if unknown:
-        raise ValueError(f"noise_sigma names unknown modality {', '.join(unknown)}; valid: "
-                         f"{', '.join(sp.name for sp in ctx.dataset.specs)}")
+        raise ValueError(
+            f"noise_sigma names unknown modality {', '.join(unknown)}; valid: "
+            f"{', '.join(sp.name for sp in ctx.dataset.specs)}"
+        )
     noise_gen = torch.Generator(device=ctx.device) if noise else None
     n_train = len(split)
     # one tick per optimizer step (a long epoch shows progress); the postfix names the epoch and its mean loss
     per_epoch = -(-n_train // cfg.batch_size) if n_train else 0
-    bar = progress_bar(desc=f"train {defense.name}", enabled=ctx.progress, total=cfg.epochs * per_epoch,
-                       initial=first_epoch * per_epoch, unit="batch", leave=False)
+    bar = progress_bar(
+        desc=f"train {defense.name}",
+        enabled=ctx.progress,
+        total=cfg.epochs * per_epoch,
+        initial=first_epoch * per_epoch,
+        unit="batch",
+        leave=False,
+    )
     epochs_log = StepLog(f"train {defense.name}", cfg.epochs, unit="epoch", enabled=ctx.progress, done=first_epoch)
     for epoch in range(first_epoch, cfg.epochs):
         ctx.epoch = epoch
@@ -306,10 +380,13 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         total = torch.zeros((), device=ctx.device)
         steps = 0
         finite: list[tuple[int, torch.Tensor]] = []  # read once per epoch: no device synchronisation per step
-        if noise_gen is not None:  # Gaussian augmentation: seeded per (seed, rank, epoch), so a resumed run draws the same
+        if (
+            noise_gen is not None
+        ):  # Gaussian augmentation: seeded per (seed, rank, epoch), so a resumed run draws the same
             noise_gen.manual_seed(distributed.rank_seed(seed + 1_000_003, world.rank if world.active else 0, epoch))
-        for step, (batch, labels) in enumerate(split.batches(
-                cfg.batch_size, shuffle=True, generator=order_gen, device=ctx.device, shard=world.shard)):
+        for step, (batch, labels) in enumerate(
+            split.batches(cfg.batch_size, shuffle=True, generator=order_gen, device=ctx.device, shard=world.shard)
+        ):
             local_n = labels.shape[0]
             if local_n:  # the loss first: attacks inside it may leave parameter gradients, zeroed below
                 if noise_gen is not None:
@@ -325,8 +402,9 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
             else:
                 opt.zero_grad(set_to_none=True)
             if world.active:
-                distributed.sync_gradients(params, local_n, distributed.global_batch_size(cfg.batch_size, n_train,
-                                                                                          step))
+                distributed.sync_gradients(
+                    params, local_n, distributed.global_batch_size(cfg.batch_size, n_train, step)
+                )
             opt.step()
             steps += 1
             ctx.step += 1
@@ -340,10 +418,18 @@ def _train_stage1(defense: Defense, model: MultiModalNet, ctx: TrainContext, dir
         bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{mean_loss:.3f}")
         epochs_log.step(detail=f"loss {mean_loss:.3f}")  # where no bar is drawn (a log file): one line per epoch
         if world.main:
-            save_resume(directory, {"key": key.digest, "epoch": epoch, "model": model.state_dict(),
-                                    "optimizer": opt.state_dict(),
-                                    "scheduler": sched.state_dict() if sched is not None else None,
-                                    "generator": ctx.generator.get_state(), "defense_state": dict(ctx.state),
-                                    **({"order_generator": order_gen.get_state()} if world.active else {})})
+            save_resume(
+                directory,
+                {
+                    "key": key.digest,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "generator": ctx.generator.get_state(),
+                    "defense_state": dict(ctx.state),
+                    **({"order_generator": order_gen.get_state()} if world.active else {}),
+                },
+            )
         distributed.barrier()
     bar.close()

@@ -7,13 +7,15 @@ cheap and runs first (``check_run_settings``), so a bad value costs a one-line e
 The checks of single values that every layer shares (types, counts, ε, overrides) live in
 :mod:`mmrobust_bench.config`; they are re-exported here for the callers of the bench layer.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
 import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..config import MAX_EPS, check_count, check_eps, check_fields, check_nonnegative, coerce_floats
 from ..data import DATASETS
@@ -23,8 +25,13 @@ from ..safe_yaml import load_yaml, preview
 MAX_NAME = 200
 # Unicode categories refused in names: control (newline, tab, NUL, escape), format (bidi overrides, zero-width),
 # surrogates (not UTF-8 text) and line/paragraph separators; each would break a CSV line, a table or a legend.
-_REFUSED_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible formatting character",
-                       "Cs": "a lone surrogate", "Zl": "a line separator", "Zp": "a paragraph separator"}
+_REFUSED_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "an invisible formatting character",
+    "Cs": "a lone surrogate",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
 
 
 def check_name(value: Any, what: str) -> str:
@@ -40,11 +47,14 @@ def check_name(value: Any, what: str) -> str:
     for i, ch in enumerate(value):
         category = unicodedata.category(ch)
         if category in _REFUSED_CATEGORIES:
-            raise ValueError(f"{what} holds {_REFUSED_CATEGORIES[category]} (U+{ord(ch):04X}) at position {i + 1}: "
-                             f"{preview(value)}; give a name on one line of visible characters")
+            raise ValueError(
+                f"{what} holds {_REFUSED_CATEGORIES[category]} (U+{ord(ch):04X}) at position {i + 1}: "
+                f"{preview(value)}; give a name on one line of visible characters"
+            )
     if value != value.strip():
         raise ValueError(f"{what} starts or ends with spaces: {preview(value)}; remove them")
     return value
+
 
 def check_output_dir(path: Path | str, flag: str) -> Path:
     """Make sure files can be created in the directory ``path`` (created if missing) before any work
@@ -96,11 +106,20 @@ def check_modality_choice(dataset: str, modality: str | Sequence[str]) -> None:
         parse_modalities(modality, names)
 
 
-def check_run_settings(*, defense: str | None = None, overrides: Mapping[str, Any] | None = None,
-                       dataset: str | None = None, dataset_options: Mapping[str, Any] | None = None,
-                       eps: Sequence[Any] | None = None, batch_size: Any = None, seed: Any = None,
-                       root: Path | None = None, results: Path | None = None,
-                       modality: str | Sequence[str] | None = None, label: str | None = None) -> None:
+def check_run_settings(
+    *,
+    defense: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+    eps: Sequence[Any] | None = None,
+    batch_size: Any = None,
+    seed: Any = None,
+    root: Path | None = None,
+    results: Path | None = None,
+    modality: str | Sequence[str] | None = None,
+    label: str | None = None,
+) -> None:
     """Everything about a run that can be checked before data is generated or a model trained."""
     if label is not None:
         check_name(label, "label")
@@ -154,7 +173,19 @@ def check_certify_settings(*, train_samples: Any = -1, honesty_steps: Any = 20, 
     check_count(batch_size, "--batch-size")
 
 
-__all__ = ["MAX_EPS", "MAX_NAME", "check_fields", "coerce_floats", "check_count", "check_eps", "check_nonnegative",
-           "check_name",
-           "check_output_dir", "check_output_file", "check_dataset_options", "check_run_settings", "read_yaml_mapping",
-           "check_certify_settings"]
+__all__ = [
+    "MAX_EPS",
+    "MAX_NAME",
+    "check_fields",
+    "coerce_floats",
+    "check_count",
+    "check_eps",
+    "check_nonnegative",
+    "check_name",
+    "check_output_dir",
+    "check_output_file",
+    "check_dataset_options",
+    "check_run_settings",
+    "read_yaml_mapping",
+    "check_certify_settings",
+]

@@ -15,6 +15,7 @@ refuses, with one line naming the file, anything that is not exactly what the in
 file whose sha256 differs (a bit flip, two files swapped), a JSON that does not rebuild the recorded key.
 Nothing is unpickled: safetensors and JSON only.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,9 +23,10 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 import torch
@@ -40,13 +42,29 @@ from ..io import atomic_path, atomic_write_json, sha256_file, stable_hash
 from .checkpoints import CheckpointKey, load_stage
 from .results import complete, read_rows
 from .train import TrainedModel, select_device
-from .zoo_index import (INDEX, LOCAL_OPTIONS, MODEL_SCHEMA, ZOO_SCHEMA, Zoo, ZooEntry, ZooError, check_file, file_stem,
-                        leaderboards_dir, link_cards, load_record, read_zoo, write_index, zoo_dir)
+from .zoo_index import (
+    INDEX,
+    LOCAL_OPTIONS,
+    MODEL_SCHEMA,
+    ZOO_SCHEMA,
+    Zoo,
+    ZooEntry,
+    ZooError,
+    check_file,
+    file_stem,
+    leaderboards_dir,
+    link_cards,
+    load_record,
+    read_zoo,
+    write_index,
+    zoo_dir,
+)
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------- export
+
 
 @dataclass
 class ExportOutcome:
@@ -57,8 +75,13 @@ class ExportOutcome:
 
 
 def _spec_dict(spec: ModalitySpec) -> dict[str, Any]:
-    return {"name": spec.name, "shape": list(spec.shape), "lower": None if spec.lower is None else list(spec.lower),
-            "upper": None if spec.upper is None else list(spec.upper), "description": spec.description}
+    return {
+        "name": spec.name,
+        "shape": list(spec.shape),
+        "lower": None if spec.lower is None else list(spec.lower),
+        "upper": None if spec.upper is None else list(spec.upper),
+        "description": spec.description,
+    }
 
 
 def _newest_sha(rows: pd.DataFrame) -> dict[tuple[str, int], tuple[str, str, str]]:
@@ -69,8 +92,14 @@ def _newest_sha(rows: pd.DataFrame) -> dict[tuple[str, int], tuple[str, str, str
     return out
 
 
-def export_zoo(plan: Any, *, root: str | os.PathLike, out: str | os.PathLike, results: str | os.PathLike | None = None,
-               command: str = "") -> ExportOutcome:
+def export_zoo(
+    plan: Any,
+    *,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    results: str | os.PathLike | None = None,
+    command: str = "",
+) -> ExportOutcome:
     """Copy the final checkpoint of every (entry, seed) of ``plan`` (a ``bench.sweep.SweepPlan``) with rows in
     ``results`` (default ``<root>/results.csv``) into the zoo folder ``out``, with its JSON and the index.
 
@@ -84,8 +113,12 @@ def export_zoo(plan: Any, *, root: str | os.PathLike, out: str | os.PathLike, re
     newest = _newest_sha(stored)
     ds = build_dataset(plan.dataset, cache_dir=root / "datasets", **plan.dataset_options)
     options = {k: v for k, v in plan.dataset_options.items() if k not in LOCAL_OPTIONS}
-    model_info = {"specs": [_spec_dict(s) for s in ds.specs], "num_classes": int(ds.num_classes),
-                  "encoders": dict(getattr(ds, "encoders", {}) or {}), "n_train": len(ds.train)}
+    model_info = {
+        "specs": [_spec_dict(s) for s in ds.specs],
+        "num_classes": int(ds.num_classes),
+        "encoders": dict(getattr(ds, "encoders", {}) or {}),
+        "n_train": len(ds.train),
+    }
     staged: list[tuple[ZooEntry, Path, dict[str, Any]]] = []
     problems: list[str] = []
     without_rows = 0
@@ -95,8 +128,9 @@ def export_zoo(plan: Any, *, root: str | os.PathLike, out: str | os.PathLike, re
             without_rows += 1
             continue
         sha, _, config_hash = unit
-        defense, train_cfg = build_defense(entry.defense, {**plan.common_overrides, **entry.overrides},
-                                           dataset_schedule(ds))
+        defense, train_cfg = build_defense(
+            entry.defense, {**plan.common_overrides, **entry.overrides}, dataset_schedule(ds)
+        )
         key = CheckpointKey(ds.name, ds.config, defense.name, defense.config_dict(), key_dict(train_cfg), seed)
         directory = key.directory(root)
         found = load_stage(directory, "final", key)
@@ -104,34 +138,59 @@ def export_zoo(plan: Any, *, root: str | os.PathLike, out: str | os.PathLike, re
             problems.append(f"{entry.label} seed {seed}: no intact final checkpoint in {directory}")
             continue
         if found[2] != sha or config_hash != key.config_hash:
-            problems.append(f"{entry.label} seed {seed}: the newest rows were made by checkpoint {sha[:12]}… "
-                            f"(config {config_hash}), the sweep's is {found[2][:12]}… (config {key.config_hash})")
+            problems.append(
+                f"{entry.label} seed {seed}: the newest rows were made by checkpoint {sha[:12]}… "
+                f"(config {config_hash}), the sweep's is {found[2][:12]}… (config {key.config_hash})"
+            )
             continue
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         stem = file_stem(entry.label, seed)
         record = {
-            "schema": MODEL_SCHEMA, "dataset": ds.name, "entry": entry.label, "defense": defense.name, "seed": seed,
-            "config_hash": key.config_hash, "sha256": sha, "file": f"{stem}.safetensors",
+            "schema": MODEL_SCHEMA,
+            "dataset": ds.name,
+            "entry": entry.label,
+            "defense": defense.name,
+            "seed": seed,
+            "config_hash": key.config_hash,
+            "sha256": sha,
+            "file": f"{stem}.safetensors",
             "key": {k: v for k, v in config.items() if k not in ("stages", "provenance")},
             "settings": {"defense": dataclasses.asdict(defense.config), "train": dataclasses.asdict(train_cfg)},
-            "model": model_info, "stages": config.get("stages", {}), "provenance": config.get("provenance", {})}
+            "model": model_info,
+            "stages": config.get("stages", {}),
+            "provenance": config.get("provenance", {}),
+        }
         size = (directory / "final.safetensors").stat().st_size
-        zoo_entry = ZooEntry(entry.label, defense.name, seed, key.config_hash, sha, record["file"], f"{stem}.json",
-                             size)
+        zoo_entry = ZooEntry(
+            entry.label, defense.name, seed, key.config_hash, sha, record["file"], f"{stem}.json", size
+        )
         _check_loads(record, directory / "final.safetensors")
         staged.append((zoo_entry, directory / "final.safetensors", record))
     if without_rows:
-        log.info("zoo export: %d (entry, seed) model(s) of the sweep have no rows in %s and are left out", without_rows,
-                 results_path)
+        log.info(
+            "zoo export: %d (entry, seed) model(s) of the sweep have no rows in %s and are left out",
+            without_rows,
+            results_path,
+        )
     if problems:
-        raise ZooError(f"zoo export: {len(problems)} model(s) cannot be exported ({problems[0]}"
-                       f"{'; …' if len(problems) > 1 else ''}); rerun the sweep for them (training is deterministic) "
-                       f"or leave them out with --only/--skip")
+        raise ZooError(
+            f"zoo export: {len(problems)} model(s) cannot be exported ({problems[0]}"
+            f"{'; …' if len(problems) > 1 else ''}); rerun the sweep for them (training is deterministic) "
+            f"or leave them out with --only/--skip"
+        )
     if not staged:
         raise ZooError(f"zoo export: {results_path} holds no rows of this sweep's entries; run the sweep first")
     old = read_zoo(out) if (out / INDEX).exists() else None
-    zoo = Zoo(out, ds.name, options, json.loads(json.dumps(ds.config, default=str)), [e for e, _, _ in staged],
-              os.path.relpath(results_path.resolve(), out.resolve()), command, int(plan.batch_size))
+    zoo = Zoo(
+        out,
+        ds.name,
+        options,
+        json.loads(json.dumps(ds.config, default=str)),
+        [e for e, _, _ in staged],
+        os.path.relpath(results_path.resolve(), out.resolve()),
+        command,
+        int(plan.batch_size),
+    )
     outcome = ExportOutcome(zoo)
     for entry_, source, record in staged:
         target = out / entry_.file
@@ -145,7 +204,7 @@ def export_zoo(plan: Any, *, root: str | os.PathLike, out: str | os.PathLike, re
             outcome.written.append(target)
         atomic_write_json(out / entry_.config, record)
     keep = {e.file for e in zoo.entries} | {e.config for e in zoo.entries}
-    for stale in (old.entries if old is not None else []):
+    for stale in old.entries if old is not None else []:
         for name in (stale.file, stale.config):
             if name not in keep and (out / name).exists():
                 (out / name).unlink()
@@ -155,6 +214,7 @@ def export_zoo(plan: Any, *, root: str | os.PathLike, out: str | os.PathLike, re
 
 
 # ----------------------------------------------------------------------------------------------- loading
+
 
 @dataclass
 class _Sized:
@@ -180,11 +240,24 @@ class ModelShape:
 
 def model_shape(record: Mapping[str, Any]) -> ModelShape:
     info = record["model"]
-    specs = tuple(ModalitySpec(s["name"], tuple(s["shape"]), None if s["lower"] is None else tuple(s["lower"]),
-                               None if s["upper"] is None else tuple(s["upper"]), s.get("description", ""))
-                  for s in info["specs"])
-    return ModelShape(str(record["dataset"]), specs, int(info["num_classes"]), dict(info["encoders"]),
-                      _Sized(int(info["n_train"])), dict(record["key"].get("dataset_config") or {}))
+    specs = tuple(
+        ModalitySpec(
+            s["name"],
+            tuple(s["shape"]),
+            None if s["lower"] is None else tuple(s["lower"]),
+            None if s["upper"] is None else tuple(s["upper"]),
+            s.get("description", ""),
+        )
+        for s in info["specs"]
+    )
+    return ModelShape(
+        str(record["dataset"]),
+        specs,
+        int(info["num_classes"]),
+        dict(info["encoders"]),
+        _Sized(int(info["n_train"])),
+        dict(record["key"].get("dataset_config") or {}),
+    )
 
 
 def _rebuild(record: Mapping[str, Any], where: Path) -> tuple[Any, TrainConfig, CheckpointKey]:
@@ -194,16 +267,27 @@ def _rebuild(record: Mapping[str, Any], where: Path) -> tuple[Any, TrainConfig, 
     config, rest = apply_overrides(cls.Config(), record["settings"]["defense"], f"defense {record['defense']!r}")
     train_cfg, rest_train = apply_overrides(TrainConfig(), record["settings"]["train"], "training schedule")
     if rest or rest_train:
-        raise ZooError(f"{where}: settings {', '.join(sorted({**rest, **rest_train}))} are not settings of "
-                       f"{record['defense']!r} in this suite version; use the suite version that exported the zoo")
+        raise ZooError(
+            f"{where}: settings {', '.join(sorted({**rest, **rest_train}))} are not settings of "
+            f"{record['defense']!r} in this suite version; use the suite version that exported the zoo"
+        )
     defense = cls(config)
-    key = CheckpointKey(str(key_dict_["dataset"]), dict(key_dict_["dataset_config"]), defense.name,
-                        defense.config_dict(), key_dict(train_cfg), int(key_dict_["seed"]))
+    key = CheckpointKey(
+        str(key_dict_["dataset"]),
+        dict(key_dict_["dataset_config"]),
+        defense.name,
+        defense.config_dict(),
+        key_dict(train_cfg),
+        int(key_dict_["seed"]),
+    )
     normal = lambda obj: json.loads(json.dumps(obj, sort_keys=True, default=str))  # noqa: E731
-    if normal(key.defense_config) != normal(key_dict_["defense_config"]) or \
-            normal(key.train_config) != normal(key_dict_["train_config"]):
-        raise ZooError(f"{where}: its settings do not rebuild its checkpoint key (a hand-edited or damaged file); "
-                       f"restore it or re-export the zoo")
+    if normal(key.defense_config) != normal(key_dict_["defense_config"]) or normal(key.train_config) != normal(
+        key_dict_["train_config"]
+    ):
+        raise ZooError(
+            f"{where}: its settings do not rebuild its checkpoint key (a hand-edited or damaged file); "
+            f"restore it or re-export the zoo"
+        )
     return defense, train_cfg, key
 
 
@@ -218,16 +302,18 @@ def _check_loads(record: Mapping[str, Any], path: Path) -> None:
     defense, train_cfg, _ = _rebuild(record, path)
     model = _build_model(defense, record, train_cfg, int(record["seed"]))
     tensors = load_file(str(path))
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ZooError(f"zoo export: {path} does not load into the model its settings rebuild "
-                       f"({str(exc).splitlines()[0]})") from None
+        raise ZooError(
+            f"zoo export: {path} does not load into the model its settings rebuild ({str(exc).splitlines()[0]})"
+        ) from None
 
 
-def load_trained(zoo: Zoo | str | os.PathLike, entry: str, seed: int, *, device: str | torch.device = "cpu",
-                 dataset: Any = None) -> TrainedModel:
+def load_trained(
+    zoo: Zoo | str | os.PathLike, entry: str, seed: int, *, device: str | torch.device = "cpu", dataset: Any = None
+) -> TrainedModel:
     """The zoo model ``entry`` (label) of ``seed``, in eval mode on ``device``, as a :class:`TrainedModel`
     (``dataset``, when given, is attached as training attaches it; it must be the zoo's dataset)."""
     zoo = zoo if isinstance(zoo, Zoo) else read_zoo(zoo)
@@ -242,17 +328,21 @@ def load_trained(zoo: Zoo | str | os.PathLike, entry: str, seed: int, *, device:
     except READ_ERRORS as exc:
         raise ZooError(f"refusing {path}: not a readable safetensors file ({exc})") from None
     if embedded != stable_hash(record["key"]):
-        raise ZooError(f"refusing {path}: it was saved for another configuration than {item.config} records; "
-                       f"restore it or re-export the zoo")
+        raise ZooError(
+            f"refusing {path}: it was saved for another configuration than {item.config} records; "
+            f"restore it or re-export the zoo"
+        )
     dev = select_device(device)
     model = _build_model(defense, record, train_cfg, item.seed)
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ZooError(f"{path} does not load into {record['defense']!r} as this suite version builds it "
-                       f"({str(exc).splitlines()[0]})") from None
+        raise ZooError(
+            f"{path} does not load into {record['defense']!r} as this suite version builds it "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
     model.to(dev).eval()
     trained = TrainedModel(model, defense, train_cfg, key, zoo.directory, item.sha256, extra, cached=True)
     if dataset is not None:
@@ -268,10 +358,31 @@ def show_rows(zoo: Zoo, item: ZooEntry, results: str | os.PathLike | None = None
     if path is None:
         return pd.DataFrame()
     rows = read_rows(path)
-    return rows[(rows["checkpoint_sha256"].astype(str) == item.sha256) & (rows["label"].astype(str) == item.entry)
-                & (rows["seed"].astype(int) == item.seed)]
+    return rows[
+        (rows["checkpoint_sha256"].astype(str) == item.sha256)
+        & (rows["label"].astype(str) == item.entry)
+        & (rows["seed"].astype(int) == item.seed)
+    ]
 
 
-__all__ = ["ZooError", "ZooEntry", "Zoo", "ExportOutcome", "ModelShape", "INDEX", "ZOO_SCHEMA", "MODEL_SCHEMA",
-           "read_zoo", "export_zoo", "load_trained", "load_record", "check_file", "link_cards", "show_rows",
-           "leaderboards_dir", "zoo_dir", "file_stem", "model_shape"]
+__all__ = [
+    "ZooError",
+    "ZooEntry",
+    "Zoo",
+    "ExportOutcome",
+    "ModelShape",
+    "INDEX",
+    "ZOO_SCHEMA",
+    "MODEL_SCHEMA",
+    "read_zoo",
+    "export_zoo",
+    "load_trained",
+    "load_record",
+    "check_file",
+    "link_cards",
+    "show_rows",
+    "leaderboards_dir",
+    "zoo_dir",
+    "file_stem",
+    "model_shape",
+]

@@ -1,6 +1,7 @@
 """A model zoo's index (``zoo.json``): where zoos live, reading and writing the index, checking the files it lists,
 and linking leaderboard model cards to them. No model is built here (``bench.zoo`` loads and exports models), so
 the reports may link their cards to a zoo."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,6 @@ INDEX = "zoo.json"
 # Dataset options that name a place on the exporting machine, not the data: never written to the index.
 LOCAL_OPTIONS = ("data_root",)
 ENV_LEADERBOARDS = "MMROBUST_LEADERBOARDS"
-
 
 
 class ZooError(ValueError):
@@ -74,23 +74,30 @@ class Zoo:
         mine = [e for e in self.entries if e.entry == entry]
         if not mine:
             labels = self.labels()
-            raise ZooError(f"the {self.dataset} zoo ({self.index_path}) has no entry {entry!r}"
-                           f"{did_you_mean(entry, labels)}; entries: {', '.join(labels) or 'none'}")
+            raise ZooError(
+                f"the {self.dataset} zoo ({self.index_path}) has no entry {entry!r}"
+                f"{did_you_mean(entry, labels)}; entries: {', '.join(labels) or 'none'}"
+            )
         for e in mine:
             if e.seed == int(seed):
                 return e
-        raise ZooError(f"the {self.dataset} zoo has {entry!r} for seed {', '.join(str(e.seed) for e in mine)}, "
-                       f"not seed {seed}")
+        raise ZooError(
+            f"the {self.dataset} zoo has {entry!r} for seed {', '.join(str(e.seed) for e in mine)}, not seed {seed}"
+        )
 
     def match(self, pattern: str | None = None) -> list[ZooEntry]:
         """Entries whose label (or ``dataset/label``) matches the shell pattern (all when None)."""
         if not pattern:
             return list(self.entries)
-        return [e for e in self.entries if fnmatch.fnmatchcase(e.entry, pattern)
-                or fnmatch.fnmatchcase(f"{self.dataset}/{e.entry}", pattern)]
+        return [
+            e
+            for e in self.entries
+            if fnmatch.fnmatchcase(e.entry, pattern) or fnmatch.fnmatchcase(f"{self.dataset}/{e.entry}", pattern)
+        ]
 
 
 # ----------------------------------------------------------------------------------------------- locations
+
 
 def leaderboards_dir() -> Path:
     """Where ``leaderboards/<dataset>/zoo`` folders are found: ``$MMROBUST_LEADERBOARDS``, else the ``leaderboards``
@@ -114,6 +121,7 @@ def file_stem(label: str, seed: int) -> str:
 
 # ----------------------------------------------------------------------------------------------- the index
 
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -131,8 +139,10 @@ def read_zoo(directory: str | os.PathLike) -> Zoo:
     directory = Path(directory)
     path = directory / INDEX
     if not path.exists():
-        raise ZooError(f"no model zoo at {directory} ({INDEX} missing): export one with `mmrobust-bench zoo export "
-                       f"--root leaderboards/<dataset>/runs --out {directory}`, or point at another folder")
+        raise ZooError(
+            f"no model zoo at {directory} ({INDEX} missing): export one with `mmrobust-bench zoo export "
+            f"--root leaderboards/<dataset>/runs --out {directory}`, or point at another folder"
+        )
     data = _read_json(path, "zoo index")
     if data.get("schema") != ZOO_SCHEMA:
         raise ZooError(f"{path} is not a model zoo index (schema {data.get('schema')!r}, expected {ZOO_SCHEMA!r})")
@@ -140,22 +150,48 @@ def read_zoo(directory: str | os.PathLike) -> Zoo:
     entries = []
     for i, raw in enumerate(data.get("entries") or []):
         if not isinstance(raw, dict) or any(k not in raw for k in names):
-            raise ZooError(f"{path}: entry {i} lacks {', '.join(k for k in names if k not in (raw or {}))}; "
-                           f"re-export the zoo")
-        entries.append(ZooEntry(str(raw["entry"]), str(raw["defense"]), int(raw["seed"]), str(raw["config_hash"]),
-                                str(raw["sha256"]), str(raw["file"]), str(raw["config"]), int(raw["size"])))
-    return Zoo(directory, str(data.get("dataset", "")), dict(data.get("dataset_options") or {}),
-               dict(data.get("dataset_config") or {}), entries, str(data.get("results") or ""),
-               str(data.get("made_by") or ""), int(data.get("batch_size") or 500))
+            raise ZooError(
+                f"{path}: entry {i} lacks {', '.join(k for k in names if k not in (raw or {}))}; re-export the zoo"
+            )
+        entries.append(
+            ZooEntry(
+                str(raw["entry"]),
+                str(raw["defense"]),
+                int(raw["seed"]),
+                str(raw["config_hash"]),
+                str(raw["sha256"]),
+                str(raw["file"]),
+                str(raw["config"]),
+                int(raw["size"]),
+            )
+        )
+    return Zoo(
+        directory,
+        str(data.get("dataset", "")),
+        dict(data.get("dataset_options") or {}),
+        dict(data.get("dataset_config") or {}),
+        entries,
+        str(data.get("results") or ""),
+        str(data.get("made_by") or ""),
+        int(data.get("batch_size") or 500),
+    )
 
 
 def write_index(zoo: Zoo) -> None:
     """Write the index of ``zoo`` atomically, its entries sorted by label and seed."""
-    atomic_write_json(zoo.index_path, {
-        "schema": ZOO_SCHEMA, "dataset": zoo.dataset, "dataset_options": zoo.dataset_options,
-        "dataset_config": zoo.dataset_config, "results": zoo.results, "batch_size": zoo.batch_size,
-        "made_by": zoo.made_by,
-        "entries": [e.as_dict() for e in sorted(zoo.entries, key=lambda e: (e.entry, e.seed))]})
+    atomic_write_json(
+        zoo.index_path,
+        {
+            "schema": ZOO_SCHEMA,
+            "dataset": zoo.dataset,
+            "dataset_options": zoo.dataset_options,
+            "dataset_config": zoo.dataset_config,
+            "results": zoo.results,
+            "batch_size": zoo.batch_size,
+            "made_by": zoo.made_by,
+            "entries": [e.as_dict() for e in sorted(zoo.entries, key=lambda e: (e.entry, e.seed))],
+        },
+    )
 
 
 def link_cards(cards: list[dict[str, Any]], directory: str | os.PathLike) -> int:
@@ -173,10 +209,17 @@ def link_cards(cards: list[dict[str, Any]], directory: str | os.PathLike) -> int
         if item is None or str(card.get("dataset")) != zoo.dataset:
             continue
         record = load_record(zoo, item)
-        card["zoo"] = {"file": str(directory / item.file), "sha256": item.sha256, "size": item.size,
-                       "config": str(directory / item.config)}
-        card["config"] = {**record["key"], "stages": record.get("stages", {}),
-                          "provenance": record.get("provenance", {})}
+        card["zoo"] = {
+            "file": str(directory / item.file),
+            "sha256": item.sha256,
+            "size": item.size,
+            "config": str(directory / item.config),
+        }
+        card["config"] = {
+            **record["key"],
+            "stages": record.get("stages", {}),
+            "provenance": record.get("provenance", {}),
+        }
         card["config_source"] = str(directory / item.config)
         linked += 1
     return linked
@@ -186,8 +229,10 @@ def _listed(zoo: Zoo, entry: ZooEntry, name: str) -> Path:
     """The path of a file the index lists for ``entry`` (``name``: its weights or its JSON), which must exist."""
     path = zoo.directory / name
     if not path.exists():
-        raise ZooError(f"zoo index {zoo.index_path} lists {name} for {entry.entry} seed {entry.seed}, but "
-                       f"{path} does not exist; restore it (git checkout) or re-export the zoo")
+        raise ZooError(
+            f"zoo index {zoo.index_path} lists {name} for {entry.entry} seed {entry.seed}, but "
+            f"{path} does not exist; restore it (git checkout) or re-export the zoo"
+        )
     return path
 
 
@@ -196,9 +241,11 @@ def check_file(zoo: Zoo, entry: ZooEntry) -> Path:
     path = _listed(zoo, entry, entry.file)
     digest = sha256_file(path)
     if digest != entry.sha256:
-        raise ZooError(f"refusing {path}: its sha256 {digest[:12]}… is not the {entry.sha256[:12]}… the zoo index "
-                       f"lists for {entry.entry} seed {entry.seed} (damaged or another model's file); restore it "
-                       f"(git checkout) or re-export the zoo")
+        raise ZooError(
+            f"refusing {path}: its sha256 {digest[:12]}… is not the {entry.sha256[:12]}… the zoo index "
+            f"lists for {entry.entry} seed {entry.seed} (damaged or another model's file); restore it "
+            f"(git checkout) or re-export the zoo"
+        )
     return path
 
 
@@ -208,14 +255,30 @@ def load_record(zoo: Zoo, entry: ZooEntry) -> dict[str, Any]:
     record = _read_json(path, "zoo model file")
     if record.get("schema") != MODEL_SCHEMA:
         raise ZooError(f"{path} is not a zoo model file (schema {record.get('schema')!r})")
-    for name, wanted in (("entry", entry.entry), ("seed", entry.seed), ("sha256", entry.sha256),
-                         ("file", entry.file)):
+    for name, wanted in (("entry", entry.entry), ("seed", entry.seed), ("sha256", entry.sha256), ("file", entry.file)):
         if str(record.get(name)) != str(wanted):
-            raise ZooError(f"refusing {path}: it records {name} {str(record.get(name))[:16]!r}, the zoo index "
-                           f"{str(wanted)[:16]!r} for this entry (files swapped or edited); restore it or re-export")
+            raise ZooError(
+                f"refusing {path}: it records {name} {str(record.get(name))[:16]!r}, the zoo index "
+                f"{str(wanted)[:16]!r} for this entry (files swapped or edited); restore it or re-export"
+            )
     return record
 
 
-__all__ = ["ENV_LEADERBOARDS", "INDEX", "LOCAL_OPTIONS", "MODEL_SCHEMA", "ZOO_SCHEMA", "Zoo", "ZooEntry", "ZooError",
-           "check_file", "file_stem", "leaderboards_dir", "link_cards", "load_record", "read_zoo", "write_index",
-           "zoo_dir"]
+__all__ = [
+    "ENV_LEADERBOARDS",
+    "INDEX",
+    "LOCAL_OPTIONS",
+    "MODEL_SCHEMA",
+    "ZOO_SCHEMA",
+    "Zoo",
+    "ZooEntry",
+    "ZooError",
+    "check_file",
+    "file_stem",
+    "leaderboards_dir",
+    "link_cards",
+    "load_record",
+    "read_zoo",
+    "write_index",
+    "zoo_dir",
+]

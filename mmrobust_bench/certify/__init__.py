@@ -4,6 +4,7 @@ honesty check (violations found are lower bounds), and sound randomized-smoothin
 The names below load their module on first use (PEP 562): a caller that needs only ``certify.lipschitz``
 (whose estimates live in ``models.lipschitz``) does not pull in smoothing's scipy.stats and the radii's pandas.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,11 +13,39 @@ from typing import Any
 _MODULE_OF = {
     "HonestyConfig": "honesty",
     **dict.fromkeys(("LIP_MODES", "batch_unimodal_gradient_norms", "estimate_lipschitz"), "lipschitz"),
-    **dict.fromkeys(("DEFAULT_RADII", "EMPIRICAL", "KIND_EMPIRICAL", "KIND_HEURISTIC", "KIND_NOT_A_BOUND",
-                     "KIND_SOUND", "MIN_J", "RUNNER_UP", "Certificate", "CertifiedRadius", "HonestyCheck", "certify",
-                     "head_kind", "honesty_check", "mixes_modalities", "pair_eta", "unimodal_grams"), "radii"),
-    **dict.fromkeys(("SmoothedCertificate", "SmoothingConfig", "clopper_pearson_lower", "smooth_certify",
-                     "smooth_predict", "smoothed_honesty_check"), "smoothing"),
+    **dict.fromkeys(
+        (
+            "DEFAULT_RADII",
+            "EMPIRICAL",
+            "KIND_EMPIRICAL",
+            "KIND_HEURISTIC",
+            "KIND_NOT_A_BOUND",
+            "KIND_SOUND",
+            "MIN_J",
+            "RUNNER_UP",
+            "Certificate",
+            "CertifiedRadius",
+            "HonestyCheck",
+            "certify",
+            "head_kind",
+            "honesty_check",
+            "mixes_modalities",
+            "pair_eta",
+            "unimodal_grams",
+        ),
+        "radii",
+    ),
+    **dict.fromkeys(
+        (
+            "SmoothedCertificate",
+            "SmoothingConfig",
+            "clopper_pearson_lower",
+            "smooth_certify",
+            "smooth_predict",
+            "smoothed_honesty_check",
+        ),
+        "smoothing",
+    ),
 }
 _SUBMODULES = ("honesty", "lipschitz", "radii", "smoothing")
 
@@ -36,8 +65,32 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_MODULE_OF, *_SUBMODULES})
 
 
-__all__ = ["LIP_MODES", "batch_unimodal_gradient_norms", "estimate_lipschitz", "DEFAULT_RADII", "EMPIRICAL",
-           "KIND_EMPIRICAL", "KIND_HEURISTIC", "KIND_NOT_A_BOUND", "KIND_SOUND", "MIN_J", "RUNNER_UP", "Certificate",
-           "CertifiedRadius", "HonestyCheck", "HonestyConfig", "certify", "head_kind", "honesty_check",
-           "mixes_modalities", "pair_eta", "unimodal_grams", "SmoothedCertificate", "SmoothingConfig",
-           "clopper_pearson_lower", "smooth_certify", "smooth_predict", "smoothed_honesty_check"]
+__all__ = [
+    "LIP_MODES",
+    "batch_unimodal_gradient_norms",
+    "estimate_lipschitz",
+    "DEFAULT_RADII",
+    "EMPIRICAL",
+    "KIND_EMPIRICAL",
+    "KIND_HEURISTIC",
+    "KIND_NOT_A_BOUND",
+    "KIND_SOUND",
+    "MIN_J",
+    "RUNNER_UP",
+    "Certificate",
+    "CertifiedRadius",
+    "HonestyCheck",
+    "HonestyConfig",
+    "certify",
+    "head_kind",
+    "honesty_check",
+    "mixes_modalities",
+    "pair_eta",
+    "unimodal_grams",
+    "SmoothedCertificate",
+    "SmoothingConfig",
+    "clopper_pearson_lower",
+    "smooth_certify",
+    "smooth_predict",
+    "smoothed_honesty_check",
+]

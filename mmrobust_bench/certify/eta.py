@@ -12,16 +12,19 @@ model's ``certificate.md``.
 
 No torch here: reports import it.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 ETA_RATIO_AGGREGATION = "mean over class pairs of η per modality, then the ratio, then mean over seeds"
-ETA_RATIO_RULE = ("η of the alphabetically first modality over the second's (η^(a)/η^(v): the paper's Figure 3), "
-                  "whatever the dataset's order or the more fragile modality")
+ETA_RATIO_RULE = (
+    "η of the alphabetically first modality over the second's (η^(a)/η^(v): the paper's Figure 3), "
+    "whatever the dataset's order or the more fragile modality"
+)
 
 
 def eta_ratio_modalities(modalities: Iterable[str]) -> tuple[str, str]:
@@ -29,8 +32,9 @@ def eta_ratio_modalities(modalities: Iterable[str]) -> tuple[str, str]:
     ``("v", "a")`` and ``("a", "v")`` both give ``("a", "v")``, the paper's η^(a)/η^(v)."""
     names = sorted({str(m) for m in modalities})
     if len(names) != 2:
-        raise ValueError(f"an η ratio compares exactly two modalities, got {len(names)} "
-                         f"({', '.join(names) or 'none'}); choose two")
+        raise ValueError(
+            f"an η ratio compares exactly two modalities, got {len(names)} ({', '.join(names) or 'none'}); choose two"
+        )
     return names[0], names[1]
 
 
@@ -40,8 +44,9 @@ def eta_ratio_text(modalities: Iterable[str]) -> str:
     return f"η^({num}) / η^({den})"
 
 
-def eta_ratio_per_defense(pairs: pd.DataFrame, numerator: str, denominator: str,
-                          column: str = "eta_pair") -> pd.DataFrame:
+def eta_ratio_per_defense(
+    pairs: pd.DataFrame, numerator: str, denominator: str, column: str = "eta_pair"
+) -> pd.DataFrame:
     """Per defense: mean over seeds of (mean over class pairs of η^(num)) / (mean over class pairs of η^(den)),
     with the sample std and the number of seeds (columns ``defense``, ``ratio_mean``, ``ratio_std``, ``seeds``)."""
     if pairs is None or pairs.empty:
@@ -55,5 +60,4 @@ def eta_ratio_per_defense(pairs: pd.DataFrame, numerator: str, denominator: str,
     return ratio.groupby("defense")["ratio"].agg(ratio_mean="mean", ratio_std="std", seeds="count").reset_index()
 
 
-__all__ = ["ETA_RATIO_AGGREGATION", "ETA_RATIO_RULE", "eta_ratio_modalities", "eta_ratio_per_defense",
-           "eta_ratio_text"]
+__all__ = ["ETA_RATIO_AGGREGATION", "ETA_RATIO_RULE", "eta_ratio_modalities", "eta_ratio_per_defense", "eta_ratio_text"]

@@ -16,11 +16,12 @@ attack, the tighter that lower bound; the check's strength is configurable (:cla
 0.125 ε, no restarts, last iterate only), kept for comparison: on the synthav JT model it found 5
 of the 19 Eq. 5 violations the default finds (issue 17).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,7 @@ class HonestyConfig:
             raise ValueError("honesty check: step_ratio must be >= 0 and slack in [0, 1)")
 
     @classmethod
-    def legacy_check(cls, steps: int = 20) -> "HonestyConfig":
+    def legacy_check(cls, steps: int = 20) -> HonestyConfig:
         """The suite's earlier, weaker check (kept so old numbers can be reproduced and compared)."""
         return cls(steps=steps, restarts=0, targeted=False, loss="ce", legacy=True)
 
@@ -74,10 +75,19 @@ class HonestyConfig:
     def describe(self) -> str:
         if self.legacy:
             return f"pgd_l2 CE (steps={self.steps}, step=eps*{self.ratio:.4g}, untargeted, no restarts; legacy)"
-        targets = "off" if not self.targeted else ("every runner-up class" if self.targeted_classes < 0
-                                                   else f"top {self.targeted_classes} runner-up classes")
-        return (f"ℓ2-PGD {self.loss} loss (steps={self.steps}, step=eps*{self.ratio:.4g}, restarts={self.restarts}, "
-                f"targeted: {targets}, every iterate checked)")
+        targets = (
+            "off"
+            if not self.targeted
+            else (
+                "every runner-up class"
+                if self.targeted_classes < 0
+                else f"top {self.targeted_classes} runner-up classes"
+            )
+        )
+        return (
+            f"ℓ2-PGD {self.loss} loss (steps={self.steps}, step=eps*{self.ratio:.4g}, restarts={self.restarts}, "
+            f"targeted: {targets}, every iterate checked)"
+        )
 
 
 @dataclass
@@ -100,9 +110,11 @@ class HonestyCheck:
         return f"≥ {self.violations} / {self.certified}"
 
     def describe(self) -> str:
-        return (f"honesty check ({self.attack}, budget r(x)·(1−{HONESTY_SLACK:g})): ≥ {self.violations} violations found "
-                f"among {self.certified} certified samples (≥ {self.fraction:.1%}; a lower bound — an attack can "
-                "miss adversarial examples)")
+        return (
+            f"honesty check ({self.attack}, budget r(x)·(1−{HONESTY_SLACK:g})): ≥ {self.violations} violations found "
+            f"among {self.certified} certified samples (≥ {self.fraction:.1%}; a lower bound — an attack can "
+            "miss adversarial examples)"
+        )
 
 
 def _margin(logits: Tensor, labels: Tensor) -> Tensor:
@@ -113,8 +125,9 @@ def _margin(logits: Tensor, labels: Tensor) -> Tensor:
 
 def _random_start(batch: Batch, modalities: Sequence[str], eps: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
     """A point drawn uniformly from the joint ℓ2 ball of radius eps (per sample) around the clean input."""
-    noise = {m: torch.randn(batch[m].shape, generator=gen, device=batch[m].device, dtype=torch.float32)
-             for m in modalities}
+    noise = {
+        m: torch.randn(batch[m].shape, generator=gen, device=batch[m].device, dtype=torch.float32) for m in modalities
+    }
     norm = joint_l2_norm(noise, modalities).clamp_min(1e-12)
     dim = sum(batch[m][0].numel() for m in modalities)
     u = torch.rand(norm.shape, generator=gen, device=norm.device) ** (1.0 / dim)
@@ -122,15 +135,27 @@ def _random_start(batch: Batch, modalities: Sequence[str], eps: Tensor, gen: tor
     return {m: noise[m] * scale.view((-1,) + (1,) * (noise[m].dim() - 1)) for m in modalities}
 
 
-def pgd_finds_violation(model: nn.Module, batch: Batch, labels: Tensor, modalities: Sequence[str],
-                        specs: dict[str, ModalitySpec], eps: Tensor, *, steps: int, ratio: float, loss: str,
-                        target: Tensor | None = None, start: dict[str, Tensor] | None = None) -> Tensor:
+def pgd_finds_violation(
+    model: nn.Module,
+    batch: Batch,
+    labels: Tensor,
+    modalities: Sequence[str],
+    specs: dict[str, ModalitySpec],
+    eps: Tensor,
+    *,
+    steps: int,
+    ratio: float,
+    loss: str,
+    target: Tensor | None = None,
+    start: dict[str, Tensor] | None = None,
+) -> Tensor:
     """(B,) bool: some iterate of ℓ2-PGD inside the joint ball ‖δ‖ ≤ eps (and the valid box) is misclassified.
 
     The objective is maximised: CE(h, y), the margin max_{k≠y} h_k − h_y, or h_t − h_y towards ``target``.
     """
-    delta = {m: (start[m] if start is not None else torch.zeros_like(batch[m], dtype=torch.float32))
-             for m in modalities}
+    delta = {
+        m: (start[m] if start is not None else torch.zeros_like(batch[m], dtype=torch.float32)) for m in modalities
+    }
     broken = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
     shape = lambda x: (-1,) + (1,) * (x.dim() - 1)  # noqa: E731
     for t in range(steps + 1):
@@ -151,16 +176,25 @@ def pgd_finds_violation(model: nn.Module, batch: Batch, labels: Tensor, modaliti
         grads = torch.autograd.grad(objective.sum(), [inputs[m] for m in modalities])
         grads = {m: g.float() for m, g in zip(modalities, grads)}
         gnorm = joint_l2_norm(grads, modalities) + 1e-12
-        moved = {m: (inputs[m].detach().float() - batch[m].float()) + (ratio * eps / gnorm).view(shape(g)) * g
-                 for m, g in grads.items()}
+        moved = {
+            m: (inputs[m].detach().float() - batch[m].float()) + (ratio * eps / gnorm).view(shape(g)) * g
+            for m, g in grads.items()
+        }
         factor = torch.clamp(eps / (joint_l2_norm(moved, modalities) + 1e-12), max=1.0)
         delta = {m: d * factor.view(shape(d)) for m, d in moved.items()}
     return broken
 
 
-def _strong_violations(model: nn.Module, batch: Batch, labels: Tensor, modalities: Sequence[str],
-                       specs: dict[str, ModalitySpec], eps: Tensor, cfg: HonestyConfig,
-                       gen: torch.Generator) -> Tensor:
+def _strong_violations(
+    model: nn.Module,
+    batch: Batch,
+    labels: Tensor,
+    modalities: Sequence[str],
+    specs: dict[str, ModalitySpec],
+    eps: Tensor,
+    cfg: HonestyConfig,
+    gen: torch.Generator,
+) -> Tensor:
     """(B,) bool over every attack of ``cfg``; samples already broken are not attacked again."""
     broken = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
     with torch.no_grad():
@@ -179,16 +213,37 @@ def _strong_violations(model: nn.Module, batch: Batch, labels: Tensor, modalitie
             sub = {m: x[todo] for m, x in batch.items()}
             start = _random_start(sub, modalities, eps[todo], gen) if restart > 0 else None
             target = None if rank is None else ranked[todo, rank - 1]
-            found = pgd_finds_violation(model, sub, labels[todo], modalities, specs, eps[todo], steps=cfg.steps,
-                                        ratio=cfg.ratio, loss=cfg.loss, target=target, start=start)
+            found = pgd_finds_violation(
+                model,
+                sub,
+                labels[todo],
+                modalities,
+                specs,
+                eps[todo],
+                steps=cfg.steps,
+                ratio=cfg.ratio,
+                loss=cfg.loss,
+                target=target,
+                start=start,
+            )
             broken[todo] |= found
     return broken
 
 
-def honesty_check(model: nn.Module, split: TensorSplit, radius: Tensor, modalities: Sequence[str],
-                  specs: Sequence[ModalitySpec], *, config: HonestyConfig | None = None, steps: int | None = None,
-                  batch_size: int = 64, device: torch.device | str = "cpu", slack: float | None = None,
-                  seed: int | None = None) -> HonestyCheck:
+def honesty_check(
+    model: nn.Module,
+    split: TensorSplit,
+    radius: Tensor,
+    modalities: Sequence[str],
+    specs: Sequence[ModalitySpec],
+    *,
+    config: HonestyConfig | None = None,
+    steps: int | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    slack: float | None = None,
+    seed: int | None = None,
+) -> HonestyCheck:
     """Attack the certified samples (r > 0) of ``split`` at a per-sample budget r(x)·(1 − slack) on
     ``modalities`` jointly; count those broken (a lower bound on the overclaims).
 
@@ -214,7 +269,7 @@ def honesty_check(model: nn.Module, split: TensorSplit, radius: Tensor, modaliti
             threat = ThreatModel(mods, eps=1.0)
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         for start in range(0, idx.numel(), batch_size):
-            part = idx[start:start + batch_size]
+            part = idx[start : start + batch_size]
             sub = split.subset(part)
             batch = {m: x.to(device) for m, x in sub.inputs.items()}
             labels = sub.labels.to(device)

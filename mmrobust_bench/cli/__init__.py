@@ -103,7 +103,7 @@ def _distributed(args: argparse.Namespace) -> Iterator[None]:
         yield
         return
     world = distributed.init_from_env(args.device)
-    quiet = open(os.devnull, "w") if not world.main else None
+    quiet = open(os.devnull, "w") if not world.main else None  # noqa: SIM115 (closed in the finally below)
     try:
         with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
             yield

@@ -1,4 +1,5 @@
 """``python -m mmrobust_bench.cli`` (what ``torchrun -m`` runs)."""
+
 import sys
 
 from . import main

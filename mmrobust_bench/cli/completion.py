@@ -4,6 +4,7 @@ option, generated from the parser itself by shtab (the ``completion`` extra), so
 Install it once, e.g. ``mmrobust-bench completion bash > ~/.local/share/bash-completion/completions/mmrobust-bench``
 (docs/cli.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,9 @@ import argparse
 SHELLS = ("bash", "zsh", "tcsh")
 INSTALL_HINT = "pip install 'mmrobust-bench[completion]' (or pip install shtab)"
 # options that name a folder or a file, completed with the shell's own path completion
-DIRECTORY_OPTIONS = frozenset({"--root", "--out", "--data-root", "--raw", "--scratch", "--zoo", "--checkpoints",
-                               "--leaderboards"})
+DIRECTORY_OPTIONS = frozenset(
+    {"--root", "--out", "--data-root", "--raw", "--scratch", "--zoo", "--checkpoints", "--leaderboards"}
+)
 FILE_OPTIONS = frozenset({"--results", "--config", "--eta", "--certified", "--list"})
 
 

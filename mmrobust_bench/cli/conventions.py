@@ -5,6 +5,7 @@ Nothing here imports torch or any other heavy module: ``--help`` and ``--version
 and they must answer in well under a second. Subcommand modules add their options as usual
 (``sub.add_parser(...)``); :func:`install` makes every one of those parsers a :class:`SubcommandParser`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,8 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 PACKAGE_LOGGER = "mmrobust_bench"
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -43,8 +45,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (text is argparse.SUPPRESS or default is None or default is False or default is argparse.SUPPRESS
-                or "default" in text.lower() or (not action.option_strings and action.nargs not in ("?", "*"))):
+        if (
+            text is argparse.SUPPRESS
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "default" in text.lower()
+            or (not action.option_strings and action.nargs not in ("?", "*"))
+        ):
             return text
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
         return f"{text} (default: {shown})" if text else f"default: {shown}"
@@ -58,19 +66,32 @@ def add_verbosity(parser: argparse.ArgumentParser, *, top_level: bool = False) -
     """
     group = parser.add_argument_group("output")
     flags = group.add_mutually_exclusive_group()
-    flags.add_argument("-v", "--verbose", action="count", default=0 if top_level else argparse.SUPPRESS,
-                       help="more detail: -v adds the package's debug messages, -vv every library's "
-                            "(default: the package's INFO messages)")
-    flags.add_argument("-q", "--quiet", action="store_true", default=False if top_level else argparse.SUPPRESS,
-                       help="warnings and errors only, and no progress bars")
+    flags.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top_level else argparse.SUPPRESS,
+        help="more detail: -v adds the package's debug messages, -vv every library's "
+        "(default: the package's INFO messages)",
+    )
+    flags.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if top_level else argparse.SUPPRESS,
+        help="warnings and errors only, and no progress bars",
+    )
 
 
 class CommandParser(argparse.ArgumentParser):
     """The top-level parser. An argument that no parser knows is reported by the subcommand it was given
     to, with that subcommand's usage (argparse reports it from the top level, with the top-level usage)."""
 
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+    def parse_args(
+        self,
+        args: Sequence[str] | None = None,  # type: ignore[override]
+        namespace: argparse.Namespace | None = None,
+    ) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             innermost(self, parsed).error(f"unrecognized arguments: {' '.join(extras)}")
@@ -91,8 +112,12 @@ class SubcommandParser(argparse.ArgumentParser):
     """What ``add_subparsers`` builds: the shared help formatter, and ``-v``/``-q`` on every subcommand."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("formatter_class") in (None, argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter,
-                                             argparse.ArgumentDefaultsHelpFormatter):
+        if kwargs.get("formatter_class") in (
+            None,
+            argparse.HelpFormatter,
+            argparse.RawDescriptionHelpFormatter,
+            argparse.ArgumentDefaultsHelpFormatter,
+        ):
             kwargs["formatter_class"] = HelpFormatter
         super().__init__(*args, **kwargs)
         add_verbosity(self)
@@ -121,8 +146,11 @@ def configure(args: argparse.Namespace) -> None:
     level = log_level(args)
     if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun rank 0 tells the story once
         level = max(level, logging.WARNING)
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", 0) >= 2 else logging.WARNING,
-                        format=LOG_FORMAT, stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", 0) >= 2 else logging.WARNING,
+        format=LOG_FORMAT,
+        stream=sys.stderr,
+    )
     logging.getLogger(PACKAGE_LOGGER).setLevel(level)
     if getattr(args, "quiet", False) and hasattr(args, "no_progress"):
         args.no_progress = True
@@ -130,4 +158,14 @@ def configure(args: argparse.Namespace) -> None:
     progress.set_enabled(not (getattr(args, "quiet", False) or getattr(args, "no_progress", False)))
 
 
-__all__ = ["CommandParser", "HelpFormatter", "SubcommandParser", "innermost", "plain", "add_verbosity", "install", "configure", "log_level"]
+__all__ = [
+    "CommandParser",
+    "HelpFormatter",
+    "SubcommandParser",
+    "innermost",
+    "plain",
+    "add_verbosity",
+    "install",
+    "configure",
+    "log_level",
+]

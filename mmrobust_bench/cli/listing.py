@@ -5,6 +5,7 @@ run, and the library attacks they exclude with the reason.
 ART is never imported here (``import art`` alone takes seconds): its attacks come from the adapter's own
 table (``attacks.art_adapter.ART_ATTACKS``), shown when the library is installed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,8 @@ import inspect
 import json
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..hints import nearest
 
@@ -27,14 +29,22 @@ WIDTH = 110  # text output: descriptions are cut to keep one line per entry
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    lst = sub.add_parser("list", help="list defenses, attacks, datasets and encoders with descriptions, "
-                                      "norms and providers")
-    lst.add_argument("pattern", nargs="?", default=None,
-                     help="only names matching this shell pattern, case-insensitive, e.g. '*pgd*'; without a "
-                          "wildcard, names containing it (default: everything)")
-    lst.add_argument("--json", action="store_true",
-                     help="print one JSON object (keys defenses, attacks, datasets, encoders, excluded_attacks, "
-                          "unavailable_libraries) instead of text")
+    lst = sub.add_parser(
+        "list", help="list defenses, attacks, datasets and encoders with descriptions, norms and providers"
+    )
+    lst.add_argument(
+        "pattern",
+        nargs="?",
+        default=None,
+        help="only names matching this shell pattern, case-insensitive, e.g. '*pgd*'; without a "
+        "wildcard, names containing it (default: everything)",
+    )
+    lst.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (keys defenses, attacks, datasets, encoders, excluded_attacks, "
+        "unavailable_libraries) instead of text",
+    )
     lst.set_defaults(func=cmd)
 
 
@@ -72,7 +82,7 @@ def _registered_attack_norms(entry: Any) -> list[str] | None:
     return _norms_of_class(obj) if inspect.isclass(obj) else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _version(dist: str) -> str:
     """The installed version of ``dist`` (read once: every library attack's row names it)."""
     try:
@@ -90,10 +100,18 @@ def _torchattacks_rows(names: list[str]) -> list[dict[str, Any]]:
     ta, rows = _torchattacks(), []
     for name in names:
         cls = getattr(ta, name)
-        norms = helper(f"torchattacks:{name}") if helper else supported_norms(name, list(inspect.signature(cls).parameters))
+        norms = (
+            helper(f"torchattacks:{name}") if helper else supported_norms(name, list(inspect.signature(cls).parameters))
+        )
         doc = inspect.cleandoc(vars(cls).get("__doc__") or "").split("\n")[0].strip()
-        rows.append({"name": f"torchattacks:{name}", "norms": list(norms), "description": doc,
-                     "provider": f"torchattacks {_version('torchattacks')}"})
+        rows.append(
+            {
+                "name": f"torchattacks:{name}",
+                "norms": list(norms),
+                "description": doc,
+                "provider": f"torchattacks {_version('torchattacks')}",
+            }
+        )
     return rows
 
 
@@ -113,8 +131,14 @@ def _art_rows() -> list[dict[str, Any]]:
             parts.append("decision-based, one sample at a time")
         # what ArtAttack.norms is (support.norms), read from the table: attacks.attack_norms would build the
         # attack, which imports ART
-        rows.append({"name": f"art:{name}", "norms": list(support.norms), "description": "; ".join(parts),
-                     "provider": f"adversarial-robustness-toolbox {_version('adversarial-robustness-toolbox')}"})
+        rows.append(
+            {
+                "name": f"art:{name}",
+                "norms": list(support.norms),
+                "description": "; ".join(parts),
+                "provider": f"adversarial-robustness-toolbox {_version('adversarial-robustness-toolbox')}",
+            }
+        )
     return rows
 
 
@@ -163,8 +187,11 @@ def collect(pattern: str | None = None) -> dict[str, Any]:
         out["attacks"] += [dict(row, status="ok") for row in rows if keep(row["name"])]
     excluded = [("torchattacks", name, why) for name, why in EXCLUDED.items()]
     excluded += [("art", name, why) for name, why in ART_EXCLUDED.items()]
-    out["excluded_attacks"] = [{"name": f"{lib}:{name}", "library": lib, "reason": why}
-                               for lib, name, why in sorted(excluded) if keep(f"{lib}:{name}")]
+    out["excluded_attacks"] = [
+        {"name": f"{lib}:{name}", "library": lib, "reason": why}
+        for lib, name, why in sorted(excluded)
+        if keep(f"{lib}:{name}")
+    ]
     return out
 
 
@@ -183,8 +210,11 @@ def format_text(data: dict[str, Any]) -> str:
         rows = data[key]
         if not rows:
             continue
-        lines.append(f"{key}:" if key != "attacks" else "attacks (norms they support; use library ones as "
-                                                         "torchattacks:NAME / art:NAME):")
+        lines.append(
+            f"{key}:"
+            if key != "attacks"
+            else "attacks (norms they support; use library ones as torchattacks:NAME / art:NAME):"
+        )
         name_w = max(len(r["name"]) for r in rows)
         norms_w = max((len(_norms_text(r)) for r in rows), default=0) if key == "attacks" else 0
         for r in rows:
@@ -212,8 +242,9 @@ def nothing_matches(pattern: str, names: list[str]) -> str:
     by_lower = {name.lower(): name for name in names}
     typed = pattern.lower().strip("*?[]") or pattern.lower()
     near = [by_lower[n] for n in nearest(typed, sorted(by_lower))]
-    return (f"list: nothing matches {pattern!r}; nearest names: {', '.join(near)} (`mmrobust-bench list` shows "
-            f"everything)")
+    return (
+        f"list: nothing matches {pattern!r}; nearest names: {', '.join(near)} (`mmrobust-bench list` shows everything)"
+    )
 
 
 def cmd(args: argparse.Namespace) -> int:

@@ -57,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--data-root",
-        help="data directory of a real dataset: a prepared ks, vggsound or ucf101 folder, or FSDD's recordings/ for avdigits (same as --dataset-set data_root=DIR)",
+        help="data directory of a real dataset: a prepared ks, vggsound or ucf101 folder, or FSDD's recordings/ for "
+        "avdigits (same as --dataset-set data_root=DIR)",
     )
     run.add_argument(
         "--label",

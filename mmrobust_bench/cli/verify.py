@@ -4,6 +4,7 @@ By default the committed zoo checkpoints are re-evaluated (no training) and each
 the stored one or lie within the tolerance; ``--retrain`` re-trains the models and checks each value against
 the committed seed spread. Exit 1 when a value fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,11 @@ from ..io import default_root
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    ve = sub.add_parser("verify", help="re-evaluate N random zoo models of a sweep (or re-train them with --retrain) "
-                                       "and check each stored value within a tolerance (exit 1 if one is not)")
+    ve = sub.add_parser(
+        "verify",
+        help="re-evaluate N random zoo models of a sweep (or re-train them with --retrain) "
+        "and check each stored value within a tolerance (exit 1 if one is not)",
+    )
     ve.add_argument("--config", required=True, help="the sweep YAML the rows were made with")
     ve.add_argument("--root", help="the sweep's root, read only (default: $MMROBUST_HOME or ./runs)")
     ve.add_argument("--results", help="results CSV (default: <root>/results.csv)")
@@ -22,21 +26,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ve.add_argument("--n", type=int, default=2, help="how many (defense label, seed) models to check (0: all)")
     ve.add_argument("--seed", type=int, default=0, help="seed of the random choice of models and cells")
     ve.add_argument("--cells", type=int, default=3, help="cells re-evaluated per model, drawn at random (0: all)")
-    ve.add_argument("--tolerance", type=float,
-                    help="largest accepted difference of a re-evaluated value, accuracy as a fraction and η relative "
-                         "(default: 0 where the row was recorded with this CPU capability, torch version, build and "
-                         "device, else 0.01)")
-    ve.add_argument("--retrain", action="store_true",
-                    help="re-train the models instead of loading the zoo, and accept a value inside the committed "
-                         "seed spread (mean ± max(k·std, floor) over seeds)")
+    ve.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest accepted difference of a re-evaluated value, accuracy as a fraction and η relative "
+        "(default: 0 where the row was recorded with this CPU capability, torch version, build and "
+        "device, else 0.01)",
+    )
+    ve.add_argument(
+        "--retrain",
+        action="store_true",
+        help="re-train the models instead of loading the zoo, and accept a value inside the committed "
+        "seed spread (mean ± max(k·std, floor) over seeds)",
+    )
     ve.add_argument("--k", type=float, default=3.0, help="--retrain: standard deviations of the seed spread")
-    ve.add_argument("--floor", type=float, default=0.01,
-                    help="--retrain: smallest accepted distance from the seed mean (a zero or single-seed spread)")
-    ve.add_argument("--certificates", action="store_true",
-                    help="also certify each model again (the sweep's certify: block) and compare its certified "
-                         "accuracies and η pairs (slow: smoothing takes minutes per model)")
-    ve.add_argument("--scratch", help="keep the re-measured rows (and re-trained checkpoints) here (default: a "
-                                      "temporary folder, removed after)")
+    ve.add_argument(
+        "--floor",
+        type=float,
+        default=0.01,
+        help="--retrain: smallest accepted distance from the seed mean (a zero or single-seed spread)",
+    )
+    ve.add_argument(
+        "--certificates",
+        action="store_true",
+        help="also certify each model again (the sweep's certify: block) and compare its certified "
+        "accuracies and η pairs (slow: smoothing takes minutes per model)",
+    )
+    ve.add_argument(
+        "--scratch",
+        help="keep the re-measured rows (and re-trained checkpoints) here (default: a temporary folder, removed after)",
+    )
     ve.add_argument("--device", help="device to evaluate on (default: the one the rows recorded when present)")
     ve.add_argument("--no-progress", action="store_true", help="hide progress bars")
     ve.set_defaults(func=cmd)
@@ -49,13 +68,23 @@ def cmd(args: argparse.Namespace) -> int:
 
     plan = build_plan(load_sweep_config(args.config))
     root = Path(args.root) if args.root else default_root()
-    common = dict(root=root, results=Path(args.results) if args.results else None, n=args.n, seed=args.seed,
-                  cells=args.cells, scratch=Path(args.scratch) if args.scratch else None, device=args.device,
-                  progress=not args.no_progress, certificates=args.certificates)
+    common = dict(
+        root=root,
+        results=Path(args.results) if args.results else None,
+        n=args.n,
+        seed=args.seed,
+        cells=args.cells,
+        scratch=Path(args.scratch) if args.scratch else None,
+        device=args.device,
+        progress=not args.no_progress,
+        certificates=args.certificates,
+    )
     if args.retrain:
         if args.tolerance is not None or args.zoo:
-            raise ValueError("verify: --tolerance and --zoo apply to re-evaluating the zoo; --retrain uses the seed "
-                             "spread (--k, --floor)")
+            raise ValueError(
+                "verify: --tolerance and --zoo apply to re-evaluating the zoo; --retrain uses the seed "
+                "spread (--k, --floor)"
+            )
         outcome = verify_sweep(plan, k=args.k, floor=args.floor, **common)
     else:
         zoo = Path(args.zoo) if args.zoo else Path(args.config).resolve().parent / "zoo"

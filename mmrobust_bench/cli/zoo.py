@@ -4,6 +4,7 @@
 model's files, sha256, card and the leaderboard rows it made; ``zoo export`` copies a sweep root's final
 checkpoints into a zoo folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,12 @@ from .conventions import SubcommandParser
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    zoo = sub.add_parser("zoo", help="a leaderboard's model zoo: list its models, show one, export a sweep's "
-                                     "checkpoints into it")
-    actions = zoo.add_subparsers(dest="zoo_command", required=True, parser_class=SubcommandParser,
-                                 metavar="ACTION", help="list, show or export")
+    zoo = sub.add_parser(
+        "zoo", help="a leaderboard's model zoo: list its models, show one, export a sweep's checkpoints into it"
+    )
+    actions = zoo.add_subparsers(
+        dest="zoo_command", required=True, parser_class=SubcommandParser, metavar="ACTION", help="list, show or export"
+    )
     listing = actions.add_parser("list", help="the models of every zoo (dataset, entry, defense, seed, sha256, size)")
     listing.add_argument("pattern", nargs="?", help="shell pattern on the entry or dataset/entry (default: all)")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -35,14 +38,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _where(show)
     show.set_defaults(func=cmd_show)
 
-    export = actions.add_parser("export", help="copy the final checkpoint of every model with rows in a sweep root "
-                                               "into a zoo folder (safetensors + JSON + zoo.json)")
+    export = actions.add_parser(
+        "export",
+        help="copy the final checkpoint of every model with rows in a sweep root "
+        "into a zoo folder (safetensors + JSON + zoo.json)",
+    )
     export.add_argument("--root", required=True, help="the sweep's root (its checkpoints/ and results.csv)")
     export.add_argument("--out", required=True, help="the zoo folder, e.g. leaderboards/avdigits/zoo")
     export.add_argument("--config", help="the sweep YAML (default: sweep.yaml beside the root)")
     export.add_argument("--results", help="results CSV (default: <root>/results.csv)")
-    export.add_argument("--dataset-set", action="append", metavar="KEY=VALUE",
-                        help="dataset option, e.g. data_root=FSDD/recordings (never written to the zoo)")
+    export.add_argument(
+        "--dataset-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. data_root=FSDD/recordings (never written to the zoo)",
+    )
     export.add_argument("--only", help="comma-separated entry labels to export (default: every entry)")
     export.add_argument("--skip", help="comma-separated entry labels to leave out")
     export.set_defaults(func=cmd_export)
@@ -50,8 +60,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoo", help="one zoo folder (default: every leaderboards/<dataset>/zoo)")
-    parser.add_argument("--leaderboards", help="the folder of the leaderboards (default: $MMROBUST_LEADERBOARDS, "
-                                               "else the checkout's leaderboards/)")
+    parser.add_argument(
+        "--leaderboards",
+        help="the folder of the leaderboards (default: $MMROBUST_LEADERBOARDS, else the checkout's leaderboards/)",
+    )
 
 
 def _zoos(args: argparse.Namespace) -> list[Any]:
@@ -63,8 +75,10 @@ def _zoos(args: argparse.Namespace) -> list[Any]:
     base = Path(args.leaderboards) if args.leaderboards else leaderboards_dir()
     found = [read_zoo(p.parent) for p in sorted(base.glob(f"*/zoo/{INDEX}"))]
     if not found:
-        raise ValueError(f"no model zoo under {base} (no */zoo/{INDEX}); export one with `mmrobust-bench zoo export` "
-                         f"or give --zoo/--leaderboards")
+        raise ValueError(
+            f"no model zoo under {base} (no */zoo/{INDEX}); export one with `mmrobust-bench zoo export` "
+            f"or give --zoo/--leaderboards"
+        )
     return found
 
 
@@ -81,8 +95,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print("| dataset | entry | defense | seed | config | sha256 | size |\n|---|---|---|---:|---|---|---:|")
     for r in rows:
-        print(f"| {r['dataset']} | {r['entry']} | {r['defense']} | {r['seed']} | {r['config_hash']} | "
-              f"{r['sha256'][:12]}… | {r['size'] / 1024:.0f} KiB |")
+        print(
+            f"| {r['dataset']} | {r['entry']} | {r['defense']} | {r['seed']} | {r['config_hash']} | "
+            f"{r['sha256'][:12]}… | {r['size'] / 1024:.0f} KiB |"
+        )
     return 0
 
 
@@ -93,23 +109,34 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     dataset, _, label = args.entry.rpartition("/")
     dataset = dataset or args.dataset
-    zoos = [z for z in _zoos(args) if (dataset is None or z.dataset == dataset)
-            and any(e.entry == label for e in z.entries)]
+    zoos = [
+        z for z in _zoos(args) if (dataset is None or z.dataset == dataset) and any(e.entry == label for e in z.entries)
+    ]
     if not zoos:
-        raise ValueError(f"no zoo holds entry {label!r}" + (f" of {dataset}" if dataset else "")
-                         + "; `mmrobust-bench zoo list` shows the entries")
+        raise ValueError(
+            f"no zoo holds entry {label!r}"
+            + (f" of {dataset}" if dataset else "")
+            + "; `mmrobust-bench zoo list` shows the entries"
+        )
     if len(zoos) > 1:
-        raise ValueError(f"entry {label!r} is in the zoos of {', '.join(z.dataset for z in zoos)}; give "
-                         f"--dataset or DATASET/{label}")
+        raise ValueError(
+            f"entry {label!r} is in the zoos of {', '.join(z.dataset for z in zoos)}; give --dataset or DATASET/{label}"
+        )
     zoo = zoos[0]
     item = zoo.find(label, args.seed)
     record = load_record(zoo, item)
     card = zoo.directory.parent / card_path(zoo.dataset, item.entry, item.seed)
     rows = show_rows(zoo, item, args.results)
-    info = {"dataset": zoo.dataset, **item.as_dict(), "path": str(zoo.directory / item.file),
-            "config_path": str(zoo.directory / item.config), "card": str(card) if card.exists() else None,
-            "results": str(args.results or zoo.results_path or ""), "provenance": record.get("provenance", {}),
-            "rows": [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict("records")]}
+    info = {
+        "dataset": zoo.dataset,
+        **item.as_dict(),
+        "path": str(zoo.directory / item.file),
+        "config_path": str(zoo.directory / item.config),
+        "card": str(card) if card.exists() else None,
+        "results": str(args.results or zoo.results_path or ""),
+        "provenance": record.get("provenance", {}),
+        "rows": [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict("records")],
+    }
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return 0
@@ -119,8 +146,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     trained = (record.get("provenance") or {}).get("final") or {}
     if trained:
         capability = trained.get("cpu_capability") or "CPU capability not recorded"
-        print(f"trained: torch {trained.get('torch_version', '?')}, {capability}, {trained.get('threads', '?')} "
-              f"thread(s), {trained.get('device', '?')}")
+        print(
+            f"trained: torch {trained.get('torch_version', '?')}, {capability}, {trained.get('threads', '?')} "
+            f"thread(s), {trained.get('device', '?')}"
+        )
     print(f"rows:    {len(rows)} in {info['results'] or 'no results CSV named by the zoo'}")
     if len(rows):
         print("| attack | modality | eps | n | accuracy |\n|---|---|---:|---:|---:|")
@@ -148,13 +177,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"zoo export: no sweep YAML at {config} (the settings that rebuild each model); give --config")
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     skip = [s.strip() for s in args.skip.split(",") if s.strip()] if args.skip else None
-    plan = build_plan(load_sweep_config(config), dataset_options=dataset_options(args), only=only, skip=skip,
-                      certify=False)
-    outcome = export_zoo(plan, root=root, out=Path(args.out), results=Path(args.results) if args.results else None,
-                         command=invoked_command())
+    plan = build_plan(
+        load_sweep_config(config), dataset_options=dataset_options(args), only=only, skip=skip, certify=False
+    )
+    outcome = export_zoo(
+        plan,
+        root=root,
+        out=Path(args.out),
+        results=Path(args.results) if args.results else None,
+        command=invoked_command(),
+    )
     zoo = outcome.zoo
     total = sum(e.size for e in zoo.entries)
-    print(f"zoo export: {len(zoo.entries)} models of {zoo.dataset} in {zoo.directory} ({total / 2 ** 20:.1f} MiB): "
-          f"{len(outcome.written)} written, {outcome.unchanged} unchanged, {len(outcome.removed)} stale files removed")
+    print(
+        f"zoo export: {len(zoo.entries)} models of {zoo.dataset} in {zoo.directory} ({total / 2**20:.1f} MiB): "
+        f"{len(outcome.written)} written, {outcome.unchanged} unchanged, {len(outcome.removed)} stale files removed"
+    )
     print(f"index: {zoo.index_path}")
     return 0

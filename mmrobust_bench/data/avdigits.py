@@ -40,6 +40,7 @@ Licences: FSDD is CC BY-SA 4.0 (Z. Jackson et al., "Free Spoken Digit Dataset", 
 C. Kaynak, 1998) is CC BY 4.0 and is read from scikit-learn's copy. Neither is shipped with this
 package. See ``docs/design.md`` §7 for where datasets sit in the data flow.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -112,7 +113,9 @@ class AVDigitsConfig:
         if self.test_images_per_clip < 1 or self.train_images_per_clip < 1:
             raise ValueError("avdigits: test_images_per_clip and train_images_per_clip must be >= 1")
         if not 0.0 < self.image_test_fraction < 1.0:
-            raise ValueError(f"avdigits: image_test_fraction must be a number in (0, 1), got {self.image_test_fraction!r}")
+            raise ValueError(
+                f"avdigits: image_test_fraction must be a number in (0, 1), got {self.image_test_fraction!r}"
+            )
         if self.audio_frames < 8:
             raise ValueError(f"avdigits: audio_frames must be >= 8, got {self.audio_frames}")
         if not 8 <= self.mel_bins <= 80:
@@ -156,6 +159,7 @@ class AVDigitsTables:
 
 # ----------------------------------------------------------------------------- the recordings
 
+
 def resolve_root(cfg: AVDigitsConfig) -> Path:
     text = cfg.data_root or os.environ.get(ENV_VAR)
     if not text:
@@ -178,8 +182,10 @@ def scan_recordings(root: Path) -> list[Recording]:
         hint = ""
         if (root / "recordings").is_dir():
             hint = f" (did you mean {root / 'recordings'}?)"
-        raise ValueError(f"avdigits: {root} holds no FSDD-named WAV files ({{digit}}_{{speaker}}_{{index}}.wav, "
-                         f"e.g. 7_jackson_32.wav){hint}; {FETCH_HINT}")
+        raise ValueError(
+            f"avdigits: {root} holds no FSDD-named WAV files ({{digit}}_{{speaker}}_{{index}}.wav, "
+            f"e.g. 7_jackson_32.wav){hint}; {FETCH_HINT}"
+        )
     return sorted(found, key=lambda r: (r.digit, r.speaker, r.index))
 
 
@@ -198,8 +204,10 @@ def read_wav(path: Path) -> Tensor:
     except (wave.Error, EOFError, OSError) as exc:
         raise ValueError(f"avdigits: cannot read {path} as a PCM WAV ({exc}); {fix}") from exc
     if rate != SAMPLE_RATE:
-        raise ValueError(f"avdigits: {path} is sampled at {rate} Hz, FSDD recordings are {SAMPLE_RATE} Hz; pass "
-                         f"FSDD's own recordings/ folder, not a resampled copy ({FETCH_HINT})")
+        raise ValueError(
+            f"avdigits: {path} is sampled at {rate} Hz, FSDD recordings are {SAMPLE_RATE} Hz; pass "
+            f"FSDD's own recordings/ folder, not a resampled copy ({FETCH_HINT})"
+        )
     if channels != 1:
         raise ValueError(f"avdigits: {path} has {channels} channels, FSDD recordings are mono; {fix}")
     dtypes = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}
@@ -217,9 +225,17 @@ def read_wav(path: Path) -> Tensor:
 
 def log_mel(wave_: Tensor, mel_bins: int) -> Tensor:
     """Kaldi-compatible log-mel filterbanks (T, F) with synthav's settings, at 8 kHz."""
-    return kaldi.fbank(wave_[None] - wave_.mean(), num_mel_bins=mel_bins, sample_frequency=SAMPLE_RATE,
-                       htk_compat=True, use_energy=False, dither=0.0, window_type="hanning",
-                       frame_length=1000 * FRAME_LENGTH / SAMPLE_RATE, frame_shift=1000 * FRAME_SHIFT / SAMPLE_RATE)
+    return kaldi.fbank(
+        wave_[None] - wave_.mean(),
+        num_mel_bins=mel_bins,
+        sample_frequency=SAMPLE_RATE,
+        htk_compat=True,
+        use_energy=False,
+        dither=0.0,
+        window_type="hanning",
+        frame_length=1000 * FRAME_LENGTH / SAMPLE_RATE,
+        frame_shift=1000 * FRAME_SHIFT / SAMPLE_RATE,
+    )
 
 
 def fit_frames(feats: Tensor, frames: int) -> Tensor:
@@ -227,12 +243,13 @@ def fit_frames(feats: Tensor, frames: int) -> Tensor:
     t = feats.shape[0]
     if t >= frames:
         start = (t - frames) // 2
-        return feats[start:start + frames]
+        return feats[start : start + frames]
     before = (frames - t) // 2
     return torch.nn.functional.pad(feats, (0, 0, before, frames - t - before))
 
 
 # ----------------------------------------------------------------------------- the images
+
 
 def load_images() -> tuple[Tensor, Tensor]:
     """scikit-learn's copy of the UCI digits: (1797, 1, 8, 8) images in [0, 1] and their digits."""
@@ -260,8 +277,15 @@ def split_images(targets: Tensor, fraction: float, gen: torch.Generator) -> Tens
     return is_test
 
 
-def pair(clips: Tensor, clip_digit: Tensor, pool: Tensor, image_digit: Tensor, per_clip: int,
-         gen: torch.Generator, split: str) -> Tensor:
+def pair(
+    clips: Tensor,
+    clip_digit: Tensor,
+    pool: Tensor,
+    image_digit: Tensor,
+    per_clip: int,
+    gen: torch.Generator,
+    split: str,
+) -> Tensor:
     """(n, 2) rows (clip, image): each clip with ``per_clip`` distinct pool images of its digit.
 
     Per digit, the clips are shuffled and walk through one shuffled order of the digit's pool images,
@@ -275,8 +299,10 @@ def pair(clips: Tensor, clip_digit: Tensor, pool: Tensor, image_digit: Tensor, p
         mine = clips[clip_digit[clips] == digit]
         images = pool[image_digit[pool] == digit]
         if per_clip > images.numel():
-            raise ValueError(f"avdigits: {split}_images_per_clip={per_clip} exceeds the {images.numel()} {split} "
-                             f"images of digit {digit}; lower it or change image_test_fraction")
+            raise ValueError(
+                f"avdigits: {split}_images_per_clip={per_clip} exceeds the {images.numel()} {split} "
+                f"images of digit {digit}; lower it or change image_test_fraction"
+            )
         mine = mine[torch.randperm(mine.numel(), generator=gen)]
         images = images[torch.randperm(images.numel(), generator=gen)]
         slots = torch.arange(mine.numel() * per_clip) % images.numel()
@@ -287,14 +313,17 @@ def pair(clips: Tensor, clip_digit: Tensor, pool: Tensor, image_digit: Tensor, p
 
 # ----------------------------------------------------------------------------- building and caching
 
+
 def split_recordings(recordings: list[Recording], cfg: AVDigitsConfig) -> list[str]:
-    """"train"/"test" per recording, by index (official) or by held-out speaker."""
+    """ "train"/"test" per recording, by index (official) or by held-out speaker."""
     if cfg.split == "index":
         return ["test" if r.index in TEST_INDICES else "train" for r in recordings]
     speakers = sorted({r.speaker for r in recordings})
     if cfg.test_speaker not in speakers:
-        raise ValueError(f"avdigits: test_speaker {cfg.test_speaker!r} has no recordings"
-                         f"{did_you_mean(cfg.test_speaker, speakers)}; speakers: {', '.join(speakers)}")
+        raise ValueError(
+            f"avdigits: test_speaker {cfg.test_speaker!r} has no recordings"
+            f"{did_you_mean(cfg.test_speaker, speakers)}; speakers: {', '.join(speakers)}"
+        )
     return ["test" if r.speaker == cfg.test_speaker else "train" for r in recordings]
 
 
@@ -306,17 +335,26 @@ def check_spread(recordings: list[Recording], splits: list[str], feats: list[Ten
     train = [r.path.name for r, s in zip(recordings, splits) if s == "train"]
     if not (bool(torch.isfinite(std)) and float(std) > 0):
         quiet = [name for name in train if name in set(silent)]
-        what = f"{len(quiet)} of them are silent (e.g. {', '.join(quiet[:3])})" if quiet else "their frames are all alike"
-        raise ValueError(f"avdigits: the log-mel frames of the {len(train)} training recordings have no spread "
-                         f"(σ = {float(std):g}), so they cannot be normalised: {what}; pass FSDD's own recordings "
-                         f"({FETCH_HINT})")
+        what = (
+            f"{len(quiet)} of them are silent (e.g. {', '.join(quiet[:3])})" if quiet else "their frames are all alike"
+        )
+        raise ValueError(
+            f"avdigits: the log-mel frames of the {len(train)} training recordings have no spread "
+            f"(σ = {float(std):g}), so they cannot be normalised: {what}; pass FSDD's own recordings "
+            f"({FETCH_HINT})"
+        )
     if silent:
-        log.warning("avdigits: %d recordings are silent (every sample equal), their features a constant: %s%s",
-                    len(silent), ", ".join(silent[:5]), ", ..." if len(silent) > 5 else "")
+        log.warning(
+            "avdigits: %d recordings are silent (every sample equal), their features a constant: %s%s",
+            len(silent),
+            ", ".join(silent[:5]),
+            ", ..." if len(silent) > 5 else "",
+        )
 
 
-def build_tables(cfg: AVDigitsConfig, recordings: list[Recording], key: dict[str, Any],
-                 images: Tensor, targets: Tensor) -> AVDigitsTables:
+def build_tables(
+    cfg: AVDigitsConfig, recordings: list[Recording], key: dict[str, Any], images: Tensor, targets: Tensor
+) -> AVDigitsTables:
     """Read every recording, compute the normalised log-mels, split the images and pair them."""
     splits = split_recordings(recordings, cfg)
     digits = torch.tensor([r.digit for r in recordings])
@@ -324,10 +362,14 @@ def build_tables(cfg: AVDigitsConfig, recordings: list[Recording], key: dict[str
         present = {r.digit for r, s in zip(recordings, splits) if s == name}
         missing = sorted(set(range(N_CLASSES)) - present)
         if missing:
-            raise ValueError(f"avdigits: the {name} split ({cfg.split} split) has no recordings of digit(s) "
-                             f"{', '.join(map(str, missing))}; pass a complete FSDD recordings/ folder ({FETCH_HINT})")
-    feats = [log_mel(read_wav(r.path), cfg.mel_bins)
-             for r in progress_bar(recordings, desc="avdigits: audio filterbanks", unit="clip", leave=False)]
+            raise ValueError(
+                f"avdigits: the {name} split ({cfg.split} split) has no recordings of digit(s) "
+                f"{', '.join(map(str, missing))}; pass a complete FSDD recordings/ folder ({FETCH_HINT})"
+            )
+    feats = [
+        log_mel(read_wav(r.path), cfg.mel_bins)
+        for r in progress_bar(recordings, desc="avdigits: audio filterbanks", unit="clip", leave=False)
+    ]
     train_frames = torch.cat([f for f, s in zip(feats, splits) if s == "train"])
     mean, std = train_frames.mean(), train_frames.std()
     check_spread(recordings, splits, feats, std)
@@ -336,27 +378,59 @@ def build_tables(cfg: AVDigitsConfig, recordings: list[Recording], key: dict[str
     image_is_test = split_images(targets, float(cfg.image_test_fraction), gen)
     is_test_clip = torch.tensor([s == "test" for s in splits])
     pairs = {
-        "train": pair(torch.nonzero(~is_test_clip).flatten(), digits, torch.nonzero(~image_is_test).flatten(),
-                      targets, cfg.train_images_per_clip, gen, "train"),
-        "test": pair(torch.nonzero(is_test_clip).flatten(), digits, torch.nonzero(image_is_test).flatten(),
-                     targets, cfg.test_images_per_clip, gen, "test"),
+        "train": pair(
+            torch.nonzero(~is_test_clip).flatten(),
+            digits,
+            torch.nonzero(~image_is_test).flatten(),
+            targets,
+            cfg.train_images_per_clip,
+            gen,
+            "train",
+        ),
+        "test": pair(
+            torch.nonzero(is_test_clip).flatten(),
+            digits,
+            torch.nonzero(image_is_test).flatten(),
+            targets,
+            cfg.test_images_per_clip,
+            gen,
+            "test",
+        ),
     }
-    return AVDigitsTables(audio.contiguous(), images, digits, targets, image_is_test, pairs,
-                          [r.path.name for r in recordings], splits, torch.stack([mean, std]), key)
+    return AVDigitsTables(
+        audio.contiguous(),
+        images,
+        digits,
+        targets,
+        image_is_test,
+        pairs,
+        [r.path.name for r in recordings],
+        splits,
+        torch.stack([mean, std]),
+        key,
+    )
 
 
 def _tensors(tables: AVDigitsTables) -> dict[str, Tensor]:
-    return {"audio": tables.audio, "images": tables.images, "clip_digit": tables.clip_digit,
-            "image_digit": tables.image_digit, "image_is_test": tables.image_is_test.to(torch.uint8),
-            "train_pairs": tables.pairs["train"], "test_pairs": tables.pairs["test"], "audio_norm": tables.audio_norm}
+    return {
+        "audio": tables.audio,
+        "images": tables.images,
+        "clip_digit": tables.clip_digit,
+        "image_digit": tables.image_digit,
+        "image_is_test": tables.image_is_test.to(torch.uint8),
+        "train_pairs": tables.pairs["train"],
+        "test_pairs": tables.pairs["test"],
+        "audio_norm": tables.audio_norm,
+    }
 
 
 def write_cache(path: Path, tables: AVDigitsTables) -> None:
     """The tensors, with the key, the clip names and a sha256 of the tensors in one metadata entry (as the
     synthav cache: one entry keeps the file reproducible)."""
     tensors = {k: v.contiguous() for k, v in _tensors(tables).items()}
-    write_checked_tensors(path, tensors, {"key": tables.key, "clip_names": tables.clip_names,
-                                          "clip_split": tables.clip_split})
+    write_checked_tensors(
+        path, tensors, {"key": tables.key, "clip_names": tables.clip_names, "clip_split": tables.clip_split}
+    )
 
 
 def read_cache(path: Path, key: dict[str, Any]) -> AVDigitsTables | None:
@@ -365,13 +439,31 @@ def read_cache(path: Path, key: dict[str, Any]) -> AVDigitsTables | None:
     t, meta, problem = read_checked_tensors(path, json.loads(json.dumps(key)))
     try:
         if t is not None:
-            tables = AVDigitsTables(t["audio"], t["images"], t["clip_digit"], t["image_digit"],
-                                    t["image_is_test"].bool(), {"train": t["train_pairs"], "test": t["test_pairs"]},
-                                    list(meta["clip_names"]), list(meta["clip_split"]), t["audio_norm"], key)
+            tables = AVDigitsTables(
+                t["audio"],
+                t["images"],
+                t["clip_digit"],
+                t["image_digit"],
+                t["image_is_test"].bool(),
+                {"train": t["train_pairs"], "test": t["test_pairs"]},
+                list(meta["clip_names"]),
+                list(meta["clip_split"]),
+                t["audio_norm"],
+                key,
+            )
             n_clips, n_images = tables.audio.shape[0], tables.images.shape[0]
-            if len(tables.clip_names) != n_clips or len(tables.clip_split) != n_clips or not all(
-                    p.dim() == 2 and p.shape[1] == 2 and bool((p >= 0).all()) and bool((p[:, 0] < n_clips).all())
-                    and bool((p[:, 1] < n_images).all()) for p in tables.pairs.values()):
+            if (
+                len(tables.clip_names) != n_clips
+                or len(tables.clip_split) != n_clips
+                or not all(
+                    p.dim() == 2
+                    and p.shape[1] == 2
+                    and bool((p >= 0).all())
+                    and bool((p[:, 0] < n_clips).all())
+                    and bool((p[:, 1] < n_images).all())
+                    for p in tables.pairs.values()
+                )
+            ):
                 problem = "its clip list or pairs do not match its tensors"
             elif not all(bool(torch.isfinite(x).all()) for x in (tables.audio, tables.images, tables.audio_norm)):
                 problem = "it holds NaN or inf features"
@@ -387,8 +479,13 @@ def load_tables(cfg: AVDigitsConfig, cache_dir: Path | None = None) -> AVDigitsT
     """The dataset's tables from the cache, or built from the recordings (then cached)."""
     recordings = scan_recordings(resolve_root(cfg))
     images, targets = load_images()
-    key = {"version": CACHE_VERSION, **cfg.key_options(), "recordings": fingerprint(recordings),
-           "n_recordings": len(recordings), "images": images_fingerprint(images, targets)}
+    key = {
+        "version": CACHE_VERSION,
+        **cfg.key_options(),
+        "recordings": fingerprint(recordings),
+        "n_recordings": len(recordings),
+        "images": images_fingerprint(images, targets),
+    }
     cache_dir = Path(cache_dir) if cache_dir is not None else default_root() / "datasets"
     path = cache_dir / f"avdigits-{stable_hash(key)}.safetensors"
     start = time.perf_counter()
@@ -407,8 +504,13 @@ def visual_spec() -> ModalitySpec:
 
 
 def audio_spec(cfg: AVDigitsConfig) -> ModalitySpec:
-    return ModalitySpec("a", (1, cfg.audio_frames, cfg.mel_bins), None, None,
-                        "FSDD Kaldi log-mel fbank (1, T, F) at 8 kHz, normalised, unbounded")
+    return ModalitySpec(
+        "a",
+        (1, cfg.audio_frames, cfg.mel_bins),
+        None,
+        None,
+        "FSDD Kaldi log-mel fbank (1, T, F) at 8 kHz, normalised, unbounded",
+    )
 
 
 def check_avdigits_options(**options: Any) -> AVDigitsConfig:
@@ -429,9 +531,15 @@ def build_avdigits(*, cache_dir: Path | None = None, **options: Any) -> InMemory
     train, test = tables.split("train"), tables.split("test")
     config = {**tables.key, "encoders": dict(ENCODERS), "n_train": len(train), "n_test": len(test)}
     return InMemoryDataset(
-        name="avdigits", specs=(visual_spec(), audio_spec(cfg)), num_classes=N_CLASSES, train=train, test=test,
-        class_names=tuple(str(d) for d in range(N_CLASSES)), config=config,
-        train_defaults=dict(TRAIN_DEFAULTS), encoders=dict(ENCODERS),
+        name="avdigits",
+        specs=(visual_spec(), audio_spec(cfg)),
+        num_classes=N_CLASSES,
+        train=train,
+        test=test,
+        class_names=tuple(str(d) for d in range(N_CLASSES)),
+        config=config,
+        train_defaults=dict(TRAIN_DEFAULTS),
+        encoders=dict(ENCODERS),
     )
 
 
@@ -439,6 +547,23 @@ build_avdigits.check_options = check_avdigits_options  # type: ignore[attr-defin
 build_avdigits.modality_names = ("v", "a")  # type: ignore[attr-defined]  # --modality is checked before building
 
 
-__all__ = ["AVDigitsConfig", "check_avdigits_options", "read_cache", "write_cache", "AVDigitsTables", "Recording", "build_avdigits", "load_tables", "scan_recordings",
-           "read_wav", "log_mel", "fit_frames", "load_images", "split_images", "pair", "SAMPLE_RATE", "ENV_VAR",
-           "TRAIN_DEFAULTS"]
+__all__ = [
+    "AVDigitsConfig",
+    "check_avdigits_options",
+    "read_cache",
+    "write_cache",
+    "AVDigitsTables",
+    "Recording",
+    "build_avdigits",
+    "load_tables",
+    "scan_recordings",
+    "read_wav",
+    "log_mel",
+    "fit_frames",
+    "load_images",
+    "split_images",
+    "pair",
+    "SAMPLE_RATE",
+    "ENV_VAR",
+    "TRAIN_DEFAULTS",
+]

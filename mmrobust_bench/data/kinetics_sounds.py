@@ -5,6 +5,7 @@ segment middles; clips of ≤ 6 frames use frame 1 three times), each train fram
 RandomResizedCrop + horizontal flip; audio is the (1024, 128) AST-normalised Kaldi fbank. The data
 directory comes from ``data_root=`` or ``$MMROBUST_KS_ROOT``; see :mod:`.av_clips` for options.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,13 @@ from .av_clips import ClipDataset, ClipProfile, SegmentRule, build_clip_dataset,
 KS_FRAME_RULE = SegmentRule(picks=3, few_files=6, train_cap=9, min_files=4)
 
 PROFILE = ClipProfile(
-    name="ks", title="Kinetics-Sounds", env_var="MMROBUST_KS_ROOT", order=("v", "a"),
-    frames=(rgb_stream(KS_FRAME_RULE),), arrays=(fbank_stream(),), crop=True,
+    name="ks",
+    title="Kinetics-Sounds",
+    env_var="MMROBUST_KS_ROOT",
+    order=("v", "a"),
+    frames=(rgb_stream(KS_FRAME_RULE),),
+    arrays=(fbank_stream(),),
+    crop=True,
     encoders={"v": "resnet18_visual", "a": "resnet18_audio"},
     layout="frames/<split>/<id>/*.jpg (1 fps) and audio/<split>/<id>.npy (float32 (1024, 128))",
 )

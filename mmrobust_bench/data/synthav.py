@@ -14,6 +14,7 @@ The audio cue lives in a few mel bins, the visual cue is spread over every pixel
 budget audio is the fragile modality. Defaults reproduce the paper's situation (the model prefers
 the fragile audio); ``prefer="visual"`` swaps the reliabilities so the model prefers video.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,13 +87,19 @@ class SynthAVConfig:
 def visual_spec(cfg: SynthAVConfig) -> ModalitySpec:
     lower = tuple((0.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
     upper = tuple((1.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
-    return ModalitySpec("v", (3, cfg.n_frames, cfg.image_size, cfg.image_size), lower, upper,
-                        "RGB frames (C, T, H, W), ImageNet-normalised")
+    return ModalitySpec(
+        "v",
+        (3, cfg.n_frames, cfg.image_size, cfg.image_size),
+        lower,
+        upper,
+        "RGB frames (C, T, H, W), ImageNet-normalised",
+    )
 
 
 def audio_spec(cfg: SynthAVConfig) -> ModalitySpec:
-    return ModalitySpec("a", (1, cfg.audio_frames, cfg.mel_bins), None, None,
-                        "Kaldi log-mel fbank (1, T, F), normalised, unbounded")
+    return ModalitySpec(
+        "a", (1, cfg.audio_frames, cfg.mel_bins), None, None, "Kaldi log-mel fbank (1, T, F), normalised, unbounded"
+    )
 
 
 def _cue_classes(labels: torch.Tensor, reliability: float, n_classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -131,9 +138,17 @@ def synth_waveforms(cues: torch.Tensor, cfg: SynthAVConfig, gen: torch.Generator
 def fbank_features(waves: torch.Tensor, mel_bins: int) -> torch.Tensor:
     """Kaldi-compatible log-mel filterbanks, as in the paper's pre-processing (docs/methods.md §2)."""
     feats = [
-        kaldi.fbank(w[None] - w.mean(), num_mel_bins=mel_bins, sample_frequency=SAMPLE_RATE,
-                    htk_compat=True, use_energy=False, dither=0.0, window_type="hanning",
-                    frame_length=1000 * FRAME_LENGTH / SAMPLE_RATE, frame_shift=1000 * FRAME_SHIFT / SAMPLE_RATE)
+        kaldi.fbank(
+            w[None] - w.mean(),
+            num_mel_bins=mel_bins,
+            sample_frequency=SAMPLE_RATE,
+            htk_compat=True,
+            use_energy=False,
+            dither=0.0,
+            window_type="hanning",
+            frame_length=1000 * FRAME_LENGTH / SAMPLE_RATE,
+            frame_shift=1000 * FRAME_SHIFT / SAMPLE_RATE,
+        )
         for w in progress_bar(waves, desc="synthav: audio filterbanks", unit="clip", leave=False)
     ]
     return torch.stack(feats)
@@ -143,9 +158,9 @@ def synth_frames(cues: torch.Tensor, cfg: SynthAVConfig, gen: torch.Generator) -
     """(N, 3, T, H, W) frames in [0, 1]: a colour grating drifting over T frames, plus noise."""
     n, size, k = cues.shape[0], cfg.image_size, cfg.n_classes
     theta = math.pi * cues.float() / k + 0.05 * torch.randn(n, generator=gen)
-    palette = torch.stack([
-        0.6 + 0.4 * torch.cos(2 * math.pi * (torch.arange(k) / k + off)) for off in (0.0, 1 / 3, 2 / 3)
-    ], dim=1)  # (K, 3) colour weights
+    palette = torch.stack(
+        [0.6 + 0.4 * torch.cos(2 * math.pi * (torch.arange(k) / k + off)) for off in (0.0, 1 / 3, 2 / 3)], dim=1
+    )  # (K, 3) colour weights
     colour = palette[cues]
     coords = torch.linspace(-1, 1, size)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
@@ -176,9 +191,14 @@ def generate(cfg: SynthAVConfig) -> dict[str, torch.Tensor]:
     mean_t = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
     std_t = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
     visual = (synth_frames(visual_cues, cfg, gen) - mean_t) / std_t
-    return {"a": audio.contiguous(), "v": visual.contiguous(), "labels": labels,
-            "audio_cues": audio_cues, "visual_cues": visual_cues,
-            "audio_norm": torch.stack([mean, std])}
+    return {
+        "a": audio.contiguous(),
+        "v": visual.contiguous(),
+        "labels": labels,
+        "audio_cues": audio_cues,
+        "visual_cues": visual_cues,
+        "audio_norm": torch.stack([mean, std]),
+    }
 
 
 def cache_key(cfg: SynthAVConfig) -> str:

@@ -8,27 +8,50 @@ u becomes 1 − u (the recommended fix of docs/methods.md §2; BalanceBenchmark 
 and keeps u). The modality names are ``v`` (RGB) and ``flow``. The data directory comes from
 ``data_root=`` or ``$MMROBUST_UCF101_ROOT``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from . import DATASETS
-from .av_clips import (FLOW_MEAN, FLOW_STD, ClipDataset, ClipProfile, FrameStream, SegmentRule, build_clip_dataset,
-                       rgb_stream)
+from .av_clips import (
+    FLOW_MEAN,
+    FLOW_STD,
+    ClipDataset,
+    ClipProfile,
+    FrameStream,
+    SegmentRule,
+    build_clip_dataset,
+    rgb_stream,
+)
 
 RGB_RULE = SegmentRule(picks=3, fixed_count=6)  # clips with fewer than 6 frames reuse their last one
 FLOW_RULE = SegmentRule(picks=3, min_files=3)
 
-FLOW = FrameStream("flow", ("flow_u", "flow_v"), "L", FLOW_MEAN, FLOW_STD, FLOW_RULE, "n_flow", "flow_pattern",
-                   flip_negates=(0,),
-                   description="TV-L1 optical flow (u, v) as (C=2, T, H, W), normalised with mean 0.1307 / std 0.3081")
+FLOW = FrameStream(
+    "flow",
+    ("flow_u", "flow_v"),
+    "L",
+    FLOW_MEAN,
+    FLOW_STD,
+    FLOW_RULE,
+    "n_flow",
+    "flow_pattern",
+    flip_negates=(0,),
+    description="TV-L1 optical flow (u, v) as (C=2, T, H, W), normalised with mean 0.1307 / std 0.3081",
+)
 
 PROFILE = ClipProfile(
-    name="ucf101", title="UCF101", env_var="MMROBUST_UCF101_ROOT", order=("v", "flow"),
-    frames=(rgb_stream(RGB_RULE), FLOW), arrays=(), crop=False,
+    name="ucf101",
+    title="UCF101",
+    env_var="MMROBUST_UCF101_ROOT",
+    order=("v", "flow"),
+    frames=(rgb_stream(RGB_RULE), FLOW),
+    arrays=(),
+    crop=False,
     encoders={"v": "resnet18_visual", "flow": "resnet18_flow"},
     layout="frames/<split>/<id>/*.jpg (1 fps) and flow_u/<split>/<id>/*.jpg, flow_v/<split>/<id>/*.jpg "
-           "(TV-L1 flow clipped to ±15, stored as round((f + 15)·255/30))",
+    "(TV-L1 flow clipped to ±15, stored as round((f + 15)·255/30))",
 )
 
 

@@ -5,6 +5,7 @@ the augmentation are those of ``ks``; classes are the sorted class names of the 
 order of first appearance used by BalanceBenchmark). The data directory comes from
 ``data_root=`` or ``$MMROBUST_VGGSOUND_ROOT``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,13 @@ from .av_clips import ClipDataset, ClipProfile, build_clip_dataset, fbank_stream
 from .kinetics_sounds import KS_FRAME_RULE
 
 PROFILE = ClipProfile(
-    name="vggsound", title="VGGSound", env_var="MMROBUST_VGGSOUND_ROOT", order=("v", "a"),
-    frames=(rgb_stream(KS_FRAME_RULE),), arrays=(fbank_stream(),), crop=True,
+    name="vggsound",
+    title="VGGSound",
+    env_var="MMROBUST_VGGSOUND_ROOT",
+    order=("v", "a"),
+    frames=(rgb_stream(KS_FRAME_RULE),),
+    arrays=(fbank_stream(),),
+    crop=True,
     encoders={"v": "resnet18_visual", "a": "resnet18_audio"},
     layout="frames/<split>/<ytid>_<start>/*.jpg (1 fps) and audio/<split>/<ytid>_<start>.npy (float32 (1024, 128))",
 )

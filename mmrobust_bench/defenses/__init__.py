@@ -1,8 +1,10 @@
 """The registry of defenses (training recipes), built-in and from entry points."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..config import apply_overrides, check_fields
 from ..hints import did_you_mean
@@ -10,20 +12,23 @@ from ..registry import Registry
 from .base import Defense, TrainConfig, TrainContext, fold_noise_overrides
 
 DEFENSES: Registry[type[Defense]] = Registry(
-    "defense", "mmrobust_bench.defenses",
+    "defense",
+    "mmrobust_bench.defenses",
     builtin_package="mmrobust_bench.defenses",
 )
 
 
 def dataset_schedule(dataset: Any) -> TrainConfig:
     """The training schedule a dataset declares (its ``train_defaults`` over the suite's defaults)."""
-    schedule, _ = apply_overrides(TrainConfig(), getattr(dataset, "train_defaults", {}),
-                                  f"dataset {getattr(dataset, 'name', '?')!r} defaults")
+    schedule, _ = apply_overrides(
+        TrainConfig(), getattr(dataset, "train_defaults", {}), f"dataset {getattr(dataset, 'name', '?')!r} defaults"
+    )
     return schedule
 
 
-def build_defense(name: str, overrides: Mapping[str, Any] | None = None,
-                  train: TrainConfig | None = None) -> tuple[Defense, TrainConfig]:
+def build_defense(
+    name: str, overrides: Mapping[str, Any] | None = None, train: TrainConfig | None = None
+) -> tuple[Defense, TrainConfig]:
     """The defense ``name`` and training schedule with ``overrides`` (``--set``/``--config``) applied.
 
     Keys are looked up first in the defense's hyperparameters, then in the training schedule;
@@ -35,8 +40,9 @@ def build_defense(name: str, overrides: Mapping[str, Any] | None = None,
     config, rest = apply_overrides(cls.Config(), overrides or {}, f"defense {name!r}")
     base = train or TrainConfig()
     defaults = getattr(cls, "train_defaults", {})
-    base, unknown = apply_overrides(base, defaults(base) if callable(defaults) else defaults,
-                                    f"defense {name!r} training defaults")
+    base, unknown = apply_overrides(
+        base, defaults(base) if callable(defaults) else defaults, f"defense {name!r} training defaults"
+    )
     if unknown:
         raise ValueError(f"defense {name!r} declares unknown training defaults {', '.join(sorted(unknown))}")
     train_cfg, rest = apply_overrides(base, fold_noise_overrides(rest), "training schedule")

@@ -4,6 +4,7 @@ Kept separate from the evaluation attacks on purpose: it runs with the model in 
 statistics update, as in the reference), uses an element-wise ±2ε box (never active) and no pixel
 clamp — a training recipe, not a threat model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,9 @@ from torch import Tensor, nn
 from ..contracts import Batch
 
 
-def joint_normalised_ascent(model: nn.Module, batch: Batch, labels: Tensor, *, eps: float = 0.1,
-                            steps: int = 5, step_size: float | None = None) -> Batch:
+def joint_normalised_ascent(
+    model: nn.Module, batch: Batch, labels: Tensor, *, eps: float = 0.1, steps: int = 5, step_size: float | None = None
+) -> Batch:
     """5 steps of size ε/5 along ∇CE normalised jointly over all modalities, clipped to ±2ε."""
     alpha = eps / steps if step_size is None else step_size
     adv = {m: x.detach().clone() for m, x in batch.items()}

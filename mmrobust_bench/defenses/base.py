@@ -1,12 +1,14 @@
 """What a defense is: a hyperparameter dataclass, a model head, a step-1 loss, optional hooks and
 post-training stages. One shared loop (``bench.train``) drives every defense.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -62,8 +64,10 @@ class TrainConfig:
         if not 0 <= self.momentum < 1:
             raise ValueError(f"train config: momentum must be in [0, 1), got {self.momentum!r}")
         if self.weight_decay < 0 or not 0 < self.lr_gamma <= 1:
-            raise ValueError(f"train config: weight_decay must be >= 0 and lr_gamma in (0, 1], got "
-                             f"weight_decay={self.weight_decay!r}, lr_gamma={self.lr_gamma!r}")
+            raise ValueError(
+                f"train config: weight_decay must be >= 0 and lr_gamma in (0, 1], got "
+                f"weight_decay={self.weight_decay!r}, lr_gamma={self.lr_gamma!r}"
+            )
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"train config: precision must be 'fp32' or 'bf16', got {preview(self.precision)}")
         self.noise_sigma = check_noise_sigma(self.noise_sigma)
@@ -82,8 +86,9 @@ def check_noise_sigma(value: Any) -> dict[str, float]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"train config: noise_sigma must map modality names to σ, e.g. {{a: 0.25}}, got "
-                         f"{preview(value)}")
+        raise ValueError(
+            f"train config: noise_sigma must map modality names to σ, e.g. {{a: 0.25}}, got {preview(value)}"
+        )
     out: dict[str, float] = {}
     for m, s in value.items():
         sigma = check_nonnegative(s, f"train config: noise_sigma[{preview(m)}]")
@@ -103,7 +108,7 @@ def fold_noise_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
         given = load_yaml(given, "train config: noise_sigma") or {}
     if not isinstance(given, dict):
         raise ValueError(f"train config: noise_sigma must map modality names to σ, got {preview(given)}")
-    out["noise_sigma"] = {**given, **{k[len(NOISE_PREFIX):]: overrides[k] for k in keys}}
+    out["noise_sigma"] = {**given, **{k[len(NOISE_PREFIX) :]: overrides[k] for k in keys}}
     return out
 
 
@@ -118,8 +123,9 @@ def add_input_noise(batch: Batch, sigma: dict[str, float], generator: torch.Gene
     return out
 
 
-def keyed_settings(values: dict[str, Any], omitted: dict[str, Any] | None = None,
-                   spellings: dict[str, dict[Any, Any]] | None = None) -> dict[str, Any]:
+def keyed_settings(
+    values: dict[str, Any], omitted: dict[str, Any] | None = None, spellings: dict[str, dict[Any, Any]] | None = None
+) -> dict[str, Any]:
     """``values`` as they enter a checkpoint key, so that extending or renaming a setting moves no existing
     config hash: a field added after checkpoints existed is left out while it holds the value those checkpoints
     were trained with (``omitted``: field → value), and a renamed option value keeps the spelling the
@@ -137,7 +143,9 @@ def key_dict(cfg: TrainConfig) -> dict[str, Any]:
     return keyed_settings(dataclasses.asdict(cfg), KEY_OMITTED_DEFAULTS)
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: float | None = None
+) -> torch.optim.Optimizer:
     """The schedule's optimiser (SGD with momentum or AdamW) over ``params``, at ``lr`` or the base lr."""
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "sgd":
@@ -158,6 +166,7 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
     if cfg.lr_schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / max(cfg.epochs - warm, 1)))
     return cfg.lr_gamma ** (epoch // cfg.lr_step) if cfg.lr_step > 0 else 1.0
+
 
 @dataclass
 class TrainContext:
@@ -199,8 +208,14 @@ class Defense:
         return keyed_settings(dataclasses.asdict(self.config), self.KEY_OMITTED, self.KEY_SPELLINGS)
 
     def build_model(self, dataset: InMemoryDataset, train: TrainConfig) -> MultiModalNet:
-        return build_model(dataset.specs, dataset.num_classes, dataset.encoders, head=self.head,
-                           feature_dim=train.feature_dim, **self.model_options())
+        return build_model(
+            dataset.specs,
+            dataset.num_classes,
+            dataset.encoders,
+            head=self.head,
+            feature_dim=train.feature_dim,
+            **self.model_options(),
+        )
 
     def model_options(self) -> dict[str, Any]:
         return {}

@@ -6,19 +6,21 @@ Lipschitz constants τ are estimated, and step 2 trains only the integration wei
 maximise the certified-radius surrogate of Eq. 10, with the encoders fixed in eval mode, for the reference's
 n//3 − 1 epochs by default (:func:`step2_epoch_count`).
 """
+
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.lipschitz import LIP_MODES, estimate_lipschitz
 from ..models import CRMTHead, MultiModalNet
 from ..models.heads import DEFAULT_OWN_GROUPS, LEGACY_OWN_GROUPS, canonical_own_groups
+from ..models.lipschitz import LIP_MODES, estimate_lipschitz
 from . import DEFENSES
 from .adversarial import joint_normalised_ascent
 from .base import Defense, TrainContext
@@ -40,16 +42,18 @@ def margin_regulariser(unimodal: dict[str, Tensor], labels: Tensor) -> Tensor:
     return torch.logsumexp(torch.cat(terms + [floor], dim=1), dim=1).mean()
 
 
-def step2_objective(z: dict[str, Tensor], a: dict[str, Tensor], tau: dict[str, Tensor], bias: Tensor,
-                    labels: Tensor) -> Tensor:
+def step2_objective(
+    z: dict[str, Tensor], a: dict[str, Tensor], tau: dict[str, Tensor], bias: Tensor, labels: Tensor
+) -> Tensor:
     """−mean(num/den) of Eq. 10 at the runner-up class j (docs/methods.md §10.6); z, τ, b held fixed."""
     logits = bias + sum(a[m] * z[m] for m in z)
     masked = logits.detach().scatter(1, labels[:, None], float("-inf"))
     j = masked.argmax(dim=1)
     y = labels
     beta = (bias[y] - bias[j]).detach()
-    num = beta + sum(a[m][y] * z[m].gather(1, y[:, None]).squeeze(1) - a[m][j] * z[m].gather(1, j[:, None]).squeeze(1)
-                     for m in z)
+    num = beta + sum(
+        a[m][y] * z[m].gather(1, y[:, None]).squeeze(1) - a[m][j] * z[m].gather(1, j[:, None]).squeeze(1) for m in z
+    )
     den = torch.sqrt(sum((a[m][y] * tau[m][y] + a[m][j] * tau[m][j]) ** 2 for m in z))
     return -(num / den).mean()
 
@@ -64,7 +68,9 @@ def step2_epoch_count(step2_epochs: int, epochs: int) -> int:
 class CRMTBase(Defense):
     head = "crmt"
     # own_groups keeps the spelling the committed checkpoints were keyed with ("per_class" for the unit rows)
-    KEY_SPELLINGS = {"own_groups": {new: old for old, new in LEGACY_OWN_GROUPS.items()}}
+    KEY_SPELLINGS: ClassVar[dict[str, dict[str, str]]] = {
+        "own_groups": {new: old for old, new in LEGACY_OWN_GROUPS.items()}
+    }
 
     @dataclass
     class Config:
@@ -107,8 +113,9 @@ class CRMTBase(Defense):
             idx = torch.randperm(len(train), generator=ctx.generator)[: self.config.lip_max_samples]
             train = train.subset(idx)
         modalities = list(model.modalities)
-        tau = estimate_lipschitz(model, train.batches(ctx.train.batch_size, device=ctx.device), modalities,
-                                 mode=self.config.lip_mode)
+        tau = estimate_lipschitz(
+            model, train.batches(ctx.train.batch_size, device=ctx.device), modalities, mode=self.config.lip_mode
+        )
         if self.config.step2:
             self.train_integration_weights(model, tau, ctx)
         return {f"lipschitz.{m}": t.cpu() for m, t in tau.items()}
@@ -133,18 +140,26 @@ class CRMTBase(Defense):
         params = head.integration_parameters()
         for _ in range(epochs):
             # a new optimiser every epoch, as the reference (momentum resets)
-            opt = torch.optim.SGD(params, lr=self.config.step2_lr_ratio * ctx.train.lr,
-                                  momentum=self.config.step2_momentum, weight_decay=self.config.step2_weight_decay)
+            opt = torch.optim.SGD(
+                params,
+                lr=self.config.step2_lr_ratio * ctx.train.lr,
+                momentum=self.config.step2_momentum,
+                weight_decay=self.config.step2_weight_decay,
+            )
             if frozen:
                 z_all, y_all = cached
                 order = torch.randperm(len(y_all), generator=ctx.generator).to(y_all.device)
-                batches = (({m: z[idx] for m, z in z_all.items()}, y_all[idx])
-                           for idx in order.split(ctx.train.batch_size))
+                batches = (
+                    ({m: z[idx] for m, z in z_all.items()}, y_all[idx]) for idx in order.split(ctx.train.batch_size)
+                )
             else:
                 model.train()
-                batches = (self._unimodal_scores(model, [(b, y)])
-                           for b, y in train.batches(ctx.train.batch_size, shuffle=True, generator=ctx.generator,
-                                                     device=ctx.device))
+                batches = (
+                    self._unimodal_scores(model, [(b, y)])
+                    for b, y in train.batches(
+                        ctx.train.batch_size, shuffle=True, generator=ctx.generator, device=ctx.device
+                    )
+                )
             for z, y in batches:
                 a = {m: head.integration[m] for m in model.modalities}
                 loss = step2_objective(z, a, tau, bias, y)

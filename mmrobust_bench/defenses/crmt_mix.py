@@ -5,6 +5,7 @@ N^(m) = Σ_{k∉{y_A, y_B}} e^{z_k^(m)} and D^(m) = e^{λ z_{y_A}^(m) + (1−λ)
 as one logsumexp so large logits cannot overflow. The reference code subtracts the *logits* in
 the numerator instead; ``mix_margin="official"`` reproduces it exactly. Steps 2 and τ are CRMT's.
 """
+
 from __future__ import annotations
 
 import math

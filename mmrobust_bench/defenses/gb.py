@@ -10,12 +10,14 @@ three times on any schedule of three or more epochs (a fixed length as long as t
 once, from the untrained model). The validation losses come from a held-out V′ (``holdout_fraction`` of
 train, fixed by ``holdout_seed``) that neither the main loop nor the estimation trains on.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -119,12 +121,13 @@ class GradientBlending(Defense):
 
         def __post_init__(self) -> None:
             if self.super_epoch < 1 and self.super_epoch != AUTO:
-                raise ValueError(f"super_epoch must be >= 1 (or {AUTO}: automatic, max(1, epochs // 3)), "
-                                 f"got {self.super_epoch}")
+                raise ValueError(
+                    f"super_epoch must be >= 1 (or {AUTO}: automatic, max(1, epochs // 3)), got {self.super_epoch}"
+                )
             if not 0.0 < self.holdout_fraction < 1.0:
                 raise ValueError(f"holdout_fraction must lie in (0, 1), got {self.holdout_fraction}")
 
-    def __init__(self, config: "GradientBlending.Config | None" = None) -> None:
+    def __init__(self, config: GradientBlending.Config | None = None) -> None:
         super().__init__(config)
         self._splits: tuple[TensorSplit, TensorSplit, TensorSplit] | None = None  # (source, fit, held out)
 
@@ -162,15 +165,17 @@ class GradientBlending(Defense):
         fit, held = self.split(ctx.dataset.train)
         if ctx.epoch % self.super_epoch(ctx) == 0:
             ctx.state[STATE_KEY] = self.estimate(model, fit, held, ctx)
-            log.info("gb epoch %d weights: %s", ctx.epoch,
-                     ", ".join(f"{k}={w:.3f}" for k, w in ctx.state[STATE_KEY].items()))
+            log.info(
+                "gb epoch %d weights: %s", ctx.epoch, ", ".join(f"{k}={w:.3f}" for k, w in ctx.state[STATE_KEY].items())
+            )
 
     def super_epoch(self, ctx: TrainContext) -> int:
         """``super_epoch`` on this schedule (the automatic value resolved: :func:`super_epoch_length`)."""
         return super_epoch_length(self.config.super_epoch, ctx.train.epochs)
 
-    def estimate(self, model: MultiModalNet, fit: TensorSplit, held: TensorSplit,
-                 ctx: TrainContext) -> dict[str, float]:
+    def estimate(
+        self, model: MultiModalNet, fit: TensorSplit, held: TensorSplit, ctx: TrainContext
+    ) -> dict[str, float]:
         """Train a copy per blended model for ``super_epoch`` epochs on fit; compare losses before/after."""
         cfg = ctx.train
         lr = cfg.lr * lr_factor(cfg, ctx.epoch)  # the main loop's lr in this epoch
@@ -181,8 +186,9 @@ class GradientBlending(Defense):
             opt = make_optimizer(list(component_parameters(trial, k)), cfg, lr)
             for _ in range(self.super_epoch(ctx)):
                 trial.train()
-                for batch, labels in fit.batches(cfg.batch_size, shuffle=True, generator=ctx.generator,
-                                                 device=ctx.device):
+                for batch, labels in fit.batches(
+                    cfg.batch_size, shuffle=True, generator=ctx.generator, device=ctx.device
+                ):
                     loss = component_loss(trial, k, batch, labels)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -190,8 +196,9 @@ class GradientBlending(Defense):
             after[k] = self.measure(trial, k, fit, held, ctx)
         return blend_weights(before, after)
 
-    def measure(self, model: MultiModalNet, component: str, fit: TensorSplit, held: TensorSplit,
-                ctx: TrainContext) -> Losses:
+    def measure(
+        self, model: MultiModalNet, component: str, fit: TensorSplit, held: TensorSplit, ctx: TrainContext
+    ) -> Losses:
         """Mean per-sample losses (eval mode) on the fit split and on V′."""
         model.eval()
 

@@ -1,4 +1,5 @@
 """JT: joint training of the concat late-fusion model with CE on the fused logits (docs/methods.md §3)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

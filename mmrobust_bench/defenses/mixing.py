@@ -4,6 +4,7 @@ One λ ~ Beta(α, α) and one permutation π per batch, applied to every modalit
 the mixed sample stays a coherent audio-visual pair. Both are drawn from the training
 generator (not numpy's or torch's global RNG), so a run is reproducible and resumable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ class Mix:
 
     def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
         """λ·CE(h, y) + (1 − λ)·CE(h, y_π)."""
-        return (self.lam * F.cross_entropy(logits, labels)
-                + (1 - self.lam) * F.cross_entropy(logits, self.partner_labels(labels)))
+        return self.lam * F.cross_entropy(logits, labels) + (1 - self.lam) * F.cross_entropy(
+            logits, self.partner_labels(labels)
+        )
 
 
 def draw_mix(batch_size: int, alpha: float, generator: torch.Generator, device: torch.device | str = "cpu") -> Mix:

@@ -1,4 +1,5 @@
 """Multi-modal Mixup: JT on mixed audio-visual pairs (docs/methods.md §8)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

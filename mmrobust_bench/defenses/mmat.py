@@ -3,6 +3,7 @@
 No official training code exists, so MMAT is JT trained only on joint adversarial examples from
 exactly CRMT-AT's generator (§10.4): the two AT variants then differ only by CRMT itself.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -19,6 +19,7 @@ both inputs, so step 2 and every certificate built on τ are heuristic for MMT: 
 warning and the checkpoint carries ``extra["certificate_heuristic"] = 1`` (0 only when
 ``fusion_layers=0``, where the streams never mix and the uni-modal bounds hold as for CNNs).
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,14 @@ log = logging.getLogger(__name__)
 
 SHORT_SCHEDULE_EPOCHS = 20
 PAPER_SCHEDULE = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05, "warmup_epochs": 5, "lr_schedule": "cosine"}
-SHORT_SCHEDULE = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 1, "lr_schedule": "cosine",
-                  "batch_size": 32}
+SHORT_SCHEDULE = {
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "warmup_epochs": 1,
+    "lr_schedule": "cosine",
+    "batch_size": 32,
+}
 
 
 def mmt_train_defaults(base: TrainConfig) -> dict[str, Any]:
@@ -67,8 +74,7 @@ class MMTConfig:
     def architecture(self) -> dict[str, Any]:
         """The preset fields this config changes."""
         chosen = {"patch": self.patch, "width": self.width, "heads": self.heads, "mlp_ratio": self.mlp_ratio}
-        layers = {"unimodal_layers": self.unimodal_layers, "fusion_layers": self.fusion_layers,
-                  "dropout": self.dropout}
+        layers = {"unimodal_layers": self.unimodal_layers, "fusion_layers": self.fusion_layers, "dropout": self.dropout}
         return {**{k: v for k, v in chosen.items() if v > 0}, **{k: v for k, v in layers.items() if v >= 0}}
 
 
@@ -78,8 +84,14 @@ class MMTDefense(Defense):
     train_defaults = staticmethod(mmt_train_defaults)
 
     def build_model(self, dataset: InMemoryDataset, train: TrainConfig) -> MMTNet:
-        return build_mmt(dataset.specs, dataset.num_classes, head=self.head, size=self.config.size,
-                         **self.model_options(), **self.config.architecture())
+        return build_mmt(
+            dataset.specs,
+            dataset.num_classes,
+            head=self.head,
+            size=self.config.size,
+            **self.model_options(),
+            **self.config.architecture(),
+        )
 
 
 @DEFENSES.register("mmt")
@@ -112,9 +124,11 @@ class CRMTMMT(MMTDefense, CRMTBase):
     def post_train(self, model: MMTNet, ctx: TrainContext) -> dict[str, Tensor]:
         heuristic = model.preset.fusion_layers > 0
         if heuristic:
-            log.warning("crmt_mmt: after the joint layers each uni-modal score depends on every input, so the "
-                        "Lipschitz estimates%s and the certified radii built on them are heuristic for MMT",
-                        ", step 2" if self.config.step2 else "")
+            log.warning(
+                "crmt_mmt: after the joint layers each uni-modal score depends on every input, so the "
+                "Lipschitz estimates%s and the certified radii built on them are heuristic for MMT",
+                ", step 2" if self.config.step2 else "",
+            )
         extra = super().post_train(model, ctx)
         extra["certificate_heuristic"] = torch.tensor(int(heuristic))
         return extra

@@ -6,12 +6,14 @@ Stage C fine-tunes the whole model with every feature replaced by φ̃ = γ D h 
 sparse code of φ against D. The memories are buffers of the model and the sparse coding runs in its
 forward, so checkpoints hold them and white-box attacks differentiate through the unrolled solver.
 """
+
 from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +54,21 @@ class ExFMemNet(MultiModalNet, SparseCodingLayer):
     after every ``load_state_dict``), so it never waits for the device to read a buffer.
     """
 
-    def __init__(self, encoders: Mapping[str, nn.Module], head: nn.Module, feature_dims: Mapping[str, int],
-                 memory_size: int, *, sparsity: float, blend: float, solver: str, max_iter: int,
-                 tol: float, gradient_form: str = "residual", stopping: str = "batch") -> None:
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        head: nn.Module,
+        feature_dims: Mapping[str, int],
+        memory_size: int,
+        *,
+        sparsity: float,
+        blend: float,
+        solver: str,
+        max_iter: int,
+        tol: float,
+        gradient_form: str = "residual",
+        stopping: str = "batch",
+    ) -> None:
         super().__init__(encoders, head)
         self.sparsity = sparsity
         self.blend = blend
@@ -71,7 +85,7 @@ class ExFMemNet(MultiModalNet, SparseCodingLayer):
         self.register_load_state_dict_post_hook(ExFMemNet._after_load)
 
     @staticmethod
-    def _after_load(module: "ExFMemNet", _incompatible_keys: object) -> None:
+    def _after_load(module: ExFMemNet, _incompatible_keys: object) -> None:
         module._refresh_host_copies()
 
     def _refresh_host_copies(self) -> None:
@@ -96,9 +110,17 @@ class ExFMemNet(MultiModalNet, SparseCodingLayer):
         with torch.autocast(device_type=features.device.type, enabled=False):
             memory = self.memory(modality).float()
             x = features.float()
-            codes = self.solver(memory, x.t(), self.sparsity, self._steps[modality], max_iter=self.max_iter,
-                                tol=self.tol, check_every=check_every, form=self.gradient_form,
-                                stopping=self.stopping)
+            codes = self.solver(
+                memory,
+                x.t(),
+                self.sparsity,
+                self._steps[modality],
+                max_iter=self.max_iter,
+                tol=self.tol,
+                check_every=check_every,
+                form=self.gradient_form,
+                stopping=self.stopping,
+            )
             return self.blend * (memory @ codes).t() + (1 - self.blend) * x
 
     def encode(self, batch: Batch) -> dict[str, Tensor]:
@@ -116,7 +138,7 @@ class MSEFM(Defense):
     head = "concat"
     # every MSEFM checkpoint made before gradient_form existed used the Gram form, and every one made before
     # stopping existed the batch rule: keyed without those fields at those values
-    KEY_OMITTED = {"gradient_form": LEGACY_GRADIENT_FORM, "stopping": "batch"}
+    KEY_OMITTED: ClassVar[dict[str, str]] = {"gradient_form": LEGACY_GRADIENT_FORM, "stopping": "batch"}
 
     @dataclass
     class Config:
@@ -159,10 +181,19 @@ class MSEFM(Defense):
             raise ValueError(f"msefm separates the features of two or more modalities; {dataset.name} has one")
         base = super().build_model(dataset, train)
         cfg = self.config
-        return ExFMemNet(base.encoders, base.head, dict(zip(base.head.names, base.head.dims)),
-                         min(cfg.memory_size, len(dataset.train)), sparsity=cfg.sparsity, blend=cfg.blend,
-                         solver=cfg.solver, max_iter=cfg.max_iter, tol=cfg.tol, gradient_form=cfg.gradient_form,
-                         stopping=cfg.stopping)
+        return ExFMemNet(
+            base.encoders,
+            base.head,
+            dict(zip(base.head.names, base.head.dims)),
+            min(cfg.memory_size, len(dataset.train)),
+            sparsity=cfg.sparsity,
+            blend=cfg.blend,
+            solver=cfg.solver,
+            max_iter=cfg.max_iter,
+            tol=cfg.tol,
+            gradient_form=cfg.gradient_form,
+            stopping=cfg.stopping,
+        )
 
     def objective(self, model: MultiModalNet, batch: Batch, labels: Tensor, cos_weight: float) -> Tensor:
         out = model(batch)
@@ -195,8 +226,10 @@ class MSEFM(Defense):
         if self.config.step_rule == "lipschitz":
             return lipschitz_step(memory)
         if modality not in OFFICIAL_KS_STEPS:
-            raise ValueError(f"step_rule 'official' has constants for modalities {', '.join(OFFICIAL_KS_STEPS)} "
-                             f"only, not {modality!r}; use step_rule=lipschitz")
+            raise ValueError(
+                f"step_rule 'official' has constants for modalities {', '.join(OFFICIAL_KS_STEPS)} "
+                f"only, not {modality!r}; use step_rule=lipschitz"
+            )
         return OFFICIAL_KS_STEPS[modality]
 
     def train_exfmem(self, model: ExFMemNet, ctx: TrainContext) -> None:
@@ -206,8 +239,9 @@ class MSEFM(Defense):
         opt = make_optimizer(model.parameters(), ctx.train, cfg.exfmem_lr_ratio * ctx.train.lr)
         for epoch in range(epochs):
             model.train()
-            for batch, labels in ctx.dataset.train.batches(ctx.train.batch_size, shuffle=True,
-                                                           generator=ctx.generator, device=ctx.device):
+            for batch, labels in ctx.dataset.train.batches(
+                ctx.train.batch_size, shuffle=True, generator=ctx.generator, device=ctx.device
+            ):
                 loss = self.objective(model, batch, labels, cfg.exfmem_cos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -5,6 +5,7 @@ down by k = 1 − tanh(α ρ), so the weaker modality can catch up; OGM-GE adds 
 gradient's own scale to both encoders to restore generalisation. Coefficients come from the
 forward pass of :meth:`loss` and are applied in :meth:`after_backward`; nothing is kept across steps.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,13 +37,16 @@ def modulation_coefficients(unimodal: dict[str, Tensor], labels: Tensor, alpha: 
     if len(unimodal) != 2:
         raise ValueError(f"OGM needs exactly two modalities, got {len(unimodal)}: {', '.join(unimodal)}")
     (first, z_first), (second, z_second) = unimodal.items()
-    s_first, s_second = (F.softmax(z.detach().float(), dim=1).gather(1, labels[:, None]).sum()
-                         for z in (z_first, z_second))
+    s_first, s_second = (
+        F.softmax(z.detach().float(), dim=1).gather(1, labels[:, None]).sum() for z in (z_first, z_second)
+    )
     ratio = s_first / s_second
     first_leads = ratio > 1
     one = torch.ones_like(ratio)
-    return {first: torch.where(first_leads, 1.0 - torch.tanh(alpha * ratio), one),
-            second: torch.where(first_leads, one, 1.0 - torch.tanh(alpha / ratio))}
+    return {
+        first: torch.where(first_leads, 1.0 - torch.tanh(alpha * ratio), one),
+        second: torch.where(first_leads, one, 1.0 - torch.tanh(alpha / ratio)),
+    }
 
 
 def conv_weights(model: MultiModalNet, modality: str) -> list[Tensor]:
@@ -74,8 +78,9 @@ class OGMGE(Defense):
 
     def loss(self, model: MultiModalNet, batch: Batch, labels: Tensor, ctx: TrainContext) -> Tensor:
         out = model(batch)
-        self._coefficients = (modulation_coefficients(out.unimodal, labels, self.config.alpha)
-                              if self.in_window(ctx.epoch) else None)
+        self._coefficients = (
+            modulation_coefficients(out.unimodal, labels, self.config.alpha) if self.in_window(ctx.epoch) else None
+        )
         return F.cross_entropy(out.logits.float(), labels)
 
     def after_backward(self, model: MultiModalNet, ctx: TrainContext) -> None:

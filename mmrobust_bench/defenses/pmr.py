@@ -5,6 +5,7 @@ not depend on the fusion head; the modality it scores lower is the under-trained
 adds that modality's prototypical CE to speed it up. The paper's entropy regulariser is not in
 the official code and is not implemented.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ BATCH_SHARE = 10  # prototypes use the first ⌊n_batches / 10⌋ shuffled batch
 
 def _two_modalities(model: MultiModalNet) -> tuple[str, str]:
     if len(model.modalities) != 2:
-        raise ValueError(f"PMR needs exactly two modalities, got {len(model.modalities)}: "
-                         f"{', '.join(model.modalities)}")
+        raise ValueError(
+            f"PMR needs exactly two modalities, got {len(model.modalities)}: {', '.join(model.modalities)}"
+        )
     return model.modalities[0], model.modalities[1]
 
 
@@ -74,8 +76,9 @@ class PMR(Defense):
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            for i, (batch, labels) in enumerate(train.batches(bs, shuffle=True, generator=ctx.generator,
-                                                              device=ctx.device)):
+            for i, (batch, labels) in enumerate(
+                train.batches(bs, shuffle=True, generator=ctx.generator, device=ctx.device)
+            ):
                 if i == take:
                     break
                 for m, f in model.encode(batch).items():
@@ -109,5 +112,6 @@ class PMR(Defense):
         # on the GPU; the unselected term contributes exactly zero value and gradient.
         help_first = (ratio > 1).float()
         help_second = (ratio < 1).float()
-        return loss + self.config.alpha * (help_first * F.cross_entropy(logits[first], labels)
-                                           + help_second * F.cross_entropy(logits[second], labels))
+        return loss + self.config.alpha * (
+            help_first * F.cross_entropy(logits[first], labels) + help_second * F.cross_entropy(logits[second], labels)
+        )

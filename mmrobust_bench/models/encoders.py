@@ -2,11 +2,11 @@
 
 Each encoder maps a batch of one modality (B, *spec.shape) to pooled features (B, feature_dim).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 from ..contracts import ModalitySpec
@@ -14,8 +14,9 @@ from ..registry import Registry
 
 EncoderFactory = Callable[[ModalitySpec, int], nn.Module]
 # every module of mmrobust_bench.models is imported on first lookup, so a new encoder file registers itself
-ENCODERS: Registry[EncoderFactory] = Registry("encoder", "mmrobust_bench.encoders",
-                                              builtin_package="mmrobust_bench.models")
+ENCODERS: Registry[EncoderFactory] = Registry(
+    "encoder", "mmrobust_bench.encoders", builtin_package="mmrobust_bench.models"
+)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -31,8 +32,11 @@ def init_weights(module: nn.Module) -> None:
 def _conv_stack(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
-                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
         in_channels = width
     return nn.Sequential(*layers)
 

@@ -6,10 +6,11 @@ always computed in fp32, even under autocast. Its default normalisation is the p
 one (W̃^(m) W̃^(m)ᵀ = I, ``own_groups="full"``); the reference code's per-row normalisation
 (zero-mean unit-norm rows that are *not* mutually orthogonal) is ``own_groups="per_class_unit_rows"``.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -46,8 +47,10 @@ def orthonormal_rows(w: Tensor, eps: float = 1e-6) -> Tensor:
     """OWN with one group: (Z Zᵀ)^{-1/2} Z for the row-centred Z, so W̃ W̃ᵀ = I (needs K < D: centring
     removes one dimension)."""
     if w.shape[0] >= w.shape[1]:
-        raise ValueError(f"the orthogonal CRMT head (own_groups='full') needs K < feature dim, got K={w.shape[0]}, "
-                         f"D={w.shape[1]}; raise feature_dim or use own_groups=per_class_unit_rows")
+        raise ValueError(
+            f"the orthogonal CRMT head (own_groups='full') needs K < feature dim, got K={w.shape[0]}, "
+            f"D={w.shape[1]}; raise feature_dim or use own_groups=per_class_unit_rows"
+        )
     centred = w - w.mean(dim=1, keepdim=True)
     gram = (centred @ centred.t()).double()  # K × K: float64 keeps W̃W̃ᵀ = I to fp32 precision
     evals, evecs = torch.linalg.eigh(gram)
@@ -70,8 +73,12 @@ def canonical_own_groups(name: str) -> str:
         return name
     if name in LEGACY_OWN_GROUPS:
         new = LEGACY_OWN_GROUPS[name]
-        warnings.warn(f"own_groups={name!r} is deprecated: it names the reference code's per-class unit rows, "
-                      f"which are not orthogonal; use own_groups={new!r}", DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f"own_groups={name!r} is deprecated: it names the reference code's per-class unit rows, "
+            f"which are not orthogonal; use own_groups={new!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         return new
     hint = did_you_mean(name, list(OWN_MODES) + list(LEGACY_OWN_GROUPS))
     raise ValueError(f"own_groups must be one of {', '.join(OWN_MODES)}, got {name!r}{hint}")
@@ -86,16 +93,19 @@ class CRMTHead(nn.Module):
     0.1 as in the reference.
     """
 
-    def __init__(self, names: Sequence[str], feature_dims: Sequence[int], num_classes: int,
-                 own_groups: str = DEFAULT_OWN_GROUPS) -> None:
+    def __init__(
+        self, names: Sequence[str], feature_dims: Sequence[int], num_classes: int, own_groups: str = DEFAULT_OWN_GROUPS
+    ) -> None:
         super().__init__()
         own_groups = canonical_own_groups(own_groups)
         if own_groups == "full":
             for d in feature_dims:
                 if num_classes >= d:
-                    raise ValueError(f"the orthogonal CRMT head (own_groups='full') needs K < feature dim, got "
-                                     f"K={num_classes}, D={d}; raise feature_dim or use "
-                                     "own_groups=per_class_unit_rows")
+                    raise ValueError(
+                        f"the orthogonal CRMT head (own_groups='full') needs K < feature dim, got "
+                        f"K={num_classes}, D={d}; raise feature_dim or use "
+                        "own_groups=per_class_unit_rows"
+                    )
         self.names = tuple(names)
         self.dims = tuple(feature_dims)
         self.own_groups = own_groups

@@ -16,12 +16,13 @@ Patch grids come from the modality specs, nothing is hard-coded: with 16 × 16 p
 synthav's 3 × 32 × 32 frames and 64 × 40 fbank use the ``small`` preset's 8 × 8 patches
 (48 and 40 tokens).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,8 +102,10 @@ class PatchTokenizer(nn.Module):
         super().__init__()
         c, t, h, w = _frame_shape(spec)
         if h % patch or w % patch:
-            raise ValueError(f"MMT: modality {spec.name!r} frames of {h}×{w} are not divisible into {patch}×{patch} "
-                             f"patches; set the patch size (--set patch=...) to a common divisor")
+            raise ValueError(
+                f"MMT: modality {spec.name!r} frames of {h}×{w} are not divisible into {patch}×{patch} "
+                f"patches; set the patch size (--set patch=...) to a common divisor"
+            )
         self.name = spec.name
         self.video = len(spec.shape) == 4
         self.patch = patch
@@ -155,8 +158,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads, dropout)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, width), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width), nn.Dropout(dropout)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
@@ -171,8 +175,12 @@ class ModalityStream(nn.Module):
         self.tokenizer = PatchTokenizer(spec, preset.patch, preset.width)
         self.cls = nn.Parameter(torch.zeros(1, 1, preset.width))
         self.drop = nn.Dropout(preset.dropout)
-        self.blocks = nn.Sequential(*(Block(preset.width, preset.heads, preset.mlp_ratio, preset.dropout)
-                                      for _ in range(preset.unimodal_layers)))
+        self.blocks = nn.Sequential(
+            *(
+                Block(preset.width, preset.heads, preset.mlp_ratio, preset.dropout)
+                for _ in range(preset.unimodal_layers)
+            )
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         tokens = self.tokenizer(x)
@@ -195,13 +203,15 @@ class MMTNet(MultiModalNet):
     """MultiModalNet whose ``encoders[m]`` are the per-modality streams and whose :meth:`encode`
     runs the joint layers over all streams before reading each modality's final CLS token."""
 
-    def __init__(self, streams: Mapping[str, ModalityStream], head: nn.Module, preset: MMTPreset,
-                 size: str = "custom") -> None:
+    def __init__(
+        self, streams: Mapping[str, ModalityStream], head: nn.Module, preset: MMTPreset, size: str = "custom"
+    ) -> None:
         super().__init__(streams, head)
         self.preset = preset
         self.size = size
-        self.fusion = nn.Sequential(*(Block(preset.width, preset.heads, preset.mlp_ratio, preset.dropout)
-                                      for _ in range(preset.fusion_layers)))
+        self.fusion = nn.Sequential(
+            *(Block(preset.width, preset.heads, preset.mlp_ratio, preset.dropout) for _ in range(preset.fusion_layers))
+        )
         self.norms = nn.ModuleDict({m: nn.LayerNorm(preset.width) for m in self.modalities})
         _init_vit(self.encoders)
         _init_vit(self.fusion)
@@ -222,8 +232,15 @@ class MMTNet(MultiModalNet):
         return feats
 
 
-def build_mmt(specs: Sequence[ModalitySpec], num_classes: int, *, head: str = "concat", size: str = "auto",
-              own_groups: str = "full", **changes) -> MMTNet:
+def build_mmt(
+    specs: Sequence[ModalitySpec],
+    num_classes: int,
+    *,
+    head: str = "concat",
+    size: str = "auto",
+    own_groups: str = "full",
+    **changes,
+) -> MMTNet:
     """An MMT for these modality specs: preset ``size`` (``auto``/``paper``/``small``) with ``changes``
     (width, heads, mlp_ratio, unimodal_layers, fusion_layers, dropout, patch) applied."""
     name, preset = resolve_preset(specs, size, **changes)
@@ -239,5 +256,16 @@ def build_mmt(specs: Sequence[ModalitySpec], num_classes: int, *, head: str = "c
     return MMTNet(streams, fusion, preset, size=name)
 
 
-__all__ = ["MMTPreset", "PRESETS", "SIZES", "choose_size", "resolve_preset", "PatchTokenizer", "Attention", "Block",
-           "ModalityStream", "MMTNet", "build_mmt"]
+__all__ = [
+    "MMTPreset",
+    "PRESETS",
+    "SIZES",
+    "choose_size",
+    "resolve_preset",
+    "PatchTokenizer",
+    "Attention",
+    "Block",
+    "ModalityStream",
+    "MMTNet",
+    "build_mmt",
+]

@@ -1,7 +1,8 @@
 """The multi-modal classifier: one encoder per modality, then a fusion head."""
+
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
@@ -45,8 +46,15 @@ class MultiModalNet(nn.Module):
 HEADS = ("concat", "crmt")
 
 
-def build_model(specs: Sequence[ModalitySpec], num_classes: int, encoders: Mapping[str, str], *,
-                head: str = "concat", feature_dim: int = 64, own_groups: str = "full") -> MultiModalNet:
+def build_model(
+    specs: Sequence[ModalitySpec],
+    num_classes: int,
+    encoders: Mapping[str, str],
+    *,
+    head: str = "concat",
+    feature_dim: int = 64,
+    own_groups: str = "full",
+) -> MultiModalNet:
     """Assemble encoders (by registered id, per modality) and a head (``concat`` or ``crmt``)."""
     names = [s.name for s in specs]
     missing = [m for m in names if m not in encoders]

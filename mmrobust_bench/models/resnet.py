@@ -13,6 +13,7 @@ The stage widths are ``feature_dim/8, /4, /2, 1×``: ``feature_dim=512`` (the pa
 exactly ResNet-18, a smaller ``feature_dim`` gives a slimmer ResNet-18 for CPU-sized experiments.
 Initialisation is the reference one (:func:`~mmrobust_bench.models.encoders.init_weights`).
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -84,14 +85,18 @@ class ResNet18Clip(nn.Module):
 
 def _width(feature_dim: int) -> int:
     if feature_dim < 8 or feature_dim % 8:
-        raise ValueError(f"ResNet-18 encoders need feature_dim divisible by 8 (512 is ResNet-18 proper), got {feature_dim}")
+        raise ValueError(
+            f"ResNet-18 encoders need feature_dim divisible by 8 (512 is ResNet-18 proper), got {feature_dim}"
+        )
     return feature_dim // 8
 
 
 def _check(spec: ModalitySpec, encoder: str, channels: int, ndim: int) -> None:
     if len(spec.shape) != ndim or spec.shape[0] != channels:
         layout = "(C, T, H, W)" if ndim == 4 else "(C, H, W)"
-        raise ValueError(f"{encoder} needs {layout} inputs with C={channels}; modality {spec.name!r} has shape {spec.shape}")
+        raise ValueError(
+            f"{encoder} needs {layout} inputs with C={channels}; modality {spec.name!r} has shape {spec.shape}"
+        )
 
 
 @ENCODERS.register("resnet18_visual")

@@ -18,11 +18,12 @@ relative in input gradients, so a model keeps the form it was trained with (MSEF
 The test lives on the device (:class:`StoppingRule`), so an accelerator need not wait for the host
 after every iteration: ``check_every`` sets how often the host reads it, without changing the codes.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -85,8 +86,9 @@ class StoppingRule:
     :meth:`column_iterations` (one more small device operation per iteration, so only when asked).
     """
 
-    def __init__(self, codes: Tensor, tol: float, check_every: int, stopping: str = "batch",
-                 count_columns: bool = False) -> None:
+    def __init__(
+        self, codes: Tensor, tol: float, check_every: int, stopping: str = "batch", count_columns: bool = False
+    ) -> None:
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
         if stopping not in STOPPING:
@@ -135,9 +137,19 @@ class StoppingRule:
         return torch.where(self.done, previous, new) if self.deferred else new
 
 
-def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 2000,
-         tol: float = 8e-4, check_every: int = 1, stats: dict | None = None, form: str = "residual",
-         stopping: str = "batch") -> Tensor:
+def ista(
+    dictionary: Tensor,
+    signals: Tensor,
+    lam: float,
+    step: float,
+    *,
+    max_iter: int = 2000,
+    tol: float = 8e-4,
+    check_every: int = 1,
+    stats: dict | None = None,
+    form: str = "residual",
+    stopping: str = "batch",
+) -> Tensor:
     """ISTA: H ← S_{αλ}(H − α Dᵀ(D H − X)); returns the codes (N × B).
 
     ``stats``, if given, receives ``iterations`` (run, including any after the stopping flag was set) and
@@ -159,9 +171,19 @@ def ista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_it
     return codes
 
 
-def fista(dictionary: Tensor, signals: Tensor, lam: float, step: float, *, max_iter: int = 200,
-          tol: float = 8e-4, check_every: int = 1, stats: dict | None = None, form: str = "residual",
-          stopping: str = "batch") -> Tensor:
+def fista(
+    dictionary: Tensor,
+    signals: Tensor,
+    lam: float,
+    step: float,
+    *,
+    max_iter: int = 200,
+    tol: float = 8e-4,
+    check_every: int = 1,
+    stats: dict | None = None,
+    form: str = "residual",
+    stopping: str = "batch",
+) -> Tensor:
     """FISTA (Beck & Teboulle 2009): ISTA steps from an extrapolated point, O(1/k²) instead of O(1/k).
 
     The values are FISTA's, but autograd treats the momentum term as a constant, so the derivative
@@ -222,5 +244,19 @@ def stopping_rule(model: nn.Module, rule: str) -> Iterator[list[nn.Module]]:
         for layer, before in zip(layers, saved):
             layer.stopping = before
 
-__all__ = ["FORMS", "SOLVERS", "STOPPING", "SparseCodingLayer", "StoppingRule", "check_step", "data_gradient", "fista",
-           "ista", "lipschitz_step", "max_eigenvalue", "soft_threshold", "stopping_rule"]
+
+__all__ = [
+    "FORMS",
+    "SOLVERS",
+    "STOPPING",
+    "SparseCodingLayer",
+    "StoppingRule",
+    "check_step",
+    "data_gradient",
+    "fista",
+    "ista",
+    "lipschitz_step",
+    "max_eigenvalue",
+    "soft_threshold",
+    "stopping_rule",
+]

@@ -126,7 +126,7 @@ def certified_curve_data(
         s = smooth[smooth["modality"].astype(str) == panel]
         if not s.empty:
             parts.append(s.assign(panel=panel, line=s["line"]))
-        for entry, rows in empirical.groupby("entry"):
+        for _entry, rows in empirical.groupby("entry"):
             name = _empirical_name(panel, set(rows["certificate"].astype(str)), [])
             if name is None:
                 continue

@@ -40,7 +40,7 @@ def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, comma
     fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, 2.3 + 0.14 * lines), layout="constrained")  # legend below
     styles = entry_styles([str(key) for key, _ in groups])
     for key, group in groups:
-        defense, attack, modality = key
+        defense, _attack, _modality = key
         group = group.groupby("eps", as_index=False)["accuracy"].mean().sort_values("eps")
         base = clean[clean["defense"] == defense]["accuracy"].mean()
         xs, ys = list(group["eps"]), list(group["accuracy"])

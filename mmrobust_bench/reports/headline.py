@@ -7,11 +7,11 @@ behind it. Beside it, the *masking check*: where the paper's ``pgd_l2`` and ``au
 how much PGD overstated robustness; a gap beyond binomial noise says the PGD number was gradient masking, not
 robustness. A pure function of result rows, like every report.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -82,7 +82,7 @@ def headline(rows: pd.DataFrame, *, eps: float | None = None) -> Headline | None
     records = []
     for entry in sorted(strong[column].astype(str).unique()):
         record: dict = {"entry": entry}
-        mean, std, seeds, flags = _cell(clean[clean[column].astype(str) == entry])
+        mean, std, _seeds, flags = _cell(clean[clean[column].astype(str) == entry])
         record.update({"clean": mean, "clean_std": std, "clean_flags": flags})
         part = strong[strong[column].astype(str) == entry]
         record["seeds"] = int(part["seed"].nunique())
@@ -100,13 +100,16 @@ def headline(rows: pd.DataFrame, *, eps: float | None = None) -> Headline | None
 def headline_markdown(head: Headline) -> str:
     """The headline as a Markdown table, flags marked on their cells."""
     titles = [modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities]
-    lines = ["| rank | entry | clean | " + " | ".join(markdown_cell(t) for t in titles) + " | seeds |",
-             "|---:|---|---:|" + "---:|" * (len(titles) + 1)]
+    lines = [
+        "| rank | entry | clean | " + " | ".join(markdown_cell(t) for t in titles) + " | seeds |",
+        "|---:|---|---:|" + "---:|" * (len(titles) + 1),
+    ]
     for r in head.table.to_dict("records"):
         cells = [flagged(fmt(r[m], r[f"{m}_std"]), r[f"{m}_flags"]) for m in head.modalities]
         clean = flagged(fmt(r["clean"], r["clean_std"]), r["clean_flags"])
-        lines.append(f"| {r['rank']} | {markdown_code(r['entry'])} | {clean} | "
-                     + " | ".join(cells) + f" | {r['seeds']} |")
+        lines.append(
+            f"| {r['rank']} | {markdown_code(r['entry'])} | {clean} | " + " | ".join(cells) + f" | {r['seeds']} |"
+        )
     return "\n".join(lines)
 
 
@@ -120,29 +123,42 @@ def masking_check(rows: pd.DataFrame) -> pd.DataFrame:
     strong, _ = strong_rows(rows)
     pgd = rows[rows["attack"].astype(str) == PAPER_ATTACK]
     if strong.empty or pgd.empty:
-        return pd.DataFrame(columns=["entry", "modality", "eps", "pgd_l2", "autoattack", "gap", "masking",
-                                     "pgd_flags", "seeds"])
+        return pd.DataFrame(
+            columns=["entry", "modality", "eps", "pgd_l2", "autoattack", "gap", "masking", "pgd_flags", "seeds"]
+        )
     column = _entry_column(rows)
     keys = [column, "seed", "modality", "eps"]
 
     def per_seed(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         frame = frame.assign(modality=frame["modality"].astype(str), eps=frame["eps"].astype(float).round(10))
-        out = frame.groupby(keys, as_index=False).agg(**{name: ("accuracy", "mean"), f"{name}_n": ("n", "max"),
-                                                         f"{name}_flags": ("flags", _joined_flags)})
+        out = frame.groupby(keys, as_index=False).agg(
+            **{name: ("accuracy", "mean"), f"{name}_n": ("n", "max"), f"{name}_flags": ("flags", _joined_flags)}
+        )
         return out
 
     both = per_seed(pgd, "pgd_l2").merge(per_seed(strong, "autoattack"), on=keys)
     if both.empty:
-        return pd.DataFrame(columns=["entry", "modality", "eps", "pgd_l2", "autoattack", "gap", "masking",
-                                     "pgd_flags", "seeds"])
+        return pd.DataFrame(
+            columns=["entry", "modality", "eps", "pgd_l2", "autoattack", "gap", "masking", "pgd_flags", "seeds"]
+        )
     records = []
     for (entry, modality, eps), part in both.groupby([column, "modality", "eps"], sort=True):
         p, a = float(part["pgd_l2"].mean()), float(part["autoattack"].mean())
         n = float(part["autoattack_n"].sum())
         noise = Z * math.sqrt(max(a * (1 - a), 1.0 / max(n, 1.0)) / max(n, 1.0))
-        records.append({"entry": entry, "modality": modality, "eps": eps, "pgd_l2": p, "autoattack": a,
-                        "gap": p - a, "masking": bool(p - a > noise), "pgd_flags": _joined_flags(part["pgd_l2_flags"]),
-                        "seeds": int(part["seed"].nunique())})
+        records.append(
+            {
+                "entry": entry,
+                "modality": modality,
+                "eps": eps,
+                "pgd_l2": p,
+                "autoattack": a,
+                "gap": p - a,
+                "masking": bool(p - a > noise),
+                "pgd_flags": _joined_flags(part["pgd_l2_flags"]),
+                "seeds": int(part["seed"].nunique()),
+            }
+        )
     return pd.DataFrame.from_records(records)
 
 
@@ -151,16 +167,23 @@ def masking_markdown(check: pd.DataFrame) -> str:
     if check.empty:
         return "_no cell was measured by both pgd_l2 and autoattack_"
     flagged = check[check["masking"]].sort_values("gap", ascending=False)
-    lines = [f"{len(flagged)} of {len(check)} cells measured by both attacks: the paper's PGD overstates robustness "
-             f"beyond {Z:g} binomial std (the PGD number was gradient masking, not robustness).", ""]
+    lines = [
+        f"{len(flagged)} of {len(check)} cells measured by both attacks: the paper's PGD overstates robustness "
+        f"beyond {Z:g} binomial std (the PGD number was gradient masking, not robustness).",
+        "",
+    ]
     if flagged.empty:
         return lines[0]
-    lines += ["| entry | modality | ε | pgd_l2 | autoattack | gap | PGD flags | seeds |",
-              "|---|---|---:|---:|---:|---:|---|---:|"]
+    lines += [
+        "| entry | modality | ε | pgd_l2 | autoattack | gap | PGD flags | seeds |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
+    ]
     for r in flagged.itertuples():
-        lines.append(f"| {markdown_code(r.entry)} | {markdown_cell(modality_name(r.modality))} | {r.eps:g} | "
-                     f"{r.pgd_l2:.3f} | {r.autoattack:.3f} | {r.gap:+.3f} | {markdown_cell(r.pgd_flags or '—')} | "
-                     f"{r.seeds} |")
+        lines.append(
+            f"| {markdown_code(r.entry)} | {markdown_cell(modality_name(r.modality))} | {r.eps:g} | "
+            f"{r.pgd_l2:.3f} | {r.autoattack:.3f} | {r.gap:+.3f} | {markdown_cell(r.pgd_flags or '—')} | "
+            f"{r.seeds} |"
+        )
     return "\n".join(lines)
 
 
@@ -169,14 +192,29 @@ def headline_sections(rows: pd.DataFrame) -> list[str]:
     head = headline(rows)
     if head is None:
         return []
-    return [f"### 0. Headline: standard strong evaluation ({markdown_code(head.attack_config)}) at ε = {head.eps:g}",
-            "",
-            "Robust accuracy (mean ± std over seeds) on each modality alone, jointly and under **any** (per sample, "
-            f"the worst of those), ranked by any. {FLAG_MARK} marks a cell whose rows carry a validity flag.", "",
-            headline_markdown(head), "",
-            "### 0b. Masking check: the paper's ℓ2-PGD against the strong evaluation", "",
-            masking_markdown(masking_check(rows)), ""]
+    return [
+        f"### 0. Headline: standard strong evaluation ({markdown_code(head.attack_config)}) at ε = {head.eps:g}",
+        "",
+        "Robust accuracy (mean ± std over seeds) on each modality alone, jointly and under **any** (per sample, "
+        f"the worst of those), ranked by any. {FLAG_MARK} marks a cell whose rows carry a validity flag.",
+        "",
+        headline_markdown(head),
+        "",
+        "### 0b. Masking check: the paper's ℓ2-PGD against the strong evaluation",
+        "",
+        masking_markdown(masking_check(rows)),
+        "",
+    ]
 
 
-__all__ = ["Headline", "headline", "headline_markdown", "headline_sections", "masking_check", "masking_markdown",
-           "strong_rows", "headline_eps", "FLAG_MARK"]
+__all__ = [
+    "Headline",
+    "headline",
+    "headline_markdown",
+    "headline_sections",
+    "masking_check",
+    "masking_markdown",
+    "strong_rows",
+    "headline_eps",
+    "FLAG_MARK",
+]

@@ -5,6 +5,7 @@ tables and the figures never call one defense two names.
 ``paper_tables.csv`` ships inside this package (columns table, dataset, method, attack, modality,
 eps, accuracy) and is read with :mod:`importlib.resources`, so it works from a wheel as well.
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -15,15 +16,42 @@ PAPER_CSV = "paper_tables.csv"
 
 # our defense ids -> the paper's method names (as spelled in paper_tables.csv)
 METHOD_NAMES: dict[str, str] = {
-    "jt": "JT", "gb": "GB", "ogm_ge": "OGM", "pmr": "PMR", "mmat": "MMAT", "mixup": "Mixup", "msefm": "MSEFM",
-    "crmt_jt": "CRMT-JT", "crmt_at": "CRMT-AT", "crmt_mix": "CRMT-Mix", "mmt": "MMT", "crmt_mmt": "CRMT-MMT",
+    "jt": "JT",
+    "gb": "GB",
+    "ogm_ge": "OGM",
+    "pmr": "PMR",
+    "mmat": "MMAT",
+    "mixup": "Mixup",
+    "msefm": "MSEFM",
+    "crmt_jt": "CRMT-JT",
+    "crmt_at": "CRMT-AT",
+    "crmt_mix": "CRMT-Mix",
+    "mmt": "MMT",
+    "crmt_mmt": "CRMT-MMT",
 }
 # the paper's row order (Tables 1–2, then Table 3)
-PAPER_ORDER: tuple[str, ...] = ("JT", "GB", "OGM", "PMR", "MMAT", "Mixup", "MSEFM", "CRMT-JT", "CRMT-AT", "CRMT-Mix",
-                                "MMT", "CRMT-MMT")
+PAPER_ORDER: tuple[str, ...] = (
+    "JT",
+    "GB",
+    "OGM",
+    "PMR",
+    "MMAT",
+    "Mixup",
+    "MSEFM",
+    "CRMT-JT",
+    "CRMT-AT",
+    "CRMT-Mix",
+    "MMT",
+    "CRMT-MMT",
+)
 # our dataset ids -> the paper's dataset names; synthav has no counterpart
-DATASET_NAMES: dict[str, str] = {"kinetics_sounds": "KS", "ks": "KS", "ucf101": "UCF101", "vggsound": "VGGS",
-                                 "vggs": "VGGS"}
+DATASET_NAMES: dict[str, str] = {
+    "kinetics_sounds": "KS",
+    "ks": "KS",
+    "ucf101": "UCF101",
+    "vggsound": "VGGS",
+    "vggs": "VGGS",
+}
 
 
 def load_paper_tables() -> pd.DataFrame:
@@ -47,7 +75,8 @@ def method_name(label: str) -> str:
 
 #: our ablation variants' display names (they have no name in the paper); every report shows these
 VARIANT_NAMES: dict[str, str] = {
-    "crmt_jt_orth_only": "CRMT-JT head only", "crmt_jt_step1_only": "CRMT-JT step 1 only",
+    "crmt_jt_orth_only": "CRMT-JT head only",
+    "crmt_jt_step1_only": "CRMT-JT step 1 only",
     "crmt_jt_step2_only": "CRMT-JT step 2 only",
 }
 DISPLAY_NAMES: dict[str, str] = {**METHOD_NAMES, **VARIANT_NAMES}
@@ -58,9 +87,12 @@ CRMT = "CRMT variants"
 TRANSFORMERS = "transformers"
 OTHER = "other entries"
 FAMILIES: tuple[str, ...] = (BASELINES, CRMT, TRANSFORMERS, OTHER)
-_FAMILY_OF: dict[str, str] = {**{d: BASELINES for d in ("jt", "gb", "ogm_ge", "pmr", "mmat", "mixup", "msefm")},
-                              **{d: CRMT for d in ("crmt_jt", "crmt_at", "crmt_mix", *VARIANT_NAMES)},
-                              "mmt": TRANSFORMERS, "crmt_mmt": TRANSFORMERS}
+_FAMILY_OF: dict[str, str] = {
+    **{d: BASELINES for d in ("jt", "gb", "ogm_ge", "pmr", "mmat", "mixup", "msefm")},
+    **{d: CRMT for d in ("crmt_jt", "crmt_at", "crmt_mix", *VARIANT_NAMES)},
+    "mmt": TRANSFORMERS,
+    "crmt_mmt": TRANSFORMERS,
+}
 REFERENCE = "jt"
 
 
@@ -97,6 +129,21 @@ def paper_dataset(dataset: str) -> str | None:
     return DATASET_NAMES.get(str(dataset).lower())
 
 
-__all__ = ["BASELINES", "CRMT", "DATASET_NAMES", "DISPLAY_NAMES", "FAMILIES", "METHOD_NAMES", "OTHER", "PAPER_ORDER",
-           "REFERENCE", "TRANSFORMERS", "VARIANT_NAMES", "display_name", "family", "load_paper_tables", "method_name",
-           "paper_dataset"]
+__all__ = [
+    "BASELINES",
+    "CRMT",
+    "DATASET_NAMES",
+    "DISPLAY_NAMES",
+    "FAMILIES",
+    "METHOD_NAMES",
+    "OTHER",
+    "PAPER_ORDER",
+    "REFERENCE",
+    "TRANSFORMERS",
+    "VARIANT_NAMES",
+    "display_name",
+    "family",
+    "load_paper_tables",
+    "method_name",
+    "paper_dataset",
+]

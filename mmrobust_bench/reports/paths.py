@@ -11,13 +11,13 @@ any other name (upper case, spaces, ``/``, a leading dot, too long) becomes its 
 (``a_b``) never share a file, and two changed names share one only if their hashes collide, which
 :func:`check_unique` turns into an error rather than an overwrite.
 """
+
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from ..io import HASH_CHARS, MAX_SLUG, name_hash
+from ..io import MAX_SLUG, name_hash
 from ..io import file_slug as slug
 
 

@@ -20,13 +20,14 @@ would run as a formula gets a leading ``'`` (:func:`csv_safe`), and file names a
 - Table 2: uni-modal FGM / ℓ2-PGD on each modality alone at ε = 1.0, and each modality missing.
 - Table 3: MMT vs CRMT-MMT: clean, uni-modal attacks at ε = 1.0, multi-modal attacks at ε = 0.5.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -179,9 +180,16 @@ def _record(rows: pd.DataFrame, columns: Sequence[Column]) -> dict:
     seeds = 0
     for col in columns:
         s = cell_summary(rows, col)
-        rec.update({f"{col.key}_mean": s.mean, f"{col.key}_std": s.std, f"{col.key}_ci95_low": s.ci_low,
-                    f"{col.key}_ci95_high": s.ci_high, f"{col.key}_n": s.n,
-                    f"{col.key}_flags": cell_flags(_matches(rows, col))})
+        rec.update(
+            {
+                f"{col.key}_mean": s.mean,
+                f"{col.key}_std": s.std,
+                f"{col.key}_ci95_low": s.ci_low,
+                f"{col.key}_ci95_high": s.ci_high,
+                f"{col.key}_n": s.n,
+                f"{col.key}_flags": cell_flags(_matches(rows, col)),
+            }
+        )
         seeds = max(seeds, s.n)
     rec["n_seeds"] = seeds
     return rec
@@ -247,14 +255,23 @@ def _measured_record(data: pd.DataFrame, label: str, dataset: str, columns: Sequ
     """One entry's measured row of a table's frame: its configuration hashes and every column's seed summary."""
     lrows = data[data["defense"].astype(str) == label]
     cfg = ",".join(sorted(set(lrows["config_hash"].astype(str)))) if "config_hash" in lrows else ""
-    return {"method": display_name(label), "label": label, "source": "measured", "dataset": dataset,
-            "config_hash": cfg, **_record(lrows, columns)}
+    return {
+        "method": display_name(label),
+        "label": label,
+        "source": "measured",
+        "dataset": dataset,
+        "config_hash": cfg,
+        **_record(lrows, columns),
+    }
 
 
 def _head_lines(title: str, dataset: str, columns: Sequence[Column]) -> list[str]:
-    return [f"### {markdown_cell(title)} — {markdown_cell(dataset)}", "",
-            "| Method | " + " | ".join(markdown_cell(c.title) for c in columns) + " | seeds |",
-            "|---|" + "---:|" * len(columns) + "---:|"]
+    return [
+        f"### {markdown_cell(title)} — {markdown_cell(dataset)}",
+        "",
+        "| Method | " + " | ".join(markdown_cell(c.title) for c in columns) + " | seeds |",
+        "|---|" + "---:|" * len(columns) + "---:|",
+    ]
 
 
 FLAG_MARK = "⚑"  # beside a number whose rows carry a validity flag (bench.flags), in every Markdown table
@@ -275,14 +292,20 @@ def flagged(text: str, flags: object) -> str:
 
 def _measured_line(rec: pd.Series, columns: Sequence[Column]) -> tuple[str, list[str]]:
     """A measured entry's Markdown row (mean ± std per column, flags marked, then the seed count) and its cells."""
-    cells = [flagged(fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]), rec.get(f"{c.key}_flags", ""))
-             for c in columns]
+    cells = [flagged(fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]), rec.get(f"{c.key}_flags", "")) for c in columns]
     line = f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells) + f" | {int(rec['n_seeds'])} |"
     return line, cells
 
 
-def _finish(number: int, dataset: str, title: str, columns: Sequence[Column], frame: pd.DataFrame,
-            lines: list[str], notes: list[str]) -> Table:
+def _finish(
+    number: int,
+    dataset: str,
+    title: str,
+    columns: Sequence[Column],
+    frame: pd.DataFrame,
+    lines: list[str],
+    notes: list[str],
+) -> Table:
     """The table with its notes under the Markdown, and its LaTeX."""
     if notes:
         lines = lines + [""] + [f"Note: {markdown_cell(n.rstrip('.'))}." for n in notes]
@@ -296,13 +319,22 @@ def _dash_note(markdown_cells: Sequence[str], reported: bool) -> list[str]:
         return []
     note = "“—”: no measured rows for that cell (the sweep did not run that attack, modality or ε for that entry)"
     if reported:
-        note += ("; in a reported row, the paper does not report that cell for that method and dataset (and reported "
-                 "rows have no seed count)")
+        note += (
+            "; in a reported row, the paper does not report that cell for that method and dataset (and reported "
+            "rows have no seed count)"
+        )
     return [note + "."]
 
 
-def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFrame | None = None, *,
-                checkpoints: Path | None = None, strict: bool = False) -> Table:
+def build_table(
+    rows: pd.DataFrame,
+    number: int,
+    dataset: str,
+    paper: pd.DataFrame | None = None,
+    *,
+    checkpoints: Path | None = None,
+    strict: bool = False,
+) -> Table:
     """Table ``number`` for ``dataset`` from result rows (grouped by entry: label and configuration)."""
     paper = load_paper_tables() if paper is None else paper
     rows, entry_notes = resolve_entries(rows, checkpoints=checkpoints, strict=strict)
@@ -341,13 +373,18 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
     if not labels:
         lines.append("| (no measured rows for this table) |" + " |" * (len(columns) + 1))
     lines.append("")
-    lines.append("Accuracy on all test samples, mean ± sample std over seeds (seeds: how many); 95% t-intervals in "
-                 "the CSV; ε in model-input space (ℓ2).")
+    lines.append(
+        "Accuracy on all test samples, mean ± sample std over seeds (seeds: how many); 95% t-intervals in "
+        "the CSV; ε in model-input space (ℓ2)."
+    )
     reported_blocks = []
     if not their_name:
         blocks = sorted(set(paper[paper["table"] == number]["dataset"]))
-        lines += ["", f"**Reported in the paper (datasets {', '.join(blocks)} — not {markdown_cell(dataset)}; for "
-                  "orientation only, not comparable with the numbers above):**"]
+        lines += [
+            "",
+            f"**Reported in the paper (datasets {', '.join(blocks)} — not {markdown_cell(dataset)}; for "
+            "orientation only, not comparable with the numbers above):**",
+        ]
         for block in blocks:
             rep = _reported(number, paper, block, columns)
             head = "| Method | " + " | ".join(markdown_cell(c.title) for c in columns) + " |"
@@ -356,9 +393,17 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
                 cells = [fmt(v) for v in values]
                 shown += cells
                 lines.append(f"| {method} (reported) | " + " | ".join(cells) + " |")
-            reported_blocks += [{"method": method, "label": "", "source": "reported", "dataset": block,
-                                 "config_hash": "", **{f"{c.key}_mean": values[c.title] for c in columns}}
-                                for method, values in rep.iterrows()]
+            reported_blocks += [
+                {
+                    "method": method,
+                    "label": "",
+                    "source": "reported",
+                    "dataset": block,
+                    "config_hash": "",
+                    **{f"{c.key}_mean": values[c.title] for c in columns},
+                }
+                for method, values in rep.iterrows()
+            ]
     if reported_blocks:
         frame = pd.concat([frame, pd.DataFrame(reported_blocks)], ignore_index=True)
     frame = _int_columns(frame)
@@ -366,8 +411,14 @@ def build_table(rows: pd.DataFrame, number: int, dataset: str, paper: pd.DataFra
     return _finish(number, dataset, TITLES[number], columns, frame, lines, notes)
 
 
-def build_tables(rows: pd.DataFrame, numbers: Sequence[int] = (1, 2, 3), datasets: Sequence[str] | None = None, *,
-                 checkpoints: Path | None = None, strict: bool = False) -> list[Table]:
+def build_tables(
+    rows: pd.DataFrame,
+    numbers: Sequence[int] = (1, 2, 3),
+    datasets: Sequence[str] | None = None,
+    *,
+    checkpoints: Path | None = None,
+    strict: bool = False,
+) -> list[Table]:
     """Every requested table for every dataset in the rows (Table 3 only where MMT rows exist)."""
     paper = load_paper_tables()
     rows, _ = resolve_entries(rows, checkpoints=checkpoints, strict=strict)
@@ -386,16 +437,24 @@ def build_tables(rows: pd.DataFrame, numbers: Sequence[int] = (1, 2, 3), dataset
 PIVOT_TITLE = "Pivot — every attack × modality × ε in the rows"
 
 
-def pivot_title(attacks: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
-                eps: Sequence[float] | None = None) -> str:
+def pivot_title(
+    attacks: Sequence[str] | None = None, modalities: Sequence[str] | None = None, eps: Sequence[float] | None = None
+) -> str:
     """The pivot's title: :data:`PIVOT_TITLE` when nothing filters it, else the filters it was built with."""
-    filters = [f"{what} {', '.join(str(v) for v in values)}"
-               for what, values in (("attack", attacks), ("modality", modalities), ("ε", eps)) if values]
+    filters = [
+        f"{what} {', '.join(str(v) for v in values)}"
+        for what, values in (("attack", attacks), ("modality", modalities), ("ε", eps))
+        if values
+    ]
     return PIVOT_TITLE if not filters else "Pivot — " + "; ".join(filters) + " (rows present)"
 
 
-def pivot_columns(data: pd.DataFrame, attacks: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
-                  eps: Sequence[float] | None = None) -> list[Column]:
+def pivot_columns(
+    data: pd.DataFrame,
+    attacks: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = None,
+    eps: Sequence[float] | None = None,
+) -> list[Column]:
     """Every (attack, modality, ε) cell present in ``data`` (clean first), optionally filtered."""
     cols = [Column("clean", NONE, 0.0)] if (data["attack"] == "clean").any() else []
     seen = set()
@@ -415,14 +474,21 @@ def pivot_columns(data: pd.DataFrame, attacks: Sequence[str] | None = None, moda
         seen.add(col)
         cols.append(col)
     head = cols[:1] if cols and cols[0].attack == "clean" else []
-    rest = cols[len(head):]
+    rest = cols[len(head) :]
     rest.sort(key=lambda c: (c.attack, order.get(c.modality, len(order)), -1.0 if c.eps is None else c.eps))
     return head + rest
 
 
-def pivot_table(rows: pd.DataFrame, dataset: str, *, attacks: Sequence[str] | None = None,
-                modalities: Sequence[str] | None = None, eps: Sequence[float] | None = None,
-                checkpoints: Path | None = None, strict: bool = False) -> Table:
+def pivot_table(
+    rows: pd.DataFrame,
+    dataset: str,
+    *,
+    attacks: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = None,
+    eps: Sequence[float] | None = None,
+    checkpoints: Path | None = None,
+    strict: bool = False,
+) -> Table:
     """Any grid of the rows as a table: one row per entry, one column per (attack, modality, ε) present
     (``attacks`` / ``modalities`` / ``eps`` filter it), cells mean ± std over seeds (table number 0)."""
     rows, entry_notes = resolve_entries(rows, checkpoints=checkpoints, strict=strict)
@@ -456,10 +522,31 @@ def pivot_table(rows: pd.DataFrame, dataset: str, *, attacks: Sequence[str] | No
 
 # ----------------------------------------------------------------------------- LaTeX
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_UNICODE = {"ε": r"$\varepsilon$", "ℓ": r"$\ell$", "±": r"$\pm$", "—": "---", "–": "--", "η": r"$\eta$",
-                  "↳": r"$\hookrightarrow$", "×": r"$\times$", "“": "``", "”": "''", "∞": r"$\infty$"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_UNICODE = {
+    "ε": r"$\varepsilon$",
+    "ℓ": r"$\ell$",
+    "±": r"$\pm$",
+    "—": "---",
+    "–": "--",
+    "η": r"$\eta$",
+    "↳": r"$\hookrightarrow$",
+    "×": r"$\times$",
+    "“": "``",
+    "”": "''",
+    "∞": r"$\infty$",
+}
 # a norm's name: ℓ2 → $\ell_{2}$, ℓ∞ → $\ell_{\infty}$ (the subscript belongs to the ℓ)
 _NORM = re.compile(r"ℓ(\d+|∞)")
 #: most value columns one LaTeX table of a pivot holds (a wider pivot is split into parts); Tables 1–3 keep
@@ -508,7 +595,7 @@ def latex_parts(columns: Sequence[Column], max_columns: int = LATEX_MAX_COLUMNS)
 def _latex_head(col: Column) -> str:
     """A column's title on two lines (attack; modality and ε) so that columns stay narrow."""
     name = ATTACK_TITLES.get(col.attack, col.attack)
-    rest = col.title[len(name):].strip() if col.title.startswith(name) else ""
+    rest = col.title[len(name) :].strip() if col.title.startswith(name) else ""
     if not rest:
         return latex_escape(col.title)
     return r"\shortstack{" + latex_escape(name) + r" \\ " + latex_escape(rest) + "}"
@@ -525,8 +612,10 @@ def _latex_value(mean: float, std: float, best: bool) -> str:
 def _latex_names(rows: pd.DataFrame) -> list[str]:
     """Each row's name: the display name, with the label beside it only where two rows would share one."""
     names = [str(r["method"]) for _, r in rows.iterrows()]
-    return [n if names.count(n) == 1 or r["label"] in ("", n) else f"{n} ({r['label']})"
-            for n, (_, r) in zip(names, rows.iterrows())]
+    return [
+        n if names.count(n) == 1 or r["label"] in ("", n) else f"{n} ({r['label']})"
+        for n, (_, r) in zip(names, rows.iterrows())
+    ]
 
 
 def _latex_environment(table: Table, columns: Sequence[Column], label: str, part: str) -> str:
@@ -545,19 +634,40 @@ def _latex_environment(table: Table, columns: Sequence[Column], label: str, part
             cells += [_latex_value(rec[f"{c.key}_mean"], None, False) for c in columns] + ["---"]
         else:
             cells = [latex_escape(name)]
-            cells += [_latex_value(rec[f"{c.key}_mean"], rec[f"{c.key}_std"],
-                                   round(float(rec[f"{c.key}_mean"]), 3) == best[c.key]
-                                   if pd.notna(rec[f"{c.key}_mean"]) else False) for c in columns]
+            cells += [
+                _latex_value(
+                    rec[f"{c.key}_mean"],
+                    rec[f"{c.key}_std"],
+                    round(float(rec[f"{c.key}_mean"]), 3) == best[c.key] if pd.notna(rec[f"{c.key}_mean"]) else False,
+                )
+                for c in columns
+            ]
             cells.append(str(int(rec["n_seeds"])))
         body.append(" & ".join(cells) + r" \\")
     title = re.sub(r"^Table \d+ — ", "", table.title)  # LaTeX numbers the table itself
-    caption = latex_escape(f"{title} — {table.dataset}{part}. Accuracy, mean ± sample std over seeds; the best mean "
-                           "of each column in bold.")
-    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
-                      r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-                      r"\begin{tabular}{l" + "r" * (len(columns) + 1) + "}", r"\toprule", head, r"\midrule", *body,
-                      r"\bottomrule", r"\end{tabular}}", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-                      r"\end{table}"])
+    caption = latex_escape(
+        f"{title} — {table.dataset}{part}. Accuracy, mean ± sample std over seeds; the best mean "
+        "of each column in bold."
+    )
+    return "\n".join(
+        [
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\small",
+            r"\setlength{\tabcolsep}{4pt}",
+            r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+            r"\begin{tabular}{l" + "r" * (len(columns) + 1) + "}",
+            r"\toprule",
+            head,
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}}",
+            rf"\caption{{{caption}}}",
+            rf"\label{{{label}}}",
+            r"\end{table}",
+        ]
+    )
 
 
 def latex_table(table: Table, *, max_columns: int = LATEX_MAX_COLUMNS) -> str:
@@ -567,9 +677,15 @@ def latex_table(table: Table, *, max_columns: int = LATEX_MAX_COLUMNS) -> str:
 
     Needs ``\\usepackage{booktabs}`` and ``\\usepackage{graphicx}`` in the preamble."""
     parts = latex_parts(table.columns, max_columns) if table.number == 0 else [list(table.columns)]
-    environments = [_latex_environment(table, cols, latex_label(table, k if len(parts) > 1 else 0),
-                                       f" (part {k} of {len(parts)})" if len(parts) > 1 else "")
-                    for k, cols in enumerate(parts, 1)]
+    environments = [
+        _latex_environment(
+            table,
+            cols,
+            latex_label(table, k if len(parts) > 1 else 0),
+            f" (part {k} of {len(parts)})" if len(parts) > 1 else "",
+        )
+        for k, cols in enumerate(parts, 1)
+    ]
     return "\n\n".join([r"% needs \usepackage{booktabs} and \usepackage{graphicx}", *environments]) + "\n"
 
 
@@ -578,8 +694,10 @@ def write_tables(tables: Sequence[Table], out_dir: str | Path, *, command: str) 
     ``.csv.txt`` sidecar naming the command and the column scheme, and a combined ``report.md``. CSV cells that
     would run as spreadsheet formulas are neutralised (:func:`csv_safe`)."""
     out_dir = Path(out_dir)
-    stems = [output_path(out_dir, f"pivot-{slug(t.dataset)}" if t.number == 0 else f"table{t.number}-{slug(t.dataset)}")
-             for t in tables]
+    stems = [
+        output_path(out_dir, f"pivot-{slug(t.dataset)}" if t.number == 0 else f"table{t.number}-{slug(t.dataset)}")
+        for t in tables
+    ]
     check_unique((stem, f"table {t.number} of {t.dataset}") for stem, t in zip(stems, tables))
     made_by = _LINE_BREAKS.sub(" ", command)  # one comment line, whatever the command held
     written = []
@@ -588,8 +706,11 @@ def write_tables(tables: Sequence[Table], out_dir: str | Path, *, command: str) 
         atomic_write_text(md, f"<!-- made by: {made_by.replace('>', '&gt;')} -->\n{t.markdown}")
         with atomic_path(csv) as tmp:
             csv_safe(t.frame).to_csv(tmp, index=False)
-        atomic_write_text(csv.with_name(csv.name + ".txt"), f"{t.title} — {t.dataset}\nmade by: {made_by}\n\n"
-                          f"{COLUMN_DOC}\nsource: measured (our rows) or reported (the paper's numbers; mean only).\n")
+        atomic_write_text(
+            csv.with_name(csv.name + ".txt"),
+            f"{t.title} — {t.dataset}\nmade by: {made_by}\n\n"
+            f"{COLUMN_DOC}\nsource: measured (our rows) or reported (the paper's numbers; mean only).\n",
+        )
         atomic_write_text(tex, f"% made by: {made_by}\n{t.latex}")
         written += [md, csv, tex]
     body = "\n".join(t.markdown for t in tables) if tables else "(no result rows)\n"
@@ -598,7 +719,28 @@ def write_tables(tables: Sequence[Table], out_dir: str | Path, *, command: str) 
     return written + [report]
 
 
-__all__ = ["Column", "PIVOT_TITLE", "Table", "TITLES", "build_table", "build_tables", "cell_stats", "cell_summary",
-           "choose_attack_configs", "csv_safe", "fmt", "latex_escape", "latex_label", "latex_parts", "latex_table",
-           "markdown_cell", "markdown_code",
-           "paper_row_order", "pivot_columns", "pivot_table", "single_modalities", "table_columns", "write_tables"]
+__all__ = [
+    "Column",
+    "PIVOT_TITLE",
+    "Table",
+    "TITLES",
+    "build_table",
+    "build_tables",
+    "cell_stats",
+    "cell_summary",
+    "choose_attack_configs",
+    "csv_safe",
+    "fmt",
+    "latex_escape",
+    "latex_label",
+    "latex_parts",
+    "latex_table",
+    "markdown_cell",
+    "markdown_code",
+    "paper_row_order",
+    "pivot_columns",
+    "pivot_table",
+    "single_modalities",
+    "table_columns",
+    "write_tables",
+]
