@@ -120,6 +120,22 @@ class AutoAttackEnsemble(Attack):
         self.breaks: dict[str, int] = {}
         self.skipped: dict[str, str] = {}
 
+    def gradient_passes(self, num_classes: int) -> float:
+        """At most how many forward-backward passes one sample costs (every member on every sample, a Square query
+        counted as a third of one): what an up-front time estimate multiplies (``mmr.evaluate``)."""
+        total = 0.0
+        for member in self.members:
+            if num_classes < member.min_classes:
+                continue
+            opts = member.options
+            targets = 1 if member.targets is None else max(1, min(member.targets, num_classes - 1))
+            restarts = max(1, int(opts.get("n_restarts", 1)))
+            if "n_queries" in opts:
+                total += restarts * int(opts["n_queries"]) / 3
+            else:
+                total += restarts * targets * int(opts["steps"])
+        return total
+
     @property
     def library_version(self) -> str:
         from .torchattacks_adapter import _torchattacks

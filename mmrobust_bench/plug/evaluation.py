@@ -30,6 +30,7 @@ from ..data.base import TensorSplit
 from .attacking import build, resolve_attack
 from .batches import check_classes, device_batch, labels_of, model_device, restored_modes
 from .declare import WrappedModel, check_wrapped
+from .estimate import announce, autoattack_estimate, loader_samples
 
 FLAG_SAMPLES = 64  # samples kept from the loader for the validity checks (bench.flags)
 FGM_CHECKED = ("pgd_l2",)  # attacks whose rows get the fgm_beats_pgd check (FGM run on the same batches)
@@ -99,6 +100,12 @@ class _OnePass:
         if raw is None:
             raise ValueError("the loader gave no batches")
         self._first = self._read(raw)
+        return self._first[0]
+
+    def first_batch(self) -> Batch:
+        """The first batch's inputs (read by :meth:`first`), e.g. to time a pass before the measurements start."""
+        if self._first is None:
+            raise RuntimeError("first_batch() before first()")
         return self._first[0]
 
     def _count(self, batch: Batch, labels: Tensor) -> None:
@@ -234,6 +241,16 @@ def evaluate(
             )
             sets.append((choice, atk, threat.with_eps(grid[0]), fgm))
         source.replay = len(sets) > 1 or any(fgm is not None for *_, fgm in sets)
+        first_inputs = source.first_batch()
+        samples = loader_samples(loader, int(next(iter(first_inputs.values())).shape[0]))
+        estimate = autoattack_estimate(wrapped, first_inputs, [atk for _, atk, _, _ in sets], samples, len(grid))
+        if estimate is not None:
+            announce(
+                "evaluate",
+                estimate,
+                f"{samples} samples × {len(sets)} threat set(s) × {len(grid)} radii of {sets[0][1].describe()}",
+                "version='fast', fewer samples or fewer radii give a quicker answer",
+            )
         measured_sets = []
         for choice, atk, threat, fgm in sets:
             measured = robust_accuracy(wrapped, source.batches(), atk, threat, grid, 0, dev, progress)

@@ -18,6 +18,7 @@ from ..certify.radii import ADDITIVE, MIN_J, certify, pair_eta, unimodal_grams
 from ..contracts import Batch, ModelOutput
 from .batches import Split, check_classes, device_batch, labels_of, model_device, restored_modes
 from .declare import WrappedModel, check_wrapped
+from .estimate import announce, certificates_estimate, loader_samples
 
 
 def _additive_forward(
@@ -209,6 +210,18 @@ def certificates(
         first = next(train_batches, None)  # resolves undeclared shapes before certify reads the specs
         if first is None:
             raise ValueError("the train loader gave no batches")
+        first_inputs = first[0]
+        size = int(next(iter(first_inputs.values())).shape[0])
+        estimate = certificates_estimate(
+            wrapped, first_inputs, loader_samples(train, size), loader_samples(test, size), check
+        )
+        if estimate is not None:
+            announce(
+                "certificates",
+                estimate,
+                "the Jacobians of every train and test sample and the honesty check",
+                "pass fewer samples, or honesty=HonestyConfig(targeted_classes=3) for a cheaper check",
+            )
         cert = certify(
             wrapped,
             itertools.chain([first], train_batches),
