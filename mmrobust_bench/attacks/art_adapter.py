@@ -41,6 +41,8 @@ submodule, so ART's ``.to(device)``, ``.train()`` and ``zero_grad()`` never reac
 adapter puts the model in eval mode itself, parameters stop requiring grad during the attack, and
 the base class restores modes and every RNG (ART draws from numpy's global one, which it seeds).
 Success is always counted by the caller with the model on the returned inputs.
+
+Over 400 lines as one module: one adapter, its estimator and the per-attack masks and option checks it must know.
 """
 
 from __future__ import annotations

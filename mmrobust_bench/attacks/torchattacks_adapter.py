@@ -32,6 +32,9 @@ untested). JSMA has no untargeted mode and picks ``(y + 1) % 10`` as target, out
 model with fewer classes: untargeted runs target ``(y + 1) % K`` instead. The class count and that
 target come from the clean logits computed in eval mode without gradients (a model in train mode never
 updates its BatchNorm statistics for a probe).
+
+Over 400 lines as one module: one adapter, its option checks and the per-attack quirks it must know (sub-batch
+calls, targeted modes, box handling).
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ into the boxes, restores model mode, buffers and RNGs, and keeps frozen modaliti
 :meth:`SingleInputView.clip_values` (the per-feature box common to all samples) and
 :meth:`SingleInputView.clip_bounds` (the exact per-coordinate box of each sample) serve libraries that
 accept a perturbation mask or per-feature bounds (ART).
+
+Over 400 lines as one module: the map into the library's space, its inverse, the box and the sample-index tags
+hold one invariant together (a round trip is exact) and are tested as one.
 """
 
 from __future__ import annotations

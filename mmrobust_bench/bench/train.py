@@ -1,4 +1,7 @@
-"""The one training loop shared by every defense, with caching and epoch-level resume."""
+"""The one training loop shared by every defense, with caching and epoch-level resume.
+
+Over 400 lines as one module: resume, torchrun sharding, per-epoch seeding and the non-finite guards are the same
+loop, and splitting it would scatter the state they share."""
 
 from __future__ import annotations
 

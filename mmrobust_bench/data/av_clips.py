@@ -28,6 +28,9 @@ The parts live in modules of one purpose: ``clip_profiles`` (sampling rules, str
 ``clip_manifest`` (the manifest and the clips on disk), ``clip_frames`` (decoding and augmentation) and
 ``clip_cache`` (the memory-mapped frame cache); this module wires them into a dataset and re-exports their
 public names.
+
+Over 400 lines as one module: the source, its splits and the dataset share the clip index and the cache handles;
+the manifest, frames and cache live in the clip_* modules.
 """
 
 from __future__ import annotations

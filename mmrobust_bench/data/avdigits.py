@@ -39,6 +39,9 @@ Licences: FSDD is CC BY-SA 4.0 (Z. Jackson et al., "Free Spoken Digit Dataset", 
 10.5281/zenodo.1342401); the UCI optical recognition of handwritten digits data (E. Alpaydin,
 C. Kaynak, 1998) is CC BY 4.0 and is read from scikit-learn's copy. Neither is shipped with this
 package. See ``docs/design.md`` §7 for where datasets sit in the data flow.
+
+Over 400 lines as one module: scanning FSDD, the log-mel features, pairing with the UCI images and the cache key
+are one construction whose every step enters the cache key.
 """
 
 from __future__ import annotations
