@@ -56,7 +56,7 @@ from .figure_style import (
 )
 from .paper import display_name
 from .paths import output_path, slug
-from .tables import paper_row_order
+from .table_cells import paper_row_order
 
 SOUND = "sound (probabilistic, 1-alpha)"
 NOT_A_BOUND = "not a bound"

@@ -34,7 +34,7 @@ from .figure_style import (
     sized_ticks,
 )
 from .stats import summarize
-from .tables import ALL
+from .table_cells import ALL
 
 # Figure 5: (stage shown, defense label in the rows). The head-only stage's name is neutral unless the head of
 # its rows is known (crmt_heads): "crmt_jt_orth_only" is a historical label, the committed synthav rows of it

@@ -43,7 +43,7 @@ from .figure_style import (
 )
 from .paper import display_name
 from .stats import modality_name
-from .tables import ALL, single_modalities
+from .table_cells import ALL, single_modalities
 
 
 def figure1(

@@ -31,7 +31,7 @@ from .figure_style import (
 )
 from .paper import display_name
 from .stats import modality_name
-from .tables import paper_row_order
+from .table_cells import paper_row_order
 
 FIGURE3_DEFENSES = ("jt", "mmat", "crmt_jt", "crmt_at", "crmt_mix")
 

@@ -22,7 +22,7 @@ from ..io import atomic_path, atomic_write_text
 from .entries import base_label, resolve_entries
 from .paper import FAMILIES, REFERENCE, family
 from .stats import modality_name, summarize
-from .tables import ALL, choose_attack_configs, paper_row_order
+from .table_cells import ALL, choose_attack_configs, paper_row_order
 
 PANELS_PER_ROW = 5
 HEATMAPS_PER_ROW = 3  # Figure 3 at full width: square panels large enough for a 10 × 10 class grid

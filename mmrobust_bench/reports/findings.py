@@ -29,7 +29,8 @@ from ..bench.certified_rows import EMPIRICAL_METHOD, with_certificate_kinds
 from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense
 from .entries import ENTRY, base_label, mixed_labels, resolve_entries
 from .headline import headline_sections
-from .tables import cell_flags, flagged, fmt, markdown_cell, markdown_code, paper_row_order
+from .safe_text import markdown_cell, markdown_code
+from .table_cells import cell_flags, flagged, fmt, paper_row_order
 
 
 @dataclass(frozen=True)

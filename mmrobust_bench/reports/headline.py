@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from .entries import ENTRY
+from .safe_text import markdown_cell, markdown_code
 from .stats import modality_name
-from .tables import FLAG_MARK, cell_flags, flagged, fmt, markdown_cell, markdown_code
+from .table_cells import FLAG_MARK, cell_flags, flagged, fmt
 
 STRONG = "autoattack"
 PAPER_ATTACK = "pgd_l2"
