@@ -27,10 +27,13 @@ from ..data.base import TensorSplit
 from ..defenses import build_defense, dataset_schedule
 from ..io import default_root
 from . import distributed
+from .configs import EvalConfig, ModelConfig
 from .evaluate import Measurement, clean_accuracy, minimal_norm_curve, robust_accuracy
 from .flags import Flag, check_attack, clean_row_flags, row_flags
 from .naming import modality_name, run_plot_name
-from .results import append_rows, attack_rows, clean_row, read_rows, rows_frame, stored_run
+from .result_readers import read_rows
+from .result_rows import attack_rows, clean_row, rows_frame
+from .results import append_rows, stored_run
 from .threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from .train import TrainedModel, model_dtype, select_device, train
 from .validate import check_eps, check_run_settings
@@ -176,6 +179,51 @@ def run(
     Nothing is drawn here: ``RunResult.plot_path`` and ``plot_title`` say where and how the CLI (or the caller,
     with ``reports.curves.plot_robust_curve``) draws the run's curve.
     """
+    return run_model(
+        ModelConfig(
+            defense=defense,
+            dataset=dataset,
+            seed=seed,
+            overrides=dict(overrides or {}),
+            dataset_options=dict(dataset_options or {}),
+            label=label,
+        ),
+        EvalConfig(
+            attack=attack,
+            modality=modality,
+            eps=eps,
+            norm=norm,
+            attack_options=dict(attack_options or {}),
+            batch_size=batch_size,
+            curve=curve,
+            check_flags=check_flags,
+        ),
+        root=root,
+        results=results,
+        device=device,
+        progress=progress,
+        force=force,
+        sync_batchnorm=sync_batchnorm,
+    )
+
+
+def run_model(
+    model: ModelConfig,
+    evaluation: EvalConfig,
+    *,
+    root: Path | None = None,
+    results: Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    force: bool = False,
+    sync_batchnorm: bool = False,
+) -> RunResult:
+    """:func:`run` with its settings as the config objects the CLI and the sweep share (``bench.configs``)."""
+    defense, dataset, seed, label = model.defense, model.dataset, model.seed, model.label
+    overrides, dataset_options = model.overrides, model.dataset_options
+    attack, modality, eps, norm = evaluation.attack, evaluation.modality, evaluation.eps, evaluation.norm
+    attack_options, batch_size = evaluation.attack_options, evaluation.batch_size
+    curve, check_flags = evaluation.curve, evaluation.check_flags
     eps_grid = validate_eps(default_eps(norm) if eps is None else eps)
     if curve not in CURVES:
         raise ValueError(f"unknown curve {curve!r}; valid: {', '.join(CURVES)}")
@@ -358,6 +406,9 @@ def format_table(frame: pd.DataFrame, trained: TrainedModel | None = None, *, mo
 
 __all__ = [
     "run",
+    "run_model",
+    "ModelConfig",
+    "EvalConfig",
     "train_defense",
     "RunResult",
     "DEFAULT_EPS",

@@ -13,6 +13,9 @@ Two methods, told apart by the ``method`` and ``kind`` columns of ``certified.cs
 
 Rows written before the ``method``/``kind`` columns existed read as ``empirical`` (:func:`read_certified`).
 Sweeps call this once per model and method.
+
+Over 400 lines as one module: the empirical certificate, smoothing and η rows of one trained model share its
+loading, provenance and crash-safe writes.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ from .certified_rows import (
     MODEL_COLUMNS,
     with_certificate_kinds,
 )
+from .configs import CertifyConfig, ModelConfig
 from .environment import row_provenance
-from .results import read_table as read_any
+from .result_readers import read_table as read_any
 from .results import replace_keyed_rows
 from .train import TrainedModel, select_device
 from .validate import check_certify_settings, check_name, check_run_settings
@@ -240,6 +244,55 @@ def certify_defense(
     certified accuracies, by default ``DEFAULT_RADII`` (empirical) or 0, σ, 2σ, … up to the largest certifiable
     radius (smoothing: ``SmoothingConfig.default_radii``; given radii above it are clipped to it with a warning).
     """
+    return certify_model(
+        ModelConfig(
+            defense=defense,
+            dataset=dataset,
+            seed=seed,
+            overrides=dict(overrides or {}),
+            dataset_options=dict(dataset_options or {}),
+            label=label,
+        ),
+        CertifyConfig(
+            method=method,
+            radii=radii,
+            honesty_steps=honesty_steps,
+            honesty=honesty,
+            train_samples=train_samples,
+            test_samples=test_samples,
+            batch_size=batch_size,
+            smoothing=smoothing,
+            modalities=tuple(modalities),
+            n_attack=n_attack,
+            attack_steps=attack_steps,
+            attack_samples=attack_samples,
+        ),
+        root=root,
+        device=device,
+        progress=progress,
+        trained=trained,
+        command=command,
+    )
+
+
+def certify_model(
+    model: ModelConfig,
+    config: CertifyConfig,
+    *,
+    root: Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    trained: TrainedModel | None = None,
+    command: str | None = None,
+) -> CertifyOutcome:
+    """:func:`certify_defense` with its settings as the config objects the CLI and the sweep share
+    (``bench.configs``)."""
+    defense, dataset, seed, label = model.defense, model.dataset, model.seed, model.label
+    overrides, dataset_options = model.overrides, model.dataset_options
+    method, radii, honesty_steps, honesty = config.method, config.radii, config.honesty_steps, config.honesty
+    train_samples, test_samples, batch_size = config.train_samples, config.test_samples, config.batch_size
+    smoothing, modalities = config.smoothing, config.modalities
+    n_attack, attack_steps, attack_samples = config.n_attack, config.attack_steps, config.attack_samples
     if method not in METHODS:
         raise ValueError(f"unknown certification method {method!r}; valid: {', '.join(METHODS)}")
     radii = None if radii is None else validate_eps(radii)
@@ -466,6 +519,7 @@ def _certify_smoothing(
 __all__ = [
     "CertifyOutcome",
     "certify_defense",
+    "certify_model",
     "read_table",
     "read_certified",
     "model_keys",

@@ -26,7 +26,8 @@ import torch
 
 from ..progress import progress_bar
 from . import distributed
-from .results import done_cells, read_rows
+from .result_readers import read_rows
+from .result_rows import done_cells
 from .sweep_config import DefenseEntry
 from .sweep_plan import SweepPlan, unit_cells
 from .sweep_units import SweepOutcome, certify_unit, earlier_cell_keys, run_cell, run_unit, set_threads, train_unit

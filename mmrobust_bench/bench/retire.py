@@ -30,7 +30,8 @@ from ..defenses.base import key_dict
 from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV
 from .checkpoints import config_hash_of
 from .naming import UNKNOWN_CONFIG, config_series, label_series
-from .results import read_table, rewrite_rows
+from .result_readers import read_table
+from .results import rewrite_rows
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,16 @@
 """Running a sweep's work: one (defense entry, seed) unit — training, each cell not yet stored, the certificate —
 and the flags that need rows of several cells. ``bench.sweep.run_sweep`` hands the units to an executor
-(``bench.executors``) that calls these."""
+(``bench.executors``) that calls these.
+
+Over 400 lines as one module: a unit's training, cells, ``any`` cell and certificate share the unit's stored-row
+bookkeeping (what is done, what a cell claims)."""
 
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,23 +23,23 @@ from ..attacks import build_attack
 from ..contracts import ALL_MODALITIES, ThreatModel
 from . import distributed
 from .api import attack_options_for, train_defense
-from .certification import CERTIFIED_CSV, certify_defense, has_certificate, noise_set, read_table, smoothed_label
+from .certification import CERTIFIED_CSV, certify_model, has_certificate, noise_set, read_table, smoothed_label
+from .configs import ModelConfig
 from .evaluate import Measurement, clean_accuracy, robust_accuracy
 from .flags import check_attack, clean_row_flags, flag_rows, row_flags
-from .results import (
+from .result_readers import read_rows
+from .result_rows import (
     CLEAN,
     NO_MODALITY,
     ResultRow,
-    append_rows,
     attack_rows,
     cell_key,
     clean_row,
     decode_outcomes,
     done_cells,
     frame_keys,
-    read_rows,
-    rewrite_rows,
 )
+from .results import append_rows, rewrite_rows
 from .retire import RetireOutcome
 from .sweep_config import DefenseEntry, GridBlock
 from .sweep_plan import SweepPlan, unit_cells
@@ -182,30 +185,21 @@ def certify_unit(
                 continue
         elif has_certificate(stored, model, method):
             continue
-        certify_defense(
-            entry.defense,
-            dataset=plan.dataset,
-            seed=seed,
-            label=entry.label,
-            overrides={**plan.common_overrides, **entry.overrides},
-            dataset_options=plan.dataset_options,
+        certify_model(
+            ModelConfig(
+                defense=entry.defense,
+                dataset=plan.dataset,
+                seed=seed,
+                overrides={**plan.common_overrides, **entry.overrides},
+                dataset_options=plan.dataset_options,
+                label=entry.label,
+            ),
+            spec.for_method(method, seed=seed, modalities=sets),
             root=root,
             device=str(dev),
-            radii=spec.radii,
-            honesty_steps=spec.honesty_steps,
-            train_samples=spec.train_samples,
-            batch_size=spec.batch_size,
             progress=False,
             trained=trained,
             command=command,
-            method=method,
-            honesty=spec.honesty,
-            smoothing=replace(spec.smoothing, seed=seed),
-            modalities=sets or spec.modalities,
-            test_samples=spec.test_samples,
-            n_attack=spec.n_attack,
-            attack_steps=spec.attack_steps,
-            attack_samples=spec.attack_samples,
         )
         done = 1
     return done

@@ -142,7 +142,7 @@ def check_run_settings(
     if results is not None:
         check_output_file(results, "--results")
         if Path(results).is_file():  # a damaged results file is refused now, not after the evaluation
-            from .results import read_rows  # pandas, only when a results file exists
+            from .result_readers import read_rows  # pandas, only when a results file exists
 
             read_rows(results)
 

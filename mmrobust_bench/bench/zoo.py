@@ -40,7 +40,8 @@ from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense, da
 from ..defenses.base import key_dict
 from ..io import atomic_path, atomic_write_json, sha256_file, stable_hash
 from .checkpoints import CheckpointKey, load_stage
-from .results import complete, read_rows
+from .result_readers import read_rows
+from .result_rows import complete
 from .train import TrainedModel, select_device
 from .zoo_index import (
     INDEX,

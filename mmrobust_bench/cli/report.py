@@ -5,7 +5,7 @@ Rows are grouped by (dataset, defense label, configuration): two configurations 
 reported as separate entries (``jt [cfg b30dba09]``) with a note naming the settings that differ
 (from the checkpoints' ``config.json``), or refused with ``--refuse-mixed`` (``reports/entries.py``).
 
-Every CSV is read strictly (``bench.results.read_checked_*``): a torn line, an accuracy outside [0, 1], a
+Every CSV is read strictly (``bench.result_readers.read_checked_*``): a torn line, an accuracy outside [0, 1], a
 non-finite number, a fractional seed or a missing column is one error line naming the file and the line, and
 text is read as written (a label ``NA`` stays ``NA``). Output files are named by slugs inside ``--out``.
 """
@@ -122,10 +122,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def read_results(path: str) -> Any:
-    """The rows of a results CSV, read strictly (``bench.results.read_checked_rows``); columns added after a
+    """The rows of a results CSV, read strictly (``bench.result_readers.read_checked_rows``); columns added after a
     CSV was written read with their defaults."""
     # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
-    from ..bench.results import read_checked_rows
+    from ..bench.result_readers import read_checked_rows
 
     file = Path(path)
     if not file.is_file():
@@ -138,7 +138,7 @@ def read_results(path: str) -> Any:
 def read_eta_pairs(path: Path) -> Any:
     """certify's eta_pairs.csv read strictly, or None when there is none."""
     # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
-    from ..bench.results import read_checked_eta_pairs
+    from ..bench.result_readers import read_checked_eta_pairs
 
     return read_checked_eta_pairs(path) if Path(path).exists() else None
 
@@ -151,7 +151,7 @@ def read_certificates(path: Path) -> Any:
 
     # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.certified_rows import with_certificate_kinds
-    from ..bench.results import ResultsFileError, read_checked_certificates
+    from ..bench.result_readers import ResultsFileError, read_checked_certificates
     from ..certify.smoothing import METHOD as SMOOTHING
 
     if not Path(path).exists():

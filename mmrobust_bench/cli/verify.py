@@ -64,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd(args: argparse.Namespace) -> int:
     # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench.sweep import build_plan, load_sweep_config
-    from ..bench.verify import verify_sweep, verify_zoo
+    from ..bench.verify import verify_zoo
+    from ..bench.verify_retrain import verify_sweep
 
     plan = build_plan(load_sweep_config(args.config))
     root = Path(args.root) if args.root else default_root()

@@ -1,0 +1,290 @@
+"""What ``verify`` checks and how it re-measures it: the stored rows of each (label, seed)'s newest model, a seeded
+draw of models and cells, a scratch root that never touches the sweep's, and each re-measured value paired with
+its stored one (results, and with ``certificates`` the certified accuracies and η). Both modes (``bench.verify``,
+``bench.verify_retrain``) share it; they differ only in how a model is obtained and a difference judged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV, read_certified, with_provenance_defaults
+from .environment import PROVENANCE_COLUMNS
+from .result_readers import read_rows, read_table
+from .result_rows import complete, eps_key
+from .sweep_plan import SweepPlan, unit_cells, validate_plan
+from .sweep_units import certify_unit, earlier_cell_keys, run_cell
+from .train import TrainedModel, select_device
+
+log = logging.getLogger("mmrobust_bench.bench.verify")  # the name the CLI's log lines show for every verify warning
+
+CERT_KEY = ("method", "certificate", "variant", "modality", "radius")
+ETA_KEY = ("modality", "class_y", "class_j")
+RESULT_KEY = ("attack", "attack_config", "modality", "eps", "norm")
+# Recorded provenance shown beside a difference (device and dtype besides the columns of bench.environment).
+SHOWN = ("device", *PROVENANCE_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------------- stored rows
+
+
+def newest_models(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:
+    """The rows of each (label, seed)'s newest model (the checkpoint of its last row): a retrained model's rows
+    replace the earlier model's."""
+    if frame.empty:
+        return frame
+    last = frame.groupby([frame[label_column].astype(str), frame["seed"].astype(int)])["checkpoint_sha256"].last()
+    keys = list(zip(frame[label_column].astype(str), frame["seed"].astype(int)))
+    return frame[[str(sha) == str(last[k]) for sha, k in zip(frame["checkpoint_sha256"], keys)]]
+
+
+def stored_results(plan: SweepPlan, results_path: Path) -> pd.DataFrame:
+    """Finished rows of the plan's dataset and entries (every seed: the spread needs them), newest models only."""
+    stored = read_rows(results_path)
+    stored = stored[complete(stored)]
+    labels = {e.label for e in plan.defenses}
+    stored = stored[(stored["dataset"].astype(str) == plan.dataset) & stored["label"].astype(str).isin(labels)]
+    return newest_models(stored, "label")
+
+
+def choose_units(units: list[tuple[str, int]], n: int, rng: random.Random) -> list[tuple[str, int]]:
+    return sorted(units) if n <= 0 else sorted(rng.sample(units, min(n, len(units))))
+
+
+def recorded_threads(rows: pd.DataFrame) -> int | None:
+    if "threads" not in rows:
+        return None
+    threads = pd.to_numeric(rows["threads"], errors="coerce").fillna(0).astype(int)
+    threads = threads[threads > 0]
+    return int(threads.mode().iloc[0]) if not threads.empty else None
+
+
+@contextlib.contextmanager
+def scratch_root(plan: SweepPlan, root: Path, scratch: Path | None) -> Iterator[tuple[Path, Any]]:
+    """(scratch root, the plan's dataset): a temporary folder unless ``scratch`` is given, sharing the sweep's
+    dataset cache (read only); the thread count is restored afterwards."""
+    made = scratch is None
+    scratch = Path(tempfile.mkdtemp(prefix="mmrobust-verify-")) if scratch is None else Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    if (root / "datasets").exists() and not (scratch / "datasets").exists():
+        (scratch / "datasets").symlink_to((root / "datasets").resolve(), target_is_directory=True)
+    for name in ("results.csv", CERTIFIED_CSV, ETA_PAIRS_CSV):
+        (scratch / name).unlink(missing_ok=True)
+    threads_before = torch.get_num_threads()
+    try:
+        yield scratch, validate_plan(plan, scratch)
+    finally:
+        torch.set_num_threads(threads_before)
+        if made:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- re-measuring
+
+
+def _provenance(row: Any) -> dict[str, Any]:
+    return {k: getattr(row, k, "") if not isinstance(row, dict) else row.get(k, "") for k in SHOWN}
+
+
+def measure_cells(
+    plan: SweepPlan,
+    trained: TrainedModel,
+    entry: Any,
+    seed: int,
+    rows: pd.DataFrame,
+    *,
+    scratch: Path,
+    cells: int,
+    rng: random.Random,
+    dev: torch.device,
+) -> list[dict[str, Any]]:
+    """Re-measure ``cells`` random cells of one model (each as the sweep ran it: without the rows an earlier
+    cell of the unit owns) and pair every re-measured row with its stored row."""
+    results_path = scratch / "results.csv"
+    all_cells = unit_cells(plan)
+    count = len(all_cells) if cells <= 0 else min(cells, len(all_cells))
+    for index in sorted(rng.sample(range(len(all_cells)), count)):
+        run_cell(
+            plan,
+            trained,
+            entry,
+            seed,
+            all_cells[index],
+            dev=dev,
+            done=set(),
+            results_path=results_path,
+            claimed=earlier_cell_keys(plan, trained, entry, seed, index, dev),
+        )
+    recorded = {
+        (str(r.attack), str(r.attack_config), str(r.modality), eps_key(r.eps)): r for r in rows.itertuples(index=False)
+    }
+    fresh = read_rows(results_path)
+    fresh = fresh[
+        (fresh["label"].astype(str) == entry.label)
+        & (fresh["seed"].astype(int) == seed)
+        & (fresh["checkpoint_sha256"].astype(str) == trained.sha256)
+    ]
+    out = []
+    for r in fresh.itertuples(index=False):
+        key = (str(r.attack), str(r.attack_config), str(r.modality), eps_key(r.eps))
+        old = recorded.get(key)
+        if old is None:
+            continue  # a cell of the current grid that the stored rows do not have
+        out.append(
+            {
+                "kind": "result",
+                "label": entry.label,
+                "seed": seed,
+                "what": key[1],
+                "modality": key[2],
+                "at": "—" if key[3] == "-" else key[3],
+                "spread_key": ("result", *key, str(old.norm)),
+                "recorded": float(old.accuracy),
+                "reproduced": float(r.accuracy),
+                "n": int(r.n),
+                "recorded_n": int(old.n),
+                "recorded_sha256": str(old.checkpoint_sha256),
+                "reproduced_sha256": trained.sha256,
+                "relative": False,
+                **{f"recorded_{k}": v for k, v in _provenance(old).items()},
+            }
+        )
+    if not out:
+        log.warning("verify: none of the re-measured cells of %s seed %d is in the stored rows", entry.label, seed)
+    return out
+
+
+def certificate_values(
+    plan: SweepPlan, trained: TrainedModel, entry: Any, seed: int, *, root: Path, scratch: Path, dev: torch.device
+) -> list[dict[str, Any]]:
+    """Certify the model again into ``scratch`` and pair its certified accuracies and η with the stored ones of
+    the same checkpoint (rows the sweep's root holds for it)."""
+    if plan.certify_for(entry) is None:
+        raise ValueError("verify --certificates: the sweep YAML has no certify: block")
+    ds = trained.dataset  # type: ignore[attr-defined]
+    model = (ds.name, entry.label, seed, trained.sha256)
+    stored_cert = read_certified(root / CERTIFIED_CSV)
+    stored_eta = with_provenance_defaults(read_table(root / ETA_PAIRS_CSV))
+
+    def mine(frame: pd.DataFrame, sha: str) -> pd.DataFrame:
+        if frame.empty:
+            return frame
+        return frame[
+            (frame["dataset"].astype(str) == model[0])
+            & (frame["defense"].astype(str) == model[1])
+            & (frame["seed"].astype(int) == seed)
+            & (frame["checkpoint_sha256"].astype(str) == sha)
+        ]
+
+    rows_sha = None
+    for frame in (stored_cert, stored_eta):  # the stored certificates of this unit's newest certified model
+        newest = newest_models(frame, "defense") if not frame.empty else frame
+        newest = (
+            newest[(newest["defense"].astype(str) == entry.label) & (newest["seed"].astype(int) == seed)]
+            if not newest.empty
+            else newest
+        )
+        if not newest.empty:
+            rows_sha = str(newest["checkpoint_sha256"].iloc[-1])
+            break
+    if rows_sha is None:
+        log.warning("verify: %s seed %d has no stored certificate rows; nothing to compare", entry.label, seed)
+        return []
+    certify_unit(plan, trained, entry, seed, root=scratch, dev=dev, command="mmrobust-bench verify --certificates")
+    out = []
+    for kind, stored, fresh, key, value, relative in (
+        (
+            "certificate",
+            mine(stored_cert, rows_sha),
+            mine(read_certified(scratch / CERTIFIED_CSV), trained.sha256),
+            CERT_KEY,
+            "certified_accuracy",
+            False,
+        ),
+        (
+            "eta",
+            mine(stored_eta, rows_sha),
+            mine(with_provenance_defaults(read_table(scratch / ETA_PAIRS_CSV)), trained.sha256),
+            ETA_KEY,
+            "eta_pair",
+            True,
+        ),
+    ):
+        if stored.empty or fresh.empty:
+            continue
+        recorded = {
+            tuple(str(v) for v in k): r
+            for k, r in zip(stored[list(key)].itertuples(index=False, name=None), stored.to_dict("records"))
+        }
+        for k, r in zip(fresh[list(key)].itertuples(index=False, name=None), fresh.to_dict("records")):
+            k = tuple(str(v) for v in k)
+            old = recorded.get(k)
+            if old is None:
+                continue
+            if kind == "certificate":
+                what, modality, at = f"{old['method']} {old['certificate']} {old['variant']}", k[3], k[4]
+            else:
+                what, modality, at = "η pair", k[0], f"{k[1]}→{k[2]}"
+            out.append(
+                {
+                    "kind": kind,
+                    "label": entry.label,
+                    "seed": seed,
+                    "what": what,
+                    "modality": modality,
+                    "at": at,
+                    "spread_key": (kind, *k),
+                    "recorded": float(old[value]),
+                    "reproduced": float(r[value]),
+                    "n": int(r.get("n", 0) or 0),
+                    "recorded_n": int(old.get("n", 0) or 0),
+                    "recorded_sha256": rows_sha,
+                    "reproduced_sha256": trained.sha256,
+                    "relative": relative,
+                    **{f"recorded_{p}": v for p, v in _provenance(old).items()},
+                }
+            )
+    return out
+
+
+def difference(item: dict[str, Any], reference: float) -> float:
+    """reproduced − reference (relative to |reference| for η)."""
+    diff = item["reproduced"] - reference
+    return diff / max(abs(reference), 1e-12) if item["relative"] and diff else diff
+
+
+def measure_device(device: str | None, rows: pd.DataFrame) -> torch.device:
+    """The device asked for, else the rows' when this machine has it, else the CPU."""
+    if device is not None:
+        return select_device(device)
+    recorded = str(rows["device"].iloc[-1]) if len(rows) else "cpu"
+    try:
+        return select_device(recorded)
+    except ValueError:
+        return torch.device("cpu")
+
+
+__all__ = [
+    "CERT_KEY",
+    "ETA_KEY",
+    "SHOWN",
+    "newest_models",
+    "stored_results",
+    "choose_units",
+    "recorded_threads",
+    "scratch_root",
+    "measure_device",
+    "measure_cells",
+    "certificate_values",
+    "difference",
+]
