@@ -10,7 +10,7 @@ import contextlib
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..contracts import ALL_MODALITIES
 from ..hints import did_you_mean
 from ..safe_yaml import preview
 from .certified_rows import METHODS as CERTIFY_METHODS
+from .configs import CertifyConfig
 from .validate import check_eps, check_name, read_yaml_mapping
 
 DEFAULT_ATTACKS = ("fgm", "pgd_l2")
@@ -105,6 +106,24 @@ class CertifySpec:
     n_attack: int = 16
     attack_steps: int = 20
     attack_samples: int = -1
+
+    def for_method(self, method: str, *, seed: int, modalities: Sequence[str] | None = None) -> CertifyConfig:
+        """The :class:`~mmrobust_bench.bench.configs.CertifyConfig` of one of the block's methods for one seed's
+        model (smoothing's noise seeded by it), on ``modalities`` or the block's noise sets."""
+        return CertifyConfig(
+            method=method,
+            radii=self.radii,
+            honesty_steps=self.honesty_steps,
+            honesty=self.honesty,
+            train_samples=self.train_samples,
+            test_samples=self.test_samples,
+            batch_size=self.batch_size,
+            smoothing=replace(self.smoothing, seed=seed),
+            modalities=tuple(modalities) if modalities else self.modalities,
+            n_attack=self.n_attack,
+            attack_steps=self.attack_steps,
+            attack_samples=self.attack_samples,
+        )
 
 
 def parse_certify_block(cert: Mapping[str, Any], radii: Sequence[float]) -> CertifySpec:

@@ -119,7 +119,8 @@ def cmd(args: argparse.Namespace) -> int:
     # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..bench import distributed
     from ..bench.api import train_defense
-    from ..bench.certification import certify_defense
+    from ..bench.certification import certify_model
+    from ..bench.configs import CertifyConfig, ModelConfig
     from ..bench.validate import check_count
 
     # 0 would mean "all" below (only N > 0 subsets), the opposite of what it says: refused with the two valid forms
@@ -162,29 +163,33 @@ def cmd(args: argparse.Namespace) -> int:
         if args.method == "smoothing"
         else None
     )
-    outcome = certify_defense(
-        args.defense,
-        dataset=args.dataset,
-        seed=args.seed,
-        label=args.label,
-        overrides=overrides(args),
-        dataset_options=key_values(args.dataset_set, "--dataset-set"),
+    outcome = certify_model(
+        ModelConfig(
+            defense=args.defense,
+            dataset=args.dataset,
+            seed=args.seed,
+            overrides=overrides(args),
+            dataset_options=key_values(args.dataset_set, "--dataset-set"),
+            label=args.label,
+        ),
+        CertifyConfig(
+            method=args.method,
+            radii=eps_list(args.radius, "--radius") if args.radius else None,
+            honesty_steps=args.honesty_steps,
+            honesty=honesty,
+            train_samples=args.train_samples,
+            test_samples=args.test_samples,
+            batch_size=args.batch_size,
+            smoothing=smoothing,
+            modalities=tuple(args.modality or ["all"]),
+            n_attack=args.n_attack,
+            attack_steps=args.attack_steps,
+            attack_samples=args.attack_samples,
+        ),
         root=Path(args.root) if args.root else None,
         device=args.device,
-        radii=eps_list(args.radius, "--radius") if args.radius else None,
-        honesty_steps=args.honesty_steps,
-        train_samples=args.train_samples,
-        batch_size=args.batch_size,
         progress=not args.no_progress,
         command=args.command_line,
-        method=args.method,
-        honesty=honesty,
-        smoothing=smoothing,
-        modalities=args.modality or ["all"],
-        test_samples=args.test_samples,
-        n_attack=args.n_attack,
-        attack_steps=args.attack_steps,
-        attack_samples=args.attack_samples,
     )
     distributed.barrier()
     trained = outcome.trained

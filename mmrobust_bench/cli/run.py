@@ -82,28 +82,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd(args: argparse.Namespace) -> int:
     # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
-    from ..bench.api import run
+    from ..bench.api import run_model
+    from ..bench.configs import EvalConfig, ModelConfig
 
     choose_threads(args.device, args.threads)
-    result = run(
-        defense=args.defense,
-        attack=args.attack,
-        modality=args.modality,
-        dataset=args.dataset,
-        eps=eps_list(args.eps) if args.eps else None,
-        norm=args.norm,
-        seed=args.seed,
-        overrides=overrides(args),
-        attack_options=key_values(args.attack_set, "--attack-set"),
-        dataset_options=dataset_options(args),
+    result = run_model(
+        ModelConfig(
+            defense=args.defense,
+            dataset=args.dataset,
+            seed=args.seed,
+            overrides=overrides(args),
+            dataset_options=dataset_options(args),
+            label=args.label,
+        ),
+        EvalConfig(
+            attack=args.attack,
+            modality=args.modality,
+            eps=eps_list(args.eps) if args.eps else None,
+            norm=args.norm,
+            attack_options=key_values(args.attack_set, "--attack-set"),
+            batch_size=args.batch_size,
+            curve=args.curve,
+        ),
         root=Path(args.root) if args.root else None,
         results=Path(args.results) if args.results else None,
         device=args.device,
-        batch_size=args.batch_size,
         progress=not args.no_progress,
-        curve=args.curve,
         sync_batchnorm=args.sync_bn,
-        label=args.label,
         force=args.force,
     )
     trained = result.trained
