@@ -38,12 +38,12 @@ from torch import nn
 
 from mmrobust_bench.attacks.native import PGDL2
 from mmrobust_bench.bench.train import speed_setup
-from mmrobust_bench.certify.lipschitz import _official_batch, batch_unimodal_gradient_norms
 from mmrobust_bench.contracts import ModalitySpec, ThreatModel
 from mmrobust_bench.defenses import TrainConfig
 from mmrobust_bench.defenses.crmt import margin_regulariser
 from mmrobust_bench.models import build_model
 from mmrobust_bench.models.heads import CRMTHead
+from mmrobust_bench.models.lipschitz import _official_batch, batch_unimodal_gradient_norms
 from mmrobust_bench.models.sparse_coding import fista, lipschitz_step
 
 

@@ -13,6 +13,8 @@ first use, so importing the package (and ``mmrobust-bench --help``) stays free o
 
 from __future__ import annotations
 
+import importlib
+
 from ._version import __version__
 
 # Public name -> the module that defines it; imported on first attribute access (PEP 562). A name must not be
@@ -42,8 +44,6 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mmrobust_bench' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

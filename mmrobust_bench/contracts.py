@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .hints import did_you_mean
+
 Batch = dict[str, Tensor]
 
 ALL_MODALITIES = "all"
@@ -133,8 +135,6 @@ class ThreatModel:
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"attacked modalities repeat: {self.modalities}")
         if self.norm not in NORMS:
-            from .hints import did_you_mean
-
             raise ValueError(f"unknown norm {self.norm!r}{did_you_mean(self.norm, NORMS)}; valid: {', '.join(NORMS)}")
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
             raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")

@@ -110,6 +110,7 @@ def validate_attack_options(
         raise ValueError(f"{name} supports norm {', '.join(atk.norms)}, not {norm}: use --norm {atk.norms[0]}")
     fixed = getattr(atk, "fixed_eps", None)
     if fixed is not None and eps is not None:
+        # here: the adapter imports this package (a cycle at import time)
         from .torchattacks_adapter import check_fixed_eps
 
         check_fixed_eps(atk.name, fixed, [float(e) for e in eps])
@@ -120,6 +121,7 @@ def _art_support(name: str) -> Any:
     """The adapter's table entry of an ``art:NAME`` id (read without importing ART, which takes seconds)."""
     if not name.startswith("art:"):
         return None
+    # here: the adapter imports this package (a cycle at import time)
     from .art_adapter import ART_ATTACKS
 
     return ART_ATTACKS.get(name[4:])
@@ -161,7 +163,7 @@ def option_units(name: str) -> dict[str, str]:
     if isinstance(atk, TorchattacksAttack):  # autoattack is library "torchattacks" too, without options of its own
         table = length_options(atk.attack_cls.__name__)
     elif atk.library == "art":
-        from .art_adapter import LENGTH_OPTIONS
+        from .art_adapter import LENGTH_OPTIONS  # the adapter imports this package
 
         table = dict(LENGTH_OPTIONS)
     else:

@@ -58,6 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from ..contracts import Batch, ModalitySpec, ThreatModel
+from ..hints import did_you_mean
 from . import register_family
 from .base import Attack
 from .torchattacks_adapter import check_fixed_eps
@@ -194,6 +195,7 @@ RESERVED_ARGS = frozenset({"norm", "estimator", "classifier", "targeted", "mask"
 
 def _art() -> Any:
     try:
+        # ART loads on first use (its import takes seconds)
         import art.attacks.evasion as evasion
         from art.estimators.classification import PyTorchClassifier
     except ImportError as exc:
@@ -205,6 +207,7 @@ def _art() -> Any:
 
 def art_classes() -> list[str]:
     """Every evasion attack class the installed ART exports, adapted or not."""
+    # ART loads on first use (its import takes seconds)
     from art.attacks.attack import EvasionAttack
 
     evasion, _ = _art()
@@ -255,8 +258,6 @@ class ArtAttack(Attack):
             )
         valid = art_names()
         if attack_name not in valid:
-            from ..hints import did_you_mean
-
             hint = did_you_mean(attack_name, valid, prefix="art:")
             raise ValueError(f"unknown ART attack {attack_name!r}{hint}; valid: {', '.join(valid)}")
         self.support = ART_ATTACKS[attack_name]
@@ -293,6 +294,7 @@ class ArtAttack(Attack):
 
     @property
     def library_version(self) -> str:
+        # ART loads on first use (its import takes seconds)
         import art
 
         return str(art.__version__)

@@ -36,8 +36,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..contracts import Batch, ModalitySpec, ThreatModel
+from ..hints import did_you_mean
 from . import ATTACKS
 from .base import Attack
+from .torchattacks_adapter import TorchattacksAttack, _torchattacks
 from .view import clean_logits
 
 
@@ -79,8 +81,6 @@ DEFAULT_VERSION = "standard"
 
 def check_version(version: str) -> tuple[Member, ...]:
     if version not in VERSIONS:
-        from ..hints import did_you_mean
-
         raise ValueError(
             f"unknown autoattack version {version!r}{did_you_mean(version, list(VERSIONS))}; valid: "
             f"{', '.join(VERSIONS)}"
@@ -138,8 +138,6 @@ class AutoAttackEnsemble(Attack):
 
     @property
     def library_version(self) -> str:
-        from .torchattacks_adapter import _torchattacks
-
         return str(_torchattacks().__version__)
 
     def describe(self) -> str:
@@ -168,8 +166,6 @@ class AutoAttackEnsemble(Attack):
         return out
 
     def _member_attack(self, member: Member, n_classes: int) -> Attack:
-        from .torchattacks_adapter import TorchattacksAttack
-
         options = dict(member.options)
         if member.targets is not None:
             # torchattacks targets the top n_classes − 1 runner-ups: n_classes sets how many are tried

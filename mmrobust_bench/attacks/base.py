@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._version import __version__
 from ..contracts import Batch, ModalitySpec, ThreatModel, joint_l2_norm, spec_map
 
 
@@ -157,8 +158,6 @@ class Attack:
 
     @property
     def library_version(self) -> str:
-        from .._version import __version__
-
         return __version__
 
     def describe(self) -> str:

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ..contracts import Batch, ModalitySpec, ThreatModel
+from ..hints import did_you_mean
 from . import register_family
 from .base import Attack
 from .view import (
@@ -153,6 +154,7 @@ DEFAULT_NORM_ATTACK = {"l2": "PGDL2", "linf": "PGD", "l1": "EADL1", "l0": "JSMA"
 
 def _torchattacks() -> Any:
     try:
+        # torchattacks loads on first use (`list` and `--help` never need it)
         import torchattacks
     except ImportError as exc:
         raise ImportError(f"the torchattacks adapter needs torchattacks; install it with: {INSTALL_HINT}") from exc
@@ -237,8 +239,6 @@ class TorchattacksAttack(Attack):
             )
         valid = torchattacks_names()
         if attack_name not in valid:
-            from ..hints import did_you_mean
-
             hint = did_you_mean(attack_name, valid, prefix="torchattacks:")
             raise ValueError(f"unknown torchattacks attack {attack_name!r}{hint}; valid: {', '.join(valid)}")
         self.attack_cls = getattr(ta, attack_name)

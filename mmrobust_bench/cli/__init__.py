@@ -97,6 +97,7 @@ def _distributed(args: argparse.Namespace) -> Iterator[None]:
     if not getattr(args, "distributed", False):
         yield
         return
+    # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     from ..bench import distributed
 
     if not distributed.launched_by_torchrun():

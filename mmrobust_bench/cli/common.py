@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import shlex
 import sys
 from collections.abc import Sequence
@@ -12,6 +14,7 @@ from typing import Any
 def key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` items (values read as YAML by ``safe_yaml.load_yaml``: no aliases, no repeated keys) into a
     dict."""
+    # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     from ..safe_yaml import YamlInputError, load_yaml, preview
 
     out: dict[str, Any] = {}
@@ -47,6 +50,7 @@ def int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
+        # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
         from ..safe_yaml import preview
 
         raise ValueError(f"{flag} expects comma-separated integers such as 0,1,2, got {preview(text)}") from exc
@@ -90,6 +94,7 @@ def command_line(argv: Sequence[str] | None) -> str:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Defense/training settings: the ``--config`` YAML, then ``--set`` items on top."""
+    # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     from ..bench.validate import read_yaml_mapping
 
     merged: dict[str, Any] = {}
@@ -109,18 +114,18 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 def expected_error_message(exc: BaseException) -> str | None:
     """One line naming what to fix for an error a user can cause (a bad value or name, a file that cannot be
     read or written, bad YAML/JSON/CSV); None for anything else, which keeps its traceback (a bug)."""
-    import json
-
+    # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     from ..registry import RegistryError
 
     try:
+        # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
         import yaml
 
         yaml_error: tuple[type, ...] = (yaml.YAMLError,)
     except ImportError:  # pragma: no cover - yaml is a dependency
         yaml_error = ()
     try:
-        from pandas.errors import EmptyDataError, ParserError
+        from pandas.errors import EmptyDataError, ParserError  # pandas loads with a command, not with --help
 
         csv_errors: tuple[type, ...] = (ParserError, EmptyDataError)
     except ImportError:  # pragma: no cover - pandas is a dependency
@@ -160,10 +165,10 @@ def choose_threads(device: str, threads: int | None = None) -> int | None:
     count (with ``bench.busy_cores``'s warning when they would share busy cores), else on the CPU the cores
     idle now (``bench.busy_cores.auto_threads``), logged when fewer than torch's own count. None (torch's
     default, untouched) for a GPU run without a count."""
-    import logging
-
+    # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     import torch
 
+    # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     from ..bench import busy_cores
     from ..bench.sweep_units import set_threads
     from ..bench.train import select_device

@@ -31,6 +31,7 @@ def build_dataset(name: str, *, cache_dir: Path | None = None, **options: Any) -
 
 def __getattr__(name: str) -> Any:
     if name in ("InMemoryDataset", "MultiModalDataset", "TensorSplit"):
+        # here: the package itself stays free of torch (the CLI's parsers read it)
         from . import base
 
         return getattr(base, name)
