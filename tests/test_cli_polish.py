@@ -218,7 +218,17 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
         "--root",
         str(tmp_path),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    # a child of a background job inherits an ignored SIGINT (and then rightly ignores Ctrl-C): give it the
+    # default disposition a terminal's foreground process has
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     lines = []
     deadline = time.monotonic() + 300
     try:
