@@ -155,7 +155,7 @@ class MSEFM(Defense):
         # Certificates run "sample" whatever this says (bench/certification.py: smoothing needs a fixed classifier)
         stopping: str = "batch"
         # how the solver computes Dᵀ(D h − φ): "residual" (2dN operations per feature vector) or "gram"
-        # (DᵀD precomputed, N²; the form of the checkpoints made before 2026-12-01, whose keys omit this field).
+        # (DᵀD precomputed, N²; the form of the checkpoints whose keys omit this field).
         # Same math, float rounding apart (models/sparse_coding.py)
         gradient_form: str = "residual"
         exfmem_epochs: int = -1  # stage C epochs; -1: a third of the schedule, at least 1
