@@ -39,7 +39,7 @@ from ..contracts import Batch, ModalitySpec, ThreatModel
 from ..hints import did_you_mean
 from . import ATTACKS
 from .base import Attack
-from .torchattacks_adapter import TorchattacksAttack, _torchattacks
+from .torchattacks_adapter import TorchattacksAttack, import_torchattacks
 from .view import clean_logits
 
 
@@ -138,7 +138,7 @@ class AutoAttackEnsemble(Attack):
 
     @property
     def library_version(self) -> str:
-        return str(_torchattacks().__version__)
+        return str(import_torchattacks().__version__)
 
     def describe(self) -> str:
         """``autoattack(version='standard')``: a version fixes every member's settings (:data:`VERSIONS`, also in the

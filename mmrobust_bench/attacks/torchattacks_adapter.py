@@ -152,7 +152,7 @@ LENGTH_OPTIONS: dict[tuple[str, str], str] = {
 DEFAULT_NORM_ATTACK = {"l2": "PGDL2", "linf": "PGD", "l1": "EADL1", "l0": "JSMA"}
 
 
-def _torchattacks() -> Any:
+def import_torchattacks() -> Any:
     try:
         # torchattacks loads on first use (`list` and `--help` never need it)
         import torchattacks
@@ -163,7 +163,7 @@ def _torchattacks() -> Any:
 
 def torchattacks_classes() -> list[str]:
     """Every attack class the installed torchattacks exports, adapted or not."""
-    ta = _torchattacks()
+    ta = import_torchattacks()
     return sorted(
         name
         for name, obj in vars(ta).items()
@@ -232,7 +232,7 @@ class TorchattacksAttack(Attack):
 
     def __init__(self, attack_name: str, specs: Sequence[ModalitySpec], *, seed: int = 0, **options: Any) -> None:
         super().__init__(specs, seed=seed)
-        ta = _torchattacks()
+        ta = import_torchattacks()
         if attack_name in EXCLUDED:
             raise ValueError(
                 f"torchattacks:{attack_name} cannot be adapted to a multi-modal model: it {EXCLUDED[attack_name]}"
@@ -275,7 +275,7 @@ class TorchattacksAttack(Attack):
 
     @property
     def library_version(self) -> str:
-        return str(_torchattacks().__version__)
+        return str(import_torchattacks().__version__)
 
     def describe(self) -> str:
         return describe_library_attack(self.name, self.options, self.fixed_eps)

@@ -128,7 +128,7 @@ class CertifySpec:
 
 def parse_certify_block(cert: Mapping[str, Any], radii: Sequence[float]) -> CertifySpec:
     """The sweep's ``certify:`` block (keys ``CERTIFY_KEYS``) as a :class:`CertifySpec`."""
-    methods = tuple(str(m) for m in _as_list(cert.get("method", "empirical")))
+    methods = tuple(str(m) for m in as_list(cert.get("method", "empirical")))
     unknown = [m for m in methods if m not in CERTIFY_METHODS]
     if unknown or not methods:
         raise ValueError(
@@ -165,7 +165,7 @@ def parse_certify_block(cert: Mapping[str, Any], radii: Sequence[float]) -> Cert
         methods,
         honesty,
         smoothing,
-        tuple(str(m) for m in _as_list(cert.get("modalities", ALL_MODALITIES))),
+        tuple(str(m) for m in as_list(cert.get("modalities", ALL_MODALITIES))),
         whole("test_samples", -1),
         whole("n_attack", 16),
         whole("attack_steps", 20),
@@ -191,7 +191,7 @@ def _certify_number(cert: Mapping[str, Any], key: str, default: float, *, intege
 def _radii(radii: Any) -> tuple[float, ...]:
     """Certification radii: numbers, finite, >= 0 (and at most ``bench.validate.MAX_EPS``), sorted; a one-line
     error naming ``radii`` otherwise."""
-    values = _as_list(radii)
+    values = as_list(radii)
     for r in values:
         if isinstance(r, bool) or not isinstance(r, (int, float, str)):
             raise ValueError(f"sweep: certify radii must be numbers >= 0 such as [0, 0.25, 0.5], got {preview(r)}")
@@ -214,7 +214,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
     if value is None:
         return []
     if isinstance(value, str):
@@ -224,7 +224,7 @@ def _as_list(value: Any) -> list:
     return [value]
 
 
-def _mapping(value: Any, what: str) -> dict[str, Any]:
+def yaml_mapping(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -232,7 +232,7 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_keys(given: Mapping[str, Any], valid: Sequence[str], what: str) -> None:
+def check_keys(given: Mapping[str, Any], valid: Sequence[str], what: str) -> None:
     unknown = sorted(set(given) - set(valid))
     if unknown:
         named = ", ".join(f"{k}{did_you_mean(k, valid)}" for k in unknown)
@@ -247,7 +247,7 @@ def parse_defense_entry(item: Any) -> DefenseEntry:
         raise ValueError(
             f"sweep: a defense entry is an id or a mapping with 'defense' (and 'label', 'set'), got {preview(item)}"
         )
-    _check_keys(item, ENTRY_KEYS, f"defense entry {preview(item)}")
+    check_keys(item, ENTRY_KEYS, f"defense entry {preview(item)}")
     if not isinstance(item["defense"], str):
         raise ValueError(
             f"sweep: defense in a defense entry must be a defense id such as jt, got {preview(item['defense'])}"
@@ -259,21 +259,21 @@ def parse_defense_entry(item: Any) -> DefenseEntry:
             f"sweep: label of defense entry {preview(defense)} must be a name such as jt_v2, got {preview(given_label)}"
         )
     label = check_name(str(given_label or defense), f"sweep: label of defense entry {preview(defense)}")
-    cert = _mapping(item.get("certify"), f"certify of {preview(label)}")
-    _check_keys(cert, CERTIFY_KEYS, f"certify of defense entry {preview(label)}")
-    return DefenseEntry(defense, label, _mapping(item.get("set"), f"set of {preview(defense)}"), cert)
+    cert = yaml_mapping(item.get("certify"), f"certify of {preview(label)}")
+    check_keys(cert, CERTIFY_KEYS, f"certify of defense entry {preview(label)}")
+    return DefenseEntry(defense, label, yaml_mapping(item.get("set"), f"set of {preview(defense)}"), cert)
 
 
 def parse_block(item: Any) -> GridBlock:
     if not isinstance(item, Mapping):
         raise ValueError(f"sweep: a grid block is a mapping with attacks, modalities and eps, got {preview(item)}")
     shown = preview(dict(item))
-    _check_keys(item, BLOCK_KEYS, f"grid block {shown}")
-    attacks = tuple(str(a) for a in _as_list(item.get("attacks")))
-    modalities = tuple(str(m) for m in _as_list(item.get("modalities")))
+    check_keys(item, BLOCK_KEYS, f"grid block {shown}")
+    attacks = tuple(str(a) for a in as_list(item.get("attacks")))
+    modalities = tuple(str(m) for m in as_list(item.get("modalities")))
     if not attacks or not modalities:
         raise ValueError(f"sweep: grid block {shown} needs at least one attack and one modality")
-    raw_eps = _as_list(item.get("eps"))
+    raw_eps = as_list(item.get("eps"))
     for e in raw_eps:
         if isinstance(e, bool) or not isinstance(e, (int, float, str)):
             raise ValueError(f"sweep: grid block {shown}: eps must be numbers >= 0 such as [0.5, 1], got {preview(e)}")
@@ -292,14 +292,14 @@ def parse_block(item: Any) -> GridBlock:
             f"sweep: grid block {shown}: samples must be a whole number >= 0 (0: every test sample), got "
             f"{preview(samples)}"
         )
-    return GridBlock(attacks, modalities, eps, _mapping(item.get("attack_set"), "attack_set"), norm, samples)
+    return GridBlock(attacks, modalities, eps, yaml_mapping(item.get("attack_set"), "attack_set"), norm, samples)
 
 
-def _seed_list(value: Any) -> list[int]:
+def seed_list(value: Any) -> list[int]:
     """Seeds as non-negative integers (``0.5`` is not seed 0, ``true`` not seed 1; ``run --seed`` refuses -1
     alike), first occurrence kept; a one-line error naming ``seeds`` otherwise."""
     seeds = []
-    for s in _as_list(value):
+    for s in as_list(value):
         if (isinstance(s, str) and s.strip().isdigit()) or (isinstance(s, float) and s.is_integer()):
             s = int(s)
         if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
@@ -325,7 +325,7 @@ def set_spelling(noise_set: str) -> str:
     return "+".join(sorted(part.strip() for part in text.replace(",", "+").split("+") if part.strip()))
 
 
-def _threads(value: Any) -> int | None:
+def yaml_threads(value: Any) -> int | None:
     if value is None:
         return None
     try:

@@ -24,15 +24,15 @@ from .sweep_config import (
     CertifySpec,
     DefenseEntry,
     GridBlock,
-    _as_list,
-    _check_keys,
-    _mapping,
-    _seed_list,
-    _threads,
+    as_list,
+    check_keys,
     parse_block,
     parse_certify_block,
     parse_defense_entry,
+    seed_list,
     set_spelling,
+    yaml_mapping,
+    yaml_threads,
 )
 from .threat_sets import ANY
 from .validate import check_certify_settings, check_eps, check_run_settings
@@ -121,8 +121,8 @@ def build_plan(
     certification out whatever the YAML says (every cell first, the certificates by a later run).
     """
     config = dict(config or {})
-    _check_keys(config, SWEEP_KEYS, "the sweep config")
-    entries = [parse_defense_entry(d) for d in (_as_list(defenses) if defenses else _as_list(config.get("defenses")))]
+    check_keys(config, SWEEP_KEYS, "the sweep config")
+    entries = [parse_defense_entry(d) for d in (as_list(defenses) if defenses else as_list(config.get("defenses")))]
     if not entries:
         raise ValueError("sweep: no defenses given (use --defenses a,b or a 'defenses' list in --config)")
     seen: dict[str, DefenseEntry] = {}
@@ -136,7 +136,7 @@ def build_plan(
     if norm is not None:
         default_eps(norm)  # an unknown norm says so, with "did you mean"
     cli_eps = DEFAULT_SWEEP_EPS if norm in (None, "l2") else default_eps(norm)
-    if "grid" in config and not _as_list(config["grid"]):
+    if "grid" in config and not as_list(config["grid"]):
         raise ValueError(
             "sweep: grid is empty; give at least one block such as {attacks: [pgd_l2], modalities: [v], "
             "eps: [0.5]}, or leave grid out for the default grid"
@@ -150,7 +150,7 @@ def build_plan(
             )
         ]
     elif config.get("grid"):
-        grid = [parse_block(b) for b in _as_list(config["grid"])]
+        grid = [parse_block(b) for b in as_list(config["grid"])]
     else:
         grid = [GridBlock(DEFAULT_ATTACKS, DEFAULT_MODALITIES, cli_eps)]
     if norm is not None:
@@ -159,8 +159,8 @@ def build_plan(
     entry_specs: dict[str, CertifySpec] = {}
     raw_cert = config.get("certify")
     if raw_cert or certify_radii or certify_methods:
-        cert = _mapping(raw_cert if isinstance(raw_cert, Mapping) else {}, "certify")
-        _check_keys(cert, CERTIFY_KEYS, "certify")
+        cert = yaml_mapping(raw_cert if isinstance(raw_cert, Mapping) else {}, "certify")
+        check_keys(cert, CERTIFY_KEYS, "certify")
         # --certify-sets applies to the blocks the selected entries use: the sweep's own (if an entry has no
         # certify: of its own) and each entry's
         uses_top = any(not e.certify for e in entries)
@@ -187,14 +187,14 @@ def build_plan(
         spec, entry_specs = None, {}
     return SweepPlan(
         defenses=entries,
-        seeds=_seed_list(seeds if seeds else config.get("seeds", [0])),
+        seeds=seed_list(seeds if seeds else config.get("seeds", [0])),
         grid=grid,
         dataset=str(dataset or config.get("dataset", "synthav")),
-        dataset_options={**_mapping(config.get("dataset_set"), "dataset_set"), **dict(dataset_options or {})},
-        common_overrides={**_mapping(config.get("set"), "set"), **dict(overrides or {})},
+        dataset_options={**yaml_mapping(config.get("dataset_set"), "dataset_set"), **dict(dataset_options or {})},
+        common_overrides={**yaml_mapping(config.get("set"), "set"), **dict(overrides or {})},
         batch_size=int(batch_size or config.get("batch_size", 500)),
         certify=spec,
-        threads=_threads(threads if threads is not None else config.get("threads")),
+        threads=yaml_threads(threads if threads is not None else config.get("threads")),
         entry_certify=entry_specs,
     )
 

@@ -94,10 +94,10 @@ def _version(dist: str) -> str:
 def _torchattacks_rows(names: list[str]) -> list[dict[str, Any]]:
     # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from .. import attacks
-    from ..attacks.torchattacks_adapter import _torchattacks, supported_norms
+    from ..attacks.torchattacks_adapter import import_torchattacks, supported_norms
 
     helper = getattr(attacks, "attack_norms", None)
-    ta, rows = _torchattacks(), []
+    ta, rows = import_torchattacks(), []
     for name in names:
         cls = getattr(ta, name)
         norms = (

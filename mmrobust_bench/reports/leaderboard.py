@@ -46,16 +46,16 @@ from .headline import ANY, STRONG, Z, masking_check
 from .leaderboard_columns import (
     EMPIRICAL_LABEL,
     SOUND_LABEL,
-    _certified_columns,
     _Column,
-    _headline_columns,
-    _plain_cell,
-    _short,
-    _table_columns,
+    certified_columns,
+    headline_columns,
     leaderboard_columns,
+    paper_table_columns,
+    plain_cell,
     rank_modality,
+    short_modality,
 )
-from .leaderboard_links import DOCUMENT_FILES, FIGURE_FILES, _figure_links, _files_beside, _grouped
+from .leaderboard_links import DOCUMENT_FILES, FIGURE_FILES, figure_links, files_beside, grouped_files
 from .leaderboard_page import CONTENT_SECURITY_POLICY, CSS, JS, TEMPLATE
 from .paper import display_name
 from .paths import output_path, slug
@@ -122,11 +122,11 @@ def leaderboard_html(
     data = rows[rows["dataset"].astype(str) == dataset]
     if data.empty:
         raise ValueError(f"no rows for dataset {dataset!r}")
-    head, headline_cols = _headline_columns(data)
+    head, headline_cols = headline_columns(data)
     others, config_notes = choose_attack_configs(data[data["attack"].astype(str) != STRONG])
-    table_cols = _table_columns(others)
+    table_cols = paper_table_columns(others)
     clean = [c for c in table_cols if c.key == "clean"]
-    radius, cert_cols = _certified_columns(certified, dataset, head.eps if head is not None else None)
+    radius, cert_cols = certified_columns(certified, dataset, head.eps if head is not None else None)
     entries = paper_row_order(list(dict.fromkeys(data["entry"].astype(str))))
     ranked = [] if head is None else [e for e in head.table["entry"].astype(str) if e in entries]
     order = ranked + [e for e in entries if e not in ranked]
@@ -136,8 +136,8 @@ def leaderboard_html(
             _Column(
                 key="rank",
                 label="rank",
-                sub=f"by {_short(rank_modality(head))}",
-                cell=lambda e: _plain_cell(rank.get(e, ""), rank.get(e, "—")),
+                sub=f"by {short_modality(rank_modality(head))}",
+                cell=lambda e: plain_cell(rank.get(e, ""), rank.get(e, "—")),
             )
         ]
         if head is not None
@@ -145,7 +145,7 @@ def leaderboard_html(
     )
     columns += clean + headline_cols + cert_cols + [c for c in table_cols if c.key != "clean"]
     seeds = data.groupby(data["entry"].astype(str))["seed"].nunique()
-    columns.append(_Column(key="seeds", label="seeds", cell=lambda e: _plain_cell(int(seeds[e]), int(seeds[e]))))
+    columns.append(_Column(key="seeds", label="seeds", cell=lambda e: plain_cell(int(seeds[e]), int(seeds[e]))))
     by_entry: dict[str, list[dict[str, Any]]] = {}
     for card in cards:
         if card["dataset"] == dataset:
@@ -205,8 +205,8 @@ def leaderboard_html(
         mark=FLAG_MARK,
         dataset=dataset,
         command=command,
-        figures=_grouped(figures, dataset, FIGURE_FILES),
-        documents=_grouped(documents, dataset, DOCUMENT_FILES),
+        figures=grouped_files(figures, dataset, FIGURE_FILES),
+        documents=grouped_files(documents, dataset, DOCUMENT_FILES),
         head=head_cells,
         rows=body,
         legend=legend,
@@ -259,8 +259,8 @@ def write_leaderboard(
             rows,
             dataset,
             cards=cards,
-            figures=_figure_links(out_dir, dataset),
-            documents=_files_beside(out_dir, dataset, DOCUMENT_FILES),
+            figures=figure_links(out_dir, dataset),
+            documents=files_beside(out_dir, dataset, DOCUMENT_FILES),
             command=command,
             notes=[n for n in list(notes) + entry_notes if n.startswith(f"{dataset}:")],
             certified=certified,

@@ -17,7 +17,7 @@ from .certified_curves import certified_curve_data
 from .headline import ANY, STRONG, Headline, headline, strong_rows
 from .stats import SeedSummary, cell_key, modality_name, summarize
 from .stats import slug as column_slug
-from .table_cells import ALL, Column, _matches, cell_summary, single_modalities
+from .table_cells import ALL, Column, cell_summary, matching_rows, single_modalities
 
 
 def leaderboard_columns(data: pd.DataFrame) -> list[Column]:
@@ -26,7 +26,7 @@ def leaderboard_columns(data: pd.DataFrame) -> list[Column]:
     mods = single_modalities(data)
     cols = [Column("clean", "none", 0.0)] + [Column(a, ALL, 0.5) for a in ("fgm", "pgd_l2")]
     cols += [Column(a, m, 1.0) for a in ("fgm", "pgd_l2") for m in mods] + [Column("missing", m, None) for m in mods]
-    return [c for c in cols if not _matches(data, c).empty]
+    return [c for c in cols if not matching_rows(data, c).empty]
 
 
 #: the radius of the certified-accuracy columns when the headline has no ε among the certificates' radii
@@ -70,7 +70,7 @@ def _stat_cell(s: SeedSummary, flags: dict[str, list[int]]) -> dict[str, Any]:
     }
 
 
-def _plain_cell(value: Any, shown: Any, title: str = "", note: str = "", note_title: str = "") -> dict[str, Any]:
+def plain_cell(value: Any, shown: Any, title: str = "", note: str = "", note_title: str = "") -> dict[str, Any]:
     return {
         "value": value,
         "shown": shown,
@@ -97,12 +97,12 @@ class _Column:
     kind: str = "num"
 
 
-def _short(modality: str) -> str:
+def short_modality(modality: str) -> str:
     """A modality's name for a narrow header: "visual", "audio", "all (joint)", "any"."""
     return {ALL: "all (joint)", ANY: "any"}.get(modality) or modality_name(modality)
 
 
-def _headline_columns(data: pd.DataFrame) -> tuple[Headline | None, list[_Column]]:
+def headline_columns(data: pd.DataFrame) -> tuple[Headline | None, list[_Column]]:
     """The headline's columns (``autoattack`` at the headline ε, each modality, ``all``, ``any``: the ranking
     one), read from the same rows as ``reports.headline``; none without ``autoattack`` rows."""
     head = headline(data)
@@ -124,7 +124,7 @@ def _headline_columns(data: pd.DataFrame) -> tuple[Headline | None, list[_Column
         columns.append(
             _Column(
                 key=cell_key(STRONG, mod, head.eps),
-                label=f"AA {'any' if is_any else _short(mod)}",
+                label=f"AA {'any' if is_any else short_modality(mod)}",
                 sub=f"{'worst case' if is_any else ''}{', ranks' if ranks else ''}{' · ' if is_any or ranks else ''}"
                 f"ε={head.eps:g}",
                 cell=cell,
@@ -152,7 +152,7 @@ def _certified_radius(points: pd.DataFrame, preferred: float | None) -> float | 
     return positive[0] if positive else None
 
 
-def _certified_columns(
+def certified_columns(
     certified: pd.DataFrame | None, dataset: str, preferred: float | None
 ) -> tuple[float | None, list[_Column]]:
     """Certified accuracy at one radius: a column per smoothing noise setting and modality (sound, probability
@@ -180,18 +180,18 @@ def _certified_columns(
             def cell(entry: str, part: pd.DataFrame = part, line: str = line) -> dict[str, Any]:
                 mine = part[part["entry"].astype(str) == entry]
                 if mine.empty:
-                    return _plain_cell(
+                    return plain_cell(
                         "",
                         "—",
                         "no smoothing certificate at this radius (none run, or beyond the largest certifiable radius)",
                     )
                 value, seeds = float(mine["certified_accuracy"].mean()), int(mine["seeds"].max())
-                return _plain_cell(f"{value:.6f}", f"{value:.3f}", f"{line}: mean over {seeds} seeds")
+                return plain_cell(f"{value:.6f}", f"{value:.3f}", f"{line}: mean over {seeds} seeds")
 
             columns.append(
                 _Column(
                     key=f"cert_{column_slug(line)}_{column_slug(panel)}",
-                    label=f"Smoothed {_short(panel)}",
+                    label=f"Smoothed {short_modality(panel)}",
                     sub=f"r={radius:g} · {line.removeprefix('smoothing ')} · {SOUND_LABEL}",
                     cell=cell,
                     cls="cert",
@@ -208,10 +208,10 @@ def _certified_columns(
         def cell(entry: str, part: pd.DataFrame = part) -> dict[str, Any]:
             mine = part[part["entry"].astype(str) == entry]
             if mine.empty:
-                return _plain_cell("", "—", "no empirical certificate for this entry")
+                return plain_cell("", "—", "no empirical certificate for this entry")
             value, seeds = float(mine["certified_accuracy"].mean()), int(mine["seeds"].max())
             heuristic = any(str(k).startswith("heuristic") for k in mine["kind"])
-            return _plain_cell(
+            return plain_cell(
                 f"{value:.6f}",
                 f"{value:.3f}",
                 f"{mine['line'].iloc[0]}: mean over {seeds} seeds",
@@ -222,7 +222,7 @@ def _certified_columns(
         columns.append(
             _Column(
                 key=f"cert_empirical_{column_slug(panel)}",
-                label=f"Cert. {_short(panel)}",
+                label=f"Cert. {short_modality(panel)}",
                 sub=f"r={radius:g} · {EMPIRICAL_LABEL}",
                 cell=cell,
                 cls="cert",
@@ -233,14 +233,14 @@ def _certified_columns(
     return radius, columns
 
 
-def _table_columns(data: pd.DataFrame) -> list[_Column]:
+def paper_table_columns(data: pd.DataFrame) -> list[_Column]:
     """The cells of Tables 1 and 2 (clean first)."""
     out = []
     for col in leaderboard_columns(data):
 
         def cell(entry: str, col: Column = col) -> dict[str, Any]:
             part = data[data["entry"].astype(str) == entry]
-            return _stat_cell(cell_summary(part, col), _cell_flags(_matches(part, col)))
+            return _stat_cell(cell_summary(part, col), _cell_flags(matching_rows(part, col)))
 
         title = col.title.replace(" ε=", " all ε=") if col.modality == ALL else col.title
         out.append(_Column(key=col.key, label=title, cell=cell, title="mean ± sample std over seeds"))

@@ -27,7 +27,7 @@ DOCUMENT_FILES = (
 FORMAT_ORDER = ("pdf", "png", "svg", "md", "csv", "tex")
 
 
-def _files_beside(out_dir: Path, dataset: str, kinds: Sequence[tuple[str, str]]) -> list[str]:
+def files_beside(out_dir: Path, dataset: str, kinds: Sequence[tuple[str, str]]) -> list[str]:
     """The names of the files of ``kinds`` for ``dataset`` in ``out_dir`` (slugs: safe as relative links)."""
     found = []
     for _, stem in kinds:
@@ -38,11 +38,11 @@ def _files_beside(out_dir: Path, dataset: str, kinds: Sequence[tuple[str, str]])
     return found
 
 
-def _figure_links(out_dir: Path, dataset: str) -> list[str]:
-    return _files_beside(out_dir, dataset, FIGURE_FILES)
+def figure_links(out_dir: Path, dataset: str) -> list[str]:
+    return files_beside(out_dir, dataset, FIGURE_FILES)
 
 
-def _grouped(names: Sequence[str], dataset: str, kinds: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+def grouped_files(names: Sequence[str], dataset: str, kinds: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """``[{title: "Figure 1", files: [("PDF", "figure1-x.pdf"), ("PNG", …)]}, …]`` for the page; a name of no known
     kind is listed under its own name."""
     groups: dict[str, list[tuple[str, str]]] = {}

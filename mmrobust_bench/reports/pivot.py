@@ -13,13 +13,13 @@ from .entries import resolve_entries
 from .table_cells import NONE, Column, Table, choose_attack_configs, paper_row_order
 from .table_frame import (
     _FRAME_HEAD,
-    _dash_note,
-    _finish,
-    _head_lines,
-    _int_columns,
-    _measured_line,
-    _measured_record,
-    _stat_columns,
+    dash_note,
+    finish_table,
+    head_lines,
+    int_columns,
+    measured_line,
+    measured_record,
+    stat_columns,
 )
 
 PIVOT_TITLE = "Pivot — every attack × modality × ε in the rows"
@@ -94,18 +94,18 @@ def pivot_table(
     if not columns:
         raise ValueError(f"the filters leave no cells for {dataset!r}")
     labels = paper_row_order(list(data["defense"].astype(str).unique()))
-    records = [_measured_record(data, label, dataset, columns) for label in labels]
-    frame = _int_columns(pd.DataFrame(records, columns=_FRAME_HEAD + _stat_columns(columns)))
+    records = [measured_record(data, label, dataset, columns) for label in labels]
+    frame = int_columns(pd.DataFrame(records, columns=_FRAME_HEAD + stat_columns(columns)))
     title = pivot_title(attacks, modalities, eps)
-    lines = _head_lines(title, dataset, columns)
+    lines = head_lines(title, dataset, columns)
     shown: list[str] = []
     for _, rec in frame.iterrows():
-        line, cells = _measured_line(rec, columns)
+        line, cells = measured_line(rec, columns)
         shown += cells
         lines.append(line)
     lines += ["", "Accuracy, mean ± sample std over seeds; 95% t-intervals in the CSV; ε in model-input space."]
-    notes = notes + _dash_note(shown, reported=False)
-    return _finish(0, dataset, title, columns, frame, lines, notes)
+    notes = notes + dash_note(shown, reported=False)
+    return finish_table(0, dataset, title, columns, frame, lines, notes)
 
 
 __all__ = [

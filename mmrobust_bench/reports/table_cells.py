@@ -80,7 +80,7 @@ def choose_attack_configs(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return (pd.concat(keep) if keep else rows.iloc[:0]), notes
 
 
-def _matches(rows: pd.DataFrame, col: Column) -> pd.DataFrame:
+def matching_rows(rows: pd.DataFrame, col: Column) -> pd.DataFrame:
     sel = (rows["attack"] == col.attack) & (rows["modality"].astype(str) == col.modality)
     if col.eps is not None:
         sel &= np.isclose(rows["eps"].astype(float), col.eps)
@@ -89,7 +89,7 @@ def _matches(rows: pd.DataFrame, col: Column) -> pd.DataFrame:
 
 def cell_summary(rows: pd.DataFrame, col: Column) -> SeedSummary:
     """Seed summary (mean, sample std, n, 95% t-interval) of a column; repeated rows of a seed are averaged."""
-    return summarize(_matches(rows, col).groupby("seed")["accuracy"].mean())
+    return summarize(matching_rows(rows, col).groupby("seed")["accuracy"].mean())
 
 
 def cell_stats(rows: pd.DataFrame, col: Column) -> tuple[float, float, int]:

@@ -12,10 +12,10 @@ from .latex import latex_table
 from .paper import display_name
 from .safe_text import markdown_cell, markdown_code
 from .stats import STAT_SUFFIXES
-from .table_cells import Column, Table, _matches, cell_flags, cell_summary, flagged, fmt
+from .table_cells import Column, Table, cell_flags, cell_summary, flagged, fmt, matching_rows
 
 
-def _stat_columns(columns: Sequence[Column]) -> list[str]:
+def stat_columns(columns: Sequence[Column]) -> list[str]:
     return [f"{c.key}_{suffix}" for c in columns for suffix in STAT_SUFFIXES]
 
 
@@ -31,7 +31,7 @@ def _record(rows: pd.DataFrame, columns: Sequence[Column]) -> dict:
                 f"{col.key}_ci95_low": s.ci_low,
                 f"{col.key}_ci95_high": s.ci_high,
                 f"{col.key}_n": s.n,
-                f"{col.key}_flags": cell_flags(_matches(rows, col)),
+                f"{col.key}_flags": cell_flags(matching_rows(rows, col)),
             }
         )
         seeds = max(seeds, s.n)
@@ -39,7 +39,7 @@ def _record(rows: pd.DataFrame, columns: Sequence[Column]) -> dict:
     return rec
 
 
-def _int_columns(frame: pd.DataFrame) -> pd.DataFrame:
+def int_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Seed counts as integers (nullable: reported rows have none), never ``3.0``."""
     for name in [c for c in frame.columns if c == "n_seeds" or c.endswith("_n")]:
         frame[name] = pd.array(frame[name], dtype="Int64")
@@ -53,7 +53,7 @@ def _entry_name(method: str, label: str) -> str:
 _FRAME_HEAD = ["method", "label", "source", "dataset", "config_hash", "n_seeds"]
 
 
-def _measured_record(data: pd.DataFrame, label: str, dataset: str, columns: Sequence[Column]) -> dict:
+def measured_record(data: pd.DataFrame, label: str, dataset: str, columns: Sequence[Column]) -> dict:
     """One entry's measured row of a table's frame: its configuration hashes and every column's seed summary."""
     lrows = data[data["defense"].astype(str) == label]
     cfg = ",".join(sorted(set(lrows["config_hash"].astype(str)))) if "config_hash" in lrows else ""
@@ -67,7 +67,7 @@ def _measured_record(data: pd.DataFrame, label: str, dataset: str, columns: Sequ
     }
 
 
-def _head_lines(title: str, dataset: str, columns: Sequence[Column]) -> list[str]:
+def head_lines(title: str, dataset: str, columns: Sequence[Column]) -> list[str]:
     return [
         f"### {markdown_cell(title)} — {markdown_cell(dataset)}",
         "",
@@ -76,14 +76,14 @@ def _head_lines(title: str, dataset: str, columns: Sequence[Column]) -> list[str
     ]
 
 
-def _measured_line(rec: pd.Series, columns: Sequence[Column]) -> tuple[str, list[str]]:
+def measured_line(rec: pd.Series, columns: Sequence[Column]) -> tuple[str, list[str]]:
     """A measured entry's Markdown row (mean ± std per column, flags marked, then the seed count) and its cells."""
     cells = [flagged(fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]), rec.get(f"{c.key}_flags", "")) for c in columns]
     line = f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells) + f" | {int(rec['n_seeds'])} |"
     return line, cells
 
 
-def _finish(
+def finish_table(
     number: int,
     dataset: str,
     title: str,
@@ -100,7 +100,7 @@ def _finish(
     return table
 
 
-def _dash_note(markdown_cells: Sequence[str], reported: bool) -> list[str]:
+def dash_note(markdown_cells: Sequence[str], reported: bool) -> list[str]:
     if not any(c == "—" for c in markdown_cells):
         return []
     note = "“—”: no measured rows for that cell (the sweep did not run that attack, modality or ε for that entry)"

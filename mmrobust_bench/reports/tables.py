@@ -59,13 +59,13 @@ from .table_cells import (
 from .table_files import write_tables
 from .table_frame import (
     _FRAME_HEAD,
-    _dash_note,
-    _finish,
-    _head_lines,
-    _int_columns,
-    _measured_line,
-    _measured_record,
-    _stat_columns,
+    dash_note,
+    finish_table,
+    head_lines,
+    int_columns,
+    measured_line,
+    measured_record,
+    stat_columns,
 )
 
 TRANSFORMER_METHODS = ("MMT", "CRMT-MMT")
@@ -134,16 +134,16 @@ def build_table(
 
     records = []
     for label in labels:
-        records.append(_measured_record(data, label, dataset, columns))
+        records.append(measured_record(data, label, dataset, columns))
         name = method_name(base_label(label))
         if name in reported.index:
             rep = {"method": name, "label": label, "source": "reported", "dataset": their_name, "config_hash": ""}
             for col in columns:
                 rep[f"{col.key}_mean"] = reported.loc[name, col.title]
             records.append(rep)
-    frame = pd.DataFrame(records, columns=_FRAME_HEAD + _stat_columns(columns))
+    frame = pd.DataFrame(records, columns=_FRAME_HEAD + stat_columns(columns))
 
-    lines = _head_lines(TITLES[number], dataset, columns)
+    lines = head_lines(TITLES[number], dataset, columns)
     shown: list[str] = []
     for _, rec in frame.iterrows():
         if rec["source"] == "reported":
@@ -152,7 +152,7 @@ def build_table(
             lines.append(f"| {name} | " + " | ".join(cells) + " | — |")
             cells = cells + ["—"]
         else:
-            line, cells = _measured_line(rec, columns)
+            line, cells = measured_line(rec, columns)
             lines.append(line)
         shown += cells
     if not labels:
@@ -191,9 +191,9 @@ def build_table(
             ]
     if reported_blocks:
         frame = pd.concat([frame, pd.DataFrame(reported_blocks)], ignore_index=True)
-    frame = _int_columns(frame)
-    notes = notes + _dash_note(shown, reported=bool(reported_blocks) or not reported.empty)
-    return _finish(number, dataset, TITLES[number], columns, frame, lines, notes)
+    frame = int_columns(frame)
+    notes = notes + dash_note(shown, reported=bool(reported_blocks) or not reported.empty)
+    return finish_table(number, dataset, TITLES[number], columns, frame, lines, notes)
 
 
 def build_tables(
