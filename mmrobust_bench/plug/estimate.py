@@ -43,10 +43,14 @@ def loader_samples(loader: Iterable[Any], first_batch: int) -> int | None:
     return None
 
 
-def announce(call: str, estimate: float, what: str, remedy: str) -> float:
-    """Warn before a call expected to take over :data:`ANNOUNCE_SECONDS`; returns ``estimate``."""
+def announce(
+    call: str, estimate: float, what: str, remedy: str, *, bound: bool = True, logger: logging.Logger = log
+) -> float:
+    """Warn (on ``logger``) before a call expected to take over :data:`ANNOUNCE_SECONDS`; ``bound``: the estimate
+    is an upper bound ("up to about"), else a point estimate ("about"). Returns ``estimate``."""
     if estimate > ANNOUNCE_SECONDS:
-        log.warning("%s: up to about %.0f min for %s on this machine; %s", call, estimate / 60, what, remedy)
+        size = "up to about" if bound else "about"
+        logger.warning("%s: %s %.0f min for %s on this machine; %s", call, size, estimate / 60, what, remedy)
     return estimate
 
 

@@ -21,6 +21,7 @@ from ..certify.smoothing import smooth_certify as certify_smoothed
 from ..contracts import ALL_MODALITIES, ThreatModel
 from .batches import check_classes, device_batch, labels_of, model_device, num_classes, restored_modes
 from .declare import WrappedModel, check_wrapped
+from .estimate import ANNOUNCE_SECONDS, announce
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +215,6 @@ def smooth_certify(
     return SmoothingResult(samples, pd.DataFrame(rows), config.largest_radius)
 
 
-ANNOUNCE_SECONDS = 60.0  # a call expected to take longer says so before it starts
-
-
 def _announce_cost(model: nn.Module, x: Mapping[str, Tensor], samples: int, draws: int, batch: int) -> float:
     """Time one forward pass of ``batch`` copies of the first sample and warn, before a long smoothing run starts, how
     long ``samples`` × ``draws`` noisy forwards will take here (the estimate, in seconds, is returned)."""
@@ -227,15 +225,14 @@ def _announce_cost(model: nn.Module, x: Mapping[str, Tensor], samples: int, draw
     with torch.no_grad():
         model(probe)
     estimate = (time.perf_counter() - start) * samples * math.ceil(draws / size)
-    if estimate > ANNOUNCE_SECONDS:
-        log.warning(
-            "smooth_certify: about %.0f min for %d samples × %d noisy forward passes on this machine; lower n "
-            "or max_samples for a quicker answer",
-            estimate / 60,
-            samples,
-            draws,
-        )
-    return estimate
+    return announce(
+        "smooth_certify",
+        estimate,
+        f"{samples} samples × {draws} noisy forward passes",
+        "lower n or max_samples for a quicker answer",
+        bound=False,
+        logger=log,
+    )
 
 
 __all__ = ["SMOOTHING_ROWS", "SMOOTHING_COLUMNS", "ANNOUNCE_SECONDS", "SmoothingResult", "smooth_certify"]
