@@ -102,12 +102,6 @@ class _OnePass:
         self._first = self._read(raw)
         return self._first[0]
 
-    def first_batch(self) -> Batch:
-        """The first batch's inputs (read by :meth:`first`), e.g. to time a pass before the measurements start."""
-        if self._first is None:
-            raise RuntimeError("first_batch() before first()")
-        return self._first[0]
-
     def _count(self, batch: Batch, labels: Tensor) -> None:
         if sum(len(y) for _, y in self.kept) < FLAG_SAMPLES:
             self.kept.append(({m: x.detach().cpu() for m, x in batch.items()}, labels.cpu()))
@@ -221,7 +215,7 @@ def evaluate(
     choices = threat_sets(wrapped.names) if modality == ANY else [modality]
     with restored_modes(wrapped):
         source = _OnePass(wrapped, loader, order, label_key, dev)
-        source.first()
+        first_inputs = source.first()  # the cost estimate below times a pass on it
         sets: list[tuple[Any, Attack, ThreatModel, Attack | None]] = []
         name = ""
         for choice in choices:
@@ -241,7 +235,6 @@ def evaluate(
             )
             sets.append((choice, atk, threat.with_eps(grid[0]), fgm))
         source.replay = len(sets) > 1 or any(fgm is not None for *_, fgm in sets)
-        first_inputs = source.first_batch()
         samples = loader_samples(loader, int(next(iter(first_inputs.values())).shape[0]))
         estimate = autoattack_estimate(wrapped, first_inputs, [atk for _, atk, _, _ in sets], samples, len(grid))
         if estimate is not None:
