@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from mmrobust_bench.bench.certification import (
+    certificate_rows,
     has_certificate,
     model_keys,
     replace_certificate_rows,
+    settings_mismatch,
     with_certificate_kinds,
 )
 from mmrobust_bench.certify import certify
@@ -187,6 +189,14 @@ def test_old_certified_rows_read_with_kinds_and_smoothing_rows_sit_beside_them(t
     model = ("synthav", "jt", 0, "ab")
     assert has_certificate(frame, model) and has_certificate(frame, model, "smoothing", "a", 0.25)
     assert not has_certificate(frame, model, "smoothing", "all", 0.25)
+    # stored rows of other settings are not the certificate asked for
+    rows = certificate_rows(frame, model, "smoothing", "a", 0.25)
+    assert settings_mismatch(rows, {"sigma": 0.25}) == []
+    assert settings_mismatch(rows, {"n0": 100}) == ["n0: not recorded → 100"]
+    assert settings_mismatch(rows, {"radii": (0.0, 0.5)}) == []
+    assert settings_mismatch(rows, {"radii": (0.0, 0.25)}) == ["radii: [0.0, 0.5] → [0.0, 0.25]"]
+    assert has_certificate(frame, model, "smoothing", "a", 0.25, expect={"sigma": 0.25, "radii": (0, 0.5)})
+    assert not has_certificate(frame, model, "smoothing", "a", 0.25, expect={"n0": 100})
     assert model_keys(frame, "smoothing") == {model}
     with pytest.raises(ValueError, match="honesty check"):
         HonestyConfig(loss="hinge")

@@ -147,6 +147,35 @@ def test_an_entry_certify_block_reaches_its_certificate(tmp_path):
     assert certified["checkpoint_sha256"].nunique() == 1
 
 
+@pytest.mark.slow
+def test_a_certificate_of_other_settings_is_made_again_and_replaced(tmp_path, caplog):
+    """A stored certificate counts as done only with the sweep's settings: changing an entry's test_samples (or
+    the radius grid) certifies it again and replaces its rows, never leaving two settings side by side."""
+    config = {
+        "dataset": "synthav",
+        "dataset_set": {"n_train": 256, "n_test": 48},
+        "seeds": [0],
+        "set": {"epochs": 1},
+        "defenses": ["jt", {"defense": "jt", "label": "jt_small", "certify": {"test_samples": 16}}],
+        "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+        "certify": {"radii": [0, 0.1], "honesty_steps": 0, "train_samples": 64},
+    }
+    assert run_sweep(build_plan(config), root=tmp_path, progress=False).certified == 2
+    config["defenses"][1]["certify"] = {"test_samples": 24}
+    caplog.clear()
+    outcome = run_sweep(build_plan(config), root=tmp_path, progress=False)
+    assert outcome.certified == 1  # jt_small only: jt's certificate has the sweep's settings
+    assert "jt_small seed 0: the stored empirical certificate was made with other settings (n: [16.0] → 24)" in (
+        caplog.text
+    )
+    certified = pd.read_csv(tmp_path / "certified.csv")
+    assert dict(certified.groupby("defense")["n"].unique().apply(list)) == {"jt": [48], "jt_small": [24]}
+    config["certify"]["radii"] = [0, 0.1, 0.2]
+    assert run_sweep(build_plan(config), root=tmp_path, progress=False).certified == 2
+    certified = pd.read_csv(tmp_path / "certified.csv")
+    assert set(certified.groupby("defense")["radius"].unique().apply(lambda r: tuple(sorted(r)))) == {(0.0, 0.1, 0.2)}
+
+
 @pytest.mark.parametrize(
     "config,message",
     [

@@ -123,21 +123,21 @@ def read_certified(path: Path) -> pd.DataFrame:
     return with_provenance_defaults(with_certificate_kinds(read_any(path)))
 
 
-def has_certificate(
+def certificate_rows(
     frame: pd.DataFrame,
     model: tuple,
     method: str = EMPIRICAL_METHOD,
     modality: str | None = None,
     sigma: float | None = None,
-) -> bool:
-    """Whether ``frame`` (certified.csv) holds rows of ``model`` (dataset, label, seed, sha256) by ``method``
-    (for smoothing: of that noise set's modality label and σ)."""
+) -> pd.DataFrame:
+    """The rows of ``frame`` (certified.csv) of ``model`` (dataset, label, seed, sha256) by ``method`` (for
+    smoothing: of that noise set's modality label and σ)."""
     if frame.empty:
-        return False
+        return frame
     frame = with_certificate_kinds(frame)
     rows = frame[frame["method"].astype(str) == method]
     if rows.empty:
-        return False
+        return rows
     keys = rows[list(MODEL_COLUMNS)].astype(str).agg("|".join, axis=1)
     rows = rows[keys == "|".join(str(v) for v in model)]
     if method == SMOOTHING and not rows.empty:
@@ -145,7 +145,45 @@ def has_certificate(
             (rows["modality"].astype(str) == str(modality))
             & ((rows["sigma"].astype(float) - float(sigma)).abs() < 1e-12)
         ]
-    return not rows.empty
+    return rows
+
+
+def settings_mismatch(rows: pd.DataFrame, expect: Mapping[str, Any]) -> list[str]:
+    """``column: stored → expected`` for each setting in ``expect`` that the certificate ``rows`` do not all
+    share: ``n`` (test samples certified), ``radii`` (the radius grid, as a set) or any other recorded column
+    (smoothing's ``n0``, ``n_noise``, ``alpha``). A column the rows lack counts as different: they cannot be
+    shown to match."""
+    out = []
+    for name, wanted in expect.items():
+        column = "radius" if name == "radii" else name
+        if column not in rows.columns:
+            out.append(f"{name}: not recorded → {wanted}")
+            continue
+        stored = rows[column].dropna()
+        if name == "radii":
+            have, want = sorted({round(float(v), 10) for v in stored}), sorted({round(float(v), 10) for v in wanted})
+            if have != want:
+                out.append(f"radii: {have} → {want}")
+        elif stored.empty or not (stored.astype(float) == float(wanted)).all():
+            have = sorted({float(v) for v in stored}) or "not recorded"
+            out.append(f"{name}: {have} → {wanted}")
+    return out
+
+
+def has_certificate(
+    frame: pd.DataFrame,
+    model: tuple,
+    method: str = EMPIRICAL_METHOD,
+    modality: str | None = None,
+    sigma: float | None = None,
+    expect: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether ``frame`` (certified.csv) holds rows of ``model`` (dataset, label, seed, sha256) by ``method``
+    (for smoothing: of that noise set's modality label and σ), made with the settings in ``expect``
+    (:func:`settings_mismatch`): rows of other settings are not this certificate, and certifying again
+    replaces them."""
+    rows = certificate_rows(frame, model, method, modality, sigma)
+    return not rows.empty and not (expect and settings_mismatch(rows, expect))
 
 
 def replace_certificate_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
@@ -524,6 +562,8 @@ __all__ = [
     "read_certified",
     "model_keys",
     "has_certificate",
+    "certificate_rows",
+    "settings_mismatch",
     "replace_model_rows",
     "replace_certificate_rows",
     "with_certificate_kinds",

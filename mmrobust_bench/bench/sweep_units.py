@@ -23,7 +23,15 @@ from ..attacks import build_attack
 from ..contracts import ALL_MODALITIES, ThreatModel
 from . import distributed
 from .api import attack_options_for, train_defense
-from .certification import CERTIFIED_CSV, certify_model, has_certificate, noise_set, read_table, smoothed_label
+from .certification import (
+    CERTIFIED_CSV,
+    certificate_rows,
+    certify_model,
+    noise_set,
+    read_table,
+    settings_mismatch,
+    smoothed_label,
+)
 from .configs import ModelConfig
 from .evaluate import Measurement, clean_accuracy, robust_accuracy
 from .flags import check_attack, clean_row_flags, flag_rows, row_flags
@@ -41,7 +49,7 @@ from .result_rows import (
 )
 from .results import append_rows, rewrite_rows
 from .retire import RetireOutcome
-from .sweep_config import DefenseEntry, GridBlock
+from .sweep_config import CertifySpec, DefenseEntry, GridBlock
 from .sweep_plan import SweepPlan, unit_cells
 from .threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from .train import TrainedModel, model_dtype, select_device
@@ -153,6 +161,45 @@ def earlier_cell_keys(
     return keys
 
 
+def certificate_settings(spec: CertifySpec, method: str, test_size: int) -> dict[str, Any]:
+    """The recorded settings a stored certificate of ``method`` must have been made with to count as this sweep's
+    (:func:`~mmrobust_bench.bench.certification.settings_mismatch`): the number of test samples, and the radius
+    grid (empirical; smoothing clips radii above its cap) or smoothing's ``n0``, ``n`` and ``alpha``."""
+    n = min(spec.test_samples, test_size) if spec.test_samples > 0 else test_size
+    if method == "smoothing":
+        s = spec.smoothing
+        return {"n": n, "n0": s.n0, "n_noise": s.n, "alpha": s.alpha}
+    return {"n": n, "radii": spec.radii}
+
+
+def _stored(
+    stored: pd.DataFrame,
+    model: tuple,
+    method: str,
+    expect: dict[str, Any],
+    *,
+    modality: str | None = None,
+    sigma: float | None = None,
+) -> bool:
+    """Whether the certificate is stored with the sweep's settings; stored rows of other settings are named in a
+    warning (certifying again replaces them)."""
+    rows = certificate_rows(stored, model, method, modality, sigma)
+    if rows.empty:
+        return False
+    differ = settings_mismatch(rows, expect)
+    if differ:
+        what = method if modality is None else f"{method} on {modality}"
+        log.warning(
+            "%s %s seed %s: the stored %s certificate was made with other settings (%s); certifying again replaces it",
+            model[0],
+            model[1],
+            model[2],
+            what,
+            "; ".join(differ),
+        )
+    return not differ
+
+
 def certify_unit(
     plan: SweepPlan,
     trained: TrainedModel,
@@ -172,18 +219,24 @@ def certify_unit(
     names = [s.name for s in ds.specs]
     done = 0
     for method in spec.methods:
+        expect = certificate_settings(spec, method, len(ds.test))
         sets: Sequence[str] = ()
-        if method == "smoothing":  # only the noise sets (at this σ) not yet stored
+        if method == "smoothing":  # only the noise sets (at this σ and these settings) not yet stored
             sets = [
                 m
                 for m in spec.modalities
-                if not has_certificate(
-                    stored, model, method, smoothed_label(noise_set(m, names), names), spec.smoothing.sigma
+                if not _stored(
+                    stored,
+                    model,
+                    method,
+                    expect,
+                    modality=smoothed_label(noise_set(m, names), names),
+                    sigma=spec.smoothing.sigma,
                 )
             ]
             if not sets:
                 continue
-        elif has_certificate(stored, model, method):
+        elif _stored(stored, model, method, expect):
             continue
         certify_model(
             ModelConfig(
