@@ -10,7 +10,7 @@ import contextlib
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,37 +92,28 @@ class GridBlock:
 
 
 @dataclass(frozen=True)
-class CertifySpec:
+class CertifySpec(CertifyConfig):
+    """A sweep's ``certify:`` block: the :class:`~mmrobust_bench.bench.configs.CertifyConfig` of every method it
+    runs (``methods``: ``empirical``, ``smoothing``), with the block's defaults filled in; the inherited ``method``
+    is set per method by :meth:`for_method`."""
+
     radii: tuple[float, ...] = DEFAULT_RADII
-    honesty_steps: int = 100
-    train_samples: int = -1
-    batch_size: int = 64
-    # certification methods (``empirical``, ``smoothing``), the honesty check's strength, randomized smoothing
-    methods: tuple[str, ...] = ("empirical",)
     honesty: HonestyConfig = field(default_factory=HonestyConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     modalities: tuple[str, ...] = (ALL_MODALITIES,)  # smoothing noise sets: "a", "a,v", "all"
-    test_samples: int = -1
-    n_attack: int = 16
-    attack_steps: int = 20
-    attack_samples: int = -1
+    methods: tuple[str, ...] = ("empirical",)
 
     def for_method(self, method: str, *, seed: int, modalities: Sequence[str] | None = None) -> CertifyConfig:
         """The :class:`~mmrobust_bench.bench.configs.CertifyConfig` of one of the block's methods for one seed's
         model (smoothing's noise seeded by it), on ``modalities`` or the block's noise sets."""
+        shared = {f.name: getattr(self, f.name) for f in fields(CertifyConfig)}
         return CertifyConfig(
-            method=method,
-            radii=self.radii,
-            honesty_steps=self.honesty_steps,
-            honesty=self.honesty,
-            train_samples=self.train_samples,
-            test_samples=self.test_samples,
-            batch_size=self.batch_size,
-            smoothing=replace(self.smoothing, seed=seed),
-            modalities=tuple(modalities) if modalities else self.modalities,
-            n_attack=self.n_attack,
-            attack_steps=self.attack_steps,
-            attack_samples=self.attack_samples,
+            **{
+                **shared,
+                "method": method,
+                "smoothing": replace(self.smoothing, seed=seed),
+                "modalities": tuple(modalities) if modalities else self.modalities,
+            }
         )
 
 
@@ -158,18 +149,18 @@ def parse_certify_block(cert: Mapping[str, Any], radii: Sequence[float]) -> Cert
         batch=whole("noise_batch", 1000),
     )
     return CertifySpec(
-        _radii(radii),
-        steps,
-        whole("train_samples", -1),
-        whole("batch_size", 64),
-        methods,
-        honesty,
-        smoothing,
-        tuple(str(m) for m in as_list(cert.get("modalities", ALL_MODALITIES))),
-        whole("test_samples", -1),
-        whole("n_attack", 16),
-        whole("attack_steps", 20),
-        whole("attack_samples", -1),
+        radii=_radii(radii),
+        honesty_steps=steps,
+        train_samples=whole("train_samples", -1),
+        batch_size=whole("batch_size", 64),
+        methods=methods,
+        honesty=honesty,
+        smoothing=smoothing,
+        modalities=tuple(str(m) for m in as_list(cert.get("modalities", ALL_MODALITIES))),
+        test_samples=whole("test_samples", -1),
+        n_attack=whole("n_attack", 16),
+        attack_steps=whole("attack_steps", 20),
+        attack_samples=whole("attack_samples", -1),
     )
 
 
