@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from mmrobust_bench.bench.results import ResultRow, rows_frame
 from mmrobust_bench.reports.findings import findings_markdown
-from mmrobust_bench.reports.headline import FLAG_MARK, headline, headline_markdown, masking_check
+from mmrobust_bench.reports.headline import (
+    FLAG_MARK,
+    headline,
+    headline_markdown,
+    masking_check,
+    reference_comparison,
+)
 
 STANDARD = "autoattack(version='standard')"
 
@@ -96,3 +103,39 @@ def test_every_findings_table_marks_flagged_cells():
     crmt = next(line for line in section3.splitlines() if line.startswith("| `crmt_jt` |"))
     jt = next(line for line in section3.splitlines() if line.startswith("| `jt` |"))
     assert f"0.740 ± 0.000 {FLAG_MARK} zero_gradients" in crmt and FLAG_MARK not in jt
+
+
+def test_difference_is_welch_t_over_seeds_with_a_binomial_floor():
+    from scipy import stats
+
+    from mmrobust_bench.reports.headline import difference
+
+    a, b = np.array([0.5, 0.6, 0.7]), np.array([0.1, 0.2, 0.3])
+    d, half, verdict = difference(a, 1e9, b, 1e9)  # binomial noise negligible: Welch, df = 4 exactly here
+    assert math.isclose(d, 0.4) and verdict == "higher"
+    assert math.isclose(half, stats.t.ppf(0.975, 4) * math.sqrt(0.02 / 3))
+    assert difference(b, 1e9, a, 1e9)[2] == "lower"
+    # seeds that agree exactly do not make a difference certain: the binomial noise of n = 500 samples a seed
+    same = np.array([0.5, 0.5, 0.5])
+    d, half, verdict = difference(same, 500, same, 500)
+    assert d == 0 and verdict == "within noise"
+    assert math.isclose(half, stats.t.ppf(0.975, 4) * math.sqrt(2 * 0.25 / 1500))
+    assert difference(np.array([0.6] * 3), 500, same, 500)[2] == "higher"  # 0.1 against a half-width of 0.051
+    assert difference(np.array([0.9]), 500, same, 500)[2] == "untested"  # one seed: no interval
+
+
+def test_findings_compare_every_entry_with_the_reference_under_the_strong_evaluation():
+    rows = rows_of_two_entries()
+    head = headline(rows)
+    comparison = reference_comparison(rows, head, "jt").set_index("entry")
+    assert list(comparison.index) == ["crmt_jt"]
+    # crmt_jt − jt per seed: v +0.05 (both seeds), a −0.10, any −0.05; 2 seeds, equal spreads: noise-floored
+    assert math.isclose(comparison.loc["crmt_jt", "v"], 0.05) and math.isclose(comparison.loc["crmt_jt", "a"], -0.1)
+    assert comparison.loc["crmt_jt", "clean_verdict"] == "within noise"
+    text = findings_markdown(rows)
+    section = text[text.index("### 0c. Against `jt`") : text.index("### 1.")]
+    # a: −0.1 against t(0.975, 2) · √(0.605·0.395/2000 + 0.505·0.495/2000) = 0.067 (binomial floor, df 2): a loss
+    assert (
+        "| `crmt_jt` | +0.000 ± 0.041 | -0.100 ± 0.067 ▼ | +0.050 ± 0.064 | +0.050 ± 0.057 | -0.050 ± 0.037 ▼ | 2 |"
+        in section.splitlines()
+    )

@@ -263,7 +263,7 @@ def findings_markdown(
             f"entries ({', '.join(markdown_code(r) for r in references)}): sections 1, 2 and 4 show each._",
             "",
         ]
-    out += headline_sections(rows)
+    out += headline_sections(rows, references[0] if len(references) == 1 else None)
     ref_text = ", ".join(markdown_code(r) for r in references)
     if references:
         out += [

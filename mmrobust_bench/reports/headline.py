@@ -188,11 +188,109 @@ def masking_markdown(check: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def headline_sections(rows: pd.DataFrame) -> list[str]:
-    """The findings' headline sections (empty when no ``autoattack`` row exists)."""
+def _seed_values(part: pd.DataFrame) -> tuple[np.ndarray, float]:
+    """Per-seed accuracies of one cell and the samples each was measured on (mean over seeds)."""
+    per_seed = part.groupby("seed").agg(accuracy=("accuracy", "mean"), n=("n", "max"))
+    return per_seed["accuracy"].to_numpy(dtype=float), float(per_seed["n"].mean()) if len(per_seed) else math.nan
+
+
+def difference(a: np.ndarray, n_a: float, b: np.ndarray, n_b: float) -> tuple[float, float, str]:
+    """Mean of ``a`` minus mean of ``b`` (per-seed accuracies on ``n_a`` / ``n_b`` samples a seed), the half-width
+    of its 95% interval and the verdict ``higher``, ``lower`` or ``within noise`` (``untested`` under 2 seeds a
+    side). The interval is Welch's t over seeds, never narrower than the binomial noise of the two means (seeds
+    that agree exactly do not make a difference certain)."""
+    d = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
+    if len(a) < 2 or len(b) < 2 or not math.isfinite(d):
+        return d, math.nan, "untested"
+    from scipy import stats as _stats  # imported here: scipy.stats is slow to import and most reports never need it
+
+    var_a, var_b = float(a.var(ddof=1)) / len(a), float(b.var(ddof=1)) / len(b)
+
+    def binomial(values: np.ndarray, n: float) -> float:
+        p = float(values.mean())
+        return max(p * (1 - p), 1.0 / max(n, 1.0)) / (max(n, 1.0) * len(values))
+
+    seeds, noise = var_a + var_b, binomial(a, n_a) + binomial(b, n_b)
+    if seeds >= noise:
+        df = seeds**2 / ((var_a**2 / (len(a) - 1)) + (var_b**2 / (len(b) - 1)))
+    else:
+        df = float(len(a) + len(b) - 2)
+    half = float(_stats.t.ppf(0.975, df)) * math.sqrt(max(seeds, noise))
+    return d, half, "higher" if d > half else "lower" if d < -half else "within noise"
+
+
+VERDICT_MARK = {"higher": " ▲", "lower": " ▼", "within noise": "", "untested": ""}
+
+
+def reference_comparison(rows: pd.DataFrame, head: Headline, reference: str) -> pd.DataFrame:
+    """Per entry other than ``reference`` and per headline column (clean, each modality, all, any): the difference
+    from ``reference`` with its 95% half-width and verdict (:func:`difference`), and the flags of both cells."""
+    column = _entry_column(rows)
+    strong = rows[
+        (rows["attack"].astype(str) == STRONG)
+        & (rows["attack_config"].astype(str) == head.attack_config)
+        & np.isclose(rows["eps"].astype(float), head.eps)
+    ]
+    clean = rows[rows["attack"].astype(str) == "clean"]
+
+    def cell(entry: str, m: str) -> pd.DataFrame:
+        frame = clean if m == "clean" else strong[strong["modality"].astype(str) == m]
+        return frame[frame[column].astype(str) == entry]
+
+    records = []
+    for entry in head.table["entry"]:
+        if entry == reference:
+            continue
+        record: dict = {"entry": entry, "seeds": int(cell(entry, head.modalities[-1])["seed"].nunique())}
+        for m in ["clean", *head.modalities]:
+            mine, ref = cell(entry, m), cell(reference, m)
+            d, half, verdict = difference(*_seed_values(mine), *_seed_values(ref))
+            flags = ";".join(sorted({f for part in (mine, ref) for f in cell_flags(part).split(";") if f}))
+            record.update({m: d, f"{m}_half": half, f"{m}_verdict": verdict, f"{m}_flags": flags})
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def comparison_markdown(comparison: pd.DataFrame, head: Headline, reference: str) -> str:
+    """The comparison with the reference as Markdown, in the headline's order."""
+    if comparison.empty:
+        return f"_no entry besides {markdown_code(reference)}_"
+    names = ["clean", *head.modalities]
+    titles = ["clean", *(modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities)]
+    lines = [
+        "| entry | " + " | ".join(markdown_cell(t) for t in titles) + " | seeds |",
+        "|---|" + "---:|" * (len(titles) + 1),
+    ]
+    for r in comparison.to_dict("records"):
+        cells = []
+        for m in names:
+            text = "—" if not math.isfinite(r[m]) else f"{r[m]:+.3f}"
+            if math.isfinite(r[f"{m}_half"]):
+                text += f" ± {r[f'{m}_half']:.3f}"
+            cells.append(flagged(text + VERDICT_MARK[r[f"{m}_verdict"]], r[f"{m}_flags"]))
+        lines.append(f"| {markdown_code(r['entry'])} | " + " | ".join(cells) + f" | {r['seeds']} |")
+    return "\n".join(lines)
+
+
+def headline_sections(rows: pd.DataFrame, reference: str | None = None) -> list[str]:
+    """The findings' headline sections (empty when no ``autoattack`` row exists); with ``reference`` (an entry),
+    each entry's difference from it under the strong evaluation."""
     head = headline(rows)
     if head is None:
         return []
+    versus = []
+    if reference is not None and reference in set(head.table["entry"]):
+        versus = [
+            f"### 0c. Against {markdown_code(reference)} under the strong evaluation",
+            "",
+            f"Each entry's robust accuracy minus {markdown_code(reference)}'s (mean over seeds; clean accuracy on "
+            "the whole test split) ± the half-width of the difference's 95% interval (Welch's t over seeds, never "
+            "narrower than the binomial noise of the two means). ▲ a gain beyond that interval, ▼ a loss beyond "
+            f"it, no mark: within noise (under 2 seeds a side: no interval). {FLAG_MARK}: a flag on either cell.",
+            "",
+            comparison_markdown(reference_comparison(rows, head, reference), head, reference),
+            "",
+        ]
     return [
         f"### 0. Headline: standard strong evaluation ({markdown_code(head.attack_config)}) at ε = {head.eps:g}",
         "",
@@ -205,6 +303,7 @@ def headline_sections(rows: pd.DataFrame) -> list[str]:
         "",
         masking_markdown(masking_check(rows)),
         "",
+        *versus,
     ]
 
 
@@ -213,6 +312,9 @@ __all__ = [
     "headline",
     "headline_markdown",
     "headline_sections",
+    "difference",
+    "reference_comparison",
+    "comparison_markdown",
     "masking_check",
     "masking_markdown",
     "strong_rows",
