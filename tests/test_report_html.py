@@ -6,6 +6,7 @@ links every model's card, the figures and the tables. Skipped only when no chrom
 
 import html
 import json
+import math
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from mmrobust_bench.reports.headline import difference
 from mmrobust_bench.reports.leaderboard import card_path, write_leaderboard
 from mmrobust_bench.reports.paper import display_name
 from mmrobust_bench.reports.tables import Column, cell_summary
@@ -197,6 +199,24 @@ def test_ranked_by_any_with_the_headline_first_and_the_masking_check_below(ranke
         check,
     )
     assert page.index('id="leaderboard"') < page.index('id="masking"')
+
+
+def test_every_entry_against_jt_under_the_strong_evaluation_in_rank_order(ranked_page):
+    page = ranked_page.read_text()
+    assert page.index('id="masking"') < page.index('id="versus"')
+    assert body_names(page, "versus") == [display_name(label) for label in ANY_ORDER if label != "jt"]
+    # any: every seed of an entry sits 0.04 per rank above the next, the seeds' spreads alike (x, x+0.01, x+0.02)
+    top = ANY_ORDER[0]
+    gap = np.mean([any_accuracy(top, s) - any_accuracy("jt", s) for s in range(3)])
+    body = page.split('<table id="versus"', 1)[1].split("</tbody>", 1)[0]
+    row = re.search(rf"<tr><td class=\"text\">{re.escape(display_name(top))}.*?</tr>", body, flags=re.S).group(0)
+    cells = re.findall(r"<td(?: title=\"[^\"]*\")?>([^<]*)</td>", row)
+    n = float(autoattack_rows().query("modality == 'any'")["n"].iloc[0])
+    top_acc, jt_acc = (np.array([any_accuracy(label, s) for s in range(3)]) for label in (top, "jt"))
+    d, half, verdict = difference(top_acc, n, jt_acc, n)
+    assert math.isclose(d, gap) and verdict == "within noise"  # 0.08 on few samples a seed: the page says no more
+    assert cells[-2] == f"{gap:+.3f} ± {half:.3f}"
+    assert len(cells) == 1 + 4 + 1  # clean, v, a, all, any, seeds
 
 
 def test_without_any_rows_the_page_ranks_by_the_joint_attack_and_says_so(tmp_path):

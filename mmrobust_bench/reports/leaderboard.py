@@ -31,6 +31,7 @@ links ``reports.leaderboard_links``, its template ``reports.leaderboard_page``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from ..bench.zoo_index import link_cards
 from ..io import atomic_write_text
 from .cards import CARD_SCHEMA, card_path, model_cards, prune_stale_cards, write_cards
 from .entries import mixed_labels, resolve_entries
-from .headline import ANY, STRONG, Z, masking_check
+from .headline import ANY, STRONG, VERDICT_MARK, Headline, Z, masking_check, reference_comparison
 from .leaderboard_columns import (
     EMPIRICAL_LABEL,
     SOUND_LABEL,
@@ -101,6 +102,29 @@ def _masking_rows(data: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
         for r in flagged.itertuples()
     ]
     return summary, rows
+
+
+REFERENCE = "jt"  # the entry the page compares every other with under the strong evaluation (findings' section 0c)
+
+
+def _comparison_rows(data: pd.DataFrame, head: Headline) -> tuple[list[str], list[dict[str, Any]]]:
+    """Every entry against :data:`REFERENCE` under the strong evaluation (``reports.headline.reference_comparison``):
+    the column titles and one row per entry in the headline's order; nothing when the reference is not ranked."""
+    if REFERENCE not in set(head.table["entry"].astype(str)):
+        return [], []
+    comparison = reference_comparison(data, head, REFERENCE)
+    names = ["clean", *head.modalities]
+    titles = ["clean", *(modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities)]
+    rows = []
+    for r in comparison.to_dict("records"):
+        cells = []
+        for m in names:
+            text = "—" if not math.isfinite(r[m]) else f"{r[m]:+.3f}"
+            if math.isfinite(r[f"{m}_half"]):
+                text += f" ± {r[f'{m}_half']:.3f}"
+            cells.append({"text": text + VERDICT_MARK[r[f"{m}_verdict"]], "flags": r[f"{m}_flags"]})
+        rows.append({"entry": r["entry"], "name": display_name(r["entry"]), "cells": cells, "seeds": r["seeds"]})
+    return titles, rows
 
 
 def leaderboard_html(
@@ -198,6 +222,7 @@ def leaderboard_html(
         )
     legend = list(FLAG_TEXT.items()) + [(name, UNKNOWN_FLAG) for name in sorted(seen - set(FLAG_TEXT))]
     masking_summary, masking = _masking_rows(data) if head is not None else ("", [])
+    versus_titles, versus = _comparison_rows(data, head) if head is not None else ([], [])
     return TEMPLATE.render(
         csp=CONTENT_SECURITY_POLICY,
         css=Markup(CSS),
@@ -230,6 +255,9 @@ def leaderboard_html(
         empirical=EMPIRICAL_LABEL,
         masking_summary=masking_summary,
         masking=masking,
+        versus=versus,
+        versus_titles=versus_titles,
+        reference=display_name(REFERENCE),
         cards_dir=f"cards/{slug(dataset)}/" if by_entry else "",
     )
 

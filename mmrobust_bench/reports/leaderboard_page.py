@@ -138,6 +138,20 @@ overclaim, see the honesty checks in the findings.</p>{% endif %}
 {#- #}<td>{{ m.gap }}</td><td class="text">{{ m.flags }}</td><td>{{ m.seeds }}</td></tr>
 {% endfor -%}
 </tbody></table>{% endif %}{% endif %}
+{% if versus %}<h2>Against {{ reference }} under the strong evaluation</h2>
+<p class="meta">Each entry's accuracy minus {{ reference }}'s (mean over seeds; the strong evaluation's columns at
+ε = {{ strong_eps }}, clean on the whole test split) ± the half-width of the difference's 95% interval (Welch's t
+over seeds, never narrower than the binomial noise of the two means): ▲ a gain beyond it, ▼ a loss beyond it, no
+mark: within noise; {{ mark }}: a flag on either cell (hover it).</p>
+<table id="versus" class="board"><thead><tr><th class="text">entry</th>{% for t in versus_titles %}<th>{{ t }}</th>
+{%- endfor %}<th>seeds</th></tr></thead>
+<tbody>
+{% for r in versus -%}
+<tr><td class="text">{{ r.name }}{% if r.name != r.entry %} <code class="id">{{ r.entry }}</code>{% endif %}</td>
+{%- for c in r.cells %}<td{% if c.flags %} title="{{ c.flags }}"{% endif %}>{{ c.text }}{% if c.flags %} {{ mark }}
+{%- endif %}</td>{% endfor %}<td>{{ r.seeds }}</td></tr>
+{% endfor -%}
+</tbody></table>{% endif %}
 <h2>Validity flags</h2>
 <p class="meta">{{ mark }} on a cell: some of its rows carry these flags (bench/flags.py), signs that the attack may
 have overestimated robustness; a claim resting on a flagged cell needs a stronger evaluation. {% if not flags_seen -%}
