@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mmrobust_bench.bench.results import ResultRow, rows_frame
 from mmrobust_bench.reports.findings import findings_markdown
@@ -139,3 +141,31 @@ def test_findings_compare_every_entry_with_the_reference_under_the_strong_evalua
         "| `crmt_jt` | +0.000 ± 0.041 | -0.100 ± 0.067 ▼ | +0.050 ± 0.064 | +0.050 ± 0.057 | -0.050 ± 0.037 ▼ | 2 |"
         in section.splitlines()
     )
+
+
+def test_masking_check_pairs_the_samples_when_rows_hold_outcomes():
+    """PGD on all 1000 samples, the strong evaluation on the first 500: both accuracies on those 500, and McNemar's
+    count of the samples they disagree on decides."""
+    from mmrobust_bench.bench.result_rows import encode_outcomes
+
+    def outcomes(correct: list[int], n: int) -> str:
+        bits = torch.zeros(n, dtype=torch.bool)
+        bits[correct] = True
+        return encode_outcomes(bits)
+
+    out = []
+    for label, broke, kept in (("masked", 50, 0), ("honest", 10, 8)):
+        pgd_right = list(range(300)) + list(range(600, 1000))  # 300 of the first 500, 700 of 1000 overall
+        strong_right = list(range(broke, 300)) + list(range(300, 300 + kept))  # PGD-right broken, PGD-wrong kept
+        pgd = row(label, 0, "pgd_l2", "v", 0.5, 0.7, n=1000)
+        strong = row(label, 0, "autoattack", "v", 0.5, len(strong_right) / 500, config=STANDARD, n=500)
+        out += [
+            dataclasses.replace(pgd, outcomes=outcomes(pgd_right, 1000)),
+            dataclasses.replace(strong, outcomes=outcomes(strong_right, 500)),
+        ]
+    check = masking_check(rows_frame(out)).set_index("entry")
+    assert check["paired"].all()
+    assert math.isclose(check.loc["masked", "pgd_l2"], 0.6)  # on the first 500, not the row's 0.7 over 1000
+    assert math.isclose(check.loc["masked", "autoattack"], 0.5) and math.isclose(check.loc["masked", "gap"], 0.1)
+    assert bool(check.loc["masked", "masking"])  # b − c = 50 > 2·√50
+    assert math.isclose(check.loc["honest", "gap"], 0.004) and not bool(check.loc["honest", "masking"])  # 2 < 2·√18

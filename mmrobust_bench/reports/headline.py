@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..bench.result_rows import decode_outcomes
 from .entries import ENTRY
 from .safe_text import markdown_cell, markdown_code
 from .stats import modality_name
@@ -114,39 +115,72 @@ def headline_markdown(head: Headline) -> str:
     return "\n".join(lines)
 
 
-def _joined_flags(cells: pd.Series) -> str:
-    return cell_flags(cells.to_frame("flags"))
+MASKING_TEST = (
+    "on the same samples, PGD-correct samples the strong evaluation broke outnumber the reverse by more than "
+    f"{Z:g} standard deviations (McNemar; rows without per-sample outcomes: the gap exceeds {Z:g} binomial standard "
+    "deviations), so the PGD number was gradient masking or a weak attack, not robustness"
+)
+MASKING_COLUMNS = ["entry", "modality", "eps", "pgd_l2", "autoattack", "gap", "masking", "pgd_flags", "seeds", "paired"]
+
+
+def _paired_counts(pgd: pd.Series, strong: pd.Series) -> tuple[float, int, int] | None:
+    """On the strong evaluation's samples (the first ``n`` of the split, where the PGD row measured at least as
+    many): PGD's accuracy there, and how many samples PGD left correct that the strong evaluation broke (``b``)
+    and the reverse (``c``); None when a row has no per-sample outcomes."""
+    n_pgd, n_strong = int(pgd["n"]), int(strong["n"])
+    if not _has_outcomes(pgd) or not _has_outcomes(strong) or n_strong > n_pgd:
+        return None
+    mine = decode_outcomes(str(pgd["outcomes"]), n_pgd)[:n_strong]
+    theirs = decode_outcomes(str(strong["outcomes"]), n_strong)
+    return float(mine.double().mean()), int((mine & ~theirs).sum()), int((~mine & theirs).sum())
+
+
+def _has_outcomes(row: pd.Series) -> bool:
+    value = row.get("outcomes", "")
+    return isinstance(value, str) and value != ""
 
 
 def masking_check(rows: pd.DataFrame) -> pd.DataFrame:
     """Per entry, modality and ε where both were measured: the paper's PGD accuracy, ``autoattack``'s, the gap and
-    whether it exceeds ``Z`` binomial standard deviations (``masking``). Means over the seeds both measured."""
+    whether it says the PGD number was masking (``masking``); means over the seeds both measured.
+
+    Where the rows hold per-sample outcomes (``paired``), both accuracies are on the same samples (the strong
+    evaluation's, the first of the split) and the test is McNemar's: of the samples the two attacks disagree on,
+    ``b`` PGD left correct and the strong evaluation broke, ``c`` the reverse; masking when ``b − c`` exceeds ``Z``
+    standard deviations of that count under equal strength (``Z·√(b + c)``), summed over seeds. Otherwise the gap of
+    the two accuracies, each on its own samples, must exceed ``Z`` binomial standard deviations."""
     strong, _ = strong_rows(rows)
     pgd = rows[rows["attack"].astype(str) == PAPER_ATTACK]
     if strong.empty or pgd.empty:
-        return pd.DataFrame(
-            columns=["entry", "modality", "eps", "pgd_l2", "autoattack", "gap", "masking", "pgd_flags", "seeds"]
-        )
+        return pd.DataFrame(columns=MASKING_COLUMNS)
     column = _entry_column(rows)
     keys = [column, "seed", "modality", "eps"]
 
-    def per_seed(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.assign(modality=frame["modality"].astype(str), eps=frame["eps"].astype(float).round(10))
-        out = frame.groupby(keys, as_index=False).agg(
-            **{name: ("accuracy", "mean"), f"{name}_n": ("n", "max"), f"{name}_flags": ("flags", _joined_flags)}
-        )
-        return out
+        return frame.drop_duplicates(keys, keep="last").set_index(keys)
 
-    both = per_seed(pgd, "pgd_l2").merge(per_seed(strong, "autoattack"), on=keys)
-    if both.empty:
-        return pd.DataFrame(
-            columns=["entry", "modality", "eps", "pgd_l2", "autoattack", "gap", "masking", "pgd_flags", "seeds"]
-        )
+    mine, theirs = keyed(pgd), keyed(strong)
+    common = mine.index.intersection(theirs.index)
+    if common.empty:
+        return pd.DataFrame(columns=MASKING_COLUMNS)
     records = []
-    for (entry, modality, eps), part in both.groupby([column, "modality", "eps"], sort=True):
-        p, a = float(part["pgd_l2"].mean()), float(part["autoattack"].mean())
-        n = float(part["autoattack_n"].sum())
-        noise = Z * math.sqrt(max(a * (1 - a), 1.0 / max(n, 1.0)) / max(n, 1.0))
+    for (entry, modality, eps), index in (
+        pd.Series(list(common), index=common).groupby(level=[0, 2, 3], sort=True).groups.items()
+    ):
+        pairs = [(mine.loc[k], theirs.loc[k]) for k in index]
+        counts = [_paired_counts(p, a) for p, a in pairs]
+        a = float(np.mean([float(t["accuracy"]) for _, t in pairs]))
+        paired_counts = [c for c in counts if c is not None]
+        if len(paired_counts) == len(counts):
+            p = float(np.mean([acc for acc, _, _ in paired_counts]))
+            broke, kept = sum(b for _, b, _ in paired_counts), sum(c for _, _, c in paired_counts)
+            masking, paired = bool(broke - kept > Z * math.sqrt(broke + kept)), True
+        else:
+            p = float(np.mean([float(q["accuracy"]) for q, _ in pairs]))
+            n = float(sum(float(t["n"]) for _, t in pairs))
+            noise = Z * math.sqrt(max(a * (1 - a), 1.0 / max(n, 1.0)) / max(n, 1.0))
+            masking, paired = bool(p - a > noise), False
         records.append(
             {
                 "entry": entry,
@@ -155,12 +189,13 @@ def masking_check(rows: pd.DataFrame) -> pd.DataFrame:
                 "pgd_l2": p,
                 "autoattack": a,
                 "gap": p - a,
-                "masking": bool(p - a > noise),
-                "pgd_flags": _joined_flags(part["pgd_l2_flags"]),
-                "seeds": int(part["seed"].nunique()),
+                "masking": masking,
+                "pgd_flags": cell_flags(pd.DataFrame({"flags": [q.get("flags") for q, _ in pairs]})),
+                "seeds": len(pairs),
+                "paired": paired,
             }
         )
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(records, columns=MASKING_COLUMNS)
 
 
 def masking_markdown(check: pd.DataFrame) -> str:
@@ -170,7 +205,7 @@ def masking_markdown(check: pd.DataFrame) -> str:
     flagged = check[check["masking"]].sort_values("gap", ascending=False)
     lines = [
         f"{len(flagged)} of {len(check)} cells measured by both attacks: the paper's PGD overstates robustness "
-        f"beyond {Z:g} binomial std (the PGD number was gradient masking, not robustness).",
+        f"there: {MASKING_TEST}.",
         "",
     ]
     if flagged.empty:
@@ -317,6 +352,7 @@ __all__ = [
     "comparison_markdown",
     "masking_check",
     "masking_markdown",
+    "MASKING_TEST",
     "strong_rows",
     "headline_eps",
     "FLAG_MARK",

@@ -43,7 +43,7 @@ from ..bench.zoo_index import link_cards
 from ..io import atomic_write_text
 from .cards import CARD_SCHEMA, card_path, model_cards, prune_stale_cards, write_cards
 from .entries import mixed_labels, resolve_entries
-from .headline import ANY, STRONG, VERDICT_MARK, Headline, Z, masking_check, reference_comparison
+from .headline import ANY, MASKING_TEST, STRONG, VERDICT_MARK, Headline, masking_check, reference_comparison
 from .leaderboard_columns import (
     EMPIRICAL_LABEL,
     SOUND_LABEL,
@@ -84,8 +84,7 @@ def _masking_rows(data: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
     flagged = check[check["masking"]].sort_values("gap", ascending=False)
     summary = (
         f"{len(flagged)} of {len(check)} cells measured by both attacks: the paper's ℓ2-PGD overstates "
-        f"robustness beyond {Z:g} binomial standard deviations there (the PGD number was gradient masking, not "
-        "robustness)." + ("" if len(flagged) else " No PGD number of this page is masked.")
+        f"robustness there: {MASKING_TEST}." + ("" if len(flagged) else " No PGD number of this page is masked.")
     )
     rows = [
         {
