@@ -160,7 +160,7 @@ def smoothing_table(certified: pd.DataFrame | None, defenses: Sequence[str]) -> 
     radii = sorted(float(r) for r in frame["radius"].dropna().unique())
     lines = [
         "| defense | noise on | σ | n (noise draws) | α | kind | "
-        + " | ".join(f"cert. acc @ {r:g}" for r in radii)
+        + " | ".join(f"cert. acc @ {r:.3g}" for r in radii)
         + " | abstained | honesty: ≥ violations found (lower bound) / checked | seeds |",
         "|---|---|---:|---:|---:|---|" + "---:|" * (len(radii) + 3),
     ]
