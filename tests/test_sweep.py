@@ -125,10 +125,9 @@ def test_no_certify_leaves_certification_out_but_still_checks_the_block(tmp_path
     assert "--no-certify leaves certification out" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_an_entry_certify_block_reaches_its_certificate(tmp_path):
-    """Two labels of one defense, one certified on 16 test samples: certified.csv says so per entry."""
-    config = {
+def two_labels_of_jt() -> dict:
+    """A tiny sweep of two labels of JT, one certified on its first 16 test samples."""
+    return {
         "dataset": "synthav",
         "dataset_set": {"n_train": 256, "n_test": 48},
         "seeds": [0],
@@ -137,6 +136,12 @@ def test_an_entry_certify_block_reaches_its_certificate(tmp_path):
         "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
         "certify": {"radii": [0, 0.1], "honesty_steps": 0, "train_samples": 64},
     }
+
+
+@pytest.mark.slow
+def test_an_entry_certify_block_reaches_its_certificate(tmp_path):
+    """Two labels of one defense, one certified on 16 test samples: certified.csv says so per entry."""
+    config = two_labels_of_jt()
     first = run_sweep(build_plan(config, certify=False), root=tmp_path, progress=False)  # cells only
     assert first.certified == 0 and first.evaluated_rows == 4 and not (tmp_path / "certified.csv").exists()
     outcome = run_sweep(build_plan(config), root=tmp_path, progress=False)
@@ -151,15 +156,7 @@ def test_an_entry_certify_block_reaches_its_certificate(tmp_path):
 def test_a_certificate_of_other_settings_is_made_again_and_replaced(tmp_path, caplog):
     """A stored certificate counts as done only with the sweep's settings: changing an entry's test_samples (or
     the radius grid) certifies it again and replaces its rows, never leaving two settings side by side."""
-    config = {
-        "dataset": "synthav",
-        "dataset_set": {"n_train": 256, "n_test": 48},
-        "seeds": [0],
-        "set": {"epochs": 1},
-        "defenses": ["jt", {"defense": "jt", "label": "jt_small", "certify": {"test_samples": 16}}],
-        "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
-        "certify": {"radii": [0, 0.1], "honesty_steps": 0, "train_samples": 64},
-    }
+    config = two_labels_of_jt()
     assert run_sweep(build_plan(config), root=tmp_path, progress=False).certified == 2
     config["defenses"][1]["certify"] = {"test_samples": 24}
     caplog.clear()

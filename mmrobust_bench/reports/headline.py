@@ -11,7 +11,9 @@ robustness. A pure function of result rows, like every report.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -290,21 +292,30 @@ def comparison_markdown(comparison: pd.DataFrame, head: Headline, reference: str
     """The comparison with the reference as Markdown, in the headline's order."""
     if comparison.empty:
         return f"_no entry besides {markdown_code(reference)}_"
-    names = ["clean", *head.modalities]
-    titles = ["clean", *(modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities)]
+    names, titles = comparison_columns(head)
     lines = [
         "| entry | " + " | ".join(markdown_cell(t) for t in titles) + " | seeds |",
         "|---|" + "---:|" * (len(titles) + 1),
     ]
     for r in comparison.to_dict("records"):
-        cells = []
-        for m in names:
-            text = "—" if not math.isfinite(r[m]) else f"{r[m]:+.3f}"
-            if math.isfinite(r[f"{m}_half"]):
-                text += f" ± {r[f'{m}_half']:.3f}"
-            cells.append(flagged(text + VERDICT_MARK[r[f"{m}_verdict"]], r[f"{m}_flags"]))
+        cells = [flagged(difference_text(r, m), r[f"{m}_flags"]) for m in names]
         lines.append(f"| {markdown_code(r['entry'])} | " + " | ".join(cells) + f" | {r['seeds']} |")
     return "\n".join(lines)
+
+
+def comparison_columns(head: Headline) -> tuple[list[str], list[str]]:
+    """The comparison's columns (clean, then the headline's) and their titles."""
+    names = ["clean", *head.modalities]
+    return names, ["clean", *(modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities)]
+
+
+def difference_text(record: Mapping[str, Any], column: str) -> str:
+    """One comparison cell: ``+0.052 ± 0.031 ▲`` (the difference, its 95% half-width when there is one, the mark)."""
+    value, half = record[column], record[f"{column}_half"]
+    text = "—" if not math.isfinite(value) else f"{value:+.3f}"
+    if math.isfinite(half):
+        text += f" ± {half:.3f}"
+    return text + VERDICT_MARK[record[f"{column}_verdict"]]
 
 
 def headline_sections(rows: pd.DataFrame, reference: str | None = None) -> list[str]:
@@ -350,6 +361,8 @@ __all__ = [
     "difference",
     "reference_comparison",
     "comparison_markdown",
+    "comparison_columns",
+    "difference_text",
     "masking_check",
     "masking_markdown",
     "MASKING_TEST",

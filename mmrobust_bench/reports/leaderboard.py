@@ -31,7 +31,6 @@ links ``reports.leaderboard_links``, its template ``reports.leaderboard_page``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,16 @@ from ..bench.zoo_index import link_cards
 from ..io import atomic_write_text
 from .cards import CARD_SCHEMA, card_path, model_cards, prune_stale_cards, write_cards
 from .entries import mixed_labels, resolve_entries
-from .headline import ANY, MASKING_TEST, STRONG, VERDICT_MARK, Headline, masking_check, reference_comparison
+from .headline import (
+    ANY,
+    MASKING_TEST,
+    STRONG,
+    Headline,
+    comparison_columns,
+    difference_text,
+    masking_check,
+    reference_comparison,
+)
 from .leaderboard_columns import (
     EMPIRICAL_LABEL,
     SOUND_LABEL,
@@ -111,18 +119,16 @@ def _comparison_rows(data: pd.DataFrame, head: Headline) -> tuple[list[str], lis
     the column titles and one row per entry in the headline's order; nothing when the reference is not ranked."""
     if REFERENCE not in set(head.table["entry"].astype(str)):
         return [], []
-    comparison = reference_comparison(data, head, REFERENCE)
-    names = ["clean", *head.modalities]
-    titles = ["clean", *(modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities)]
-    rows = []
-    for r in comparison.to_dict("records"):
-        cells = []
-        for m in names:
-            text = "—" if not math.isfinite(r[m]) else f"{r[m]:+.3f}"
-            if math.isfinite(r[f"{m}_half"]):
-                text += f" ± {r[f'{m}_half']:.3f}"
-            cells.append({"text": text + VERDICT_MARK[r[f"{m}_verdict"]], "flags": r[f"{m}_flags"]})
-        rows.append({"entry": r["entry"], "name": display_name(r["entry"]), "cells": cells, "seeds": r["seeds"]})
+    names, titles = comparison_columns(head)
+    rows = [
+        {
+            "entry": r["entry"],
+            "name": display_name(r["entry"]),
+            "cells": [{"text": difference_text(r, m), "flags": r[f"{m}_flags"]} for m in names],
+            "seeds": r["seeds"],
+        }
+        for r in reference_comparison(data, head, REFERENCE).to_dict("records")
+    ]
     return titles, rows
 
 
