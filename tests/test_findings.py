@@ -108,7 +108,7 @@ def test_honesty_counts_only_empirical_rows_as_lower_bounds_and_runner_up_is_not
     )
     assert smooth[2] == (
         "| `jt` | a | 0.25 | 1000 | 0.001 | sound (probabilistic, 1−α) | 0.750 ± 0.071 | "
-        "0.500 ± 0.141 | 10.0% | ≥ 2 / 100 | 2 |"
+        "0.500 ± 0.141 | 10.0% | ≥ 2 / 100 | 100 | 2 |"  # 100 test samples certified per seed
     )
 
 

@@ -154,15 +154,15 @@ def smoothing_table(certified: pd.DataFrame | None, defenses: Sequence[str]) -> 
     frame = frame[frame["method"].astype(str) == SMOOTHING_METHOD]
     if frame.empty:
         return ""
-    for column in ("sigma", "n_noise", "alpha", "abstained"):
+    for column in ("sigma", "n_noise", "alpha", "abstained", "n"):
         if column not in frame:
             frame = frame.assign(**{column: math.nan})
     radii = sorted(float(r) for r in frame["radius"].dropna().unique())
     lines = [
         "| defense | noise on | σ | n (noise draws) | α | kind | "
         + " | ".join(f"cert. acc @ {r:.3g}" for r in radii)
-        + " | abstained | honesty: ≥ violations found (lower bound) / checked | seeds |",
-        "|---|---|---:|---:|---:|---|" + "---:|" * (len(radii) + 3),
+        + " | abstained | honesty: ≥ violations found (lower bound) / checked | samples | seeds |",
+        "|---|---|---:|---:|---:|---|" + "---:|" * (len(radii) + 4),
     ]
     for d in defenses:
         part = frame[frame["defense"] == d]
@@ -196,7 +196,7 @@ def smoothing_table(certified: pd.DataFrame | None, defenses: Sequence[str]) -> 
                 f"{float(alpha):g} | {SOUND_TEXT} | "
                 + " | ".join(accs)
                 + f" | {models['abstained'].astype(float).mean():.1%} | {honesty} | "
-                f"{models['seed'].nunique()} |"
+                f"{'/'.join(str(int(n)) for n in sorted(models['n'].dropna().unique()))} | {models['seed'].nunique()} |"
             )
     return "\n".join(lines)
 
@@ -337,9 +337,9 @@ def findings_markdown(
             out += [
                 f"### Randomized smoothing — {SOUND_TEXT}",
                 "",
-                "Certified accuracy: the fraction of all test samples certified correct with a radius ≥ ε (ℓ2 "
-                "over the noised modalities); each radius holds with probability ≥ 1 − α over the noise draws; "
-                "mean ± std over seeds.",
+                "Certified accuracy: the fraction of the certified test samples (the first of the split; how many: "
+                "column *samples*) certified correct with a radius ≥ ε (ℓ2 over the noised modalities); each radius "
+                "holds with probability ≥ 1 − α over the noise draws; mean ± std over seeds.",
                 "",
                 smoothing,
                 "",
