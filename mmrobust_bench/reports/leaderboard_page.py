@@ -121,7 +121,9 @@ linked from each row's last column{% if cards_dir %} (<a href="{{ cards_dir }}">
 <a href="{{ link.href }}">seed {{ link.seed }}</a>{% else %}—{% endfor %}</td></tr>
 {% endfor -%}
 </tbody></table>
-{% if certified %}<p class="meta">Certified accuracy at radius {{ cert_radius }} (mean over seeds):
+{% if certified %}<p class="meta">Certified accuracy at radius {{ cert_radius }} (mean over seeds,
+on the test samples each model was certified on: the first of the split, how many in the findings and
+certified.csv):
 <span class="em">{{ sound }}</span> columns are randomized smoothing, each sample certified with probability
 ≥ 1 − α (one column per noise setting σ, n, α; “—” beyond its largest certifiable radius);
 <span class="em">{{ empirical }}</span> columns are Eq. 10 (CRMT heads) / Eq. 7 on a modality, Eq. 10 / Eq. 5
