@@ -129,7 +129,7 @@ def test_difference_is_welch_t_over_seeds_with_a_binomial_floor():
 def test_findings_compare_every_entry_with_the_reference_under_the_strong_evaluation():
     rows = rows_of_two_entries()
     head = headline(rows)
-    comparison = reference_comparison(rows, head, "jt").set_index("entry")
+    comparison = reference_comparison(head, "jt").set_index("entry")
     assert list(comparison.index) == ["crmt_jt"]
     # crmt_jt − jt per seed: v +0.05 (both seeds), a −0.10, any −0.05; 2 seeds, equal spreads: noise-floored
     assert math.isclose(comparison.loc["crmt_jt", "v"], 0.05) and math.isclose(comparison.loc["crmt_jt", "a"], -0.1)

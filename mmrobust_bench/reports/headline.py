@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,15 @@ class Headline:
     attack_config: str
     eps: float
     modalities: list[str]
+    # the rows behind the cells: the strong evaluation's at ``eps`` and the clean ones, by entry in ``entry_column``
+    strong: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
+    clean: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
+    entry_column: str = "defense"
+
+    def cell_rows(self, entry: str, column: str) -> pd.DataFrame:
+        """The rows of one cell: ``column`` ``clean`` or one of :attr:`modalities`."""
+        frame = self.clean if column == "clean" else self.strong[self.strong["modality"].astype(str) == column]
+        return frame[frame[self.entry_column].astype(str) == entry]
 
 
 def _entry_column(rows: pd.DataFrame) -> str:
@@ -83,27 +92,24 @@ def headline(rows: pd.DataFrame, *, eps: float | None = None) -> Headline | None
     modalities = singles + [m for m in ("all", ANY) if m in present]
     column = _entry_column(rows)
     clean = rows[rows["attack"].astype(str) == "clean"]
+    cells = Headline(pd.DataFrame(), config, eps, modalities, strong, clean, column)
     records = []
     for entry in sorted(strong[column].astype(str).unique()):
-        record: dict = {"entry": entry}
-        mean, std, _seeds, flags = _cell(clean[clean[column].astype(str) == entry])
-        record.update({"clean": mean, "clean_std": std, "clean_flags": flags})
-        part = strong[strong[column].astype(str) == entry]
-        record["seeds"] = int(part["seed"].nunique())
-        for m in modalities:
-            mean, std, _, flags = _cell(part[part["modality"].astype(str) == m])
+        record: dict = {"entry": entry, "seeds": int(strong[strong[column].astype(str) == entry]["seed"].nunique())}
+        for m in ["clean", *modalities]:
+            mean, std, _, flags = _cell(cells.cell_rows(entry, m))
             record.update({m: mean, f"{m}_std": std, f"{m}_flags": flags})
         records.append(record)
     table = pd.DataFrame.from_records(records)
     rank_by = ANY if ANY in modalities else modalities[-1]
     table = table.sort_values([rank_by, "entry"], ascending=[False, True], na_position="last").reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
-    return Headline(table, config, eps, modalities)
+    return replace(cells, table=table)
 
 
 def headline_markdown(head: Headline) -> str:
     """The headline as a Markdown table, flags marked on their cells."""
-    titles = [modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities]
+    titles = [column_title(m) for m in head.modalities]
     lines = [
         "| rank | entry | clean | " + " | ".join(markdown_cell(t) for t in titles) + " | seeds |",
         "|---:|---|---:|" + "---:|" * (len(titles) + 1),
@@ -259,30 +265,18 @@ def difference(a: np.ndarray, n_a: float, b: np.ndarray, n_b: float) -> tuple[fl
 VERDICT_MARK = {"higher": " ▲", "lower": " ▼", "within noise": "", "untested": ""}
 
 
-def reference_comparison(rows: pd.DataFrame, head: Headline, reference: str) -> pd.DataFrame:
+def reference_comparison(head: Headline, reference: str) -> pd.DataFrame:
     """Per entry other than ``reference`` and per headline column (clean, each modality, all, any): the difference
     from ``reference`` with its 95% half-width and verdict (:func:`difference`), and the flags of both cells."""
-    column = _entry_column(rows)
-    strong = rows[
-        (rows["attack"].astype(str) == STRONG)
-        & (rows["attack_config"].astype(str) == head.attack_config)
-        & np.isclose(rows["eps"].astype(float), head.eps)
-    ]
-    clean = rows[rows["attack"].astype(str) == "clean"]
-
-    def cell(entry: str, m: str) -> pd.DataFrame:
-        frame = clean if m == "clean" else strong[strong["modality"].astype(str) == m]
-        return frame[frame[column].astype(str) == entry]
-
     records = []
     for entry in head.table["entry"]:
         if entry == reference:
             continue
-        record: dict = {"entry": entry, "seeds": int(cell(entry, head.modalities[-1])["seed"].nunique())}
+        record: dict = {"entry": entry, "seeds": int(head.cell_rows(entry, head.modalities[-1])["seed"].nunique())}
         for m in ["clean", *head.modalities]:
-            mine, ref = cell(entry, m), cell(reference, m)
+            mine, ref = head.cell_rows(entry, m), head.cell_rows(reference, m)
             d, half, verdict = difference(*_seed_values(mine), *_seed_values(ref))
-            flags = ";".join(sorted({f for part in (mine, ref) for f in cell_flags(part).split(";") if f}))
+            flags = cell_flags(pd.concat([mine, ref]))
             record.update({m: d, f"{m}_half": half, f"{m}_verdict": verdict, f"{m}_flags": flags})
         records.append(record)
     return pd.DataFrame.from_records(records)
@@ -306,7 +300,12 @@ def comparison_markdown(comparison: pd.DataFrame, head: Headline, reference: str
 def comparison_columns(head: Headline) -> tuple[list[str], list[str]]:
     """The comparison's columns (clean, then the headline's) and their titles."""
     names = ["clean", *head.modalities]
-    return names, ["clean", *(modality_name(m) if m != ANY else "any (worst case)" for m in head.modalities)]
+    return names, ["clean", *(column_title(m) for m in head.modalities)]
+
+
+def column_title(modality: str) -> str:
+    """A headline column's title: the modality's name, or ``any (worst case)``."""
+    return modality_name(modality) if modality != ANY else "any (worst case)"
 
 
 def difference_text(record: Mapping[str, Any], column: str) -> str:
@@ -334,7 +333,7 @@ def headline_sections(rows: pd.DataFrame, reference: str | None = None) -> list[
             "narrower than the binomial noise of the two means). ▲ a gain beyond that interval, ▼ a loss beyond "
             f"it, no mark: within noise (under 2 seeds a side: no interval). {FLAG_MARK}: a flag on either cell.",
             "",
-            comparison_markdown(reference_comparison(rows, head, reference), head, reference),
+            comparison_markdown(reference_comparison(head, reference), head, reference),
             "",
         ]
     return [

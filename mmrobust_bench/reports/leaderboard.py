@@ -127,7 +127,7 @@ def _comparison_rows(data: pd.DataFrame, head: Headline) -> tuple[list[str], lis
             "cells": [{"text": difference_text(r, m), "flags": r[f"{m}_flags"]} for m in names],
             "seeds": r["seeds"],
         }
-        for r in reference_comparison(data, head, REFERENCE).to_dict("records")
+        for r in reference_comparison(head, REFERENCE).to_dict("records")
     ]
     return titles, rows
 
