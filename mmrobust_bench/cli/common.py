@@ -114,18 +114,17 @@ def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 def expected_error_message(exc: BaseException) -> str | None:
     """One line naming what to fix for an error a user can cause (a bad value or name, a file that cannot be
     read or written, bad YAML/JSON/CSV); None for anything else, which keeps its traceback (a bug)."""
-    # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
+    # the imports here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     from ..registry import RegistryError
 
     try:
-        # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
         import yaml
 
         yaml_error: tuple[type, ...] = (yaml.YAMLError,)
     except ImportError:  # pragma: no cover - yaml is a dependency
         yaml_error = ()
     try:
-        from pandas.errors import EmptyDataError, ParserError  # pandas loads with a command, not with --help
+        from pandas.errors import EmptyDataError, ParserError
 
         csv_errors: tuple[type, ...] = (ParserError, EmptyDataError)
     except ImportError:  # pragma: no cover - pandas is a dependency
@@ -168,7 +167,6 @@ def choose_threads(device: str, threads: int | None = None) -> int | None:
     # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     import torch
 
-    # here: `mmrobust-bench --help` builds every parser without torch, pandas or yaml
     from ..bench import busy_cores
     from ..bench.sweep_units import set_threads
     from ..bench.train import select_device
