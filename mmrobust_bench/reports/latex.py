@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .paths import slug
-from .safe_text import _LINE_BREAKS
+from .safe_text import LINE_BREAKS
 from .table_cells import ATTACK_TITLES, Column, Table
 
 _LATEX_SPECIAL = {
@@ -53,7 +53,7 @@ def latex_escape(text: str) -> str:
     (``ℓ2`` as ``$\\ell_2$``), line breaks and other control characters as one space (a blank line would end the
     table's paragraph)."""
     out = []
-    for i, part in enumerate(_NORM.split(_LINE_BREAKS.sub(" ", str(text)))):
+    for i, part in enumerate(_NORM.split(LINE_BREAKS.sub(" ", str(text)))):
         if i % 2:  # the subscript of a norm's ℓ: $\ell_2$, $\ell_\infty$, $\ell_{12}$
             sub = r"\infty" if part == "∞" else part
             out.append(rf"$\ell_{sub}$" if len(part) == 1 else rf"$\ell_{{{sub}}}$")

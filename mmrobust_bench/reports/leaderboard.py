@@ -55,7 +55,7 @@ from .headline import (
 from .leaderboard_columns import (
     EMPIRICAL_LABEL,
     SOUND_LABEL,
-    _Column,
+    PageColumn,
     certified_columns,
     headline_columns,
     leaderboard_columns,
@@ -162,7 +162,7 @@ def leaderboard_html(
     rank = {entry: i for i, entry in enumerate(ranked, 1)}
     columns = (
         [
-            _Column(
+            PageColumn(
                 key="rank",
                 label="rank",
                 sub=f"by {short_modality(rank_modality(head))}",
@@ -174,7 +174,7 @@ def leaderboard_html(
     )
     columns += clean + headline_cols + cert_cols + [c for c in table_cols if c.key != "clean"]
     seeds = data.groupby(data["entry"].astype(str))["seed"].nunique()
-    columns.append(_Column(key="seeds", label="seeds", cell=lambda e: plain_cell(int(seeds[e]), int(seeds[e]))))
+    columns.append(PageColumn(key="seeds", label="seeds", cell=lambda e: plain_cell(int(seeds[e]), int(seeds[e]))))
     by_entry: dict[str, list[dict[str, Any]]] = {}
     for card in cards:
         if card["dataset"] == dataset:

@@ -84,7 +84,7 @@ def plain_cell(value: Any, shown: Any, title: str = "", note: str = "", note_tit
 
 
 @dataclass
-class _Column:
+class PageColumn:
     """One column of the page: its header and how to fill a row's cell from that entry's rows."""
 
     key: str
@@ -102,7 +102,7 @@ def short_modality(modality: str) -> str:
     return {ALL: "all (joint)", ANY: "any"}.get(modality) or modality_name(modality)
 
 
-def headline_columns(data: pd.DataFrame) -> tuple[Headline | None, list[_Column]]:
+def headline_columns(data: pd.DataFrame) -> tuple[Headline | None, list[PageColumn]]:
     """The headline's columns (``autoattack`` at the headline ε, each modality, ``all``, ``any``: the ranking
     one), read from the same rows as ``reports.headline``; none without ``autoattack`` rows."""
     head = headline(data)
@@ -122,7 +122,7 @@ def headline_columns(data: pd.DataFrame) -> tuple[Headline | None, list[_Column]
 
         is_any, ranks = mod == ANY, mod == rank_by
         columns.append(
-            _Column(
+            PageColumn(
                 key=cell_key(STRONG, mod, head.eps),
                 label=f"AA {'any' if is_any else short_modality(mod)}",
                 sub=f"{'worst case' if is_any else ''}{', ranks' if ranks else ''}{' · ' if is_any or ranks else ''}"
@@ -154,7 +154,7 @@ def _certified_radius(points: pd.DataFrame, preferred: float | None) -> float | 
 
 def certified_columns(
     certified: pd.DataFrame | None, dataset: str, preferred: float | None
-) -> tuple[float | None, list[_Column]]:
+) -> tuple[float | None, list[PageColumn]]:
     """Certified accuracy at one radius: a column per smoothing noise setting and modality (sound, probability
     ≥ 1 − α) and per modality for the empirical Eq. 10 / 7 / 5 radii — the curves' own selection
     (``reports.certified_curves.certified_curve_data``), mean over seeds."""
@@ -189,7 +189,7 @@ def certified_columns(
                 return plain_cell(f"{value:.6f}", f"{value:.3f}", f"{line}: mean over {seeds} seeds")
 
             columns.append(
-                _Column(
+                PageColumn(
                     key=f"cert_{column_slug(line)}_{column_slug(panel)}",
                     label=f"Smoothed {short_modality(panel)}",
                     sub=f"r={radius:g} · {line.removeprefix('smoothing ')} · {SOUND_LABEL}",
@@ -220,7 +220,7 @@ def certified_columns(
             )
 
         columns.append(
-            _Column(
+            PageColumn(
                 key=f"cert_empirical_{column_slug(panel)}",
                 label=f"Cert. {short_modality(panel)}",
                 sub=f"r={radius:g} · {EMPIRICAL_LABEL}",
@@ -233,7 +233,7 @@ def certified_columns(
     return radius, columns
 
 
-def paper_table_columns(data: pd.DataFrame) -> list[_Column]:
+def paper_table_columns(data: pd.DataFrame) -> list[PageColumn]:
     """The cells of Tables 1 and 2 (clean first)."""
     out = []
     for col in leaderboard_columns(data):
@@ -243,7 +243,7 @@ def paper_table_columns(data: pd.DataFrame) -> list[_Column]:
             return _stat_cell(cell_summary(part, col), _cell_flags(matching_rows(part, col)))
 
         title = col.title.replace(" ε=", " all ε=") if col.modality == ALL else col.title
-        out.append(_Column(key=col.key, label=title, cell=cell, title="mean ± sample std over seeds"))
+        out.append(PageColumn(key=col.key, label=title, cell=cell, title="mean ± sample std over seeds"))
     return out
 
 

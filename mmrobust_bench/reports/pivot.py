@@ -12,7 +12,7 @@ import pandas as pd
 from .entries import resolve_entries
 from .table_cells import NONE, Column, Table, choose_attack_configs, paper_row_order
 from .table_frame import (
-    _FRAME_HEAD,
+    FRAME_HEAD,
     dash_note,
     finish_table,
     head_lines,
@@ -95,7 +95,7 @@ def pivot_table(
         raise ValueError(f"the filters leave no cells for {dataset!r}")
     labels = paper_row_order(list(data["defense"].astype(str).unique()))
     records = [measured_record(data, label, dataset, columns) for label in labels]
-    frame = int_columns(pd.DataFrame(records, columns=_FRAME_HEAD + stat_columns(columns)))
+    frame = int_columns(pd.DataFrame(records, columns=FRAME_HEAD + stat_columns(columns)))
     title = pivot_title(attacks, modalities, eps)
     lines = head_lines(title, dataset, columns)
     shown: list[str] = []

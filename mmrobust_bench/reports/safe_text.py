@@ -10,7 +10,7 @@ import re
 
 import pandas as pd
 
-_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 # what a spreadsheet reads as the start of a formula (OWASP's CSV injection list)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
@@ -18,13 +18,13 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 def markdown_cell(text: object) -> str:
     """Text for Markdown (a table cell, a heading, a note): backslash and ``|`` escaped, ``<`` as ``&lt;`` (no raw
     HTML), line breaks and other control characters as one space."""
-    out = _LINE_BREAKS.sub(" ", str(text)).replace("\\", "\\\\").replace("|", "\\|")
+    out = LINE_BREAKS.sub(" ", str(text)).replace("\\", "\\\\").replace("|", "\\|")
     return out.replace("<", "&lt;")
 
 
 def markdown_code(text: object) -> str:
     """A Markdown code span of ``text`` (in a table cell too): fenced by more backticks than any run inside it."""
-    body = _LINE_BREAKS.sub(" ", str(text)).replace("|", "\\|")
+    body = LINE_BREAKS.sub(" ", str(text)).replace("|", "\\|")
     fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
     pad = " " if body.startswith("`") or body.endswith("`") else ""
     return f"{fence}{pad}{body}{pad}{fence}"

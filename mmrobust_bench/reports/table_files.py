@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..io import atomic_path, atomic_write_text
 from .paths import check_unique, output_path, slug
-from .safe_text import _LINE_BREAKS, csv_safe, markdown_code
+from .safe_text import LINE_BREAKS, csv_safe, markdown_code
 from .stats import COLUMN_DOC
 from .table_cells import Table
 
@@ -23,7 +23,7 @@ def write_tables(tables: Sequence[Table], out_dir: str | Path, *, command: str) 
         for t in tables
     ]
     check_unique((stem, f"table {t.number} of {t.dataset}") for stem, t in zip(stems, tables))
-    made_by = _LINE_BREAKS.sub(" ", command)  # one comment line, whatever the command held
+    made_by = LINE_BREAKS.sub(" ", command)  # one comment line, whatever the command held
     written = []
     for stem, t in zip(stems, tables):
         md, csv, tex = (stem.with_name(stem.name + ext) for ext in (".md", ".csv", ".tex"))

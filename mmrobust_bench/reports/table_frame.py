@@ -50,7 +50,7 @@ def _entry_name(method: str, label: str) -> str:
     return markdown_cell(method) if method == label else f"{markdown_cell(method)} ({markdown_code(label)})"
 
 
-_FRAME_HEAD = ["method", "label", "source", "dataset", "config_hash", "n_seeds"]
+FRAME_HEAD = ["method", "label", "source", "dataset", "config_hash", "n_seeds"]
 
 
 def measured_record(data: pd.DataFrame, label: str, dataset: str, columns: Sequence[Column]) -> dict:

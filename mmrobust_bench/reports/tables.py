@@ -58,7 +58,7 @@ from .table_cells import (
 )
 from .table_files import write_tables
 from .table_frame import (
-    _FRAME_HEAD,
+    FRAME_HEAD,
     dash_note,
     finish_table,
     head_lines,
@@ -141,7 +141,7 @@ def build_table(
             for col in columns:
                 rep[f"{col.key}_mean"] = reported.loc[name, col.title]
             records.append(rep)
-    frame = pd.DataFrame(records, columns=_FRAME_HEAD + stat_columns(columns))
+    frame = pd.DataFrame(records, columns=FRAME_HEAD + stat_columns(columns))
 
     lines = head_lines(TITLES[number], dataset, columns)
     shown: list[str] = []
