@@ -9,7 +9,7 @@ import torch
 from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench.evaluate import robust_accuracy
 from mmrobust_bench.contracts import ThreatModel
-from mmrobust_bench.data.base import Split, TensorSplit
+from mmrobust_bench.data.base import Split, TensorSplit, leading, leading_count
 
 from helpers import flat_specs, linear_model
 
@@ -49,3 +49,16 @@ def test_a_streamed_split_is_a_split_and_measures_the_same() -> None:
     assert [(m.correct, m.n) for m in got] == [(m.correct, m.n) for m in ref]
     assert all(m.n == 37 for m in got)
     assert all(torch.equal(a.outcomes, b.outcomes) for a, b in zip(got, ref, strict=True))
+
+
+def test_the_first_n_samples_is_one_rule_for_every_cap() -> None:
+    """``leading`` keeps the first n samples in order; a non-positive or too-large cap keeps the split whole, and
+    the certificate settings the sweep records count the same samples the subset holds."""
+    split = _split(10)
+    head = leading(split, 4)
+    assert len(head) == 4 == leading_count(4, 10)
+    assert torch.equal(head.labels, split.labels[:4])
+    assert torch.equal(head.inputs["a"], split.inputs["a"][:4])
+    for cap in (0, -1, 10, 25):
+        assert leading(split, cap) is split
+        assert leading_count(cap, 10) == 10

@@ -37,6 +37,7 @@ from ..certify.radii import DEFAULT_RADII, Certificate, certify, head_kind, mixe
 from ..certify.smoothing import METHOD as SMOOTHING
 from ..certify.smoothing import SmoothedCertificate, SmoothingConfig, smooth_certify, smoothed_honesty_check
 from ..contracts import ALL_MODALITIES, ModalitySpec, ThreatModel
+from ..data.base import leading
 from ..io import atomic_path, atomic_write_text, default_root, file_lock, file_slug
 from ..models.sparse_coding import stopping_rule
 from .api import invoked_command, train_defense, validate_eps
@@ -359,9 +360,7 @@ def certify_model(
             progress=progress,
         )
     ds = trained.dataset  # type: ignore[attr-defined]
-    test_split = ds.test
-    if 0 < test_samples < len(test_split):
-        test_split = test_split.subset(torch.arange(test_samples))
+    test_split = leading(ds.test, test_samples)
     if method == SMOOTHING:
         config = smoothing or SmoothingConfig()
         return _certify_smoothing(

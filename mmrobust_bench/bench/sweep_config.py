@@ -14,13 +14,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..attacks import default_eps
 from ..certify.honesty import HonestyConfig
 from ..certify.radii import DEFAULT_RADII
 from ..certify.smoothing import SmoothingConfig
 from ..contracts import ALL_MODALITIES
+from ..data.base import leading
 from ..hints import did_you_mean
 from ..safe_yaml import preview
 from .certified_rows import METHODS as CERTIFY_METHODS
@@ -88,7 +87,7 @@ class GridBlock:
 
     def split(self, test: Any) -> Any:
         """The test samples this block's cells attack."""
-        return test.subset(torch.arange(self.samples)) if 0 < self.samples < len(test) else test
+        return leading(test, self.samples)
 
 
 @dataclass(frozen=True)

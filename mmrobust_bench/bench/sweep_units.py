@@ -21,6 +21,7 @@ import torch
 from .._version import __version__
 from ..attacks import build_attack
 from ..contracts import ALL_MODALITIES, ThreatModel
+from ..data.base import leading_count
 from . import distributed
 from .api import attack_options_for, train_defense
 from .certification import (
@@ -165,7 +166,7 @@ def certificate_settings(spec: CertifySpec, method: str, test_size: int) -> dict
     """The recorded settings a stored certificate of ``method`` must have been made with to count as this sweep's
     (:func:`~mmrobust_bench.bench.certification.settings_mismatch`): the number of test samples, and the radius
     grid (empirical; smoothing clips radii above its cap) or smoothing's ``n0``, ``n`` and ``alpha``."""
-    n = min(spec.test_samples, test_size) if spec.test_samples > 0 else test_size
+    n = leading_count(spec.test_samples, test_size)
     if method == "smoothing":
         s = spec.smoothing
         return {"n": n, "n0": s.n0, "n_noise": s.n, "alpha": s.alpha}

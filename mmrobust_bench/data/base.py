@@ -52,6 +52,19 @@ class TensorSplit:
             )
 
 
+def leading_count(n: int, size: int) -> int:
+    """How many samples "the first ``n``" of ``size`` means: ``n`` when ``0 < n < size``, else all of them (a
+    non-positive ``n`` is the configs' "no cap")."""
+    return n if 0 < n < size else size
+
+
+def leading(split: Any, n: int) -> Any:
+    """The first ``n`` samples of a split (:func:`leading_count`): one rule for every cap on test samples, so a
+    sweep's recorded certificate settings, the certified subset and an attack block's subset never drift apart."""
+    count = leading_count(n, len(split))
+    return split if count == len(split) else split.subset(torch.arange(count))
+
+
 def check_finite(split: TensorSplit, where: str) -> None:
     """Refuse NaN or inf in a split's floating-point inputs (one clear error naming ``where``, the modality and
     the samples): a model trained or evaluated on them gives NaN, read as class 0 by an argmax."""
