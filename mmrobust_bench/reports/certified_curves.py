@@ -217,17 +217,8 @@ def figure_certified_curves(
                 label=f"{entry} · {line}",
             )
         for line, cap in rows.dropna(subset=["cap"]).groupby("line")["cap"].min().items():
+            # named once, with its value, in the figure's key: a label in every panel would cross the curves
             ax.axvline(cap, label=f"{CAP_LABEL} ({line})", **CAP_STYLE)
-            ax.text(
-                cap,
-                0.5,
-                f" {CAP_LABEL} {cap:.3g} ",
-                rotation=90,
-                ha="right",
-                va="center",
-                fontsize=MIN_FONT_PT,
-                color=CAP_STYLE["color"],
-            )
             caps.setdefault(round(float(cap), 6), line)
         if r == 0:
             ax.set_title(_panel_title(panel), fontsize=TITLE_PT)
