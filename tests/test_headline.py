@@ -169,3 +169,14 @@ def test_masking_check_pairs_the_samples_when_rows_hold_outcomes():
     assert math.isclose(check.loc["masked", "autoattack"], 0.5) and math.isclose(check.loc["masked", "gap"], 0.1)
     assert bool(check.loc["masked", "masking"])  # b − c = 50 > 2·√50
     assert math.isclose(check.loc["honest", "gap"], 0.004) and not bool(check.loc["honest", "masking"])  # 2 < 2·√18
+
+
+def test_the_comparison_counts_seeds_as_the_headline_does_while_a_sweep_is_partial():
+    """An entry whose last seed has its single-modality cells but not yet `any` (a sweep still running): the
+    comparison's seed count is the headline's, not the count of one column."""
+    rows = rows_of_two_entries()
+    partial = (rows["label"] == "crmt_jt") & (rows["seed"] == 1) & (rows["modality"] == "any")
+    head = headline(rows[~partial])
+    comparison = reference_comparison(head, "jt").set_index("entry")
+    seeds = head.table.set_index("entry")["seeds"]
+    assert seeds["crmt_jt"] == 2 and comparison.loc["crmt_jt", "seeds"] == seeds["crmt_jt"]

@@ -269,10 +269,11 @@ def reference_comparison(head: Headline, reference: str) -> pd.DataFrame:
     """Per entry other than ``reference`` and per headline column (clean, each modality, all, any): the difference
     from ``reference`` with its 95% half-width and verdict (:func:`difference`), and the flags of both cells."""
     records = []
+    seeds = dict(zip(head.table["entry"], head.table["seeds"]))  # as the headline counts them
     for entry in head.table["entry"]:
         if entry == reference:
             continue
-        record: dict = {"entry": entry, "seeds": int(head.cell_rows(entry, head.modalities[-1])["seed"].nunique())}
+        record: dict = {"entry": entry, "seeds": int(seeds[entry])}
         for m in ["clean", *head.modalities]:
             mine, ref = head.cell_rows(entry, m), head.cell_rows(reference, m)
             d, half, verdict = difference(*_seed_values(mine), *_seed_values(ref))
