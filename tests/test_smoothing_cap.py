@@ -189,3 +189,34 @@ def test_certify_cli_smoothing_defaults_to_radii_under_the_cap(tmp_path, capsys)
     assert round(cap, 4) == 0.4219
     rows = pd.read_csv(tmp_path / "certified.csv")
     assert list(rows["radius"]) == [0.0, 0.25]
+
+
+def test_a_sweep_warns_once_per_model_about_radii_above_the_cap(tmp_path):
+    """Two noise sets, a summary and a text each: the clipping is named in one warning, not one per set and file."""
+    from mmrobust_bench.bench.sweep import build_plan, run_sweep
+
+    config = {
+        "defenses": ["jt"],
+        "seeds": [0],
+        "set": {"epochs": 1},
+        "dataset_set": {"n_train": 64, "n_test": 8},
+        "grid": [{"attacks": ["missing"], "modalities": ["a"]}],
+        "certify": {
+            "method": ["smoothing"],
+            "modalities": ["a", "all"],
+            "n0": 8,
+            "n": 32,
+            "alpha": 0.1,
+            "n_attack": 0,
+            "radii": [0.0, 0.1, 5.0],
+        },
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_sweep(build_plan(config), root=tmp_path, progress=False).certified == 1
+    clipped = [w for w in caught if "above the largest certifiable radius" in str(w.message)]
+    assert len(clipped) == 1 and "radii 5 are above" in str(clipped[0].message)
+    frame = pd.read_csv(tmp_path / "certified.csv")
+    cap = largest_certifiable_radius(0.25, 32, 0.1)
+    assert sorted(set(frame["modality"])) == ["a", "all"]
+    assert all(sorted(g) == pytest.approx([0.0, 0.1, cap]) for _, g in frame.groupby("modality")["radius"])

@@ -35,7 +35,13 @@ from .._version import __version__
 from ..certify.honesty import HonestyConfig
 from ..certify.radii import DEFAULT_RADII, Certificate, certify, head_kind, mixes_modalities
 from ..certify.smoothing import METHOD as SMOOTHING
-from ..certify.smoothing import SmoothedCertificate, SmoothingConfig, smooth_certify, smoothed_honesty_check
+from ..certify.smoothing import (
+    SmoothedCertificate,
+    SmoothingConfig,
+    capped_radii,
+    smooth_certify,
+    smoothed_honesty_check,
+)
 from ..contracts import ALL_MODALITIES, ModalitySpec, ThreatModel
 from ..data.base import leading
 from ..io import atomic_path, atomic_write_text, default_root, file_lock, file_slug
@@ -489,6 +495,7 @@ def _certify_smoothing(
     sets = [noise_set(str(m), names) for m in noise_sets]
     if not sets:
         raise ValueError("smoothing: give at least one modality (e.g. --modality a or --modality all)")
+    radii = capped_radii(radii, config.sigma, config.n, config.alpha)  # warned once here, not per set and file
     identity = {
         "dataset": ds.name,
         "defense": label,
