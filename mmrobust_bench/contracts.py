@@ -183,3 +183,13 @@ def joint_l2_norm(delta: Mapping[str, Tensor], modalities: Sequence[str]) -> Ten
     if total is None:
         raise ValueError("joint_l2_norm needs at least one modality")
     return total.sqrt()
+
+
+def input_gradients_of(loss: Tensor, inputs: Sequence[Tensor], *, retain_graph: bool = False) -> list[Tensor]:
+    """∂loss/∂inputs, exactly zero for an input the loss does not depend on (a model that ignores or detaches a
+    modality): an attack then cannot move that input, which the validity flags report, where autograd would
+    raise an error and lose the run."""
+    if not loss.requires_grad:
+        return [torch.zeros_like(x) for x in inputs]
+    grads = torch.autograd.grad(loss, list(inputs), retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]

@@ -176,3 +176,33 @@ def test_unknown_columns_are_kept_after_known_ones(tmp_path, extra):
     frame = read_rows(path)
     assert list(frame.columns) == COLUMNS + ["note"] and frame["note"].iloc[0] == "kept"
     assert isinstance(frame, pd.DataFrame)
+
+
+class IgnoresAudio(nn.Module):
+    """A model that never reads its audio: no attack on the audio alone can change a prediction."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model({**batch, "a": torch.zeros_like(batch["a"])})
+
+
+@pytest.mark.parametrize("attack", ["pgd_l2", "autoattack"])
+def test_a_flag_on_the_strong_evaluation_does_not_prescribe_the_strong_evaluation(attack):
+    """The unbounded check fires on the audio of a model that ignores it, whatever the attack; the remedy says to
+    run `autoattack` only when the attack was not `autoattack`."""
+    model = IgnoresAudio(linear_model(DIMS, 3)).eval()
+    split = split_for(model)
+    atk = build_attack(attack, flat_specs(DIMS), **({"version": "fast"} if attack == "autoattack" else {}))
+    threat = ThreatModel(("a",), GRID[0])
+    measured = robust_accuracy(model, split, atk, threat, GRID, 64, CPU)
+    assert all(m.accuracy == 1.0 for m in measured)
+    flags = F.check_attack(model, split, atk, threat, GRID, measured, CPU)
+    unbounded = next(f for f in flags if f.name == F.UNBOUNDED_NOT_ZERO)
+    assert unbounded.strong == (attack == "autoattack")
+    if attack == "autoattack":
+        assert F.STRONG_ALREADY in unbounded.note() and "--attack autoattack" not in unbounded.note()
+    else:
+        assert F.STRONG_EVALUATION in unbounded.note()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmrobust_bench.attacks.native import FGM, PGDL2
-from mmrobust_bench.contracts import ModalitySpec, ThreatModel
+from mmrobust_bench.contracts import ModalitySpec, ThreatModel, input_gradients_of
 from mmrobust_bench.models import ConcatHead, MultiModalNet
 
 from helpers import flat_specs, linear_model
@@ -150,3 +150,11 @@ def test_bf16_attacks_keep_fp32_inputs_and_budget_and_agree_with_fp32(attack_cls
     assert attack_cls(SPECS, precision="bf16").describe() != attack_cls(SPECS).describe()
     with pytest.raises(ValueError, match="unknown precision 'fp16'; valid: fp32, bf16"):
         attack_cls(SPECS, precision="fp16")
+
+
+def test_gradients_of_an_input_the_loss_ignores_are_exact_zeros():
+    used, ignored = torch.randn(3, 2, requires_grad=True), torch.randn(3, 4, requires_grad=True)
+    g_used, g_ignored = input_gradients_of((used**2).sum(), [used, ignored])
+    assert torch.equal(g_used, 2 * used.detach()) and torch.equal(g_ignored, torch.zeros(3, 4))
+    constant = torch.tensor(1.0)  # no graph at all (a model whose parameters and inputs are all frozen)
+    assert all(torch.equal(g, torch.zeros_like(x)) for g, x in zip(input_gradients_of(constant, [used]), [used]))

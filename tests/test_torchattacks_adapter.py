@@ -206,3 +206,28 @@ def test_missing_torchattacks_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     with pytest.raises(ImportError, match=r"pip install --no-deps torchattacks==3\.5\.1"):
         torchattacks_names()
+
+
+class IgnoresAudio(torch.nn.Module):
+    """TwoModalNet with its audio detached and zeroed: the audio cannot change a prediction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TwoModalNet().eval()
+
+    def forward(self, batch):
+        return self.net({**batch, "a": torch.zeros_like(batch["a"]).detach()})
+
+
+@pytest.mark.parametrize("attack", ["torchattacks:PGDL2", "art:ProjectedGradientDescent", "pgd_l2", "autoattack"])
+def test_an_attack_on_a_modality_the_model_ignores_moves_nothing_and_does_not_crash(attack):
+    """The gradient of an ignored modality is zero (the view ties the logits to its input with weight zero),
+    so every sample stays correct: the exact robust accuracy, where autograd used to raise."""
+    model = IgnoresAudio()
+    batch = make_batch(6, seed=2)
+    labels = predicted(model, batch)
+    options = {"version": "fast"} if attack == "autoattack" else {}
+    adv = build_attack(attack, SPECS, **options)(model, batch, labels, ThreatModel(("a",), 1.0, "l2"))
+    assert torch.equal(adv["v"], batch["v"])
+    with torch.no_grad():
+        assert torch.equal(model(adv).logits.argmax(1), labels)

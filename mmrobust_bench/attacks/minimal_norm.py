@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..contracts import Batch, ModalitySpec, ThreatModel, joint_l2_norm
+from ..contracts import Batch, ModalitySpec, ThreatModel, input_gradients_of, joint_l2_norm
 from . import ATTACKS
 from .base import Attack
 from .view import clamp_to_box
@@ -101,7 +101,7 @@ class MinimalNormL2(Attack):
         best_grad = {m: torch.zeros_like(delta[m]) for m in mods}
         for c in range(top.shape[1]):
             margin = true - logits.gather(1, top[:, c : c + 1]).squeeze(1)
-            grads = torch.autograd.grad(margin.sum(), [delta[m] for m in mods], retain_graph=c + 1 < top.shape[1])
+            grads = input_gradients_of(margin.sum(), [delta[m] for m in mods], retain_graph=c + 1 < top.shape[1])
             grad = dict(zip(mods, grads))
             dist = margin.detach() / joint_l2_norm(grad, mods).clamp_min(1e-12)
             closer = dist < best_dist

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..contracts import Batch, ModalitySpec, ThreatModel, joint_l2_norm
+from ..contracts import Batch, ModalitySpec, ThreatModel, input_gradients_of, joint_l2_norm
 from . import ATTACKS
 from .base import Attack
 
@@ -53,7 +53,7 @@ def input_gradients(
         loss = F.cross_entropy(logits, labels, reduction="sum")
     else:
         loss = -F.cross_entropy(logits, targets, reduction="sum")
-    grads = torch.autograd.grad(loss, [inputs[m] for m in modalities])
+    grads = input_gradients_of(loss, [inputs[m] for m in modalities])
     return {m: g.detach() for m, g in zip(modalities, grads)}
 
 

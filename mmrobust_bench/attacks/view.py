@@ -393,8 +393,12 @@ class SingleInputView(nn.Module):
                 inputs[m] = clamp_to_box(self.specs[m], u) if m in self.view_clamped else u
             else:
                 inputs[m] = value if index is None else value[index]
-        logits: Tensor = self.model(inputs).logits
-        return logits.float()
+        logits: Tensor = self.model(inputs).logits.float()
+        if x.requires_grad:
+            # tied to the view's input with weight zero (values and gradients unchanged): a model that ignores or
+            # detaches the attacked modality gives the library a zero gradient, not an autograd error
+            logits = logits + (x * 0).sum()
+        return logits
 
     def rows(self, x: Tensor) -> Tensor | None:
         """The sample index of each row, or None for the whole batch in order (what full-batch gradient

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
@@ -60,10 +60,13 @@ class Flag:
     name: str
     detail: str
     eps: float | None = None
+    strong: bool = False  # raised on the strong evaluation itself, whose remedy cannot be "run it"
 
     def note(self) -> str:
         where = "" if self.eps is None else f" at eps={self.eps:g}"
         remedy = REMEDIES.get(self.name)
+        if self.strong and remedy == STRONG_EVALUATION:
+            remedy = STRONG_ALREADY
         return f"flag {self.name}{where}: {self.detail}" + (f"; {remedy}" if remedy else "")
 
 
@@ -71,6 +74,12 @@ class Flag:
 STRONG_EVALUATION = (
     "this number may be gradient masking, not robustness: confirm it with the standard strong "
     "evaluation, --attack autoattack (attack='autoattack' in the API)"
+)
+# The same signs raised on the strong evaluation: the number is still an upper bound, and the model is what to read.
+STRONG_ALREADY = (
+    "the strong evaluation raised it itself, so read this number as an upper bound: with one modality attacked "
+    "the others may decide alone (compare the row with that modality missing), a box may stop the attack, or "
+    "version='fast' may fall short of version='standard'"
 )
 REMEDIES = {
     NON_MONOTONE: STRONG_EVALUATION,
@@ -281,6 +290,8 @@ def check_attack(
         flags += non_finite_adversarial(
             model, batch, labels, attack, threat, threat.eps if attack.norm_bounded else None
         )
+    if getattr(attack, "masking_resistant", False):
+        flags = [replace(f, strong=True) for f in flags]
     return flags
 
 

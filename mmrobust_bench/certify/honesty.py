@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import build_attack
-from ..contracts import Batch, ModalitySpec, ThreatModel, joint_l2_norm, spec_map
+from ..contracts import Batch, ModalitySpec, ThreatModel, input_gradients_of, joint_l2_norm, spec_map
 from ..data.base import TensorSplit
 
 HONESTY_SLACK = 1e-3  # attack at r·(1 − slack): strictly inside the claim, so a tie on the boundary is no violation
@@ -173,7 +173,7 @@ def pgd_finds_violation(
             objective = _margin(logits, labels)
         else:
             objective = F.cross_entropy(logits, labels, reduction="none")
-        grads = torch.autograd.grad(objective.sum(), [inputs[m] for m in modalities])
+        grads = input_gradients_of(objective.sum(), [inputs[m] for m in modalities])
         grads = {m: g.float() for m, g in zip(modalities, grads)}
         gnorm = joint_l2_norm(grads, modalities) + 1e-12
         moved = {

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor
 
-from ..contracts import Batch, joint_l2_norm
+from ..contracts import Batch, input_gradients_of, joint_l2_norm
 from ..progress import progress_bar
 from .smoothing_noise import (
     ABSTAIN,
@@ -141,7 +141,7 @@ def _smoothed_attack(
         noisy = noisy_copies(adv, modalities, sigma, n_attack, gens)
         probs = F.softmax(f(noisy).float(), dim=1).view(g, n_attack, -1).mean(1)
         loss = -torch.log(probs.gather(1, cls[:, None]).squeeze(1).clamp_min(1e-12))
-        raw = torch.autograd.grad(loss.sum(), [adv[m] for m in modalities])
+        raw = input_gradients_of(loss.sum(), [adv[m] for m in modalities])
         grads = {m: gr.float() for m, gr in zip(modalities, raw)}
         gnorm = joint_l2_norm(grads, modalities) + 1e-12
         moved = {m: delta[m] + (ratio * eps / gnorm).view(shape(gr)) * gr for m, gr in grads.items()}
