@@ -2,7 +2,7 @@
 
 Prints one JSON object. Usage: ``python benchmarks/minimal_norm_gap.py [--defense jt] [--seed 0] [--n-train 1000]
 [--n-test 200] [--epochs 3] [--modality a] [--eps 0.25,0.5,1,1.5,2] [--eval-samples N] [--deepfool-steps 50]
-[--root DIR]``. ``--epochs -1`` keeps the dataset's schedule, so with ``--n-train 4000 --n-test 1000
+[--root DIR] [--threads 1]``. ``--epochs -1`` keeps the dataset's schedule, so with ``--n-train 4000 --n-test 1000
 --root leaderboards/synthav/runs`` the leaderboard's own checkpoint is loaded, not retrained.
 
 Trains (or loads from ``--root``) the defense via ``bench.api.train_defense`` and measures robust accuracy at every ε of
@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--fmn-steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--root", help="runs folder (datasets, checkpoints); default: a temporary one")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the leaderboards run)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # torch's default spins on busy cores (bench.busy_cores)
     grid = [float(e) for e in args.eps.split(",")]
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="mmrobust-gap-"))
     device = torch.device("cpu")
