@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from mmrobust_bench.attacks.native import FGM, PGDL2
 from mmrobust_bench.contracts import ModalitySpec, ThreatModel, input_gradients_of
+from mmrobust_bench.defenses.adversarial import joint_normalised_ascent
 from mmrobust_bench.models import ConcatHead, MultiModalNet
+from mmrobust_bench.models.lipschitz import estimate_lipschitz
 
 from helpers import flat_specs, linear_model
 
@@ -158,3 +160,21 @@ def test_gradients_of_an_input_the_loss_ignores_are_exact_zeros():
     assert torch.equal(g_used, 2 * used.detach()) and torch.equal(g_ignored, torch.zeros(3, 4))
     constant = torch.tensor(1.0)  # no graph at all (a model whose parameters and inputs are all frozen)
     assert all(torch.equal(g, torch.zeros_like(x)) for g, x in zip(input_gradients_of(constant, [used]), [used]))
+
+
+def test_adversarial_training_steps_and_the_official_tau_leave_an_ignored_modality_alone():
+    """The same zero-gradient rule in the training-time ascent (MMAT / CRMT-AT) and the reference get_lip:
+    a modality the model never reads is neither moved nor given a gradient norm, instead of an autograd error."""
+    inner = linear_model({"v": 3, "a": 2}, 3)
+
+    class IgnoresAudio(torch.nn.Module):
+        def forward(self, batch):
+            return inner({**batch, "a": torch.zeros_like(batch["a"])})
+
+    g = torch.Generator().manual_seed(0)
+    batch = {"v": torch.randn(4, 3, generator=g), "a": torch.randn(4, 2, generator=g)}
+    labels = torch.tensor([0, 1, 2, 0])
+    adv = joint_normalised_ascent(IgnoresAudio(), batch, labels, eps=0.5)
+    assert torch.equal(adv["a"], batch["a"]) and not torch.equal(adv["v"], batch["v"])
+    tau = estimate_lipschitz(IgnoresAudio(), [(batch, labels)], ["a", "v"], mode="official")
+    assert torch.equal(tau["a"], torch.zeros(3))  # the first modality accumulates its (zero) gradients

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..contracts import Batch
+from ..contracts import Batch, input_gradients_of
 
 
 def joint_normalised_ascent(
@@ -23,7 +23,7 @@ def joint_normalised_ascent(
     for _ in range(steps):
         inputs = {m: x.requires_grad_(True) for m, x in adv.items()}
         loss = F.cross_entropy(model(inputs).logits.float(), labels)
-        grads = torch.autograd.grad(loss, list(inputs.values()))
+        grads = input_gradients_of(loss, list(inputs.values()))
         norm = torch.sqrt(sum(g.float().flatten(1).pow(2).sum(1) for g in grads) + 1e-6)
         with torch.no_grad():
             for (m, x), g in zip(inputs.items(), grads):

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..contracts import Batch, ModelOutput
+from ..contracts import Batch, ModelOutput, input_gradients_of
 
 LIP_MODES = ("intended", "official")
 
@@ -74,7 +74,7 @@ def _official_batch(model: nn.Module, batch: Batch, modalities: Sequence[str]) -
     acc = torch.zeros_like(inputs[first], dtype=torch.float32)
     norms = {m: torch.zeros(k, logits.shape[0], device=logits.device) for m in modalities}
     for c in range(k):
-        grads = torch.autograd.grad(logits[:, c].sum(), [inputs[m] for m in modalities], retain_graph=c < k - 1)
+        grads = input_gradients_of(logits[:, c].sum(), [inputs[m] for m in modalities], retain_graph=c < k - 1)
         acc = acc + grads[0].float()
         norms[first][c] = acc.flatten(1).norm(dim=1)
         # every other modality's gradient was zeroed before being read: its norm is 0
