@@ -268,6 +268,7 @@ def check_attack(
     samples. A model whose clean logits are not finite gets the ``non_finite`` flag alone: every other check
     would only describe NaN."""
     model.eval()
+    strong = getattr(attack, "masking_resistant", False)  # autoattack: DLR and Square see past masked gradients
     flags: list[Flag] = []
     small = split.subset(torch.arange(min(samples, len(split))))
     batch, labels = next(small.batches(len(small), device=device))
@@ -283,16 +284,14 @@ def check_attack(
             largest = max(float(e) for e in eps_grid)
             if largest > 0:
                 flags += unbounded(model, batch, labels, attack, threat, unbounded_factor * largest)
-            if not getattr(attack, "masking_resistant", False):  # autoattack: DLR and Square see past it
+            if not strong:
                 flags += zero_gradients(model, batch, labels, threat)
             threat = threat.with_eps(largest)
         flags += randomness(model, few, labels[:RANDOMNESS_SAMPLES], attack, threat)
         flags += non_finite_adversarial(
             model, batch, labels, attack, threat, threat.eps if attack.norm_bounded else None
         )
-    if getattr(attack, "masking_resistant", False):
-        flags = [replace(f, strong=True) for f in flags]
-    return flags
+    return [replace(f, strong=True) for f in flags] if strong else flags
 
 
 def row_flags(flags: Iterable[Flag], eps: float | None) -> str:
