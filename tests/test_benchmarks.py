@@ -120,3 +120,23 @@ def test_msefm_batch_dependence_compares_batch_sizes_under_each_stopping_rule(tm
     assert batch["max_abs_logit_difference"] > sample["max_abs_logit_difference"]  # the batch rule's dependence
     again = run_script("msefm_batch_dependence.py", *args)
     assert again["cached"] and again["rules"] == rules  # the reused checkpoint gives the same numbers
+
+
+def test_sparse_coding_backward_compares_the_masked_threshold_with_the_formula():
+    out = run_script(
+        "sparse_coding_backward.py",
+        "--dim",
+        "8",
+        "--atoms",
+        "32",
+        "--batch",
+        "6",
+        "--iterations",
+        "20",
+        "--repeats",
+        "1",
+    )
+    assert set(out["cpu_seconds"]) == {"masked", "op_by_op"} and out["threads"] == 1
+    assert out["bit_identical"] is True
+    assert out["graph_bytes_ratio"] > 10  # three float tensors a code against one byte
+    assert all(v >= 0 for r in out["cpu_seconds"].values() for t in ("first", "again_median") for v in r[t].values())
