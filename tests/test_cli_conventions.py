@@ -86,6 +86,22 @@ def test_run_help_names_the_defaults_the_issue_asked_for(capsys, monkeypatch):
     assert "-q, --quiet" in out and "-v, --verbose" in out
 
 
+def test_sweep_help_shows_the_defaults_of_the_grid_and_seed_options(capsys, monkeypatch):
+    # these have no argparse default (the YAML's value comes first), so the help says the default in words
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    out = capsys.readouterr().out
+    for option, default in (
+        ("--seeds", "else 0)"),
+        ("--attacks", "fgm,pgd_l2)"),
+        ("--modalities", "v,a,all)"),
+        ("--eps", "0.5,1 for l2"),
+    ):
+        block = " ".join(out.split(f"  {option} ", 1)[1].split("\n  -", 1)[0].split())
+        assert "(default: " in block and default in block, block
+
+
 @pytest.mark.parametrize("name", sorted(subcommands(build_parser())))
 def test_verbosity_flags_before_or_after_every_subcommand(name):
     parser = build_parser()
@@ -102,6 +118,18 @@ def test_verbosity_flags_before_or_after_every_subcommand(name):
     assert args.verbose == 0 and args.quiet is False and conventions.log_level(args) == logging.INFO
     with pytest.raises(SystemExit):
         parser.parse_args([name, *req, "-q", "-v"])  # contradictory on one parser: an error, not a guess
+
+
+@pytest.mark.parametrize("name", ["list", "run", "zoo"])
+def test_verbosity_flag_after_the_subcommand_wins(name):
+    parser = build_parser()
+    req = required_args(subcommands(parser)[name])
+    args = parser.parse_args(["-q", name, *req, "-v"])
+    assert args.quiet is False and args.verbose == 1 and conventions.log_level(args) == logging.DEBUG
+    args = parser.parse_args(["-vv", name, *req, "-q"])
+    assert args.quiet is True and args.verbose == 0 and conventions.log_level(args) == logging.WARNING
+    args = parser.parse_args(["-q", name, *req])  # nothing after the subcommand: the earlier flag stays
+    assert args.quiet is True and conventions.log_level(args) == logging.WARNING
 
 
 def test_version_and_help_import_nothing_heavy():

@@ -58,18 +58,35 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown})" if text else f"default: {shown}"
 
 
+class _SubcommandVerbose(argparse._CountAction):
+    """``-v`` on a subcommand: counts, and cancels a ``-q`` given before the subcommand."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: Any) -> None:
+        super().__call__(parser, namespace, *args)
+        namespace.quiet = False
+
+
+class _SubcommandQuiet(argparse._StoreTrueAction):
+    """``-q`` on a subcommand: quiet, and cancels a ``-v`` given before the subcommand."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: Any) -> None:
+        super().__call__(parser, namespace, *args)
+        namespace.verbose = 0
+
+
 def add_verbosity(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
     """``-v/--verbose`` (repeatable) and ``-q/--quiet``.
 
     On subcommands the defaults are ``SUPPRESS``: a flag given there overrides the one before the
-    subcommand, and an absent one leaves it alone (``mmrobust-bench -q run`` stays quiet).
+    subcommand (``-q`` cancels an earlier ``-v`` and the other way round), and an absent one leaves it
+    alone (``mmrobust-bench -q run`` stays quiet).
     """
     group = parser.add_argument_group("output")
     flags = group.add_mutually_exclusive_group()
     flags.add_argument(
         "-v",
         "--verbose",
-        action="count",
+        action="count" if top_level else _SubcommandVerbose,
         default=0 if top_level else argparse.SUPPRESS,
         help="more detail: -v adds the package's debug messages, -vv every library's "
         "(default: the package's INFO messages)",
@@ -77,7 +94,7 @@ def add_verbosity(parser: argparse.ArgumentParser, *, top_level: bool = False) -
     flags.add_argument(
         "-q",
         "--quiet",
-        action="store_true",
+        action="store_true" if top_level else _SubcommandQuiet,
         default=False if top_level else argparse.SUPPRESS,
         help="warnings and errors only, and no progress bars",
     )

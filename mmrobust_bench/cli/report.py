@@ -246,7 +246,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def written_summary(written: dict[str, list[Path]], out: Path, *, listed: bool = False) -> str:
-    """One line for what ``report`` wrote: ``report: 38 files in out: tables 12 csv, 12 md, 12 tex; leaderboard
+    """One line for what ``report`` wrote: ``report: 39 files in out: tables 12 csv, 13 md, 12 tex; leaderboard
     1 html, cards/ 1 json (-v lists them)``, counted per kind of output, folder below ``out`` and extension
     (``listed``: the paths were printed above it, so no hint)."""
     parts = []

@@ -48,10 +48,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="before the work, move the stored rows of this sweep's entries made under another "
         "configuration (a changed setting) to <root>/retired/ (without it they are only reported)",
     )
-    sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    sw.add_argument("--attacks", help="comma-separated attack ids (with --modalities/--eps: replaces the YAML grid)")
-    sw.add_argument("--modalities", help="comma-separated attacked modalities: v, a, all (joint)")
-    sw.add_argument("--eps", help="comma-separated ε grid")
+    sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the YAML's, else 0)")
+    sw.add_argument(
+        "--attacks",
+        help="comma-separated attack ids; any of --attacks/--modalities/--eps replaces the YAML grid by one "
+        "block (default: the YAML grid's; in a command-line block or without a grid, fgm,pgd_l2)",
+    )
+    sw.add_argument(
+        "--modalities",
+        help="comma-separated attacked modalities: v, a, all (joint) (default: the YAML grid's; in a "
+        "command-line block or without a grid, v,a,all)",
+    )
+    sw.add_argument(
+        "--eps",
+        help="comma-separated ε grid (default: the YAML grid's; in a command-line block or without a grid, "
+        "0.5,1 for l2, else the --norm's own grid)",
+    )
     sw.add_argument(
         "--norm",
         choices=("l2", "linf", "l1", "l0"),
