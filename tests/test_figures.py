@@ -183,6 +183,32 @@ def test_figure4_draws_seed_bands_per_modality():
     assert any("sample std over 3 seeds" in t.get_text() for t in fig.legends[0].get_texts())
 
 
+def uni_rows(a_eps: dict, v_eps: dict, clean: float | None = None) -> pd.DataFrame:
+    """JT, one seed: PGD accuracy per ε on audio (``a_eps``) and visual (``v_eps``), and a clean row if given."""
+    base = {"dataset": "synthav", "defense": "jt", "seed": 0, "config_hash": "c", "checkpoint_sha256": "s"}
+    rows = [{**base, "attack": "clean", "attack_config": "clean", "modality": "none", "eps": 0.0, "accuracy": clean}]
+    rows = rows if clean is not None else []
+    for mod, accs in (("a", a_eps), ("v", v_eps)):
+        rows += [
+            {**base, "attack": "pgd_l2", "attack_config": PGD, "modality": mod, "eps": e, "accuracy": acc}
+            for e, acc in accs.items()
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_figure4_gap_is_over_radii_both_modalities_were_attacked_at():
+    def gap_line(rows):
+        (ax,) = [ax for ax in figure4(rows).axes if ax.get_visible()]
+        return ax.get_title().split("\n")[1]
+
+    # no ε in common: no number (it was "mean gap nan")
+    assert gap_line(uni_rows({0.5: 0.6, 1.0: 0.4}, {0.25: 0.7, 0.75: 0.5})) == "no common ε"
+    # the only shared point is ε = 0 filled in from the clean row, the same on both curves: still no gap to report
+    assert gap_line(uni_rows({0.5: 0.6, 1.0: 0.4}, {0.25: 0.7, 0.75: 0.5}, clean=0.9)) == "no common ε"
+    # the clean point does not dilute a real gap: 0.2 at both radii, not (0 + 0.2 + 0.2) / 3
+    assert gap_line(uni_rows({0.5: 0.6, 1.0: 0.4}, {0.5: 0.4, 1.0: 0.2}, clean=0.9)) == "mean gap 0.20"
+
+
 def test_figure3_integer_ticks_log_colour_scale_and_mathtext_label():
     eta = fixture_eta(k=4)
     fig = figure3(eta)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mmrobust_bench.bench.results import ResultRow, rows_frame
 from mmrobust_bench.reports.entries import resolve_entries
 from mmrobust_bench.reports.findings import findings_markdown, reference_entries
 
@@ -145,3 +146,69 @@ def test_reference_by_defense_id_when_no_entry_has_the_label():
     assert table_lines(text, "### 1. Preference")[2].startswith("| `jt_baseline` | 0.810 ± 0.010 |")
     none = findings_markdown(rows[rows["defense"] != "jt"].drop(columns="label"))
     assert "No entry is the reference `jt`" in none and "### 1." not in none
+
+
+def result(label, seed, attack, modality, eps, accuracy, *, config, flags=""):
+    return ResultRow(
+        dataset="d",
+        defense=label,
+        label=label,
+        seed=seed,
+        checkpoint_sha256=f"{label}{seed}",
+        config_hash="c" * 16,
+        attack=attack,
+        attack_config=config,
+        library="x",
+        library_version="1",
+        modality=modality,
+        norm="l2",
+        eps=eps,
+        n=1000,
+        accuracy=accuracy,
+        wall_seconds=0.0,
+        device="cpu",
+        suite_version="0",
+        flags=flags,
+    )
+
+
+PAPER_PGD = "pgd_l2(steps=4, step_ratio=0.3333)"
+
+
+def configurations_frame() -> pd.DataFrame:
+    rows = []
+    for seed in (0, 1):
+        rows += [
+            result("jt", seed, "clean", "none", 0.0, 0.9, config="clean"),
+            result("jt", seed, "pgd_l2", "a", 1.0, 0.80, config=PAPER_PGD, flags="zero_gradients" if seed else ""),
+            result("jt", seed, "pgd_l2", "v", 1.0, 0.70, config=PAPER_PGD),
+            result("jt", seed, "missing", "a", 0.0, 0.10, config="missing(fill=zero)"),
+            result("jt", seed, "missing", "v", 0.0, 0.50, config="missing(fill=zero)"),
+        ]
+    rows += [  # one seed of other configurations: never averaged in
+        result("jt", 0, "pgd_l2", "a", 1.0, 0.20, config="pgd_l2(steps=100, step_ratio=0.05)"),
+        result("jt", 0, "missing", "a", 0.0, 0.70, config="missing(fill=mean)"),
+    ]
+    return rows_frame(rows)
+
+
+def test_findings_keep_one_configuration_per_attack_name_it_and_say_what_was_left_out():
+    text = findings_markdown(configurations_frame())
+    assert f"under uni-modal ℓ2-PGD (`{PAPER_PGD}`)" in text
+    assert "with one modality missing (`missing(fill=zero)`)" in text
+    fragility = table_lines(text, "### 2. Fragility")
+    assert fragility[2].startswith("| a | 0.800 ± 0.000 ⚑ zero_gradients")  # not 0.600 (with 100 steps' 0.20)
+    preference = table_lines(text, "### 1. Preference")
+    assert "| 0.100 ± 0.000 |" in preference[2]  # not 0.300 (with fill=mean's 0.70)
+    assert "left out 'pgd_l2(steps=100, step_ratio=0.05)' (ℓ2)" in text
+    assert "left out 'missing(fill=mean)' (ℓ2)" in text
+
+
+def test_no_nan_in_the_certificate_tables():
+    """A median radius is NaN when nothing is certified; σ, α and the abstention rate may be missing."""
+    certified = certified_frame()
+    certified["median_certified_radius"] = float("nan")
+    certified.loc[certified["method"] == "smoothing", ["sigma", "alpha", "abstained"]] = float("nan")
+    text = findings_markdown(fixture_rows(), certified=certified)
+    assert "### Randomized smoothing" in text and "### Honesty check" in text
+    assert "nan" not in text.lower()

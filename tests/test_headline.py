@@ -16,6 +16,7 @@ from mmrobust_bench.reports.headline import (
     headline,
     headline_markdown,
     masking_check,
+    masking_markdown,
     reference_comparison,
 )
 
@@ -180,3 +181,60 @@ def test_the_comparison_counts_seeds_as_the_headline_does_while_a_sweep_is_parti
     comparison = reference_comparison(head, "jt").set_index("entry")
     seeds = head.table.set_index("entry")["seeds"]
     assert seeds["crmt_jt"] == 2 and comparison.loc["crmt_jt", "seeds"] == seeds["crmt_jt"]
+
+
+PAPER_PGD = "pgd_l2(steps=4, step_ratio=0.3333)"
+
+
+def test_the_masking_verdict_uses_one_pgd_configuration_whatever_the_row_order():
+    """With two PGD configurations in the rows, the check uses the one with the most rows (the paper's here) and
+    names it; the order of the rows in the file changes nothing."""
+    base = [row("jt", s, "autoattack", "a", 1.0, 0.20, config=STANDARD) for s in (0, 1)]
+    paper = [row("jt", s, "pgd_l2", "a", 1.0, 0.80, config=PAPER_PGD) for s in (0, 1)]
+    long = [row("jt", 0, "pgd_l2", "a", 1.0, 0.20, config="pgd_l2(steps=100, step_ratio=0.05)")]
+    for order in (base + paper + long, base + long + paper, long + paper + base):
+        check = masking_check(rows_frame(order))
+        assert len(check) == 1 and bool(check["masking"].iloc[0])
+        assert check["pgd_l2"].iloc[0] == 0.80 and check["pgd_config"].iloc[0] == PAPER_PGD
+
+
+def test_the_masking_table_shows_the_flags_of_both_numbers_and_says_only_compared_cells_were_checked():
+    rows = rows_frame(
+        [
+            row("jt", 0, "pgd_l2", "a", 1.0, 0.8, flags="zero_gradients", config=PAPER_PGD),
+            row("jt", 0, "autoattack", "a", 1.0, 0.3, flags="randomness", config=STANDARD),
+        ]
+    )
+    text = masking_markdown(masking_check(rows))
+    line = next(x for x in text.splitlines() if x.startswith("| `jt`"))
+    assert f"0.800 {FLAG_MARK} zero_gradients" in line and f"0.300 {FLAG_MARK} randomness" in line
+    assert "Only these cells were compared" in text and f"`{PAPER_PGD}`" in text
+
+
+def test_the_masking_check_skips_a_cell_without_an_accuracy():
+    rows = rows_frame(
+        [
+            row("jt", 0, "pgd_l2", "a", 1.0, 0.8, config=PAPER_PGD),
+            row("jt", 0, "autoattack", "a", 1.0, 0.3, config=STANDARD),
+        ]
+    )
+    rows.loc[rows["attack"] == "autoattack", "accuracy"] = math.nan
+    assert masking_check(rows).empty
+    assert "nan" not in masking_markdown(masking_check(rows))
+
+
+def test_the_headline_keeps_one_norm_l2_first_and_names_it():
+    """APGD-style attacks describe themselves the same way under ℓ2 and ℓ∞: the norm keeps the two apart."""
+    rows = []
+    for seed in (0, 1):
+        rows.append(row("jt", seed, "clean", "none", 0.0, 0.9))
+        for norm, acc in (("l2", 0.6), ("linf", 0.0)):
+            for m in ("a", "any"):
+                rows.append(dataclasses.replace(row("jt", seed, "autoattack", m, 0.5, acc, config=STANDARD), norm=norm))
+    head = headline(rows_frame(rows))
+    assert head.norm == "l2" and math.isclose(head.table["any"].iloc[0], 0.6)
+    assert "standard strong evaluation (`autoattack(version='standard')`, ℓ2) at ε = 0.5" in findings_markdown(
+        rows_frame(rows)
+    )
+    only_linf = rows_frame([r for r in rows if r.norm != "l2"])
+    assert headline(only_linf).norm == "linf" and math.isclose(headline(only_linf).table["any"].iloc[0], 0.0)

@@ -192,6 +192,7 @@ def test_ranked_by_any_with_the_headline_first_and_the_masking_check_below(ranke
     # the masking check: one cell of 30 measured by both, CRMT-AT jointly, 0.3 under PGD
     check = page.split("<h2>Masking check", 1)[1]
     assert "1 of 30 cells measured by both attacks" in check
+    assert "Only these cells were compared" in check and "of this page is masked" not in check
     assert body_names(page, "masking") == ["CRMT-AT"]
     assert re.search(
         r"<td class=\"text\">all modalities \(joint\)</td><td>0.5</td><td>0.7\d\d</td><td>0.4\d\d</td>"

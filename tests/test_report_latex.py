@@ -54,6 +54,43 @@ def test_table_has_a_label_and_the_best_mean_of_each_column_in_bold():
     assert "PGD-$\\ell_2$" in tex and "$\\ell$2" not in tex
 
 
+def with_flags(rows: pd.DataFrame, label: str | None, attack: str, flags: str, seed: int = 0) -> pd.DataFrame:
+    """``rows`` with one seed's ``attack`` rows (of ``label``, or of every label when None) flagged ``flags``."""
+    rows = rows.copy()
+    rows["flags"] = rows["flags"].astype(object)
+    hit = (rows["attack"] == attack) & (rows["seed"] == seed)
+    if label is not None:
+        hit &= rows["defense"] == label
+    rows.loc[hit, "flags"] = flags
+    return rows
+
+
+def test_a_flagged_cell_carries_a_dagger_is_named_in_a_note_and_is_never_bold():
+    rows = with_flags(fixture_rows(), "crmt_jt_step2_only", "pgd_l2", "zero_gradients")  # the best PGD mean
+    rows = with_flags(rows, None, "clean", "non_finite", seed=2)  # every clean cell flagged
+    table = build_table(rows, 1, "synthav")
+    measured = table.frame[table.frame["source"] == "measured"].reset_index(drop=True)
+    lines = body_lines(table.latex)
+    pgd = [c.key for c in table.columns].index("pgd_l2_all_eps0.5") + 1
+    flagged_row = measured.index[measured["label"] == "crmt_jt_step2_only"][0]
+    runner_up = measured.index[measured["label"] == "crmt_jt_step1_only"][0]
+    std = measured.loc[flagged_row, "pgd_l2_all_eps0.5_std"]
+    assert lines[flagged_row][pgd] == rf"0.790\textsuperscript{{\dag}}\,{{\scriptsize$\pm${std:.3f}}}"
+    assert [i for i, cells in enumerate(lines) if cells[pgd].startswith(r"\textbf{")] == [runner_up]
+    assert lines[runner_up][pgd].startswith(r"\textbf{0.780}\,")
+    assert not any(cells[1].startswith(r"\textbf{") for cells in lines)  # Clean: every cell flagged, none bold
+    assert all(r"\textsuperscript{\dag}" in cells[1] for cells in lines)
+    fgm = [c.key for c in table.columns].index("fgm_all_eps0.5") + 1
+    assert sum(r"\textsuperscript{\dag}" in cells[fgm] for cells in lines) == 0
+    assert sum(cells[fgm].startswith(r"\textbf{0.790}") for cells in lines) == 1  # unflagged columns as before
+    assert (
+        r"{\footnotesize\raggedright\textsuperscript{\dag}\,Validity flags on the rows of that cell (any seed): "
+        r"non\_finite, zero\_gradients; a flagged cell is never set in bold.\par}"
+    ) in table.latex.splitlines()
+    plain = build_table(fixture_rows(), 1, "synthav").latex
+    assert r"\dag" not in plain and "Validity flags" not in plain
+
+
 def test_a_wide_pivot_is_split_into_tables_of_at_most_five_columns():
     table = pivot_table(fixture_rows(), "synthav")
     assert len(table.columns) == 15
@@ -79,8 +116,11 @@ def test_a_wide_pivot_is_split_into_tables_of_at_most_five_columns():
 def test_every_table_compiles_and_fits_the_page(tmp_path):
     rows = fixture_rows()
     rows = pd.concat([rows, rows[rows["defense"] == "gb"].assign(defense=HOSTILE)], ignore_index=True)
+    rows = with_flags(with_flags(rows, "jt", "pgd_l2", "zero_gradients;non_monotone"), HOSTILE, "fgm", HOSTILE)
+    rows = with_flags(rows, "mmt", "clean", "non_finite")  # Table 3 holds the transformers alone
     tables = build_tables(rows) + [pivot_table(rows, "synthav")]
     paths = [p for p in write_tables(tables, tmp_path, command="mmrobust-bench report ℓ2 & 50%") if p.suffix == ".tex"]
+    assert all(r"\textsuperscript{\dag}" in p.read_text() for p in paths)  # the flagged cells, and their note
     assert sorted(p.name for p in paths) == [
         "pivot-synthav.tex",
         "table1-synthav.tex",

@@ -160,6 +160,53 @@ def test_write_tables_names_the_command(tmp_path):
     assert "\nCRMT-JT head only & " in tex and "crmt" not in tex  # display names, as on the page and in the figures
 
 
+def flag_rows(rows: pd.DataFrame, label: str, attack: str, modality: str, seed: int, flags: str) -> pd.DataFrame:
+    """``rows`` with the flags of one label's (attack, modality) rows of one seed set to ``flags``."""
+    rows = rows.copy()
+    rows["flags"] = rows["flags"].astype(object)
+    hit = (rows["defense"] == label) & (rows["attack"] == attack) & (rows["modality"] == modality)
+    rows.loc[hit & (rows["seed"] == seed), "flags"] = flags
+    return rows
+
+
+def test_flagged_cells_are_marked_in_the_markdown_and_kept_in_the_csv(tmp_path):
+    from mmrobust_bench.reports.stats import COLUMN_DOC
+    from mmrobust_bench.reports.tables import pivot_table
+
+    rows = flag_rows(fixture_rows(), "jt", "pgd_l2", "all", 1, "zero_gradients;non_finite")
+    table = build_table(rows, 1, "synthav")
+    mean = lambda attack, modality, eps: [accuracy("jt", attack, modality, eps, s) for s in range(3)]  # noqa: E731
+    cells = [
+        f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}"
+        for v in (mean("clean", "none", 0), mean("fgm", "all", 0.5), mean("pgd_l2", "all", 0.5))
+    ]
+    line = f"| JT (`jt`) | {cells[0]} | {cells[1]} | {cells[2]} ⚑ non_finite;zero_gradients | 3 |"
+    assert line in table.markdown.splitlines()
+    assert sum("⚑" in row for row in table.markdown.splitlines() if row.startswith("| ")) == 1
+    assert any(n.startswith("⚑ and the flag names:") for n in table.notes)
+    measured = table.frame[table.frame["source"] == "measured"].set_index("label")
+    assert measured.loc["jt", "pgd_l2_all_eps0.5_flags"] == "non_finite;zero_gradients"
+    assert measured.loc["jt", "clean_flags"] == "" and measured.loc["gb", "pgd_l2_all_eps0.5_flags"] == ""
+    flag_columns = [c for c in table.frame.columns if c.endswith("_flags")]
+    assert flag_columns == ["clean_flags", "fgm_all_eps0.5_flags", "pgd_l2_all_eps0.5_flags"]
+    assert set(table.frame.loc[table.frame["source"] == "reported", flag_columns].stack()) == {""}
+
+    pivot = pivot_table(rows, "synthav", attacks=["pgd_l2"], modalities=["all"])
+    assert f"| JT (`jt`) | {cells[0]} | {cells[2]} ⚑ non_finite;zero_gradients | 3 |" in pivot.markdown.splitlines()
+    assert pivot.frame.set_index("label").loc["jt", "pgd_l2_all_eps0.5_flags"] == "non_finite;zero_gradients"
+
+    write_tables([table, pivot], tmp_path, command="mmrobust-bench report")
+    for name in ("table1-synthav.csv", "pivot-synthav.csv"):
+        raw = pd.read_csv(tmp_path / name, dtype=str, keep_default_na=False)
+        head = list(raw.columns)
+        assert head[head.index("pgd_l2_all_eps0.5_n") + 1] == "pgd_l2_all_eps0.5_flags"
+        flags = raw.set_index(["source", "label"])["pgd_l2_all_eps0.5_flags"]
+        assert flags[("measured", "jt")] == "non_finite;zero_gradients", name
+        assert flags[("measured", "gb")] == "" and set(raw["clean_flags"]) == {""}, name
+    assert line in (tmp_path / "report.md").read_text().splitlines()
+    assert "<cell>_flags" in COLUMN_DOC and "<cell>_flags" in (tmp_path / "table1-synthav.csv.txt").read_text()
+
+
 def test_report_and_plot_cli(results_csv, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["report", "--results", str(results_csv), "--out", str(out)]) == 0
@@ -407,6 +454,117 @@ def test_report_removes_the_cards_of_models_the_rows_no_longer_hold_and_nothing_
     cards = [p for p in written if p.suffix == ".json"]
     assert sorted(p.name for p in cards) == sorted(set(left) - {"notes.json", "broken.json"})
     assert all(json.loads(p.read_text())["card_made_by"] == "second" for p in cards)
+
+
+CARD_PGD = "pgd_l2(steps=4, step_ratio=0.3333)"
+
+
+def card_row(defense, seed, attack, cfg, mod, eps, acc, flags="", dataset="synthav", sha=None):
+    return dict(
+        dataset=dataset,
+        defense=defense,
+        label=defense,
+        seed=seed,
+        checkpoint_sha256=sha or f"s{defense}{seed}",
+        config_hash="c1",
+        attack=attack,
+        attack_config=cfg,
+        modality=mod,
+        norm="l2",
+        eps=eps,
+        n=1000,
+        accuracy=acc,
+        flags=flags,
+        outcomes="",
+    )
+
+
+def test_model_cards_keep_the_flags_of_the_clean_rows():
+    from mmrobust_bench.reports.cards import model_cards
+
+    rows = pd.DataFrame(
+        [
+            card_row("jt", 0, "clean", "clean", "none", 0.0, 0.31, flags="zero_gradients;non_finite"),
+            card_row("jt", 0, "pgd_l2", CARD_PGD, "all", 0.5, 0.30, flags="non_finite"),
+            card_row("gb", 0, "clean", "clean", "none", 0.0, 0.9),
+            card_row("gb", 0, "pgd_l2", CARD_PGD, "all", 0.5, 0.5),
+        ]
+    )
+    cards = {c["entry"]: c for c in model_cards(rows)}
+    assert cards["jt"]["clean_accuracy"] == pytest.approx(0.31)
+    assert cards["jt"]["clean_flags"] == "non_finite;zero_gradients"
+    assert cards["jt"]["robust_accuracy"][0]["flags"] == "non_finite"
+    assert cards["gb"]["clean_flags"] == ""
+    assert list(cards["jt"]).index("clean_flags") == list(cards["jt"]).index("clean_accuracy") + 1
+
+
+def test_model_cards_are_strict_json_with_an_infinite_radius_as_the_string_inf(tmp_path):
+    import json
+
+    from mmrobust_bench.reports.cards import model_cards, write_cards
+
+    def refuse(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    root = tmp_path / "runs"
+    write_checkpoint_config(root, "synthav", "jt", "k0", "sjt0", epochs=3)
+    config = root / "checkpoints" / "synthav" / "jt" / "k0" / "config.json"
+    config.write_text(config.read_text().replace('"lr": 0.01', '"lr": 0.01, "clip": Infinity, "decay": NaN'))
+    rows = pd.DataFrame([card_row("jt", 0, "clean", "clean", "none", 0.0, 0.9)])
+    certified = pd.DataFrame(
+        [
+            {
+                "dataset": "synthav",
+                "defense": "jt",
+                "seed": 0,
+                "checkpoint_sha256": "sjt0",
+                "config_hash": "c1",
+                "certificate": "eq5",
+                "kind": "empirical",
+                "modality": "all",
+                "radius": radius,
+                "certified_accuracy": acc,
+                "median_certified_radius": math.inf,
+            }
+            for radius, acc in ((0.0, 0.9), (math.inf, 0.9))
+        ]
+    )
+    (card,) = model_cards(rows, certified=certified, checkpoints=root / "checkpoints")
+    (path,) = write_cards([card], tmp_path / "out")
+    back = json.loads(path.read_text(), parse_constant=refuse)
+    (cert,) = back["certificates"]
+    assert cert["median_certified_radius"] == "inf" and card["certificates"][0]["median_certified_radius"] == "inf"
+    assert cert["certified_accuracy_by_radius"] == [[0.0, 0.9], ["inf", 0.9]]
+    assert back["config"]["train_config"] == {"epochs": 3, "lr": 0.01, "clip": "inf", "decay": None}
+    # what reaches write_cards by another way (a zoo's config) is cleaned the same way
+    (path,) = write_cards([{**card, "config": {"clip": -math.inf}}], tmp_path / "out")
+    assert json.loads(path.read_text(), parse_constant=refuse)["config"] == {"clip": "-inf"}
+
+
+def test_checkpoint_configs_are_read_only_inside_the_checkpoint_folder(tmp_path, caplog):
+    import json
+    import logging
+
+    from mmrobust_bench.reports.cards import model_cards
+    from mmrobust_bench.reports.entries import find_checkpoint_configs
+
+    root = tmp_path / "runs"
+    write_checkpoint_config(root, "synthav", "jt", "k0", "inside", epochs=3)
+    outside = tmp_path / "runs" / "outside" / "jt" / "k0"
+    outside.mkdir(parents=True)
+    (outside / "config.json").write_text(json.dumps({"secret": 1, "stages": {"final": {"sha256": "evil"}}}))
+    checkpoints = root / "checkpoints"
+    assert set(find_checkpoint_configs(checkpoints, "synthav")) == {"inside"}
+    with caplog.at_level(logging.WARNING, logger="mmrobust_bench.reports.entries"):
+        for name in ("../outside", str(root / "outside"), "synthav/../../outside", "..", "."):
+            assert find_checkpoint_configs(checkpoints, name) == {}, name
+    assert [r.getMessage().split(":")[0] for r in caplog.records][:2] == [
+        "not reading checkpoint configs for dataset '../outside'",
+        f"not reading checkpoint configs for dataset {str(root / 'outside')!r}",
+    ]
+    rows = pd.DataFrame([card_row("jt", 0, "clean", "clean", "none", 0.0, 0.9, dataset="../outside", sha="evil")])
+    (card,) = model_cards(rows, checkpoints=checkpoints)
+    assert card["config"] is None and "not found" in card["config_source"]
 
 
 def test_a_filtered_pivot_says_which_filters_made_it():

@@ -1,7 +1,11 @@
 """One JSON card per model (``cards/<dataset>/<entry>-seed<k>.json``, ``report --html``): dataset, defense id,
 label, configuration (hash, and the full settings from the checkpoint's ``config.json`` when at hand), checkpoint
-sha256, clean and robust accuracy per threat, the certificates with their kind, and the environment of the rows;
-cards of models the rows no longer hold are removed. ``reports.leaderboard`` links the page's rows to them."""
+sha256, clean accuracy with the clean rows' validity flags (``clean_flags``, as ``flags`` on each threat), robust
+accuracy per threat, the certificates with their kind, and the environment of the rows; cards of models the rows no
+longer hold are removed. ``reports.leaderboard`` links the page's rows to them.
+
+Cards are strict JSON: NaN is written as ``null`` and ±inf (a legal ``median_certified_radius``) as the strings
+``"inf"`` / ``"-inf"`` (in a checkpoint's config too), which every JSON parser reads."""
 
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ from ..io import atomic_write_text
 from .entries import find_checkpoint_configs, mixed_labels, resolve_entries
 from .paper import method_name
 from .paths import check_unique, output_path, slug
+from .table_cells import cell_flags
 
-CARD_SCHEMA = "mmrobust-bench/model-card/1"
+CARD_SCHEMA = "mmrobust-bench/model-card/2"  # 2: clean_flags; infinite numbers as the strings "inf" / "-inf"
+SCHEMAS = ("mmrobust-bench/model-card/1", CARD_SCHEMA)  # every version this suite wrote (pruning recognises them)
 # columns of the rows that describe how a measurement was made (kept when present)
 ENVIRONMENT_COLUMNS = (
     "suite_version",
@@ -71,12 +77,23 @@ CERT_FIELDS = (
 
 
 def _clean(value: Any) -> Any:
-    """JSON-safe scalar: NaN → None, numpy scalars → Python."""
+    """JSON-safe scalar: NaN → None, ±inf → "inf"/"-inf" (strict JSON has no literal for them), numpy scalars →
+    Python."""
     if hasattr(value, "item"):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
+
+
+def _json_safe(value: Any) -> Any:
+    """:func:`_clean` through nested dicts and lists: a config.json (read with Python's lenient parser) may hold
+    ``Infinity`` or ``NaN``."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return _clean(value)
 
 
 def _unique(frame: pd.DataFrame, column: str) -> Any:
@@ -104,7 +121,8 @@ def model_cards(
             found[dataset] = find_checkpoint_configs(checkpoints, str(dataset))
         shas = [s for s in dict.fromkeys(part["checkpoint_sha256"].astype(str)) if s and s != "nan"]
         config = next((found[dataset][s] for s in shas if s in found[dataset]), None)
-        clean = part[part["attack"] == "clean"]["accuracy"]
+        clean_rows = part[part["attack"] == "clean"]
+        clean = clean_rows["accuracy"]
         threats = part[part["attack"] != "clean"]
         card: dict[str, Any] = {
             "schema": CARD_SCHEMA,
@@ -116,7 +134,7 @@ def model_cards(
             "seed": int(seed),
             "config_hash": _unique(part, "config_hash") if "config_hash" in part else None,
             "checkpoint_sha256": shas[0] if len(shas) == 1 else shas,
-            "config": None if config is None else {k: v for k, v in config.items() if k != "_dir"},
+            "config": None if config is None else _json_safe({k: v for k, v in config.items() if k != "_dir"}),
             "config_source": (
                 f"{config['_dir']}/config.json"
                 if config is not None
@@ -124,6 +142,7 @@ def model_cards(
                 + (f" under {checkpoints}" if checkpoints else "")
             ),
             "clean_accuracy": _clean(float(clean.mean())) if len(clean) else None,
+            "clean_flags": cell_flags(clean_rows),
             "robust_accuracy": [
                 {k: _clean(r[k]) for k in THREAT_FIELDS if k in r}
                 for _, r in threats.sort_values(["attack", "modality", "eps"]).iterrows()
@@ -164,18 +183,20 @@ def _certificates(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def write_cards(cards: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One JSON file per card, at :func:`card_path` inside ``out_dir``; two models never share a file."""
+    """One JSON file per card, at :func:`card_path` inside ``out_dir``; two models never share a file. Strict JSON
+    (``allow_nan=False``): what was added to a card after :func:`model_cards` (a zoo's config) is cleaned too."""
     paths = [output_path(out_dir, card_path(c["dataset"], c["entry"], c["seed"])) for c in cards]
     check_unique((path, f"{c['dataset']} · {c['entry']} · seed {c['seed']}") for path, c in zip(paths, cards))
     for path, card in zip(paths, cards):
-        atomic_write_text(path, json.dumps(card, indent=1, sort_keys=False, default=str) + "\n")
+        text = json.dumps(_json_safe(card), indent=1, sort_keys=False, default=str, allow_nan=False)
+        atomic_write_text(path, text + "\n")
     return paths
 
 
 def prune_stale_cards(out_dir: Path, datasets: Sequence[str], keep: Sequence[Path]) -> list[Path]:
     """Remove the model cards under ``cards/<dataset>/`` that describe no model of the current rows (a model
     re-trained into another checkpoint, an entry dropped from the sweep), so the folder never shows a model the
-    results no longer hold. Only files that parse as this suite's cards (``schema`` = :data:`CARD_SCHEMA`) are
+    results no longer hold. Only files that parse as this suite's cards (``schema`` in :data:`SCHEMAS`) are
     removed; anything else in the folder stays. Returns the removed paths."""
     kept = {Path(p).resolve() for p in keep}
     removed = []
@@ -185,7 +206,7 @@ def prune_stale_cards(out_dir: Path, datasets: Sequence[str], keep: Sequence[Pat
             if path.resolve() in kept:
                 continue
             try:
-                is_card = json.loads(path.read_text(encoding="utf-8")).get("schema") == CARD_SCHEMA
+                is_card = json.loads(path.read_text(encoding="utf-8")).get("schema") in SCHEMAS
             except (OSError, UnicodeDecodeError, ValueError, AttributeError):
                 is_card = False
             if is_card:

@@ -22,6 +22,7 @@ Rows written before the ``label`` / ``config_hash`` columns existed read with th
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from ..bench.naming import UNKNOWN_CONFIG, config_series, label_series
 
 ENTRY = "entry"
 CFG_TAG = " [cfg "
+
+log = logging.getLogger(__name__)
 
 
 class MixedConfigurationError(ValueError):
@@ -79,11 +82,21 @@ def find_checkpoint_configs(checkpoints: Path | None, dataset: str | None = None
 
     The directory is returned in the config under the key ``"_dir"`` (not a setting; it is dropped from
     comparisons). Unreadable files are skipped: a report must not fail over a half-written cache.
+
+    ``dataset`` comes from the rows of a CSV, so it is used only as the one folder name ``bench.checkpoints``
+    gives it (``<checkpoints>/<dataset>/…``, the name unchanged); a name that would lead elsewhere (``..``, a
+    separator, an absolute path) finds nothing and is logged, so no config.json from outside ``checkpoints``
+    reaches a card.
     """
     out: dict[str, dict[str, Any]] = {}
     if checkpoints is None or not Path(checkpoints).is_dir():
         return out
-    base = Path(checkpoints) / dataset if dataset else Path(checkpoints)
+    base = Path(checkpoints)
+    if dataset:
+        if not _folder_name(dataset):
+            log.warning("not reading checkpoint configs for dataset %r: not a folder name under %s", dataset, base)
+            return out
+        base = base / dataset
     for path in sorted(base.glob("**/config.json")):
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
@@ -96,6 +109,11 @@ def find_checkpoint_configs(checkpoints: Path | None, dataset: str | None = None
             if digest:
                 out[str(digest)] = {**config, "_dir": str(path.parent)}
     return out
+
+
+def _folder_name(name: str) -> bool:
+    """Whether ``name`` is one plain path component (so ``checkpoints / name`` stays inside ``checkpoints``)."""
+    return name not in (".", "..") and "\x00" not in name and Path(name).name == name
 
 
 def _settings(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,9 +28,9 @@ import pandas as pd
 from ..bench.certified_rows import EMPIRICAL_METHOD, with_certificate_kinds
 from ..certify.eta import ETA_RATIO_AGGREGATION, eta_ratio_modalities, eta_ratio_per_defense
 from .entries import ENTRY, base_label, mixed_labels, resolve_entries
-from .headline import headline_sections
+from .headline import STRONG, headline_sections
 from .safe_text import markdown_cell, markdown_code
-from .table_cells import cell_flags, flagged, fmt, paper_row_order
+from .table_cells import cell_flags, choose_attack_configs, flagged, fmt, number, paper_row_order
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def honesty_table(certified: pd.DataFrame | None, defenses: Sequence[str], *, ru
                 counts = f"≥ {broken} / {total} (≥ {broken / max(total, 1):.1%})"
             lines.append(
                 f"| {markdown_code(d)} | {markdown_cell(cert)} | {_kind_text(kind)} | "
-                f"{group['median_certified_radius'].astype(float).mean():.3f} | {counts} |"
+                f"{number(group['median_certified_radius'].astype(float).mean())} | {counts} |"
             )
     checks = frame["honesty_attack"].dropna().astype(str) if "honesty_attack" in frame else pd.Series(dtype=str)
     checks = checks[checks != ""].value_counts()
@@ -192,10 +192,10 @@ def smoothing_table(certified: pd.DataFrame | None, defenses: Sequence[str]) -> 
             )
             n_text = "—" if pd.isna(n_noise) else f"{int(n_noise)}"
             lines.append(
-                f"| {markdown_code(d)} | {markdown_cell(mod)} | {float(sigma):g} | {n_text} | "
-                f"{float(alpha):g} | {SOUND_TEXT} | "
+                f"| {markdown_code(d)} | {markdown_cell(mod)} | {number(sigma, 'g')} | {n_text} | "
+                f"{number(alpha, 'g')} | {SOUND_TEXT} | "
                 + " | ".join(accs)
-                + f" | {models['abstained'].astype(float).mean():.1%} | {honesty} | "
+                + f" | {number(models['abstained'].astype(float).mean(), '.1%')} | {honesty} | "
                 f"{'/'.join(str(int(n)) for n in sorted(models['n'].dropna().unique()))} | {models['seed'].nunique()} |"
             )
     return "\n".join(lines)
@@ -243,6 +243,9 @@ def findings_markdown(
         rows = resolve_entries(rows, split=split)[0]
         pairs = None if pairs is None or pairs.empty else resolve_entries(pairs, split=split)[0]
         certified = None if certified is None or certified.empty else resolve_entries(certified, split=split)[0]
+    # one setting per attack in every cell (configuration and norm; the strong evaluation's is the headline's)
+    others, config_notes = choose_attack_configs(rows[rows["attack"].astype(str) != STRONG])
+    rows = pd.concat([others, rows[rows["attack"].astype(str) == STRONG]])
     modalities = sorted({str(m) for m in rows["modality"].dropna().unique()} - {"none", "all", "any"} - {""})
     modalities = [m for m in modalities if "+" not in m]
     defenses = paper_row_order(sorted(rows["defense"].unique()))
@@ -251,6 +254,7 @@ def findings_markdown(
         pgd = rows[(rows["attack"] == "pgd_l2") & rows["modality"].isin(modalities)]
         grid = sorted(float(e) for e in pgd["eps"].dropna().unique())
     out = [f"made by: {markdown_code(command)}" if command else "", ""]
+    out += [f"_{markdown_cell(note)}._" for note in config_notes] + ([""] if config_notes else [])
     if not references:
         out += [
             f"_No entry is the reference {markdown_code(reference)} (by label or defense id): sections 1 and 2 are "
@@ -267,7 +271,7 @@ def findings_markdown(
     ref_text = ", ".join(markdown_code(r) for r in references)
     if references:
         out += [
-            f"### 1. Preference: {ref_text} with one modality missing (zero-filled)",
+            f"### 1. Preference: {ref_text} with one modality missing ({_configs(rows, 'missing')})",
             "",
             cell_table(
                 rows,
@@ -279,7 +283,7 @@ def findings_markdown(
         for i, ref in enumerate(references):
             part = "" if len(references) == 1 else chr(ord("a") + i)
             out += [
-                f"### 2{part}. Fragility: {markdown_code(ref)} under uni-modal ℓ2-PGD (paper's 4 steps of ε/3)",
+                f"### 2{part}. Fragility: {markdown_code(ref)} under uni-modal ℓ2-PGD ({_configs(rows, 'pgd_l2')})",
                 "",
                 _modality_grid(rows, ref, modalities, grid),
                 "",
@@ -358,12 +362,21 @@ def _pick(grid: Sequence[float]) -> list[float]:
 def _modality_grid(rows: pd.DataFrame, defense: str, modalities: Sequence[str], grid: Sequence[float]) -> str:
     lines = ["| modality | " + " | ".join(f"ε={e:g}" for e in grid) + " |", "|---|" + "---:|" * len(grid)]
     for m in modalities:
+        cells = [Cell("", "pgd_l2", m, e) for e in grid]
         lines.append(
             f"| {markdown_cell(m)} | "
-            + " | ".join(fmt(*seed_stats(rows, defense, Cell("", "pgd_l2", m, e))[:2]) for e in grid)
+            + " | ".join(
+                flagged(fmt(*seed_stats(rows, defense, c)[:2]), cell_flags(_cell_rows(rows, defense, c))) for c in cells
+            )
             + " |"
         )
     return "\n".join(lines)
+
+
+def _configs(rows: pd.DataFrame, attack: str) -> str:
+    """The configuration(s) of ``attack`` behind a section, as its heading names them."""
+    configs = sorted(set(rows.loc[rows["attack"].astype(str) == attack, "attack_config"].astype(str)))
+    return ", ".join(markdown_code(c) for c in configs) or "not measured"
 
 
 __all__ = [

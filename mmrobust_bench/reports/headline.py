@@ -11,7 +11,7 @@ robustness. A pure function of result rows, like every report.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,11 +22,22 @@ from ..bench.result_rows import decode_outcomes
 from .entries import ENTRY
 from .safe_text import markdown_cell, markdown_code
 from .stats import modality_name
-from .table_cells import FLAG_MARK, cell_flags, flagged, fmt
+from .table_cells import (
+    FLAG_MARK,
+    NORM_NAMES,
+    SETTING_SEP,
+    attack_settings,
+    cell_flags,
+    choose_attack_configs,
+    flagged,
+    fmt,
+    number,
+)
 
 STRONG = "autoattack"
 PAPER_ATTACK = "pgd_l2"
 PREFERRED_VERSION = "autoattack(version='standard')"
+HEADLINE_NORM = "l2"  # the paper's threat model, and the norm every page's ε is labelled in
 ANY = "any"
 Z = 2.0  # binomial standard deviations a PGD−autoattack gap must exceed to count as masking
 
@@ -43,6 +54,12 @@ class Headline:
     strong: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
     clean: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
     entry_column: str = "defense"
+    norm: str = HEADLINE_NORM
+
+    @property
+    def described(self) -> str:
+        """The strong evaluation's configuration and norm, as titles say it."""
+        return f"{self.attack_config}, {NORM_NAMES.get(self.norm, self.norm)}"
 
     def cell_rows(self, entry: str, column: str) -> pd.DataFrame:
         """The rows of one cell: ``column`` ``clean`` or one of :attr:`modalities`."""
@@ -55,13 +72,26 @@ def _entry_column(rows: pd.DataFrame) -> str:
 
 
 def strong_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The ``autoattack`` rows of one configuration: the standard version when present, else the most common."""
+    """The ``autoattack`` rows of one setting (configuration and norm, never a mix): ℓ2 when present, then the
+    standard version when present, else the most common; returns them and their configuration."""
     strong = rows[rows["attack"].astype(str) == STRONG]
     if strong.empty:
         return strong, ""
-    configs = strong["attack_config"].astype(str)
-    config = PREFERRED_VERSION if (configs == PREFERRED_VERSION).any() else configs.value_counts().index[0]
-    return strong[configs == config], config
+    settings = attack_settings(strong)
+    counts = settings.value_counts()
+
+    def preference(setting: str) -> tuple[bool, bool, int, str]:
+        config, _, norm = setting.rpartition(SETTING_SEP)
+        return norm != HEADLINE_NORM, config != PREFERRED_VERSION, -int(counts[setting]), setting
+
+    best = sorted(counts.index, key=preference)[0]
+    return strong[settings == best], best.rpartition(SETTING_SEP)[0]
+
+
+def rows_norm(rows: pd.DataFrame) -> str:
+    """The norm of rows of one setting ("" when the rows do not say)."""
+    norms = rows["norm"].dropna().astype(str).unique() if "norm" in rows else []
+    return str(norms[0]) if len(norms) else ""
 
 
 def headline_eps(strong: pd.DataFrame) -> float:
@@ -92,7 +122,7 @@ def headline(rows: pd.DataFrame, *, eps: float | None = None) -> Headline | None
     modalities = singles + [m for m in ("all", ANY) if m in present]
     column = _entry_column(rows)
     clean = rows[rows["attack"].astype(str) == "clean"]
-    cells = Headline(pd.DataFrame(), config, eps, modalities, strong, clean, column)
+    cells = Headline(pd.DataFrame(), config, eps, modalities, strong, clean, column, rows_norm(strong) or HEADLINE_NORM)
     records = []
     for entry in sorted(strong[column].astype(str).unique()):
         record: dict = {"entry": entry, "seeds": int(strong[strong[column].astype(str) == entry]["seed"].nunique())}
@@ -128,7 +158,20 @@ MASKING_TEST = (
     f"{Z:g} standard deviations (McNemar; rows without per-sample outcomes: the gap exceeds {Z:g} binomial standard "
     "deviations), so the PGD number was gradient masking or a weak attack, not robustness"
 )
-MASKING_COLUMNS = ["entry", "modality", "eps", "pgd_l2", "autoattack", "gap", "masking", "pgd_flags", "seeds", "paired"]
+MASKING_COLUMNS = [
+    "entry",
+    "modality",
+    "eps",
+    "pgd_l2",
+    "autoattack",
+    "gap",
+    "masking",
+    "pgd_flags",
+    "strong_flags",
+    "seeds",
+    "paired",
+    "pgd_config",
+]
 
 
 def _paired_counts(pgd: pd.Series, strong: pd.Series) -> tuple[float, int, int] | None:
@@ -158,9 +201,13 @@ def masking_check(rows: pd.DataFrame) -> pd.DataFrame:
     standard deviations of that count under equal strength (``Z·√(b + c)``), summed over seeds. Otherwise the gap of
     the two accuracies, each on its own samples, must exceed ``Z`` binomial standard deviations."""
     strong, _ = strong_rows(rows)
-    pgd = rows[rows["attack"].astype(str) == PAPER_ATTACK]
-    if strong.empty or pgd.empty:
+    pgd, _ = choose_attack_configs(rows[rows["attack"].astype(str) == PAPER_ATTACK])
+    # the paper's PGD is an ℓ2 attack: a strong evaluation in another norm measured another threat
+    if strong.empty or pgd.empty or rows_norm(strong) not in ("", HEADLINE_NORM):
         return pd.DataFrame(columns=MASKING_COLUMNS)
+    pgd_config = str(pgd["attack_config"].iloc[0])
+    strong = strong[strong["accuracy"].notna()]
+    pgd = pgd[pgd["accuracy"].notna()]
     column = _entry_column(rows)
     keys = [column, "seed", "modality", "eps"]
 
@@ -199,36 +246,50 @@ def masking_check(rows: pd.DataFrame) -> pd.DataFrame:
                 "gap": p - a,
                 "masking": masking,
                 "pgd_flags": cell_flags(pd.DataFrame({"flags": [q.get("flags") for q, _ in pairs]})),
+                "strong_flags": cell_flags(pd.DataFrame({"flags": [t.get("flags") for _, t in pairs]})),
                 "seeds": len(pairs),
                 "paired": paired,
+                "pgd_config": pgd_config,
             }
         )
     return pd.DataFrame.from_records(records, columns=MASKING_COLUMNS)
 
 
 def masking_markdown(check: pd.DataFrame) -> str:
-    """The masking check as Markdown: the cells where PGD overstated robustness, largest gap first."""
+    """The masking check as Markdown: the cells where PGD overstated robustness, largest gap first, each number
+    with its own cell's flags."""
     if check.empty:
         return "_no cell was measured by both pgd_l2 and autoattack_"
-    flagged = check[check["masking"]].sort_values("gap", ascending=False)
+    overstated = check[check["masking"]].sort_values("gap", ascending=False)
+    if overstated.empty:
+        return masking_summary(check)
     lines = [
-        f"{len(flagged)} of {len(check)} cells measured by both attacks: the paper's PGD overstates robustness "
-        f"there: {MASKING_TEST}.",
+        masking_summary(check),
         "",
+        "| entry | modality | ε | pgd_l2 | autoattack | gap | seeds |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    if flagged.empty:
-        return lines[0]
-    lines += [
-        "| entry | modality | ε | pgd_l2 | autoattack | gap | PGD flags | seeds |",
-        "|---|---|---:|---:|---:|---:|---|---:|",
-    ]
-    for r in flagged.itertuples():
+    for r in overstated.itertuples():
         lines.append(
             f"| {markdown_code(r.entry)} | {markdown_cell(modality_name(r.modality))} | {r.eps:g} | "
-            f"{r.pgd_l2:.3f} | {r.autoattack:.3f} | {r.gap:+.3f} | {markdown_cell(r.pgd_flags or '—')} | "
-            f"{r.seeds} |"
+            f"{flagged(number(r.pgd_l2), r.pgd_flags)} | {flagged(number(r.autoattack), r.strong_flags)} | "
+            f"{number(r.gap, '+.3f')} | {r.seeds} |"
         )
     return "\n".join(lines)
+
+
+def masking_summary(check: pd.DataFrame, code: Callable[[str], str] = markdown_code) -> str:
+    """One line: how many compared cells PGD overstated, by which test, with which PGD configuration (written by
+    ``code``: Markdown code by default, ``str`` for a page that escapes it); and that only the compared cells were
+    checked."""
+    configs = sorted(set(check["pgd_config"].astype(str))) if "pgd_config" in check else []
+    masked = int(check["masking"].sum())
+    return (
+        f"{masked} of {len(check)} cells measured by both attacks ("
+        + ", ".join(code(c) for c in configs)
+        + f" against the strong evaluation): the paper's PGD overstates robustness there: {MASKING_TEST}. "
+        "Only these cells were compared: a PGD number at another ε or modality is not confirmed by this check."
+    )
 
 
 def _seed_values(part: pd.DataFrame) -> tuple[np.ndarray, float]:
@@ -338,7 +399,8 @@ def headline_sections(rows: pd.DataFrame, reference: str | None = None) -> list[
             "",
         ]
     return [
-        f"### 0. Headline: standard strong evaluation ({markdown_code(head.attack_config)}) at ε = {head.eps:g}",
+        f"### 0. Headline: standard strong evaluation ({markdown_code(head.attack_config)}, "
+        f"{NORM_NAMES.get(head.norm, head.norm)}) at ε = {head.eps:g}",
         "",
         "Robust accuracy (mean ± std over seeds) on each modality alone, jointly and under **any** (per sample, "
         f"the worst of those), ranked by any. {FLAG_MARK} marks a cell whose rows carry a validity flag.",
@@ -365,6 +427,7 @@ __all__ = [
     "difference_text",
     "masking_check",
     "masking_markdown",
+    "masking_summary",
     "MASKING_TEST",
     "strong_rows",
     "headline_eps",

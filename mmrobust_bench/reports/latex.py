@@ -1,6 +1,8 @@
 """Report tables in LaTeX (booktabs): ``ℓ_2`` spelled out, a ``\\label`` per table, the best mean of each column
-in bold, shrunk to the line width when wider, a wide pivot split into several tables. Text from the rows is
-escaped (:func:`latex_escape`), so any name gives valid LaTeX."""
+in bold, shrunk to the line width when wider, a wide pivot split into several tables. A cell whose rows carry a
+validity flag gets a dagger, a note under the table names the flags, and it is never the bold best: a flagged
+number may be a loose upper bound. Text from the rows is escaped (:func:`latex_escape`), so any name gives valid
+LaTeX."""
 
 from __future__ import annotations
 
@@ -95,12 +97,34 @@ def _latex_head(col: Column) -> str:
     return r"\shortstack{" + latex_escape(name) + r" \\ " + latex_escape(rest) + "}"
 
 
-def _latex_value(mean: float, std: float, best: bool) -> str:
+#: beside a flagged number, as ⚑ is in Markdown: the table's note names the flags
+FLAG_DAGGER = r"\textsuperscript{\dag}"
+
+
+def _flags(value: object) -> str:
+    """A cell's ``<key>_flags`` as text: "" for none, whether missing, NaN or empty."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _latex_value(mean: float, std: float, best: bool, flagged: bool = False) -> str:
     if pd.isna(mean):
         return "---"
     shown = f"{mean:.3f}"
     shown = rf"\textbf{{{shown}}}" if best else shown
+    shown += FLAG_DAGGER if flagged else ""
     return shown if std is None or pd.isna(std) else shown + rf"\,{{\scriptsize$\pm${std:.3f}}}"
+
+
+def _flag_note(names: Sequence[str]) -> list[str]:
+    """The line under the tabular naming the flags its daggers stand for (none when no cell is flagged)."""
+    if not names:
+        return []
+    listed = latex_escape(", ".join(names))
+    return [
+        r"\par\smallskip",
+        rf"{{\footnotesize\raggedright{FLAG_DAGGER}\,Validity flags on the rows of that cell (any seed): {listed}; "
+        r"a flagged cell is never set in bold.\par}",
+    ]
 
 
 def _latex_names(rows: pd.DataFrame) -> list[str]:
@@ -116,13 +140,20 @@ def _latex_environment(table: Table, columns: Sequence[Column], label: str, part
     rows = table.frame[~((table.frame["source"] == "reported") & (table.frame["label"] == ""))]
     rows = rows.reset_index(drop=True)  # other datasets' reported blocks: not comparable, left out of LaTeX
     measured = rows["source"] == "measured"
+    flags = {  # a cell's flags where it shows a number of ours ("---" carries no mark, so no note either)
+        col.key: rows.get(f"{col.key}_flags", pd.Series("", index=rows.index))
+        .map(_flags)
+        .where(measured & rows[f"{col.key}_mean"].notna(), "")
+        for col in columns
+    }
     best = {}
-    for col in columns:  # the best mean as shown (3 decimals) among our rows; ties are all bold
-        values = pd.to_numeric(rows.loc[measured, f"{col.key}_mean"], errors="coerce").round(3)
-        best[col.key] = values.max() if values.notna().any() else math.nan
+    for col in columns:  # the best mean as shown (3 decimals) among our unflagged rows; ties are all bold
+        values = pd.to_numeric(rows.loc[measured & (flags[col.key] == ""), f"{col.key}_mean"], errors="coerce")
+        best[col.key] = values.round(3).max() if values.notna().any() else math.nan
+    names = sorted({n for col in columns for v in flags[col.key] for n in v.split(";") if n})
     head = " & ".join(["Method"] + [_latex_head(c) for c in columns] + ["Seeds"]) + r" \\"
     body = []
-    for (_, rec), name in zip(rows.iterrows(), _latex_names(rows)):
+    for (i, rec), name in zip(rows.iterrows(), _latex_names(rows)):
         if rec["source"] == "reported":
             cells = [latex_escape(f"↳ {rec['method']} (reported, {rec['dataset']})")]
             cells += [_latex_value(rec[f"{c.key}_mean"], None, False) for c in columns] + ["---"]
@@ -132,7 +163,10 @@ def _latex_environment(table: Table, columns: Sequence[Column], label: str, part
                 _latex_value(
                     rec[f"{c.key}_mean"],
                     rec[f"{c.key}_std"],
-                    round(float(rec[f"{c.key}_mean"]), 3) == best[c.key] if pd.notna(rec[f"{c.key}_mean"]) else False,
+                    not flags[c.key][i]
+                    and pd.notna(rec[f"{c.key}_mean"])
+                    and round(float(rec[f"{c.key}_mean"]), 3) == best[c.key],
+                    bool(flags[c.key][i]),
                 )
                 for c in columns
             ]
@@ -157,6 +191,7 @@ def _latex_environment(table: Table, columns: Sequence[Column], label: str, part
             *body,
             r"\bottomrule",
             r"\end{tabular}}",
+            *_flag_note(names),
             rf"\caption{{{caption}}}",
             rf"\label{{{label}}}",
             r"\end{table}",
@@ -166,8 +201,9 @@ def _latex_environment(table: Table, columns: Sequence[Column], label: str, part
 
 def latex_table(table: Table, *, max_columns: int = LATEX_MAX_COLUMNS) -> str:
     """The measured rows (and reported rows beside them) as booktabs ``table`` environments, mean ± std, the best
-    mean of each column in bold, each with a ``\\label`` (:func:`latex_label`) and shrunk to the line width when
-    wider. A pivot wider than ``max_columns`` value columns is split into several tables (:func:`latex_parts`).
+    unflagged mean of each column in bold, a flagged cell marked with a dagger and its flags named in a note, each
+    with a ``\\label`` (:func:`latex_label`) and shrunk to the line width when wider. A pivot wider than
+    ``max_columns`` value columns is split into several tables (:func:`latex_parts`).
 
     Needs ``\\usepackage{booktabs}`` and ``\\usepackage{graphicx}`` in the preamble."""
     parts = latex_parts(table.columns, max_columns) if table.number == 0 else [list(table.columns)]

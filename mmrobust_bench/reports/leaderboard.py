@@ -44,12 +44,12 @@ from .cards import CARD_SCHEMA, card_path, model_cards, prune_stale_cards, write
 from .entries import mixed_labels, resolve_entries
 from .headline import (
     ANY,
-    MASKING_TEST,
     STRONG,
     Headline,
     comparison_columns,
     difference_text,
     masking_check,
+    masking_summary,
     reference_comparison,
 )
 from .leaderboard_columns import (
@@ -69,7 +69,7 @@ from .leaderboard_page import CONTENT_SECURITY_POLICY, CSS, JS, TEMPLATE
 from .paper import display_name
 from .paths import output_path, slug
 from .stats import modality_name
-from .table_cells import choose_attack_configs, paper_row_order
+from .table_cells import choose_attack_configs, number, paper_row_order
 
 #: what each validity flag of ``bench.flags`` means, for the page's legend
 FLAG_TEXT = {
@@ -85,30 +85,26 @@ FLAG_MARK = "\u2691"
 
 
 def _masking_rows(data: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
-    """The masking check (``reports.headline.masking_check``): a summary line and the cells PGD overstated."""
+    """The masking check (``reports.headline.masking_check``): a summary line and the cells PGD overstated, each
+    number with its own cell's flags."""
     check = masking_check(data)
     if check.empty:
         return "No cell was measured by both pgd_l2 and autoattack.", []
-    flagged = check[check["masking"]].sort_values("gap", ascending=False)
-    summary = (
-        f"{len(flagged)} of {len(check)} cells measured by both attacks: the paper's ℓ2-PGD overstates "
-        f"robustness there: {MASKING_TEST}." + ("" if len(flagged) else " No PGD number of this page is masked.")
-    )
+    overstated = check[check["masking"]].sort_values("gap", ascending=False)
     rows = [
         {
             "entry": str(r.entry),
             "name": display_name(r.entry),
             "modality": modality_name(str(r.modality)),
             "eps": f"{r.eps:g}",
-            "pgd": f"{r.pgd_l2:.3f}",
-            "strong": f"{r.autoattack:.3f}",
-            "gap": f"{r.gap:+.3f}",
-            "flags": r.pgd_flags or "—",
+            "pgd": {"shown": number(r.pgd_l2), "flags": r.pgd_flags},
+            "strong": {"shown": number(r.autoattack), "flags": r.strong_flags},
+            "gap": number(r.gap, "+.3f"),
             "seeds": int(r.seeds),
         }
-        for r in flagged.itertuples()
+        for r in overstated.itertuples()
     ]
-    return summary, rows
+    return masking_summary(check, code=str), rows
 
 
 REFERENCE = "jt"  # the entry the page compares every other with under the strong evaluation (findings' section 0c)

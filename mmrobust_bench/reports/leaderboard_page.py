@@ -132,12 +132,14 @@ overclaim, see the honesty checks in the findings.</p>{% endif %}
 {% if ranked %}<h2>Masking check: the paper's ℓ2-PGD against the strong evaluation</h2>
 <p class="meta">{{ masking_summary }}</p>
 {% if masking %}<table id="masking" class="board"><thead><tr><th class="text">entry</th><th class="text">modality</th>
-<th>ε</th><th>pgd_l2</th><th>autoattack</th><th>gap</th><th class="text">PGD flags</th><th>seeds</th></tr></thead>
+<th>ε</th><th>pgd_l2</th><th>autoattack</th><th>gap</th><th>seeds</th></tr></thead>
 <tbody>
 {% for m in masking -%}
 <tr><td class="text">{{ m.name }}{% if m.name != m.entry %} <code class="id">{{ m.entry }}</code>{% endif %}</td>
-{#- #}<td class="text">{{ m.modality }}</td><td>{{ m.eps }}</td><td>{{ m.pgd }}</td><td>{{ m.strong }}</td>
-{#- #}<td>{{ m.gap }}</td><td class="text">{{ m.flags }}</td><td>{{ m.seeds }}</td></tr>
+{#- #}<td class="text">{{ m.modality }}</td><td>{{ m.eps }}</td>
+{%- for c in (m.pgd, m.strong) %}<td{% if c.flags %} class="flagged" data-flags="{{ c.flags }}" title="{{ c.flags }}"
+{%- endif %}>{{ c.shown }}{% if c.flags %} {{ mark }}{% endif %}</td>{% endfor %}
+{#- #}<td>{{ m.gap }}</td><td>{{ m.seeds }}</td></tr>
 {% endfor -%}
 </tbody></table>{% endif %}{% endif %}
 {% if versus %}<h2>Against {{ reference }} under the strong evaluation</h2>

@@ -13,13 +13,14 @@ from .entries import resolve_entries
 from .table_cells import NONE, Column, Table, choose_attack_configs, paper_row_order
 from .table_frame import (
     FRAME_HEAD,
+    cell_columns,
     dash_note,
     finish_table,
+    flag_note,
     head_lines,
-    int_columns,
     measured_line,
     measured_record,
-    stat_columns,
+    tidy_columns,
 )
 
 PIVOT_TITLE = "Pivot — every attack × modality × ε in the rows"
@@ -95,7 +96,7 @@ def pivot_table(
         raise ValueError(f"the filters leave no cells for {dataset!r}")
     labels = paper_row_order(list(data["defense"].astype(str).unique()))
     records = [measured_record(data, label, dataset, columns) for label in labels]
-    frame = int_columns(pd.DataFrame(records, columns=FRAME_HEAD + stat_columns(columns)))
+    frame = tidy_columns(pd.DataFrame(records, columns=FRAME_HEAD + cell_columns(columns)))
     title = pivot_title(attacks, modalities, eps)
     lines = head_lines(title, dataset, columns)
     shown: list[str] = []
@@ -104,7 +105,7 @@ def pivot_table(
         shown += cells
         lines.append(line)
     lines += ["", "Accuracy, mean ± sample std over seeds; 95% t-intervals in the CSV; ε in model-input space."]
-    notes = notes + dash_note(shown, reported=False)
+    notes = notes + flag_note(frame, columns) + dash_note(shown, reported=False)
     return finish_table(0, dataset, title, columns, frame, lines, notes)
 
 

@@ -62,19 +62,24 @@ def cell_key(attack: str, modality: str, eps: float | None) -> str:
     return "_".join(p for p in parts if p)
 
 
-# suffixes of the columns a cell stem expands to, in order
+# suffixes of a cell's seed-summary columns, in order
 STAT_SUFFIXES = ("mean", "std", "ci95_low", "ci95_high", "n")
+# suffixes of every column a cell stem expands to in a table's tidy CSV, in order: the summary, then its flags
+CELL_SUFFIXES = (*STAT_SUFFIXES, "flags")
 
 COLUMN_DOC = (
     "Column naming: every measured cell <attack>_<modality>_eps<ε> (e.g. pgd_l2_a_eps0.5; clean is `clean`, "
     "an unbounded attack has no _eps part, e.g. missing_a) expands to <cell>_mean, <cell>_std (sample std over seeds, "
     "ddof 1), <cell>_ci95_low / <cell>_ci95_high (95% confidence interval of the mean, Student's t with n−1 degrees "
-    "of freedom) and <cell>_n (seeds in that cell, integer); n_seeds is the largest <cell>_n of the row. "
+    "of freedom), <cell>_n (seeds in that cell, integer) and <cell>_flags (the validity flags of that cell's rows, "
+    "any seed, sorted and ;-joined, e.g. non_finite;zero_gradients; empty when none, and in reported rows); "
+    "n_seeds is the largest <cell>_n of the row. "
     "Modality a = audio, v = visual, all = every modality under one joint ℓ2 budget; ε in model-input space."
 )
 
 
 __all__ = [
+    "CELL_SUFFIXES",
     "CONFIDENCE",
     "COLUMN_DOC",
     "MODALITY_NAMES",

@@ -66,17 +66,44 @@ def single_modalities(rows: pd.DataFrame) -> list[str]:
     return first + sorted(names - set(first))
 
 
+def attack_settings(rows: pd.DataFrame) -> pd.Series:
+    """Each row's attack setting: its configuration and its norm. APGD-style attacks describe themselves the same
+    way under ℓ2 and ℓ∞, so the configuration alone would let the two norms share (and average into) one cell."""
+    norm = rows["norm"].fillna("").astype(str) if "norm" in rows else pd.Series("", index=rows.index)
+    return rows["attack_config"].astype(str) + SETTING_SEP + norm
+
+
+SETTING_SEP = " @ "  # between an attack's configuration and its norm in a setting
+
+
+def setting_text(setting: str) -> str:
+    """``pgd_l2(steps=4, …) @ l2`` as the notes say it: ``'pgd_l2(steps=4, …)' (ℓ2)``."""
+    config, _, norm = setting.rpartition(SETTING_SEP)
+    return f"{config!r}" + (f" ({NORM_NAMES.get(norm, norm)})" if norm else "")
+
+
+NORM_NAMES = {"l2": "ℓ2", "linf": "ℓ∞", "l1": "ℓ1", "l0": "ℓ0"}
+
+
 def choose_attack_configs(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep, per attack id, the attack configuration with the most rows (ties: alphabetical); say what was left out."""
+    """Keep, per attack id, the setting (configuration and norm, :func:`attack_settings`) with the most rows (ties:
+    alphabetical, so ℓ2 before ℓ∞); say what was left out. Every cell then holds one attack, never an average of
+    two."""
     notes = []
     keep = []
-    for attack, group in rows.groupby("attack", sort=True):
-        counts = group["attack_config"].value_counts()
+    settings = attack_settings(rows).to_numpy(dtype=str) if len(rows) else np.array([], dtype=str)
+    attacks = rows["attack"].astype(str).to_numpy()
+    for attack in sorted(set(attacks)):
+        mine = attacks == attack
+        counts = pd.Series(settings[mine]).value_counts()
         best = sorted(counts[counts == counts.max()].index)[0]
-        keep.append(group[group["attack_config"] == best])
+        keep.append(rows[mine & (settings == best)])
         others = sorted(set(counts.index) - {best})
         if others:
-            notes.append(f"attack {attack}: using configuration {best!r}; left out {', '.join(map(repr, others))}")
+            notes.append(
+                f"attack {attack}: using configuration {setting_text(best)}; left out "
+                + ", ".join(setting_text(o) for o in others)
+            )
     return (pd.concat(keep) if keep else rows.iloc[:0]), notes
 
 
@@ -102,6 +129,20 @@ def fmt(mean: float, std: float = math.nan) -> str:
     if math.isnan(mean):
         return "—"
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def number(value: object, spec: str = ".3f") -> str:
+    """``value`` formatted with ``spec``; "—" when it is missing or NaN (never "nan"), "∞" / "−∞" when infinite
+    (a median certified radius can be)."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "—"
+    if math.isnan(x):
+        return "—"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return format(x, spec)
 
 
 def paper_row_order(labels: Sequence[str]) -> list[str]:
@@ -131,14 +172,18 @@ __all__ = [
     "ATTACK_TITLES",
     "FLAG_MARK",
     "NONE",
+    "NORM_NAMES",
     "Column",
     "Table",
     "cell_flags",
     "cell_stats",
     "cell_summary",
+    "attack_settings",
     "choose_attack_configs",
     "flagged",
     "fmt",
+    "number",
     "paper_row_order",
+    "setting_text",
     "single_modalities",
 ]

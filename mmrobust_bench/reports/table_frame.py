@@ -11,12 +11,13 @@ import pandas as pd
 from .latex import latex_table
 from .paper import display_name
 from .safe_text import markdown_cell, markdown_code
-from .stats import STAT_SUFFIXES
-from .table_cells import Column, Table, cell_flags, cell_summary, flagged, fmt, matching_rows
+from .stats import CELL_SUFFIXES
+from .table_cells import FLAG_MARK, Column, Table, cell_flags, cell_summary, flagged, fmt, matching_rows
 
 
-def stat_columns(columns: Sequence[Column]) -> list[str]:
-    return [f"{c.key}_{suffix}" for c in columns for suffix in STAT_SUFFIXES]
+def cell_columns(columns: Sequence[Column]) -> list[str]:
+    """Every cell's tidy CSV columns, in order: its seed summary, then its validity flags (``reports.stats``)."""
+    return [f"{c.key}_{suffix}" for c in columns for suffix in CELL_SUFFIXES]
 
 
 def _record(rows: pd.DataFrame, columns: Sequence[Column]) -> dict:
@@ -39,10 +40,13 @@ def _record(rows: pd.DataFrame, columns: Sequence[Column]) -> dict:
     return rec
 
 
-def int_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Seed counts as integers (nullable: reported rows have none), never ``3.0``."""
+def tidy_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seed counts as integers (nullable: reported rows have none), never ``3.0``; flags as text, "" where a cell
+    has none (reported rows included), so the CSV never says ``nan`` for "no flag"."""
     for name in [c for c in frame.columns if c == "n_seeds" or c.endswith("_n")]:
         frame[name] = pd.array(frame[name], dtype="Int64")
+    for name in [c for c in frame.columns if c.endswith("_flags")]:
+        frame[name] = frame[name].fillna("").astype(str)
     return frame
 
 
@@ -78,7 +82,7 @@ def head_lines(title: str, dataset: str, columns: Sequence[Column]) -> list[str]
 
 def measured_line(rec: pd.Series, columns: Sequence[Column]) -> tuple[str, list[str]]:
     """A measured entry's Markdown row (mean ± std per column, flags marked, then the seed count) and its cells."""
-    cells = [flagged(fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]), rec.get(f"{c.key}_flags", "")) for c in columns]
+    cells = [flagged(fmt(rec[f"{c.key}_mean"], rec[f"{c.key}_std"]), rec[f"{c.key}_flags"]) for c in columns]
     line = f"| {_entry_name(rec['method'], rec['label'])} | " + " | ".join(cells) + f" | {int(rec['n_seeds'])} |"
     return line, cells
 
@@ -98,6 +102,17 @@ def finish_table(
     table = Table(number, dataset, title, list(columns), frame, "\n".join(lines) + "\n", notes)
     table.latex = latex_table(table)
     return table
+
+
+def flag_note(frame: pd.DataFrame, columns: Sequence[Column]) -> list[str]:
+    """What the ⚑ beside a number means, under a table that shows one."""
+    if not any((frame[f"{c.key}_flags"].astype(bool) & frame[f"{c.key}_mean"].notna()).any() for c in columns):
+        return []  # flags on a "—" cell get no mark, so no note
+    return [
+        f"{FLAG_MARK} and the flag names: the rows of that cell (any seed) carry those validity flags "
+        "(`mmrobust_bench.bench.flags`), so the number may be a loose upper bound rather than a measurement; the "
+        "CSV's `_flags` columns name them per cell."
+    ]
 
 
 def dash_note(markdown_cells: Sequence[str], reported: bool) -> list[str]:

@@ -8,9 +8,10 @@ names the columns). The paper's reported accuracies are shown beside ours, marke
 the dataset is one of the paper's (KS, UCF101, VGGS); otherwise (synthav) they come in a separate,
 labelled block, since they are not comparable. :func:`pivot_table` lays out any other grid
 (every attack × modality × ε present in the rows); every table also exports to LaTeX (booktabs: ``ℓ_2``, a
-``\\label``, the best mean of each column in bold, shrunk to the line width when wider, a wide pivot split into
-several tables). Entries carry their display names (``reports.paper.display_name``), as on the page and in the
-figures.
+``\\label``, the best unflagged mean of each column in bold, a dagger on a flagged cell, shrunk to the line width
+when wider, a wide pivot split into several tables). A cell whose rows carry a validity flag shows ⚑ and the flag
+names in the Markdown, and its ``<cell>_flags`` column in the CSV names them. Entries carry their display names
+(``reports.paper.display_name``), as on the page and in the figures.
 
 Names from the rows are text wherever they land: Markdown cells escape ``|``, ``<`` and line breaks
 (:func:`markdown_cell`), LaTeX escapes its specials (:func:`latex_escape`), a CSV cell that a spreadsheet
@@ -59,13 +60,14 @@ from .table_cells import (
 from .table_files import write_tables
 from .table_frame import (
     FRAME_HEAD,
+    cell_columns,
     dash_note,
     finish_table,
+    flag_note,
     head_lines,
-    int_columns,
     measured_line,
     measured_record,
-    stat_columns,
+    tidy_columns,
 )
 
 TRANSFORMER_METHODS = ("MMT", "CRMT-MMT")
@@ -141,7 +143,7 @@ def build_table(
             for col in columns:
                 rep[f"{col.key}_mean"] = reported.loc[name, col.title]
             records.append(rep)
-    frame = pd.DataFrame(records, columns=FRAME_HEAD + stat_columns(columns))
+    frame = pd.DataFrame(records, columns=FRAME_HEAD + cell_columns(columns))
 
     lines = head_lines(TITLES[number], dataset, columns)
     shown: list[str] = []
@@ -191,8 +193,8 @@ def build_table(
             ]
     if reported_blocks:
         frame = pd.concat([frame, pd.DataFrame(reported_blocks)], ignore_index=True)
-    frame = int_columns(frame)
-    notes = notes + dash_note(shown, reported=bool(reported_blocks) or not reported.empty)
+    frame = tidy_columns(frame)
+    notes = notes + flag_note(frame, columns) + dash_note(shown, reported=bool(reported_blocks) or not reported.empty)
     return finish_table(number, dataset, TITLES[number], columns, frame, lines, notes)
 
 
