@@ -159,7 +159,7 @@ def _type_fits(value: Any, default: Any) -> bool:
 def check_fields(obj: Any, owner: str) -> None:
     """Types and generic ranges of a settings dataclass (a defense's Config, TrainConfig, a dataset's
     options): ints integral (``400.5`` and ``true`` refused), floats finite, sizes and counts ≥ 1
-    (a field whose default is negative: that "automatic" value or >= 0)."""
+    (a field whose default is negative: that "automatic" value or >= 0; whose default is 0: >= 0)."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         kind, optional = plain_type(hints.get(f.name, f.type))
