@@ -92,6 +92,21 @@ def test_joint_projection_is_over_the_concatenation(norm):
     torch.testing.assert_close(size, limit, atol=1e-5, rtol=0)  # the random δ is larger: the bound binds
 
 
+def test_l2_projection_keeps_float64_inputs_in_their_precision():
+    """Rounding a float64 modality to float32 moved the clean point (δ ≠ 0 at ε = 0) and let δ exceed a small ε."""
+    specs = {m: s for m, s in zip(DIMS, flat_specs(DIMS))}
+    g = torch.Generator().manual_seed(2)
+    clean = {m: torch.randn(5, d, generator=g, dtype=torch.float64) / 3 for m, d in DIMS.items()}
+    adv = {m: x + 1e-3 * torch.randn(x.shape, generator=g, dtype=torch.float64) for m, x in clean.items()}
+    threat = ThreatModel(("v", "a"), 1e-3)
+    same = project(clean, clean, threat, torch.full((5,), 1e-3), specs)
+    assert all(torch.equal(same[m], clean[m]) for m in DIMS)
+    eps = torch.tensor([0.0, 1e-4, 1e-3, 2e-3, 1.0], dtype=torch.float64)
+    out = project(clean, adv, threat, eps, specs)
+    size = torch.cat([(out[m] - clean[m]).flatten(1) for m in DIMS], 1).norm(dim=1)
+    assert bool((size <= eps * (1 + 1e-12)).all()) and all(out[m].dtype == torch.float64 for m in DIMS)
+
+
 # ------------------------------------------------------------------ native ℓ∞ PGD
 
 

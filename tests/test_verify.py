@@ -4,6 +4,8 @@ provenance beside a difference), `--retrain` against the committed seed spread, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -253,3 +255,234 @@ def test_certificates_and_eta_rows_carry_provenance_and_are_verified(certified_b
         out, f"| certificate | jt | 0 | empirical {row.certificate} {row.variant} | {row.modality} | 0.0 |"
     )
     assert "| -0.05 | 0 |" in line and line.endswith("| FAILS |")
+
+
+# ---------------------------------------------------------------------- the scratch root, without a sweep
+
+
+def stores(folder) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("results.csv", "certified.csv", "eta_pairs.csv"):
+        (folder / name).write_text("dataset,label\nsynthav,jt\n")
+
+
+def test_a_scratch_that_is_holds_or_lies_inside_the_root_is_refused_and_nothing_is_deleted(tmp_path):
+    from mmrobust_bench.bench.verify_measure import scratch_root
+
+    root = tmp_path / "runs"
+    stores(root)
+    for scratch in (root, root / "sub", tmp_path):
+        with pytest.raises(ValueError) as err, scratch_root(None, root, scratch):
+            pass
+        assert str(err.value) == (
+            f"verify: --scratch {scratch} is, holds or lies inside the sweep root {root}, which verify only "
+            f"reads; give a folder outside it"
+        )
+    assert sorted(p.name for p in root.iterdir()) == ["certified.csv", "eta_pairs.csv", "results.csv"]
+    other = tmp_path / "other"
+    stores(other)  # another sweep's stores: never cleared
+    with pytest.raises(ValueError) as err, scratch_root(None, root, other):
+        pass
+    assert str(err.value) == (
+        f"verify: --scratch {other} already holds results.csv, certified.csv, eta_pairs.csv that verify did not "
+        f"write; give an empty or new folder"
+    )
+    refused = pytest.raises(ValueError, match=r"holds the results CSV .*results\.csv; give a folder outside it")
+    with refused, scratch_root(None, root, other, other / "results.csv"):
+        pass
+    assert sorted(p.name for p in other.iterdir()) == ["certified.csv", "eta_pairs.csv", "results.csv"]
+
+
+def test_the_scratch_shares_the_dataset_cache_without_writing_through(tmp_path):
+    from mmrobust_bench.bench.verify_measure import share_datasets
+    from mmrobust_bench.io import atomic_path
+
+    root, scratch = tmp_path / "runs", tmp_path / "scratch"
+    (root / "datasets" / "clip-cache").mkdir(parents=True)
+    (root / "datasets" / "synthav-1.safetensors").write_bytes(b"cached")
+    (root / "datasets" / "clip-cache" / "frames.bin").write_bytes(b"frames")
+    scratch.mkdir()
+    (scratch / "datasets").symlink_to(root / "datasets", target_is_directory=True)  # an older verify's link
+    share_datasets(root, scratch)
+    shared = scratch / "datasets"
+    assert not shared.is_symlink() and shared.is_dir()
+    assert (shared / "synthav-1.safetensors").read_bytes() == b"cached"
+    assert (shared / "clip-cache" / "frames.bin").read_bytes() == b"frames"
+    (shared / "synthav-2.safetensors").write_bytes(b"new")  # a cache entry built by verify
+    with atomic_path(shared / "synthav-1.safetensors") as tmp:  # a damaged entry rebuilt, as the caches write
+        tmp.write_bytes(b"rebuilt")
+    (shared / "clip-cache" / "frames.bin").unlink()
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == [
+        "datasets",
+        "datasets/clip-cache",
+        "datasets/clip-cache/frames.bin",
+        "datasets/synthav-1.safetensors",
+    ]
+    assert (root / "datasets" / "synthav-1.safetensors").read_bytes() == b"cached"
+
+
+def test_fresh_and_stored_rows_are_paired_by_their_norm(monkeypatch, tmp_path):
+    import random
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import mmrobust_bench.bench.verify_measure as vm
+    from mmrobust_bench.bench.verify import _judge_tolerance
+
+    template = pd.read_csv(Path(__file__).resolve().parents[1] / "leaderboards/synthav/runs/results.csv").iloc[[0]]
+
+    def row(norm: str, accuracy: float) -> pd.DataFrame:
+        r = template.copy()
+        r["attack"], r["attack_config"], r["modality"], r["eps"], r["norm"] = "apgd_ce", "apgd_ce", "a", 0.5, norm
+        r["accuracy"], r["checkpoint_sha256"], r["label"], r["seed"], r["n"] = accuracy, "S" * 64, "jt", 0, 1000
+        return r
+
+    stored = pd.concat([row("l2", 0.50), row("linf", 0.20)], ignore_index=True)
+    fresh = pd.concat([row("l2", 0.20), row("linf", 0.20)], ignore_index=True)  # l2 moved by 0.30
+    monkeypatch.setattr(vm, "unit_cells", lambda plan: [None])
+    monkeypatch.setattr(vm, "earlier_cell_keys", lambda *a, **k: set())
+    monkeypatch.setattr(vm, "run_cell", lambda *a, results_path, **k: fresh.to_csv(results_path, index=False))
+
+    def measure(stored_rows: pd.DataFrame) -> list:
+        return vm.measure_cells(
+            None,
+            SimpleNamespace(sha256="S" * 64),
+            SimpleNamespace(label="jt"),
+            0,
+            stored_rows,
+            scratch=tmp_path,
+            cells=0,
+            rng=random.Random(0),
+            dev="cpu",
+        )
+
+    frame = _judge_tolerance(measure(stored), 0.0, {"device": "cpu"})
+    assert [(k[-1], r, p, s) for k, r, p, s in frame[["spread_key", "recorded", "reproduced", "status"]].values] == [
+        ("l2", 0.5, 0.2, "FAILS"),
+        ("linf", 0.2, 0.2, "exact"),
+    ]
+    with pytest.raises(ValueError) as err:
+        measure(pd.concat([stored, row("l2", 0.4)], ignore_index=True))
+    assert str(err.value) == (
+        "verify: the stored rows of jt seed 0 hold apgd_ce on a at ε 0.5 (l2) twice (a damaged results CSV); restore it"
+    )
+
+
+def test_certificates_of_another_dataset_in_a_shared_root_are_not_picked_and_nothing_compared_fails(
+    monkeypatch, tmp_path
+):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import mmrobust_bench.bench.verify_measure as vm
+    from mmrobust_bench.bench.verify_output import certificate_problems
+
+    runs = Path(__file__).resolve().parents[1] / "leaderboards" / "synthav" / "runs"
+    cert, eta = pd.read_csv(runs / "certified.csv"), pd.read_csv(runs / "eta_pairs.csv")
+
+    def one(frame: pd.DataFrame, dataset: str, sha: str) -> pd.DataFrame:
+        f = frame[(frame["defense"] == "jt") & (frame["seed"] == 0)].copy()
+        f["dataset"], f["checkpoint_sha256"] = dataset, sha
+        return f
+
+    root, scratch = tmp_path / "root", tmp_path / "scratch"
+    root.mkdir(), scratch.mkdir()
+    # one shared root: synthav jt seed 0 certified, then an avdigits jt seed 0 certified later
+    pd.concat([one(cert, "synthav", "S" * 64), one(cert, "avdigits", "T" * 64)]).to_csv(root / "certified.csv")
+    pd.concat([one(eta, "synthav", "S" * 64), one(eta, "avdigits", "T" * 64)]).to_csv(root / "eta_pairs.csv")
+
+    def certify(plan, trained, entry, seed, *, root, dev, command):
+        one(cert, "synthav", "S" * 64).to_csv(root / "certified.csv", index=False)
+        one(eta, "synthav", "S" * 64).to_csv(root / "eta_pairs.csv", index=False)
+
+    monkeypatch.setattr(vm, "certify_unit", certify)
+    plan = SimpleNamespace(certify_for=lambda e: object())
+    config = str(one(cert, "synthav", "S").iloc[0]["config_hash"])
+    trained = SimpleNamespace(
+        sha256="S" * 64, dataset=SimpleNamespace(name="synthav"), key=SimpleNamespace(config_hash=config)
+    )
+    items, stored = vm.certificate_values(
+        plan, trained, SimpleNamespace(label="jt"), 0, root=root, scratch=scratch, dev="cpu"
+    )
+    n = len(one(cert, "synthav", "S")) + len(one(eta, "synthav", "S"))
+    assert n > 0 and (len(items), stored) == (n, n)
+    assert {i["status"] for i in vm_judged(items)} == {"exact"}
+    assert certificate_problems({("jt", 0): (n, n)}) == []
+    assert certificate_problems({("jt", 0): (0, n)}) == [
+        f"0 of {n} certificate values compared (--certificates found nothing to check)"
+    ]
+    assert certificate_problems({("jt", 0): (n, n), ("jt", 1): (0, 5)}) == [
+        "0 of 5 certificate values of jt seed 1 compared"
+    ]
+
+
+def vm_judged(items: list) -> list:
+    from mmrobust_bench.bench.verify import _judge_tolerance
+
+    return _judge_tolerance(items, 0.0, {"device": "cpu"}).to_dict("records")
+
+
+def test_retrain_refuses_a_changed_config_and_spreads_only_over_one_config(monkeypatch):
+    from types import SimpleNamespace
+
+    import mmrobust_bench.bench.verify_retrain as vr
+
+    template = rows_template()
+    stored = pd.concat(
+        [
+            template.assign(seed=s, accuracy=a, config_hash=c)
+            for s, a, c in ((0, 0.5, "A"), (1, 0.5, "A"), (2, 0.9, "B"))
+        ],
+        ignore_index=True,
+    )
+    key = ("result", *vr.result_key(next(stored.itertuples(index=False))))
+    spread = vr._seed_spread(stored, Path("/nonexistent"), "synthav", [])
+    assert spread[(str(template["label"].iloc[0]), "A", key)] == [0.5, 0.5]
+    assert spread[(str(template["label"].iloc[0]), "B", key)] == [0.9]
+
+    monkeypatch.setattr(vr, "build_defense", lambda d, o, s=None: (SimpleNamespace(name="jt", config_dict=dict), {}))
+    monkeypatch.setattr(vr, "dataset_schedule", lambda ds: None)
+    monkeypatch.setattr(vr, "key_dict", lambda cfg: {})
+    now = vr.CheckpointKey("synthav", {}, "jt", {}, {}, 0).config_hash
+    plan = SimpleNamespace(common_overrides={}, dataset="synthav")
+    ds = SimpleNamespace(name="synthav", config={})
+    label = str(template["label"].iloc[0])
+    entries = {label: SimpleNamespace(defense="jt", overrides={})}
+    assert vr._check_configs(plan, ds, stored.assign(config_hash=now), [(label, 0)], entries) == {(label, 0): now}
+    with pytest.raises(ValueError) as err:
+        vr._check_configs(plan, ds, stored, [(label, 0)], entries)
+    assert str(err.value) == (
+        f"verify --retrain: the rows of {label} seed 0 were made with config A, the sweep YAML now trains config "
+        f"{now} (a setting changed since); give the YAML that made the rows, or rerun the sweep"
+    )
+
+
+def rows_template() -> pd.DataFrame:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "leaderboards" / "synthav" / "runs" / "results.csv"
+    return pd.read_csv(path).iloc[[0]]
+
+
+def test_no_compared_value_names_the_models_re_measured_and_certificate_problems_fail(monkeypatch, tmp_path, capsys):
+    import mmrobust_bench.bench.sweep as sweep_module
+    import mmrobust_bench.bench.verify as verify_module
+    from mmrobust_bench.bench.verify_output import make_outcome
+
+    monkeypatch.setattr(sweep_module, "load_sweep_config", lambda path: {})
+    monkeypatch.setattr(sweep_module, "build_plan", lambda config: None)
+    outcome = make_outcome(pd.DataFrame(), "zoo", {}, [], None, models=2)
+    monkeypatch.setattr(verify_module, "verify_zoo", lambda plan, **k: outcome)
+    args = ["verify", "--config", str(tmp_path / "sweep.yaml"), "--root", str(tmp_path), "-q"]
+    assert main(args) == 1
+    assert "verify: none of the re-measured values of 2 model(s) is in the stored rows" in capsys.readouterr().out
+    value = dict(kind="result", label="jt", seed=0, what="clean", modality="none", at="—", passes=True)
+    value.update(recorded=0.5, reproduced=0.5, reference=0.5, difference=0.0, allowed=0.0, status="exact")
+    frame = pd.DataFrame([dict(value, recorded_sha256="S" * 64, reproduced_sha256="S" * 64)])
+    problems = ["0 of 210 certificate values compared (--certificates found nothing to check)"]
+    outcome = make_outcome(frame, "zoo", {}, [], None, problems=problems, models=1)
+    monkeypatch.setattr(verify_module, "verify_zoo", lambda plan, **k: outcome)
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "verify: 1 values of 1 model(s) re-evaluated from the zoo: 0 fail" in out
+    assert "verify: FAILS: 0 of 210 certificate values compared (--certificates found nothing to check)" in out

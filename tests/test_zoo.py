@@ -267,3 +267,146 @@ def test_example_attacks_a_leaderboard_model_with_its_own_attack(board, tmp_path
     assert f"leaderboard row: fgm on a at eps 0.5: accuracy {row.accuracy:.4f} (n 32)" in done.stdout
     assert f"| jt | fgm | a | 0.5 | {row.accuracy:.3f} | 32 |" in done.stdout  # mmr.evaluate gives the stored row
     assert "my attack: accuracy " in done.stdout and "on 32 test samples at eps 0.5 (audio)" in done.stdout
+
+
+# ---------------------------------------------------------------------- export and cards, with stubbed models
+
+
+def stubbed_export(monkeypatch, root: Path, labels: list[str]):
+    """``export_zoo`` over one checkpoint per label (seed 0, distinct bytes) and its row, with the dataset,
+    defenses and load check stubbed out (no data, no training); returns a plan factory for a list of labels."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import mmrobust_bench.bench.zoo as zoo_module
+    from mmrobust_bench.bench.checkpoints import CheckpointKey
+    from mmrobust_bench.defenses import TrainConfig
+    from mmrobust_bench.defenses.base import key_dict
+
+    @dataclasses.dataclass
+    class Cfg:
+        x: str = ""
+
+    class Defense:
+        name = "jt"
+
+        def __init__(self, overrides):
+            self.config = Cfg(str(overrides.get("x", "")))
+
+        def config_dict(self):
+            return dataclasses.asdict(self.config)
+
+    ds = SimpleNamespace(name="synthav", config={}, specs=[], num_classes=2, encoders={}, train=[0] * 4)
+    monkeypatch.setattr(zoo_module, "build_dataset", lambda *a, **k: ds)
+    monkeypatch.setattr(zoo_module, "dataset_schedule", lambda d: None)
+    monkeypatch.setattr(zoo_module, "build_defense", lambda d, o, s=None: (Defense(o), TrainConfig()))
+    monkeypatch.setattr(zoo_module, "_check_loads", lambda record, path: None)
+    monkeypatch.setattr(
+        zoo_module,
+        "load_stage",
+        lambda directory, stage, key: (None, None, sha256_file(directory / "final.safetensors")),
+    )
+    template = pd.read_csv(REPO / "leaderboards" / "synthav" / "runs" / "results.csv").iloc[[0]]
+    rows = []
+    for label in labels:
+        key = CheckpointKey("synthav", {}, "jt", Defense({"x": label}).config_dict(), key_dict(TrainConfig()), 0)
+        folder = key.directory(root)
+        folder.mkdir(parents=True)
+        (folder / "final.safetensors").write_bytes(label.encode() * 10)
+        (folder / "config.json").write_text("{}")
+        row = template.copy()
+        row["label"], row["seed"], row["config_hash"] = label, 0, key.config_hash
+        row["checkpoint_sha256"] = sha256_file(folder / "final.safetensors")
+        rows.append(row)
+    pd.concat(rows).to_csv(root / "results.csv", index=False)
+
+    def plan(only: list[str]):
+        units = [(SimpleNamespace(label=label, defense="jt", overrides={"x": label}), 0) for label in only]
+        return SimpleNamespace(
+            dataset="synthav", dataset_options={}, common_overrides={}, batch_size=500, work_units=lambda: units
+        )
+
+    return plan
+
+
+def test_export_with_only_keeps_the_other_models_and_never_deletes_outside_the_zoo(monkeypatch, tmp_path):
+    from mmrobust_bench.bench.zoo import export_zoo
+
+    root, out = tmp_path / "runs", tmp_path / "runs" / "zoo"
+    root.mkdir()
+    plan = stubbed_export(monkeypatch, root, ["jt_a", "jt_b"])
+    export_zoo(plan(["jt_a", "jt_b"]), root=root, out=out)
+    files = sorted(p.name for p in out.iterdir())
+    b_bytes = (out / "jt_b-seed0.safetensors").read_bytes()
+    outcome = export_zoo(plan(["jt_a"]), root=root, out=out)  # `zoo export --only jt_a`
+    assert [e.entry for e in read_zoo(out).entries] == ["jt_a", "jt_b"]
+    assert outcome.removed == [] and outcome.kept == 1 and outcome.unchanged == 1
+    assert sorted(p.name for p in out.iterdir()) == files
+    assert (out / "jt_b-seed0.safetensors").read_bytes() == b_bytes
+
+    # an edited index that names files outside the zoo folder: refused before anything is deleted or written
+    index = json.loads((out / "zoo.json").read_text())
+    index["entries"][1]["file"] = "../results.csv"
+    (out / "zoo.json").write_text(json.dumps(index))
+    with pytest.raises(ZooError) as err:
+        export_zoo(plan(["jt_a"]), root=root, out=out)
+    assert str(err.value) == (
+        f"{out / 'zoo.json'}: entry 1 lists '../results.csv', which is not a file of the zoo folder; "
+        f"restore the index or remove it and re-export the zoo"
+    )
+    assert (root / "results.csv").exists() and sorted(p.name for p in out.iterdir()) == files
+
+
+def test_export_removes_only_files_its_old_index_listed_inside_the_zoo(monkeypatch, tmp_path):
+    from mmrobust_bench.bench.zoo import export_zoo
+
+    root, out = tmp_path / "runs", tmp_path / "runs" / "zoo"
+    root.mkdir()
+    plan = stubbed_export(monkeypatch, root, ["jt_a", "jt_b"])
+    export_zoo(plan(["jt_a", "jt_b"]), root=root, out=out)
+    (out / "notes.txt").write_text("mine")  # not the index's: never touched
+    rows = pd.read_csv(root / "results.csv")
+    rows[rows["label"] == "jt_a"].to_csv(root / "results.csv", index=False)  # jt_b's rows are gone
+    outcome = export_zoo(plan(["jt_a"]), root=root, out=out)
+    assert [e.entry for e in read_zoo(out).entries] == ["jt_a"]
+    assert sorted(p.name for p in outcome.removed) == ["jt_b-seed0.json", "jt_b-seed0.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "jt_a-seed0.json",
+        "jt_a-seed0.safetensors",
+        "notes.txt",
+        "zoo.json",
+    ]
+
+
+def test_export_refuses_two_labels_that_share_a_file_name(monkeypatch, tmp_path):
+    from mmrobust_bench.bench.zoo import export_zoo
+
+    root, out = tmp_path / "runs", tmp_path / "zoo"
+    root.mkdir()
+    plan = stubbed_export(monkeypatch, root, ["jt/v2", "jt_v2"])
+    with pytest.raises(ZooError) as err:
+        export_zoo(plan(["jt/v2", "jt_v2"]), root=root, out=out)
+    assert str(err.value) == (
+        "zoo export: 'jt/v2' seed 0 and 'jt_v2' seed 0 would both be written to jt_v2-seed0.safetensors; "
+        "rename one of the labels in the sweep YAML"
+    )
+    assert not out.exists()
+
+
+def test_cards_refuse_a_missing_or_changed_weights_file(monkeypatch, tmp_path):
+    from mmrobust_bench.bench.zoo import export_zoo, link_cards
+
+    root, out = tmp_path / "runs", tmp_path / "zoo"
+    root.mkdir()
+    plan = stubbed_export(monkeypatch, root, ["jt"])
+    export_zoo(plan(["jt"]), root=root, out=out)
+    sha = read_zoo(out).find("jt", 0).sha256
+    cards = [{"dataset": "synthav", "checkpoint_sha256": sha}]
+    assert link_cards(cards, out) == 1 and cards[0]["zoo"]["sha256"] == sha
+    weights = out / "jt-seed0.safetensors"
+    weights.write_bytes(b"another model")
+    with pytest.raises(ZooError, match=r"^refusing .*jt-seed0\.safetensors: its sha256 .* lists for jt seed 0"):
+        link_cards([{"dataset": "synthav", "checkpoint_sha256": sha}], out)
+    weights.unlink()
+    with pytest.raises(ZooError, match=r"lists jt-seed0\.safetensors for jt seed 0, but .* does not exist"):
+        link_cards([{"dataset": "synthav", "checkpoint_sha256": sha}], out)

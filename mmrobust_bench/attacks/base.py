@@ -96,6 +96,11 @@ def l0_ball_projection(v: Tensor, count: Tensor) -> Tensor:
     return torch.where(mask, v, torch.zeros_like(v))
 
 
+def _norm64(delta: Batch) -> Tensor:
+    """Per-sample ℓ2 norm of the concatenated ``delta`` in float64 (a float64 modality's own precision)."""
+    return torch.stack([d.double().flatten(1).pow(2).sum(1) for d in delta.values()]).sum(0).sqrt()
+
+
 def project(clean: Batch, adv: Batch, threat: ThreatModel, eps: Tensor, specs: dict[str, ModalitySpec]) -> Batch:
     """Project ``adv`` onto the threat ball around ``clean`` (per sample) and into the valid boxes.
 
@@ -108,11 +113,13 @@ def project(clean: Batch, adv: Batch, threat: ThreatModel, eps: Tensor, specs: d
     groups = [mods] if threat.joint else [(m,) for m in mods]
     if threat.norm == "l2":
         for group in groups:
-            delta = {m: (adv[m] - clean[m]).float() for m in group}
-            norm = joint_l2_norm(delta, group)
+            # at least float32 (half inputs), float64 kept as it is: rounding it to float32 moved the clean point
+            work = {m: torch.promote_types(clean[m].dtype, torch.float32) for m in group}
+            delta = {m: (adv[m] - clean[m]).to(work[m]) for m in group}
+            norm = joint_l2_norm(delta, group) if all(w == torch.float32 for w in work.values()) else _norm64(delta)
             factor = torch.clamp(eps / (norm + 1e-12), max=1.0)
             for m in group:
-                out[m] = (clean[m].float() + delta[m] * _rows(factor, delta[m])).to(clean[m].dtype)
+                out[m] = (clean[m].to(work[m]) + delta[m] * _rows(factor, delta[m])).to(clean[m].dtype)
     elif threat.norm in ("l1", "l0"):
         for group in groups:
             flat = torch.cat([(adv[m] - clean[m]).double().flatten(1) for m in group], 1)

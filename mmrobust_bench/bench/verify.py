@@ -48,7 +48,13 @@ from .verify_measure import (
     scratch_root,
     stored_results,
 )
-from .verify_output import VerifyOutcome, format_verify_table, largest_difference, make_outcome
+from .verify_output import (
+    VerifyOutcome,
+    certificate_problems,
+    format_verify_table,
+    largest_difference,
+    make_outcome,
+)
 from .verify_retrain import SEED_SPREAD_K, SPREAD_FLOOR, checkpoint_threads, verify_sweep
 from .zoo import load_trained, read_zoo
 
@@ -106,7 +112,8 @@ def verify_zoo(
     chosen = choose_units(checkable, n, rng)
     entries = {e.label: e for e in plan.defenses}
     items: list[dict[str, Any]] = []
-    with scratch_root(plan, root, scratch) as (scratch_dir, ds):
+    compared: dict[tuple[str, int], tuple[int, int]] = {}
+    with scratch_root(plan, root, scratch, results_path) as (scratch_dir, ds):
         differ = _config_difference(found.dataset_config, ds.config)
         if differ:
             raise ValueError(
@@ -124,18 +131,26 @@ def verify_zoo(
                 )
             )
             if certificates:
-                items.extend(
-                    certificate_values(
-                        plan, trained, entries[label], unit_seed, root=root, scratch=scratch_dir, dev=dev
-                    )
+                values, expected = certificate_values(
+                    plan, trained, entries[label], unit_seed, root=root, scratch=scratch_dir, dev=dev
                 )
+                items.extend(values)
+                compared[(label, unit_seed)] = (len(values), expected)
         current = {**row_provenance(dev if chosen else None), "device": str(dev if chosen else "cpu")}
     frame = _judge_tolerance(items, tolerance, current)
     skipped = len(units) - len(checkable)
     report = _tolerance_report(frame, tolerance)
     if skipped:
         report.append(f"{skipped} model(s) with rows are not in the zoo (not checked)")
-    return make_outcome(frame, "zoo", current, report, None if scratch is None else Path(scratch))
+    return make_outcome(
+        frame,
+        "zoo",
+        current,
+        report,
+        None if scratch is None else Path(scratch),
+        problems=certificate_problems(compared) if certificates else [],
+        models=len(chosen),
+    )
 
 
 def _config_difference(recorded: dict[str, Any], built: dict[str, Any]) -> list[str]:

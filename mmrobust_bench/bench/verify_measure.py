@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import shutil
 import tempfile
@@ -69,19 +70,67 @@ def recorded_threads(rows: pd.DataFrame) -> int | None:
     return int(threads.mode().iloc[0]) if not threads.empty else None
 
 
+SCRATCH_MARK = ".mmrobust-verify-scratch"  # what makes a folder one verify may clear and write again
+
+
+def check_scratch(scratch: Path, root: Path, results_path: Path | None = None) -> None:
+    """Refuse a ``--scratch`` that is, holds or lies inside the sweep's root (or holds its results CSV), and one
+    holding result stores verify did not write there: verify clears its scratch's stores before measuring."""
+    here, sweep = scratch.resolve(), root.resolve()
+    if here == sweep or here.is_relative_to(sweep) or sweep.is_relative_to(here):
+        raise ValueError(
+            f"verify: --scratch {scratch} is, holds or lies inside the sweep root {root}, which verify only "
+            f"reads; give a folder outside it"
+        )
+    if results_path is not None and results_path.resolve().is_relative_to(here):
+        raise ValueError(f"verify: --scratch {scratch} holds the results CSV {results_path}; give a folder outside it")
+    stores = [n for n in ("results.csv", CERTIFIED_CSV, ETA_PAIRS_CSV) if (scratch / n).exists()]
+    if stores and not (scratch / SCRATCH_MARK).exists():
+        raise ValueError(
+            f"verify: --scratch {scratch} already holds {', '.join(stores)} that verify did not write; "
+            f"give an empty or new folder"
+        )
+
+
+def share_datasets(root: Path, scratch: Path) -> None:
+    """Give ``scratch`` the sweep's dataset cache file by file (hard links, else symbolic links): caches are
+    written atomically (a new file renamed into place), so a rebuilt or new entry lands in the scratch and the
+    sweep's root is never written through."""
+    source = root / "datasets"
+    if (scratch / "datasets").is_symlink():
+        (scratch / "datasets").unlink()  # a whole-folder link would write new entries into the sweep's root
+    if not source.is_dir():
+        return
+    for path in sorted(source.rglob("*")):
+        if not path.is_file():
+            continue
+        target = scratch / "datasets" / path.relative_to(source)
+        if target.exists() or target.is_symlink():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            target.symlink_to(path.resolve())
+
+
 @contextlib.contextmanager
-def scratch_root(plan: SweepPlan, root: Path, scratch: Path | None) -> Iterator[tuple[Path, Any]]:
-    """(scratch root, the plan's dataset): a temporary folder unless ``scratch`` is given, sharing the sweep's
-    dataset cache (read only); the thread count is restored afterwards."""
+def scratch_root(
+    plan: SweepPlan, root: Path, scratch: Path | None, results_path: Path | None = None
+) -> Iterator[tuple[Path, Any]]:
+    """(scratch root, the plan's dataset): a temporary folder unless ``scratch`` is given (checked by
+    :func:`check_scratch`), with the sweep's dataset cache shared read only; the thread count is restored after."""
     made = scratch is None
     scratch = Path(tempfile.mkdtemp(prefix="mmrobust-verify-")) if scratch is None else Path(scratch)
+    if not made:
+        check_scratch(scratch, root, results_path)
     scratch.mkdir(parents=True, exist_ok=True)
-    if (root / "datasets").exists() and not (scratch / "datasets").exists():
-        (scratch / "datasets").symlink_to((root / "datasets").resolve(), target_is_directory=True)
+    (scratch / SCRATCH_MARK).touch()
     for name in ("results.csv", CERTIFIED_CSV, ETA_PAIRS_CSV):
         (scratch / name).unlink(missing_ok=True)
     threads_before = torch.get_num_threads()
     try:
+        share_datasets(root, scratch)
         yield scratch, validate_plan(plan, scratch)
     finally:
         torch.set_num_threads(threads_before)
@@ -90,6 +139,12 @@ def scratch_root(plan: SweepPlan, root: Path, scratch: Path | None) -> Iterator[
 
 
 # ----------------------------------------------------------------------------------------------- re-measuring
+
+
+def result_key(row: Any) -> tuple[str, ...]:
+    """A result row's cell within its model (:data:`RESULT_KEY`): one attack can run under several norms at one ε,
+    so the norm is part of it."""
+    return tuple(eps_key(getattr(row, c)) if c == "eps" else str(getattr(row, c)) for c in RESULT_KEY)
 
 
 def _provenance(row: Any) -> dict[str, Any]:
@@ -125,9 +180,15 @@ def measure_cells(
             results_path=results_path,
             claimed=earlier_cell_keys(plan, trained, entry, seed, index, dev),
         )
-    recorded = {
-        (str(r.attack), str(r.attack_config), str(r.modality), eps_key(r.eps)): r for r in rows.itertuples(index=False)
-    }
+    recorded: dict[tuple[str, ...], Any] = {}
+    for r in rows.itertuples(index=False):
+        stored_key = result_key(r)
+        if stored_key in recorded:  # one cell stored twice: no way to tell which value a re-measurement checks
+            raise ValueError(
+                f"verify: the stored rows of {entry.label} seed {seed} hold {stored_key[1]} on {stored_key[2]} at "
+                f"ε {stored_key[3]} ({stored_key[4]}) twice (a damaged results CSV); restore it"
+            )
+        recorded[stored_key] = r
     fresh = read_rows(results_path)
     fresh = fresh[
         (fresh["label"].astype(str) == entry.label)
@@ -136,7 +197,7 @@ def measure_cells(
     ]
     out = []
     for r in fresh.itertuples(index=False):
-        key = (str(r.attack), str(r.attack_config), str(r.modality), eps_key(r.eps))
+        key = result_key(r)
         old = recorded.get(key)
         if old is None:
             continue  # a cell of the current grid that the stored rows do not have
@@ -148,7 +209,7 @@ def measure_cells(
                 "what": key[1],
                 "modality": key[2],
                 "at": "—" if key[3] == "-" else key[3],
-                "spread_key": ("result", *key, str(old.norm)),
+                "spread_key": ("result", *key),
                 "recorded": float(old.accuracy),
                 "reproduced": float(r.accuracy),
                 "n": int(r.n),
@@ -166,47 +227,55 @@ def measure_cells(
 
 def certificate_values(
     plan: SweepPlan, trained: TrainedModel, entry: Any, seed: int, *, root: Path, scratch: Path, dev: torch.device
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], int]:
     """Certify the model again into ``scratch`` and pair its certified accuracies and η with the stored ones of
-    the same checkpoint (rows the sweep's root holds for it)."""
+    the same dataset, configuration and checkpoint (rows the sweep's root holds for it); also returns how many
+    stored values there were to compare, so a check that compared none can say so."""
     if plan.certify_for(entry) is None:
         raise ValueError("verify --certificates: the sweep YAML has no certify: block")
     ds = trained.dataset  # type: ignore[attr-defined]
-    model = (ds.name, entry.label, seed, trained.sha256)
-    stored_cert = read_certified(root / CERTIFIED_CSV)
-    stored_eta = with_provenance_defaults(read_table(root / ETA_PAIRS_CSV))
+    config_hash = str(trained.key.config_hash)
 
-    def mine(frame: pd.DataFrame, sha: str) -> pd.DataFrame:
+    def this_model(frame: pd.DataFrame) -> pd.DataFrame:
+        """Rows of this dataset and configuration: a shared root holds other datasets' models of the same label
+        and seed, and ``newest_models`` must not pick one of them."""
         if frame.empty:
             return frame
         return frame[
-            (frame["dataset"].astype(str) == model[0])
-            & (frame["defense"].astype(str) == model[1])
+            (frame["dataset"].astype(str) == ds.name)
+            & (frame["config_hash"].astype(str) == config_hash)
+            & (frame["defense"].astype(str) == entry.label)
             & (frame["seed"].astype(int) == seed)
-            & (frame["checkpoint_sha256"].astype(str) == sha)
         ]
+
+    stored_cert = this_model(read_certified(root / CERTIFIED_CSV))
+    stored_eta = this_model(with_provenance_defaults(read_table(root / ETA_PAIRS_CSV)))
+
+    def mine(frame: pd.DataFrame, sha: str) -> pd.DataFrame:
+        return frame if frame.empty else frame[frame["checkpoint_sha256"].astype(str) == sha]
 
     rows_sha = None
     for frame in (stored_cert, stored_eta):  # the stored certificates of this unit's newest certified model
-        newest = newest_models(frame, "defense") if not frame.empty else frame
-        newest = (
-            newest[(newest["defense"].astype(str) == entry.label) & (newest["seed"].astype(int) == seed)]
-            if not newest.empty
-            else newest
-        )
-        if not newest.empty:
-            rows_sha = str(newest["checkpoint_sha256"].iloc[-1])
+        if not frame.empty:
+            rows_sha = str(newest_models(frame, "defense")["checkpoint_sha256"].iloc[-1])
             break
     if rows_sha is None:
-        log.warning("verify: %s seed %d has no stored certificate rows; nothing to compare", entry.label, seed)
-        return []
+        log.warning(
+            "verify: %s seed %d has no stored certificate rows of %s (config %s); nothing to compare",
+            entry.label,
+            seed,
+            ds.name,
+            config_hash,
+        )
+        return [], 0
+    expected = len(mine(stored_cert, rows_sha)) + len(mine(stored_eta, rows_sha))
     certify_unit(plan, trained, entry, seed, root=scratch, dev=dev, command="mmrobust-bench verify --certificates")
     out = []
     for kind, stored, fresh, key, value, relative in (
         (
             "certificate",
             mine(stored_cert, rows_sha),
-            mine(read_certified(scratch / CERTIFIED_CSV), trained.sha256),
+            mine(this_model(read_certified(scratch / CERTIFIED_CSV)), trained.sha256),
             CERT_KEY,
             "certified_accuracy",
             False,
@@ -214,7 +283,7 @@ def certificate_values(
         (
             "eta",
             mine(stored_eta, rows_sha),
-            mine(with_provenance_defaults(read_table(scratch / ETA_PAIRS_CSV)), trained.sha256),
+            mine(this_model(with_provenance_defaults(read_table(scratch / ETA_PAIRS_CSV))), trained.sha256),
             ETA_KEY,
             "eta_pair",
             True,
@@ -254,7 +323,15 @@ def certificate_values(
                     **{f"recorded_{p}": v for p, v in _provenance(old).items()},
                 }
             )
-    return out
+    if not out:
+        log.warning(
+            "verify: 0 of %d stored certificate and η values of %s seed %d compared (no re-certified value has "
+            "their key)",
+            expected,
+            entry.label,
+            seed,
+        )
+    return out, expected
 
 
 def difference(item: dict[str, Any], reference: float) -> float:
@@ -277,12 +354,17 @@ def measure_device(device: str | None, rows: pd.DataFrame) -> torch.device:
 __all__ = [
     "CERT_KEY",
     "ETA_KEY",
+    "RESULT_KEY",
+    "result_key",
     "SHOWN",
     "newest_models",
     "stored_results",
     "choose_units",
     "recorded_threads",
     "scratch_root",
+    "check_scratch",
+    "share_datasets",
+    "SCRATCH_MARK",
     "measure_device",
     "measure_cells",
     "certificate_values",

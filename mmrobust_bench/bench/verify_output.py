@@ -21,6 +21,8 @@ class VerifyOutcome:
     scratch: Path | None  # the scratch root (None once removed)
     mode: str = "retrain"  # "zoo" or "retrain"
     report: list[str] = field(default_factory=list)  # the summary: tolerance or spread, largest difference, provenance
+    problems: list[str] = field(default_factory=list)  # why the check fails although no value does (nothing compared)
+    models: int = 0  # the models chosen and re-measured, whether or not a value of theirs was compared
 
 
 def largest_difference(frame: pd.DataFrame) -> list[str]:
@@ -40,12 +42,34 @@ def _name(r: Any) -> str:
 
 
 def make_outcome(
-    frame: pd.DataFrame, mode: str, current: dict[str, Any], report: list[str], scratch: Path | None
+    frame: pd.DataFrame,
+    mode: str,
+    current: dict[str, Any],
+    report: list[str],
+    scratch: Path | None,
+    *,
+    problems: list[str] | None = None,
+    models: int = 0,
 ) -> VerifyOutcome:
-    ok = bool(len(frame)) and bool(frame["passes"].all())
+    problems = list(problems or [])
+    ok = bool(len(frame)) and bool(frame["passes"].all()) and not problems
     if len(frame):
         report = report + _provenance_lines(frame, current)
-    return VerifyOutcome(frame, format_verify_table(frame, mode), ok, scratch, mode, report)
+    return VerifyOutcome(frame, format_verify_table(frame, mode), ok, scratch, mode, report, problems, models)
+
+
+def certificate_problems(compared: dict[tuple[str, int], tuple[int, int]]) -> list[str]:
+    """With ``--certificates``: a failure for every model whose stored certificate and η values were not compared
+    at all ((label, seed) -> (compared, stored)), so asking for them can never pass on the results alone."""
+    total = sum(c for c, _ in compared.values())
+    stored = sum(n for _, n in compared.values())
+    if not compared or total == 0:
+        return [f"0 of {stored} certificate values compared (--certificates found nothing to check)"]
+    return [
+        f"0 of {n} certificate values of {label} seed {seed} compared"
+        for (label, seed), (c, n) in sorted(compared.items())
+        if c == 0
+    ]
 
 
 def _describe(values: dict[str, Any]) -> str:
@@ -101,4 +125,4 @@ def format_verify_table(frame: pd.DataFrame, mode: str = "zoo") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["VerifyOutcome", "make_outcome", "largest_difference", "format_verify_table"]
+__all__ = ["VerifyOutcome", "make_outcome", "certificate_problems", "largest_difference", "format_verify_table"]

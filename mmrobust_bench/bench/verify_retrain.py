@@ -14,11 +14,13 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..defenses import build_defense, dataset_schedule
+from ..defenses.base import key_dict
 from .api import train_defense
 from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV, read_certified
+from .checkpoints import CheckpointKey
 from .environment import row_provenance
 from .result_readers import read_table
-from .result_rows import eps_key
 from .sweep_plan import SweepPlan
 from .sweep_units import set_threads
 from .verify_measure import (
@@ -31,10 +33,11 @@ from .verify_measure import (
     measure_device,
     newest_models,
     recorded_threads,
+    result_key,
     scratch_root,
     stored_results,
 )
-from .verify_output import VerifyOutcome, largest_difference, make_outcome
+from .verify_output import VerifyOutcome, certificate_problems, largest_difference, make_outcome
 
 SEED_SPREAD_K = 3.0
 SPREAD_FLOOR = 0.01
@@ -91,10 +94,13 @@ def verify_sweep(
     rng = random.Random(seed)
     chosen = choose_units(units, n, rng)
     items: list[dict[str, Any]] = []
-    with scratch_root(plan, root, scratch) as (scratch_dir, _):
+    compared: dict[tuple[str, int], tuple[int, int]] = {}
+    with scratch_root(plan, root, scratch, results_path) as (scratch_dir, ds):
+        config_hashes = _check_configs(plan, ds, mine, chosen, entries)
         for label, unit_seed in chosen:
             entry = entries[label]
             rows = mine[(mine["label"].astype(str) == label) & (mine["seed"].astype(int) == unit_seed)]
+            start = len(items)
             sha = str(rows["checkpoint_sha256"].iloc[-1])
             eval_threads = recorded_threads(rows)
             train_threads = (
@@ -121,33 +127,66 @@ def verify_sweep(
                 measure_cells(plan, trained, entry, unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev)
             )
             if certificates:
-                items.extend(
-                    certificate_values(plan, trained, entry, unit_seed, root=root, scratch=scratch_dir, dev=dev)
+                values, expected = certificate_values(
+                    plan, trained, entry, unit_seed, root=root, scratch=scratch_dir, dev=dev
                 )
+                items.extend(values)
+                compared[(label, unit_seed)] = (len(values), expected)
+            for item in items[start:]:
+                item["config_hash"] = config_hashes[(label, unit_seed)]
         current = {**row_provenance(dev if chosen else None), "device": str(dev if chosen else "cpu")}
-    spread = _seed_spread(stored, root, items)
+    spread = _seed_spread(stored, root, plan.dataset, items)
     frame = _judge_spread(items, spread, k, floor)
     report = [f"seed spread: stored mean over seeds ± max({k:g} × sample std, {floor:g}) (--k, --floor; η relative)"]
     if not frame.empty:
         bits = int((frame["status"] == "bit-identical").sum())
         report.append(f"bit-identical: {bits} of {len(frame)} value(s) (same checkpoint sha256 and number)")
         report += largest_difference(frame.assign(difference=frame["reproduced"] - frame["recorded"]))
-    return make_outcome(frame, "retrain", current, report, None if scratch is None else Path(scratch))
+    return make_outcome(
+        frame,
+        "retrain",
+        current,
+        report,
+        None if scratch is None else Path(scratch),
+        problems=certificate_problems(compared) if certificates else [],
+        models=len(chosen),
+    )
 
 
-def _seed_spread(stored: pd.DataFrame, root: Path, items: list[dict[str, Any]]) -> dict[tuple, list[float]]:
-    """(label, spread key) -> the stored value of every seed (the newest model of each)."""
+def _check_configs(
+    plan: SweepPlan, ds: Any, rows: pd.DataFrame, chosen: list[tuple[str, int]], entries: dict[str, Any]
+) -> dict[tuple[str, int], str]:
+    """(label, seed) -> config hash, after checking that re-training from the YAML as it is now gives the config
+    the stored rows were made with: a setting changed since would re-train and judge another model."""
+    out = {}
+    for label, unit_seed in chosen:
+        entry = entries[label]
+        defense, train_cfg = build_defense(
+            entry.defense, {**plan.common_overrides, **entry.overrides}, dataset_schedule(ds)
+        )
+        now = CheckpointKey(
+            ds.name, ds.config, defense.name, defense.config_dict(), key_dict(train_cfg), unit_seed
+        ).config_hash
+        mine = rows[(rows["label"].astype(str) == label) & (rows["seed"].astype(int) == unit_seed)]
+        recorded = str(mine["config_hash"].iloc[-1])
+        if recorded != now:
+            raise ValueError(
+                f"verify --retrain: the rows of {label} seed {unit_seed} were made with config {recorded}, the "
+                f"sweep YAML now trains config {now} (a setting changed since); give the YAML that made the rows, "
+                f"or rerun the sweep"
+            )
+        out[(label, unit_seed)] = now
+    return out
+
+
+def _seed_spread(
+    stored: pd.DataFrame, root: Path, dataset: str, items: list[dict[str, Any]]
+) -> dict[tuple, list[float]]:
+    """(label, config hash, spread key) -> the stored value of every seed (the newest model of each) of this
+    dataset: seeds of another configuration (one seed re-run after a change) or dataset are not one spread."""
     out: dict[tuple, list[float]] = {}
     for r in stored.itertuples(index=False):
-        key: tuple[str, ...] = (
-            "result",
-            str(r.attack),
-            str(r.attack_config),
-            str(r.modality),
-            eps_key(r.eps),
-            str(r.norm),
-        )
-        out.setdefault((str(r.label), key), []).append(float(r.accuracy))
+        out.setdefault((str(r.label), str(r.config_hash), ("result", *result_key(r))), []).append(float(r.accuracy))
     if any(i["kind"] != "result" for i in items):
         for kind, frame, key, value in (
             ("certificate", read_certified(root / CERTIFIED_CSV), CERT_KEY, "certified_accuracy"),
@@ -155,11 +194,15 @@ def _seed_spread(stored: pd.DataFrame, root: Path, items: list[dict[str, Any]]) 
         ):
             if frame.empty:
                 continue
+            frame = frame[frame["dataset"].astype(str) == dataset]
             newest = newest_models(frame, "defense")
-            for label, k, v in zip(
-                newest["defense"].astype(str), newest[list(key)].itertuples(index=False, name=None), newest[value]
+            for label, config, k, v in zip(
+                newest["defense"].astype(str),
+                newest["config_hash"].astype(str),
+                newest[list(key)].itertuples(index=False, name=None),
+                newest[value],
             ):
-                out.setdefault((label, (kind, *(str(x) for x in k))), []).append(float(v))
+                out.setdefault((label, config, (kind, *(str(x) for x in k))), []).append(float(v))
     return out
 
 
@@ -167,7 +210,7 @@ def _judge_spread(
     items: list[dict[str, Any]], spread: dict[tuple, list[float]], k: float, floor: float
 ) -> pd.DataFrame:
     for item in items:
-        values = spread.get((item["label"], item["spread_key"]), [item["recorded"]])
+        values = spread.get((item["label"], item.get("config_hash", ""), item["spread_key"]), [item["recorded"]])
         mean = sum(values) / len(values)
         std = pd.Series(values).std(ddof=1) if len(values) > 1 else float("nan")
         scale = max(abs(mean), 1e-12) if item["relative"] else 1.0

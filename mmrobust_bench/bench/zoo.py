@@ -53,6 +53,7 @@ from .zoo_index import (
     ZooError,
     check_file,
     file_stem,
+    inside,
     leaderboards_dir,
     link_cards,
     load_record,
@@ -73,6 +74,7 @@ class ExportOutcome:
     written: list[Path] = field(default_factory=list)  # files copied or rewritten
     unchanged: int = 0  # models whose file was already in the zoo with this sha256
     removed: list[Path] = field(default_factory=list)  # files of models the rows no longer hold
+    kept: int = 0  # models of the old index this export left as they were (--only/--skip)
 
 
 def _spec_dict(spec: ModalitySpec) -> dict[str, Any]:
@@ -93,6 +95,30 @@ def _newest_sha(rows: pd.DataFrame) -> dict[tuple[str, int], tuple[str, str, str
     return out
 
 
+def _kept_entries(
+    old: Zoo | None, planned: set[tuple[str, int]], newest: Mapping[tuple[str, int], tuple[str, str, str]]
+) -> list[ZooEntry]:
+    """The old index's entries this export leaves as they are: models the plan does not export (``--only``/
+    ``--skip``, or an entry no longer in the YAML) whose rows the results still hold."""
+    if old is None:
+        return []
+    return [e for e in old.entries if (e.entry, e.seed) not in planned and (e.entry, e.seed) in newest]
+
+
+def _refuse_collisions(entries: list[ZooEntry]) -> None:
+    """Two labels that map to one file name (``jt/v2`` and ``jt_v2``, or names differing only in case on a
+    case-insensitive disk) would overwrite each other's files: refuse before writing anything."""
+    owner: dict[str, ZooEntry] = {}
+    for e in entries:
+        for name in (e.file, e.config):
+            other = owner.setdefault(name.casefold(), e)
+            if other is not e and (other.entry, other.seed) != (e.entry, e.seed):
+                raise ZooError(
+                    f"zoo export: {other.entry!r} seed {other.seed} and {e.entry!r} seed {e.seed} would both be "
+                    f"written to {name}; rename one of the labels in the sweep YAML"
+                )
+
+
 def export_zoo(
     plan: Any,
     *,
@@ -106,7 +132,10 @@ def export_zoo(
 
     Each model's checkpoint is found by its key (the sweep's settings), must be intact (``load_stage``'s checks)
     and must be the one the newest rows were measured with; it is then loaded into a model rebuilt from the JSON
-    alone, so a zoo that exports is a zoo that loads. Nothing is written unless every model passes."""
+    alone, so a zoo that exports is a zoo that loads. Nothing is written unless every model passes.
+
+    Models of an existing index that the plan does not export (``--only``/``--skip``) are kept with their files
+    while their rows remain; only files of the folder that the old index listed are ever removed."""
     root, out = Path(root), Path(out)
     results_path = Path(results) if results is not None else root / "results.csv"
     stored = read_rows(results_path)
@@ -182,17 +211,22 @@ def export_zoo(
     if not staged:
         raise ZooError(f"zoo export: {results_path} holds no rows of this sweep's entries; run the sweep first")
     old = read_zoo(out) if (out / INDEX).exists() else None
+    if old is not None and old.dataset != ds.name:
+        raise ZooError(f"zoo export: {out} holds the {old.dataset} zoo, not {ds.name}'s; export into another folder")
+    kept = _kept_entries(old, {(e.label, s) for e, s in plan.work_units()}, newest)
+    entries = [e for e, _, _ in staged] + kept
+    _refuse_collisions(entries)
     zoo = Zoo(
         out,
         ds.name,
         options,
         json.loads(json.dumps(ds.config, default=str)),
-        [e for e, _, _ in staged],
+        entries,
         os.path.relpath(results_path.resolve(), out.resolve()),
         command,
         int(plan.batch_size),
     )
-    outcome = ExportOutcome(zoo)
+    outcome = ExportOutcome(zoo, kept=len(kept))
     for entry_, source, record in staged:
         target = out / entry_.file
         if target.exists() and sha256_file(target) == entry_.sha256:
@@ -204,10 +238,13 @@ def export_zoo(
                 raise ZooError(f"zoo export: {target} changed while it was copied; export again")
             outcome.written.append(target)
         atomic_write_json(out / entry_.config, record)
-    keep = {e.file for e in zoo.entries} | {e.config for e in zoo.entries}
+    keep = {name.casefold() for e in zoo.entries for name in (e.file, e.config)}
     for stale in old.entries if old is not None else []:
+        if stale in kept:
+            continue
         for name in (stale.file, stale.config):
-            if name not in keep and (out / name).exists():
+            # only a file of this folder that the old index listed, and that no entry still lists
+            if name.casefold() not in keep and inside(out, name) and (out / name).is_file():
                 (out / name).unlink()
                 outcome.removed.append(out / name)
     write_index(zoo)

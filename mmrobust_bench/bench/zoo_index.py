@@ -114,6 +114,16 @@ def zoo_dir(dataset: str, zoo: str | os.PathLike | None = None) -> Path:
     return Path(zoo) if zoo is not None else leaderboards_dir() / dataset / "zoo"
 
 
+def inside(directory: Path, name: str) -> bool:
+    """Whether ``name`` (a file an index lists) is a file of the zoo folder ``directory`` itself: an edited or
+    foreign index must never make export delete, or a load read, a file elsewhere."""
+    if not name or name == INDEX:
+        return False
+    base = Path(directory).resolve()
+    path = (base / name).resolve()
+    return path.parent == base
+
+
 def file_stem(label: str, seed: int) -> str:
     """``<label>-seed<k>`` with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', str(label))}-seed{int(seed)}"
@@ -153,6 +163,12 @@ def read_zoo(directory: str | os.PathLike) -> Zoo:
             raise ZooError(
                 f"{path}: entry {i} lacks {', '.join(k for k in names if k not in (raw or {}))}; re-export the zoo"
             )
+        for name in (str(raw["file"]), str(raw["config"])):
+            if not inside(directory, name):
+                raise ZooError(
+                    f"{path}: entry {i} lists {name!r}, which is not a file of the zoo folder; restore the "
+                    f"index or remove it and re-export the zoo"
+                )
         entries.append(
             ZooEntry(
                 str(raw["entry"]),
@@ -197,7 +213,8 @@ def write_index(zoo: Zoo) -> None:
 def link_cards(cards: list[dict[str, Any]], directory: str | os.PathLike) -> int:
     """Point each model card whose checkpoint the zoo in ``directory`` holds at its committed files: ``zoo`` (the
     weights' path, sha256 and size) and ``config``/``config_source`` from the zoo's JSON (paths as ``directory`` is
-    given). Cards of other models are left as they are; returns how many were linked (0 without a zoo)."""
+    given). Cards of other models are left as they are; returns how many were linked (0 without a zoo). A listed
+    file that is missing or whose sha256 is not the index's is a ZooError (one line naming it)."""
     directory = Path(directory)
     if not (directory / INDEX).exists():
         return 0
@@ -209,6 +226,7 @@ def link_cards(cards: list[dict[str, Any]], directory: str | os.PathLike) -> int
         if item is None or str(card.get("dataset")) != zoo.dataset:
             continue
         record = load_record(zoo, item)
+        check_file(zoo, item)  # a card never links weights that are missing or not the listed ones
         card["zoo"] = {
             "file": str(directory / item.file),
             "sha256": item.sha256,
@@ -275,6 +293,7 @@ __all__ = [
     "ZooError",
     "check_file",
     "file_stem",
+    "inside",
     "leaderboards_dir",
     "link_cards",
     "load_record",

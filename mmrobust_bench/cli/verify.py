@@ -54,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     ve.add_argument(
         "--scratch",
-        help="keep the re-measured rows (and re-trained checkpoints) here (default: a temporary folder, removed after)",
+        help="keep the re-measured rows (and re-trained checkpoints) here, a folder outside --root "
+        "(default: a temporary folder, removed after)",
     )
     ve.add_argument("--device", help="device to evaluate on (default: the one the rows recorded when present)")
     ve.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -94,7 +95,7 @@ def cmd(args: argparse.Namespace) -> int:
     for line in outcome.report:
         print(line)
     frame = outcome.rows
-    models = len(frame[["label", "seed"]].drop_duplicates()) if len(frame) else 0
+    models = outcome.models  # the models re-measured, also when none of their values was compared
     how = "re-evaluated from the zoo" if outcome.mode == "zoo" else "re-trained"
     if not len(frame):
         print(f"verify: none of the re-measured values of {models} model(s) is in the stored rows")
@@ -104,6 +105,8 @@ def cmd(args: argparse.Namespace) -> int:
     else:
         bad = frame[~frame["passes"]]
         print(f"verify: {len(frame)} values of {models} model(s) {how}: {len(bad)} fail")
+    for problem in outcome.problems:
+        print(f"verify: FAILS: {problem}")
     if outcome.scratch is not None:
         print(f"scratch: {outcome.scratch}")
     return 0 if outcome.ok else 1

@@ -191,7 +191,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     total = sum(e.size for e in zoo.entries)
     print(
         f"zoo export: {len(zoo.entries)} models of {zoo.dataset} in {zoo.directory} ({total / 2**20:.1f} MiB): "
-        f"{len(outcome.written)} written, {outcome.unchanged} unchanged, {len(outcome.removed)} stale files removed"
+        f"{len(outcome.written)} written, {outcome.unchanged} unchanged, {outcome.kept} kept from the index "
+        f"(not exported this time), {len(outcome.removed)} stale files removed"
     )
     print(f"index: {zoo.index_path}")
     return 0
