@@ -365,3 +365,30 @@ def run_browser(*args: str) -> subprocess.CompletedProcess[str]:
             timeout=120,
             check=False,
         )
+
+
+def result_row(label, seed, attack, modality, eps, accuracy, *, config=None, flags="", n=1000):
+    """A minimal result row of dataset "d" (the report tests' unit), ``config`` defaulting to the attack id."""
+    from mmrobust_bench.bench.results import ResultRow
+
+    return ResultRow(
+        dataset="d",
+        defense=label,
+        label=label,
+        seed=seed,
+        checkpoint_sha256=f"{label}{seed}",
+        config_hash="c" * 16,
+        attack=attack,
+        attack_config=config or attack,
+        library="x",
+        library_version="1",
+        modality=modality,
+        norm="l2",
+        eps=eps,
+        n=n,
+        accuracy=accuracy,
+        wall_seconds=0.0,
+        device="cpu",
+        suite_version="0",
+        flags=flags,
+    )

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mmrobust_bench.bench.results import ResultRow, rows_frame
+from mmrobust_bench.bench.results import rows_frame
 from mmrobust_bench.reports.entries import resolve_entries
 from mmrobust_bench.reports.findings import findings_markdown, reference_entries
 
-from helpers import fixture_rows, mixed_jt_rows
+from helpers import fixture_rows, mixed_jt_rows, result_row
 
 
 def empirical_rows(
@@ -148,30 +148,6 @@ def test_reference_by_defense_id_when_no_entry_has_the_label():
     assert "No entry is the reference `jt`" in none and "### 1." not in none
 
 
-def result(label, seed, attack, modality, eps, accuracy, *, config, flags=""):
-    return ResultRow(
-        dataset="d",
-        defense=label,
-        label=label,
-        seed=seed,
-        checkpoint_sha256=f"{label}{seed}",
-        config_hash="c" * 16,
-        attack=attack,
-        attack_config=config,
-        library="x",
-        library_version="1",
-        modality=modality,
-        norm="l2",
-        eps=eps,
-        n=1000,
-        accuracy=accuracy,
-        wall_seconds=0.0,
-        device="cpu",
-        suite_version="0",
-        flags=flags,
-    )
-
-
 PAPER_PGD = "pgd_l2(steps=4, step_ratio=0.3333)"
 
 
@@ -179,15 +155,15 @@ def configurations_frame() -> pd.DataFrame:
     rows = []
     for seed in (0, 1):
         rows += [
-            result("jt", seed, "clean", "none", 0.0, 0.9, config="clean"),
-            result("jt", seed, "pgd_l2", "a", 1.0, 0.80, config=PAPER_PGD, flags="zero_gradients" if seed else ""),
-            result("jt", seed, "pgd_l2", "v", 1.0, 0.70, config=PAPER_PGD),
-            result("jt", seed, "missing", "a", 0.0, 0.10, config="missing(fill=zero)"),
-            result("jt", seed, "missing", "v", 0.0, 0.50, config="missing(fill=zero)"),
+            result_row("jt", seed, "clean", "none", 0.0, 0.9, config="clean"),
+            result_row("jt", seed, "pgd_l2", "a", 1.0, 0.80, config=PAPER_PGD, flags="zero_gradients" if seed else ""),
+            result_row("jt", seed, "pgd_l2", "v", 1.0, 0.70, config=PAPER_PGD),
+            result_row("jt", seed, "missing", "a", 0.0, 0.10, config="missing(fill=zero)"),
+            result_row("jt", seed, "missing", "v", 0.0, 0.50, config="missing(fill=zero)"),
         ]
     rows += [  # one seed of other configurations: never averaged in
-        result("jt", 0, "pgd_l2", "a", 1.0, 0.20, config="pgd_l2(steps=100, step_ratio=0.05)"),
-        result("jt", 0, "missing", "a", 0.0, 0.70, config="missing(fill=mean)"),
+        result_row("jt", 0, "pgd_l2", "a", 1.0, 0.20, config="pgd_l2(steps=100, step_ratio=0.05)"),
+        result_row("jt", 0, "missing", "a", 0.0, 0.70, config="missing(fill=mean)"),
     ]
     return rows_frame(rows)
 

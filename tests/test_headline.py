@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmrobust_bench.bench.results import ResultRow, rows_frame
+from mmrobust_bench.bench.results import rows_frame
 from mmrobust_bench.reports.findings import findings_markdown
 from mmrobust_bench.reports.headline import (
     FLAG_MARK,
@@ -20,31 +20,12 @@ from mmrobust_bench.reports.headline import (
     reference_comparison,
 )
 
+from helpers import result_row
+
 STANDARD = "autoattack(version='standard')"
 
 
-def row(label, seed, attack, modality, eps, accuracy, flags="", config=None, n=1000):
-    return ResultRow(
-        dataset="d",
-        defense=label,
-        label=label,
-        seed=seed,
-        checkpoint_sha256=f"{label}{seed}",
-        config_hash="c" * 16,
-        attack=attack,
-        attack_config=config or attack,
-        library="x",
-        library_version="1",
-        modality=modality,
-        norm="l2",
-        eps=eps,
-        n=n,
-        accuracy=accuracy,
-        wall_seconds=0.0,
-        device="cpu",
-        suite_version="0",
-        flags=flags,
-    )
+row = result_row
 
 
 def rows_of_two_entries() -> pd.DataFrame:
