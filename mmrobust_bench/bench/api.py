@@ -371,7 +371,9 @@ def run_model(
             flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}),
         )
     if main_rank:
-        append_rows(results_path, rows, replace=force)
+        # ``any`` is combined from this call's set measurements: they replace stored set rows, so a stored any
+        # never sits above a stored single set measured another time (another batch size, machine)
+        append_rows(results_path, rows, replace=force or modality == ANY)
     frame = rows_frame(rows)
     plot_path = (
         root / "plots" / run_plot_name(ds.name, run_label, attack, label, seed, trained.key.config_hash)

@@ -475,7 +475,12 @@ def _any_cell(
         if need:
             measured, new_cells, rows = _measure_set(trained, common, block, attack, choice, need, batch_size, dev)
             fresh = [row for e, row in zip(need, rows) if set_keys[e] not in done]
+            # a stored row without outcomes is replaced by the measurement ``any`` is combined from, so no stored
+            # set row can disagree with (and read below) the stored ``any``
+            stale = [row for e, row in zip(need, rows) if set_keys[e] in done]
             _append_on_main(results_path, fresh)
+            if stale:
+                _append_on_main(results_path, stale, replace=True)
             done.update(set_keys[e] for e in need)
             evaluated += len(fresh)
             measured_at.update(zip(need, measured))
@@ -510,10 +515,10 @@ def _any_cell(
     return evaluated + len(rows), planned - len(todo)
 
 
-def _append_on_main(results_path: Path, rows: list[ResultRow]) -> None:
+def _append_on_main(results_path: Path, rows: list[ResultRow], *, replace: bool = False) -> None:
     """Rank 0 writes (every rank measured its share and holds the merged numbers)."""
     if distributed.current().main:
-        append_rows(results_path, rows)
+        append_rows(results_path, rows, replace=replace)
 
 
 __all__ = [

@@ -296,7 +296,7 @@ def evaluate(
             flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}),
         )
     if results is not None:
-        append_rows(results, rows)
+        append_rows(results, rows, replace=modality == ANY)  # any's sets replace stored ones (bench.api.run)
     return rows_frame(rows)
 
 
