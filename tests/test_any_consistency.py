@@ -91,3 +91,19 @@ def test_evaluate_any_writes_the_set_rows_it_combined(tmp_path):
     rewrite_rows(path, falsify("all", 0.0, drop_any=True))  # an 'all' row from another time, no any yet
     mmr.evaluate(wrapped, loader, **options)
     assert stored(path) == first
+
+
+def test_the_sweeps_any_cell_of_an_attack_without_a_budget_combines_stored_and_new_sets(tmp_path):
+    """``missing`` measures at ε 0 and stores NaN: a stored set and fresh ones are one grid."""
+    model, x, y = toy()
+    ds = types.SimpleNamespace(name="toy", specs=SPECS, test=TensorSplit(x, y))
+    trained = types.SimpleNamespace(dataset=ds, model=model)
+    common = dict(dataset="toy", defense="lin", label="lin", seed=0, checkpoint_sha256="abc", config_hash="h")
+    common.update(device="cpu", suite_version="x")
+    path = tmp_path / "results.csv"
+    block = GridBlock(attacks=("missing",), modalities=("a", "any"), eps=(1.0,))
+    cpu = torch.device("cpu")
+    sweep_units._attack_cell(trained, common, block, "missing", "a", 8, cpu, set(), path)
+    sweep_units._attack_cell(trained, common, block, "missing", "any", 8, cpu, done_cells(read_rows(path)), path)
+    after = stored(path)
+    assert set(after) == {"a", "b", "all", "any"} and after["any"] <= min(after["a"], after["b"], after["all"])

@@ -7,6 +7,7 @@ bookkeeping (what is done, what a cell claims)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -483,7 +484,8 @@ def _any_cell(
                 _append_on_main(results_path, stale, replace=True)
             done.update(set_keys[e] for e in need)
             evaluated += len(fresh)
-            measured_at.update(zip(need, measured))
+            # under the planned ε, as the stored sets below: an attack without a budget measures at ε 0, plans NaN
+            measured_at.update((e, dataclasses.replace(m, eps=e)) for e, m in zip(need, measured))
             cells.update(new_cells)
         for e in todo:
             if e not in measured_at:
