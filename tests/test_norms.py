@@ -107,6 +107,19 @@ def test_l2_projection_keeps_float64_inputs_in_their_precision():
     assert bool((size <= eps * (1 + 1e-12)).all()) and all(out[m].dtype == torch.float64 for m in DIMS)
 
 
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_a_non_finite_coordinate_from_a_library_goes_back_to_the_clean_value(norm):
+    specs = {m: s for m, s in zip(DIMS, flat_specs(DIMS))}
+    g = torch.Generator().manual_seed(3)
+    clean = {m: torch.randn(3, d, generator=g) for m, d in DIMS.items()}
+    adv = {m: x + 0.01 * torch.randn(x.shape, generator=g) for m, x in clean.items()}
+    adv["v"][0, 0], adv["a"][1, :] = float("nan"), float("inf")
+    out = project(clean, adv, ThreatModel(("v", "a"), 1.0, norm), torch.full((3,), 1.0), specs)
+    assert all(bool(torch.isfinite(out[m]).all()) for m in DIMS)
+    assert out["v"][0, 0] == clean["v"][0, 0] and torch.equal(out["a"][1], clean["a"][1])
+    assert torch.equal(out["v"][2], adv["v"][2])  # finite points inside the ball are untouched
+
+
 # ------------------------------------------------------------------ native ℓ∞ PGD
 
 

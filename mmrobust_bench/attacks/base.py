@@ -108,6 +108,9 @@ def project(clean: Batch, adv: Batch, threat: ThreatModel, eps: Tensor, specs: d
     ℓ∞ is the same per-coordinate bound either way. The box clamp comes last; since every box contains
     its clean point, clamping moves every coordinate of δ towards 0, so no norm grows afterwards.
     """
+    # a library may hand back NaN or inf (an overflowed step): such a coordinate has no distance to the clean
+    # point, so it goes back to the clean value instead of passing through as an "adversarial" input
+    adv = {m: torch.where(torch.isfinite(x), x, clean[m]) if m in threat.modalities else x for m, x in adv.items()}
     out = dict(adv)
     mods = threat.modalities
     groups = [mods] if threat.joint else [(m,) for m in mods]
