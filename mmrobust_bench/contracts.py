@@ -174,11 +174,12 @@ def batch_size(batch: Mapping[str, Tensor]) -> int:
     return next(iter(batch.values())).shape[0]
 
 
-def joint_l2_norm(delta: Mapping[str, Tensor], modalities: Sequence[str]) -> Tensor:
-    """Per-sample ℓ2 norm of the concatenation of ``delta[m]`` over ``modalities``, in fp32."""
+def joint_l2_norm(delta: Mapping[str, Tensor], modalities: Sequence[str], dtype: torch.dtype = torch.float32) -> Tensor:
+    """Per-sample ℓ2 norm of the concatenation of ``delta[m]`` over ``modalities``, in ``dtype`` (fp32 unless a
+    caller keeps float64 inputs in their own precision)."""
     total: Tensor | None = None
     for m in modalities:
-        sq = delta[m].float().flatten(1).pow(2).sum(1)
+        sq = delta[m].to(dtype).flatten(1).pow(2).sum(1)
         total = sq if total is None else total + sq
     if total is None:
         raise ValueError("joint_l2_norm needs at least one modality")

@@ -11,6 +11,7 @@ device and shape are preserved.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
@@ -96,11 +97,6 @@ def l0_ball_projection(v: Tensor, count: Tensor) -> Tensor:
     return torch.where(mask, v, torch.zeros_like(v))
 
 
-def _norm64(delta: Batch) -> Tensor:
-    """Per-sample ℓ2 norm of the concatenated ``delta`` in float64 (a float64 modality's own precision)."""
-    return torch.stack([d.double().flatten(1).pow(2).sum(1) for d in delta.values()]).sum(0).sqrt()
-
-
 def project(clean: Batch, adv: Batch, threat: ThreatModel, eps: Tensor, specs: dict[str, ModalitySpec]) -> Batch:
     """Project ``adv`` onto the threat ball around ``clean`` (per sample) and into the valid boxes.
 
@@ -119,7 +115,7 @@ def project(clean: Batch, adv: Batch, threat: ThreatModel, eps: Tensor, specs: d
             # at least float32 (half inputs), float64 kept as it is: rounding it to float32 moved the clean point
             work = {m: torch.promote_types(clean[m].dtype, torch.float32) for m in group}
             delta = {m: (adv[m] - clean[m]).to(work[m]) for m in group}
-            norm = joint_l2_norm(delta, group) if all(w == torch.float32 for w in work.values()) else _norm64(delta)
+            norm = joint_l2_norm(delta, group, functools.reduce(torch.promote_types, work.values()))
             factor = torch.clamp(eps / (norm + 1e-12), max=1.0)
             for m in group:
                 out[m] = (clean[m].to(work[m]) + delta[m] * _rows(factor, delta[m])).to(clean[m].dtype)
