@@ -59,6 +59,7 @@ def test_ties_at_the_threshold_and_at_zero_get_the_formulas_derivative():
         assert torch.equal(masked, recorded)
         assert torch.equal(soft_threshold(x, threshold), op_by_op(x, threshold))
     assert not soft_threshold(x.detach(), 0.25).requires_grad
+    assert torch.equal(soft_threshold(x.detach(), 0.25), op_by_op(x.detach(), 0.25))  # no-grad path: same values
 
 
 def saved_bytes(monkeypatch, threshold_fn) -> int:

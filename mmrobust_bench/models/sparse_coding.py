@@ -36,27 +36,33 @@ STOPPING = ("batch", "sample")  # whose change is tested against tol; see the mo
 Solver = Callable[..., Tensor]
 
 
-def _soft_threshold_values(x: Tensor, threshold: float) -> Tensor:
-    return torch.sign(x) * torch.clamp(x.abs() - threshold, min=0)
+def _shrunk(x: Tensor, threshold: float) -> Tensor:
+    """|x| − t, a new tensor (the soft threshold's own to modify)."""
+    return x.abs().sub_(threshold)
+
+
+def _thresholded(x: Tensor, shrunk: Tensor) -> Tensor:
+    """sign(x)·max(|x| − t, 0) from ``shrunk`` = |x| − t, which it clamps in place: the formula's operations in its
+    order, without a new tensor for each."""
+    return torch.sign(x).mul_(shrunk.clamp_(min=0))
 
 
 class _SoftThreshold(torch.autograd.Function):
-    """S_t with autograd's own derivative of :func:`_soft_threshold_values`, kept as one boolean mask.
+    """S_t with autograd's own derivative of sign(x) * clamp(|x| − t, min=0), kept as one boolean mask.
 
     Recorded op by op, the formula keeps sign(x), |x| and |x| − t for the backward: three float tensors of
     the codes' size per iteration, which 200 unrolled iterations turn into gigabytes at an evaluation batch.
     Its derivative is g·sign(x)·[|x| − t ≥ 0]·sgn(x), that is g where the mask holds and zero elsewhere, so
     the backward returns the same values (up to the sign of a zero) from one byte per element instead of twelve,
-    and stays differentiable (double backward, batched gradients). The forward runs the formula's operations in
-    the same order, in place where autograd no longer needs their inputs."""
+    and stays differentiable (double backward, batched gradients)."""
 
     @staticmethod
     def forward(x: Tensor, threshold: float) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        shrunk = x.abs().sub_(threshold)  # |x| − t
+        shrunk = _shrunk(x, threshold)
         passes = shrunk >= 0
         if not threshold >= torch.finfo(x.dtype).tiny:  # else |x| − t ≥ 0 already implies x ≠ 0
             passes.logical_and_(x != 0)
-        return torch.sign(x).mul_(shrunk.clamp_(min=0)), passes
+        return _thresholded(x, shrunk), passes
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Tensor, float], output: tuple[Tensor, Tensor]) -> None:
@@ -73,7 +79,7 @@ def soft_threshold(x: Tensor, threshold: float) -> Tensor:
     """S_t(x) = sign(x)·max(|x| − t, 0), the proximal map of t‖·‖₁ (differentiable in ``x``, not in ``t``)."""
     if torch.is_grad_enabled() and x.requires_grad:
         return _SoftThreshold.apply(x, threshold)[0]
-    return _soft_threshold_values(x, threshold)
+    return _thresholded(x, _shrunk(x, threshold))
 
 
 def max_eigenvalue(dictionary: Tensor) -> float:
