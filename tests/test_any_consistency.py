@@ -41,6 +41,15 @@ def toy():
     return model, x, y
 
 
+def sweep_unit(tmp_path):
+    """The toy model as a sweep unit: (trained model with its dataset, the rows' common fields, results path)."""
+    model, x, y = toy()
+    ds = types.SimpleNamespace(name="toy", specs=SPECS, test=TensorSplit(x, y))
+    common = dict(dataset="toy", defense="lin", label="lin", seed=0, checkpoint_sha256="abc", config_hash="h")
+    common.update(device="cpu", suite_version="x")
+    return types.SimpleNamespace(dataset=ds, model=model), common, tmp_path / "results.csv"
+
+
 def falsify(modality: str, accuracy: float, *, drop_any: bool = False, blank_outcomes: bool = False):
     """An edit of the stored rows that stands for a set row measured another time."""
 
@@ -62,12 +71,7 @@ def stored(path) -> dict[str, float]:
 
 
 def test_the_sweeps_any_cell_replaces_a_stored_set_row_it_had_to_measure_again(tmp_path):
-    model, x, y = toy()
-    ds = types.SimpleNamespace(name="toy", specs=SPECS, test=TensorSplit(x, y))
-    trained = types.SimpleNamespace(dataset=ds, model=model)
-    common = dict(dataset="toy", defense="lin", label="lin", seed=0, checkpoint_sha256="abc", config_hash="h")
-    common.update(device="cpu", suite_version="x")
-    path = tmp_path / "results.csv"
+    trained, common, path = sweep_unit(tmp_path)
     block = GridBlock(attacks=("pgd_l2",), modalities=("all", "any"), eps=(0.5,))
     cpu = torch.device("cpu")
     sweep_units._attack_cell(trained, common, block, "pgd_l2", "all", 8, cpu, set(), path)
@@ -95,12 +99,7 @@ def test_evaluate_any_writes_the_set_rows_it_combined(tmp_path):
 
 def test_the_sweeps_any_cell_of_an_attack_without_a_budget_combines_stored_and_new_sets(tmp_path):
     """``missing`` measures at ε 0 and stores NaN: a stored set and fresh ones are one grid."""
-    model, x, y = toy()
-    ds = types.SimpleNamespace(name="toy", specs=SPECS, test=TensorSplit(x, y))
-    trained = types.SimpleNamespace(dataset=ds, model=model)
-    common = dict(dataset="toy", defense="lin", label="lin", seed=0, checkpoint_sha256="abc", config_hash="h")
-    common.update(device="cpu", suite_version="x")
-    path = tmp_path / "results.csv"
+    trained, common, path = sweep_unit(tmp_path)
     block = GridBlock(attacks=("missing",), modalities=("a", "any"), eps=(1.0,))
     cpu = torch.device("cpu")
     sweep_units._attack_cell(trained, common, block, "missing", "a", 8, cpu, set(), path)
