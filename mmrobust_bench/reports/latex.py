@@ -14,7 +14,7 @@ import pandas as pd
 
 from .paths import slug
 from .safe_text import LINE_BREAKS
-from .table_cells import ATTACK_TITLES, Column, Table
+from .table_cells import ATTACK_TITLES, Column, Table, flag_text
 
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -101,11 +101,6 @@ def _latex_head(col: Column) -> str:
 FLAG_DAGGER = r"\textsuperscript{\dag}"
 
 
-def _flags(value: object) -> str:
-    """A cell's ``<key>_flags`` as text: "" for none, whether missing, NaN or empty."""
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-
-
 def _latex_value(mean: float, std: float, best: bool, flagged: bool = False) -> str:
     if pd.isna(mean):
         return "---"
@@ -142,7 +137,7 @@ def _latex_environment(table: Table, columns: Sequence[Column], label: str, part
     measured = rows["source"] == "measured"
     flags = {  # a cell's flags where it shows a number of ours ("---" carries no mark, so no note either)
         col.key: rows.get(f"{col.key}_flags", pd.Series("", index=rows.index))
-        .map(_flags)
+        .map(flag_text)
         .where(measured & rows[f"{col.key}_mean"].notna(), "")
         for col in columns
     }

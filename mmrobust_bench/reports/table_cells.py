@@ -161,9 +161,14 @@ def cell_flags(rows: pd.DataFrame) -> str:
     return ";".join(sorted({n for v in rows["flags"].dropna().astype(str) for n in v.split(";") if n}))
 
 
+def flag_text(flags: object) -> str:
+    """A cell's flags as text: "" for none, whether missing (None, NaN: a reported row) or empty."""
+    return "" if flags is None or (isinstance(flags, float) and math.isnan(flags)) else str(flags)
+
+
 def flagged(text: str, flags: object) -> str:
     """A Markdown cell with its flags marked (⚑ and their names), so no flagged number reads as a plain one."""
-    flags = "" if flags is None or (isinstance(flags, float) and math.isnan(flags)) else str(flags)
+    flags = flag_text(flags)
     return f"{text} {FLAG_MARK} {markdown_cell(flags)}" if flags and text != "—" else text
 
 
@@ -180,6 +185,7 @@ __all__ = [
     "cell_summary",
     "attack_settings",
     "choose_attack_configs",
+    "flag_text",
     "flagged",
     "fmt",
     "number",
