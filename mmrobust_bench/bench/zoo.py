@@ -53,7 +53,6 @@ from .zoo_index import (
     ZooError,
     check_file,
     file_stem,
-    inside,
     leaderboards_dir,
     link_cards,
     load_record,
@@ -243,8 +242,8 @@ def export_zoo(
         if stale in kept:
             continue
         for name in (stale.file, stale.config):
-            # only a file of this folder that the old index listed, and that no entry still lists
-            if name.casefold() not in keep and inside(out, name) and (out / name).is_file():
+            # only a file the old index listed (read_zoo refused any outside this folder) that no entry still lists
+            if name.casefold() not in keep and (out / name).is_file():
                 (out / name).unlink()
                 outcome.removed.append(out / name)
     write_index(zoo)
