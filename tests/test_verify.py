@@ -356,7 +356,7 @@ def test_fresh_and_stored_rows_are_paired_by_their_norm(monkeypatch, tmp_path):
             dev="cpu",
         )
 
-    frame = _judge_tolerance(measure(stored), 0.0, {"device": "cpu"})
+    frame = _judge_tolerance(measure(stored), 0.0)
     assert [(k[-1], r, p, s) for k, r, p, s in frame[["spread_key", "recorded", "reproduced", "status"]].values] == [
         ("l2", 0.5, 0.2, "FAILS"),
         ("linf", 0.2, 0.2, "exact"),
@@ -419,7 +419,7 @@ def test_certificates_of_another_dataset_in_a_shared_root_are_not_picked_and_not
 def vm_judged(items: list) -> list:
     from mmrobust_bench.bench.verify import _judge_tolerance
 
-    return _judge_tolerance(items, 0.0, {"device": "cpu"}).to_dict("records")
+    return _judge_tolerance(items, 0.0).to_dict("records")
 
 
 def test_retrain_refuses_a_changed_config_and_spreads_only_over_one_config(monkeypatch):
@@ -471,7 +471,7 @@ def test_no_compared_value_names_the_models_re_measured_and_certificate_problems
 
     monkeypatch.setattr(sweep_module, "load_sweep_config", lambda path: {})
     monkeypatch.setattr(sweep_module, "build_plan", lambda config: None)
-    outcome = make_outcome(pd.DataFrame(), "zoo", {}, [], None, models=2)
+    outcome = make_outcome(pd.DataFrame(), "zoo", [], None, models=2)
     monkeypatch.setattr(verify_module, "verify_zoo", lambda plan, **k: outcome)
     args = ["verify", "--config", str(tmp_path / "sweep.yaml"), "--root", str(tmp_path), "-q"]
     assert main(args) == 1
@@ -480,9 +480,53 @@ def test_no_compared_value_names_the_models_re_measured_and_certificate_problems
     value.update(recorded=0.5, reproduced=0.5, reference=0.5, difference=0.0, allowed=0.0, status="exact")
     frame = pd.DataFrame([dict(value, recorded_sha256="S" * 64, reproduced_sha256="S" * 64)])
     problems = ["0 of 210 certificate values compared (--certificates found nothing to check)"]
-    outcome = make_outcome(frame, "zoo", {}, [], None, problems=problems, models=1)
+    outcome = make_outcome(frame, "zoo", [], None, problems=problems, models=1)
     monkeypatch.setattr(verify_module, "verify_zoo", lambda plan, **k: outcome)
     assert main(args) == 1
     out = capsys.readouterr().out
     assert "verify: 1 values of 1 model(s) re-evaluated from the zoo: 0 fail" in out
     assert "verify: FAILS: 0 of 210 certificate values compared (--certificates found nothing to check)" in out
+
+
+def test_each_value_is_judged_against_the_device_its_own_model_ran_on():
+    from mmrobust_bench.bench.certification import certificate_provenance
+    from mmrobust_bench.bench.verify import CROSS_MACHINE_TOLERANCE, _judge_tolerance
+    from mmrobust_bench.bench.verify_output import make_outcome
+
+    here = certificate_provenance("cpu")
+    value = dict(kind="result", label="jt", what="clean", modality="none", at="—", n=100, recorded_n=100)
+    value.update(recorded_sha256="S" * 64, reproduced_sha256="S" * 64, relative=False, recorded=0.5, reproduced=0.51)
+    value.update({f"recorded_{k}": v for k, v in here.items()})
+    on_cpu = dict(value, seed=0, here=here)
+    on_gpu = dict(value, seed=1, here=dict(here, device="cuda:0", device_name="A GPU"))  # a model re-run elsewhere
+    frame = _judge_tolerance([on_cpu, on_gpu], None)
+    assert list(frame["allowed"]) == [0.0, CROSS_MACHINE_TOLERANCE]
+    assert list(frame["status"]) == ["FAILS", "within"]
+    report = make_outcome(frame, "zoo", [], None, models=2).report
+    assert sum("re-measured here on:" in line for line in report) == 2
+    assert any(line.endswith("cuda:0 (A GPU)") for line in report)
+
+
+def test_a_zero_largest_difference_does_not_claim_exactness_when_the_sample_count_moved():
+    from mmrobust_bench.bench.verify_output import largest_difference
+
+    same = pd.DataFrame({"difference": [0.0, 0.0], "n": [100, 100], "recorded_n": [100, 100]})
+    assert largest_difference(same) == ["largest difference: 0 (every value reproduced exactly)"]
+    fewer = same.assign(n=[100, 90])
+    assert largest_difference(fewer) == [
+        "largest difference: 0, but 1 value(s) were measured on another number of samples"
+    ]
+
+
+def test_retrain_states_an_eta_allowance_in_the_relative_units_of_its_difference():
+    import mmrobust_bench.bench.verify_retrain as vr
+
+    key = ("eta", "jt", "a/v")
+    item = dict(label="jt", config_hash="A", spread_key=key, relative=True, recorded=2.0, reproduced=2.5, n=1)
+    item.update(recorded_n=1, recorded_sha256="S" * 64, reproduced_sha256="T" * 64)
+    spread = {("jt", "A", key): [2.0, 2.2, 2.4]}  # mean 2.2, sample std 0.2
+    (judged,) = vr._judge_spread([dict(item)], spread, 2.0, 0.01).to_dict("records")
+    assert judged["allowed"] == pytest.approx(0.4 / 2.2) and judged["difference"] == pytest.approx(0.3 / 2.2)
+    assert judged["status"] == "within spread"
+    (outside,) = vr._judge_spread([dict(item, reproduced=2.7)], spread, 2.0, 0.01).to_dict("records")
+    assert outside["difference"] == pytest.approx(0.5 / 2.2) and outside["status"] == "OUTSIDE"

@@ -34,7 +34,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .environment import row_provenance, same_software
+from .certification import certificate_provenance
+from .environment import same_software
 from .sweep_plan import SweepPlan
 from .sweep_units import set_threads
 from .verify_measure import (
@@ -125,19 +126,18 @@ def verify_zoo(
             dev = measure_device(device, rows)
             set_threads(recorded_threads(rows) or plan.threads or torch.get_num_threads())
             trained = load_trained(found, label, unit_seed, device=dev, dataset=ds)
-            items.extend(
-                measure_cells(
-                    plan, trained, entries[label], unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev
-                )
+            here = certificate_provenance(dev)  # each model's own: models may run on other devices
+            measured = measure_cells(
+                plan, trained, entries[label], unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev
             )
             if certificates:
                 values, expected = certificate_values(
                     plan, trained, entries[label], unit_seed, root=root, scratch=scratch_dir, dev=dev
                 )
-                items.extend(values)
+                measured.extend(values)
                 compared[(label, unit_seed)] = (len(values), expected)
-        current = {**row_provenance(dev if chosen else None), "device": str(dev if chosen else "cpu")}
-    frame = _judge_tolerance(items, tolerance, current)
+            items.extend({**item, "here": here} for item in measured)
+    frame = _judge_tolerance(items, tolerance)
     skipped = len(units) - len(checkable)
     report = _tolerance_report(frame, tolerance)
     if skipped:
@@ -145,7 +145,6 @@ def verify_zoo(
     return make_outcome(
         frame,
         "zoo",
-        current,
         report,
         None if scratch is None else Path(scratch),
         problems=certificate_problems(compared) if certificates else [],
@@ -159,16 +158,16 @@ def _config_difference(recorded: dict[str, Any], built: dict[str, Any]) -> list[
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def _exact_expected(item: dict[str, Any], current: dict[str, Any]) -> bool:
+def _exact_expected(item: dict[str, Any]) -> bool:
+    """Whether the value was re-measured with the software, CPU capability and device it was recorded with."""
     recorded = {k: item.get(f"recorded_{k}", "") for k in SHOWN}
-    return same_software(recorded, current) and str(recorded["device"]) == str(current["device"])
+    here = item["here"]
+    return same_software(recorded, here) and str(recorded["device"]) == str(here["device"])
 
 
-def _judge_tolerance(items: list[dict[str, Any]], tolerance: float | None, current: dict[str, Any]) -> pd.DataFrame:
+def _judge_tolerance(items: list[dict[str, Any]], tolerance: float | None) -> pd.DataFrame:
     for item in items:
-        allowed = (
-            tolerance if tolerance is not None else (0.0 if _exact_expected(item, current) else CROSS_MACHINE_TOLERANCE)
-        )
+        allowed = tolerance if tolerance is not None else (0.0 if _exact_expected(item) else CROSS_MACHINE_TOLERANCE)
         diff = difference(item, item["recorded"])
         item.update(
             difference=diff,

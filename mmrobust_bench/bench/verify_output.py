@@ -29,6 +29,9 @@ def largest_difference(frame: pd.DataFrame) -> list[str]:
     size = frame["difference"].abs()
     top = float(size.max()) if len(size) else 0.0
     if top == 0:
+        other_n = int((frame["n"] != frame["recorded_n"]).sum()) if len(frame) else 0
+        if other_n:
+            return [f"largest difference: 0, but {other_n} value(s) were measured on another number of samples"]
         return ["largest difference: 0 (every value reproduced exactly)"]
     reached = frame[size == top]
     names = [_name(r) for r in reached.itertuples(index=False)]
@@ -44,7 +47,6 @@ def _name(r: Any) -> str:
 def make_outcome(
     frame: pd.DataFrame,
     mode: str,
-    current: dict[str, Any],
     report: list[str],
     scratch: Path | None,
     *,
@@ -54,7 +56,7 @@ def make_outcome(
     problems = list(problems or [])
     ok = bool(len(frame)) and bool(frame["passes"].all()) and not problems
     if len(frame):
-        report = report + _provenance_lines(frame, current)
+        report = report + _provenance_lines(frame)
     return VerifyOutcome(frame, format_verify_table(frame, mode), ok, scratch, mode, report, problems, models)
 
 
@@ -83,20 +85,18 @@ def _describe(values: dict[str, Any]) -> str:
     )
 
 
-def _provenance_lines(frame: pd.DataFrame, current: dict[str, Any]) -> list[str]:
-    """Recorded vs this machine's provenance, once per distinct recorded provenance among values that moved."""
+def _provenance_lines(frame: pd.DataFrame) -> list[str]:
+    """Recorded vs re-measured provenance (each value's ``here``: its model's device here), once per distinct
+    pair among values that moved."""
     moved = frame[frame["reproduced"] != frame["recorded"]]
-    if moved.empty:
-        return []
-    lines = []
-    here = _describe(current)
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     for r in moved.to_dict("records"):
-        recorded = _describe({k: r.get(f"recorded_{k}", "") for k in SHOWN})
-        seen[recorded] = seen.get(recorded, 0) + 1
-    for recorded, count in seen.items():
-        lines.append(f"{count} value(s) that moved were recorded on: {recorded}; re-measured here on: {here}")
-    return lines
+        pair = (_describe({k: r.get(f"recorded_{k}", "") for k in SHOWN}), _describe(r.get("here") or {}))
+        seen[pair] = seen.get(pair, 0) + 1
+    return [
+        f"{count} value(s) that moved were recorded on: {recorded}; re-measured here on: {here}"
+        for (recorded, here), count in seen.items()
+    ]
 
 
 def format_verify_table(frame: pd.DataFrame, mode: str = "zoo") -> str:

@@ -17,9 +17,8 @@ import torch
 from ..defenses import build_defense, dataset_schedule
 from ..defenses.base import key_dict
 from .api import train_defense
-from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV, read_certified
+from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV, certificate_provenance, read_certified
 from .checkpoints import CheckpointKey
-from .environment import row_provenance
 from .result_readers import read_table
 from .sweep_plan import SweepPlan
 from .sweep_units import set_threads
@@ -132,20 +131,20 @@ def verify_sweep(
                 )
                 items.extend(values)
                 compared[(label, unit_seed)] = (len(values), expected)
+            here = certificate_provenance(dev)
             for item in items[start:]:
-                item["config_hash"] = config_hashes[(label, unit_seed)]
-        current = {**row_provenance(dev if chosen else None), "device": str(dev if chosen else "cpu")}
+                item.update(config_hash=config_hashes[(label, unit_seed)], here=here)
     spread = _seed_spread(stored, root, plan.dataset, items)
     frame = _judge_spread(items, spread, k, floor)
     report = [f"seed spread: stored mean over seeds ± max({k:g} × sample std, {floor:g}) (--k, --floor; η relative)"]
     if not frame.empty:
         bits = int((frame["status"] == "bit-identical").sum())
         report.append(f"bit-identical: {bits} of {len(frame)} value(s) (same checkpoint sha256 and number)")
-        report += largest_difference(frame.assign(difference=frame["reproduced"] - frame["recorded"]))
+        own_seed = [difference(item, item["recorded"]) for item in frame.to_dict("records")]
+        report += largest_difference(frame.assign(difference=own_seed))
     return make_outcome(
         frame,
         "retrain",
-        current,
         report,
         None if scratch is None else Path(scratch),
         problems=certificate_problems(compared) if certificates else [],
@@ -213,10 +212,11 @@ def _judge_spread(
         values = spread.get((item["label"], item.get("config_hash", ""), item["spread_key"]), [item["recorded"]])
         mean = sum(values) / len(values)
         std = pd.Series(values).std(ddof=1) if len(values) > 1 else float("nan")
+        # η is compared relative to the mean: its allowance is stated in the same units as its difference
         scale = max(abs(mean), 1e-12) if item["relative"] else 1.0
-        allowed = max(k * std if std == std else 0.0, floor * scale)
+        allowed = max(k * std if std == std else 0.0, floor * scale) / scale
         diff = difference(item, mean)
-        inside = abs(item["reproduced"] - mean) <= allowed + 1e-12
+        inside = abs(diff) <= allowed + 1e-12
         identical = (
             item["reproduced_sha256"] == item["recorded_sha256"]
             and item["reproduced"] == item["recorded"]
