@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def non_finite_entries(obj: Any, where: str = "") -> list[str]:
+    """The dotted paths of NaN and ±inf floats inside nested dicts, lists and tuples: standard JSON has no
+    spelling for them (Python writes ``Infinity``, which other readers refuse)."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [f"{where or 'value'} = {obj}"]
+    if isinstance(obj, Mapping):
+        return [p for k, v in obj.items() for p in non_finite_entries(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in non_finite_entries(v, f"{where}[{i}]")]
+    return []
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Standard JSON only: a NaN or inf is refused before anything is written, naming where it is."""
+    bad = non_finite_entries(obj)
+    if bad:
+        raise ValueError(f"{path}: JSON cannot record the non-finite number(s) {', '.join(bad)}; give finite values")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -399,3 +399,26 @@ def test_declared_boxes_must_be_finite_and_ordered(box, message):
 def test_spec_boxes_must_be_finite(lower, upper):
     with pytest.raises(ValueError, match=r"^modality 'v': box bounds must be finite numbers"):
         ModalitySpec("v", (1, 2), lower, upper)
+
+
+def test_json_files_refuse_nan_and_inf_naming_where_and_leave_the_old_file(tmp_path):
+    from mmrobust_bench.io import atomic_write_json
+
+    path = tmp_path / "config.json"
+    atomic_write_json(path, {"a": 1})
+    with pytest.raises(ValueError) as err:
+        atomic_write_json(path, {"a": 1, "opts": {"clip": float("inf"), "grid": [0.5, float("nan")]}})
+    assert str(err.value) == (
+        f"{path}: JSON cannot record the non-finite number(s) opts.clip = inf, opts.grid[1] = nan; give finite values"
+    )
+    assert json.loads(path.read_text()) == {"a": 1}  # nothing written over it
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_checkpoint_key_with_a_non_finite_setting_is_refused_before_training():
+    with pytest.raises(ValueError) as err:
+        CheckpointKey("synthav", {}, "crmt_jt", {"rho": float("-inf")}, {"epochs": 1}, 0)
+    assert str(err.value) == (
+        "crmt_jt: the setting(s) defense.rho = -inf are not finite numbers, which a checkpoint's config.json cannot "
+        "record; give finite values"
+    )

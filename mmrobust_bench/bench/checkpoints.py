@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from ..checked_tensors import META as _META
 from ..checked_tensors import READ_ERRORS, tensor_digest
-from ..io import atomic_path, atomic_write_json, sha256_file, stable_hash
+from ..io import atomic_path, atomic_write_json, non_finite_entries, sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,16 @@ class CheckpointKey:
     defense_config: dict
     train_config: dict
     seed: int
+
+    def __post_init__(self) -> None:
+        # refused before training, not after it when config.json is written
+        settings = {"dataset": self.dataset_config, "defense": self.defense_config, "train": self.train_config}
+        bad = non_finite_entries(settings)
+        if bad:
+            raise ValueError(
+                f"{self.defense}: the setting(s) {', '.join(bad)} are not finite numbers, which a checkpoint's "
+                f"config.json cannot record; give finite values"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {
