@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
@@ -31,6 +29,7 @@ import torch
 from torch import nn
 
 from mmrobust_bench.attacks import build_attack
+from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.contracts import ThreatModel
 from mmrobust_bench.data.synthav import SynthAVConfig, audio_spec, visual_spec
 from mmrobust_bench.models import build_model
@@ -205,11 +204,7 @@ def main() -> None:
                 "adapters": {k: rounded[k] for k in results},
                 "sweep": rounded["sweep"],
                 "targets": {"adapter_overhead_pct": 5.0, "batched_over_one_radius": 2.0},
-                "cpu_count": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
+                "machine": benchmark_machine(device),
             },
             indent=2,
         )

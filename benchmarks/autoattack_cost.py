@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 
 from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench.api import train_defense
+from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.bench.evaluate import robust_accuracy
 from mmrobust_bench.bench.threat_sets import ANY, combine_any, threat_sets
 from mmrobust_bench.contracts import ThreatModel
@@ -124,10 +124,7 @@ def main() -> None:
     result = {
         "benchmark": "autoattack_cost",
         "threads": args.threads,
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
+        "machine": benchmark_machine(),
         "datasets": [],
     }
     for dataset in args.dataset or ["synthav"]:

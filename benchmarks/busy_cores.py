@@ -19,15 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
-import torch
-
 from mmrobust_bench.bench.busy_cores import other_runnable
+from mmrobust_bench.bench.environment import benchmark_machine, cpu_name
 
 WORKLOAD = r"""
 import sys, time, torch
@@ -76,18 +74,6 @@ def run_once(threads: int | str, policy: str | None, root: str, n_train: int, ep
         text=True,
     ).stdout.split()
     return float(out[-2]), int(out[-1])
-
-
-def cpu_model() -> str:
-    """The processor's model name (``lscpu``'s "Model name", read from /proc/cpuinfo), else platform's."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # threads 0 = torch's default (one per core); GOMP_SPINCOUNT: how long libgomp's idle threads spin before they
@@ -189,11 +175,8 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%d"),
                 "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                "cpu_count": os.cpu_count(),
-                "cpu_model": cpu_model(),
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
+                "cpu_model": cpu_name(),
+                "machine": benchmark_machine(),
             },
             indent=2,
         )

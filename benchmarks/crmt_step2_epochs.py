@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 
 import torch
 
 from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench.api import train_defense
+from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.bench.evaluate import clean_accuracy, robust_accuracy
 from mmrobust_bench.cli.common import key_values
 from mmrobust_bench.contracts import ThreatModel
@@ -141,9 +141,7 @@ def main() -> None:
                 "n_test": len(ds.test),
                 "counts": measured,
                 "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-                "processor": platform.processor() or None,
+                "machine": benchmark_machine(),
             },
             indent=2,
         )

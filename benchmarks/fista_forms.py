@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
 import torch
 
+from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.models.sparse_coding import FORMS, fista, lipschitz_step
 
 
@@ -75,10 +75,7 @@ def main() -> None:
                 "speedup_residual_over_gram": total["gram"] / total["residual"],
                 "codes_relative_difference": float((c_res - c_gram).norm() / c_gram.norm()),
                 "input_gradient_relative_difference": float((g_res - g_gram).norm() / g_gram.norm()),
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-                "processor": platform.processor() or None,
-                "cpu_count": os.cpu_count(),
+                "machine": benchmark_machine(),
                 "loadavg_1min_at_end": os.getloadavg()[0],
             },
             indent=1,

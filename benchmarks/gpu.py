@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrobust_bench.attacks.native import PGDL2
+from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.bench.train import speed_setup
 from mmrobust_bench.contracts import ModalitySpec, ThreatModel
 from mmrobust_bench.defenses import TrainConfig
@@ -297,9 +298,8 @@ def main() -> None:
     start = time.perf_counter()
     result: dict = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "python": platform.python_version(),
+        "machine": benchmark_machine(device),
         "shapes": {
             "visual": [3, s.frames, s.image, s.image],
             "audio": [1, *s.fbank],

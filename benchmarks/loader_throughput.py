@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.bench.train import select_device
 from mmrobust_bench.data import build_dataset
 from mmrobust_bench.models import build_model
@@ -150,11 +149,7 @@ def main() -> None:
                     "cache_megabytes": round(cache_bytes / 2**20, 1),
                     "train_step_samples_per_s": round(step_rate, 1),
                     "feature_dim": args.feature_dim,
-                    "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                    "machine": platform.machine(),
+                    "machine": benchmark_machine(device),
                 },
                 indent=2,
             )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from mmrobust_bench.bench.environment import benchmark_machine
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -64,11 +63,7 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%d"),
                 "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                "cpu_count": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
+                "machine": benchmark_machine(),
             },
             indent=2,
         )

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 
 from mmrobust_bench.attacks import build_attack
 from mmrobust_bench.bench.api import DEFAULT_EPS, train_defense
+from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.bench.evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
 from mmrobust_bench.contracts import ThreatModel
 
@@ -121,11 +120,7 @@ def main() -> None:
                 "max_abs_gap_fmn_vs_pgd": max(abs(g) for g in gaps["gap_fmn_l2_minus_pgd_l2"]),
                 "minimal_norms": minimal,
                 "seconds": {k: round(v, 2) for k, v in seconds.items()},
-                "cpu_count": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
+                "machine": benchmark_machine(device),
             },
             indent=2,
         )

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 
 import torch
 import torch.nn.functional as F
 
 from mmrobust_bench.bench.api import train_defense
+from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.cli.common import key_values
 from mmrobust_bench.defenses.msefm import ExFMemNet
 from mmrobust_bench.models.sparse_coding import STOPPING
@@ -133,9 +133,7 @@ def main() -> None:
                 "cached": trained.cached,
                 "rules": rules,
                 "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-                "processor": platform.processor() or None,
+                "machine": benchmark_machine(),
             },
             indent=2,
         )

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mmrobust_bench.bench.environment import benchmark_machine
 
 INSTALL = ["bash", "scripts/install.sh"]
 MAIN_JOB = [".venv/bin/mmrobust-bench", "run", "--defense", "crmt_at", "--attack", "pgd_l2", "--modality", "a"]
@@ -71,9 +72,7 @@ def main() -> None:
     out = {
         "benchmark": "readme_first_command",
         "command": " ".join(INSTALL) + " && " + " ".join(MAIN_JOB),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
+        "machine": benchmark_machine(),
         "rows": rows,
     }
     text = json.dumps(out, indent=1)

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -100,6 +99,8 @@ def main() -> None:
         runs[variant] = json.loads(child.stdout)
     total = {v: r["again_median"]["forward"] + r["again_median"]["backward"] for v, r in runs.items()}
     digests = {d for r in runs.values() for d in r.pop("sha256")}
+    from mmrobust_bench.bench.environment import benchmark_machine  # torch: imported in functions here, as in measure()
+
     print(
         json.dumps(
             {
@@ -109,10 +110,7 @@ def main() -> None:
                 "speedup_masked_over_op_by_op": total["op_by_op"] / total["masked"],
                 "graph_bytes_ratio": runs["op_by_op"]["graph_bytes"] / runs["masked"]["graph_bytes"],
                 "bit_identical": len(digests) == 1,
-                "torch": __import__("torch").__version__,
-                "machine": platform.machine(),
-                "processor": platform.processor() or None,
-                "cpu_count": os.cpu_count(),
+                "machine": benchmark_machine(),
                 "loadavg_1min_at_end": os.getloadavg()[0],
             },
             indent=1,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -20,8 +19,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 import yaml
+
+from mmrobust_bench.bench.environment import benchmark_machine
 
 
 def sweep_config(seeds: int, n_train: int, n_test: int) -> dict:
@@ -105,10 +105,7 @@ def main() -> None:
         "rows_identical_to_1_worker": same,
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
+        "machine": benchmark_machine(),
     }
     print(json.dumps(out, indent=2))
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mmrobust_bench.bench.environment import row_provenance
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -65,6 +67,13 @@ def test_fista_forms_times_both_forms_and_reports_their_difference():
     assert 0 <= out["codes_relative_difference"] < 1e-3 and 0 <= out["input_gradient_relative_difference"] < 1e-2
 
 
+def test_benchmark_json_records_the_machine_block_of_environment():
+    tiny = ("--dim", "4", "--atoms", "8", "--batch", "2", "--iterations", "2", "--repeats", "1")
+    machine, expected = run_script("fista_forms.py", *tiny)["machine"], row_provenance()
+    assert (machine["cpu_capability"], machine["torch_build"]) == (expected["cpu_capability"], expected["torch_build"])
+    assert machine["cpu_count"] >= 1
+
+
 def test_busy_cores_measures_every_setting_on_idle_and_busy_cores():
     out = run_script("busy_cores.py", "--n-train", "64", "--epochs", "1", "--busy", "1")
     settings = [(r["requested_threads"], r["openmp_env"]) for r in out["rows"]]
@@ -79,7 +88,8 @@ def test_busy_cores_measures_every_setting_on_idle_and_busy_cores():
     assert settings == expected * 2 and [r["cores"] for r in out["rows"]] == ["idle"] * 6 + ["busy"] * 6
     assert all(r["train_seconds"] > 0 for r in out["rows"])
     assert all(r["threads"] == 1 for r in out["rows"] if r["requested_threads"] == 1)
-    assert all(1 <= r["threads"] <= out["cpu_count"] for r in out["rows"] if r["requested_threads"] == "auto")
+    cpus = out["machine"]["cpu_count"]
+    assert all(1 <= r["threads"] <= cpus for r in out["rows"] if r["requested_threads"] == "auto")
     assert out["cpu_model"] and len(out["load_average_after"]) == 3
     picked = run_script("busy_cores.py", "--n-train", "64", "--epochs", "1", "--busy", "1", "--settings", "auto")
     assert [(r["cores"], r["requested_threads"]) for r in picked["rows"]] == [("idle", "auto"), ("busy", "auto")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
 import re
 from typing import Any
@@ -103,6 +104,14 @@ def machine_provenance(device: torch.device | str | None = None) -> dict[str, An
     }
 
 
+def benchmark_machine(device: torch.device | str | None = None) -> dict[str, Any]:
+    """The machine block of a benchmark's JSON: :func:`machine_provenance` plus the core count. Why: a timing or
+    float difference between two runs of a script is explained by the CPU capability, the torch build, the
+    device, the thread count and the cores; one block written the same way by every script records all of
+    them, where hand-made copies kept only some."""
+    return {**machine_provenance(device), "cpu_count": os.cpu_count()}
+
+
 def same_software(recorded: dict[str, Any], current: dict[str, Any] | None = None) -> bool:
     """Whether ``recorded`` names the CPU capability, torch version and build of ``current`` (this process by
     default); False when any of them was not recorded."""
@@ -122,5 +131,6 @@ __all__ = [
     "device_name",
     "row_provenance",
     "machine_provenance",
+    "benchmark_machine",
     "same_software",
 ]
