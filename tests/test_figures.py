@@ -429,3 +429,77 @@ def test_one_name_per_entry_in_every_figure():
     assert any(t.startswith("CRMT-JT step 2 only\nmean gap") for t in names)
     assert not [n for n in names if "crmt_" in n or n.startswith("jt")]
     plt.close("all")
+
+
+def ring_points(ax) -> list[tuple[float, float]]:
+    """The (x, y) of every flag ring drawn on ``ax`` (hollow, in the ring's colour)."""
+    from matplotlib.colors import to_rgba
+
+    from mmrobust_bench.reports.figure_style import FLAG_RING
+
+    out = []
+    for c in ax.collections:
+        edges, faces = c.get_edgecolor(), c.get_facecolor()
+        if len(edges) and len(faces) == 0 and np.allclose(edges[0], to_rgba(FLAG_RING["edgecolors"])):
+            out += [tuple(map(float, p)) for p in c.get_offsets()]
+    return out
+
+
+def with_flag(rows: pd.DataFrame, label: str, attack: str, modality: str, eps: float, seed: int) -> pd.DataFrame:
+    rows = rows.copy()
+    at = (
+        (rows["defense"] == label)
+        & (rows["attack"] == attack)
+        & (rows["modality"] == modality)
+        & np.isclose(rows["eps"].astype(float), eps)
+        & (rows["seed"] == seed)
+    )
+    assert at.sum() == 1
+    rows["flags"] = rows["flags"].astype(object) if "flags" in rows else ""
+    rows.loc[at, "flags"] = "zero_gradients"
+    return rows
+
+
+def test_a_point_resting_on_a_flagged_row_is_ringed_in_every_curve_figure(tmp_path, monkeypatch):
+    from mmrobust_bench.reports.figure_style import FLAG_NOTE
+
+    clean_rows = fixture_rows()
+    for fig in (figure1(clean_rows), figure4(clean_rows), figure5(clean_rows)):
+        assert not any(ring_points(ax) for ax in fig.axes) and FLAG_NOTE not in " ".join(legend_names(fig))
+    rows = with_flag(clean_rows, "crmt_jt", "pgd_l2", "v", 0.5, seed=1)
+    mean = rows[(rows["defense"] == "crmt_jt") & (rows["attack"] == "pgd_l2") & (rows["modality"] == "v")]
+    mean = float(mean[np.isclose(mean["eps"], 0.5)]["accuracy"].mean())
+
+    fig = figure1(rows)  # one ring, on CRMT-JT's visual curve at ε = 0.5 (the mean over seeds)
+    rings = [(ax.get_title(), p) for ax in fig.axes for p in ring_points(ax)]
+    assert [p for _, p in rings] == [pytest.approx((0.5, mean))]
+    assert FLAG_NOTE in fig._supxlabel.get_text()
+
+    fig = figure4(rows)
+    assert [p for ax in fig.axes for p in ring_points(ax)] == [pytest.approx((0.5, mean))]
+    assert FLAG_NOTE in legend_names(fig)
+
+    rows = with_flag(clean_rows, "crmt_jt", "pgd_l2", "all", 0.5, seed=2)
+    fig = figure5(rows)  # the flagged seed's dot, in the ℓ2-PGD panel only
+    seed_two = float(
+        rows[
+            (rows["defense"] == "crmt_jt")
+            & (rows["attack"] == "pgd_l2")
+            & (rows["modality"] == "all")
+            & (rows["seed"] == 2)
+        ]["accuracy"].iloc[0]
+    )
+    rings = [(ax.get_title(), p) for ax in fig.axes for p in ring_points(ax)]
+    assert len(rings) == 1 and rings[0][0].startswith("ℓ2-PGD") and rings[0][1][1] == pytest.approx(seed_two)
+    assert FLAG_NOTE in legend_names(fig)
+
+    run = rows[(rows["defense"] == "crmt_jt") & (rows["seed"] == 2) & rows["modality"].isin(["none", "all"])]
+    run = run[run["attack"].isin(["clean", "pgd_l2"])]
+    import mmrobust_bench.reports.curves as curves
+
+    kept = []
+    monkeypatch.setattr(curves.plt, "close", kept.append)  # keep the run curve's figure to look at it
+    plot_robust_curve(run, tmp_path / "run.png", title="synthav: crmt_jt", command=CMD)
+    (ax,) = kept[0].axes
+    assert ring_points(ax) == [pytest.approx((0.5, seed_two))]
+    assert FLAG_NOTE in " ".join(legend_names(kept[0])).replace("\n", " ")

@@ -19,7 +19,18 @@ import pandas as pd
 
 from ..bench.naming import modality_name, run_plot_name
 from ..io import atomic_path, atomic_write_text
-from .figure_style import DPI, MIN_FONT_PT, SINGLE_COLUMN, entry_styles, figure_metadata, plot_text
+from .figure_style import (
+    DPI,
+    FLAG_NOTE,
+    FLAG_RING,
+    MIN_FONT_PT,
+    SINGLE_COLUMN,
+    entry_styles,
+    figure_metadata,
+    flag_handle,
+    flagged_eps,
+    plot_text,
+)
 from .paper import display_name
 
 LINE_CHARS = 48  # characters of a title or legend line at 7–8 pt in one column (3.3 in)
@@ -31,7 +42,8 @@ def _wrapped(text: str) -> str:
 
 
 def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, command: str, stamp: bool = False) -> Path:
-    """One line per (defense, attack, modality) of ``rows``: accuracy against ε; clean at ε = 0."""
+    """One line per (defense, attack, modality) of ``rows``: accuracy against ε; clean at ε = 0; points whose rows
+    carry a validity flag ringed."""
     clean = rows[rows["attack"] == "clean"]
     attacked = rows[rows["attack"] != "clean"]
     groups = list(attacked.groupby(["defense", "attack", "modality"], sort=True))
@@ -39,14 +51,20 @@ def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, comma
     lines = sum(name.count("\n") + 1 for name in names.values()) + _wrapped(title).count("\n")
     fig, ax = plt.subplots(figsize=(SINGLE_COLUMN, 2.3 + 0.14 * lines), layout="constrained")  # legend below
     styles = entry_styles([str(key) for key, _ in groups])
+    ringed = False
     for key, group in groups:
         defense, _attack, _modality = key
+        flagged = flagged_eps(group)
         group = group.groupby("eps", as_index=False)["accuracy"].mean().sort_values("eps")
         base = clean[clean["defense"] == defense]["accuracy"].mean()
         xs, ys = list(group["eps"]), list(group["accuracy"])
         if xs and xs[0] > 0 and pd.notna(base):
             xs, ys = [0.0] + xs, [base] + ys
         ax.plot(xs, ys, label=names[key], ms=3, lw=1.2, **styles[str(key)])
+        at = group[group["eps"].astype(float).isin(flagged)]
+        if not at.empty:
+            ax.scatter(at["eps"], at["accuracy"], **FLAG_RING)
+            ringed = True
     ax.set_xlabel("ℓ2 radius ε (model-input space)", fontsize=MIN_FONT_PT)
     ax.set_ylabel("accuracy", fontsize=MIN_FONT_PT)
     ax.tick_params(labelsize=MIN_FONT_PT)
@@ -54,7 +72,10 @@ def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, comma
     ax.grid(alpha=0.3)
     ax.set_title(_wrapped(title), fontsize=8)
     if groups:
-        fig.legend(loc="outside lower center", fontsize=MIN_FONT_PT, frameon=False, ncol=1)
+        handles, labels = ax.get_legend_handles_labels()
+        if ringed:
+            handles, labels = handles + [flag_handle()], labels + [_wrapped(FLAG_NOTE)]
+        fig.legend(handles, labels, loc="outside lower center", fontsize=MIN_FONT_PT, frameon=False, ncol=1)
     if stamp:
         fig.text(0.01, 0.005, f"made by: {command}", fontsize=MIN_FONT_PT, color="gray")
     path = Path(path)

@@ -21,6 +21,8 @@ from ..bench.sweep_config import parse_defense_entry
 from ..defenses import build_defense
 from .entries import base_label, find_checkpoint_configs
 from .figure_style import (
+    FLAG_NOTE,
+    FLAG_RING,
     FULL_WIDTH,
     MAX_TITLE,
     MIN_FONT_PT,
@@ -30,6 +32,8 @@ from .figure_style import (
     dataset_rows,
     draw_command,
     entry_styles,
+    flag_handle,
+    flagged_rows,
     plot_text,
     sized_ticks,
 )
@@ -130,7 +134,8 @@ def figure5(
     heads: Mapping[str, tuple[str, str]] | None = None,
 ) -> Figure:
     """One panel per setting (clean, FGM and ℓ2-PGD on all modalities at ``eps``), the ablation stages on x:
-    each seed a dot, the mean ± band as an error bar, each panel's y axis zoomed to its values. ``heads``
+    each seed a dot (ringed when its row is flagged), the mean ± band as an error bar, each panel's y axis zoomed to
+    its values. ``heads``
     (:func:`crmt_heads`) names the head-only stage after its head and the title says which head."""
     check_band(band)
     data, dataset = dataset_rows(rows, dataset)
@@ -153,6 +158,7 @@ def figure5(
     x = np.arange(len(stages))
     seeds: list[int] = []
     drawn = 0
+    ringed = False
     for ax, (title, attack, mod, e) in zip(axes[0], settings):
         values = []
         for i, (_, label) in enumerate(stages):
@@ -183,14 +189,12 @@ def figure5(
                 capsize=3,
                 lw=1.2,
             )
-            ax.scatter(
-                np.full(len(per_seed), i) + np.linspace(-0.12, 0.12, len(per_seed)),
-                per_seed.values,
-                s=9,
-                color="black",
-                alpha=0.55,
-                zorder=3,
-            )
+            dots = np.full(len(per_seed), i) + np.linspace(-0.12, 0.12, len(per_seed))
+            ax.scatter(dots, per_seed.values, s=9, color="black", alpha=0.55, zorder=3)
+            flagged = per_seed.index.isin(part.loc[flagged_rows(part), "seed"])
+            if flagged.any():
+                ax.scatter(dots[flagged], per_seed.values[flagged], **FLAG_RING)
+                ringed = True
             values += [lo, hi, *per_seed.values]
             drawn += 1
         if values:
@@ -210,11 +214,15 @@ def figure5(
         raise ValueError(f"no clean / FGM / PGD rows at ε={eps:g} for the ablation stages of {dataset!r}")
     axes[0][0].set_ylabel("accuracy (axis zoomed per panel)", fontsize=MIN_FONT_PT)
     handles = [Line2D([], [], color="gray", marker="o", ms=5), Line2D([], [], ls="", color="black", marker=".")]
+    names = [band_text(band, seeds).removeprefix("band: "), "one seed"]
+    if ringed:
+        handles.append(flag_handle())
+        names.append(FLAG_NOTE)
     fig.legend(
         handles,
-        [band_text(band, seeds).removeprefix("band: "), "one seed"],
+        names,
         loc="outside lower center",
-        ncol=2,
+        ncol=len(handles),
         fontsize=MIN_FONT_PT,
         frameon=False,
     )

@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .figure_style import (
+    FLAG_NOTE,
     FULL_WIDTH,
     LEGEND_CHARS,
     LEGEND_RATIO,
@@ -35,9 +36,12 @@ from .figure_style import (
     entry_styles,
     family_groups,
     family_order,
+    flag_handle,
+    flagged_eps,
     legend_beside,
     plot_text,
     reference_entry,
+    ring_flagged,
     seed_curve,
     sized_ticks,
 )
@@ -58,7 +62,7 @@ def figure1(
 ) -> Figure:
     """Accuracy vs radius of ``attack``, full width: a column per attacked modality (single ones, then ``all``),
     a row per family panel (:func:`family_groups`) with JT dashed in black as the reference, each row's legend
-    beside it."""
+    beside it; a point resting on a flagged row is ringed (:func:`ring_flagged`)."""
     check_band(band)
     data, dataset = dataset_rows(rows, dataset)
     attacked = data[data["attack"] == attack]
@@ -82,6 +86,7 @@ def figure1(
     )
     name = "ℓ2-PGD" if attack == "pgd_l2" else plot_text(attack)
     seeds: list[int] = []
+    ringed = False
     for r, (row, (group, members)) in enumerate(zip(axes, groups)):
         shown = members + ([reference] if reference is not None and reference not in members else [])
         handles: dict[str, Any] = {}
@@ -107,6 +112,7 @@ def figure1(
                         label=label,
                         **{**st, "linestyle": "--"},
                     )
+                ringed |= ring_flagged(ax, stats, flagged_eps(part, clean))
                 handles.setdefault(label, line)
             if r == 0:
                 ax.set_title(f"{name} on {attacked_title(mod)}", fontsize=TITLE_PT)
@@ -120,7 +126,10 @@ def figure1(
         legend_beside(row[-1], list(handles.values()), names, title=plot_text(group))
     for ax in axes[-1][:-1]:
         ax.set_xlabel("ℓ2 radius ε", fontsize=MIN_FONT_PT)
-    fig.supxlabel(f"ε in model-input space; line: mean over seeds; {band_text(band, seeds)}", fontsize=MIN_FONT_PT)
+    rings = f"\n{FLAG_NOTE}: a number an attack may overstate" if ringed else ""
+    fig.supxlabel(
+        f"ε in model-input space; line: mean over seeds; {band_text(band, seeds)}{rings}", fontsize=MIN_FONT_PT
+    )
     fig.suptitle(f"{plot_text(dataset)}: accuracy vs {name} radius", fontsize=TITLE_PT)
     if stamp:
         draw_command(fig, command)
@@ -138,8 +147,8 @@ def figure4(
     stamp: bool = False,
 ) -> Figure:
     """Uni-modal robust accuracy vs radius per entry (full width, entries by family), a seed band per modality, the
-    gap between them shaded; the legend below the panels. A panel's title gives the mean gap over the radii both
-    modalities were attacked at, or "no common ε" when there is none."""
+    gap between them shaded, points on flagged rows ringed; the legend below the panels. A panel's title gives the
+    mean gap over the radii both modalities were attacked at, or "no common ε" when there is none."""
     check_band(band)
     data, dataset = dataset_rows(rows, dataset)
     attacked = data[data["attack"] == attack]
@@ -165,6 +174,7 @@ def figure4(
     colours = {m: MODALITY_COLOURS.get(m, c) for m, c in zip(mods, ("#0072B2", "#D55E00"))}
     markers = dict(zip(mods, ("o", "s")))
     seeds: list[int] = []
+    ringed = False
     for ax, label in zip(axes.flat, labels):
         clean = data[(data["defense"].astype(str) == label) & (data["attack"] == "clean")]
         curves, measured = {}, {}
@@ -177,6 +187,7 @@ def figure4(
             seeds += list(c["n"])
             ax.plot(c["eps"], c["mean"], color=colours[mod], marker=markers[mod], ms=2.5, lw=1.1)
             ax.fill_between(c["eps"], c["lo"], c["hi"], color=colours[mod], alpha=0.18, lw=0)
+            ringed |= ring_flagged(ax, c, flagged_eps(part, clean))
         if len(curves) == 2:
             a, b = (curves[m].set_index("eps")["mean"] for m in mods)
             common = a.index.intersection(b.index)
@@ -203,6 +214,9 @@ def figure4(
     handles += [Patch(color="gray", alpha=0.25), Patch(facecolor="none", edgecolor="gray", hatch="///")]
     names = [f"attack on {plot_text(modality_name(m))} (mean)" for m in mods]
     names += [band_text(band, seeds), "gap between the modalities"]
+    if ringed:
+        handles.append(flag_handle())
+        names.append(FLAG_NOTE)
     fig.legend(handles, names, loc="outside lower center", ncol=2, fontsize=MIN_FONT_PT, frameon=False)
     name = "ℓ2-PGD" if attack == "pgd_l2" else plot_text(attack)
     fig.suptitle(

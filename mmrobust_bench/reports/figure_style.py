@@ -46,6 +46,10 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 MAX_PER_PANEL = len(OKABE_ITO)
 # the two modalities of Figure 4 (and the per-run curves) get fixed, colour-blind-safe colours
 MODALITY_COLOURS = {"a": "#D55E00", "v": "#0072B2"}
+# a point resting on a row with a validity flag gets a ring (a shape, so it reads without colour): the alarm
+# every table shows as ⚑ shows on the curves too
+FLAG_RING = {"marker": "o", "s": 42, "facecolors": "none", "edgecolors": "#C00000", "linewidths": 1.0, "zorder": 5}
+FLAG_NOTE = "ring: a seed's row carries a validity flag (bench/flags.py)"
 
 
 # longest name a legend, title or tick shows (longer ones end in "…"); a title holds more
@@ -165,6 +169,40 @@ def check_band(band: str) -> None:
 
 def draw_command(fig: Figure, command: str) -> None:
     fig.text(0.005, 0.003, f"made by: {command}", fontsize=MIN_FONT_PT, color="gray", ha="left", va="bottom")
+
+
+def flagged_rows(rows: pd.DataFrame) -> pd.Series:
+    """Whether each row carries a validity flag (a non-empty ``flags`` cell)."""
+    if "flags" not in rows:
+        return pd.Series(False, index=rows.index)
+    return rows["flags"].map(lambda v: isinstance(v, str) and bool(v.strip()))
+
+
+def flagged_eps(rows: pd.DataFrame, clean: pd.DataFrame | None = None) -> set[float]:
+    """The radii at which a seed's row of ``rows`` is flagged; 0 too when a clean row is flagged and ``rows`` have
+    no ε = 0 of their own (the curve takes its ε = 0 point from the clean rows, :func:`seed_curve`)."""
+    out = {float(e) for e in rows.loc[flagged_rows(rows), "eps"]}
+    if clean is not None and not np.isclose(rows["eps"].astype(float), 0).any() and flagged_rows(clean).any():
+        out.add(0.0)
+    return out
+
+
+def ring_flagged(ax: Any, curve: pd.DataFrame, eps: set[float]) -> bool:
+    """Ring the points of ``curve`` (``seed_curve``'s frame) at the flagged radii ``eps``; whether any was ringed."""
+    at = curve[[any(np.isclose(e, f) for f in eps) for e in curve["eps"]]]
+    if not at.empty:
+        ax.scatter(at["eps"], at["mean"], **FLAG_RING)
+    return not at.empty
+
+
+def flag_handle() -> Any:
+    """The legend's ring (:data:`FLAG_RING`)."""
+    from matplotlib.lines import Line2D
+
+    ring = FLAG_RING
+    return Line2D(
+        [], [], ls="", marker="o", ms=6.5, markerfacecolor="none", markeredgecolor=ring["edgecolors"], mew=1.0
+    )
 
 
 def seed_curve(rows: pd.DataFrame, clean: pd.DataFrame, band: str = "std") -> pd.DataFrame:

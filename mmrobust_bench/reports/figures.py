@@ -19,6 +19,9 @@ Conventions every figure follows (so a reviewer can take it as it is):
   legends sit outside the data;
 - lines are the mean over seeds; bands and error bars say what they are — ``band="std"``: ± one
   sample std over the N seeds, ``band="ci95"``: the 95% t-interval of the mean;
+- a point that rests on a row with a validity flag (a seed's row at that radius; in Figure 5 a seed's dot) is
+  ringed (``figure_style.FLAG_RING``), and the legend or caption explains the ring when one is drawn: the ⚑ of
+  the tables, on the curves;
 - modalities are named (audio, visual), y axes zoom to the values that differ (Figure 5), class
   axes are integers (Figure 3), and what is missing is skipped with a note rather than drawn empty.
 
