@@ -22,7 +22,6 @@ from ..io import atomic_path, atomic_write_text
 from .figure_style import (
     DPI,
     FLAG_NOTE,
-    FLAG_RING,
     MIN_FONT_PT,
     SINGLE_COLUMN,
     entry_styles,
@@ -30,6 +29,7 @@ from .figure_style import (
     flag_handle,
     flagged_eps,
     plot_text,
+    ring_flagged,
 )
 from .paper import display_name
 
@@ -61,10 +61,7 @@ def plot_robust_curve(rows: pd.DataFrame, path: str | Path, *, title: str, comma
         if xs and xs[0] > 0 and pd.notna(base):
             xs, ys = [0.0] + xs, [base] + ys
         ax.plot(xs, ys, label=names[key], ms=3, lw=1.2, **styles[str(key)])
-        at = group[group["eps"].astype(float).isin(flagged)]
-        if not at.empty:
-            ax.scatter(at["eps"], at["accuracy"], **FLAG_RING)
-            ringed = True
+        ringed |= ring_flagged(ax, group.rename(columns={"accuracy": "mean"}), flagged)
     ax.set_xlabel("ℓ2 radius ε (model-input space)", fontsize=MIN_FONT_PT)
     ax.set_ylabel("accuracy", fontsize=MIN_FONT_PT)
     ax.tick_params(labelsize=MIN_FONT_PT)

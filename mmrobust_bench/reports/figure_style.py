@@ -48,7 +48,14 @@ MAX_PER_PANEL = len(OKABE_ITO)
 MODALITY_COLOURS = {"a": "#D55E00", "v": "#0072B2"}
 # a point resting on a row with a validity flag gets a ring (a shape, so it reads without colour): the alarm
 # every table shows as ⚑ shows on the curves too
-FLAG_RING = {"marker": "o", "s": 42, "facecolors": "none", "edgecolors": "#C00000", "linewidths": 1.0, "zorder": 5}
+FLAG_RING: dict[str, Any] = {
+    "marker": "o",
+    "s": 42,
+    "facecolors": "none",
+    "edgecolors": "#C00000",
+    "linewidths": 1.0,
+    "zorder": 5,
+}
 FLAG_NOTE = "ring: a seed's row carries a validity flag (bench/flags.py)"
 
 
