@@ -325,6 +325,49 @@ def test_a_grid_block_can_attack_a_test_subset():
         assert head.attacks == ("autoattack",) and head.modalities == ("v", "a", "all", ANY) and head.samples == 500
 
 
+@pytest.mark.parametrize("side", range(5, 31))
+def test_square_windows_fit_says_exactly_where_torchattacks_square_can_start(side):
+    """The rule against the library itself: Square (ℓ2) on a side × side image starts, or fails on its windows."""
+    import torchattacks
+
+    from mmrobust_bench.attacks.view import square_windows_fit
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(side * side, K))
+    x = torch.rand(2, 1, side, side, generator=torch.Generator().manual_seed(side))
+    attack = torchattacks.Square(net, norm="L2", eps=0.5, n_queries=1, seed=0)
+    try:
+        attack(x, net(x).argmax(1))  # labels the net gets right, so Square starts on both samples
+    except RuntimeError as err:
+        assert not square_windows_fit(side) and ("shape" in str(err) or "size of tensor" in str(err))  # shapes only
+    else:
+        assert square_windows_fit(side)
+
+
+@pytest.mark.parametrize("modalities", [("a",), ("v",), ("a", "v")])
+def test_square_runs_on_modalities_whose_view_side_its_windows_did_not_fit(modalities):
+    """(1, 20, 16) audio with 7 tag bits makes a 19 × 19 view, (3, 8, 8) images one at a time a 14 × 14 one: sides
+    whose last Square window the edge cut short, a shape error inside torchattacks before the view avoided them."""
+    g = torch.Generator().manual_seed(0)
+    specs = [ModalitySpec("a", (1, 20, 16)), ModalitySpec("v", (3, 8, 8), (0.0,) * 3, (1.0,) * 3)]
+    w = torch.randn(K, 320 + 192, generator=g)
+
+    class Net(nn.Module):
+        def forward(self, batch):
+            return ModelOutput(torch.cat([batch["a"].flatten(1), batch["v"].flatten(1)], 1) @ w.T)
+
+    batch = {"a": torch.randn(64, 1, 20, 16, generator=g), "v": torch.rand(64, 3, 8, 8, generator=g)}
+    with torch.no_grad():
+        labels = Net()(batch).logits.argmax(1)
+    adv = AutoAttackEnsemble(specs, version="fast", members="square")(
+        Net(), batch, labels, ThreatModel(modalities, 0.5)
+    )
+    delta = torch.cat([(adv[m] - batch[m]).flatten(1) for m in modalities], 1)
+    assert bool((delta.norm(dim=1) <= 0.5 * (1 + 1e-5)).all())
+    assert float(adv["v"].min()) >= 0.0 and float(adv["v"].max()) <= 1.0
+    with torch.no_grad():
+        assert int((Net()(adv).logits.argmax(1) != labels).sum()) > 0  # it attacked, not just ran
+
+
 def test_square_runs_where_the_view_would_not_be_square():
     """64 coordinates and 7 tag bits (100 samples) would make a 9 × 8 view; torchattacks' Square ℓ2 windows need
     a square image, so its view is square."""

@@ -195,9 +195,24 @@ def check_library_threat(
 
 def grid_shape(n: int, min_side: int = MIN_SIDE, *, square: bool = False) -> tuple[int, int]:
     """A near-square (H, W) with H·W ≥ n and both sides ≥ ``min_side``, for attacks that tile the image;
-    ``square`` makes H = W (torchattacks' Square builds its ℓ2 windows for square images only)."""
+    ``square`` makes H = W (torchattacks' Square builds its ℓ2 windows for square images only) with a side its
+    windows fit (:func:`square_windows_fit`)."""
     h = max(min_side, math.ceil(math.sqrt(n)))
-    return (h, h) if square else (h, max(min_side, math.ceil(n / h)))
+    if not square:
+        return h, max(min_side, math.ceil(n / h))
+    while not square_windows_fit(h):
+        h += 1
+    return h, h
+
+
+def square_windows_fit(side: int) -> bool:
+    """Whether torchattacks' Square (ℓ2) can start on a ``side`` × ``side`` image: it adds windows of side
+    s = side // 5, side // s of them per axis from (side − 5s) // 2 on, and a window the edge cuts short is a
+    shape error (sides 12, 14, 18, 19, 24); a window wholly past the edge is an empty slice, harmless for s = 1."""
+    s = side // 5
+    start = (side - 5 * s) // 2
+    sizes = [max(0, min(side, start + k * s + s) - (start + k * s)) for k in range(side // s)]
+    return all(size == s or (size == 0 and s == 1) for size in sizes)
 
 
 def tag_bits(n: int) -> int:
