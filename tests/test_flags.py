@@ -206,3 +206,38 @@ def test_a_flag_on_the_strong_evaluation_does_not_prescribe_the_strong_evaluatio
         assert F.STRONG_ALREADY in unbounded.note() and "--attack autoattack" not in unbounded.note()
     else:
         assert F.STRONG_EVALUATION in unbounded.note()
+
+
+class DictRounded(nn.Module):
+    """A user's own model (a dict of modality tensors → logits) that quantises its input: masked gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model({m: torch.round(x) for m, x in batch.items()}).logits
+
+
+@pytest.mark.parametrize("modality", ["v", "any"])
+def test_evaluate_warns_with_every_flag_it_raises_and_names_the_remedy(caplog, modality):
+    """``mmr.evaluate`` logs each raised flag's note, as ``run`` does (with the threat set in an ``any`` run), so a
+    flagged number never reaches a user of the Python API unsaid."""
+    import logging
+
+    import mmrobust_bench as mmr
+
+    core = linear_model(DIMS, 3)
+    split = split_for(Rounded(core))
+    wrapped = mmr.wrap(DictRounded(core), {m: mmr.Modality((d,)) for m, d in DIMS.items()})
+    loader = [
+        {**{m: x[i : i + 24] for m, x in split.inputs.items()}, "label": split.labels[i : i + 24]} for i in (0, 24)
+    ]
+    with caplog.at_level(logging.WARNING, logger="mmrobust_bench.plug.evaluation"):
+        rows = mmr.evaluate(wrapped, loader, attack="pgd_l2", modality=modality, eps=GRID)
+    flagged = rows[rows["flags"].astype(str).str.contains(F.ZERO_GRADIENTS)]
+    assert len(flagged) >= len(GRID)
+    warned = [r.getMessage() for r in caplog.records if f"flag {F.ZERO_GRADIENTS}" in r.getMessage()]
+    assert warned and all(F.STRONG_EVALUATION in w for w in warned)
+    if modality == "any":  # one warning per threat set that raised it, named
+        assert {w.split(":")[0] for w in warned} == {"visual", "audio", "all modalities (joint)"}

@@ -294,6 +294,12 @@ def check_attack(
     return [replace(f, strong=True) for f in flags] if strong else flags
 
 
+def flag_notes(flags: Iterable[Flag], where: str = "") -> list[str]:
+    """Each flag's note (what was seen, and the remedy), prefixed with ``where`` (the threat set, in an ``any`` run
+    that attacks several): what ``run`` and ``evaluate`` log as warnings, so no flag passes unsaid."""
+    return [f"{where}: {f.note()}" if where else f.note() for f in flags]
+
+
 def row_flags(flags: Iterable[Flag], eps: float | None) -> str:
     """The ``flags`` cell of the row at ``eps``: run-wide flags and those of that ε, sorted, ";"-joined."""
     names = {f.name for f in flags if f.eps is None or (eps is not None and math.isclose(f.eps, eps))}
@@ -330,6 +336,7 @@ def flag_rows(frame: pd.DataFrame, z: float = Z) -> pd.Series:
 __all__ = [
     "Flag",
     "FLAG_NAMES",
+    "flag_notes",
     "NON_MONOTONE",
     "FGM_BEATS_PGD",
     "UNBOUNDED_NOT_ZERO",

@@ -5,6 +5,7 @@ place for rows (``bench.results.clean_row`` / ``attack_rows``)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import numbers
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,7 +21,8 @@ from torch import Tensor, nn
 from .._version import __version__
 from ..attacks import Attack, build_attack, default_eps
 from ..bench.evaluate import Measurement, correct_predictions, finite_rows, robust_accuracy
-from ..bench.flags import Flag, check_attack, clean_row_flags, row_flags
+from ..bench.flags import Flag, check_attack, clean_row_flags, flag_notes, row_flags
+from ..bench.naming import modality_name
 from ..bench.results import ResultRow, append_rows, attack_rows, clean_row, read_rows, rows_frame
 from ..bench.threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from ..bench.validate import check_count, check_eps, check_name, check_output_file
@@ -31,6 +33,8 @@ from .attacking import build, resolve_attack
 from .batches import check_classes, device_batch, labels_of, model_device, restored_modes
 from .declare import WrappedModel, check_wrapped
 from .estimate import announce, autoattack_estimate, loader_samples
+
+log = logging.getLogger(__name__)
 
 FLAG_SAMPLES = 64  # samples kept from the loader for the validity checks (bench.flags)
 FGM_CHECKED = ("pgd_l2",)  # attacks whose rows get the fgm_beats_pgd check (FGM run on the same batches)
@@ -264,6 +268,8 @@ def evaluate(
                 if small is not None
                 else []
             )
+            for note in flag_notes(set_flags[set_label], modality_name(set_label) if modality == ANY else ""):
+                log.warning("%s", note)
     common = _common(wrapped, label, dataset, seed, dev)
     norm_used = sets[0][2].norm
     clean = source.clean()
