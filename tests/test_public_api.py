@@ -554,8 +554,15 @@ def test_errors_name_the_fix(setup):
         mmr.attack(wrapped, (audio, video), y, modality="flow", eps=0.5)
     with pytest.raises(ValueError, match="no modality video; its keys are audio"):
         mmr.attack(wrapped, {"audio": audio}, y, eps=0.5)
-    with pytest.raises(ValueError, match=r"declared with shape .* fix the declaration"):
+    with pytest.raises(ValueError, match=r"declared with shape .* fix the declaration") as err:
         mmr.attack(wrapped, (audio[:, :, :2], video), y, eps=0.5)
+    assert "for a loader of tuples, their order (order=('audio', 'video', 'label'))" in str(err.value)
+    loader = [(video, y, audio)]  # a loader of (video, label, audio) tuples read in the declared order
+    with pytest.raises(ValueError, match=r"order=\('audio', 'video', 'label'\)"):
+        mmr.evaluate(wrapped, loader, attack="fgm", eps=0.5)
+    if not torch.cuda.is_available():  # one line naming the fix, not torch's driver message
+        with pytest.raises(ValueError, match=r"no CUDA device is available; use the CPU .*device='cpu'"):
+            mmr.evaluate(wrapped, [(audio, video, y)], attack="fgm", eps=0.5, device="cuda")
     with pytest.raises(ValueError, match="no labels"):
         mmr.attack(wrapped, (audio, video), eps=0.5)
     with pytest.raises(ValueError, match="needs eps"):

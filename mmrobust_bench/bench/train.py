@@ -48,7 +48,9 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but no CUDA device is available; use --device cpu")
+        raise ValueError(
+            f"device {device!r} asked for, but no CUDA device is available; use the CPU (--device cpu, device='cpu')"
+        )
     return chosen
 
 

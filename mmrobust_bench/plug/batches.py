@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..bench.train import select_device
 from ..contracts import Batch
 from .declare import WrappedModel
 
@@ -205,6 +206,12 @@ def num_classes(wrapped: WrappedModel, inputs: Mapping[str, Tensor]) -> int:
             wrapped(inputs)
     assert wrapped.classes is not None  # every forward sets it
     return wrapped.classes
+
+
+def batch_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """Where batches go: ``device`` when given (checked: CUDA asked for on a machine without it is one clear
+    error, not torch's driver message), else the model's (:func:`model_device`). The model itself is not moved."""
+    return select_device(device) if device is not None else model_device(model)
 
 
 def model_device(model: nn.Module) -> torch.device:

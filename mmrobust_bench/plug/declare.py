@@ -212,6 +212,10 @@ class WrappedModel(nn.Module):
             )
         return tuple(self._specs[m] for m in self.names)
 
+    def _order_hint(self) -> str:
+        """An ``order=`` with this model's names, as an error shows it (the fields in the loader's own order)."""
+        return ", ".join([*map(repr, self.names), "'label'"])
+
     def resolve(self, batch: Mapping[str, Tensor]) -> tuple[ModalitySpec, ...]:
         """Infer undeclared shapes from ``batch`` and check declared ones against it."""
         for m in self.names:
@@ -221,13 +225,14 @@ class WrappedModel(nn.Module):
                 if not shape:
                     raise ValueError(
                         f"modality {m!r} arrived as a tensor of shape {tuple(x.shape)}; batches are "
-                        f"(batch, *shape) tensors"
+                        f"(batch, *shape) tensors (a loader of tuples: give their order, order=({self._order_hint()}))"
                     )
                 self._specs[m] = self.declared[m].spec(m, shape)
             elif self._specs[m].shape != shape:
                 raise ValueError(
                     f"modality {m!r} is declared with shape {self._specs[m].shape} but the batch has "
-                    f"{shape} per sample; fix the declaration (or omit the shape to infer it)"
+                    f"{shape} per sample; fix the declaration (or omit the shape to infer it), or, for a loader of "
+                    f"tuples, their order (order=({self._order_hint()}))"
                 )
         return self.specs
 

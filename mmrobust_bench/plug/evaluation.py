@@ -30,7 +30,7 @@ from ..checked_tensors import tensor_digest
 from ..contracts import ALL_MODALITIES, Batch, ThreatModel
 from ..data.base import TensorSplit
 from .attacking import build, resolve_attack
-from .batches import check_classes, device_batch, labels_of, model_device, restored_modes
+from .batches import batch_device, check_classes, device_batch, labels_of, restored_modes
 from .declare import WrappedModel, check_wrapped
 from .estimate import announce, autoattack_estimate, loader_samples
 
@@ -215,7 +215,7 @@ def evaluate(
     wrapped = check_wrapped(model)
     library_eps = resolve_attack(attack).eps
     grid = _eps_grid(eps, library_eps) if eps is not None or library_eps is not None else []
-    dev = torch.device(device) if device is not None else model_device(wrapped)
+    dev = batch_device(wrapped, device)
     choices = threat_sets(wrapped.names) if modality == ANY else [modality]
     with restored_modes(wrapped):
         source = _OnePass(wrapped, loader, order, label_key, dev)

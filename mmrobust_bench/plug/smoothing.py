@@ -19,7 +19,7 @@ from ..bench.validate import check_count
 from ..certify.smoothing import SOUND, SmoothingConfig, capped_radii, smoothed_honesty_check
 from ..certify.smoothing import smooth_certify as certify_smoothed
 from ..contracts import ALL_MODALITIES, ThreatModel
-from .batches import check_classes, device_batch, labels_of, model_device, num_classes, restored_modes
+from .batches import batch_device, check_classes, device_batch, labels_of, num_classes, restored_modes
 from .declare import WrappedModel, check_wrapped
 from .estimate import ANNOUNCE_SECONDS, announce
 
@@ -140,7 +140,7 @@ def smooth_certify(
         max_samples = check_count(max_samples, "max_samples (None: every sample)")
     config = SmoothingConfig(sigma=float(sigma), n0=n0, n=n, alpha=float(alpha), batch=batch, seed=seed)
     radii = capped_radii(config.default_radii if radii is None else radii, config.sigma, config.n, config.alpha)
-    dev = torch.device(device) if device is not None else model_device(wrapped)
+    dev = batch_device(wrapped, device)
     inputs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
     labels: list[Tensor] = []
     count = classes = 0

@@ -16,7 +16,7 @@ from torch import Tensor
 from ..certify.honesty import HonestyConfig
 from ..certify.radii import ADDITIVE, MIN_J, certify, pair_eta, unimodal_grams
 from ..contracts import Batch, ModelOutput
-from .batches import Split, check_classes, device_batch, labels_of, model_device, restored_modes
+from .batches import Split, batch_device, check_classes, device_batch, labels_of, restored_modes
 from .declare import WrappedModel, check_wrapped
 from .estimate import announce, certificates_estimate, loader_samples
 
@@ -82,7 +82,7 @@ def eta(
         Figure 3 shows (1 = balanced).
     """
     wrapped = check_wrapped(model)
-    dev = torch.device(device) if device is not None else model_device(wrapped)
+    dev = batch_device(wrapped, device)
     runner: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
     pairs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
     n = 0
@@ -203,7 +203,7 @@ def certificates(
     if seed is not None:
         check = dataclasses.replace(check, seed=int(seed))
     wrapped = check_wrapped(model)
-    dev = torch.device(device) if device is not None else model_device(wrapped)
+    dev = batch_device(wrapped, device)
     passes = _AdditivePasses(wrapped, order, label_key, dev)
     with restored_modes(wrapped):
         train_batches = passes.inputs(train)
