@@ -560,6 +560,8 @@ def test_errors_name_the_fix(setup):
     loader = [(video, y, audio)]  # a loader of (video, label, audio) tuples read in the declared order
     with pytest.raises(ValueError, match=r"order=\('audio', 'video', 'label'\)"):
         mmr.evaluate(wrapped, loader, attack="fgm", eps=0.5)
+    with pytest.raises(ValueError, match="unknown modality flow; valid: audio, video or 'all', or 'any'"):
+        mmr.evaluate(wrapped, [(audio, video, y)], attack="fgm", eps=0.5, modality="flow")
     if not torch.cuda.is_available():  # one line naming the fix, not torch's driver message
         with pytest.raises(ValueError, match=r"no CUDA device is available; use the CPU .*device='cpu'"):
             mmr.evaluate(wrapped, [(audio, video, y)], attack="fgm", eps=0.5, device="cuda")

@@ -27,7 +27,7 @@ from ..bench.results import ResultRow, append_rows, attack_rows, clean_row, read
 from ..bench.threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from ..bench.validate import check_count, check_eps, check_name, check_output_file
 from ..checked_tensors import tensor_digest
-from ..contracts import ALL_MODALITIES, Batch, ThreatModel
+from ..contracts import ALL_MODALITIES, Batch, ThreatModel, parse_modalities
 from ..data.base import TensorSplit
 from .attacking import build, resolve_attack
 from .batches import batch_device, check_classes, device_batch, labels_of, restored_modes
@@ -216,6 +216,11 @@ def evaluate(
     library_eps = resolve_attack(attack).eps
     grid = _eps_grid(eps, library_eps) if eps is not None or library_eps is not None else []
     dev = batch_device(wrapped, device)
+    if isinstance(modality, str) and modality != ANY:  # evaluate also takes 'any': its error says so
+        try:
+            parse_modalities(modality, wrapped.names)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, or '{ANY}' (per sample, the worst of each alone and all jointly)") from None
     choices = threat_sets(wrapped.names) if modality == ANY else [modality]
     with restored_modes(wrapped):
         source = _OnePass(wrapped, loader, order, label_key, dev)
