@@ -34,7 +34,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .certification import certificate_provenance
 from .environment import same_software
 from .sweep_plan import SweepPlan
 from .sweep_units import set_threads
@@ -126,17 +125,17 @@ def verify_zoo(
             dev = measure_device(device, rows)
             set_threads(recorded_threads(rows) or plan.threads or torch.get_num_threads())
             trained = load_trained(found, label, unit_seed, device=dev, dataset=ds)
-            here = certificate_provenance(dev)  # each model's own: models may run on other devices
-            measured = measure_cells(
-                plan, trained, entries[label], unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev
+            items.extend(
+                measure_cells(
+                    plan, trained, entries[label], unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev
+                )
             )
             if certificates:
                 values, expected = certificate_values(
                     plan, trained, entries[label], unit_seed, root=root, scratch=scratch_dir, dev=dev
                 )
-                measured.extend(values)
+                items.extend(values)
                 compared[(label, unit_seed)] = (len(values), expected)
-            items.extend({**item, "here": here} for item in measured)
     frame = _judge_tolerance(items, tolerance)
     skipped = len(units) - len(checkable)
     report = _tolerance_report(frame, tolerance)
@@ -159,7 +158,8 @@ def _config_difference(recorded: dict[str, Any], built: dict[str, Any]) -> list[
 
 
 def _exact_expected(item: dict[str, Any]) -> bool:
-    """Whether the value was re-measured with the software, CPU capability and device it was recorded with."""
+    """Whether the value was re-measured (``here``: the fresh row's provenance) with the software, CPU capability
+    and device it was recorded with."""
     recorded = {k: item.get(f"recorded_{k}", "") for k in SHOWN}
     here = item["here"]
     return same_software(recorded, here) and str(recorded["device"]) == str(here["device"])

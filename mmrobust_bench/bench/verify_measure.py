@@ -218,6 +218,7 @@ def measure_cells(
                 "reproduced_sha256": trained.sha256,
                 "relative": False,
                 **{f"recorded_{k}": v for k, v in _provenance(old).items()},
+                "here": _provenance(r),  # where the fresh row says it was measured
             }
         )
     if not out:
@@ -321,6 +322,7 @@ def certificate_values(
                     "reproduced_sha256": trained.sha256,
                     "relative": relative,
                     **{f"recorded_{p}": v for p, v in _provenance(old).items()},
+                    "here": _provenance(r),  # where the fresh row says it was measured
                 }
             )
     if not out:

@@ -86,7 +86,7 @@ def _describe(values: dict[str, Any]) -> str:
 
 
 def _provenance_lines(frame: pd.DataFrame) -> list[str]:
-    """Recorded vs re-measured provenance (each value's ``here``: its model's device here), once per distinct
+    """Recorded vs re-measured provenance (each value's ``here``: what its fresh row recorded), once per distinct
     pair among values that moved."""
     moved = frame[frame["reproduced"] != frame["recorded"]]
     seen: dict[tuple[str, str], int] = {}

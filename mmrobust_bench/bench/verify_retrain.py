@@ -17,7 +17,7 @@ import torch
 from ..defenses import build_defense, dataset_schedule
 from ..defenses.base import key_dict
 from .api import train_defense
-from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV, certificate_provenance, read_certified
+from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV, read_certified
 from .checkpoints import CheckpointKey
 from .result_readers import read_table
 from .sweep_plan import SweepPlan
@@ -131,9 +131,8 @@ def verify_sweep(
                 )
                 items.extend(values)
                 compared[(label, unit_seed)] = (len(values), expected)
-            here = certificate_provenance(dev)
             for item in items[start:]:
-                item.update(config_hash=config_hashes[(label, unit_seed)], here=here)
+                item["config_hash"] = config_hashes[(label, unit_seed)]
     spread = _seed_spread(stored, root, plan.dataset, items)
     frame = _judge_spread(items, spread, k, floor)
     report = [f"seed spread: stored mean over seeds ± max({k:g} × sample std, {floor:g}) (--k, --floor; η relative)"]
