@@ -29,7 +29,7 @@ from ..io import default_root
 from . import distributed
 from .configs import EvalConfig, ModelConfig
 from .evaluate import Measurement, clean_accuracy, minimal_norm_curve, robust_accuracy
-from .flags import Flag, check_attack, clean_row_flags, flag_notes, row_flags
+from .flags import Flag, check_attack, clean_row_flags, row_flags, warn_flags
 from .naming import modality_name, run_plot_name
 from .result_readers import read_rows
 from .result_rows import attack_rows, clean_row, rows_frame
@@ -342,10 +342,7 @@ def run_model(
                 fgm = robust_accuracy(trained.model, ds.test, FGM(specs, seed=seed), threat, eps_grid, batch_size, dev)
             flags = check_attack(trained.model, ds.test, atk, threat, eps_grid, measured, dev, fgm=fgm)
         per_set[set_label], set_flags[set_label] = measured, flags
-        set_notes = flag_notes(flags, modality_name(set_label) if modality == ANY else "")
-        for note in set_notes:
-            log.warning("%s", note)
-        notes += set_notes
+        notes += warn_flags(flags, log, modality_name(set_label) if modality == ANY else "")
         rows += attack_rows(
             measured,
             attack=attack,

@@ -23,6 +23,7 @@ Each flag belongs to one ε row or to every row of a run; result rows carry thei
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -294,10 +295,14 @@ def check_attack(
     return [replace(f, strong=True) for f in flags] if strong else flags
 
 
-def flag_notes(flags: Iterable[Flag], where: str = "") -> list[str]:
-    """Each flag's note (what was seen, and the remedy), prefixed with ``where`` (the threat set, in an ``any`` run
-    that attacks several): what ``run`` and ``evaluate`` log as warnings, so no flag passes unsaid."""
-    return [f"{where}: {f.note()}" if where else f.note() for f in flags]
+def warn_flags(flags: Iterable[Flag], logger: logging.Logger, where: str = "") -> list[str]:
+    """Log each flag's note (what was seen, and the remedy) as a warning on ``logger``, prefixed with ``where`` (the
+    threat set, in an ``any`` run that attacks several), and return the notes: ``run`` and ``evaluate`` both say
+    every flag they raise."""
+    notes = [f"{where}: {f.note()}" if where else f.note() for f in flags]
+    for note in notes:
+        logger.warning("%s", note)
+    return notes
 
 
 def row_flags(flags: Iterable[Flag], eps: float | None) -> str:
@@ -336,7 +341,7 @@ def flag_rows(frame: pd.DataFrame, z: float = Z) -> pd.Series:
 __all__ = [
     "Flag",
     "FLAG_NAMES",
-    "flag_notes",
+    "warn_flags",
     "NON_MONOTONE",
     "FGM_BEATS_PGD",
     "UNBOUNDED_NOT_ZERO",

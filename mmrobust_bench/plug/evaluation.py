@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .._version import __version__
 from ..attacks import Attack, build_attack, default_eps
 from ..bench.evaluate import Measurement, correct_predictions, finite_rows, robust_accuracy
-from ..bench.flags import Flag, check_attack, clean_row_flags, flag_notes, row_flags
+from ..bench.flags import Flag, check_attack, clean_row_flags, row_flags, warn_flags
 from ..bench.naming import modality_name
 from ..bench.results import ResultRow, append_rows, attack_rows, clean_row, read_rows, rows_frame
 from ..bench.threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
@@ -273,8 +273,7 @@ def evaluate(
                 if small is not None
                 else []
             )
-            for note in flag_notes(set_flags[set_label], modality_name(set_label) if modality == ANY else ""):
-                log.warning("%s", note)
+            warn_flags(set_flags[set_label], log, modality_name(set_label) if modality == ANY else "")
     common = _common(wrapped, label, dataset, seed, dev)
     norm_used = sets[0][2].norm
     clean = source.clean()

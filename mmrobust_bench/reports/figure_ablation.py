@@ -135,8 +135,8 @@ def figure5(
 ) -> Figure:
     """One panel per setting (clean, FGM and ℓ2-PGD on all modalities at ``eps``), the ablation stages on x:
     each seed a dot (ringed when its row is flagged), the mean ± band as an error bar, each panel's y axis zoomed to
-    its values. ``heads``
-    (:func:`crmt_heads`) names the head-only stage after its head and the title says which head."""
+    its values. ``heads`` (:func:`crmt_heads`) names the head-only stage after its head and the title says which
+    head."""
     check_band(band)
     data, dataset = dataset_rows(rows, dataset)
     present = set(data["defense"].astype(str))
