@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -113,9 +114,17 @@ def clean_accuracy(model: nn.Module, split: TensorSplit, batch_size: int, device
 def _my_batches(split: Split, batch_size: int, device: torch.device) -> Iterator[tuple[dict, Tensor]]:
     """The split's batches, lazily (real datasets stream from disk); under torchrun only this rank's share,
     round robin, each batch exactly as one process would see it (so seeded attacks give identical numbers)."""
+    for _step, item in _my_numbered_batches(split, batch_size, device):
+        yield item
+
+
+def _my_numbered_batches(
+    split: Split, batch_size: int, device: torch.device
+) -> Iterator[tuple[int, tuple[dict, Tensor]]]:
+    """:func:`_my_batches` with each batch's index in the whole split (what a cell journal files it under)."""
     for step, item in enumerate(split.batches(batch_size, device=device)):
         if distributed.mine(step):
-            yield item
+            yield step, item
 
 
 def _batch_count(split: Split, batch_size: int) -> int:
@@ -126,12 +135,25 @@ def _batch_count(split: Split, batch_size: int) -> int:
 
 def _stream(
     data: Batches, batch_size: int, device: torch.device
-) -> tuple[Iterator[tuple[Mapping[str, Tensor], Tensor]], int | None]:
-    """(this rank's batches, their count or None when unknown): a split is batched here (:func:`_my_batches`);
-    an iterable's batches are taken as they come, round robin over ranks under torchrun like a split's."""
+) -> tuple[Iterator[tuple[int, tuple[Mapping[str, Tensor], Tensor]]], int | None]:
+    """(this rank's batches with their index in the whole stream, their count or None when unknown): a split is
+    batched here (:func:`_my_batches`); an iterable's batches are taken as they come, round robin over ranks under
+    torchrun like a split's."""
     if isinstance(data, Split):
-        return _my_batches(data, batch_size, device), _batch_count(data, batch_size)
-    return (item for step, item in enumerate(data) if distributed.mine(step)), None
+        return _my_numbered_batches(data, batch_size, device), _batch_count(data, batch_size)
+    return ((step, item) for step, item in enumerate(data) if distributed.mine(step)), None
+
+
+class BatchJournal(Protocol):
+    """Where a cell keeps its finished batches so that a stopped run resumes (``bench.cell_journal``)."""
+
+    restored: int
+
+    def batch(self, step: int, labels: Tensor) -> Any: ...  # a stored (hits, seconds, details) or None
+
+    def store_batch(
+        self, step: int, labels: Tensor, hits: Tensor, seconds: Sequence[float], details: Sequence[dict | None]
+    ) -> None: ...
 
 
 def attack_batch(
@@ -197,6 +219,7 @@ def robust_accuracy(
     batch_size: int,
     device: torch.device,
     progress: bool = False,
+    journal: BatchJournal | None = None,
 ) -> list[Measurement]:
     """Accuracy under ``attack`` at every ε of the grid (one entry for unbounded attacks).
 
@@ -206,6 +229,8 @@ def robust_accuracy(
     is repeated R times with the R radii, which gives exactly the numbers of R separate runs (a split is
     batched by ``batch_size // R`` for it).
     Each measurement keeps every sample's correctness (``outcomes``, input order, gathered under torchrun).
+    ``journal``: finished batches are read from it instead of attacked again, and each batch attacked is stored in
+    it (the sweep's resumable cells; every attack call reseeds, so a batch's outcome is the same either way).
     """
     model.eval()
     grid = [float(e) for e in eps_grid] if attack.norm_bounded else [0.0]
@@ -225,8 +250,14 @@ def robust_accuracy(
     )
     seen = 0
     with attack_setting(model, attack, threat):
-        for batch, labels in batches:
-            hits, took, reported = attack_batch(model, attack, threat, grid, batch, labels)
+        for step, (batch, labels) in batches:
+            stored = journal.batch(step, labels) if journal is not None else None
+            if stored is not None:
+                hits, took, reported = stored.hits.to(labels.device), stored.seconds, stored.details
+            else:
+                hits, took, reported = attack_batch(model, attack, threat, grid, batch, labels)
+                if journal is not None:
+                    journal.store_batch(step, labels, hits, took, reported)
             for i in range(len(grid)):
                 correct[i] += int(hits[i].sum())
                 seconds[i] += took[i]
@@ -243,13 +274,15 @@ def robust_accuracy(
         for part in shares:
             details = [merge_details(d, p) for d, p in zip(details, part)]
     per_sample = _in_split_order(per_batch, len(grid))
+    resumed = journal.restored if journal is not None else 0
     log.info(
-        "%s on %s: %d samples × %d radii in %.1f s",
+        "%s on %s: %d samples × %d radii in %.1f s%s",
         attack.describe(),
         "+".join(threat.modalities),
         n,
         len(grid),
         sum(seconds),
+        f" ({resumed} finished batches read from a stopped run's journal)" if resumed else "",
     )
     return [
         Measurement(e, c, n, s, per_sample[i], details[i]) for i, (e, c, s) in enumerate(zip(grid, correct, seconds))
@@ -385,6 +418,7 @@ __all__ = [
     "correct_predictions",
     "finite_rows",
     "Batches",
+    "BatchJournal",
     "robust_accuracy",
     "minimal_norm_curve",
     "perturbation_norm",

@@ -25,6 +25,7 @@ from ..contracts import ALL_MODALITIES, ThreatModel
 from ..data.base import leading_count
 from . import distributed
 from .api import attack_options_for, train_defense
+from .cell_journal import CellJournal
 from .certification import (
     CERTIFIED_CSV,
     certificate_rows,
@@ -36,7 +37,7 @@ from .certification import (
 )
 from .configs import ModelConfig
 from .evaluate import Measurement, clean_accuracy, robust_accuracy
-from .flags import check_attack, clean_row_flags, flag_rows, row_flags
+from .flags import Flag, check_attack, clean_row_flags, flag_rows, row_flags
 from .result_readers import read_rows
 from .result_rows import (
     CLEAN,
@@ -396,8 +397,12 @@ def _attack_cell(
         return _any_cell(
             trained, common, block, attack, atk, todo, batch_size, dev, done, results_path, keys, len(grid)
         )
-    _measured, _cells, rows = _measure_set(trained, common, block, attack, modality, todo, batch_size, dev)
+    _measured, _cells, rows, journal = _measure_set(
+        trained, common, block, attack, modality, todo, batch_size, dev, results_path=results_path
+    )
     _append_on_main(results_path, rows)
+    if journal is not None:
+        journal.discard()
     done.update(keys[e] for e in todo)
     return len(rows), len(grid) - len(todo)
 
@@ -411,14 +416,30 @@ def _measure_set(
     todo: Sequence[float],
     batch_size: int,
     dev: torch.device,
-) -> tuple[list[Measurement], dict[float, str], list[ResultRow]]:
-    """One attack on one modality choice at the ε values ``todo``: its measurements, each ε's flags cell, its rows."""
+    *,
+    results_path: Path,
+) -> tuple[list[Measurement], dict[float, str], list[ResultRow], CellJournal | None]:
+    """One attack on one modality choice at the ε values ``todo``: its measurements, each ε's flags cell, its rows,
+    and its journal.
+
+    Finished batches and the validity checks go to a cell journal beside ``results_path`` (``bench.cell_journal``),
+    so a stopped sweep resumes the cell where it stopped; the caller discards the journal once the rows are
+    stored."""
     ds = trained.dataset  # type: ignore[attr-defined]
-    atk, threat, label, _ = _cell_plan(trained, common, block, attack, modality)
+    atk, threat, label, keys = _cell_plan(trained, common, block, attack, modality)
     eps_grid = list(todo) if atk.norm_bounded else [0.0]
     test = block.split(ds.test)
-    measured = robust_accuracy(trained.model, test, atk, threat, eps_grid, batch_size, dev, progress=False)
-    flags = check_attack(trained.model, test, atk, threat, eps_grid, measured, dev)
+    journal = cell_journal(results_path, common, [keys[e] for e in todo], batch_size, len(test))
+    measured = robust_accuracy(
+        trained.model, test, atk, threat, eps_grid, batch_size, dev, progress=False, journal=journal
+    )
+    stored_flags = journal.checks() if journal is not None else None
+    if stored_flags is None:
+        flags = check_attack(trained.model, test, atk, threat, eps_grid, measured, dev)
+        if journal is not None:
+            journal.store_checks([dataclasses.asdict(f) for f in flags])
+    else:
+        flags = [Flag(**f) for f in stored_flags]
     for flag in flags:
         log.warning(
             "%s %s seed %s, %s on %s: %s",
@@ -442,7 +463,25 @@ def _measure_set(
         common=common,
     )
     cells = {m.eps if atk.norm_bounded else math.nan: row.flags for m, row in zip(measured, rows)}
-    return measured, cells, rows
+    return measured, cells, rows, journal
+
+
+def cell_journal(
+    results_path: Path, common: dict[str, Any], keys: Sequence[tuple], batch_size: int, samples: int
+) -> CellJournal | None:
+    """The journal of a cell whose rows go to ``results_path`` (None under torchrun, whose ranks share batches):
+    named by everything that could make its stored batches another measurement's."""
+    if distributed.current().active:
+        return None
+    identity = {
+        **{k: str(v) for k, v in common.items()},  # the model, its checkpoint, device, dtype, the suite's version
+        "rows": [[str(v) for v in k] for k in keys],  # as text: a ``missing`` cell's ε is NaN, which JSON refuses
+        "batch_size": int(batch_size),
+        "samples": int(samples),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    }
+    return CellJournal.open(results_path.parent, identity)
 
 
 def _any_cell(
@@ -474,7 +513,9 @@ def _any_cell(
         measured_at: dict[float, Measurement] = {}
         cells: dict[float, str] = {}
         if need:
-            measured, new_cells, rows = _measure_set(trained, common, block, attack, choice, need, batch_size, dev)
+            measured, new_cells, rows, journal = _measure_set(
+                trained, common, block, attack, choice, need, batch_size, dev, results_path=results_path
+            )
             fresh = [row for e, row in zip(need, rows) if set_keys[e] not in done]
             # a stored row without outcomes is replaced by the measurement ``any`` is combined from, so no stored
             # set row can disagree with (and read below) the stored ``any``
@@ -482,6 +523,8 @@ def _any_cell(
             _append_on_main(results_path, fresh)
             if stale:
                 _append_on_main(results_path, stale, replace=True)
+            if journal is not None:
+                journal.discard()
             done.update(set_keys[e] for e in need)
             evaluated += len(fresh)
             # under the planned ε, as the stored sets below: an attack without a budget measures at ε 0, plans NaN

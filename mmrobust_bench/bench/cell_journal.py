@@ -1,0 +1,124 @@
+"""The journal of an attack cell under way: each finished batch's per-sample outcomes, and the cell's validity checks,
+kept on disk so that a cell stopped part-way (a job's time limit, a pre-emption, Ctrl-C) resumes at its first
+unfinished batch instead of from its start. A strong evaluation of a slow model can take hours a cell.
+
+Exact by construction: every attack call reseeds the RNGs from the attack's seed (``attacks.base.preserved_state``),
+so a batch's outcome depends only on its samples, the model and the attack, and a resumed cell gives the numbers of
+an uninterrupted one. The journal's folder is named by a hash of everything that could make a stored batch another
+cell's (the cell's row keys, the batch size, the samples, threads, dtype, device, the suite's and torch's versions);
+a stored batch whose labels differ from the batch read now is refused and measured again. Files are safetensors and
+JSON, each written atomically; the folder is removed once the cell's rows are stored."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ..io import atomic_path, atomic_write_json, stable_hash
+
+log = logging.getLogger(__name__)
+
+JOURNAL_DIR = "partial"  # under the sweep root, beside results.csv
+IDENTITY_FILE = "identity.json"
+CHECKS_FILE = "checks.json"
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """One finished batch: each sample's correctness per ε (R, b), the seconds per ε, what the attack reported."""
+
+    hits: Tensor
+    seconds: list[float]
+    details: list[dict | None]
+
+
+class CellJournal:
+    """Finished batches of one cell in ``folder`` (see the module docstring); ``restored`` counts the batches read
+    back, for the cell's log line."""
+
+    def __init__(self, folder: Path, identity: Mapping[str, Any]) -> None:
+        self.folder = folder
+        self.identity = dict(identity)
+        self.restored = 0
+
+    @classmethod
+    def open(cls, root: str | Path, identity: Mapping[str, Any]) -> CellJournal:
+        """The journal of the cell ``identity`` describes, under ``root/partial``; its identity is written on the
+        first batch stored."""
+        return cls(Path(root) / JOURNAL_DIR / stable_hash(dict(identity)), identity)
+
+    def _batch_path(self, step: int) -> Path:
+        return self.folder / f"batch-{int(step):06d}.safetensors"
+
+    def _matches(self) -> bool:
+        try:
+            stored = json.loads((self.folder / IDENTITY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return bool(stored == json.loads(json.dumps(self.identity, sort_keys=True, default=str)))
+
+    def batch(self, step: int, labels: Tensor) -> StoredBatch | None:
+        """Batch ``step`` as stored, or None when it is not (or is unreadable, or was made on other labels)."""
+        path = self._batch_path(step)
+        if not path.is_file() or not self._matches():
+            return None
+        try:
+            tensors = load_file(str(path))
+            meta = json.loads((self.folder / f"{path.stem}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, SafetensorError) as exc:
+            log.warning("journal %s: batch %d is unreadable (%s); measuring it again", self.folder, step, exc)
+            return None
+        if not torch.equal(tensors["labels"], labels.detach().cpu().to(torch.int64)):
+            log.warning("journal %s: batch %d was stored for other samples; measuring it again", self.folder, step)
+            return None
+        self.restored += 1
+        return StoredBatch(tensors["hits"].to(torch.bool), [float(s) for s in meta["seconds"]], list(meta["details"]))
+
+    def store_batch(
+        self, step: int, labels: Tensor, hits: Tensor, seconds: Sequence[float], details: Sequence[dict | None]
+    ) -> None:
+        """Keep batch ``step``: its JSON first, then its tensors (a batch counts as stored once both are there)."""
+        if not (self.folder / IDENTITY_FILE).is_file():
+            atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
+        path = self._batch_path(step)
+        atomic_write_json(
+            self.folder / f"{path.stem}.json", {"seconds": [float(s) for s in seconds], "details": list(details)}
+        )
+        tensors = {"labels": labels.detach().cpu().to(torch.int64), "hits": hits.detach().cpu().to(torch.uint8)}
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+
+    def checks(self) -> list[dict] | None:
+        """The cell's validity flags as stored (each a Flag's fields), or None when they were not checked yet."""
+        path = self.folder / CHECKS_FILE
+        if not path.is_file() or not self._matches():
+            return None
+        try:
+            return list(json.loads(path.read_text(encoding="utf-8"))["flags"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def store_checks(self, flags: Sequence[Mapping[str, Any]]) -> None:
+        if not (self.folder / IDENTITY_FILE).is_file():
+            atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
+        atomic_write_json(self.folder / CHECKS_FILE, {"flags": [dict(f) for f in flags]})
+
+    def discard(self) -> None:
+        """Remove the journal (the cell's rows are stored); its ``partial`` parent too once empty."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # other cells' journals are still there
+            self.folder.parent.rmdir()
+
+
+__all__ = ["CellJournal", "JOURNAL_DIR", "StoredBatch"]
