@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmrobust_bench.attacks import build_attack
+from mmrobust_bench.attacks import Attack, build_attack
 from mmrobust_bench.bench import flags as F
 from mmrobust_bench.bench.evaluate import Measurement, robust_accuracy
 from mmrobust_bench.bench.results import COLUMNS, ResultRow, append_rows, read_rows, rows_frame
@@ -241,3 +241,58 @@ def test_evaluate_warns_with_every_flag_it_raises_and_names_the_remedy(caplog, m
     assert warned and all(F.STRONG_EVALUATION in w for w in warned)
     if modality == "any":  # one warning per threat set that raised it, named
         assert {w.split(":")[0] for w in warned} == {"visual", "audio", "all modalities (joint)"}
+
+
+class Overshooting(Attack):
+    """The paper's PGD, except that beyond a radius of 1000 it returns the clean input: an attack whose steps,
+    scaled with ε, overshoot at the unbounded check's radius although it breaks every sample inside the grid."""
+
+    name = "overshooting"
+
+    def __init__(self, specs):
+        super().__init__(specs)
+        self.inner = build_attack("pgd_l2", specs)
+
+    def perturb(self, model, batch, labels, threat, eps, *, targets=None):
+        if float(eps.max()) > 1000:
+            return {m: batch[m] for m in threat.modalities}
+        return self.inner.perturb(model, batch, labels, threat, eps, targets=targets)
+
+
+def test_an_attack_that_breaks_every_sample_in_its_grid_is_not_flagged_unbounded():
+    """The unbounded check asks whether the attack can break (nearly) everything; an attack that leaves ≤ 5% at
+    the grid's largest ε has shown it, and its failure at 1000·ε is an overshoot, not masking."""
+    model = linear_model(DIMS, 3)
+    split = split_for(model)
+    atk, threat, grid = Overshooting(flat_specs(DIMS)), ThreatModel(("v", "a"), 2.0), [2.0, 8.0]
+    measured = robust_accuracy(model, split, atk, threat, grid, 64, CPU)
+    assert measured[-1].accuracy <= F.UNBOUNDED_MAX_ACCURACY and F.breaks_nearly_all(measured)
+    batch, labels = next(split.batches(len(split), device=CPU))
+    assert F.unbounded(model, batch, labels, atk, threat, 1000 * grid[-1])  # the overshoot is there
+    assert F.UNBOUNDED_NOT_ZERO not in {f.name for f in F.check_attack(model, split, atk, threat, grid, measured, CPU)}
+    # the same attack on a grid it does not break is still checked, and flagged (its 1000·ε overshoots too)
+    small = [2.0]
+    weak = robust_accuracy(model, split, atk, threat, small, 64, CPU)
+    assert weak[0].accuracy > F.UNBOUNDED_MAX_ACCURACY
+    assert F.UNBOUNDED_NOT_ZERO in {f.name for f in F.check_attack(model, split, atk, threat, small, weak, CPU)}
+
+
+def test_stored_rows_lose_the_unbounded_flag_only_on_a_curve_that_reaches_zero():
+    """A sweep's curve is assembled from several cells, so the rule is applied to the stored rows too; an ``any`` row
+    keeps the flag while one of its threat sets' rows at that ε does."""
+    u = F.UNBOUNDED_NOT_ZERO
+    frame = rows_frame(
+        [
+            row("pgd_l2", 0.5, 0.30, flags=u, modality="v"),  # a cell at ε = 0.5 ...
+            row("pgd_l2", 3.0, 0.02, flags=u, modality="v"),  # ... one at 3 breaks nearly all: cleared
+            row("pgd_l2", 0.5, 0.60, flags=u, modality="a"),
+            row("pgd_l2", 3.0, 0.40, flags=f"{u};zero_gradients", modality="a"),  # never breaks: kept
+            row("autoattack", 0.5, 0.01, flags=u, modality="v"),
+            row("autoattack", 0.5, 0.00, flags=u, modality="all"),
+            row("autoattack", 0.5, 0.00, flags=u, modality="any"),  # no set keeps it: cleared
+            row("autoattack", 0.5, 0.01, flags=u, modality="v", seed=1),
+            row("autoattack", 0.5, 0.50, flags=u, modality="a", seed=1),  # keeps it ...
+            row("autoattack", 0.5, 0.01, flags=u, modality="any", seed=1),  # ... so the worst case does too
+        ]
+    )
+    assert list(F.flag_rows(frame)) == ["", "", u, f"{u};zero_gradients", "", "", "", "", u, u]

@@ -7,7 +7,8 @@ A robust accuracy is only an upper bound; these are the standard signs that it i
 * ``fgm_beats_pgd``: one gradient step does better than the iterative attack at the same ε;
 * ``unbounded_not_zero``: the attack at a huge radius (``UNBOUNDED_FACTOR`` × the largest ε) leaves more than
   ``UNBOUNDED_MAX_ACCURACY`` of a sample correct; with a box-bounded modality alone the box, not the
-  radius, may be what stops it, so read this one as a prompt to look;
+  radius, may be what stops it, so read this one as a prompt to look. Not raised where the attack already
+  leaves at most that fraction correct at the largest ε of its curve (:func:`breaks_nearly_all`);
 * ``zero_gradients``: the input gradient of the attack loss (CE on the fused logits) is exactly zero, or not
   finite, on more than ``ZERO_GRADIENT_FRACTION`` of a sample (rounding, quantisation, saturated layers);
 * ``randomness``: two identical runs of the (seeded) attack, or two forward passes, disagree: the model is
@@ -37,6 +38,7 @@ from ..attacks.native import input_gradients
 from ..contracts import ThreatModel, joint_l2_norm
 from ..data.base import TensorSplit
 from .evaluate import Measurement, attack_setting, correct_predictions, finite_rows
+from .threat_sets import ANY
 
 NON_MONOTONE = "non_monotone"
 FGM_BEATS_PGD = "fgm_beats_pgd"
@@ -179,6 +181,19 @@ def unbounded(
     return []
 
 
+def breaks_nearly_all(measurements: Sequence[Measurement], max_accuracy: float = UNBOUNDED_MAX_ACCURACY) -> bool:
+    """Whether the attack already leaves at most ``max_accuracy`` correct at the largest ε it was measured at.
+
+    Such an attack demonstrably breaks (nearly) every sample inside the grid, which is what the unbounded check
+    asks; its failure at ``UNBOUNDED_FACTOR`` × that ε would only say that steps scaled with ε overshoot (a step of
+    1000·ε lands on the box's corners), not that gradients are masked. The check is skipped for it, and
+    :func:`flag_rows` clears the flag on the stored rows of such a curve."""
+    if not measurements:
+        return False
+    top = max(measurements, key=lambda m: m.eps)
+    return top.n > 0 and top.accuracy <= max_accuracy
+
+
 def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Exactly equal, NaN in the same places counting as equal (NaN != NaN would read as randomness)."""
     return (
@@ -283,7 +298,7 @@ def check_attack(
             if fgm is not None:
                 flags += fgm_beats_pgd(fgm, measurements)
             largest = max(float(e) for e in eps_grid)
-            if largest > 0:
+            if largest > 0 and not breaks_nearly_all(measurements):
                 flags += unbounded(model, batch, labels, attack, threat, unbounded_factor * largest)
             if not strong:
                 flags += zero_gradients(model, batch, labels, threat)
@@ -314,7 +329,10 @@ def row_flags(flags: Iterable[Flag], eps: float | None) -> str:
 def flag_rows(frame: pd.DataFrame, z: float = Z) -> pd.Series:
     """Flags that follow from result rows alone (a run's or a sweep's): ``non_monotone`` within each curve and
     ``fgm_beats_pgd`` between the ``fgm`` and ``pgd_l2`` rows of one model and modality. Returns the
-    ``flags`` column, merged with the flags the rows already carry."""
+    ``flags`` column, merged with the flags the rows already carry, less ``unbounded_not_zero`` on a curve whose
+    largest-ε row shows the attack breaking nearly every sample (:func:`breaks_nearly_all`; a curve assembled
+    from several cells can show it where one cell's grid could not); an ``any`` row keeps that flag only while a
+    threat set's row at its ε still carries it."""
     existing = frame["flags"] if "flags" in frame else pd.Series("", index=frame.index)
     names = {i: set(filter(None, str(v).split(";"))) if isinstance(v, str) else set() for i, v in existing.items()}
     attacked = frame[frame["attack"] != "clean"].dropna(subset=["eps"])
@@ -325,6 +343,16 @@ def flag_rows(frame: pd.DataFrame, z: float = Z) -> pd.Series:
         index_of = dict(zip(rows["eps"].astype(float), rows.index))
         for flag in non_monotone(measured, z):
             names[index_of[flag.eps]].add(flag.name)
+        if str(rows["modality"].iloc[0]) != ANY and breaks_nearly_all(measured):
+            for i in rows.index:
+                names[i].discard(UNBOUNDED_NOT_ZERO)
+    is_any = attacked["modality"].astype(str) == ANY
+    set_keys = ["dataset", "defense", "seed", "checkpoint_sha256", "norm", "attack", "attack_config", "eps"]
+    for _key, group in attacked.groupby(set_keys, sort=False):
+        anys = group.index[is_any[group.index]]
+        if len(anys) and not any(UNBOUNDED_NOT_ZERO in names[i] for i in group.index.difference(anys)):
+            for i in anys:
+                names[i].discard(UNBOUNDED_NOT_ZERO)
     for _, group in attacked.groupby(model_keys, sort=False):
         fgm = group[group["attack"] == "fgm"]
         pgd = group[group["attack"] == "pgd_l2"]
@@ -360,4 +388,5 @@ __all__ = [
     "check_attack",
     "row_flags",
     "flag_rows",
+    "breaks_nearly_all",
 ]
