@@ -8,7 +8,7 @@ A robust accuracy is only an upper bound; these are the standard signs that it i
 * ``unbounded_not_zero``: the attack at a huge radius (``UNBOUNDED_FACTOR`` × the largest ε) leaves more than
   ``UNBOUNDED_MAX_ACCURACY`` of a sample correct; with a box-bounded modality alone the box, not the
   radius, may be what stops it, so read this one as a prompt to look. Not raised where the attack already
-  leaves at most that fraction correct at the largest ε of its curve (:func:`breaks_nearly_all`);
+  leaves at most that fraction correct at an ε of its curve (:func:`breaks_nearly_all`);
 * ``zero_gradients``: the input gradient of the attack loss (CE on the fused logits) is exactly zero, or not
   finite, on more than ``ZERO_GRADIENT_FRACTION`` of a sample (rounding, quantisation, saturated layers);
 * ``randomness``: two identical runs of the (seeded) attack, or two forward passes, disagree: the model is
@@ -182,16 +182,15 @@ def unbounded(
 
 
 def breaks_nearly_all(measurements: Sequence[Measurement], max_accuracy: float = UNBOUNDED_MAX_ACCURACY) -> bool:
-    """Whether the attack already leaves at most ``max_accuracy`` correct at the largest ε it was measured at.
+    """Whether the attack leaves at most ``max_accuracy`` correct at some ε it was measured at (the largest, on a
+    monotone curve).
 
     Such an attack demonstrably breaks (nearly) every sample inside the grid, which is what the unbounded check
-    asks; its failure at ``UNBOUNDED_FACTOR`` × that ε would only say that steps scaled with ε overshoot (a step of
-    1000·ε lands on the box's corners), not that gradients are masked. The check is skipped for it, and
-    :func:`flag_rows` clears the flag on the stored rows of such a curve."""
-    if not measurements:
-        return False
-    top = max(measurements, key=lambda m: m.eps)
-    return top.n > 0 and top.accuracy <= max_accuracy
+    asks; its failure at ``UNBOUNDED_FACTOR`` × the largest ε would only say that steps scaled with ε overshoot (a
+    step of 1000·ε lands on the box's corners), not that gradients are masked. The check is skipped for it, and
+    :func:`flag_rows` clears the flag on the stored rows of such a curve (so a cell skipped alone and a curve
+    assembled from several cells agree)."""
+    return any(m.n > 0 and m.accuracy <= max_accuracy for m in measurements)
 
 
 def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -329,9 +328,9 @@ def row_flags(flags: Iterable[Flag], eps: float | None) -> str:
 def flag_rows(frame: pd.DataFrame, z: float = Z) -> pd.Series:
     """Flags that follow from result rows alone (a run's or a sweep's): ``non_monotone`` within each curve and
     ``fgm_beats_pgd`` between the ``fgm`` and ``pgd_l2`` rows of one model and modality. Returns the
-    ``flags`` column, merged with the flags the rows already carry, less ``unbounded_not_zero`` on a curve whose
-    largest-ε row shows the attack breaking nearly every sample (:func:`breaks_nearly_all`; a curve assembled
-    from several cells can show it where one cell's grid could not); an ``any`` row keeps that flag only while a
+    ``flags`` column, merged with the flags the rows already carry, less ``unbounded_not_zero`` on a curve with a
+    row that shows the attack breaking nearly every sample (:func:`breaks_nearly_all`; a curve assembled from
+    several cells can show it where one cell's grid could not); an ``any`` row keeps that flag only while a
     threat set's row at its ε still carries it."""
     existing = frame["flags"] if "flags" in frame else pd.Series("", index=frame.index)
     names = {i: set(filter(None, str(v).split(";"))) if isinstance(v, str) else set() for i, v in existing.items()}
