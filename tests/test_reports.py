@@ -102,6 +102,22 @@ def test_table2_and_table3_columns_and_rows():
     assert [t.number for t in build_tables(rows[~rows["defense"].isin(["mmt", "crmt_mmt"])])] == [1, 2]
 
 
+def test_the_any_threat_is_a_table_column_only_where_a_table_attack_ran_with_it():
+    """Leaderboards measure ``any`` with the strong evaluation only: the paper's tables then have no empty ``any``
+    columns, and a sweep that ran PGD with ``any`` gets its column."""
+    rows = fixture_rows()
+    strong = rows[(rows["attack"] == "pgd_l2") & (rows["modality"] == "a") & (rows["eps"] == 1.0)].assign(
+        attack="autoattack", attack_config="autoattack(version='fast')", modality="any", eps=0.5
+    )
+    titles = [c.title for c in build_table(pd.concat([rows, strong], ignore_index=True), 2, "synthav").columns]
+    assert not any("any" in t for t in titles) and len(titles) == 7
+    pgd_any = rows[(rows["attack"] == "pgd_l2") & (rows["modality"] == "a") & (rows["eps"] == 1.0)].assign(
+        modality="any"
+    )
+    t2 = build_table(pd.concat([rows, pgd_any], ignore_index=True), 2, "synthav")
+    assert [c.key for c in t2.columns if c.modality == "any"] == ["pgd_l2_any_eps1"]
+
+
 def test_attack_configuration_choice_is_noted():
     rows = fixture_rows()
     extra = (

@@ -23,6 +23,7 @@ from .entries import ENTRY
 from .safe_text import markdown_cell, markdown_code
 from .stats import modality_name
 from .table_cells import (
+    ANY,
     FLAG_MARK,
     NORM_NAMES,
     SETTING_SEP,
@@ -38,7 +39,6 @@ STRONG = "autoattack"
 PAPER_ATTACK = "pgd_l2"
 PREFERRED_VERSION = "autoattack(version='standard')"
 HEADLINE_NORM = "l2"  # the paper's threat model, and the norm every page's ε is labelled in
-ANY = "any"
 Z = 2.0  # binomial standard deviations a PGD−autoattack gap must exceed to count as masking
 
 

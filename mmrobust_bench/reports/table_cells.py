@@ -20,6 +20,7 @@ from .stats import SeedSummary, cell_key, modality_name, summarize
 
 ALL = "all"
 NONE = "none"
+ANY = "any"  # per sample, the worst of each modality alone and all jointly (bench.threat_sets)
 ATTACK_TITLES = {"clean": "Clean", "fgm": "FGM", "pgd_l2": "PGD-ℓ2", "missing": "Missing"}
 
 
@@ -192,4 +193,5 @@ __all__ = [
     "paper_row_order",
     "setting_text",
     "single_modalities",
+    "ANY",
 ]

@@ -43,6 +43,7 @@ from .pivot import PIVOT_TITLE, pivot_columns, pivot_table, pivot_title
 from .safe_text import csv_safe, markdown_cell, markdown_code
 from .table_cells import (
     ALL,
+    ANY,
     ATTACK_TITLES,
     FLAG_MARK,
     NONE,
@@ -54,6 +55,7 @@ from .table_cells import (
     choose_attack_configs,
     flagged,
     fmt,
+    matching_rows,
     paper_row_order,
     single_modalities,
 )
@@ -129,7 +131,8 @@ def build_table(
     data, notes = choose_attack_configs(data)
     notes = [n for n in entry_notes if n.startswith(f"{dataset}:")] + notes
     modalities = single_modalities(data) or ["v", "a"]
-    columns = table_columns(number, modalities)
+    # ``any`` is no column of the paper's: shown only where an attack of the table was run with it
+    columns = [c for c in table_columns(number, modalities) if c.modality != ANY or not matching_rows(data, c).empty]
     labels = paper_row_order([lab for lab in data["defense"].astype(str).unique() if _in_table(number, lab)])
     their_name = paper_dataset(dataset)
     reported = _reported(number, paper, their_name, columns) if their_name else pd.DataFrame()
