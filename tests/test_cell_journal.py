@@ -8,6 +8,7 @@ import torch
 import mmrobust_bench.bench.evaluate as evaluate_module
 import mmrobust_bench.bench.sweep_units as sweep_module
 from mmrobust_bench.bench.cell_journal import JOURNAL_DIR, CellJournal
+from mmrobust_bench.bench.evaluate import BatchOutcome
 from mmrobust_bench.bench.sweep import build_plan, run_sweep
 
 SAMPLES, BATCH = 48, 16  # three batches a cell
@@ -123,10 +124,10 @@ def test_a_journal_is_read_only_for_its_own_cell_and_samples(tmp_path, caplog):
     labels = torch.tensor([3, 1, 4, 1])
     hits = torch.tensor([[True, False, True, True]])
     journal = CellJournal.open(tmp_path, IDENTITY)
-    journal.store_batch(2, labels, hits, [1.5], [{"breaks": {"apgd-ce": 1}}])
+    journal.store_batch(2, labels, BatchOutcome(hits, [1.5], [{"breaks": {"apgd-ce": 1}}], [1]))
     stored = CellJournal.open(tmp_path, IDENTITY).batch(2, labels)
     assert stored is not None and torch.equal(stored.hits, hits)
-    assert stored.seconds == [1.5] and stored.details == [{"breaks": {"apgd-ce": 1}}]
+    assert stored.seconds == [1.5] and stored.details == [{"breaks": {"apgd-ce": 1}}] and stored.non_finite == [1]
     assert CellJournal.open(tmp_path, IDENTITY).batch(1, labels) is None  # not stored
     assert CellJournal.open(tmp_path, {**IDENTITY, "batch_size": 8}).batch(2, labels) is None  # another measurement
     assert CellJournal.open(tmp_path, IDENTITY).batch(2, torch.tensor([3, 1, 4, 2])) is None  # other samples

@@ -29,7 +29,7 @@ from mmrobust_bench.bench.checkpoints import (
     save_resume,
     save_stage,
 )
-from mmrobust_bench.bench.evaluate import clean_accuracy
+from mmrobust_bench.bench.evaluate import clean_accuracy, robust_accuracy
 from mmrobust_bench.bench.train import check_finite_epoch
 from mmrobust_bench.certify.radii import certify, radius_from
 from mmrobust_bench.certify.smoothing import SmoothingConfig, smooth_certify
@@ -246,6 +246,42 @@ def test_nan_logits_under_attack_flag_that_row_only():
     frame = mmr.evaluate(wrapped(Breaker()), loader(), attack="fgm", modality="audio", eps=[0.5, 20.0])
     assert frame["flags"].tolist() == ["", "", "non_finite"]
     assert frame["accuracy"].iloc[2] == 0.0  # NaN counts as wrong, never as class 0
+
+
+class BreaksLate(Linear):
+    """NaN on a moved audio (a coordinate outside [0.3, 0.7], where the data lie) of a sample whose first video
+    coordinate is marked (> 0.65): :func:`late_breakers` marks only samples past the first 64."""
+
+    def forward(self, audio, video):
+        logits = super().forward(audio, video)
+        moved = ((audio < 0.3 - 1e-6) | (audio > 0.7 + 1e-6)).any(1, keepdim=True)
+        marked = video[:, :1] > 0.65
+        return torch.where(moved & marked, torch.full_like(logits, math.nan), logits)
+
+
+def late_breakers(n: int = 80, late: int = 64) -> DataLoader:
+    audio, video, labels = inputs(n)
+    video[:, 0] = 0.31
+    video[late:, 0] = 0.69
+    return DataLoader(TensorDataset(audio, video, labels), batch_size=16)
+
+
+def test_nan_logits_under_attack_are_counted_on_every_attacked_sample_and_every_eps():
+    """FGM at ε ≥ 1 moves some audio coordinate by at least ε/√6 > 0.4, out of [0.3, 0.7] for sure: the 16 marked
+    samples (all past the first 64, where the other checks look) break down there, and each such row, not only
+    the largest ε's, says so."""
+    frame = mmr.evaluate(wrapped(BreaksLate()), late_breakers(), attack="fgm", modality="audio", eps=[1.0, 2.0])
+    assert frame["flags"].tolist() == ["", "non_finite", "non_finite"]
+    measured = robust_accuracy(
+        wrapped(BreaksLate()),
+        [({"audio": a, "video": v}, y) for a, v, y in late_breakers()],
+        build_attack("fgm", wrapped(BreaksLate()).specs),
+        ThreatModel(("audio",), 1.0),
+        [1.0],
+        0,
+        torch.device("cpu"),
+    )
+    assert measured[0].non_finite == 16
 
 
 def test_randomness_is_not_raised_by_nan_equal_nan():

@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..io import atomic_path, atomic_write_json, stable_hash
+from .evaluate import BatchOutcome
 
 log = logging.getLogger(__name__)
 
 JOURNAL_DIR = "partial"  # under the sweep root, beside results.csv
+FORMAT = 1  # of the files: part of a journal's identity, so a journal in another format is never read
 IDENTITY_FILE = "identity.json"
 CHECKS_FILE = "checks.json"
-
-
-@dataclass(frozen=True)
-class StoredBatch:
-    """One finished batch: each sample's correctness per ε (R, b), the seconds per ε, what the attack reported."""
-
-    hits: Tensor
-    seconds: list[float]
-    details: list[dict | None]
 
 
 class CellJournal:
@@ -56,7 +48,8 @@ class CellJournal:
     def open(cls, root: str | Path, identity: Mapping[str, Any]) -> CellJournal:
         """The journal of the cell ``identity`` describes, under ``root/partial``; its identity is written on the
         first batch stored."""
-        return cls(Path(root) / JOURNAL_DIR / stable_hash(dict(identity)), identity)
+        identity = {**identity, "journal_format": FORMAT}
+        return cls(Path(root) / JOURNAL_DIR / stable_hash(identity), identity)
 
     def _batch_path(self, step: int) -> Path:
         return self.folder / f"batch-{int(step):06d}.safetensors"
@@ -68,7 +61,7 @@ class CellJournal:
             return False
         return bool(stored == json.loads(json.dumps(self.identity, sort_keys=True, default=str)))
 
-    def batch(self, step: int, labels: Tensor) -> StoredBatch | None:
+    def batch(self, step: int, labels: Tensor) -> BatchOutcome | None:
         """Batch ``step`` as stored, or None when it is not (or is unreadable, or was made on other labels)."""
         path = self._batch_path(step)
         if not path.is_file() or not self._matches():
@@ -76,26 +69,29 @@ class CellJournal:
         try:
             tensors = load_file(str(path))
             meta = json.loads((self.folder / f"{path.stem}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, SafetensorError) as exc:
+            seconds, details, bad = list(meta["seconds"]), list(meta["details"]), list(meta["non_finite"])
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
             log.warning("journal %s: batch %d is unreadable (%s); measuring it again", self.folder, step, exc)
             return None
         if not torch.equal(tensors["labels"], labels.detach().cpu().to(torch.int64)):
             log.warning("journal %s: batch %d was stored for other samples; measuring it again", self.folder, step)
             return None
         self.restored += 1
-        return StoredBatch(tensors["hits"].to(torch.bool), [float(s) for s in meta["seconds"]], list(meta["details"]))
+        hits = tensors["hits"].to(device=labels.device, dtype=torch.bool)
+        return BatchOutcome(hits, [float(s) for s in seconds], details, [int(b) for b in bad])
 
-    def store_batch(
-        self, step: int, labels: Tensor, hits: Tensor, seconds: Sequence[float], details: Sequence[dict | None]
-    ) -> None:
+    def store_batch(self, step: int, labels: Tensor, outcome: BatchOutcome) -> None:
         """Keep batch ``step``: its JSON first, then its tensors (a batch counts as stored once both are there)."""
         if not (self.folder / IDENTITY_FILE).is_file():
             atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
         path = self._batch_path(step)
-        atomic_write_json(
-            self.folder / f"{path.stem}.json", {"seconds": [float(s) for s in seconds], "details": list(details)}
-        )
-        tensors = {"labels": labels.detach().cpu().to(torch.int64), "hits": hits.detach().cpu().to(torch.uint8)}
+        meta = {
+            "seconds": [float(s) for s in outcome.seconds],
+            "details": list(outcome.details),
+            "non_finite": [int(b) for b in outcome.non_finite],
+        }
+        atomic_write_json(self.folder / f"{path.stem}.json", meta)
+        tensors = {"labels": labels.detach().cpu().to(torch.int64), "hits": outcome.hits.detach().cpu().to(torch.uint8)}
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
@@ -121,4 +117,4 @@ class CellJournal:
             self.folder.parent.rmdir()
 
 
-__all__ = ["CellJournal", "JOURNAL_DIR", "StoredBatch"]
+__all__ = ["CellJournal", "JOURNAL_DIR"]

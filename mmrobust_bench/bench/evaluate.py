@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -49,7 +49,7 @@ class Measurement:
     seconds: float
     outcomes: Tensor | None = None
     details: dict | None = None
-    non_finite: int = 0  # samples whose logits were NaN or inf: counted wrong, and flagged ``non_finite``
+    non_finite: int = 0  # samples whose logits (on the attack's outputs at ε) were NaN or inf: counted wrong, flagged
 
     @property
     def accuracy(self) -> float:
@@ -149,11 +149,20 @@ class BatchJournal(Protocol):
 
     restored: int
 
-    def batch(self, step: int, labels: Tensor) -> Any: ...  # a stored (hits, seconds, details) or None
+    def batch(self, step: int, labels: Tensor) -> BatchOutcome | None: ...
 
-    def store_batch(
-        self, step: int, labels: Tensor, hits: Tensor, seconds: Sequence[float], details: Sequence[dict | None]
-    ) -> None: ...
+    def store_batch(self, step: int, labels: Tensor, outcome: BatchOutcome) -> None: ...
+
+
+@dataclass
+class BatchOutcome:
+    """One batch under an attack at every ε of a grid: each sample's correctness (R, B), the seconds per ε, what the
+    attack reported per ε (``take_breaks``) and how many samples' logits on its outputs were NaN or inf per ε."""
+
+    hits: Tensor
+    seconds: list[float]
+    details: list[dict | None]
+    non_finite: list[int]
 
 
 def attack_batch(
@@ -163,10 +172,10 @@ def attack_batch(
     grid: Sequence[float],
     batch: Mapping[str, Tensor],
     labels: Tensor,
-) -> tuple[Tensor, list[float], list[dict | None]]:
-    """One batch under ``attack`` at every ε of ``grid``: each sample's correctness (R, B), the seconds per ε and
-    what the attack reports per ε (``take_breaks``). Attacks that take a per-sample ε run the grid as one batch
-    of R copies, which gives exactly the numbers of R separate runs. The body of :func:`robust_accuracy`'s loop."""
+) -> BatchOutcome:
+    """One batch under ``attack`` at every ε of ``grid`` (:class:`BatchOutcome`). Attacks that take a per-sample ε
+    run the grid as one batch of R copies, which gives exactly the numbers of R separate runs. The body of
+    :func:`robust_accuracy`'s loop."""
     r, b = len(grid), labels.shape[0]
     take = getattr(attack, "take_breaks", None)
     if callable(take):
@@ -177,19 +186,23 @@ def attack_batch(
         start = time.perf_counter()
         adv = attack(model, rep, labels.repeat(r), threat, eps)
         with torch.no_grad():
-            hits = correct_predictions(model(adv).logits, labels.repeat(r)).view(r, b)
+            logits = model(adv).logits
+            hits = correct_predictions(logits, labels.repeat(r)).view(r, b)
+            bad = (~finite_rows(logits)).view(r, b).sum(1).tolist()
         elapsed = time.perf_counter() - start
         details = take() if callable(take) else None
-        return hits, [elapsed / r] * r, [details] * r
-    rows, seconds, details = [], [], []
+        return BatchOutcome(hits, [elapsed / r] * r, [details] * r, [int(x) for x in bad])
+    rows, seconds, reports, bad = [], [], [], []
     for e in grid:
         start = time.perf_counter()
         adv = attack(model, dict(batch), labels, threat.with_eps(e))
         with torch.no_grad():
-            rows.append(correct_predictions(model(adv).logits, labels))
+            logits = model(adv).logits
+            rows.append(correct_predictions(logits, labels))
+            bad.append(int((~finite_rows(logits)).sum()))
         seconds.append(time.perf_counter() - start)
-        details.append(take() if callable(take) else None)
-    return torch.stack(rows), seconds, details
+        reports.append(take() if callable(take) else None)
+    return BatchOutcome(torch.stack(rows), seconds, reports, bad)
 
 
 def merge_details(total: dict | None, part: dict | None) -> dict | None:
@@ -235,6 +248,7 @@ def robust_accuracy(
     model.eval()
     grid = [float(e) for e in eps_grid] if attack.norm_bounded else [0.0]
     correct = [0] * len(grid)
+    bad = [0] * len(grid)
     seconds = [0.0] * len(grid)
     details: list[dict | None] = [None] * len(grid)
     per_batch: list[Tensor] = []
@@ -250,24 +264,24 @@ def robust_accuracy(
     )
     seen = 0
     with attack_setting(model, attack, threat):
-        for step, (batch, labels) in batches:
-            stored = journal.batch(step, labels) if journal is not None else None
-            if stored is not None:
-                hits, took, reported = stored.hits.to(labels.device), stored.seconds, stored.details
-            else:
-                hits, took, reported = attack_batch(model, attack, threat, grid, batch, labels)
+        for index, (batch, labels) in batches:
+            outcome = journal.batch(index, labels) if journal is not None else None
+            if outcome is None:
+                outcome = attack_batch(model, attack, threat, grid, batch, labels)
                 if journal is not None:
-                    journal.store_batch(step, labels, hits, took, reported)
+                    journal.store_batch(index, labels, outcome)
             for i in range(len(grid)):
-                correct[i] += int(hits[i].sum())
-                seconds[i] += took[i]
-                details[i] = merge_details(details[i], reported[i])
-            per_batch.append(hits.cpu())
+                correct[i] += int(outcome.hits[i].sum())
+                bad[i] += outcome.non_finite[i]
+                seconds[i] += outcome.seconds[i]
+                details[i] = merge_details(details[i], outcome.details[i])
+            per_batch.append(outcome.hits.cpu())
             seen += int(labels.shape[0])
             bar.update(1 if batched else len(grid))
     bar.close()
-    merged = distributed.all_sum(correct + seconds + [seen])
-    correct, seconds = [int(c) for c in merged[: len(grid)]], merged[len(grid) : -1]
+    r = len(grid)
+    merged = distributed.all_sum(correct + bad + seconds + [seen])
+    correct, bad, seconds = [int(c) for c in merged[:r]], [int(c) for c in merged[r : 2 * r]], merged[2 * r : -1]
     n = len(split) if isinstance(split, Split) else int(merged[-1])
     if distributed.current().active:  # every rank's report, summed from scratch in rank order
         shares, details = distributed.all_gather(details), [None] * len(grid)
@@ -285,7 +299,8 @@ def robust_accuracy(
         f" ({resumed} finished batches read from a stopped run's journal)" if resumed else "",
     )
     return [
-        Measurement(e, c, n, s, per_sample[i], details[i]) for i, (e, c, s) in enumerate(zip(grid, correct, seconds))
+        Measurement(e, c, n, s, per_sample[i], details[i], non_finite=bad[i])
+        for i, (e, c, s) in enumerate(zip(grid, correct, seconds))
     ]
 
 
@@ -369,7 +384,7 @@ def minimal_norm_curve(
         )
     model.eval()
     wide = threat.with_eps(radius)
-    norms = []
+    norms, broken = [], []
     start = time.perf_counter()
     with attack_setting(model, attack, threat):
         for batch, labels in progress_bar(
@@ -383,7 +398,9 @@ def minimal_norm_curve(
             adv = attack(model, batch, labels, wide)
             with torch.no_grad():
                 clean_ok = correct_predictions(model(batch).logits, labels)
-                still_ok = correct_predictions(model(adv).logits, labels)
+                adv_logits = model(adv).logits
+                still_ok = correct_predictions(adv_logits, labels)
+            broken.append((~finite_rows(adv_logits)).cpu())
             size = perturbation_norm(batch, adv, threat)
             norms.append(
                 torch.where(
@@ -393,10 +410,22 @@ def minimal_norm_curve(
     seconds = distributed.all_sum([time.perf_counter() - start])[0]
     d = distributed.current()
     if d.active:  # every rank's per-batch norms, back in split order (batch k came from rank k mod W)
-        shares = distributed.all_gather(norms)
-        norms = [shares[k % d.world_size][k // d.world_size] for k in range(sum(len(x) for x in shares))]
+        shares, bad_shares = distributed.all_gather(norms), distributed.all_gather(broken)
+        order = [(k % d.world_size, k // d.world_size) for k in range(sum(len(x) for x in shares))]
+        norms, broken = [shares[r][i] for r, i in order], [bad_shares[r][i] for r, i in order]
     norms_all = torch.cat(norms) if norms else torch.zeros(0)
-    measurements = [Measurement(e, int((norms_all > e).sum()), len(split), seconds / len(grid)) for e in grid]
+    broken_all = torch.cat(broken) if broken else torch.zeros(0, dtype=torch.bool)
+    # a sample whose logits broke down on its adversarial input counts as misclassified from its norm on
+    measurements = [
+        Measurement(
+            e,
+            int((norms_all > e).sum()),
+            len(split),
+            seconds / len(grid),
+            non_finite=int((broken_all & (norms_all <= e)).sum()),
+        )
+        for e in grid
+    ]
     log.info(
         "%s minimal norms on %s: %d samples in %.1f s (radius %g)",
         attack.describe(),
@@ -413,6 +442,7 @@ __all__ = [
     "MinimalNormCurve",
     "attack_setting",
     "attack_batch",
+    "BatchOutcome",
     "merge_details",
     "clean_accuracy",
     "correct_predictions",

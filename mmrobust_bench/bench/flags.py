@@ -14,9 +14,10 @@ A robust accuracy is only an upper bound; these are the standard signs that it i
 * ``randomness``: two identical runs of the (seeded) attack, or two forward passes, disagree: the model is
   stochastic and needs expectation over transformation;
 * ``non_finite``: the model's logits are NaN or inf on clean samples (every row of the run: such a model's
-  accuracies are not measurements, and the other checks are skipped) or on the attack's outputs at the largest
-  ε (that row). Such samples count as wrong (``bench.evaluate.correct_predictions``), never as the argmax of
-  NaN; a clean row carries the flag when any test sample's logits were not finite (:func:`clean_row_flags`).
+  accuracies are not measurements, and the other checks are skipped) or on the attack's outputs at an ε (that
+  row; counted over every attacked sample as it was measured). Such samples count as wrong
+  (``bench.evaluate.correct_predictions``), never as the argmax of NaN; a clean row carries the flag when any
+  test sample's logits were not finite (:func:`clean_row_flags`).
 
 Each flag belongs to one ε row or to every row of a run; result rows carry their flag names joined by ";".
 """
@@ -240,24 +241,19 @@ def non_finite_clean(model: nn.Module, batch, labels: torch.Tensor) -> list[Flag
     return []
 
 
-def non_finite_adversarial(
-    model: nn.Module, batch, labels: torch.Tensor, attack: Attack, threat: ThreatModel, eps: float | None
-) -> list[Flag]:
-    """The model's logits on the attack's outputs (at ``threat``'s ε; the row ``eps``, None for every row) must
-    be numbers."""
-    adv = attack(model, batch, labels, threat)
-    bad = _bad_logits(model, adv)
-    if bad:
-        return [
-            Flag(
-                NON_FINITE,
-                f"the model's logits are NaN or inf on {bad} of {labels.shape[0]} attacked samples: "
-                f"counted as misclassified, but there the model breaks down rather than being "
-                f"fooled",
-                eps,
-            )
-        ]
-    return []
+def non_finite_adversarial(measurements: Sequence[Measurement], norm_bounded: bool = True) -> list[Flag]:
+    """Each ε row whose measurement met NaN or inf logits on the attack's outputs (counted over every attacked
+    sample as it was measured, :attr:`Measurement.non_finite`); an attack without a budget flags every row."""
+    return [
+        Flag(
+            NON_FINITE,
+            f"the model's logits are NaN or inf on {m.non_finite} of {m.n} attacked samples: counted as "
+            f"misclassified, but there the model breaks down rather than being fooled",
+            m.eps if norm_bounded else None,
+        )
+        for m in measurements
+        if m.non_finite
+    ]
 
 
 def clean_row_flags(clean: Measurement) -> str:
@@ -279,9 +275,9 @@ def check_attack(
     unbounded_factor: float = UNBOUNDED_FACTOR,
 ) -> list[Flag]:
     """Every flag for one attack's run over ``eps_grid``: from its ``measurements`` (and FGM's at the same
-    ε, when given), plus the unbounded, gradient, randomness and non-finite checks on the first ``samples``
-    samples. A model whose clean logits are not finite gets the ``non_finite`` flag alone: every other check
-    would only describe NaN."""
+    ε, when given; their non-finite counts included), plus the unbounded, gradient and randomness checks on the
+    first ``samples`` samples. A model whose clean logits are not finite gets the ``non_finite`` flag alone:
+    every other check would only describe NaN."""
     model.eval()
     strong = getattr(attack, "masking_resistant", False)  # autoattack: DLR and Square see past masked gradients
     flags: list[Flag] = []
@@ -303,9 +299,7 @@ def check_attack(
                 flags += zero_gradients(model, batch, labels, threat)
             threat = threat.with_eps(largest)
         flags += randomness(model, few, labels[:RANDOMNESS_SAMPLES], attack, threat)
-        flags += non_finite_adversarial(
-            model, batch, labels, attack, threat, threat.eps if attack.norm_bounded else None
-        )
+    flags += non_finite_adversarial(measurements, attack.norm_bounded)
     return [replace(f, strong=True) for f in flags] if strong else flags
 
 
