@@ -139,3 +139,31 @@ def test_a_journal_is_read_only_for_its_own_cell_and_samples(tmp_path, caplog):
     assert "unreadable" in caplog.text
     journal.discard()
     assert not (tmp_path / JOURNAL_DIR).exists()
+
+
+def test_a_journal_that_cannot_be_written_costs_the_resume_not_the_measurement(tmp_path, caplog):
+    """A worker that finished the same cell removed the folder, or the disk is full: the batch is measured all the
+    same, with a warning."""
+    journal = CellJournal.open(tmp_path, IDENTITY)
+    journal.folder.parent.mkdir(parents=True)
+    journal.folder.write_text("a file where the folder goes")  # every write under it fails
+    labels = torch.tensor([0, 1])
+    journal.store_batch(0, labels, BatchOutcome(torch.tensor([[True, False]]), [0.1], [None], [0]))
+    journal.store_checks([])
+    assert "could not keep batch 0" in caplog.text and "could not keep the validity checks" in caplog.text
+    assert journal.batch(0, labels) is None
+
+
+def test_a_cell_resumed_on_another_machine_is_measured_again(tmp_path, monkeypatch):
+    """The journal's identity holds the machine's provenance (CPU capability, torch build, device name): batches
+    kept on one node are not mixed into a row finished on another."""
+    plan = build_plan({**CONFIG, "grid": CONFIG["grid"][:1]}, certify=False)
+    counting(monkeypatch, stop_at=2)
+    with pytest.raises(Stop):
+        run_sweep(plan, root=tmp_path, progress=False)
+    real = sweep_module.row_provenance
+    monkeypatch.setattr(sweep_module, "row_provenance", lambda device: {**real(device), "cpu_capability": "other"})
+    calls = counting(monkeypatch)
+    run_sweep(plan, root=tmp_path, progress=False)
+    assert len(calls) == 3
+    assert not (tmp_path / JOURNAL_DIR).exists()  # the first machine's journal went with the stored rows

@@ -116,6 +116,11 @@ def test_the_any_threat_is_a_table_column_only_where_a_table_attack_ran_with_it(
     )
     t2 = build_table(pd.concat([rows, pgd_any], ignore_index=True), 2, "synthav")
     assert [c.key for c in t2.columns if c.modality == "any"] == ["pgd_l2_any_eps1"]
+    # run for the transformers only: Table 3's column, not Table 2's
+    mmt_any = pgd_any[pgd_any["defense"].isin(["mmt", "crmt_mmt"])]
+    both = pd.concat([rows, mmt_any], ignore_index=True)
+    assert not [c for c in build_table(both, 2, "synthav").columns if c.modality == "any"]
+    assert [c.key for c in build_table(both, 3, "synthav").columns if c.modality == "any"] == ["pgd_l2_any_eps1"]
 
 
 def test_attack_configuration_choice_is_noted():

@@ -530,3 +530,19 @@ def test_retrain_states_an_eta_allowance_in_the_relative_units_of_its_difference
     assert judged["status"] == "within spread"
     (outside,) = vr._judge_spread([dict(item, reproduced=2.7)], spread, 2.0, 0.01).to_dict("records")
     assert outside["difference"] == pytest.approx(0.5 / 2.2) and outside["status"] == "OUTSIDE"
+
+
+def test_the_scratch_drops_the_cell_journals_of_an_interrupted_verify(tmp_path):
+    """verify re-measures: batches an interrupted verify kept in its scratch are not read back as measurements."""
+    from mmrobust_bench.bench.cell_journal import JOURNAL_DIR
+    from mmrobust_bench.bench.sweep import build_plan
+    from mmrobust_bench.bench.verify_measure import SCRATCH_MARK, scratch_root
+
+    plan = build_plan({"dataset": "synthav", "dataset_set": {"n_train": 64, "n_test": 16}, "defenses": ["jt"]})
+    root, scratch = tmp_path / "runs", tmp_path / "scratch"
+    root.mkdir()
+    (scratch / JOURNAL_DIR / "abc").mkdir(parents=True)
+    (scratch / JOURNAL_DIR / "abc" / "batch-000000.json").write_text("{}")
+    (scratch / SCRATCH_MARK).touch()
+    with scratch_root(plan, root, scratch):
+        assert not (scratch / JOURNAL_DIR).exists()

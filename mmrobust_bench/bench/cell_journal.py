@@ -81,7 +81,16 @@ class CellJournal:
         return BatchOutcome(hits, [float(s) for s in seconds], details, [int(b) for b in bad])
 
     def store_batch(self, step: int, labels: Tensor, outcome: BatchOutcome) -> None:
-        """Keep batch ``step``: its JSON first, then its tensors (a batch counts as stored once both are there)."""
+        """Keep batch ``step``: its JSON first, then its tensors (a batch counts as stored once both are there).
+
+        Best effort: a journal that cannot be written (a full disk; the folder removed by a worker that finished
+        the same cell, as a Ray ``any`` cell and a set's own cell can) costs the resume, never the measurement."""
+        try:
+            self._store_batch(step, labels, outcome)
+        except OSError as exc:
+            log.warning("journal %s: could not keep batch %d (%s); the cell goes on without it", self.folder, step, exc)
+
+    def _store_batch(self, step: int, labels: Tensor, outcome: BatchOutcome) -> None:
         if not (self.folder / IDENTITY_FILE).is_file():
             atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
         path = self._batch_path(step)
@@ -106,13 +115,24 @@ class CellJournal:
             return None
 
     def store_checks(self, flags: Sequence[Mapping[str, Any]]) -> None:
-        if not (self.folder / IDENTITY_FILE).is_file():
-            atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
-        atomic_write_json(self.folder / CHECKS_FILE, {"flags": [dict(f) for f in flags]})
+        """Keep the cell's validity flags (each a Flag's fields); best effort, as :meth:`store_batch`."""
+        try:
+            if not (self.folder / IDENTITY_FILE).is_file():
+                atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
+            atomic_write_json(self.folder / CHECKS_FILE, {"flags": [dict(f) for f in flags]})
+        except OSError as exc:
+            log.warning("journal %s: could not keep the validity checks (%s)", self.folder, exc)
 
     def discard(self) -> None:
-        """Remove the journal (the cell's rows are stored); its ``partial`` parent too once empty."""
+        """Remove the journal (the cell's rows are stored), and the journals other settings left for the same rows
+        (another machine's, another thread count's: the rows they were for are stored now); the ``partial``
+        parent too once empty."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        rows = json.loads(json.dumps(self.identity.get("rows"), default=str))
+        for other in self.folder.parent.glob(f"*/{IDENTITY_FILE}") if rows is not None else ():
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(other.read_text(encoding="utf-8")).get("rows") == rows:
+                    shutil.rmtree(other.parent, ignore_errors=True)
         with contextlib.suppress(OSError):  # other cells' journals are still there
             self.folder.parent.rmdir()
 

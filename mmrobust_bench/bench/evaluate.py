@@ -400,7 +400,7 @@ def minimal_norm_curve(
                 clean_ok = correct_predictions(model(batch).logits, labels)
                 adv_logits = model(adv).logits
                 still_ok = correct_predictions(adv_logits, labels)
-            broken.append((~finite_rows(adv_logits)).cpu())
+            broken.append((clean_ok & ~finite_rows(adv_logits)).cpu())  # a sample already wrong is not the attack's
             size = perturbation_norm(batch, adv, threat)
             norms.append(
                 torch.where(

@@ -36,6 +36,7 @@ from .certification import (
     smoothed_label,
 )
 from .configs import ModelConfig
+from .environment import row_provenance
 from .evaluate import Measurement, clean_accuracy, robust_accuracy
 from .flags import Flag, check_attack, clean_row_flags, flag_rows, row_flags
 from .result_readers import read_rows
@@ -470,16 +471,17 @@ def cell_journal(
     results_path: Path, common: dict[str, Any], keys: Sequence[tuple], batch_size: int, samples: int
 ) -> CellJournal | None:
     """The journal of a cell whose rows go to ``results_path`` (None under torchrun, whose ranks share batches):
-    named by everything that could make its stored batches another measurement's."""
+    named by everything that could make its stored batches another measurement's, the machine's provenance
+    included (a job resumed on another node starts the cell again). Like stored rows, it is keyed by the suite's
+    version, not its source: a resume after editing the code continues with the new code."""
     if distributed.current().active:
         return None
     identity = {
         **{k: str(v) for k, v in common.items()},  # the model, its checkpoint, device, dtype, the suite's version
+        **row_provenance(common["device"]),  # torch, its build, the CPU capability, the device's name, threads
         "rows": [[str(v) for v in k] for k in keys],  # as text: a ``missing`` cell's ε is NaN, which JSON refuses
         "batch_size": int(batch_size),
         "samples": int(samples),
-        "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
     }
     return CellJournal.open(results_path.parent, identity)
 

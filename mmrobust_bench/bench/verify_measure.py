@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .cell_journal import JOURNAL_DIR
 from .certification import CERTIFIED_CSV, ETA_PAIRS_CSV, read_certified, with_provenance_defaults
 from .environment import PROVENANCE_COLUMNS
 from .result_readers import read_rows, read_table
@@ -128,6 +129,7 @@ def scratch_root(
     (scratch / SCRATCH_MARK).touch()
     for name in ("results.csv", CERTIFIED_CSV, ETA_PAIRS_CSV):
         (scratch / name).unlink(missing_ok=True)
+    shutil.rmtree(scratch / JOURNAL_DIR, ignore_errors=True)  # an interrupted verify's batches: measured again
     threads_before = torch.get_num_threads()
     try:
         share_datasets(root, scratch)

@@ -131,9 +131,10 @@ def build_table(
     data, notes = choose_attack_configs(data)
     notes = [n for n in entry_notes if n.startswith(f"{dataset}:")] + notes
     modalities = single_modalities(data) or ["v", "a"]
-    # ``any`` is no column of the paper's: shown only where an attack of the table was run with it
-    columns = [c for c in table_columns(number, modalities) if c.modality != ANY or not matching_rows(data, c).empty]
     labels = paper_row_order([lab for lab in data["defense"].astype(str).unique() if _in_table(number, lab)])
+    # ``any`` is no column of the paper's: shown only where an attack of the table was run with it on its entries
+    mine = data[data["defense"].astype(str).isin(labels)]
+    columns = [c for c in table_columns(number, modalities) if c.modality != ANY or not matching_rows(mine, c).empty]
     their_name = paper_dataset(dataset)
     reported = _reported(number, paper, their_name, columns) if their_name else pd.DataFrame()
 
