@@ -296,7 +296,9 @@ def robust_accuracy(
         n,
         len(grid),
         sum(seconds),
-        f" ({resumed} finished batches read from a stopped run's journal)" if resumed else "",
+        f" ({resumed} finished batch{'es' if resumed > 1 else ''} read from a stopped run's journal)"
+        if resumed
+        else "",
     )
     return [
         Measurement(e, c, n, s, per_sample[i], details[i], non_finite=bad[i])
