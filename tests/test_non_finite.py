@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import mmrobust_bench as mmr
-from mmrobust_bench.attacks import build_attack
+from mmrobust_bench.attacks import Attack, build_attack
 from mmrobust_bench.bench import flags as F
 from mmrobust_bench.bench.checkpoints import (
     RESUME_FILE,
@@ -29,7 +29,7 @@ from mmrobust_bench.bench.checkpoints import (
     save_resume,
     save_stage,
 )
-from mmrobust_bench.bench.evaluate import clean_accuracy, robust_accuracy
+from mmrobust_bench.bench.evaluate import clean_accuracy, minimal_norm_curve, robust_accuracy
 from mmrobust_bench.bench.train import check_finite_epoch
 from mmrobust_bench.certify.radii import certify, radius_from
 from mmrobust_bench.certify.smoothing import SmoothingConfig, smooth_certify
@@ -46,6 +46,7 @@ from helpers import flat_specs, linear_model
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 K = 3
+CPU = torch.device("cpu")
 DA, DV = 6, 4
 N = 12
 LIMIT = 2.0  # Breaker's logits are NaN where any input's magnitude exceeds this
@@ -282,6 +283,33 @@ def test_nan_logits_under_attack_are_counted_on_every_attacked_sample_and_every_
         torch.device("cpu"),
     )
     assert measured[0].non_finite == 16
+
+
+class Push(Attack):
+    """A minimal-norm attack that moves every sample's audio by 1.5 along its first coordinate: a known norm."""
+
+    name = "push"
+    minimal_norm = True
+
+    def perturb(self, model, batch, labels, threat, eps, *, targets=None):
+        audio = batch["audio"].clone()
+        audio[:, 0] += 1.5
+        return {"audio": audio}
+
+
+def test_a_minimal_norm_curve_counts_nan_logits_on_clean_correct_samples_inside_each_eps():
+    """Push moves every sample by exactly 1.5; BreaksLate's logits are NaN on the 16 marked samples it moves. From
+    ε = 1.5 on, each marked sample the model classified correctly counts as broken down (never one already wrong),
+    and below 1.5 none does."""
+    model = wrapped(BreaksLate())
+    audio, video, labels = next(iter(DataLoader(late_breakers().dataset, batch_size=80)))
+    split = TensorSplit({"audio": audio, "video": video}, labels)
+    with torch.no_grad():
+        correct = model({"audio": audio, "video": video}).logits.argmax(1) == labels
+    expected = int(correct[64:].sum())
+    assert 0 < expected and int((~correct[64:]).sum()) > 0  # marked samples both right and wrong: the guard shows
+    curve = minimal_norm_curve(model, split, Push(model.specs), ThreatModel(("audio",), 1.0), [1.0, 2.0], 80, CPU)
+    assert [m.non_finite for m in curve.measurements] == [0, expected]
 
 
 def test_randomness_is_not_raised_by_nan_equal_nan():
