@@ -307,7 +307,7 @@ def test_a_minimal_norm_curve_counts_nan_logits_on_clean_correct_samples_inside_
     with torch.no_grad():
         correct = model({"audio": audio, "video": video}).logits.argmax(1) == labels
     expected = int(correct[64:].sum())
-    assert 0 < expected and int((~correct[64:]).sum()) > 0  # marked samples both right and wrong: the guard shows
+    assert expected > 0 and int((~correct[64:]).sum()) > 0  # marked samples both right and wrong: the guard shows
     curve = minimal_norm_curve(model, split, Push(model.specs), ThreatModel(("audio",), 1.0), [1.0, 2.0], 80, CPU)
     assert [m.non_finite for m in curve.measurements] == [0, expected]
 
