@@ -5,9 +5,10 @@ unfinished batch instead of from its start. A strong evaluation of a slow model 
 Exact by construction: every attack call reseeds the RNGs from the attack's seed (``attacks.base.preserved_state``),
 so a batch's outcome depends only on its samples, the model and the attack, and a resumed cell gives the numbers of
 an uninterrupted one. The journal's folder is named by a hash of everything that could make a stored batch another
-cell's (the cell's row keys, the batch size, the samples, threads, dtype, device, the suite's and torch's versions);
-a stored batch whose labels differ from the batch read now is refused and measured again. Files are safetensors and
-JSON, each written atomically; the folder is removed once the cell's rows are stored."""
+cell's (the cell's row keys, the batch size, the samples, threads, dtype, device, the suite's and torch's versions,
+torch's build, the CPU capability and the device's name); a stored batch whose labels differ from the batch read
+now is refused and measured again. Files are safetensors and JSON, each written atomically; the folder is removed
+once the cell's rows are stored."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class CellJournal:
     def __init__(self, folder: Path, identity: Mapping[str, Any]) -> None:
         self.folder = folder
         self.identity = dict(identity)
+        # as the identity file reads back (JSON's types), what a stored journal must equal to be this one
+        self._expected = json.loads(json.dumps(self.identity, sort_keys=True, default=str))
         self.restored = 0
 
     @classmethod
@@ -59,7 +62,12 @@ class CellJournal:
             stored = json.loads((self.folder / IDENTITY_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return bool(stored == json.loads(json.dumps(self.identity, sort_keys=True, default=str)))
+        return bool(stored == self._expected)
+
+    def _write_identity(self) -> None:
+        """The identity file, on the journal's first write."""
+        if not (self.folder / IDENTITY_FILE).is_file():
+            atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
 
     def batch(self, step: int, labels: Tensor) -> BatchOutcome | None:
         """Batch ``step`` as stored, or None when it is not (or is unreadable, or was made on other labels)."""
@@ -91,8 +99,7 @@ class CellJournal:
             log.warning("journal %s: could not keep batch %d (%s); the cell goes on without it", self.folder, step, exc)
 
     def _store_batch(self, step: int, labels: Tensor, outcome: BatchOutcome) -> None:
-        if not (self.folder / IDENTITY_FILE).is_file():
-            atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
+        self._write_identity()
         path = self._batch_path(step)
         meta = {
             "seconds": [float(s) for s in outcome.seconds],
@@ -117,8 +124,7 @@ class CellJournal:
     def store_checks(self, flags: Sequence[Mapping[str, Any]]) -> None:
         """Keep the cell's validity flags (each a Flag's fields); best effort, as :meth:`store_batch`."""
         try:
-            if not (self.folder / IDENTITY_FILE).is_file():
-                atomic_write_json(self.folder / IDENTITY_FILE, self.identity)
+            self._write_identity()
             atomic_write_json(self.folder / CHECKS_FILE, {"flags": [dict(f) for f in flags]})
         except OSError as exc:
             log.warning("journal %s: could not keep the validity checks (%s)", self.folder, exc)
@@ -128,7 +134,7 @@ class CellJournal:
         (another machine's, another thread count's: the rows they were for are stored now); the ``partial``
         parent too once empty."""
         shutil.rmtree(self.folder, ignore_errors=True)
-        rows = json.loads(json.dumps(self.identity.get("rows"), default=str))
+        rows = self._expected.get("rows")
         for other in self.folder.parent.glob(f"*/{IDENTITY_FILE}") if rows is not None else ():
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(other.read_text(encoding="utf-8")).get("rows") == rows:
