@@ -234,6 +234,10 @@ def test_figure5_zooms_the_axis_and_is_skipped_without_ablation_rows(tmp_path):
     for ax in fig.axes:
         low, high = ax.get_ylim()
         assert low > 0.5 and high - low < 0.4  # values 0.63 … 0.89: not flattened on 0–1
+    perfect = rows.copy()
+    perfect.loc[perfect["attack"] == "clean", "accuracy"] = 1.0
+    clean_panel = figure5(perfect).axes[0]
+    assert clean_panel.get_ylim()[1] > 1.0  # a marker at accuracy 1 is drawn whole, not cut by the frame
     no_ablation = rows[~rows["defense"].isin([label for _, label in DEFAULT_ABLATION])]
     with pytest.raises(ValueError, match="no ablation rows"):
         figure5(no_ablation)

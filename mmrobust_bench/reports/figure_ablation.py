@@ -200,7 +200,8 @@ def figure5(
         if values:
             low, high = float(np.nanmin(values)), float(np.nanmax(values))
             pad = max(0.01, 0.12 * (high - low))
-            ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+            # headroom past 0 and 1 (a quarter pad) so that markers at an accuracy of 0 or 1 are not cut
+            ax.set_ylim(max(-pad / 4, low - pad), min(1.0 + pad / 4, high + pad))
         else:
             ax.text(0.5, 0.5, "no rows", transform=ax.transAxes, ha="center", va="center", color="gray")
         ticks = [plot_text(name) + (f"\n({plot_text(label)})" if name != label else "") for name, label in stages]
