@@ -216,6 +216,12 @@ def test_verify_errors_name_the_fix(board, tmp_path, capsys):
     assert "the zoo's jt seed 0" in err and "is not the model the rows were measured with (eeeeeeeeeeee…)" in err
     assert main(verify(board, "--tolerance", "-1")) == 2
     assert "--tolerance must be a number >= 0" in capsys.readouterr().err
+    # --dataset-set reaches the data (as the sweep's does): a value that changes them is refused by name
+    assert main(verify(board, "--dataset-set", "n_test=16")) == 2
+    err = capsys.readouterr().err
+    assert "is not the data the zoo's models were measured on (n_test differ); check dataset_set" in err
+    assert main(verify(board, "--dataset-set", "bogus=1")) == 2
+    assert "bogus" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

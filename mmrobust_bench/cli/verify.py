@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..io import default_root
+from .common import key_values
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +58,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="keep the re-measured rows (and re-trained checkpoints) here, a folder outside --root "
         "(default: a temporary folder, removed after)",
     )
+    ve.add_argument(
+        "--dataset-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset option, as the sweep was given it, e.g. data_root=free-spoken-digit-dataset/recordings "
+        "(a value that changes the data is refused: the rows name the dataset they were measured on)",
+    )
     ve.add_argument("--device", help="device to evaluate on (default: the one the rows recorded when present)")
     ve.add_argument("--no-progress", action="store_true", help="hide progress bars")
     ve.set_defaults(func=cmd)
@@ -68,7 +76,7 @@ def cmd(args: argparse.Namespace) -> int:
     from ..bench.verify import verify_zoo
     from ..bench.verify_retrain import verify_sweep
 
-    plan = build_plan(load_sweep_config(args.config))
+    plan = build_plan(load_sweep_config(args.config), dataset_options=key_values(args.dataset_set, "--dataset-set"))
     root = Path(args.root) if args.root else default_root()
     common = dict(
         root=root,
