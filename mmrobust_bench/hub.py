@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .bench.zoo import INDEX, load_record, load_trained, model_shape, read_zoo, zoo_dir
+from .bench.zoo import INDEX, config_difference, load_record, load_trained, model_shape, read_zoo, zoo_dir
 from .data import build_dataset
 from .io import default_root
 from .plug.declare import Modality, WrappedModel, wrap
@@ -119,9 +119,7 @@ def load_dataset(
     ds = build_dataset(dataset, cache_dir=cache, **chosen)
     if found is not None and not options:
         built: dict[str, Any] = ds.config  # type: ignore[attr-defined]  # every registered dataset has one
-        differ = sorted(
-            k for k in set(found.dataset_config) | set(built) if str(found.dataset_config.get(k)) != str(built.get(k))
-        )
+        differ = config_difference(found.dataset_config, built)
         if differ:
             log.warning(
                 "%s built here differs from the data the zoo's models were evaluated on (%s); its "

@@ -104,6 +104,15 @@ def test_loaded_model_reproduces_its_stored_rows_exactly_through_the_public_api(
     assert (first.n, len(first), [b["label"].shape[0] for b in first]) == (8, 2, [4, 4])
 
 
+def test_dataset_configs_compare_as_json_reads_them_back():
+    from mmrobust_bench.bench.zoo import config_difference
+
+    recorded = {"encoders": {"a": "deep", "v": "cnn"}, "size": [8, 8], "root": "x", "n": 900}
+    built = {"encoders": {"v": "cnn", "a": "deep"}, "size": (8, 8), "root": Path("x"), "n": 900}
+    assert config_difference(recorded, built) == []  # key order, tuple vs list, a path vs its text: the same data
+    assert config_difference(recorded, {**built, "n": 300, "extra": 1}) == ["extra", "n"]
+
+
 def test_a_bit_flipped_file_is_refused_with_one_line(board, tmp_path):
     copy = board.copy(tmp_path / "lb")
     path = copy.zoo / "jt-seed0.safetensors"
@@ -240,13 +249,16 @@ def test_model_cards_link_their_zoo_file_and_sha256(board, tmp_path):
     write_leaderboard(stored(copy), out, command="test")
     card = json.loads((out / "cards" / "synthav" / "jt-seed0.json").read_text())
     entry = read_zoo(copy.zoo).find("jt", 0)
+    # paths relative to the card's folder: a committed card names no machine's folders, and its links resolve
     assert card["zoo"] == {
-        "file": str(copy.zoo / entry.file),
+        "file": f"../../zoo/{entry.file}",
         "sha256": entry.sha256,
         "size": entry.size,
-        "config": str(copy.zoo / entry.config),
+        "config": f"../../zoo/{entry.config}",
     }
-    assert card["checkpoint_sha256"] == entry.sha256 and card["config_source"] == str(copy.zoo / entry.config)
+    assert card["checkpoint_sha256"] == entry.sha256 and card["config_source"] == f"../../zoo/{entry.config}"
+    card_dir = out / "cards" / "synthav"
+    assert (card_dir / card["zoo"]["file"]).resolve() == (copy.zoo / entry.file).resolve()
     assert card["config"]["seed"] == 0 and card["config"]["stages"]["final"]["sha256"] == entry.sha256
     assert card["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 

@@ -25,7 +25,6 @@ and re-measure, ``bench.verify_output`` the outcome and its table. Their public 
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
@@ -56,7 +55,7 @@ from .verify_output import (
     make_outcome,
 )
 from .verify_retrain import SEED_SPREAD_K, SPREAD_FLOOR, checkpoint_threads, verify_sweep
-from .zoo import load_trained, read_zoo
+from .zoo import config_difference, load_trained, read_zoo
 
 CROSS_MACHINE_TOLERANCE = 0.01  # accuracy: 10 of 1000 test samples
 
@@ -114,7 +113,7 @@ def verify_zoo(
     items: list[dict[str, Any]] = []
     compared: dict[tuple[str, int], tuple[int, int]] = {}
     with scratch_root(plan, root, scratch, results_path) as (scratch_dir, ds):
-        differ = _config_difference(found.dataset_config, ds.config)
+        differ = config_difference(found.dataset_config, ds.config)
         if differ:
             raise ValueError(
                 f"verify: the {plan.dataset} built from the sweep's options is not the data the zoo's "
@@ -149,12 +148,6 @@ def verify_zoo(
         problems=certificate_problems(compared) if certificates else [],
         models=len(chosen),
     )
-
-
-def _config_difference(recorded: dict[str, Any], built: dict[str, Any]) -> list[str]:
-    """The keys on which two dataset configs differ (compared as JSON reads them back)."""
-    a, b = (json.loads(json.dumps(c, sort_keys=True, default=str)) for c in (recorded, built))
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _exact_expected(item: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ import fnmatch
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,11 +211,24 @@ def write_index(zoo: Zoo) -> None:
     )
 
 
-def link_cards(cards: list[dict[str, Any]], directory: str | os.PathLike) -> int:
+def config_difference(recorded: dict[str, Any], built: dict[str, Any]) -> list[str]:
+    """The keys on which two dataset configs differ, compared as JSON reads them back (so a mapping's key order,
+    a tuple against a list or a path object against its text is no difference)."""
+    a, b = (json.loads(json.dumps(c, sort_keys=True, default=str)) for c in (recorded, built))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def link_cards(
+    cards: list[dict[str, Any]],
+    directory: str | os.PathLike,
+    card_folder: Callable[[dict[str, Any]], Path] | None = None,
+) -> int:
     """Point each model card whose checkpoint the zoo in ``directory`` holds at its committed files: ``zoo`` (the
-    weights' path, sha256 and size) and ``config``/``config_source`` from the zoo's JSON (paths as ``directory`` is
-    given). Cards of other models are left as they are; returns how many were linked (0 without a zoo). A listed
-    file that is missing or whose sha256 is not the index's is a ZooError (one line naming it)."""
+    weights' path, sha256 and size) and ``config``/``config_source`` from the zoo's JSON. Paths are relative to
+    ``card_folder(card)``, the folder the card is written to (so a committed card names no machine's folders and
+    its links resolve wherever the repository is), else as ``directory`` is given. Cards of other models are left
+    as they are; returns how many were linked (0 without a zoo). A listed file that is missing or whose sha256 is
+    not the index's is a ZooError (one line naming it)."""
     directory = Path(directory)
     if not (directory / INDEX).exists():
         return 0
@@ -227,18 +241,25 @@ def link_cards(cards: list[dict[str, Any]], directory: str | os.PathLike) -> int
             continue
         record = load_record(zoo, item)
         check_file(zoo, item)  # a card never links weights that are missing or not the listed ones
+
+        def path(name: str, card: dict[str, Any] = card) -> str:
+            target = directory / name
+            if card_folder is None:
+                return str(target)
+            return Path(os.path.relpath(target.resolve(), card_folder(card).resolve())).as_posix()
+
         card["zoo"] = {
-            "file": str(directory / item.file),
+            "file": path(item.file),
             "sha256": item.sha256,
             "size": item.size,
-            "config": str(directory / item.config),
+            "config": path(item.config),
         }
         card["config"] = {
             **record["key"],
             "stages": record.get("stages", {}),
             "provenance": record.get("provenance", {}),
         }
-        card["config_source"] = str(directory / item.config)
+        card["config_source"] = path(item.config)
         linked += 1
     return linked
 
@@ -295,6 +316,7 @@ __all__ = [
     "file_stem",
     "inside",
     "leaderboards_dir",
+    "config_difference",
     "link_cards",
     "load_record",
     "read_zoo",

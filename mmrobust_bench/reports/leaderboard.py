@@ -280,7 +280,8 @@ def write_leaderboard(
     if certified is not None and not certified.empty:
         certified, _ = resolve_entries(certified, split=split)
     cards = model_cards(rows, certified=certified, checkpoints=checkpoints, command=command)
-    link_cards(cards, out_dir / "zoo")  # a model in the leaderboard's zoo: its card names the committed file and sha256
+    # a model in the leaderboard's zoo: its card names the committed file and sha256, relative to the card
+    link_cards(cards, out_dir / "zoo", lambda c: (out_dir / card_path(c["dataset"], c["entry"], c["seed"])).parent)
     written = write_cards(cards, out_dir)
     prune_stale_cards(out_dir, sorted({str(c["dataset"]) for c in cards}), written)
     for dataset in datasets or sorted(rows["dataset"].astype(str).unique()):
