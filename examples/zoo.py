@@ -1,10 +1,11 @@
 """Attack a leaderboard model with your own attack: the model and its test split come from the leaderboard's zoo.
 
-``python examples/zoo.py`` loads the synthav leaderboard's JT model (seed 0) from ``leaderboards/synthav/zoo``
+``python examples/zoo.py`` loads the synthav leaderboard's JT model (seed 0) from ``leaderboards/synthav/zoo``;
+``--dataset avdigits --data-root free-spoken-digit-dataset/recordings`` takes the avdigits leaderboard's instead
 (``--leaderboards DIR`` or ``$MMROBUST_LEADERBOARDS`` for another copy; ``mmrobust-bench zoo list`` shows what
-is there), attacks its audio with a one-step gradient attack written here in five lines, and prints its accuracy
-beside the suite's FGM through ``mmr.evaluate`` and the leaderboard's own stored row for that cell. Loading
-checks the file's sha256 against the zoo's index; synthav is generated, so nothing needs downloading.
+is there). It attacks the audio with a one-step gradient attack written here in five lines, and prints its
+accuracy beside the suite's FGM through ``mmr.evaluate`` and the leaderboard's own stored row for that cell.
+Loading checks the file's sha256 against the zoo's index; synthav is generated, so nothing needs downloading.
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ def my_attack(model: torch.nn.Module, batch: dict, eps: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--leaderboards", help="folder holding synthav/zoo (default: the checkout's leaderboards/)")
+    parser.add_argument("--dataset", default="synthav", help="which leaderboard: synthav or avdigits")
+    parser.add_argument("--data-root", help="avdigits: FSDD's recordings/ folder (default: $MMROBUST_FSDD_ROOT)")
+    parser.add_argument("--leaderboards", help="folder holding <dataset>/zoo (default: the checkout's leaderboards/)")
     parser.add_argument("--entry", default="jt", help="leaderboard entry (its label)")
     parser.add_argument("--seed", type=int, default=0, help="which seed's model")
     parser.add_argument("--eps", type=float, default=1.0, help="ℓ2 budget on the audio, in model-input space")
     args = parser.parse_args()
-    zoo = f"{args.leaderboards}/synthav/zoo" if args.leaderboards else None
+    zoo = f"{args.leaderboards}/{args.dataset}/zoo" if args.leaderboards else None
 
-    model = mmr.load_model("synthav", args.entry, seed=args.seed, zoo=zoo)  # sha256 checked against the index
-    test = mmr.load_dataset("synthav", split="test", zoo=zoo)  # the leaderboard's test split, in its batches
+    model = mmr.load_model(args.dataset, args.entry, seed=args.seed, zoo=zoo)  # sha256 checked against the index
+    # the leaderboard's test split, in its batches
+    test = mmr.load_dataset(args.dataset, split="test", zoo=zoo, data_root=args.data_root)
     correct = sum(int((model(my_attack(model, b, args.eps)).logits.argmax(1) == b["label"]).sum()) for b in test)
     print(f"my attack: accuracy {correct / test.n:.4f} on {test.n} test samples at eps {args.eps:g} (audio)")
 
@@ -46,14 +50,14 @@ def main() -> None:
         modality="a",
         eps=[args.eps],
         label=args.entry,
-        dataset="synthav",
+        dataset=args.dataset,
         seed=args.seed,
         check_flags=False,
     )
     print(mmr.format_table(rows))
     from mmrobust_bench.bench.zoo import read_zoo, show_rows, zoo_dir
 
-    found = read_zoo(zoo_dir("synthav", zoo))
+    found = read_zoo(zoo_dir(args.dataset, zoo))
     stored = show_rows(found, found.find(args.entry, args.seed))
     cell = stored[(stored["attack"] == "fgm") & (stored["modality"] == "a") & (stored["eps"] == args.eps)]
     for r in cell.itertuples(index=False):
