@@ -476,7 +476,7 @@ def test_no_compared_value_names_the_models_re_measured_and_certificate_problems
     from mmrobust_bench.bench.verify_output import make_outcome
 
     monkeypatch.setattr(sweep_module, "load_sweep_config", lambda path: {})
-    monkeypatch.setattr(sweep_module, "build_plan", lambda config: None)
+    monkeypatch.setattr(sweep_module, "build_plan", lambda config, **options: None)
     outcome = make_outcome(pd.DataFrame(), "zoo", [], None, models=2)
     monkeypatch.setattr(verify_module, "verify_zoo", lambda plan, **k: outcome)
     args = ["verify", "--config", str(tmp_path / "sweep.yaml"), "--root", str(tmp_path), "-q"]
