@@ -142,6 +142,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
 
 
+def json_normalised(obj: Any) -> Any:
+    """``obj`` as it reads back from a JSON file written by :func:`atomic_write_json` (tuples become lists, other
+    objects their text): the form in which a stored and a rebuilt value are compared."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

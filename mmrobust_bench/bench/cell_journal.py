@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..io import atomic_path, atomic_write_json, stable_hash
+from ..io import atomic_path, atomic_write_json, json_normalised, stable_hash
 from .evaluate import BatchOutcome
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class CellJournal:
         self.folder = folder
         self.identity = dict(identity)
         # as the identity file reads back (JSON's types), what a stored journal must equal to be this one
-        self._expected = json.loads(json.dumps(self.identity, sort_keys=True, default=str))
+        self._expected = json_normalised(self.identity)
         self.restored = 0
 
     @classmethod

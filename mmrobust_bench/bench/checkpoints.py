@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from ..checked_tensors import META as _META
 from ..checked_tensors import READ_ERRORS, tensor_digest
-from ..io import atomic_path, atomic_write_json, non_finite_entries, sha256_file, stable_hash
+from ..io import atomic_path, atomic_write_json, json_normalised, non_finite_entries, sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,6 @@ def config_hash_of(defense_config: dict[str, Any], train_config: dict[str, Any])
     return stable_hash({"defense_config": defense_config, "train_config": train_config}, 12)
 
 
-def _normalised(obj: Any) -> Any:
-    """``obj`` as it reads back from config.json (tuples become lists, odd objects strings)."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
 _WARNED: set[tuple[str, float]] = set()  # (path, mtime) already reported: one warning per damaged file, not per stage
 
 
@@ -123,7 +118,7 @@ def _read_config(directory: Path) -> dict[str, Any] | None:
 
 def config_mismatch(config: dict[str, Any], key: CheckpointKey) -> list[str]:
     """The settings on which ``config`` (a config.json) differs from ``key`` (empty: it is this model's)."""
-    wanted = _normalised(key.as_dict())
+    wanted = json_normalised(key.as_dict())
     return sorted(name for name, value in wanted.items() if config.get(name) != value)
 
 

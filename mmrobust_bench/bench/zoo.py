@@ -38,7 +38,7 @@ from ..contracts import ModalitySpec
 from ..data import build_dataset
 from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense, dataset_schedule
 from ..defenses.base import key_dict
-from ..io import atomic_path, atomic_write_json, sha256_file, stable_hash
+from ..io import atomic_path, atomic_write_json, json_normalised, sha256_file, stable_hash
 from .checkpoints import CheckpointKey, load_stage
 from .result_readers import read_rows
 from .result_rows import complete
@@ -318,10 +318,9 @@ def _rebuild(record: Mapping[str, Any], where: Path) -> tuple[Any, TrainConfig, 
         key_dict(train_cfg),
         int(key_dict_["seed"]),
     )
-    normal = lambda obj: json.loads(json.dumps(obj, sort_keys=True, default=str))  # noqa: E731
-    if normal(key.defense_config) != normal(key_dict_["defense_config"]) or normal(key.train_config) != normal(
-        key_dict_["train_config"]
-    ):
+    if json_normalised(key.defense_config) != json_normalised(key_dict_["defense_config"]) or json_normalised(
+        key.train_config
+    ) != json_normalised(key_dict_["train_config"]):
         raise ZooError(
             f"{where}: its settings do not rebuild its checkpoint key (a hand-edited or damaged file); "
             f"restore it or re-export the zoo"

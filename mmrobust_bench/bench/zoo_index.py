@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hints import did_you_mean
-from ..io import atomic_write_json, sha256_file
+from ..io import atomic_write_json, json_normalised, sha256_file
 
 ZOO_SCHEMA = "mmrobust-bench/zoo/1"
 MODEL_SCHEMA = "mmrobust-bench/zoo-model/1"
@@ -214,7 +214,7 @@ def write_index(zoo: Zoo) -> None:
 def config_difference(recorded: dict[str, Any], built: dict[str, Any]) -> list[str]:
     """The keys on which two dataset configs differ, compared as JSON reads them back (so a mapping's key order,
     a tuple against a list or a path object against its text is no difference)."""
-    a, b = (json.loads(json.dumps(c, sort_keys=True, default=str)) for c in (recorded, built))
+    a, b = json_normalised(recorded), json_normalised(built)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
@@ -241,27 +241,27 @@ def link_cards(
             continue
         record = load_record(zoo, item)
         check_file(zoo, item)  # a card never links weights that are missing or not the listed ones
-
-        def path(name: str, card: dict[str, Any] = card) -> str:
-            target = directory / name
-            if card_folder is None:
-                return str(target)
-            return Path(os.path.relpath(target.resolve(), card_folder(card).resolve())).as_posix()
-
+        folder = card_folder(card) if card_folder is not None else None
+        config = _link(directory / item.config, folder)
         card["zoo"] = {
-            "file": path(item.file),
+            "file": _link(directory / item.file, folder),
             "sha256": item.sha256,
             "size": item.size,
-            "config": path(item.config),
+            "config": config,
         }
         card["config"] = {
             **record["key"],
             "stages": record.get("stages", {}),
             "provenance": record.get("provenance", {}),
         }
-        card["config_source"] = path(item.config)
+        card["config_source"] = config
         linked += 1
     return linked
+
+
+def _link(target: Path, folder: Path | None) -> str:
+    """``target`` relative to ``folder`` (a link from a file there), or as given without one."""
+    return str(target) if folder is None else Path(os.path.relpath(target.resolve(), folder.resolve())).as_posix()
 
 
 def _listed(zoo: Zoo, entry: ZooEntry, name: str) -> Path:
