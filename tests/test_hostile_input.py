@@ -111,6 +111,9 @@ def test_empty_lists_in_sweep_are_errors_not_the_default_grid(tmp_path, capsys):
     for flag in ("--eps", "--seeds", "--defenses", "--attacks", "--modalities"):
         rc, _, err = cli(["sweep", "--root", tmp_path, flag, "", *SMALL], capsys)
         assert_one_line_error(rc, err, f"{flag} is empty")
+    for size in ("0", "-3"):  # 0 is refused, not read as "no value given" and replaced by the YAML's
+        rc, _, err = cli(["sweep", "--root", tmp_path, "--defenses", "jt", "--batch-size", size, *SMALL], capsys)
+        assert_one_line_error(rc, err, "batch size must be >= 1")
     assert not trained_files(tmp_path)
 
 

@@ -217,3 +217,30 @@ def test_executor_options_are_checked(tmp_path):
         run_sweep(plan, root=tmp_path, executor="dask", progress=False)
     with pytest.raises(ValueError, match="apply to --executor ray"):
         run_sweep(plan, root=tmp_path, workers=2, progress=False)
+
+
+@pytest.mark.slow
+def test_regenerate_script_runs_one_sweep_per_unit_first_labels_first(tmp_path):
+    """scripts/regenerate.sh (a leaderboard's regeneration on N cores) gives exactly the rows of one sweep."""
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(SWEEP))
+    root = tmp_path / "regenerated"
+    script = [str(REPO / "scripts" / "regenerate.sh"), str(config), str(root), "2"]
+    env = {**_env(), "PYTHON": sys.executable, "FIRST": "jt_lr002"}
+    done = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, timeout=900, check=True)
+    queue = (root / "logs" / "queue.txt").read_text().split("\n")
+    assert queue[:4] == ["jt_lr002 0", "jt_lr002 1", "jt 0", "jt 1"]  # the $FIRST labels first, then YAML order
+    finished = sorted(done.stdout.split("\n")[1:-1])
+    assert finished == sorted(f"done   {line.replace(' ', ' seed ')}" for line in queue[:4])
+    rows = read_rows(root / "results.csv")
+    assert _as_set(rows) == _as_set(_reference(tmp_path))  # one process per unit: the rows of one sweep
+    # a rerun finds nothing to do; extra arguments reach every unit's sweep, and a unit that fails says so
+    subprocess.run(["bash", *script], env=env, capture_output=True, check=True, timeout=900)
+    done = [line for line in (root / "logs" / "jt-s1.log").read_text().split("\n") if "rows evaluated" in line]
+    assert len(done) == 2 and "0 rows evaluated" in done[-1]
+    failed = subprocess.run(["bash", *script, "--batch-size", "0"], env=env, capture_output=True, text=True, check=True)
+    assert failed.stdout.count("FAILED") == 4 and "logs/jt-s1.log" in failed.stdout
+    assert "batch size must be >= 1" in (root / "logs" / "jt-s1.log").read_text()
+    assert len(read_rows(root / "results.csv")) == len(rows)
+    bad = subprocess.run(["bash", script[0], str(tmp_path / "no.yaml"), str(root), "2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no sweep YAML" in bad.stderr

@@ -192,7 +192,7 @@ def build_plan(
         dataset=str(dataset or config.get("dataset", "synthav")),
         dataset_options={**yaml_mapping(config.get("dataset_set"), "dataset_set"), **dict(dataset_options or {})},
         common_overrides={**yaml_mapping(config.get("set"), "set"), **dict(overrides or {})},
-        batch_size=int(batch_size or config.get("batch_size", 500)),
+        batch_size=int(batch_size if batch_size is not None else config.get("batch_size", 500)),
         certify=spec,
         threads=yaml_threads(threads if threads is not None else config.get("threads")),
         entry_certify=entry_specs,
