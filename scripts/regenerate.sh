@@ -28,6 +28,11 @@ from mmrobust_bench.bench.sweep import build_plan, load_sweep_config
 plan = build_plan(load_sweep_config(sys.argv[1]))
 first = [label for label in sys.argv[2].split(",") if label]
 units = [(entry.label, seed) for entry, seed in plan.work_units()]
+unknown = sorted(set(first) - {label for label, _ in units})
+if unknown:
+    print(f"regenerate.sh: FIRST names {', '.join(unknown)}, not an entry of {sys.argv[1]}; use its labels",
+          file=sys.stderr)
+    sys.exit(2)
 rank = {label: i for i, label in enumerate(first)}
 for label, seed in sorted(units, key=lambda u: rank.get(u[0], len(first))):
     print(label, seed)

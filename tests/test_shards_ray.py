@@ -244,3 +244,6 @@ def test_regenerate_script_runs_one_sweep_per_unit_first_labels_first(tmp_path):
     assert len(read_rows(root / "results.csv")) == len(rows)
     bad = subprocess.run(["bash", script[0], str(tmp_path / "no.yaml"), str(root), "2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no sweep YAML" in bad.stderr
+    env["FIRST"] = "jt,nosuch"
+    bad = subprocess.run(["bash", *script], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "FIRST names nosuch, not an entry" in bad.stderr
