@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -161,8 +161,27 @@ def earlier_cell_keys(
     keys: set[tuple] = set()
     for cell in unit_cells(plan)[:index]:
         if cell is not None:
-            keys.update(_cell_plan(trained, common, *cell)[3].values())
+            keys.update(_cell_plan(trained.dataset, common, *cell)[3].values())
     return keys
+
+
+def cell_row_keys(ds: Any, common: Mapping[str, Any], cell: tuple[GridBlock, str, str] | None) -> list[tuple]:
+    """The row keys of one cell of a unit (``unit_cells``) on dataset ``ds``, without a model: ``common`` names
+    its dataset, label, seed and checkpoint (``sweep_status`` counts stored rows with them)."""
+    if cell is None:
+        return [
+            cell_key(
+                common["dataset"],
+                common["label"],
+                common["seed"],
+                common["checkpoint_sha256"],
+                CLEAN,
+                CLEAN,
+                NO_MODALITY,
+                0.0,
+            )
+        ]
+    return list(_cell_plan(ds, common, *cell)[3].values())
 
 
 def certificate_settings(spec: CertifySpec, method: str, test_size: int) -> dict[str, Any]:
@@ -204,6 +223,41 @@ def _stored(
     return not differ
 
 
+def certificates_to_make(
+    plan: SweepPlan, entry: DefenseEntry, seed: int, ds: Any, stored: pd.DataFrame, sha256: str | None
+) -> list[tuple[str, list[str]]]:
+    """The certificates of a unit not yet stored with the sweep's settings: (method, noise sets), the sets only
+    for smoothing (those not stored at its σ). ``sha256``: the unit's model (None: not trained, nothing stored)."""
+    spec = plan.certify_for(entry)
+    if spec is None:
+        return []
+    if sha256 is None:
+        return [(m, list(spec.modalities) if m == "smoothing" else []) for m in spec.methods]
+    model = (ds.name, entry.label, seed, sha256)
+    names = [s.name for s in ds.specs]
+    todo: list[tuple[str, list[str]]] = []
+    for method in spec.methods:
+        expect = certificate_settings(spec, method, len(ds.test))
+        if method == "smoothing":
+            sets = [
+                m
+                for m in spec.modalities
+                if not _stored(
+                    stored,
+                    model,
+                    method,
+                    expect,
+                    modality=smoothed_label(noise_set(m, names), names),
+                    sigma=spec.smoothing.sigma,
+                )
+            ]
+            if sets:
+                todo.append((method, sets))
+        elif not _stored(stored, model, method, expect):
+            todo.append((method, []))
+    return todo
+
+
 def certify_unit(
     plan: SweepPlan,
     trained: TrainedModel,
@@ -218,30 +272,8 @@ def certify_unit(
     spec = plan.certify_for(entry)
     assert spec is not None
     ds = trained.dataset  # type: ignore[attr-defined]
-    stored = read_table(root / CERTIFIED_CSV)
-    model = (ds.name, entry.label, seed, trained.sha256)
-    names = [s.name for s in ds.specs]
-    done = 0
-    for method in spec.methods:
-        expect = certificate_settings(spec, method, len(ds.test))
-        sets: Sequence[str] = ()
-        if method == "smoothing":  # only the noise sets (at this σ and these settings) not yet stored
-            sets = [
-                m
-                for m in spec.modalities
-                if not _stored(
-                    stored,
-                    model,
-                    method,
-                    expect,
-                    modality=smoothed_label(noise_set(m, names), names),
-                    sigma=spec.smoothing.sigma,
-                )
-            ]
-            if not sets:
-                continue
-        elif _stored(stored, model, method, expect):
-            continue
+    todo = certificates_to_make(plan, entry, seed, ds, read_table(root / CERTIFIED_CSV), trained.sha256)
+    for method, sets in todo:
         certify_model(
             ModelConfig(
                 defense=entry.defense,
@@ -258,8 +290,7 @@ def certify_unit(
             trained=trained,
             command=command,
         )
-        done = 1
-    return done
+    return 1 if todo else 0
 
 
 def run_unit(
@@ -333,9 +364,7 @@ def _clean_cell(
     results_path: Path,
 ) -> tuple[int, int]:
     """The clean-accuracy row of one model, unless present: (rows evaluated, rows skipped)."""
-    key = cell_key(
-        common["dataset"], common["label"], common["seed"], common["checkpoint_sha256"], CLEAN, CLEAN, NO_MODALITY, 0.0
-    )
+    key = cell_row_keys(trained.dataset, common, None)[0]  # type: ignore[attr-defined]
     if key in done:
         return 0, 1
     clean = clean_accuracy(trained.model, trained.dataset.test, batch_size, dev)  # type: ignore[attr-defined]
@@ -345,10 +374,9 @@ def _clean_cell(
 
 
 def _cell_plan(
-    trained: TrainedModel, common: dict[str, Any], block: GridBlock, attack: str, modality: str
+    ds: Any, common: Mapping[str, Any], block: GridBlock, attack: str, modality: str
 ) -> tuple[Any, ThreatModel, str, dict[float, tuple]]:
-    """One attack cell's attack, threat, modality label and row key per ε (NaN for ``missing``)."""
-    ds = trained.dataset  # type: ignore[attr-defined]
+    """One attack cell's attack, threat, modality label and row key per ε (NaN for ``missing``) on dataset ``ds``."""
     atk = build_attack(attack, ds.specs, seed=common["seed"], **attack_options_for(attack, block.attack_set, ds))
     grid = list(block.eps) if atk.norm_bounded else [math.nan]
     choice = ALL_MODALITIES if modality == ANY else modality  # ``any``'s threat stands for its norm only
@@ -384,7 +412,7 @@ def _attack_cell(
     claimed: set[tuple] | None = None,
 ) -> tuple[int, int]:
     """One attack on one modality at the block's ε values not yet present, batched over ε, rows appended at once."""
-    atk, _threat, _label, keys = _cell_plan(trained, common, block, attack, modality)
+    atk, _threat, _label, keys = _cell_plan(trained.dataset, common, block, attack, modality)
     grid = list(keys)
     if claimed is not None:  # rows an earlier cell of this unit owns: not this cell's to evaluate or count
         grid = [e for e in grid if keys[e] not in claimed]
@@ -427,7 +455,7 @@ def _measure_set(
     so a stopped sweep resumes the cell where it stopped; the caller discards the journal once the rows are
     stored."""
     ds = trained.dataset  # type: ignore[attr-defined]
-    atk, threat, label, keys = _cell_plan(trained, common, block, attack, modality)
+    atk, threat, label, keys = _cell_plan(trained.dataset, common, block, attack, modality)
     eps_grid = list(todo) if atk.norm_bounded else [0.0]
     test = block.split(ds.test)
     journal = cell_journal(results_path, common, [keys[e] for e in todo], batch_size, len(test))
@@ -509,7 +537,7 @@ def _any_cell(
     set_cells: dict[str, dict[float, str]] = {}
     evaluated = 0
     for choice in threat_sets([s.name for s in ds.specs]):
-        _, _, label, set_keys = _cell_plan(trained, common, block, attack, choice)
+        _, _, label, set_keys = _cell_plan(trained.dataset, common, block, attack, choice)
         found = {e: by_key.get(set_keys[e]) for e in todo}
         need = [e for e in todo if found[e] is None or not str(getattr(found[e], "outcomes", "") or "")]
         measured_at: dict[float, Measurement] = {}

@@ -43,6 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "with the same command without this flag (finished cells are skipped)",
     )
     sw.add_argument(
+        "--status",
+        action="store_true",
+        help="train and measure nothing: print, per entry and seed, the rows stored of the rows it will have, "
+        "the certificates still to make and the cells under way (with --shard: that shard's)",
+    )
+    sw.add_argument(
         "--retire-stale",
         action="store_true",
         help="before the work, move the stored rows of this sweep's entries made under another "
@@ -145,6 +151,14 @@ def cmd(args: argparse.Namespace) -> int:
         certify_sets=name_list(args.certify_sets),
     )
     shard = parse_shard(args.shard)
+    if args.status:
+        from ..bench.sweep_status import status_table, sweep_status
+        from ..io import default_root
+
+        root = Path(args.root) if args.root else default_root()
+        units = sweep_status(plan, root, Path(args.results) if args.results else None, shard=shard)
+        print(status_table(units))
+        return 0
     if args.executor == "local":  # Ray tasks get their own share of the cores (bench.executors.ray_threads)
         choose_threads(args.device, plan.threads)
     outcome = run_sweep(
