@@ -222,28 +222,51 @@ def test_executor_options_are_checked(tmp_path):
 @pytest.mark.slow
 def test_regenerate_script_runs_one_sweep_per_unit_first_labels_first(tmp_path):
     """scripts/regenerate.sh (a leaderboard's regeneration on N cores) gives exactly the rows of one sweep."""
-    config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump(SWEEP))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
     root = tmp_path / "regenerated"
-    script = [str(REPO / "scripts" / "regenerate.sh"), str(config), str(root), "2"]
+    # paths relative to where it is run from, as a user types them
+    script = [str(REPO / "scripts" / "regenerate.sh"), "sweep.yaml", "regenerated", "2"]
     env = {**_env(), "PYTHON": sys.executable, "FIRST": "jt_lr002"}
-    done = subprocess.run(["bash", *script], env=env, capture_output=True, text=True, timeout=900, check=True)
+
+    def regenerate(*extra: str, **changes: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", *script, *extra], env={**env, **changes}, cwd=tmp_path, capture_output=True, text=True, timeout=900
+        )
+
+    done = regenerate()
+    assert done.returncode == 0, done.stderr
     queue = (root / "logs" / "queue.txt").read_text().split("\n")
     assert queue[:4] == ["jt_lr002 0", "jt_lr002 1", "jt 0", "jt 1"]  # the $FIRST labels first, then YAML order
     finished = sorted(done.stdout.split("\n")[1:-1])
     assert finished == sorted(f"done   {line.replace(' ', ' seed ')}" for line in queue[:4])
     rows = read_rows(root / "results.csv")
     assert _as_set(rows) == _as_set(_reference(tmp_path))  # one process per unit: the rows of one sweep
-    # a rerun finds nothing to do; extra arguments reach every unit's sweep, and a unit that fails says so
-    subprocess.run(["bash", *script], env=env, capture_output=True, check=True, timeout=900)
+    # a rerun finds nothing to do
+    assert regenerate().returncode == 0
     done = [line for line in (root / "logs" / "jt-s1.log").read_text().split("\n") if "rows evaluated" in line]
     assert len(done) == 2 and "0 rows evaluated" in done[-1]
-    failed = subprocess.run(["bash", *script, "--batch-size", "0"], env=env, capture_output=True, text=True, check=True)
-    assert failed.stdout.count("FAILED") == 4 and "logs/jt-s1.log" in failed.stdout
+    # extra arguments reach every unit's sweep; units that fail are named and the script fails
+    failed = regenerate("--batch-size", "0")
+    assert failed.returncode == 1 and failed.stdout.count("FAILED") == 4 and "logs/jt-s1.log" in failed.stdout
+    assert "some units failed" in failed.stderr
     assert "batch size must be >= 1" in (root / "logs" / "jt-s1.log").read_text()
     assert len(read_rows(root / "results.csv")) == len(rows)
-    bad = subprocess.run(["bash", script[0], str(tmp_path / "no.yaml"), str(root), "2"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "no sweep YAML" in bad.stderr
-    env["FIRST"] = "jt,nosuch"
-    bad = subprocess.run(["bash", *script], env=env, capture_output=True, text=True)
-    assert bad.returncode == 2 and "FIRST names nosuch, not an entry" in bad.stderr
+    # bad input: one line naming the fix, nothing run
+    for extra, changes, message in (
+        ((), {"FIRST": "jt, nosuch"}, "FIRST names nosuch, not an entry"),
+        (("--seeds", "0"), {}, "--seeds would change which units each process runs"),
+        (("--shard=0/2",), {}, "--shard=0/2 would change"),
+    ):
+        bad = regenerate(*extra, **changes)
+        assert bad.returncode == 2 and message in bad.stderr and not bad.stdout
+    for jobs in ("0", "two"):
+        bad = subprocess.run(["bash", script[0], "sweep.yaml", "x", jobs], cwd=tmp_path, capture_output=True, text=True)
+        assert bad.returncode == 2 and "JOBS must be a whole number >= 1" in bad.stderr
+    bad = subprocess.run(["bash", script[0], "no.yaml", "x", "2"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no sweep YAML at no.yaml" in bad.stderr
+    labels = {**SWEEP, "defenses": [{"defense": "jt", "label": "jt v2"}]}
+    (tmp_path / "spaced.yaml").write_text(yaml.safe_dump(labels))
+    bad = subprocess.run(
+        ["bash", script[0], "spaced.yaml", "x", "1"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "label(s) 'jt v2' cannot name a log file" in bad.stderr

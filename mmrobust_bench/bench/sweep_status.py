@@ -1,11 +1,15 @@
-"""How far a sweep has got, without training or measuring anything: per (entry, seed) unit, the rows stored of
-the rows it will have, the certificates still to make and the cells under way (their journals). ``sweep --status``
-prints it, e.g. between the sittings of a regeneration that takes several.
+"""How far a sweep has got, without training or measuring anything: per (entry, seed) unit, whether its model is
+stored, the rows stored of the rows it will have, the certificates still to make and the cells under way that
+would resume here (their journals). ``sweep --status`` prints it, e.g. between the sittings of a regeneration that
+takes several.
 
-A unit's rows are counted as the sweep decides what is done: the row keys of its cells (``sweep_units``), with the
-checkpoint of the unit's newest stored rows of the entry's current configuration, a row two grid blocks share
-counted once, for its first cell. The dataset is read from the root's cache (built there if absent), for its
-modalities and test size; nothing else is written."""
+A unit is counted as the sweep decides what is done: its model is the stored final checkpoint of the entry's
+current configuration, the one the sweep would load (``bench.checkpoints``), and a row is done when a stored row
+has one of the unit's row keys with that checkpoint's sha256 (a row two grid blocks share counted once, for its
+first cell). Without a stored checkpoint the sweep would train the model again (bit for bit only on the kind of
+machine that made it), so its rows and certificates are shown for the newest stored model of that
+configuration and the unit is not done. The dataset is read from the root's cache (built there if absent),
+for its modalities, test size and configuration; nothing else is written."""
 
 from __future__ import annotations
 
@@ -17,8 +21,12 @@ from typing import Any
 
 import pandas as pd
 
+from ..defenses import build_defense, dataset_schedule
+from ..defenses.base import key_dict
 from .cell_journal import IDENTITY_FILE, JOURNAL_DIR
 from .certification import CERTIFIED_CSV
+from .checkpoints import CheckpointKey, load_stage
+from .environment import row_provenance
 from .result_readers import read_rows, read_table
 from .result_rows import done_cells
 from .retire import entry_config_hashes
@@ -32,8 +40,9 @@ PLACEHOLDER_SHA = "-"  # the checkpoint of a unit without rows: its cells' keys,
 
 @dataclass(frozen=True)
 class UnitStatus:
-    """One (entry, seed) unit: ``rows`` of ``expected_rows`` stored, the certificates still to make (``method`` or
-    ``smoothing[v,a+v]``), ``journals`` cells under way with ``batches`` finished batches between them."""
+    """One (entry, seed) unit: whether its model is stored (``model_stored``), ``rows`` of ``expected_rows``
+    stored, the certificates still to make (``method`` or ``smoothing[v,a+v]``), ``journals`` cells under way that
+    would resume here with ``batches`` finished batches between them."""
 
     label: str
     seed: int
@@ -42,26 +51,46 @@ class UnitStatus:
     certificates: tuple[str, ...]
     journals: int = 0
     batches: int = 0
+    model_stored: bool = True
 
     @property
     def state(self) -> str:
+        if not self.model_stored:
+            return "model not stored" if self.rows else "not started"
         if self.rows >= self.expected_rows and not self.certificates:
             return "done"
         return "under way" if self.rows or self.journals else "not started"
 
 
-def _journals(root: Path) -> dict[tuple[str, str], tuple[int, int]]:
-    """(label, seed) → (journals, finished batches) of the cells under way under ``root``."""
-    found: dict[tuple[str, str], tuple[int, int]] = {}
-    for identity in sorted((root / JOURNAL_DIR).glob(f"*/{IDENTITY_FILE}")):
+def _journals(folder: Path, threads: int | None) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(label, seed, checkpoint sha256) → (journals, finished batches) of the cells under way in ``folder`` that a
+    sweep on this machine would resume (a journal records the machine it was made on; elsewhere the cell starts
+    again)."""
+    here = {k: str(v) for k, v in row_provenance().items() if k != "threads"}
+    found: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for identity in sorted(folder.glob(f"*/{IDENTITY_FILE}")):
         try:
             data = json.loads(identity.read_text())
         except (OSError, ValueError):
             continue  # a journal being written or damaged: the sweep measures its cell again
-        key = (str(data.get("label")), str(data.get("seed")))
+        if not isinstance(data, dict) or any(str(data.get(k)) != v for k, v in here.items()):
+            continue
+        if threads is not None and str(data.get("threads")) != str(threads):
+            continue
+        key = (str(data.get("label")), str(data.get("seed")), str(data.get("checkpoint_sha256")))
         journals, batches = found.get(key, (0, 0))
         found[key] = (journals + 1, batches + len(list(identity.parent.glob("batch-*.safetensors"))))
     return found
+
+
+def stored_model(plan: SweepPlan, ds: Any, entry: DefenseEntry, seed: int, root: Path) -> str | None:
+    """The sha256 of the unit's stored final checkpoint, the one the sweep would load; None: it would train."""
+    defense, train_cfg = build_defense(
+        entry.defense, {**plan.common_overrides, **entry.overrides}, dataset_schedule(ds)
+    )
+    key = CheckpointKey(ds.name, ds.config, defense.name, defense.config_dict(), key_dict(train_cfg), seed)
+    stage = load_stage(key.directory(root), "final", key)
+    return None if stage is None else stage[2]
 
 
 def _unit_rows(plan: SweepPlan, ds: Any, entry: DefenseEntry, seed: int, sha: str, done: set[tuple]) -> tuple[int, int]:
@@ -75,50 +104,65 @@ def sweep_status(
     plan: SweepPlan, root: Path, results_path: Path | None = None, *, shard: tuple[int, int] | None = None
 ) -> list[UnitStatus]:
     """The status of every unit of ``plan`` (of shard ``(i, n)``) whose rows go to ``results_path`` (default
-    ``root/results.csv``)."""
+    ``root/results.csv``; its folder also holds the journals, as for the sweep)."""
     root = Path(root)
+    results_path = Path(results_path) if results_path is not None else root / "results.csv"
     ds = validate_plan(plan, root)
-    hashes = entry_config_hashes(plan, ds)
-    stored = read_rows(results_path if results_path is not None else root / "results.csv")
-    if not stored.empty:
+    stored = read_rows(results_path)
+    done = done_cells(stored)
+    if not stored.empty:  # the newest model of each entry's current configuration, for units without a checkpoint
+        hashes = entry_config_hashes(plan, ds)
         current = [hashes.get(str(label)) == str(h) for label, h in zip(stored["label"], stored["config_hash"])]
         stored = stored[(stored["dataset"].astype(str) == plan.dataset) & pd.Series(current, index=stored.index)]
     newest = newest_models(stored, "label")
-    done = done_cells(newest)
     certified = read_table(root / CERTIFIED_CSV)
-    journals = _journals(root)
+    journals = _journals(results_path.parent / JOURNAL_DIR, plan.threads)
     out = []
     for entry, seed in plan.work_units(shard):
-        mine = newest[(newest["label"].astype(str) == entry.label) & (newest["seed"].astype(int) == seed)]
-        sha = str(mine["checkpoint_sha256"].iloc[-1]) if not mine.empty else None
-        rows, expected = _unit_rows(plan, ds, entry, seed, sha or PLACEHOLDER_SHA, done)
-        todo = certificates_to_make(plan, entry, seed, ds, certified, sha)
-        certificates = tuple(f"{m}[{','.join(sets)}]" if sets else m for m, sets in todo)
-        n_journals, batches = journals.get((entry.label, str(seed)), (0, 0))
-        out.append(UnitStatus(entry.label, seed, rows, expected, certificates, n_journals, batches))
+        sha = stored_model(plan, ds, entry, seed, root)
+        if sha is None:
+            mine = newest[(newest["label"].astype(str) == entry.label) & (newest["seed"].astype(int) == seed)]
+            last = str(mine["checkpoint_sha256"].iloc[-1]) if not mine.empty else None
+            rows, expected = _unit_rows(plan, ds, entry, seed, last or PLACEHOLDER_SHA, done)
+            certificates = certificates_to_make(plan, entry, seed, ds, certified, last)
+            out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), model_stored=False))
+            continue
+        rows, expected = _unit_rows(plan, ds, entry, seed, sha, done)
+        certificates = certificates_to_make(plan, entry, seed, ds, certified, sha)
+        n_journals, batches = journals.get((entry.label, str(seed), sha), (0, 0))
+        out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), n_journals, batches))
     return out
 
 
+def _names(todo: list[tuple[str, list[str]]]) -> tuple[str, ...]:
+    return tuple(f"{m}[{','.join(sets)}]" if sets else m for m, sets in todo)
+
+
 def status_table(units: list[UnitStatus]) -> str:
-    """A Markdown table of ``units`` and a summary line (models done / under way / not started, rows)."""
+    """A Markdown table of ``units`` and a summary line (models per state, rows)."""
     lines = [
-        "| entry | seed | state | rows | certificates to make | cells under way |",
-        "|---|---:|---|---:|---|---:|",
+        "| entry | seed | state | model | rows | certificates to make | cells under way |",
+        "|---|---:|---|---|---:|---|---:|",
     ]
     for u in units:
         under_way = f"{u.journals} ({u.batches} batches)" if u.journals else "0"
+        model = "stored" if u.model_stored else "to train"
         lines.append(
-            f"| {u.label} | {u.seed} | {u.state} | {u.rows}/{u.expected_rows} | {', '.join(u.certificates) or '—'} "
-            f"| {under_way} |"
+            f"| {u.label} | {u.seed} | {u.state} | {model} | {u.rows}/{u.expected_rows} | "
+            f"{', '.join(u.certificates) or '—'} | {under_way} |"
         )
     counts: Mapping[str, int] = pd.Series([u.state for u in units], dtype=object).value_counts().to_dict()
+    states = ["done", "under way", "not started"] + (["model not stored"] if counts.get("model not stored") else [])
     rows = sum(u.rows for u in units)
     expected = sum(u.expected_rows for u in units)
-    lines.append(
-        f"\n{len(units)} models: {counts.get('done', 0)} done, {counts.get('under way', 0)} under way, "
-        f"{counts.get('not started', 0)} not started; rows {rows}/{expected}"
-    )
+    summary = ", ".join(f"{counts.get(state, 0)} {state}" for state in states)
+    lines.append(f"\n{len(units)} models: {summary}; rows {rows}/{expected}")
+    if counts.get("model not stored"):
+        lines.append(
+            "model not stored: the sweep would train it again (its rows are another model's unless it comes back "
+            "bit for bit, as on the kind of machine that made them) and measure what that model lacks"
+        )
     return "\n".join(lines)
 
 
-__all__ = ["UnitStatus", "status_table", "sweep_status"]
+__all__ = ["UnitStatus", "status_table", "stored_model", "sweep_status"]
