@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -422,3 +423,33 @@ def test_cards_refuse_a_missing_or_changed_weights_file(monkeypatch, tmp_path):
     weights.unlink()
     with pytest.raises(ZooError, match=r"lists jt-seed0\.safetensors for jt seed 0, but .* does not exist"):
         link_cards([{"dataset": "synthav", "checkpoint_sha256": sha}], out)
+
+
+def test_restore_puts_the_zoo_models_where_the_sweep_loads_them(board, tmp_path, capsys):
+    """A fresh clone has rows and a zoo but no runs/checkpoints: restored, the sweep measures the zoo's models
+    (nothing trained, nothing evaluated again) and `sweep --status` counts every unit done."""
+    from mmrobust_bench.bench.sweep import build_plan, load_sweep_config, run_sweep
+    from mmrobust_bench.bench.sweep_status import sweep_status
+
+    clone = board.copy(tmp_path / "clone")
+    shutil.rmtree(clone.runs / "checkpoints")
+    plan = build_plan(load_sweep_config(clone.config))
+    assert {u.state for u in sweep_status(plan, clone.runs)} == {"model not stored"}
+    assert main(["zoo", "restore", "--zoo", str(clone.zoo), "--root", str(clone.runs)]) == 0
+    assert "zoo restore: 2 checkpoints restored" in capsys.readouterr().out
+    finals = sorted((clone.runs / "checkpoints").rglob("final.safetensors"))
+    assert sorted(sha256_file(p) for p in finals) == sorted(e.sha256 for e in read_zoo(clone.zoo).entries)
+    assert {u.state for u in sweep_status(plan, clone.runs)} == {"done"}
+    outcome = run_sweep(plan, root=clone.runs, progress=False)
+    assert outcome.evaluated_rows == 0 and outcome.skipped_rows == len(stored(board))
+    assert not list((clone.runs / "checkpoints").rglob("stage1.safetensors"))  # nothing was trained
+    # again: nothing to do
+    assert main(["zoo", "restore", "--zoo", str(clone.zoo), "--root", str(clone.runs)]) == 0
+    out = capsys.readouterr().out
+    assert "0 checkpoints restored into" in out and "2 already there" in out
+    # a damaged zoo file is refused before anything of it is copied
+    shutil.rmtree(clone.runs / "checkpoints")
+    damaged = clone.zoo / read_zoo(clone.zoo).entries[1].file
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
+    assert main(["zoo", "restore", "--zoo", str(clone.zoo), "--root", str(clone.runs)]) != 0
+    assert "sha256" in capsys.readouterr().err

@@ -298,7 +298,7 @@ def model_shape(record: Mapping[str, Any]) -> ModelShape:
     )
 
 
-def _rebuild(record: Mapping[str, Any], where: Path) -> tuple[Any, TrainConfig, CheckpointKey]:
+def rebuild_record(record: Mapping[str, Any], where: Path) -> tuple[Any, TrainConfig, CheckpointKey]:
     """(defense, schedule, checkpoint key) from a zoo JSON, checked to give back the recorded key."""
     key_dict_ = record["key"]
     cls = DEFENSES.get(str(record["defense"]))
@@ -336,7 +336,7 @@ def _build_model(defense: Any, record: Mapping[str, Any], train_cfg: TrainConfig
 
 def _check_loads(record: Mapping[str, Any], path: Path) -> None:
     """Export's check: the file loads, strictly, into the model the record rebuilds."""
-    defense, train_cfg, _ = _rebuild(record, path)
+    defense, train_cfg, _ = rebuild_record(record, path)
     model = _build_model(defense, record, train_cfg, int(record["seed"]))
     tensors = load_file(str(path))
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -357,7 +357,7 @@ def load_trained(
     item = zoo.find(entry, seed)
     record = load_record(zoo, item)
     path = check_file(zoo, item)
-    defense, train_cfg, key = _rebuild(record, zoo.directory / item.config)
+    defense, train_cfg, key = rebuild_record(record, zoo.directory / item.config)
     try:
         with safe_open(str(path), framework="pt") as fh:
             embedded = json.loads((fh.metadata() or {}).get(META, "{}")).get("key")
@@ -423,4 +423,5 @@ __all__ = [
     "zoo_dir",
     "file_stem",
     "model_shape",
+    "rebuild_record",
 ]

@@ -18,10 +18,16 @@ from .conventions import SubcommandParser
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     zoo = sub.add_parser(
-        "zoo", help="a leaderboard's model zoo: list its models, show one, export a sweep's checkpoints into it"
+        "zoo",
+        help="a leaderboard's model zoo: list its models, show one, export a sweep's checkpoints into it or restore "
+        "them into a sweep root",
     )
     actions = zoo.add_subparsers(
-        dest="zoo_command", required=True, parser_class=SubcommandParser, metavar="ACTION", help="list, show or export"
+        dest="zoo_command",
+        required=True,
+        parser_class=SubcommandParser,
+        metavar="ACTION",
+        help="list, show, export or restore",
     )
     listing = actions.add_parser("list", help="the models of every zoo (dataset, entry, defense, seed, sha256, size)")
     listing.add_argument("pattern", nargs="?", help="shell pattern on the entry or dataset/entry (default: all)")
@@ -56,6 +62,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--only", help="comma-separated entry labels to export (default: every entry)")
     export.add_argument("--skip", help="comma-separated entry labels to leave out")
     export.set_defaults(func=cmd_export)
+
+    restore = actions.add_parser(
+        "restore",
+        help="copy a zoo's checkpoints into a sweep root's checkpoint folders, so the sweep measures the zoo's "
+        "models instead of training them again (e.g. to resume or extend a leaderboard on a fresh clone)",
+    )
+    restore.add_argument("--zoo", required=True, help="the zoo folder, e.g. leaderboards/avdigits/zoo")
+    restore.add_argument("--root", required=True, help="the sweep's root, e.g. leaderboards/avdigits/runs")
+    restore.set_defaults(func=cmd_restore)
 
 
 def _where(parser: argparse.ArgumentParser) -> None:
@@ -195,4 +210,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"(not exported this time), {len(outcome.removed)} stale files removed"
     )
     print(f"index: {zoo.index_path}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
+    from ..bench.zoo_restore import restore_zoo
+
+    outcome = restore_zoo(args.zoo, args.root)
+    print(
+        f"zoo restore: {len(outcome.restored)} checkpoints restored into {args.root}, {len(outcome.present)} "
+        f"already there, {len(outcome.other)} folders holding another model left as they are"
+    )
     return 0
