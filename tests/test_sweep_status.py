@@ -55,7 +55,7 @@ def test_status_follows_a_sweep_from_nothing_to_done(tmp_path, capsys):
 
     plan = build_plan(CONFIG)
     run_sweep(build_plan(CONFIG, seeds=[0], certify=False), root=root, progress=False)  # seed 0's cells only
-    sha = stored_model(plan, validate_plan(plan, root), plan.defenses[0], 0, root)
+    sha, _ = stored_model(plan, validate_plan(plan, root), plan.defenses[0], 0, root)
     assert sha == read_rows(root / "results.csv")["checkpoint_sha256"].iloc[0]
     fake_journal(root / "partial" / "a", "jt", 0, sha)  # a cell under way here
     fake_journal(root / "partial" / "b", "jt", 0, sha, device_name="Another CPU")  # made elsewhere: starts again

@@ -291,6 +291,7 @@ def stubbed_export(monkeypatch, root: Path, labels: list[str]):
     import dataclasses
     from types import SimpleNamespace
 
+    import mmrobust_bench.bench.sweep_plan as sweep_plan_module
     import mmrobust_bench.bench.zoo as zoo_module
     from mmrobust_bench.bench.checkpoints import CheckpointKey
     from mmrobust_bench.defenses import TrainConfig
@@ -311,8 +312,9 @@ def stubbed_export(monkeypatch, root: Path, labels: list[str]):
 
     ds = SimpleNamespace(name="synthav", config={}, specs=[], num_classes=2, encoders={}, train=[0] * 4)
     monkeypatch.setattr(zoo_module, "build_dataset", lambda *a, **k: ds)
-    monkeypatch.setattr(zoo_module, "dataset_schedule", lambda d: None)
-    monkeypatch.setattr(zoo_module, "build_defense", lambda d, o, s=None: (Defense(o), TrainConfig()))
+    # the unit's checkpoint key is built where the sweep builds it (bench.sweep_plan.unit_checkpoint)
+    monkeypatch.setattr(sweep_plan_module, "dataset_schedule", lambda d: None)
+    monkeypatch.setattr(sweep_plan_module, "build_defense", lambda d, o, s=None: (Defense(o), TrainConfig()))
     monkeypatch.setattr(zoo_module, "_check_loads", lambda record, path: None)
     monkeypatch.setattr(
         zoo_module,

@@ -14,7 +14,9 @@ from ..certify.radii import DEFAULT_RADII
 from ..contracts import ThreatModel
 from ..data import build_dataset
 from ..defenses import build_defense, dataset_schedule
+from ..defenses.base import key_dict
 from ..hints import did_you_mean
+from .checkpoints import CheckpointKey
 from .sweep_config import (
     CERTIFY_KEYS,
     DEFAULT_ATTACKS,
@@ -272,9 +274,18 @@ def validate_plan(plan: SweepPlan, root: Path) -> Any:
     return ds
 
 
+def unit_checkpoint(plan: SweepPlan, ds: Any, entry: DefenseEntry, seed: int) -> tuple[Any, Any, CheckpointKey]:
+    """(defense, schedule, checkpoint key) of a unit on the built dataset ``ds``: the key under which the sweep
+    trains and loads its model (``bench.train``), found without training (for ``zoo export`` and ``sweep --status``)."""
+    overrides = {**plan.common_overrides, **entry.overrides}
+    defense, train_cfg = build_defense(entry.defense, overrides, dataset_schedule(ds))
+    key = CheckpointKey(ds.name, ds.config, defense.name, defense.config_dict(), key_dict(train_cfg), seed)
+    return defense, train_cfg, key
+
+
 def unit_cells(plan: SweepPlan) -> list[tuple[GridBlock, str, str] | None]:
     """The cells of one (defense, seed) unit: None for the clean cell, then (block, attack, modality)."""
     return [None, *plan.units()]
 
 
-__all__ = ["SweepPlan", "build_plan", "shard_units", "unit_cells", "unit_hash", "validate_plan"]
+__all__ = ["SweepPlan", "build_plan", "shard_units", "unit_cells", "unit_checkpoint", "unit_hash", "validate_plan"]

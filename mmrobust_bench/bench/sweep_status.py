@@ -14,26 +14,20 @@ for its modalities, test size and configuration; nothing else is written."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from ..defenses import build_defense, dataset_schedule
-from ..defenses.base import key_dict
 from .cell_journal import IDENTITY_FILE, JOURNAL_DIR
 from .certification import CERTIFIED_CSV
-from .checkpoints import CheckpointKey, load_stage
+from .checkpoints import load_stage
 from .environment import row_provenance
 from .result_readers import read_rows, read_table
 from .result_rows import done_cells
-from .retire import entry_config_hashes
 from .sweep_config import DefenseEntry
-from .sweep_plan import SweepPlan, unit_cells, validate_plan
+from .sweep_plan import SweepPlan, unit_cells, unit_checkpoint, validate_plan
 from .sweep_units import cell_row_keys, certificates_to_make
-from .verify_measure import newest_models
 
 PLACEHOLDER_SHA = "-"  # the checkpoint of a unit without rows: its cells' keys, to count them
 
@@ -83,14 +77,12 @@ def _journals(folder: Path, threads: int | None) -> dict[tuple[str, str, str], t
     return found
 
 
-def stored_model(plan: SweepPlan, ds: Any, entry: DefenseEntry, seed: int, root: Path) -> str | None:
-    """The sha256 of the unit's stored final checkpoint, the one the sweep would load; None: it would train."""
-    defense, train_cfg = build_defense(
-        entry.defense, {**plan.common_overrides, **entry.overrides}, dataset_schedule(ds)
-    )
-    key = CheckpointKey(ds.name, ds.config, defense.name, defense.config_dict(), key_dict(train_cfg), seed)
+def stored_model(plan: SweepPlan, ds: Any, entry: DefenseEntry, seed: int, root: Path) -> tuple[str | None, str]:
+    """(sha256 of the unit's stored final checkpoint, the one the sweep would load, or None: it would train; the
+    configuration hash of the unit's model)."""
+    _, _, key = unit_checkpoint(plan, ds, entry, seed)
     stage = load_stage(key.directory(root), "final", key)
-    return None if stage is None else stage[2]
+    return (None if stage is None else stage[2]), key.config_hash
 
 
 def _unit_rows(plan: SweepPlan, ds: Any, entry: DefenseEntry, seed: int, sha: str, done: set[tuple]) -> tuple[int, int]:
@@ -110,18 +102,22 @@ def sweep_status(
     ds = validate_plan(plan, root)
     stored = read_rows(results_path)
     done = done_cells(stored)
-    if not stored.empty:  # the newest model of each entry's current configuration, for units without a checkpoint
-        hashes = entry_config_hashes(plan, ds)
-        current = [hashes.get(str(label)) == str(h) for label, h in zip(stored["label"], stored["config_hash"])]
-        stored = stored[(stored["dataset"].astype(str) == plan.dataset) & pd.Series(current, index=stored.index)]
-    newest = newest_models(stored, "label")
     certified = read_table(root / CERTIFIED_CSV)
     journals = _journals(results_path.parent / JOURNAL_DIR, plan.threads)
     out = []
     for entry, seed in plan.work_units(shard):
-        sha = stored_model(plan, ds, entry, seed, root)
-        if sha is None:
-            mine = newest[(newest["label"].astype(str) == entry.label) & (newest["seed"].astype(int) == seed)]
+        sha, config_hash = stored_model(plan, ds, entry, seed, root)
+        if sha is None:  # the rows of the newest model of this configuration, for what they are worth
+            mine = (
+                stored[
+                    (stored["dataset"].astype(str) == plan.dataset)
+                    & (stored["label"].astype(str) == entry.label)
+                    & (stored["seed"].astype(int) == seed)
+                    & (stored["config_hash"].astype(str) == config_hash)
+                ]
+                if not stored.empty
+                else stored
+            )
             last = str(mine["checkpoint_sha256"].iloc[-1]) if not mine.empty else None
             rows, expected = _unit_rows(plan, ds, entry, seed, last or PLACEHOLDER_SHA, done)
             certificates = certificates_to_make(plan, entry, seed, ds, certified, last)
@@ -151,7 +147,7 @@ def status_table(units: list[UnitStatus]) -> str:
             f"| {u.label} | {u.seed} | {u.state} | {model} | {u.rows}/{u.expected_rows} | "
             f"{', '.join(u.certificates) or '—'} | {under_way} |"
         )
-    counts: Mapping[str, int] = pd.Series([u.state for u in units], dtype=object).value_counts().to_dict()
+    counts = Counter(u.state for u in units)
     states = ["done", "under way", "not started"] + (["model not stored"] if counts.get("model not stored") else [])
     rows = sum(u.rows for u in units)
     expected = sum(u.expected_rows for u in units)

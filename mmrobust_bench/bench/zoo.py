@@ -36,12 +36,13 @@ from safetensors.torch import load_file
 from ..checked_tensors import META, READ_ERRORS
 from ..contracts import ModalitySpec
 from ..data import build_dataset
-from ..defenses import DEFENSES, TrainConfig, apply_overrides, build_defense, dataset_schedule
+from ..defenses import DEFENSES, TrainConfig, apply_overrides
 from ..defenses.base import key_dict
 from ..io import atomic_path, atomic_write_json, json_normalised, sha256_file, stable_hash
 from .checkpoints import CheckpointKey, load_stage
 from .result_readers import read_rows
 from .result_rows import complete
+from .sweep_plan import unit_checkpoint
 from .train import TrainedModel, select_device
 from .zoo_index import (
     INDEX,
@@ -158,10 +159,7 @@ def export_zoo(
             without_rows += 1
             continue
         sha, _, config_hash = unit
-        defense, train_cfg = build_defense(
-            entry.defense, {**plan.common_overrides, **entry.overrides}, dataset_schedule(ds)
-        )
-        key = CheckpointKey(ds.name, ds.config, defense.name, defense.config_dict(), key_dict(train_cfg), seed)
+        defense, train_cfg, key = unit_checkpoint(plan, ds, entry, seed)
         directory = key.directory(root)
         found = load_stage(directory, "final", key)
         if found is None:
