@@ -1,7 +1,8 @@
 """Attack a leaderboard model with your own attack: the model and its test split come from the leaderboard's zoo.
 
-``python examples/zoo.py`` loads the synthav leaderboard's JT model (seed 0) from ``leaderboards/synthav/zoo``;
-``--dataset avdigits --data-root free-spoken-digit-dataset/recordings`` takes the avdigits leaderboard's instead
+``python examples/zoo.py --dataset avdigits --data-root free-spoken-digit-dataset/recordings`` loads the avdigits
+leaderboard's JT model (seed 0) from ``leaderboards/avdigits/zoo``; without ``--dataset`` it takes synthav's, whose
+zoo is committed when its leaderboard's regeneration is done (until then it says there is no zoo there)
 (``--leaderboards DIR`` or ``$MMROBUST_LEADERBOARDS`` for another copy; ``mmrobust-bench zoo list`` shows what
 is there). It attacks the audio with a one-step gradient attack written here in five lines, and prints its
 accuracy beside the suite's FGM through ``mmr.evaluate`` and the leaderboard's own stored row for that cell.
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import mmrobust_bench as mmr
+from mmrobust_bench.bench.zoo_index import ZooError
 
 
 def my_attack(model: torch.nn.Module, batch: dict, eps: float) -> dict:
@@ -37,7 +39,10 @@ def main() -> None:
     args = parser.parse_args()
     zoo = f"{args.leaderboards}/{args.dataset}/zoo" if args.leaderboards else None
 
-    model = mmr.load_model(args.dataset, args.entry, seed=args.seed, zoo=zoo)  # sha256 checked against the index
+    try:
+        model = mmr.load_model(args.dataset, args.entry, seed=args.seed, zoo=zoo)  # sha256 checked against the index
+    except ZooError as exc:
+        raise SystemExit(f"examples/zoo.py: {exc}") from None
     # the leaderboard's test split, in its batches
     test = mmr.load_dataset(args.dataset, split="test", zoo=zoo, data_root=args.data_root)
     correct = sum(int((model(my_attack(model, b, args.eps)).logits.argmax(1) == b["label"]).sum()) for b in test)

@@ -282,6 +282,16 @@ def test_example_attacks_a_leaderboard_model_with_its_own_attack(board, tmp_path
     assert "my attack: accuracy " in done.stdout and "on 32 test samples at eps 0.5 (audio)" in done.stdout
 
 
+def test_example_without_a_zoo_says_so_in_one_line(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MMROBUST_HOME=str(tmp_path), MMROBUST_LEADERBOARDS=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "zoo.py")], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("examples/zoo.py: no model zoo at ") and "zoo export" in lines[0]
+
+
 # ---------------------------------------------------------------------- export and cards, with stubbed models
 
 

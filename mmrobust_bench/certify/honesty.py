@@ -12,7 +12,7 @@ attack, the tighter that lower bound; the check's strength is configurable (:cla
 - ``restarts``: extra runs of every attack from a uniformly random point of the ball;
 - every iterate is checked (each lies inside the ball and the valid box), not only the last.
 
-``HonestyConfig.legacy()`` is the suite's earlier check (one untargeted 20-step CE ℓ2-PGD, steps of
+``HonestyConfig.legacy_check()`` is the suite's earlier check (one untargeted 20-step CE ℓ2-PGD, steps of
 0.125 ε, no restarts, last iterate only), kept for comparison: on the synthav JT model it found 5
 of the 19 Eq. 5 violations the default finds (issue 17).
 """

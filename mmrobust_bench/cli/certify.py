@@ -96,7 +96,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--honesty-legacy",
         action="store_true",
         help="the earlier weak check (untargeted CE ℓ2-PGD, no restarts, last iterate), for comparison; "
-        "with --honesty-steps 20 it is the check behind the committed synthav rows",
+        "with --honesty-steps 20 it is the suite's original 20-step version",
     )
     cert.add_argument(
         "--n-attack",
