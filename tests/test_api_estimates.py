@@ -141,4 +141,4 @@ def test_certificates_warn_before_a_long_call(caplog, monkeypatch) -> None:
         frame = mmr.certificates(wrapped, _loader(), _loader(), honesty_steps=0)
     warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("certificates: up to about")]
     assert len(warned) == 1 and "honesty check" in warned[0]
-    assert list(frame["certificate"]) == ["eq5", "eq7[a]", "eq7[v]"]
+    assert list(frame.summary["certificate"]) == ["eq5", "eq7[a]", "eq7[v]"]

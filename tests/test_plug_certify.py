@@ -77,7 +77,7 @@ def test_certificates_run_the_strong_honesty_check_with_its_options():
         HonestyConfig(steps=30, targeted=False, loss="ce", seed=3),
         HonestyConfig.legacy_check(10),
     ):
-        frame = mmr.certificates(wrapped, train, test, honesty=config).set_index("certificate")
+        frame = mmr.certificates(wrapped, train, test, honesty=config).summary.set_index("certificate")
         found[config.describe()] = frame.loc["eq7[audio]", "honesty_violations"]
         row = frame.loc["eq7[audio]"]
         assert row["median_radius"] == pytest.approx(float(r[r > 0].median()), rel=1e-4)
@@ -85,14 +85,15 @@ def test_certificates_run_the_strong_honesty_check_with_its_options():
         assert row["honesty_attack"] == config.describe() == direct.attack
         assert (row["honesty_certified"], row["honesty_violations"]) == (direct.certified, direct.violations)
         assert row["honesty_counts"] == "lower bound (>= violations found)"
-    default = mmr.certificates(wrapped, train, test).set_index("certificate").loc["eq7[audio]"]
+    default = mmr.certificates(wrapped, train, test).summary.set_index("certificate").loc["eq7[audio]"]
     assert default["honesty_attack"] == HonestyConfig().describe()  # margin loss, targeted, 100 steps
     assert "margin" in default["honesty_attack"] and "targeted: every runner-up class" in default["honesty_attack"]
     assert default["honesty_violations"] > 0  # the too-small constants overclaim, and the check says so
     assert default["honesty_violations"] >= max(found.values())  # 100 steps, margin + targeted: the strongest
-    fewer = mmr.certificates(wrapped, train, test, honesty_steps=7, seed=1).set_index("certificate").loc["eq7[audio]"]
+    fewer = mmr.certificates(wrapped, train, test, honesty_steps=7, seed=1).summary.set_index("certificate")
+    fewer = fewer.loc["eq7[audio]"]
     assert fewer["honesty_attack"] == HonestyConfig(steps=7, seed=1).describe()
-    off = mmr.certificates(wrapped, train, test, honesty_steps=0).set_index("certificate").loc["eq7[audio]"]
+    off = mmr.certificates(wrapped, train, test, honesty_steps=0).summary.set_index("certificate").loc["eq7[audio]"]
     assert (off["honesty_certified"], off["honesty_violations"], off["honesty_counts"]) == (-1, -1, "not run")
     with pytest.raises(ValueError, match=r"honesty= takes a mmrobust_bench\.certify\.honesty\.HonestyConfig"):
         mmr.certificates(wrapped, train, test, honesty={"steps": 3})

@@ -498,7 +498,8 @@ def test_certificates_closed_form_for_a_late_fusion_sum():
     y = h.argmax(1)
     train = DataLoader(TensorDataset(*data(8, seed=6)), batch_size=4)
     test = DataLoader(TensorDataset(audio, video, y), batch_size=5)
-    frame = mmr.certificates(wrapped, train, test, radii=(0.1, 1.0), honesty_steps=10).set_index("certificate")
+    result = mmr.certificates(wrapped, train, test, radii=(0.1, 1.0), honesty_steps=10)
+    frame = result.summary.set_index("certificate")
     margins = h.gather(1, y[:, None]) - h
     diff = {m: (w[:, None] - w[None]).norm(dim=2).detach() for m, w in (("audio", model.wa), ("video", model.wv))}
     dens = {
@@ -512,6 +513,16 @@ def test_certificates_closed_form_for_a_late_fusion_sum():
         for e in (0.1, 1.0):
             assert frame.loc[name, f"certified_accuracy@{e:g}"] == float((ratio > e).float().mean())
         assert frame.loc[name, "honesty_certified"] == N and frame.loc[name, "honesty_violations"] == 0
+        # the per-sample rows are the closed-form radii, and the summary is their statistics
+        rows = result.samples[result.samples["certificate"] == name].set_index("sample")
+        assert list(rows.index) == list(range(N)) and (rows["label"] == y.tolist()).all()
+        assert (rows["prediction"] == rows["label"]).all() and (rows["kind"] == "empirical").all()
+        assert rows["radius"].to_numpy() == pytest.approx(ratio.double().numpy(), rel=1e-4)
+        for e in (0.1, 1.0):
+            assert frame.loc[name, f"certified_accuracy@{e:g}"] == pytest.approx((rows["radius"] > e).mean(), abs=1e-7)
+    tidy = result.to_frame()
+    assert list(tidy["row"].unique()) == ["sample", "summary"] and len(tidy) == 3 * N + 3
+    assert tidy.columns[0] == "row" and tidy.loc[tidy["row"] == "summary", "radius"].isna().all()
 
     class NotASum(WithUnimodal):
         def forward(self, audio, video):

@@ -20,6 +20,29 @@ from .batches import Split, batch_device, check_classes, device_batch, labels_of
 from .declare import WrappedModel, check_wrapped
 from .estimate import announce, certificates_estimate, loader_samples
 
+CERTIFICATE_ROWS = ("sample", "summary")  # the two kinds of row of CertificateResult.to_frame
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateResult:
+    """What :func:`certificates` returns: per-sample radii and per-certificate summaries kept apart, so that a mean
+    over ``summary`` never mixes in a sample's radius.
+
+    Attributes:
+        samples: one row per certificate and test sample (``certificate``, ``modality``, ``sample`` (its position
+            in the test loader), ``label``, ``prediction``, ``radius`` (0 when misclassified), ``kind``).
+        summary: one row per certificate (``eq5``, then ``eq7[m]`` per modality): ``n``, ``clean_accuracy``,
+            ``median_radius``, ``certified_accuracy@ε`` for each radius, the honesty counts and ``kind``.
+    """
+
+    samples: pd.DataFrame
+    summary: pd.DataFrame
+
+    def to_frame(self) -> pd.DataFrame:
+        """Both in one tidy frame with a ``row`` column: ``"sample"`` rows, then ``"summary"`` rows."""
+        frame = pd.concat([self.samples.assign(row="sample"), self.summary.assign(row="summary")], ignore_index=True)
+        return frame[["row"] + [c for c in frame.columns if c != "row"]]
+
 
 def _additive_forward(
     wrapped: WrappedModel,
@@ -157,7 +180,7 @@ def certificates(
     class_chunk: int = 32,
     honesty: Any = None,
     batch_size: int = 64,
-) -> pd.DataFrame:
+) -> CertificateResult:
     """Empirical certified radii (Eq. 7 per modality, Eq. 5 jointly; docs/methods.md §11) of a model whose fused
     logits are the sum of its uni-modal scores plus a constant, with the suite's honesty check.
 
@@ -185,10 +208,11 @@ def certificates(
         batch_size: the honesty check's batch size.
 
     Returns:
-        One row per certificate (``eq5``, then ``eq7[m]`` per modality): ``n``, ``clean_accuracy``,
-        ``median_radius``, ``certified_accuracy@ε`` for each of ``radii``, the honesty counts
-        (``honesty_certified``, ``honesty_violations``; -1 when not run), ``honesty_counts``,
-        ``honesty_attack`` and ``kind`` (``"empirical"``).
+        A :class:`CertificateResult`: ``.samples``, one row per certificate and test sample (its radius, 0 when
+        misclassified); ``.summary``, one row per certificate (``eq5``, then ``eq7[m]`` per modality): ``n``,
+        ``clean_accuracy``, ``median_radius``, ``certified_accuracy@ε`` for each of ``radii``, the honesty counts
+        (``honesty_certified``, ``honesty_violations``; -1 when not run), ``honesty_counts``, ``honesty_attack``
+        and ``kind`` (``"empirical"``); ``.to_frame()``, both in one tidy frame.
     """
     if test is None:
         raise TypeError(
@@ -236,9 +260,22 @@ def certificates(
             variants=(MIN_J,),
         )
     correct = cert.predictions == cert.labels
-    rows = []
+    rows, per_sample = [], []
     for found in cert.radii:
         r = torch.where(correct, found.radius.clamp_min(0), torch.zeros_like(found.radius))
+        per_sample.append(
+            pd.DataFrame(
+                {
+                    "certificate": found.name,
+                    "modality": "+".join(found.modalities),
+                    "sample": range(cert.n),
+                    "label": cert.labels.tolist(),
+                    "prediction": cert.predictions.tolist(),
+                    "radius": r.double().tolist(),
+                    "kind": "empirical",
+                }
+            )
+        )
         certified = torch.nonzero(r > 0).flatten()
         check_run = found.honesty
         row = {
@@ -259,7 +296,7 @@ def certificates(
             }
         )
         rows.append(row)
-    return pd.DataFrame(rows)
+    return CertificateResult(samples=pd.concat(per_sample, ignore_index=True), summary=pd.DataFrame(rows))
 
 
 class _AdditivePasses:
@@ -296,4 +333,4 @@ class _AdditivePasses:
             yield batch, labels
 
 
-__all__ = ["ADDITIVITY_TOL", "eta", "certificates"]
+__all__ = ["ADDITIVITY_TOL", "CertificateResult", "eta", "certificates"]
