@@ -147,3 +147,68 @@ def test_a_run_without_threads_records_the_count_it_chose(tmp_path, monkeypatch,
     ]
     assert main(args) == 0
     assert pd.read_csv(tmp_path / "results.csv")["threads"].tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("argv,expected", [([], 1), (["--threads", "2"], 2)])
+def test_certify_takes_the_idle_cores_or_the_count_given(monkeypatch, threads_restored, argv, expected, capsys):
+    """`certify` trains and certifies under the same thread policy as `run`: the idle cores without --threads."""
+    from types import SimpleNamespace
+
+    from mmrobust_bench.bench import certification
+    from mmrobust_bench.cli import common, main
+
+    monkeypatch.setattr(common, "_TORCH_THREADS", [2])
+    monkeypatch.setattr(busy_cores, "usable_cores", lambda: 2)
+    monkeypatch.setattr(busy_cores, "other_runnable", lambda: 1)
+    seen = []
+
+    def certify_model(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return SimpleNamespace(
+            trained=SimpleNamespace(status="reused"), text="", directory="d", certified_path="c", eta_path="e"
+        )
+
+    monkeypatch.setattr(certification, "certify_model", certify_model)
+    assert main(["certify", "--defense", "jt", "--device", "cpu", *argv]) == 0
+    assert seen == [expected]
+
+
+def test_the_api_warns_once_on_busy_cores_and_leaves_the_thread_count_alone(monkeypatch, caplog, threads_restored):
+    """mmr.evaluate on the CPU with 2 torch threads beside busy processes: one warning naming the API's remedy (also
+    over a second call), and torch's count is not changed behind the caller's back."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import mmrobust_bench as mmr
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(busy_cores, "usable_cores", lambda: 2)
+    monkeypatch.setattr(busy_cores, "other_runnable", lambda: 2)
+    monkeypatch.setattr(busy_cores, "_API_WARNED", set())
+    torch.set_num_threads(2)
+
+    class Sum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(6, 3)
+
+        def forward(self, a, v):
+            return self.linear(a + v)
+
+    wrapped = mmr.wrap(Sum(), modalities={"a": mmr.Modality((6,)), "v": mmr.Modality((6,))}, call="positional")
+    gen = torch.Generator().manual_seed(0)
+    loader = DataLoader(
+        TensorDataset(
+            torch.randn(8, 6, generator=gen), torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+        ),
+        batch_size=4,
+    )
+    with caplog.at_level(logging.WARNING, logger="mmrobust_bench.plug"):
+        for _ in range(2):
+            mmr.evaluate(wrapped, loader, attack="fgm", modality="a", eps=[0.1], device="cpu", check_flags=False)
+    warned = [r.getMessage() for r in caplog.records if "other runnable" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("evaluate: 2 other runnable process(es)")
+    assert busy_cores.API_REMEDY in warned[0] and "--threads" not in warned[0]
+    assert torch.get_num_threads() == 2
+    monkeypatch.setattr(busy_cores, "_API_WARNED", set())
+    assert busy_cores.api_busy_cores_warning(False, 2) is None  # not on the CPU: nothing to say
+    assert busy_cores.api_busy_cores_warning(True, 1) is None  # one thread cannot spin-wait on a partner

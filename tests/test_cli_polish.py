@@ -74,7 +74,7 @@ def test_every_help_states_its_default_one_way():
 @pytest.mark.parametrize(
     "argv,usage",
     [
-        (["certify", "--threads", "1"], "usage: mmrobust-bench certify "),
+        (["certify", "--seeds", "1"], "usage: mmrobust-bench certify "),
         (["list", "pgd", "--bogus"], "usage: mmrobust-bench list "),
         (["report", "--results", "r.csv", "--out", "o", "--nope"], "usage: mmrobust-bench report "),
     ],
@@ -88,7 +88,7 @@ def test_a_subcommands_misuse_prints_that_subcommands_usage(capsys, argv, usage)
     assert err.rstrip().splitlines()[-1] == (
         f"mmrobust-bench {argv[0]}: error: unrecognized arguments: "
         f"{' '.join(a for a in argv if a.startswith('--') and a not in ('--results', '--out'))}"
-        + (" 1" if "--threads" in argv else "")
+        + (" 1" if "--seeds" in argv else "")
     )
 
 

@@ -45,6 +45,33 @@ def test_readme_is_a_short_welcome_with_the_two_setup_commands():
     )
 
 
+def test_every_mmr_call_in_the_readme_fits_its_real_signature():
+    """The README's Python blocks parse, and each ``mmr.NAME(...)`` call binds to that public function's signature
+    (arguments that do not exist, or a required one left out, fail here before a reader copies them)."""
+    import ast
+    import inspect
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    calls = []
+    for block in blocks:
+        for node in ast.walk(ast.parse(block)):
+            func = getattr(node, "func", None)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(func, ast.Attribute)
+                and getattr(func.value, "id", "") == "mmr"
+            ):
+                calls.append(node)
+    names = {c.func.attr for c in calls}  # type: ignore[attr-defined]
+    assert {"wrap", "attack", "evaluate", "certificates", "smooth_certify", "load_model", "load_dataset"} <= names
+    for call in calls:
+        signature = inspect.signature(getattr(mmr, call.func.attr))  # type: ignore[attr-defined]
+        args = [object()] * len(call.args)
+        kwargs = {k.arg: object() for k in call.keywords if k.arg}
+        signature.bind(*args, **kwargs)  # raises TypeError naming the argument
+
+
 @pytest.mark.slow
 def test_site_builds_strict_with_every_subcommand_and_public_name(tmp_path):
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")

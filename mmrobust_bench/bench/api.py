@@ -27,6 +27,7 @@ from ..data.base import TensorSplit
 from ..defenses import build_defense, dataset_schedule
 from ..io import default_root
 from . import distributed
+from .busy_cores import api_busy_cores_warning
 from .configs import EvalConfig, ModelConfig
 from .evaluate import Measurement, clean_accuracy, minimal_norm_curve, robust_accuracy
 from .flags import Flag, check_attack, clean_row_flags, row_flags, warn_flags
@@ -178,7 +179,15 @@ def run(
 
     Nothing is drawn here: ``RunResult.plot_path`` and ``plot_title`` say where and how the CLI (or the caller,
     with ``reports.curves.plot_robust_curve``) draws the run's curve.
+
+    Training and attacks run at torch's current thread count (the caller's to set; recorded in the rows), with a
+    warning when those threads would share busy cores (``bench.busy_cores``).
     """
+    import torch
+
+    message = api_busy_cores_warning(select_device(device).type == "cpu", torch.get_num_threads())
+    if message:
+        log.warning("mmr.run: %s", message)
     return run_model(
         ModelConfig(
             defense=defense,

@@ -9,7 +9,8 @@ cores the default was the fastest (``benchmarks/results/busy_cores-*.json``). So
 CPU run takes the cores that are idle when it starts (:func:`auto_threads`): torch's own count on an idle
 machine, fewer beside busy processes. The count orders float reductions, so it is recorded in every row
 (the ``threads`` column) and ``--threads N`` pins it for bit-for-bit reruns; a pinned count that would
-share busy cores gets :func:`busy_cores_warning`, naming the remedies.
+share busy cores gets :func:`busy_cores_warning`, naming the remedies. The Python API changes no thread count
+(the caller's numbers depend on it): its long calls warn instead (:func:`api_busy_cores_warning`).
 """
 
 from __future__ import annotations
@@ -65,8 +66,17 @@ def auto_threads(ceiling: int, cores: int | None = None, others: int | None = No
     return max(1, min(ceiling, cores - others))
 
 
-def busy_cores_warning(threads: int, cores: int | None = None, others: int | None = None) -> str | None:
-    """The warning to print for a pinned count of ``threads`` intra-op threads on this machine now, or None."""
+CLI_REMEDY = "Pass --threads 1 (recorded in the rows), leave --threads out (the idle cores are used)"
+# The Python API leaves torch's thread count to its caller (it orders float reductions, so a library call that
+# changed it would change the caller's later numbers): it names the call that does.
+API_REMEDY = "Call torch.set_num_threads(1) before this call (the count is recorded in the rows)"
+
+
+def busy_cores_warning(
+    threads: int, cores: int | None = None, others: int | None = None, remedy: str = CLI_REMEDY
+) -> str | None:
+    """The warning to print for ``threads`` intra-op threads on this machine now, or None; ``remedy`` names the
+    way to a smaller count where the warning is read (the CLI's option, the API's call)."""
     cores = usable_cores() if cores is None else cores
     others = other_runnable() if others is None else others
     if others is None or not contended(threads, cores, others):
@@ -76,9 +86,31 @@ def busy_cores_warning(threads: int, cores: int | None = None, others: int | Non
     return (
         f"{others} other runnable process(es) share this machine's {cores} core(s) with {threads} torch "
         f"threads: spinning OpenMP threads can make this run tens of times slower (27x measured, "
-        f"benchmarks/busy_cores.py). Pass --threads 1 (recorded in the rows), leave --threads out (the "
-        f"idle cores are used), or set OMP_WAIT_POLICY=PASSIVE (changes no number)"
+        f"benchmarks/busy_cores.py). {remedy}, or set OMP_WAIT_POLICY=PASSIVE (changes no number)"
     )
 
 
-__all__ = ["auto_threads", "busy_cores_warning", "contended", "other_runnable", "usable_cores"]
+_API_WARNED: set[int] = set()
+
+
+def api_busy_cores_warning(on_cpu: bool, threads: int) -> str | None:
+    """:func:`busy_cores_warning` for a Python API call that runs on the CPU at torch's current ``threads``, with the
+    API's remedy; once per process and thread count, so that a loop of calls does not repeat it."""
+    if not on_cpu or threads in _API_WARNED:
+        return None
+    message = busy_cores_warning(threads, remedy=API_REMEDY)
+    if message:
+        _API_WARNED.add(threads)
+    return message
+
+
+__all__ = [
+    "API_REMEDY",
+    "CLI_REMEDY",
+    "api_busy_cores_warning",
+    "auto_threads",
+    "busy_cores_warning",
+    "contended",
+    "other_runnable",
+    "usable_cores",
+]

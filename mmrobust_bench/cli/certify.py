@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import eps_list, key_values, overrides
+from .common import choose_threads, eps_list, key_values, overrides
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -112,6 +112,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="smoothing honesty check: attack only the first N >= 1 certified samples (-1: all; 0 is refused)",
     )
     cert.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cert.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (torch.set_num_threads) for training and certifying, recorded in the "
+        "certificate rows (default: on the CPU, the cores idle at the start, at most torch's own count)",
+    )
     cert.set_defaults(func=cmd, distributed=True)
 
 
@@ -128,6 +134,7 @@ def cmd(args: argparse.Namespace) -> int:
     check_count(
         args.attack_samples, "--attack-samples (certified samples the honesty check attacks; -1 = all)", sentinel=-1
     )
+    choose_threads(args.device, args.threads)
     world = distributed.current()
     if not world.main:  # under torchrun: take part in training, then let rank 0 certify
         train_defense(

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..bench.busy_cores import api_busy_cores_warning
+
 log = logging.getLogger("mmrobust_bench.plug")
 
 ANNOUNCE_SECONDS = 60.0  # a call expected to take longer says so before it starts
@@ -41,6 +43,14 @@ def loader_samples(loader: Iterable[Any], first_batch: int) -> int | None:
     if hasattr(loader, "__len__"):
         return len(loader) * first_batch  # type: ignore[arg-type]
     return None
+
+
+def warn_busy_cores(call: str, device: torch.device) -> None:
+    """Warn (once per process and thread count) when this CPU call's torch threads would share busy cores: spinning
+    OpenMP threads make it tens of times slower (``bench.busy_cores``). The count is the caller's to change."""
+    message = api_busy_cores_warning(device.type == "cpu", torch.get_num_threads())
+    if message:
+        log.warning("%s: %s", call, message)
 
 
 def announce(

@@ -32,7 +32,7 @@ from ..data.base import TensorSplit
 from .attacking import build, resolve_attack
 from .batches import batch_device, check_classes, device_batch, labels_of, restored_modes
 from .declare import WrappedModel, check_wrapped
-from .estimate import announce, autoattack_estimate, loader_samples
+from .estimate import announce, autoattack_estimate, loader_samples, warn_busy_cores
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,7 @@ def evaluate(
     library_eps = resolve_attack(attack).eps
     grid = _eps_grid(eps, library_eps) if eps is not None or library_eps is not None else []
     dev = batch_device(wrapped, device)
+    warn_busy_cores("evaluate", dev)
     if isinstance(modality, str) and modality != ANY:  # evaluate also takes 'any': its error says so
         try:
             parse_modalities(modality, wrapped.names)

@@ -21,7 +21,7 @@ from ..certify.smoothing import smooth_certify as certify_smoothed
 from ..contracts import ALL_MODALITIES, ThreatModel
 from .batches import batch_device, check_classes, device_batch, labels_of, num_classes, restored_modes
 from .declare import WrappedModel, check_wrapped
-from .estimate import ANNOUNCE_SECONDS, announce
+from .estimate import ANNOUNCE_SECONDS, announce, warn_busy_cores
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ def smooth_certify(
     config = SmoothingConfig(sigma=float(sigma), n0=n0, n=n, alpha=float(alpha), batch=batch, seed=seed)
     radii = capped_radii(config.default_radii if radii is None else radii, config.sigma, config.n, config.alpha)
     dev = batch_device(wrapped, device)
+    warn_busy_cores("smooth_certify", dev)
     inputs: dict[str, list[Tensor]] = {m: [] for m in wrapped.names}
     labels: list[Tensor] = []
     count = classes = 0

@@ -18,7 +18,7 @@ from ..certify.radii import ADDITIVE, MIN_J, certify, pair_eta, unimodal_grams
 from ..contracts import Batch, ModelOutput
 from .batches import Split, batch_device, check_classes, device_batch, labels_of, restored_modes
 from .declare import WrappedModel, check_wrapped
-from .estimate import announce, certificates_estimate, loader_samples
+from .estimate import announce, certificates_estimate, loader_samples, warn_busy_cores
 
 CERTIFICATE_ROWS = ("sample", "summary")  # the two kinds of row of CertificateResult.to_frame
 
@@ -228,6 +228,7 @@ def certificates(
         check = dataclasses.replace(check, seed=int(seed))
     wrapped = check_wrapped(model)
     dev = batch_device(wrapped, device)
+    warn_busy_cores("certificates", dev)
     passes = _AdditivePasses(wrapped, order, label_key, dev)
     with restored_modes(wrapped):
         train_batches = passes.inputs(train)
