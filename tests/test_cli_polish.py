@@ -46,6 +46,22 @@ def test_list_without_a_match_is_an_error_naming_the_nearest_names(capsys):
     assert "crmt_jt" in capsys.readouterr().out
 
 
+def test_list_builds_only_the_library_rows_it_prints(monkeypatch):
+    """A pattern filters the library attacks' names before their rows are built (a torchattacks row inspects its
+    class), and the rows are those of the whole listing that match."""
+    from mmrobust_bench.cli import listing
+
+    everything = listing.collect()
+    built = []
+    real = listing._torchattacks_rows
+    monkeypatch.setattr(listing, "_torchattacks_rows", lambda names: built.extend(names) or real(names))
+    found = listing.collect("pgdl2")
+    assert built and all("pgdl2" in n.lower() for n in built)
+    keep = listing.matcher("pgdl2")
+    assert found["attacks"] == [r for r in everything["attacks"] if keep(r["name"])]
+    assert {"torchattacks:PGDL2", "art:ProjectedGradientDescent"} & {r["name"] for r in found["attacks"]}
+
+
 def test_prepare_help_is_plain_text_like_every_other_help(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")
     for name, parser in every_parser(build_parser()):

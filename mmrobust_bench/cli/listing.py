@@ -142,13 +142,15 @@ def _art_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def _family_rows(prefix: str, lister: Callable[[], list[str]]) -> list[dict[str, Any]]:
+def _family_rows(prefix: str, lister: Callable[[], list[str]], keep: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """The rows of one library's attacks whose names ``keep`` accepts: the others are never built (a torchattacks
+    row inspects its class)."""
     # here, not at the top: building the parser (--help) imports no torch, pandas or yaml
     from ..attacks import art_adapter, torchattacks_adapter
 
     if prefix == "art" and lister is art_adapter.art_names:
-        return _art_rows()
-    names = lister()
+        return [row for row in _art_rows() if keep(row["name"])]
+    names = [n for n in lister() if keep(f"{prefix}:{n}")]
     if prefix == "torchattacks" and lister is torchattacks_adapter.torchattacks_names:
         return _torchattacks_rows(names)
     return [{"name": f"{prefix}:{n}", "norms": None, "description": "", "provider": prefix} for n in names]
@@ -180,11 +182,11 @@ def collect(pattern: str | None = None) -> dict[str, Any]:
     out["unavailable_libraries"] = []
     for prefix, lister in sorted(FAMILY_LISTERS.items()):
         try:
-            rows = _family_rows(prefix, lister)
+            rows = _family_rows(prefix, lister, keep)
         except ImportError as exc:  # a missing optional library must not break the listing (a bug still does)
             out["unavailable_libraries"].append({"library": prefix, "reason": str(exc)})
             continue
-        out["attacks"] += [dict(row, status="ok") for row in rows if keep(row["name"])]
+        out["attacks"] += [dict(row, status="ok") for row in rows]
     excluded = [("torchattacks", name, why) for name, why in EXCLUDED.items()]
     excluded += [("art", name, why) for name, why in ART_EXCLUDED.items()]
     out["excluded_attacks"] = [
