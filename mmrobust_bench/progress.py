@@ -59,7 +59,9 @@ class StepLog:
     """One INFO line per finished step (``"train jt: epoch 2/10 (loss 0.412), elapsed 8.1 s, ETA 32.4 s"``)
     where a bar cannot be drawn: on when the caller wants progress (``enabled``), the process has it on and
     ``stream`` (default stderr) is not a terminal. The ETA extrapolates the steps done since this object was
-    made (``done``: steps already finished before, such as the epochs of a resumed training)."""
+    made (``done``: steps already finished before, such as the epochs of a resumed training). ``every`` (seconds):
+    log a step only once that long has passed since the last line (or the start), so that steps of a second each
+    (an attack's batches) give a line a minute in a long loop and none in a short one."""
 
     def __init__(
         self,
@@ -71,12 +73,14 @@ class StepLog:
         done: int = 0,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        every: float = 0.0,
     ) -> None:
         self.what, self.total, self.unit = what, total, unit
         self.done = self._first = int(done)
         self.active = enabled and _enabled and not _is_terminal(sys.stderr if stream is None else stream)
         self._clock = clock
-        self._start = clock()
+        self._start = self._logged = clock()
+        self.every = float(every)
 
     def line(self, detail: str = "") -> str:
         """The line for the progress so far (what :meth:`step` logs)."""
@@ -96,7 +100,8 @@ class StepLog:
     def step(self, n: int = 1, detail: str = "") -> None:
         """``n`` more steps are finished; log the line when active."""
         self.done += n
-        if self.active:
+        if self.active and self._clock() - self._logged >= self.every:
+            self._logged = self._clock()
             log.info("%s", self.line(detail))
 
 
@@ -123,11 +128,17 @@ class _LoggedBar(tqdm):
 
 
 def progress_bar(
-    iterable: Iterable[Any] | None = None, *, enabled: bool = True, log_steps: str | None = None, **kwargs: Any
+    iterable: Iterable[Any] | None = None,
+    *,
+    enabled: bool = True,
+    log_steps: str | None = None,
+    log_every: float = 0.0,
+    **kwargs: Any,
 ) -> tqdm:
     """``tqdm(iterable, **kwargs)``, off unless ``enabled``, progress is on for this process, and stderr
     (or ``file``) is a terminal. ``log_steps`` (the unit's name, e.g. ``"cell"``): where the bar is not
-    drawn, log each update (or item) as a :class:`StepLog` line named by ``desc`` instead."""
+    drawn, log each update (or item) as a :class:`StepLog` line named by ``desc`` instead, at most one per
+    ``log_every`` seconds."""
     kwargs.setdefault("file", sys.stderr)
     if log_steps is None:
         return tqdm(iterable, disable=disable_flag(enabled), **kwargs)
@@ -141,6 +152,7 @@ def progress_bar(
         enabled=enabled,
         done=int(kwargs.get("initial") or 0),
         stream=kwargs["file"],
+        every=log_every,
     )
     return _LoggedBar(iterable, disable=disable_flag(enabled), step_log=steps, **kwargs)
 

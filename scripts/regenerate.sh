@@ -66,7 +66,7 @@ xargs -P "$JOBS" -L 1 bash -c '
   args=("$@"); n=${#args[@]}
   label="${args[n-2]}" seed="${args[n-1]}"
   if "$PY" -m mmrobust_bench.cli sweep --config "$CONFIG" --root "$ROOT" --only "$label" --seeds "$seed" \
-       --no-progress "${args[@]:0:n-2}" >> "$ROOT/logs/$label-s$seed.log" 2>&1; then
+       "${args[@]:0:n-2}" >> "$ROOT/logs/$label-s$seed.log" 2>&1; then
     echo "done   $label seed $seed"
   else
     echo "FAILED $label seed $seed: $ROOT/logs/$label-s$seed.log"

@@ -70,6 +70,64 @@ def test_step_lines_have_elapsed_time_and_an_eta_from_the_steps_done_here(caplog
     ]
 
 
+def test_every_throttles_the_lines_to_one_per_interval(caplog):
+    """Steps of a few seconds with ``every=60``: a line once a minute has passed since the last one, with its ETA;
+    a loop shorter than a minute logs nothing."""
+    clock = Clock()
+    steps = StepLog("attack pgd_l2 on a", 6, unit="batch", stream=io.StringIO(), clock=clock, every=60)
+    with caplog.at_level(logging.INFO, logger="mmrobust_bench.progress"):
+        for _ in range(6):
+            clock.now += 25.0
+            steps.step()
+        short = StepLog("attack fgm on a", 3, unit="batch", stream=io.StringIO(), clock=clock, every=60)
+        for _ in range(3):
+            clock.now += 1.0
+            short.step()
+    assert messages(caplog) == [
+        "attack pgd_l2 on a: batch 3/6, elapsed 1 min 15 s, ETA 1 min 15 s",  # 75 s since the start
+        "attack pgd_l2 on a: batch 6/6, elapsed 2 min 30 s, done",  # 75 s since the last line
+    ]
+
+
+def test_a_long_attack_cell_logs_its_progress_where_no_bar_is_drawn(caplog, monkeypatch):
+    """robust_accuracy on a log file: a line per batch when each takes longer than ATTACK_LOG_SECONDS (0 here)."""
+    import torch
+
+    from mmrobust_bench.attacks import build_attack
+    from mmrobust_bench.bench import evaluate
+    from mmrobust_bench.contracts import ModalitySpec, ThreatModel
+
+    monkeypatch.setattr(evaluate, "ATTACK_LOG_SECONDS", 0.0)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file, not a terminal
+    specs = [ModalitySpec("a", (4,)), ModalitySpec("v", (4,))]
+
+    class Sum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, batch):
+            from mmrobust_bench.contracts import ModelOutput
+
+            return ModelOutput(logits=self.linear(batch["a"] + batch["v"]))
+
+    from mmrobust_bench.data.base import TensorSplit
+
+    gen = torch.Generator().manual_seed(0)
+    split = TensorSplit(
+        {"a": torch.randn(15, 4, generator=gen), "v": torch.randn(15, 4, generator=gen)}, torch.arange(15) % 3
+    )
+    threat = ThreatModel.parse("a", 0.5, specs)
+    with caplog.at_level(logging.INFO, logger="mmrobust_bench.progress"):
+        evaluate.robust_accuracy(
+            Sum(), split, build_attack("fgm", specs), threat, [0.5], 5, torch.device("cpu"), progress=True
+        )
+    lines = [re.sub(r"elapsed [^,]+(, ETA [^,]+)?", "elapsed T", m) for m in messages(caplog)]
+    assert lines == [f"attack fgm on a: batch {i}/3, elapsed T" for i in (1, 2)] + [
+        "attack fgm on a: batch 3/3, elapsed T, done"
+    ]
+
+
 def test_no_step_lines_on_a_terminal_or_with_progress_off(caplog):
     with caplog.at_level(logging.INFO, logger="mmrobust_bench.progress"):
         StepLog("a", 2, stream=Terminal()).step()  # the bar is drawn there

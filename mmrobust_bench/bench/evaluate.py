@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # ``(batch, labels)`` pairs already on the device (a user's DataLoader after the public API unpacked it).
 Batches = Split | Iterable[tuple[Mapping[str, Tensor], Tensor]]
 
+ATTACK_LOG_SECONDS = 60.0  # where no bar is drawn, a long cell logs its progress (with an ETA) this often
 # What ``minimal_norm_curve`` multiplies the largest ε of the grid by to get the attack's radius: the
 # library's box then lies well beyond every ε of the grid, and a norm found above the grid no longer matters.
 RADIUS_FACTOR = 4.0
@@ -257,10 +258,12 @@ def robust_accuracy(
     batches, count = _stream(split, step, device)
     bar = progress_bar(
         total=None if count is None else count * (1 if batched else len(grid)),
-        desc=f"attack {attack.describe()}",
+        desc=f"attack {attack.describe()} on {'+'.join(threat.modalities)}",
         enabled=progress,
         unit="batch",
         leave=False,
+        log_steps="batch",  # in a log file: a line with the ETA once a minute in a long cell, none in a short one
+        log_every=ATTACK_LOG_SECONDS,
     )
     seen = 0
     with attack_setting(model, attack, threat):

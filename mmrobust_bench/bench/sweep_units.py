@@ -459,8 +459,10 @@ def _measure_set(
     eps_grid = list(todo) if atk.norm_bounded else [0.0]
     test = block.split(ds.test)
     journal = cell_journal(results_path, common, [keys[e] for e in todo], batch_size, len(test))
+    # progress as the process allows (off with --no-progress / -q): a bar beside the sweep's on a terminal, and in a
+    # log file a line with the ETA once a minute while a long cell (an autoattack cell: up to an hour) runs
     measured = robust_accuracy(
-        trained.model, test, atk, threat, eps_grid, batch_size, dev, progress=False, journal=journal
+        trained.model, test, atk, threat, eps_grid, batch_size, dev, progress=True, journal=journal
     )
     stored_flags = journal.checks() if journal is not None else None
     if stored_flags is None:
