@@ -1,7 +1,8 @@
 """The HTML leaderboard in a real headless browser: it renders (screenshot pixel statistics), sorts on load from
 the address (DOM dump), no column is cut off at 1,024–1,920 px (element geometry measured in the browser), it is
-ranked by the headline's ``any`` with the masking check below, shows certified accuracy (sound and empirical), and
-links every model's card, the figures and the tables. Skipped only when no chromium is installed; CI installs one
+ranked by the headline's ``any`` with the masking check below (at 1,024 and 1,920 px too, screenshot and layout, with
+every flagged cell's marker shown), shows certified accuracy (sound and empirical), and links every model's card,
+the figures and the tables. Skipped only when no chromium is installed; CI installs one
 (.ci/run) and sets MMROBUST_REQUIRE_BROWSER=1, which turns the skip into a failure."""
 
 import html
@@ -370,3 +371,57 @@ def test_the_geometry_check_sees_a_cut_column(ranked_page):
     """The same page without its scroll container runs past the window: the check names the columns cut off."""
     measured = geometry(ranked_page, 1024, drop=SCROLL_CSS)
     assert clipped(measured)[-2:] == ["config", "cards"] and measured["docScrollWidth"] > 1024
+
+
+FLAG_PROBE = """
+(function(){
+  var out={innerWidth:window.innerWidth, names:[], flags:[]};
+  document.querySelectorAll('#leaderboard tbody tr').forEach(function(tr){
+    out.names.push(tr.cells[0].firstChild.textContent.trim());});
+  document.querySelectorAll('#leaderboard td.flagged').forEach(function(td){
+    var mark=td.querySelector('span.flag'), r=mark?mark.getBoundingClientRect():null;
+    var s=mark?getComputedStyle(mark):null;
+    out.flags.push({row:td.parentElement.cells[0].firstChild.textContent.trim(), flags:td.dataset.flags,
+      title:mark?mark.title:null, width:r?r.width:0, height:r?r.height:0,
+      shown:s?(s.visibility!=='hidden'&&s.display!=='none'):false});});
+  document.body.setAttribute('data-probe', JSON.stringify(out));
+})();
+"""
+
+
+@pytest.fixture(scope="module")
+def flagged_page(tmp_path_factory):
+    """The ranked page with CRMT-JT's paper PGD flagged ``zero_gradients`` on every seed."""
+    out = tmp_path_factory.mktemp("flagged")
+    rows = autoattack_rows()
+    rows["flags"] = rows["flags"].astype(object)
+    rows.loc[(rows["defense"] == "crmt_jt") & (rows["attack"] == "pgd_l2"), "flags"] = "zero_gradients"
+    write_leaderboard(rows, out, command="mmrobust-bench report --html", certified=fixture_certified())
+    return out / "leaderboard-synthav.html"
+
+
+@pytest.mark.parametrize("width", [1024, 1920])
+def test_the_browser_shows_the_ranked_rows_and_their_flags_at_common_widths(flagged_page, tmp_path, width):
+    """At 1,024 and 1,920 px: a screenshot shows the table drawn, and in the laid-out page the rows are in the
+    headline's rank order and every flagged cell shows its marker (a visible box) naming the flag."""
+    shot = tmp_path / f"shot-{width}.png"
+    result = run_browser(f"--screenshot={shot}", f"--window-size={width},900", flagged_page.as_uri())
+    assert shot.exists(), result.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[:2] == (900, width) and pixels.std() > 20
+    dark = pixels.sum(axis=-1) < 400  # the header's column groups have dark backgrounds of several colours
+    assert len(np.flatnonzero(dark.sum(axis=1) > width // 2)) >= 15  # a header band across half the window drew
+
+    text = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", flagged_page.read_text())
+    copy = flagged_page.with_name(f"probed-{width}.html")
+    copy.write_text(text.replace("</body>", f"<script>{FLAG_PROBE}</script></body>"))
+    result = run_browser("--dump-dom", "--virtual-time-budget=3000", f"--window-size={width},900", copy.as_uri())
+    found = re.search(r'data-probe="([^"]+)"', result.stdout)
+    assert found, result.stderr[-2000:]
+    probe = json.loads(html.unescape(found.group(1)))
+    assert probe["innerWidth"] == width
+    assert probe["names"] == [display_name(label) for label in ANY_ORDER]
+    assert probe["flags"] and {f["row"] for f in probe["flags"]} == {display_name("crmt_jt")}
+    for flag in probe["flags"]:
+        assert flag["flags"] == "zero_gradients" and "zero_gradients (seeds 0, 1, 2)" in flag["title"]
+        assert flag["shown"] and flag["width"] > 0 and flag["height"] > 0
