@@ -150,3 +150,29 @@ def test_sparse_coding_backward_compares_the_masked_threshold_with_the_formula()
     assert out["bit_identical"] is True
     assert out["graph_bytes_ratio"] > 10  # three float tensors a code against one byte
     assert all(v >= 0 for r in out["cpu_seconds"].values() for t in ("first", "again_median") for v in r[t].values())
+
+
+def test_api_defaults_times_each_certificate_call_of_a_zoo_model():
+    """Needs FSDD for the avdigits zoo's data ($MMROBUST_FSDD_ROOT); CI has none and skips it."""
+    import os
+
+    import pytest
+
+    root = os.environ.get("MMROBUST_FSDD_ROOT")
+    if not root:
+        pytest.skip("set MMROBUST_FSDD_ROOT to FSDD's recordings/ folder")
+    out = run_script("api_defaults.py", "--data-root", root, "--samples", "3", "--train-samples", "8")
+    assert out["samples"] == 3 and out["model"]["entry"] == "jt"
+    assert out["machine"]["cpu_capability"] == row_provenance()["cpu_capability"]
+    calls = out["calls"]
+    assert set(calls) == {
+        "smooth_certify[v]",
+        "smooth_certify[a]",
+        "smooth_certify[all]",
+        "certificates",
+        "certificates[leaderboard check]",
+    }
+    assert all(c["seconds"] > 0 and c["whole_test_split_minutes"] > 0 for c in calls.values())
+    assert "every runner-up" in calls["certificates"]["honesty_attack"]
+    assert "top 3 runner-up" in calls["certificates[leaderboard check]"]["honesty_attack"]
+    assert calls["smooth_certify[v]"]["largest_radius"] == 0.616  # 0.25·Φ⁻¹(0.001^(1/1000))
