@@ -17,6 +17,7 @@ user can put in them, then ``report`` and ``plot`` run through the real command 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import re
 import tempfile
@@ -554,6 +555,19 @@ NAMES = st.one_of(
 )
 
 
+@functools.cache
+def template_markup() -> str:
+    """The HTML page of two plain entries: text a hostile name may contain without being injected."""
+    import contextlib
+    import io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = store(Path(tmp) / "results.csv", cells("plain", "jt") + cells("plain", "gb", seed=1))
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            assert main(["report", "--results", str(results), "--out", str(Path(tmp) / "out"), "--html"]) == 0
+        return (Path(tmp) / "out" / "leaderboard-plain.html").read_text()
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(label=NAMES, dataset=NAMES)
 def test_any_label_and_dataset_through_rows_report_and_html(label, dataset):
@@ -579,7 +593,7 @@ def test_any_label_and_dataset_through_rows_report_and_html(label, dataset):
         for page in out.glob("*.html"):
             text = page.read_text()
             assert_inert(text)
-            if "<" in label:
+            if "<" in label and label not in template_markup():  # "<" or "<td" are the template's own markup
                 assert label not in text
 
 
