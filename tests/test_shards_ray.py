@@ -241,6 +241,8 @@ def test_regenerate_script_runs_one_sweep_per_unit_first_labels_first(tmp_path):
     assert finished == sorted(f"done   {line.replace(' ', ' seed ')}" for line in queue[:4])
     rows = read_rows(root / "results.csv")
     assert _as_set(rows) == _as_set(_reference(tmp_path))  # one process per unit: the rows of one sweep
+    log_text = (root / "logs" / "jt-s1.log").read_text()
+    assert "sweep: step 1/" in log_text and ", done" in log_text  # the log shows each cell as it finishes
     # a rerun finds nothing to do
     assert regenerate().returncode == 0
     done = [line for line in (root / "logs" / "jt-s1.log").read_text().split("\n") if "rows evaluated" in line]
