@@ -100,8 +100,9 @@ class StepLog:
     def step(self, n: int = 1, detail: str = "") -> None:
         """``n`` more steps are finished; log the line when active."""
         self.done += n
-        if self.active and self._clock() - self._logged >= self.every:
-            self._logged = self._clock()
+        now = self._clock()
+        if self.active and now - self._logged >= self.every:
+            self._logged = now
             log.info("%s", self.line(detail))
 
 

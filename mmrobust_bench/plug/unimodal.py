@@ -20,8 +20,6 @@ from .batches import Split, batch_device, check_classes, device_batch, labels_of
 from .declare import WrappedModel, check_wrapped
 from .estimate import announce, certificates_estimate, loader_samples, warn_busy_cores
 
-CERTIFICATE_ROWS = ("sample", "summary")  # the two kinds of row of CertificateResult.to_frame
-
 
 @dataclasses.dataclass(frozen=True)
 class CertificateResult:
