@@ -27,7 +27,7 @@ from ..data.base import TensorSplit
 from ..defenses import build_defense, dataset_schedule
 from ..io import default_root
 from . import distributed
-from .busy_cores import api_busy_cores_warning
+from .busy_cores import warn_api_busy_cores
 from .configs import EvalConfig, ModelConfig
 from .evaluate import Measurement, clean_accuracy, minimal_norm_curve, robust_accuracy
 from .flags import Flag, check_attack, clean_row_flags, row_flags, warn_flags
@@ -185,9 +185,7 @@ def run(
     """
     import torch
 
-    message = api_busy_cores_warning(select_device(device).type == "cpu", torch.get_num_threads())
-    if message:
-        log.warning("mmr.run: %s", message)
+    warn_api_busy_cores("mmr.run", select_device(device).type == "cpu", torch.get_num_threads(), log)
     return run_model(
         ModelConfig(
             defense=defense,

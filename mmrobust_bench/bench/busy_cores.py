@@ -15,6 +15,7 @@ share busy cores gets :func:`busy_cores_warning`, naming the remedies. The Pytho
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -104,6 +105,13 @@ def api_busy_cores_warning(on_cpu: bool, threads: int) -> str | None:
     return message
 
 
+def warn_api_busy_cores(call: str, on_cpu: bool, threads: int, logger: logging.Logger) -> None:
+    """Log :func:`api_busy_cores_warning` on ``logger`` as ``"<call>: <message>"``, when there is one."""
+    message = api_busy_cores_warning(on_cpu, threads)
+    if message:
+        logger.warning("%s: %s", call, message)
+
+
 __all__ = [
     "API_REMEDY",
     "CLI_REMEDY",
@@ -113,4 +121,5 @@ __all__ = [
     "contended",
     "other_runnable",
     "usable_cores",
+    "warn_api_busy_cores",
 ]

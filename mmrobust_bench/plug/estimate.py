@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..bench.busy_cores import api_busy_cores_warning
+from ..bench.busy_cores import warn_api_busy_cores
 
 log = logging.getLogger("mmrobust_bench.plug")
 
@@ -48,9 +48,7 @@ def loader_samples(loader: Iterable[Any], first_batch: int) -> int | None:
 def warn_busy_cores(call: str, device: torch.device) -> None:
     """Warn (once per process and thread count) when this CPU call's torch threads would share busy cores: spinning
     OpenMP threads make it tens of times slower (``bench.busy_cores``). The count is the caller's to change."""
-    message = api_busy_cores_warning(device.type == "cpu", torch.get_num_threads())
-    if message:
-        log.warning("%s: %s", call, message)
+    warn_api_busy_cores(call, device.type == "cpu", torch.get_num_threads(), log)
 
 
 def announce(

@@ -22,6 +22,7 @@ from ..contracts import ALL_MODALITIES, ThreatModel
 from .batches import batch_device, check_classes, device_batch, labels_of, num_classes, restored_modes
 from .declare import WrappedModel, check_wrapped
 from .estimate import ANNOUNCE_SECONDS, announce, warn_busy_cores
+from .formatting import tidy_frame
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,7 @@ class SmoothingResult:
 
     def to_frame(self) -> pd.DataFrame:
         """Both in one tidy frame with a ``row`` column: ``"sample"`` rows, then ``"certified_accuracy"`` rows."""
-        frame = pd.concat(
-            [self.samples.assign(row="sample"), self.summary.assign(row="certified_accuracy")], ignore_index=True
-        )
-        return frame[list(SMOOTHING_COLUMNS) + [c for c in frame.columns if c not in SMOOTHING_COLUMNS]]
+        return tidy_frame(self.samples, self.summary, SMOOTHING_ROWS[1], SMOOTHING_COLUMNS)
 
 
 def smooth_certify(

@@ -19,6 +19,7 @@ from ..contracts import Batch, ModelOutput
 from .batches import Split, batch_device, check_classes, device_batch, labels_of, restored_modes
 from .declare import WrappedModel, check_wrapped
 from .estimate import announce, certificates_estimate, loader_samples, warn_busy_cores
+from .formatting import tidy_frame
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +39,7 @@ class CertificateResult:
 
     def to_frame(self) -> pd.DataFrame:
         """Both in one tidy frame with a ``row`` column: ``"sample"`` rows, then ``"summary"`` rows."""
-        frame = pd.concat([self.samples.assign(row="sample"), self.summary.assign(row="summary")], ignore_index=True)
-        return frame[["row"] + [c for c in frame.columns if c != "row"]]
+        return tidy_frame(self.samples, self.summary, "summary")
 
 
 def _additive_forward(
