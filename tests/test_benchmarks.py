@@ -176,3 +176,25 @@ def test_api_defaults_times_each_certificate_call_of_a_zoo_model():
     assert "every runner-up" in calls["certificates"]["honesty_attack"]
     assert "top 3 runner-up" in calls["certificates[leaderboard check]"]["honesty_attack"]
     assert calls["smooth_certify[v]"]["largest_radius"] == 0.616  # 0.25·Φ⁻¹(0.001^(1/1000))
+
+
+def test_autoattack_cost_on_a_subset_of_threat_sets_reports_no_any(tmp_path):
+    args = ["--n-train", "64", "--n-test", "16", "--epochs", "1", "--samples", "4", "--eps", "1.0"]
+    out = run_script("autoattack_cost.py", *args, "--seed", "1", "--sets", "a", "--root", str(tmp_path))
+    (measured,) = out["datasets"]
+    assert (measured["seed"], measured["samples"], measured["test_samples"]) == (1, 4, 16)
+    assert set(measured["attacks"]) == {"pgd_l2", "autoattack:fast", "autoattack:standard"}
+    for rows in measured["attacks"].values():
+        assert set(rows) == {"a"}  # `any` is the worst case over every set: not reported from one
+        assert 0 <= rows["a"]["accuracy"] <= 1 and rows["a"]["seconds_per_model"] >= rows["a"]["seconds"]
+    assert set(measured["gap"]) == {"a"} and "leaderboard_hours" not in measured
+    fast, standard = measured["attacks"]["autoattack:fast"]["a"], measured["attacks"]["autoattack:standard"]["a"]
+    assert measured["gap"]["a"]["accuracy"] == round(standard["accuracy"] - fast["accuracy"], 4)
+    assert set(standard["breaks"]) == {"apgd-ce", "apgd-t", "fab-t", "square"}
+    script = str(REPO / "benchmarks" / "autoattack_cost.py")
+    done = subprocess.run(
+        [sys.executable, script, *args, "--sets", "x", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "--sets: x not among synthav's threat sets v, a, all" in done.stderr
