@@ -18,7 +18,7 @@ from torch import nn
 
 import mmrobust_bench as mmr
 from mmrobust_bench.attacks import build_attack
-from mmrobust_bench.attacks.autoattack import VERSIONS, AutoAttackEnsemble
+from mmrobust_bench.attacks.autoattack import EVERY_RUNNER_UP, VERSIONS, AutoAttackEnsemble
 from mmrobust_bench.attacks.base import Attack
 from mmrobust_bench.bench.evaluate import Measurement, robust_accuracy
 from mmrobust_bench.bench.flags import ZERO_GRADIENTS, check_attack
@@ -389,3 +389,57 @@ def test_square_runs_where_the_view_would_not_be_square():
     adv = atk(Net(), batch, labels, ThreatModel(("v",), 0.5))
     assert bool(((adv["v"] - batch["v"]).flatten(1).norm(dim=1) <= 0.5 * (1 + 1e-5)).all())
     assert float(adv["v"].min()) >= 0.0 and float(adv["v"].max()) <= 1.0
+
+
+@pytest.mark.slow
+def test_fast_all_targets_reaches_a_class_outside_the_top_three_runner_ups():
+    """A linear model whose only boundary within ε is towards a class with a low clean logit: its weight differs
+    most from the label's, so a small step reaches it, while the three runner-ups with the highest clean logits lie
+    beyond ε. APGD-T towards the top 3 (``fast``) cannot find it; towards every runner-up it finds the exact answer.
+    """
+    g = torch.Generator().manual_seed(3)
+    d, n, eps = 8, 60, 0.5
+    u = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    w = torch.zeros(6, d)
+    w[1:4] = 0.1 * torch.nn.functional.normalize(torch.randn(3, d, generator=g), dim=1)  # far: margin/0.1 > ε
+    w[4], w[5] = 10 * u, -10 * u  # near: the margin 6 ∓ 10 (u·x) over ‖w_0 − w_j‖ = 10, 0.3 to 0.6
+    b = torch.tensor([0.0, -0.1, -0.2, -0.3, -6.0, -6.0])
+    x = 0.3 * torch.linspace(-1, 1, n)[:, None] * u + 0.01 * torch.randn(n, d, generator=g)
+    specs = [ModalitySpec("a", (d,)), ModalitySpec("v", (2,))]
+
+    class Net(nn.Module):
+        def forward(self, batch):
+            return ModelOutput(batch["a"] @ w.T + b + 0 * batch["v"].sum(1, keepdim=True))
+
+    batch, labels = {"a": x, "v": torch.zeros(n, 2)}, torch.zeros(n, dtype=torch.long)
+    model = Net()
+    with torch.no_grad():
+        z = model(batch).logits
+    assert bool((z.argmax(1) == 0).all()) and bool((z[:, 1:4].min(1).values > z[:, 4:].max(1).values).all())
+    margins = z[:, :1] - z[:, 1:]
+    distance = (margins / (w[:1] - w[1:]).norm(dim=1)).min(1).values
+    exact = float((distance > eps).float().mean())
+    assert 0.2 < exact < 0.8  # some samples are robust, some are not: the answer is not trivial
+    threat = ThreatModel(("a",), eps)
+    found = {}
+    for version in ("fast", "fast-all-targets"):
+        atk = AutoAttackEnsemble(specs, version=version, members="apgd-t")
+        found[version] = accuracy(model, atk(model, batch, labels, threat), labels)
+    assert found["fast"] == 1.0  # the top 3 runner-ups are all beyond ε
+    assert exact - 1e-9 <= found["fast-all-targets"] <= exact + 0.03, (found, exact)
+
+
+def test_fast_all_targets_counts_every_runner_up_and_is_named_in_the_rows():
+    specs = [ModalitySpec(m, s) for m, s in SHAPES.items()]
+    atk = build_attack("autoattack", specs, version="fast-all-targets")
+    assert atk.describe() == "autoattack(version='fast-all-targets')"
+    apgd_t = {m.name: m for m in atk.members}["apgd-t"]
+    assert [apgd_t.target_count(c) for c in (4, 10, 100)] == [3, 9, 99]
+    assert "targets=all" in apgd_t.describe()
+    # every other member as in fast; APGD-T as fast's but for its targets
+    fast = {m.name: m for m in VERSIONS["fast"]}
+    for member in atk.members:
+        assert member.options == fast[member.name].options
+        assert member.targets == (EVERY_RUNNER_UP if member.name == "apgd-t" else fast[member.name].targets)
+    # the cost estimate counts the extra targets: 9 instead of 3 APGD-T runs of 50 steps on 10 classes
+    assert atk.gradient_passes(10) - build_attack("autoattack", specs, version="fast").gradient_passes(10) == 6 * 50

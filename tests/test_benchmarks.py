@@ -183,13 +183,22 @@ def test_autoattack_cost_on_a_subset_of_threat_sets_reports_no_any(tmp_path):
     out = run_script("autoattack_cost.py", *args, "--seed", "1", "--sets", "a", "--root", str(tmp_path))
     (measured,) = out["datasets"]
     assert (measured["seed"], measured["samples"], measured["test_samples"]) == (1, 4, 16)
-    assert set(measured["attacks"]) == {"pgd_l2", "autoattack:fast", "autoattack:standard"}
+    assert set(measured["attacks"]) == {
+        "pgd_l2",
+        "autoattack:fast",
+        "autoattack:fast-all-targets",
+        "autoattack:standard",
+    }
     for rows in measured["attacks"].values():
         assert set(rows) == {"a"}  # `any` is the worst case over every set: not reported from one
         assert 0 <= rows["a"]["accuracy"] <= 1 and rows["a"]["seconds_per_model"] >= rows["a"]["seconds"]
-    assert set(measured["gap"]) == {"a"} and "leaderboard_hours" not in measured
-    fast, standard = measured["attacks"]["autoattack:fast"]["a"], measured["attacks"]["autoattack:standard"]["a"]
-    assert measured["gap"]["a"]["accuracy"] == round(standard["accuracy"] - fast["accuracy"], 4)
+    assert set(measured["gap"]) == {"fast", "fast-all-targets"} and "leaderboard_hours" not in measured
+    standard = measured["attacks"]["autoattack:standard"]["a"]
+    for version, gap in measured["gap"].items():
+        assert set(gap) == {"a"}
+        assert gap["a"]["accuracy"] == round(
+            standard["accuracy"] - measured["attacks"][f"autoattack:{version}"]["a"]["accuracy"], 4
+        )
     assert set(standard["breaks"]) == {"apgd-ce", "apgd-t", "fab-t", "square"}
     script = str(REPO / "benchmarks" / "autoattack_cost.py")
     done = subprocess.run(
