@@ -132,3 +132,53 @@ def test_a_changed_setting_is_reported_then_retired_whole(tmp_path, capsys):
         )
     again = run_sweep(changed, root=tmp_path, progress=False, retire=True)
     assert again.retired.total == 0 and again.evaluated_rows == 0
+
+
+def _grid_config(grid: list, defenses: list) -> dict:
+    return {**TINY, "set": {"epochs": 1}, "certify": None, "grid": grid, "defenses": defenses}
+
+
+def test_rows_of_cells_the_grid_no_longer_holds_are_reported_then_retired(tmp_path, capsys):
+    """A YAML that drops a radius and changes an attack's setting: the rows of the old cells are off the grid."""
+    import yaml
+
+    before_grid = [
+        {"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5, 1.0]},
+        {"attacks": ["pgd_l2"], "attack_set": {"steps": 2}, "modalities": ["a"], "eps": [0.5]},
+    ]
+    after_grid = [
+        {"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5]},
+        {"attacks": ["pgd_l2"], "attack_set": {"steps": 3}, "modalities": ["a"], "eps": [0.5]},
+    ]
+    kept_entry = {"defense": "jt", "label": "jt_kept", "set": {"epochs": 1}}
+    first = run_sweep(build_plan(_grid_config(before_grid, ["jt", kept_entry])), root=tmp_path, progress=False)
+    assert first.evaluated_rows == 8 and first.off_grid.total == 0  # clean, fgm × 2, pgd, for each model
+    old = pd.read_csv(tmp_path / "results.csv")
+    off = old[(old["label"] == "jt") & ((old["eps"] == 1.0) | (old["attack"] == "pgd_l2"))]
+    assert len(off) == 2
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(_grid_config(after_grid, ["jt"])))  # jt_kept is not this sweep's any more
+    # a grid given on the command line narrows one run: nothing is called off the grid, nothing moves
+    argv = ["sweep", "--config", str(path), "--root", str(tmp_path), "--no-progress"]
+    assert main([*argv, "--attacks", "fgm", "--modalities", "a", "--eps", "0.5", "--retire-stale"]) == 0
+    assert "grid no longer holds" not in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(old)
+
+    reported = run_sweep(build_plan(_grid_config(after_grid, ["jt"])), root=tmp_path, progress=False)
+    assert reported.evaluated_rows == 1 and not reported.off_grid.applied  # pgd at 3 steps is a new cell
+    assert {p.name: n for p, n in reported.off_grid.stale.items()} == {"results.csv": 2}
+    assert not (tmp_path / "retired").exists()
+
+    assert main([*argv, "--retire-stale"]) == 0
+    out = capsys.readouterr().out
+    assert "rows of cells the grid no longer holds (retired): 2 in" in out and "0 rows evaluated" in out
+    retired = pd.read_csv(tmp_path / "retired" / "results.csv")
+    pd.testing.assert_frame_equal(retired.reset_index(drop=True), off.reset_index(drop=True), check_dtype=False)
+    live = pd.read_csv(tmp_path / "results.csv")
+    assert len(live) == len(old) + 1 - 2
+    assert len(live[live["label"] == "jt_kept"]) == 4  # another entry's rows are never touched
+    mine = live[live["label"] == "jt"]
+    assert sorted(mine["attack_config"].astype(str)) == sorted(["clean", "fgm", "pgd_l2(steps=3, step_ratio=0.3333)"])
+    again = run_sweep(build_plan(_grid_config(after_grid, ["jt"])), root=tmp_path, progress=False, retire=True)
+    assert again.off_grid.total == 0 and again.evaluated_rows == 0

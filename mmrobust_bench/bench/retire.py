@@ -18,7 +18,7 @@ Certificate files under ``<root>/certify/`` are keyed by checkpoint and stay whe
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,17 +81,17 @@ def _append_retired(path: Path, rows: pd.DataFrame) -> None:
     rewrite_rows(path, lambda old: rows if old.empty else pd.concat([old, rows], ignore_index=True), any_table=True)
 
 
-def retire_table(path: Path, dataset: str, expected: Mapping[str, str], retired_dir: Path, *, apply: bool) -> int:
-    """Count (and with ``apply`` move) the stale rows of one table; the retired copy is written before the
-    live table is rewritten, so a crash in between duplicates rows into ``retired/`` but loses none."""
+def retire_rows(path: Path, mask_of: Callable[[pd.DataFrame], pd.Series], retired_dir: Path, *, apply: bool) -> int:
+    """Count (and with ``apply`` move) the rows of one table that ``mask_of`` selects; the retired copy is written
+    before the live table is rewritten, so a crash in between duplicates rows into ``retired/`` but loses none."""
     if not path.exists():
         return 0
     if not apply:
-        return int(stale_mask(read_table(path), dataset, expected).sum())
+        return int(mask_of(read_table(path)).sum())
     moved: dict[str, int] = {}
 
     def drop(frame: pd.DataFrame) -> pd.DataFrame | None:
-        mask = stale_mask(frame, dataset, expected)
+        mask = mask_of(frame)
         moved["n"] = int(mask.sum())
         if not mask.any():
             return None
@@ -100,6 +100,11 @@ def retire_table(path: Path, dataset: str, expected: Mapping[str, str], retired_
 
     rewrite_rows(path, drop, any_table=True)
     return moved.get("n", 0)
+
+
+def retire_table(path: Path, dataset: str, expected: Mapping[str, str], retired_dir: Path, *, apply: bool) -> int:
+    """:func:`retire_rows` of the rows of one table made under another configuration (:func:`stale_mask`)."""
+    return retire_rows(path, lambda frame: stale_mask(frame, dataset, expected), retired_dir, apply=apply)
 
 
 def retire_stale(plan: Any, ds: Any, *, root: Path, results_path: Path, apply: bool) -> RetireOutcome:
@@ -121,4 +126,12 @@ def retire_stale(plan: Any, ds: Any, *, root: Path, results_path: Path, apply: b
     return outcome
 
 
-__all__ = ["RETIRED_DIR", "RetireOutcome", "entry_config_hashes", "retire_stale", "retire_table", "stale_mask"]
+__all__ = [
+    "RETIRED_DIR",
+    "RetireOutcome",
+    "entry_config_hashes",
+    "retire_rows",
+    "retire_stale",
+    "retire_table",
+    "stale_mask",
+]

@@ -14,6 +14,7 @@ from . import distributed
 from .api import invoked_command
 from .executors import EXECUTORS, run_units
 from .retire import retire_stale
+from .retire_grid import retire_off_grid
 from .sweep_config import CertifySpec, DefenseEntry, GridBlock, load_sweep_config, parse_shard
 from .sweep_plan import SweepPlan, build_plan, validate_plan
 from .sweep_units import SweepOutcome, mark_row_flags, set_threads
@@ -35,6 +36,7 @@ def run_sweep(
     address: str | None = None,
     workers: int | None = None,
     retire: bool = False,
+    grid_from_config: bool = True,
 ) -> SweepOutcome:
     """Run every cell of ``plan`` that is not yet in ``results``; append each cell's rows when it finishes.
 
@@ -44,7 +46,9 @@ def run_sweep(
     appends the rows and certifies (certification is not sharded) while the others wait.
 
     Stored rows of the plan's entries made under another configuration are reported (a warning), and with
-    ``retire`` moved to ``<root>/retired/`` before any work (``bench.retire``)."""
+    ``retire`` moved to ``<root>/retired/`` before any work (``bench.retire``); so are the rows of cells the
+    plan's grid no longer holds (``bench.retire_grid``) when ``grid_from_config``: the grid is the whole one
+    the YAML asks for, not a narrower one given for this run."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if executor == "local" and (address is not None or workers is not None):
@@ -59,9 +63,11 @@ def run_sweep(
     ds = validate_plan(plan, root)
     if retire and distributed.current().active:
         raise ValueError("--retire-stale rewrites the result tables: run it in one process, not under torchrun")
-    retired = (
-        retire_stale(plan, ds, root=root, results_path=results_path, apply=retire)
-        if distributed.current().main
+    main = distributed.current().main
+    retired = retire_stale(plan, ds, root=root, results_path=results_path, apply=retire) if main else None
+    off_grid = (
+        retire_off_grid(plan, ds, root=root, results_path=results_path, apply=retire)
+        if main and grid_from_config
         else None
     )
     units = plan.work_units(shard)
@@ -81,6 +87,7 @@ def run_sweep(
     if distributed.current().main:
         mark_row_flags(results_path)
         outcome.retired = retired
+        outcome.off_grid = off_grid
     return outcome
 
 

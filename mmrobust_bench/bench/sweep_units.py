@@ -69,6 +69,7 @@ class SweepOutcome:
     models: int = 0
     certified: int = 0
     retired: RetireOutcome | None = None  # stale rows found (or moved, with --retire-stale) before the work
+    off_grid: RetireOutcome | None = None  # rows of cells the grid no longer holds, found (or moved) alike
 
     def add(self, other: SweepOutcome) -> None:
         self.evaluated_rows += other.evaluated_rows

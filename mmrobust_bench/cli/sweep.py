@@ -52,7 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--retire-stale",
         action="store_true",
         help="before the work, move the stored rows of this sweep's entries made under another "
-        "configuration (a changed setting) to <root>/retired/ (without it they are only reported)",
+        "configuration (a changed setting), or of cells the YAML's grid no longer holds (a changed attack "
+        "setting, a dropped radius; not with --attacks/--modalities/--eps/--norm), to <root>/retired/ "
+        "(without it they are only reported)",
     )
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the YAML's, else 0)")
     sw.add_argument(
@@ -174,6 +176,7 @@ def cmd(args: argparse.Namespace) -> int:
         address=args.address,
         workers=args.workers,
         retire=args.retire_stale,
+        grid_from_config=not (args.attacks or args.modalities or args.eps or args.norm),
     )
     part = f"shard {shard[0]}/{shard[1]}: " if shard else ""
     print(
@@ -183,5 +186,8 @@ def cmd(args: argparse.Namespace) -> int:
     if outcome.retired is not None and outcome.retired.total:
         verb = "retired" if outcome.retired.applied else "stale (kept; --retire-stale moves them)"
         print(f"rows of other configurations {verb}: {outcome.retired.describe()}")
+    if outcome.off_grid is not None and outcome.off_grid.total:
+        verb = "retired" if outcome.off_grid.applied else "kept; --retire-stale moves them"
+        print(f"rows of cells the grid no longer holds ({verb}): {outcome.off_grid.describe()}")
     print(f"results: {outcome.results_path}")
     return 0

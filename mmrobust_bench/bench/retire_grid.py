@@ -1,0 +1,78 @@
+"""Retire stored rows of a sweep's entries that its grid no longer asks for.
+
+When a sweep YAML changes a cell (an attack's settings, as a new ``autoattack`` version; a radius dropped from the
+grid), the rows measured before stay in the store beside the new cell's, made by the same models: a report could
+then pick either. ``sweep --retire-stale`` moves them, as it moves the rows of superseded configurations
+(``bench.retire``), into ``<root>/retired/``: nothing is lost, and the live table holds only what the YAML asks for.
+
+Off the grid means: a row of the sweep's dataset, one of its entries and seeds, under the configuration that entry
+resolves to now (rows of another configuration are :func:`~mmrobust_bench.bench.retire.retire_stale`'s), whose
+cell key is none of the cells the sweep plans for that model (the same keys ``sweep --status`` counts). Only the
+YAML's own grid can say so: a grid given on the command line (``--attacks``, ``--modalities``, ``--eps``,
+``--norm``) narrows one run, and the rows outside it are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .naming import config_series, label_series
+from .result_rows import frame_keys
+from .retire import RETIRED_DIR, RetireOutcome, entry_config_hashes, retire_rows
+from .sweep_plan import SweepPlan, unit_cells
+from .sweep_units import cell_row_keys
+
+log = logging.getLogger(__name__)
+
+
+def off_grid_mask(frame: pd.DataFrame, plan: SweepPlan, ds: Any, expected: dict[str, str]) -> pd.Series:
+    """Rows of ``frame`` (a results table) of ``plan``'s entries and seeds, under their current configuration
+    (``expected``: label → config hash), whose cell the plan's grid does not hold for the row's model."""
+    if frame.empty or "dataset" not in frame or "seed" not in frame:
+        return pd.Series(False, index=frame.index)
+    labels = label_series(frame)
+    ours = (
+        (frame["dataset"].astype(str) == ds.name)
+        & labels.isin(list(expected))
+        & frame["seed"].isin(plan.seeds)
+        & (config_series(frame) == labels.map(expected))
+    )
+    planned: dict[tuple[str, int, str], set[tuple]] = {}
+    off = []
+    for mine, key in zip(ours, frame_keys(frame)):
+        if not mine:
+            off.append(False)
+            continue
+        model = (key[1], key[2], key[3])  # label, seed, checkpoint sha256
+        if model not in planned:
+            common = {"dataset": ds.name, "label": key[1], "seed": key[2], "checkpoint_sha256": key[3]}
+            planned[model] = {k for cell in unit_cells(plan) for k in cell_row_keys(ds, common, cell)}
+        off.append(key not in planned[model])
+    return pd.Series(off, index=frame.index)
+
+
+def retire_off_grid(plan: SweepPlan, ds: Any, *, root: Path, results_path: Path, apply: bool) -> RetireOutcome:
+    """Find (``apply``: move to ``<root>/retired/``) the rows of ``plan``'s entries whose cells its grid no longer
+    holds; ``ds`` is the plan's dataset, built."""
+    expected = entry_config_hashes(plan, ds)
+    outcome = RetireOutcome(applied=apply)
+    outcome.stale[results_path] = retire_rows(
+        results_path, lambda frame: off_grid_mask(frame, plan, ds, expected), root / RETIRED_DIR, apply=apply
+    )
+    if outcome.total and apply:
+        log.info("retired rows off the sweep's grid to %s: %s", root / RETIRED_DIR, outcome.describe())
+    elif outcome.total:
+        log.warning(
+            "stored rows of this sweep's entries measure cells its grid no longer holds (%s); rerun with "
+            "--retire-stale to move them to %s",
+            outcome.describe(),
+            root / RETIRED_DIR,
+        )
+    return outcome
+
+
+__all__ = ["off_grid_mask", "retire_off_grid"]
