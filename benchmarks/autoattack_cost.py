@@ -11,8 +11,9 @@ For each dataset a model of ``--defense`` (seed ``--seed``, the dataset's schedu
 attacked: ``--sets`` restricts them, e.g. to the modality whose samples the ensemble breaks), with the paper's
 4-step ℓ2-PGD (``pgd_l2``) and ``autoattack`` ``fast``, ``fast-all-targets`` and ``standard``. Per attack and
 set: robust accuracy, process CPU seconds on the subset and extrapolated to the whole test split
-(``seconds_per_model``), and the samples each autoattack member broke. ``gap``: per cheaper version, standard's
-robust accuracy minus its own per set, and how many samples the two disagree on. ``leaderboard_hours``: the
+(``seconds_per_model``), and the samples each autoattack member broke (``--versions`` picks the versions).
+``gap``: per version, the reference's robust accuracy minus its own per set, and how many samples the two disagree
+on; the reference (``gap_reference``) is standard when measured, else the last version named. ``leaderboard_hours``: the
 extrapolated CPU hours of one ε per set for every model of a 15-entry × 3-seed leaderboard on one core. CPU time
 (not wall time) so that other jobs on a shared machine do not inflate it; ``--threads`` intra-op threads
 (default 1, as the leaderboards run).
@@ -29,19 +30,14 @@ from pathlib import Path
 import torch
 
 from mmrobust_bench.attacks import build_attack
+from mmrobust_bench.attacks.autoattack import check_version
 from mmrobust_bench.bench.api import train_defense
 from mmrobust_bench.bench.environment import benchmark_machine
 from mmrobust_bench.bench.evaluate import robust_accuracy
 from mmrobust_bench.bench.threat_sets import ANY, combine_any, threat_sets
 from mmrobust_bench.contracts import ThreatModel
 
-ATTACKS = (
-    ("pgd_l2", {}),
-    ("autoattack", {"version": "fast"}),
-    ("autoattack", {"version": "fast-all-targets"}),
-    ("autoattack", {"version": "standard"}),
-)
-CHEAPER = ("fast", "fast-all-targets")  # the versions whose gap to standard is reported
+VERSIONS = ("fast", "fast-all-targets", "standard")  # the autoattack versions measured by default, cheapest first
 LEADERBOARD_MODELS = 15 * 3
 
 
@@ -58,6 +54,7 @@ def measure(
     only_sets: list[str] | None = None,
     dataset_options: dict | None = None,
     overrides: dict | None = None,
+    versions: tuple[str, ...] = VERSIONS,
 ) -> dict:
     options = dict(dataset_options or {}) | ({"data_root": data_root} if data_root else {})
     trained = train_defense(
@@ -90,7 +87,8 @@ def measure(
         "attacks": {},
     }
     outcomes: dict[str, dict] = {}
-    for name, options_ in ATTACKS:
+    attacks = [("pgd_l2", {})] + [("autoattack", {"version": v}) for v in versions]
+    for name, options_ in attacks:
         key = name if not options_ else f"{name}:{options_['version']}"
         atk = build_attack(name, ds.specs, seed=0, **options_)
         per_set, rows = {}, {}
@@ -116,18 +114,22 @@ def measure(
             }
             outcomes[key][ANY] = any_measured.outcomes
         out["attacks"][key] = rows
-    standard = "autoattack:standard"
+    # each version's gap to the reference: standard when measured, else the last version named
+    reference = "standard" if "standard" in versions else versions[-1]
+    ref = f"autoattack:{reference}"
+    out["gap_reference"] = reference
     out["gap"] = {
         version: {
             s: {
                 "accuracy": round(
-                    out["attacks"][standard][s]["accuracy"] - out["attacks"][f"autoattack:{version}"][s]["accuracy"], 4
+                    out["attacks"][ref][s]["accuracy"] - out["attacks"][f"autoattack:{version}"][s]["accuracy"], 4
                 ),
-                "samples_disagreeing": int((outcomes[standard][s] != outcomes[f"autoattack:{version}"][s]).sum()),
+                "samples_disagreeing": int((outcomes[ref][s] != outcomes[f"autoattack:{version}"][s]).sum()),
             }
-            for s in outcomes[standard]
+            for s in outcomes[ref]
         }
-        for version in CHEAPER
+        for version in versions
+        if version != reference
     }
     if whole:
         out["leaderboard_hours"] = {
@@ -146,6 +148,12 @@ def main() -> None:
         help="dataset(s) to measure (repeat the option; default synthav)",
     )
     parser.add_argument("--defense", default="jt")
+    parser.add_argument(
+        "--versions",
+        default=",".join(VERSIONS),
+        help="comma list of the autoattack versions to measure; each one's gap is to standard when it is measured, "
+        f"else to the last one named (default: {','.join(VERSIONS)})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed of the model (default: 0)")
     parser.add_argument(
         "--sets",
@@ -175,6 +183,9 @@ def main() -> None:
         "datasets": [],
     }
     sizes = {"n_train": args.n_train, "n_test": args.n_test}
+    versions = tuple(v.strip() for v in args.versions.split(",") if v.strip())
+    for version in versions:
+        check_version(version)  # an unknown name fails here, before any training
     for dataset in args.dataset or ["synthav"]:
         result["datasets"].append(
             measure(
@@ -189,6 +200,7 @@ def main() -> None:
                 only_sets=args.sets.split(",") if args.sets else None,
                 dataset_options={k: v for k, v in sizes.items() if v is not None},
                 overrides={"epochs": args.epochs} if args.epochs is not None else None,
+                versions=versions,
             )
         )
     text = json.dumps(result, indent=2)

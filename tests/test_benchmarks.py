@@ -192,7 +192,8 @@ def test_autoattack_cost_on_a_subset_of_threat_sets_reports_no_any(tmp_path):
     for rows in measured["attacks"].values():
         assert set(rows) == {"a"}  # `any` is the worst case over every set: not reported from one
         assert 0 <= rows["a"]["accuracy"] <= 1 and rows["a"]["seconds_per_model"] >= rows["a"]["seconds"]
-    assert set(measured["gap"]) == {"fast", "fast-all-targets"} and "leaderboard_hours" not in measured
+    assert measured["gap_reference"] == "standard" and set(measured["gap"]) == {"fast", "fast-all-targets"}
+    assert "leaderboard_hours" not in measured
     standard = measured["attacks"]["autoattack:standard"]["a"]
     for version, gap in measured["gap"].items():
         assert set(gap) == {"a"}
@@ -207,3 +208,27 @@ def test_autoattack_cost_on_a_subset_of_threat_sets_reports_no_any(tmp_path):
         text=True,
     )
     assert done.returncode != 0 and "--sets: x not among synthav's threat sets v, a, all" in done.stderr
+    # without standard, each gap is to the last version named
+    two = run_script(
+        "autoattack_cost.py",
+        *args,
+        "--seed",
+        "1",
+        "--sets",
+        "a",
+        "--root",
+        str(tmp_path),
+        "--versions",
+        "fast,fast-all-targets",
+    )["datasets"][0]
+    assert two["checkpoint_sha256"] == measured["checkpoint_sha256"]  # the checkpoint is reused
+    assert set(two["attacks"]) == {"pgd_l2", "autoattack:fast", "autoattack:fast-all-targets"}
+    assert two["gap_reference"] == "fast-all-targets" and set(two["gap"]) == {"fast"}
+    once, again = measured["attacks"]["autoattack:fast"]["a"], two["attacks"]["autoattack:fast"]["a"]
+    assert (again["accuracy"], again["breaks"]) == (once["accuracy"], once["breaks"])  # seeded: the same numbers
+    bad = subprocess.run(
+        [sys.executable, script, *args, "--versions", "fastest", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "unknown autoattack version 'fastest'" in bad.stderr
