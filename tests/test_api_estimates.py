@@ -85,7 +85,7 @@ def test_evaluate_warns_before_a_long_strong_evaluation(caplog, monkeypatch) -> 
         )
     warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluate: up to about")]
     assert len(warned) == 1 and "32 samples × 1 threat set(s) × 1 radii" in warned[0]
-    assert "version='fast'" in warned[0]
+    assert "version='fast-all-targets'" in warned[0]
     assert len(rows) == 2
 
 
