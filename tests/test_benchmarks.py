@@ -191,7 +191,9 @@ def test_autoattack_cost_on_a_subset_of_threat_sets_reports_no_any(tmp_path):
     }
     for rows in measured["attacks"].values():
         assert set(rows) == {"a"}  # `any` is the worst case over every set: not reported from one
-        assert 0 <= rows["a"]["accuracy"] <= 1 and rows["a"]["seconds_per_model"] >= rows["a"]["seconds"]
+        assert 0 <= rows["a"]["accuracy"] <= 1
+        # extrapolated to the 16 test samples from 4 (both rounded: 0.01 s and 0.1 s)
+        assert abs(rows["a"]["seconds_per_model"] - 4 * rows["a"]["seconds"]) <= 0.1
     assert measured["gap_reference"] == "standard" and set(measured["gap"]) == {"fast", "fast-all-targets"}
     assert "leaderboard_hours" not in measured
     standard = measured["attacks"]["autoattack:standard"]["a"]
