@@ -53,6 +53,16 @@ class RetireOutcome:
         parts = [f"{n} in {path}" for path, n in self.stale.items() if n]
         return "; ".join(parts) if parts else "none"
 
+    def log(self, retired_dir: Path, *, moved: str, found: str) -> None:
+        """Say what happened, when there were such rows: ``moved`` names them once retired (info), ``found`` once
+        only found (a warning naming the flag that moves them)."""
+        if not self.total:
+            return
+        if self.applied:
+            log.info("retired %s to %s: %s", moved, retired_dir, self.describe())
+        else:
+            log.warning("%s (%s). Rerun with --retire-stale to move them to %s", found, self.describe(), retired_dir)
+
 
 def entry_config_hashes(plan: Any, dataset: Any) -> dict[str, str]:
     """label → the ``config_hash`` each entry of ``plan`` trains under on ``dataset`` (nothing is trained)."""
@@ -114,15 +124,12 @@ def retire_stale(plan: Any, ds: Any, *, root: Path, results_path: Path, apply: b
     outcome = RetireOutcome(applied=apply)
     for path in (results_path, root / CERTIFIED_CSV, root / ETA_PAIRS_CSV):
         outcome.stale[path] = retire_table(path, ds.name, expected, root / RETIRED_DIR, apply=apply)
-    if outcome.total and apply:
-        log.info("retired rows of superseded configurations to %s: %s", root / RETIRED_DIR, outcome.describe())
-    elif outcome.total:
-        log.warning(
-            "stored rows of this sweep's entries come from other configurations (%s); the reports show "
-            "them as separate entries. Rerun with --retire-stale to move them to %s",
-            outcome.describe(),
-            root / RETIRED_DIR,
-        )
+    outcome.log(
+        root / RETIRED_DIR,
+        moved="rows of superseded configurations",
+        found="stored rows of this sweep's entries come from other configurations; the reports show them as "
+        "separate entries",
+    )
     return outcome
 
 

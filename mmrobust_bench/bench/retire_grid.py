@@ -14,7 +14,6 @@ YAML's own grid can say so: a grid given on the command line (``--attacks``, ``-
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from .result_rows import frame_keys
 from .retire import RETIRED_DIR, RetireOutcome, entry_config_hashes, retire_rows
 from .sweep_plan import SweepPlan, unit_cells
 from .sweep_units import cell_row_keys
-
-log = logging.getLogger(__name__)
 
 
 def off_grid_mask(frame: pd.DataFrame, plan: SweepPlan, ds: Any, expected: dict[str, str]) -> pd.Series:
@@ -63,15 +60,11 @@ def retire_off_grid(plan: SweepPlan, ds: Any, *, root: Path, results_path: Path,
     outcome.stale[results_path] = retire_rows(
         results_path, lambda frame: off_grid_mask(frame, plan, ds, expected), root / RETIRED_DIR, apply=apply
     )
-    if outcome.total and apply:
-        log.info("retired rows off the sweep's grid to %s: %s", root / RETIRED_DIR, outcome.describe())
-    elif outcome.total:
-        log.warning(
-            "stored rows of this sweep's entries measure cells its grid no longer holds (%s); rerun with "
-            "--retire-stale to move them to %s",
-            outcome.describe(),
-            root / RETIRED_DIR,
-        )
+    outcome.log(
+        root / RETIRED_DIR,
+        moved="rows off the sweep's grid",
+        found="stored rows of this sweep's entries measure cells its grid no longer holds",
+    )
     return outcome
 
 
