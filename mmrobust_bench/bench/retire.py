@@ -117,10 +117,10 @@ def retire_table(path: Path, dataset: str, expected: Mapping[str, str], retired_
     return retire_rows(path, lambda frame: stale_mask(frame, dataset, expected), retired_dir, apply=apply)
 
 
-def retire_stale(plan: Any, ds: Any, *, root: Path, results_path: Path, apply: bool) -> RetireOutcome:
-    """Find (``apply``: move to ``<root>/retired/``) the rows of ``plan``'s entries made under another
-    configuration, in the results table and the certificate tables; ``ds`` is the plan's dataset, built."""
-    expected = entry_config_hashes(plan, ds)
+def retire_stale(ds: Any, expected: Mapping[str, str], *, root: Path, results_path: Path, apply: bool) -> RetireOutcome:
+    """Find (``apply``: move to ``<root>/retired/``) the rows of a sweep's entries made under another
+    configuration, in the results table and the certificate tables; ``ds`` is the sweep's dataset, built, and
+    ``expected`` its entries' current configurations (:func:`entry_config_hashes`)."""
     outcome = RetireOutcome(applied=apply)
     for path in (results_path, root / CERTIFIED_CSV, root / ETA_PAIRS_CSV):
         outcome.stale[path] = retire_table(path, ds.name, expected, root / RETIRED_DIR, apply=apply)

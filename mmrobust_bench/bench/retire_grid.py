@@ -21,7 +21,7 @@ import pandas as pd
 
 from .naming import config_series, label_series
 from .result_rows import frame_keys
-from .retire import RETIRED_DIR, RetireOutcome, entry_config_hashes, retire_rows
+from .retire import RETIRED_DIR, RetireOutcome, retire_rows
 from .sweep_plan import SweepPlan, unit_cells
 from .sweep_units import cell_row_keys
 
@@ -52,10 +52,12 @@ def off_grid_mask(frame: pd.DataFrame, plan: SweepPlan, ds: Any, expected: dict[
     return pd.Series(off, index=frame.index)
 
 
-def retire_off_grid(plan: SweepPlan, ds: Any, *, root: Path, results_path: Path, apply: bool) -> RetireOutcome:
+def retire_off_grid(
+    plan: SweepPlan, ds: Any, expected: dict[str, str], *, root: Path, results_path: Path, apply: bool
+) -> RetireOutcome:
     """Find (``apply``: move to ``<root>/retired/``) the rows of ``plan``'s entries whose cells its grid no longer
-    holds; ``ds`` is the plan's dataset, built."""
-    expected = entry_config_hashes(plan, ds)
+    holds; ``ds`` is the plan's dataset, built, and ``expected`` its entries' current configurations
+    (:func:`~mmrobust_bench.bench.retire.entry_config_hashes`)."""
     outcome = RetireOutcome(applied=apply)
     outcome.stale[results_path] = retire_rows(
         results_path, lambda frame: off_grid_mask(frame, plan, ds, expected), root / RETIRED_DIR, apply=apply

@@ -13,7 +13,7 @@ from ..io import default_root
 from . import distributed
 from .api import invoked_command
 from .executors import EXECUTORS, run_units
-from .retire import retire_stale
+from .retire import entry_config_hashes, retire_stale
 from .retire_grid import retire_off_grid
 from .sweep_config import CertifySpec, DefenseEntry, GridBlock, load_sweep_config, parse_shard
 from .sweep_plan import SweepPlan, build_plan, validate_plan
@@ -64,12 +64,12 @@ def run_sweep(
     if retire and distributed.current().active:
         raise ValueError("--retire-stale rewrites the result tables: run it in one process, not under torchrun")
     main = distributed.current().main
-    retired = retire_stale(plan, ds, root=root, results_path=results_path, apply=retire) if main else None
-    off_grid = (
-        retire_off_grid(plan, ds, root=root, results_path=results_path, apply=retire)
-        if main and grid_from_config
-        else None
-    )
+    retired = off_grid = None
+    if main:  # each entry's configuration is resolved once (it builds the defense) for both checks
+        expected = entry_config_hashes(plan, ds)
+        retired = retire_stale(ds, expected, root=root, results_path=results_path, apply=retire)
+        if grid_from_config:
+            off_grid = retire_off_grid(plan, ds, expected, root=root, results_path=results_path, apply=retire)
     units = plan.work_units(shard)
     outcome = run_units(
         executor,
