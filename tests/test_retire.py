@@ -112,7 +112,7 @@ def test_a_changed_setting_is_reported_then_retired_whole(tmp_path, capsys):
     path.write_text(yaml.safe_dump(_config(2)))
     assert main(["sweep", "--config", str(path), "--root", str(tmp_path), "--no-progress", "--retire-stale"]) == 0
     out = capsys.readouterr().out
-    assert "rows of other configurations retired:" in out and "0 rows evaluated" in out
+    assert "rows of other configurations (retired):" in out and "0 rows evaluated" in out
     new_hash = entry_config_hashes(changed, ds)["jt"]
     for name, before in old.items():
         retired = pd.read_csv(tmp_path / "retired" / name)
@@ -182,3 +182,74 @@ def test_rows_of_cells_the_grid_no_longer_holds_are_reported_then_retired(tmp_pa
     assert sorted(mine["attack_config"].astype(str)) == sorted(["clean", "fgm", "pgd_l2(steps=3, step_ratio=0.3333)"])
     again = run_sweep(build_plan(_grid_config(after_grid, ["jt"])), root=tmp_path, progress=False, retire=True)
     assert again.off_grid.total == 0 and again.evaluated_rows == 0
+
+
+def test_journals_no_run_of_the_sweep_resumes_are_reported_then_retired(tmp_path, capsys):
+    """Journals of cells off the grid, of stored cells, of another batch size or configuration are orphans; a
+    journal of a planned cell under way, and another entry's, stay."""
+    import yaml
+
+    from mmrobust_bench.bench.cell_journal import IDENTITY_FILE, JOURNAL_DIR
+    from mmrobust_bench.bench.result_readers import read_rows
+    from mmrobust_bench.bench.result_rows import cell_key, done_cells
+    from mmrobust_bench.bench.retire_journals import retire_journals
+    from mmrobust_bench.bench.sweep_units import cell_journal
+
+    grid = [{"attacks": ["fgm"], "modalities": ["a"], "eps": [0.5]}]
+    config = _grid_config(grid, ["jt"])
+    run_sweep(build_plan(config), root=tmp_path, progress=False)
+    results = tmp_path / "results.csv"
+    clean = pd.read_csv(results).iloc[0]
+    columns = ("dataset", "defense", "label", "seed", "checkpoint_sha256", "config_hash", "device", "suite_version")
+    common = {**{c: clean[c] for c in columns}, "dtype": "float32"}
+
+    def journal(eps: float, *, batch_size: int = 500, **change: str) -> str:
+        mine = {**common, **change}
+        key = cell_key(mine["dataset"], mine["label"], mine["seed"], mine["checkpoint_sha256"], "fgm", "fgm", "a", eps)
+        made = cell_journal(results, mine, [key], batch_size, 48)
+        made.store_checks([])  # writes the identity, as a cell's first batch does
+        return made.folder.name
+
+    planned = _grid_config([{"attacks": ["fgm"], "modalities": ["a"], "eps": [0.25, 0.5]}], ["jt"])
+    names = {
+        "under way": journal(0.25),
+        "other entry": journal(1.0, label="gb"),
+        "off grid": journal(1.0),
+        "stored": journal(0.5),
+        "batch size": journal(0.25, batch_size=100),
+        "configuration": journal(0.25, config_hash="0123456789ab"),
+    }
+    orphans = {"off grid", "stored", "batch size", "configuration"}
+    plan = build_plan(planned)
+    ds = build_dataset("synthav", cache_dir=tmp_path / "datasets", n_train=128, n_test=48)
+    expected = entry_config_hashes(plan, ds)
+    stored = done_cells(read_rows(results))
+    partial = tmp_path / JOURNAL_DIR
+
+    def retire(*, apply: bool, grid: bool = True):
+        kw = {"root": tmp_path, "results_path": results}
+        return retire_journals(plan, ds, expected, stored, apply=apply, grid=grid, **kw)
+
+    # a grid from the command line: only the configuration and the stored rows can call a journal an orphan
+    assert retire(apply=False, grid=False).total == 2
+    found = retire(apply=False)
+    assert found.total == len(orphans) and not (tmp_path / "retired").exists()
+    assert len(list(partial.glob(f"*/{IDENTITY_FILE}"))) == len(names)
+    moved = retire(apply=True)
+    assert moved.applied and moved.total == len(orphans)
+    assert {p.name for p in partial.iterdir()} == {names[k] for k in names if k not in orphans}
+    assert {p.name for p in (tmp_path / "retired" / JOURNAL_DIR).iterdir()} == {names[k] for k in orphans}
+    assert retire(apply=True).total == 0
+
+    # the CLI reports them once found and says where they went
+    journal(1.0)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["sweep", "--config", str(path), "--root", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    assert "journals of cells no run of this sweep resumes (kept; --retire-stale moves them): 2 in" in (
+        capsys.readouterr().out
+    )  # the one off the grid and the one under way at eps 0.25, which this YAML's grid does not hold
+    assert main([*argv, "--retire-stale"]) == 0
+    assert "journals of cells no run of this sweep resumes (retired): 2 in" in capsys.readouterr().out
+    assert {p.name for p in partial.iterdir()} == {names["other entry"]}

@@ -7,10 +7,11 @@ import pytest
 import yaml
 
 from mmrobust_bench.bench.environment import row_provenance
+from mmrobust_bench.bench.result_rows import frame_keys
 from mmrobust_bench.bench.results import read_rows
 from mmrobust_bench.bench.sweep import build_plan, run_sweep
 from mmrobust_bench.bench.sweep_plan import validate_plan
-from mmrobust_bench.bench.sweep_status import UnitStatus, status_table, stored_model, sweep_status
+from mmrobust_bench.bench.sweep_status import SweepStatus, UnitStatus, status_table, stored_model, sweep_status
 from mmrobust_bench.cli import main
 
 CONFIG = {
@@ -59,7 +60,14 @@ def test_status_follows_a_sweep_from_nothing_to_done(tmp_path, capsys):
     assert sha == read_rows(root / "results.csv")["checkpoint_sha256"].iloc[0]
     fake_journal(root / "partial" / "a", "jt", 0, sha)  # a cell under way here
     fake_journal(root / "partial" / "b", "jt", 0, sha, device_name="Another CPU")  # made elsewhere: starts again
-    units = sweep_status(plan, root)
+    stored = read_rows(root / "results.csv")
+    clean = stored[(stored["label"] == "jt") & (stored["seed"] == 0)].iloc[:1]
+    rows = [[str(v) for v in key] for key in frame_keys(clean)]
+    config_hash = str(clean["config_hash"].iloc[0])
+    # its rows are stored: no run resumes it (a run stopped between storing the rows and removing the journal)
+    fake_journal(root / "partial" / "c", "jt", 0, sha, dataset="synthav", config_hash=config_hash, rows=rows)
+    status = sweep_status(plan, root)
+    units = status.units
     assert by_unit(units) == {
         ("jt", 0): ("under way", ROWS, ROWS, ("empirical",), 1),
         ("jt", 1): ("not started", 0, ROWS, ("empirical",), 0),
@@ -67,35 +75,38 @@ def test_status_follows_a_sweep_from_nothing_to_done(tmp_path, capsys):
         ("jt_small", 1): ("not started", 0, ROWS, ("empirical",), 0),
     }
     assert sum(u.rows for u in units) == len(read_rows(root / "results.csv"))
-    assert "| jt | 0 | under way | stored | 7/7 | empirical | 1 (1 batches) |" in status_table(units)
+    assert "| jt | 0 | under way | stored | 7/7 | empirical | 1 (1 batches) |" in status_table(status)
+    assert status.orphan_journals == 1 and "1 journals of cells no run of this sweep resumes" in status_table(status)
     # a shard's units only, as `sweep --shard I/N` runs them
-    assert [(u.label, u.seed) for u in sweep_status(plan, root, shard=(1, 2))] == [
+    assert [(u.label, u.seed) for u in sweep_status(plan, root, shard=(1, 2)).units] == [
         (e.label, s) for e, s in plan.work_units((1, 2))
     ]
 
     shutil.rmtree(root / "partial")
     run_sweep(plan, root=root, progress=False)
-    units = sweep_status(plan, root)
+    status = sweep_status(plan, root)
+    units = status.units
     assert {u.state for u in units} == {"done"} and all(u.certificates == () for u in units)
     assert sum(u.rows for u in units) == len(read_rows(root / "results.csv")) == 4 * ROWS
-    assert status_table(units).endswith("4 models: 4 done, 0 under way, 0 not started; rows 28/28")
+    assert status_table(status).endswith("4 models: 4 done, 0 under way, 0 not started; rows 28/28")
 
     # a changed setting is another configuration: its rows and certificates are not this plan's
     changed = build_plan({**CONFIG, "set": {"epochs": 2}})
-    assert {(u.state, u.rows, u.certificates) for u in sweep_status(changed, root)} == {
+    assert {(u.state, u.rows, u.certificates) for u in sweep_status(changed, root).units} == {
         ("not started", 0, ("empirical",))
     }
     # a certificate of other settings is to be made again (the sweep would replace it)
     other = build_plan({**CONFIG, "certify": {**CONFIG["certify"], "radii": [0, 0.2]}})
-    assert {u.certificates for u in sweep_status(other, root)} == {("empirical",)}
+    assert {u.certificates for u in sweep_status(other, root).units} == {("empirical",)}
     # rows without their checkpoint (a fresh clone: checkpoints are not committed) are not done: the sweep would
     # train the model again
     for folder in (root / "checkpoints").glob("*/*/*"):
         if json.loads((folder / "config.json").read_text())["seed"] == 1:
             shutil.rmtree(folder)
-    units = sweep_status(plan, root)
+    status = sweep_status(plan, root)
+    units = status.units
     assert {(u.seed, u.state, u.rows) for u in units} == {(0, "done", ROWS), (1, "model not stored", ROWS)}
-    table = status_table(units)
+    table = status_table(status)
     assert "| jt | 1 | model not stored | to train | 7/7 | — | 0 |" in table
     assert "4 models: 2 done, 0 under way, 0 not started, 2 model not stored; rows 28/28" in table
     assert "model not stored: the sweep would train it again" in table
@@ -107,9 +118,14 @@ def test_status_table_says_what_is_left():
         UnitStatus("jt", 0, 28, 28, ()),
         UnitStatus("jt", 1, 0, 28, ("empirical",)),
     ]
-    table = status_table(units)
+    table = status_table(SweepStatus(units))
     assert "| msefm | 0 | under way | stored | 2/28 | empirical, smoothing[v,a+v] | 1 (3 batches) |" in table
     assert "| jt | 0 | done | stored | 28/28 | — | 0 |" in table
     assert table.endswith("3 models: 1 done, 1 under way, 1 not started; rows 30/84")
     assert UnitStatus("jt", 0, 28, 28, ("empirical",)).state == "under way"  # rows done, certificate not
     assert UnitStatus("jt", 0, 0, 28, ("empirical",), model_stored=False).state == "not started"
+    assert "journals" not in table
+    assert status_table(SweepStatus(units, orphan_journals=2)).endswith(
+        "2 journals of cells no run of this sweep resumes (other settings, or their rows are stored): "
+        "sweep --retire-stale moves them to retired/"
+    )

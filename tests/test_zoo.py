@@ -446,12 +446,12 @@ def test_restore_puts_the_zoo_models_where_the_sweep_loads_them(board, tmp_path,
     clone = board.copy(tmp_path / "clone")
     shutil.rmtree(clone.runs / "checkpoints")
     plan = build_plan(load_sweep_config(clone.config))
-    assert {u.state for u in sweep_status(plan, clone.runs)} == {"model not stored"}
+    assert {u.state for u in sweep_status(plan, clone.runs).units} == {"model not stored"}
     assert main(["zoo", "restore", "--zoo", str(clone.zoo), "--root", str(clone.runs)]) == 0
     assert "zoo restore: 2 checkpoints restored" in capsys.readouterr().out
     finals = sorted((clone.runs / "checkpoints").rglob("final.safetensors"))
     assert sorted(sha256_file(p) for p in finals) == sorted(e.sha256 for e in read_zoo(clone.zoo).entries)
-    assert {u.state for u in sweep_status(plan, clone.runs)} == {"done"}
+    assert {u.state for u in sweep_status(plan, clone.runs).units} == {"done"}
     outcome = run_sweep(plan, root=clone.runs, progress=False)
     assert outcome.evaluated_rows == 0 and outcome.skipped_rows == len(stored(board))
     assert not list((clone.runs / "checkpoints").rglob("stage1.safetensors"))  # nothing was trained

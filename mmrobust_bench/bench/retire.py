@@ -53,6 +53,13 @@ class RetireOutcome:
         parts = [f"{n} in {path}" for path, n in self.stale.items() if n]
         return "; ".join(parts) if parts else "none"
 
+    def summary(self, what: str) -> str | None:
+        """One line for the command's closing summary, naming ``what`` was found (None when nothing was)."""
+        if not self.total:
+            return None
+        verb = "retired" if self.applied else "kept; --retire-stale moves them"
+        return f"{what} ({verb}): {self.describe()}"
+
     def log(self, retired_dir: Path, *, moved: str, found: str) -> None:
         """Say what happened, when there were such rows: ``moved`` names them once retired (info), ``found`` once
         only found (a warning naming the flag that moves them)."""

@@ -13,8 +13,11 @@ from ..io import default_root
 from . import distributed
 from .api import invoked_command
 from .executors import EXECUTORS, run_units
+from .result_readers import read_rows
+from .result_rows import done_cells
 from .retire import entry_config_hashes, retire_stale
 from .retire_grid import retire_off_grid
+from .retire_journals import retire_journals
 from .sweep_config import CertifySpec, DefenseEntry, GridBlock, load_sweep_config, parse_shard
 from .sweep_plan import SweepPlan, build_plan, validate_plan
 from .sweep_units import SweepOutcome, mark_row_flags, set_threads
@@ -48,7 +51,8 @@ def run_sweep(
     Stored rows of the plan's entries made under another configuration are reported (a warning), and with
     ``retire`` moved to ``<root>/retired/`` before any work (``bench.retire``); so are the rows of cells the
     plan's grid no longer holds (``bench.retire_grid``) when ``grid_from_config``: the grid is the whole one
-    the YAML asks for, not a narrower one given for this run."""
+    the YAML asks for, not a narrower one given for this run; and the journals of cells no run of the plan will
+    resume (``bench.retire_journals``)."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if executor == "local" and (address is not None or workers is not None):
@@ -64,12 +68,16 @@ def run_sweep(
     if retire and distributed.current().active:
         raise ValueError("--retire-stale rewrites the result tables: run it in one process, not under torchrun")
     main = distributed.current().main
-    retired = off_grid = None
-    if main:  # each entry's configuration is resolved once (it builds the defense) for both checks
+    retired = off_grid = journals = None
+    if main:  # each entry's configuration is resolved once (it builds the defense) for every check
         expected = entry_config_hashes(plan, ds)
         retired = retire_stale(ds, expected, root=root, results_path=results_path, apply=retire)
         if grid_from_config:
             off_grid = retire_off_grid(plan, ds, expected, root=root, results_path=results_path, apply=retire)
+        stored = done_cells(read_rows(results_path))
+        journals = retire_journals(
+            plan, ds, expected, stored, root=root, results_path=results_path, apply=retire, grid=grid_from_config
+        )
     units = plan.work_units(shard)
     outcome = run_units(
         executor,
@@ -88,6 +96,7 @@ def run_sweep(
         mark_row_flags(results_path)
         outcome.retired = retired
         outcome.off_grid = off_grid
+        outcome.journals = journals
     return outcome
 
 

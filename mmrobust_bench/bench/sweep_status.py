@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from .checkpoints import load_stage
 from .environment import row_provenance
 from .result_readers import read_rows, read_table
 from .result_rows import done_cells
+from .retire import entry_config_hashes
+from .retire_journals import PlannedCells, orphan_reason, text_keys
 from .sweep_config import DefenseEntry
 from .sweep_plan import SweepPlan, unit_cells, unit_checkpoint, validate_plan
 from .sweep_units import cell_row_keys, certificates_to_make
@@ -56,25 +59,42 @@ class UnitStatus:
         return "under way" if self.rows or self.journals else "not started"
 
 
-def _journals(folder: Path, threads: int | None) -> dict[tuple[str, str, str], tuple[int, int]]:
+@dataclass(frozen=True)
+class SweepStatus:
+    """Every unit's status, and how many journals no run of the sweep resumes (``sweep --retire-stale`` moves
+    them; ``bench.retire_journals``)."""
+
+    units: list[UnitStatus]
+    orphan_journals: int = 0
+
+
+def _journals(
+    folder: Path, threads: int | None, orphan: Callable[[dict], bool]
+) -> tuple[dict[tuple[str, str, str], tuple[int, int]], int]:
     """(label, seed, checkpoint sha256) → (journals, finished batches) of the cells under way in ``folder`` that a
     sweep on this machine would resume (a journal records the machine it was made on; elsewhere the cell starts
-    again)."""
+    again), and how many journals no run of the sweep resumes (``orphan``, ``bench.retire_journals``)."""
     here = {k: str(v) for k, v in row_provenance().items() if k != "threads"}
     found: dict[tuple[str, str, str], tuple[int, int]] = {}
+    orphans = 0
     for identity in sorted(folder.glob(f"*/{IDENTITY_FILE}")):
         try:
             data = json.loads(identity.read_text())
         except (OSError, ValueError):
             continue  # a journal being written or damaged: the sweep measures its cell again
-        if not isinstance(data, dict) or any(str(data.get(k)) != v for k, v in here.items()):
+        if not isinstance(data, dict):
+            continue
+        if orphan(data):
+            orphans += 1
+            continue
+        if any(str(data.get(k)) != v for k, v in here.items()):
             continue
         if threads is not None and str(data.get("threads")) != str(threads):
             continue
         key = (str(data.get("label")), str(data.get("seed")), str(data.get("checkpoint_sha256")))
         journals, batches = found.get(key, (0, 0))
         found[key] = (journals + 1, batches + len(list(identity.parent.glob("batch-*.safetensors"))))
-    return found
+    return found, orphans
 
 
 def stored_model(plan: SweepPlan, ds: Any, entry: DefenseEntry, seed: int, root: Path) -> tuple[str | None, str]:
@@ -93,17 +113,29 @@ def _unit_rows(plan: SweepPlan, ds: Any, entry: DefenseEntry, seed: int, sha: st
 
 
 def sweep_status(
-    plan: SweepPlan, root: Path, results_path: Path | None = None, *, shard: tuple[int, int] | None = None
-) -> list[UnitStatus]:
+    plan: SweepPlan,
+    root: Path,
+    results_path: Path | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    grid_from_config: bool = True,
+) -> SweepStatus:
     """The status of every unit of ``plan`` (of shard ``(i, n)``) whose rows go to ``results_path`` (default
-    ``root/results.csv``; its folder also holds the journals, as for the sweep)."""
+    ``root/results.csv``; its folder also holds the journals, as for the sweep), and the journals no run of the
+    plan resumes (judged by the grid too when ``grid_from_config``: it is the YAML's whole grid)."""
     root = Path(root)
     results_path = Path(results_path) if results_path is not None else root / "results.csv"
     ds = validate_plan(plan, root)
     stored = read_rows(results_path)
     done = done_cells(stored)
     certified = read_table(root / CERTIFIED_CSV)
-    journals = _journals(results_path.parent / JOURNAL_DIR, plan.threads)
+    configs, done_text = entry_config_hashes(plan, ds), text_keys(done)
+    cells = PlannedCells(plan, ds) if grid_from_config else None
+    journals, orphans = _journals(
+        results_path.parent / JOURNAL_DIR,
+        plan.threads,
+        lambda identity: orphan_reason(identity, plan, ds, configs, done_text, cells) is not None,
+    )
     out = []
     for entry, seed in plan.work_units(shard):
         sha, config_hash = stored_model(plan, ds, entry, seed, root)
@@ -127,15 +159,16 @@ def sweep_status(
         certificates = certificates_to_make(plan, entry, seed, ds, certified, sha)
         n_journals, batches = journals.get((entry.label, str(seed), sha), (0, 0))
         out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), n_journals, batches))
-    return out
+    return SweepStatus(out, orphans)
 
 
 def _names(todo: list[tuple[str, list[str]]]) -> tuple[str, ...]:
     return tuple(f"{m}[{','.join(sets)}]" if sets else m for m, sets in todo)
 
 
-def status_table(units: list[UnitStatus]) -> str:
-    """A Markdown table of ``units`` and a summary line (models per state, rows)."""
+def status_table(status: SweepStatus) -> str:
+    """A Markdown table of ``status``'s units and a summary line (models per state, rows)."""
+    units = status.units
     lines = [
         "| entry | seed | state | model | rows | certificates to make | cells under way |",
         "|---|---:|---|---|---:|---|---:|",
@@ -158,7 +191,12 @@ def status_table(units: list[UnitStatus]) -> str:
             "model not stored: the sweep would train it again (its rows are another model's unless it comes back "
             "bit for bit, as on the kind of machine that made them) and measure what that model lacks"
         )
+    if status.orphan_journals:
+        lines.append(
+            f"{status.orphan_journals} journals of cells no run of this sweep resumes (other settings, or their "
+            "rows are stored): sweep --retire-stale moves them to retired/"
+        )
     return "\n".join(lines)
 
 
-__all__ = ["UnitStatus", "status_table", "stored_model", "sweep_status"]
+__all__ = ["SweepStatus", "UnitStatus", "status_table", "stored_model", "sweep_status"]

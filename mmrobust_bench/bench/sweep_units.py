@@ -70,6 +70,7 @@ class SweepOutcome:
     certified: int = 0
     retired: RetireOutcome | None = None  # stale rows found (or moved, with --retire-stale) before the work
     off_grid: RetireOutcome | None = None  # rows of cells the grid no longer holds, found (or moved) alike
+    journals: RetireOutcome | None = None  # journals of cells no run of the plan resumes, found (or moved) alike
 
     def add(self, other: SweepOutcome) -> None:
         self.evaluated_rows += other.evaluated_rows

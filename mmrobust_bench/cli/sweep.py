@@ -53,8 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="before the work, move the stored rows of this sweep's entries made under another "
         "configuration (a changed setting), or of cells the YAML's grid no longer holds (a changed attack "
-        "setting, a dropped radius; not with --attacks/--modalities/--eps/--norm), to <root>/retired/ "
-        "(without it they are only reported)",
+        "setting, a dropped radius; not with --attacks/--modalities/--eps/--norm), to <root>/retired/, "
+        "with the journals of cells no run of this sweep resumes (without it they are only reported)",
     )
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the YAML's, else 0)")
     sw.add_argument(
@@ -153,13 +153,16 @@ def cmd(args: argparse.Namespace) -> int:
         certify_sets=name_list(args.certify_sets),
     )
     shard = parse_shard(args.shard)
+    # a grid given on the command line narrows one run: only the YAML's whole grid says what is off it
+    grid_from_config = not (args.attacks or args.modalities or args.eps or args.norm)
     if args.status:
         from ..bench.sweep_status import status_table, sweep_status
         from ..io import default_root
 
         root = Path(args.root) if args.root else default_root()
-        units = sweep_status(plan, root, Path(args.results) if args.results else None, shard=shard)
-        print(status_table(units))
+        results = Path(args.results) if args.results else None
+        status = sweep_status(plan, root, results, shard=shard, grid_from_config=grid_from_config)
+        print(status_table(status))
         return 0
     if args.executor == "local":  # Ray tasks get their own share of the cores (bench.executors.ray_threads)
         choose_threads(args.device, plan.threads)
@@ -176,18 +179,20 @@ def cmd(args: argparse.Namespace) -> int:
         address=args.address,
         workers=args.workers,
         retire=args.retire_stale,
-        grid_from_config=not (args.attacks or args.modalities or args.eps or args.norm),
+        grid_from_config=grid_from_config,
     )
     part = f"shard {shard[0]}/{shard[1]}: " if shard else ""
     print(
         f"sweep: {part}{outcome.models} models, {outcome.evaluated_rows} rows evaluated, "
         f"{outcome.skipped_rows} already present, {outcome.certified} certified"
     )
-    if outcome.retired is not None and outcome.retired.total:
-        verb = "retired" if outcome.retired.applied else "stale (kept; --retire-stale moves them)"
-        print(f"rows of other configurations {verb}: {outcome.retired.describe()}")
-    if outcome.off_grid is not None and outcome.off_grid.total:
-        verb = "retired" if outcome.off_grid.applied else "kept; --retire-stale moves them"
-        print(f"rows of cells the grid no longer holds ({verb}): {outcome.off_grid.describe()}")
+    for found, what in (
+        (outcome.retired, "rows of other configurations"),
+        (outcome.off_grid, "rows of cells the grid no longer holds"),
+        (outcome.journals, "journals of cells no run of this sweep resumes"),
+    ):
+        line = found.summary(what) if found is not None else None
+        if line:
+            print(line)
     print(f"results: {outcome.results_path}")
     return 0
