@@ -94,7 +94,7 @@ def test_list_reports_a_missing_attack_library_and_lets_other_errors_through(cap
     "args,message",
     [
         (["--defense", "crmt_atx"], "unknown defense 'crmt_atx'.*valid:.*crmt_at"),
-        (["--modality", "x"], "unknown modality x; valid: v, a or 'all'"),
+        (["--modality", "x"], "unknown modality x; valid: v, a or 'all', or 'any'"),
         (["--eps", "-1"], "eps must be finite numbers >= 0"),
         (["--eps", "abc"], "--eps expects comma-separated numbers"),
         (["--attack", "nope"], "unknown attack 'nope'.*valid:.*pgd_l2"),

@@ -189,6 +189,10 @@ def test_ranked_by_any_with_the_headline_first_and_the_masking_check_below(ranke
     expected = np.mean([any_accuracy("crmt_at", s) for s in range(3)])
     assert cells_of(page, "autoattack_any_eps0.5")["CRMT-AT"] == f"{expected:.6f}"
     assert "Ranked by any (the worst case per sample)" in page
+    # the paper's cells say they are its protocol; clean accuracy is no attack's
+    protocol = r'data-key="pgd_l2_a_eps1"[^>]*>PGD-ℓ2 audio ε=1<span class="sub">paper&#39;s protocol</span>'
+    assert re.search(protocol, page)
+    assert not re.search(r'data-key="clean"[^>]*>[^<]*<span class="sub">paper', page)
     assert "<code>autoattack(version=&#39;standard&#39;)</code>" in page
     # the masking check: one cell of 30 measured by both, CRMT-AT jointly, 0.3 under PGD
     check = page.split("<h2>Masking check", 1)[1]

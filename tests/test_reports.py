@@ -16,6 +16,7 @@ from mmrobust_bench.reports.figures import (
     figure5,
     plot_figures,
 )
+from mmrobust_bench.reports.latex import latex_table
 from mmrobust_bench.reports.paper import METHOD_NAMES, load_paper_tables, method_name
 from mmrobust_bench.reports.tables import build_table, build_tables, write_tables
 
@@ -55,6 +56,9 @@ def test_table1_layout_mean_std_and_reported_block():
     md = table.markdown
     assert f"| JT (`jt`) | {np.mean([accuracy('jt', 'clean', 'none', 0, s) for s in (0, 1, 2)]):.3f} ± " in md
     assert "Reported in the paper (datasets KS, UCF101, VGGS — not synthav" in md and "JT (reported)" in md
+    # the paper's cells are labelled as its protocol, which the strong evaluation outranks
+    assert md.splitlines()[0].endswith("the paper's protocol (FGM, ℓ2-PGD), not the strong evaluation — synthav")
+    assert "the paper's protocol (FGM, $\\ell_2$-PGD), not the strong evaluation" in latex_table(table)
     reported = table.frame[table.frame["source"] == "reported"]
     ks_jt = reported[(reported["dataset"] == "KS") & (reported["method"] == "JT")]
     assert ks_jt["clean_mean"].iloc[0] == pytest.approx(0.643)

@@ -97,13 +97,11 @@ def check_dataset_options(dataset: str, options: Mapping[str, Any] | None) -> No
 def check_modality_choice(dataset: str, modality: str | Sequence[str]) -> None:
     """Validate the attacked modalities without building the dataset, when its builder names its modalities
     (a ``modality_names`` attribute); otherwise they are checked against the built dataset's specs."""
-    from ..contracts import parse_modalities  # torch: the report command reads YAML here without it
+    from .threat_sets import check_choice  # torch: the report command reads YAML here without it
 
-    if modality == "any":  # every single modality and the joint ball (bench.threat_sets)
-        return
     names = getattr(DATASETS.get(dataset), "modality_names", None)
     if names:
-        parse_modalities(modality, names)
+        check_choice(modality, names)
 
 
 def check_run_settings(

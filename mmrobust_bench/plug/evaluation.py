@@ -24,10 +24,10 @@ from ..bench.evaluate import Measurement, correct_predictions, finite_rows, robu
 from ..bench.flags import Flag, check_attack, clean_row_flags, row_flags, warn_flags
 from ..bench.naming import modality_name
 from ..bench.results import ResultRow, append_rows, attack_rows, clean_row, read_rows, rows_frame
-from ..bench.threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
+from ..bench.threat_sets import ANY, any_flags, check_choice, combine_any, modality_label, threat_sets
 from ..bench.validate import check_count, check_eps, check_name, check_output_file
 from ..checked_tensors import tensor_digest
-from ..contracts import ALL_MODALITIES, Batch, ThreatModel, parse_modalities
+from ..contracts import ALL_MODALITIES, Batch, ThreatModel
 from ..data.base import TensorSplit
 from .attacking import build, resolve_attack
 from .batches import batch_device, check_classes, device_batch, labels_of, restored_modes
@@ -218,11 +218,8 @@ def evaluate(
     grid = _eps_grid(eps, library_eps) if eps is not None or library_eps is not None else []
     dev = batch_device(wrapped, device)
     warn_busy_cores("evaluate", dev)
-    if isinstance(modality, str) and modality != ANY:  # evaluate also takes 'any': its error says so
-        try:
-            parse_modalities(modality, wrapped.names)
-        except ValueError as exc:
-            raise ValueError(f"{exc}, or '{ANY}' (per sample, the worst of each alone and all jointly)") from None
+    if isinstance(modality, str):
+        check_choice(modality, wrapped.names)
     choices = threat_sets(wrapped.names) if modality == ANY else [modality]
     with restored_modes(wrapped):
         source = _OnePass(wrapped, loader, order, label_key, dev)

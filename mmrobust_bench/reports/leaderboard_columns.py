@@ -243,7 +243,16 @@ def paper_table_columns(data: pd.DataFrame) -> list[PageColumn]:
             return _stat_cell(cell_summary(part, col), _cell_flags(matching_rows(part, col)))
 
         title = col.title.replace(" ε=", " all ε=") if col.modality == ALL else col.title
-        out.append(PageColumn(key=col.key, label=title, cell=cell, title="mean ± sample std over seeds"))
+        protocol = "" if col.attack == "clean" else "paper's protocol"
+        out.append(
+            PageColumn(
+                key=col.key,
+                label=title,
+                sub=protocol,
+                cell=cell,
+                title=f"{protocol + ' (Tables 1-2), ' if protocol else ''}mean ± sample std over seeds",
+            )
+        )
     return out
 
 
