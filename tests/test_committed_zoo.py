@@ -1,7 +1,8 @@
 """The committed leaderboard zoos: every checkpoint loads with the sha256 of its index, of its model card and of the
-rows it made, and the seed-0 JT of each leaderboard reproduces its stored per-sample FGM outcomes on a slice of the
-test split (the whole re-evaluation is ``mmrobust-bench verify``'s). ``$MMROBUST_LEADERBOARDS`` points these tests
-at another leaderboards folder."""
+rows it made; every seed-0 model reproduces its stored clean row (and its audio-missing outcomes) on the whole test
+split, and the seed-0 JT of each leaderboard its stored per-sample FGM outcomes on a slice of it (the whole
+re-evaluation is ``mmrobust-bench verify``'s). avdigits needs FSDD's recordings (``$MMROBUST_FSDD_ROOT``).
+``$MMROBUST_LEADERBOARDS`` points these tests at another leaderboards folder."""
 
 from __future__ import annotations
 
@@ -69,3 +70,28 @@ def test_seed0_jt_reproduces_its_stored_outcomes_on_a_slice(zoo_dir, monkeypatch
     )
     got = got[got["attack"] == "fgm"].iloc[0]
     assert torch.equal(decode_outcomes(got["outcomes"], SLICE), decode_outcomes(row["outcomes"], int(row["n"]))[:SLICE])
+
+
+@pytest.mark.parametrize("zoo_dir", ZOOS, ids=lambda p: p.parent.name)
+def test_seed0_models_reproduce_their_stored_clean_row_exactly(zoo_dir, monkeypatch, tmp_path):
+    """The clean row of every seed-0 entry, re-measured on the whole test split from the committed checkpoint, equals
+    the stored one (a forward pass per sample: cheap); so does the row with the audio missing, sample for sample."""
+    zoo = read_zoo(zoo_dir)
+    if zoo.dataset == "avdigits" and not os.environ.get(FSDD):
+        pytest.skip(f"avdigits is built from FSDD's recordings (${FSDD}); its checkpoints are checked above")
+    monkeypatch.setenv("MMROBUST_HOME", str(tmp_path))
+    torch.set_num_threads(1)
+    rows = board_rows(zoo_dir)
+    test = mmr.load_dataset(zoo.dataset, split="test", zoo=zoo_dir, data_root=os.environ.get(FSDD))
+    for item in (item for item in zoo.entries if item.seed == 0):
+        mine = rows[(rows["label"] == item.entry) & (rows["seed"] == 0)]
+        clean = mine[mine["attack"] == "clean"].iloc[0]
+        missing = mine[(mine["attack"] == "missing") & (mine["modality"] == "a")].iloc[0]
+        model = mmr.load_model(zoo.dataset, item.entry, 0, zoo=zoo_dir)
+        got = mmr.evaluate(
+            model, test, attack="missing", modality="a", label=item.entry, dataset=zoo.dataset, check_flags=False
+        ).set_index("attack")
+        assert int(got.loc["clean", "n"]) == int(clean["n"]), item.entry
+        assert float(got.loc["clean", "accuracy"]) == float(clean["accuracy"]), item.entry
+        n = int(missing["n"])
+        assert torch.equal(decode_outcomes(got.loc["missing", "outcomes"], n), decode_outcomes(missing["outcomes"], n))
