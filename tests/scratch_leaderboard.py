@@ -42,9 +42,10 @@ class Leaderboard:
         return Leaderboard(to, to / "synthav" / "sweep.yaml", to / "synthav" / "runs", to / "synthav" / "zoo")
 
 
-def build(base: Path, *, certify: bool = False) -> Leaderboard:
-    """Run the tiny sweep (one thread) and export its zoo through the CLI."""
-    config = dict(TINY, certify=CERTIFY) if certify else dict(TINY)
+def build(base: Path, *, certify: bool | dict = False) -> Leaderboard:
+    """Run the tiny sweep (one thread) and export its zoo through the CLI; ``certify``: the sweep's certify block,
+    or True for :data:`CERTIFY`."""
+    config = dict(TINY, certify=CERTIFY if certify is True else certify) if certify else dict(TINY)
     folder = base / "synthav"
     folder.mkdir(parents=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump(config))

@@ -263,6 +263,38 @@ def test_certificates_and_eta_rows_carry_provenance_and_are_verified(certified_b
     assert "| -0.05 | 0 |" in line and line.endswith("| FAILS |")
 
 
+def test_smoothing_certificates_are_verified_too(tmp_path_factory, tmp_path, capsys):
+    """Randomized-smoothing rows (their Monte Carlo noise seeded per model) re-measure exactly from the zoo, and one
+    edited value fails, named with its noise setting."""
+    smoothing = {
+        "method": ["smoothing"],
+        "radii": [0.0, 0.25],
+        "sigma": 0.25,
+        "n0": 10,
+        "n": 50,
+        "alpha": 0.01,
+        "modalities": ["a"],
+        "test_samples": 8,
+        "attack_samples": 0,
+    }
+    board = build(tmp_path_factory.mktemp("verify-smoothing") / "leaderboards", certify=smoothing)
+    certified = pd.read_csv(board.runs / "certified.csv")
+    assert set(certified["method"]) == {"smoothing"} and len(certified) >= 4
+    args = verify(board, "--certificates")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "all pass" in out and f"({len(certified)} certificate and η values reproduced exactly" in out
+
+    i = certified.index[(certified["seed"] == 1) & (certified["radius"] == 0.25)][0]
+    certified.loc[i, "certified_accuracy"] += 0.125
+    copy = board.copy(tmp_path / "lb")
+    certified.to_csv(copy.runs / "certified.csv", index=False)
+    assert main(verify(copy, "--certificates")) == 1
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.endswith("| FAILS |")]
+    assert line.startswith("| certificate | jt | 1 | smoothing") and "| -0.125 |" in line
+
+
 # ---------------------------------------------------------------------- the scratch root, without a sweep
 
 
