@@ -22,6 +22,7 @@ from .hints import did_you_mean
 Batch = dict[str, Tensor]
 
 ALL_MODALITIES = "all"
+ANY_MODALITY = "any"  # the attacker's choice of modality, per sample (bench.threat_sets)
 # The threat norms: ℓ2, ℓ∞, ℓ1 (radii in model-input units) and ℓ0 (a number of coordinates).
 NORMS = ("l2", "linf", "l1", "l0")
 
@@ -164,6 +165,17 @@ def parse_modalities(modality: str | Sequence[str], names: Sequence[str]) -> tup
             f"unknown modality {', '.join(unknown) or repr(modality)}; valid: {', '.join(names)} or '{ALL_MODALITIES}'"
         )
     return tuple(n for n in names if n in chosen)
+
+
+def check_modality_choice(modality: str | Sequence[str], names: Sequence[str]) -> None:
+    """A user's modality choice: ``any`` (the attacker picks, per sample: ``bench.threat_sets``), or what
+    :func:`parse_modalities` takes; an error names every valid choice, ``any`` included."""
+    if modality == ANY_MODALITY:
+        return
+    try:
+        parse_modalities(modality, names)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or '{ANY_MODALITY}' (per sample, the worst of each alone and all jointly)") from None
 
 
 def spec_map(specs: Sequence[ModalitySpec]) -> dict[str, ModalitySpec]:

@@ -11,26 +11,15 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..contracts import ALL_MODALITIES, ThreatModel, parse_modalities
+from ..contracts import ALL_MODALITIES, ANY_MODALITY, ThreatModel
 from .evaluate import Measurement
 
-ANY = "any"
+ANY = ANY_MODALITY
 
 
 def modality_label(modality: str, threat: ThreatModel) -> str:
     """The rows' ``modality`` cell of a choice: ``all`` as given, else the attacked names joined by ``+``."""
     return ALL_MODALITIES if modality == ALL_MODALITIES else "+".join(threat.modalities)
-
-
-def check_choice(modality: str | Sequence[str], names: Sequence[str]) -> None:
-    """A user's modality choice: ``any``, or what :func:`~mmrobust_bench.contracts.parse_modalities` takes; an
-    error names every valid choice, ``any`` included."""
-    if modality == ANY:
-        return
-    try:
-        parse_modalities(modality, names)
-    except ValueError as exc:
-        raise ValueError(f"{exc}, or '{ANY}' (per sample, the worst of each alone and all jointly)") from None
 
 
 def threat_sets(names: Sequence[str]) -> list[str]:

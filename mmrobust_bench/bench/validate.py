@@ -97,11 +97,11 @@ def check_dataset_options(dataset: str, options: Mapping[str, Any] | None) -> No
 def check_modality_choice(dataset: str, modality: str | Sequence[str]) -> None:
     """Validate the attacked modalities without building the dataset, when its builder names its modalities
     (a ``modality_names`` attribute); otherwise they are checked against the built dataset's specs."""
-    from .threat_sets import check_choice  # torch: the report command reads YAML here without it
+    from ..contracts import check_modality_choice  # torch: the report command reads YAML here without it
 
     names = getattr(DATASETS.get(dataset), "modality_names", None)
     if names:
-        check_choice(modality, names)
+        check_modality_choice(modality, names)
 
 
 def check_run_settings(

@@ -24,10 +24,10 @@ from ..bench.evaluate import Measurement, correct_predictions, finite_rows, robu
 from ..bench.flags import Flag, check_attack, clean_row_flags, row_flags, warn_flags
 from ..bench.naming import modality_name
 from ..bench.results import ResultRow, append_rows, attack_rows, clean_row, read_rows, rows_frame
-from ..bench.threat_sets import ANY, any_flags, check_choice, combine_any, modality_label, threat_sets
+from ..bench.threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from ..bench.validate import check_count, check_eps, check_name, check_output_file
 from ..checked_tensors import tensor_digest
-from ..contracts import ALL_MODALITIES, Batch, ThreatModel
+from ..contracts import ALL_MODALITIES, Batch, ThreatModel, check_modality_choice
 from ..data.base import TensorSplit
 from .attacking import build, resolve_attack
 from .batches import batch_device, check_classes, device_batch, labels_of, restored_modes
@@ -219,7 +219,7 @@ def evaluate(
     dev = batch_device(wrapped, device)
     warn_busy_cores("evaluate", dev)
     if isinstance(modality, str):
-        check_choice(modality, wrapped.names)
+        check_modality_choice(modality, wrapped.names)
     choices = threat_sets(wrapped.names) if modality == ANY else [modality]
     with restored_modes(wrapped):
         source = _OnePass(wrapped, loader, order, label_key, dev)
