@@ -190,8 +190,7 @@ def test_journals_no_run_of_the_sweep_resumes_are_reported_then_retired(tmp_path
     import yaml
 
     from mmrobust_bench.bench.cell_journal import IDENTITY_FILE, JOURNAL_DIR
-    from mmrobust_bench.bench.result_readers import read_rows
-    from mmrobust_bench.bench.result_rows import cell_key, done_cells
+    from mmrobust_bench.bench.result_rows import cell_key
     from mmrobust_bench.bench.retire_journals import retire_journals
     from mmrobust_bench.bench.sweep_units import cell_journal
 
@@ -223,12 +222,11 @@ def test_journals_no_run_of_the_sweep_resumes_are_reported_then_retired(tmp_path
     plan = build_plan(planned)
     ds = build_dataset("synthav", cache_dir=tmp_path / "datasets", n_train=128, n_test=48)
     expected = entry_config_hashes(plan, ds)
-    stored = done_cells(read_rows(results))
     partial = tmp_path / JOURNAL_DIR
 
     def retire(*, apply: bool, grid: bool = True):
         kw = {"root": tmp_path, "results_path": results}
-        return retire_journals(plan, ds, expected, stored, apply=apply, grid=grid, **kw)
+        return retire_journals(plan, ds, expected, apply=apply, grid=grid, **kw)
 
     # a grid from the command line: only the configuration and the stored rows can call a journal an orphan
     assert retire(apply=False, grid=False).total == 2

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,4 +143,16 @@ class CellJournal:
             self.folder.parent.rmdir()
 
 
-__all__ = ["CellJournal", "JOURNAL_DIR"]
+def journal_identities(folder: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each journal folder under ``folder`` (a sweep's ``partial/``) with its identity, in name order; a journal whose
+    identity is being written or damaged is left out (its cell measures it again)."""
+    for path in sorted(folder.glob(f"*/{IDENTITY_FILE}")):
+        try:
+            identity = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(identity, dict):
+            yield path.parent, identity
+
+
+__all__ = ["CellJournal", "JOURNAL_DIR", "journal_identities"]

@@ -16,14 +16,15 @@ rows decide: the YAML's grid is not known.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cell_journal import IDENTITY_FILE, JOURNAL_DIR
+from .cell_journal import JOURNAL_DIR, journal_identities
+from .result_readers import read_rows
+from .result_rows import done_cells
 from .retire import RETIRED_DIR, RetireOutcome
 from .sweep_plan import SweepPlan, unit_cells
 from .sweep_units import cell_row_keys
@@ -84,7 +85,6 @@ def retire_journals(
     plan: SweepPlan,
     ds: Any,
     expected: Mapping[str, str],
-    stored_keys: set[tuple],
     *,
     root: Path,
     results_path: Path,
@@ -92,25 +92,20 @@ def retire_journals(
     grid: bool,
 ) -> RetireOutcome:
     """Find (``apply``: move to ``<root>/retired/partial/``) the journals beside ``results_path`` that the sweep of
-    ``plan`` will never resume (:func:`orphan_reason`); ``stored_keys`` are the stored rows' cell keys
-    (``result_rows.done_cells``), ``grid`` whether ``plan``'s grid is the YAML's own."""
+    ``plan`` will never resume (:func:`orphan_reason`; a journal whose rows are stored in ``results_path`` is one),
+    ``grid`` whether ``plan``'s grid is the YAML's own."""
     folder = results_path.parent / JOURNAL_DIR
     outcome = RetireOutcome(applied=apply)
     if not folder.is_dir():
         return outcome
-    done = text_keys(stored_keys)
+    done = text_keys(done_cells(read_rows(results_path)))  # read only when there are journals to judge
     cells = PlannedCells(plan, ds) if grid else None
     found = 0
-    for identity_file in sorted(folder.glob(f"*/{IDENTITY_FILE}")):
-        try:
-            identity = json.loads(identity_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a journal being written, or damaged: its cell measures it again
-        reason = orphan_reason(identity, plan, ds, expected, done, cells) if isinstance(identity, dict) else None
+    for journal, identity in journal_identities(folder):
+        reason = orphan_reason(identity, plan, ds, expected, done, cells)
         if reason is None:
             continue
         found += 1
-        journal = identity_file.parent
         if apply:
             target = root / RETIRED_DIR / JOURNAL_DIR / journal.name
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,6 @@ from ..io import default_root
 from . import distributed
 from .api import invoked_command
 from .executors import EXECUTORS, run_units
-from .result_readers import read_rows
-from .result_rows import done_cells
 from .retire import entry_config_hashes, retire_stale
 from .retire_grid import retire_off_grid
 from .retire_journals import retire_journals
@@ -74,9 +72,8 @@ def run_sweep(
         retired = retire_stale(ds, expected, root=root, results_path=results_path, apply=retire)
         if grid_from_config:
             off_grid = retire_off_grid(plan, ds, expected, root=root, results_path=results_path, apply=retire)
-        stored = done_cells(read_rows(results_path))
         journals = retire_journals(
-            plan, ds, expected, stored, root=root, results_path=results_path, apply=retire, grid=grid_from_config
+            plan, ds, expected, root=root, results_path=results_path, apply=retire, grid=grid_from_config
         )
     units = plan.work_units(shard)
     outcome = run_units(

@@ -13,14 +13,13 @@ for its modalities, test size and configuration; nothing else is written."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cell_journal import IDENTITY_FILE, JOURNAL_DIR
+from .cell_journal import JOURNAL_DIR, journal_identities
 from .certification import CERTIFIED_CSV
 from .checkpoints import load_stage
 from .environment import row_provenance
@@ -77,13 +76,7 @@ def _journals(
     here = {k: str(v) for k, v in row_provenance().items() if k != "threads"}
     found: dict[tuple[str, str, str], tuple[int, int]] = {}
     orphans = 0
-    for identity in sorted(folder.glob(f"*/{IDENTITY_FILE}")):
-        try:
-            data = json.loads(identity.read_text())
-        except (OSError, ValueError):
-            continue  # a journal being written or damaged: the sweep measures its cell again
-        if not isinstance(data, dict):
-            continue
+    for journal, data in journal_identities(folder):
         if orphan(data):
             orphans += 1
             continue
@@ -93,7 +86,7 @@ def _journals(
             continue
         key = (str(data.get("label")), str(data.get("seed")), str(data.get("checkpoint_sha256")))
         journals, batches = found.get(key, (0, 0))
-        found[key] = (journals + 1, batches + len(list(identity.parent.glob("batch-*.safetensors"))))
+        found[key] = (journals + 1, batches + len(list(journal.glob("batch-*.safetensors"))))
     return found, orphans
 
 
