@@ -83,7 +83,7 @@ STRONG_EVALUATION = (
 STRONG_ALREADY = (
     "the strong evaluation raised it itself, so read this number as an upper bound: with one modality attacked "
     "the others may decide alone (compare the row with that modality missing), a box may stop the attack, or "
-    "version='fast' may fall short of version='standard'"
+    "a cheaper version (fast, fast-all-targets) may fall short of version='standard'"
 )
 REMEDIES = {
     NON_MONOTONE: STRONG_EVALUATION,
