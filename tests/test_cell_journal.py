@@ -167,3 +167,24 @@ def test_a_cell_resumed_on_another_machine_is_measured_again(tmp_path, monkeypat
     run_sweep(plan, root=tmp_path, progress=False)
     assert len(calls) == 3
     assert not (tmp_path / JOURNAL_DIR).exists()  # the first machine's journal went with the stored rows
+
+
+def test_the_batch_size_in_the_rows_columns_leaves_a_journals_identity_as_it_was(tmp_path):
+    """Rows record their batch size through the unit's shared columns; a journal names it once, as a number, so
+    the journals of cells under way when the column came keep resuming."""
+    from mmrobust_bench.bench.sweep_units import cell_journal
+
+    common = {
+        "dataset": "synthav",
+        "label": "jt",
+        "seed": 0,
+        "checkpoint_sha256": "ab" * 32,
+        "device": "cpu",
+        "suite_version": "0",
+    }
+    keys = [("synthav", "jt", 0, "ab" * 32, "fgm", "fgm()", "a", "0.5", "l2")]
+    before = cell_journal(tmp_path / "results.csv", common, keys, 100, 500)
+    after = cell_journal(tmp_path / "results.csv", {**common, "batch_size": 100}, keys, 100, 500)
+    assert before is not None and after is not None
+    assert after.identity == before.identity and after.folder == before.folder
+    assert before.identity["batch_size"] == 100

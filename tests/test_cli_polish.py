@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mmrobust_bench.bench.results import ResultRow, append_rows
@@ -209,6 +210,28 @@ def test_a_reused_run_says_reused_once(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert (out + err).count("reused 2 stored rows") == 1
     assert "results:    " in out and "(reused 2 stored rows: nothing evaluated; --force re-evaluates)" in out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_rows_of_another_batch_size_are_measured_again_and_replaced_not_reused(tmp_path, capsys, caplog):
+    """A randomized attack reseeds per batch: the stored rows at batch size 32 are not this run's at 16."""
+    args = ["run", *TINY, "--root", str(tmp_path), "--no-progress", "--attack", "autoattack"]
+    args += ["--attack-set", "version=fast", "--attack-set", "members=square"]
+    assert main([*args, "--batch-size", "32"]) == 0
+    first = pd.read_csv(tmp_path / "results.csv")
+    assert list(first["batch_size"]) == [32, 32]
+    capsys.readouterr()
+    caplog.clear()
+    assert main([*args, "--batch-size", "16"]) == 0
+    out, err = capsys.readouterr()
+    assert "stored rows" not in out + err and "(+2 rows)" in out  # measured, not reused
+    said = "stored rows of these cells were measured at batch size 32; they are replaced by this run's, at 16"
+    assert [r.getMessage() for r in caplog.records].count(said) == 1
+    again = pd.read_csv(tmp_path / "results.csv")
+    assert list(again["batch_size"]) == [16, 16] and list(again["attack"]) == list(first["attack"])
+    assert main([*args, "--batch-size", "16"]) == 0  # now stored at this size: reused
+    assert "(reused 2 stored rows" in capsys.readouterr().out
 
 
 @pytest.mark.slow

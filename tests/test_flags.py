@@ -154,7 +154,13 @@ def test_flag_rows_from_the_rows_of_a_sweep():
 
 
 def test_result_rows_carry_flags_and_old_csvs_still_read(tmp_path):
-    assert "flags" in COLUMNS and COLUMNS[-4:] == ["timestamp", "cpu_capability", "torch_build", "device_name"]
+    assert "flags" in COLUMNS and COLUMNS[-5:] == [
+        "timestamp",
+        "cpu_capability",
+        "torch_build",
+        "device_name",
+        "batch_size",
+    ]
     assert row("pgd_l2", 0.5, 0.5).flags == ""
     old = tmp_path / "old.csv"
     legacy = rows_frame([row("clean", 0.0, 0.9), row("pgd_l2", 0.5, 0.5)]).drop(columns=["flags"])

@@ -427,6 +427,7 @@ def test_evaluate_from_loaders_of_dicts_and_tuples(tmp_path):
         assert frame["attack"].tolist() == ["clean", "torchattacks:PGDL2", "torchattacks:PGDL2"]
         assert frame["modality"].tolist() == ["none", "audio", "audio"] and set(frame["norm"]) == {"l2"}
         assert frame["n"].tolist() == [40] * 3
+        assert frame["batch_size"].tolist() == [16] * 3  # the loader's: a randomized attack reseeds per batch
         assert frame["checkpoint_sha256"].nunique() == 1 and len(frame["checkpoint_sha256"][0]) == 64
         assert frame["accuracy"][0] == expected[grid[0]][0] / 40
         assert frame["accuracy"][1:].tolist() == [expected[e][1] / 40 for e in grid]
@@ -440,6 +441,8 @@ def test_evaluate_from_loaders_of_dicts_and_tuples(tmp_path):
     )
     stored = read_rows(results)
     assert len(stored) >= 3 and set(stored["defense"]) == {"mine"}
+    listed = mmr.evaluate(wrapped, batches, attack="missing", modality="video", label="mine", check_flags=False)
+    assert listed["batch_size"].tolist() == [0, 0]  # a plain list of batches has no batch size: not recorded
     with torch.no_grad():
         core.head.bias.add_(1.0)
     assert mmr.state_dict_sha256(core) != mmr.state_dict_sha256(Core())

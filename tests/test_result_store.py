@@ -34,6 +34,7 @@ def row(
     seed: int = 0,
     config_hash: str = "c0ffee",
     flags: str = "",
+    batch_size: int = 0,
 ) -> ResultRow:
     return ResultRow(
         dataset="synthav",
@@ -55,6 +56,7 @@ def row(
         suite_version="0",
         flags=flags,
         label=label,
+        batch_size=batch_size,
     )
 
 
@@ -181,6 +183,21 @@ def test_text_columns_round_trip_exactly_and_old_csvs_get_defaults(tmp_path):
     assert list(old.columns) == COLUMNS
     assert list(old["label"]) == ["crmt_jt_step1_only", "jt"]  # old sweeps wrote the label into `defense`
     assert list(old["threads"]) == [0, 0] and list(old["torch_version"]) == ["", ""]  # not recorded
+    assert list(old["batch_size"]) == [0, 0]
+
+
+def test_blank_batch_sizes_of_an_older_writer_read_as_not_recorded_and_stay_whole_numbers(tmp_path):
+    """A store written by a version that recorded batch sizes, then rewritten by an older one (which keeps the
+    column as text and leaves its own rows blank): the sizes stay whole numbers, the blanks read as 0."""
+    path = tmp_path / "results.csv"
+    append_rows(path, [row(0.5, batch_size=100)])
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    older = frame.assign(eps="1.0", batch_size="")  # an older writer's row: no batch size
+    pd.concat([frame, older], ignore_index=True).to_csv(path, index=False)
+    assert list(read_rows(path)["batch_size"]) == [100, 0]
+    append_rows(path, [row(2.0, batch_size=50)])
+    text = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert list(text["batch_size"]) == ["100", "0", "50"]  # never "100.0"
 
 
 def test_stored_run_needs_every_cell(tmp_path):

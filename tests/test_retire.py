@@ -172,7 +172,10 @@ def test_rows_of_cells_the_grid_no_longer_holds_are_reported_then_retired(tmp_pa
 
     assert main([*argv, "--retire-stale"]) == 0
     out = capsys.readouterr().out
-    assert "rows of cells the grid no longer holds (retired): 2 in" in out and "0 rows evaluated" in out
+    assert (
+        "rows of cells the grid no longer holds or of another batch size (retired): 2 in" in out
+        and "0 rows evaluated" in out
+    )
     retired = pd.read_csv(tmp_path / "retired" / "results.csv")
     pd.testing.assert_frame_equal(retired.reset_index(drop=True), off.reset_index(drop=True), check_dtype=False)
     live = pd.read_csv(tmp_path / "results.csv")
@@ -251,3 +254,37 @@ def test_journals_no_run_of_the_sweep_resumes_are_reported_then_retired(tmp_path
     assert main([*argv, "--retire-stale"]) == 0
     assert "journals of cells no run of this sweep resumes (retired): 2 in" in capsys.readouterr().out
     assert {p.name for p in partial.iterdir()} == {names["other entry"]}
+
+
+def test_rows_of_another_batch_size_are_reported_then_retired_and_measured_again(tmp_path):
+    """A randomized attack reseeds per batch, so a row made at another batch size than the YAML's is another
+    measurement: reported, moved by --retire-stale and measured again; a row that recorded none is kept."""
+    grid = [{"attacks": ["pgd_l2"], "attack_set": {"steps": 2}, "modalities": ["a"], "eps": [0.5]}]
+    config = {**_grid_config(grid, ["jt"]), "batch_size": 16}
+    first = run_sweep(build_plan(config), root=tmp_path, progress=False)
+    assert first.evaluated_rows == 2 and first.off_grid.total == 0
+    stored = pd.read_csv(tmp_path / "results.csv")
+    assert list(stored["batch_size"]) == [16, 16]
+    # the clean row as a row written before the column existed: it says nothing about its batch size
+    stored.loc[stored["attack"] == "clean", "batch_size"] = None
+    stored.to_csv(tmp_path / "results.csv", index=False)
+
+    resized = {**config, "batch_size": 24}
+    from mmrobust_bench.bench.sweep_status import status_table, sweep_status
+
+    status = sweep_status(build_plan(resized), tmp_path)
+    assert status.other_batch_size_rows == 1
+    assert "1 stored rows were measured at another batch size than the YAML's batch_size" in status_table(status)
+    reported = run_sweep(build_plan(resized), root=tmp_path, progress=False)
+    assert reported.evaluated_rows == 0 and not reported.off_grid.applied  # stored cells stay done until retired
+    assert {p.name: n for p, n in reported.off_grid.stale.items()} == {"results.csv": 1}
+
+    moved = run_sweep(build_plan(resized), root=tmp_path, progress=False, retire=True)
+    assert moved.off_grid.applied and moved.off_grid.total == 1 and moved.evaluated_rows == 1
+    retired = pd.read_csv(tmp_path / "retired" / "results.csv")
+    assert list(retired["attack"]) == ["pgd_l2"] and list(retired["batch_size"]) == [16]
+    live = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(zip(live["attack"], live["batch_size"].fillna(0).astype(int))) == [("clean", 0), ("pgd_l2", 24)]
+    again = run_sweep(build_plan(resized), root=tmp_path, progress=False, retire=True)
+    assert again.off_grid.total == 0 and again.evaluated_rows == 0
+    assert sweep_status(build_plan(resized), tmp_path).other_batch_size_rows == 0

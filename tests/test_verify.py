@@ -102,7 +102,7 @@ def test_a_row_edited_by_005_fails_and_is_named(board, tmp_path, capsys):
     here = row_provenance()
     assert (
         f"1 value(s) that moved were recorded on: {here['cpu_capability']}, torch {torch.__version__} build "
-        f"{here['torch_build']}, 1 thread(s), cpu ({here['device_name']}); re-measured here on: "
+        f"{here['torch_build']}, 1 thread(s), cpu ({here['device_name']}), batch size 32; re-measured here on: "
         f"{here['cpu_capability']}, torch {torch.__version__} build {here['torch_build']}, 1 thread(s), cpu"
     ) in out
     assert main(verify(board, "--tolerance", "0.04", results=tmp_path / "results.csv")) == 1  # 0.05 > 0.04
@@ -118,6 +118,18 @@ def test_a_row_within_the_tolerance_passes_with_its_difference_printed(board, tm
     assert "largest difference: 0.03125, reached by jt seed 0 clean on none" in out
     assert "verify: 8 values of 2 model(s) re-evaluated from the zoo: all pass (7 exactly equal)" in out
     assert main(verify(board, results=tmp_path / "results.csv")) == 1  # the default tolerance here is 0
+
+
+def test_a_row_of_another_batch_size_is_not_expected_exact_and_says_so(board, tmp_path, capsys):
+    """verify re-measures at the YAML's batch size: a row recorded at another one is another measurement, so it gets
+    the cross-machine tolerance, not 0, and the provenance lines name both sizes."""
+    edited(board, tmp_path / "results.csv", 1, "fgm", 1 / 32, batch_size="16")
+    assert main(verify(board, results=tmp_path / "results.csv")) == 1  # 0.03125 > 0.01
+    out = capsys.readouterr().out
+    assert "0.01 for the 1 others" in out
+    assert table_line(out, "| result | jt | 1 | fgm | a | 0.5 |").endswith("| FAILS |")
+    assert "1 thread(s), cpu" in out and ", batch size 16; re-measured here on: " in out
+    assert out.rstrip().count(", batch size 32") >= 1
 
 
 def test_rows_from_another_machine_get_the_stated_tolerance_and_their_provenance(board, tmp_path, capsys):
@@ -140,8 +152,8 @@ def test_rows_from_another_machine_get_the_stated_tolerance_and_their_provenance
     here = row_provenance()
     assert (
         f"1 value(s) that moved were recorded on: AVX2, torch {torch.__version__} build 0123456789ab, 1 thread(s), "
-        f"cpu (Another CPU); re-measured here on: {here['cpu_capability']}, torch {torch.__version__} build "
-        f"{here['torch_build']}"
+        f"cpu (Another CPU), batch size 32; re-measured here on: {here['cpu_capability']}, torch "
+        f"{torch.__version__} build {here['torch_build']}"
     ) in out
 
     # rows written before the provenance columns existed still load; nothing says they came from this machine

@@ -33,7 +33,7 @@ from .evaluate import Measurement, clean_accuracy, minimal_norm_curve, robust_ac
 from .flags import Flag, check_attack, clean_row_flags, row_flags, warn_flags
 from .naming import modality_name, run_plot_name
 from .result_readers import read_rows
-from .result_rows import attack_rows, clean_row, rows_frame
+from .result_rows import attack_rows, clean_row, frame_keys, recorded_batch_sizes, rows_frame
 from .results import append_rows, stored_run
 from .threat_sets import ANY, any_flags, combine_any, modality_label, threat_sets
 from .train import TrainedModel, model_dtype, select_device, train
@@ -293,13 +293,15 @@ def run_model(
         device=str(dev),
         suite_version=__version__,
         dtype=model_dtype(trained.model),
+        batch_size=batch_size,
     )
     label = ANY if modality == ANY else modality_label(modality, threats[modality])
+    existing = read_rows(results_path)
     stored = (
         None
         if force
         else stored_run(
-            read_rows(results_path),
+            existing,
             dataset=ds.name,
             label=run_label,
             seed=seed,
@@ -313,6 +315,8 @@ def run_model(
             norm=norm,
         )
     )
+    if recorded_batch_sizes(stored, other_than=batch_size):  # another measurement: see below
+        stored = None
     if stored is not None:  # its curve was drawn when the rows were measured
         return RunResult(
             stored,
@@ -375,10 +379,23 @@ def run_model(
             common=common,
             flags_at=lambda e: any_flags({s: row_flags(f, e) for s, f in set_flags.items()}),
         )
+    # a randomized attack is reseeded per batch, so stored rows of these cells made at another batch size are
+    # another measurement: they are replaced, not kept beside (or instead of) this one
+    new_keys = set(frame_keys(rows_frame(rows)))
+    other_sizes = recorded_batch_sizes(
+        existing[[k in new_keys for k in frame_keys(existing)]] if not existing.empty else existing,
+        other_than=batch_size,
+    )
+    if other_sizes:
+        notes.append(
+            f"stored rows of these cells were measured at batch size {', '.join(map(str, other_sizes))}; "
+            f"they are replaced by this run's, at {batch_size}"
+        )
+        log.warning(notes[-1])
     if main_rank:
         # ``any`` is combined from this call's set measurements: they replace stored set rows, so a stored any
         # never sits above a stored single set measured another time (another batch size, machine)
-        append_rows(results_path, rows, replace=force or modality == ANY)
+        append_rows(results_path, rows, replace=force or modality == ANY or bool(other_sizes))
     frame = rows_frame(rows)
     plot_path = (
         root / "plots" / run_plot_name(ds.name, run_label, attack, label, seed, trained.key.config_hash)

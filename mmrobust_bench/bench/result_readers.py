@@ -84,7 +84,8 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     for column in frame.columns:
         if column not in NUMERIC:  # plain Python strings, as rows built in memory hold them
             frame[column] = frame[column].astype(object)
-    frame["threads"] = pd.to_numeric(frame["threads"]).fillna(0).astype(int)
+    for column in ("threads", "batch_size"):  # whole numbers, 0 = not recorded (a blank from an older writer too)
+        frame[column] = pd.to_numeric(frame[column]).fillna(0).astype(int)
     extra = [c for c in frame.columns if c not in COLUMNS]
     return frame[[c for c in COLUMNS if c in frame] + extra]
 

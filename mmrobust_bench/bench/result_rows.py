@@ -69,6 +69,9 @@ class ResultRow:
     cpu_capability: str = dataclasses.field(default_factory=cpu_capability)
     torch_build: str = dataclasses.field(default_factory=lambda: torch_build()["sha256"])
     device_name: str = ""
+    # Samples per attack call: randomized attacks (``autoattack``'s members, random starts) are reseeded per batch,
+    # so it is part of the numbers; 0 = not recorded (rows written before the column, or a loader without one).
+    batch_size: int = 0
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -91,8 +94,9 @@ DEFAULTS: dict[str, Any] = {
     "cpu_capability": "",
     "torch_build": "",
     "device_name": "",
+    "batch_size": 0,
 }
-NUMERIC = ("seed", "eps", "n", "accuracy", "wall_seconds", "threads")
+NUMERIC = ("seed", "eps", "n", "accuracy", "wall_seconds", "threads", "batch_size")
 TEXT = tuple(c for c in COLUMNS if c not in NUMERIC)
 REQUIRED = tuple(c for c in COLUMNS if c not in DEFAULTS)
 CELL_COLUMNS = ("dataset", "label", "seed", "checkpoint_sha256", "attack", "attack_config", "modality", "eps", "norm")
@@ -143,6 +147,16 @@ def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
         blank = frame["label"].isna() | (frame["label"].astype(str) == "")
         frame.loc[blank, "label"] = frame.loc[blank, "defense"]
     return frame
+
+
+def recorded_batch_sizes(frame: pd.DataFrame | None, *, other_than: int) -> list[int]:
+    """The batch sizes ``frame``'s rows were measured at, other than ``other_than`` (rows that did not record one
+    say nothing): a randomized attack reseeds per batch, so such a row is another measurement than one at
+    ``other_than``."""
+    if frame is None or frame.empty or "batch_size" not in frame:
+        return []
+    sizes = pd.to_numeric(frame["batch_size"], errors="coerce").fillna(0).astype(int)
+    return sorted({int(b) for b in sizes if b > 0 and b != int(other_than)})
 
 
 def complete(frame: pd.DataFrame) -> pd.Series:
@@ -258,6 +272,7 @@ __all__ = [
     "COLUMNS",
     "DEFAULTS",
     "NUMERIC",
+    "recorded_batch_sizes",
     "TEXT",
     "REQUIRED",
     "CELL_COLUMNS",

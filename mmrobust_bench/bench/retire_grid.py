@@ -7,9 +7,11 @@ then pick either. ``sweep --retire-stale`` moves them, as it moves the rows of s
 
 Off the grid means: a row of the sweep's dataset, one of its entries and seeds, under the configuration that entry
 resolves to now (rows of another configuration are :func:`~mmrobust_bench.bench.retire.retire_stale`'s), whose
-cell key is none of the cells the sweep plans for that model (the same keys ``sweep --status`` counts). Only the
-YAML's own grid can say so: a grid given on the command line (``--attacks``, ``--modalities``, ``--eps``,
-``--norm``) narrows one run, and the rows outside it are kept.
+cell key is none of the cells the sweep plans for that model (the same keys ``sweep --status`` counts), or that
+was measured at another batch size than the YAML's ``batch_size`` (a randomized attack reseeds per batch, so it is
+another measurement of the cell; rows that recorded no batch size say nothing and are kept). Only the YAML's own
+grid can say so: a grid given on the command line (``--attacks``, ``--modalities``, ``--eps``, ``--norm``) narrows
+one run, and the rows outside it are kept.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from .sweep_units import cell_row_keys
 
 def off_grid_mask(frame: pd.DataFrame, plan: SweepPlan, ds: Any, expected: dict[str, str]) -> pd.Series:
     """Rows of ``frame`` (a results table) of ``plan``'s entries and seeds, under their current configuration
-    (``expected``: label → config hash), whose cell the plan's grid does not hold for the row's model."""
+    (``expected``: label → config hash), whose cell the plan's grid does not hold for the row's model, or which
+    were measured at another batch size than the plan's."""
     if frame.empty or "dataset" not in frame or "seed" not in frame:
         return pd.Series(False, index=frame.index)
     labels = label_series(frame)
@@ -38,11 +41,16 @@ def off_grid_mask(frame: pd.DataFrame, plan: SweepPlan, ds: Any, expected: dict[
         & frame["seed"].isin(plan.seeds)
         & (config_series(frame) == labels.map(expected))
     )
+    if "batch_size" in frame:
+        sizes = pd.to_numeric(frame["batch_size"], errors="coerce").fillna(0).astype(int)
+        other_size = (sizes > 0) & (sizes != int(plan.batch_size))
+    else:
+        other_size = pd.Series(False, index=frame.index)
     planned: dict[tuple[str, int, str], set[tuple]] = {}
     off = []
-    for mine, key in zip(ours, frame_keys(frame)):
-        if not mine:
-            off.append(False)
+    for mine, resized, key in zip(ours, other_size, frame_keys(frame)):
+        if not mine or resized:
+            off.append(bool(mine))
             continue
         model = (key[1], key[2], key[3])  # label, seed, checkpoint sha256
         if model not in planned:
@@ -64,8 +72,9 @@ def retire_off_grid(
     )
     outcome.log(
         root / RETIRED_DIR,
-        moved="rows off the sweep's grid",
-        found="stored rows of this sweep's entries measure cells its grid no longer holds",
+        moved="rows off the sweep's grid (or of another batch size)",
+        found="stored rows of this sweep's entries measure cells its grid no longer holds (or were measured at "
+        "another batch size than its batch_size)",
     )
     return outcome
 

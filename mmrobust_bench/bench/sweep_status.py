@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .cell_journal import JOURNAL_DIR, journal_identities
 from .certification import CERTIFIED_CSV
 from .checkpoints import load_stage
@@ -65,6 +67,7 @@ class SweepStatus:
 
     units: list[UnitStatus]
     orphan_journals: int = 0
+    other_batch_size_rows: int = 0  # stored rows of the units made at another batch size than the plan's
 
 
 def _journals(
@@ -130,6 +133,7 @@ def sweep_status(
         lambda identity: orphan_reason(identity, plan, ds, configs, done_text, cells) is not None,
     )
     out = []
+    resized = 0
     for entry, seed in plan.work_units(shard):
         sha, config_hash = stored_model(plan, ds, entry, seed, root)
         if sha is None:  # the rows of the newest model of this configuration, for what they are worth
@@ -149,10 +153,23 @@ def sweep_status(
             out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), model_stored=False))
             continue
         rows, expected = _unit_rows(plan, ds, entry, seed, sha, done)
+        resized += _other_batch_size_rows(stored, entry.label, seed, sha, plan.batch_size)
         certificates = certificates_to_make(plan, entry, seed, ds, certified, sha)
         n_journals, batches = journals.get((entry.label, str(seed), sha), (0, 0))
         out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), n_journals, batches))
-    return SweepStatus(out, orphans)
+    return SweepStatus(out, orphans, resized)
+
+
+def _other_batch_size_rows(stored: pd.DataFrame, label: str, seed: int, sha: str, batch_size: int) -> int:
+    """How many stored rows of one model recorded another batch size than ``batch_size`` (0: not recorded)."""
+    if stored.empty:
+        return 0
+    mine = stored[
+        (stored["label"].astype(str) == label)
+        & (stored["seed"].astype(int) == seed)
+        & (stored["checkpoint_sha256"].astype(str) == sha)
+    ]
+    return int(((mine["batch_size"] > 0) & (mine["batch_size"] != int(batch_size))).sum())
 
 
 def _names(todo: list[tuple[str, list[str]]]) -> tuple[str, ...]:
@@ -183,6 +200,12 @@ def status_table(status: SweepStatus) -> str:
         lines.append(
             "model not stored: the sweep would train it again (its rows are another model's unless it comes back "
             "bit for bit, as on the kind of machine that made them) and measure what that model lacks"
+        )
+    if status.other_batch_size_rows:
+        lines.append(
+            f"{status.other_batch_size_rows} stored rows were measured at another batch size than the YAML's "
+            "batch_size (counted above as stored): sweep --retire-stale moves them to retired/ and the sweep "
+            "measures their cells again"
         )
     if status.orphan_journals:
         lines.append(

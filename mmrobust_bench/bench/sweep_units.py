@@ -145,7 +145,7 @@ def run_cell(
     ``claimed``: the row keys of the unit's earlier cells. Grid blocks may overlap (a uni-modal block at ε = 1 and
     a radius grid through 1): such a row belongs to its first cell, so a later cell neither evaluates nor counts it
     and each stored row is counted once. The cell's own keys are added to it. None: every ε of the cell."""
-    common = unit_common(trained, entry, seed, dev)
+    common = {**unit_common(trained, entry, seed, dev), "batch_size": plan.batch_size}
     if cell is None:
         return _clean_cell(trained, common, plan.batch_size, dev, done, results_path)
     block, attack, modality = cell
@@ -509,7 +509,8 @@ def cell_journal(
     if distributed.current().active:
         return None
     identity = {
-        **{k: str(v) for k, v in common.items()},  # the model, its checkpoint, device, dtype, the suite's version
+        # the model, its checkpoint, device, dtype, the suite's version (the batch size below, as a number)
+        **{k: str(v) for k, v in common.items() if k != "batch_size"},
         **row_provenance(common["device"]),  # torch, its build, the CPU capability, the device's name, threads
         "rows": [[str(v) for v in k] for k in keys],  # as text: a ``missing`` cell's ε is NaN, which JSON refuses
         "batch_size": int(batch_size),

@@ -151,11 +151,12 @@ def verify_zoo(
 
 
 def _exact_expected(item: dict[str, Any]) -> bool:
-    """Whether the value was re-measured (``here``: the fresh row's provenance) with the software, CPU capability
-    and device it was recorded with."""
+    """Whether the value was re-measured (``here``: the fresh row's provenance) with the software, CPU capability,
+    device and batch size (where both rows recorded one) it was recorded with."""
     recorded = {k: item.get(f"recorded_{k}", "") for k in SHOWN}
     here = item["here"]
-    return same_software(recorded, here) and str(recorded["device"]) == str(here["device"])
+    sizes = {str(v) for v in (recorded.get("batch_size"), here.get("batch_size")) if str(v) not in ("", "nan", "0")}
+    return same_software(recorded, here) and str(recorded["device"]) == str(here["device"]) and len(sizes) <= 1
 
 
 def _judge_tolerance(items: list[dict[str, Any]], tolerance: float | None) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import shutil
@@ -34,7 +35,7 @@ CERT_KEY = ("method", "certificate", "variant", "modality", "radius")
 ETA_KEY = ("modality", "class_y", "class_j")
 RESULT_KEY = ("attack", "attack_config", "modality", "eps", "norm")
 # Recorded provenance shown beside a difference (device and dtype besides the columns of bench.environment).
-SHOWN = ("device", *PROVENANCE_COLUMNS)
+SHOWN = ("device", *PROVENANCE_COLUMNS, "batch_size")  # what a value records of how it was measured
 
 
 # ----------------------------------------------------------------------------------------------- stored rows
@@ -150,7 +151,13 @@ def result_key(row: Any) -> tuple[str, ...]:
 
 
 def _provenance(row: Any) -> dict[str, Any]:
-    return {k: getattr(row, k, "") if not isinstance(row, dict) else row.get(k, "") for k in SHOWN}
+    values = {k: getattr(row, k, "") if not isinstance(row, dict) else row.get(k, "") for k in SHOWN}
+    try:  # a whole number however the CSV typed it (a column with blanks reads as float); 0 = not recorded
+        size = float(values["batch_size"])
+        values["batch_size"] = int(size) if math.isfinite(size) else 0
+    except (TypeError, ValueError):
+        values["batch_size"] = 0
+    return values
 
 
 def measure_cells(

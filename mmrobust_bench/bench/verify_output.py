@@ -79,9 +79,11 @@ def _describe(values: dict[str, Any]) -> str:
         value = values.get(key, "")
         return "not recorded" if str(value) in ("", "nan", "0", "None") else str(value)
 
+    size = text("batch_size")  # said only where recorded: certificate rows have none
     return (
         f"{text('cpu_capability')}, torch {text('torch_version')} build {text('torch_build')}, "
         f"{text('threads')} thread(s), {text('device')} ({text('device_name')})"
+        + ("" if size == "not recorded" else f", batch size {size}")
     )
 
 

@@ -53,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="before the work, move the stored rows of this sweep's entries made under another "
         "configuration (a changed setting), or of cells the YAML's grid no longer holds (a changed attack "
-        "setting, a dropped radius; not with --attacks/--modalities/--eps/--norm), to <root>/retired/, "
+        "setting, a dropped radius) or measured at another batch_size (not with "
+        "--attacks/--modalities/--eps/--norm), to <root>/retired/, "
         "with the journals of cells no run of this sweep resumes (without it they are only reported)",
     )
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the YAML's, else 0)")
@@ -188,7 +189,7 @@ def cmd(args: argparse.Namespace) -> int:
     )
     for found, what in (
         (outcome.retired, "rows of other configurations"),
-        (outcome.off_grid, "rows of cells the grid no longer holds"),
+        (outcome.off_grid, "rows of cells the grid no longer holds or of another batch size"),
         (outcome.journals, "journals of cells no run of this sweep resumes"),
     ):
         line = found.summary(what) if found is not None else None

@@ -274,7 +274,7 @@ def evaluate(
                 else []
             )
             warn_flags(set_flags[set_label], log, modality_name(set_label) if modality == ANY else "")
-    common = _common(wrapped, label, dataset, seed, dev)
+    common = _common(wrapped, label, dataset, seed, dev, loader)
     norm_used = sets[0][2].norm
     clean = source.clean()
     rows = [clean_row(clean, norm=norm_used, flags=clean_row_flags(clean), common=common)]
@@ -310,8 +310,11 @@ def evaluate(
     return rows_frame(rows)
 
 
-def _common(wrapped: WrappedModel, label: str, dataset: str, seed: int, dev: torch.device) -> dict[str, Any]:
-    """The columns every row of one :func:`evaluate` call shares: who measured what, where."""
+def _common(
+    wrapped: WrappedModel, label: str, dataset: str, seed: int, dev: torch.device, loader: Any = None
+) -> dict[str, Any]:
+    """The columns every row of one :func:`evaluate` call shares: who measured what, where, and in batches of what
+    size (the loader's ``batch_size``; 0 when it has none, e.g. a plain list or a batch sampler)."""
     common: dict[str, Any] = dict(
         dataset=dataset,
         defense=label,
@@ -322,7 +325,9 @@ def _common(wrapped: WrappedModel, label: str, dataset: str, seed: int, dev: tor
         suite_version=__version__,
     )
     dtypes = sorted({str(p.dtype).replace("torch.", "") for p in wrapped.parameters() if p.is_floating_point()})
-    provenance = {"label": label, "dtype": "+".join(dtypes) or "none"}
+    size = getattr(loader, "batch_size", None)
+    batch_size = int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0
+    provenance = {"label": label, "dtype": "+".join(dtypes) or "none", "batch_size": batch_size}
     fields = ResultRow.__dataclass_fields__
     common.update({k: v for k, v in provenance.items() if k in fields})  # columns of newer result stores
     return common
