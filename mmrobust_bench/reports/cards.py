@@ -37,6 +37,7 @@ ENVIRONMENT_COLUMNS = (
     "cpu_capability",
     "torch_build",
     "device_name",
+    "batch_size",
     "world_size",
     "python_version",
     "platform",
@@ -96,8 +97,12 @@ def _json_safe(value: Any) -> Any:
     return _clean(value)
 
 
+NOT_RECORDED_AS_ZERO = ("batch_size",)  # columns whose 0 means "not recorded" (rows written before them)
+
+
 def _unique(frame: pd.DataFrame, column: str) -> Any:
-    values = [v for v in dict.fromkeys(_clean(v) for v in frame[column]) if v not in (None, "")]
+    empty: tuple[Any, ...] = (None, "", 0) if column in NOT_RECORDED_AS_ZERO else (None, "")
+    values = [v for v in dict.fromkeys(_clean(v) for v in frame[column]) if v not in empty]
     return values[0] if len(values) == 1 else (values or None)
 
 
