@@ -6,8 +6,10 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import pytest
@@ -46,18 +48,40 @@ def _isolation_flags() -> list[str]:
     return ["--no-build-isolation"]
 
 
-@pytest.fixture(scope="session")
-def plugin_installed() -> None:
-    if _installed_from_this_checkout():
-        return
-    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode != 0:
-        pytest.skip("pip is not available in this environment, so the example plugin cannot be installed")
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", *_isolation_flags(), "-e", str(PLUGIN)],
+def _installed_location() -> str | None:
+    """The checkout folder the plugin is installed (editable) from, or None when it is not installed."""
+    try:
+        url = json.loads(distribution(DIST).read_text("direct_url.json") or "{}").get("url", "")
+    except PackageNotFoundError:
+        return None
+    return unquote(urlparse(url).path) or None
+
+
+def _pip_install_editable(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", *_isolation_flags(), "-e", str(folder)],
         capture_output=True,
         text=True,
     )
+
+
+@pytest.fixture(scope="session")
+def plugin_installed() -> Iterator[None]:
+    """The plugin installed from this checkout for the session; afterwards the environment gets back what it had
+    (a run from another checkout, e.g. a git worktree, must not leave it pointing at a folder that goes away)."""
+    if _installed_from_this_checkout():
+        yield
+        return
+    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode != 0:
+        pytest.skip("pip is not available in this environment, so the example plugin cannot be installed")
+    before = _installed_location()
+    result = _pip_install_editable(PLUGIN)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    yield
+    if before is not None and Path(before).is_dir():
+        _pip_install_editable(Path(before))
+    elif before is None:
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", DIST], capture_output=True)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
