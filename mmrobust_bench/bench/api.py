@@ -381,7 +381,8 @@ def run_model(
         )
     # a randomized attack is reseeded per batch, so stored rows of these cells made at another batch size are
     # another measurement: they are replaced, not kept beside (or instead of) this one
-    new_keys = set(frame_keys(rows_frame(rows)))
+    frame = rows_frame(rows)
+    new_keys = set(frame_keys(frame))
     other_sizes = recorded_batch_sizes(
         existing[[k in new_keys for k in frame_keys(existing)]] if not existing.empty else existing,
         other_than=batch_size,
@@ -396,7 +397,6 @@ def run_model(
         # ``any`` is combined from this call's set measurements: they replace stored set rows, so a stored any
         # never sits above a stored single set measured another time (another batch size, machine)
         append_rows(results_path, rows, replace=force or modality == ANY or bool(other_sizes))
-    frame = rows_frame(rows)
     plot_path = (
         root / "plots" / run_plot_name(ds.name, run_label, attack, label, seed, trained.key.config_hash)
         if main_rank

@@ -149,14 +149,25 @@ def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _batch_sizes(frame: pd.DataFrame) -> pd.Series:
+    """Each row's recorded batch size as a whole number, 0 where not recorded (or the column is absent)."""
+    if "batch_size" not in frame:
+        return pd.Series(0, index=frame.index, dtype=int)
+    return pd.to_numeric(frame["batch_size"], errors="coerce").fillna(0).astype(int)
+
+
+def other_batch_size(frame: pd.DataFrame, batch_size: int) -> pd.Series:
+    """Which rows of ``frame`` were measured at another batch size than ``batch_size`` (rows that did not record
+    one say nothing): a randomized attack reseeds per batch, so such a row is another measurement of its cell."""
+    sizes = _batch_sizes(frame)
+    return (sizes > 0) & (sizes != int(batch_size))
+
+
 def recorded_batch_sizes(frame: pd.DataFrame | None, *, other_than: int) -> list[int]:
-    """The batch sizes ``frame``'s rows were measured at, other than ``other_than`` (rows that did not record one
-    say nothing): a randomized attack reseeds per batch, so such a row is another measurement than one at
-    ``other_than``."""
-    if frame is None or frame.empty or "batch_size" not in frame:
+    """The batch sizes ``frame``'s rows were measured at, other than ``other_than`` (:func:`other_batch_size`)."""
+    if frame is None or frame.empty:
         return []
-    sizes = pd.to_numeric(frame["batch_size"], errors="coerce").fillna(0).astype(int)
-    return sorted({int(b) for b in sizes if b > 0 and b != int(other_than)})
+    return sorted({int(b) for b in _batch_sizes(frame)[other_batch_size(frame, other_than)]})
 
 
 def complete(frame: pd.DataFrame) -> pd.Series:
@@ -272,6 +283,7 @@ __all__ = [
     "COLUMNS",
     "DEFAULTS",
     "NUMERIC",
+    "other_batch_size",
     "recorded_batch_sizes",
     "TEXT",
     "REQUIRED",

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from .naming import config_series, label_series
-from .result_rows import frame_keys
+from .result_rows import frame_keys, other_batch_size
 from .retire import RETIRED_DIR, RetireOutcome, retire_rows
 from .sweep_plan import SweepPlan, unit_cells
 from .sweep_units import cell_row_keys
@@ -41,11 +41,7 @@ def off_grid_mask(frame: pd.DataFrame, plan: SweepPlan, ds: Any, expected: dict[
         & frame["seed"].isin(plan.seeds)
         & (config_series(frame) == labels.map(expected))
     )
-    if "batch_size" in frame:
-        sizes = pd.to_numeric(frame["batch_size"], errors="coerce").fillna(0).astype(int)
-        other_size = (sizes > 0) & (sizes != int(plan.batch_size))
-    else:
-        other_size = pd.Series(False, index=frame.index)
+    other_size = other_batch_size(frame, plan.batch_size)
     planned: dict[tuple[str, int, str], set[tuple]] = {}
     off = []
     for mine, resized, key in zip(ours, other_size, frame_keys(frame)):

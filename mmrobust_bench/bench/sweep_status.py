@@ -26,7 +26,7 @@ from .certification import CERTIFIED_CSV
 from .checkpoints import load_stage
 from .environment import row_provenance
 from .result_readers import read_rows, read_table
-from .result_rows import done_cells
+from .result_rows import done_cells, other_batch_size
 from .retire import entry_config_hashes
 from .retire_journals import PlannedCells, orphan_reason, text_keys
 from .sweep_config import DefenseEntry
@@ -134,6 +134,7 @@ def sweep_status(
     )
     out = []
     resized = 0
+    other_size = other_batch_size(stored, plan.batch_size)
     for entry, seed in plan.work_units(shard):
         sha, config_hash = stored_model(plan, ds, entry, seed, root)
         if sha is None:  # the rows of the newest model of this configuration, for what they are worth
@@ -153,23 +154,24 @@ def sweep_status(
             out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), model_stored=False))
             continue
         rows, expected = _unit_rows(plan, ds, entry, seed, sha, done)
-        resized += _other_batch_size_rows(stored, entry.label, seed, sha, plan.batch_size)
+        resized += _model_rows(stored[other_size], entry.label, seed, sha)
         certificates = certificates_to_make(plan, entry, seed, ds, certified, sha)
         n_journals, batches = journals.get((entry.label, str(seed), sha), (0, 0))
         out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), n_journals, batches))
     return SweepStatus(out, orphans, resized)
 
 
-def _other_batch_size_rows(stored: pd.DataFrame, label: str, seed: int, sha: str, batch_size: int) -> int:
-    """How many stored rows of one model recorded another batch size than ``batch_size`` (0: not recorded)."""
-    if stored.empty:
+def _model_rows(rows: pd.DataFrame, label: str, seed: int, sha: str) -> int:
+    """How many of ``rows`` belong to one model."""
+    if rows.empty:
         return 0
-    mine = stored[
-        (stored["label"].astype(str) == label)
-        & (stored["seed"].astype(int) == seed)
-        & (stored["checkpoint_sha256"].astype(str) == sha)
-    ]
-    return int(((mine["batch_size"] > 0) & (mine["batch_size"] != int(batch_size))).sum())
+    return int(
+        (
+            (rows["label"].astype(str) == label)
+            & (rows["seed"].astype(int) == seed)
+            & (rows["checkpoint_sha256"].astype(str) == sha)
+        ).sum()
+    )
 
 
 def _names(todo: list[tuple[str, list[str]]]) -> tuple[str, ...]:
