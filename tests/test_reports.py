@@ -415,6 +415,7 @@ def test_model_cards_hold_config_sha_accuracies_certificates_and_environment(tmp
     root = tmp_path / "runs"
     rows = fixture_rows()
     rows = rows[rows["defense"].isin(["jt", "crmt_jt"])].assign(torch_version="2.11.0", threads=2)
+    rows.loc[rows["defense"] == "crmt_jt", "threads"] = 0  # written before the column: not recorded
     # jt seed 0's rows at batch size 100, one of them written before the column (0: not recorded); the rest none
     rows = rows.assign(batch_size=((rows["defense"] == "jt") & (rows["seed"] == 0)).astype(int) * 100)
     rows.loc[rows.index[(rows["defense"] == "jt") & (rows["seed"] == 0)][0], "batch_size"] = 0
@@ -461,6 +462,7 @@ def test_model_cards_hold_config_sha_accuracies_certificates_and_environment(tmp
     assert card["environment"]["torch_version"] == "2.11.0" and card["environment"]["threads"] == 2
     assert card["environment"]["batch_size"] == 100  # the 0 of a row that recorded none says nothing
     assert cards[("jt", 1)]["environment"]["batch_size"] is None  # not recorded, never shown as 0
+    assert cards[("crmt_jt", 0)]["environment"]["threads"] is None
     assert card["card_made_by"] == "cmd X"
     assert cards[("jt", 1)]["config"] is None and "not found" in cards[("jt", 1)]["config_source"]
 

@@ -97,7 +97,7 @@ def _json_safe(value: Any) -> Any:
     return _clean(value)
 
 
-NOT_RECORDED_AS_ZERO = ("batch_size",)  # columns whose 0 means "not recorded" (rows written before them)
+NOT_RECORDED_AS_ZERO = ("batch_size", "threads")  # columns whose 0 means "not recorded" (rows written before them)
 
 
 def _unique(frame: pd.DataFrame, column: str) -> Any:
