@@ -94,7 +94,7 @@ def check_dataset_options(dataset: str, options: Mapping[str, Any] | None) -> No
         check(**dict(options or {}))
 
 
-def check_modality_choice(dataset: str, modality: str | Sequence[str]) -> None:
+def check_dataset_modality_choice(dataset: str, modality: str | Sequence[str]) -> None:
     """Validate the attacked modalities without building the dataset, when its builder names its modalities
     (a ``modality_names`` attribute); otherwise they are checked against the built dataset's specs."""
     from ..contracts import check_modality_choice  # torch: the report command reads YAML here without it
@@ -130,7 +130,7 @@ def check_run_settings(
     if dataset is not None:
         check_dataset_options(dataset, dataset_options)
         if modality is not None:
-            check_modality_choice(dataset, modality)
+            check_dataset_modality_choice(dataset, modality)
     if defense is not None:
         from ..defenses import build_defense  # torch: the report command reads YAML here without it
 
