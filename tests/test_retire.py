@@ -288,3 +288,28 @@ def test_rows_of_another_batch_size_are_reported_then_retired_and_measured_again
     again = run_sweep(build_plan(resized), root=tmp_path, progress=False, retire=True)
     assert again.off_grid.total == 0 and again.evaluated_rows == 0
     assert sweep_status(build_plan(resized), tmp_path).other_batch_size_rows == 0
+
+
+def test_retire_stale_with_status_moves_the_stale_rows_then_reports_and_measures_nothing(tmp_path, capsys):
+    """``--retire-stale --status`` runs once before the processes of a parallel regeneration: it retires, prints
+    where the sweep stands and trains or measures nothing; the sweep afterwards measures what was retired."""
+    import yaml
+
+    before_grid = [{"attacks": ["pgd_l2"], "attack_set": {"steps": 2}, "modalities": ["a"], "eps": [0.5]}]
+    after_grid = [{"attacks": ["pgd_l2"], "attack_set": {"steps": 3}, "modalities": ["a"], "eps": [0.5]}]
+    first = run_sweep(build_plan(_grid_config(before_grid, ["jt"])), root=tmp_path, progress=False)
+    assert first.evaluated_rows == 2  # clean and the 2-step PGD
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(_grid_config(after_grid, ["jt"])))
+    argv = ["sweep", "--config", str(path), "--root", str(tmp_path), "--no-progress"]
+
+    assert main([*argv, "--retire-stale", "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "rows of cells the grid no longer holds or of another batch size (retired): 1 in" in out
+    assert "| jt | 0 | under way | stored | 1/2 |" in out and "rows evaluated" not in out
+    live = pd.read_csv(tmp_path / "results.csv")
+    assert list(live["attack"]) == ["clean"]  # the stale row moved and nothing new was measured
+    assert list(pd.read_csv(tmp_path / "retired" / "results.csv")["attack"]) == ["pgd_l2"]
+
+    assert main(argv) == 0
+    assert "1 rows evaluated, 1 already present" in capsys.readouterr().out

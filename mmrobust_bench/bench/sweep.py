@@ -38,6 +38,7 @@ def run_sweep(
     workers: int | None = None,
     retire: bool = False,
     grid_from_config: bool = True,
+    measure: bool = True,
 ) -> SweepOutcome:
     """Run every cell of ``plan`` that is not yet in ``results``; append each cell's rows when it finishes.
 
@@ -50,7 +51,8 @@ def run_sweep(
     ``retire`` moved to ``<root>/retired/`` before any work (``bench.retire``); so are the rows of cells the
     plan's grid no longer holds (``bench.retire_grid``) when ``grid_from_config``: the grid is the whole one
     the YAML asks for, not a narrower one given for this run; and the journals of cells no run of the plan will
-    resume (``bench.retire_journals``)."""
+    resume (``bench.retire_journals``). ``measure=False`` stops after that: nothing is trained or measured (so
+    ``--retire-stale`` can run once before the processes of a parallel regeneration)."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if executor == "local" and (address is not None or workers is not None):
@@ -75,6 +77,10 @@ def run_sweep(
         journals = retire_journals(
             plan, ds, expected, root=root, results_path=results_path, apply=retire, grid=grid_from_config
         )
+    if not measure:
+        outcome = SweepOutcome(results_path=results_path)
+        outcome.retired, outcome.off_grid, outcome.journals = retired, off_grid, journals
+        return outcome
     units = plan.work_units(shard)
     outcome = run_units(
         executor,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import choose_threads, eps_list, int_list, key_values, name_list
+
+if TYPE_CHECKING:
+    from ..bench.sweep_units import SweepOutcome
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "configuration (a changed setting), or of cells the YAML's grid no longer holds (a changed attack "
         "setting, a dropped radius) or measured at another batch_size (not with "
         "--attacks/--modalities/--eps/--norm), to <root>/retired/, "
-        "with the journals of cells no run of this sweep resumes (without it they are only reported)",
+        "with the journals of cells no run of this sweep resumes (without it they are only reported); "
+        "with --status: retire, then print the status, measuring nothing",
     )
     sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the YAML's, else 0)")
     sw.add_argument(
@@ -162,6 +167,11 @@ def cmd(args: argparse.Namespace) -> int:
 
         root = Path(args.root) if args.root else default_root()
         results = Path(args.results) if args.results else None
+        if args.retire_stale:  # retire, then say where the sweep stands: nothing is trained or measured
+            retired = run_sweep(
+                plan, root=root, results=results, retire=True, grid_from_config=grid_from_config, measure=False
+            )
+            print_retired(retired)
         status = sweep_status(plan, root, results, shard=shard, grid_from_config=grid_from_config)
         print(status_table(status))
         return 0
@@ -187,6 +197,13 @@ def cmd(args: argparse.Namespace) -> int:
         f"sweep: {part}{outcome.models} models, {outcome.evaluated_rows} rows evaluated, "
         f"{outcome.skipped_rows} already present, {outcome.certified} certified"
     )
+    print_retired(outcome)
+    print(f"results: {outcome.results_path}")
+    return 0
+
+
+def print_retired(outcome: SweepOutcome) -> None:
+    """One line per kind of stale row or journal a sweep found (or moved, with --retire-stale)."""
     for found, what in (
         (outcome.retired, "rows of other configurations"),
         (outcome.off_grid, "rows of cells the grid no longer holds or of another batch size"),
@@ -195,5 +212,3 @@ def cmd(args: argparse.Namespace) -> int:
         line = found.summary(what) if found is not None else None
         if line:
             print(line)
-    print(f"results: {outcome.results_path}")
-    return 0
