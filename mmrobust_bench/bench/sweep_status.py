@@ -134,7 +134,7 @@ def sweep_status(
     )
     out = []
     resized = 0
-    other_size = other_batch_size(stored, plan.batch_size)
+    other_size_rows = stored[other_batch_size(stored, plan.batch_size)]
     for entry, seed in plan.work_units(shard):
         sha, config_hash = stored_model(plan, ds, entry, seed, root)
         if sha is None:  # the rows of the newest model of this configuration, for what they are worth
@@ -154,7 +154,7 @@ def sweep_status(
             out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), model_stored=False))
             continue
         rows, expected = _unit_rows(plan, ds, entry, seed, sha, done)
-        resized += _model_rows(stored[other_size], entry.label, seed, sha)
+        resized += _model_rows(other_size_rows, entry.label, seed, sha)
         certificates = certificates_to_make(plan, entry, seed, ds, certified, sha)
         n_journals, batches = journals.get((entry.label, str(seed), sha), (0, 0))
         out.append(UnitStatus(entry.label, seed, rows, expected, _names(certificates), n_journals, batches))
