@@ -1,8 +1,7 @@
 """Attack a leaderboard model with your own attack: the model and its test split come from the leaderboard's zoo.
 
 ``python examples/zoo.py --dataset avdigits --data-root free-spoken-digit-dataset/recordings`` loads the avdigits
-leaderboard's JT model (seed 0) from ``leaderboards/avdigits/zoo``; without ``--dataset`` it takes synthav's, whose
-zoo is committed when its leaderboard's regeneration is done (until then it says there is no zoo there)
+leaderboard's JT model (seed 0) from ``leaderboards/avdigits/zoo``; without ``--dataset`` it takes synthav's
 (``--leaderboards DIR`` or ``$MMROBUST_LEADERBOARDS`` for another copy; ``mmrobust-bench zoo list`` shows what
 is there). It attacks the audio with a one-step gradient attack written here in five lines, and prints its
 accuracy beside the suite's FGM through ``mmr.evaluate`` and the leaderboard's own stored row for that cell.
