@@ -216,16 +216,21 @@ def test_keyed_settings_extend_and_rename_without_moving_hashes():
     assert Extended(Extended.Config(weight=2.0)).config_dict() == {"depth": 2, "weight": 2.0}
 
 
-def test_committed_tables_written_before_the_provenance_columns_still_load():
-    """The leaderboards' CSVs predate cpu_capability/torch_build/device_name (and certificates' threads): they read
-    with those columns at "" / 0, "not recorded", and nothing claims they came from this machine."""
+def test_tables_written_before_the_provenance_columns_still_load(tmp_path):
+    """A leaderboard's CSVs as written before cpu_capability/torch_build/device_name (and certificates' threads):
+    the committed ones with those columns dropped read with them at "" / 0, "not recorded", and nothing claims
+    they came from this machine."""
     from mmrobust_bench.bench.certification import PROVENANCE_DEFAULTS, read_certified
 
-    header = pd.read_csv("leaderboards/synthav/runs/results.csv", nrows=0).columns
-    assert "cpu_capability" not in header and "torch_build" not in header
-    rows = read_rows("leaderboards/synthav/runs/results.csv")
+    new_columns = ["cpu_capability", "torch_build", "device_name"]
+    old_results, old_certified = tmp_path / "results.csv", tmp_path / "certified.csv"
+    results = pd.read_csv("leaderboards/synthav/runs/results.csv", dtype=str, keep_default_na=False)
+    results.drop(columns=[c for c in new_columns if c in results]).to_csv(old_results, index=False)
+    certified = pd.read_csv("leaderboards/synthav/runs/certified.csv", dtype=str, keep_default_na=False)
+    certified.drop(columns=[c for c in PROVENANCE_DEFAULTS if c in certified]).to_csv(old_certified, index=False)
+    rows = read_rows(old_results)
     assert len(rows) > 100 and set(rows["cpu_capability"]) == set(rows["torch_build"]) == {""}
     assert set(rows["device_name"]) == {""}
-    certified = read_certified("leaderboards/synthav/runs/certified.csv")
+    certified = read_certified(old_certified)
     assert len(certified) > 100 and set(certified["threads"]) == {0}
     assert all(set(certified[name]) == {""} for name in PROVENANCE_DEFAULTS if name != "threads")
