@@ -260,6 +260,24 @@ def test_command_in_png_metadata_and_sidecar_not_on_canvas(tmp_path):
     assert f"made by: {CMD}" in saved[0].path.read_text()
 
 
+def test_figures_regenerate_to_the_same_bytes(tmp_path):
+    """No creation date or other clock in a figure file: the same rows and command give the same PDF and PNG, so a
+    regenerated leaderboard shows a figure as changed only when it is (the certified curves included)."""
+    from mmrobust_bench.reports.certified_curves import plot_certified_curves
+
+    for fmt in ("pdf", "png"):
+        made = []
+        for run in ("one", "two"):
+            saved, _ = plot_figures(fixture_rows(), tmp_path / run, command=CMD, figures=(1,), fmt=fmt)
+            curves = plot_certified_curves(fixture_certified(), tmp_path / run, command=CMD, fmt=fmt)
+            assert saved and curves
+            made.append([p.read_bytes() for p in [saved[0].path, *curves]])
+        assert made[0] == made[1], fmt
+        if fmt == "pdf":
+            assert b"CreationDate" not in made[0][0] and b"CreationDate" not in made[0][1]
+            assert f"made by: {CMD}".encode() in made[0][1]  # the certified curves' PDF names its command too
+
+
 def test_per_run_plot_names_carry_the_configuration(tmp_path):
     a = run_plot_name("synthav", "jt", "torchattacks:PGDL2", "a", 0, "b30dba0941e7")
     b = run_plot_name("synthav", "jt", "torchattacks:PGDL2", "a", 0, "f00dba0941e7")

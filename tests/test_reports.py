@@ -17,7 +17,7 @@ from mmrobust_bench.reports.figures import (
     plot_figures,
 )
 from mmrobust_bench.reports.latex import latex_table
-from mmrobust_bench.reports.paper import METHOD_NAMES, load_paper_tables, method_name
+from mmrobust_bench.reports.paper import METHOD_NAMES, display_name, load_paper_tables, method_name
 from mmrobust_bench.reports.tables import build_table, build_tables, write_tables
 
 from helpers import accuracy, fixture_eta, fixture_rows, mixed_jt_rows
@@ -36,6 +36,8 @@ def test_paper_names_match_paper_tables():
     paper = load_paper_tables()
     assert set(METHOD_NAMES.values()) == set(paper["method"])
     assert method_name("ogm_ge") == "OGM" and method_name("crmt_jt_step1_only") == "crmt_jt_step1_only"
+    # the paper's "OGM" is OGM-GE; our reports name it so, since plain OGM (``ogm``) is a defense of its own
+    assert display_name("ogm_ge") == "OGM-GE" and display_name("ogm") == "ogm"
     assert len(paper) == 174
 
 

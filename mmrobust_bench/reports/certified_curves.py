@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -51,6 +50,7 @@ from .figure_style import (
     entry_styles,
     family_groups,
     family_order,
+    figure_metadata,
     plot_text,
     reference_entry,
 )
@@ -312,9 +312,9 @@ def plot_certified_curves(
             "against the empirical Eq. 10 / Eq. 7 / Eq. 5 radii of the same models (min over j; runner-up "
             "radii are not bounds and are not drawn); steps: each value holds back to the previous radius"
         )
-        meta: dict[str, Any] = {"Description": f"{description}; made by: {command}"} if fmt == "png" else {}
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta or None)
+            meta = figure_metadata(fmt, command=command, description=description)
+            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta)
         plt.close(fig)
         atomic_write_text(path.with_name(path.name + ".txt"), f"{description}\nmade by: {command}\n")
         paths.append(path)

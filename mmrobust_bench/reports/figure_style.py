@@ -256,12 +256,14 @@ def attacked_title(mod: str) -> str:
 
 
 def figure_metadata(fmt: str, *, command: str, description: str) -> dict[str, str]:
-    """What each format can hold: PNG text chunks, PDF info dictionary, SVG Dublin Core."""
+    """What each format can hold: PNG text chunks, PDF info dictionary, SVG Dublin Core. No creation date (a PDF
+    would otherwise get one): the same rows and command give the same bytes, so a regenerated figure shows up as
+    changed only when it is."""
     made = f"made by: {command}"
     if fmt == "png":
         return {"Title": description, "Software": f"mmrobust-bench {__version__}", "Source": command, "Comment": made}
     if fmt == "pdf":
-        return {"Title": description, "Subject": made, "Creator": f"mmrobust-bench {__version__}"}
+        return {"Title": description, "Subject": made, "Creator": f"mmrobust-bench {__version__}", "CreationDate": None}
     if fmt == "svg":
         return {"Title": description, "Description": made, "Creator": f"mmrobust-bench {__version__}"}
     return {}

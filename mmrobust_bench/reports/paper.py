@@ -79,7 +79,10 @@ VARIANT_NAMES: dict[str, str] = {
     "crmt_jt_step1_only": "CRMT-JT step 1 only",
     "crmt_jt_step2_only": "CRMT-JT step 2 only",
 }
-DISPLAY_NAMES: dict[str, str] = {**METHOD_NAMES, **VARIANT_NAMES}
+#: where the paper's table name would be ambiguous among our defenses: its "OGM" is OGM-GE, and ``ogm`` (plain OGM,
+#: without the noise) is a registered defense of its own
+DISAMBIGUATED_NAMES: dict[str, str] = {"ogm_ge": "OGM-GE"}
+DISPLAY_NAMES: dict[str, str] = {**METHOD_NAMES, **VARIANT_NAMES, **DISAMBIGUATED_NAMES}
 
 #: families that figures draw in separate panels (each beside JT, the reference), in drawing order
 BASELINES = "baselines"
