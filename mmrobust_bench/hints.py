@@ -9,6 +9,7 @@ the settings checks of ``bench.validate`` share it.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Callable, Iterable
 
 #: ``difflib``'s default similarity cutoff (0..1): below it no suggestion is made.
@@ -25,6 +26,17 @@ def nearest(name: object, valid: Iterable[str], *, n: int = 3) -> list[str]:
     """The ``n`` valid names most similar to ``name``, best first, however far (for "nothing matches" messages,
     where the nearest names are the best lead even when none is a likely typo)."""
     return difflib.get_close_matches(str(name), list(valid), n=n, cutoff=0.0)
+
+
+def name_matcher(pattern: str | None) -> Callable[[str], bool]:
+    """The one rule every listing filters names by (``list``, ``zoo list``): a shell pattern on lower-cased names; a
+    pattern without ``*?[`` matches the names that contain it (``synthav`` finds ``synthav/jt``); None: every name."""
+    if not pattern:
+        return lambda name: True
+    pat = pattern.lower()
+    if not any(c in pat for c in "*?["):
+        pat = f"*{pat}*"
+    return lambda name: fnmatch.fnmatchcase(name.lower(), pat)
 
 
 def did_you_mean(name: object, valid: Iterable[str], *, prefix: str = "", cutoff: float = CUTOFF) -> str:

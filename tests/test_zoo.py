@@ -224,8 +224,17 @@ def test_zoo_list_and_show(board, capsys):
         f"| synthav | jt | jt | {e.seed} | {e.config_hash} | {e.sha256[:12]}… | {e.size / 1024:.0f} KiB |"
         for e in zoo.entries
     ]
-    assert main(["zoo", "list", "nothing*", "--zoo", str(board.zoo), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    # as `list`: a pattern that finds nothing exits non-zero naming the nearest entries; without a wildcard, a
+    # pattern finds the names containing it (a dataset's name lists its zoo), whatever the case
+    assert main(["zoo", "list", "nothing*", "--zoo", str(board.zoo), "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "mmrobust-bench: error: zoo list: nothing matches 'nothing*'; nearest entries: synthav/jt "
+        "(`mmrobust-bench zoo list` shows every entry)"
+    ]
+    for pattern in ("synthav", "SYNTHAV/J", "jt"):
+        assert main(["zoo", "list", pattern, "--zoo", str(board.zoo), "--json"]) == 0
+        assert len(json.loads(capsys.readouterr().out)) == len(read_zoo(board.zoo).entries), pattern
     assert main(["zoo", "list", "synthav/j*", "--zoo", str(board.zoo), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(r["entry"], r["seed"], r["sha256"]) for r in listed] == [(e.entry, e.seed, e.sha256) for e in zoo.entries]

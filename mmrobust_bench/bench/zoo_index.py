@@ -5,7 +5,6 @@ the reports may link their cards to a zoo."""
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import os
 import re
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..hints import did_you_mean
+from ..hints import did_you_mean, name_matcher
 from ..io import atomic_write_json, json_normalised, sha256_file
 
 ZOO_SCHEMA = "mmrobust-bench/zoo/1"
@@ -87,14 +86,11 @@ class Zoo:
         )
 
     def match(self, pattern: str | None = None) -> list[ZooEntry]:
-        """Entries whose label (or ``dataset/label``) matches the shell pattern (all when None)."""
-        if not pattern:
-            return list(self.entries)
-        return [
-            e
-            for e in self.entries
-            if fnmatch.fnmatchcase(e.entry, pattern) or fnmatch.fnmatchcase(f"{self.dataset}/{e.entry}", pattern)
-        ]
+        """Entries whose label or ``dataset/label`` matches ``pattern`` by ``list``'s rule
+        (:func:`~mmrobust_bench.hints.name_matcher`: a shell pattern, case-insensitive; without a wildcard, names
+        containing it), all when None."""
+        keep = name_matcher(pattern)
+        return [e for e in self.entries if keep(e.entry) or keep(f"{self.dataset}/{e.entry}")]
 
 
 # ----------------------------------------------------------------------------------------------- locations

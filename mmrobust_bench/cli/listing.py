@@ -9,7 +9,6 @@ table (``attacks.art_adapter.ART_ATTACKS``), shown when the library is installed
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import functools
 import importlib.metadata
 import importlib.util
@@ -20,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..hints import nearest
+from ..hints import name_matcher, nearest
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lst.set_defaults(func=cmd)
 
 
-def matcher(pattern: str | None) -> Callable[[str], bool]:
-    """fnmatch on lower-cased names; a pattern without ``*?[`` matches names that contain it."""
-    if not pattern:
-        return lambda name: True
-    pat = pattern.lower()
-    if not any(c in pat for c in "*?["):
-        pat = f"*{pat}*"
-    return lambda name: fnmatch.fnmatchcase(name.lower(), pat)
+matcher = name_matcher  # the listings' one pattern rule (``hints.name_matcher``)
 
 
 def _norms_of_class(cls: Any) -> list[str]:

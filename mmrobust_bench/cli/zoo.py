@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..hints import nearest
 from .common import dataset_options
 from .conventions import SubcommandParser
 
@@ -30,7 +31,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="list, show, export or restore",
     )
     listing = actions.add_parser("list", help="the models of every zoo (dataset, entry, defense, seed, sha256, size)")
-    listing.add_argument("pattern", nargs="?", help="shell pattern on the entry or dataset/entry (default: all)")
+    listing.add_argument(
+        "pattern",
+        nargs="?",
+        help="only entries whose name or dataset/name matches this shell pattern, case-insensitive, e.g. "
+        "'synthav/crmt_*'; without a wildcard, names containing it, e.g. 'avdigits' (default: every entry)",
+    )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _where(listing)
     listing.set_defaults(func=cmd_list)
@@ -98,15 +104,22 @@ def _zoos(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = []
-    for zoo in _zoos(args):
+    rows, zoos = [], _zoos(args)
+    for zoo in zoos:
         for e in zoo.match(args.pattern):
             rows.append({"dataset": zoo.dataset, **e.as_dict(), "path": str(zoo.directory / e.file)})
+    if args.pattern and not rows:  # as `list`: a pattern that finds nothing is an error naming the nearest entries
+        names = sorted({f"{zoo.dataset}/{e.entry}" for zoo in zoos for e in zoo.entries})
+        typed = args.pattern.lower().strip("*?[]") or args.pattern.lower()
+        raise ValueError(
+            f"zoo list: nothing matches {args.pattern!r}; nearest entries: {', '.join(nearest(typed, names))} "
+            "(`mmrobust-bench zoo list` shows every entry)"
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
-        print(f"no zoo entry matches {args.pattern!r}" if args.pattern else "the zoo is empty")
+        print("the zoo is empty")
         return 0
     print("| dataset | entry | defense | seed | config | sha256 | size |\n|---|---|---|---:|---|---|---:|")
     for r in rows:
