@@ -204,12 +204,13 @@ def measure_cells(
         & (fresh["seed"].astype(int) == seed)
         & (fresh["checkpoint_sha256"].astype(str) == trained.sha256)
     ]
-    out = []
+    out, unstored = [], []
     for r in fresh.itertuples(index=False):
         key = result_key(r)
         old = recorded.get(key)
-        if old is None:
-            continue  # a cell of the current grid that the stored rows do not have
+        if old is None:  # a cell of the current grid that the stored rows do not have: said below, not compared
+            unstored.append(f"{key[1]} on {key[2]}" + ("" if key[3] == "-" else f" at ε {key[3]}"))
+            continue
         out.append(
             {
                 "kind": "result",
@@ -229,6 +230,15 @@ def measure_cells(
                 **{f"recorded_{k}": v for k, v in _provenance(old).items()},
                 "here": _provenance(r),  # where the fresh row says it was measured
             }
+        )
+    if unstored:
+        log.warning(
+            "verify: %d re-measured value(s) of %s seed %d have no stored row and are not checked: %s (the YAML's grid "
+            "holds cells the rows lack: give the sweep YAML that made the rows, or run the sweep to measure them)",
+            len(unstored),
+            entry.label,
+            seed,
+            "; ".join(unstored),
         )
     if not out:
         log.warning("verify: none of the re-measured cells of %s seed %d is in the stored rows", entry.label, seed)
