@@ -255,7 +255,7 @@ def attacked_title(mod: str) -> str:
     return "all modalities\n(joint ℓ2 ball)" if mod == ALL else plot_text(modality_name(mod))
 
 
-def figure_metadata(fmt: str, *, command: str, description: str) -> dict[str, str]:
+def figure_metadata(fmt: str, *, command: str, description: str) -> dict[str, str | None]:
     """What each format can hold: PNG text chunks, PDF info dictionary, SVG Dublin Core. No creation date (a PDF
     would otherwise get one): the same rows and command give the same bytes, so a regenerated figure shows up as
     changed only when it is."""
