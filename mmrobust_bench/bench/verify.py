@@ -46,6 +46,7 @@ from .verify_measure import (
     recorded_threads,
     scratch_root,
     stored_results,
+    unstored_line,
 )
 from .verify_output import (
     VerifyOutcome,
@@ -111,6 +112,7 @@ def verify_zoo(
     chosen = choose_units(checkable, n, rng)
     entries = {e.label: e for e in plan.defenses}
     items: list[dict[str, Any]] = []
+    unstored: list[str] = []  # re-measured values whose cell the stored rows lack
     compared: dict[tuple[str, int], tuple[int, int]] = {}
     with scratch_root(plan, root, scratch, results_path) as (scratch_dir, ds):
         differ = config_difference(found.dataset_config, ds.config)
@@ -126,7 +128,16 @@ def verify_zoo(
             trained = load_trained(found, label, unit_seed, device=dev, dataset=ds)
             items.extend(
                 measure_cells(
-                    plan, trained, entries[label], unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev
+                    plan,
+                    trained,
+                    entries[label],
+                    unit_seed,
+                    rows,
+                    scratch=scratch_dir,
+                    cells=cells,
+                    rng=rng,
+                    dev=dev,
+                    unstored=unstored,
                 )
             )
             if certificates:
@@ -137,7 +148,7 @@ def verify_zoo(
                 compared[(label, unit_seed)] = (len(values), expected)
     frame = _judge_tolerance(items, tolerance)
     skipped = len(units) - len(checkable)
-    report = _tolerance_report(frame, tolerance)
+    report = _tolerance_report(frame, tolerance) + unstored_line(unstored)
     if skipped:
         report.append(f"{skipped} model(s) with rows are not in the zoo (not checked)")
     return make_outcome(

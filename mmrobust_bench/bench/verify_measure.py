@@ -160,6 +160,16 @@ def _provenance(row: Any) -> dict[str, Any]:
     return values
 
 
+def unstored_line(unstored: list[str]) -> list[str]:
+    """The report's line for the re-measured values that had no stored row to compare with (none: no line)."""
+    if not unstored:
+        return []
+    return [
+        f"{len(unstored)} re-measured value(s) have no stored row and are not checked: {'; '.join(unstored)} (the "
+        "YAML's grid holds cells the rows lack: give the sweep YAML that made the rows, or run the sweep)"
+    ]
+
+
 def measure_cells(
     plan: SweepPlan,
     trained: TrainedModel,
@@ -171,9 +181,11 @@ def measure_cells(
     cells: int,
     rng: random.Random,
     dev: torch.device,
+    unstored: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Re-measure ``cells`` random cells of one model (each as the sweep ran it: without the rows an earlier
-    cell of the unit owns) and pair every re-measured row with its stored row."""
+    cell of the unit owns) and pair every re-measured row with its stored row; a re-measured value whose cell the
+    stored rows lack (a grid newer than the rows) is named in ``unstored`` instead, for the report to say."""
     results_path = scratch / "results.csv"
     all_cells = unit_cells(plan)
     count = len(all_cells) if cells <= 0 else min(cells, len(all_cells))
@@ -204,12 +216,14 @@ def measure_cells(
         & (fresh["seed"].astype(int) == seed)
         & (fresh["checkpoint_sha256"].astype(str) == trained.sha256)
     ]
-    out, unstored = [], []
+    out = []
     for r in fresh.itertuples(index=False):
         key = result_key(r)
         old = recorded.get(key)
-        if old is None:  # a cell of the current grid that the stored rows do not have: said below, not compared
-            unstored.append(f"{key[1]} on {key[2]}" + ("" if key[3] == "-" else f" at ε {key[3]}"))
+        if old is None:  # a cell of the current grid that the stored rows do not have: reported, not compared
+            if unstored is not None:
+                at = "" if key[3] == "-" else f" at ε {key[3]}"
+                unstored.append(f"{entry.label} seed {seed} {key[1]} on {key[2]}{at}")
             continue
         out.append(
             {
@@ -230,15 +244,6 @@ def measure_cells(
                 **{f"recorded_{k}": v for k, v in _provenance(old).items()},
                 "here": _provenance(r),  # where the fresh row says it was measured
             }
-        )
-    if unstored:
-        log.warning(
-            "verify: %d re-measured value(s) of %s seed %d have no stored row and are not checked: %s (the YAML's grid "
-            "holds cells the rows lack: give the sweep YAML that made the rows, or run the sweep to measure them)",
-            len(unstored),
-            entry.label,
-            seed,
-            "; ".join(unstored),
         )
     if not out:
         log.warning("verify: none of the re-measured cells of %s seed %d is in the stored rows", entry.label, seed)
@@ -388,6 +393,7 @@ __all__ = [
     "SCRATCH_MARK",
     "measure_device",
     "measure_cells",
+    "unstored_line",
     "certificate_values",
     "difference",
 ]

@@ -35,6 +35,7 @@ from .verify_measure import (
     result_key,
     scratch_root,
     stored_results,
+    unstored_line,
 )
 from .verify_output import VerifyOutcome, certificate_problems, largest_difference, make_outcome
 
@@ -93,6 +94,7 @@ def verify_sweep(
     rng = random.Random(seed)
     chosen = choose_units(units, n, rng)
     items: list[dict[str, Any]] = []
+    unstored: list[str] = []  # re-measured values whose cell the stored rows lack
     compared: dict[tuple[str, int], tuple[int, int]] = {}
     with scratch_root(plan, root, scratch, results_path) as (scratch_dir, ds):
         config_hashes = _check_configs(plan, ds, mine, chosen, entries)
@@ -123,7 +125,18 @@ def verify_sweep(
             )
             set_threads(eval_threads or train_threads)
             items.extend(
-                measure_cells(plan, trained, entry, unit_seed, rows, scratch=scratch_dir, cells=cells, rng=rng, dev=dev)
+                measure_cells(
+                    plan,
+                    trained,
+                    entry,
+                    unit_seed,
+                    rows,
+                    scratch=scratch_dir,
+                    cells=cells,
+                    rng=rng,
+                    dev=dev,
+                    unstored=unstored,
+                )
             )
             if certificates:
                 values, expected = certificate_values(
@@ -141,6 +154,7 @@ def verify_sweep(
         report.append(f"bit-identical: {bits} of {len(frame)} value(s) (same checkpoint sha256 and number)")
         own_seed = [difference(item, item["recorded"]) for item in frame.to_dict("records")]
         report += largest_difference(frame.assign(difference=own_seed))
+    report += unstored_line(unstored)
     return make_outcome(
         frame,
         "retrain",
