@@ -39,6 +39,14 @@ def name_matcher(pattern: str | None) -> Callable[[str], bool]:
     return lambda name: fnmatch.fnmatchcase(name.lower(), pat)
 
 
+def nearest_to_pattern(pattern: str, names: Iterable[str]) -> list[str]:
+    """The names nearest a listing pattern that matched nothing (see :func:`name_matcher`), compared without its
+    wildcards and case, returned as spelled: the lead a "nothing matches" message gives."""
+    by_lower = {name.lower(): name for name in names}
+    typed = pattern.lower().strip("*?[]") or pattern.lower()
+    return [by_lower[n] for n in nearest(typed, sorted(by_lower))]
+
+
 def did_you_mean(name: object, valid: Iterable[str], *, prefix: str = "", cutoff: float = CUTOFF) -> str:
     """``" (did you mean 'epochs'?)"`` when a valid name is close to ``name``, else ``""``.
 

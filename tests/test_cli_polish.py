@@ -17,6 +17,7 @@ import pytest
 
 from mmrobust_bench.bench.results import ResultRow, append_rows
 from mmrobust_bench.cli import build_parser, main
+from mmrobust_bench.hints import name_matcher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_list_builds_only_the_library_rows_it_prints(monkeypatch):
     monkeypatch.setattr(listing, "_torchattacks_rows", lambda names: built.extend(names) or real(names))
     found = listing.collect("pgdl2")
     assert built and all("pgdl2" in n.lower() for n in built)
-    keep = listing.matcher("pgdl2")
+    keep = name_matcher("pgdl2")
     assert found["attacks"] == [r for r in everything["attacks"] if keep(r["name"])]
     assert {"torchattacks:PGDL2", "art:ProjectedGradientDescent"} & {r["name"] for r in found["attacks"]}
 

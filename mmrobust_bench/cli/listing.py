@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..hints import name_matcher, nearest
+from ..hints import name_matcher, nearest_to_pattern
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "unavailable_libraries) instead of text",
     )
     lst.set_defaults(func=cmd)
-
-
-matcher = name_matcher  # the listings' one pattern rule (``hints.name_matcher``)
 
 
 def _norms_of_class(cls: Any) -> list[str]:
@@ -158,7 +155,7 @@ def collect(pattern: str | None = None) -> dict[str, Any]:
     from ..defenses import DEFENSES
     from ..models import ENCODERS
 
-    keep = matcher(pattern)
+    keep = name_matcher(pattern)
     out: dict[str, Any] = {}
     for key, registry in zip(KINDS, (DEFENSES, ATTACKS, DATASETS, ENCODERS)):
         entries = {e.name: e for e in registry.entries()}
@@ -233,9 +230,7 @@ def listed_names(data: dict[str, Any]) -> list[str]:
 
 def nothing_matches(pattern: str, names: list[str]) -> str:
     """The error for a pattern that matches no name: the nearest names (compared without wildcards and case)."""
-    by_lower = {name.lower(): name for name in names}
-    typed = pattern.lower().strip("*?[]") or pattern.lower()
-    near = [by_lower[n] for n in nearest(typed, sorted(by_lower))]
+    near = nearest_to_pattern(pattern, names)
     return (
         f"list: nothing matches {pattern!r}; nearest names: {', '.join(near)} (`mmrobust-bench list` shows everything)"
     )

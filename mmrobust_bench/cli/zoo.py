@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..hints import nearest
+from ..hints import nearest_to_pattern
 from .common import dataset_options
 from .conventions import SubcommandParser
 
@@ -109,10 +109,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         for e in zoo.match(args.pattern):
             rows.append({"dataset": zoo.dataset, **e.as_dict(), "path": str(zoo.directory / e.file)})
     if args.pattern and not rows:  # as `list`: a pattern that finds nothing is an error naming the nearest entries
-        names = sorted({f"{zoo.dataset}/{e.entry}" for zoo in zoos for e in zoo.entries})
-        typed = args.pattern.lower().strip("*?[]") or args.pattern.lower()
+        near = nearest_to_pattern(args.pattern, {f"{zoo.dataset}/{e.entry}" for zoo in zoos for e in zoo.entries})
         raise ValueError(
-            f"zoo list: nothing matches {args.pattern!r}; nearest entries: {', '.join(nearest(typed, names))} "
+            f"zoo list: nothing matches {args.pattern!r}; nearest entries: {', '.join(near)} "
             "(`mmrobust-bench zoo list` shows every entry)"
         )
     if args.json:
